@@ -1,0 +1,18 @@
+# lit configuration for loom: dialect round-trips and diagnostics, one test per pass,
+# end-to-end CLI tests. FileCheck/not/count come from LLVM 19's bin directory.
+import os
+import lit.formats
+
+config.name = "loom"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir", ".test", ".yaml"]
+config.excludes = ["lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit", "CMakeLists.txt"]
+config.test_source_root = os.path.join(config.loom_src_root, "test")
+config.test_exec_root = os.path.join(config.loom_obj_root, "test")
+
+config.environment["PATH"] = os.pathsep.join(
+    [os.path.join(config.loom_obj_root, "bin"), config.llvm_tools_dir,
+     config.environment.get("PATH", os.environ.get("PATH", ""))])
+config.environment["LOOM_NO_COLOR"] = "1"
+config.substitutions.append(("%python", config.python_executable))
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))

@@ -1,0 +1,407 @@
+//===- Place.cpp - place dialect: registration and op verifiers -----------===//
+//
+// Local constraints are checked by each op's verifier; constraints that need the
+// mesh (divisibility by axis sizes, gradient integrity) are checked by
+// `place.model` once symbols resolve, and reported on the offending layer.
+//
+//===----------------------------------------------------------------------===//
+
+#include "place/Place.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SmallSet.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace loom::place;
+
+#include "place/PlaceDialect.cpp.inc"
+#include "place/PlaceEnums.cpp.inc"
+#include "place/PlaceInterfaces.cpp.inc"
+
+namespace {
+/// Prints placements once at the top of the module as #placement0, #placement1...
+/// so that a 126-layer model does not repeat the same long attribute on every op.
+struct PlaceOpAsmInterface : public OpAsmDialectInterface {
+  using OpAsmDialectInterface::OpAsmDialectInterface;
+  AliasResult getAlias(Attribute attr, raw_ostream &os) const override {
+    if (isa<PlacementAttr>(attr)) {
+      os << "placement";
+      return AliasResult::FinalAlias;
+    }
+    return AliasResult::NoAlias;
+  }
+};
+} // namespace
+
+void PlaceDialect::initialize() {
+  registerAttributes();
+  addOperations<
+#define GET_OP_LIST
+#include "place/PlaceOps.cpp.inc"
+      >();
+  addInterfaces<PlaceOpAsmInterface>();
+}
+
+//===----------------------------------------------------------------------===//
+// Tier, device, cluster, mesh
+//===----------------------------------------------------------------------===//
+
+LogicalResult TierOp::verify() {
+  if (getBandwidthGbps().convertToDouble() <= 0)
+    return emitOpError("bandwidth_gbps must be > 0, got ")
+           << getBandwidthGbps().convertToDouble();
+  if (getLatencyUs().convertToDouble() < 0)
+    return emitOpError("latency_us must be >= 0, got ")
+           << getLatencyUs().convertToDouble();
+  return success();
+}
+
+LogicalResult DeviceOp::verify() {
+  for (auto [name, value] :
+       {std::pair<StringRef, double>{"peak_tflops", getPeakTflops().convertToDouble()},
+        {"hbm_gib", getHbmGib().convertToDouble()},
+        {"hbm_gbytes_per_s", getHbmGbytesPerS().convertToDouble()}})
+    if (value <= 0)
+      return emitOpError() << name << " must be > 0, got " << value;
+  return success();
+}
+
+LogicalResult ClusterOp::verify() {
+  if (getAxes().empty())
+    return emitOpError("needs at least one axis");
+  llvm::SmallSet<StringRef, 4> names;
+  for (auto axis : getAxes().getAsRange<AxisAttr>())
+    if (!names.insert(axis.getName().getValue()).second)
+      return emitOpError("axis '") << axis.getName().getValue()
+                                   << "' is declared twice";
+  return success();
+}
+
+LogicalResult ClusterOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  if (!symbols.lookupNearestSymbolFrom<DeviceOp>(*this, getDeviceAttr()))
+    return emitOpError("device '") << getDevice() << "' is not a place.device";
+  for (auto axis : getAxes().getAsRange<AxisAttr>())
+    if (!symbols.lookupNearestSymbolFrom<TierOp>(*this, axis.getTier()))
+      return emitOpError("axis '")
+             << axis.getName().getValue() << "' uses tier '"
+             << axis.getTier().getValue() << "', which is not a place.tier";
+  return success();
+}
+
+int64_t ClusterOp::getNumDevices() {
+  int64_t n = 1;
+  for (auto axis : getAxes().getAsRange<AxisAttr>())
+    n *= axis.getSize();
+  return n;
+}
+
+AxisAttr ClusterOp::lookupAxis(StringRef name) {
+  for (auto axis : getAxes().getAsRange<AxisAttr>())
+    if (axis.getName().getValue() == name)
+      return axis;
+  return {};
+}
+
+LogicalResult MeshOp::verify() {
+  llvm::SmallSet<StringRef, 4> names;
+  for (auto axis : getAxes().getAsRange<LogicalAxisAttr>())
+    if (!names.insert(axis.getName().getValue()).second)
+      return emitOpError("axis '") << axis.getName().getValue()
+                                   << "' is declared twice";
+  return success();
+}
+
+LogicalResult MeshOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(*this, getClusterAttr());
+  if (!cluster)
+    return emitOpError("cluster '") << getCluster() << "' is not a place.cluster";
+  llvm::DenseMap<StringRef, int64_t> used;
+  for (auto axis : getAxes().getAsRange<LogicalAxisAttr>()) {
+    for (auto [phys, size] : llvm::zip(axis.getPhysical(), axis.getSizes())) {
+      if (!cluster.lookupAxis(phys.getValue()))
+        return emitOpError("axis '")
+               << axis.getName().getValue() << "' takes ranks of '"
+               << phys.getValue() << "', which cluster '" << getCluster()
+               << "' does not have";
+      auto [it, inserted] = used.try_emplace(phys.getValue(), 1);
+      it->second *= size;
+    }
+  }
+  for (auto axis : cluster.getAxes().getAsRange<AxisAttr>()) {
+    int64_t taken = used.lookup(axis.getName().getValue());
+    if (taken == 0)
+      taken = 1;
+    if (taken != axis.getSize())
+      return emitOpError("mesh takes ")
+             << taken << " ranks of cluster axis '" << axis.getName().getValue()
+             << "', which has " << axis.getSize()
+             << "; the pieces of each cluster axis must multiply to its size";
+  }
+  return success();
+}
+
+LogicalAxisAttr MeshOp::lookupAxis(StringRef name) {
+  for (auto axis : getAxes().getAsRange<LogicalAxisAttr>())
+    if (axis.getName().getValue() == name)
+      return axis;
+  return {};
+}
+
+int64_t MeshOp::getAxisSize(StringRef name) {
+  auto axis = lookupAxis(name);
+  return axis ? axis.getSize() : 1;
+}
+
+int64_t MeshOp::getNumRanks() {
+  int64_t n = 1;
+  for (auto axis : getAxes().getAsRange<LogicalAxisAttr>())
+    n *= axis.getSize();
+  return n;
+}
+
+//===----------------------------------------------------------------------===//
+// Layers
+//===----------------------------------------------------------------------===//
+
+/// Checks shared by every layer op.
+template <typename LayerOp>
+static LogicalResult verifyLayerCommon(LayerOp op) {
+  if (op.getParams() < 0)
+    return op.emitOpError("params must be >= 0, got ") << op.getParams();
+  if (op.getFwdFlops() < 0)
+    return op.emitOpError("fwd_flops must be >= 0, got ") << op.getFwdFlops();
+  if (auto stage = op.getStage(); stage && *stage < 0)
+    return op.emitOpError("stage must be >= 0, got ") << *stage;
+  return success();
+}
+
+LogicalResult EmbeddingOp::verify() {
+  if (failed(verifyLayerCommon(*this)))
+    return failure();
+  if (getVocab() <= 0 || getHidden() <= 0)
+    return emitOpError("vocab and hidden must be > 0");
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyLayerCommon(*this)))
+    return failure();
+  if (getHeads() <= 0 || getKvHeads() <= 0 || getHeadDim() <= 0)
+    return emitOpError("heads, kv_heads and head_dim must be > 0");
+  if (getHeads() % getKvHeads() != 0)
+    return emitOpError("kv_heads (") << getKvHeads() << ") must divide heads ("
+                                     << getHeads() << ")";
+  return success();
+}
+
+LogicalResult MlpOp::verify() {
+  if (failed(verifyLayerCommon(*this)))
+    return failure();
+  if (getFfn() <= 0)
+    return emitOpError("ffn must be > 0, got ") << getFfn();
+  return success();
+}
+
+LogicalResult MoeOp::verify() {
+  if (failed(verifyLayerCommon(*this)))
+    return failure();
+  if (getExperts() <= 0 || getFfn() <= 0)
+    return emitOpError("experts and ffn must be > 0");
+  if (getTopK() <= 0 || getTopK() > getExperts())
+    return emitOpError("top_k must be in [1, experts=")
+           << getExperts() << "], got " << getTopK();
+  return success();
+}
+
+LogicalResult HeadOp::verify() {
+  if (failed(verifyLayerCommon(*this)))
+    return failure();
+  if (getVocab() <= 0 || getHidden() <= 0)
+    return emitOpError("vocab and hidden must be > 0");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Model
+//===----------------------------------------------------------------------===//
+
+LogicalResult ModelOp::verify() {
+  for (auto [name, value] : {std::pair<StringRef, int64_t>{"vocab", getVocab()},
+                             {"hidden", getHidden()},
+                             {"seq_len", getSeqLen()},
+                             {"global_batch", getGlobalBatch()},
+                             {"micro_batch", getMicroBatch()},
+                             {"virtual_stages", getVirtualStages()}})
+    if (value <= 0)
+      return emitOpError() << name << " must be > 0, got " << value;
+  if (getGlobalBatch() % getMicroBatch() != 0)
+    return emitOpError("micro_batch (")
+           << getMicroBatch() << ") must divide global_batch ("
+           << getGlobalBatch() << ")";
+  for (Operation &op : *getBodyBlock())
+    if (!isa<LayerOpInterface>(op))
+      return op.emitOpError("is not a layer; place.model holds layer ops only");
+  return success();
+}
+
+/// The extent that sharding a layer along `dim` must divide.
+static std::optional<std::pair<StringRef, int64_t>> shardedExtent(Operation *op,
+                                                                  Dim dim) {
+  using R = std::optional<std::pair<StringRef, int64_t>>;
+  return TypeSwitch<Operation *, R>(op)
+      .Case<AttentionOp>([&](AttentionOp a) -> R {
+        if (dim == Dim::heads)
+          return std::pair<StringRef, int64_t>{"kv_heads", a.getKvHeads()};
+        return std::nullopt;
+      })
+      .Case<MlpOp>([&](MlpOp m) -> R {
+        if (dim == Dim::ffn)
+          return std::pair<StringRef, int64_t>{"ffn", m.getFfn()};
+        return std::nullopt;
+      })
+      .Case<MoeOp>([&](MoeOp m) -> R {
+        if (dim == Dim::experts)
+          return std::pair<StringRef, int64_t>{"experts", m.getExperts()};
+        if (dim == Dim::ffn)
+          return std::pair<StringRef, int64_t>{"ffn", m.getFfn()};
+        return std::nullopt;
+      })
+      .Default([](Operation *) -> R { return std::nullopt; });
+}
+
+LogicalResult ModelOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  MeshOp mesh;
+  if (auto ref = getMeshAttr()) {
+    mesh = symbols.lookupNearestSymbolFrom<MeshOp>(*this, ref);
+    if (!mesh)
+      return emitOpError("mesh '") << ref.getValue() << "' is not a place.mesh";
+  }
+  StringRef ppAxis = getPipelineAxis().value_or("");
+  if (!ppAxis.empty() && (!mesh || !mesh.lookupAxis(ppAxis)))
+    return emitOpError("pipeline_axis '") << ppAxis << "' is not an axis of the mesh";
+  int64_t numStages = (ppAxis.empty() ? 1 : mesh.getAxisSize(ppAxis)) *
+                      getVirtualStages();
+
+  int64_t prevStage = 0;
+  for (LayerOpInterface layer : getLayers()) {
+    Operation *op = layer.getOperation();
+    if (auto stage = layer.getStageIndex()) {
+      if (*stage >= numStages)
+        return op->emitOpError("stage ")
+               << *stage << " is out of range: the model has " << numStages
+               << " stages (pipeline size x virtual_stages)";
+      if (*stage < prevStage)
+        return op->emitOpError("stage ")
+               << *stage << " comes after stage " << prevStage
+               << "; stages must not decrease in layer order";
+      prevStage = *stage;
+    } else if (!ppAxis.empty()) {
+      return op->emitOpError("has no stage, but the model is pipelined along '")
+             << ppAxis << "'";
+    }
+
+    PlacementAttr placement = layer.getPlacementAttr();
+    if (!placement)
+      continue;
+    if (!mesh)
+      return op->emitOpError("has a placement but the model names no mesh");
+
+    // Every axis a placement names exists, and is not the pipeline axis.
+    for (auto state : {PlacementAttr::State::Params, PlacementAttr::State::Optim,
+                       PlacementAttr::State::Grads, PlacementAttr::State::Acts})
+      for (const AxisMode &m : placement.getState(state)) {
+        if (!mesh.lookupAxis(m.axis.getValue()))
+          return op->emitOpError()
+                 << PlacementAttr::stateName(state) << " name axis '"
+                 << m.axis.getValue() << "', which mesh '" << mesh.getSymName()
+                 << "' does not have";
+        if (m.axis.getValue() == ppAxis)
+          return op->emitOpError()
+                 << PlacementAttr::stateName(state) << " name the pipeline axis '"
+                 << ppAxis << "'; pipeline placement is given by `stage`";
+      }
+    for (StringAttr axis : placement.getReduce())
+      if (!mesh.lookupAxis(axis.getValue()))
+        return op->emitOpError("reduces over axis '")
+               << axis.getValue() << "', which mesh '" << mesh.getSymName()
+               << "' does not have";
+
+    // Divisibility of sharded extents by the axis size.
+    for (const AxisMode &m : placement.getParams()) {
+      int64_t n = mesh.getAxisSize(m.axis.getValue());
+      if (m.mode == Mode::sharded && m.dim == Dim::heads) {
+        auto attn = cast<AttentionOp>(op);
+        if (attn.getHeads() % n != 0)
+          return op->emitOpError("heads (")
+                 << attn.getHeads() << ") are not divisible by axis '"
+                 << m.axis.getValue() << "' of size " << n;
+      }
+      if (auto extent = shardedExtent(op, m.dim); extent && m.mode == Mode::sharded &&
+                                                  extent->second % n != 0)
+        return op->emitOpError()
+               << extent->first << " (" << extent->second
+               << ") are not divisible by axis '" << m.axis.getValue()
+               << "' of size " << n;
+      if (m.mode == Mode::sharded && m.dim == Dim::heads && !isa<AttentionOp>(op))
+        return op->emitOpError("only attention shards parameters by heads");
+      if (m.mode == Mode::sharded && m.dim == Dim::experts && !isa<MoeOp>(op))
+        return op->emitOpError("only an MoE block shards parameters by experts");
+    }
+    int64_t batchShards = 1;
+    for (const AxisMode &m : placement.getActs()) {
+      if (m.mode != Mode::sharded)
+        continue;
+      int64_t n = mesh.getAxisSize(m.axis.getValue());
+      if (m.dim == Dim::seq && getSeqLen() % n != 0)
+        return op->emitOpError("seq_len (")
+               << getSeqLen() << ") is not divisible by axis '"
+               << m.axis.getValue() << "' of size " << n;
+      if (m.dim == Dim::batch)
+        batchShards *= n;
+    }
+    if (getGlobalBatch() % (batchShards * getMicroBatch()) != 0)
+      return op->emitOpError("global_batch (")
+             << getGlobalBatch() << ") is not divisible by the " << batchShards
+             << " batch shards times micro_batch " << getMicroBatch();
+
+    // Gradient integrity: sum gradients over exactly the axes along which every
+    // rank holds the whole parameter but saw different data.
+    llvm::SmallSet<StringRef, 4> reduce;
+    for (StringAttr axis : placement.getReduce())
+      reduce.insert(axis.getValue());
+    for (auto axis : mesh.getAxes().getAsRange<LogicalAxisAttr>()) {
+      StringRef name = axis.getName().getValue();
+      if (name == ppAxis)
+        continue;
+      AxisMode p = placement.lookup(PlacementAttr::State::Params, name);
+      AxisMode a = placement.lookup(PlacementAttr::State::Acts, name);
+      bool dataSharded = a.mode == Mode::sharded;
+      bool needed = isWholeForCompute(p.mode) && dataSharded;
+      if (needed && !reduce.contains(name))
+        return op->emitOpError("gradient integrity: parameters are whole on "
+                               "every rank along '")
+               << name << "' and activations are " << stringifyMode(a.mode)
+               << "(" << stringifyDim(a.dim)
+               << "), so gradients must be reduced over '" << name << "'";
+      if (!needed && reduce.contains(name))
+        return op->emitOpError("gradient integrity: gradients are reduced over '")
+               << name << "', but "
+               << (dataSharded ? "parameters are sharded there: each rank "
+                                 "owns a different slice"
+                               : "activations are replicated there: every rank "
+                                 "already holds the full gradient");
+    }
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// TableGen'd op definitions
+//===----------------------------------------------------------------------===//
+
+#define GET_OP_CLASSES
+#include "place/PlaceOps.cpp.inc"

@@ -1,0 +1,388 @@
+// RUN: loom-opt %s -split-input-file -verify-diagnostics
+
+// One case per constraint the place dialect states.
+
+// expected-error @below {{bandwidth_gbps must be > 0, got -5}}
+place.tier @t {bandwidth_gbps = -5.0 : f64, latency_us = 1.0 : f64}
+
+// -----
+
+// expected-error @below {{latency_us must be >= 0, got -1}}
+place.tier @t {bandwidth_gbps = 5.0 : f64, latency_us = -1.0 : f64}
+
+// -----
+
+// expected-error @below {{hbm_gib must be > 0, got 0}}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 0.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{axis 'gpu' is declared twice}}
+place.cluster @c device @d axes [#place.axis<"gpu", 4, @t>, #place.axis<"gpu", 8, @t>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cluster axis 'gpu' must have size >= 1, got 0}}
+place.cluster @c device @d axes [#place.axis<"gpu", 0, @t>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{axis 'gpu' uses tier 'nvlink', which is not a place.tier}}
+place.cluster @c device @d axes [#place.axis<"gpu", 8, @nvlink>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{device 'h100' is not a place.device}}
+place.cluster @c device @h100 axes [#place.axis<"gpu", 8, @t>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+// expected-error @below {{axis 'tp' takes ranks of 'nvlink', which cluster 'c' does not have}}
+place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:2>, #place.laxis<tp = nvlink:4>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+// expected-error @below {{mesh takes 16 ranks of cluster axis 'gpu', which has 8; the pieces of each cluster axis must multiply to its size}}
+place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:4>, #place.laxis<tp = gpu:4>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+// expected-error @below {{axis 'tp' is declared twice}}
+place.mesh @m of @c axes [#place.laxis<tp = node:4>, #place.laxis<tp = gpu:8>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+// expected-error @below {{mesh axis 'tp' takes 0 ranks of cluster axis 'gpu'; a piece must be >= 1}}
+place.mesh @m of @c axes [#place.laxis<tp = gpu:0>]
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{params names axis 'tp' twice; each axis may place a state once}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads), tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{optim along 'dp' is sharded_with_gather, which only parameters may be}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads), dp: sharded_with_gather(flat)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{params cannot be materialized; only activations are rebuilt by recomputation}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)] materialized, optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{acts along 'dp' are sharded by heads; activations split by batch, seq or hidden}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(heads)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{params along 'tp' are sharded by batch; weights split by hidden, heads, ffn, experts, vocab or flat}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(batch)], optim [tp: sharded(batch)], grads [tp: sharded(batch)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{state consistency: params are sharded(heads) along 'tp' but optim are replicated; they must be sharded the same way}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{state consistency: params are sharded_with_gather(flat) along 'dp' but grads are replicated; they must be sharded so each rank updates the shard it owns}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads), dp: sharded_with_gather(flat)], optim [tp: sharded(heads), dp: sharded(flat)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{state consistency: grads are sharded along 'dp' but optim is replicated}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads), dp: sharded(flat)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{reduce names axis 'dp' twice}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp, dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{heads (30) are not divisible by axis 'tp' of size 4}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 30 : i64, kv_heads = 6 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{kv_heads (2) are not divisible by axis 'tp' of size 4}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 2 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{experts (6) are not divisible by axis 'tp' of size 4}}
+  place.moe "layers.0.moe" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, experts = 6 : i64, top_k = 2 : i64, shared_experts = 0 : i64, ffn = 64 : i64, activation = "swiglu", placement = #place.placement<params [tp: sharded(experts)], optim [tp: sharded(experts)], grads [tp: sharded(experts)], acts [dp: sharded(batch), tp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 130 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{seq_len (130) is not divisible by axis 'dp' of size 4}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(seq)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 6 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{global_batch (6) is not divisible by the 4 batch shards times micro_batch 1}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{gradient integrity: parameters are whole on every rank along 'dp' and activations are sharded(batch), so gradients must be reduced over 'dp'}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce []>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{gradient integrity: gradients are reduced over 'tp', but parameters are sharded there: each rank owns a different slice}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch), tp: sharded(seq)], reduce [dp, tp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{gradient integrity: gradients are reduced over 'tp', but activations are replicated there: every rank already holds the full gradient}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [], optim [], grads [], acts [dp: sharded(batch)], reduce [dp, tp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{params name axis 'cp', which mesh 'm' does not have}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [cp: sharded(heads)], optim [cp: sharded(heads)], grads [cp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{params name the pipeline axis 'pp'; pipeline placement is given by `stage`}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [pp: sharded(heads)], optim [pp: sharded(heads)], grads [pp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{stage 2 is out of range: the model has 2 stages (pipeline size x virtual_stages)}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 2 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, stage = 1 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+// expected-error @below {{stage 0 comes after stage 1; stages must not decrease in layer order}}
+  place.mlp "layers.0.mlp" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{has no stage, but the model is pipelined along 'pp'}}
+  place.mlp "layers.0.mlp" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{kv_heads (5) must divide heads (32)}}
+  place.attention "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 5 : i64, head_dim = 2 : i64}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp"} {
+// expected-error @below {{top_k must be in [1, experts=8], got 9}}
+  place.moe "m" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, experts = 8 : i64, top_k = 9 : i64, shared_experts = 0 : i64, ffn = 64 : i64, activation = "swiglu"}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{micro_batch (3) must divide global_batch (16)}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 3 : i64, dtype = "bf16"} {
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{pipeline_axis 'stages' is not an axis of the mesh}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "stages"} {
+
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{mesh 'nomesh' is not a place.mesh}}
+place.model @x mesh @nomesh attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+// expected-error @below {{has a placement but the model names no mesh}}
+  place.attention "layers.0.attention" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 2 : i64, placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads)], grads [tp: sharded(heads)], acts [dp: sharded(batch)], reduce [dp]>}
+}
+
+// -----
+
+// expected-error @below {{unknown placement mode 'split'; expected replicated, sharded or sharded_with_gather}}
+#bad = #place.placement<params [tp: split(heads)], optim [], grads [], acts [], reduce []>

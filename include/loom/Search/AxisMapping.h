@@ -1,0 +1,57 @@
+//===- AxisMapping.h - laying logical axes onto a device hierarchy -*- C++ -*-===//
+//
+// Which physical links does each parallel dimension cross? A cluster is a list of
+// physical axes (dc, node, gpu; outermost first). A strategy asks for logical axes
+// (tp, cp, ep, dp, pp) in an order, innermost first. Carving gives each logical
+// axis the innermost devices still free, so the first one asked for (tp) lands in
+// the NVLink domain and the last (pp) spans nodes or datacenters.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_SEARCH_AXISMAPPING_H
+#define LOOM_SEARCH_AXISMAPPING_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace loom::search {
+
+struct PhysicalAxis {
+  std::string name;
+  int64_t size = 1;
+};
+
+struct AxisRequest {
+  std::string name;
+  int64_t size = 1;
+};
+
+struct Piece {
+  std::string physical;
+  int64_t size = 1;
+};
+
+struct LogicalAxis {
+  std::string name;
+  std::vector<Piece> pieces; // outermost first
+  int64_t size() const;
+};
+
+struct Carving {
+  std::vector<LogicalAxis> axes; // outermost first; axes of size 1 omitted
+  std::string error;             // empty on success
+  bool ok() const { return error.empty(); }
+};
+
+/// Carves `requests` (innermost first) out of `physical` (outermost first). Each
+/// request must tile the physical axes exactly: at every step it either fits in
+/// what is left of the current axis (and divides it) or takes all of it and
+/// continues outwards. All devices must be used. Failures explain themselves,
+/// e.g. "tp=6 does not tile cluster axis 'gpu' (8 ranks left): pick a divisor
+/// or a multiple of 8".
+Carving carveAxes(const std::vector<PhysicalAxis> &physical,
+                  const std::vector<AxisRequest> &requests);
+
+} // namespace loom::search
+
+#endif // LOOM_SEARCH_AXISMAPPING_H

@@ -1,0 +1,48 @@
+//===- Passes.td - loom passes over the place dialect -------*- tablegen -*-===//
+#ifndef LOOM_TRANSFORMS_PASSES_TD
+#define LOOM_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
+  let summary = "Materialise placements from a strategy tuple";
+  let description = [{
+    Builds a `place.mesh` whose logical axes (tp innermost, then cp, ep, dp, pp
+    outermost — Megatron's rank order) are carved out of the cluster's physical
+    axes from the innermost (NVLink) outwards, then places every layer: tensor
+    parallel layers shard by heads/ffn/vocab along tp, experts along ep,
+    activations by batch along dp and ep and by sequence along cp (and along tp
+    with sequence parallelism); ZeRO stages shard optimizer state, gradients and
+    parameters over the gradient-reduction axes; recomputation sets the storage of
+    activations; layers are split evenly across pp x vpp stages. Axes of size 1
+    are left out of the mesh.
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", "1", "data-parallel size (includes ep)">,
+    Option<"tp", "tp", "int64_t", "1", "tensor-parallel size">,
+    Option<"pp", "pp", "int64_t", "1", "pipeline-parallel size">,
+    Option<"vpp", "vpp", "int64_t", "1", "virtual stages per pipeline rank">,
+    Option<"ep", "ep", "int64_t", "1", "expert-parallel size (divides dp)">,
+    Option<"cp", "cp", "int64_t", "1", "context-parallel size">,
+    Option<"zero", "zero", "int64_t", "0", "ZeRO stage 0-3">,
+    Option<"recompute", "recompute", "std::string", "\"none\"",
+           "activation recomputation: none, selective or full">,
+    Option<"mbs", "mbs", "int64_t", "1", "micro-batch size">,
+    Option<"sp", "sp", "bool", "false", "sequence parallelism along tp">,
+  ];
+}
+
+def PlaceDeriveStrategy : Pass<"place-derive-strategy", "mlir::ModuleOp"> {
+  let summary = "Read the strategy tuple back from placements";
+  let description = [{
+    Inverse of place-apply-strategy: from the mesh and the layer placements it
+    derives dp, tp, pp, vpp, ep, cp, zero stage, recomputation, micro batch and
+    sequence parallelism, and records them as the `place.strategy` dictionary on
+    each model op. It reads semantics, not axis names: tp is the axis that shards
+    attention by heads, zero is read from how optimizer, gradients and parameters
+    are placed along the reduction axes, and so on. A placement no strategy tuple
+    describes (layers that disagree) is an error naming the first disagreement.
+  }];
+}
+
+#endif // LOOM_TRANSFORMS_PASSES_TD

@@ -1,0 +1,152 @@
+//===- SpecToPlace.cpp - lowering specs into place IR ---------------------===//
+
+#include "loom/Conversion/SpecToPlace.h"
+
+#include "place/Place.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <fmt/format.h>
+
+using namespace mlir;
+using namespace loom;
+using namespace loom::place;
+
+void loom::registerSpecToPlaceDialects(DialectRegistry &registry) {
+  registry.insert<PlaceDialect>();
+}
+
+/// Symbol names are catalog names with characters MLIR would quote replaced.
+static std::string symbolName(std::string_view name) {
+  std::string out;
+  for (char c : name)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '_') ? c : '_';
+  if (out.empty() || std::isdigit(static_cast<unsigned char>(out[0])))
+    out = "m_" + out;
+  return out;
+}
+
+/// Enum names as users write them in specs ("swiglu").
+static std::string lowercase(std::string name) {
+  for (char &c : name)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+static double peakTflops(const spec::GpuType &gpu, const spec::Training &training) {
+  switch (training.precision()) {
+  case spec::FP32_FULL:
+    return gpu.tf32_tflops() > 0 ? gpu.tf32_tflops() : gpu.fp32_tflops();
+  case spec::FP8_MIXED:
+    return gpu.fp8_tflops();
+  case spec::FP16_MIXED:
+    return gpu.fp16_tflops();
+  default:
+    return gpu.bf16_tflops();
+  }
+}
+
+int64_t loom::attentionForwardFlops(const spec::Model &model, const spec::Block &block,
+                                    int64_t seqLen) {
+  spec::AttentionShape shape = spec::attentionShape(model, block);
+  const spec::Attention &a = block.attention();
+  int64_t qkDim = shape.mla ? a.qk_nope_head_dim() + a.qk_rope_head_dim() : shape.headDim;
+  int64_t vDim = shape.mla ? a.v_head_dim() : shape.headDim;
+  int64_t core = 2 * seqLen * shape.heads * (qkDim + vDim);
+  return 2 * static_cast<int64_t>(spec::attentionParameters(model, block)) + core;
+}
+
+OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
+                                             const spec::Model &model,
+                                             const spec::Cluster &cluster,
+                                             const spec::Training &training,
+                                             Location loc) {
+  context->getOrLoadDialect<PlaceDialect>();
+  spec::ClusterSize size = spec::clusterSize(cluster);
+  if (!size.regular) {
+    emitError(loc) << "cluster '" << cluster.name()
+                   << "' is not regular (datacenters of different sizes or mixed "
+                      "node groups); place IR needs one GPU type and equal "
+                      "datacenters for now";
+    return nullptr;
+  }
+  const spec::NodeGroup &group = cluster.datacenters(0).node_groups(0);
+  const spec::GpuType *gpu = spec::findGpu(cluster, group.gpu());
+
+  OpBuilder b(context);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+
+  // Tiers, in the order the hierarchy uses them (outermost first).
+  SmallVector<std::pair<std::string, std::string>> axes; // axis name, tier name
+  if (size.datacenters > 1)
+    axes.push_back({"dc", cluster.inter_dc_link()});
+  axes.push_back({"node", group.inter_node_link()});
+  axes.push_back({"gpu", group.intra_node_link()});
+  llvm::StringSet<> emitted;
+  for (auto &[axis, tierName] : axes) {
+    if (!emitted.insert(tierName).second)
+      continue;
+    const spec::LinkTier *tier = spec::findLink(cluster, tierName);
+    b.create<TierOp>(loc, symbolName(tierName), llvm::APFloat(tier->bandwidth_gbps()),
+                     llvm::APFloat(tier->latency_us()), tier->per_node());
+  }
+  std::string deviceSym = symbolName(gpu->name());
+  b.create<DeviceOp>(loc, deviceSym, llvm::APFloat(peakTflops(*gpu, training)),
+                     llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()));
+
+  int64_t sizes[] = {static_cast<int64_t>(size.datacenters),
+                     static_cast<int64_t>(size.nodes / size.datacenters),
+                     static_cast<int64_t>(group.gpus_per_node())};
+  SmallVector<Attribute> axisAttrs;
+  for (auto [i, axis] : llvm::enumerate(axes)) {
+    int64_t n = sizes[i + (size.datacenters > 1 ? 0 : 1)];
+    axisAttrs.push_back(AxisAttr::get(context, b.getStringAttr(axis.first), n,
+                                      FlatSymbolRefAttr::get(context, symbolName(axis.second))));
+  }
+  b.create<ClusterOp>(loc, symbolName(cluster.name()), deviceSym, b.getArrayAttr(axisAttrs));
+
+  int64_t seq = training.seq_len();
+  int64_t mbs = training.micro_batch() ? training.micro_batch() : 1;
+  auto modelOp = b.create<ModelOp>(
+      loc, symbolName(model.name()), /*mesh=*/nullptr, /*pipeline_axis=*/nullptr,
+      model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
+      /*virtual_stages=*/1, spec::dtypeName(model.dtype()));
+  modelOp.getBody().emplaceBlock();
+  b.setInsertionPointToEnd(modelOp.getBodyBlock());
+
+  spec::ParamCount params = spec::countParameters(model);
+  int64_t hidden = model.hidden_size(), vocab = model.vocab_size();
+  b.create<EmbeddingOp>(loc, "embedding", params.embedding, /*fwd_flops=*/0,
+                        /*stage=*/nullptr, /*placement=*/nullptr, vocab, hidden);
+  int64_t layer = 0;
+  for (const spec::Block &block : model.blocks()) {
+    spec::AttentionShape shape = spec::attentionShape(model, block);
+    int64_t attnParams = spec::attentionParameters(model, block);
+    int64_t attnFlops = attentionForwardFlops(model, block, seq);
+    int64_t ffnParams = spec::ffnParameters(model, block);
+    int64_t ffnFlops = 2 * static_cast<int64_t>(spec::ffnActiveParameters(model, block));
+    for (uint32_t i = 0; i < block.count(); ++i, ++layer) {
+      std::string prefix = fmt::format("layers.{}.", layer);
+      b.create<AttentionOp>(loc, prefix + "attention", attnParams, attnFlops, nullptr,
+                            nullptr, layer, shape.heads, shape.kvHeads, shape.headDim,
+                            shape.mla);
+      if (block.has_moe()) {
+        const spec::Moe &moe = block.moe();
+        b.create<MoeOp>(loc, prefix + "moe", ffnParams, ffnFlops, nullptr, nullptr,
+                        layer, moe.experts(), moe.top_k(), moe.shared_experts(),
+                        moe.expert_ffn_hidden(),
+                        lowercase(spec::Activation_Name(moe.activation())));
+      } else {
+        const spec::Mlp &mlp = block.mlp();
+        b.create<MlpOp>(loc, prefix + "mlp", ffnParams, ffnFlops, nullptr, nullptr,
+                        layer, mlp.ffn_hidden(), lowercase(spec::Activation_Name(mlp.activation())));
+      }
+    }
+  }
+  b.create<HeadOp>(loc, "head", params.lmHead + params.finalNorm, 2 * vocab * hidden,
+                   nullptr, nullptr, vocab, hidden, model.tied_embeddings());
+  return module;
+}

@@ -1,0 +1,151 @@
+//===- DeriveStrategy.cpp - place-derive-strategy -------------------------===//
+//
+// Reads the strategy tuple back from placements by their meaning: the tensor-
+// parallel axis is whichever shards attention by heads, the ZeRO stage is read
+// from how optimizer state, gradients and parameters sit on the reduction axes.
+// Names of mesh axes are never consulted, so hand-written IR derives as well.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/Transforms/Passes.h"
+#include "place/Place.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace loom {
+#define GEN_PASS_DEF_PLACEDERIVESTRATEGY
+#include "loom/Transforms/Passes.h.inc"
+} // namespace loom
+
+using namespace mlir;
+using namespace loom;
+using namespace loom::place;
+
+namespace {
+
+/// What one layer's placement says about the strategy. Fields a layer cannot
+/// tell (tp for an embedding...) stay unset.
+struct LayerView {
+  std::optional<int64_t> tp, ep;
+  int64_t dp = 1, cp = 1, zero = 0;
+  bool sp = false;
+  Storage acts = Storage::resident;
+};
+
+struct DeriveStrategyPass
+    : loom::impl::PlaceDeriveStrategyBase<DeriveStrategyPass> {
+  void runOnOperation() override;
+};
+
+} // namespace
+
+static LayerView viewOf(PlacementAttr placement, MeshOp mesh) {
+  LayerView v;
+  using S = PlacementAttr::State;
+  for (const AxisMode &p : placement.getParams()) {
+    int64_t n = mesh.getAxisSize(p.axis.getValue());
+    if (p.mode == Mode::sharded && p.dim == Dim::heads) {
+      v.tp = v.tp.value_or(1) * n;
+    }
+    if (p.mode == Mode::sharded && p.dim == Dim::experts)
+      v.ep = v.ep.value_or(1) * n;
+  }
+  for (const AxisMode &a : placement.getActs()) {
+    if (a.mode != Mode::sharded)
+      continue;
+    int64_t n = mesh.getAxisSize(a.axis.getValue());
+    AxisMode p = placement.lookup(S::Params, a.axis.getValue());
+    if (a.dim == Dim::batch)
+      v.dp *= n;
+    else if (a.dim == Dim::seq && p.mode == Mode::sharded)
+      v.sp = true; // sequence split along the axis that shards the weights
+    else if (a.dim == Dim::seq)
+      v.cp *= n;
+  }
+  // ZeRO: the deepest state sharded over the reduction axes.
+  for (StringAttr axis : placement.getReduce()) {
+    StringRef name = axis.getValue();
+    if (placement.lookup(S::Params, name).mode == Mode::sharded_with_gather)
+      v.zero = std::max<int64_t>(v.zero, 3);
+    else if (placement.lookup(S::Grads, name).mode == Mode::sharded)
+      v.zero = std::max<int64_t>(v.zero, 2);
+    else if (placement.lookup(S::Optim, name).mode == Mode::sharded)
+      v.zero = std::max<int64_t>(v.zero, 1);
+  }
+  v.acts = placement.getStorage().acts;
+  return v;
+}
+
+void DeriveStrategyPass::runOnOperation() {
+  ModuleOp module = getOperation();
+  SymbolTableCollection symbols;
+  for (ModelOp model : module.getOps<ModelOp>()) {
+    MeshOp mesh;
+    if (auto ref = model.getMeshAttr())
+      mesh = symbols.lookupNearestSymbolFrom<MeshOp>(model, ref);
+    if (!mesh) {
+      model.emitOpError("has no mesh to derive a strategy from; run "
+                        "place-apply-strategy or place-search first");
+      return signalPassFailure();
+    }
+
+    std::optional<int64_t> tp, ep;
+    std::optional<LayerView> common;
+    for (LayerOpInterface layer : model.getLayers()) {
+      PlacementAttr placement = layer.getPlacementAttr();
+      if (!placement) {
+        layer->emitOpError("has no placement");
+        return signalPassFailure();
+      }
+      LayerView v = viewOf(placement, mesh);
+      auto agree = [&](std::optional<int64_t> &seen, std::optional<int64_t> now,
+                       StringRef what) {
+        if (!now)
+          return true;
+        if (seen && *seen != *now) {
+          layer->emitOpError() << "implies " << what << "=" << *now
+                               << " but earlier layers imply " << what << "="
+                               << *seen << "; no single strategy describes this model";
+          return false;
+        }
+        seen = now;
+        return true;
+      };
+      if (!agree(tp, v.tp, "tp") || !agree(ep, v.ep, "ep"))
+        return signalPassFailure();
+      if (!common) {
+        common = v;
+        continue;
+      }
+      if (common->dp != v.dp || common->cp != v.cp || common->zero != v.zero ||
+          common->sp != v.sp || common->acts != v.acts) {
+        layer->emitOpError("is placed unlike the layers before it (data, context "
+                           "or ZeRO sharding, sequence parallelism or recompute "
+                           "differ); no single strategy describes this model");
+        return signalPassFailure();
+      }
+    }
+    if (!common) {
+      model.emitOpError("has no layers");
+      return signalPassFailure();
+    }
+    StringRef recompute = common->acts == Storage::materialized ? "full"
+                          : common->acts == Storage::selective  ? "selective"
+                                                                : "none";
+    Builder b(model.getContext());
+    int64_t pp = model.getPipelineAxis() ? mesh.getAxisSize(*model.getPipelineAxis()) : 1;
+    NamedAttribute entries[] = {
+        b.getNamedAttr("dp", b.getI64IntegerAttr(common->dp)),
+        b.getNamedAttr("tp", b.getI64IntegerAttr(tp.value_or(1))),
+        b.getNamedAttr("pp", b.getI64IntegerAttr(pp)),
+        b.getNamedAttr("vpp", b.getI64IntegerAttr(model.getVirtualStages())),
+        b.getNamedAttr("ep", b.getI64IntegerAttr(ep.value_or(1))),
+        b.getNamedAttr("cp", b.getI64IntegerAttr(common->cp)),
+        b.getNamedAttr("zero", b.getI64IntegerAttr(common->zero)),
+        b.getNamedAttr("recompute", b.getStringAttr(recompute)),
+        b.getNamedAttr("mbs", b.getI64IntegerAttr(model.getMicroBatch())),
+        b.getNamedAttr("sp", b.getBoolAttr(common->sp)),
+    };
+    model->setAttr("place.strategy", b.getDictionaryAttr(entries));
+  }
+}

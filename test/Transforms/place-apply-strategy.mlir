@@ -1,0 +1,64 @@
+// RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 zero=1 recompute=selective sp=true" --mlir-print-local-scope | FileCheck %s --check-prefix=TP
+// RUN: loom-opt %s --place-apply-strategy="dp=8 ep=4 tp=2 pp=2 zero=3 mbs=2 recompute=full" --mlir-print-local-scope | FileCheck %s --check-prefix=EP
+// RUN: loom-opt %s --place-apply-strategy="dp=2 cp=2 tp=8 zero=2" --mlir-print-local-scope | FileCheck %s --check-prefix=CP
+// RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 vpp=2" --mlir-print-local-scope | FileCheck %s --check-prefix=VPP
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4" 2>&1 | FileCheck %s --check-prefix=RANKS
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 ep=3 tp=8" 2>&1 | FileCheck %s --check-prefix=EPDIV
+// RUN: not loom-opt %s --place-apply-strategy="dp=32 recompute=most" 2>&1 | FileCheck %s --check-prefix=RECOMP
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 pp=8" 2>&1 | FileCheck %s --check-prefix=LAYERS
+// RUN: not loom-opt %s --place-apply-strategy="dp=2 tp=16" 2>&1 | FileCheck %s --check-prefix=KV
+
+// A 4-node x 8-GPU cluster and a 4-layer model whose last layer is an MoE.
+place.tier @nvlink4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c device @h100 axes [#place.axis<"node", 4, @ib>, #place.axis<"gpu", 8, @nvlink4>]
+place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len = 4096 : i64, global_batch = 64 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+  place.embedding "embedding" {params = 131072000 : i64, fwd_flops = 0 : i64, vocab = 32000 : i64, hidden = 4096 : i64}
+  place.attention "layers.0.attention" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 0 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 128 : i64}
+  place.mlp "layers.0.mlp" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 0 : i64, ffn = 14336 : i64, activation = "swiglu"}
+  place.attention "layers.1.attention" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 1 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 128 : i64}
+  place.mlp "layers.1.mlp" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 1 : i64, ffn = 14336 : i64, activation = "swiglu"}
+  place.attention "layers.2.attention" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 2 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 128 : i64}
+  place.mlp "layers.2.mlp" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 2 : i64, ffn = 14336 : i64, activation = "swiglu"}
+  place.attention "layers.3.attention" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 3 : i64, heads = 32 : i64, kv_heads = 8 : i64, head_dim = 128 : i64}
+  place.moe "layers.3.moe" {params = 1000 : i64, fwd_flops = 2000 : i64, layer = 3 : i64, experts = 8 : i64, top_k = 2 : i64, shared_experts = 0 : i64, ffn = 1024 : i64, activation = "swiglu"}
+  place.head "head" {params = 1000 : i64, fwd_flops = 2000 : i64, vocab = 32000 : i64, hidden = 4096 : i64}
+}
+
+// tp takes half of the NVLink domain, dp the other half and two nodes, pp the rest.
+// TP: place.mesh @mesh of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// TP-LABEL: place.model @tiny mesh @mesh
+// TP-SAME: pipeline_axis = "pp"
+// TP: place.embedding "embedding" {{.*}}placement = #place.placement<params [tp: sharded(vocab)], optim [tp: sharded(vocab), dp: sharded(flat)], grads [tp: sharded(vocab)], acts [dp: sharded(batch), tp: sharded(seq)] selective, reduce [dp]>, stage = 0
+// TP: place.attention "layers.0.attention" {{.*}}placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads), dp: sharded(flat)], grads [tp: sharded(heads)], acts [dp: sharded(batch), tp: sharded(seq)] selective, reduce [dp]>, stage = 0
+// TP: place.mlp "layers.1.mlp" {{.*}}sharded(ffn){{.*}}stage = 0
+// TP: place.attention "layers.2.attention" {{.*}}stage = 1
+// TP: place.head "head" {{.*}}stage = 1
+
+// Experts shard over ep inside dp; dense layers reduce over dp and ep, experts over dp only.
+// EP: place.mesh @mesh of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2>, #place.laxis<ep = gpu:4>, #place.laxis<tp = gpu:2>]
+// EP: place.model @tiny mesh @mesh {{.*}}micro_batch = 2
+// EP: place.attention "layers.0.attention" {{.*}}placement = #place.placement<params [tp: sharded(heads), dp: sharded_with_gather(flat), ep: sharded_with_gather(flat)], optim [tp: sharded(heads), dp: sharded(flat), ep: sharded(flat)], grads [tp: sharded(heads), dp: sharded(flat), ep: sharded(flat)], acts [dp: sharded(batch), ep: sharded(batch)] materialized, reduce [dp, ep]>
+// EP: place.moe "layers.3.moe" {{.*}}placement = #place.placement<params [ep: sharded(experts), tp: sharded(ffn), dp: sharded_with_gather(flat)], optim [ep: sharded(experts), tp: sharded(ffn), dp: sharded(flat)], grads [ep: sharded(experts), tp: sharded(ffn), dp: sharded(flat)], acts [dp: sharded(batch), ep: sharded(batch)] materialized, reduce [dp]>
+
+// Context parallelism shards the sequence and joins the gradient reduction.
+// CP: place.mesh @mesh of @c axes [#place.laxis<dp = node:2>, #place.laxis<cp = node:2>, #place.laxis<tp = gpu:8>]
+// CP-NOT: pipeline_axis
+// CP: place.attention "layers.0.attention" {{.*}}placement = #place.placement<params [tp: sharded(heads)], optim [tp: sharded(heads), dp: sharded(flat), cp: sharded(flat)], grads [tp: sharded(heads), dp: sharded(flat), cp: sharded(flat)], acts [dp: sharded(batch), cp: sharded(seq)], reduce [dp, cp]>
+// CP-NOT: stage =
+
+// Two virtual stages per pipeline rank: 4 stages, one layer each.
+// VPP: place.model @tiny mesh @mesh {{.*}}virtual_stages = 2
+// VPP: place.embedding {{.*}}stage = 0
+// VPP: place.mlp "layers.0.mlp" {{.*}}stage = 0
+// VPP: place.mlp "layers.1.mlp" {{.*}}stage = 1
+// VPP: place.mlp "layers.2.mlp" {{.*}}stage = 2
+// VPP: place.moe "layers.3.moe" {{.*}}stage = 3
+// VPP: place.head {{.*}}stage = 3
+
+// RANKS: place-apply-strategy: tp=4 x cp=1 x ep=1 x dp=4 x pp=1 = 16 ranks, but the cluster has 32 GPUs
+// EPDIV: place-apply-strategy: ep=3 must divide dp=4 (experts shard over part of the data-parallel ranks)
+// RECOMP: place-apply-strategy: recompute='most' must be none, selective or full
+// LAYERS: place-apply-strategy: pp x vpp = 8 stages but model 'tiny' has 4 layers
+// KV: error: 'place.attention' op kv_heads (8) are not divisible by axis 'tp' of size 16

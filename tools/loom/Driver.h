@@ -1,0 +1,32 @@
+//===- Driver.h - shared pieces of the loom CLI -----------------*- C++ -*-===//
+//
+// Every failure a user can cause ends as a UserError: printed as one line
+// "error: ..." plus a "hint: ..." line, exit code 1. Usage errors exit 2.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_TOOLS_LOOM_DRIVER_H
+#define LOOM_TOOLS_LOOM_DRIVER_H
+
+#include "CLI/CLI.hpp"
+
+#include <stdexcept>
+#include <string>
+
+namespace loom::cli {
+
+class UserError : public std::runtime_error {
+public:
+  UserError(const std::string &message, std::string hint = {})
+      : std::runtime_error(message), hint(std::move(hint)) {}
+  std::string hint;
+};
+
+/// Writes `text` to stdout, or atomically to `path` when it is not empty or "-".
+void writeOutput(const std::string &path, const std::string &text);
+
+void addCatalogCommand(CLI::App &app);
+void addLowerCommand(CLI::App &app);
+
+} // namespace loom::cli
+
+#endif // LOOM_TOOLS_LOOM_DRIVER_H

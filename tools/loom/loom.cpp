@@ -1,0 +1,50 @@
+//===- loom.cpp - the loom command line -----------------------------------===//
+
+#include "Driver.h"
+
+#include "loom/Spec/Spec.h"
+#include "loom/Support/AtomicFile.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <iostream>
+
+using namespace loom::cli;
+
+void loom::cli::writeOutput(const std::string &path, const std::string &text) {
+  if (path.empty() || path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return;
+  }
+  std::string err = loom::writeFileAtomic(path, text);
+  if (!err.empty())
+    throw UserError(err, "check that the directory exists and is writable");
+}
+
+int main(int argc, char **argv) {
+  CLI::App app{"loom: plans parallelism for large-model training and converts "
+               "checkpoints between layouts.\n"
+               "Models and clusters come from the built-in catalog (see `loom catalog`) "
+               "or from YAML/JSON/textproto spec files and HF config.json files."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "loom 0.1.0");
+  addCatalogCommand(app);
+  addLowerCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    return app.exit(e);
+  } catch (const UserError &e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    if (!e.hint.empty())
+      fmt::print(stderr, "hint: {}\n", e.hint);
+    return 1;
+  } catch (const loom::spec::SpecError &e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    fmt::print(stderr, "hint: `loom catalog` lists built-in models and clusters; "
+                       "spec files are .yaml, .json or .textproto\n");
+    return 1;
+  }
+  return 0;
+}

@@ -169,30 +169,17 @@ AxisMode PlacementAttr::lookup(State state, StringRef axis) const {
                   Dim::none};
 }
 
-static Storage storageOf(const StateStorage &s, State state) {
+/// The field of StateStorage that holds `state`'s storage.
+static Storage StateStorage::*storageField(State state) {
   switch (state) {
   case State::Params:
-    return s.params;
+    return &StateStorage::params;
   case State::Optim:
-    return s.optim;
+    return &StateStorage::optim;
   case State::Grads:
-    return s.grads;
+    return &StateStorage::grads;
   case State::Acts:
-    return s.acts;
-  }
-  llvm_unreachable("unknown state");
-}
-
-static Storage &storageRef(StateStorage &s, State state) {
-  switch (state) {
-  case State::Params:
-    return s.params;
-  case State::Optim:
-    return s.optim;
-  case State::Grads:
-    return s.grads;
-  case State::Acts:
-    return s.acts;
+    return &StateStorage::acts;
   }
   llvm_unreachable("unknown state");
 }
@@ -239,7 +226,7 @@ LogicalResult PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError
                            << "; weights split by hidden, heads, ffn, experts, "
                               "vocab or flat";
     }
-    Storage st = storageOf(storage, state);
+    Storage st = storage.*storageField(state);
     if ((st == Storage::materialized || st == Storage::selective) &&
         state != State::Acts)
       return emitError() << sname << " cannot be " << stringifyStorage(st)
@@ -338,7 +325,7 @@ Attribute PlacementAttr::parse(AsmParser &p, Type) {
             << st << "'; expected offloaded, materialized or selective";
         return {};
       }
-      storageRef(storage, state) = *parsed;
+      storage.*storageField(state) = *parsed;
     }
     if (p.parseComma())
       return {};
@@ -366,7 +353,7 @@ void PlacementAttr::print(AsmPrinter &p) const {
       p << ": " << describe(m);
     });
     p << ']';
-    Storage st = storageOf(getStorage(), state);
+    Storage st = getStorage().*storageField(state);
     if (st != Storage::resident)
       p << ' ' << stringifyStorage(st);
     p << ", ";

@@ -44,13 +44,26 @@ int lineOf(const YAML::Node &node) {
   return node.Mark().is_null() ? 0 : node.Mark().line + 1;
 }
 
+/// A scalar as it may be shown on one line of a terminal: control and non-ASCII
+/// bytes escaped, at most 40 characters.
+std::string printable(const std::string &text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (out.size() >= 40)
+      return out + "...";
+    out += (c >= 0x20 && c < 0x7f) ? std::string(1, static_cast<char>(c))
+                                   : fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
 /// A value as the user wrote it, for "got ..." in messages. yaml-cpp tags
 /// quoted scalars "!", which tells a JSON string "32" from the number 32.
 std::string describe(const YAML::Node &node) {
   switch (node.Type()) {
   case YAML::NodeType::Scalar:
-    return node.Tag() == "!" ? fmt::format("the string \"{}\"", node.Scalar())
-                             : fmt::format("'{}'", node.Scalar());
+    return node.Tag() == "!" ? fmt::format("the string \"{}\"", printable(node.Scalar()))
+                             : fmt::format("'{}'", printable(node.Scalar()));
   case YAML::NodeType::Sequence:
     return "a list";
   case YAML::NodeType::Map:

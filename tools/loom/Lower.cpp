@@ -224,6 +224,18 @@ static void runLower(const LowerOptions &o) {
   writeOutput(o.output, text);
 }
 
+/// "--tp: must be >= 1, got -4" rather than CLI11's floating-point range text.
+static const CLI::Validator atLeastOne(
+    [](std::string &value) -> std::string {
+      try {
+        if (std::stoll(value) >= 1)
+          return {};
+      } catch (const std::exception &) {
+      }
+      return "must be an integer >= 1, got " + value;
+    },
+    "INT>=1");
+
 void loom::cli::addLowerCommand(CLI::App &app) {
   auto o = std::make_shared<LowerOptions>();
   auto *cmd = app.add_subcommand(
@@ -236,10 +248,14 @@ void loom::cli::addLowerCommand(CLI::App &app) {
                   "catalog cluster (e.g. dgx-h100:nodes=64,dcs=2) or spec file")
       ->required();
   cmd->add_option("--training", o->training, "spec file with a training: section");
-  cmd->add_option("--seq", o->seq, "sequence length (overrides the training spec)");
-  cmd->add_option("--global-batch", o->globalBatch, "sequences per step (overrides)");
+  cmd->add_option("--seq", o->seq, "sequence length (overrides the training spec)")
+      ->check(atLeastOne);
+  cmd->add_option("--global-batch", o->globalBatch, "sequences per step (overrides)")
+      ->check(atLeastOne);
   auto strategyOpt = [&](const char *name, int64_t &v, const char *desc) {
-    cmd->add_option(name, v, desc)->each([o](const std::string &) { o->strategyGiven = true; });
+    cmd->add_option(name, v, desc)
+        ->check(atLeastOne)
+        ->each([o](const std::string &) { o->strategyGiven = true; });
   };
   strategyOpt("--dp", o->dp, "data-parallel size (default: what the GPUs leave)");
   strategyOpt("--tp", o->tp, "tensor-parallel size");
@@ -247,7 +263,9 @@ void loom::cli::addLowerCommand(CLI::App &app) {
   strategyOpt("--vpp", o->vpp, "virtual stages per pipeline rank");
   strategyOpt("--ep", o->ep, "expert-parallel size (divides dp)");
   strategyOpt("--cp", o->cp, "context-parallel size");
-  strategyOpt("--zero", o->zero, "ZeRO stage 0-3");
+  cmd->add_option("--zero", o->zero, "ZeRO stage 0-3")
+      ->check(CLI::Range(0, 3))
+      ->each([o](const std::string &) { o->strategyGiven = true; });
   strategyOpt("--mbs", o->mbs, "micro-batch size");
   cmd->add_option("--recompute", o->recompute, "none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}))

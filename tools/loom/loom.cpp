@@ -33,8 +33,17 @@ int main(int argc, char **argv) {
   addLowerCommand(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError &e) {
+  } catch (const CLI::CallForHelp &e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    fmt::print(stderr, "hint: `loom --help` lists the commands, `loom <command> --help` "
+                       "their options\n");
+    return 2;
   } catch (const UserError &e) {
     fmt::print(stderr, "error: {}\n", e.what());
     if (!e.hint.empty())

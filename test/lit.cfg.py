@@ -6,7 +6,7 @@ import lit.formats
 config.name = "loom"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".mlir", ".test", ".yaml"]
-config.excludes = ["lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit", "CMakeLists.txt"]
+config.excludes = ["lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit", "CMakeLists.txt", "expect_exit.py"]
 config.test_source_root = os.path.join(config.loom_src_root, "test")
 config.test_exec_root = os.path.join(config.loom_obj_root, "test")
 
@@ -16,3 +16,6 @@ config.environment["PATH"] = os.pathsep.join(
 config.environment["LOOM_NO_COLOR"] = "1"
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(
+    ("%expect-exit", config.python_executable + " " +
+     os.path.join(config.test_source_root, "expect_exit.py")))

@@ -35,19 +35,6 @@ static std::string lowercase(std::string name) {
   return name;
 }
 
-static double peakTflops(const spec::GpuType &gpu, const spec::Training &training) {
-  switch (training.precision()) {
-  case spec::FP32_FULL:
-    return gpu.tf32_tflops() > 0 ? gpu.tf32_tflops() : gpu.fp32_tflops();
-  case spec::FP8_MIXED:
-    return gpu.fp8_tflops();
-  case spec::FP16_MIXED:
-    return gpu.fp16_tflops();
-  default:
-    return gpu.bf16_tflops();
-  }
-}
-
 int64_t loom::attentionForwardFlops(const spec::Model &model, const spec::Block &block,
                                     int64_t seqLen) {
   spec::AttentionShape shape = spec::attentionShape(model, block);
@@ -64,48 +51,38 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                                              const spec::Training &training,
                                              Location loc) {
   context->getOrLoadDialect<PlaceDialect>();
-  spec::ClusterSize size = spec::clusterSize(cluster);
-  if (!size.regular) {
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  if (levels.empty()) {
     emitError(loc) << "cluster '" << cluster.name()
                    << "' is not regular (datacenters of different sizes or mixed "
                       "node groups); place IR needs one GPU type and equal "
                       "datacenters for now";
     return nullptr;
   }
-  const spec::NodeGroup &group = cluster.datacenters(0).node_groups(0);
-  const spec::GpuType *gpu = spec::findGpu(cluster, group.gpu());
+  const spec::GpuType *gpu =
+      spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
 
   OpBuilder b(context);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
 
-  // Tiers, in the order the hierarchy uses them (outermost first).
-  SmallVector<std::pair<std::string, std::string>> axes; // axis name, tier name
-  if (size.datacenters > 1)
-    axes.push_back({"dc", cluster.inter_dc_link()});
-  axes.push_back({"node", group.inter_node_link()});
-  axes.push_back({"gpu", group.intra_node_link()});
+  // Tiers in the order the hierarchy uses them (outermost first), each once.
   llvm::StringSet<> emitted;
-  for (auto &[axis, tierName] : axes) {
-    if (!emitted.insert(tierName).second)
+  for (const spec::ClusterLevel &level : levels) {
+    if (!emitted.insert(level.tier->name()).second)
       continue;
-    const spec::LinkTier *tier = spec::findLink(cluster, tierName);
-    b.create<TierOp>(loc, symbolName(tierName), llvm::APFloat(tier->bandwidth_gbps()),
-                     llvm::APFloat(tier->latency_us()), tier->per_node());
+    b.create<TierOp>(loc, symbolName(level.tier->name()),
+                     llvm::APFloat(level.tier->bandwidth_gbps()),
+                     llvm::APFloat(level.tier->latency_us()), level.tier->per_node());
   }
   std::string deviceSym = symbolName(gpu->name());
-  b.create<DeviceOp>(loc, deviceSym, llvm::APFloat(peakTflops(*gpu, training)),
+  b.create<DeviceOp>(loc, deviceSym, llvm::APFloat(spec::peakTflops(*gpu, training.precision())),
                      llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()));
 
-  int64_t sizes[] = {static_cast<int64_t>(size.datacenters),
-                     static_cast<int64_t>(size.nodes / size.datacenters),
-                     static_cast<int64_t>(group.gpus_per_node())};
   SmallVector<Attribute> axisAttrs;
-  for (auto [i, axis] : llvm::enumerate(axes)) {
-    int64_t n = sizes[i + (size.datacenters > 1 ? 0 : 1)];
-    axisAttrs.push_back(AxisAttr::get(context, b.getStringAttr(axis.first), n,
-                                      FlatSymbolRefAttr::get(context, symbolName(axis.second))));
-  }
+  for (const spec::ClusterLevel &level : levels)
+    axisAttrs.push_back(AxisAttr::get(context, b.getStringAttr(level.name), level.size,
+                                      FlatSymbolRefAttr::get(context, symbolName(level.tier->name()))));
   b.create<ClusterOp>(loc, symbolName(cluster.name()), deviceSym, b.getArrayAttr(axisAttrs));
 
   int64_t seq = training.seq_len();

@@ -95,6 +95,10 @@ uint64_t ffnParameters(const Model &model, const Block &block) {
                         block.has_moe() ? block.moe().experts() : 0);
 }
 
+uint64_t routedExpertParameters(const Model &model, const Block &block) {
+  return ffnParameters(model, block) - ffnWithExperts(model, block, 0);
+}
+
 uint64_t ffnActiveParameters(const Model &model, const Block &block) {
   return ffnWithExperts(model, block,
                         block.has_moe() ? block.moe().top_k() : 0);
@@ -151,6 +155,38 @@ ClusterSize clusterSize(const Cluster &cluster) {
     size.nodes += nodes;
   }
   return size;
+}
+
+double effectiveGbps(const LinkTier &tier) {
+  return tier.bandwidth_gbps() * (tier.efficiency() > 0 ? tier.efficiency() : 1.0);
+}
+
+std::vector<ClusterLevel> clusterLevels(const Cluster &cluster) {
+  ClusterSize size = clusterSize(cluster);
+  if (!size.regular)
+    return {};
+  const NodeGroup &group = cluster.datacenters(0).node_groups(0);
+  std::vector<ClusterLevel> levels;
+  if (size.datacenters > 1)
+    levels.push_back({"dc", int64_t(size.datacenters), findLink(cluster, cluster.inter_dc_link())});
+  levels.push_back({"node", int64_t(size.nodes / size.datacenters),
+                    findLink(cluster, group.inter_node_link())});
+  levels.push_back({"gpu", int64_t(group.gpus_per_node()),
+                    findLink(cluster, group.intra_node_link())});
+  return levels;
+}
+
+double peakTflops(const GpuType &gpu, Precision precision) {
+  switch (precision) {
+  case FP32_FULL:
+    return gpu.tf32_tflops() > 0 ? gpu.tf32_tflops() : gpu.fp32_tflops();
+  case FP8_MIXED:
+    return gpu.fp8_tflops();
+  case FP16_MIXED:
+    return gpu.fp16_tflops();
+  default:
+    return gpu.bf16_tflops();
+  }
 }
 
 std::string dtypeName(DType dtype) {

@@ -183,6 +183,11 @@ void validateCluster(const Cluster &cluster, const Locator &at) {
     requireUniqueName(at, path + ".name", link.name(), seen);
     requirePositive(at, path + ".bandwidth_gbps", link.bandwidth_gbps());
     requireNonNegative(at, path + ".latency_us", link.latency_us());
+    if (link.efficiency() < 0 || link.efficiency() > 1)
+      at.fail(path + ".efficiency",
+              fmt::format("must be in (0, 1], the share of the line rate collectives "
+                          "reach, got {}",
+                          link.efficiency()));
   }
   if (cluster.datacenters().empty())
     at.fail("cluster.datacenters", "must list at least one datacenter");

@@ -16,16 +16,22 @@ namespace loom::cli {
 
 class UserError : public std::runtime_error {
 public:
-  UserError(const std::string &message, std::string hint = {})
-      : std::runtime_error(message), hint(std::move(hint)) {}
+  UserError(const std::string &message, std::string hint = {}, int exitCode = 1)
+      : std::runtime_error(message), hint(std::move(hint)), exitCode(exitCode) {}
   std::string hint;
+  int exitCode;
 };
+
+/// Exit code for outcomes that are not errors of the input (e.g. 3: the plan
+/// does not fit, reported in --json output rather than as an error line).
+extern int exitStatus;
 
 /// Writes `text` to stdout, or atomically to `path` when it is not empty or "-".
 void writeOutput(const std::string &path, const std::string &text);
 
 void addCatalogCommand(CLI::App &app);
 void addLowerCommand(CLI::App &app);
+void addEstimateCommand(CLI::App &app);
 
 } // namespace loom::cli
 

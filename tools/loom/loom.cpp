@@ -12,6 +12,8 @@
 
 using namespace loom::cli;
 
+int loom::cli::exitStatus = 0;
+
 void loom::cli::writeOutput(const std::string &path, const std::string &text) {
   if (path.empty() || path == "-") {
     std::fwrite(text.data(), 1, text.size(), stdout);
@@ -31,6 +33,7 @@ int main(int argc, char **argv) {
   app.set_version_flag("--version", "loom 0.1.0");
   addCatalogCommand(app);
   addLowerCommand(app);
+  addEstimateCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {
@@ -48,12 +51,12 @@ int main(int argc, char **argv) {
     fmt::print(stderr, "error: {}\n", e.what());
     if (!e.hint.empty())
       fmt::print(stderr, "hint: {}\n", e.hint);
-    return 1;
+    return e.exitCode;
   } catch (const loom::spec::SpecError &e) {
     fmt::print(stderr, "error: {}\n", e.what());
     fmt::print(stderr, "hint: `loom catalog` lists built-in models and clusters; "
                        "spec files are .yaml, .json or .textproto\n");
     return 1;
   }
-  return 0;
+  return exitStatus;
 }

@@ -121,6 +121,8 @@ uint64_t layerParameters(const Model &model, const Block &block);
 uint64_t attentionParameters(const Model &model, const Block &block);
 uint64_t ffnParameters(const Model &model, const Block &block);
 uint64_t ffnActiveParameters(const Model &model, const Block &block);
+/// The routed experts' share of ffnParameters (0 for a dense MLP).
+uint64_t routedExpertParameters(const Model &model, const Block &block);
 
 uint32_t numLayers(const Model &model);
 
@@ -133,7 +135,26 @@ struct ClusterSize {
 };
 ClusterSize clusterSize(const Cluster &cluster);
 
+/// One level of a regular cluster's hierarchy: "dc" (present only with more
+/// than one datacenter), "node" and "gpu", each with the link tier joining the
+/// members of that level.
+struct ClusterLevel {
+  std::string name;
+  int64_t size = 1;
+  const LinkTier *tier = nullptr;
+};
+/// Bandwidth collectives reach on `tier`, Gb/s per direction: the line rate
+/// times its efficiency (1 when the spec gives none).
+double effectiveGbps(const LinkTier &tier);
+
+/// The levels outermost first; empty when the cluster is not regular.
+std::vector<ClusterLevel> clusterLevels(const Cluster &cluster);
+
 std::string dtypeName(DType dtype);
+
+/// Dense peak TFLOP/s of `gpu` for the GEMMs of `precision` (TF32 for fp32
+/// training when the GPU has it).
+double peakTflops(const GpuType &gpu, Precision precision);
 
 } // namespace loom::spec
 

@@ -1,0 +1,71 @@
+//===- Estimate.h - step time, throughput and memory of a workload -*- C++ -*-===//
+//
+// Step time = pipeline critical path (analytic per schedule family, until the
+// schedule simulator replaces it) + exposed data-parallel communication +
+// optimizer step. Per-micro-batch stage time = F + B + W (+ recomputation) +
+// exposed tensor/context/expert communication + pipeline sends.
+//
+// Throughput conventions (both reported):
+//  * tflops_per_gpu: FLOPs the GPUs execute, recomputation included — what
+//    Megatron-LM's SC'21 paper reports;
+//  * mfu: model FLOPs (6 x parameters that do matmuls per token, LM head
+//    included, input embedding excluded, MoE counting active experts, plus
+//    12 x layers x seq x attention width for attention, PaLM's convention)
+//    over peak.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_COSTMODEL_ESTIMATE_H
+#define LOOM_COSTMODEL_ESTIMATE_H
+
+#include "loom/CostModel/Memory.h"
+#include "loom/CostModel/Workload.h"
+
+#include <vector>
+
+namespace loom::cost {
+
+struct EstimateOptions {
+  MemoryOptions memory;
+  /// Data-parallel gradient reduction (and ZeRO parameter gathers) overlap the
+  /// backward pass of the last micro-batch (Megatron-LM --overlap-grad-reduce,
+  /// DeepSpeed's default); off, they run after the pipeline drains.
+  bool overlapGradReduce = true;
+};
+
+/// One pipeline rank, per micro-batch unless noted.
+struct RankTime {
+  double f = 0, b = 0, w = 0, recompute = 0;   // compute, seconds
+  double tpComm = 0, cpComm = 0, epComm = 0;   // exposed communication
+  double p2p = 0;                              // pipeline sends
+  double total() const { return f + b + w + recompute + tpComm + cpComm + epComm + p2p; }
+  double flops = 0;                            // executed FLOPs on one GPU
+  double dpComm = 0;                           // per step, before overlap
+  double dpExposed = 0;                        // per step
+  double optimizer = 0;                        // per step
+};
+
+struct Estimate {
+  double stepTime = 0;
+  double tokensPerSecond = 0;
+  double tflopsPerGpu = 0;
+  double mfu = 0;
+  double hardwareFlops = 0; // per step, all GPUs
+  double modelFlops = 0;    // per step, PaLM convention
+  // Where the step goes (slowest pipeline rank).
+  double pipeline = 0, bubble = 0, dpExposed = 0, optimizer = 0;
+  int64_t microBatches = 0;
+  // Memory.
+  double peakMemoryBytes = 0;
+  int64_t peakRank = 0;
+  double capacityBytes = 0, usableBytes = 0; // usable = capacity minus headroom
+  bool fits = false;
+  std::vector<MemoryBreakdown> memory; // per pipeline rank
+  std::vector<RankTime> time;          // per pipeline rank
+};
+
+Estimate estimate(const Workload &workload, const ComputeModel &compute,
+                  const EstimateOptions &options = {});
+
+} // namespace loom::cost
+
+#endif // LOOM_COSTMODEL_ESTIMATE_H

@@ -1,0 +1,48 @@
+//===- FromStrategy.h - workload of a strategy tuple ------------*- C++ -*-===//
+//
+// The planner's fast path: builds the Workload of (model, cluster, training,
+// strategy) without building IR. It lays the logical axes onto the hierarchy
+// exactly as place-apply-strategy does (search::carveAxes, tp innermost) and
+// shards states by the same rules; a unit test checks it against the workload
+// read from IR by place-estimate.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_COSTMODEL_FROMSTRATEGY_H
+#define LOOM_COSTMODEL_FROMSTRATEGY_H
+
+#include "loom/CostModel/Workload.h"
+#include "loom/Spec/Spec.h"
+
+#include <string>
+
+namespace loom::cost {
+
+struct StrategyChoice {
+  int64_t dp = 0; // 0: whatever the GPUs leave after tp x pp x cp
+  int64_t tp = 1, pp = 1, vpp = 1, ep = 1, cp = 1;
+  int64_t zero = 0;
+  Recompute recompute = Recompute::None;
+  int64_t microBatch = 1;
+  bool sequenceParallel = false;
+  bool flashAttention = true;
+  /// OneFOneB becomes Interleaved when vpp > 1.
+  Schedule schedule = Schedule::OneFOneB;
+};
+
+struct WorkloadResult {
+  Workload workload;
+  std::string error; // one line naming the violated constraint and the numbers
+  bool ok() const { return error.empty(); }
+};
+
+WorkloadResult fromStrategy(const spec::Model &model, const spec::Cluster &cluster,
+                            const spec::Training &training, const StrategyChoice &choice);
+
+/// "none", "selective", "full" -> Recompute; false for other words.
+bool parseRecompute(const std::string &word, Recompute &out);
+const char *recomputeName(Recompute recompute);
+const char *scheduleName(Schedule schedule);
+
+} // namespace loom::cost
+
+#endif // LOOM_COSTMODEL_FROMSTRATEGY_H

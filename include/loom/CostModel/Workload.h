@@ -1,0 +1,90 @@
+//===- Workload.h - what one training step asks of each rank ----*- C++ -*-===//
+//
+// The cost model's input: the model's parts (embedding, attention, MLP/MoE,
+// head) as one rank sees them under a placement — how finely each training
+// state is sharded, which process groups it talks to, which pipeline stage it
+// runs on — plus the training shape. Two producers build it: the strategy-tuple
+// path the planner search uses (fromStrategy) and the place IR path
+// (place-estimate); a test checks they agree. Plain C++.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_COSTMODEL_WORKLOAD_H
+#define LOOM_COSTMODEL_WORKLOAD_H
+
+#include "loom/CostModel/Collectives.h"
+#include "loom/CostModel/Compute.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace loom::cost {
+
+enum class PartKind { Embedding, Attention, Mlp, Moe, Head };
+
+/// How activations are kept between forward and backward.
+enum class Recompute { None, Selective, Full };
+
+/// Divisors of a part's full state size on one rank, and where states live.
+struct StateShards {
+  double params = 1, optim = 1, grads = 1;
+  /// ZeRO-3/FSDP: parameters are gathered to `gatheredParams` divisor (the
+  /// non-ZeRO sharding, e.g. tp) around each use.
+  bool paramsGathered = false;
+  double gatheredParams = 1;
+  bool optimOffloaded = false, paramsOffloaded = false, gradsOffloaded = false;
+};
+
+/// Process groups a part communicates in: indices into Workload::groups, whose
+/// entry 0 is the trivial group of one rank.
+struct PartGroups {
+  int tp = 0;     // tensor-parallel all-reduce / reduce-scatter + all-gather
+  int cp = 0;     // context-parallel key/value exchange
+  int ep = 0;     // expert all-to-all
+  int reduce = 0; // gradient reduction (dp, ep for dense parts, cp)
+};
+
+/// `count` identical consecutive parts on one stage (the planner's fast path
+/// groups a model's repeated layers, so costs are priced once per stage).
+struct Part {
+  PartKind kind = PartKind::Attention;
+  std::string name;
+  int64_t count = 1;
+  int64_t params = 0;      // full parameter count
+  int64_t activeParams = 0; // touched per token (MoE: router, top_k and shared experts)
+  int64_t stage = 0;       // virtual pipeline stage
+  PartShape shape;         // one rank's share of one micro-batch
+  StateShards shards;
+  PartGroups groups;
+};
+
+enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1, ZeroBubbleH2 };
+
+struct Workload {
+  std::vector<Part> parts;  // in layer order
+  /// Process-group shapes over the link hierarchy; parts refer to them by
+  /// index, so parts sharing a group share its gradient buckets.
+  std::vector<GroupShape> groups{GroupShape{}};
+  int64_t pp = 1, vpp = 1;  // pipeline ranks and virtual stages per rank
+  int64_t dp = 1;           // data-parallel ranks (including ep)
+  int64_t tp = 1, cp = 1, ep = 1;
+  int64_t globalBatch = 1, microBatch = 1, seq = 0;
+  int64_t gpus = 1;
+  Recompute recompute = Recompute::None;
+  Schedule schedule = Schedule::OneFOneB;
+  int64_t zero = 0;
+  /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4
+  /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's
+  /// two moments; 8 for SGD with momentum).
+  int64_t weightBytes = 2, gradBytes = 2, optimBytesPerParam = 12;
+  /// Link between consecutive pipeline stages (the slowest one crossed).
+  GroupLevel pipelineLink;
+  double hbmBytes = 0;      // capacity of one GPU
+
+  /// Micro-batches per step on one pipeline (gradient accumulation steps).
+  int64_t microBatches() const { return globalBatch / (dp * microBatch); }
+};
+
+} // namespace loom::cost
+
+#endif // LOOM_COSTMODEL_WORKLOAD_H

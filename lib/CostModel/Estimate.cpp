@@ -1,0 +1,251 @@
+//===- Estimate.cpp - step time, throughput and memory of a workload ------===//
+//
+// Communication per part and micro-batch (Megatron-LM's patterns, Narayanan et
+// al. SC'21 and Korthikanti et al. 2022):
+//  * tensor parallel: one all-reduce of the part's output in forward and one
+//    of its input gradient in backward (sequence parallelism swaps each for a
+//    reduce-scatter + all-gather of the same volume); recomputation repeats the
+//    forward one. Exposed: Megatron runs them on the compute stream.
+//  * context parallel: keys and values of the whole sequence gathered in
+//    forward, gathered again and their gradients reduce-scattered in backward;
+//    hidden behind the attention part's own compute where it fits.
+//  * expert parallel: all-to-all dispatch and combine, forward and backward.
+//  * pipeline: the part's output activations sent forward and their gradient
+//    sent back at every stage boundary.
+// Data-parallel gradient reduction is bucketed per reduction group (one
+// collective per group per step); ZeRO-1/2 reduce-scatter gradients and
+// all-gather updated parameters, ZeRO-3 also gathers parameters for forward and
+// backward of every micro-batch.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/CostModel/Estimate.h"
+
+#include <algorithm>
+
+using namespace loom::cost;
+
+namespace {
+
+PassCost partCost(const ComputeModel &model, const Part &part) {
+  switch (part.kind) {
+  case PartKind::Attention:
+    return attentionCost(model, part.shape);
+  case PartKind::Mlp:
+    return mlpCost(model, part.shape);
+  case PartKind::Moe:
+    return moeCost(model, part.shape);
+  case PartKind::Head:
+    return headCost(model, part.shape);
+  case PartKind::Embedding:
+    return {}; // a gather: negligible next to the layers
+  }
+  return {};
+}
+
+/// Bytes of one rank's activations at a part boundary for one micro-batch.
+double boundaryBytes(const PartShape &s) {
+  return double(s.microBatch) * double(s.seq) / double(s.cp) * double(s.hidden) *
+         double(s.bytesPerElement);
+}
+
+/// The attention core (QK^T and AV) of one rank, which selective recomputation
+/// repeats: two GEMMs per local head.
+GemmShape attentionCoreGemm(const PartShape &s) { return {s.seq / s.cp, s.seq, s.headDim}; }
+double attentionCoreGemms(const PartShape &s) {
+  return 2.0 * double(s.microBatch) * double(s.heads) / double(s.tp);
+}
+
+/// Bytes an Adam (or SGD) step moves per parameter it updates: read fp32
+/// master and moments and the gradient, write master, moments and the 16-bit
+/// weight.
+double optimizerBytesPerParam(const Workload &w) {
+  double state = double(w.optimBytesPerParam);
+  return 2 * state + double(w.gradBytes) + double(w.weightBytes);
+}
+
+} // namespace
+
+Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
+                              const EstimateOptions &options) {
+  Estimate e;
+  int64_t m = w.microBatches();
+  e.microBatches = m;
+  e.time.assign(w.pp, RankTime{});
+
+  // Gradient bytes per reduction group, per pipeline rank (ZeRO buckets).
+  struct Bucket {
+    double gradBytes = 0, paramBytes = 0;
+  };
+  std::vector<std::vector<Bucket>> buckets(w.pp, std::vector<Bucket>(w.groups.size()));
+
+  for (const Part &part : w.parts) {
+    int64_t r = part.stage % w.pp;
+    RankTime &t = e.time[r];
+    double n = double(part.count);
+    PassCost pc = partCost(compute, part);
+    t.f += n * pc.f;
+    t.b += n * pc.b;
+    t.w += n * pc.w;
+    t.flops += n * (pc.flopsF + pc.flopsB + pc.flopsW);
+    bool layer = part.kind == PartKind::Attention || part.kind == PartKind::Mlp ||
+                 part.kind == PartKind::Moe;
+    if (layer && w.recompute == Recompute::Full) {
+      t.recompute += n * pc.f;
+      t.flops += n * pc.flopsF;
+    }
+    // Selective recomputation rebuilds the attention core; flash attention
+    // already does so in its backward (charged in B), so it adds nothing then.
+    if (part.kind == PartKind::Attention && w.recompute == Recompute::Selective &&
+        !part.shape.flashAttention) {
+      GemmShape core = attentionCoreGemm(part.shape);
+      double count = n * attentionCoreGemms(part.shape);
+      t.recompute += count * compute.gemmSeconds(core);
+      t.flops += count * core.flops();
+    }
+
+    const PartShape &s = part.shape;
+    double act = boundaryBytes(s);
+    if (s.tp > 1) {
+      double allReduce = collectiveTime(Collective::AllReduce, act, w.groups[part.groups.tp]).seconds;
+      // Layers: forward output and backward input gradient (and the forward
+      // again under full recomputation); embedding: its forward output; head:
+      // the input gradient of the vocabulary-parallel projection.
+      double count = 1;
+      if (layer)
+        count = w.recompute == Recompute::Full ? 3 : 2;
+      t.tpComm += n * count * allReduce;
+    }
+    if (s.cp > 1 && part.kind == PartKind::Attention) {
+      double kv = 2.0 * double(s.microBatch) * double(s.seq) * double(s.kvHeads) *
+                  double(s.headDim) * double(s.bytesPerElement) / double(s.tp);
+      double gather = collectiveTime(Collective::AllGather, kv, w.groups[part.groups.cp]).seconds;
+      double scatter = collectiveTime(Collective::ReduceScatter, kv, w.groups[part.groups.cp]).seconds;
+      t.cpComm += n * (std::max(0.0, gather - pc.f) + std::max(0.0, gather + scatter - pc.b));
+    }
+    if (s.ep > 1 && part.kind == PartKind::Moe) {
+      double routed = act * double(s.topK);
+      t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, w.groups[part.groups.ep]).seconds;
+    }
+
+    Bucket &bucket = buckets[r][part.groups.reduce];
+    double localParams = n * double(part.params) / part.shards.gatheredParams;
+    bucket.gradBytes += localParams * double(w.gradBytes);
+    bucket.paramBytes += localParams * double(w.weightBytes);
+    t.optimizer += compute.memorySeconds(n * double(part.params) / part.shards.optim *
+                                         optimizerBytesPerParam(w));
+  }
+
+  // Pipeline sends: every rank sends forward and backward once per chunk it
+  // owns, except at the ends of the pipeline (charged to all: conservative).
+  if (w.pp > 1) {
+    const PartShape &s = w.parts.front().shape;
+    double bytes = boundaryBytes(s) / (s.sequenceParallel ? double(s.tp) : 1.0);
+    double send = p2pTime(bytes, w.pipelineLink);
+    for (RankTime &t : e.time)
+      t.p2p = 2.0 * double(w.vpp) * send;
+  }
+
+  // Data-parallel reduction per rank and step.
+  for (int64_t r = 0; r < w.pp; ++r) {
+    RankTime &t = e.time[r];
+    double perMicroBatchGather = 0;
+    for (size_t gi = 0; gi < w.groups.size(); ++gi) {
+      const Bucket &bucket = buckets[r][gi];
+      const GroupShape &g = w.groups[gi];
+      if (bucket.gradBytes == 0)
+        continue;
+      if (w.zero == 0) {
+        t.dpComm += collectiveTime(Collective::AllReduce, bucket.gradBytes, g).seconds;
+        continue;
+      }
+      t.dpComm += collectiveTime(Collective::ReduceScatter, bucket.gradBytes, g).seconds;
+      double gather = collectiveTime(Collective::AllGather, bucket.paramBytes, g).seconds;
+      if (w.zero == 3)
+        perMicroBatchGather += 2 * gather; // forward and backward, every micro-batch
+      else
+        t.dpComm += gather; // updated parameters after the step
+    }
+    // ZeRO-3 gathers prefetch behind the micro-batch's own compute.
+    double compute1 = t.f + t.b + t.w + t.recompute;
+    t.dpExposed = double(m) * std::max(0.0, perMicroBatchGather - compute1);
+    double window = options.overlapGradReduce ? t.b + t.w : 0.0;
+    t.dpExposed += std::max(0.0, t.dpComm - window);
+  }
+
+  // Pipeline critical path: the slowest rank paces every micro-batch.
+  int64_t slowest = 0;
+  for (int64_t r = 1; r < w.pp; ++r)
+    if (e.time[r].total() > e.time[slowest].total())
+      slowest = r;
+  const RankTime &st = e.time[slowest];
+  double perMicroBatch = st.total();
+  double fwd = st.f + st.tpComm / 2 + st.epComm / 2 + st.p2p / 2;
+  double bwd = st.b + st.recompute + st.tpComm / 2 + st.cpComm + st.epComm / 2 + st.p2p / 2;
+  double bubble = 0;
+  double fill = double(w.pp - 1);
+  switch (w.schedule) {
+  case Schedule::GPipe:
+  case Schedule::OneFOneB:
+    bubble = fill * perMicroBatch;
+    break;
+  case Schedule::Interleaved:
+    bubble = fill * perMicroBatch / double(w.vpp);
+    break;
+  case Schedule::ZeroBubbleH1:
+    bubble = std::max(0.0, fill * (fwd + bwd - st.w));
+    break;
+  case Schedule::ZeroBubbleH2:
+    bubble = std::max(0.0, fill * (fwd + bwd - 2 * st.w));
+    break;
+  }
+  e.bubble = bubble;
+  e.pipeline = double(m) * perMicroBatch + bubble;
+  for (const RankTime &t : e.time) {
+    e.dpExposed = std::max(e.dpExposed, t.dpExposed);
+    e.optimizer = std::max(e.optimizer, t.optimizer);
+  }
+  e.stepTime = e.pipeline + e.dpExposed + e.optimizer;
+
+  // Throughput.
+  double ranksPerStage = double(w.gpus) / double(w.pp);
+  for (const RankTime &t : e.time)
+    e.hardwareFlops += t.flops * double(m) * ranksPerStage;
+  double tokens = double(w.globalBatch) * double(w.seq);
+  double matmulParams = 0, attentionWidth = 0;
+  for (const Part &part : w.parts) {
+    const PartShape &s = part.shape;
+    switch (part.kind) {
+    case PartKind::Embedding:
+      break;
+    case PartKind::Head:
+      matmulParams += double(s.vocab) * double(s.hidden);
+      break;
+    case PartKind::Attention:
+      matmulParams += double(part.count) * double(part.activeParams);
+      attentionWidth += double(part.count) * double(s.heads) * double(s.headDim);
+      break;
+    case PartKind::Mlp:
+    case PartKind::Moe:
+      matmulParams += double(part.count) * double(part.activeParams);
+      break;
+    }
+  }
+  e.modelFlops = tokens * (6.0 * matmulParams + 12.0 * double(w.seq) * attentionWidth);
+  e.tokensPerSecond = tokens / e.stepTime;
+  e.tflopsPerGpu = e.hardwareFlops / e.stepTime / double(w.gpus) / 1e12;
+  e.mfu = e.modelFlops / e.stepTime / (double(w.gpus) * compute.peakFlops());
+
+  // Memory.
+  e.capacityBytes = w.hbmBytes;
+  e.usableBytes = w.hbmBytes * (1.0 - options.memory.headroom);
+  for (int64_t r = 0; r < w.pp; ++r) {
+    e.memory.push_back(rankMemory(w, r, options.memory));
+    if (e.memory.back().total() > e.peakMemoryBytes) {
+      e.peakMemoryBytes = e.memory.back().total();
+      e.peakRank = r;
+    }
+  }
+  e.fits = e.peakMemoryBytes <= e.usableBytes;
+  return e;
+}

@@ -1,0 +1,356 @@
+//===- FromStrategy.cpp - workload of a strategy tuple --------------------===//
+
+#include "loom/CostModel/FromStrategy.h"
+
+#include "loom/Search/AxisMapping.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+using namespace loom;
+using namespace loom::cost;
+
+bool loom::cost::parseRecompute(const std::string &word, Recompute &out) {
+  if (word == "none")
+    out = Recompute::None;
+  else if (word == "selective")
+    out = Recompute::Selective;
+  else if (word == "full")
+    out = Recompute::Full;
+  else
+    return false;
+  return true;
+}
+
+const char *loom::cost::recomputeName(Recompute recompute) {
+  switch (recompute) {
+  case Recompute::None:
+    return "none";
+  case Recompute::Selective:
+    return "selective";
+  case Recompute::Full:
+    return "full";
+  }
+  return "?";
+}
+
+const char *loom::cost::scheduleName(Schedule schedule) {
+  switch (schedule) {
+  case Schedule::GPipe:
+    return "gpipe";
+  case Schedule::OneFOneB:
+    return "1f1b";
+  case Schedule::Interleaved:
+    return "interleaved";
+  case Schedule::ZeroBubbleH1:
+    return "zb-h1";
+  case Schedule::ZeroBubbleH2:
+    return "zb-h2";
+  }
+  return "?";
+}
+
+namespace {
+
+/// Turns logical axes into process-group shapes over the cluster's levels.
+class GroupBuilder {
+public:
+  GroupBuilder(const std::vector<spec::ClusterLevel> &levels,
+               const std::vector<search::LogicalAxis> &axes)
+      : levels_(levels), axes_(axes), gpusPerNode_(levels.back().size) {}
+
+  /// The group formed by the named logical axes, innermost level first. Every
+  /// rank of a node runs the same collective at once, so a per-node tier is
+  /// shared by all of the node's GPUs.
+  GroupShape group(std::initializer_list<const char *> names) const {
+    GroupShape g;
+    for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
+      int64_t size = 1;
+      for (const search::LogicalAxis &axis : axes_)
+        for (const char *name : names)
+          if (axis.name == name)
+            for (const search::Piece &p : axis.pieces)
+              if (p.physical == level->name)
+                size *= p.size;
+      g.levels.push_back(levelFor(size, spec::effectiveGbps(*level->tier),
+                                  level->tier->latency_us(), level->tier->per_node(),
+                                  gpusPerNode_, gpusPerNode_));
+    }
+    return g;
+  }
+
+  /// The link between consecutive pipeline stages: the outermost level the
+  /// pipeline axis crosses (its slowest boundary governs the pipeline).
+  GroupLevel pipelineLink() const {
+    for (const spec::ClusterLevel &level : levels_) // outermost first
+      for (const search::LogicalAxis &axis : axes_)
+        if (axis.name == "pp")
+          for (const search::Piece &p : axis.pieces)
+            if (p.physical == level.name)
+              return levelFor(2, spec::effectiveGbps(*level.tier), level.tier->latency_us(),
+                              level.tier->per_node(), gpusPerNode_, gpusPerNode_);
+    return {};
+  }
+
+private:
+  const std::vector<spec::ClusterLevel> &levels_;
+  const std::vector<search::LogicalAxis> &axes_;
+  int64_t gpusPerNode_;
+};
+
+bool isGated(spec::Activation a) { return a == spec::SWIGLU || a == spec::GEGLU; }
+
+} // namespace
+
+WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
+                                        const spec::Cluster &cluster,
+                                        const spec::Training &training,
+                                        const StrategyChoice &c) {
+  WorkloadResult result;
+  auto fail = [&](std::string message) {
+    result.error = std::move(message);
+    return result;
+  };
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  if (levels.empty())
+    return fail(fmt::format("cluster '{}' is not regular; estimates need one GPU type "
+                            "and equal datacenters for now",
+                            cluster.name()));
+  spec::ClusterSize size = spec::clusterSize(cluster);
+  int64_t gpus = int64_t(size.gpus);
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"tp", c.tp}, {"pp", c.pp},
+                             {"vpp", c.vpp}, {"ep", c.ep}, {"cp", c.cp},
+                             {"micro batch", c.microBatch}})
+    if (value < 1)
+      return fail(fmt::format("{}={} must be >= 1", name, value));
+  if (c.zero < 0 || c.zero > 3)
+    return fail(fmt::format("zero={} must be 0, 1, 2 or 3", c.zero));
+  int64_t dp = c.dp;
+  if (dp == 0) {
+    int64_t others = c.tp * c.pp * c.cp;
+    if (gpus % others != 0)
+      return fail(fmt::format("tp x pp x cp = {} does not divide the {} GPUs", others, gpus));
+    dp = gpus / others;
+  }
+  if (dp * c.tp * c.pp * c.cp != gpus)
+    return fail(fmt::format("dp x tp x pp x cp = {} x {} x {} x {} = {} ranks, but the "
+                            "cluster has {} GPUs",
+                            dp, c.tp, c.pp, c.cp, dp * c.tp * c.pp * c.cp, gpus));
+  if (dp % c.ep != 0)
+    return fail(fmt::format("ep={} must divide dp={}", c.ep, dp));
+  if (c.vpp > 1 && c.pp == 1)
+    return fail(fmt::format("vpp={} needs pp > 1", c.vpp));
+  if (c.sequenceParallel && c.tp == 1)
+    return fail("sequence parallelism needs tp > 1");
+
+  int64_t layers = spec::numLayers(model);
+  int64_t stages = c.pp * c.vpp;
+  if (c.pp > 1 && layers < stages)
+    return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
+  if (c.vpp > 1 && layers % stages != 0)
+    return fail(fmt::format("interleaving needs layers ({}) divisible by pp x vpp ({})",
+                            layers, stages));
+  int64_t seq = training.seq_len();
+  if (seq % c.cp != 0)
+    return fail(fmt::format("seq_len ({}) is not divisible by cp={}", seq, c.cp));
+  if (c.sequenceParallel && (seq / c.cp) % c.tp != 0)
+    return fail(fmt::format("sequence parallelism needs seq_len/cp ({}) divisible by tp={}",
+                            seq / c.cp, c.tp));
+  int64_t globalBatch = training.global_batch();
+  if (globalBatch % (dp * c.microBatch) != 0)
+    return fail(fmt::format("global batch ({}) is not divisible by dp x micro batch = {} x {}",
+                            globalBatch, dp, c.microBatch));
+  bool hasMoe = false;
+  for (const spec::Block &block : model.blocks()) {
+    spec::AttentionShape shape = spec::attentionShape(model, block);
+    if (shape.heads % c.tp != 0)
+      return fail(fmt::format("heads ({}) are not divisible by tp={}", shape.heads, c.tp));
+    if (!shape.mla && shape.kvHeads % c.tp != 0)
+      return fail(fmt::format("kv heads ({}) are not divisible by tp={}", shape.kvHeads, c.tp));
+    if (block.has_moe()) {
+      hasMoe = true;
+      if (block.moe().experts() % c.ep != 0)
+        return fail(fmt::format("experts ({}) are not divisible by ep={}",
+                                block.moe().experts(), c.ep));
+    } else if (block.mlp().ffn_hidden() % c.tp != 0) {
+      return fail(fmt::format("ffn ({}) is not divisible by tp={}", block.mlp().ffn_hidden(), c.tp));
+    }
+  }
+  if (c.ep > 1 && !hasMoe)
+    return fail(fmt::format("ep={} needs a model with experts", c.ep));
+
+  std::vector<search::PhysicalAxis> physical;
+  for (const spec::ClusterLevel &level : levels)
+    physical.push_back({level.name, level.size});
+  search::Carving carving = search::carveAxes(
+      physical, {{"tp", c.tp}, {"cp", c.cp}, {"ep", c.ep}, {"dp", dp / c.ep}, {"pp", c.pp}});
+  if (!carving.ok())
+    return fail(carving.error);
+  GroupBuilder groups(levels, carving.axes);
+
+  Workload &w = result.workload;
+  w.pp = c.pp;
+  w.vpp = c.vpp;
+  w.dp = dp;
+  w.tp = c.tp;
+  w.cp = c.cp;
+  w.ep = c.ep;
+  w.gpus = gpus;
+  w.globalBatch = globalBatch;
+  w.microBatch = c.microBatch;
+  w.seq = seq;
+  w.recompute = c.recompute;
+  w.zero = c.zero;
+  w.schedule = c.vpp > 1 && c.schedule == Schedule::OneFOneB ? Schedule::Interleaved
+                                                              : c.schedule;
+  bool fp32 = training.precision() == spec::FP32_FULL;
+  w.weightBytes = fp32 ? 4 : 2;
+  w.gradBytes = fp32 ? 4 : 2;
+  // fp32 training has no separate master copy: Adam keeps two moments.
+  int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
+  w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
+  w.pipelineLink = groups.pipelineLink();
+  const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
+  w.hbmBytes = gpu->hbm_gib() * double(1ull << 30);
+
+  PartShape base;
+  base.microBatch = c.microBatch;
+  base.seq = seq;
+  base.hidden = model.hidden_size();
+  base.vocab = int64_t(model.vocab_size());
+  base.tp = c.tp;
+  base.cp = c.cp;
+  base.ep = c.ep;
+  base.sequenceParallel = c.sequenceParallel;
+  base.flashAttention = c.flashAttention;
+  base.bytesPerElement = fp32 ? 4 : 2;
+  base.dropout = model.position() == spec::LEARNED; // GPT-style models train with dropout
+
+  // Data-parallel reduction: dense parts over dp (which includes ep) and cp;
+  // experts over the dp ranks outside ep, and cp.
+  double denseReduce = double(dp * c.cp);
+  double expertReduce = double(dp / c.ep * c.cp);
+  auto addGroup = [&](std::initializer_list<const char *> names) {
+    w.groups.push_back(groups.group(names));
+    return int(w.groups.size() - 1);
+  };
+  int denseGroup = addGroup({"dp", "ep", "cp"});
+  int expertGroup = addGroup({"dp", "cp"});
+  int tpGroup = addGroup({"tp"});
+  int cpGroup = addGroup({"cp"});
+  int epGroup = addGroup({"ep"});
+
+  // ZeRO shards optimizer state (>= 1), gradients (>= 2) and parameters (3)
+  // over the reduction ranks; `model` is the sharding by tp/ep alone.
+  auto shardsFor = [&](double modelShard, double reduce) {
+    StateShards s;
+    s.params = s.optim = s.grads = s.gatheredParams = modelShard;
+    if (c.zero >= 1)
+      s.optim = modelShard * reduce;
+    if (c.zero >= 2)
+      s.grads = modelShard * reduce;
+    if (c.zero >= 3) {
+      s.params = modelShard * reduce;
+      s.paramsGathered = true;
+    }
+    return s;
+  };
+
+  auto stageOf = [&](int64_t layer) { return c.pp > 1 ? layer * stages / layers : 0; };
+  spec::ParamCount counts = spec::countParameters(model);
+
+  Part embedding;
+  embedding.kind = PartKind::Embedding;
+  embedding.name = "embedding";
+  embedding.params = embedding.activeParams = int64_t(counts.embedding);
+  embedding.shape = base;
+  embedding.shards = shardsFor(double(c.tp), denseReduce);
+  embedding.groups = {tpGroup, cpGroup, epGroup, denseGroup};
+  w.parts.push_back(embedding);
+
+  // One attention part and one MLP/MoE part per run of identical layers on a
+  // stage: the cost model prices each once and multiplies by `count`.
+  int64_t layer = 0;
+  for (const spec::Block &block : model.blocks()) {
+    spec::AttentionShape shape = spec::attentionShape(model, block);
+    const spec::Attention &a = block.attention();
+    Part attn;
+    attn.kind = PartKind::Attention;
+    attn.params = attn.activeParams = int64_t(spec::attentionParameters(model, block));
+    attn.shape = base;
+    attn.shape.heads = shape.heads;
+    attn.shape.kvHeads = shape.kvHeads;
+    attn.shape.headDim = shape.headDim;
+    if (shape.mla) {
+      attn.shape.qLoraRank = a.q_lora_rank();
+      attn.shape.kvLoraRank = a.kv_lora_rank();
+      attn.shape.ropeHeadDim = a.qk_rope_head_dim();
+      attn.shape.vHeadDim = a.v_head_dim();
+    }
+    attn.shards = shardsFor(double(c.tp), denseReduce);
+    attn.groups = {tpGroup, cpGroup, epGroup, denseGroup};
+
+    int64_t ffnParams = int64_t(spec::ffnParameters(model, block));
+    Part ffn;
+    ffn.params = ffnParams;
+    ffn.activeParams = int64_t(spec::ffnActiveParameters(model, block));
+    ffn.shape = base;
+    if (block.has_moe()) {
+      const spec::Moe &moe = block.moe();
+      ffn.kind = PartKind::Moe;
+      ffn.shape.ffn = int64_t(moe.expert_ffn_hidden());
+      ffn.shape.gated = isGated(moe.activation());
+      ffn.shape.experts = moe.experts();
+      ffn.shape.topK = moe.top_k();
+      ffn.shape.sharedExperts = moe.shared_experts();
+      // Routed experts split over tp x ep and reduce over the ranks outside
+      // ep; the router, shared experts and norm split over tp and reduce over
+      // all data ranks. Effective divisors keep the byte counts exact.
+      double routed = double(spec::routedExpertParameters(model, block));
+      double other = double(ffnParams) - routed;
+      StateShards experts = shardsFor(double(c.tp * c.ep), expertReduce);
+      StateShards dense = shardsFor(double(c.tp), denseReduce);
+      auto blend = [&](double StateShards::*field) {
+        return double(ffnParams) / (routed / experts.*field + other / dense.*field);
+      };
+      ffn.shards = experts;
+      for (double StateShards::*field : {&StateShards::params, &StateShards::optim,
+                                         &StateShards::grads, &StateShards::gatheredParams})
+        ffn.shards.*field = blend(field);
+      // Gradient traffic is dominated by the experts' reduction group.
+      ffn.groups = {tpGroup, cpGroup, epGroup, expertGroup};
+    } else {
+      ffn.kind = PartKind::Mlp;
+      ffn.shape.ffn = int64_t(block.mlp().ffn_hidden());
+      ffn.shape.gated = isGated(block.mlp().activation());
+      ffn.shards = shardsFor(double(c.tp), denseReduce);
+      ffn.groups = {tpGroup, cpGroup, epGroup, denseGroup};
+    }
+
+    int64_t end = layer + block.count();
+    while (layer < end) {
+      int64_t stage = stageOf(layer);
+      int64_t first = layer;
+      while (layer < end && stageOf(layer) == stage)
+        ++layer;
+      attn.stage = ffn.stage = stage;
+      attn.count = ffn.count = layer - first;
+      attn.name = fmt::format("layers.{}-{}.attention", first, layer - 1);
+      ffn.name = fmt::format("layers.{}-{}.{}", first, layer - 1, block.has_moe() ? "moe" : "mlp");
+      w.parts.push_back(attn);
+      w.parts.push_back(ffn);
+    }
+  }
+
+  Part head;
+  head.kind = PartKind::Head;
+  head.name = "head";
+  head.params = head.activeParams = int64_t(counts.lmHead + counts.finalNorm);
+  head.stage = stages - 1;
+  head.shape = base;
+  head.shards = shardsFor(double(c.tp), denseReduce);
+  head.groups = {tpGroup, cpGroup, epGroup, denseGroup};
+  w.parts.push_back(head);
+  return result;
+}

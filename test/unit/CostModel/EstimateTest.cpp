@@ -1,0 +1,152 @@
+//===- EstimateTest.cpp - step time against published runs ----------------===//
+//
+// Megatron-LM on A100-80GB (Narayanan et al., SC'21, Table 1; VALIDATION.md):
+// GPT, seq 2048, vocab 51200, fp16, full recomputation, interleaved schedule
+// where p > 1. The paper gives t, p, GPU count and batch for each row; the
+// micro-batch size and the number of model chunks were tuned by the authors
+// and are not in the table, so the test takes the best of micro-batch 1, 2, 4
+// and every valid interleaving depth that fits in memory — as they did. The
+// SC'21 code reduced data-parallel gradients after the pipeline drained, so
+// overlap is off here.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+using namespace loom;
+using namespace loom::cost;
+
+namespace {
+
+struct Row {
+  const char *model;
+  int64_t t, p, gpus, batch;
+  double tflops; // published, per GPU
+};
+
+const Row kTable1[] = {
+    {"megatron-1.7b", 1, 1, 32, 512, 137},      {"megatron-3.6b", 2, 1, 64, 512, 138},
+    {"megatron-7.5b", 4, 1, 128, 512, 142},     {"megatron-18.4b", 8, 1, 256, 1024, 135},
+    {"megatron-39.1b", 8, 2, 512, 1536, 138},   {"megatron-76.1b", 8, 4, 1024, 1792, 140},
+    {"megatron-145.6b", 8, 8, 1536, 2304, 148}, {"megatron-310.1b", 8, 16, 1920, 2160, 155},
+    {"megatron-529.6b", 8, 35, 2520, 2520, 163}, {"megatron-1t", 8, 64, 3072, 3072, 163},
+};
+
+// Issue #4's target is +-10% on every row. Today's model is optimistic by 6-20%
+// (largest on the small models, where memory-bound kernels weigh most), so the
+// test holds every row to +-25% and reports how many meet the target; tighten
+// this bound as the mechanisms improve, never loosen it.
+constexpr double kTolerance = 0.25;
+constexpr double kTarget = 0.10;
+
+struct Best {
+  Estimate estimate;
+  int64_t mbs = 0, vpp = 0;
+};
+
+Best bestConfiguration(const Row &row) {
+  spec::Model model = spec::loadModel(row.model);
+  spec::Cluster cluster =
+      spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8));
+  spec::Training training = spec::defaultTraining(model);
+  training.set_seq_len(2048);
+  training.set_global_batch(row.batch);
+  const spec::GpuType *gpu = spec::findGpu(cluster, "a100-80g");
+  ComputeModel compute = ComputeModel::forGpu(
+      "a100-80g", spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  EstimateOptions options;
+  options.overlapGradReduce = false;
+
+  Best best;
+  int64_t layers = spec::numLayers(model);
+  for (int64_t mbs : {1, 2, 4}) {
+    for (int64_t vpp = 1; vpp <= (row.p > 1 ? layers / row.p : 1); ++vpp) {
+      StrategyChoice c;
+      c.tp = row.t;
+      c.pp = row.p;
+      c.vpp = vpp;
+      c.microBatch = mbs;
+      c.recompute = Recompute::Full;
+      c.flashAttention = false; // 2021: no flash attention
+      WorkloadResult w = fromStrategy(model, cluster, training, c);
+      if (!w.ok())
+        continue;
+      Estimate e = estimate(w.workload, compute, options);
+      if (e.fits && e.tflopsPerGpu > best.estimate.tflopsPerGpu)
+        best = {e, mbs, vpp};
+    }
+  }
+  return best;
+}
+
+TEST(MegatronSC21, EveryRowNearThePublishedThroughput) {
+  std::string table = "model            t   p  GPUs  batch  mbs vpp  published  loom   error\n";
+  int onTarget = 0;
+  for (const Row &row : kTable1) {
+    Best b = bestConfiguration(row);
+    ASSERT_GT(b.mbs, 0) << row.model << ": no configuration fits";
+    double err = (b.estimate.tflopsPerGpu - row.tflops) / row.tflops;
+    table += fmt::format("{:<16} {:>1} {:>3} {:>5} {:>6} {:>4} {:>3} {:>10.0f} {:>5.1f} {:>+6.1f}%\n",
+                         row.model, row.t, row.p, row.gpus, row.batch, b.mbs, b.vpp,
+                         row.tflops, b.estimate.tflopsPerGpu, 100 * err);
+    EXPECT_LE(std::abs(err), kTolerance) << row.model;
+    onTarget += std::abs(err) <= kTarget;
+  }
+  std::printf("%s%d of 10 rows within +-%.0f%%\n", table.c_str(), onTarget, 100 * kTarget);
+}
+
+TEST(Estimate, ThroughputConventionsAgreeOnADensePlan) {
+  // Without recomputation, executed FLOPs = 3 x forward; model FLOPs count the
+  // same matmuls (6N) and attention (12 L s h), so MFU x peak = TFLOP/s.
+  spec::Model model = spec::loadModel("megatron-7.5b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=16");
+  spec::Training training = spec::defaultTraining(model);
+  ComputeModel compute = ComputeModel::forGpu("a100-80g", 312, 2039);
+  StrategyChoice c;
+  c.tp = 4;
+  c.flashAttention = false;
+  WorkloadResult w = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(w.ok()) << w.error;
+  Estimate e = estimate(w.workload, compute);
+  EXPECT_NEAR(e.mfu * 312, e.tflopsPerGpu, 0.02 * e.tflopsPerGpu);
+  EXPECT_GT(e.stepTime, 0);
+  EXPECT_NEAR(e.tokensPerSecond, double(training.global_batch()) * 2048 / e.stepTime, 1e-6);
+}
+
+TEST(Estimate, PipelineBubbleShrinksWithInterleaving) {
+  spec::Model model = spec::loadModel("megatron-39.1b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=8");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(64);
+  ComputeModel compute = ComputeModel::forGpu("a100-80g", 312, 2039);
+  StrategyChoice c;
+  c.tp = 8;
+  c.pp = 8;
+  c.recompute = Recompute::Full;
+  Estimate plain = estimate(fromStrategy(model, cluster, training, c).workload, compute);
+  c.vpp = 2;
+  Estimate interleaved = estimate(fromStrategy(model, cluster, training, c).workload, compute);
+  EXPECT_GT(plain.bubble, 0);
+  // The bubble term is (p-1)/v of a micro-batch's stage time.
+  EXPECT_NEAR(interleaved.bubble * 2, plain.bubble, 0.05 * plain.bubble);
+  EXPECT_LT(interleaved.stepTime, plain.stepTime);
+}
+
+TEST(Estimate, DoesNotFitIsReported) {
+  spec::Model model = spec::loadModel("llama3-405b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=1");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(8);
+  ComputeModel compute = ComputeModel::forGpu("h100-sxm", 989, 3350);
+  StrategyChoice c;
+  c.tp = 8;
+  Estimate e = estimate(fromStrategy(model, cluster, training, c).workload, compute);
+  EXPECT_FALSE(e.fits);
+  EXPECT_GT(e.peakMemoryBytes, e.usableBytes);
+}
+
+} // namespace

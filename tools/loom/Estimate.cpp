@@ -1,0 +1,217 @@
+//===- Estimate.cpp - `loom estimate` -------------------------------------===//
+//
+// Memory per state per pipeline stage and a step-time breakdown for one
+// strategy. Exit codes: 0 fits, 3 does not fit (the tables are still printed),
+// 1 bad input, 2 bad usage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Driver.h"
+
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+#include "loom/Spec/Spec.h"
+#include "loom/Support/Table.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+using namespace loom;
+using namespace loom::cli;
+
+namespace {
+struct EstimateCliOptions {
+  std::string model, cluster, training, calibration, schedule = "auto", recompute = "none";
+  int64_t seq = 0, globalBatch = 0;
+  cost::StrategyChoice choice;
+  bool noFlash = false, noOverlap = false, json = false;
+  double headroom = 0.05;
+};
+
+std::string gib(double bytes) { return fmt::format("{:.2f}", bytes / double(1ull << 30)); }
+std::string secs(double s) { return fmt::format("{:.4f}", s); }
+
+nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
+  return {{"params_bytes", m.params},       {"grads_bytes", m.grads},
+          {"optim_bytes", m.optim},         {"gathered_params_bytes", m.gatheredParams},
+          {"activation_bytes", m.activations}, {"inflight_microbatches", m.inflight},
+          {"comm_buffer_bytes", m.commBuffers}, {"allowance_bytes", m.allowances},
+          {"total_bytes", m.total()}};
+}
+
+void runEstimate(const EstimateCliOptions &o) {
+  spec::Model model = spec::loadModel(o.model);
+  spec::Cluster cluster = spec::loadCluster(o.cluster);
+  spec::Training training =
+      o.training.empty() ? spec::defaultTraining(model) : spec::loadTraining(o.training);
+  if (o.seq)
+    training.set_seq_len(o.seq);
+  if (o.globalBatch)
+    training.set_global_batch(o.globalBatch);
+
+  cost::StrategyChoice choice = o.choice;
+  if (!cost::parseRecompute(o.recompute, choice.recompute))
+    throw UserError("--recompute must be none, selective or full");
+  choice.flashAttention = !o.noFlash;
+  static const std::pair<const char *, cost::Schedule> schedules[] = {
+      {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
+      {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
+      {"zb-h2", cost::Schedule::ZeroBubbleH2}};
+  for (auto &[name, kind] : schedules)
+    if (o.schedule == name)
+      choice.schedule = kind;
+  if (o.schedule == "interleaved" && choice.vpp == 1)
+    throw UserError("--schedule interleaved needs --vpp > 1",
+                    "give the virtual stages per pipeline rank, e.g. --vpp 2");
+
+  cost::WorkloadResult built = cost::fromStrategy(model, cluster, training, choice);
+  if (!built.ok())
+    throw UserError(built.error, "degrees must divide the model and multiply to the GPU count");
+  const cost::Workload &w = built.workload;
+
+  const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
+  cost::ComputeModel compute = cost::ComputeModel::forGpu(
+      gpu->name(), spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  if (!o.calibration.empty()) {
+    std::string err = compute.loadCalibrationCsv(o.calibration);
+    if (!err.empty())
+      throw UserError(err, "the CSV needs a header m,n,k,seconds and one GEMM per line");
+  }
+  cost::EstimateOptions options;
+  options.memory.headroom = o.headroom;
+  options.overlapGradReduce = !o.noOverlap;
+  cost::Estimate e = cost::estimate(w, compute, options);
+
+  std::string strategy = fmt::format(
+      "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={}",
+      w.dp, w.tp, w.pp, w.vpp, w.ep, w.cp, w.zero, cost::recomputeName(w.recompute),
+      w.microBatch, choice.sequenceParallel ? "on" : "off", cost::scheduleName(w.schedule));
+
+  if (o.json) {
+    nlohmann::json out{{"model", model.name()},
+                       {"cluster", cluster.name()},
+                       {"strategy", strategy},
+                       {"step_time_s", e.stepTime},
+                       {"tokens_per_s", e.tokensPerSecond},
+                       {"tflops_per_gpu", e.tflopsPerGpu},
+                       {"mfu", e.mfu},
+                       {"peak_memory_bytes", e.peakMemoryBytes},
+                       {"peak_memory_stage", e.peakRank},
+                       {"usable_memory_bytes", e.usableBytes},
+                       {"fits", e.fits},
+                       {"microbatches", e.microBatches},
+                       {"pipeline_s", e.pipeline},
+                       {"bubble_s", e.bubble},
+                       {"dp_exposed_s", e.dpExposed},
+                       {"optimizer_s", e.optimizer}};
+    nlohmann::json stages = nlohmann::json::array();
+    for (size_t r = 0; r < e.memory.size(); ++r) {
+      nlohmann::json s = memoryJson(e.memory[r]);
+      const cost::RankTime &t = e.time[r];
+      s["stage"] = r;
+      s["microbatch_s"] = {{"f", t.f},          {"b", t.b},           {"w", t.w},
+                           {"recompute", t.recompute}, {"tp_comm", t.tpComm},
+                           {"cp_comm", t.cpComm}, {"ep_comm", t.epComm}, {"p2p", t.p2p}};
+      s["dp_comm_s"] = t.dpComm;
+      stages.push_back(s);
+    }
+    out["stages"] = stages;
+    writeOutput("", out.dump(2) + "\n");
+    exitStatus = e.fits ? 0 : 3;
+    return;
+  }
+
+  std::string text = fmt::format("{} on {}\n{}\n{} micro-batches per step\n\n", model.name(),
+                                 cluster.name(), strategy, e.microBatches);
+  std::vector<std::string> header{"memory per GPU (GiB)"};
+  for (size_t r = 0; r < e.memory.size(); ++r)
+    header.push_back(">stage " + std::to_string(r));
+  Table mem(header);
+  auto memRow = [&](const char *name, auto get) {
+    std::vector<std::string> row{name};
+    for (const cost::MemoryBreakdown &m : e.memory)
+      row.push_back(get(m));
+    mem.addRow(row);
+  };
+  memRow("parameters", [](auto &m) { return gib(m.params); });
+  memRow("gradients", [](auto &m) { return gib(m.grads); });
+  memRow("optimizer state", [](auto &m) { return gib(m.optim); });
+  if (w.zero == 3)
+    memRow("gathered parameters", [](auto &m) { return gib(m.gatheredParams); });
+  memRow("activations", [](auto &m) { return gib(m.activations); });
+  memRow("  micro-batches in flight", [](auto &m) { return std::to_string(m.inflight); });
+  memRow("communication buffers", [](auto &m) { return gib(m.commBuffers); });
+  memRow("context, NCCL, fragmentation", [](auto &m) { return gib(m.allowances); });
+  memRow("total", [](auto &m) { return gib(m.total()); });
+  text += mem.render();
+  text += fmt::format("usable: {} GiB of {} GiB ({:.0f}% headroom) -> {}\n\n",
+                      gib(e.usableBytes), gib(e.capacityBytes), o.headroom * 100,
+                      e.fits ? "fits" : "DOES NOT FIT");
+
+  Table time({"time per micro-batch (s)", ">forward", ">input grad", ">weight grad",
+              ">recompute", ">tp comm", ">cp comm", ">ep comm", ">p2p"});
+  for (size_t r = 0; r < e.time.size(); ++r) {
+    const cost::RankTime &t = e.time[r];
+    time.addRow({"stage " + std::to_string(r), secs(t.f), secs(t.b), secs(t.w),
+                 secs(t.recompute), secs(t.tpComm), secs(t.cpComm), secs(t.epComm),
+                 secs(t.p2p)});
+  }
+  text += time.render() + "\n";
+  Table step({"step", ">seconds", ">share"});
+  auto share = [&](double s) { return fmt::format("{:.1f}%", 100 * s / e.stepTime); };
+  step.addRow({"pipeline (micro-batches)", secs(e.pipeline - e.bubble), share(e.pipeline - e.bubble)});
+  step.addRow({"pipeline bubble", secs(e.bubble), share(e.bubble)});
+  step.addRow({"data-parallel comm (exposed)", secs(e.dpExposed), share(e.dpExposed)});
+  step.addRow({"optimizer step", secs(e.optimizer), share(e.optimizer)});
+  step.addRow({"total", secs(e.stepTime), "100.0%"});
+  text += step.render();
+  text += fmt::format("\n{:.0f} tokens/s, {:.1f} TFLOP/s per GPU (recomputation included), "
+                      "MFU {:.1f}%\n",
+                      e.tokensPerSecond, e.tflopsPerGpu, 100 * e.mfu);
+  writeOutput("", text);
+  if (!e.fits)
+    throw UserError(fmt::format("does not fit: stage {} needs {} GiB, {} GiB usable",
+                                e.peakRank, gib(e.peakMemoryBytes), gib(e.usableBytes)),
+                    "try --zero 1/2/3, --recompute selective or full, or larger --tp/--pp",
+                    3);
+}
+} // namespace
+
+void loom::cli::addEstimateCommand(CLI::App &app) {
+  auto o = std::make_shared<EstimateCliOptions>();
+  auto *cmd = app.add_subcommand(
+      "estimate",
+      "Estimate memory per GPU (by state, per pipeline stage) and step time of one\n"
+      "strategy. Exit code 3 when the plan does not fit in GPU memory.");
+  cmd->add_option("--model", o->model, "catalog model, spec file or HF config.json")->required();
+  cmd->add_option("--cluster", o->cluster, "catalog cluster or spec file")->required();
+  cmd->add_option("--training", o->training, "spec file with a training: section");
+  cmd->add_option("--seq", o->seq, "sequence length")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--global-batch", o->globalBatch, "sequences per step")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  auto degree = [&](const char *name, int64_t &v, const char *desc) {
+    cmd->add_option(name, v, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  };
+  cmd->add_option("--dp", o->choice.dp, "data-parallel size (default: what the GPUs leave)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  degree("--tp", o->choice.tp, "tensor-parallel size");
+  degree("--pp", o->choice.pp, "pipeline-parallel size");
+  degree("--vpp", o->choice.vpp, "virtual stages per pipeline rank (interleaved schedule)");
+  degree("--ep", o->choice.ep, "expert-parallel size (divides dp)");
+  degree("--cp", o->choice.cp, "context-parallel size");
+  degree("--mbs", o->choice.microBatch, "micro-batch size");
+  cmd->add_option("--zero", o->choice.zero, "ZeRO stage 0-3")->check(CLI::Range(0, 3));
+  cmd->add_option("--recompute", o->recompute, "none, selective or full")
+      ->check(CLI::IsMember({"none", "selective", "full"}));
+  cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1 or zb-h2")
+      ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2"}));
+  cmd->add_flag("--sp", o->choice.sequenceParallel, "sequence parallelism along tp");
+  cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
+  cmd->add_flag("--no-overlap", o->noOverlap,
+                "data-parallel reduction after the pipeline drains, not under backward");
+  cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
+      ->check(CLI::Range(0.0, 0.9));
+  cmd->add_option("--calibration", o->calibration, "CSV of measured GEMMs: m,n,k,seconds");
+  cmd->add_flag("--json", o->json, "machine-readable output");
+  cmd->callback([o] { runEstimate(*o); });
+}

@@ -57,6 +57,9 @@ LogicalResult TierOp::verify() {
   if (getLatencyUs().convertToDouble() < 0)
     return emitOpError("latency_us must be >= 0, got ")
            << getLatencyUs().convertToDouble();
+  double efficiency = getEfficiency().convertToDouble();
+  if (efficiency <= 0 || efficiency > 1)
+    return emitOpError("efficiency must be in (0, 1], got ") << efficiency;
   return success();
 }
 
@@ -214,6 +217,9 @@ LogicalResult MoeOp::verify() {
   if (getTopK() <= 0 || getTopK() > getExperts())
     return emitOpError("top_k must be in [1, experts=")
            << getExperts() << "], got " << getTopK();
+  if (auto routed = getRoutedParams(); routed && (*routed < 0 || *routed > getParams()))
+    return emitOpError("routed_params must be in [0, params=")
+           << getParams() << "], got " << *routed;
   return success();
 }
 

@@ -195,11 +195,13 @@ def Place_TierOp : Place_Op<"tier", [Symbol]> {
   let description = [{
     `place.tier @ib {bandwidth_gbps = 400.0, latency_us = 5.0}`. Bandwidth is
     gigabits per second in one direction, per GPU unless `per_node` (then one pipe
-    shared by a node's GPUs, as a WAN uplink). Constraints: bandwidth > 0,
-    latency >= 0.
+    shared by a node's GPUs, as a WAN uplink). `efficiency` is the share of that
+    rate collectives reach (NCCL's protocol overhead). Constraints: bandwidth
+    > 0, latency >= 0, 0 < efficiency <= 1.
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$bandwidth_gbps,
-                       F64Attr:$latency_us, UnitAttr:$per_node);
+                       F64Attr:$latency_us, UnitAttr:$per_node,
+                       DefaultValuedAttr<F64Attr, "1.0">:$efficiency);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }
@@ -208,10 +210,12 @@ def Place_DeviceOp : Place_Op<"device", [Symbol]> {
   let summary = "an accelerator type";
   let description = [{
     Peak dense throughput (TFLOP/s) for the training dtype and HBM capacity and
-    bandwidth. Constraints: all three > 0.
+    bandwidth; `kind` names the catalog GPU whose GEMM-efficiency curve applies.
+    Constraints: all three > 0.
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$peak_tflops,
-                       F64Attr:$hbm_gib, F64Attr:$hbm_gbytes_per_s);
+                       F64Attr:$hbm_gib, F64Attr:$hbm_gbytes_per_s,
+                       OptionalAttr<StrAttr>:$kind);
   let assemblyFormat = "$sym_name attr-dict";
   let hasVerifier = 1;
 }
@@ -284,7 +288,7 @@ def Place_ModelOp : Place_Op<"model",
                        I64Attr:$vocab, I64Attr:$hidden, I64Attr:$seq_len,
                        I64Attr:$global_batch, I64Attr:$micro_batch,
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
-                       StrAttr:$dtype);
+                       StrAttr:$dtype, UnitAttr:$dropout);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name (`mesh` $mesh^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;
@@ -312,11 +316,19 @@ def Place_EmbeddingOp : Place_LayerOp<"embedding"> {
 def Place_AttentionOp : Place_LayerOp<"attention"> {
   let summary = "pre-norm self-attention of one transformer layer";
   let description = [{
-    Heads, key/value heads (GQA when fewer), head dim. Constraints: kv_heads
+    Heads, key/value heads (GQA when fewer), head dim. Multi-head latent
+    attention (DeepSeek) sets `kv_lora_rank` (and `q_lora_rank` for a query
+    bottleneck): keys and values come through that latent, `rope_head_dim`
+    extra query/key width carries positions, values are `v_head_dim` wide, and
+    `head_dim` is the query/key width without rope. Constraints: kv_heads
     divides heads; all > 0.
   }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$heads,
-                       I64Attr:$kv_heads, I64Attr:$head_dim, UnitAttr:$mla));
+                       I64Attr:$kv_heads, I64Attr:$head_dim,
+                       OptionalAttr<I64Attr>:$q_lora_rank,
+                       OptionalAttr<I64Attr>:$kv_lora_rank,
+                       OptionalAttr<I64Attr>:$rope_head_dim,
+                       OptionalAttr<I64Attr>:$v_head_dim));
 }
 
 def Place_MlpOp : Place_LayerOp<"mlp"> {
@@ -328,12 +340,14 @@ def Place_MlpOp : Place_LayerOp<"mlp"> {
 def Place_MoeOp : Place_LayerOp<"moe"> {
   let summary = "pre-norm mixture-of-experts block of one transformer layer";
   let description = [{
-    Routed experts with top-k routing and optional shared experts. Constraints:
-    0 < top_k <= experts.
+    Routed experts with top-k routing and optional shared experts.
+    `routed_params` is the routed experts' share of `params` (the router, shared
+    experts and norm make the rest); absent means all of it. Constraints:
+    0 < top_k <= experts; 0 <= routed_params <= params.
   }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$experts,
                        I64Attr:$top_k, I64Attr:$shared_experts, I64Attr:$ffn,
-                       StrAttr:$activation));
+                       StrAttr:$activation, OptionalAttr<I64Attr>:$routed_params));
 }
 
 def Place_HeadOp : Place_LayerOp<"head"> {

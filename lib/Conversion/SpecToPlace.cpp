@@ -71,13 +71,16 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
   for (const spec::ClusterLevel &level : levels) {
     if (!emitted.insert(level.tier->name()).second)
       continue;
+    double efficiency = level.tier->efficiency() > 0 ? level.tier->efficiency() : 1.0;
     b.create<TierOp>(loc, symbolName(level.tier->name()),
                      llvm::APFloat(level.tier->bandwidth_gbps()),
-                     llvm::APFloat(level.tier->latency_us()), level.tier->per_node());
+                     llvm::APFloat(level.tier->latency_us()), level.tier->per_node(),
+                     llvm::APFloat(efficiency));
   }
   std::string deviceSym = symbolName(gpu->name());
   b.create<DeviceOp>(loc, deviceSym, llvm::APFloat(spec::peakTflops(*gpu, training.precision())),
-                     llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()));
+                     llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()),
+                     b.getStringAttr(gpu->name()));
 
   SmallVector<Attribute> axisAttrs;
   for (const spec::ClusterLevel &level : levels)
@@ -90,7 +93,8 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
   auto modelOp = b.create<ModelOp>(
       loc, symbolName(model.name()), /*mesh=*/nullptr, /*pipeline_axis=*/nullptr,
       model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
-      /*virtual_stages=*/1, spec::dtypeName(model.dtype()));
+      /*virtual_stages=*/1, spec::dtypeName(model.dtype()),
+      model.dropout());
   modelOp.getBody().emplaceBlock();
   b.setInsertionPointToEnd(modelOp.getBodyBlock());
 
@@ -107,15 +111,20 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
     int64_t ffnFlops = 2 * static_cast<int64_t>(spec::ffnActiveParameters(model, block));
     for (uint32_t i = 0; i < block.count(); ++i, ++layer) {
       std::string prefix = fmt::format("layers.{}.", layer);
+      const spec::Attention &a = block.attention();
+      auto mla = [&](uint32_t v) { return shape.mla && v ? b.getI64IntegerAttr(v) : IntegerAttr(); };
       b.create<AttentionOp>(loc, prefix + "attention", attnParams, attnFlops, nullptr,
-                            nullptr, layer, shape.heads, shape.kvHeads, shape.headDim,
-                            shape.mla);
+                            nullptr, layer, shape.heads, shape.kvHeads,
+                            shape.mla ? a.qk_nope_head_dim() : shape.headDim,
+                            mla(a.q_lora_rank()), mla(a.kv_lora_rank()),
+                            mla(a.qk_rope_head_dim()), mla(a.v_head_dim()));
       if (block.has_moe()) {
         const spec::Moe &moe = block.moe();
         b.create<MoeOp>(loc, prefix + "moe", ffnParams, ffnFlops, nullptr, nullptr,
                         layer, moe.experts(), moe.top_k(), moe.shared_experts(),
                         moe.expert_ffn_hidden(),
-                        lowercase(spec::Activation_Name(moe.activation())));
+                        lowercase(spec::Activation_Name(moe.activation())),
+                        b.getI64IntegerAttr(spec::routedExpertParameters(model, block)));
       } else {
         const spec::Mlp &mlp = block.mlp();
         b.create<MlpOp>(loc, prefix + "mlp", ffnParams, ffnFlops, nullptr, nullptr,

@@ -225,7 +225,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   base.sequenceParallel = c.sequenceParallel;
   base.flashAttention = c.flashAttention;
   base.bytesPerElement = fp32 ? 4 : 2;
-  base.dropout = model.position() == spec::LEARNED; // GPT-style models train with dropout
+  base.dropout = model.dropout();
 
   // Data-parallel reduction: dense parts over dp (which includes ep) and cp;
   // experts over the dp ranks outside ep, and cp.
@@ -283,6 +283,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
     attn.shape.kvHeads = shape.kvHeads;
     attn.shape.headDim = shape.headDim;
     if (shape.mla) {
+      attn.shape.headDim = a.qk_nope_head_dim(); // the cost model adds rope itself
       attn.shape.qLoraRank = a.q_lora_rank();
       attn.shape.kvLoraRank = a.kv_lora_rank();
       attn.shape.ropeHeadDim = a.qk_rope_head_dim();

@@ -74,10 +74,16 @@ double loom::cost::activationBytes(const Part &part, Recompute recompute) {
     // layer in Korthikanti's Table 2, not divided by t).
     if (recompute == Recompute::Full)
       return e * d.sbh;
-    double q = double(s.heads) * double(s.headDim);
-    double kv = double(s.kvHeads) * double(s.headDim);
+    // Query/key width includes rope dims (MLA); values may be narrower.
+    double qk = double(s.headDim + s.ropeHeadDim);
+    double v = double(s.vHeadDim ? s.vHeadDim : s.headDim);
+    double heads = double(s.heads), kvHeads = double(s.kvHeads);
     double outside = (2 * e + mask) * d.sbh;          // norm input, QKV input, mask
-    double inside = e * d.tokens * (q + 2 * kv + q);  // Q, K, V, projection input
+    // MLA keeps its latents for the up-projections' weight gradients; they are
+    // computed whole on every tensor-parallel rank.
+    outside += e * d.tokens * double(s.qLoraRank + s.kvLoraRank + (s.kvLoraRank ? s.ropeHeadDim : 0));
+    // Q, K, V and the output projection's input.
+    double inside = e * d.tokens * (heads * qk + kvHeads * qk + kvHeads * v + heads * v);
     double scores = 0;
     if (!s.flashAttention && recompute == Recompute::None) {
       // Softmax output, plus dropout mask and output; local queries attend to

@@ -45,4 +45,24 @@ def PlaceDeriveStrategy : Pass<"place-derive-strategy", "mlir::ModuleOp"> {
   }];
 }
 
+def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
+  let summary = "Annotate placed IR with per-rank memory and the step-time estimate";
+  let description = [{
+    Reads each placed model into the cost model (lib/Analysis/PlaceWorkload)
+    and records: on every layer, `place.memory` — bytes per rank of its
+    parameters, gradients, optimizer state and of its activations per
+    micro-batch; on the model, `place.estimate` — step time, tokens/s, TFLOP/s
+    per GPU, MFU, peak memory per rank, usable memory and whether it fits — and
+    `place.stage_memory` — peak bytes per pipeline rank. Figures follow from the
+    placements alone: change a placement and they change.
+  }];
+  let options = [
+    Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
+    Option<"overlap", "overlap", "bool", "true",
+           "data-parallel reduction overlaps the last backward">,
+    Option<"headroom", "headroom", "double", "0.05",
+           "share of GPU memory a fitting plan leaves free">,
+  ];
+}
+
 #endif // LOOM_TRANSFORMS_PASSES_TD

@@ -1,0 +1,279 @@
+//===- PlaceWorkload.cpp - the cost model's view of placed IR -------------===//
+//
+// MoE ops carry one placement for the whole block. Routed experts take every
+// axis the placement shards; the router, shared experts and norm (the rest of
+// `params`, see `routed_params`) take the axes that do not shard by experts.
+// ZeRO's flat sharding applies to both over the op's reduction axes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/Analysis/PlaceWorkload.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <map>
+#include <set>
+
+using namespace mlir;
+using namespace loom;
+using namespace loom::place;
+using State = PlacementAttr::State;
+
+cost::ComputeModel loom::computeModelFor(DeviceOp device) {
+  std::string kind = device.getKind() ? device.getKind()->str() : device.getSymName().str();
+  return cost::ComputeModel::forGpu(kind, device.getPeakTflops().convertToDouble(),
+                                    device.getHbmGbytesPerS().convertToDouble());
+}
+
+namespace {
+
+/// Lays sets of mesh axes over the cluster's tiers, one GroupShape per set.
+class Groups {
+public:
+  Groups(ClusterOp cluster, MeshOp mesh, SymbolTableCollection &symbols,
+         cost::Workload &workload)
+      : cluster_(cluster), mesh_(mesh), workload_(workload) {
+    for (auto axis : cluster.getAxes().getAsRange<AxisAttr>())
+      tiers_[axis.getName().getValue()] =
+          symbols.lookupNearestSymbolFrom<TierOp>(cluster, axis.getTier());
+    auto axes = cluster.getAxes().getAsRange<AxisAttr>();
+    gpusPerNode_ = (*std::prev(axes.end())).getSize();
+  }
+
+  /// Index in workload.groups of the group spanning `axes` (mesh axis names).
+  int get(const std::set<std::string> &axes) {
+    if (axes.empty())
+      return 0;
+    auto [it, inserted] = index_.try_emplace(axes, 0);
+    if (!inserted)
+      return it->second;
+    cost::GroupShape g;
+    auto physical = llvm::to_vector(cluster_.getAxes().getAsRange<AxisAttr>());
+    for (AxisAttr phys : llvm::reverse(physical)) {
+      int64_t size = 1;
+      for (auto laxis : mesh_.getAxes().getAsRange<LogicalAxisAttr>())
+        if (axes.count(laxis.getName().str()))
+          for (auto [name, n] : llvm::zip(laxis.getPhysical(), laxis.getSizes()))
+            if (name == phys.getName())
+              size *= n;
+      g.levels.push_back(levelOn(phys, size));
+    }
+    workload_.groups.push_back(g);
+    it->second = int(workload_.groups.size() - 1);
+    return it->second;
+  }
+
+  /// The link between consecutive stages along `axis`: its outermost piece.
+  cost::GroupLevel pipelineLink(StringRef axis) {
+    LogicalAxisAttr laxis = mesh_.lookupAxis(axis);
+    for (AxisAttr phys : cluster_.getAxes().getAsRange<AxisAttr>())
+      for (StringAttr name : laxis.getPhysical())
+        if (name == phys.getName())
+          return levelOn(phys, 2);
+    return {};
+  }
+
+private:
+  cost::GroupLevel levelOn(AxisAttr phys, int64_t size) {
+    TierOp tier = tiers_.lookup(phys.getName().getValue());
+    double gbps = tier.getBandwidthGbps().convertToDouble() *
+                  tier.getEfficiency().convertToDouble();
+    return cost::levelFor(size, gbps, tier.getLatencyUs().convertToDouble(),
+                          tier.getPerNode(), gpusPerNode_, gpusPerNode_);
+  }
+
+  ClusterOp cluster_;
+  MeshOp mesh_;
+  cost::Workload &workload_;
+  llvm::StringMap<TierOp> tiers_;
+  int64_t gpusPerNode_ = 1;
+  std::map<std::set<std::string>, int> index_;
+};
+
+bool isWeightSplit(Dim d) { return d == Dim::heads || d == Dim::ffn || d == Dim::vocab; }
+
+cost::PartKind kindOf(Operation *op) {
+  return TypeSwitch<Operation *, cost::PartKind>(op)
+      .Case<EmbeddingOp>([](auto) { return cost::PartKind::Embedding; })
+      .Case<AttentionOp>([](auto) { return cost::PartKind::Attention; })
+      .Case<MlpOp>([](auto) { return cost::PartKind::Mlp; })
+      .Case<MoeOp>([](auto) { return cost::PartKind::Moe; })
+      .Default([](Operation *) { return cost::PartKind::Head; });
+}
+
+bool gated(StringRef activation) { return activation == "swiglu" || activation == "geglu"; }
+
+} // namespace
+
+FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableCollection &symbols,
+                                                  const PlaceWorkloadOptions &options) {
+  MeshOp mesh;
+  if (auto ref = model.getMeshAttr())
+    mesh = symbols.lookupNearestSymbolFrom<MeshOp>(model, ref);
+  if (!mesh)
+    return model.emitOpError("has no mesh to estimate; run place-apply-strategy or "
+                             "place-search first");
+  auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(mesh, mesh.getClusterAttr());
+  auto device = symbols.lookupNearestSymbolFrom<DeviceOp>(cluster, cluster.getDeviceAttr());
+
+  cost::Workload w;
+  Groups groups(cluster, mesh, symbols, w);
+  StringRef ppAxis = model.getPipelineAxis().value_or("");
+  w.pp = ppAxis.empty() ? 1 : mesh.getAxisSize(ppAxis);
+  w.vpp = model.getVirtualStages();
+  w.gpus = cluster.getNumDevices();
+  w.globalBatch = model.getGlobalBatch();
+  w.microBatch = model.getMicroBatch();
+  w.seq = model.getSeqLen();
+  w.schedule = w.vpp > 1 ? cost::Schedule::Interleaved : cost::Schedule::OneFOneB;
+  bool fp32 = model.getDtype() == "fp32";
+  w.weightBytes = w.gradBytes = fp32 ? 4 : 2;
+  w.optimBytesPerParam = fp32 ? 8 : 12; // Adam: fp32 master (mixed precision) + 2 moments
+  w.hbmBytes = device.getHbmGib().convertToDouble() * double(1ull << 30);
+  if (!ppAxis.empty())
+    w.pipelineLink = groups.pipelineLink(ppAxis);
+
+  bool first = true;
+  for (LayerOpInterface layer : model.getLayers()) {
+    Operation *op = layer.getOperation();
+    PlacementAttr placement = layer.getPlacementAttr();
+    if (!placement)
+      return op->emitOpError("has no placement to estimate");
+    cost::Part part;
+    part.kind = kindOf(op);
+    part.name = layer.getLayerName().str();
+    part.params = part.activeParams = layer.getParamCount();
+    part.stage = layer.getStageIndex().value_or(0);
+
+    cost::PartShape &s = part.shape;
+    s.microBatch = model.getMicroBatch();
+    s.seq = model.getSeqLen();
+    s.hidden = model.getHidden();
+    s.vocab = model.getVocab();
+    s.flashAttention = options.flashAttention;
+    s.dropout = model.getDropout();
+    s.bytesPerElement = fp32 ? 4 : 2;
+
+    // Model-parallel splits, read from what each axis shards.
+    std::set<std::string> tpAxes, epAxes, cpAxes, batchAxes, reduceAxes;
+    double expertAxes = 1, otherAxes = 1; // divisors of routed / other weights
+    for (const AxisMode &m : placement.getParams()) {
+      int64_t n = mesh.getAxisSize(m.axis.getValue());
+      if (m.mode != Mode::sharded)
+        continue;
+      if (m.dim == Dim::experts) {
+        epAxes.insert(m.axis.str());
+        s.ep *= n;
+        expertAxes *= n;
+        continue;
+      }
+      if (isWeightSplit(m.dim)) {
+        tpAxes.insert(m.axis.str());
+        s.tp *= n;
+      }
+      expertAxes *= n;
+      otherAxes *= n;
+    }
+    for (const AxisMode &a : placement.getActs()) {
+      if (a.mode != Mode::sharded)
+        continue;
+      bool weightsSplit = placement.lookup(State::Params, a.axis.getValue()).mode == Mode::sharded;
+      if (a.dim == Dim::seq && weightsSplit)
+        s.sequenceParallel = true;
+      else if (a.dim == Dim::seq) {
+        cpAxes.insert(a.axis.str());
+        s.cp *= mesh.getAxisSize(a.axis.getValue());
+      } else if (a.dim == Dim::batch) {
+        batchAxes.insert(a.axis.str());
+      }
+    }
+    for (StringAttr axis : placement.getReduce())
+      reduceAxes.insert(axis.str());
+    part.groups = {groups.get(tpAxes), groups.get(cpAxes), groups.get(epAxes),
+                   groups.get(reduceAxes)};
+
+    // State shards: the model-parallel split times ZeRO's flat shards.
+    auto flat = [&](State state, bool gather) {
+      double n = 1;
+      for (const AxisMode &m : placement.getState(state))
+        if (m.dim == Dim::flat && (m.mode == Mode::sharded ||
+                                   (gather && m.mode == Mode::sharded_with_gather)))
+          n *= mesh.getAxisSize(m.axis.getValue());
+      return n;
+    };
+    double routed = 0, params = double(part.params);
+    if (auto moe = dyn_cast<MoeOp>(op))
+      routed = double(moe.getRoutedParams().value_or(moe.getParams()));
+    // The router, shared experts and norm of an MoE op are whole along the
+    // axes that shard experts while those axes split the batch: gradient
+    // integrity reduces them over those axes too, so ZeRO shards them there.
+    double otherReduce = 1;
+    for (const std::string &axis : epAxes)
+      if (batchAxes.count(axis))
+        otherReduce *= double(mesh.getAxisSize(axis));
+    auto blend = [&](double zero) {
+      if (params == 0)
+        return expertAxes * zero;
+      double other = zero > 1 ? zero * otherReduce : 1;
+      return params / (routed / (expertAxes * zero) + (params - routed) / (otherAxes * other));
+    };
+    part.shards.gatheredParams = blend(1);
+    part.shards.params = blend(flat(State::Params, /*gather=*/true));
+    part.shards.paramsGathered = flat(State::Params, true) > 1;
+    part.shards.optim = blend(flat(State::Optim, false));
+    part.shards.grads = blend(flat(State::Grads, false));
+    StateStorage storage = placement.getStorage();
+    part.shards.paramsOffloaded = storage.params == Storage::offloaded;
+    part.shards.optimOffloaded = storage.optim == Storage::offloaded;
+    part.shards.gradsOffloaded = storage.grads == Storage::offloaded;
+
+    TypeSwitch<Operation *>(op)
+        .Case<AttentionOp>([&](AttentionOp a) {
+          s.heads = a.getHeads();
+          s.kvHeads = a.getKvHeads();
+          s.headDim = a.getHeadDim();
+          s.qLoraRank = a.getQLoraRank().value_or(0);
+          s.kvLoraRank = a.getKvLoraRank().value_or(0);
+          s.ropeHeadDim = a.getRopeHeadDim().value_or(0);
+          s.vHeadDim = a.getVHeadDim().value_or(0);
+        })
+        .Case<MlpOp>([&](MlpOp m) {
+          s.ffn = m.getFfn();
+          s.gated = gated(m.getActivation());
+        })
+        .Case<MoeOp>([&](MoeOp m) {
+          s.ffn = m.getFfn();
+          s.gated = gated(m.getActivation());
+          s.experts = m.getExperts();
+          s.topK = m.getTopK();
+          s.sharedExperts = m.getSharedExperts();
+          // Touched per token: router and shared parts, top_k of the experts.
+          part.activeParams = int64_t(params - routed + routed * double(s.topK) / double(s.experts));
+        });
+
+    if (first) {
+      // Strategy-wide facts from the first layer: data-parallel ranks, ZeRO
+      // stage, recomputation and the tp/cp/ep degrees.
+      double dp = 1;
+      for (const std::string &axis : batchAxes)
+        dp *= double(mesh.getAxisSize(axis));
+      w.dp = int64_t(dp);
+      w.cp = s.cp;
+      StateStorage st = placement.getStorage();
+      w.recompute = st.acts == Storage::materialized ? cost::Recompute::Full
+                    : st.acts == Storage::selective  ? cost::Recompute::Selective
+                                                     : cost::Recompute::None;
+      w.zero = flat(State::Params, true) > 1 ? 3
+               : flat(State::Grads, false) > 1 ? 2
+               : flat(State::Optim, false) > 1 ? 1
+                                               : 0;
+      first = false;
+    }
+    w.tp = std::max(w.tp, s.tp);
+    w.ep = std::max(w.ep, s.ep);
+    w.parts.push_back(part);
+  }
+  return w;
+}

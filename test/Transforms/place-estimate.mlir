@@ -1,0 +1,35 @@
+// RUN: loom-opt %S/place-apply-strategy.mlir --place-apply-strategy="dp=4 tp=4 pp=2 zero=1" --place-estimate --mlir-print-local-scope | FileCheck %s
+// RUN: loom-opt %S/place-apply-strategy.mlir --place-apply-strategy="dp=4 tp=4 pp=2 zero=3" --place-estimate --mlir-print-local-scope | FileCheck %s --check-prefix=ZERO3
+// RUN: loom-opt %s --place-estimate -split-input-file -verify-diagnostics
+
+// Per-rank bytes of a layer follow from its placement: 1000 parameters split
+// 4 ways by tp are 2 x 250 bytes of weights and gradients; ZeRO-1 over dp=4
+// leaves 12 x 1000 / 16 bytes of optimizer state.
+// CHECK: place.model @tiny mesh @mesh
+// CHECK-SAME: place.estimate = {fits = true, mfu = {{.*}}, peak_memory_bytes = {{[0-9]+}} : i64, step_time_s = {{.*}}, tflops_per_gpu = {{.*}}, tokens_per_s = {{.*}}, usable_memory_bytes = 81604378624 : i64}
+// CHECK-SAME: place.stage_memory = array<i64: {{[0-9]+}}, {{[0-9]+}}>
+// CHECK: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 500 : i64, optim_bytes = 750 : i64, params_bytes = 500 : i64}
+
+// ZeRO-3 also shards weights and gradients over dp.
+// ZERO3: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 125 : i64, optim_bytes = 750 : i64, params_bytes = 125 : i64}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"gpu", 8, @t>]
+// expected-error @below {{has no mesh to estimate}}
+place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<dp = gpu:8>]
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+  // expected-error @below {{has no placement to estimate}}
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}

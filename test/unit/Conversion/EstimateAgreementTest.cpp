@@ -1,0 +1,108 @@
+//===- EstimateAgreementTest.cpp - IR and strategy paths agree ------------===//
+//
+// The planner estimates strategy tuples directly (cost::fromStrategy); the
+// compiler estimates placed IR (place-estimate). Both must give the same
+// figures, to rounding: dense, MoE and MLA models, with and without pipelines,
+// interleaving, context parallelism and every ZeRO stage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/Analysis/PlaceWorkload.h"
+#include "loom/Conversion/SpecToPlace.h"
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+#include "loom/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+
+#include <gtest/gtest.h>
+
+using namespace mlir;
+using namespace loom;
+
+namespace {
+
+struct Case {
+  const char *model, *cluster;
+  int64_t tp, pp, vpp, ep, cp, zero;
+  const char *recompute;
+  bool sp;
+  double tolerance;
+};
+
+class EstimateAgreement : public ::testing::TestWithParam<Case> {};
+
+TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
+  const Case &c = GetParam();
+  spec::Model model = spec::loadModel(c.model);
+  spec::Cluster cluster = spec::loadCluster(c.cluster);
+  spec::Training training = spec::defaultTraining(model);
+
+  cost::StrategyChoice choice;
+  choice.tp = c.tp;
+  choice.pp = c.pp;
+  choice.vpp = c.vpp;
+  choice.ep = c.ep;
+  choice.cp = c.cp;
+  choice.zero = c.zero;
+  choice.sequenceParallel = c.sp;
+  ASSERT_TRUE(cost::parseRecompute(c.recompute, choice.recompute));
+  cost::WorkloadResult tuple = cost::fromStrategy(model, cluster, training, choice);
+  ASSERT_TRUE(tuple.ok()) << tuple.error;
+
+  DialectRegistry registry;
+  registerSpecToPlaceDialects(registry);
+  MLIRContext ctx(registry);
+  auto module = lowerSpecToPlace(&ctx, model, cluster, training, UnknownLoc::get(&ctx));
+  ASSERT_TRUE(module);
+  PlaceApplyStrategyOptions apply;
+  apply.dp = tuple.workload.dp;
+  apply.tp = c.tp;
+  apply.pp = c.pp;
+  apply.vpp = c.vpp;
+  apply.ep = c.ep;
+  apply.cp = c.cp;
+  apply.zero = c.zero;
+  apply.recompute = c.recompute;
+  apply.sp = c.sp;
+  PassManager pm(&ctx);
+  pm.addPass(createPlaceApplyStrategy(apply));
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  SymbolTableCollection symbols;
+  auto modelOp = *module->getOps<place::ModelOp>().begin();
+  FailureOr<cost::Workload> fromIR = workloadFromPlace(modelOp, symbols);
+  ASSERT_TRUE(succeeded(fromIR));
+
+  const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
+  cost::ComputeModel compute = cost::ComputeModel::forGpu(
+      gpu->name(), spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  cost::Estimate a = cost::estimate(tuple.workload, compute);
+  cost::Estimate b = cost::estimate(*fromIR, compute);
+  double tol = c.tolerance;
+  EXPECT_NEAR(b.stepTime, a.stepTime, tol * a.stepTime);
+  EXPECT_NEAR(b.tflopsPerGpu, a.tflopsPerGpu, tol * a.tflopsPerGpu);
+  EXPECT_NEAR(b.mfu, a.mfu, tol * a.mfu);
+  ASSERT_EQ(a.memory.size(), b.memory.size());
+  for (size_t r = 0; r < a.memory.size(); ++r) {
+    EXPECT_NEAR(b.memory[r].params, a.memory[r].params, tol * a.memory[r].params) << r;
+    EXPECT_NEAR(b.memory[r].optim, a.memory[r].optim, tol * a.memory[r].optim) << r;
+    EXPECT_NEAR(b.memory[r].activations, a.memory[r].activations,
+                tol * a.memory[r].activations) << r;
+    EXPECT_NEAR(b.memory[r].total(), a.memory[r].total(), tol * a.memory[r].total()) << r;
+  }
+}
+
+constexpr double kExact = 1e-9;
+INSTANTIATE_TEST_SUITE_P(
+    Plans, EstimateAgreement,
+    ::testing::Values(
+        Case{"llama3-70b", "dgx-h100:nodes=8", 8, 2, 1, 1, 1, 1, "selective", true, kExact},
+        Case{"llama3-70b", "dgx-h100:nodes=64,dcs=2,wan-gbps=400,wan-ms=10", 8, 4, 5, 1, 1, 1,
+             "none", true, kExact},
+        Case{"llama3-8b", "dgx-h100:nodes=4", 2, 1, 1, 1, 2, 2, "none", false, kExact},
+        Case{"megatron-39.1b", "dgx-a100:nodes=64", 8, 2, 3, 1, 1, 0, "full", false, kExact},
+        Case{"gpt3-175b", "dgx-a100:nodes=128", 8, 8, 1, 1, 1, 3, "full", true, kExact},
+        Case{"mixtral-8x7b", "dgx-h100:nodes=16", 2, 4, 1, 8, 1, 1, "selective", true, kExact},
+        Case{"deepseek-v3", "dgx-h100:nodes=128", 1, 8, 1, 64, 1, 1, "full", false, kExact}));
+
+} // namespace

@@ -28,9 +28,7 @@ Case makeCase(const char *model, const char *cluster, StrategyChoice choice) {
   Case c{spec::loadModel(model), spec::loadCluster(cluster), {}, choice, {}};
   c.training = spec::defaultTraining(c.model);
   c.training.set_global_batch(2048);
-  const spec::GpuType *gpu = spec::findGpu(c.cluster, c.cluster.datacenters(0).node_groups(0).gpu());
-  c.compute = ComputeModel::forGpu(gpu->name(), spec::peakTflops(*gpu, c.training.precision()),
-                                   gpu->hbm_gbytes_per_s());
+  c.compute = computeModelFor(c.cluster, c.training);
   return c;
 }
 

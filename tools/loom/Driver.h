@@ -7,6 +7,8 @@
 #ifndef LOOM_TOOLS_LOOM_DRIVER_H
 #define LOOM_TOOLS_LOOM_DRIVER_H
 
+#include "loom/Spec/Spec.h"
+
 #include "CLI/CLI.hpp"
 
 #include <stdexcept>
@@ -25,6 +27,15 @@ public:
 /// Exit code for outcomes that are not errors of the input (e.g. 3: the plan
 /// does not fit, reported in --json output rather than as an error line).
 extern int exitStatus;
+
+/// What --model, --cluster, --training, --seq and --global-batch name.
+struct SpecInputs {
+  spec::Model model;
+  spec::Cluster cluster;
+  spec::Training training;
+};
+SpecInputs loadSpecInputs(const std::string &model, const std::string &cluster,
+                          const std::string &trainingPath, int64_t seq, int64_t globalBatch);
 
 /// Writes `text` to stdout, or atomically to `path` when it is not empty or "-".
 void writeOutput(const std::string &path, const std::string &text);

@@ -40,14 +40,8 @@ nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
 }
 
 void runEstimate(const EstimateCliOptions &o) {
-  spec::Model model = spec::loadModel(o.model);
-  spec::Cluster cluster = spec::loadCluster(o.cluster);
-  spec::Training training =
-      o.training.empty() ? spec::defaultTraining(model) : spec::loadTraining(o.training);
-  if (o.seq)
-    training.set_seq_len(o.seq);
-  if (o.globalBatch)
-    training.set_global_batch(o.globalBatch);
+  auto [model, cluster, training] =
+      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
 
   cost::StrategyChoice choice = o.choice;
   if (!cost::parseRecompute(o.recompute, choice.recompute))
@@ -69,9 +63,7 @@ void runEstimate(const EstimateCliOptions &o) {
     throw UserError(built.error, "degrees must divide the model and multiply to the GPU count");
   const cost::Workload &w = built.workload;
 
-  const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
-  cost::ComputeModel compute = cost::ComputeModel::forGpu(
-      gpu->name(), spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
   if (!o.calibration.empty()) {
     std::string err = compute.loadCalibrationCsv(o.calibration);
     if (!err.empty())

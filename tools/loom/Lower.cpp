@@ -64,14 +64,8 @@ static double paramsPerRank(place::LayerOpInterface layer, place::MeshOp mesh) {
 }
 
 static void runLower(const LowerOptions &o) {
-  spec::Model model = spec::loadModel(o.model);
-  spec::Cluster cluster = spec::loadCluster(o.cluster);
-  spec::Training training =
-      o.training.empty() ? spec::defaultTraining(model) : spec::loadTraining(o.training);
-  if (o.seq)
-    training.set_seq_len(o.seq);
-  if (o.globalBatch)
-    training.set_global_batch(o.globalBatch);
+  auto [model, cluster, training] =
+      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
   training.set_micro_batch(o.mbs);
 
   DialectRegistry registry;

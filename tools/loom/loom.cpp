@@ -14,6 +14,19 @@ using namespace loom::cli;
 
 int loom::cli::exitStatus = 0;
 
+SpecInputs loom::cli::loadSpecInputs(const std::string &model, const std::string &cluster,
+                                     const std::string &trainingPath, int64_t seq,
+                                     int64_t globalBatch) {
+  SpecInputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
+  in.training = trainingPath.empty() ? spec::defaultTraining(in.model)
+                                     : spec::loadTraining(trainingPath);
+  if (seq)
+    in.training.set_seq_len(seq);
+  if (globalBatch)
+    in.training.set_global_batch(globalBatch);
+  return in;
+}
+
 void loom::cli::writeOutput(const std::string &path, const std::string &text) {
   if (path.empty() || path == "-") {
     std::fwrite(text.data(), 1, text.size(), stdout);

@@ -38,6 +38,9 @@ struct WorkloadResult {
 WorkloadResult fromStrategy(const spec::Model &model, const spec::Cluster &cluster,
                             const spec::Training &training, const StrategyChoice &choice);
 
+/// The compute model of the cluster's GPU at the training precision.
+ComputeModel computeModelFor(const spec::Cluster &cluster, const spec::Training &training);
+
 /// "none", "selective", "full" -> Recompute; false for other words.
 bool parseRecompute(const std::string &word, Recompute &out);
 const char *recomputeName(Recompute recompute);

@@ -73,9 +73,7 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   FailureOr<cost::Workload> fromIR = workloadFromPlace(modelOp, symbols);
   ASSERT_TRUE(succeeded(fromIR));
 
-  const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
-  cost::ComputeModel compute = cost::ComputeModel::forGpu(
-      gpu->name(), spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
   cost::Estimate a = cost::estimate(tuple.workload, compute);
   cost::Estimate b = cost::estimate(*fromIR, compute);
   double tol = c.tolerance;

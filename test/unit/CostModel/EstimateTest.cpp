@@ -55,9 +55,7 @@ Best bestConfiguration(const Row &row) {
   spec::Training training = spec::defaultTraining(model);
   training.set_seq_len(2048);
   training.set_global_batch(row.batch);
-  const spec::GpuType *gpu = spec::findGpu(cluster, "a100-80g");
-  ComputeModel compute = ComputeModel::forGpu(
-      "a100-80g", spec::peakTflops(*gpu, training.precision()), gpu->hbm_gbytes_per_s());
+  ComputeModel compute = computeModelFor(cluster, training);
   EstimateOptions options;
   options.overlapGradReduce = false;
 

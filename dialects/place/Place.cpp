@@ -14,6 +14,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SmallSet.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
 
 using namespace mlir;
 using namespace loom::place;
@@ -50,16 +51,23 @@ void PlaceDialect::initialize() {
 // Tier, device, cluster, mesh
 //===----------------------------------------------------------------------===//
 
+/// Doubles in diagnostics as users write them ("0.5", "-5"), not "5.000000e-01".
+static std::string show(double value) {
+  std::string text;
+  llvm::raw_string_ostream(text) << llvm::format("%g", value);
+  return text;
+}
+
 LogicalResult TierOp::verify() {
   if (getBandwidthGbps().convertToDouble() <= 0)
     return emitOpError("bandwidth_gbps must be > 0, got ")
-           << getBandwidthGbps().convertToDouble();
+           << show(getBandwidthGbps().convertToDouble());
   if (getLatencyUs().convertToDouble() < 0)
     return emitOpError("latency_us must be >= 0, got ")
-           << getLatencyUs().convertToDouble();
+           << show(getLatencyUs().convertToDouble());
   double efficiency = getEfficiency().convertToDouble();
   if (efficiency <= 0 || efficiency > 1)
-    return emitOpError("efficiency must be in (0, 1], got ") << efficiency;
+    return emitOpError("efficiency must be in (0, 1], got ") << show(efficiency);
   return success();
 }
 
@@ -69,7 +77,7 @@ LogicalResult DeviceOp::verify() {
         {"hbm_gib", getHbmGib().convertToDouble()},
         {"hbm_gbytes_per_s", getHbmGbytesPerS().convertToDouble()}})
     if (value <= 0)
-      return emitOpError() << name << " must be > 0, got " << value;
+      return emitOpError() << name << " must be > 0, got " << show(value);
   return success();
 }
 
@@ -220,6 +228,9 @@ LogicalResult MoeOp::verify() {
   if (auto routed = getRoutedParams(); routed && (*routed < 0 || *routed > getParams()))
     return emitOpError("routed_params must be in [0, params=")
            << getParams() << "], got " << *routed;
+  if (auto cf = getCapacityFactor(); cf && cf->convertToDouble() < 1)
+    return emitOpError("capacity_factor must be >= 1 (absent: dropless), got ")
+           << show(cf->convertToDouble());
   return success();
 }
 

@@ -342,12 +342,15 @@ def Place_MoeOp : Place_LayerOp<"moe"> {
   let description = [{
     Routed experts with top-k routing and optional shared experts.
     `routed_params` is the routed experts' share of `params` (the router, shared
-    experts and norm make the rest); absent means all of it. Constraints:
-    0 < top_k <= experts; 0 <= routed_params <= params.
+    experts and norm make the rest); absent means all of it. `capacity_factor`
+    pads each expert's token buffer to that multiple of its balanced share;
+    absent means dropless. Constraints: 0 < top_k <= experts;
+    0 <= routed_params <= params; capacity_factor >= 1 when present.
   }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$experts,
                        I64Attr:$top_k, I64Attr:$shared_experts, I64Attr:$ffn,
-                       StrAttr:$activation, OptionalAttr<I64Attr>:$routed_params));
+                       StrAttr:$activation, OptionalAttr<I64Attr>:$routed_params,
+                       OptionalAttr<F64Attr>:$capacity_factor));
 }
 
 def Place_HeadOp : Place_LayerOp<"head"> {

@@ -249,6 +249,8 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
           s.experts = m.getExperts();
           s.topK = m.getTopK();
           s.sharedExperts = m.getSharedExperts();
+          if (auto cf = m.getCapacityFactor())
+            s.capacityFactor = cf->convertToDouble();
           // Touched per token: router and shared parts, top_k of the experts.
           part.activeParams = int64_t(params - routed + routed * double(s.topK) / double(s.experts));
         });

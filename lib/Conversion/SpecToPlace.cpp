@@ -124,7 +124,9 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                         layer, moe.experts(), moe.top_k(), moe.shared_experts(),
                         moe.expert_ffn_hidden(),
                         lowercase(spec::Activation_Name(moe.activation())),
-                        b.getI64IntegerAttr(spec::routedExpertParameters(model, block)));
+                        b.getI64IntegerAttr(spec::routedExpertParameters(model, block)),
+                        moe.capacity_factor() > 0 ? b.getF64FloatAttr(moe.capacity_factor())
+                                                  : FloatAttr());
       } else {
         const spec::Mlp &mlp = block.mlp();
         b.create<MlpOp>(loc, prefix + "mlp", ffnParams, ffnFlops, nullptr, nullptr,

@@ -124,7 +124,7 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
       t.cpComm += n * (std::max(0.0, gather - pc.f) + std::max(0.0, gather + scatter - pc.b));
     }
     if (s.ep > 1 && part.kind == PartKind::Moe) {
-      double routed = act * double(s.topK);
+      double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
       t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, w.groups[part.groups.ep]).seconds;
     }
 

@@ -312,6 +312,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       ffn.shape.experts = moe.experts();
       ffn.shape.topK = moe.top_k();
       ffn.shape.sharedExperts = moe.shared_experts();
+      ffn.shape.capacityFactor = moe.capacity_factor();
       // Routed experts split over tp x ep and reduce over the ranks outside
       // ep; the router, shared experts and norm split over tp and reduce over
       // all data ranks. Effective divisors keep the byte counts exact.

@@ -106,7 +106,9 @@ double loom::cost::activationBytes(const Part &part, Recompute recompute) {
     // Balanced routing: each rank's experts see as many routed tokens as the
     // rank sent out, top_k per token. Dispatched inputs and expert outputs are
     // kept whole (hidden is not split inside an expert's input).
-    double routed = d.tokens * double(s.topK);
+    // A capacity factor pads every expert's buffer to that multiple of its
+    // balanced share.
+    double routed = d.tokens * double(s.topK) * std::max(1.0, s.capacityFactor);
     double dispatch = 2 * e * routed * double(s.hidden);
     double router = 2 * 4.0 * d.tokens * double(s.experts); // fp32 logits, probs
     double experts = mlpInner(s, routed, double(s.ffn));

@@ -99,8 +99,9 @@ void validateBlock(const Model &model, const Block &block,
     requirePositive(at, path + ".moe.expert_ffn_hidden",
                     moe.expert_ffn_hidden());
     requireEnum(at, path + ".moe.activation", moe.activation(), activation);
-    requireNonNegative(at, path + ".moe.capacity_factor",
-                       moe.capacity_factor());
+    if (moe.capacity_factor() != 0 && moe.capacity_factor() < 1)
+      at.fail(path + ".moe.capacity_factor",
+              fmt::format("must be 0 (dropless) or >= 1, got {}", moe.capacity_factor()));
     return;
   }
   case Block::FFN_NOT_SET:

@@ -106,6 +106,7 @@ struct PartShape {
   int64_t ffn = 0;                             // MLP or one expert
   bool gated = false;                          // SwiGLU/GeGLU: 3 matrices
   int64_t experts = 0, topK = 0, sharedExperts = 0; // MoE
+  double capacityFactor = 0;                   // MoE token capacity per expert (0: dropless)
   int64_t vocab = 0;                           // embedding / head
   int64_t tp = 1, cp = 1, ep = 1;              // splits this rank sees
   bool sequenceParallel = false;

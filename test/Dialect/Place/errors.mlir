@@ -401,3 +401,13 @@ place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 
   // expected-error @below {{routed_params must be in [0, params=10], got 11}}
   place.moe "m" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, experts = 8 : i64, top_k = 2 : i64, shared_experts = 0 : i64, ffn = 64 : i64, activation = "swiglu", routed_params = 11 : i64}
 }
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"gpu", 8, @t>]
+place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16"} {
+  // expected-error @below {{capacity_factor must be >= 1 (absent: dropless), got 0.5}}
+  place.moe "m" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, experts = 8 : i64, top_k = 2 : i64, shared_experts = 0 : i64, ffn = 64 : i64, activation = "swiglu", capacity_factor = 0.5 : f64}
+}

@@ -242,3 +242,25 @@ TEST(Strategy, BadDegreesNameTheConstraint) {
 }
 
 } // namespace
+
+namespace {
+TEST(Activations, CapacityFactorPadsExpertBuffers) {
+  PartShape s;
+  s.microBatch = 1;
+  s.seq = 4096;
+  s.hidden = 4096;
+  s.ffn = 14336;
+  s.gated = true;
+  s.experts = 8;
+  s.topK = 2;
+  Part moe{PartKind::Moe};
+  moe.shape = s;
+  double dropless = activationBytes(moe, Recompute::None);
+  moe.shape.capacityFactor = 1.25;
+  double padded = activationBytes(moe, Recompute::None);
+  // Only the routed terms grow: dispatch (2 x 2 x routed x h) and expert
+  // activations (6 x routed x ffn), routed = tokens x top_k.
+  double routed = 4096.0 * 2;
+  EXPECT_DOUBLE_EQ(padded - dropless, 0.25 * routed * (4.0 * 4096 + 6.0 * 14336));
+}
+} // namespace

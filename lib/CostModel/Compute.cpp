@@ -18,7 +18,8 @@
 // each), and every kernel pays a fixed latency (launch gap, ramp-up, drain).
 // That latency is fitted to the square-size curve of [ZZC]; maxEfficiency is
 // then set so the curve passes through a published measurement of a large
-// GEMM on each GPU (the table below). No per-configuration factor enters.
+// GEMM on each GPU (GpuType.gemm_8192_efficiency in the catalog,
+// lib/Spec/catalog/gpus.yaml). No per-configuration factor enters.
 // Elementwise work runs at an achievable fraction of HBM bandwidth [NVF].
 //
 // Flash attention [FA2] is the same tiling with a block of queries by the
@@ -80,6 +81,8 @@
 
 #include "loom/CostModel/Compute.h"
 
+#include "loom/Spec/Spec.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -94,9 +97,9 @@ using namespace loom::cost;
 
 namespace {
 
-/// What a GPU's curve is built from.
+/// What a GPU's curve is built from: the catalog's GpuType fields (sources
+/// beside each figure in lib/Spec/catalog/gpus.yaml).
 struct GpuCurve {
-  std::string_view name;
   int64_t sms;          // SMs (CUs): tiles per wave
   int64_t tileM, tileN; // the library's largest output tile
   double anchor;        // measured efficiency of an 8192^3 bf16 GEMM
@@ -104,29 +107,17 @@ struct GpuCurve {
   bool overlapsSoftmax; // its attention kernels hide them behind the matmuls
 };
 
-// Tiles: 256x128 is the largest of cuBLAS's tiles in [MMB §2.3]; Hopper's
-// kernels run 128x256 [FAST]. B200 and MI300X have no published 8192^3 figure: their MAMF (the
-// best over many shapes) stands in, an upper estimate; their tiles are assumed
-// as on A100. Exponentials run 16 a clock on each SM [CUDA], at the clock
-// that gives A100 its 312 TFLOP/s (108 SMs x 2048 FLOP x 1.41 GHz); B200's
-// clock follows from its peak at twice Hopper's tensor FLOPs per SM (2250e12 /
-// 148 / 8192); MI300X's CUs are assumed at the same rate at its 2.1 GHz peak
-// engine clock.
-constexpr GpuCurve kCurves[] = {
-    // [HE24] (A100, variant not stated); [FA2] does not overlap.
-    {"a100-40g", 108, 256, 128, 258.0 / 312, 108 * 16 * 1.41e9, false},
-    {"a100-80g", 108, 256, 128, 258.0 / 312, 108 * 16 * 1.41e9, false},
-    // [FAST]; SMs [MAMF]; exponentials and their overlap [FA3].
-    {"h100-sxm", 132, 128, 256, 797.8 / 989, 3.9e12, true},
-    {"h200", 132, 128, 256, 797.8 / 989, 3.9e12, true}, // same die as H100 [MAMF]
-    // [MAMF]; SMs [CNC].
-    {"b200", 148, 256, 128, 1745.0 / 2250, 2250e12 / 512, true},
-    // [MAMF]; CUs [AMD].
-    {"mi300x", 304, 256, 128, 668.4 / 1300, 304 * 16 * 2.1e9, false},
-};
-// Unknown GPUs: an H100-like layout at the median efficiency of [MAMF]'s twelve
-// bf16 rows (77.6% and 78.6% either side of the middle).
-constexpr GpuCurve kGeneric = {"", 132, 128, 256, 0.78, 0, true};
+// GPUs whose spec gives no curve: an H100-like layout at the median efficiency
+// of [MAMF]'s twelve bf16 rows (77.6% and 78.6% either side of the middle).
+constexpr GpuCurve kGeneric = {132, 128, 256, 0.78, 0, true};
+
+GpuCurve curveOf(const loom::spec::GpuType &gpu) {
+  if (gpu.sms() == 0 || gpu.gemm_8192_efficiency() <= 0)
+    return kGeneric;
+  return {int64_t(gpu.sms()), int64_t(gpu.gemm_tile_m() ? gpu.gemm_tile_m() : kGeneric.tileM),
+          int64_t(gpu.gemm_tile_n() ? gpu.gemm_tile_n() : kGeneric.tileN),
+          gpu.gemm_8192_efficiency(), gpu.exp_per_second(), gpu.attention_overlaps_softmax()};
+}
 
 constexpr int64_t kAnchorDim = 8192;
 // Seconds every kernel pays. [ZZC]'s H100 squares take 25.4 us (2048^3),
@@ -153,25 +144,28 @@ int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 //===----------------------------------------------------------------------===//
 
 ComputeModel ComputeModel::forGpu(std::string_view gpu, double peakTflops, double hbmGBps) {
-  const GpuCurve *curve = &kGeneric;
-  for (const GpuCurve &c : kCurves)
-    if (c.name == gpu)
-      curve = &c;
+  const spec::GpuType *known = spec::findCatalogGpu(gpu);
+  spec::GpuType unknown;
+  return forGpu(known ? *known : unknown, peakTflops, hbmGBps);
+}
+
+ComputeModel ComputeModel::forGpu(const spec::GpuType &gpu, double peakTflops, double hbmGBps) {
+  const GpuCurve curve = curveOf(gpu);
 
   ComputeModel model;
   model.peakFlops_ = peakTflops * 1e12;
   model.hbmBytesPerS_ = hbmGBps * 1e9;
-  model.sms_ = curve->sms;
-  model.tileM_ = curve->tileM;
-  model.tileN_ = curve->tileN;
-  model.expPerSecond_ = curve->expPerSecond > 0 ? curve->expPerSecond : model.peakFlops_ / 256;
-  model.overlapsSoftmax_ = curve->overlapsSoftmax;
+  model.sms_ = curve.sms;
+  model.tileM_ = curve.tileM;
+  model.tileN_ = curve.tileN;
+  model.expPerSecond_ = curve.expPerSecond > 0 ? curve.expPerSecond : model.peakFlops_ / 256;
+  model.overlapsSoftmax_ = curve.overlapsSoftmax;
   // Pass through the anchor: the 8192^3 GEMM is compute-bound, so its
   // measured time less the latency is its math at maxEfficiency.
   GemmShape anchor{kAnchorDim, kAnchorDim, kAnchorDim};
   model.maxEfficiency_ = 1;
   double unitMath = model.modelSeconds(anchor, 1, /*fused=*/false);
-  double measured = anchor.flops() / (model.peakFlops_ * curve->anchor);
+  double measured = anchor.flops() / (model.peakFlops_ * curve.anchor);
   model.maxEfficiency_ = std::min(1.0, unitMath / (measured - kLaunchLatency));
   model.launchLatency_ = kLaunchLatency;
   return model;

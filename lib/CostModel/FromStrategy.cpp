@@ -14,7 +14,7 @@ using namespace loom::cost;
 ComputeModel loom::cost::computeModelFor(const spec::Cluster &cluster,
                                          const spec::Training &training) {
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
-  return ComputeModel::forGpu(gpu->name(), spec::peakTflops(*gpu, training.precision()),
+  return ComputeModel::forGpu(*gpu, spec::peakTflops(*gpu, training.precision()),
                               gpu->hbm_gbytes_per_s());
 }
 

@@ -176,6 +176,11 @@ void validateCluster(const Cluster &cluster, const Locator &at) {
     requireNonNegative(at, path + ".tf32_tflops", gpu.tf32_tflops());
     requirePositive(at, path + ".hbm_gib", gpu.hbm_gib());
     requirePositive(at, path + ".hbm_gbytes_per_s", gpu.hbm_gbytes_per_s());
+    if (gpu.gemm_8192_efficiency() < 0 || gpu.gemm_8192_efficiency() > 1)
+      at.fail(path + ".gemm_8192_efficiency",
+              fmt::format("must be in (0, 1], a share of peak, got {}",
+                          gpu.gemm_8192_efficiency()));
+    requireNonNegative(at, path + ".exp_per_second", gpu.exp_per_second());
   }
   seen.clear();
   for (int i = 0; i < cluster.links_size(); ++i) {

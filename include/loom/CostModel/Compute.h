@@ -18,6 +18,10 @@
 #include <string_view>
 #include <vector>
 
+namespace loom::spec {
+class GpuType;
+} // namespace loom::spec
+
 namespace loom::cost {
 
 struct GemmShape {
@@ -32,6 +36,9 @@ public:
   /// b200, mi300x), at `peakTflops` for the training dtype and `hbmGBps` HBM
   /// bandwidth. Unknown GPUs get a generic curve scaled to their peak.
   static ComputeModel forGpu(std::string_view gpu, double peakTflops, double hbmGBps);
+  /// The curve described by `gpu`'s own fields (a catalog entry or a GPU type
+  /// defined in a cluster spec).
+  static ComputeModel forGpu(const spec::GpuType &gpu, double peakTflops, double hbmGBps);
 
   /// Overrides from a CSV of measurements: header `m,n,k,seconds`, one GEMM a
   /// line. A GEMM whose (m,n,k) is listed takes the measured time; others are

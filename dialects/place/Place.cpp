@@ -255,6 +255,8 @@ LogicalResult ModelOp::verify() {
                              {"virtual_stages", getVirtualStages()}})
     if (value <= 0)
       return emitOpError() << name << " must be > 0, got " << value;
+  if (getOptimizer() != "adam" && getOptimizer() != "sgd")
+    return emitOpError("optimizer must be adam or sgd, got '") << getOptimizer() << "'";
   if (getGlobalBatch() % getMicroBatch() != 0)
     return emitOpError("micro_batch (")
            << getMicroBatch() << ") must divide global_batch ("

@@ -273,7 +273,9 @@ def Place_ModelOp : Place_Op<"model",
     Holds layer ops. `mesh`, when present, names the `place.mesh` the placements
     refer to. `pipeline_axis` names the mesh axis that layers are pinned along by
     their `stage`; a stage s (of pp × virtual_stages) runs on pipeline rank
-    s mod pp. Constraints (checked against the mesh): every axis named by a
+    s mod pp. `optimizer` is adam (fp32 master and two moments per parameter
+    under mixed precision) or sgd (momentum: one). Constraints: the optimizer is
+    one of those; and, checked against the mesh: every axis named by a
     placement exists and is not the pipeline axis; sharded dims divide (heads and
     kv heads by the axis size, ffn, experts, sequence length); the global batch
     divides over the batch-sharded axes times the micro batch; stages are in
@@ -288,7 +290,8 @@ def Place_ModelOp : Place_Op<"model",
                        I64Attr:$vocab, I64Attr:$hidden, I64Attr:$seq_len,
                        I64Attr:$global_batch, I64Attr:$micro_batch,
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
-                       StrAttr:$dtype, UnitAttr:$dropout);
+                       StrAttr:$dtype, UnitAttr:$dropout,
+                       DefaultValuedAttr<StrAttr, "\"adam\"">:$optimizer);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name (`mesh` $mesh^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;

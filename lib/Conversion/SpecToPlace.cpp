@@ -94,7 +94,7 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
       loc, symbolName(model.name()), /*mesh=*/nullptr, /*pipeline_axis=*/nullptr,
       model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
       /*virtual_stages=*/1, spec::dtypeName(model.dtype()),
-      model.dropout());
+      model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam");
   modelOp.getBody().emplaceBlock();
   b.setInsertionPointToEnd(modelOp.getBodyBlock());
 

@@ -411,3 +411,9 @@ place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 
   // expected-error @below {{capacity_factor must be >= 1 (absent: dropless), got 0.5}}
   place.moe "m" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, experts = 8 : i64, top_k = 2 : i64, shared_experts = 0 : i64, ffn = 64 : i64, activation = "swiglu", capacity_factor = 0.5 : f64}
 }
+
+// -----
+
+// expected-error @below {{optimizer must be adam or sgd, got 'lion'}}
+place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", optimizer = "lion"} {
+}

@@ -28,6 +28,7 @@ struct Case {
   const char *recompute;
   bool sp;
   double tolerance;
+  bool sgd = false;
 };
 
 class EstimateAgreement : public ::testing::TestWithParam<Case> {};
@@ -37,6 +38,8 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   spec::Model model = spec::loadModel(c.model);
   spec::Cluster cluster = spec::loadCluster(c.cluster);
   spec::Training training = spec::defaultTraining(model);
+  if (c.sgd)
+    training.set_optimizer(spec::SGD);
 
   cost::StrategyChoice choice;
   choice.tp = c.tp;
@@ -98,6 +101,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"llama3-70b", "dgx-h100:nodes=64,dcs=2,wan-gbps=400,wan-ms=10", 8, 4, 5, 1, 1, 1,
              "none", true, kExact},
         Case{"llama3-8b", "dgx-h100:nodes=4", 2, 1, 1, 1, 2, 2, "none", false, kExact},
+        Case{"llama3-8b", "dgx-h100:nodes=4", 4, 2, 1, 1, 1, 1, "full", true, kExact, /*sgd=*/true},
         Case{"megatron-39.1b", "dgx-a100:nodes=64", 8, 2, 3, 1, 1, 0, "full", false, kExact},
         Case{"gpt3-175b", "dgx-a100:nodes=128", 8, 8, 1, 1, 1, 3, "full", true, kExact},
         Case{"mixtral-8x7b", "dgx-h100:nodes=16", 2, 4, 1, 8, 1, 1, "selective", true, kExact},

@@ -43,6 +43,7 @@ void writeOutput(const std::string &path, const std::string &text);
 void addCatalogCommand(CLI::App &app);
 void addLowerCommand(CLI::App &app);
 void addEstimateCommand(CLI::App &app);
+void addPlanCommand(CLI::App &app);
 
 } // namespace loom::cli
 

@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
   addCatalogCommand(app);
   addLowerCommand(app);
   addEstimateCommand(app);
+  addPlanCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {

@@ -1,0 +1,60 @@
+//===- Planner.h - enumerate, price and rank parallel strategies -*- C++ -*-===//
+//
+// The first planner: an exhaustive walk over strategy tuples — tp, pp, vpp, ep,
+// cp (dp takes what the GPUs leave), ZeRO stage, recomputation, micro-batch
+// size, sequence parallelism — each priced by the cost model's fast path
+// (cost::fromStrategy + cost::estimate). It states what it does not search:
+// the rank order is Megatron-LM's (tp innermost, then cp, ep, dp, pp), tensor
+// parallelism is at most two NVLink domains, context parallelism at most 8,
+// sequence parallelism is always on with tp > 1 (it only saves memory in the
+// cost model), attention is flash attention (so selective recomputation equals
+// none and is skipped), and interleaving depth is at most 8.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_SEARCH_PLANNER_H
+#define LOOM_SEARCH_PLANNER_H
+
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace loom::search {
+
+struct PlannerOptions {
+  int64_t topK = 5;
+  std::vector<int64_t> microBatches = {1, 2, 4, 8};
+  int64_t maxVirtualStages = 8;
+  cost::EstimateOptions estimate;
+};
+
+struct Candidate {
+  cost::StrategyChoice choice;
+  cost::Estimate estimate;
+  int64_t dp = 1;
+};
+
+struct PlanResult {
+  std::vector<Candidate> best;      // fitting plans, fastest first (at most topK)
+  Candidate closest;                // when none fits: the smallest peak memory
+  bool anyFits = false;
+  int64_t evaluated = 0;            // candidates priced by the cost model
+  int64_t rejected = 0;             // tuples the model or cluster cannot take
+  std::map<std::string, int64_t> rejections; // reason (its first words) -> count
+  double seconds = 0;               // wall time of the search
+};
+
+PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
+                const spec::Training &training, const PlannerOptions &options = {});
+
+/// Prices `choice` (for --explain: the best plan's neighbours).
+Candidate priceChoice(const spec::Model &model, const spec::Cluster &cluster,
+                      const spec::Training &training, const cost::StrategyChoice &choice,
+                      const cost::ComputeModel &compute, const cost::EstimateOptions &options,
+                      std::string *error);
+
+} // namespace loom::search
+
+#endif // LOOM_SEARCH_PLANNER_H

@@ -1,0 +1,163 @@
+//===- Planner.cpp - enumerate, price and rank parallel strategies --------===//
+
+#include "loom/Search/Planner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <tuple>
+
+using namespace loom;
+using namespace loom::search;
+
+namespace {
+
+std::vector<int64_t> divisors(int64_t n) {
+  std::vector<int64_t> out;
+  for (int64_t d = 1; d * d <= n; ++d)
+    if (n % d == 0) {
+      out.push_back(d);
+      if (d != n / d)
+        out.push_back(n / d);
+    }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+/// The kind of a rejection: its words before the first number or '('.
+std::string reasonOf(const std::string &error) {
+  std::string out;
+  for (char c : error) {
+    if (std::isdigit(static_cast<unsigned char>(c)) || c == '(' || c == '=')
+      break;
+    out += c;
+  }
+  while (!out.empty() && out.back() == ' ')
+    out.pop_back();
+  return out;
+}
+
+/// Faster first; at equal speed, less memory, then the simpler plan (lower
+/// ZeRO stage, less recomputation, fewer model-parallel ranks).
+bool faster(const Candidate &a, const Candidate &b) {
+  auto key = [](const Candidate &c) {
+    const cost::StrategyChoice &s = c.choice;
+    return std::make_tuple(c.estimate.stepTime, c.estimate.peakMemoryBytes, s.zero,
+                           int(s.recompute), s.tp * s.pp * s.cp * s.ep, s.vpp);
+  };
+  return key(a) < key(b);
+}
+
+} // namespace
+
+Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluster &cluster,
+                                    const spec::Training &training,
+                                    const cost::StrategyChoice &choice,
+                                    const cost::ComputeModel &compute,
+                                    const cost::EstimateOptions &options, std::string *error) {
+  Candidate c;
+  c.choice = choice;
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  if (!w.ok()) {
+    if (error)
+      *error = w.error;
+    return c;
+  }
+  c.dp = w.workload.dp;
+  c.estimate = cost::estimate(w.workload, compute, options);
+  return c;
+}
+
+PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &cluster,
+                              const spec::Training &training, const PlannerOptions &options) {
+  auto start = std::chrono::steady_clock::now();
+  PlanResult result;
+  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
+  spec::ClusterSize size = spec::clusterSize(cluster);
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  int64_t gpus = int64_t(size.gpus);
+  int64_t gpusPerNode = levels.empty() ? gpus : levels.back().size;
+  int64_t layers = spec::numLayers(model);
+  int64_t experts = 0;
+  for (const spec::Block &b : model.blocks())
+    if (b.has_moe())
+      experts = b.moe().experts();
+
+  auto consider = [&](const cost::StrategyChoice &choice) {
+    std::string error;
+    Candidate c = priceChoice(model, cluster, training, choice, compute, options.estimate, &error);
+    if (!error.empty()) {
+      ++result.rejected;
+      ++result.rejections[reasonOf(error)];
+      return;
+    }
+    ++result.evaluated;
+    if (!c.estimate.fits) {
+      if (!result.anyFits && (result.closest.estimate.peakMemoryBytes == 0 ||
+                              c.estimate.peakMemoryBytes < result.closest.estimate.peakMemoryBytes))
+        result.closest = c;
+      return;
+    }
+    result.anyFits = true;
+    auto at = std::lower_bound(result.best.begin(), result.best.end(), c, faster);
+    if (at - result.best.begin() < options.topK) {
+      result.best.insert(at, c);
+      if (int64_t(result.best.size()) > options.topK)
+        result.best.pop_back();
+    }
+  };
+
+  for (int64_t tp : divisors(gpus)) {
+    if (tp > 2 * gpusPerNode)
+      break;
+    for (int64_t cp : divisors(gpus / tp)) {
+      if (cp > 8)
+        break;
+      for (int64_t pp : divisors(gpus / (tp * cp))) {
+        if (pp > layers)
+          break;
+        int64_t dp = gpus / (tp * cp * pp);
+        std::vector<int64_t> eps{1};
+        if (experts > 0) {
+          eps.clear();
+          for (int64_t ep : divisors(dp))
+            if (experts % ep == 0)
+              eps.push_back(ep);
+        }
+        std::vector<int64_t> vpps{1};
+        for (int64_t v = 2; pp > 1 && v <= options.maxVirtualStages; ++v)
+          if (layers % (pp * v) == 0)
+            vpps.push_back(v);
+        for (int64_t ep : eps)
+          for (int64_t vpp : vpps)
+            for (int64_t mbs : options.microBatches) {
+              if (int64_t(training.global_batch()) % (dp * mbs) != 0)
+                continue;
+              for (int64_t zero = 0; zero <= 3; ++zero)
+                for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Selective,
+                                           cost::Recompute::Full}) {
+                  // Flash attention already rebuilds the attention core:
+                  // selective recomputation would be the same plan as none.
+                  if (rc == cost::Recompute::Selective)
+                    continue;
+                  cost::StrategyChoice choice;
+                  choice.dp = dp;
+                  choice.tp = tp;
+                  choice.pp = pp;
+                  choice.vpp = vpp;
+                  choice.ep = ep;
+                  choice.cp = cp;
+                  choice.zero = zero;
+                  choice.recompute = rc;
+                  choice.microBatch = mbs;
+                  choice.sequenceParallel = tp > 1;
+                  consider(choice);
+                }
+            }
+      }
+    }
+  }
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}

@@ -1,0 +1,217 @@
+//===- Plan.cpp - `loom plan` ---------------------------------------------===//
+//
+// Searches parallel strategies for a model on a cluster and prints the fastest
+// that fit. Exit codes: 0 a plan fits, 3 none fits (the closest is printed with
+// what would make it fit), 1 bad input, 2 bad usage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Driver.h"
+
+#include "loom/Search/Planner.h"
+#include "loom/Support/Table.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+using namespace loom;
+using namespace loom::cli;
+
+namespace {
+struct PlanCliOptions {
+  std::string model, cluster, training;
+  int64_t seq = 0, globalBatch = 0, top = 5;
+  bool json = false, explain = false;
+  double headroom = 0.05;
+};
+
+std::string gib(double bytes) { return fmt::format("{:.1f}", bytes / double(1ull << 30)); }
+
+std::string describe(const search::Candidate &c) {
+  const cost::StrategyChoice &s = c.choice;
+  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={}", c.dp,
+                     s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero, cost::recomputeName(s.recompute),
+                     s.microBatch);
+}
+
+nlohmann::json toJson(const search::Candidate &c) {
+  const cost::StrategyChoice &s = c.choice;
+  const cost::Estimate &e = c.estimate;
+  return {{"strategy",
+           {{"dp", c.dp}, {"tp", s.tp}, {"pp", s.pp}, {"vpp", s.vpp}, {"ep", s.ep},
+            {"cp", s.cp}, {"zero", s.zero}, {"recompute", cost::recomputeName(s.recompute)},
+            {"micro_batch", s.microBatch}, {"sequence_parallel", s.sequenceParallel},
+            {"schedule", s.vpp > 1 ? "interleaved" : "1f1b"}}},
+          {"estimate",
+           {{"step_time_s", e.stepTime}, {"tokens_per_s", e.tokensPerSecond},
+            {"tflops_per_gpu", e.tflopsPerGpu}, {"mfu", e.mfu},
+            {"peak_memory_bytes", e.peakMemoryBytes}, {"usable_memory_bytes", e.usableBytes},
+            {"fits", e.fits}}}};
+}
+
+/// What dominates the difference between two estimates, in words.
+std::string why(const cost::Estimate &best, const cost::Estimate &other) {
+  auto slowest = [](const cost::Estimate &e) {
+    const cost::RankTime *t = &e.time[0];
+    for (const cost::RankTime &r : e.time)
+      if (r.total() > t->total())
+        t = &r;
+    return *t;
+  };
+  cost::RankTime a = slowest(best), b = slowest(other);
+  double m = double(other.microBatches), mb = double(best.microBatches);
+  std::pair<double, const char *> parts[] = {
+      {m * (b.f + b.b + b.w) - mb * (a.f + a.b + a.w), "compute"},
+      {m * b.recompute - mb * a.recompute, "recomputation"},
+      {m * b.tpComm - mb * a.tpComm, "tensor-parallel communication"},
+      {m * b.cpComm - mb * a.cpComm, "context-parallel communication"},
+      {m * b.epComm - mb * a.epComm, "expert all-to-all"},
+      {m * b.p2p - mb * a.p2p, "pipeline sends"},
+      {other.bubble - best.bubble, "pipeline bubble"},
+      {other.dpExposed - best.dpExposed, "data-parallel communication"},
+      {other.optimizer - best.optimizer, "optimizer step"}};
+  auto top = std::max_element(std::begin(parts), std::end(parts),
+                              [](auto &x, auto &y) { return x.first < y.first; });
+  return fmt::format("mostly {} (+{:.3f} s)", top->second, top->first);
+}
+
+void explain(const spec::Model &model, const spec::Cluster &cluster,
+             const spec::Training &training, const search::Candidate &best,
+             const cost::EstimateOptions &options, std::string &text) {
+  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
+  struct Alt {
+    std::string name;
+    cost::StrategyChoice choice;
+  };
+  std::vector<Alt> alts;
+  auto with = [&](std::string name, auto change) {
+    cost::StrategyChoice c = best.choice;
+    change(c);
+    c.dp = 0; // what the GPUs leave
+    c.sequenceParallel = c.tp > 1;
+    if (c.vpp > 1 && c.pp == 1)
+      c.vpp = 1;
+    alts.push_back({std::move(name), c});
+  };
+  const cost::StrategyChoice &s = best.choice;
+  with(fmt::format("tp={}", s.tp * 2), [](auto &c) { c.tp *= 2; });
+  if (s.tp > 1)
+    with(fmt::format("tp={}", s.tp / 2), [](auto &c) { c.tp /= 2; });
+  with(fmt::format("pp={}", s.pp * 2), [](auto &c) { c.pp *= 2; c.vpp = 1; });
+  if (s.pp > 1)
+    with(fmt::format("pp={}", s.pp / 2), [](auto &c) { c.pp /= 2; c.vpp = 1; });
+  for (int64_t z = 0; z <= 3; ++z)
+    if (z != s.zero)
+      with(fmt::format("zero={}", z), [z](auto &c) { c.zero = z; });
+  // Selective recomputation is not offered: with flash attention it equals none.
+  for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Full})
+    if (rc != s.recompute)
+      with(fmt::format("recompute={}", cost::recomputeName(rc)), [rc](auto &c) { c.recompute = rc; });
+  with(fmt::format("micro-batch {}", s.microBatch * 2), [](auto &c) { c.microBatch *= 2; });
+
+  text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
+  for (const Alt &alt : alts) {
+    std::string error;
+    search::Candidate c =
+        search::priceChoice(model, cluster, training, alt.choice, compute, options, &error);
+    std::string verdict;
+    if (!error.empty())
+      verdict = "cannot: " + error;
+    else if (!c.estimate.fits)
+      verdict = fmt::format("does not fit: {} GiB > {} GiB usable", gib(c.estimate.peakMemoryBytes),
+                            gib(c.estimate.usableBytes));
+    else {
+      double delta = c.estimate.stepTime / best.estimate.stepTime - 1;
+      verdict = delta <= 0 ? fmt::format("{:+.1f}% step time: as fast, ranked lower as less simple",
+                                         100 * delta)
+                           : fmt::format("{:+.1f}% step time, {}", 100 * delta,
+                                         why(best.estimate, c.estimate));
+    }
+    text += fmt::format("  {:<22} {}\n", alt.name, verdict);
+  }
+}
+
+void runPlan(const PlanCliOptions &o) {
+  auto [model, cluster, training] =
+      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
+  search::PlannerOptions options;
+  options.topK = o.top;
+  options.estimate.memory.headroom = o.headroom;
+  search::PlanResult r = search::plan(model, cluster, training, options);
+
+  if (o.json) {
+    nlohmann::json plans = nlohmann::json::array();
+    for (const search::Candidate &c : r.best)
+      plans.push_back(toJson(c));
+    nlohmann::json out{{"model", model.name()},
+                       {"cluster", cluster.name()},
+                       {"evaluated", r.evaluated},
+                       {"rejected", r.rejected},
+                       {"search_seconds", r.seconds},
+                       {"fits", r.anyFits},
+                       {"plans", plans}};
+    if (!r.anyFits && r.evaluated > 0)
+      out["closest"] = toJson(r.closest);
+    writeOutput("", out.dump(2) + "\n");
+    exitStatus = r.anyFits ? 0 : 3;
+    return;
+  }
+
+  std::string text = fmt::format(
+      "{} on {} ({} GPUs), global batch {} x {} tokens\n"
+      "searched {} strategies in {:.0f} ms ({} rejected by the model or cluster)\n\n",
+      model.name(), cluster.name(), spec::clusterSize(cluster).gpus, training.global_batch(),
+      training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
+  if (!r.anyFits) {
+    writeOutput("", text);
+    if (r.evaluated == 0)
+      throw UserError("no strategy is valid for this model on this cluster",
+                      "check that the GPU count factors into the model's heads and layers",
+                      3);
+    const cost::Estimate &e = r.closest.estimate;
+    throw UserError(
+        fmt::format("no strategy fits: the closest ({}) needs {} GiB per GPU, {} GiB usable",
+                    describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),
+        "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch", 3);
+  }
+  Table table({">#", ">dp", ">tp", ">pp", ">vpp", ">ep", ">cp", ">zero", "recompute", ">mbs",
+               ">step s", ">tokens/s", ">TFLOP/s", ">MFU", ">peak GiB", ">free GiB"});
+  for (size_t i = 0; i < r.best.size(); ++i) {
+    const search::Candidate &c = r.best[i];
+    const cost::Estimate &e = c.estimate;
+    const cost::StrategyChoice &s = c.choice;
+    table.addRow({std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
+                  std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
+                  std::to_string(s.cp), std::to_string(s.zero), cost::recomputeName(s.recompute),
+                  std::to_string(s.microBatch), fmt::format("{:.3f}", e.stepTime),
+                  fmt::format("{:.0f}", e.tokensPerSecond), fmt::format("{:.0f}", e.tflopsPerGpu),
+                  fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
+                  gib(e.usableBytes - e.peakMemoryBytes)});
+  }
+  text += table.render();
+  if (o.explain)
+    explain(model, cluster, training, r.best.front(), options.estimate, text);
+  writeOutput("", text);
+}
+} // namespace
+
+void loom::cli::addPlanCommand(CLI::App &app) {
+  auto o = std::make_shared<PlanCliOptions>();
+  auto *cmd = app.add_subcommand(
+      "plan",
+      "Search data, tensor, pipeline (with interleaving), expert and context\n"
+      "parallelism, ZeRO stage, recomputation and micro-batch size for a model on a\n"
+      "cluster; print the fastest plans that fit. Exit code 3 when none fits.");
+  cmd->add_option("--model", o->model, "catalog model, spec file or HF config.json")->required();
+  cmd->add_option("--cluster", o->cluster, "catalog cluster or spec file")->required();
+  cmd->add_option("--training", o->training, "spec file with a training: section");
+  cmd->add_option("--seq", o->seq, "sequence length")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--global-batch", o->globalBatch, "sequences per step")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  cmd->add_option("--top", o->top, "how many plans to show")->check(CLI::Range(1, 100));
+  cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
+      ->check(CLI::Range(0.0, 0.9));
+  cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
+  cmd->add_flag("--json", o->json, "machine-readable output");
+  cmd->callback([o] { runPlan(*o); });
+}

@@ -168,6 +168,7 @@ ComputeModel ComputeModel::forGpu(const spec::GpuType &gpu, double peakTflops, d
   double measured = anchor.flops() / (model.peakFlops_ * curve.anchor);
   model.maxEfficiency_ = std::min(1.0, unitMath / (measured - kLaunchLatency));
   model.launchLatency_ = kLaunchLatency;
+  model.overlapSlowdown_ = std::max(1.0, gpu.overlap_slowdown());
   return model;
 }
 

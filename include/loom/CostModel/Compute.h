@@ -74,6 +74,11 @@ public:
 
   double peakFlops() const { return peakFlops_; }
   double hbmBytesPerSecond() const { return hbmBytesPerS_; }
+  /// Seconds of compute lost while `overlapped` seconds of communication run
+  /// beside it: the concurrent kernels run overlapSlowdown times slower.
+  double overlapPenalty(double overlapped) const {
+    return overlapped * (1.0 - 1.0 / overlapSlowdown_);
+  }
 
 private:
   /// A measured GEMM for the nearest-shape search: log dimensions and
@@ -96,6 +101,7 @@ private:
   int64_t sms_ = 0, tileM_ = 0, tileN_ = 0; // wave size and the library's largest tile
   double expPerSecond_ = 0;                 // special-function unit throughput
   bool overlapsSoftmax_ = false;
+  double overlapSlowdown_ = 1;
   std::map<std::tuple<int64_t, int64_t, int64_t>, double> measured_;
   std::vector<CalibrationPoint> calibration_;
 };

@@ -148,3 +148,26 @@ TEST(Estimate, DoesNotFitIsReported) {
 }
 
 } // namespace
+
+namespace {
+TEST(Estimate, OverlappedCommunicationSlowsTheComputeItHidesBehind) {
+  // ZeRO-3 gathers hide behind each micro-batch's compute, but the kernels
+  // beside them run overlap_slowdown times slower: a GPU type with no
+  // slowdown must come out faster by exactly that penalty.
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  StrategyChoice c;
+  c.zero = 3;
+  Workload w = fromStrategy(model, cluster, training, c).workload;
+  spec::GpuType gpu = *spec::findCatalogGpu("h100-sxm");
+  ComputeModel slowed = ComputeModel::forGpu(gpu, 989, 3350);
+  gpu.set_overlap_slowdown(0);
+  ComputeModel ideal = ComputeModel::forGpu(gpu, 989, 3350);
+  Estimate a = estimate(w, slowed), b = estimate(w, ideal);
+  EXPECT_GT(a.dpExposed, b.dpExposed);
+  EXPECT_NEAR(a.stepTime - b.stepTime, a.dpExposed - b.dpExposed, 1e-9);
+  EXPECT_DOUBLE_EQ(slowed.overlapPenalty(1.0), 1.0 - 1.0 / 1.763);
+  EXPECT_DOUBLE_EQ(ideal.overlapPenalty(1.0), 0.0);
+}
+} // namespace

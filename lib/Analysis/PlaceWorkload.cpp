@@ -234,6 +234,7 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
 
     TypeSwitch<Operation *>(op)
         .Case<AttentionOp>([&](AttentionOp a) {
+          part.firstLayer = a.getLayer();
           s.heads = a.getHeads();
           s.kvHeads = a.getKvHeads();
           s.headDim = a.getHeadDim();
@@ -243,10 +244,12 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
           s.vHeadDim = a.getVHeadDim().value_or(0);
         })
         .Case<MlpOp>([&](MlpOp m) {
+          part.firstLayer = m.getLayer();
           s.ffn = m.getFfn();
           s.gated = gated(m.getActivation());
         })
         .Case<MoeOp>([&](MoeOp m) {
+          part.firstLayer = m.getLayer();
           s.ffn = m.getFfn();
           s.gated = gated(m.getActivation());
           s.experts = m.getExperts();

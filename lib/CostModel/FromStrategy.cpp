@@ -195,6 +195,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   if (!carving.ok())
     return fail(carving.error);
   GroupBuilder groups(levels, carving.axes);
+  result.workload.mesh = carving.axes;
 
   Workload &w = result.workload;
   w.pp = c.pp;
@@ -345,6 +346,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
         ++layer;
       attn.stage = ffn.stage = stage;
       attn.count = ffn.count = layer - first;
+      attn.firstLayer = ffn.firstLayer = first;
       attn.name = fmt::format("layers.{}-{}.attention", first, layer - 1);
       ffn.name = fmt::format("layers.{}-{}.{}", first, layer - 1, block.has_moe() ? "moe" : "mlp");
       w.parts.push_back(attn);

@@ -68,6 +68,68 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   return c;
 }
 
+spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
+                               const spec::Training &training, const Candidate &c) {
+  spec::Plan plan;
+  plan.set_loom_version("0.1.0");
+  plan.set_model(model.name());
+  plan.set_cluster(cluster.name());
+  *plan.mutable_training() = training;
+  plan.mutable_training()->set_micro_batch(uint32_t(c.choice.microBatch));
+  const cost::StrategyChoice &s = c.choice;
+  spec::Strategy *st = plan.mutable_strategy();
+  st->set_dp(uint32_t(c.dp));
+  st->set_tp(uint32_t(s.tp));
+  st->set_pp(uint32_t(s.pp));
+  st->set_vpp(uint32_t(s.vpp));
+  st->set_ep(uint32_t(s.ep));
+  st->set_cp(uint32_t(s.cp));
+  st->set_zero(uint32_t(s.zero));
+  st->set_recompute(s.recompute == cost::Recompute::Full        ? spec::RECOMPUTE_FULL
+                    : s.recompute == cost::Recompute::Selective ? spec::RECOMPUTE_SELECTIVE
+                                                                : spec::RECOMPUTE_NONE);
+  st->set_micro_batch(uint32_t(s.microBatch));
+  st->set_sequence_parallel(s.sequenceParallel);
+  st->set_schedule(s.vpp > 1 ? spec::INTERLEAVED : spec::ONE_F_ONE_B);
+
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
+  for (const LogicalAxis &axis : w.workload.mesh) {
+    spec::LogicalAxis *out = plan.add_mesh();
+    out->set_name(axis.name);
+    for (const Piece &p : axis.pieces) {
+      spec::AxisPiece *piece = out->add_pieces();
+      piece->set_physical(p.physical);
+      piece->set_size(uint32_t(p.size));
+    }
+  }
+  std::map<int64_t, std::pair<int64_t, int64_t>> stages; // stage -> first, count
+  for (const cost::Part &part : w.workload.parts)
+    if (part.kind == cost::PartKind::Attention) {
+      auto [it, fresh] = stages.try_emplace(part.stage, part.firstLayer, 0);
+      it->second.first = std::min(it->second.first, part.firstLayer);
+      it->second.second += part.count;
+    }
+  for (auto &[index, range] : stages) {
+    spec::Stage *stage = plan.add_stages();
+    stage->set_index(uint32_t(index));
+    stage->set_first_layer(uint32_t(range.first));
+    stage->set_num_layers(uint32_t(range.second));
+  }
+
+  const cost::Estimate &e = c.estimate;
+  spec::Estimate *est = plan.mutable_estimate();
+  est->set_step_time_s(e.stepTime);
+  est->set_tokens_per_s(e.tokensPerSecond);
+  est->set_tflops_per_gpu(e.tflopsPerGpu);
+  est->set_mfu(e.mfu);
+  est->set_peak_memory_bytes(uint64_t(e.peakMemoryBytes));
+  est->set_usable_memory_bytes(uint64_t(e.usableBytes));
+  est->set_fits(e.fits);
+  for (const cost::MemoryBreakdown &m : e.memory)
+    est->add_stage_memory_bytes(uint64_t(m.total()));
+  return plan;
+}
+
 PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &cluster,
                               const spec::Training &training, const PlannerOptions &options) {
   auto start = std::chrono::steady_clock::now();

@@ -12,6 +12,7 @@
 #include "loom/Support/Table.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
 
 using namespace loom;
@@ -34,19 +35,18 @@ std::string describe(const search::Candidate &c) {
                      s.microBatch);
 }
 
-nlohmann::json toJson(const search::Candidate &c) {
-  const cost::StrategyChoice &s = c.choice;
-  const cost::Estimate &e = c.estimate;
-  return {{"strategy",
-           {{"dp", c.dp}, {"tp", s.tp}, {"pp", s.pp}, {"vpp", s.vpp}, {"ep", s.ep},
-            {"cp", s.cp}, {"zero", s.zero}, {"recompute", cost::recomputeName(s.recompute)},
-            {"micro_batch", s.microBatch}, {"sequence_parallel", s.sequenceParallel},
-            {"schedule", s.vpp > 1 ? "interleaved" : "1f1b"}}},
-          {"estimate",
-           {{"step_time_s", e.stepTime}, {"tokens_per_s", e.tokensPerSecond},
-            {"tflops_per_gpu", e.tflopsPerGpu}, {"mfu", e.mfu},
-            {"peak_memory_bytes", e.peakMemoryBytes}, {"usable_memory_bytes", e.usableBytes},
-            {"fits", e.fits}}}};
+/// A candidate as loom.proto's Plan, in protobuf's JSON mapping (field names
+/// as in the schema; 64-bit integers as strings).
+nlohmann::json toJson(const spec::Model &model, const spec::Cluster &cluster,
+                      const spec::Training &training, const search::Candidate &c) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.always_print_enums_as_ints = false;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(search::toPlan(model, cluster, training, c),
+                                                    &json, options);
+  return nlohmann::json::parse(json);
 }
 
 /// What dominates the difference between two estimates, in words.
@@ -142,7 +142,7 @@ void runPlan(const PlanCliOptions &o) {
   if (o.json) {
     nlohmann::json plans = nlohmann::json::array();
     for (const search::Candidate &c : r.best)
-      plans.push_back(toJson(c));
+      plans.push_back(toJson(model, cluster, training, c));
     nlohmann::json out{{"model", model.name()},
                        {"cluster", cluster.name()},
                        {"evaluated", r.evaluated},
@@ -151,7 +151,7 @@ void runPlan(const PlanCliOptions &o) {
                        {"fits", r.anyFits},
                        {"plans", plans}};
     if (!r.anyFits && r.evaluated > 0)
-      out["closest"] = toJson(r.closest);
+      out["closest"] = toJson(model, cluster, training, r.closest);
     writeOutput("", out.dump(2) + "\n");
     exitStatus = r.anyFits ? 0 : 3;
     return;

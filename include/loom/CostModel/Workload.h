@@ -13,6 +13,7 @@
 
 #include "loom/CostModel/Collectives.h"
 #include "loom/CostModel/Compute.h"
+#include "loom/Search/AxisMapping.h"
 
 #include <cstdint>
 #include <string>
@@ -50,6 +51,7 @@ struct Part {
   PartKind kind = PartKind::Attention;
   std::string name;
   int64_t count = 1;
+  int64_t firstLayer = -1; // transformer layer of the first of `count` (-1: embedding, head)
   int64_t params = 0;      // full parameter count
   int64_t activeParams = 0; // touched per token (MoE: router, top_k and shared experts)
   int64_t stage = 0;       // virtual pipeline stage
@@ -65,6 +67,9 @@ struct Workload {
   /// Process-group shapes over the link hierarchy; parts refer to them by
   /// index, so parts sharing a group share its gradient buckets.
   std::vector<GroupShape> groups{GroupShape{}};
+  /// The logical axes laid onto the cluster, outermost first (from the
+  /// strategy path; empty when read from IR).
+  std::vector<search::LogicalAxis> mesh;
   int64_t pp = 1, vpp = 1;  // pipeline ranks and virtual stages per rank
   int64_t dp = 1;           // data-parallel ranks (including ep)
   int64_t tp = 1, cp = 1, ep = 1;

@@ -49,6 +49,11 @@ struct PlanResult {
 PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
                 const spec::Training &training, const PlannerOptions &options = {});
 
+/// The plan a candidate describes, in the spec schema (loom.proto's Plan):
+/// strategy, the mesh laid onto the cluster, stages and the estimate.
+spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
+                  const spec::Training &training, const Candidate &candidate);
+
 /// Prices `choice` (for --explain: the best plan's neighbours).
 Candidate priceChoice(const spec::Model &model, const spec::Cluster &cluster,
                       const spec::Training &training, const cost::StrategyChoice &choice,

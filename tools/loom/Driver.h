@@ -8,8 +8,14 @@
 #define LOOM_TOOLS_LOOM_DRIVER_H
 
 #include "loom/Spec/Spec.h"
+#include "loom/Transforms/Passes.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
 
 #include "CLI/CLI.hpp"
+
+#include <memory>
 
 #include <stdexcept>
 #include <string>
@@ -36,6 +42,20 @@ struct SpecInputs {
 };
 SpecInputs loadSpecInputs(const std::string &model, const std::string &cluster,
                           const std::string &trainingPath, int64_t seq, int64_t globalBatch);
+
+/// Place IR with the context that owns it (declared first: destroyed last).
+struct PlacedModule {
+  std::unique_ptr<mlir::MLIRContext> context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+};
+
+/// Lowers the specs into verified place IR; with `apply`, places every layer
+/// and reads the strategy back (place-apply-strategy, place-derive-strategy);
+/// with `estimate`, annotates per-rank memory and the step time too. Failures
+/// are UserErrors carrying the first diagnostic.
+PlacedModule lowerAndPlace(const SpecInputs &in, const PlaceApplyStrategyOptions *apply,
+                           bool estimate);
+std::string printModule(mlir::ModuleOp module);
 
 /// Writes `text` to stdout, or atomically to `path` when it is not empty or "-".
 void writeOutput(const std::string &path, const std::string &text);

@@ -52,6 +52,38 @@ private:
 };
 } // namespace
 
+PlacedModule loom::cli::lowerAndPlace(const SpecInputs &in,
+                                      const PlaceApplyStrategyOptions *apply, bool estimate) {
+  DialectRegistry registry;
+  registerSpecToPlaceDialects(registry);
+  PlacedModule placed{std::make_unique<MLIRContext>(registry), nullptr};
+  MLIRContext &context = *placed.context;
+  DiagnosticCollector diags(&context);
+  Location loc = FileLineColLoc::get(&context, "loom", 0, 0);
+  placed.module = lowerSpecToPlace(&context, in.model, in.cluster, in.training, loc);
+  if (!placed.module || failed(verify(*placed.module)))
+    throw UserError(diags.first, "see `loom catalog` for regular clusters");
+  if (!apply)
+    return placed;
+  PassManager pm(&context);
+  pm.addPass(createPlaceApplyStrategy(*apply));
+  pm.addPass(createPlaceDeriveStrategy());
+  if (estimate)
+    pm.addPass(createPlaceEstimate());
+  if (failed(pm.run(*placed.module)))
+    throw UserError(diags.first,
+                    "degrees must divide the model (heads, kv heads, experts, "
+                    "layers, batch) and tile the cluster (dp*tp*pp*cp = GPUs)");
+  return placed;
+}
+
+std::string loom::cli::printModule(ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return text;
+}
+
 /// Parameters one rank of the layer holds: divided by every axis along which
 /// they are sharded (with or without gather).
 static double paramsPerRank(place::LayerOpInterface layer, place::MeshOp mesh) {
@@ -68,16 +100,8 @@ static void runLower(const LowerOptions &o) {
       loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
   training.set_micro_batch(o.mbs);
 
-  DialectRegistry registry;
-  registerSpecToPlaceDialects(registry);
-  MLIRContext context(registry);
-  DiagnosticCollector diags(&context);
-  Location loc = FileLineColLoc::get(&context, "loom-lower", 0, 0);
-  OwningOpRef<ModuleOp> module = lowerSpecToPlace(&context, model, cluster, training, loc);
-  if (!module || failed(verify(*module)))
-    throw UserError(diags.first, "see `loom catalog` for regular clusters");
-
   spec::ClusterSize size = spec::clusterSize(cluster);
+  std::optional<PlaceApplyStrategyOptions> apply;
   if (o.strategyGiven) {
     int64_t dp = o.dp;
     if (dp == 0) {
@@ -88,31 +112,24 @@ static void runLower(const LowerOptions &o) {
                         "choose degrees whose product divides the GPU count, or pass --dp");
       dp = size.gpus / others;
     }
-    PassManager pm(&context);
-    PlaceApplyStrategyOptions apply;
-    apply.dp = dp;
-    apply.tp = o.tp;
-    apply.pp = o.pp;
-    apply.vpp = o.vpp;
-    apply.ep = o.ep;
-    apply.cp = o.cp;
-    apply.zero = o.zero;
-    apply.recompute = o.recompute;
-    apply.mbs = o.mbs;
-    apply.sp = o.sp;
-    pm.addPass(createPlaceApplyStrategy(apply));
-    pm.addPass(createPlaceDeriveStrategy());
-    if (failed(pm.run(*module)))
-      throw UserError(diags.first,
-                      "degrees must divide the model (heads, kv heads, experts, "
-                      "layers, batch) and tile the cluster (dp*tp*pp*cp = GPUs)");
+    apply.emplace();
+    apply->dp = dp;
+    apply->tp = o.tp;
+    apply->pp = o.pp;
+    apply->vpp = o.vpp;
+    apply->ep = o.ep;
+    apply->cp = o.cp;
+    apply->zero = o.zero;
+    apply->recompute = o.recompute;
+    apply->mbs = o.mbs;
+    apply->sp = o.sp;
   }
+  PlacedModule placed = lowerAndPlace({model, cluster, training}, apply ? &*apply : nullptr,
+                                      /*estimate=*/false);
+  OwningOpRef<ModuleOp> &module = placed.module;
 
   if (o.emitMlir) {
-    std::string text;
-    llvm::raw_string_ostream os(text);
-    module->print(os);
-    writeOutput(o.output, text);
+    writeOutput(o.output, printModule(*module));
     return;
   }
 

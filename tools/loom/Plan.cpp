@@ -22,7 +22,8 @@ namespace {
 struct PlanCliOptions {
   std::string model, cluster, training;
   int64_t seq = 0, globalBatch = 0, top = 5;
-  bool json = false, explain = false;
+  bool json = false, explain = false, emitMlir = false;
+  std::string output;
   double headroom = 0.05;
 };
 
@@ -139,6 +140,27 @@ void runPlan(const PlanCliOptions &o) {
   options.estimate.memory.headroom = o.headroom;
   search::PlanResult r = search::plan(model, cluster, training, options);
 
+  if (o.emitMlir) {
+    if (!r.anyFits)
+      throw UserError("no strategy fits, so there is no placement to print",
+                      "run without --emit-mlir to see the closest plan", 3);
+    const search::Candidate &best = r.best.front();
+    PlaceApplyStrategyOptions apply;
+    apply.dp = best.dp;
+    apply.tp = best.choice.tp;
+    apply.pp = best.choice.pp;
+    apply.vpp = best.choice.vpp;
+    apply.ep = best.choice.ep;
+    apply.cp = best.choice.cp;
+    apply.zero = best.choice.zero;
+    apply.recompute = cost::recomputeName(best.choice.recompute);
+    apply.mbs = best.choice.microBatch;
+    apply.sp = best.choice.sequenceParallel;
+    PlacedModule placed = lowerAndPlace({model, cluster, training}, &apply, /*estimate=*/true);
+    writeOutput(o.output, printModule(*placed.module));
+    return;
+  }
+
   if (o.json) {
     nlohmann::json plans = nlohmann::json::array();
     for (const search::Candidate &c : r.best)
@@ -213,5 +235,8 @@ void loom::cli::addPlanCommand(CLI::App &app) {
       ->check(CLI::Range(0.0, 0.9));
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
+  cmd->add_flag("--emit-mlir", o->emitMlir,
+                "print the best plan as place IR (placed, strategy read back, estimated)");
+  cmd->add_option("-o,--output", o->output, "write --emit-mlir output to this file (atomically)");
   cmd->callback([o] { runPlan(*o); });
 }

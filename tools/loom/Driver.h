@@ -34,14 +34,21 @@ public:
 /// does not fit, reported in --json output rather than as an error line).
 extern int exitStatus;
 
-/// What --model, --cluster, --training, --seq and --global-batch name.
+/// What a user typed for --model, --cluster, --training, --seq and
+/// --global-batch, shared by every command that reads a model and a cluster.
+struct SpecArgs {
+  std::string model, cluster, training;
+  int64_t seq = 0, globalBatch = 0;
+};
+void addSpecOptions(CLI::App *cmd, SpecArgs &args);
+
+/// What those arguments name, loaded and validated.
 struct SpecInputs {
   spec::Model model;
   spec::Cluster cluster;
   spec::Training training;
 };
-SpecInputs loadSpecInputs(const std::string &model, const std::string &cluster,
-                          const std::string &trainingPath, int64_t seq, int64_t globalBatch);
+SpecInputs loadSpecInputs(const SpecArgs &args);
 
 /// Place IR with the context that owns it (declared first: destroyed last).
 struct PlacedModule {

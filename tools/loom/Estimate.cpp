@@ -21,8 +21,8 @@ using namespace loom::cli;
 
 namespace {
 struct EstimateCliOptions {
-  std::string model, cluster, training, calibration, schedule = "auto", recompute = "none";
-  int64_t seq = 0, globalBatch = 0;
+  SpecArgs spec;
+  std::string calibration, schedule = "auto", recompute = "none";
   cost::StrategyChoice choice;
   bool noFlash = false, noOverlap = false, json = false;
   double headroom = 0.05;
@@ -41,7 +41,7 @@ nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
 
 void runEstimate(const EstimateCliOptions &o) {
   auto [model, cluster, training] =
-      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
+      loadSpecInputs(o.spec);
 
   cost::StrategyChoice choice = o.choice;
   if (!cost::parseRecompute(o.recompute, choice.recompute))
@@ -175,12 +175,7 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
       "estimate",
       "Estimate memory per GPU (by state, per pipeline stage) and step time of one\n"
       "strategy. Exit code 3 when the plan does not fit in GPU memory.");
-  cmd->add_option("--model", o->model, "catalog model, spec file or HF config.json")->required();
-  cmd->add_option("--cluster", o->cluster, "catalog cluster or spec file")->required();
-  cmd->add_option("--training", o->training, "spec file with a training: section");
-  cmd->add_option("--seq", o->seq, "sequence length")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
-  cmd->add_option("--global-batch", o->globalBatch, "sequences per step")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  addSpecOptions(cmd, o->spec);
   auto degree = [&](const char *name, int64_t &v, const char *desc) {
     cmd->add_option(name, v, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
   };

@@ -28,8 +28,8 @@ using namespace loom::cli;
 
 namespace {
 struct LowerOptions {
-  std::string model, cluster, training, output;
-  int64_t seq = 0, globalBatch = 0;
+  SpecArgs spec;
+  std::string output;
   int64_t dp = 0, tp = 1, pp = 1, vpp = 1, ep = 1, cp = 1, zero = 0, mbs = 1;
   std::string recompute = "none";
   bool sp = false, emitMlir = false, json = false;
@@ -97,7 +97,7 @@ static double paramsPerRank(place::LayerOpInterface layer, place::MeshOp mesh) {
 
 static void runLower(const LowerOptions &o) {
   auto [model, cluster, training] =
-      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
+      loadSpecInputs(o.spec);
   training.set_micro_batch(o.mbs);
 
   spec::ClusterSize size = spec::clusterSize(cluster);
@@ -254,15 +254,7 @@ void loom::cli::addLowerCommand(CLI::App &app) {
       "Lower a model and a cluster into place IR and verify it.\n"
       "With strategy options (--tp, --pp, ...) every layer is placed and the\n"
       "strategy is read back from the placements. --emit-mlir prints the IR.");
-  cmd->add_option("--model", o->model, "catalog model, spec file or HF config.json")->required();
-  cmd->add_option("--cluster", o->cluster,
-                  "catalog cluster (e.g. dgx-h100:nodes=64,dcs=2) or spec file")
-      ->required();
-  cmd->add_option("--training", o->training, "spec file with a training: section");
-  cmd->add_option("--seq", o->seq, "sequence length (overrides the training spec)")
-      ->check(atLeastOne);
-  cmd->add_option("--global-batch", o->globalBatch, "sequences per step (overrides)")
-      ->check(atLeastOne);
+  addSpecOptions(cmd, o->spec);
   auto strategyOpt = [&](const char *name, int64_t &v, const char *desc) {
     cmd->add_option(name, v, desc)
         ->check(atLeastOne)

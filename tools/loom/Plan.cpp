@@ -20,8 +20,8 @@ using namespace loom::cli;
 
 namespace {
 struct PlanCliOptions {
-  std::string model, cluster, training;
-  int64_t seq = 0, globalBatch = 0, top = 5;
+  SpecArgs spec;
+  int64_t top = 5;
   bool json = false, explain = false, emitMlir = false;
   std::string output;
   double headroom = 0.05;
@@ -134,7 +134,7 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
 
 void runPlan(const PlanCliOptions &o) {
   auto [model, cluster, training] =
-      loadSpecInputs(o.model, o.cluster, o.training, o.seq, o.globalBatch);
+      loadSpecInputs(o.spec);
   search::PlannerOptions options;
   options.topK = o.top;
   options.estimate.memory.headroom = o.headroom;
@@ -224,12 +224,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
       "Search data, tensor, pipeline (with interleaving), expert and context\n"
       "parallelism, ZeRO stage, recomputation and micro-batch size for a model on a\n"
       "cluster; print the fastest plans that fit. Exit code 3 when none fits.");
-  cmd->add_option("--model", o->model, "catalog model, spec file or HF config.json")->required();
-  cmd->add_option("--cluster", o->cluster, "catalog cluster or spec file")->required();
-  cmd->add_option("--training", o->training, "spec file with a training: section");
-  cmd->add_option("--seq", o->seq, "sequence length")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
-  cmd->add_option("--global-batch", o->globalBatch, "sequences per step")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  addSpecOptions(cmd, o->spec);
   cmd->add_option("--top", o->top, "how many plans to show")->check(CLI::Range(1, 100));
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));

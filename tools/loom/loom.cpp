@@ -14,16 +14,27 @@ using namespace loom::cli;
 
 int loom::cli::exitStatus = 0;
 
-SpecInputs loom::cli::loadSpecInputs(const std::string &model, const std::string &cluster,
-                                     const std::string &trainingPath, int64_t seq,
-                                     int64_t globalBatch) {
-  SpecInputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
-  in.training = trainingPath.empty() ? spec::defaultTraining(in.model)
-                                     : spec::loadTraining(trainingPath);
-  if (seq)
-    in.training.set_seq_len(seq);
-  if (globalBatch)
-    in.training.set_global_batch(globalBatch);
+void loom::cli::addSpecOptions(CLI::App *cmd, SpecArgs &args) {
+  cmd->add_option("--model", args.model, "catalog model, spec file or HF config.json")
+      ->required();
+  cmd->add_option("--cluster", args.cluster,
+                  "catalog cluster (e.g. dgx-h100:nodes=64,dcs=2) or spec file")
+      ->required();
+  cmd->add_option("--training", args.training, "spec file with a training: section");
+  cmd->add_option("--seq", args.seq, "sequence length (overrides the training spec)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--global-batch", args.globalBatch, "sequences per step (overrides)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+}
+
+SpecInputs loom::cli::loadSpecInputs(const SpecArgs &args) {
+  SpecInputs in{spec::loadModel(args.model), spec::loadCluster(args.cluster), {}};
+  in.training = args.training.empty() ? spec::defaultTraining(in.model)
+                                      : spec::loadTraining(args.training);
+  if (args.seq)
+    in.training.set_seq_len(args.seq);
+  if (args.globalBatch)
+    in.training.set_global_batch(args.globalBatch);
   return in;
 }
 

@@ -49,8 +49,7 @@ void loom::cli::writeOutput(const std::string &path, const std::string &text) {
 }
 
 int main(int argc, char **argv) {
-  CLI::App app{"loom: plans parallelism for large-model training and converts "
-               "checkpoints between layouts.\n"
+  CLI::App app{"loom: plans parallelism for large-model training.\n"
                "Models and clusters come from the built-in catalog (see `loom catalog`) "
                "or from YAML/JSON/textproto spec files and HF config.json files."};
   app.require_subcommand(1);

@@ -121,12 +121,9 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
                   double(s.headDim) * double(s.bytesPerElement) / double(s.tp);
       double gather = collectiveTime(Collective::AllGather, kv, w.groups[part.groups.cp]).seconds;
       double scatter = collectiveTime(Collective::ReduceScatter, kv, w.groups[part.groups.cp]).seconds;
-      // Hidden behind attention where it fits; what hides still slows the
-      // attention kernels it runs beside.
-      auto exposed = [&](double comm, double window) {
-        return std::max(0.0, comm - window) + compute.overlapPenalty(std::min(comm, window));
-      };
-      t.cpComm += n * (exposed(gather, pc.f) + exposed(gather + scatter, pc.b));
+      // Hidden behind the attention part's own compute where it fits.
+      t.cpComm += n * (compute.exposedSeconds(gather, pc.f) +
+                       compute.exposedSeconds(gather + scatter, pc.b));
     }
     if (s.ep > 1 && part.kind == PartKind::Moe) {
       double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
@@ -171,17 +168,12 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
       else
         t.dpComm += gather; // updated parameters after the step
     }
-    // Communication hides behind compute where it fits, but the compute it
-    // runs beside slows down (ComputeModel::overlapPenalty). ZeRO-3 gathers
-    // prefetch behind the micro-batch's own compute; gradient reduction runs
-    // under the last micro-batch's backward.
-    auto exposed = [&](double comm, double window) {
-      return std::max(0.0, comm - window) + compute.overlapPenalty(std::min(comm, window));
-    };
+    // ZeRO-3 gathers prefetch behind the micro-batch's own compute; gradient
+    // reduction runs under the last micro-batch's backward.
     double compute1 = t.f + t.b + t.w + t.recompute;
-    t.dpExposed = double(m) * exposed(perMicroBatchGather, compute1);
+    t.dpExposed = double(m) * compute.exposedSeconds(perMicroBatchGather, compute1);
     double window = options.overlapGradReduce ? t.b + t.w : 0.0;
-    t.dpExposed += exposed(t.dpComm, window);
+    t.dpExposed += compute.exposedSeconds(t.dpComm, window);
   }
 
   // Pipeline critical path: the slowest rank paces every micro-batch.

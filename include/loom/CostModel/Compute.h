@@ -79,6 +79,12 @@ public:
   double overlapPenalty(double overlapped) const {
     return overlapped * (1.0 - 1.0 / overlapSlowdown_);
   }
+  /// Seconds `comm` adds when it may hide behind `window` seconds of compute:
+  /// what does not fit, plus the slowdown of the compute it runs beside.
+  double exposedSeconds(double comm, double window) const {
+    double hidden = comm < window ? comm : window;
+    return (comm - hidden) + overlapPenalty(hidden);
+  }
 
 private:
   /// A measured GEMM for the nearest-shape search: log dimensions and

@@ -152,6 +152,20 @@ def Place_PlacementAttr : Place_Attr<"Placement", "placement"> {
     /// The mode of `state` along `axis` (replicated when not listed).
     AxisMode lookup(State state, llvm::StringRef axis) const;
     static llvm::StringRef stateName(State state);
+
+    /// What each axis does for this layer, read from the modes, never from
+    /// axis names: weights split by heads, ffn or vocab (tensor parallel) or
+    /// by experts (expert parallel); activations split by batch (data
+    /// parallel), or by sequence where the weights are whole (context
+    /// parallel) or split (sequence parallelism).
+    struct AxisRoles {
+      llvm::SmallVector<mlir::StringAttr> tensor, expert, batch, context;
+      bool sequenceParallel = false;
+    };
+    AxisRoles getAxisRoles() const;
+    /// ZeRO stage: the deepest state sharded along the reduction axes —
+    /// 3 parameters (gathered around use), 2 gradients, 1 optimizer, else 0.
+    int64_t getZeroStage() const;
   }];
 }
 

@@ -170,6 +170,43 @@ AxisMode PlacementAttr::lookup(State state, StringRef axis) const {
 }
 
 /// The field of StateStorage that holds `state`'s storage.
+PlacementAttr::AxisRoles PlacementAttr::getAxisRoles() const {
+  AxisRoles roles;
+  for (const AxisMode &p : getParams()) {
+    if (p.mode != Mode::sharded)
+      continue;
+    if (p.dim == Dim::experts)
+      roles.expert.push_back(p.axis);
+    else if (p.dim == Dim::heads || p.dim == Dim::ffn || p.dim == Dim::vocab)
+      roles.tensor.push_back(p.axis);
+  }
+  for (const AxisMode &a : getActs()) {
+    if (a.mode != Mode::sharded)
+      continue;
+    if (a.dim == Dim::batch)
+      roles.batch.push_back(a.axis);
+    else if (a.dim == Dim::seq && lookup(State::Params, a.axis.getValue()).mode == Mode::sharded)
+      roles.sequenceParallel = true;
+    else if (a.dim == Dim::seq)
+      roles.context.push_back(a.axis);
+  }
+  return roles;
+}
+
+int64_t PlacementAttr::getZeroStage() const {
+  int64_t zero = 0;
+  for (StringAttr axis : getReduce()) {
+    StringRef name = axis.getValue();
+    if (lookup(State::Params, name).mode == Mode::sharded_with_gather)
+      zero = std::max<int64_t>(zero, 3);
+    else if (lookup(State::Grads, name).mode == Mode::sharded)
+      zero = std::max<int64_t>(zero, 2);
+    else if (lookup(State::Optim, name).mode == Mode::sharded)
+      zero = std::max<int64_t>(zero, 1);
+  }
+  return zero;
+}
+
 static Storage StateStorage::*storageField(State state) {
   switch (state) {
   case State::Params:

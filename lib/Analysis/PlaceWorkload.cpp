@@ -92,8 +92,6 @@ private:
   std::map<std::set<std::string>, int> index_;
 };
 
-bool isWeightSplit(Dim d) { return d == Dim::heads || d == Dim::ffn || d == Dim::vocab; }
-
 cost::PartKind kindOf(Operation *op) {
   return TypeSwitch<Operation *, cost::PartKind>(op)
       .Case<EmbeddingOp>([](auto) { return cost::PartKind::Embedding; })
@@ -159,41 +157,38 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
     s.dropout = model.getDropout();
     s.bytesPerElement = fp32 ? 4 : 2;
 
-    // Model-parallel splits, read from what each axis shards.
-    std::set<std::string> tpAxes, epAxes, cpAxes, batchAxes, reduceAxes;
-    double expertAxes = 1, otherAxes = 1; // divisors of routed / other weights
+    // What each axis does (PlacementAttr::getAxisRoles), as names and sizes.
+    PlacementAttr::AxisRoles roles = placement.getAxisRoles();
+    auto names = [](ArrayRef<StringAttr> axes) {
+      std::set<std::string> out;
+      for (StringAttr axis : axes)
+        out.insert(axis.str());
+      return out;
+    };
+    auto size = [&](ArrayRef<StringAttr> axes) {
+      int64_t n = 1;
+      for (StringAttr axis : axes)
+        n *= mesh.getAxisSize(axis.getValue());
+      return n;
+    };
+    std::set<std::string> tpAxes = names(roles.tensor), epAxes = names(roles.expert),
+                          cpAxes = names(roles.context), batchAxes = names(roles.batch),
+                          reduceAxes = names(placement.getReduce());
+    s.tp = size(roles.tensor);
+    s.ep = size(roles.expert);
+    s.cp = size(roles.context);
+    s.sequenceParallel = roles.sequenceParallel;
+    // Divisors of the routed experts' weights and of the rest: every sharded
+    // axis divides the experts, all but the expert axes divide the rest.
+    double expertAxes = 1, otherAxes = 1;
     for (const AxisMode &m : placement.getParams()) {
-      int64_t n = mesh.getAxisSize(m.axis.getValue());
       if (m.mode != Mode::sharded)
         continue;
-      if (m.dim == Dim::experts) {
-        epAxes.insert(m.axis.str());
-        s.ep *= n;
-        expertAxes *= n;
-        continue;
-      }
-      if (isWeightSplit(m.dim)) {
-        tpAxes.insert(m.axis.str());
-        s.tp *= n;
-      }
+      double n = double(mesh.getAxisSize(m.axis.getValue()));
       expertAxes *= n;
-      otherAxes *= n;
+      if (m.dim != Dim::experts)
+        otherAxes *= n;
     }
-    for (const AxisMode &a : placement.getActs()) {
-      if (a.mode != Mode::sharded)
-        continue;
-      bool weightsSplit = placement.lookup(State::Params, a.axis.getValue()).mode == Mode::sharded;
-      if (a.dim == Dim::seq && weightsSplit)
-        s.sequenceParallel = true;
-      else if (a.dim == Dim::seq) {
-        cpAxes.insert(a.axis.str());
-        s.cp *= mesh.getAxisSize(a.axis.getValue());
-      } else if (a.dim == Dim::batch) {
-        batchAxes.insert(a.axis.str());
-      }
-    }
-    for (StringAttr axis : placement.getReduce())
-      reduceAxes.insert(axis.str());
     part.groups = {groups.get(tpAxes), groups.get(cpAxes), groups.get(epAxes),
                    groups.get(reduceAxes)};
 
@@ -264,19 +259,13 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
     if (first) {
       // Strategy-wide facts from the first layer: data-parallel ranks, ZeRO
       // stage, recomputation and the tp/cp/ep degrees.
-      double dp = 1;
-      for (const std::string &axis : batchAxes)
-        dp *= double(mesh.getAxisSize(axis));
-      w.dp = int64_t(dp);
+      w.dp = size(roles.batch);
       w.cp = s.cp;
       StateStorage st = placement.getStorage();
       w.recompute = st.acts == Storage::materialized ? cost::Recompute::Full
                     : st.acts == Storage::selective  ? cost::Recompute::Selective
                                                      : cost::Recompute::None;
-      w.zero = flat(State::Params, true) > 1 ? 3
-               : flat(State::Grads, false) > 1 ? 2
-               : flat(State::Optim, false) > 1 ? 1
-                                               : 0;
+      w.zero = placement.getZeroStage();
       first = false;
     }
     w.tp = std::max(w.tp, s.tp);

@@ -40,38 +40,22 @@ struct DeriveStrategyPass
 } // namespace
 
 static LayerView viewOf(PlacementAttr placement, MeshOp mesh) {
+  PlacementAttr::AxisRoles roles = placement.getAxisRoles();
+  auto size = [&](ArrayRef<StringAttr> axes) {
+    int64_t n = 1;
+    for (StringAttr axis : axes)
+      n *= mesh.getAxisSize(axis.getValue());
+    return n;
+  };
   LayerView v;
-  using S = PlacementAttr::State;
-  for (const AxisMode &p : placement.getParams()) {
-    int64_t n = mesh.getAxisSize(p.axis.getValue());
-    if (p.mode == Mode::sharded && p.dim == Dim::heads) {
-      v.tp = v.tp.value_or(1) * n;
-    }
-    if (p.mode == Mode::sharded && p.dim == Dim::experts)
-      v.ep = v.ep.value_or(1) * n;
-  }
-  for (const AxisMode &a : placement.getActs()) {
-    if (a.mode != Mode::sharded)
-      continue;
-    int64_t n = mesh.getAxisSize(a.axis.getValue());
-    AxisMode p = placement.lookup(S::Params, a.axis.getValue());
-    if (a.dim == Dim::batch)
-      v.dp *= n;
-    else if (a.dim == Dim::seq && p.mode == Mode::sharded)
-      v.sp = true; // sequence split along the axis that shards the weights
-    else if (a.dim == Dim::seq)
-      v.cp *= n;
-  }
-  // ZeRO: the deepest state sharded over the reduction axes.
-  for (StringAttr axis : placement.getReduce()) {
-    StringRef name = axis.getValue();
-    if (placement.lookup(S::Params, name).mode == Mode::sharded_with_gather)
-      v.zero = std::max<int64_t>(v.zero, 3);
-    else if (placement.lookup(S::Grads, name).mode == Mode::sharded)
-      v.zero = std::max<int64_t>(v.zero, 2);
-    else if (placement.lookup(S::Optim, name).mode == Mode::sharded)
-      v.zero = std::max<int64_t>(v.zero, 1);
-  }
+  if (!roles.tensor.empty())
+    v.tp = size(roles.tensor);
+  if (!roles.expert.empty())
+    v.ep = size(roles.expert);
+  v.dp = size(roles.batch);
+  v.cp = size(roles.context);
+  v.sp = roles.sequenceParallel;
+  v.zero = placement.getZeroStage();
   v.acts = placement.getStorage().acts;
   return v;
 }

@@ -9,8 +9,9 @@
 
 #include "loom/Analysis/PlaceWorkload.h"
 
+#include "loom/CostModel/Groups.h"
+
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <map>
@@ -29,17 +30,27 @@ cost::ComputeModel loom::computeModelFor(DeviceOp device) {
 
 namespace {
 
-/// Lays sets of mesh axes over the cluster's tiers, one GroupShape per set.
+/// The cluster's levels and the mesh in the cost model's terms, and one
+/// GroupShape per distinct set of mesh axes (parts sharing a group share its
+/// gradient buckets).
 class Groups {
 public:
   Groups(ClusterOp cluster, MeshOp mesh, SymbolTableCollection &symbols,
          cost::Workload &workload)
-      : cluster_(cluster), mesh_(mesh), workload_(workload) {
-    for (auto axis : cluster.getAxes().getAsRange<AxisAttr>())
-      tiers_[axis.getName().getValue()] =
-          symbols.lookupNearestSymbolFrom<TierOp>(cluster, axis.getTier());
-    auto axes = cluster.getAxes().getAsRange<AxisAttr>();
-    gpusPerNode_ = (*std::prev(axes.end())).getSize();
+      : workload_(workload) {
+    for (auto axis : cluster.getAxes().getAsRange<AxisAttr>()) {
+      auto tier = symbols.lookupNearestSymbolFrom<TierOp>(cluster, axis.getTier());
+      links_.push_back({axis.getName().str(), axis.getSize(),
+                        tier.getBandwidthGbps().convertToDouble() *
+                            tier.getEfficiency().convertToDouble(),
+                        tier.getLatencyUs().convertToDouble(), tier.getPerNode()});
+    }
+    for (auto laxis : mesh.getAxes().getAsRange<LogicalAxisAttr>()) {
+      search::LogicalAxis axis{laxis.getName().str(), {}};
+      for (auto [name, size] : llvm::zip(laxis.getPhysical(), laxis.getSizes()))
+        axis.pieces.push_back({name.str(), size});
+      mesh_.push_back(std::move(axis));
+    }
   }
 
   /// Index in workload.groups of the group spanning `axes` (mesh axis names).
@@ -47,48 +58,22 @@ public:
     if (axes.empty())
       return 0;
     auto [it, inserted] = index_.try_emplace(axes, 0);
-    if (!inserted)
-      return it->second;
-    cost::GroupShape g;
-    auto physical = llvm::to_vector(cluster_.getAxes().getAsRange<AxisAttr>());
-    for (AxisAttr phys : llvm::reverse(physical)) {
-      int64_t size = 1;
-      for (auto laxis : mesh_.getAxes().getAsRange<LogicalAxisAttr>())
-        if (axes.count(laxis.getName().str()))
-          for (auto [name, n] : llvm::zip(laxis.getPhysical(), laxis.getSizes()))
-            if (name == phys.getName())
-              size *= n;
-      g.levels.push_back(levelOn(phys, size));
+    if (inserted) {
+      std::vector<std::string_view> names(axes.begin(), axes.end());
+      workload_.groups.push_back(cost::groupOver(links_, mesh_, names));
+      it->second = int(workload_.groups.size() - 1);
     }
-    workload_.groups.push_back(g);
-    it->second = int(workload_.groups.size() - 1);
     return it->second;
   }
 
-  /// The link between consecutive stages along `axis`: its outermost piece.
-  cost::GroupLevel pipelineLink(StringRef axis) {
-    LogicalAxisAttr laxis = mesh_.lookupAxis(axis);
-    for (AxisAttr phys : cluster_.getAxes().getAsRange<AxisAttr>())
-      for (StringAttr name : laxis.getPhysical())
-        if (name == phys.getName())
-          return levelOn(phys, 2);
-    return {};
+  cost::GroupLevel pipelineLink(StringRef axis) const {
+    return cost::crossingLink(links_, mesh_, axis.str());
   }
 
 private:
-  cost::GroupLevel levelOn(AxisAttr phys, int64_t size) {
-    TierOp tier = tiers_.lookup(phys.getName().getValue());
-    double gbps = tier.getBandwidthGbps().convertToDouble() *
-                  tier.getEfficiency().convertToDouble();
-    return cost::levelFor(size, gbps, tier.getLatencyUs().convertToDouble(),
-                          tier.getPerNode(), gpusPerNode_, gpusPerNode_);
-  }
-
-  ClusterOp cluster_;
-  MeshOp mesh_;
   cost::Workload &workload_;
-  llvm::StringMap<TierOp> tiers_;
-  int64_t gpusPerNode_ = 1;
+  std::vector<cost::LinkLevel> links_;
+  std::vector<search::LogicalAxis> mesh_;
   std::map<std::set<std::string>, int> index_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "loom/CostModel/FromStrategy.h"
 
+#include "loom/CostModel/Groups.h"
 #include "loom/Search/AxisMapping.h"
 
 #include <fmt/format.h>
@@ -59,52 +60,6 @@ const char *loom::cost::scheduleName(Schedule schedule) {
 }
 
 namespace {
-
-/// Turns logical axes into process-group shapes over the cluster's levels.
-class GroupBuilder {
-public:
-  GroupBuilder(const std::vector<spec::ClusterLevel> &levels,
-               const std::vector<search::LogicalAxis> &axes)
-      : levels_(levels), axes_(axes), gpusPerNode_(levels.back().size) {}
-
-  /// The group formed by the named logical axes, innermost level first. Every
-  /// rank of a node runs the same collective at once, so a per-node tier is
-  /// shared by all of the node's GPUs.
-  GroupShape group(std::initializer_list<const char *> names) const {
-    GroupShape g;
-    for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
-      int64_t size = 1;
-      for (const search::LogicalAxis &axis : axes_)
-        for (const char *name : names)
-          if (axis.name == name)
-            for (const search::Piece &p : axis.pieces)
-              if (p.physical == level->name)
-                size *= p.size;
-      g.levels.push_back(levelFor(size, spec::effectiveGbps(*level->tier),
-                                  level->tier->latency_us(), level->tier->per_node(),
-                                  gpusPerNode_, gpusPerNode_));
-    }
-    return g;
-  }
-
-  /// The link between consecutive pipeline stages: the outermost level the
-  /// pipeline axis crosses (its slowest boundary governs the pipeline).
-  GroupLevel pipelineLink() const {
-    for (const spec::ClusterLevel &level : levels_) // outermost first
-      for (const search::LogicalAxis &axis : axes_)
-        if (axis.name == "pp")
-          for (const search::Piece &p : axis.pieces)
-            if (p.physical == level.name)
-              return levelFor(2, spec::effectiveGbps(*level.tier), level.tier->latency_us(),
-                              level.tier->per_node(), gpusPerNode_, gpusPerNode_);
-    return {};
-  }
-
-private:
-  const std::vector<spec::ClusterLevel> &levels_;
-  const std::vector<search::LogicalAxis> &axes_;
-  int64_t gpusPerNode_;
-};
 
 bool isGated(spec::Activation a) { return a == spec::SWIGLU || a == spec::GEGLU; }
 
@@ -194,7 +149,10 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       physical, {{"tp", c.tp}, {"cp", c.cp}, {"ep", c.ep}, {"dp", dp / c.ep}, {"pp", c.pp}});
   if (!carving.ok())
     return fail(carving.error);
-  GroupBuilder groups(levels, carving.axes);
+  std::vector<LinkLevel> links;
+  for (const spec::ClusterLevel &level : levels)
+    links.push_back({level.name, level.size, spec::effectiveGbps(*level.tier),
+                     level.tier->latency_us(), level.tier->per_node()});
   result.workload.mesh = carving.axes;
 
   Workload &w = result.workload;
@@ -218,7 +176,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   // fp32 training has no separate master copy: Adam keeps two moments.
   int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
-  w.pipelineLink = groups.pipelineLink();
+  w.pipelineLink = crossingLink(links, carving.axes, "pp");
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
   w.hbmBytes = gpu->hbm_gib() * double(1ull << 30);
 
@@ -239,8 +197,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   // experts over the dp ranks outside ep, and cp.
   double denseReduce = double(dp * c.cp);
   double expertReduce = double(dp / c.ep * c.cp);
-  auto addGroup = [&](std::initializer_list<const char *> names) {
-    w.groups.push_back(groups.group(names));
+  auto addGroup = [&](std::initializer_list<std::string_view> names) {
+    w.groups.push_back(groupOver(links, carving.axes, {names.begin(), names.size()}));
     return int(w.groups.size() - 1);
   };
   int denseGroup = addGroup({"dp", "ep", "cp"});

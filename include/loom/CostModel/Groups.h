@@ -1,0 +1,46 @@
+//===- Groups.h - process groups laid over a cluster's links ----*- C++ -*-===//
+//
+// Both ways into the cost model (a strategy tuple, placed IR) describe a mesh
+// of logical axes carved from physical levels; this one function turns a set
+// of logical axes into the GroupShape its collectives run over, so both see
+// the same links.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_COSTMODEL_GROUPS_H
+#define LOOM_COSTMODEL_GROUPS_H
+
+#include "loom/CostModel/Collectives.h"
+#include "loom/Search/AxisMapping.h"
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loom::cost {
+
+/// One physical level of a cluster (dc, node, gpu) and the link joining it.
+struct LinkLevel {
+  std::string name;
+  int64_t size = 1;
+  double gbps = 0;      // what collectives reach, one direction
+  double latencyUs = 0;
+  bool perNode = false;
+};
+
+/// The group formed by the logical axes `names` of `mesh`, over `levels`
+/// (outermost first; the innermost is the GPUs of a node), innermost level
+/// first. Every rank of a node runs the same collective at once, so a
+/// per-node link is shared by all of the node's GPUs.
+GroupShape groupOver(const std::vector<LinkLevel> &levels,
+                     const std::vector<search::LogicalAxis> &mesh,
+                     std::span<const std::string_view> names);
+
+/// The link between consecutive positions of logical axis `axis` (pipeline
+/// stages): the outermost level it crosses, whose boundary is the slowest.
+GroupLevel crossingLink(const std::vector<LinkLevel> &levels,
+                        const std::vector<search::LogicalAxis> &mesh, const std::string &axis);
+
+} // namespace loom::cost
+
+#endif // LOOM_COSTMODEL_GROUPS_H

@@ -60,6 +60,10 @@ std::string loom::humanCount(double n) {
   return u == 0 ? fmt::format("{:.0f}", n) : fmt::format("{:.{}f}{}", n, n < 100 ? 2 : 1, units[u]);
 }
 
+std::string loom::gib(double bytes, int decimals) {
+  return fmt::format("{:.{}f}", bytes / double(1ull << 30), decimals);
+}
+
 std::string loom::humanBytes(double bytes) {
   const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = 0;

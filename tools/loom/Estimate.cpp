@@ -28,7 +28,8 @@ struct EstimateCliOptions {
   double headroom = 0.05;
 };
 
-std::string gib(double bytes) { return fmt::format("{:.2f}", bytes / double(1ull << 30)); }
+/// GiB columns of the estimate tables: two decimals.
+std::string gib(double bytes) { return loom::gib(bytes, 2); }
 std::string secs(double s) { return fmt::format("{:.4f}", s); }
 
 nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {

@@ -27,7 +27,8 @@ struct PlanCliOptions {
   double headroom = 0.05;
 };
 
-std::string gib(double bytes) { return fmt::format("{:.1f}", bytes / double(1ull << 30)); }
+/// GiB columns of the plan table: one decimal.
+std::string gib(double bytes) { return loom::gib(bytes, 1); }
 
 std::string describe(const search::Candidate &c) {
   const cost::StrategyChoice &s = c.choice;

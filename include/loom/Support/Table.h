@@ -25,6 +25,8 @@ private:
 std::string humanCount(double n);
 /// Bytes with binary units: 85899345920 -> "80.0 GiB".
 std::string humanBytes(double bytes);
+/// Bytes as a bare GiB figure for table columns: gib(85899345920, 2) -> "80.00".
+std::string gib(double bytes, int decimals);
 
 } // namespace loom
 

@@ -66,9 +66,10 @@ public:
     return it->second;
   }
 
-  cost::GroupLevel pipelineLink(StringRef axis) const {
-    return cost::crossingLink(links_, mesh_, axis.str());
+  std::vector<cost::PipelineHop> hops(StringRef axis) const {
+    return cost::axisHops(links_, mesh_, axis.str());
   }
+  bool multiDc() const { return links_.front().name == "dc" && links_.front().size > 1; }
 
 private:
   cost::Workload &workload_;
@@ -119,7 +120,8 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
   w.hbmBytes = device.getHbmGib().convertToDouble() * double(1ull << 30);
   if (!ppAxis.empty())
-    w.pipelineLink = groups.pipelineLink(ppAxis);
+    w.hops = groups.hops(ppAxis);
+  w.multiDc = groups.multiDc();
 
   bool first = true;
   for (LayerOpInterface layer : model.getLayers()) {

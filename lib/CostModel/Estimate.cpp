@@ -56,6 +56,29 @@ double attentionCoreGemms(const PartShape &s) {
   return 2.0 * double(s.microBatch) * double(s.heads) / double(s.tp);
 }
 
+/// Bytes one rank of `group` sends across datacenters in `op` on a `bytes`
+/// buffer: the minimal volume, which the hierarchical algorithms reach — the
+/// inner levels reduce (or gather) first, so only a 1/inner shard crosses.
+double crossDcBytes(Collective op, double bytes, const GroupShape &group, bool multiDc) {
+  if (!multiDc || group.levels.empty() || bytes == 0)
+    return 0;
+  double k = double(group.levels.back().size);
+  if (k <= 1)
+    return 0;
+  double inner = double(group.size()) / k;
+  double share = (k - 1) / k;
+  switch (op) {
+  case Collective::AllReduce:
+    return 2 * share * bytes / inner;
+  case Collective::ReduceScatter:
+  case Collective::AllGather:
+    return share * bytes / inner;
+  case Collective::AllToAll:
+    return share * bytes;
+  }
+  return 0;
+}
+
 /// Bytes an Adam (or SGD) step moves per parameter it updates: read fp32
 /// master and moments and the gradient, write master, moments and the 16-bit
 /// weight.
@@ -115,6 +138,7 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
       if (layer)
         count = w.recompute == Recompute::Full ? 3 : 2;
       t.tpComm += n * count * allReduce;
+      t.crossDcBytes += n * count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc);
     }
     if (s.cp > 1 && part.kind == PartKind::Attention) {
       double kv = 2.0 * double(s.microBatch) * double(s.seq) * double(s.kvHeads) *
@@ -124,10 +148,15 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
       // Hidden behind the attention part's own compute where it fits.
       t.cpComm += n * (compute.exposedSeconds(gather, pc.f) +
                        compute.exposedSeconds(gather + scatter, pc.b));
+      const GroupShape &g = w.groups[part.groups.cp];
+      t.crossDcBytes += n * (2 * crossDcBytes(Collective::AllGather, kv, g, w.multiDc) +
+                             crossDcBytes(Collective::ReduceScatter, kv, g, w.multiDc));
     }
     if (s.ep > 1 && part.kind == PartKind::Moe) {
       double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
-      t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, w.groups[part.groups.ep]).seconds;
+      const GroupShape &g = w.groups[part.groups.ep];
+      t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, g).seconds;
+      t.crossDcBytes += n * 4 * crossDcBytes(Collective::AllToAll, routed, g, w.multiDc);
     }
 
     Bucket &bucket = buckets[r][part.groups.reduce];
@@ -138,14 +167,26 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
                                          optimizerBytesPerParam(w));
   }
 
-  // Pipeline sends: every rank sends forward and backward once per chunk it
-  // owns, except at the ends of the pipeline (charged to all: conservative).
+  // Pipeline sends. Rank r sends activations over hop r and gradients back
+  // over hop r-1, once per chunk it owns; the wrap hop (last rank to first)
+  // carries the vpp-1 chunk changes of interleaved schedules. Transfers take
+  // the rank's time; hop latencies are paid along the pipeline (below).
+  double roundTripLatency = 0; // one micro-batch down all chunks and back
   if (w.pp > 1) {
     const PartShape &s = w.parts.front().shape;
     double bytes = boundaryBytes(s) / (s.sequenceParallel ? double(s.tp) : 1.0);
-    double send = p2pTime(bytes, w.pipelineLink);
-    for (RankTime &t : e.time)
-      t.p2p = 2.0 * double(w.vpp) * send;
+    auto uses = [&](int64_t hop) { return hop == w.pp - 1 ? w.vpp - 1 : w.vpp; };
+    for (int64_t r = 0; r < w.pp; ++r) {
+      int64_t in = (r + w.pp - 1) % w.pp;
+      for (int64_t hop : {r, in}) {
+        const GroupLevel &link = w.hops[hop].link;
+        double transfer = link.bandwidth > 0 ? bytes / link.bandwidth : 0;
+        e.time[r].p2p += double(uses(hop)) * transfer;
+        if (hop == r && w.hops[hop].crossesDc) // counted once per hop: at its sender
+          e.time[r].crossDcBytes += 2.0 * double(uses(hop)) * bytes;
+      }
+      roundTripLatency += 2.0 * double(uses(r)) * w.hops[r].link.latency;
+    }
   }
 
   // Data-parallel reduction per rank and step.
@@ -159,10 +200,15 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
         continue;
       if (w.zero == 0) {
         t.dpComm += collectiveTime(Collective::AllReduce, bucket.gradBytes, g).seconds;
+        t.dpCrossDcBytes += crossDcBytes(Collective::AllReduce, bucket.gradBytes, g, w.multiDc);
         continue;
       }
       t.dpComm += collectiveTime(Collective::ReduceScatter, bucket.gradBytes, g).seconds;
       double gather = collectiveTime(Collective::AllGather, bucket.paramBytes, g).seconds;
+      double gatherDc = crossDcBytes(Collective::AllGather, bucket.paramBytes, g, w.multiDc);
+      t.dpCrossDcBytes +=
+          crossDcBytes(Collective::ReduceScatter, bucket.gradBytes, g, w.multiDc) +
+          (w.zero == 3 ? 2.0 * double(m) : 1.0) * gatherDc;
       if (w.zero == 3)
         perMicroBatchGather += 2 * gather; // forward and backward, every micro-batch
       else
@@ -176,13 +222,21 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
     t.dpExposed += compute.exposedSeconds(t.dpComm, window);
   }
 
-  // Pipeline critical path: the slowest rank paces every micro-batch.
+  // Pipeline critical path: the slowest rank paces every micro-batch, unless
+  // the round trip of one micro-batch through every rank and hop latency is
+  // longer than pp of those: then, after the first pp micro-batches, every
+  // further one waits on that round trip (1F1B keeps at most pp in flight).
   int64_t slowest = 0;
-  for (int64_t r = 1; r < w.pp; ++r)
+  double sumTotal = 0;
+  for (int64_t r = 0; r < w.pp; ++r) {
+    sumTotal += e.time[r].total();
     if (e.time[r].total() > e.time[slowest].total())
       slowest = r;
+  }
   const RankTime &st = e.time[slowest];
   double perMicroBatch = st.total();
+  double latencyBound =
+      std::max(0.0, (sumTotal + roundTripLatency) / double(w.pp) - perMicroBatch);
   double fwd = st.f + st.tpComm / 2 + st.epComm / 2 + st.p2p / 2;
   double bwd = st.b + st.recompute + st.tpComm / 2 + st.cpComm + st.epComm / 2 + st.p2p / 2;
   double bubble = 0;
@@ -202,16 +256,20 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
     bubble = std::max(0.0, fill * (fwd + bwd - 2 * st.w));
     break;
   }
+  // Filling and draining the pipeline pay every hop's latency once.
+  bubble += roundTripLatency;
+  bubble += double(std::max<int64_t>(0, m - w.pp)) * latencyBound;
   e.bubble = bubble;
   e.pipeline = double(m) * perMicroBatch + bubble;
+  double ranksPerStage = double(w.gpus) / double(w.pp);
   for (const RankTime &t : e.time) {
     e.dpExposed = std::max(e.dpExposed, t.dpExposed);
     e.optimizer = std::max(e.optimizer, t.optimizer);
+    e.crossDcBytes += ranksPerStage * (double(m) * t.crossDcBytes + t.dpCrossDcBytes);
   }
   e.stepTime = e.pipeline + e.dpExposed + e.optimizer;
 
   // Throughput.
-  double ranksPerStage = double(w.gpus) / double(w.pp);
   for (const RankTime &t : e.time)
     e.hardwareFlops += t.flops * double(m) * ranksPerStage;
   double tokens = double(w.globalBatch) * double(w.seq);

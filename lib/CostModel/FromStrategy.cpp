@@ -145,8 +145,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   std::vector<search::PhysicalAxis> physical;
   for (const spec::ClusterLevel &level : levels)
     physical.push_back({level.name, level.size});
-  search::Carving carving = search::carveAxes(
-      physical, {{"tp", c.tp}, {"cp", c.cp}, {"ep", c.ep}, {"dp", dp / c.ep}, {"pp", c.pp}});
+  search::Carving carving =
+      search::carveAxes(physical, search::strategyAxes(c.tp, c.cp, c.ep, dp, c.pp, c.order));
   if (!carving.ok())
     return fail(carving.error);
   std::vector<LinkLevel> links;
@@ -176,7 +176,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   // fp32 training has no separate master copy: Adam keeps two moments.
   int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
-  w.pipelineLink = crossingLink(links, carving.axes, "pp");
+  w.hops = axisHops(links, carving.axes, "pp");
+  w.multiDc = levels.front().name == "dc" && levels.front().size > 1;
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
   w.hbmBytes = gpu->hbm_gib() * double(1ull << 30);
 

@@ -72,3 +72,24 @@ Carving loom::search::carveAxes(const std::vector<PhysicalAxis> &physical,
   out.axes.assign(innerFirst.rbegin(), innerFirst.rend());
   return out;
 }
+
+std::vector<AxisRequest> loom::search::strategyAxes(int64_t tp, int64_t cp, int64_t ep,
+                                                    int64_t dp, int64_t pp, RankOrder order) {
+  if (order == RankOrder::DataOuter)
+    return {{"tp", tp}, {"cp", cp}, {"ep", ep}, {"pp", pp}, {"dp", dp / ep}};
+  return {{"tp", tp}, {"cp", cp}, {"ep", ep}, {"dp", dp / ep}, {"pp", pp}};
+}
+
+const char *loom::search::rankOrderName(RankOrder order) {
+  return order == RankOrder::DataOuter ? "dp-outer" : "pp-outer";
+}
+
+bool loom::search::parseRankOrder(const std::string &word, RankOrder &out) {
+  if (word == "pp-outer")
+    out = RankOrder::PipelineOuter;
+  else if (word == "dp-outer")
+    out = RankOrder::DataOuter;
+  else
+    return false;
+  return true;
+}

@@ -50,6 +50,13 @@ bool faster(const Candidate &a, const Candidate &b) {
 
 } // namespace
 
+bool Constraints::admits(const cost::StrategyChoice &c) const {
+  auto ok = [](int64_t want, int64_t have) { return want == 0 || want == have; };
+  return ok(dp, c.dp) && ok(tp, c.tp) && ok(pp, c.pp) && ok(vpp, c.vpp) && ok(ep, c.ep) &&
+         ok(cp, c.cp) && ok(microBatch, c.microBatch) && (!zero || *zero == c.zero) &&
+         (!recompute || *recompute == c.recompute) && (!order || *order == c.order);
+}
+
 Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluster &cluster,
                                     const spec::Training &training,
                                     const cost::StrategyChoice &choice,
@@ -91,6 +98,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_micro_batch(uint32_t(s.microBatch));
   st->set_sequence_parallel(s.sequenceParallel);
   st->set_schedule(s.vpp > 1 ? spec::INTERLEAVED : spec::ONE_F_ONE_B);
+  st->set_rank_order(rankOrderName(s.order));
 
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
   for (const LogicalAxis &axis : w.workload.mesh) {
@@ -125,6 +133,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   est->set_peak_memory_bytes(uint64_t(e.peakMemoryBytes));
   est->set_usable_memory_bytes(uint64_t(e.usableBytes));
   est->set_fits(e.fits);
+  est->set_cross_dc_bytes(e.crossDcBytes);
   for (const cost::MemoryBreakdown &m : e.memory)
     est->add_stage_memory_bytes(uint64_t(m.total()));
   return plan;
@@ -140,12 +149,15 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   int64_t gpus = int64_t(size.gpus);
   int64_t gpusPerNode = levels.empty() ? gpus : levels.back().size;
   int64_t layers = spec::numLayers(model);
+  bool multiDc = levels.size() > 2; // a "dc" level above node and gpu
   int64_t experts = 0;
   for (const spec::Block &b : model.blocks())
     if (b.has_moe())
       experts = b.moe().experts();
 
   auto consider = [&](const cost::StrategyChoice &choice) {
+    if (!options.fixed.admits(choice))
+      return;
     std::string error;
     Candidate c = priceChoice(model, cluster, training, choice, compute, options.estimate, &error);
     if (!error.empty()) {
@@ -169,15 +181,23 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     }
   };
 
+  // A degree the user fixes replaces the search's own bounds on it.
+  const Constraints &fixed = options.fixed;
+  std::vector<int64_t> microBatches = options.microBatches;
+  if (fixed.microBatch)
+    microBatches = {fixed.microBatch};
+  int64_t maxVirtualStages = std::max(options.maxVirtualStages, fixed.vpp);
   for (int64_t tp : divisors(gpus)) {
-    if (tp > 2 * gpusPerNode)
-      break;
+    if (fixed.tp ? tp != fixed.tp : tp > 2 * gpusPerNode)
+      continue;
     for (int64_t cp : divisors(gpus / tp)) {
-      if (cp > 8)
-        break;
+      if (fixed.cp ? cp != fixed.cp : cp > 8)
+        continue;
       for (int64_t pp : divisors(gpus / (tp * cp))) {
         if (pp > layers)
           break;
+        if (fixed.pp && pp != fixed.pp)
+          continue;
         int64_t dp = gpus / (tp * cp * pp);
         std::vector<int64_t> eps{1};
         if (experts > 0) {
@@ -187,20 +207,21 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
               eps.push_back(ep);
         }
         std::vector<int64_t> vpps{1};
-        for (int64_t v = 2; pp > 1 && v <= options.maxVirtualStages; ++v)
+        for (int64_t v = 2; pp > 1 && v <= maxVirtualStages; ++v)
           if (layers % (pp * v) == 0)
             vpps.push_back(v);
         for (int64_t ep : eps)
           for (int64_t vpp : vpps)
-            for (int64_t mbs : options.microBatches) {
+            for (int64_t mbs : microBatches) {
               if (int64_t(training.global_batch()) % (dp * mbs) != 0)
                 continue;
               for (int64_t zero = 0; zero <= 3; ++zero)
                 for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Selective,
                                            cost::Recompute::Full}) {
                   // Flash attention already rebuilds the attention core:
-                  // selective recomputation would be the same plan as none.
-                  if (rc == cost::Recompute::Selective)
+                  // selective recomputation would be the same plan as none
+                  // (searched only when asked for).
+                  if (rc == cost::Recompute::Selective && fixed.recompute != rc)
                     continue;
                   cost::StrategyChoice choice;
                   choice.dp = dp;
@@ -214,6 +235,12 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.microBatch = mbs;
                   choice.sequenceParallel = tp > 1;
                   consider(choice);
+                  // Across datacenters: data parallelism outside the
+                  // pipeline too (whole pipeline replicas per datacenter).
+                  if (multiDc && pp > 1 && dp / ep > 1) {
+                    choice.order = RankOrder::DataOuter;
+                    consider(choice);
+                  }
                 }
             }
       }

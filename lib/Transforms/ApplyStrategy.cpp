@@ -125,6 +125,9 @@ void ApplyStrategyPass::runOnOperation() {
     return fail("vpp=" + Twine(vpp) + " needs pp > 1");
   if (sp && tp == 1)
     return fail("sequence parallelism (sp) needs tp > 1");
+  search::RankOrder rankOrder;
+  if (!search::parseRankOrder(order, rankOrder))
+    return fail("order='" + order + "' must be pp-outer or dp-outer");
 
   auto clusters = llvm::to_vector(module.getOps<ClusterOp>());
   if (clusters.size() != 1)
@@ -134,8 +137,8 @@ void ApplyStrategyPass::runOnOperation() {
   std::vector<search::PhysicalAxis> physical;
   for (auto a : cluster.getAxes().getAsRange<AxisAttr>())
     physical.push_back({a.getName().str(), a.getSize()});
-  search::Carving carving = search::carveAxes(
-      physical, {{"tp", tp}, {"cp", cp}, {"ep", ep}, {"dp", dp / ep}, {"pp", pp}});
+  search::Carving carving =
+      search::carveAxes(physical, search::strategyAxes(tp, cp, ep, dp, pp, rankOrder));
   if (!carving.ok())
     return fail(carving.error);
 

@@ -30,6 +30,7 @@ struct LayerView {
   int64_t dp = 1, cp = 1, zero = 0;
   bool sp = false;
   Storage acts = Storage::resident;
+  llvm::SmallVector<StringAttr> batch; // axes activations are split by batch along
 };
 
 struct DeriveStrategyPass
@@ -53,6 +54,7 @@ static LayerView viewOf(PlacementAttr placement, MeshOp mesh) {
   if (!roles.expert.empty())
     v.ep = size(roles.expert);
   v.dp = size(roles.batch);
+  v.batch = roles.batch;
   v.cp = size(roles.context);
   v.sp = roles.sequenceParallel;
   v.zero = placement.getZeroStage();
@@ -118,6 +120,14 @@ void DeriveStrategyPass::runOnOperation() {
                                                                 : "none";
     Builder b(model.getContext());
     int64_t pp = model.getPipelineAxis() ? mesh.getAxisSize(*model.getPipelineAxis()) : 1;
+    // The rank order: whether a data axis lies outside the pipeline axis.
+    StringRef order = "pp-outer";
+    for (auto axis : mesh.getAxes().getAsRange<LogicalAxisAttr>()) { // outermost first
+      if (!model.getPipelineAxis() || axis.getName().getValue() == *model.getPipelineAxis())
+        break;
+      if (llvm::is_contained(common->batch, axis.getName()))
+        order = "dp-outer";
+    }
     NamedAttribute entries[] = {
         b.getNamedAttr("dp", b.getI64IntegerAttr(common->dp)),
         b.getNamedAttr("tp", b.getI64IntegerAttr(tp.value_or(1))),
@@ -129,6 +139,7 @@ void DeriveStrategyPass::runOnOperation() {
         b.getNamedAttr("recompute", b.getStringAttr(recompute)),
         b.getNamedAttr("mbs", b.getI64IntegerAttr(model.getMicroBatch())),
         b.getNamedAttr("sp", b.getBoolAttr(common->sp)),
+        b.getNamedAttr("order", b.getStringAttr(order)),
     };
     model->setAttr("place.strategy", b.getDictionaryAttr(entries));
   }

@@ -22,7 +22,7 @@ using namespace loom::cli;
 namespace {
 struct EstimateCliOptions {
   SpecArgs spec;
-  std::string calibration, schedule = "auto", recompute = "none";
+  std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer";
   cost::StrategyChoice choice;
   bool noFlash = false, noOverlap = false, json = false;
   double headroom = 0.05;
@@ -47,6 +47,7 @@ void runEstimate(const EstimateCliOptions &o) {
   cost::StrategyChoice choice = o.choice;
   if (!cost::parseRecompute(o.recompute, choice.recompute))
     throw UserError("--recompute must be none, selective or full");
+  search::parseRankOrder(o.order, choice.order); // CLI11 checked the word
   choice.flashAttention = !o.noFlash;
   static const std::pair<const char *, cost::Schedule> schedules[] = {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
@@ -76,9 +77,11 @@ void runEstimate(const EstimateCliOptions &o) {
   cost::Estimate e = cost::estimate(w, compute, options);
 
   std::string strategy = fmt::format(
-      "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={}",
+      "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={} "
+      "order={}",
       w.dp, w.tp, w.pp, w.vpp, w.ep, w.cp, w.zero, cost::recomputeName(w.recompute),
-      w.microBatch, choice.sequenceParallel ? "on" : "off", cost::scheduleName(w.schedule));
+      w.microBatch, choice.sequenceParallel ? "on" : "off", cost::scheduleName(w.schedule),
+      search::rankOrderName(choice.order));
 
   if (o.json) {
     nlohmann::json out{{"model", model.name()},
@@ -96,7 +99,8 @@ void runEstimate(const EstimateCliOptions &o) {
                        {"pipeline_s", e.pipeline},
                        {"bubble_s", e.bubble},
                        {"dp_exposed_s", e.dpExposed},
-                       {"optimizer_s", e.optimizer}};
+                       {"optimizer_s", e.optimizer},
+                       {"cross_dc_bytes", e.crossDcBytes}};
     nlohmann::json stages = nlohmann::json::array();
     for (size_t r = 0; r < e.memory.size(); ++r) {
       nlohmann::json s = memoryJson(e.memory[r]);
@@ -161,6 +165,9 @@ void runEstimate(const EstimateCliOptions &o) {
   text += fmt::format("\n{:.0f} tokens/s, {:.1f} TFLOP/s per GPU (recomputation included), "
                       "MFU {:.1f}%\n",
                       e.tokensPerSecond, e.tflopsPerGpu, 100 * e.mfu);
+  if (w.multiDc)
+    text += fmt::format("{} GiB cross the datacenter links per step (all GPUs)\n",
+                        loom::gib(e.crossDcBytes, 1));
   writeOutput("", text);
   if (!e.fits)
     throw UserError(fmt::format("does not fit: stage {} needs {} GiB, {} GiB usable",
@@ -194,6 +201,10 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1 or zb-h2")
       ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2"}));
   cmd->add_flag("--sp", o->choice.sequenceParallel, "sequence parallelism along tp");
+  cmd->add_option("--order", o->order,
+                  "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism\n"
+                  "(dp-outer) spans the outermost links, e.g. crosses datacenters")
+      ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
   cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
   cmd->add_flag("--no-overlap", o->noOverlap,
                 "data-parallel reduction after the pipeline drains, not under backward");

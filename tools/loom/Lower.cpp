@@ -31,7 +31,7 @@ struct LowerOptions {
   SpecArgs spec;
   std::string output;
   int64_t dp = 0, tp = 1, pp = 1, vpp = 1, ep = 1, cp = 1, zero = 0, mbs = 1;
-  std::string recompute = "none";
+  std::string recompute = "none", order = "pp-outer";
   bool sp = false, emitMlir = false, json = false;
   bool strategyGiven = false;
 };
@@ -123,6 +123,7 @@ static void runLower(const LowerOptions &o) {
     apply->recompute = o.recompute;
     apply->mbs = o.mbs;
     apply->sp = o.sp;
+    apply->order = o.order;
   }
   PlacedModule placed = lowerAndPlace({model, cluster, training}, apply ? &*apply : nullptr,
                                       /*estimate=*/false);
@@ -274,6 +275,11 @@ void loom::cli::addLowerCommand(CLI::App &app) {
       ->check(CLI::IsMember({"none", "selective", "full"}))
       ->each([o](const std::string &) { o->strategyGiven = true; });
   cmd->add_flag("--sp", o->sp, "sequence parallelism along tp")
+      ->each([o](const std::string &) { o->strategyGiven = true; });
+  cmd->add_option("--order", o->order,
+                  "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism\n"
+                  "(dp-outer) spans the outermost links, e.g. crosses datacenters")
+      ->check(CLI::IsMember({"pp-outer", "dp-outer"}))
       ->each([o](const std::string &) { o->strategyGiven = true; });
   cmd->add_flag("--emit-mlir", o->emitMlir, "print the place IR instead of a summary");
   cmd->add_flag("--json", o->json, "machine-readable summary");

@@ -23,8 +23,10 @@ struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
   bool json = false, explain = false, emitMlir = false;
-  std::string output;
+  std::string output, recompute, order;
   double headroom = 0.05;
+  int64_t zero = -1;
+  search::Constraints fixed;
 };
 
 /// GiB columns of the plan table: one decimal.
@@ -32,9 +34,44 @@ std::string gib(double bytes) { return loom::gib(bytes, 1); }
 
 std::string describe(const search::Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
-  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={}", c.dp,
-                     s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero, cost::recomputeName(s.recompute),
-                     s.microBatch);
+  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}",
+                     c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero,
+                     cost::recomputeName(s.recompute), s.microBatch,
+                     search::rankOrderName(s.order));
+}
+
+/// The logical axes of `choice` that have a piece on physical level `level`
+/// ("dp+pp"), or "-" when none does.
+std::string axesOn(const spec::Model &model, const spec::Cluster &cluster,
+                   const spec::Training &training, const cost::StrategyChoice &choice,
+                   const std::string &level) {
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  std::string out;
+  for (const search::LogicalAxis &axis : w.workload.mesh)
+    for (const search::Piece &p : axis.pieces)
+      if (p.physical == level)
+        out += (out.empty() ? "" : "+") + axis.name;
+  return out.empty() ? "-" : out;
+}
+
+/// Where an alternative's model-parallel axes leave the fast links, in words:
+/// "tp=16 spans 2 nodes (the NVLink domain is 8 GPUs); ".
+std::string placementNote(const spec::Cluster &cluster, const cost::WorkloadResult &w) {
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  if (!w.ok() || levels.empty())
+    return "";
+  std::string note;
+  for (const search::LogicalAxis &axis : w.workload.mesh) {
+    bool inner = axis.name == "tp" || axis.name == "cp" || axis.name == "ep";
+    for (const search::Piece &p : axis.pieces) {
+      if (inner && p.physical == "node")
+        note += fmt::format("{}={} spans {} nodes (the NVLink domain is {} GPUs); ", axis.name,
+                            axis.size(), p.size, levels.back().size);
+      if (p.physical == "dc")
+        note += fmt::format("{} crosses the datacenter link; ", axis.name);
+    }
+  }
+  return note;
 }
 
 /// A candidate as loom.proto's Plan, in protobuf's JSON mapping (field names
@@ -110,6 +147,12 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     if (rc != s.recompute)
       with(fmt::format("recompute={}", cost::recomputeName(rc)), [rc](auto &c) { c.recompute = rc; });
   with(fmt::format("micro-batch {}", s.microBatch * 2), [](auto &c) { c.microBatch *= 2; });
+  if (spec::clusterLevels(cluster).size() > 2 && s.pp > 1) {
+    search::RankOrder flip = s.order == search::RankOrder::DataOuter
+                                 ? search::RankOrder::PipelineOuter
+                                 : search::RankOrder::DataOuter;
+    with(fmt::format("order={}", search::rankOrderName(flip)), [flip](auto &c) { c.order = flip; });
+  }
 
   text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
   for (const Alt &alt : alts) {
@@ -126,8 +169,11 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
       double delta = c.estimate.stepTime / best.estimate.stepTime - 1;
       verdict = delta <= 0 ? fmt::format("{:+.1f}% step time: as fast, ranked lower as less simple",
                                          100 * delta)
-                           : fmt::format("{:+.1f}% step time, {}", 100 * delta,
-                                         why(best.estimate, c.estimate));
+                           : fmt::format("{}{:+.1f}% step time, {}",
+                                         placementNote(cluster, cost::fromStrategy(
+                                                                    model, cluster, training,
+                                                                    alt.choice)),
+                                         100 * delta, why(best.estimate, c.estimate));
     }
     text += fmt::format("  {:<22} {}\n", alt.name, verdict);
   }
@@ -139,6 +185,19 @@ void runPlan(const PlanCliOptions &o) {
   search::PlannerOptions options;
   options.topK = o.top;
   options.estimate.memory.headroom = o.headroom;
+  options.fixed = o.fixed;
+  if (o.zero >= 0)
+    options.fixed.zero = o.zero;
+  if (!o.recompute.empty()) {
+    cost::Recompute rc;
+    cost::parseRecompute(o.recompute, rc); // CLI11 checked the word
+    options.fixed.recompute = rc;
+  }
+  if (!o.order.empty()) {
+    search::RankOrder order;
+    search::parseRankOrder(o.order, order);
+    options.fixed.order = order;
+  }
   search::PlanResult r = search::plan(model, cluster, training, options);
 
   if (o.emitMlir) {
@@ -157,6 +216,7 @@ void runPlan(const PlanCliOptions &o) {
     apply.recompute = cost::recomputeName(best.choice.recompute);
     apply.mbs = best.choice.microBatch;
     apply.sp = best.choice.sequenceParallel;
+    apply.order = search::rankOrderName(best.choice.order);
     PlacedModule placed = lowerAndPlace({model, cluster, training}, &apply, /*estimate=*/true);
     writeOutput(o.output, printModule(*placed.module));
     return;
@@ -197,19 +257,32 @@ void runPlan(const PlanCliOptions &o) {
                     describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),
         "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch", 3);
   }
-  Table table({">#", ">dp", ">tp", ">pp", ">vpp", ">ep", ">cp", ">zero", "recompute", ">mbs",
-               ">step s", ">tokens/s", ">TFLOP/s", ">MFU", ">peak GiB", ">free GiB"});
+  bool multiDc = spec::clusterLevels(cluster).size() > 2;
+  std::vector<std::string> header{">#",   ">dp",  ">tp",      ">pp",  ">vpp",    ">ep",
+                                  ">cp",  ">zero", "recompute", ">mbs", ">step s", ">tokens/s",
+                                  ">TFLOP/s", ">MFU", ">peak GiB", ">free GiB"};
+  if (multiDc) {
+    header.push_back("across DCs");
+    header.push_back(">DC GiB/step");
+  }
+  Table table(header);
   for (size_t i = 0; i < r.best.size(); ++i) {
     const search::Candidate &c = r.best[i];
     const cost::Estimate &e = c.estimate;
     const cost::StrategyChoice &s = c.choice;
-    table.addRow({std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
-                  std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
-                  std::to_string(s.cp), std::to_string(s.zero), cost::recomputeName(s.recompute),
-                  std::to_string(s.microBatch), fmt::format("{:.3f}", e.stepTime),
-                  fmt::format("{:.0f}", e.tokensPerSecond), fmt::format("{:.0f}", e.tflopsPerGpu),
-                  fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
-                  gib(e.usableBytes - e.peakMemoryBytes)});
+    std::vector<std::string> row{
+        std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
+        std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
+        std::to_string(s.cp), std::to_string(s.zero), cost::recomputeName(s.recompute),
+        std::to_string(s.microBatch), fmt::format("{:.3f}", e.stepTime),
+        fmt::format("{:.0f}", e.tokensPerSecond), fmt::format("{:.0f}", e.tflopsPerGpu),
+        fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
+        gib(e.usableBytes - e.peakMemoryBytes)};
+    if (multiDc) {
+      row.push_back(axesOn(model, cluster, training, s, "dc"));
+      row.push_back(gib(e.crossDcBytes));
+    }
+    table.addRow(row);
   }
   text += table.render();
   if (o.explain)
@@ -229,6 +302,24 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_option("--top", o->top, "how many plans to show")->check(CLI::Range(1, 100));
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
+  // Fixing degrees narrows the search (e.g. to compare with a hand-tuned plan).
+  auto degree = [&](const char *name, int64_t &v, const char *desc) {
+    cmd->add_option(name, v, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  };
+  degree("--dp", o->fixed.dp, "fix the data-parallel size");
+  degree("--tp", o->fixed.tp, "fix the tensor-parallel size");
+  degree("--pp", o->fixed.pp, "fix the pipeline-parallel size");
+  degree("--vpp", o->fixed.vpp, "fix the virtual stages per pipeline rank");
+  degree("--ep", o->fixed.ep, "fix the expert-parallel size");
+  degree("--cp", o->fixed.cp, "fix the context-parallel size");
+  degree("--mbs", o->fixed.microBatch, "fix the micro-batch size");
+  cmd->add_option("--zero", o->zero, "fix the ZeRO stage")->check(CLI::Range(0, 3));
+  cmd->add_option("--recompute", o->recompute, "fix recomputation: none, selective or full")
+      ->check(CLI::IsMember({"none", "selective", "full"}));
+  cmd->add_option("--order", o->order,
+                  "fix which of pipeline (pp-outer) and data parallelism (dp-outer) spans\n"
+                  "the outermost links (on several datacenters: crosses them)")
+      ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

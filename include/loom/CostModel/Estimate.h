@@ -36,12 +36,14 @@ struct EstimateOptions {
 struct RankTime {
   double f = 0, b = 0, w = 0, recompute = 0;   // compute, seconds
   double tpComm = 0, cpComm = 0, epComm = 0;   // exposed communication
-  double p2p = 0;                              // pipeline sends
+  double p2p = 0;                              // pipeline transfers
+  double crossDcBytes = 0;                     // sent between datacenters
   double total() const { return f + b + w + recompute + tpComm + cpComm + epComm + p2p; }
   double flops = 0;                            // executed FLOPs on one GPU
   double dpComm = 0;                           // per step, before overlap
   double dpExposed = 0;                        // per step
   double optimizer = 0;                        // per step
+  double dpCrossDcBytes = 0;                   // per step, between datacenters
 };
 
 struct Estimate {
@@ -53,6 +55,10 @@ struct Estimate {
   double modelFlops = 0;    // per step, PaLM convention
   // Where the step goes (slowest pipeline rank).
   double pipeline = 0, bubble = 0, dpExposed = 0, optimizer = 0;
+  /// Bytes sent between datacenters per step, all GPUs together (0 on one
+  /// datacenter): pipeline activations and gradients on hops that cross, and
+  /// the cross-datacenter share of every collective.
+  double crossDcBytes = 0;
   int64_t microBatches = 0;
   // Memory.
   double peakMemoryBytes = 0;

@@ -27,6 +27,8 @@ struct StrategyChoice {
   bool flashAttention = true;
   /// OneFOneB becomes Interleaved when vpp > 1.
   Schedule schedule = Schedule::OneFOneB;
+  /// Whether pipeline or data parallelism spans the outermost links.
+  search::RankOrder order = search::RankOrder::PipelineOuter;
 };
 
 struct WorkloadResult {

@@ -28,6 +28,12 @@ struct LinkLevel {
   bool perNode = false;
 };
 
+/// A hop between consecutive pipeline stages.
+struct PipelineHop {
+  GroupLevel link;
+  bool crossesDc = false; // over the link between datacenters
+};
+
 /// The group formed by the logical axes `names` of `mesh`, over `levels`
 /// (outermost first; the innermost is the GPUs of a node), innermost level
 /// first. Every rank of a node runs the same collective at once, so a
@@ -36,10 +42,14 @@ GroupShape groupOver(const std::vector<LinkLevel> &levels,
                      const std::vector<search::LogicalAxis> &mesh,
                      std::span<const std::string_view> names);
 
-/// The link between consecutive positions of logical axis `axis` (pipeline
-/// stages): the outermost level it crosses, whose boundary is the slowest.
-GroupLevel crossingLink(const std::vector<LinkLevel> &levels,
-                        const std::vector<search::LogicalAxis> &mesh, const std::string &axis);
+/// The link from position r to position r+1 of logical axis `axis` (pipeline
+/// stages), for every r; the last entry is the wrap from the final position
+/// back to the first (interleaved schedules use it). A hop crosses the
+/// outermost level whose piece of the axis changes; every GPU of a node sends
+/// at once, so per-node links are shared. Empty when the axis is absent.
+std::vector<PipelineHop> axisHops(const std::vector<LinkLevel> &levels,
+                                  const std::vector<search::LogicalAxis> &mesh,
+                                  const std::string &axis);
 
 } // namespace loom::cost
 

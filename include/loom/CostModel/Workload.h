@@ -13,6 +13,7 @@
 
 #include "loom/CostModel/Collectives.h"
 #include "loom/CostModel/Compute.h"
+#include "loom/CostModel/Groups.h"
 #include "loom/Search/AxisMapping.h"
 
 #include <cstdint>
@@ -82,8 +83,12 @@ struct Workload {
   /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's
   /// two moments; 8 for SGD with momentum).
   int64_t weightBytes = 2, gradBytes = 2, optimBytesPerParam = 12;
-  /// Link between consecutive pipeline stages (the slowest one crossed).
-  GroupLevel pipelineLink;
+  /// Hop r joins pipeline rank r to r+1; the last one wraps from the final
+  /// rank to the first (interleaved chunks). Empty without pipelining.
+  std::vector<PipelineHop> hops;
+  /// The cluster spans datacenters: the outermost level of every group is the
+  /// link between them (cross-datacenter traffic is reported).
+  bool multiDc = false;
   double hbmBytes = 0;      // capacity of one GPU
 
   /// Micro-batches per step on one pipeline (gradient accumulation steps).

@@ -52,6 +52,23 @@ struct Carving {
 Carving carveAxes(const std::vector<PhysicalAxis> &physical,
                   const std::vector<AxisRequest> &requests);
 
+/// Which of data and pipeline parallelism takes the outermost links — on a
+/// multi-datacenter cluster, which one crosses the WAN. Tensor, context and
+/// expert parallelism always come first (innermost), in that order.
+///   PipelineOuter  Megatron-LM's order (tp, cp, ep, dp, pp): pipeline stages
+///                  span datacenters, so only activations cross the WAN
+///   DataOuter      (tp, cp, ep, pp, dp): each datacenter holds whole pipeline
+///                  replicas and gradients are reduced across the WAN
+enum class RankOrder { PipelineOuter, DataOuter };
+
+/// The carving requests of a strategy, innermost first. `dp` includes `ep`.
+std::vector<AxisRequest> strategyAxes(int64_t tp, int64_t cp, int64_t ep, int64_t dp,
+                                      int64_t pp, RankOrder order);
+
+/// "pp-outer" / "dp-outer".
+const char *rankOrderName(RankOrder order);
+bool parseRankOrder(const std::string &word, RankOrder &out);
+
 } // namespace loom::search
 
 #endif // LOOM_SEARCH_AXISMAPPING_H

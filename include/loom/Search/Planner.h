@@ -2,10 +2,12 @@
 //
 // The first planner: an exhaustive walk over strategy tuples — tp, pp, vpp, ep,
 // cp (dp takes what the GPUs leave), ZeRO stage, recomputation, micro-batch
-// size, sequence parallelism — each priced by the cost model's fast path
-// (cost::fromStrategy + cost::estimate). It states what it does not search:
-// the rank order is Megatron-LM's (tp innermost, then cp, ep, dp, pp), tensor
-// parallelism is at most two NVLink domains, context parallelism at most 8,
+// size, sequence parallelism and, on clusters spanning datacenters, whether
+// pipeline or data parallelism crosses the datacenter links — each priced by
+// the cost model's fast path (cost::fromStrategy + cost::estimate). It states
+// what it does not search: tp, cp and ep are always the innermost axes (in
+// that order), one datacenter's rank order is Megatron-LM's (dp inside pp),
+// tensor parallelism is at most two NVLink domains, context parallelism at most 8,
 // sequence parallelism is always on with tp > 1 (it only saves memory in the
 // cost model), attention is flash attention (so selective recomputation equals
 // none and is skipped), and interleaving depth is at most 8.
@@ -18,13 +20,24 @@
 #include "loom/CostModel/FromStrategy.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace loom::search {
 
+/// Degrees the user fixes (`loom plan --tp 8 ...`); 0 or unset: searched.
+struct Constraints {
+  int64_t dp = 0, tp = 0, pp = 0, vpp = 0, ep = 0, cp = 0, microBatch = 0;
+  std::optional<int64_t> zero;
+  std::optional<cost::Recompute> recompute;
+  std::optional<RankOrder> order;
+  bool admits(const cost::StrategyChoice &choice) const;
+};
+
 struct PlannerOptions {
   int64_t topK = 5;
+  Constraints fixed;
   std::vector<int64_t> microBatches = {1, 2, 4, 8};
   int64_t maxVirtualStages = 8;
   cost::EstimateOptions estimate;

@@ -8,7 +8,7 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
   let summary = "Materialise placements from a strategy tuple";
   let description = [{
     Builds a `place.mesh` whose logical axes (tp innermost, then cp, ep, dp, pp
-    outermost — Megatron's rank order) are carved out of the cluster's physical
+    outermost — Megatron's rank order; `order=dp-outer` swaps dp and pp) are carved out of the cluster's physical
     axes from the innermost (NVLink) outwards, then places every layer: tensor
     parallel layers shard by heads/ffn/vocab along tp, experts along ep,
     activations by batch along dp and ep and by sequence along cp (and along tp
@@ -29,6 +29,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
            "activation recomputation: none, selective or full">,
     Option<"mbs", "mbs", "int64_t", "1", "micro-batch size">,
     Option<"sp", "sp", "bool", "false", "sequence parallelism along tp">,
+    Option<"order", "order", "std::string", "\"pp-outer\"",
+           "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism "
+           "(dp-outer) takes the outermost links, e.g. crosses datacenters">,
   ];
 }
 

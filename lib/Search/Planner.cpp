@@ -3,6 +3,7 @@
 #include "loom/Search/Planner.h"
 
 #include <algorithm>
+#include <fmt/format.h>
 #include <cctype>
 #include <chrono>
 #include <tuple>
@@ -73,6 +74,31 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   c.dp = w.workload.dp;
   c.estimate = cost::estimate(w.workload, compute, options);
   return c;
+}
+
+std::string loom::search::whySlower(const cost::Estimate &best, const cost::Estimate &other) {
+  auto slowest = [](const cost::Estimate &e) {
+    const cost::RankTime *t = &e.time[0];
+    for (const cost::RankTime &r : e.time)
+      if (r.total() > t->total())
+        t = &r;
+    return *t;
+  };
+  cost::RankTime a = slowest(best), b = slowest(other);
+  double m = double(other.microBatches), mb = double(best.microBatches);
+  std::pair<double, const char *> parts[] = {
+      {m * (b.f + b.b + b.w) - mb * (a.f + a.b + a.w), "compute"},
+      {m * b.recompute - mb * a.recompute, "recomputation"},
+      {m * b.tpComm - mb * a.tpComm, "tensor-parallel communication"},
+      {m * b.cpComm - mb * a.cpComm, "context-parallel communication"},
+      {m * b.epComm - mb * a.epComm, "expert all-to-all"},
+      {m * b.p2p - mb * a.p2p, "pipeline sends"},
+      {other.bubble - best.bubble, "pipeline bubble"},
+      {other.dpExposed - best.dpExposed, "data-parallel communication"},
+      {other.optimizer - best.optimizer, "optimizer step"}};
+  auto top = std::max_element(std::begin(parts), std::end(parts),
+                              [](auto &x, auto &y) { return x.first < y.first; });
+  return fmt::format("mostly {} (+{:.3f} s)", top->second, top->first);
 }
 
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
@@ -216,12 +242,12 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
               if (int64_t(training.global_batch()) % (dp * mbs) != 0)
                 continue;
               for (int64_t zero = 0; zero <= 3; ++zero)
-                for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Selective,
-                                           cost::Recompute::Full}) {
+                for (cost::Recompute rc : options.recomputes) {
                   // Flash attention already rebuilds the attention core:
                   // selective recomputation would be the same plan as none
                   // (searched only when asked for).
-                  if (rc == cost::Recompute::Selective && fixed.recompute != rc)
+                  if (rc == cost::Recompute::Selective && options.flashAttention &&
+                      fixed.recompute != rc)
                     continue;
                   cost::StrategyChoice choice;
                   choice.dp = dp;
@@ -233,7 +259,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.zero = zero;
                   choice.recompute = rc;
                   choice.microBatch = mbs;
-                  choice.sequenceParallel = tp > 1;
+                  choice.sequenceParallel = tp > 1 && fixed.sequenceParallel;
+                  choice.flashAttention = options.flashAttention;
                   consider(choice);
                   // Across datacenters: data parallelism outside the
                   // pipeline too (whole pipeline replicas per datacenter).

@@ -22,7 +22,7 @@ namespace {
 struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
-  bool json = false, explain = false, emitMlir = false;
+  bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false;
   std::string output, recompute, order;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -54,24 +54,27 @@ std::string axesOn(const spec::Model &model, const spec::Cluster &cluster,
   return out.empty() ? "-" : out;
 }
 
-/// Where an alternative's model-parallel axes leave the fast links, in words:
-/// "tp=16 spans 2 nodes (the NVLink domain is 8 GPUs); ".
-std::string placementNote(const spec::Cluster &cluster, const cost::WorkloadResult &w) {
+/// Where a plan's model-parallel axes leave the fast links, in words:
+/// "tp=16 spans 2 nodes (the NVLink domain is 8 GPUs)".
+std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cluster &cluster,
+                                        const spec::Training &training,
+                                        const cost::StrategyChoice &choice) {
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  std::vector<std::string> notes;
   if (!w.ok() || levels.empty())
-    return "";
-  std::string note;
+    return notes;
   for (const search::LogicalAxis &axis : w.workload.mesh) {
     bool inner = axis.name == "tp" || axis.name == "cp" || axis.name == "ep";
     for (const search::Piece &p : axis.pieces) {
       if (inner && p.physical == "node")
-        note += fmt::format("{}={} spans {} nodes (the NVLink domain is {} GPUs); ", axis.name,
-                            axis.size(), p.size, levels.back().size);
+        notes.push_back(fmt::format("{}={} spans {} nodes (the NVLink domain is {} GPUs)",
+                                    axis.name, axis.size(), p.size, levels.back().size));
       if (p.physical == "dc")
-        note += fmt::format("{} crosses the datacenter link; ", axis.name);
+        notes.push_back(fmt::format("{} crosses the datacenter link", axis.name));
     }
   }
-  return note;
+  return notes;
 }
 
 /// A candidate as loom.proto's Plan, in protobuf's JSON mapping (field names
@@ -88,35 +91,10 @@ nlohmann::json toJson(const spec::Model &model, const spec::Cluster &cluster,
   return nlohmann::json::parse(json);
 }
 
-/// What dominates the difference between two estimates, in words.
-std::string why(const cost::Estimate &best, const cost::Estimate &other) {
-  auto slowest = [](const cost::Estimate &e) {
-    const cost::RankTime *t = &e.time[0];
-    for (const cost::RankTime &r : e.time)
-      if (r.total() > t->total())
-        t = &r;
-    return *t;
-  };
-  cost::RankTime a = slowest(best), b = slowest(other);
-  double m = double(other.microBatches), mb = double(best.microBatches);
-  std::pair<double, const char *> parts[] = {
-      {m * (b.f + b.b + b.w) - mb * (a.f + a.b + a.w), "compute"},
-      {m * b.recompute - mb * a.recompute, "recomputation"},
-      {m * b.tpComm - mb * a.tpComm, "tensor-parallel communication"},
-      {m * b.cpComm - mb * a.cpComm, "context-parallel communication"},
-      {m * b.epComm - mb * a.epComm, "expert all-to-all"},
-      {m * b.p2p - mb * a.p2p, "pipeline sends"},
-      {other.bubble - best.bubble, "pipeline bubble"},
-      {other.dpExposed - best.dpExposed, "data-parallel communication"},
-      {other.optimizer - best.optimizer, "optimizer step"}};
-  auto top = std::max_element(std::begin(parts), std::end(parts),
-                              [](auto &x, auto &y) { return x.first < y.first; });
-  return fmt::format("mostly {} (+{:.3f} s)", top->second, top->first);
-}
-
 void explain(const spec::Model &model, const spec::Cluster &cluster,
              const spec::Training &training, const search::Candidate &best,
-             const cost::EstimateOptions &options, std::string &text) {
+             const search::PlannerOptions &planner, std::string &text) {
+  const cost::EstimateOptions &options = planner.estimate;
   cost::ComputeModel compute = cost::computeModelFor(cluster, training);
   struct Alt {
     std::string name;
@@ -127,7 +105,7 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     cost::StrategyChoice c = best.choice;
     change(c);
     c.dp = 0; // what the GPUs leave
-    c.sequenceParallel = c.tp > 1;
+    c.sequenceParallel = c.tp > 1 && planner.fixed.sequenceParallel;
     if (c.vpp > 1 && c.pp == 1)
       c.vpp = 1;
     alts.push_back({std::move(name), c});
@@ -154,6 +132,15 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     with(fmt::format("order={}", search::rankOrderName(flip)), [flip](auto &c) { c.order = flip; });
   }
 
+  // What an alternative changes about where axes run, unlike plan 1.
+  std::vector<std::string> bestNotes = placementNotes(model, cluster, training, best.choice);
+  auto news = [&](const cost::StrategyChoice &choice) {
+    std::string out;
+    for (const std::string &note : placementNotes(model, cluster, training, choice))
+      if (std::find(bestNotes.begin(), bestNotes.end(), note) == bestNotes.end())
+        out += note + "; ";
+    return out;
+  };
   text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
   for (const Alt &alt : alts) {
     std::string error;
@@ -169,11 +156,8 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
       double delta = c.estimate.stepTime / best.estimate.stepTime - 1;
       verdict = delta <= 0 ? fmt::format("{:+.1f}% step time: as fast, ranked lower as less simple",
                                          100 * delta)
-                           : fmt::format("{}{:+.1f}% step time, {}",
-                                         placementNote(cluster, cost::fromStrategy(
-                                                                    model, cluster, training,
-                                                                    alt.choice)),
-                                         100 * delta, why(best.estimate, c.estimate));
+                           : fmt::format("{}{:+.1f}% step time, {}", news(alt.choice),
+                                         100 * delta, search::whySlower(best.estimate, c.estimate));
     }
     text += fmt::format("  {:<22} {}\n", alt.name, verdict);
   }
@@ -186,6 +170,8 @@ void runPlan(const PlanCliOptions &o) {
   options.topK = o.top;
   options.estimate.memory.headroom = o.headroom;
   options.fixed = o.fixed;
+  options.fixed.sequenceParallel = !o.noSp;
+  options.flashAttention = !o.noFlash;
   if (o.zero >= 0)
     options.fixed.zero = o.zero;
   if (!o.recompute.empty()) {
@@ -286,7 +272,7 @@ void runPlan(const PlanCliOptions &o) {
   }
   text += table.render();
   if (o.explain)
-    explain(model, cluster, training, r.best.front(), options.estimate, text);
+    explain(model, cluster, training, r.best.front(), options, text);
   writeOutput("", text);
 }
 } // namespace
@@ -320,6 +306,10 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                   "fix which of pipeline (pp-outer) and data parallelism (dp-outer) spans\n"
                   "the outermost links (on several datacenters: crosses them)")
       ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
+  cmd->add_flag("--no-sp", o->noSp, "tensor parallelism without sequence parallelism");
+  cmd->add_flag("--no-flash", o->noFlash,
+                "attention keeps its s x s scores (no FlashAttention); selective\n"
+                "recomputation is then searched too");
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

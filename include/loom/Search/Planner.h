@@ -32,6 +32,9 @@ struct Constraints {
   std::optional<int64_t> zero;
   std::optional<cost::Recompute> recompute;
   std::optional<RankOrder> order;
+  /// Off: tensor parallelism without sequence parallelism (Megatron-LM before
+  /// 2022); on by default whenever tp > 1.
+  bool sequenceParallel = true;
   bool admits(const cost::StrategyChoice &choice) const;
 };
 
@@ -40,6 +43,13 @@ struct PlannerOptions {
   Constraints fixed;
   std::vector<int64_t> microBatches = {1, 2, 4, 8};
   int64_t maxVirtualStages = 8;
+  /// Attention keeps no s x s scores (FlashAttention); off for older stacks,
+  /// which then need selective recomputation to drop them.
+  bool flashAttention = true;
+  /// Recomputation choices searched (selective only counts without flash
+  /// attention, or when fixed).
+  std::vector<cost::Recompute> recomputes = {cost::Recompute::None, cost::Recompute::Selective,
+                                             cost::Recompute::Full};
   cost::EstimateOptions estimate;
 };
 
@@ -66,6 +76,10 @@ PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
 /// strategy, the mesh laid onto the cluster, stages and the estimate.
 spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
                   const spec::Training &training, const Candidate &candidate);
+
+/// What dominates the step-time difference between two estimates, in words:
+/// "mostly pipeline bubble (+0.412 s)".
+std::string whySlower(const cost::Estimate &best, const cost::Estimate &other);
 
 /// Prices `choice` (for --explain: the best plan's neighbours).
 Candidate priceChoice(const spec::Model &model, const spec::Cluster &cluster,

@@ -29,6 +29,7 @@ struct Case {
   bool sp;
   double tolerance;
   bool sgd = false;
+  const char *order = "pp-outer";
 };
 
 class EstimateAgreement : public ::testing::TestWithParam<Case> {};
@@ -50,6 +51,7 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   choice.zero = c.zero;
   choice.sequenceParallel = c.sp;
   ASSERT_TRUE(cost::parseRecompute(c.recompute, choice.recompute));
+  ASSERT_TRUE(search::parseRankOrder(c.order, choice.order));
   cost::WorkloadResult tuple = cost::fromStrategy(model, cluster, training, choice);
   ASSERT_TRUE(tuple.ok()) << tuple.error;
 
@@ -68,6 +70,7 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   apply.zero = c.zero;
   apply.recompute = c.recompute;
   apply.sp = c.sp;
+  apply.order = c.order;
   PassManager pm(&ctx);
   pm.addPass(createPlaceApplyStrategy(apply));
   ASSERT_TRUE(succeeded(pm.run(*module)));
@@ -83,6 +86,7 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   EXPECT_NEAR(b.stepTime, a.stepTime, tol * a.stepTime);
   EXPECT_NEAR(b.tflopsPerGpu, a.tflopsPerGpu, tol * a.tflopsPerGpu);
   EXPECT_NEAR(b.mfu, a.mfu, tol * a.mfu);
+  EXPECT_NEAR(b.crossDcBytes, a.crossDcBytes, tol * a.crossDcBytes);
   ASSERT_EQ(a.memory.size(), b.memory.size());
   for (size_t r = 0; r < a.memory.size(); ++r) {
     EXPECT_NEAR(b.memory[r].params, a.memory[r].params, tol * a.memory[r].params) << r;
@@ -100,6 +104,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"llama3-70b", "dgx-h100:nodes=8", 8, 2, 1, 1, 1, 1, "selective", true, kExact},
         Case{"llama3-70b", "dgx-h100:nodes=64,dcs=2,wan-gbps=400,wan-ms=10", 8, 4, 5, 1, 1, 1,
              "none", true, kExact},
+        Case{"llama3-70b", "dgx-h100:nodes=64,dcs=2,wan-gbps=100,wan-ms=20", 4, 4, 2, 1, 1, 2,
+             "none", true, kExact, false, "dp-outer"},
         Case{"llama3-8b", "dgx-h100:nodes=4", 2, 1, 1, 1, 2, 2, "none", false, kExact},
         Case{"llama3-8b", "dgx-h100:nodes=4", 4, 2, 1, 1, 1, 1, "full", true, kExact, /*sgd=*/true},
         Case{"megatron-39.1b", "dgx-a100:nodes=64", 8, 2, 3, 1, 1, 0, "full", false, kExact},

@@ -20,7 +20,7 @@ std::vector<std::string> namesOfKind(const std::string &kind) {
 }
 
 TEST(Catalog, ListsEveryKindWithSources) {
-  EXPECT_EQ(namesOfKind("model").size(), 18u);
+  EXPECT_EQ(namesOfKind("model").size(), 19u);
   EXPECT_EQ(namesOfKind("gpu"),
             (std::vector<std::string>{"a100-40g", "a100-80g", "h100-sxm",
                                       "h200", "b200", "mi300x"}));
@@ -83,6 +83,7 @@ const Published kPublished[] = {
     {"mixtral-8x7b", 46.70e9, 0.01},  // Mistral: 46.7B total
     {"mixtral-8x22b", 140.6e9, 0.01}, // Mistral: 141B total, HF: 140.6B
     {"deepseek-v3", 671e9, 0.01},     // tech report: 671B, MTP module apart
+    {"kimi-k2", 1.04e12, 0.02},       // tech report: "1.04 trillion"; rounding unstated
     {"gpt3-175b", 175e9, 0.01},       // Brown et al. Table 2.1
     {"bloom-176b", 176.247e9, 0.01},  // BLOOM paper / HF: 176,247,271,424
 };

@@ -1,0 +1,105 @@
+//===- Tensor.h - tensors over mapped or owned bytes ------------*- C++ -*-===//
+//
+// The data model every checkpoint format reads into and writes from. A Tensor is a
+// view (dtype, shape, strides, offset) over a Storage; a Storage is a span of bytes
+// that either points into a memory-mapped file or owns a buffer. Readers never copy
+// tensor bytes: large checkpoints must later stream at disk speed, so a tensor read
+// from a file holds the mapping alive and points into it.
+//
+// Torch storages can be shared by several views (q/k/v slices of one fused weight,
+// a transposed view), which is why shape, strides and offset are explicit rather than
+// implied by the bytes.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_CHECKPOINT_TENSOR_H
+#define LOOM_CHECKPOINT_TENSOR_H
+
+#include "loom/Checkpoint/DType.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace loom::ckpt {
+
+/// "<file>: <message>" as one line; every checkpoint error is made with this so that
+/// the user always learns which file (and, inside the message, which entry/offset).
+llvm::Error fileError(const llvm::Twine &file, const llvm::Twine &message);
+
+/// Maps `path` read-only (small files may be read instead; the buffer hides which).
+llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> mapFile(const llvm::Twine &path);
+
+/// Bytes of one storage. Either borrowed from a region `owner` keeps alive (a mapped
+/// file) or owned.
+class Storage {
+public:
+  Storage(llvm::ArrayRef<uint8_t> bytes, std::shared_ptr<const void> owner)
+      : owner(std::move(owner)), view(bytes) {}
+  explicit Storage(std::vector<uint8_t> bytes)
+      : owned(std::move(bytes)), view(owned) {}
+  Storage(const Storage &) = delete;
+  Storage &operator=(const Storage &) = delete;
+
+  llvm::ArrayRef<uint8_t> bytes() const { return view; }
+
+private:
+  std::shared_ptr<const void> owner;
+  std::vector<uint8_t> owned;
+  llvm::ArrayRef<uint8_t> view;
+};
+
+struct Tensor {
+  DType dtype = DType::Float32;
+  llvm::SmallVector<int64_t, 4> shape;
+  /// In elements, as torch counts them.
+  llvm::SmallVector<int64_t, 4> strides;
+  /// In elements from the start of the storage.
+  int64_t offset = 0;
+  std::shared_ptr<const Storage> storage;
+
+  /// A row-major tensor covering `storage` from byte 0.
+  static Tensor contiguous(DType dtype, llvm::ArrayRef<int64_t> shape,
+                           std::shared_ptr<const Storage> storage);
+
+  uint64_t numel() const;
+  uint64_t nbytes() const { return numel() * dtypeSize(dtype); }
+  bool isContiguous() const;
+
+  /// Checks sizes and strides are non-negative, agree in rank, and that every
+  /// element lies inside the storage. Returns a reason without the file name
+  /// (the caller knows the file and tensor).
+  std::optional<std::string> checkView() const;
+
+  /// The bytes of a contiguous tensor, as a view into its storage.
+  llvm::ArrayRef<uint8_t> contiguousBytes() const;
+
+  /// Calls `sink` with the tensor's bytes in row-major order: one call for a
+  /// contiguous tensor, bounded chunks gathered through a small buffer otherwise.
+  /// Requires checkView() to have passed.
+  llvm::Error forEachChunk(llvm::function_ref<llvm::Error(llvm::ArrayRef<uint8_t>)> sink) const;
+
+  /// Row-major copy of the bytes (tests and small tensors; writers stream instead).
+  std::vector<uint8_t> toBytes() const;
+};
+
+/// Row-major strides for `shape`.
+llvm::SmallVector<int64_t, 4> contiguousStrides(llvm::ArrayRef<int64_t> shape);
+
+/// Product of `shape`, or nullopt when a dimension is negative or the product
+/// overflows 63 bits.
+std::optional<uint64_t> checkedNumel(llvm::ArrayRef<int64_t> shape);
+
+struct NamedTensor {
+  std::string name;
+  Tensor tensor;
+};
+
+} // namespace loom::ckpt
+
+#endif // LOOM_CHECKPOINT_TENSOR_H

@@ -1,0 +1,43 @@
+//===- OutputFile.cpp - temporary file renamed into place -----------------===//
+#include "loom/Checkpoint/OutputFile.h"
+#include "loom/Checkpoint/Tensor.h"
+
+using namespace loom::ckpt;
+
+llvm::Expected<std::unique_ptr<OutputFile>> OutputFile::create(const llvm::Twine &path) {
+  auto temp = llvm::sys::fs::TempFile::create(path + ".tmp-%%%%%%");
+  if (!temp)
+    return fileError(path, "cannot create: " + llvm::toString(temp.takeError()));
+  return std::unique_ptr<OutputFile>(new OutputFile(path.str(), std::move(*temp)));
+}
+
+OutputFile::OutputFile(std::string path, llvm::sys::fs::TempFile tempFile)
+    : finalPath(std::move(path)), temp(std::move(tempFile)) {
+  stream = std::make_unique<llvm::raw_fd_ostream>(temp->FD, /*shouldClose=*/false);
+}
+
+OutputFile::~OutputFile() {
+  stream.reset();
+  if (temp)
+    llvm::consumeError(temp->discard());
+}
+
+llvm::Error OutputFile::check(const llvm::Twine &what) {
+  if (!stream->has_error())
+    return llvm::Error::success();
+  std::string reason = stream->error().message();
+  stream->clear_error();
+  return fileError(finalPath, what + ": " + reason);
+}
+
+llvm::Error OutputFile::commit() {
+  stream->flush();
+  if (llvm::Error err = check("writing"))
+    return err;
+  stream.reset();
+  llvm::Error kept = temp->keep(finalPath);
+  temp.reset();
+  if (kept)
+    return fileError(finalPath, "cannot move into place: " + llvm::toString(std::move(kept)));
+  return llvm::Error::success();
+}

@@ -1,0 +1,166 @@
+//===- Tensor.cpp - views over storages, bounds checks, streaming ---------===//
+#include "loom/Checkpoint/Tensor.h"
+
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include <cstring>
+
+using namespace loom::ckpt;
+using llvm::ArrayRef;
+
+llvm::Error loom::ckpt::fileError(const llvm::Twine &file, const llvm::Twine &message) {
+  // Messages quote names taken from the input (entries, keys, globals); escaping
+  // control characters keeps every error on one line whatever the file holds.
+  std::string text = (file + ": " + message).str();
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f)
+      out += llvm::formatv("\\x{0}", llvm::format_hex_no_prefix(byte, 2)).str();
+    else
+      out += c;
+  }
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), out);
+}
+
+llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>>
+loom::ckpt::mapFile(const llvm::Twine &path) {
+  // No null terminator requested, so LLVM maps anything larger than a few pages.
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return fileError(path, "cannot open: " + buffer.getError().message());
+  return std::shared_ptr<const llvm::MemoryBuffer>(std::move(*buffer));
+}
+
+llvm::SmallVector<int64_t, 4> loom::ckpt::contiguousStrides(ArrayRef<int64_t> shape) {
+  llvm::SmallVector<int64_t, 4> strides(shape.size(), 1);
+  for (size_t i = shape.size(); i > 1; --i)
+    strides[i - 2] = strides[i - 1] * std::max<int64_t>(shape[i - 1], 1);
+  return strides;
+}
+
+std::optional<uint64_t> loom::ckpt::checkedNumel(ArrayRef<int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t dim : shape)
+    if (dim < 0 || __builtin_mul_overflow(numel, dim, &numel))
+      return std::nullopt;
+  return static_cast<uint64_t>(numel);
+}
+
+Tensor Tensor::contiguous(DType dtype, ArrayRef<int64_t> shape,
+                          std::shared_ptr<const Storage> storage) {
+  Tensor tensor;
+  tensor.dtype = dtype;
+  tensor.shape.assign(shape.begin(), shape.end());
+  tensor.strides = contiguousStrides(shape);
+  tensor.storage = std::move(storage);
+  return tensor;
+}
+
+uint64_t Tensor::numel() const { return checkedNumel(shape).value_or(0); }
+
+bool Tensor::isContiguous() const {
+  if (numel() == 0)
+    return true;
+  int64_t expected = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] != 1 && strides[i] != expected)
+      return false;
+    expected *= shape[i];
+  }
+  return true;
+}
+
+std::optional<std::string> Tensor::checkView() const {
+  if (shape.size() != strides.size())
+    return llvm::formatv("{0} sizes but {1} strides", shape.size(), strides.size()).str();
+  if (offset < 0)
+    return llvm::formatv("negative storage offset {0}", offset).str();
+  std::optional<uint64_t> count = checkedNumel(shape);
+  if (!count)
+    return std::string("negative or overflowing shape");
+  uint64_t storageBytes = storage ? storage->bytes().size() : 0;
+  if (*count == 0)
+    return std::nullopt;
+  // The furthest element is offset + sum((size-1) * stride); everything else lies
+  // between it and the offset because strides are non-negative.
+  int64_t last = offset;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    int64_t step;
+    if (strides[i] < 0)
+      return llvm::formatv("negative stride {0} in dimension {1}", strides[i], i).str();
+    if (__builtin_mul_overflow(shape[i] - 1, strides[i], &step) ||
+        __builtin_add_overflow(last, step, &last))
+      return std::string("view extent overflows");
+  }
+  uint64_t end;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(last) + 1, dtypeSize(dtype), &end))
+    return std::string("view extent overflows");
+  if (end > storageBytes)
+    return llvm::formatv("view reaches byte {0} but the storage has {1}", end, storageBytes)
+        .str();
+  return std::nullopt;
+}
+
+ArrayRef<uint8_t> Tensor::contiguousBytes() const {
+  if (numel() == 0)
+    return {};
+  return storage->bytes().slice(offset * dtypeSize(dtype), nbytes());
+}
+
+llvm::Error
+Tensor::forEachChunk(llvm::function_ref<llvm::Error(ArrayRef<uint8_t>)> sink) const {
+  if (isContiguous())
+    return nbytes() ? sink(contiguousBytes()) : llvm::Error::success();
+
+  // Collapse the innermost dimensions that are laid out contiguously into one run;
+  // the outer dimensions are walked with an odometer and runs gathered into a buffer.
+  const unsigned elementSize = dtypeSize(dtype);
+  size_t inner = shape.size();
+  int64_t runElements = 1;
+  while (inner > 0 && (shape[inner - 1] == 1 || strides[inner - 1] == runElements)) {
+    runElements *= shape[inner - 1];
+    --inner;
+  }
+  const uint64_t runBytes = runElements * elementSize;
+  constexpr size_t kChunk = 4 << 20;
+  std::vector<uint8_t> buffer;
+  buffer.reserve(std::min<uint64_t>(kChunk, nbytes()));
+  llvm::SmallVector<int64_t, 4> index(inner, 0);
+  ArrayRef<uint8_t> bytes = storage->bytes();
+  for (;;) {
+    int64_t element = offset;
+    for (size_t i = 0; i < inner; ++i)
+      element += index[i] * strides[i];
+    const uint8_t *run = bytes.data() + element * elementSize;
+    if (buffer.size() + runBytes > kChunk && !buffer.empty()) {
+      if (llvm::Error err = sink(buffer))
+        return err;
+      buffer.clear();
+    }
+    if (runBytes >= kChunk) {
+      if (llvm::Error err = sink(ArrayRef<uint8_t>(run, runBytes)))
+        return err;
+    } else {
+      buffer.insert(buffer.end(), run, run + runBytes);
+    }
+    size_t dim = inner;
+    while (dim > 0 && ++index[dim - 1] == shape[dim - 1])
+      index[--dim] = 0;
+    if (dim == 0)
+      break;
+  }
+  return buffer.empty() ? llvm::Error::success() : sink(buffer);
+}
+
+std::vector<uint8_t> Tensor::toBytes() const {
+  std::vector<uint8_t> out;
+  out.reserve(nbytes());
+  llvm::cantFail(forEachChunk([&](ArrayRef<uint8_t> chunk) {
+    out.insert(out.end(), chunk.begin(), chunk.end());
+    return llvm::Error::success();
+  }));
+  return out;
+}

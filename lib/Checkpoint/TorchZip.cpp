@@ -1,0 +1,190 @@
+//===- TorchZip.cpp - torch.save archives: records, storages, data.pkl ----===//
+#include "loom/Checkpoint/TorchZip.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace loom::ckpt;
+using llvm::formatv;
+
+namespace {
+llvm::Error plain(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+/// Resolves torch's ('storage', <class>, key, location, numel) persistent ids to
+/// views of `<root>/data/<key>`, one StorageValue per key.
+class StorageLoader {
+public:
+  StorageLoader(const ZipArchive &archive, llvm::StringRef root, bool verify)
+      : archive(archive), root(root), verify(verify) {}
+
+  llvm::Expected<ValuePtr> operator()(const Value &pid);
+
+private:
+  const ZipArchive &archive;
+  llvm::StringRef root;
+  bool verify;
+  llvm::StringMap<ValuePtr> loaded;
+};
+
+llvm::Expected<ValuePtr> StorageLoader::operator()(const Value &pid) {
+  const auto *fields = pid.get<TupleValue>();
+  if (!fields || fields->items.size() != 5)
+    return plain("persistent id is not a 5-tuple ('storage', class, key, location, numel)");
+  const auto &items = fields->items;
+  const auto *tag = items[0]->get<std::string>();
+  const auto *type = items[1]->get<GlobalValue>();
+  const auto *key = items[2]->get<std::string>();
+  const auto *location = items[3]->get<std::string>();
+  const auto *numel = items[4]->get<int64_t>();
+  if (!tag || *tag != "storage" || !type || !key || !location || !numel || *numel < 0)
+    return plain("persistent id is not ('storage', class, key, location, numel)");
+  std::optional<DType> dtype;
+  if (type->module == "torch")
+    dtype = (type->name == "UntypedStorage" || type->name == "_UntypedStorage")
+                ? std::optional<DType>(DType::UInt8)
+                : dtypeFromTorchStorage(type->name);
+  if (!dtype)
+    return plain("storage '" + *key + "' has unsupported type " + type->qualified());
+
+  if (auto it = loaded.find(*key); it != loaded.end()) {
+    if (it->second->get<StorageValue>()->dtype != *dtype)
+      return plain("storage '" + *key + "' is used with two element types");
+    return it->second;
+  }
+  std::string recordName = (root + "/data/" + *key).str();
+  const ZipEntry *entry = archive.find(recordName);
+  if (!entry)
+    return plain("storage '" + *key + "' has no record " + recordName);
+  uint64_t bytes;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(*numel), dtypeSize(*dtype), &bytes) ||
+      bytes > entry->size)
+    return plain(formatv("storage '{0}' declares {1} elements of {2} bytes but its record has "
+                         "{3} bytes",
+                         *key, *numel, dtypeSize(*dtype), entry->size));
+  auto data = archive.read(*entry, verify);
+  if (!data)
+    return data.takeError();
+  StorageValue storage;
+  storage.dtype = *dtype;
+  storage.numel = *numel;
+  storage.location = *location;
+  storage.data = std::make_shared<Storage>(data->take_front(bytes), archive.buffer());
+  ValuePtr value = Value::make(std::move(storage));
+  loaded[*key] = value;
+  return value;
+}
+} // namespace
+
+llvm::Expected<ValuePtr> loom::ckpt::readTorchZip(const llvm::Twine &path,
+                                                  const TorchReadOptions &options) {
+  auto archive = ZipArchive::open(path);
+  if (!archive)
+    return archive.takeError();
+  return readTorchZip(*archive, options);
+}
+
+llvm::Expected<ValuePtr> loom::ckpt::readTorchZip(const ZipArchive &archive,
+                                                  const TorchReadOptions &options) {
+  // Like torch, take the root directory from the first record.
+  if (archive.entries().empty())
+    return fileError(archive.name(), "empty archive (not a torch.save file)");
+  llvm::StringRef root = llvm::StringRef(archive.entries().front().name).split('/').first;
+  auto record = [&](llvm::StringRef name) { return archive.find((root + "/" + name).str()); };
+
+  const ZipEntry *pickleEntry = record("data.pkl");
+  if (!pickleEntry)
+    return fileError(archive.name(), "no " + root + "/data.pkl record (not a torch.save file)");
+  if (const ZipEntry *byteorder = record("byteorder")) {
+    auto text = archive.read(*byteorder);
+    if (!text)
+      return text.takeError();
+    llvm::StringRef order(reinterpret_cast<const char *>(text->data()), text->size());
+    if (order.trim() != "little")
+      return fileError(archive.name(), "byteorder '" + order.trim() +
+                                           "' is not supported (only little-endian)");
+  }
+  const ZipEntry *versionEntry = record("version");
+  if (!versionEntry)
+    return fileError(archive.name(), "no " + root + "/version record");
+  auto versionText = archive.read(*versionEntry);
+  if (!versionText)
+    return versionText.takeError();
+  unsigned version;
+  if (llvm::StringRef(reinterpret_cast<const char *>(versionText->data()), versionText->size())
+          .trim()
+          .getAsInteger(10, version))
+    return fileError(archive.name(), root + "/version is not a number");
+
+  auto pickleBytes = archive.read(*pickleEntry);
+  if (!pickleBytes)
+    return pickleBytes.takeError();
+  StorageLoader loader(archive, root, options.verifyChecksums);
+  std::string source = (archive.name() + ": " + pickleEntry->name).str();
+  return unpickle(*pickleBytes, source, loader, options.limits);
+}
+
+llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root,
+                                      const TorchWriteOptions &options) {
+  struct Assigned {
+    StorageId id;
+    std::shared_ptr<const Storage> storage;
+  };
+  std::vector<Assigned> storages;
+  llvm::DenseMap<const Storage *, size_t> byStorage;
+  auto namer = [&](const std::shared_ptr<const Storage> &storage,
+                   DType dtype) -> llvm::Expected<StorageId> {
+    if (!storage)
+      return fileError(path, "tensor without storage");
+    auto [it, inserted] = byStorage.try_emplace(storage.get(), storages.size());
+    if (!inserted) {
+      const StorageId &id = storages[it->second].id;
+      if (id.dtype != dtype)
+        return fileError(path, "one storage is viewed as both " + torchDTypeName(id.dtype) +
+                                   " and " + torchDTypeName(dtype) + " (torch cannot load that)");
+      return id;
+    }
+    uint64_t bytes = storage->bytes().size();
+    if (bytes % dtypeSize(dtype))
+      return fileError(path, formatv("storage of {0} bytes is not a whole number of {1}",
+                                     bytes, torchDTypeName(dtype)));
+    storages.push_back({{std::to_string(storages.size()), dtype, bytes / dtypeSize(dtype)},
+                        storage});
+    return storages.back().id;
+  };
+  auto data = pickle(root, namer);
+  if (!data)
+    return data.takeError();
+
+  ZipWriter::Options zipOptions;
+  zipOptions.forceZip64 = options.forceZip64;
+  auto zip = ZipWriter::create(path, zipOptions);
+  if (!zip)
+    return zip.takeError();
+  const std::string &prefix = options.rootName;
+  auto text = [](llvm::StringRef s) {
+    return llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(s.data()), s.size());
+  };
+  if (llvm::Error err = (*zip)->addEntry(prefix + "/data.pkl", text(*data)))
+    return err;
+  for (const Assigned &assigned : storages)
+    if (llvm::Error err = (*zip)->addEntry(prefix + "/data/" + assigned.id.key,
+                                           assigned.storage->bytes()))
+      return err;
+  // Version 3 is what torch 1.6-2.x write for this layout.
+  if (llvm::Error err = (*zip)->addEntry(prefix + "/version", text("3\n")))
+    return err;
+  if (llvm::Error err = (*zip)->addEntry(prefix + "/byteorder", text("little")))
+    return err;
+  return (*zip)->finish();
+}
+
+ValuePtr loom::ckpt::makeStateDict(llvm::ArrayRef<NamedTensor> tensors) {
+  DictValue dict;
+  dict.ordered = true;
+  for (const NamedTensor &named : tensors)
+    dict.entries.emplace_back(Value::make(named.name), Value::make(TensorValue{named.tensor}));
+  return Value::make(std::move(dict));
+}

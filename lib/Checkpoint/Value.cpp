@@ -1,0 +1,109 @@
+//===- Value.cpp - pickle value tree helpers ------------------------------===//
+#include "loom/Checkpoint/Value.h"
+
+using namespace loom::ckpt;
+
+ValuePtr DictValue::find(llvm::StringRef key) const {
+  for (const auto &[k, v] : entries)
+    if (const auto *s = k->get<std::string>(); s && *s == key)
+      return v;
+  return nullptr;
+}
+
+const std::vector<ValuePtr> *Value::sequence() const {
+  if (const auto *list = get<ListValue>())
+    return &list->items;
+  if (const auto *tuple = get<TupleValue>())
+    return &tuple->items;
+  return nullptr;
+}
+
+void loom::ckpt::forEachChild(const Value &value,
+                              llvm::function_ref<void(const ValuePtr &)> visit) {
+  if (const auto *items = value.sequence()) {
+    for (const ValuePtr &item : *items)
+      visit(item);
+  } else if (const auto *dict = value.get<DictValue>()) {
+    for (const auto &[key, item] : dict->entries) {
+      visit(key);
+      visit(item);
+    }
+    if (dict->state)
+      visit(dict->state);
+  } else if (const auto *object = value.get<ObjectValue>()) {
+    for (const ValuePtr *part : {&object->args, &object->kwargs, &object->state})
+      if (*part)
+        visit(*part);
+    for (const ValuePtr &item : object->listItems)
+      visit(item);
+    for (const auto &[key, item] : object->dictItems) {
+      visit(key);
+      visit(item);
+    }
+  }
+}
+
+std::string loom::ckpt::describe(const Value &value) {
+  switch (value.kind()) {
+  case Value::Kind::None:
+    return "None";
+  case Value::Kind::Bool:
+    return "bool";
+  case Value::Kind::Int:
+    return "int";
+  case Value::Kind::Float:
+    return "float";
+  case Value::Kind::Str:
+    return "str";
+  case Value::Kind::Bytes:
+    return "bytes";
+  case Value::Kind::List:
+    return "list";
+  case Value::Kind::Tuple:
+    return value.get<TupleValue>()->torchSize ? "torch.Size" : "tuple";
+  case Value::Kind::Dict:
+    return value.get<DictValue>()->ordered ? "OrderedDict" : "dict";
+  case Value::Kind::Global:
+    return "global " + value.get<GlobalValue>()->qualified();
+  case Value::Kind::Storage:
+    return "torch." + torchStorageName(value.get<StorageValue>()->dtype).str();
+  case Value::Kind::Tensor:
+    return "tensor";
+  case Value::Kind::Object:
+    return value.get<ObjectValue>()->type.qualified();
+  }
+  return "?";
+}
+
+namespace {
+void collect(const Value &value, std::string &path, std::vector<NamedTensor> &out) {
+  auto visit = [&](llvm::StringRef key, const Value &child) {
+    size_t size = path.size();
+    if (!path.empty())
+      path += '.';
+    path += key;
+    collect(child, path, out);
+    path.resize(size);
+  };
+  if (const auto *tensor = value.get<TensorValue>()) {
+    out.push_back({path, tensor->tensor});
+  } else if (const auto *dict = value.get<DictValue>()) {
+    for (const auto &[key, child] : dict->entries) {
+      if (const auto *s = key->get<std::string>())
+        visit(*s, *child);
+      else if (const auto *i = key->get<int64_t>())
+        visit(std::to_string(*i), *child);
+    }
+  } else if (const auto *items = value.sequence()) {
+    for (size_t i = 0; i < items->size(); ++i)
+      visit(std::to_string(i), *(*items)[i]);
+  }
+}
+} // namespace
+
+std::vector<NamedTensor> loom::ckpt::collectTensors(const Value &root) {
+  std::vector<NamedTensor> out;
+  std::string path;
+  collect(root, path, out);
+  return out;
+}

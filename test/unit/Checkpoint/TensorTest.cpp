@@ -1,0 +1,97 @@
+//===- TensorTest.cpp - views, bounds and streaming of tensors ------------===//
+#include "loom/Checkpoint/Tensor.h"
+
+#include <gtest/gtest.h>
+#include <numeric>
+
+using namespace loom::ckpt;
+
+namespace {
+std::shared_ptr<const Storage> iota(size_t bytes) {
+  std::vector<uint8_t> data(bytes);
+  std::iota(data.begin(), data.end(), 0);
+  return std::make_shared<Storage>(std::move(data));
+}
+
+Tensor view(DType dtype, std::vector<int64_t> shape, std::vector<int64_t> strides,
+            int64_t offset, std::shared_ptr<const Storage> storage) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape.assign(shape.begin(), shape.end());
+  t.strides.assign(strides.begin(), strides.end());
+  t.offset = offset;
+  t.storage = std::move(storage);
+  return t;
+}
+} // namespace
+
+TEST(Tensor, ContiguousStridesAndNumel) {
+  EXPECT_EQ(contiguousStrides({2, 3, 4}), (llvm::SmallVector<int64_t, 4>{12, 4, 1}));
+  EXPECT_EQ(checkedNumel({2, 3, 4}), 24u);
+  EXPECT_EQ(checkedNumel({}), 1u);
+  EXPECT_EQ(checkedNumel({-1}), std::nullopt);
+  EXPECT_EQ(checkedNumel({int64_t(1) << 40, int64_t(1) << 40}), std::nullopt);
+}
+
+TEST(Tensor, CheckViewFindsOutOfBoundsViews) {
+  auto storage = iota(64); // 16 floats
+  EXPECT_EQ(view(DType::Float32, {4, 4}, {4, 1}, 0, storage).checkView(), std::nullopt);
+  EXPECT_EQ(view(DType::Float32, {4, 4}, {1, 4}, 0, storage).checkView(), std::nullopt);
+  EXPECT_EQ(*view(DType::Float32, {4, 4}, {4, 1}, 1, storage).checkView(),
+            "view reaches byte 68 but the storage has 64");
+  EXPECT_EQ(*view(DType::Float32, {4}, {-1}, 3, storage).checkView(),
+            "negative stride -1 in dimension 0");
+  EXPECT_EQ(*view(DType::Float32, {4}, {1, 1}, 0, storage).checkView(), "1 sizes but 2 strides");
+  EXPECT_EQ(*view(DType::Float32, {2}, {int64_t(1) << 62}, 0, storage).checkView(),
+            "view extent overflows");
+  // Empty tensors read nothing, whatever their offset.
+  EXPECT_EQ(view(DType::Float32, {0, 4}, {4, 1}, 100, storage).checkView(), std::nullopt);
+}
+
+TEST(Tensor, TransposedViewStreamsInRowMajorOrder) {
+  auto storage = iota(6); // uint8 [[0,1,2],[3,4,5]]
+  Tensor t = view(DType::UInt8, {3, 2}, {1, 3}, 0, storage);
+  EXPECT_FALSE(t.isContiguous());
+  EXPECT_EQ(t.toBytes(), (std::vector<uint8_t>{0, 3, 1, 4, 2, 5}));
+  Tensor slice = view(DType::UInt8, {2, 2}, {3, 1}, 1, storage);
+  EXPECT_EQ(slice.toBytes(), (std::vector<uint8_t>{1, 2, 4, 5}));
+}
+
+TEST(Tensor, ContiguousTensorIsOneChunkWithoutCopy) {
+  auto storage = iota(64);
+  Tensor t = view(DType::Int16, {2, 4}, {4, 1}, 8, storage);
+  int chunks = 0;
+  llvm::cantFail(t.forEachChunk([&](llvm::ArrayRef<uint8_t> chunk) {
+    ++chunks;
+    EXPECT_EQ(chunk.data(), storage->bytes().data() + 16);
+    EXPECT_EQ(chunk.size(), 16u);
+    return llvm::Error::success();
+  }));
+  EXPECT_EQ(chunks, 1);
+}
+
+TEST(Tensor, LongRunsOfStridedViewsAreNotCopied) {
+  // Rows 0 and 2 of a [4, 5 MiB] byte storage: each row is a run larger than the
+  // gather buffer and goes to the sink straight from the storage.
+  const int64_t row = 5 << 20;
+  auto storage = iota(4 * row);
+  Tensor t = view(DType::UInt8, {2, row}, {2 * row, 1}, 0, storage);
+  std::vector<const uint8_t *> starts;
+  llvm::cantFail(t.forEachChunk([&](llvm::ArrayRef<uint8_t> chunk) {
+    starts.push_back(chunk.data());
+    EXPECT_EQ(chunk.size(), size_t(row));
+    return llvm::Error::success();
+  }));
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[0], storage->bytes().data());
+  EXPECT_EQ(starts[1], storage->bytes().data() + 2 * row);
+}
+
+TEST(Tensor, SinkErrorsStopStreaming) {
+  auto storage = iota(6);
+  Tensor t = view(DType::UInt8, {3, 2}, {1, 3}, 0, storage);
+  llvm::Error err = t.forEachChunk([](llvm::ArrayRef<uint8_t>) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "disk full");
+  });
+  EXPECT_EQ(llvm::toString(std::move(err)), "disk full");
+}

@@ -1,0 +1,123 @@
+//===- ZipTest.cpp - zip writer/reader round trips and damaged archives ---===//
+#include "CheckpointTesting.h"
+#include "loom/Checkpoint/Zip.h"
+
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <gtest/gtest.h>
+#include <numeric>
+
+using namespace loom::ckpt;
+using namespace loom::ckpt::testutil;
+
+namespace {
+llvm::ArrayRef<uint8_t> bytesOf(llvm::StringRef s) {
+  return {reinterpret_cast<const uint8_t *>(s.data()), s.size()};
+}
+
+std::string writeSample(const std::string &dir, bool zip64) {
+  std::string path = dir + (zip64 ? "/sample64.zip" : "/sample.zip");
+  ZipWriter::Options options;
+  options.forceZip64 = zip64;
+  auto zip = llvm::cantFail(ZipWriter::create(path, options));
+  llvm::cantFail(zip->addEntry("archive/data.pkl", bytesOf("pickle bytes")));
+  // Streamed in uneven chunks, as tensors are.
+  std::vector<uint8_t> data(1000);
+  std::iota(data.begin(), data.end(), 0);
+  llvm::cantFail(zip->beginEntry("archive/data/0", data.size()));
+  llvm::cantFail(zip->write(llvm::ArrayRef(data).take_front(333)));
+  llvm::cantFail(zip->write(llvm::ArrayRef(data).drop_front(333)));
+  llvm::cantFail(zip->endEntry());
+  llvm::cantFail(zip->addEntry("archive/version", bytesOf("3\n")));
+  llvm::cantFail(zip->finish());
+  return path;
+}
+} // namespace
+
+class ZipRoundTrip : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ZipRoundTrip, EntriesComeBackAlignedAndChecked) {
+  std::string path = writeSample(scratchDir("zip"), GetParam());
+  auto archive = ZipArchive::open(path);
+  ASSERT_TRUE(bool(archive)) << message(archive.takeError());
+  ASSERT_EQ(archive->entries().size(), 3u);
+  for (const ZipEntry &entry : archive->entries()) {
+    EXPECT_EQ(entry.dataOffset % 64, 0u) << entry.name;
+    auto data = archive->read(entry);
+    ASSERT_TRUE(bool(data)) << message(data.takeError());
+  }
+  const ZipEntry *storage = archive->find("archive/data/0");
+  ASSERT_TRUE(storage);
+  auto data = llvm::cantFail(archive->read(*storage));
+  ASSERT_EQ(data.size(), 1000u);
+  EXPECT_EQ(data[999], uint8_t(999 % 256));
+  // Zero copy: the entry is a view of the mapping.
+  EXPECT_EQ(reinterpret_cast<const char *>(data.data()),
+            archive->buffer()->getBufferStart() + storage->dataOffset);
+}
+
+INSTANTIATE_TEST_SUITE_P(Zip, ZipRoundTrip, ::testing::Values(false, true));
+
+TEST(Zip, EveryTruncationIsAnError) {
+  std::string path = writeSample(scratchDir("zip-truncate"), true);
+  auto whole = llvm::cantFail(mapFile(path));
+  llvm::StringRef bytes = whole->getBuffer();
+  for (size_t length = 0; length < bytes.size(); ++length) {
+    auto cut = llvm::MemoryBuffer::getMemBufferCopy(bytes.take_front(length), "cut.zip");
+    auto archive = ZipArchive::parse(std::move(cut), "cut.zip");
+    if (!archive) {
+      message(archive.takeError());
+      continue;
+    }
+    // A cut that still parses can only have lost bytes the CRC or directory covers.
+    bool failed = false;
+    for (const ZipEntry &entry : archive->entries())
+      if (auto data = archive->read(entry); !data) {
+        message(data.takeError());
+        failed = true;
+      }
+    EXPECT_TRUE(failed) << "truncated to " << length << " bytes and nothing noticed";
+  }
+}
+
+TEST(Zip, FlippedBytesNeverCrashAndNeverPassSilently) {
+  std::string path = writeSample(scratchDir("zip-flip"), false);
+  auto whole = llvm::cantFail(mapFile(path));
+  std::string bytes = whole->getBuffer().str();
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string damaged = bytes;
+    damaged[i] ^= 0x5a;
+    auto archive = ZipArchive::parse(llvm::MemoryBuffer::getMemBufferCopy(damaged, "d.zip"),
+                                     "d.zip");
+    if (!archive) {
+      message(archive.takeError());
+      continue;
+    }
+    for (const ZipEntry &entry : archive->entries())
+      if (auto data = archive->read(entry); !data)
+        message(data.takeError());
+  }
+}
+
+TEST(Zip, WriterRefusesMisuse) {
+  std::string dir = scratchDir("zip-misuse");
+  auto zip = llvm::cantFail(ZipWriter::create(dir + "/x.zip", {}));
+  llvm::cantFail(zip->addEntry("a", bytesOf("1")));
+  EXPECT_EQ(message(zip->addEntry("a", bytesOf("2"))),
+            dir + "/x.zip: zip entry 'a' written twice");
+  llvm::cantFail(zip->beginEntry("b", 2));
+  EXPECT_EQ(message(zip->write(bytesOf("123"))),
+            dir + "/x.zip: zip entry 'b' given more than its 2 bytes");
+  EXPECT_EQ(message(zip->endEntry()), dir + "/x.zip: zip entry 'b' got 0 of its 2 bytes");
+}
+
+TEST(Zip, UnfinishedArchiveLeavesNoFile) {
+  std::string dir = scratchDir("zip-unfinished");
+  {
+    auto zip = llvm::cantFail(ZipWriter::create(dir + "/x.zip", {}));
+    llvm::cantFail(zip->addEntry("a", bytesOf("1")));
+  }
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/x.zip"));
+  std::error_code ec;
+  EXPECT_EQ(llvm::sys::fs::directory_iterator(dir, ec), llvm::sys::fs::directory_iterator());
+}

@@ -26,7 +26,8 @@ Slot slotOf(Op op) {
   return SlotRecvGrad;
 }
 
-Graph::Graph(const Schedule &schedule) : s_(schedule) {
+Graph::Graph(const Schedule &schedule)
+    : s_(schedule), slots_(schedule.hasExplicitCommunication() ? NumSlots : SlotW + 1) {
   const int32_t stages = s_.numStages();
   pos_.assign(static_cast<size_t>(s_.numMicroBatches()) * stages, -1);
   for (int32_t mb = 0; mb < s_.numMicroBatches(); ++mb) {
@@ -35,7 +36,7 @@ Graph::Graph(const Schedule &schedule) : s_(schedule) {
       if (path[i] >= 0 && path[i] < stages && pos_[index(mb, path[i])] < 0)
         pos_[index(mb, path[i])] = i;
   }
-  loc_.assign(pos_.size() * NumSlots, Loc{});
+  loc_.assign(pos_.size() * slots_, Loc{});
   for (int32_t r = 0; r < static_cast<int32_t>(s_.programs.size()); ++r) {
     const auto &prog = s_.programs[r];
     for (int32_t i = 0; i < static_cast<int32_t>(prog.size()); ++i) {
@@ -68,10 +69,10 @@ Action Graph::actionOf(int32_t key) const {
   static constexpr Op kOps[NumSlots] = {Op::F,       Op::B,       Op::W,       Op::SendAct,
                                         Op::RecvAct, Op::SendGrad, Op::RecvGrad};
   Action a;
-  a.op = kOps[key % NumSlots];
-  size_t cell = key / NumSlots;
-  a.microBatch = static_cast<int32_t>(cell / s_.numStages());
-  a.stage = static_cast<int32_t>(cell % s_.numStages());
+  a.op = kOps[key % slots_];
+  size_t cell = key / slots_;
+  a.microBatch = static_cast<int32_t>(cell % s_.numMicroBatches());
+  a.stage = static_cast<int32_t>(cell / s_.numMicroBatches());
   if (Loc l = located(key); l.found())
     a = s_.programs[l.rank][l.index];
   return a;

@@ -52,7 +52,7 @@ public:
   int32_t nextStage(int32_t mb, int32_t stage) const;
 
   int32_t key(Slot slot, int32_t mb, int32_t stage) const {
-    return static_cast<int32_t>(index(mb, stage) * NumSlots + slot);
+    return static_cast<int32_t>(index(mb, stage) * slots_ + slot);
   }
   int32_t keyOf(const Action &a) const { return key(slotOf(a.op), a.microBatch, a.stage); }
   Loc located(int32_t key) const { return loc_[key]; }
@@ -70,10 +70,14 @@ public:
   int32_t numKeys() const { return static_cast<int32_t>(loc_.size()); }
 
 private:
+  // Stage-major, so that a rank walking its microbatches touches
+  // neighbouring entries.
   size_t index(int32_t mb, int32_t stage) const {
-    return static_cast<size_t>(mb) * s_.numStages() + stage;
+    return static_cast<size_t>(stage) * s_.numMicroBatches() + mb;
   }
   const Schedule &s_;
+  // Without explicit send/recv only the F, B and W slots can be filled.
+  int32_t slots_;
   std::vector<int32_t> pos_;
   std::vector<Loc> loc_;
 };
@@ -85,7 +89,8 @@ struct Stall {
 };
 
 /// Runs the programs to completion in some order that respects every
-/// dependency, calling visit(rank, index) for each action as it executes. The
+/// dependency, calling visit(rank, index, deps, numDeps) for each action as
+/// it executes (deps as Graph::deps gives them; none for the optimizer). The
 /// barrier releases the optimizer steps of all ranks together, visited in
 /// rank order. Returns the stalled ranks (empty when all finished): a cycle of
 /// waits, or a wait for an action no rank runs.
@@ -110,9 +115,9 @@ std::vector<Stall> replay(const Graph &g, Visit &&visit) {
     work.push_back(r);
 
   std::array<Graph::Dep, 2> deps;
-  auto complete = [&](int32_t r) {
+  auto complete = [&](int32_t r, int nd) {
     const Action &a = s.programs[r][pc[r]];
-    visit(r, pc[r]);
+    visit(r, pc[r], deps, nd);
     ++pc[r];
     if (a.op == Op::Optimizer || !g.inRange(a))
       return;
@@ -139,15 +144,16 @@ std::vector<Stall> replay(const Graph &g, Visit &&visit) {
         for (int32_t q = 0; q < n; ++q)
           if (pc[q] < static_cast<int32_t>(s.programs[q].size()) &&
               s.programs[q][pc[q]].op == Op::Optimizer) {
-            complete(q);
+            complete(q, 0);
             if (q != r)
               work.push_back(q);
           }
         continue;
       }
       int32_t blocker = -1;
+      int nd = 0;
       if (g.inRange(a)) {
-        int nd = g.deps(a, deps);
+        nd = g.deps(a, deps);
         for (int i = 0; i < nd && blocker < 0; ++i)
           if (!done[deps[i].key])
             blocker = deps[i].key;
@@ -158,7 +164,7 @@ std::vector<Stall> replay(const Graph &g, Visit &&visit) {
         waitHead[blocker] = r;
         break;
       }
-      complete(r);
+      complete(r, nd);
     }
   }
   std::vector<Stall> stalls;

@@ -66,7 +66,7 @@ public:
         ranks_[r].remaining += policy.splitBackward ? 3 : 2;
         total_ += policy.splitBackward ? 3 : 2;
       }
-      ranks_[s.stageRank[path.front()]].forward.push_back({mb, path.front(), 0.0});
+      ranks_[s.stageRank[path.front()]].sources.push_back({mb, path.front(), 0.0});
     }
   }
 
@@ -106,6 +106,9 @@ private:
     int32_t remaining = 0;
     size_t oldestPending = 0; // into visitors_: first microbatch not yet admitted
     std::vector<Task> forward, backward;
+    // Microbatches whose path starts here, oldest first: all ready at time
+    // 0, but only the front can be next, so it is the only one looked at.
+    std::deque<Task> sources;
     std::deque<Task> weights;
     std::vector<int32_t> live; // admitted and not finished, ascending
   };
@@ -165,21 +168,32 @@ private:
     return best;
   }
 
-  /// The oldest ready F whose activations fit; `blocked` tells whether one
-  /// was ready but did not fit.
+  /// The oldest ready F whose activations fit (index into rk.forward, or
+  /// kSource for the front of rk.sources, or -1); `blocked` tells whether
+  /// one was ready but did not fit. A younger microbatch not yet admitted
+  /// cannot fit where an older one did not, so only the oldest of those is
+  /// checked.
+  static constexpr int kSource = -2;
   int pickForward(int32_t r, const Rank &rk, double now, bool &blocked) {
-    int best = -1;
-    for (int i = 0; i < static_cast<int>(rk.forward.size()); ++i) {
-      const Task &t = rk.forward[i];
-      if (t.arrival > now + kEps || (best >= 0 && t.mb > rk.forward[best].mb))
+    candidates_.clear();
+    for (int i = 0; i < static_cast<int>(rk.forward.size()); ++i)
+      if (rk.forward[i].arrival <= now + kEps)
+        candidates_.push_back({rk.forward[i].mb, i});
+    if (!rk.sources.empty())
+      candidates_.push_back({rk.sources.front().mb, kSource});
+    std::sort(candidates_.begin(), candidates_.end());
+    bool newcomerFailed = false;
+    for (auto [mb, index] : candidates_) {
+      const Task &t = index == kSource ? rk.sources.front() : rk.forward[index];
+      bool newcomer = !admitted_[static_cast<size_t>(mb) * p_ + r];
+      if (newcomer && newcomerFailed)
         continue;
-      if (!safe(r, t.mb, s_.activationUnits[t.stage])) {
-        blocked = true;
-        continue;
-      }
-      best = i;
+      if (safe(r, mb, s_.activationUnits[t.stage]))
+        return index;
+      blocked = true;
+      newcomerFailed |= newcomer;
     }
-    return best;
+    return -1;
   }
 
   /// Picks and places one action on rank r at time `now`; false to wait.
@@ -189,17 +203,23 @@ private:
     bool blocked = false;
     int f = pickForward(r, rk, now, blocked);
     bool wantForward = policy_.alternate && rk.lastWasBackward;
-    if (wantForward && f < 0 && blocked && !rk.weights.empty()) {
+    if (wantForward && f == -1 && blocked && !rk.weights.empty()) {
       // The F whose turn it is waits for memory: a W releases it.
       Task t = rk.weights.front();
       rk.weights.pop_front();
       place(r, now, Op::W, t);
       return true;
     }
-    if (b >= 0 && (f < 0 || !wantForward)) {
+    if (b >= 0 && (f == -1 || !wantForward)) {
       Task t = rk.backward[b];
       rk.backward.erase(rk.backward.begin() + b);
       place(r, now, policy_.splitBackward ? Op::B : Op::BW, t);
+      return true;
+    }
+    if (f == kSource) {
+      Task t = rk.sources.front();
+      rk.sources.pop_front();
+      place(r, now, Op::F, t);
       return true;
     }
     if (f >= 0) {
@@ -316,6 +336,7 @@ private:
   std::vector<std::vector<int32_t>> visitors_;
   std::vector<Rank> ranks_;
   std::vector<int32_t> scratch_;
+  std::vector<std::pair<int32_t, int>> candidates_;
 };
 
 } // namespace

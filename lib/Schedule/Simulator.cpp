@@ -45,9 +45,8 @@ std::optional<Timeline> simulate(const Schedule &s, const Costs &costs, std::str
   // The barrier releases every rank at once; its start is the latest arrival.
   double barrierStart = -1;
   ActionRef barrierVia;
-  std::array<detail::Graph::Dep, 2> deps;
-
-  std::vector<detail::Stall> stalls = detail::replay(g, [&](int32_t r, int32_t i) {
+  std::vector<detail::Stall> stalls = detail::replay(g, [&](int32_t r, int32_t i,
+                                                             const auto &deps, int nd) {
     const Action &a = s.programs[r][i];
     double begin = clock[r];
     ActionRef from = last[r];
@@ -61,7 +60,6 @@ std::optional<Timeline> simulate(const Schedule &s, const Costs &costs, std::str
       begin = barrierStart;
       from = barrierVia;
     } else {
-      int nd = g.deps(a, deps);
       for (int k = 0; k < nd; ++k) {
         detail::Loc p = g.located(deps[k].key);
         double ready = t.end[p.rank][p.index];

@@ -13,7 +13,7 @@
 
 #include <cmath>
 #include <cstdio>
-#include <unordered_set>
+#include <utility>
 
 namespace loom::sched {
 
@@ -103,7 +103,7 @@ private:
   }
 
   void checkPlacement(const Graph &g) {
-    std::unordered_set<int32_t> seen;
+    std::vector<uint8_t> seen(g.numKeys(), 0);
     for (int32_t r = 0; r < s_.numRanks; ++r) {
       const auto &prog = s_.programs[r];
       for (int32_t i = 0; i < static_cast<int32_t>(prog.size()); ++i) {
@@ -123,7 +123,7 @@ private:
                           std::to_string(a.microBatch) + "'s path");
           continue;
         }
-        if (!seen.insert(g.keyOf(a)).second)
+        if (std::exchange(seen[g.keyOf(a)], 1))
           error(r, i, a.str() + " runs a second time (first at " + at(g, g.keyOf(a)) + ")");
         if (!isCompute(a.op))
           checkPeer(g, r, i, a);
@@ -236,7 +236,7 @@ private:
   }
 
   void checkExecution(const Graph &g) {
-    std::vector<detail::Stall> stalls = detail::replay(g, [](int32_t, int32_t) {});
+    std::vector<detail::Stall> stalls = detail::replay(g, [](int32_t, int32_t, const auto &, int) {});
     if (stalls.empty())
       return;
     std::vector<int32_t> waitsOn(s_.numRanks, -1);

@@ -11,6 +11,7 @@
 
 #include "Graph.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <utility>

@@ -101,7 +101,7 @@ llvm::Expected<HFCheckpoint> loom::ckpt::readHFCheckpoint(const llvm::Twine &dir
     out.format = format;
     if (llvm::sys::fs::exists(in(layout.index))) {
       if (llvm::Error err = readIndex(in(layout.index), out, weightMap))
-        return std::move(err);
+        return err;
       break;
     }
     if (llvm::sys::fs::exists(in(layout.single))) {
@@ -121,7 +121,7 @@ llvm::Expected<HFCheckpoint> loom::ckpt::readHFCheckpoint(const llvm::Twine &dir
       return a.name < b.name;
     });
     out.shardOf.assign(out.tensors.size(), *single);
-    return std::move(out);
+    return out;
   }
 
   // Read each shard once and check it holds exactly what the index places in it.
@@ -152,7 +152,7 @@ llvm::Expected<HFCheckpoint> loom::ckpt::readHFCheckpoint(const llvm::Twine &dir
     out.tensors.push_back(std::move(it->second));
     out.shardOf.push_back(shard);
   }
-  return std::move(out);
+  return out;
 }
 
 llvm::Error loom::ckpt::writeHFCheckpoint(const llvm::Twine &directory,

@@ -30,7 +30,7 @@ public:
   llvm::Expected<std::string> run(const Value &root) {
     out += "\x80\x02";
     if (llvm::Error err = write(root))
-      return std::move(err);
+      return err;
     out += '.';
     return std::move(out);
   }

@@ -236,11 +236,11 @@ llvm::Expected<ZipArchive> ZipArchive::parse(std::shared_ptr<const llvm::MemoryB
   archive.archiveName = name.str();
   archive.mapping = std::move(buffer);
   if (llvm::Error err = parser.readEntries(*dir, archive.entryList))
-    return std::move(err);
+    return err;
   for (size_t i = 0; i < archive.entryList.size(); ++i)
     if (!archive.byName.try_emplace(archive.entryList[i].name, i).second)
       return parser.error(formatv("entry '{0}' appears twice", archive.entryList[i].name));
-  return std::move(archive);
+  return archive;
 }
 
 const ZipEntry *ZipArchive::find(llvm::StringRef entryName) const {

@@ -8,6 +8,9 @@ Usage: make_fixtures.py OUTDIR
                     transposed view), argparse.Namespace, an enum, a class restored by
                     BUILD, numpy and Python RNG state, a Parameter.
   weights.pt        the flat state dict alone (what torch.load(weights_only=True) takes)
+  weights_p4.pt, weights_p5.pt
+                    the same saved with pickle protocols 4 and 5 (FRAME, MEMOIZE,
+                    SHORT_BINUNICODE, STACK_GLOBAL instead of protocol 2's opcodes)
   hf_safetensors/   HF sharded safetensors (bytes written here by hand: no pip package)
   hf_bin/           HF sharded pytorch_model-*.bin with pytorch_model.bin.index.json
   *.json            manifests: every tensor's dtype, shape, stride, offset, sha256 of
@@ -177,6 +180,8 @@ def main():
         json.dump(manifest(checkpoint), f, indent=1)
 
     torch.save(sd, os.path.join(out, "weights.pt"))
+    for protocol in (4, 5):
+        torch.save(sd, os.path.join(out, f"weights_p{protocol}.pt"), pickle_protocol=protocol)
     with open(os.path.join(out, "weights.json"), "w") as f:
         json.dump(manifest(sd), f, indent=1)
 

@@ -130,6 +130,15 @@ def torch_files():
             w.writestr(n, d)
     add("short_storage.pt", "torch", out.getvalue(), message="record has 8 bytes")
 
+    # Written on a big-endian machine (torch >= 2.1 records it): bytes would be misread.
+    z = zipfile.ZipFile(io.BytesIO(good))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:
+        for i in z.infolist():
+            w.writestr(i.filename, z.read(i.filename))
+        w.writestr(z.namelist()[0].split("/")[0] + "/byteorder", "big")
+    add("big_endian.pt", "torch", out.getvalue(), message="byteorder 'big' is not supported")
+
     # A checkpoint whose pickle calls os.system: opaque inside a real torch file.
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as w:

@@ -47,6 +47,15 @@ TEST(TorchZip, ReadsMegatronStyleCheckpointAsTorchSavedIt) {
   EXPECT_FALSE(fc1t->isContiguous());
 }
 
+TEST(TorchZip, ReadsEveryPickleProtocolTorchWrites) {
+  for (const char *file : {"weights.pt", "weights_p4.pt", "weights_p5.pt"}) {
+    SCOPED_TRACE(file);
+    ValuePtr root = readFixture(file);
+    ASSERT_TRUE(root);
+    expectMatchesManifest(collectTensors(*root), readJson(fixtures() + "/weights.json"));
+  }
+}
+
 TEST(TorchZip, KeepsForeignObjectsOpaque) {
   ValuePtr root = readFixture("gpt.pt");
   ASSERT_TRUE(root);

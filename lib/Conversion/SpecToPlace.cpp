@@ -52,11 +52,11 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                                              Location loc) {
   context->getOrLoadDialect<PlaceDialect>();
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
-  if (levels.empty()) {
+  if (!spec::clusterSize(cluster).regular) {
     emitError(loc) << "cluster '" << cluster.name()
                    << "' is not regular (datacenters of different sizes or mixed "
                       "node groups); place IR needs one GPU type and equal "
-                      "datacenters for now";
+                      "datacenters for now (loom plan handles mixed GPU types)";
     return nullptr;
   }
   const spec::GpuType *gpu =

@@ -89,8 +89,73 @@ double optimizerBytesPerParam(const Workload &w) {
 
 } // namespace
 
+void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
+                             const ComputeModel &compute) {
+  double n = double(part.count);
+  PassCost pc = partCost(compute, part);
+  t.f += n * pc.f;
+  t.b += n * pc.b;
+  t.w += n * pc.w;
+  t.flops += n * (pc.flopsF + pc.flopsB + pc.flopsW);
+  bool layer = part.kind == PartKind::Attention || part.kind == PartKind::Mlp ||
+               part.kind == PartKind::Moe;
+  if (layer && w.recompute == Recompute::Full) {
+    t.recompute += n * pc.f;
+    t.flops += n * pc.flopsF;
+  }
+  // Selective recomputation rebuilds the attention core; flash attention
+  // already does so in its backward (charged in B), so it adds nothing then.
+  if (part.kind == PartKind::Attention && w.recompute == Recompute::Selective &&
+      !part.shape.flashAttention) {
+    GemmShape core = attentionCoreGemm(part.shape);
+    double count = n * attentionCoreGemms(part.shape);
+    t.recompute += count * compute.gemmSeconds(core);
+    t.flops += count * core.flops();
+  }
+
+  const PartShape &s = part.shape;
+  double act = boundaryBytes(s);
+  if (s.tp > 1) {
+    double allReduce = collectiveTime(Collective::AllReduce, act, w.groups[part.groups.tp]).seconds;
+    // Layers: forward output and backward input gradient (and the forward
+    // again under full recomputation); embedding: its forward output; head:
+    // the input gradient of the vocabulary-parallel projection.
+    double count = 1;
+    if (layer)
+      count = w.recompute == Recompute::Full ? 3 : 2;
+    t.tpComm += n * count * allReduce;
+    t.crossDcBytes += n * count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc);
+  }
+  if (s.cp > 1 && part.kind == PartKind::Attention) {
+    double kv = 2.0 * double(s.microBatch) * double(s.seq) * double(s.kvHeads) *
+                double(s.headDim) * double(s.bytesPerElement) / double(s.tp);
+    double gather = collectiveTime(Collective::AllGather, kv, w.groups[part.groups.cp]).seconds;
+    double scatter = collectiveTime(Collective::ReduceScatter, kv, w.groups[part.groups.cp]).seconds;
+    // Hidden behind the attention part's own compute where it fits.
+    t.cpComm += n * (compute.exposedSeconds(gather, pc.f) +
+                     compute.exposedSeconds(gather + scatter, pc.b));
+    const GroupShape &g = w.groups[part.groups.cp];
+    t.crossDcBytes += n * (2 * crossDcBytes(Collective::AllGather, kv, g, w.multiDc) +
+                           crossDcBytes(Collective::ReduceScatter, kv, g, w.multiDc));
+  }
+  if (s.ep > 1 && part.kind == PartKind::Moe) {
+    double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
+    const GroupShape &g = w.groups[part.groups.ep];
+    t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, g).seconds;
+    t.crossDcBytes += n * 4 * crossDcBytes(Collective::AllToAll, routed, g, w.multiDc);
+  }
+}
+
 Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
                               const EstimateOptions &options) {
+  return estimate(w, std::span<const ComputeModel>(&compute, 1), options);
+}
+
+Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> computes,
+                              const EstimateOptions &options) {
+  auto computeOf = [&](int64_t rank) -> const ComputeModel & {
+    return computes[w.stageDevice.empty() ? 0 : w.stageDevice[rank]];
+  };
   Estimate e;
   int64_t m = w.microBatches();
   e.microBatches = m;
@@ -104,61 +169,10 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
 
   for (const Part &part : w.parts) {
     int64_t r = part.stage % w.pp;
+    const ComputeModel &compute = computeOf(r);
     RankTime &t = e.time[r];
     double n = double(part.count);
-    PassCost pc = partCost(compute, part);
-    t.f += n * pc.f;
-    t.b += n * pc.b;
-    t.w += n * pc.w;
-    t.flops += n * (pc.flopsF + pc.flopsB + pc.flopsW);
-    bool layer = part.kind == PartKind::Attention || part.kind == PartKind::Mlp ||
-                 part.kind == PartKind::Moe;
-    if (layer && w.recompute == Recompute::Full) {
-      t.recompute += n * pc.f;
-      t.flops += n * pc.flopsF;
-    }
-    // Selective recomputation rebuilds the attention core; flash attention
-    // already does so in its backward (charged in B), so it adds nothing then.
-    if (part.kind == PartKind::Attention && w.recompute == Recompute::Selective &&
-        !part.shape.flashAttention) {
-      GemmShape core = attentionCoreGemm(part.shape);
-      double count = n * attentionCoreGemms(part.shape);
-      t.recompute += count * compute.gemmSeconds(core);
-      t.flops += count * core.flops();
-    }
-
-    const PartShape &s = part.shape;
-    double act = boundaryBytes(s);
-    if (s.tp > 1) {
-      double allReduce = collectiveTime(Collective::AllReduce, act, w.groups[part.groups.tp]).seconds;
-      // Layers: forward output and backward input gradient (and the forward
-      // again under full recomputation); embedding: its forward output; head:
-      // the input gradient of the vocabulary-parallel projection.
-      double count = 1;
-      if (layer)
-        count = w.recompute == Recompute::Full ? 3 : 2;
-      t.tpComm += n * count * allReduce;
-      t.crossDcBytes += n * count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc);
-    }
-    if (s.cp > 1 && part.kind == PartKind::Attention) {
-      double kv = 2.0 * double(s.microBatch) * double(s.seq) * double(s.kvHeads) *
-                  double(s.headDim) * double(s.bytesPerElement) / double(s.tp);
-      double gather = collectiveTime(Collective::AllGather, kv, w.groups[part.groups.cp]).seconds;
-      double scatter = collectiveTime(Collective::ReduceScatter, kv, w.groups[part.groups.cp]).seconds;
-      // Hidden behind the attention part's own compute where it fits.
-      t.cpComm += n * (compute.exposedSeconds(gather, pc.f) +
-                       compute.exposedSeconds(gather + scatter, pc.b));
-      const GroupShape &g = w.groups[part.groups.cp];
-      t.crossDcBytes += n * (2 * crossDcBytes(Collective::AllGather, kv, g, w.multiDc) +
-                             crossDcBytes(Collective::ReduceScatter, kv, g, w.multiDc));
-    }
-    if (s.ep > 1 && part.kind == PartKind::Moe) {
-      double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
-      const GroupShape &g = w.groups[part.groups.ep];
-      t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, g).seconds;
-      t.crossDcBytes += n * 4 * crossDcBytes(Collective::AllToAll, routed, g, w.multiDc);
-    }
-
+    addPartTime(t, w, part, compute);
     Bucket &bucket = buckets[r][part.groups.reduce];
     double localParams = n * double(part.params) / part.shards.gatheredParams;
     bucket.gradBytes += localParams * double(w.gradBytes);
@@ -192,6 +206,7 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
   // Data-parallel reduction per rank and step.
   for (int64_t r = 0; r < w.pp; ++r) {
     RankTime &t = e.time[r];
+    const ComputeModel &compute = computeOf(r);
     double perMicroBatchGather = 0;
     for (size_t gi = 0; gi < w.groups.size(); ++gi) {
       const Bucket &bucket = buckets[r][gi];
@@ -295,18 +310,26 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
   e.modelFlops = tokens * (6.0 * matmulParams + 12.0 * double(w.seq) * attentionWidth);
   e.tokensPerSecond = tokens / e.stepTime;
   e.tflopsPerGpu = e.hardwareFlops / e.stepTime / double(w.gpus) / 1e12;
-  e.mfu = e.modelFlops / e.stepTime / (double(w.gpus) * compute.peakFlops());
+  double peakFlops = 0; // all GPUs together
+  for (int64_t r = 0; r < w.pp; ++r)
+    peakFlops += ranksPerStage * computeOf(r).peakFlops();
+  e.mfu = e.modelFlops / e.stepTime / peakFlops;
 
-  // Memory.
-  e.capacityBytes = w.hbmBytes;
-  e.usableBytes = w.hbmBytes * (1.0 - options.memory.headroom);
+  // Memory. With GPUs of several sizes, the rank with the least room left is
+  // the one reported (on one GPU type, the one that needs the most).
+  double leastRoom = 0;
   for (int64_t r = 0; r < w.pp; ++r) {
     e.memory.push_back(rankMemory(w, r, options.memory));
-    if (e.memory.back().total() > e.peakMemoryBytes) {
-      e.peakMemoryBytes = e.memory.back().total();
+    double capacity = w.stageHbmBytes.empty() ? w.hbmBytes : w.stageHbmBytes[r];
+    double room = capacity * (1.0 - options.memory.headroom) - e.memory.back().total();
+    if (r == 0 || room < leastRoom) {
+      leastRoom = room;
       e.peakRank = r;
+      e.peakMemoryBytes = e.memory.back().total();
+      e.capacityBytes = capacity;
+      e.usableBytes = capacity * (1.0 - options.memory.headroom);
     }
   }
-  e.fits = e.peakMemoryBytes <= e.usableBytes;
+  e.fits = leastRoom >= 0;
   return e;
 }

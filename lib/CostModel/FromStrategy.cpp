@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 using namespace loom;
@@ -17,6 +18,15 @@ ComputeModel loom::cost::computeModelFor(const spec::Cluster &cluster,
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
   return ComputeModel::forGpu(*gpu, spec::peakTflops(*gpu, training.precision()),
                               gpu->hbm_gbytes_per_s());
+}
+
+std::vector<ComputeModel> loom::cost::computeModelsFor(const spec::Cluster &cluster,
+                                                       const spec::Training &training) {
+  std::vector<ComputeModel> out;
+  for (const spec::GpuType *gpu : spec::nodeTypes(cluster).gpus)
+    out.push_back(ComputeModel::forGpu(*gpu, spec::peakTflops(*gpu, training.precision()),
+                                       gpu->hbm_gbytes_per_s()));
+  return out;
 }
 
 bool loom::cost::parseRecompute(const std::string &word, Recompute &out) {
@@ -76,8 +86,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   };
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
   if (levels.empty())
-    return fail(fmt::format("cluster '{}' is not regular; estimates need one GPU type "
-                            "and equal datacenters for now",
+    return fail(fmt::format("cluster '{}' has datacenters of different sizes or nodes with "
+                            "different GPU counts; estimates need equal shapes for now",
                             cluster.name()));
   spec::ClusterSize size = spec::clusterSize(cluster);
   int64_t gpus = int64_t(size.gpus);
@@ -108,6 +118,29 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
 
   int64_t layers = spec::numLayers(model);
   int64_t stages = c.pp * c.vpp;
+  if (!c.stageLayers.empty()) {
+    if (c.vpp > 1 || int64_t(c.stageLayers.size()) != c.pp)
+      return fail(fmt::format("an uneven partition needs vpp=1 and one layer count per "
+                              "stage: {} counts for pp={} vpp={}",
+                              c.stageLayers.size(), c.pp, c.vpp));
+    int64_t sum = 0;
+    for (int64_t n : c.stageLayers) {
+      if (n < 1)
+        return fail("every pipeline stage needs at least one layer");
+      sum += n;
+    }
+    if (sum != layers)
+      return fail(fmt::format("stage layer counts add up to {}, the model has {} layers", sum,
+                              layers));
+  }
+  if (!c.stageOrder.empty()) {
+    std::vector<int64_t> sorted = c.stageOrder;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < int64_t(sorted.size()); ++i)
+      if (sorted[i] != i || int64_t(sorted.size()) != c.pp)
+        return fail(fmt::format("the stage order must be a permutation of the {} pp ranks",
+                                c.pp));
+  }
   if (c.pp > 1 && layers < stages)
     return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
   if (c.vpp > 1 && layers % stages != 0)
@@ -176,10 +209,31 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   // fp32 training has no separate master copy: Adam keeps two moments.
   int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
-  w.hops = axisHops(links, carving.axes, "pp");
+  w.hops = axisHops(links, carving.axes, "pp", c.stageOrder);
   w.multiDc = levels.front().name == "dc" && levels.front().size > 1;
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
   w.hbmBytes = gpu->hbm_gib() * double(1ull << 30);
+  spec::NodeTypes types = spec::nodeTypes(cluster);
+  if (types.gpus.size() > 1) {
+    // A pipeline rank spanning several GPU types runs at the pace of the
+    // slowest and must fit in the smallest.
+    std::vector<std::vector<int64_t>> nodes = axisNodes(links, carving.axes, "pp");
+    for (int64_t s = 0; s < c.pp; ++s) {
+      int64_t rank = c.stageOrder.empty() ? s : c.stageOrder[s];
+      int slowest = -1;
+      double hbm = 0;
+      for (int64_t node : nodes[rank]) {
+        const spec::GpuType *g = types.gpus[types.nodeType[node]];
+        if (slowest < 0 || spec::peakTflops(*g, training.precision()) <
+                               spec::peakTflops(*types.gpus[slowest], training.precision()))
+          slowest = types.nodeType[node];
+        double bytes = g->hbm_gib() * double(1ull << 30);
+        hbm = hbm == 0 ? bytes : std::min(hbm, bytes);
+      }
+      w.stageDevice.push_back(slowest);
+      w.stageHbmBytes.push_back(hbm);
+    }
+  }
 
   PartShape base;
   base.microBatch = c.microBatch;
@@ -224,7 +278,14 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
     return s;
   };
 
-  auto stageOf = [&](int64_t layer) { return c.pp > 1 ? layer * stages / layers : 0; };
+  std::vector<int64_t> stageEnd; // uneven partition: first layer after each stage
+  for (int64_t n : c.stageLayers)
+    stageEnd.push_back((stageEnd.empty() ? 0 : stageEnd.back()) + n);
+  auto stageOf = [&](int64_t layer) -> int64_t {
+    if (!stageEnd.empty())
+      return std::upper_bound(stageEnd.begin(), stageEnd.end(), layer) - stageEnd.begin();
+    return c.pp > 1 ? layer * stages / layers : 0;
+  };
   spec::ParamCount counts = spec::countParameters(model);
 
   Part embedding;

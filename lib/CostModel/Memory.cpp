@@ -146,6 +146,17 @@ int64_t loom::cost::inflightMicroBatches(Schedule schedule, int64_t pp, int64_t 
   return microBatches;
 }
 
+void loom::cost::addStateBytes(MemoryBreakdown &m, const Workload &w, const Part &part) {
+  const StateShards &sh = part.shards;
+  double p = double(part.params) * double(part.count);
+  if (!sh.paramsOffloaded)
+    m.params += p * double(w.weightBytes) / sh.params;
+  if (!sh.gradsOffloaded)
+    m.grads += p * double(w.gradBytes) / sh.grads;
+  if (!sh.optimOffloaded)
+    m.optim += p * double(w.optimBytesPerParam) / sh.optim;
+}
+
 MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
                                        const MemoryOptions &options) {
   MemoryBreakdown m;
@@ -156,13 +167,7 @@ MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
       continue;
     const StateShards &sh = part.shards;
     double n = double(part.count);
-    double p = double(part.params) * n;
-    if (!sh.paramsOffloaded)
-      m.params += p * double(w.weightBytes) / sh.params;
-    if (!sh.gradsOffloaded)
-      m.grads += p * double(w.gradBytes) / sh.grads;
-    if (!sh.optimOffloaded)
-      m.optim += p * double(w.optimBytesPerParam) / sh.optim;
+    addStateBytes(m, w, part);
     if (sh.paramsGathered)
       largestGathered = std::max(largestGathered, double(part.params) * double(w.weightBytes) /
                                                       sh.gatheredParams);

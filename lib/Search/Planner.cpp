@@ -2,6 +2,8 @@
 
 #include "loom/Search/Planner.h"
 
+#include "loom/Search/StageBalance.h"
+
 #include <algorithm>
 #include <fmt/format.h>
 #include <cctype>
@@ -61,8 +63,9 @@ bool Constraints::admits(const cost::StrategyChoice &c) const {
 Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluster &cluster,
                                     const spec::Training &training,
                                     const cost::StrategyChoice &choice,
-                                    const cost::ComputeModel &compute,
-                                    const cost::EstimateOptions &options, std::string *error) {
+                                    std::span<const cost::ComputeModel> computes,
+                                    const cost::EstimateOptions &options, std::string *error,
+                                    StageSplit split, double mustBeat) {
   Candidate c;
   c.choice = choice;
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
@@ -72,8 +75,36 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
     return c;
   }
   c.dp = w.workload.dp;
-  c.estimate = cost::estimate(w.workload, compute, options);
-  return c;
+  c.estimate = cost::estimate(w.workload, computes, options);
+  if (split == StageSplit::Even || choice.pp < 2 || choice.vpp != 1 ||
+      !choice.stageLayers.empty())
+    return c;
+  // Bound: a perfect split makes every rank the mean; that saves at most the
+  // slowest rank's excess on each micro-batch and each fill step.
+  const cost::Estimate &e = c.estimate;
+  double slowest = 0, mean = 0;
+  for (const cost::RankTime &t : e.time) {
+    slowest = std::max(slowest, t.total());
+    mean += t.total() / double(e.time.size());
+  }
+  double gain = double(e.microBatches + choice.pp - 1) * (slowest - mean);
+  if (e.stepTime - gain >= mustBeat)
+    return c;
+  StageBalance balance = balanceStages(w.workload, computes, c.estimate, options,
+                                       split == StageSplit::Reordered);
+  if (!balance.changed)
+    return c;
+  Candidate balanced = c;
+  balanced.choice.stageLayers = balance.stageLayers;
+  balanced.choice.stageOrder = balance.stageOrder;
+  cost::WorkloadResult wb = cost::fromStrategy(model, cluster, training, balanced.choice);
+  if (!wb.ok())
+    return c;
+  balanced.estimate = cost::estimate(wb.workload, computes, options);
+  bool better = balanced.estimate.fits != c.estimate.fits
+                    ? balanced.estimate.fits
+                    : balanced.estimate.stepTime < c.estimate.stepTime;
+  return better ? balanced : c;
 }
 
 std::string loom::search::whySlower(const cost::Estimate &best, const cost::Estimate &other) {
@@ -169,7 +200,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                               const spec::Training &training, const PlannerOptions &options) {
   auto start = std::chrono::steady_clock::now();
   PlanResult result;
-  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
   spec::ClusterSize size = spec::clusterSize(cluster);
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
   int64_t gpus = int64_t(size.gpus);
@@ -181,11 +212,22 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     if (b.has_moe())
       experts = b.moe().experts();
 
+  // Mixed GPU types: a few more finalists than asked for, since Z3's stage
+  // reordering (below) may lift one past those ranked above it.
+  bool mixed = computes.size() > 1 && options.balanceStages;
+  int64_t keep = mixed ? options.topK + 5 : options.topK;
   auto consider = [&](const cost::StrategyChoice &choice) {
     if (!options.fixed.admits(choice))
       return;
     std::string error;
-    Candidate c = priceChoice(model, cluster, training, choice, compute, options.estimate, &error);
+    // Balancing can only matter if it might enter the top k.
+    double mustBeat = int64_t(result.best.size()) < keep
+                          ? std::numeric_limits<double>::infinity()
+                          : result.best.back().estimate.stepTime;
+    Candidate c = priceChoice(model, cluster, training, choice, computes, options.estimate,
+                              &error,
+                              options.balanceStages ? StageSplit::Balanced : StageSplit::Even,
+                              mustBeat);
     if (!error.empty()) {
       ++result.rejected;
       ++result.rejections[reasonOf(error)];
@@ -200,9 +242,9 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     }
     result.anyFits = true;
     auto at = std::lower_bound(result.best.begin(), result.best.end(), c, faster);
-    if (at - result.best.begin() < options.topK) {
+    if (at - result.best.begin() < keep) {
       result.best.insert(at, c);
-      if (int64_t(result.best.size()) > options.topK)
+      if (int64_t(result.best.size()) > keep)
         result.best.pop_back();
     }
   };
@@ -272,6 +314,24 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
             }
       }
     }
+  }
+  // Mixed GPU types: Z3 may also choose which pp rank (which GPUs) runs each
+  // stage. It is exact but slower than the DP, so only the finalists get it.
+  if (mixed) {
+    for (Candidate &c : result.best) {
+      if (c.choice.pp < 2 || c.choice.vpp != 1)
+        continue;
+      cost::StrategyChoice even = c.choice;
+      even.stageLayers.clear();
+      even.stageOrder.clear();
+      Candidate z = priceChoice(model, cluster, training, even, computes, options.estimate,
+                                nullptr, StageSplit::Reordered);
+      if (z.estimate.fits && z.estimate.stepTime < c.estimate.stepTime)
+        c = z;
+    }
+    std::sort(result.best.begin(), result.best.end(), faster);
+    if (int64_t(result.best.size()) > options.topK)
+      result.best.resize(options.topK);
   }
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

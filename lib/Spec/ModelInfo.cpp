@@ -8,6 +8,8 @@
 
 #include "loom/Spec/Spec.h"
 
+#include <algorithm>
+
 namespace loom::spec {
 
 namespace {
@@ -135,6 +137,7 @@ ClusterSize clusterSize(const Cluster &cluster) {
   ClusterSize size;
   size.datacenters = cluster.datacenters_size();
   size.regular = !cluster.datacenters().empty();
+  size.shapeRegular = size.regular;
   const NodeGroup *reference = nullptr;
   uint64_t firstDcNodes = 0;
   for (int d = 0; d < cluster.datacenters_size(); ++d) {
@@ -144,6 +147,7 @@ ClusterSize clusterSize(const Cluster &cluster) {
       size.gpus += uint64_t(group.count()) * group.gpus_per_node();
       if (!reference)
         reference = &group;
+      size.shapeRegular &= group.gpus_per_node() == reference->gpus_per_node();
       size.regular &= group.gpu() == reference->gpu() &&
                       group.gpus_per_node() == reference->gpus_per_node() &&
                       group.intra_node_link() == reference->intra_node_link() &&
@@ -152,6 +156,7 @@ ClusterSize clusterSize(const Cluster &cluster) {
     if (d == 0)
       firstDcNodes = nodes;
     size.regular &= nodes == firstDcNodes;
+    size.shapeRegular &= nodes == firstDcNodes;
     size.nodes += nodes;
   }
   return size;
@@ -163,17 +168,42 @@ double effectiveGbps(const LinkTier &tier) {
 
 std::vector<ClusterLevel> clusterLevels(const Cluster &cluster) {
   ClusterSize size = clusterSize(cluster);
-  if (!size.regular)
+  if (!size.shapeRegular)
     return {};
+  // Mixed node groups: collectives run at the pace of the slowest link.
+  auto slowest = [&](auto linkOf) {
+    const LinkTier *worst = nullptr;
+    for (const Datacenter &dc : cluster.datacenters())
+      for (const NodeGroup &group : dc.node_groups()) {
+        const LinkTier *tier = findLink(cluster, linkOf(group));
+        if (tier && (!worst || effectiveGbps(*tier) < effectiveGbps(*worst)))
+          worst = tier;
+      }
+    return worst;
+  };
   const NodeGroup &group = cluster.datacenters(0).node_groups(0);
   std::vector<ClusterLevel> levels;
   if (size.datacenters > 1)
     levels.push_back({"dc", int64_t(size.datacenters), findLink(cluster, cluster.inter_dc_link())});
   levels.push_back({"node", int64_t(size.nodes / size.datacenters),
-                    findLink(cluster, group.inter_node_link())});
+                    slowest([](const NodeGroup &g) { return g.inter_node_link(); })});
   levels.push_back({"gpu", int64_t(group.gpus_per_node()),
-                    findLink(cluster, group.intra_node_link())});
+                    slowest([](const NodeGroup &g) { return g.intra_node_link(); })});
   return levels;
+}
+
+NodeTypes nodeTypes(const Cluster &cluster) {
+  NodeTypes out;
+  for (const Datacenter &dc : cluster.datacenters())
+    for (const NodeGroup &group : dc.node_groups()) {
+      const GpuType *gpu = findGpu(cluster, group.gpu());
+      auto at = std::find(out.gpus.begin(), out.gpus.end(), gpu);
+      int type = int(at - out.gpus.begin());
+      if (at == out.gpus.end())
+        out.gpus.push_back(gpu);
+      out.nodeType.insert(out.nodeType.end(), group.count(), type);
+    }
+  return out;
 }
 
 double peakTflops(const GpuType &gpu, Precision precision) {

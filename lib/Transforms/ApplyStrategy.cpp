@@ -168,8 +168,9 @@ void ApplyStrategyPass::runOnOperation() {
     model.setVirtualStages(vpp);
     model.setMicroBatch(mbs);
 
-    // Even split of transformer layers over pp x vpp stages; the embedding goes
-    // with the first layer and the head with the last.
+    // Transformer layers split evenly over pp x vpp stages unless stage-layers
+    // lists the counts; the embedding goes with the first layer and the head
+    // with the last.
     int64_t numLayers = 0;
     for (Operation &op : *model.getBodyBlock())
       if (auto attn = dyn_cast<AttentionOp>(op))
@@ -178,13 +179,32 @@ void ApplyStrategyPass::runOnOperation() {
     if (pp > 1 && numLayers < stages)
       return fail("pp x vpp = " + Twine(stages) + " stages but model '" +
                   model.getSymName() + "' has " + Twine(numLayers) + " layers");
+    SmallVector<int64_t> stageEnd; // first layer after each stage
+    if (!stageLayers.empty()) {
+      if (vpp != 1 || int64_t(stageLayers.size()) != pp)
+        return fail("stage-layers needs vpp=1 and one count per pipeline stage (pp=" +
+                    Twine(pp) + "), got " + Twine(stageLayers.size()) + " counts");
+      for (int64_t n : stageLayers) {
+        if (n < 1)
+          return fail("stage-layers: every stage needs at least one layer");
+        stageEnd.push_back((stageEnd.empty() ? 0 : stageEnd.back()) + n);
+      }
+      if (stageEnd.back() != numLayers)
+        return fail("stage-layers add up to " + Twine(stageEnd.back()) + " but model '" +
+                    model.getSymName() + "' has " + Twine(numLayers) + " layers");
+    }
+    auto stageOf = [&](int64_t layer) -> int64_t {
+      if (!stageEnd.empty())
+        return llvm::upper_bound(stageEnd, layer) - stageEnd.begin();
+      return layer * stages / numLayers;
+    };
     for (Operation &op : *model.getBodyBlock()) {
       if (pp > 1) {
         int64_t stage = TypeSwitch<Operation *, int64_t>(&op)
                             .Case<EmbeddingOp>([](auto) { return 0; })
                             .Case<HeadOp>([&](auto) { return stages - 1; })
                             .Case<AttentionOp, MlpOp, MoeOp>([&](auto l) {
-                              return static_cast<int64_t>(l.getLayer()) * stages / numLayers;
+                              return stageOf(static_cast<int64_t>(l.getLayer()));
                             });
         op.setAttr("stage", b.getI64IntegerAttr(stage));
       } else {

@@ -5,6 +5,8 @@
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4" 2>&1 | FileCheck %s --check-prefix=RANKS
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 ep=3 tp=8" 2>&1 | FileCheck %s --check-prefix=EPDIV
 // RUN: not loom-opt %s --place-apply-strategy="dp=32 recompute=most" 2>&1 | FileCheck %s --check-prefix=RECOMP
+// RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 stage-layers=1,3" --mlir-print-local-scope | FileCheck %s --check-prefix=UNEVEN
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 stage-layers=1,2" 2>&1 | FileCheck %s --check-prefix=UNEVENSUM
 // RUN: not loom-opt %s --place-apply-strategy="dp=32 order=sideways" 2>&1 | FileCheck %s --check-prefix=ORDER
 // RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 order=dp-outer" --mlir-print-local-scope | FileCheck %s --check-prefix=DPOUT
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 pp=8" 2>&1 | FileCheck %s --check-prefix=LAYERS
@@ -62,6 +64,11 @@ place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len 
 // RANKS: place-apply-strategy: tp=4 x cp=1 x ep=1 x dp=4 x pp=1 = 16 ranks, but the cluster has 32 GPUs
 // EPDIV: place-apply-strategy: ep=3 must divide dp=4 (experts shard over part of the data-parallel ranks)
 // RECOMP: place-apply-strategy: recompute='most' must be none, selective or full
+// An uneven split: one layer on the first stage, three on the second.
+// UNEVEN: place.mlp "layers.0.mlp" {{.*}}stage = 0
+// UNEVEN: place.attention "layers.1.attention" {{.*}}stage = 1
+// UNEVEN: place.moe "layers.3.moe" {{.*}}stage = 1
+// UNEVENSUM: place-apply-strategy: stage-layers add up to 3 but model 'tiny' has 4 layers
 // ORDER: place-apply-strategy: order='sideways' must be pp-outer or dp-outer
 // Data parallelism outside the pipeline: each pipeline lives in one node.
 // DPOUT: place.mesh @mesh of @c axes [#place.laxis<dp = node:4>, #place.laxis<pp = gpu:2>, #place.laxis<tp = gpu:4>]

@@ -95,7 +95,7 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
              const spec::Training &training, const search::Candidate &best,
              const search::PlannerOptions &planner, std::string &text) {
   const cost::EstimateOptions &options = planner.estimate;
-  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
   struct Alt {
     std::string name;
     cost::StrategyChoice choice;
@@ -105,6 +105,8 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     cost::StrategyChoice c = best.choice;
     change(c);
     c.dp = 0; // what the GPUs leave
+    c.stageLayers.clear(); // priceChoice balances the stages afresh
+    c.stageOrder.clear();
     c.sequenceParallel = c.tp > 1 && planner.fixed.sequenceParallel;
     if (c.vpp > 1 && c.pp == 1)
       c.vpp = 1;
@@ -145,7 +147,7 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
   for (const Alt &alt : alts) {
     std::string error;
     search::Candidate c =
-        search::priceChoice(model, cluster, training, alt.choice, compute, options, &error);
+        search::priceChoice(model, cluster, training, alt.choice, computes, options, &error);
     std::string verdict;
     if (!error.empty())
       verdict = "cannot: " + error;
@@ -203,6 +205,11 @@ void runPlan(const PlanCliOptions &o) {
     apply.mbs = best.choice.microBatch;
     apply.sp = best.choice.sequenceParallel;
     apply.order = search::rankOrderName(best.choice.order);
+    if (!best.choice.stageOrder.empty())
+      throw UserError("the best plan runs its stages on the GPU types in a reordered "
+                      "sequence, which place IR cannot express yet",
+                      "use --json for the plan", 1);
+    apply.stageLayers = best.choice.stageLayers;
     PlacedModule placed = lowerAndPlace({model, cluster, training}, &apply, /*estimate=*/true);
     writeOutput(o.output, printModule(*placed.module));
     return;
@@ -271,6 +278,19 @@ void runPlan(const PlanCliOptions &o) {
     table.addRow(row);
   }
   text += table.render();
+  const cost::StrategyChoice &first = r.best.front().choice;
+  if (!first.stageLayers.empty()) {
+    text += "\nplan 1 splits the layers unevenly over its stages:";
+    for (int64_t n : first.stageLayers)
+      text += fmt::format(" {}", n);
+    if (!first.stageOrder.empty()) {
+      text += " (on pp ranks";
+      for (int64_t rank : first.stageOrder)
+        text += fmt::format(" {}", rank);
+      text += ")";
+    }
+    text += "\n";
+  }
   if (o.explain)
     explain(model, cluster, training, r.best.front(), options, text);
   writeOutput("", text);

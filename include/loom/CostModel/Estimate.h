@@ -20,6 +20,7 @@
 #include "loom/CostModel/Memory.h"
 #include "loom/CostModel/Workload.h"
 
+#include <span>
 #include <vector>
 
 namespace loom::cost {
@@ -71,6 +72,17 @@ struct Estimate {
 
 Estimate estimate(const Workload &workload, const ComputeModel &compute,
                   const EstimateOptions &options = {});
+/// With a compute model per GPU type: pipeline rank r runs on
+/// computes[workload.stageDevice[r]] (heterogeneous clusters).
+Estimate estimate(const Workload &workload, std::span<const ComputeModel> computes,
+                  const EstimateOptions &options = {});
+
+/// Adds one part's per-micro-batch time on its rank to `t`: F, B, W,
+/// recomputation and exposed tensor, context and expert communication, all
+/// `part.count` of them (the building block of estimate(), also used to
+/// price layers one by one for stage partitioning).
+void addPartTime(RankTime &t, const Workload &workload, const Part &part,
+                 const ComputeModel &compute);
 
 } // namespace loom::cost
 

@@ -14,6 +14,7 @@
 #include "loom/Spec/Spec.h"
 
 #include <string>
+#include <vector>
 
 namespace loom::cost {
 
@@ -29,6 +30,12 @@ struct StrategyChoice {
   Schedule schedule = Schedule::OneFOneB;
   /// Whether pipeline or data parallelism spans the outermost links.
   search::RankOrder order = search::RankOrder::PipelineOuter;
+  /// Transformer layers per pipeline stage (uneven partitions; needs vpp=1).
+  /// Empty: layers split evenly over pp x vpp stages.
+  std::vector<int64_t> stageLayers;
+  /// Pipeline position -> pp rank (which device group runs which stage on a
+  /// heterogeneous cluster). Empty: stage s on pp rank s.
+  std::vector<int64_t> stageOrder;
 };
 
 struct WorkloadResult {
@@ -40,8 +47,13 @@ struct WorkloadResult {
 WorkloadResult fromStrategy(const spec::Model &model, const spec::Cluster &cluster,
                             const spec::Training &training, const StrategyChoice &choice);
 
-/// The compute model of the cluster's GPU at the training precision.
+/// The compute model of the cluster's GPU at the training precision (the
+/// first GPU type of a heterogeneous cluster).
 ComputeModel computeModelFor(const spec::Cluster &cluster, const spec::Training &training);
+/// One compute model per GPU type, in spec::nodeTypes order (the indices
+/// Workload::stageDevice uses).
+std::vector<ComputeModel> computeModelsFor(const spec::Cluster &cluster,
+                                           const spec::Training &training);
 
 /// "none", "selective", "full" -> Recompute; false for other words.
 bool parseRecompute(const std::string &word, Recompute &out);

@@ -47,9 +47,19 @@ GroupShape groupOver(const std::vector<LinkLevel> &levels,
 /// back to the first (interleaved schedules use it). A hop crosses the
 /// outermost level whose piece of the axis changes; every GPU of a node sends
 /// at once, so per-node links are shared. Empty when the axis is absent.
+///
+/// `order`, when given, lists the axis positions in pipeline order (a
+/// permutation): hop s then joins positions order[s] and order[s+1].
 std::vector<PipelineHop> axisHops(const std::vector<LinkLevel> &levels,
                                   const std::vector<search::LogicalAxis> &mesh,
-                                  const std::string &axis);
+                                  const std::string &axis,
+                                  const std::vector<int64_t> &order = {});
+
+/// The nodes (numbered datacenter by datacenter) that hold ranks of each
+/// position of logical axis `axis`.
+std::vector<std::vector<int64_t>> axisNodes(const std::vector<LinkLevel> &levels,
+                                            const std::vector<search::LogicalAxis> &mesh,
+                                            const std::string &axis);
 
 } // namespace loom::cost
 

@@ -50,6 +50,10 @@ struct MemoryBreakdown {
   }
 };
 
+/// Adds the parameters, gradients and optimizer state that `part` (all
+/// `count` of them) keeps on one rank; offloaded states add nothing.
+void addStateBytes(MemoryBreakdown &m, const Workload &w, const Part &part);
+
 /// Peak memory of pipeline rank `rank` (0 = first stage).
 MemoryBreakdown rankMemory(const Workload &w, int64_t rank,
                            const MemoryOptions &options = {});

@@ -90,6 +90,11 @@ struct Workload {
   /// link between them (cross-datacenter traffic is reported).
   bool multiDc = false;
   double hbmBytes = 0;      // capacity of one GPU
+  /// Heterogeneous clusters: the GPU type of each pipeline rank (an index
+  /// into the compute models estimate() is given) and its capacity. Empty:
+  /// every rank has type 0 and `hbmBytes`.
+  std::vector<int> stageDevice;
+  std::vector<double> stageHbmBytes;
 
   /// Micro-batches per step on one pipeline (gradient accumulation steps).
   int64_t microBatches() const { return globalBatch / (dp * microBatch); }

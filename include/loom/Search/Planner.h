@@ -19,7 +19,9 @@
 #include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
 
+#include <limits>
 #include <map>
+#include <span>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +53,9 @@ struct PlannerOptions {
   std::vector<cost::Recompute> recomputes = {cost::Recompute::None, cost::Recompute::Selective,
                                              cost::Recompute::Full};
   cost::EstimateOptions estimate;
+  /// Re-split layers over pipeline stages by cost (embedding and head stages
+  /// lighter; on mixed clusters, faster GPUs more layers).
+  bool balanceStages = true;
 };
 
 struct Candidate {
@@ -81,11 +86,25 @@ spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
 /// "mostly pipeline bubble (+0.412 s)".
 std::string whySlower(const cost::Estimate &best, const cost::Estimate &other);
 
-/// Prices `choice` (for --explain: the best plan's neighbours).
+/// How priceChoice splits layers over pipeline stages (pp > 1, vpp = 1).
+enum class StageSplit {
+  Even,      // as given (evenly, unless the choice lists layer counts)
+  Balanced,  // also tries a cost-balanced split (dynamic programming)
+  Reordered, // also lets Z3 choose which pp rank runs which stage
+};
+
+/// Prices `choice`; with a balancing `split`, the layers are also re-split
+/// over the stages by cost (StageBalance) and the better of the two is
+/// returned — unless no split could bring the step under `mustBeat` (a bound:
+/// balancing cannot gain more than the slowest rank's excess over the mean on
+/// every micro-batch and fill step). `computes`: one per GPU type
+/// (cost::computeModelsFor).
 Candidate priceChoice(const spec::Model &model, const spec::Cluster &cluster,
                       const spec::Training &training, const cost::StrategyChoice &choice,
-                      const cost::ComputeModel &compute, const cost::EstimateOptions &options,
-                      std::string *error);
+                      std::span<const cost::ComputeModel> computes,
+                      const cost::EstimateOptions &options, std::string *error,
+                      StageSplit split = StageSplit::Balanced,
+                      double mustBeat = std::numeric_limits<double>::infinity());
 
 } // namespace loom::search
 

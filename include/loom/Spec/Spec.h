@@ -132,6 +132,10 @@ struct ClusterSize {
   uint64_t nodes = 0;
   uint64_t gpus = 0;
   bool regular = false;  // every DC has the same node count, one GPU type, same links
+  /// Every DC has the same node count and every node the same GPU count, but
+  /// GPU types or links may differ between node groups (a heterogeneous
+  /// cluster the planner can still lay a mesh over).
+  bool shapeRegular = false;
 };
 ClusterSize clusterSize(const Cluster &cluster);
 
@@ -147,8 +151,17 @@ struct ClusterLevel {
 /// times its efficiency (1 when the spec gives none).
 double effectiveGbps(const LinkTier &tier);
 
-/// The levels outermost first; empty when the cluster is not regular.
+/// The levels outermost first; empty unless the cluster is shape-regular.
+/// Where node groups differ, a level takes the slowest of their link tiers.
 std::vector<ClusterLevel> clusterLevels(const Cluster &cluster);
+
+/// GPU types in order of first appearance, and the index of each node's type
+/// in that list (nodes numbered datacenter by datacenter, group by group).
+struct NodeTypes {
+  std::vector<const GpuType *> gpus;
+  std::vector<int> nodeType;
+};
+NodeTypes nodeTypes(const Cluster &cluster);
 
 std::string dtypeName(DType dtype);
 

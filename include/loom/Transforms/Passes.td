@@ -32,6 +32,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     Option<"order", "order", "std::string", "\"pp-outer\"",
            "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism "
            "(dp-outer) takes the outermost links, e.g. crosses datacenters">,
+    ListOption<"stageLayers", "stage-layers", "int64_t",
+               "transformer layers per pipeline stage, for an uneven split (vpp=1); "
+               "default: even">,
   ];
 }
 

@@ -151,3 +151,105 @@ TEST(PlannerMultiDc, KeepsTensorParallelInsideNVLinkAndBeatsPlainDataParallel) {
 }
 
 } // namespace
+
+namespace {
+
+/// Layers of each pipeline position and the GPU type that runs it.
+struct StageView {
+  std::vector<int64_t> layers;
+  std::vector<std::string> gpu;
+};
+
+StageView stagesOf(const spec::Model &model, const spec::Cluster &cluster,
+                   const spec::Training &training, const cost::StrategyChoice &choice) {
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  EXPECT_TRUE(w.ok()) << w.error;
+  StageView v;
+  v.layers.assign(choice.pp, 0);
+  for (const cost::Part &part : w.workload.parts)
+    if (part.kind == cost::PartKind::Attention)
+      v.layers[part.stage] += part.count;
+  spec::NodeTypes types = spec::nodeTypes(cluster);
+  for (int64_t s = 0; s < choice.pp; ++s)
+    v.gpu.push_back(types.gpus[w.workload.stageDevice.empty() ? 0 : w.workload.stageDevice[s]]
+                        ->name());
+  return v;
+}
+
+TEST(PlannerHeterogeneous, SizesStagesToDeviceSpeedAndBeatsAnEvenSplit) {
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster cluster = spec::loadCluster(LOOM_TEST_INPUTS "/mixed-a100-h100.yaml");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 1;
+  PlanResult r = plan(model, cluster, training, options);
+  ASSERT_TRUE(r.anyFits);
+  const Candidate &best = r.best.front();
+  ASSERT_GT(best.choice.pp, 1) << describe(best);
+  ASSERT_FALSE(best.choice.stageLayers.empty()) << describe(best);
+
+  // Layers per stage follow the GPUs' speed: the H100 stages carry about as
+  // many more layers as the cost model says an H100 runs a layer faster.
+  StageView v = stagesOf(model, cluster, training, best.choice);
+  double a100 = 0, h100 = 0;
+  int64_t na = 0, nh = 0;
+  for (size_t s = 0; s < v.layers.size(); ++s) {
+    bool fast = v.gpu[s] == "h100-sxm";
+    (fast ? h100 : a100) += double(v.layers[s]);
+    ++(fast ? nh : na);
+  }
+  ASSERT_GT(na, 0);
+  ASSERT_GT(nh, 0);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  cost::GemmShape layerGemm{4096, 8192, 8192};
+  double speedRatio = computes[0].gemmSeconds(layerGemm) / computes[1].gemmSeconds(layerGemm);
+  double layerRatio = (h100 / double(nh)) / (a100 / double(na));
+  std::printf("stages:");
+  for (size_t s = 0; s < v.layers.size(); ++s)
+    std::printf(" %s:%lld", v.gpu[s].c_str(), (long long)v.layers[s]);
+  std::printf("\nH100/A100 layers per stage %.2f, GEMM speed ratio %.2f\n", layerRatio, speedRatio);
+  EXPECT_NEAR(layerRatio / speedRatio, 1.0, 0.35);
+
+  // The same tuple split evenly is slower by what the model predicts.
+  cost::StrategyChoice even = best.choice;
+  even.stageLayers.clear();
+  even.stageOrder.clear();
+  std::string error;
+  Candidate evenPlan = priceChoice(model, cluster, training, even, computes, options.estimate,
+                                   &error, StageSplit::Even);
+  ASSERT_TRUE(error.empty()) << error;
+  double margin = evenPlan.estimate.stepTime / best.estimate.stepTime - 1;
+  std::printf("balanced %.3f s, even %.3f s (%s): %+.1f%%\n", best.estimate.stepTime,
+              evenPlan.estimate.stepTime, evenPlan.estimate.fits ? "fits" : "does not fit",
+              100 * margin);
+  EXPECT_GT(margin, 0.3);
+}
+
+TEST(PlannerUneven, LightensTheEmbeddingAndHeadStagesOnOneGpuType) {
+  // Llama 3 8B's 128k-entry vocabulary makes the head as heavy as several
+  // layers, so the last stage gets fewer transformer layers.
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=8");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 1;
+  options.fixed.pp = 8;
+  options.fixed.vpp = 1;
+  PlanResult r = plan(model, cluster, training, options);
+  ASSERT_TRUE(r.anyFits);
+  const Candidate &best = r.best.front();
+  ASSERT_FALSE(best.choice.stageLayers.empty()) << describe(best);
+  const std::vector<int64_t> &n = best.choice.stageLayers;
+  int64_t middle = *std::max_element(n.begin() + 1, n.end() - 1);
+  EXPECT_LT(n.back(), middle);
+  EXPECT_LE(n.front(), middle);
+
+  cost::StrategyChoice even = best.choice;
+  even.stageLayers.clear();
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  Candidate evenPlan = priceChoice(model, cluster, training, even, computes, options.estimate,
+                                   nullptr, StageSplit::Even);
+  EXPECT_LT(best.estimate.stepTime, evenPlan.estimate.stepTime);
+}
+
+} // namespace

@@ -1,0 +1,131 @@
+//===- StageBalance.cpp - uneven stages from the cost model ---------------===//
+
+#include "loom/Search/StageBalance.h"
+
+#include <algorithm>
+
+using namespace loom;
+using namespace loom::search;
+
+namespace {
+
+/// What one transformer layer costs on one rank, the embedding folded into
+/// the first layer and the head into the last (they cannot move stages).
+struct LayerCosts {
+  std::vector<std::vector<double>> seconds; // [GPU type][layer], per micro-batch
+  std::vector<double> staticBytes, activationBytes;
+};
+
+LayerCosts priceLayers(const cost::Workload &w, std::span<const cost::ComputeModel> computes) {
+  int64_t layers = 0;
+  for (const cost::Part &part : w.parts)
+    if (part.firstLayer >= 0)
+      layers = std::max(layers, part.firstLayer + part.count);
+  LayerCosts c;
+  c.seconds.assign(computes.size(), std::vector<double>(layers, 0.0));
+  c.staticBytes.assign(layers, 0.0);
+  c.activationBytes.assign(layers, 0.0);
+  for (const cost::Part &grouped : w.parts) {
+    cost::Part one = grouped;
+    one.count = 1;
+    cost::MemoryBreakdown state;
+    cost::addStateBytes(state, w, one);
+    double bytes = state.params + state.grads + state.optim;
+    double act = cost::activationBytes(one, w.recompute);
+    std::vector<double> secs;
+    for (const cost::ComputeModel &compute : computes) {
+      cost::RankTime t;
+      cost::addPartTime(t, w, one, compute);
+      secs.push_back(t.total());
+    }
+    int64_t first = grouped.firstLayer, count = grouped.count;
+    if (first < 0) { // embedding or head: one of them, on an end layer
+      first = grouped.kind == cost::PartKind::Embedding ? 0 : layers - 1;
+      count = 1;
+    }
+    for (int64_t l = first; l < first + count; ++l) {
+      for (size_t d = 0; d < computes.size(); ++d)
+        c.seconds[d][l] += secs[d];
+      c.staticBytes[l] += bytes;
+      c.activationBytes[l] += act;
+    }
+  }
+  return c;
+}
+
+} // namespace
+
+StageBalance loom::search::balanceStages(const cost::Workload &w,
+                                         std::span<const cost::ComputeModel> computes,
+                                         const cost::Estimate &even,
+                                         const cost::EstimateOptions &options,
+                                         bool permuteDevices) {
+  StageBalance out;
+  if (w.pp < 2 || w.vpp != 1)
+    return out;
+  LayerCosts costs = priceLayers(w, computes);
+  int64_t layers = int64_t(costs.staticBytes.size());
+  if (layers < w.pp)
+    return out;
+
+  PartitionProblem problem;
+  problem.layerSeconds = costs.seconds[0]; // reference: GPU type 0
+  problem.layerStaticBytes = costs.staticBytes;
+  problem.layerActivationBytes = costs.activationBytes;
+  double reference = 0;
+  for (double s : costs.seconds[0])
+    reference += s;
+  // Per-stage bytes the layers do not explain (allowances, communication
+  // buffers, ZeRO-3 gathers): taken from the even split, the largest for all.
+  double fixedBytes = 0;
+  for (int64_t s = 0; s < w.pp; ++s) {
+    double layerBytes = 0;
+    for (const cost::Part &part : w.parts)
+      if (part.stage == s) {
+        cost::MemoryBreakdown state;
+        cost::addStateBytes(state, w, part);
+        layerBytes += state.params + state.grads + state.optim +
+                      double(part.count) * cost::activationBytes(part, w.recompute) *
+                          double(even.memory[s].inflight);
+      }
+    fixedBytes = std::max(fixedBytes, even.memory[s].total() - layerBytes);
+  }
+  for (int64_t s = 0; s < w.pp; ++s) {
+    int device = w.stageDevice.empty() ? 0 : w.stageDevice[s];
+    double total = 0;
+    for (double sec : costs.seconds[device])
+      total += sec;
+    PartitionDevice d;
+    d.name = "rank " + std::to_string(s);
+    d.speed = total > 0 ? reference / total : 1.0;
+    double capacity = w.stageHbmBytes.empty() ? w.hbmBytes : w.stageHbmBytes[s];
+    d.memoryBytes = capacity * (1.0 - options.memory.headroom) - fixedBytes;
+    problem.devices.push_back(d);
+    problem.inflight.push_back(even.memory[s].inflight);
+  }
+
+  // Z3 starts from the DP's answer and only improves on it, so a short time
+  // limit keeps the planner interactive at the cost of an unproven optimum.
+  constexpr double kZ3Seconds = 0.25;
+  out.partition = permuteDevices ? partitionByZ3(problem, kZ3Seconds)
+                                 : partitionByDynamicProgramming(problem);
+  if (!out.partition.feasible)
+    return out;
+  const Partition &p = out.partition;
+  for (int64_t s = 0; s < w.pp; ++s) {
+    int64_t end = s + 1 < w.pp ? p.firstLayer[s + 1] : layers;
+    out.stageLayers.push_back(end - p.firstLayer[s]);
+  }
+  bool identity = true;
+  for (int64_t s = 0; s < w.pp; ++s)
+    identity &= p.deviceOf[s] == s;
+  if (!identity)
+    out.stageOrder = p.deviceOf;
+  // Even split as fromStrategy lays it: layer l on stage l * pp / layers.
+  for (int64_t s = 0; s < w.pp && !out.changed; ++s) {
+    int64_t first = (s * layers + w.pp - 1) / w.pp;
+    out.changed = p.firstLayer[s] != first;
+  }
+  out.changed |= !identity;
+  return out;
+}

@@ -301,6 +301,10 @@ llvm::Error Unpickler::step() {
     const auto *m = (*module)->get<std::string>();
     if (!n || !m)
       return error("module and name must be strings");
+    // No importable name holds a newline, and GLOBAL spells names as lines: such a
+    // name, written back, would turn into other opcodes.
+    if (llvm::StringRef(*n).contains('\n') || llvm::StringRef(*m).contains('\n'))
+      return error("module or name contains a newline");
     return pushNew(Value::make(GlobalValue{*m, *n}));
   }
   case 'R':

@@ -23,6 +23,12 @@ namespace {
 /// Python's pickler batches APPENDS/SETITEMS by this many items.
 constexpr size_t kBatch = 1000;
 
+/// Sets built the usual way are written as set([members]); anything odder about
+/// them (NEWOBJ) goes the generic way so that it reads back as it was.
+bool writesMembersInline(const ObjectValue &object) {
+  return detail::isSetType(object.type) && !object.newObj;
+}
+
 class Pickler {
 public:
   explicit Pickler(StorageNamer namer) : namer(namer) {}
@@ -55,6 +61,7 @@ private:
   }
   void bytes(llvm::StringRef s);
   void global(llvm::StringRef module, llvm::StringRef name);
+  llvm::Error globalOf(const GlobalValue &value);
   uint32_t memoize();
   void put(const Value &value) { memo[&value] = memoize(); }
   llvm::Error items(const std::vector<ValuePtr> &values, char terminator);
@@ -114,6 +121,16 @@ void Pickler::bytes(llvm::StringRef s) {
     u64(s.size());
   }
   out += s;
+}
+
+/// A global named by the tree (not one of the writer's own constants): GLOBAL spells
+/// names as lines, so a newline in one would inject opcodes into the output.
+llvm::Error Pickler::globalOf(const GlobalValue &value) {
+  if (llvm::StringRef(value.module).contains('\n') || llvm::StringRef(value.name).contains('\n'))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "global name with a newline cannot be pickled");
+  global(value.module, value.name);
+  return llvm::Error::success();
 }
 
 void Pickler::global(llvm::StringRef module, llvm::StringRef name) {
@@ -227,9 +244,10 @@ llvm::Error Pickler::tensor(const TensorValue &value) {
 }
 
 llvm::Error Pickler::object(const ObjectValue &value) {
-  if (detail::isSetType(value.type)) {
+  if (writesMembersInline(value)) {
     // Protocol 2 spelling: set([items]).
-    global(value.type.module, value.type.name);
+    if (llvm::Error err = globalOf(value.type))
+      return err;
     op(']');
     if (llvm::Error err = items(value.listItems, 'e'))
       return err;
@@ -237,7 +255,8 @@ llvm::Error Pickler::object(const ObjectValue &value) {
     op('R');
     return llvm::Error::success();
   }
-  global(value.type.module, value.type.name);
+  if (llvm::Error err = globalOf(value.type))
+    return err;
   if (value.args) {
     if (llvm::Error err = write(*value.args))
       return err;
@@ -288,11 +307,8 @@ llvm::Error Pickler::write(const Value &value) {
   case Value::Kind::Bytes:
     bytes(value.get<BytesValue>()->data);
     return llvm::Error::success();
-  case Value::Kind::Global: {
-    const auto *g = value.get<GlobalValue>();
-    global(g->module, g->name);
-    return llvm::Error::success();
-  }
+  case Value::Kind::Global:
+    return globalOf(*value.get<GlobalValue>());
   case Value::Kind::Tuple: {
     const auto *tuple = value.get<TupleValue>();
     if (tuple->torchSize)
@@ -355,12 +371,11 @@ llvm::Error Pickler::write(const Value &value) {
     if (llvm::Error err = object(*obj))
       return err;
     put(value);
-    if (!detail::isSetType(obj->type)) {
+    if (!writesMembersInline(*obj))
       if (llvm::Error err = items(obj->listItems, 'e'))
         return err;
-      if (llvm::Error err = entries(obj->dictItems))
-        return err;
-    }
+    if (llvm::Error err = entries(obj->dictItems))
+      return err;
     if (obj->state) {
       if (llvm::Error err = write(*obj->state))
         return err;

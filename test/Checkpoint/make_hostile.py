@@ -90,6 +90,10 @@ def pickles(marker_dir):
     add("persid_no_loader.pkl", "pickle", b"\x80\x02X\x01\x00\x00\x00xQ.",
         message="persistent id")
     add("build_on_int.pkl", "pickle", b"\x80\x02K\x01}b.", message="cannot set state")
+    # Found by loom-fuzz-pickle: a STACK_GLOBAL name with a newline would come out of
+    # loom's writer as a GLOBAL line followed by attacker-chosen opcodes.
+    add("newline_global.pkl", "pickle",
+        b"\x80\x04\x8c\x02os\x8c\x0dsystem\ncposix\x93\x94.", message="contains a newline")
 
 
 def torch_files():

@@ -129,6 +129,15 @@ TEST(Pickle, LimitsAreOneLineErrors) {
             "error: test.pkl: pickle offset 29 (BINPUT): memo grows past 2 entries");
 }
 
+TEST(Pickle, WriterRefusesNamesThatWouldInjectOpcodes) {
+  ObjectValue object;
+  object.type = {"os", "system\ncposix"};
+  object.args = Value::make(TupleValue{});
+  auto written = pickle(*Value::make(std::move(object)), nullptr);
+  ASSERT_FALSE(bool(written));
+  EXPECT_EQ(message(written.takeError()), "global name with a newline cannot be pickled");
+}
+
 TEST(Pickle, RefusesToMutateSharedObjects) {
   // l = []; l.append(l) as CPython writes it.
   EXPECT_EQ(load(PICKLE("\x80\x02]q\x00h\x00" "a.")),

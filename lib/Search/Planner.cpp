@@ -107,6 +107,13 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   return better ? balanced : c;
 }
 
+std::string loom::search::describe(const Candidate &c) {
+  const cost::StrategyChoice &s = c.choice;
+  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}",
+                     c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero,
+                     cost::recomputeName(s.recompute), s.microBatch, rankOrderName(s.order));
+}
+
 std::string loom::search::whySlower(const cost::Estimate &best, const cost::Estimate &other) {
   auto slowest = [](const cost::Estimate &e) {
     const cost::RankTime *t = &e.time[0];

@@ -32,13 +32,6 @@ struct PlanCliOptions {
 /// GiB columns of the plan table: one decimal.
 std::string gib(double bytes) { return loom::gib(bytes, 1); }
 
-std::string describe(const search::Candidate &c) {
-  const cost::StrategyChoice &s = c.choice;
-  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}",
-                     c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero,
-                     cost::recomputeName(s.recompute), s.microBatch,
-                     search::rankOrderName(s.order));
-}
 
 /// The logical axes of `choice` that have a piece on physical level `level`
 /// ("dp+pp"), or "-" when none does.
@@ -247,7 +240,7 @@ void runPlan(const PlanCliOptions &o) {
     const cost::Estimate &e = r.closest.estimate;
     throw UserError(
         fmt::format("no strategy fits: the closest ({}) needs {} GiB per GPU, {} GiB usable",
-                    describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),
+                    search::describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),
         "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch", 3);
   }
   bool multiDc = spec::clusterLevels(cluster).size() > 2;

@@ -82,6 +82,9 @@ PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
 spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
                   const spec::Training &training, const Candidate &candidate);
 
+/// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
+std::string describe(const Candidate &candidate);
+
 /// What dominates the step-time difference between two estimates, in words:
 /// "mostly pipeline bubble (+0.412 s)".
 std::string whySlower(const cost::Estimate &best, const cost::Estimate &other);

@@ -71,4 +71,23 @@ def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
   ];
 }
 
+def PlaceSearch : Pass<"place-search", "mlir::ModuleOp"> {
+  let summary = "Search parallel strategies and place the model with the fastest that fits";
+  let description = [{
+    `loom plan` inside the pass pipeline: reads the model, cluster and training
+    shape back from the IR (Conversion/PlaceToSpec), runs the planner
+    (lib/Search) and applies the fastest fitting strategy as
+    place-apply-strategy would, uneven stage splits included. The model op gets
+    `place.search`: the strategy, its estimate and how many strategies were
+    priced. When nothing fits, the error names the closest plan and its memory.
+  }];
+  let options = [
+    Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
+    Option<"overlap", "overlap", "bool", "true",
+           "data-parallel reduction overlaps the last backward">,
+    Option<"headroom", "headroom", "double", "0.05",
+           "share of GPU memory a fitting plan leaves free">,
+  ];
+}
+
 #endif // LOOM_TRANSFORMS_PASSES_TD

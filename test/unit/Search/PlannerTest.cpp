@@ -35,12 +35,6 @@ const Row kTable1[] = {
     {"megatron-529.6b", 8, 35, 2520, 2520}, {"megatron-1t", 8, 64, 3072, 3072},
 };
 
-std::string describe(const Candidate &c) {
-  const cost::StrategyChoice &s = c.choice;
-  return fmt::format("dp={} tp={} pp={} vpp={} mbs={} recompute={}", c.dp, s.tp, s.pp, s.vpp,
-                     s.microBatch, cost::recomputeName(s.recompute));
-}
-
 /// Megatron-LM as of SC'21: what its users could choose from.
 PlannerOptions sc21Space() {
   PlannerOptions o;

@@ -7,6 +7,7 @@
 
 #include "loom/Transforms/Passes.h"
 #include "place/Place.h"
+#include "sched/Sched.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -15,7 +16,7 @@
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
-  registry.insert<loom::place::PlaceDialect, mlir::func::FuncDialect,
+  registry.insert<loom::place::PlaceDialect, loom::sched::SchedDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect>();
   loom::registerLoomPasses();
   mlir::registerCanonicalizerPass();

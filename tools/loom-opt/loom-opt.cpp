@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "loom/Transforms/Passes.h"
+#include "loom/Transforms/SchedPasses.h"
 #include "place/Place.h"
 #include "sched/Sched.h"
 
@@ -19,6 +20,7 @@ int main(int argc, char **argv) {
   registry.insert<loom::place::PlaceDialect, loom::sched::SchedDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect>();
   loom::registerLoomPasses();
+  loom::registerLoomSchedPasses();
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
   mlir::registerSymbolDCEPass();

@@ -71,6 +71,7 @@ void addCatalogCommand(CLI::App &app);
 void addLowerCommand(CLI::App &app);
 void addEstimateCommand(CLI::App &app);
 void addPlanCommand(CLI::App &app);
+void addScheduleCommand(CLI::App &app);
 
 } // namespace loom::cli
 

@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
   addLowerCommand(app);
   addEstimateCommand(app);
   addPlanCommand(app);
+  addScheduleCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {

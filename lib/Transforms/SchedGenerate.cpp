@@ -14,8 +14,6 @@
 #include "loom/Transforms/SchedPasses.h"
 #include "sched/Sched.h"
 
-#include "llvm/ADT/StringExtras.h"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -253,6 +253,7 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
                     : st.acts == Storage::selective  ? cost::Recompute::Selective
                                                      : cost::Recompute::None;
       w.zero = placement.getZeroStage();
+      w.tpCommOverlap = options.tpCommOverlap && roles.sequenceParallel;
       first = false;
     }
     w.tp = std::max(w.tp, s.tp);

@@ -89,6 +89,11 @@ double optimizerBytesPerParam(const Workload &w) {
 
 } // namespace
 
+double loom::cost::pipelineMessageBytes(const Workload &w) {
+  const PartShape &s = w.parts.front().shape;
+  return boundaryBytes(s) / (s.sequenceParallel ? double(s.tp) : 1.0);
+}
+
 void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
                              const ComputeModel &compute) {
   double n = double(part.count);
@@ -123,7 +128,14 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
     double count = 1;
     if (layer)
       count = w.recompute == Recompute::Full ? 3 : 2;
-    t.tpComm += n * count * allReduce;
+    double comm = count * allReduce;
+    // Overlapped, each all-gather/reduce-scatter hides behind the GEMM it
+    // feeds or drains (the layer's forward for the forward ones, its backward
+    // for the rest) and slows it instead.
+    if (w.tpCommOverlap && layer)
+      comm = compute.exposedSeconds(comm / count, pc.f) +
+             (count - 1) * compute.exposedSeconds(comm / count, (pc.b + pc.w) / (count - 1));
+    t.tpComm += n * comm;
     t.crossDcBytes += n * count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc);
   }
   if (s.cp > 1 && part.kind == PartKind::Attention) {
@@ -187,8 +199,7 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
   // the rank's time; hop latencies are paid along the pipeline (below).
   double roundTripLatency = 0; // one micro-batch down all chunks and back
   if (w.pp > 1) {
-    const PartShape &s = w.parts.front().shape;
-    double bytes = boundaryBytes(s) / (s.sequenceParallel ? double(s.tp) : 1.0);
+    double bytes = pipelineMessageBytes(w);
     auto uses = [&](int64_t hop) { return hop == w.pp - 1 ? w.vpp - 1 : w.vpp; };
     for (int64_t r = 0; r < w.pp; ++r) {
       int64_t in = (r + w.pp - 1) % w.pp;

@@ -200,6 +200,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.microBatch = c.microBatch;
   w.seq = seq;
   w.recompute = c.recompute;
+  w.tpCommOverlap = c.tpCommOverlap && c.sequenceParallel;
   w.zero = c.zero;
   w.schedule = c.vpp > 1 && c.schedule == Schedule::OneFOneB ? Schedule::Interleaved
                                                               : c.schedule;

@@ -2,6 +2,7 @@
 
 #include "loom/Search/Planner.h"
 
+#include "loom/Search/SimulatedPipeline.h"
 #include "loom/Search/StageBalance.h"
 
 #include <algorithm>
@@ -107,6 +108,48 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   return better ? balanced : c;
 }
 
+Candidate loom::search::simulateCandidate(const spec::Model &model,
+                                          const spec::Cluster &cluster,
+                                          const spec::Training &training,
+                                          const Candidate &candidate,
+                                          std::span<const cost::ComputeModel> computes,
+                                          const cost::EstimateOptions &options,
+                                          bool zeroBubble) {
+  if (candidate.choice.pp < 2)
+    return candidate;
+  std::vector<cost::Schedule> schedules{candidate.choice.schedule};
+  if (zeroBubble && candidate.choice.vpp == 1)
+    schedules = {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1,
+                 cost::Schedule::ZeroBubbleH2};
+  Candidate best = candidate;
+  for (cost::Schedule schedule : schedules) {
+    Candidate c = candidate;
+    c.choice.schedule = schedule;
+    cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c.choice);
+    if (!w.ok())
+      continue;
+    cost::Estimate e = cost::estimate(w.workload, computes, options);
+    std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e);
+    if (!e.fits || !sim)
+      continue;
+    // Everything per step scales with 1 / step time.
+    double busy = e.pipeline - e.bubble;
+    double step = sim->makespan + e.dpExposed + e.optimizer;
+    double scale = e.stepTime / step;
+    e.tokensPerSecond *= scale;
+    e.tflopsPerGpu *= scale;
+    e.mfu *= scale;
+    e.stepTime = step;
+    e.pipeline = sim->makespan;
+    e.bubble = std::max(0.0, sim->makespan - busy);
+    c.estimate = e;
+    c.simulated = true;
+    if (!best.simulated || e.stepTime < best.estimate.stepTime)
+      best = c;
+  }
+  return best;
+}
+
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
   return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}",
@@ -161,7 +204,25 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
                                                                 : spec::RECOMPUTE_NONE);
   st->set_micro_batch(uint32_t(s.microBatch));
   st->set_sequence_parallel(s.sequenceParallel);
-  st->set_schedule(s.vpp > 1 ? spec::INTERLEAVED : spec::ONE_F_ONE_B);
+  st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
+  switch (s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB ? cost::Schedule::Interleaved
+                                                                : s.schedule) {
+  case cost::Schedule::GPipe:
+    st->set_schedule(spec::GPIPE);
+    break;
+  case cost::Schedule::OneFOneB:
+    st->set_schedule(spec::ONE_F_ONE_B);
+    break;
+  case cost::Schedule::Interleaved:
+    st->set_schedule(spec::INTERLEAVED);
+    break;
+  case cost::Schedule::ZeroBubbleH1:
+    st->set_schedule(spec::ZB_H1);
+    break;
+  case cost::Schedule::ZeroBubbleH2:
+    st->set_schedule(spec::ZB_H2);
+    break;
+  }
   st->set_rank_order(rankOrderName(s.order));
 
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
@@ -222,7 +283,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   // Mixed GPU types: a few more finalists than asked for, since Z3's stage
   // reordering (below) may lift one past those ranked above it.
   bool mixed = computes.size() > 1 && options.balanceStages;
-  int64_t keep = mixed ? options.topK + 5 : options.topK;
+  int64_t keep = mixed || options.simulateFinalists ? options.topK + 5 : options.topK;
   auto consider = [&](const cost::StrategyChoice &choice) {
     if (!options.fixed.admits(choice))
       return;
@@ -310,6 +371,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.microBatch = mbs;
                   choice.sequenceParallel = tp > 1 && fixed.sequenceParallel;
                   choice.flashAttention = options.flashAttention;
+                  choice.tpCommOverlap = options.tpCommOverlap;
                   consider(choice);
                   // Across datacenters: data parallelism outside the
                   // pipeline too (whole pipeline replicas per datacenter).
@@ -324,7 +386,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   }
   // Mixed GPU types: Z3 may also choose which pp rank (which GPUs) runs each
   // stage. It is exact but slower than the DP, so only the finalists get it.
-  if (mixed) {
+  if (mixed)
     for (Candidate &c : result.best) {
       if (c.choice.pp < 2 || c.choice.vpp != 1)
         continue;
@@ -336,10 +398,14 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       if (z.estimate.fits && z.estimate.stepTime < c.estimate.stepTime)
         c = z;
     }
-    std::sort(result.best.begin(), result.best.end(), faster);
-    if (int64_t(result.best.size()) > options.topK)
-      result.best.resize(options.topK);
-  }
+  // The finalists' pipelines, simulated; zero-bubble schedules tried.
+  if (options.simulateFinalists)
+    for (Candidate &c : result.best)
+      c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
+                            options.zeroBubble);
+  std::sort(result.best.begin(), result.best.end(), faster);
+  if (int64_t(result.best.size()) > options.topK)
+    result.best.resize(options.topK);
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

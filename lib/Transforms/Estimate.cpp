@@ -30,6 +30,7 @@ void EstimatePass::runOnOperation() {
   for (ModelOp model : getOperation().getOps<ModelOp>()) {
     PlaceWorkloadOptions readOptions;
     readOptions.flashAttention = flash;
+    readOptions.tpCommOverlap = tpOverlap;
     FailureOr<cost::Workload> workload = workloadFromPlace(model, symbols, readOptions);
     if (failed(workload))
       return signalPassFailure();

@@ -44,6 +44,7 @@ void SearchPass::runOnOperation() {
   search::PlannerOptions options;
   options.topK = 1;
   options.flashAttention = flash;
+  options.tpCommOverlap = tpOverlap;
   options.estimate.overlapGradReduce = overlap;
   options.estimate.memory.headroom = headroom;
   search::PlanResult r = search::plan(in->model, in->cluster, in->training, options);

@@ -24,7 +24,7 @@ struct EstimateCliOptions {
   SpecArgs spec;
   std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer";
   cost::StrategyChoice choice;
-  bool noFlash = false, noOverlap = false, json = false;
+  bool noFlash = false, noOverlap = false, noTpOverlap = false, json = false;
   double headroom = 0.05;
 };
 
@@ -49,6 +49,7 @@ void runEstimate(const EstimateCliOptions &o) {
     throw UserError("--recompute must be none, selective or full");
   search::parseRankOrder(o.order, choice.order); // CLI11 checked the word
   choice.flashAttention = !o.noFlash;
+  choice.tpCommOverlap = !o.noTpOverlap;
   static const std::pair<const char *, cost::Schedule> schedules[] = {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
       {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
@@ -201,6 +202,9 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1 or zb-h2")
       ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2"}));
   cmd->add_flag("--sp", o->choice.sequenceParallel, "sequence parallelism along tp");
+  cmd->add_flag("--no-tp-overlap", o->noTpOverlap,
+                "sequence-parallel tp communication runs exposed (without Transformer\n"
+                "Engine's --tp-comm-overlap, which loom otherwise assumes with --sp)");
   cmd->add_option("--order", o->order,
                   "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism\n"
                   "(dp-outer) spans the outermost links, e.g. crosses datacenters")

@@ -22,7 +22,8 @@ namespace {
 struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
-  bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false;
+  bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
+       noTpOverlap = false;
   std::string output, recompute, order;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -167,6 +168,7 @@ void runPlan(const PlanCliOptions &o) {
   options.fixed = o.fixed;
   options.fixed.sequenceParallel = !o.noSp;
   options.flashAttention = !o.noFlash;
+  options.tpCommOverlap = !o.noTpOverlap;
   if (o.zero >= 0)
     options.fixed.zero = o.zero;
   if (!o.recompute.empty()) {
@@ -244,9 +246,10 @@ void runPlan(const PlanCliOptions &o) {
         "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch", 3);
   }
   bool multiDc = spec::clusterLevels(cluster).size() > 2;
-  std::vector<std::string> header{">#",   ">dp",  ">tp",      ">pp",  ">vpp",    ">ep",
-                                  ">cp",  ">zero", "recompute", ">mbs", ">step s", ">tokens/s",
-                                  ">TFLOP/s", ">MFU", ">peak GiB", ">free GiB"};
+  std::vector<std::string> header{">#",   ">dp",      ">tp",   ">pp",       ">vpp",
+                                  ">ep",  ">cp",      ">zero", "recompute", ">mbs",
+                                  "schedule", ">step s", ">tokens/s", ">TFLOP/s", ">MFU",
+                                  ">peak GiB", ">free GiB"};
   if (multiDc) {
     header.push_back("across DCs");
     header.push_back(">DC GiB/step");
@@ -260,7 +263,12 @@ void runPlan(const PlanCliOptions &o) {
         std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
         std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
         std::to_string(s.cp), std::to_string(s.zero), cost::recomputeName(s.recompute),
-        std::to_string(s.microBatch), fmt::format("{:.3f}", e.stepTime),
+        std::to_string(s.microBatch),
+        s.pp == 1 ? "-"
+                  : cost::scheduleName(s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB
+                                           ? cost::Schedule::Interleaved
+                                           : s.schedule),
+        fmt::format("{:.3f}{}", e.stepTime, c.simulated ? "*" : ""),
         fmt::format("{:.0f}", e.tokensPerSecond), fmt::format("{:.0f}", e.tflopsPerGpu),
         fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
         gib(e.usableBytes - e.peakMemoryBytes)};
@@ -271,6 +279,8 @@ void runPlan(const PlanCliOptions &o) {
     table.addRow(row);
   }
   text += table.render();
+  if (std::any_of(r.best.begin(), r.best.end(), [](auto &c) { return c.simulated; }))
+    text += "* pipeline time from the schedule simulator (docs/schedules.md)\n";
   const cost::StrategyChoice &first = r.best.front().choice;
   if (!first.stageLayers.empty()) {
     text += "\nplan 1 splits the layers unevenly over its stages:";
@@ -320,6 +330,9 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                   "the outermost links (on several datacenters: crosses them)")
       ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
   cmd->add_flag("--no-sp", o->noSp, "tensor parallelism without sequence parallelism");
+  cmd->add_flag("--no-tp-overlap", o->noTpOverlap,
+                "tensor-parallel communication runs exposed (no Transformer Engine\n"
+                "--tp-comm-overlap)");
   cmd->add_flag("--no-flash", o->noFlash,
                 "attention keeps its s x s scores (no FlashAttention); selective\n"
                 "recomputation is then searched too");

@@ -20,6 +20,8 @@ namespace loom {
 
 struct PlaceWorkloadOptions {
   bool flashAttention = true;
+  /// Workload::tpCommOverlap (applies where tp runs with sequence parallelism).
+  bool tpCommOverlap = false;
 };
 
 /// Builds the workload of `model`, or emits an error on the offending op and

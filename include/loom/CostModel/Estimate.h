@@ -77,6 +77,11 @@ Estimate estimate(const Workload &workload, const ComputeModel &compute,
 Estimate estimate(const Workload &workload, std::span<const ComputeModel> computes,
                   const EstimateOptions &options = {});
 
+/// Bytes one rank sends to the next pipeline stage per micro-batch (and the
+/// gradient it gets back): the part boundary activations, split by tp under
+/// sequence parallelism.
+double pipelineMessageBytes(const Workload &workload);
+
 /// Adds one part's per-micro-batch time on its rank to `t`: F, B, W,
 /// recomputation and exposed tensor, context and expert communication, all
 /// `part.count` of them (the building block of estimate(), also used to

@@ -26,6 +26,8 @@ struct StrategyChoice {
   int64_t microBatch = 1;
   bool sequenceParallel = false;
   bool flashAttention = true;
+  /// See Workload::tpCommOverlap; needs sequence parallelism.
+  bool tpCommOverlap = false;
   /// OneFOneB becomes Interleaved when vpp > 1.
   Schedule schedule = Schedule::OneFOneB;
   /// Whether pipeline or data parallelism spans the outermost links.

@@ -77,6 +77,11 @@ struct Workload {
   int64_t globalBatch = 1, microBatch = 1, seq = 0;
   int64_t gpus = 1;
   Recompute recompute = Recompute::None;
+  /// Sequence-parallel all-gathers and reduce-scatters pipelined with the
+  /// GEMMs beside them (Megatron-Core with Transformer Engine's
+  /// --tp-comm-overlap; Wang et al., ASPLOS'23): they hide behind those GEMMs
+  /// and slow them instead of running exposed.
+  bool tpCommOverlap = false;
   Schedule schedule = Schedule::OneFOneB;
   int64_t zero = 0;
   /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4

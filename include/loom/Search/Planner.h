@@ -48,6 +48,9 @@ struct PlannerOptions {
   /// Attention keeps no s x s scores (FlashAttention); off for older stacks,
   /// which then need selective recomputation to drop them.
   bool flashAttention = true;
+  /// Plans assume Megatron-Core with Transformer Engine: sequence-parallel
+  /// tensor communication overlapped with GEMMs (Workload::tpCommOverlap).
+  bool tpCommOverlap = true;
   /// Recomputation choices searched (selective only counts without flash
   /// attention, or when fixed).
   std::vector<cost::Recompute> recomputes = {cost::Recompute::None, cost::Recompute::Selective,
@@ -56,12 +59,20 @@ struct PlannerOptions {
   /// Re-split layers over pipeline stages by cost (embedding and head stages
   /// lighter; on mixed clusters, faster GPUs more layers).
   bool balanceStages = true;
+  /// Re-price the finalists' pipelines with the schedule simulator
+  /// (SimulatedPipeline.h), trying the zero-bubble schedules (ZB-H1, ZB-H2)
+  /// on them too when `zeroBubble`.
+  bool simulateFinalists = true;
+  bool zeroBubble = true;
 };
 
 struct Candidate {
   cost::StrategyChoice choice;
   cost::Estimate estimate;
   int64_t dp = 1;
+  /// The pipeline time comes from the schedule simulator (finalists), not
+  /// from the analytic formula.
+  bool simulated = false;
 };
 
 struct PlanResult {
@@ -81,6 +92,15 @@ PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
 /// strategy, the mesh laid onto the cluster, stages and the estimate.
 spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
                   const spec::Training &training, const Candidate &candidate);
+
+/// Re-prices `candidate`'s pipeline with the schedule simulator and, with
+/// `zeroBubble` and vpp = 1, also tries ZB-H1 and ZB-H2 (whose memory the
+/// cost model checks); returns the fastest that fits. Unchanged without a
+/// pipeline.
+Candidate simulateCandidate(const spec::Model &model, const spec::Cluster &cluster,
+                            const spec::Training &training, const Candidate &candidate,
+                            std::span<const cost::ComputeModel> computes,
+                            const cost::EstimateOptions &options, bool zeroBubble);
 
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 std::string describe(const Candidate &candidate);

@@ -66,6 +66,8 @@ def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
     Option<"overlap", "overlap", "bool", "true",
            "data-parallel reduction overlaps the last backward">,
+    Option<"tpOverlap", "tp-overlap", "bool", "true",
+           "sequence-parallel tp communication pipelined with GEMMs (TE)">,
     Option<"headroom", "headroom", "double", "0.05",
            "share of GPU memory a fitting plan leaves free">,
   ];
@@ -85,6 +87,8 @@ def PlaceSearch : Pass<"place-search", "mlir::ModuleOp"> {
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
     Option<"overlap", "overlap", "bool", "true",
            "data-parallel reduction overlaps the last backward">,
+    Option<"tpOverlap", "tp-overlap", "bool", "true",
+           "sequence-parallel tp communication pipelined with GEMMs (TE)">,
     Option<"headroom", "headroom", "double", "0.05",
            "share of GPU memory a fitting plan leaves free">,
   ];

@@ -43,8 +43,14 @@ PlannerOptions sc21Space() {
   o.fixed.cp = 1;
   o.fixed.sequenceParallel = false;
   o.flashAttention = false;
+  o.tpCommOverlap = false;
   o.recomputes = {cost::Recompute::None, cost::Recompute::Full};
   o.estimate.overlapGradReduce = false;
+  o.zeroBubble = false; // 2019 onwards: 1F1B and interleaving only
+  // Every fitting plan is ranked here, not just a top k: pricing all their
+  // pipelines with the simulator would multiply the test's time for the
+  // same order (1F1B's analytic form is exact for these uniform stages).
+  o.simulateFinalists = false;
   return o;
 }
 

@@ -1,0 +1,38 @@
+//===- SimulatedPipeline.h - the schedule simulator for finalists -*- C++ -*-===//
+//
+// The cost model's pipeline term is analytic per schedule family (fast enough
+// for every candidate). For the plans that reach the final ranking, the
+// planner re-prices the pipeline with the discrete-event simulator of
+// lib/Schedule: per-stage F, B and W times and the p2p time of each hop (its
+// transfer plus latency, slower across datacenters) feed a generated
+// schedule, and the simulated makespan replaces the analytic pipeline time.
+// The same bridge lets the planner try the zero-bubble schedules, whose
+// memory the cost model checks (ZB-H2 keeps up to 2p - 1 micro-batches).
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_SEARCH_SIMULATEDPIPELINE_H
+#define LOOM_SEARCH_SIMULATEDPIPELINE_H
+
+#include "loom/CostModel/Estimate.h"
+
+#include <optional>
+#include <string>
+
+namespace loom::search {
+
+struct SimulatedPipeline {
+  double makespan = 0;   // pipeline time of one step, optimizer excluded
+  double maxBubbleRatio = 0;
+  std::string schedule;  // the generator that built it ("1f1b", "zb-h1", ...)
+};
+
+/// Simulates the pipeline of `workload` as priced by `estimate` (its per-rank
+/// times). Empty when the workload has no pipeline or its schedule kind
+/// cannot be built for this shape (e.g. interleaving with micro-batches not a
+/// multiple of pp).
+std::optional<SimulatedPipeline> simulatePipeline(const cost::Workload &workload,
+                                                  const cost::Estimate &estimate);
+
+} // namespace loom::search
+
+#endif // LOOM_SEARCH_SIMULATEDPIPELINE_H

@@ -1,0 +1,74 @@
+//===- SimulatedPipeline.cpp - the schedule simulator for finalists -------===//
+
+#include "loom/Search/SimulatedPipeline.h"
+
+#include "loom/Schedule/Generators.h"
+#include "loom/Schedule/Simulator.h"
+
+#include <algorithm>
+
+using namespace loom;
+using namespace loom::search;
+
+std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Workload &w,
+                                                                const cost::Estimate &e) {
+  if (w.pp < 2)
+    return std::nullopt;
+  sched::Kind kind = sched::Kind::OneFOneB;
+  switch (w.schedule) {
+  case cost::Schedule::GPipe:
+    kind = sched::Kind::GPipe;
+    break;
+  case cost::Schedule::OneFOneB:
+    break;
+  case cost::Schedule::Interleaved:
+    kind = sched::Kind::Interleaved;
+    break;
+  case cost::Schedule::ZeroBubbleH1:
+    kind = sched::Kind::ZBH1;
+    break;
+  case cost::Schedule::ZeroBubbleH2:
+    kind = sched::Kind::ZBH2;
+    break;
+  }
+  sched::Shape shape{int32_t(w.pp), int32_t(w.microBatches()), int32_t(w.vpp)};
+  if (!sched::checkShape(kind, shape).empty())
+    return std::nullopt;
+  sched::Schedule layout = sched::layoutFor(kind, shape);
+
+  // Per stage (a chunk of a rank under interleaving): the rank's per
+  // micro-batch times split over its chunks; exposed tensor/expert
+  // communication halves into forward and backward, context-parallel exchange
+  // and recomputation belong to the backward. Transfers move to the links.
+  sched::Costs costs;
+  costs.numRanks = int32_t(w.pp);
+  size_t stages = layout.stageRank.size();
+  costs.forward.resize(stages);
+  costs.backward.resize(stages);
+  costs.weight.resize(stages);
+  for (size_t s = 0; s < stages; ++s) {
+    const cost::RankTime &t = e.time[layout.stageRank[s]];
+    double chunks = double(w.vpp);
+    costs.forward[s] = (t.f + t.tpComm / 2 + t.epComm / 2) / chunks;
+    costs.backward[s] = (t.b + t.recompute + t.tpComm / 2 + t.cpComm + t.epComm / 2) / chunks;
+    costs.weight[s] = t.w / chunks;
+  }
+  costs.p2p.assign(size_t(w.pp) * size_t(w.pp), 0.0);
+  double bytes = cost::pipelineMessageBytes(w);
+  for (int64_t r = 0; r < w.pp; ++r) {
+    const cost::GroupLevel &link = w.hops[r].link;
+    double seconds = (link.bandwidth > 0 ? bytes / link.bandwidth : 0) + link.latency;
+    int32_t next = int32_t((r + 1) % w.pp);
+    costs.setLink(int32_t(r), next, seconds);
+    costs.setLink(next, int32_t(r), seconds);
+  }
+  sched::Schedule schedule = sched::generate(kind, shape, costs);
+  std::optional<sched::Timeline> timeline = sched::simulate(schedule, costs);
+  if (!timeline)
+    return std::nullopt;
+  SimulatedPipeline out;
+  out.makespan = timeline->makespan;
+  out.maxBubbleRatio = *std::max_element(timeline->bubbleRatio.begin(), timeline->bubbleRatio.end());
+  out.schedule = sched::kindName(kind);
+  return out;
+}

@@ -8,9 +8,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "loom/Conversion/PlaceToSpec.h"
-#include "loom/Search/Planner.h"
 #include "loom/Support/Table.h"
-#include "loom/Transforms/Passes.h"
+#include "loom/Transforms/ApplyCandidate.h"
 #include "place/Place.h"
 
 #include "mlir/IR/Builders.h"
@@ -33,6 +32,27 @@ struct SearchPass : loom::impl::PlaceSearchBase<SearchPass> {
 };
 
 } // namespace
+
+PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candidate,
+                                                bool *expressible) {
+  const cost::StrategyChoice &s = candidate.choice;
+  PlaceApplyStrategyOptions apply;
+  apply.dp = candidate.dp;
+  apply.tp = s.tp;
+  apply.pp = s.pp;
+  apply.vpp = s.vpp;
+  apply.ep = s.ep;
+  apply.cp = s.cp;
+  apply.zero = s.zero;
+  apply.recompute = cost::recomputeName(s.recompute);
+  apply.mbs = s.microBatch;
+  apply.sp = s.sequenceParallel;
+  apply.order = search::rankOrderName(s.order);
+  apply.stageLayers = s.stageLayers;
+  if (expressible)
+    *expressible = s.stageOrder.empty();
+  return apply;
+}
 
 void SearchPass::runOnOperation() {
   ModuleOp module = getOperation();
@@ -58,22 +78,8 @@ void SearchPass::runOnOperation() {
   }
 
   const search::Candidate &best = r.best.front();
-  const cost::StrategyChoice &s = best.choice;
-  PlaceApplyStrategyOptions apply;
-  apply.dp = best.dp;
-  apply.tp = s.tp;
-  apply.pp = s.pp;
-  apply.vpp = s.vpp;
-  apply.ep = s.ep;
-  apply.cp = s.cp;
-  apply.zero = s.zero;
-  apply.recompute = cost::recomputeName(s.recompute);
-  apply.mbs = s.microBatch;
-  apply.sp = s.sequenceParallel;
-  apply.order = search::rankOrderName(s.order);
-  apply.stageLayers = s.stageLayers;
   OpPassManager pipeline(ModuleOp::getOperationName());
-  pipeline.addPass(createPlaceApplyStrategy(apply));
+  pipeline.addPass(createPlaceApplyStrategy(applyOptionsFor(best)));
   if (failed(runPipeline(pipeline, module)))
     return signalPassFailure();
 

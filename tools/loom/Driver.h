@@ -42,6 +42,11 @@ struct SpecArgs {
 };
 void addSpecOptions(CLI::App *cmd, SpecArgs &args);
 
+/// A parallel degree option (--tp 8): an integer from 1 to 2^24.
+inline void addDegreeOption(CLI::App *cmd, const char *name, int64_t &value, const char *desc) {
+  cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+}
+
 /// What those arguments name, loaded and validated.
 struct SpecInputs {
   spec::Model model;

@@ -185,17 +185,14 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
       "Estimate memory per GPU (by state, per pipeline stage) and step time of one\n"
       "strategy. Exit code 3 when the plan does not fit in GPU memory.");
   addSpecOptions(cmd, o->spec);
-  auto degree = [&](const char *name, int64_t &v, const char *desc) {
-    cmd->add_option(name, v, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
-  };
-  cmd->add_option("--dp", o->choice.dp, "data-parallel size (default: what the GPUs leave)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
-  degree("--tp", o->choice.tp, "tensor-parallel size");
-  degree("--pp", o->choice.pp, "pipeline-parallel size");
-  degree("--vpp", o->choice.vpp, "virtual stages per pipeline rank (interleaved schedule)");
-  degree("--ep", o->choice.ep, "expert-parallel size (divides dp)");
-  degree("--cp", o->choice.cp, "context-parallel size");
-  degree("--mbs", o->choice.microBatch, "micro-batch size");
+  addDegreeOption(cmd, "--dp", o->choice.dp, "data-parallel size (default: what the GPUs leave)");
+  addDegreeOption(cmd, "--tp", o->choice.tp, "tensor-parallel size");
+  addDegreeOption(cmd, "--pp", o->choice.pp, "pipeline-parallel size");
+  addDegreeOption(cmd, "--vpp", o->choice.vpp,
+                  "virtual stages per pipeline rank (interleaved schedule)");
+  addDegreeOption(cmd, "--ep", o->choice.ep, "expert-parallel size (divides dp)");
+  addDegreeOption(cmd, "--cp", o->choice.cp, "context-parallel size");
+  addDegreeOption(cmd, "--mbs", o->choice.microBatch, "micro-batch size");
   cmd->add_option("--zero", o->choice.zero, "ZeRO stage 0-3")->check(CLI::Range(0, 3));
   cmd->add_option("--recompute", o->recompute, "none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));

@@ -10,6 +10,7 @@
 
 #include "loom/Search/Planner.h"
 #include "loom/Support/Table.h"
+#include "loom/Transforms/ApplyCandidate.h"
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
@@ -199,23 +200,12 @@ void runPlan(const PlanCliOptions &o) {
       throw UserError("no strategy fits, so there is no placement to print",
                       "run without --emit-mlir to see the closest plan", 3);
     const search::Candidate &best = r.best.front();
-    PlaceApplyStrategyOptions apply;
-    apply.dp = best.dp;
-    apply.tp = best.choice.tp;
-    apply.pp = best.choice.pp;
-    apply.vpp = best.choice.vpp;
-    apply.ep = best.choice.ep;
-    apply.cp = best.choice.cp;
-    apply.zero = best.choice.zero;
-    apply.recompute = cost::recomputeName(best.choice.recompute);
-    apply.mbs = best.choice.microBatch;
-    apply.sp = best.choice.sequenceParallel;
-    apply.order = search::rankOrderName(best.choice.order);
-    if (!best.choice.stageOrder.empty())
+    bool expressible = true;
+    PlaceApplyStrategyOptions apply = applyOptionsFor(best, &expressible);
+    if (!expressible)
       throw UserError("the best plan runs its stages on the GPU types in a reordered "
                       "sequence, which place IR cannot express yet",
                       "use --json for the plan", 1);
-    apply.stageLayers = best.choice.stageLayers;
     PlacedModule placed = lowerAndPlace({model, cluster, training}, &apply, /*estimate=*/true);
     writeOutput(o.output, printModule(*placed.module));
     return;
@@ -323,16 +313,13 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   // Fixing degrees narrows the search (e.g. to compare with a hand-tuned plan).
-  auto degree = [&](const char *name, int64_t &v, const char *desc) {
-    cmd->add_option(name, v, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
-  };
-  degree("--dp", o->fixed.dp, "fix the data-parallel size");
-  degree("--tp", o->fixed.tp, "fix the tensor-parallel size");
-  degree("--pp", o->fixed.pp, "fix the pipeline-parallel size");
-  degree("--vpp", o->fixed.vpp, "fix the virtual stages per pipeline rank");
-  degree("--ep", o->fixed.ep, "fix the expert-parallel size");
-  degree("--cp", o->fixed.cp, "fix the context-parallel size");
-  degree("--mbs", o->fixed.microBatch, "fix the micro-batch size");
+  addDegreeOption(cmd, "--dp", o->fixed.dp, "fix the data-parallel size");
+  addDegreeOption(cmd, "--tp", o->fixed.tp, "fix the tensor-parallel size");
+  addDegreeOption(cmd, "--pp", o->fixed.pp, "fix the pipeline-parallel size");
+  addDegreeOption(cmd, "--vpp", o->fixed.vpp, "fix the virtual stages per pipeline rank");
+  addDegreeOption(cmd, "--ep", o->fixed.ep, "fix the expert-parallel size");
+  addDegreeOption(cmd, "--cp", o->fixed.cp, "fix the context-parallel size");
+  addDegreeOption(cmd, "--mbs", o->fixed.microBatch, "fix the micro-batch size");
   cmd->add_option("--zero", o->zero, "fix the ZeRO stage")->check(CLI::Range(0, 3));
   cmd->add_option("--recompute", o->recompute, "fix recomputation: none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));

@@ -1,0 +1,24 @@
+//===- ApplyCandidate.h - a planned strategy as pass options ----*- C++ -*-===//
+//
+// The planner's answer (search::Candidate) in the terms of
+// place-apply-strategy, so `loom plan --emit-mlir` and place-search place a
+// model the same way.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_TRANSFORMS_APPLYCANDIDATE_H
+#define LOOM_TRANSFORMS_APPLYCANDIDATE_H
+
+#include "loom/Search/Planner.h"
+#include "loom/Transforms/Passes.h"
+
+namespace loom {
+
+/// Options that make place-apply-strategy place `candidate`. Place IR has no
+/// way yet to run stages on GPU types in another order than the cluster's, so
+/// a candidate with a stage order cannot be expressed (`expressible` false).
+PlaceApplyStrategyOptions applyOptionsFor(const search::Candidate &candidate,
+                                          bool *expressible = nullptr);
+
+} // namespace loom
+
+#endif // LOOM_TRANSFORMS_APPLYCANDIDATE_H

@@ -169,6 +169,10 @@ ComputeModel ComputeModel::forGpu(const spec::GpuType &gpu, double peakTflops, d
   model.maxEfficiency_ = std::min(1.0, unitMath / (measured - kLaunchLatency));
   model.launchLatency_ = kLaunchLatency;
   model.overlapSlowdown_ = std::max(1.0, gpu.overlap_slowdown());
+  if (gpu.host_link_gbytes_per_s() > 0)
+    model.hostLinkBytesPerS_ = gpu.host_link_gbytes_per_s() * 1e9;
+  if (gpu.host_memory_gbytes_per_s() > 0)
+    model.hostMemoryBytesPerS_ = gpu.host_memory_gbytes_per_s() * 1e9;
   return model;
 }
 

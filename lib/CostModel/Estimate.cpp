@@ -189,8 +189,12 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     double localParams = n * double(part.params) / part.shards.gatheredParams;
     bucket.gradBytes += localParams * double(w.gradBytes);
     bucket.paramBytes += localParams * double(w.weightBytes);
-    t.optimizer += compute.memorySeconds(n * double(part.params) / part.shards.optim *
-                                         optimizerBytesPerParam(w));
+    double updated = n * double(part.params) / part.shards.optim; // this rank's shard
+    if (part.shards.optimOffloaded) // ZeRO-Offload: gradients down, a CPU step, weights up
+      t.optimizer += compute.hostLinkSeconds(updated * double(w.gradBytes + w.weightBytes)) +
+                     compute.hostMemorySeconds(updated * optimizerBytesPerParam(w));
+    else
+      t.optimizer += compute.memorySeconds(updated * optimizerBytesPerParam(w));
   }
 
   // Pipeline sends. Rank r sends activations over hop r and gradients back

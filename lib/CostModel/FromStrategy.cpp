@@ -276,6 +276,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       s.params = modelShard * reduce;
       s.paramsGathered = true;
     }
+    s.optimOffloaded = c.offloadOptimizer;
     return s;
   };
 

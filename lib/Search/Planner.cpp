@@ -152,9 +152,10 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
 
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
-  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}",
+  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}{}",
                      c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero,
-                     cost::recomputeName(s.recompute), s.microBatch, rankOrderName(s.order));
+                     cost::recomputeName(s.recompute), s.microBatch, rankOrderName(s.order),
+                     s.offloadOptimizer ? " offload-optimizer" : "");
 }
 
 std::string loom::search::whySlower(const cost::Estimate &best, const cost::Estimate &other) {
@@ -205,6 +206,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_micro_batch(uint32_t(s.microBatch));
   st->set_sequence_parallel(s.sequenceParallel);
   st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
+  st->set_offload_optimizer(s.offloadOptimizer);
   switch (s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB ? cost::Schedule::Interleaved
                                                                 : s.schedule) {
   case cost::Schedule::GPipe:
@@ -372,12 +374,18 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.sequenceParallel = tp > 1 && fixed.sequenceParallel;
                   choice.flashAttention = options.flashAttention;
                   choice.tpCommOverlap = options.tpCommOverlap;
-                  consider(choice);
-                  // Across datacenters: data parallelism outside the
-                  // pipeline too (whole pipeline replicas per datacenter).
-                  if (multiDc && pp > 1 && dp / ep > 1) {
-                    choice.order = RankOrder::DataOuter;
+                  for (bool offload : {false, true}) {
+                    if (offload && !options.offloadOptimizer)
+                      continue;
+                    choice.offloadOptimizer = offload;
+                    choice.order = RankOrder::PipelineOuter;
                     consider(choice);
+                    // Across datacenters: data parallelism outside the
+                    // pipeline too (whole pipeline replicas per datacenter).
+                    if (multiDc && pp > 1 && dp / ep > 1) {
+                      choice.order = RankOrder::DataOuter;
+                      consider(choice);
+                    }
                   }
                 }
             }

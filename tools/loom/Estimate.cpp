@@ -199,6 +199,9 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1 or zb-h2")
       ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2"}));
   cmd->add_flag("--sp", o->choice.sequenceParallel, "sequence parallelism along tp");
+  cmd->add_flag("--offload-optimizer", o->choice.offloadOptimizer,
+                "ZeRO-Offload: fp32 master weights and moments in host memory, the\n"
+                "optimizer step on the CPU (host link and memory figures from the GPU catalog)");
   cmd->add_flag("--no-tp-overlap", o->noTpOverlap,
                 "sequence-parallel tp communication runs exposed (without Transformer\n"
                 "Engine's --tp-comm-overlap, which loom otherwise assumes with --sp)");

@@ -24,7 +24,7 @@ struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
   bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
-       noTpOverlap = false;
+       noTpOverlap = false, offload = false;
   std::string output, recompute, order;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -181,6 +181,7 @@ void runPlan(const PlanCliOptions &o) {
   options.fixed.sequenceParallel = !o.noSp;
   options.flashAttention = !o.noFlash;
   options.tpCommOverlap = !o.noTpOverlap;
+  options.offloadOptimizer = o.offload;
   if (o.zero >= 0)
     options.fixed.zero = o.zero;
   if (!o.recompute.empty()) {
@@ -241,10 +242,24 @@ void runPlan(const PlanCliOptions &o) {
                       "check that the GPU count factors into the model's heads and layers",
                       3);
     const cost::Estimate &e = r.closest.estimate;
+    std::string hint =
+        "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";
+    if (!o.offload) { // would moving the optimizer state to the host do it?
+      cost::StrategyChoice offloaded = r.closest.choice;
+      offloaded.offloadOptimizer = true;
+      std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+      search::Candidate c = search::priceChoice(model, cluster, training, offloaded, computes,
+                                                options.estimate, nullptr);
+      if (c.estimate.fits)
+        hint = fmt::format("with --offload-optimizer the closest plan fits ({} GiB per GPU); "
+                           "else ",
+                           gib(c.estimate.peakMemoryBytes)) +
+               hint;
+    }
     throw UserError(
         fmt::format("no strategy fits: the closest ({}) needs {} GiB per GPU, {} GiB usable",
                     search::describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),
-        "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch", 3);
+        hint, 3);
   }
   bool multiDc = spec::clusterLevels(cluster).size() > 2;
   std::vector<std::string> header{">#",   ">dp",      ">tp",   ">pp",       ">vpp",
@@ -263,8 +278,8 @@ void runPlan(const PlanCliOptions &o) {
     std::vector<std::string> row{
         std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
         std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
-        std::to_string(s.cp), std::to_string(s.zero), cost::recomputeName(s.recompute),
-        std::to_string(s.microBatch),
+        std::to_string(s.cp), std::to_string(s.zero) + (s.offloadOptimizer ? "+offload" : ""),
+        cost::recomputeName(s.recompute), std::to_string(s.microBatch),
         s.pp == 1 ? "-"
                   : cost::scheduleName(s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB
                                            ? cost::Schedule::Interleaved
@@ -328,6 +343,8 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                   "the outermost links (on several datacenters: crosses them)")
       ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
   cmd->add_flag("--no-sp", o->noSp, "tensor parallelism without sequence parallelism");
+  cmd->add_flag("--offload-optimizer", o->offload,
+                "also try ZeRO-Offload: optimizer state in host memory, the step on the CPU");
   cmd->add_flag("--no-tp-overlap", o->noTpOverlap,
                 "tensor-parallel communication runs exposed (no Transformer Engine\n"
                 "--tp-comm-overlap)");

@@ -68,6 +68,10 @@ public:
   double fusedAttentionSeconds(double matmulSeconds, double exponentials, double bytes) const;
   /// Time of memory-bound work moving `bytes` through HBM.
   double memorySeconds(double bytes) const;
+  /// Offloaded optimizer state: `bytes` over this GPU's host link, and a CPU
+  /// step moving `bytes` through this GPU's share of host memory bandwidth.
+  double hostLinkSeconds(double bytes) const { return bytes / hostLinkBytesPerS_; }
+  double hostMemorySeconds(double bytes) const { return bytes / hostMemoryBytesPerS_; }
   /// The fixed time of one kernel on the GPU (launch gap, ramp-up and drain),
   /// included in gemmSeconds; elementwise kernels pay it too.
   double kernelLatency() const { return launchLatency_; }
@@ -102,6 +106,7 @@ private:
   double launchSeconds(const GemmShape &shape, int64_t groups, bool fused) const;
 
   double peakFlops_ = 0, hbmBytesPerS_ = 0;
+  double hostLinkBytesPerS_ = 32e9, hostMemoryBytesPerS_ = 50e9;
   // Curve parameters and calibration points are private to Compute.cpp.
   double maxEfficiency_ = 0, launchLatency_ = 0;
   int64_t sms_ = 0, tileM_ = 0, tileN_ = 0; // wave size and the library's largest tile

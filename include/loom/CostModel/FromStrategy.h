@@ -28,6 +28,9 @@ struct StrategyChoice {
   bool flashAttention = true;
   /// See Workload::tpCommOverlap; needs sequence parallelism.
   bool tpCommOverlap = false;
+  /// ZeRO-Offload: fp32 master weights and moments in host memory, the
+  /// optimizer step on the CPU.
+  bool offloadOptimizer = false;
   /// OneFOneB becomes Interleaved when vpp > 1.
   Schedule schedule = Schedule::OneFOneB;
   /// Whether pipeline or data parallelism spans the outermost links.

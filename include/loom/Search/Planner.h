@@ -51,6 +51,8 @@ struct PlannerOptions {
   /// Plans assume Megatron-Core with Transformer Engine: sequence-parallel
   /// tensor communication overlapped with GEMMs (Workload::tpCommOverlap).
   bool tpCommOverlap = true;
+  /// Also try ZeRO-Offload (optimizer state in host memory, CPU step).
+  bool offloadOptimizer = false;
   /// Recomputation choices searched (selective only counts without flash
   /// attention, or when fixed).
   std::vector<cost::Recompute> recomputes = {cost::Recompute::None, cost::Recompute::Selective,

@@ -171,3 +171,30 @@ TEST(Estimate, OverlappedCommunicationSlowsTheComputeItHidesBehind) {
   EXPECT_DOUBLE_EQ(ideal.overlapPenalty(1.0), 0.0);
 }
 } // namespace
+
+TEST(Estimate, OffloadedOptimizerLeavesTheGpuAndStepsOnTheHost) {
+  // ZeRO-Offload: no optimizer bytes on the GPU; the step moves this rank's
+  // gradient shard down and its weights up over the host link and runs the
+  // update through host memory, at the catalog's DGX H100 figures (64 and
+  // 77 GB/s per GPU).
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=1");
+  spec::Training training = spec::defaultTraining(model);
+  ComputeModel compute = computeModelFor(cluster, training);
+  StrategyChoice c;
+  c.tp = 8;
+  c.zero = 1;
+  WorkloadResult onGpu = fromStrategy(model, cluster, training, c);
+  c.offloadOptimizer = true;
+  WorkloadResult offloaded = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(onGpu.ok() && offloaded.ok());
+  Estimate a = estimate(onGpu.workload, compute), b = estimate(offloaded.workload, compute);
+  EXPECT_GT(a.memory[0].optim, 0);
+  EXPECT_EQ(b.memory[0].optim, 0);
+  EXPECT_LT(b.peakMemoryBytes, a.peakMemoryBytes);
+  // dp = 1: the rank updates all of its tp shard.
+  double params = double(spec::countParameters(model).total()) / 8;
+  double expected = params * (2 + 2) / 64e9 + params * (2 * 12 + 2 + 2) / 77e9;
+  EXPECT_NEAR(b.optimizer, expected, 0.02 * expected);
+  EXPECT_GT(b.optimizer, a.optimizer);
+}

@@ -104,13 +104,14 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
   t.flops += n * (pc.flopsF + pc.flopsB + pc.flopsW);
   bool layer = part.kind == PartKind::Attention || part.kind == PartKind::Mlp ||
                part.kind == PartKind::Moe;
-  if (layer && w.recompute == Recompute::Full) {
+  Recompute recompute = w.recomputeOf(part);
+  if (layer && recompute == Recompute::Full) {
     t.recompute += n * pc.f;
     t.flops += n * pc.flopsF;
   }
   // Selective recomputation rebuilds the attention core; flash attention
   // already does so in its backward (charged in B), so it adds nothing then.
-  if (part.kind == PartKind::Attention && w.recompute == Recompute::Selective &&
+  if (part.kind == PartKind::Attention && recompute == Recompute::Selective &&
       !part.shape.flashAttention) {
     GemmShape core = attentionCoreGemm(part.shape);
     double count = n * attentionCoreGemms(part.shape);
@@ -127,7 +128,7 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
     // the input gradient of the vocabulary-parallel projection.
     double count = 1;
     if (layer)
-      count = w.recompute == Recompute::Full ? 3 : 2;
+      count = recompute == Recompute::Full ? 3 : 2;
     double comm = count * allReduce;
     // Overlapped, each all-gather/reduce-scatter hides behind the GEMM it
     // feeds or drains (the layer's forward for the forward ones, its backward

@@ -113,6 +113,10 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
     return fail(fmt::format("ep={} must divide dp={}", c.ep, dp));
   if (c.vpp > 1 && c.pp == 1)
     return fail(fmt::format("vpp={} needs pp > 1", c.vpp));
+  if (c.recomputeRanks < 0 || (c.recomputeRanks > 0 && c.recomputeRanks >= c.pp))
+    return fail(fmt::format("recomputation on the first {} pipeline ranks needs 0 < that < "
+                            "pp={}",
+                            c.recomputeRanks, c.pp));
   if (c.sequenceParallel && c.tp == 1)
     return fail("sequence parallelism needs tp > 1");
 
@@ -200,6 +204,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.microBatch = c.microBatch;
   w.seq = seq;
   w.recompute = c.recompute;
+  w.recomputeRanks = c.recomputeRanks;
   w.tpCommOverlap = c.tpCommOverlap && c.sequenceParallel;
   w.zero = c.zero;
   w.schedule = c.vpp > 1 && c.schedule == Schedule::OneFOneB ? Schedule::Interleaved

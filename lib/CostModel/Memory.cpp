@@ -172,8 +172,8 @@ MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
       largestGathered = std::max(largestGathered, double(part.params) * double(w.weightBytes) /
                                                       sh.gatheredParams);
 
-    perMicroBatch += n * activationBytes(part, w.recompute);
-    if (w.recompute == Recompute::Full)
+    perMicroBatch += n * activationBytes(part, w.recomputeOf(part));
+    if (w.recomputeOf(part) == Recompute::Full)
       working = std::max(working, recomputeWorkingBytes(part));
 
     const PartShape &s = part.shape;

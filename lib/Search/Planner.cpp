@@ -152,10 +152,12 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
 
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
+  std::string recompute = cost::recomputeName(s.recompute);
+  if (s.recomputeRanks > 0)
+    recompute += fmt::format("(ranks 0-{})", s.recomputeRanks - 1);
   return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} order={}{}",
-                     c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero,
-                     cost::recomputeName(s.recompute), s.microBatch, rankOrderName(s.order),
-                     s.offloadOptimizer ? " offload-optimizer" : "");
+                     c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, s.zero, recompute, s.microBatch,
+                     rankOrderName(s.order), s.offloadOptimizer ? " offload-optimizer" : "");
 }
 
 std::string loom::search::whySlower(const cost::Estimate &best, const cost::Estimate &other) {
@@ -207,6 +209,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_sequence_parallel(s.sequenceParallel);
   st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
   st->set_offload_optimizer(s.offloadOptimizer);
+  st->set_recompute_ranks(uint32_t(s.recomputeRanks));
   switch (s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB ? cost::Schedule::Interleaved
                                                                 : s.schedule) {
   case cost::Schedule::GPipe:
@@ -286,9 +289,11 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   // reordering (below) may lift one past those ranked above it.
   bool mixed = computes.size() > 1 && options.balanceStages;
   int64_t keep = mixed || options.simulateFinalists ? options.topK + 5 : options.topK;
-  auto consider = [&](const cost::StrategyChoice &choice) {
+  // Prices `choice` and ranks it; returns its estimate when the model and
+  // cluster can take it.
+  auto consider = [&](const cost::StrategyChoice &choice) -> std::optional<cost::Estimate> {
     if (!options.fixed.admits(choice))
-      return;
+      return std::nullopt;
     std::string error;
     // Balancing can only matter if it might enter the top k.
     double mustBeat = int64_t(result.best.size()) < keep
@@ -301,14 +306,14 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     if (!error.empty()) {
       ++result.rejected;
       ++result.rejections[reasonOf(error)];
-      return;
+      return std::nullopt;
     }
     ++result.evaluated;
     if (!c.estimate.fits) {
       if (!result.anyFits && (result.closest.estimate.peakMemoryBytes == 0 ||
                               c.estimate.peakMemoryBytes < result.closest.estimate.peakMemoryBytes))
         result.closest = c;
-      return;
+      return c.estimate;
     }
     result.anyFits = true;
     auto at = std::lower_bound(result.best.begin(), result.best.end(), c, faster);
@@ -317,6 +322,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       if (int64_t(result.best.size()) > keep)
         result.best.pop_back();
     }
+    return c.estimate;
   };
 
   // A degree the user fixes replaces the search's own bounds on it.
@@ -353,7 +359,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
             for (int64_t mbs : microBatches) {
               if (int64_t(training.global_batch()) % (dp * mbs) != 0)
                 continue;
-              for (int64_t zero = 0; zero <= 3; ++zero)
+              for (int64_t zero = 0; zero <= 3; ++zero) {
+                std::optional<cost::Estimate> noRecompute; // this tuple, nothing recomputed
                 for (cost::Recompute rc : options.recomputes) {
                   // Flash attention already rebuilds the attention core:
                   // selective recomputation would be the same plan as none
@@ -379,7 +386,9 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                       continue;
                     choice.offloadOptimizer = offload;
                     choice.order = RankOrder::PipelineOuter;
-                    consider(choice);
+                    std::optional<cost::Estimate> e = consider(choice);
+                    if (rc == cost::Recompute::None && !offload)
+                      noRecompute = e;
                     // Across datacenters: data parallelism outside the
                     // pipeline too (whole pipeline replicas per datacenter).
                     if (multiDc && pp > 1 && dp / ep > 1) {
@@ -387,7 +396,36 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                       consider(choice);
                     }
                   }
+                  // Full recomputation only where memory needs it: the first
+                  // ranks hold the most micro-batches in flight, so recompute
+                  // on ranks [0, k) where k is the first from which every
+                  // rank fits without (one GPU type: one capacity).
+                  if (rc == cost::Recompute::Full && pp > 1 && computes.size() == 1 &&
+                      !noRecompute) { // not searched itself (fixed away): priced for this
+                    cost::StrategyChoice none = choice;
+                    none.recompute = cost::Recompute::None;
+                    none.offloadOptimizer = false;
+                    none.order = RankOrder::PipelineOuter;
+                    std::string error;
+                    Candidate c = priceChoice(model, cluster, training, none, computes,
+                                              options.estimate, &error, StageSplit::Even);
+                    if (error.empty())
+                      noRecompute = c.estimate;
+                  }
+                  if (rc == cost::Recompute::Full && pp > 1 && computes.size() == 1 &&
+                      noRecompute && !noRecompute->fits) {
+                    int64_t k = pp;
+                    while (k > 0 && noRecompute->memory[k - 1].total() <= noRecompute->usableBytes)
+                      --k;
+                    if (k > 0 && k < pp) {
+                      choice.recomputeRanks = k;
+                      choice.offloadOptimizer = false;
+                      choice.order = RankOrder::PipelineOuter;
+                      consider(choice);
+                    }
+                  }
                 }
+              }
             }
       }
     }

@@ -31,7 +31,7 @@ LayerCosts priceLayers(const cost::Workload &w, std::span<const cost::ComputeMod
     cost::MemoryBreakdown state;
     cost::addStateBytes(state, w, one);
     double bytes = state.params + state.grads + state.optim;
-    double act = cost::activationBytes(one, w.recompute);
+    double act = cost::activationBytes(one, w.recomputeOf(one));
     std::vector<double> secs;
     for (const cost::ComputeModel &compute : computes) {
       cost::RankTime t;
@@ -85,7 +85,7 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
         cost::MemoryBreakdown state;
         cost::addStateBytes(state, w, part);
         layerBytes += state.params + state.grads + state.optim +
-                      double(part.count) * cost::activationBytes(part, w.recompute) *
+                      double(part.count) * cost::activationBytes(part, w.recomputeOf(part)) *
                           double(even.memory[s].inflight);
       }
     fixedBytes = std::max(fixedBytes, even.memory[s].total() - layerBytes);

@@ -102,6 +102,8 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     c.dp = 0; // what the GPUs leave
     c.stageLayers.clear(); // priceChoice balances the stages afresh
     c.stageOrder.clear();
+    if (c.recompute != best.choice.recompute || c.pp != best.choice.pp)
+      c.recomputeRanks = 0;
     c.sequenceParallel = c.tp > 1 && planner.fixed.sequenceParallel;
     if (c.vpp > 1 && c.pp == 1)
       c.vpp = 1;
@@ -279,7 +281,9 @@ void runPlan(const PlanCliOptions &o) {
         std::to_string(i + 1), std::to_string(c.dp), std::to_string(s.tp),
         std::to_string(s.pp), std::to_string(s.vpp), std::to_string(s.ep),
         std::to_string(s.cp), std::to_string(s.zero) + (s.offloadOptimizer ? "+offload" : ""),
-        cost::recomputeName(s.recompute), std::to_string(s.microBatch),
+        std::string(cost::recomputeName(s.recompute)) +
+            (s.recomputeRanks > 0 ? fmt::format(" 0-{}", s.recomputeRanks - 1) : ""),
+        std::to_string(s.microBatch),
         s.pp == 1 ? "-"
                   : cost::scheduleName(s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB
                                            ? cost::Schedule::Interleaved

@@ -23,6 +23,8 @@ struct StrategyChoice {
   int64_t tp = 1, pp = 1, vpp = 1, ep = 1, cp = 1;
   int64_t zero = 0;
   Recompute recompute = Recompute::None;
+  /// Only pipeline ranks below this one recompute; 0: all (Workload::recomputeRanks).
+  int64_t recomputeRanks = 0;
   int64_t microBatch = 1;
   bool sequenceParallel = false;
   bool flashAttention = true;

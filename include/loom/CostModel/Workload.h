@@ -77,6 +77,9 @@ struct Workload {
   int64_t globalBatch = 1, microBatch = 1, seq = 0;
   int64_t gpus = 1;
   Recompute recompute = Recompute::None;
+  /// With `recompute`, only pipeline ranks below this one recompute (the
+  /// first stages hold the most micro-batches in flight); 0: every rank.
+  int64_t recomputeRanks = 0;
   /// Sequence-parallel all-gathers and reduce-scatters pipelined with the
   /// GEMMs beside them (Megatron-Core with Transformer Engine's
   /// --tp-comm-overlap; Wang et al., ASPLOS'23): they hide behind those GEMMs
@@ -103,6 +106,11 @@ struct Workload {
 
   /// Micro-batches per step on one pipeline (gradient accumulation steps).
   int64_t microBatches() const { return globalBatch / (dp * microBatch); }
+  /// How the activations of `part` are kept (recomputeRanks applied).
+  Recompute recomputeOf(const Part &part) const {
+    return recomputeRanks == 0 || part.stage % pp < recomputeRanks ? recompute
+                                                                   : Recompute::None;
+  }
 };
 
 } // namespace loom::cost

@@ -198,3 +198,39 @@ TEST(Estimate, OffloadedOptimizerLeavesTheGpuAndStepsOnTheHost) {
   EXPECT_NEAR(b.optimizer, expected, 0.02 * expected);
   EXPECT_GT(b.optimizer, a.optimizer);
 }
+
+TEST(Estimate, RecomputationOnTheFirstRanksOnly) {
+  // Full recomputation on pipeline ranks 0-1 of 4: they pay the forward again
+  // and keep only layer inputs; ranks 2-3 keep everything, as without it.
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  ComputeModel compute = computeModelFor(cluster, training);
+  StrategyChoice c;
+  c.tp = 8;
+  c.pp = 4;
+  c.recompute = Recompute::Full;
+  c.recomputeRanks = 2;
+  WorkloadResult partial = fromStrategy(model, cluster, training, c);
+  c.recomputeRanks = 0;
+  WorkloadResult everywhere = fromStrategy(model, cluster, training, c);
+  c.recompute = Recompute::None;
+  WorkloadResult nowhere = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(partial.ok() && everywhere.ok() && nowhere.ok()) << partial.error;
+  Estimate p = estimate(partial.workload, compute), all = estimate(everywhere.workload, compute),
+           none = estimate(nowhere.workload, compute);
+  for (int r : {0, 1}) {
+    EXPECT_DOUBLE_EQ(p.time[r].recompute, all.time[r].recompute) << r;
+    EXPECT_DOUBLE_EQ(p.memory[r].activations, all.memory[r].activations) << r;
+  }
+  for (int r : {2, 3}) {
+    EXPECT_EQ(p.time[r].recompute, 0) << r;
+    EXPECT_DOUBLE_EQ(p.memory[r].activations, none.memory[r].activations) << r;
+  }
+  EXPECT_GT(p.time[0].recompute, 0);
+
+  c.recompute = Recompute::Full;
+  c.recomputeRanks = 4; // must leave some rank out
+  EXPECT_NE(fromStrategy(model, cluster, training, c).error.find("0 < that < pp=4"),
+            std::string::npos);
+}

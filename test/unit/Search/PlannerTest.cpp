@@ -253,3 +253,40 @@ TEST(PlannerUneven, LightensTheEmbeddingAndHeadStagesOnOneGpuType) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(PlannerRecompute, RecomputesOnlyTheFirstStagesWhenThatFits) {
+  // Llama 3 405B, tp=8 pp=8, micro-batch 2 on 32 DGX H100 nodes: without
+  // recomputation the first stages (most micro-batches in flight) overflow,
+  // so the planner recomputes on those alone, which beats recomputing on all.
+  spec::Model model = spec::loadModel("llama3-405b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=32");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 1000;
+  options.fixed.tp = 8;
+  options.fixed.pp = 8;
+  options.fixed.cp = 1;
+  options.fixed.vpp = 1;
+  options.fixed.microBatch = 2;
+  options.fixed.zero = 1;
+  options.fixed.recompute = cost::Recompute::Full;
+  PlanResult r = plan(model, cluster, training, options);
+  ASSERT_TRUE(r.anyFits);
+  const Candidate *partial = nullptr, *everywhere = nullptr;
+  for (const Candidate &c : r.best) {
+    if (c.choice.recomputeRanks > 0 && !partial)
+      partial = &c;
+    if (c.choice.recomputeRanks == 0 && !everywhere)
+      everywhere = &c;
+  }
+  ASSERT_NE(partial, nullptr);
+  ASSERT_NE(everywhere, nullptr);
+  EXPECT_LT(partial->estimate.stepTime, everywhere->estimate.stepTime);
+  EXPECT_LT(partial->choice.recomputeRanks, 8);
+  std::printf("%s: %.3f s; recomputing everywhere %.3f s\n", describe(*partial).c_str(),
+              partial->estimate.stepTime, everywhere->estimate.stepTime);
+}
+
+} // namespace

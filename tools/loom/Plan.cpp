@@ -244,20 +244,35 @@ void runPlan(const PlanCliOptions &o) {
                       "check that the GPU count factors into the model's heads and layers",
                       3);
     const cost::Estimate &e = r.closest.estimate;
-    std::string hint =
-        "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";
-    if (!o.offload) { // would moving the optimizer state to the host do it?
+    // Every ZeRO stage and recomputation was tried; say what else would do it.
+    std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+    std::vector<std::string> fixes;
+    if (!o.offload) {
       cost::StrategyChoice offloaded = r.closest.choice;
       offloaded.offloadOptimizer = true;
-      std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
       search::Candidate c = search::priceChoice(model, cluster, training, offloaded, computes,
                                                 options.estimate, nullptr);
       if (c.estimate.fits)
-        hint = fmt::format("with --offload-optimizer the closest plan fits ({} GiB per GPU); "
-                           "else ",
-                           gib(c.estimate.peakMemoryBytes)) +
-               hint;
+        fixes.push_back(fmt::format("--offload-optimizer ({} GiB per GPU)",
+                                    gib(c.estimate.peakMemoryBytes)));
     }
+    spec::Cluster doubled = cluster; // data parallelism twice as wide shards ZeRO states
+    for (spec::Datacenter &dc : *doubled.mutable_datacenters())
+      for (spec::NodeGroup &group : *dc.mutable_node_groups())
+        group.set_count(group.count() * 2);
+    cost::StrategyChoice wider = r.closest.choice;
+    wider.dp = 0;
+    search::Candidate c = search::priceChoice(model, doubled, training, wider, computes,
+                                              options.estimate, nullptr);
+    if (c.estimate.fits)
+      fixes.push_back(fmt::format("twice the nodes ({} GiB per GPU)",
+                                  gib(c.estimate.peakMemoryBytes)));
+    std::string hint = "ZeRO 0-3 and recomputation were all tried; ";
+    if (fixes.empty())
+      hint += "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";
+    else
+      hint += "the closest plan fits with " + fixes.front() +
+              (fixes.size() > 1 ? " or with " + fixes.back() : std::string());
     throw UserError(
         fmt::format("no strategy fits: the closest ({}) needs {} GiB per GPU, {} GiB usable",
                     search::describe(r.closest), gib(e.peakMemoryBytes), gib(e.usableBytes)),

@@ -166,8 +166,11 @@ Estimate loom::cost::estimate(const Workload &w, const ComputeModel &compute,
 
 Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> computes,
                               const EstimateOptions &options) {
+  // One model for a mixed workload prices every rank on it (the caller asked
+  // for that GPU); otherwise each rank gets its own type's.
   auto computeOf = [&](int64_t rank) -> const ComputeModel & {
-    return computes[w.stageDevice.empty() ? 0 : w.stageDevice[rank]];
+    size_t type = w.stageDevice.empty() ? 0 : size_t(w.stageDevice[rank]);
+    return computes[type < computes.size() ? type : 0];
   };
   Estimate e;
   int64_t m = w.microBatches();

@@ -66,16 +66,20 @@ void runEstimate(const EstimateCliOptions &o) {
     throw UserError(built.error, "degrees must divide the model and multiply to the GPU count");
   const cost::Workload &w = built.workload;
 
-  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
   if (!o.calibration.empty()) {
-    std::string err = compute.loadCalibrationCsv(o.calibration);
+    if (computes.size() > 1)
+      throw UserError(fmt::format("--calibration measures one GPU type, but cluster '{}' has {}",
+                                  cluster.name(), computes.size()),
+                      "estimate without --calibration on a mixed cluster");
+    std::string err = computes[0].loadCalibrationCsv(o.calibration);
     if (!err.empty())
       throw UserError(err, "the CSV needs a header m,n,k,seconds and one GEMM per line");
   }
   cost::EstimateOptions options;
   options.memory.headroom = o.headroom;
   options.overlapGradReduce = !o.noOverlap;
-  cost::Estimate e = cost::estimate(w, compute, options);
+  cost::Estimate e = cost::estimate(w, computes, options);
 
   std::string strategy = fmt::format(
       "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={} "
@@ -121,9 +125,16 @@ void runEstimate(const EstimateCliOptions &o) {
 
   std::string text = fmt::format("{} on {}\n{}\n{} micro-batches per step\n\n", model.name(),
                                  cluster.name(), strategy, e.microBatches);
+  // On a mixed cluster, which GPU type runs each stage.
+  spec::NodeTypes types = spec::nodeTypes(cluster);
+  auto stageGpu = [&](size_t r) -> std::string {
+    if (w.stageDevice.empty())
+      return "";
+    return " (" + types.gpus[w.stageDevice[r]]->name() + ")";
+  };
   std::vector<std::string> header{"memory per GPU (GiB)"};
   for (size_t r = 0; r < e.memory.size(); ++r)
-    header.push_back(">stage " + std::to_string(r));
+    header.push_back(">stage " + std::to_string(r) + stageGpu(r));
   Table mem(header);
   auto memRow = [&](const char *name, auto get) {
     std::vector<std::string> row{name};
@@ -150,7 +161,7 @@ void runEstimate(const EstimateCliOptions &o) {
               ">recompute", ">tp comm", ">cp comm", ">ep comm", ">p2p"});
   for (size_t r = 0; r < e.time.size(); ++r) {
     const cost::RankTime &t = e.time[r];
-    time.addRow({"stage " + std::to_string(r), secs(t.f), secs(t.b), secs(t.w),
+    time.addRow({"stage " + std::to_string(r) + stageGpu(r), secs(t.f), secs(t.b), secs(t.w),
                  secs(t.recompute), secs(t.tpComm), secs(t.cpComm), secs(t.epComm),
                  secs(t.p2p)});
   }

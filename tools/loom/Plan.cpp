@@ -239,10 +239,19 @@ void runPlan(const PlanCliOptions &o) {
       training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
   if (!r.anyFits) {
     writeOutput("", text);
-    if (r.evaluated == 0)
-      throw UserError("no strategy is valid for this model on this cluster",
+    if (r.evaluated == 0) {
+      // Say why: the most frequent rejection.
+      auto most = std::max_element(r.rejections.begin(), r.rejections.end(),
+                                   [](auto &a, auto &b) { return a.second < b.second; });
+      std::string why = most == r.rejections.end()
+                            ? std::string()
+                            : fmt::format(": every candidate was rejected, most often ({} of {}) "
+                                          "with \"{}\"",
+                                          most->second, r.rejected, most->first);
+      throw UserError("no strategy is valid for this model on this cluster" + why,
                       "check that the GPU count factors into the model's heads and layers",
                       3);
+    }
     const cost::Estimate &e = r.closest.estimate;
     // Every ZeRO stage and recomputation was tried; say what else would do it.
     std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);

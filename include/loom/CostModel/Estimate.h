@@ -73,7 +73,8 @@ struct Estimate {
 Estimate estimate(const Workload &workload, const ComputeModel &compute,
                   const EstimateOptions &options = {});
 /// With a compute model per GPU type: pipeline rank r runs on
-/// computes[workload.stageDevice[r]] (heterogeneous clusters).
+/// computes[workload.stageDevice[r]] (heterogeneous clusters); a type
+/// without a model falls back to computes[0].
 Estimate estimate(const Workload &workload, std::span<const ComputeModel> computes,
                   const EstimateOptions &options = {});
 

@@ -239,6 +239,23 @@ void runPlan(const PlanCliOptions &o) {
       training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
   if (!r.anyFits) {
     writeOutput("", text);
+    if (r.evaluated == 0 && r.rejected == 0) {
+      // Fixed degrees that left nothing to price.
+      const search::Constraints &f = options.fixed;
+      std::string fixedText;
+      for (auto [name, value] : {std::pair<const char *, int64_t>{"dp", f.dp}, {"tp", f.tp},
+                                 {"pp", f.pp}, {"vpp", f.vpp}, {"ep", f.ep}, {"cp", f.cp},
+                                 {"mbs", f.microBatch}})
+        if (value)
+          fixedText += fmt::format(" --{} {}", name, value);
+      if (!fixedText.empty())
+        throw UserError(
+          fmt::format("no strategy has the fixed degrees{}: {} GPUs, {} layers, {} heads and a "
+                      "global batch of {} do not divide that way",
+                      fixedText, spec::clusterSize(cluster).gpus, spec::numLayers(model),
+                      model.blocks(0).attention().heads(), training.global_batch()),
+          "fix fewer degrees, or ones that divide the GPU count, layers, heads and batch", 3);
+    }
     if (r.evaluated == 0) {
       // Say why: the most frequent rejection.
       auto most = std::max_element(r.rejections.begin(), r.rejections.end(),

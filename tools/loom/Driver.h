@@ -77,6 +77,7 @@ void addLowerCommand(CLI::App &app);
 void addEstimateCommand(CLI::App &app);
 void addPlanCommand(CLI::App &app);
 void addScheduleCommand(CLI::App &app);
+void addEmitCommand(CLI::App &app);
 
 } // namespace loom::cli
 

@@ -1,0 +1,221 @@
+//===- Frameworks.cpp - Megatron-LM arguments and DeepSpeed configs -------===//
+//
+// Option and key names are those the projects define: Megatron-LM's
+// megatron/training/arguments.py (and the config dataclasses it turns into
+// flags), DeepSpeed's JSON config reference. test/unit/Emit holds the names.
+// A plan a framework cannot express is refused, naming what it lacks.
+//
+//===----------------------------------------------------------------------===//
+
+#include "EmitInternal.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <numeric>
+
+using namespace loom;
+using namespace loom::emit;
+
+std::string loom::emit::detail::header(const char *comment, const char *target,
+                                       const spec::Plan &plan, const Provenance &from) {
+  const spec::Strategy &s = plan.strategy();
+  return fmt::format(
+      "{0}loom emit --target {1}: plan {2} of {3}\n"
+      "{0}model {4}, cluster {5}; plan by loom {6}, emitted by loom {7}\n"
+      "{0}dp={8} tp={9} pp={10} vpp={11} ep={12} cp={13} zero={14} micro_batch={15} "
+      "schedule={16}\n",
+      comment, target, from.index, from.file, plan.model(), plan.cluster(),
+      plan.loom_version().empty() ? "?" : plan.loom_version(), loomVersion(), s.dp(), s.tp(),
+      s.pp(), std::max(1u, s.vpp()), std::max(1u, s.ep()), std::max(1u, s.cp()), s.zero(),
+      s.micro_batch(), scheduleName(s.schedule()));
+}
+
+std::string loom::emit::detail::scheduleName(spec::ScheduleKind kind) {
+  switch (kind) {
+  case spec::GPIPE:
+    return "gpipe";
+  case spec::ONE_F_ONE_B:
+    return "1f1b";
+  case spec::INTERLEAVED:
+    return "interleaved";
+  case spec::ZB_H1:
+    return "zb-h1";
+  case spec::ZB_H2:
+    return "zb-h2";
+  case spec::ZB_V:
+    return "zb-v";
+  case spec::ZB_AUTO:
+    return "zb-auto";
+  case spec::DUALPIPE:
+    return "dualpipe";
+  case spec::SKIP:
+    return "skip";
+  default:
+    return "1f1b";
+  }
+}
+
+int64_t loom::emit::detail::gradientAccumulation(const spec::Plan &plan) {
+  const spec::Strategy &s = plan.strategy();
+  uint64_t perStep = uint64_t(s.dp()) * s.micro_batch();
+  if (plan.training().global_batch() % perStep != 0)
+    throw EmitError(fmt::format("global batch {} is not a multiple of dp {} x micro batch {}",
+                                plan.training().global_batch(), s.dp(), s.micro_batch()),
+                    "the plan was edited by hand: write it again with `loom plan --json`");
+  return int64_t(plan.training().global_batch() / perStep);
+}
+
+namespace {
+/// --decoder-first/last-pipeline-num-layers for uneven stages, or nothing.
+std::string unevenStages(const spec::Plan &plan, uint32_t pp, uint32_t vpp) {
+  std::vector<uint32_t> perRank(pp, 0);
+  for (const spec::Stage &stage : plan.stages())
+    perRank[stage.index() % pp] += stage.num_layers();
+  bool even = std::all_of(perRank.begin(), perRank.end(),
+                          [&](uint32_t n) { return n == perRank.front(); });
+  if (even)
+    return {};
+  std::string sizes;
+  for (uint32_t n : perRank)
+    sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", n);
+  if (vpp > 1)
+    throw EmitError(fmt::format("Megatron-LM cannot express uneven pipeline stages ({} layers "
+                                "per rank) with virtual stages (vpp={})", sizes, vpp),
+                    "plan with --vpp 1, or with a layer count pp*vpp divides");
+  // Megatron-LM sets the first and last stage and splits the rest evenly.
+  if (pp == 2)
+    return fmt::format("--decoder-first-pipeline-num-layers {}\n", perRank[0]);
+  uint32_t middle = perRank[1];
+  for (uint32_t r = 1; r + 1 < pp; ++r)
+    if (perRank[r] != middle)
+      throw EmitError(fmt::format("Megatron-LM cannot express pipeline stages of {} layers: "
+                                  "only the first and last may differ from the rest",
+                                  sizes),
+                      "use loom.torch, or plan with a layer count pp divides");
+  std::string out;
+  if (perRank.front() != middle)
+    out += fmt::format("--decoder-first-pipeline-num-layers {}\n", perRank.front());
+  if (perRank.back() != middle)
+    out += fmt::format("--decoder-last-pipeline-num-layers {}\n", perRank.back());
+  return out;
+}
+
+uint32_t layerCount(const spec::Plan &plan) {
+  uint32_t layers = 0;
+  for (const spec::Stage &stage : plan.stages())
+    layers += stage.num_layers();
+  return layers;
+}
+} // namespace
+
+std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &from) {
+  const spec::Strategy &s = plan.strategy();
+  uint32_t vpp = std::max(1u, s.vpp()), layers = layerCount(plan);
+  std::string out = detail::header("# ", "megatron", plan, from);
+  out += "# one option per line; pass them with $(grep -v '^#' THIS_FILE)\n";
+  out += fmt::format("--num-layers {}\n", layers);
+  out += fmt::format("--tensor-model-parallel-size {}\n", s.tp());
+  out += fmt::format("--pipeline-model-parallel-size {}\n", s.pp());
+  out += unevenStages(plan, s.pp(), vpp);
+  if (vpp > 1) {
+    if (layers % (s.pp() * vpp) != 0)
+      throw EmitError(fmt::format("{} layers do not split into pp={} x vpp={} virtual stages",
+                                  layers, s.pp(), vpp),
+                      "plan with a vpp that divides the layers per pipeline rank");
+    out += fmt::format("--num-layers-per-virtual-pipeline-stage {}\n", layers / (s.pp() * vpp));
+  }
+  if (s.ep() > 1)
+    out += fmt::format("--expert-model-parallel-size {}\n", s.ep());
+  if (s.cp() > 1)
+    out += fmt::format("--context-parallel-size {}\n", s.cp());
+  if (s.sequence_parallel())
+    out += "--sequence-parallel\n";
+  if (s.tp_comm_overlap())
+    out += "--tp-comm-overlap\n";
+  if (s.recompute() == spec::RECOMPUTE_FULL) {
+    out += "--recompute-granularity full\n--recompute-method uniform\n--recompute-num-layers 1\n";
+    if (s.recompute_ranks() > 0 && s.recompute_ranks() < s.pp())
+      out += fmt::format("# recompute on pipeline ranks [0, {}) only: Megatron-LM recomputes "
+                         "on every rank\n", s.recompute_ranks());
+  } else if (s.recompute() == spec::RECOMPUTE_SELECTIVE) {
+    out += "--recompute-granularity selective\n";
+  }
+  if (s.zero() >= 1)
+    out += "--use-distributed-optimizer\n";
+  if (s.zero() >= 3)
+    out += "# zero 3: the distributed optimizer shards optimizer state and gradients, not "
+           "parameters; Megatron-LM's FSDP (--use-torch-fsdp2) shards those too\n";
+  if (s.offload_optimizer())
+    out += "--optimizer-cpu-offload\n";
+  out += "--overlap-grad-reduce\n";
+  out += fmt::format("--micro-batch-size {}\n", s.micro_batch());
+  out += fmt::format("--global-batch-size {}\n", plan.training().global_batch());
+  out += fmt::format("--seq-length {}\n", plan.training().seq_len());
+  switch (plan.training().precision()) {
+  case spec::FP16_MIXED:
+    out += "--fp16\n";
+    break;
+  case spec::FP32_FULL:
+    break;
+  case spec::FP8_MIXED:
+    out += "--bf16\n--fp8-format hybrid\n";
+    break;
+  default:
+    out += "--bf16\n";
+  }
+  std::string schedule = detail::scheduleName(s.schedule());
+  if (schedule.rfind("zb", 0) == 0 || schedule == "dualpipe" || schedule == "skip")
+    out += fmt::format("# schedule {}: not in Megatron-LM; use loom.torch or the "
+                       "zero-bubble fork\n", schedule);
+  else if (schedule == "gpipe")
+    out += "# schedule gpipe: Megatron-LM runs 1F1B (the same bubble, less memory)\n";
+  if (s.rank_order() == "dp-outer")
+    out += "# rank order dp-outer: Megatron-LM lays ranks out tp-cp-ep-dp-pp (pp-outer), "
+           "so its groups differ from this plan's mesh\n";
+  return out;
+}
+
+std::string loom::emit::emitDeepSpeed(const spec::Plan &plan, const Provenance &from) {
+  const spec::Strategy &s = plan.strategy();
+  if (s.cp() > 1)
+    throw EmitError(fmt::format("DeepSpeed cannot express context parallelism (cp={})", s.cp()),
+                    "use --target megatron, or plan with --cp 1");
+  if (s.pp() > 1 && s.zero() >= 2)
+    throw EmitError(fmt::format("DeepSpeed's pipeline engine does not run ZeRO stage {} "
+                                "(pp={}); it takes ZeRO 0 or 1", s.zero(), s.pp()),
+                    "plan with --zero 1, or use --target megatron");
+  if (std::max(1u, s.vpp()) > 1)
+    throw EmitError(fmt::format("DeepSpeed's pipeline engine has no virtual stages (vpp={})",
+                                s.vpp()),
+                    "plan with --vpp 1, or use --target megatron");
+  nlohmann::ordered_json out;
+  std::string head = detail::header("", "deepspeed", plan, from);
+  out["_comment"] = head.substr(0, head.size() - 1); // DeepSpeed ignores unknown top-level keys
+  out["train_batch_size"] = plan.training().global_batch();
+  out["train_micro_batch_size_per_gpu"] = s.micro_batch();
+  out["gradient_accumulation_steps"] = detail::gradientAccumulation(plan);
+  nlohmann::ordered_json zero;
+  zero["stage"] = s.zero();
+  zero["overlap_comm"] = true;
+  zero["contiguous_gradients"] = true;
+  zero["reduce_scatter"] = true;
+  zero["reduce_bucket_size"] = 500000000;
+  zero["allgather_bucket_size"] = 500000000;
+  if (s.offload_optimizer())
+    zero["offload_optimizer"] = {{"device", "cpu"}, {"pin_memory", true}};
+  out["zero_optimization"] = zero;
+  spec::Precision precision = plan.training().precision();
+  out["bf16"] = {{"enabled", precision != spec::FP16_MIXED && precision != spec::FP32_FULL}};
+  out["fp16"] = {{"enabled", precision == spec::FP16_MIXED}};
+  if (s.recompute() != spec::RECOMPUTE_NONE)
+    out["activation_checkpointing"] = {{"partition_activations", s.tp() > 1},
+                                       {"contiguous_memory_optimization", false},
+                                       {"cpu_checkpointing", false}};
+  if (s.pp() > 1)
+    out["pipeline"] = {{"stages", s.pp()},
+                       {"partition", "parameters"},
+                       {"activation_checkpoint_interval",
+                        s.recompute() == spec::RECOMPUTE_FULL ? 1 : 0}};
+  return out.dump(2) + "\n";
+}

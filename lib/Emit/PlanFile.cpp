@@ -1,0 +1,92 @@
+//===- PlanFile.cpp - reading a plan for the emitters ---------------------===//
+//
+// Plans arrive as `loom plan --json` wrote them: protobuf's JSON mapping of
+// loom.proto's Plan, alone or in {"plans": [...]}. Every error names the file
+// and the field, because the file may have been edited by hand.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/Emit/Emit.h"
+
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+
+using namespace loom;
+using namespace loom::emit;
+
+const char *loom::emit::loomVersion() { return LOOM_VERSION; }
+
+namespace {
+const char *kHint = "write plans with `loom plan ... --json` and pass that file";
+
+/// A degree the emitters divide by: present and at least 1.
+void requirePositive(const std::string &file, const char *field, uint64_t value) {
+  if (value == 0)
+    throw EmitError(fmt::format("{}: plan field '{}' is missing or 0", file, field), kHint);
+}
+} // namespace
+
+spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &file,
+                                 int64_t index) {
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error &e) {
+    throw EmitError(fmt::format("{}: not JSON (byte {}): {}", file, e.byte,
+                                std::string(e.what()).substr(std::string(e.what()).find(':') + 2)),
+                    kHint);
+  }
+  if (!doc.is_object())
+    throw EmitError(fmt::format("{}: expected a JSON object (a plan or `loom plan --json` "
+                                "output), found {}", file, doc.type_name()), kHint);
+  std::string where = file;
+  if (doc.contains("plans")) {
+    const nlohmann::json &plans = doc["plans"];
+    if (!plans.is_array())
+      throw EmitError(fmt::format("{}: field 'plans' is not a list", file), kHint);
+    if (plans.empty())
+      throw EmitError(fmt::format("{}: 'plans' is empty (no strategy fit)", file),
+                      "fix the fit first: `loom plan` without --json says what would fit");
+    if (index < 0 || index >= int64_t(plans.size()))
+      throw EmitError(fmt::format("{}: --plan-index {} is out of range, the file holds {} "
+                                  "plan{}", file, index, plans.size(),
+                                  plans.size() == 1 ? "" : "s"),
+                      fmt::format("pick 0 to {}", plans.size() - 1));
+    doc = plans[index];
+    where = fmt::format("{} plans[{}]", file, index);
+  } else if (index != 0) {
+    throw EmitError(fmt::format("{}: --plan-index {} given, but the file holds a single plan",
+                                file, index), "drop --plan-index");
+  }
+
+  spec::Plan plan;
+  google::protobuf::util::JsonParseOptions options;
+  auto status = google::protobuf::util::JsonStringToMessage(doc.dump(), &plan, options);
+  if (!status.ok())
+    throw EmitError(fmt::format("{}: not a loom plan: {}", where, std::string(status.message())),
+                    kHint);
+
+  const spec::Strategy &s = plan.strategy();
+  if (!plan.has_strategy())
+    throw EmitError(fmt::format("{}: plan field 'strategy' is missing", where), kHint);
+  requirePositive(where, "strategy.dp", s.dp());
+  requirePositive(where, "strategy.tp", s.tp());
+  requirePositive(where, "strategy.pp", s.pp());
+  requirePositive(where, "strategy.micro_batch", s.micro_batch());
+  requirePositive(where, "training.global_batch", plan.training().global_batch());
+  requirePositive(where, "training.seq_len", plan.training().seq_len());
+  if (plan.mesh().empty() && s.dp() * s.tp() * s.pp() * std::max(1u, s.cp()) > 1)
+    throw EmitError(fmt::format("{}: plan field 'mesh' is missing", where), kHint);
+  if (plan.stages().empty())
+    throw EmitError(fmt::format("{}: plan field 'stages' is missing", where), kHint);
+  for (const spec::LogicalAxis &axis : plan.mesh())
+    for (const spec::AxisPiece &piece : axis.pieces()) {
+      if (piece.physical() != "dc" && piece.physical() != "node" && piece.physical() != "gpu")
+        throw EmitError(fmt::format("{}: mesh axis '{}' lies on unknown level '{}'", where,
+                                    axis.name(), piece.physical()),
+                        "mesh pieces lie on dc, node or gpu");
+      requirePositive(where, "mesh.pieces.size", piece.size());
+    }
+  return plan;
+}

@@ -98,7 +98,7 @@ std::string loom::emit::emitTorchrun(const spec::Plan &plan, const Provenance &f
   out += "set -euo pipefail\n";
   out += environment(plan, map);
   if (master.empty())
-    out += "MASTER_ADDR=${MASTER_ADDR:?set MASTER_ADDR to node 0's address}\n";
+    out += "MASTER_ADDR=${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}\n";
   else
     out += fmt::format("MASTER_ADDR=${{MASTER_ADDR:-{}}}\n", master);
   out += fmt::format("MASTER_PORT=${{MASTER_PORT:-{}}}\n", launch.port);
@@ -113,7 +113,7 @@ std::string loom::emit::emitTorchrun(const spec::Plan &plan, const Provenance &f
            "  done\n"
            "fi\n";
   }
-  out += "case \"${NODE_RANK:?set NODE_RANK to this node's index}\" in\n";
+  out += "case \"${NODE_RANK:?set NODE_RANK to the index of this node}\" in\n";
   for (int64_t node = 0; node < nodes; ++node)
     out += fmt::format("{}) exec {} {} \"$@\" ;;{}\n", node,
                        torchrunArgs(map, std::to_string(node), "\"$MASTER_ADDR:$MASTER_PORT\"",

@@ -119,9 +119,16 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
   out += fmt::format("--pipeline-model-parallel-size {}\n", s.pp());
   out += unevenStages(plan, s.pp(), vpp);
   if (vpp > 1) {
-    if (layers % (s.pp() * vpp) != 0)
-      throw EmitError(fmt::format("{} layers do not split into pp={} x vpp={} virtual stages",
-                                  layers, s.pp(), vpp),
+    std::string sizes;
+    bool even = true;
+    for (const spec::Stage &stage : plan.stages()) {
+      sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", stage.num_layers());
+      even = even && stage.num_layers() == plan.stages(0).num_layers();
+    }
+    if (!even || layers % (s.pp() * vpp) != 0)
+      throw EmitError(fmt::format("Megatron-LM needs equal virtual stages, the plan has {} "
+                                  "layers per stage (pp={} x vpp={})",
+                                  sizes, s.pp(), vpp),
                       "plan with a vpp that divides the layers per pipeline rank");
     out += fmt::format("--num-layers-per-virtual-pipeline-stage {}\n", layers / (s.pp() * vpp));
   }

@@ -173,6 +173,19 @@ TEST(Megatron, UnevenStages) {
   }
 }
 
+TEST(Megatron, VirtualStagesMustBeEqual) {
+  spec::Plan plan = makePlan(1, 1, 2, 1, 1, {{"pp", {{"gpu", 2}}}}, 32);
+  plan.mutable_strategy()->set_vpp(2);
+  plan.clear_stages();
+  const uint32_t layers[4] = {9, 7, 9, 7}; // equal per rank, unequal per virtual stage
+  for (uint32_t i = 0; i < 4; ++i) {
+    spec::Stage *stage = plan.add_stages();
+    stage->set_index(i);
+    stage->set_num_layers(layers[i]);
+  }
+  EXPECT_THROW(emitMegatron(plan, {"plan.json", 0}), EmitError);
+}
+
 TEST(DeepSpeed, KeyNamesAreDeepSpeeds) {
   // DeepSpeed's JSON config reference (deepspeed.ai/docs/config-json) and
   // deepspeed/runtime/pipe: the keys loom writes.

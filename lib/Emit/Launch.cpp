@@ -70,8 +70,9 @@ std::string environment(const spec::Plan &plan, const RankMap &map) {
 
 std::string torchrunArgs(const RankMap &map, const std::string &nodeRank,
                          const std::string &endpoint, const std::string &rdzvId) {
-  return fmt::format("torchrun --nnodes {} --nproc-per-node {} --node-rank {} "
-                     "--rdzv-backend c10d --rdzv-endpoint {} --rdzv-id {}",
+  // Underscored flags: torch 1.x's torchrun knows only these, 2.x takes both.
+  return fmt::format("torchrun --nnodes {} --nproc_per_node {} --node_rank {} "
+                     "--rdzv_backend c10d --rdzv_endpoint {} --rdzv_id {}",
                      map.dcs * map.nodesPerDc, map.gpusPerNode, nodeRank, endpoint, rdzvId);
 }
 
@@ -101,7 +102,8 @@ std::string loom::emit::emitTorchrun(const spec::Plan &plan, const Provenance &f
     out += "MASTER_ADDR=${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}\n";
   else
     out += fmt::format("MASTER_ADDR=${{MASTER_ADDR:-{}}}\n", master);
-  out += fmt::format("MASTER_PORT=${{MASTER_PORT:-{}}}\n", launch.port);
+  out += fmt::format("MASTER_PORT=${{MASTER_PORT:-{}}}\nexport MASTER_ADDR MASTER_PORT\n",
+                     launch.port);
   if (!launch.hosts.empty()) {
     out += "HOSTS=(";
     for (size_t i = 0; i < launch.hosts.size(); ++i)

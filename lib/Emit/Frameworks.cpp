@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <numeric>
+#include <cctype>
 
 using namespace loom;
 using namespace loom::emit;
@@ -32,28 +32,13 @@ std::string loom::emit::detail::header(const char *comment, const char *target,
 }
 
 std::string loom::emit::detail::scheduleName(spec::ScheduleKind kind) {
-  switch (kind) {
-  case spec::GPIPE:
-    return "gpipe";
-  case spec::ONE_F_ONE_B:
+  if (kind == spec::ONE_F_ONE_B || kind == spec::SCHEDULE_UNSPECIFIED)
     return "1f1b";
-  case spec::INTERLEAVED:
-    return "interleaved";
-  case spec::ZB_H1:
-    return "zb-h1";
-  case spec::ZB_H2:
-    return "zb-h2";
-  case spec::ZB_V:
-    return "zb-v";
-  case spec::ZB_AUTO:
-    return "zb-auto";
-  case spec::DUALPIPE:
-    return "dualpipe";
-  case spec::SKIP:
-    return "skip";
-  default:
-    return "1f1b";
-  }
+  // The enum's other names spell `loom plan`'s: ZB_H1 is zb-h1.
+  std::string name = spec::ScheduleKind_Name(kind);
+  for (char &c : name)
+    c = c == '_' ? '-' : char(std::tolower(static_cast<unsigned char>(c)));
+  return name;
 }
 
 int64_t loom::emit::detail::gradientAccumulation(const spec::Plan &plan) {

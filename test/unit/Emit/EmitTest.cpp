@@ -188,7 +188,7 @@ TEST(Megatron, VirtualStagesMustBeEqual) {
 
 TEST(DeepSpeed, KeyNamesAreDeepSpeeds) {
   // DeepSpeed's JSON config reference (deepspeed.ai/docs/config-json) and
-  // deepspeed/runtime/pipe: the keys loom writes.
+  // deepspeed/runtime/config.py's get_pipeline_config: the keys loom writes.
   const std::set<std::string> top = {"_comment",
                                      "train_batch_size",
                                      "train_micro_batch_size_per_gpu",
@@ -215,6 +215,17 @@ TEST(DeepSpeed, KeyNamesAreDeepSpeeds) {
   EXPECT_EQ(config["train_batch_size"].get<int64_t>(),
             config["train_micro_batch_size_per_gpu"].get<int64_t>() *
                 config["gradient_accumulation_steps"].get<int64_t>() * 4);
+}
+
+TEST(DeepSpeed, PipelineKeys) {
+  const std::set<std::string> pipeline = {"stages", "partition", "activation_checkpoint_interval"};
+  spec::Plan plan = makePlan(2, 1, 2, 1, 1, {{"pp", {{"gpu", 2}}}, {"dp", {{"gpu", 2}}}});
+  plan.mutable_strategy()->set_recompute(spec::RECOMPUTE_FULL);
+  nlohmann::json config = nlohmann::json::parse(emitDeepSpeed(plan, {"plan.json", 0}));
+  for (auto &[key, value] : config["pipeline"].items())
+    EXPECT_TRUE(pipeline.count(key)) << key;
+  EXPECT_EQ(config["pipeline"]["stages"], 2);
+  EXPECT_EQ(config["pipeline"]["activation_checkpoint_interval"], 1);
 }
 
 TEST(DeepSpeed, RefusesWhatItCannotRun) {

@@ -1,0 +1,439 @@
+//===- Universal.cpp - loom's universal checkpoint format (HDF5) -----------===//
+//
+// File layout (docs/checkpoints.md, "Universal format"):
+//   /                       attributes loom_format, format_version, model_config,
+//                           source_format, source_layout, name_mapping, iteration,
+//                           tokens_seen
+//   /params/<name>          the parameter; attributes dtype, xxh3_64
+//   /optimizer/<name>/      group with attribute step; datasets fp32, exp_avg,
+//                           exp_avg_sq (each with dtype, xxh3_64)
+//
+//===----------------------------------------------------------------------===//
+#include "loom/Checkpoint/Universal.h"
+
+#include "Hdf5.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/xxhash.h"
+
+#include <algorithm>
+
+using namespace loom::ckpt;
+using namespace loom::ckpt::hdf5;
+
+static constexpr llvm::StringLiteral kFormatName = "loom-universal";
+static constexpr int64_t kFormatVersion = 1;
+/// Chunks of about 1 MiB: small enough that a row-range read touches little more than
+/// it asks for, large enough that per-chunk overhead (index, Fletcher-32) is noise.
+static constexpr uint64_t kChunkBytes = 1 << 20;
+
+static constexpr UniversalState kOptimizerStates[] = {UniversalState::Fp32, UniversalState::ExpAvg,
+                                                      UniversalState::ExpAvgSq};
+
+llvm::StringRef loom::ckpt::universalStateName(UniversalState state) {
+  switch (state) {
+  case UniversalState::Param:
+    return "param";
+  case UniversalState::Fp32:
+    return "fp32";
+  case UniversalState::ExpAvg:
+    return "exp_avg";
+  case UniversalState::ExpAvgSq:
+    return "exp_avg_sq";
+  }
+  return "";
+}
+
+static std::string datasetPath(llvm::StringRef name, UniversalState state) {
+  if (state == UniversalState::Param)
+    return ("params/" + name).str();
+  return ("optimizer/" + name + "/" + universalStateName(state)).str();
+}
+
+static std::string checksumText(llvm::ArrayRef<uint8_t> bytes) {
+  return llvm::utohexstr(llvm::xxh3_64bits(bytes), /*LowerCase=*/true, /*Width=*/16);
+}
+
+static std::optional<DType> dtypeFromTorchName(llvm::StringRef name) {
+  for (unsigned i = 0; i <= unsigned(DType::Float64); ++i)
+    if (torchDTypeName(DType(i)) == name)
+      return DType(i);
+  return std::nullopt;
+}
+
+//===----------------------------------------------------------------------===//
+// Writing
+//===----------------------------------------------------------------------===//
+
+namespace {
+class Writer {
+public:
+  Writer(std::string finalPath, hid_t file) : finalPath(std::move(finalPath)), file(file) {}
+
+  llvm::Error error(const llvm::Twine &message) { return fileError(finalPath, message); }
+
+  llvm::Error writeDataset(hid_t parent, const char *leaf, const llvm::Twine &what,
+                           const Tensor &tensor) {
+    if (auto reason = tensor.checkView())
+      return error(what + ": " + *reason);
+    std::vector<hsize_t> dims(tensor.shape.begin(), tensor.shape.end());
+    Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                              : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+                 H5Sclose);
+    Handle create(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    if (!dims.empty() && tensor.numel() > 0) {
+      std::vector<hsize_t> chunk = chunkShape(dims, dtypeSize(tensor.dtype));
+      if (H5Pset_chunk(create.get(), int(chunk.size()), chunk.data()) < 0 ||
+          H5Pset_fletcher32(create.get()) < 0)
+        return error(what + ": cannot set up chunks: " + lastError());
+    }
+    Handle type = fileType(tensor.dtype);
+    Handle dataset(H5Dcreate2(parent, leaf, type.get(), space.get(), H5P_DEFAULT, create.get(),
+                              H5P_DEFAULT),
+                   H5Dclose);
+    if (!dataset)
+      return error(what + ": cannot create dataset: " + lastError());
+    // Contiguous tensors go to HDF5 straight from their (mapped) storage; views
+    // are gathered once, since HDF5 and the checksum both want row-major bytes.
+    std::vector<uint8_t> gathered;
+    llvm::ArrayRef<uint8_t> bytes;
+    if (tensor.isContiguous()) {
+      bytes = tensor.contiguousBytes();
+    } else {
+      gathered = tensor.toBytes();
+      bytes = gathered;
+    }
+    if (!bytes.empty() &&
+        H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()) < 0)
+      return error(what + ": cannot write: " + lastError());
+    if (auto err = writeString(dataset.get(), "dtype", torchDTypeName(tensor.dtype)))
+      return error(what + ": " + llvm::toString(std::move(err)));
+    if (auto err = writeString(dataset.get(), "xxh3_64", checksumText(bytes)))
+      return error(what + ": " + llvm::toString(std::move(err)));
+    return llvm::Error::success();
+  }
+
+  llvm::Error writeParam(hid_t params, hid_t optimizer, const UniversalParam &param) {
+    llvm::StringRef name = param.name;
+    // A '/' would make HDF5 create intermediate groups: the name would not read back.
+    if (name.empty() || name.contains('/') || name == "." || name == "..")
+      return error("parameter name '" + name + "' cannot be an HDF5 link name");
+    if (auto err = writeDataset(params, param.name.c_str(), "params/" + name, param.param))
+      return err;
+    if (!param.fp32 && !param.expAvg && !param.expAvgSq && !param.step)
+      return llvm::Error::success();
+    Handle group(H5Gcreate2(optimizer, param.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 H5Gclose);
+    if (!group)
+      return error("optimizer/" + name + ": cannot create group: " + lastError());
+    const std::optional<Tensor> *states[] = {&param.fp32, &param.expAvg, &param.expAvgSq};
+    for (auto [state, tensor] : llvm::zip(kOptimizerStates, states)) {
+      if (!*tensor)
+        continue;
+      if ((*tensor)->shape != param.param.shape)
+        return error(datasetPath(name, state) + ": shape differs from the parameter's");
+      if (auto err = writeDataset(group.get(), universalStateName(state).data(),
+                                  datasetPath(name, state), **tensor))
+        return err;
+    }
+    if (param.step)
+      if (auto err = writeInt(group.get(), "step", *param.step))
+        return error("optimizer/" + name + ": " + llvm::toString(std::move(err)));
+    return llvm::Error::success();
+  }
+
+  llvm::Error writeMetadata(const UniversalMetadata &meta) {
+    llvm::json::Object mapping;
+    for (const auto &[universal, source] : meta.nameMapping)
+      mapping[universal] = source;
+    std::string mappingText = llvm::formatv("{0}", llvm::json::Value(std::move(mapping))).str();
+    for (auto [attribute, json] : {std::pair{"model_config", &meta.modelConfig},
+                                   std::pair{"source_layout", &meta.sourceLayout}})
+      if (auto parsed = llvm::json::parse(*json); !parsed)
+        return error(llvm::Twine(attribute) + " is not JSON: " + llvm::toString(parsed.takeError()));
+    llvm::Error err = llvm::joinErrors(writeString(file, "loom_format", kFormatName),
+                                       writeInt(file, "format_version", kFormatVersion));
+    err = llvm::joinErrors(std::move(err), writeString(file, "model_config", meta.modelConfig));
+    err = llvm::joinErrors(std::move(err), writeString(file, "source_format", meta.sourceFormat));
+    err = llvm::joinErrors(std::move(err), writeString(file, "source_layout", meta.sourceLayout));
+    err = llvm::joinErrors(std::move(err), writeString(file, "name_mapping", mappingText));
+    err = llvm::joinErrors(std::move(err), writeInt(file, "iteration", meta.iteration));
+    err = llvm::joinErrors(std::move(err), writeInt(file, "tokens_seen", meta.tokensSeen));
+    if (err)
+      return error(llvm::toString(std::move(err)));
+    return llvm::Error::success();
+  }
+
+private:
+  /// Full trailing dimensions, cut along the leading ones until a chunk is about
+  /// kChunkBytes (HDF5 also caps a chunk at 4 GiB).
+  static std::vector<hsize_t> chunkShape(const std::vector<hsize_t> &dims, uint64_t elementSize) {
+    std::vector<hsize_t> chunk = dims;
+    auto bytes = [&] {
+      uint64_t total = elementSize;
+      for (hsize_t d : chunk)
+        total *= d;
+      return total;
+    };
+    for (size_t i = 0; i < chunk.size() && bytes() > kChunkBytes; ++i) {
+      uint64_t rest = bytes() / chunk[i];
+      chunk[i] = std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(rest, 1));
+    }
+    return chunk;
+  }
+
+  std::string finalPath;
+  hid_t file;
+};
+} // namespace
+
+llvm::Error loom::ckpt::writeUniversal(const llvm::Twine &path,
+                                       const UniversalCheckpoint &checkpoint) {
+  Quiet quiet;
+  std::string finalPath = path.str();
+  llvm::SmallString<256> tempPath;
+  int fd = -1;
+  if (std::error_code ec = llvm::sys::fs::createUniqueFile(finalPath + ".tmp-%%%%%%", fd, tempPath))
+    return fileError(finalPath, "cannot create a temporary file: " + ec.message());
+  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  auto fail = [&](llvm::Error err) {
+    llvm::sys::fs::remove(tempPath);
+    return err;
+  };
+  {
+    Handle file(H5Fcreate(tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    if (!file)
+      return fail(fileError(finalPath, "cannot create HDF5 file: " + lastError()));
+    Writer writer(finalPath, file.get());
+    Handle params(H5Gcreate2(file.get(), "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                  H5Gclose);
+    Handle optimizer(H5Gcreate2(file.get(), "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                     H5Gclose);
+    if (!params || !optimizer)
+      return fail(fileError(finalPath, "cannot create groups: " + lastError()));
+    if (auto err = writer.writeMetadata(checkpoint.metadata))
+      return fail(std::move(err));
+    for (const UniversalParam &param : checkpoint.params)
+      if (auto err = writer.writeParam(params.get(), optimizer.get(), param))
+        return fail(std::move(err));
+    params.reset();
+    optimizer.reset();
+    if (!file.reset())
+      return fail(fileError(finalPath, "cannot close HDF5 file: " + lastError()));
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tempPath, finalPath))
+    return fail(fileError(finalPath, "cannot rename the temporary file: " + ec.message()));
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Reading
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<std::unique_ptr<UniversalReader>> UniversalReader::open(const llvm::Twine &path) {
+  Quiet quiet;
+  std::string name = path.str();
+  if (!llvm::sys::fs::exists(name))
+    return fileError(name, "no such file");
+  if (H5Fis_hdf5(name.c_str()) <= 0)
+    return fileError(name, "not an HDF5 file");
+  hid_t file = H5Fopen(name.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0)
+    return fileError(name, "cannot open: " + lastError());
+  std::unique_ptr<UniversalReader> reader(new UniversalReader(name, file));
+  if (auto err = reader->load())
+    return std::move(err);
+  return std::move(reader);
+}
+
+UniversalReader::~UniversalReader() { H5Fclose(file); }
+
+const UniversalEntry *UniversalReader::find(llvm::StringRef name) const {
+  auto it = llvm::partition_point(entryList,
+                                  [&](const UniversalEntry &e) { return e.name < name; });
+  return it != entryList.end() && it->name == name ? &*it : nullptr;
+}
+
+static std::vector<std::string> linkNames(hid_t group) {
+  std::vector<std::string> names;
+  H5Literate(
+      group, H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t, const char *name, const H5L_info_t *, void *out) -> herr_t {
+        static_cast<std::vector<std::string> *>(out)->push_back(name);
+        return 0;
+      },
+      &names);
+  return names;
+}
+
+llvm::Error UniversalReader::load() {
+  auto format = readString(file, "loom_format");
+  if (!format || *format != kFormatName)
+    return fileError(path, "not a loom universal checkpoint (no loom_format attribute)");
+  auto version = readInt(file, "format_version");
+  if (!version || *version != kFormatVersion)
+    return fileError(path, "unsupported format_version " +
+                               (version ? std::to_string(*version) : std::string("(missing)")));
+  auto text = [&](const char *attribute) { return readString(file, attribute).value_or(""); };
+  meta.modelConfig = text("model_config");
+  meta.sourceFormat = text("source_format");
+  meta.sourceLayout = text("source_layout");
+  meta.iteration = readInt(file, "iteration").value_or(0);
+  meta.tokensSeen = readInt(file, "tokens_seen").value_or(0);
+  if (std::string mapping = text("name_mapping"); !mapping.empty()) {
+    auto parsed = llvm::json::parse(mapping);
+    if (!parsed || !parsed->getAsObject())
+      return fileError(path, "attribute name_mapping is not a JSON object");
+    for (const auto &[universal, source] : *parsed->getAsObject())
+      meta.nameMapping.emplace_back(universal.str(), source.getAsString().value_or("").str());
+    llvm::sort(meta.nameMapping);
+  }
+
+  Handle params(H5Gopen2(file, "params", H5P_DEFAULT), H5Gclose);
+  if (!params)
+    return fileError(path, "group 'params' is missing");
+  Handle optimizer(H5Gopen2(file, "optimizer", H5P_DEFAULT), H5Gclose);
+  for (const std::string &name : linkNames(params.get())) {
+    UniversalEntry entry;
+    entry.name = name;
+    Handle dataset(H5Dopen2(params.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!dataset)
+      return fileError(path, "params/" + name + ": not a dataset");
+    auto dtypeName = readString(dataset.get(), "dtype");
+    auto dtype = dtypeName ? dtypeFromTorchName(*dtypeName) : std::nullopt;
+    if (!dtype)
+      return fileError(path, "params/" + name + ": missing or unknown dtype attribute");
+    entry.dtype = *dtype;
+    Handle space(H5Dget_space(dataset.get()), H5Sclose);
+    int rank = H5Sget_simple_extent_ndims(space.get());
+    if (rank < 0 || rank > H5S_MAX_RANK)
+      return fileError(path, "params/" + name + ": bad dataspace");
+    hsize_t dims[H5S_MAX_RANK];
+    H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+    entry.shape.assign(dims, dims + rank);
+    if (optimizer && H5Lexists(optimizer.get(), name.c_str(), H5P_DEFAULT) > 0) {
+      Handle group(H5Gopen2(optimizer.get(), name.c_str(), H5P_DEFAULT), H5Gclose);
+      if (!group)
+        return fileError(path, "optimizer/" + name + ": not a group");
+      for (UniversalState state : kOptimizerStates)
+        if (H5Lexists(group.get(), universalStateName(state).data(), H5P_DEFAULT) > 0)
+          entry.states.push_back(state);
+      entry.step = readInt(group.get(), "step");
+    }
+    entryList.push_back(std::move(entry));
+  }
+  llvm::sort(entryList, [](const UniversalEntry &a, const UniversalEntry &b) {
+    return a.name < b.name;
+  });
+  return llvm::Error::success();
+}
+
+llvm::Expected<Tensor>
+UniversalReader::readSlab(llvm::StringRef name, UniversalState state,
+                          std::optional<std::pair<int64_t, int64_t>> rows) {
+  Quiet quiet;
+  std::string where = datasetPath(name, state);
+  const UniversalEntry *entry = find(name);
+  if (!entry || (state != UniversalState::Param && !llvm::is_contained(entry->states, state)))
+    return fileError(path, "no dataset " + where);
+  Handle dataset(H5Dopen2(file, where.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!dataset)
+    return fileError(path, where + ": cannot open: " + lastError());
+  auto dtypeName = readString(dataset.get(), "dtype");
+  auto dtype = dtypeName ? dtypeFromTorchName(*dtypeName) : std::nullopt;
+  if (!dtype)
+    return fileError(path, where + ": missing or unknown dtype attribute");
+  Handle type = fileType(*dtype);
+  Handle stored(H5Dget_type(dataset.get()), H5Tclose);
+  if (H5Tget_size(stored.get()) != dtypeSize(*dtype))
+    return fileError(path, where + ": stored element size differs from dtype " + *dtypeName);
+  Handle fileSpace(H5Dget_space(dataset.get()), H5Sclose);
+  int rank = H5Sget_simple_extent_ndims(fileSpace.get());
+  if (rank < 0 || rank > H5S_MAX_RANK)
+    return fileError(path, where + ": bad dataspace");
+  std::vector<hsize_t> dims(rank);
+  H5Sget_simple_extent_dims(fileSpace.get(), dims.data(), nullptr);
+
+  Handle memSpace(H5S_ALL, nullptr);
+  if (rows) {
+    auto [begin, end] = *rows;
+    if (rank == 0 || begin < 0 || begin > end || hsize_t(end) > dims[0])
+      return fileError(path, where + ": rows [" + llvm::Twine(begin) + ", " + llvm::Twine(end) +
+                                 ") outside dimension 0 of size " +
+                                 (rank ? llvm::Twine(dims[0]) : llvm::Twine("(scalar)")));
+    std::vector<hsize_t> start(rank, 0);
+    start[0] = hsize_t(begin);
+    dims[0] = hsize_t(end - begin);
+    if (H5Sselect_hyperslab(fileSpace.get(), H5S_SELECT_SET, start.data(), nullptr, dims.data(),
+                            nullptr) < 0)
+      return fileError(path, where + ": cannot select rows: " + lastError());
+    memSpace = Handle(H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
+  }
+  llvm::SmallVector<int64_t, 4> shape(dims.begin(), dims.end());
+  auto numel = checkedNumel(shape);
+  if (!numel || *numel > (uint64_t(1) << 62) / dtypeSize(*dtype))
+    return fileError(path, where + ": shape too large");
+  std::vector<uint8_t> bytes(*numel * dtypeSize(*dtype));
+  hid_t fileSelection = rows ? fileSpace.get() : H5S_ALL;
+  if (!bytes.empty() && H5Dread(dataset.get(), type.get(), memSpace.get(), fileSelection,
+                                H5P_DEFAULT, bytes.data()) < 0)
+    return fileError(path, where + ": read failed: " + lastError());
+  if (!rows) {
+    auto expected = readString(dataset.get(), "xxh3_64");
+    if (!expected)
+      return fileError(path, where + ": missing xxh3_64 attribute");
+    if (std::string actual = checksumText(bytes); actual != *expected)
+      return fileError(path, where + ": checksum mismatch (xxh3_64 " + actual + ", recorded " +
+                                 *expected + ")");
+  }
+  return Tensor::contiguous(*dtype, shape, std::make_shared<Storage>(std::move(bytes)));
+}
+
+llvm::Expected<Tensor> UniversalReader::read(llvm::StringRef name, UniversalState state) {
+  return readSlab(name, state, std::nullopt);
+}
+
+llvm::Expected<Tensor> UniversalReader::readRows(llvm::StringRef name, UniversalState state,
+                                                 int64_t begin, int64_t end) {
+  return readSlab(name, state, std::pair{begin, end});
+}
+
+llvm::Expected<UniversalCheckpoint> UniversalReader::readAll() {
+  UniversalCheckpoint checkpoint{meta, {}};
+  for (const UniversalEntry &entry : entryList) {
+    UniversalParam param;
+    param.name = entry.name;
+    auto tensor = read(entry.name);
+    if (!tensor)
+      return tensor.takeError();
+    param.param = std::move(*tensor);
+    std::optional<Tensor> *slots[] = {&param.fp32, &param.expAvg, &param.expAvgSq};
+    for (auto [state, slot] : llvm::zip(kOptimizerStates, slots)) {
+      if (!llvm::is_contained(entry.states, state))
+        continue;
+      auto stateTensor = read(entry.name, state);
+      if (!stateTensor)
+        return stateTensor.takeError();
+      *slot = std::move(*stateTensor);
+    }
+    param.step = entry.step;
+    checkpoint.params.push_back(std::move(param));
+  }
+  return checkpoint;
+}
+
+llvm::Error UniversalReader::verify() {
+  // One dataset at a time: verifying must not need the whole model in memory.
+  for (const UniversalEntry &entry : entryList) {
+    if (auto tensor = read(entry.name); !tensor)
+      return tensor.takeError();
+    for (UniversalState state : entry.states)
+      if (auto tensor = read(entry.name, state); !tensor)
+        return tensor.takeError();
+  }
+  return llvm::Error::success();
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Judges a loom universal checkpoint with h5py (Debian's python3-h5py), not with loom.
+
+Usage: check_universal.py FILE.h5 MANIFEST.json
+
+The manifest lists datasets with the dtype, shape and SHA-256 of the bytes loom meant
+to store. h5py must find each dataset with that shape, a dtype attribute naming it, an
+HDF5 type whose numpy form matches it (float16 as float16, bfloat16 as 16-bit
+integers), the same bytes, and the root attributes the format requires.
+"""
+import hashlib
+import json
+import sys
+
+import h5py
+import numpy as np
+
+NUMPY = {
+    "bool": np.uint8, "uint8": np.uint8, "int8": np.int8, "int16": np.int16,
+    "int32": np.int32, "int64": np.int64, "float16": np.float16, "bfloat16": np.uint16,
+    "float32": np.float32, "float64": np.float64,
+}
+
+
+def main():
+    path, manifest_path = sys.argv[1:3]
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    failures = []
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("loom_format") != "loom-universal" or f.attrs.get("format_version") != 1:
+            failures.append("root attributes loom_format/format_version missing")
+        for attr in ("model_config", "source_layout", "name_mapping"):
+            json.loads(f.attrs[attr])
+        for want in manifest["tensors"]:
+            name = want["dataset"]
+            ds = f[name]
+            data = ds[()]
+            if ds.attrs["dtype"] != want["dtype"]:
+                failures.append(f"{name}: dtype attribute {ds.attrs['dtype']}")
+            if data.dtype != np.dtype(NUMPY[want["dtype"]]).newbyteorder("<"):
+                failures.append(f"{name}: h5py reads {data.dtype}")
+            if list(data.shape) != want["shape"]:
+                failures.append(f"{name}: shape {list(data.shape)}")
+            if hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest() != want["sha256"]:
+                failures.append(f"{name}: bytes differ")
+    for failure in failures:
+        print(failure)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+//===- UniversalTest.cpp - the HDF5 universal format -----------------------===//
+#include "CheckpointTesting.h"
+#include "loom/Checkpoint/Universal.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <fstream>
+#include <random>
+
+using namespace loom::ckpt;
+using namespace loom::ckpt::testutil;
+
+namespace {
+Tensor randomTensor(DType dtype, llvm::ArrayRef<int64_t> shape, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::vector<uint8_t> bytes(*checkedNumel(shape) * dtypeSize(dtype));
+  for (uint8_t &b : bytes)
+    b = uint8_t(gen());
+  if (dtype == DType::Bool)
+    for (uint8_t &b : bytes)
+      b &= 1;
+  return Tensor::contiguous(dtype, shape, std::make_shared<Storage>(std::move(bytes)));
+}
+
+/// A small model with every dtype, a scalar, an empty tensor, a transposed view, a
+/// parameter spanning several chunks, and Adam state on some parameters.
+UniversalCheckpoint sampleCheckpoint() {
+  UniversalCheckpoint ckpt;
+  ckpt.metadata.modelConfig = R"({"hidden_size":64,"num_layers":2})";
+  ckpt.metadata.sourceFormat = "megatron";
+  ckpt.metadata.sourceLayout = R"({"tp":2,"pp":2})";
+  ckpt.metadata.iteration = 1234;
+  ckpt.metadata.tokensSeen = 5056000;
+  ckpt.metadata.nameMapping = {{"embed.weight", "embedding.word_embeddings.weight"}};
+  auto add = [&](std::string name, Tensor t, bool adam) {
+    UniversalParam p{std::move(name), t, {}, {}, {}, {}};
+    if (adam) {
+      p.fp32 = randomTensor(DType::Float32, t.shape, 7);
+      p.expAvg = randomTensor(DType::Float32, t.shape, 8);
+      p.expAvgSq = randomTensor(DType::Float32, t.shape, 9);
+      p.step = 1234;
+    }
+    ckpt.params.push_back(std::move(p));
+  };
+  add("big.weight", randomTensor(DType::Float32, {1024, 512}, 1), true);
+  add("embed.weight", randomTensor(DType::BFloat16, {50, 64}, 2), true);
+  add("half.weight", randomTensor(DType::Float16, {3, 5}, 3), false);
+  add("ids", randomTensor(DType::Int64, {7}, 4), false);
+  add("mask", randomTensor(DType::Bool, {2, 3}, 5), false);
+  add("scale", randomTensor(DType::Float64, {}, 6), false);
+  add("empty", randomTensor(DType::Float32, {0, 4}, 0), false);
+  Tensor t = randomTensor(DType::Float32, {6, 4}, 10);
+  t.shape = {4, 6};
+  t.strides = {1, 4}; // a transposed view: written gathered
+  add("transposed.weight", t, false);
+  return ckpt;
+}
+
+void expectSameBytes(const Tensor &got, const Tensor &want) {
+  EXPECT_EQ(got.dtype, want.dtype);
+  EXPECT_EQ(got.shape, want.shape);
+  EXPECT_EQ(got.toBytes(), want.toBytes());
+}
+
+std::string writeSample(const std::string &dir) {
+  std::string path = dir + "/model.h5";
+  llvm::Error err = writeUniversal(path, sampleCheckpoint());
+  EXPECT_FALSE(bool(err)) << message(std::move(err));
+  return path;
+}
+} // namespace
+
+TEST(Universal, RoundTripIsBitExact) {
+  std::string path = writeSample(scratchDir("universal-roundtrip"));
+  auto reader = UniversalReader::open(path);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  auto read = (*reader)->readAll();
+  ASSERT_TRUE(bool(read)) << message(read.takeError());
+  UniversalCheckpoint want = sampleCheckpoint();
+  EXPECT_EQ(read->metadata.modelConfig, want.metadata.modelConfig);
+  EXPECT_EQ(read->metadata.sourceFormat, "megatron");
+  EXPECT_EQ(read->metadata.sourceLayout, want.metadata.sourceLayout);
+  EXPECT_EQ(read->metadata.iteration, 1234);
+  EXPECT_EQ(read->metadata.tokensSeen, 5056000);
+  EXPECT_EQ(read->metadata.nameMapping, want.metadata.nameMapping);
+  llvm::sort(want.params, [](auto &a, auto &b) { return a.name < b.name; });
+  ASSERT_EQ(read->params.size(), want.params.size());
+  for (size_t i = 0; i < want.params.size(); ++i) {
+    const UniversalParam &got = read->params[i], &exp = want.params[i];
+    SCOPED_TRACE(exp.name);
+    EXPECT_EQ(got.name, exp.name);
+    expectSameBytes(got.param, exp.param);
+    ASSERT_EQ(bool(got.fp32), bool(exp.fp32));
+    ASSERT_EQ(bool(got.expAvgSq), bool(exp.expAvgSq));
+    if (exp.fp32) {
+      expectSameBytes(*got.fp32, *exp.fp32);
+      expectSameBytes(*got.expAvg, *exp.expAvg);
+      expectSameBytes(*got.expAvgSq, *exp.expAvgSq);
+    }
+    EXPECT_EQ(got.step, exp.step);
+  }
+  EXPECT_FALSE(bool((*reader)->verify()));
+}
+
+TEST(Universal, H5pyReadsTheSameValues) {
+  std::string dir = scratchDir("universal-h5py");
+  std::string path = writeSample(dir);
+  // The manifest says what h5py must find: loom's bytes, hashed here.
+  llvm::json::Array tensors;
+  for (const UniversalParam &p : sampleCheckpoint().params) {
+    auto entry = [&](std::string dataset, const Tensor &t) {
+      tensors.push_back(llvm::json::Object{{"dataset", dataset},
+                                           {"dtype", torchDTypeName(t.dtype)},
+                                           {"shape", llvm::json::Array(t.shape)},
+                                           {"sha256", sha256(t)}});
+    };
+    entry("params/" + p.name, p.param);
+    if (p.fp32) {
+      entry("optimizer/" + p.name + "/fp32", *p.fp32);
+      entry("optimizer/" + p.name + "/exp_avg", *p.expAvg);
+      entry("optimizer/" + p.name + "/exp_avg_sq", *p.expAvgSq);
+    }
+  }
+  std::string manifest = dir + "/manifest.json";
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(manifest, ec);
+    os << llvm::json::Value(llvm::json::Object{{"tensors", std::move(tensors)}});
+  }
+  std::string output;
+  EXPECT_EQ(runScript("check_universal.py", {path, manifest}, &output), 0) << output;
+}
+
+TEST(Universal, CorruptChunkByteIsAnErrorNamingTheDataset) {
+  std::string path = writeSample(scratchDir("universal-corrupt"));
+  // Where HDF5 put the first chunk of params/embed.weight.
+  haddr_t address = 0;
+  {
+    hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t dataset = H5Dopen2(file, "params/embed.weight", H5P_DEFAULT);
+    hid_t space = H5Dget_space(dataset);
+    hsize_t offset[2], size = 0;
+    unsigned mask = 0;
+    ASSERT_GE(H5Dget_chunk_info(dataset, space, 0, offset, &mask, &address, &size), 0);
+    H5Sclose(space);
+    H5Dclose(dataset);
+    H5Fclose(file);
+  }
+  {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(std::streamoff(address + 17));
+    char byte = 0;
+    file.read(&byte, 1);
+    byte ^= 0x40;
+    file.seekp(std::streamoff(address + 17));
+    file.write(&byte, 1);
+  }
+  auto reader = UniversalReader::open(path);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  std::string error = message((*reader)->verify());
+  EXPECT_NE(error.find("model.h5: params/embed.weight: read failed"), std::string::npos) << error;
+  EXPECT_NE(error.find("Fletcher32"), std::string::npos) << error;
+  // Other datasets are still readable.
+  EXPECT_TRUE(bool((*reader)->read("half.weight")));
+}
+
+TEST(Universal, DataChangedBehindTheChecksumIsAnError) {
+  std::string path = writeSample(scratchDir("universal-rewritten"));
+  // Rewrite the data through HDF5 (so chunk checksums are recomputed) but leave
+  // xxh3_64 alone: only loom's whole-dataset checksum can notice.
+  {
+    hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t dataset = H5Dopen2(file, "optimizer/embed.weight/exp_avg", H5P_DEFAULT);
+    std::vector<float> zeros(50 * 64, 0.0f);
+    ASSERT_GE(H5Dwrite(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros.data()), 0);
+    H5Dclose(dataset);
+    H5Fclose(file);
+  }
+  auto reader = UniversalReader::open(path);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  std::string error = message((*reader)->verify());
+  EXPECT_NE(error.find("model.h5: optimizer/embed.weight/exp_avg: checksum mismatch"),
+            std::string::npos)
+      << error;
+}
+
+TEST(Universal, RowRangeReadEqualsTheSlice) {
+  std::string path = writeSample(scratchDir("universal-rows"));
+  auto reader = UniversalReader::open(path);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  Tensor full = sampleCheckpoint().params[0].param; // big.weight, 1024 x 512 fp32
+  // Rows 300..700 cross the boundary between the first two 512-row chunks.
+  for (auto [begin, end] : {std::pair{300, 700}, std::pair{0, 1}, std::pair{1023, 1024},
+                            std::pair{5, 5}}) {
+    SCOPED_TRACE(begin);
+    auto rows = (*reader)->readRows("big.weight", UniversalState::Param, begin, end);
+    ASSERT_TRUE(bool(rows)) << message(rows.takeError());
+    EXPECT_EQ(rows->shape, (llvm::SmallVector<int64_t, 4>{end - begin, 512}));
+    std::vector<uint8_t> all = full.toBytes();
+    std::vector<uint8_t> slice(all.begin() + begin * 512 * 4, all.begin() + end * 512 * 4);
+    EXPECT_EQ(rows->toBytes(), slice);
+  }
+  auto moments = (*reader)->readRows("big.weight", UniversalState::ExpAvgSq, 10, 20);
+  ASSERT_TRUE(bool(moments));
+  std::vector<uint8_t> all = sampleCheckpoint().params[0].expAvgSq->toBytes();
+  EXPECT_EQ(moments->toBytes(),
+            std::vector<uint8_t>(all.begin() + 10 * 512 * 4, all.begin() + 20 * 512 * 4));
+  EXPECT_NE(message((*reader)->readRows("big.weight", UniversalState::Param, 1000, 1025).takeError())
+                .find("params/big.weight: rows [1000, 1025) outside dimension 0 of size 1024"),
+            std::string::npos);
+  EXPECT_NE(message((*reader)->read("half.weight", UniversalState::Fp32).takeError())
+                .find("no dataset optimizer/half.weight/fp32"),
+            std::string::npos);
+}
+
+TEST(Universal, FailedWriteLeavesNothingBehind) {
+  std::string dir = scratchDir("universal-failed");
+  UniversalCheckpoint ckpt = sampleCheckpoint();
+  ckpt.params.push_back({"layers/0.weight", randomTensor(DType::Float32, {2}, 1), {}, {}, {}, {}});
+  std::string error = message(writeUniversal(dir + "/model.h5", ckpt));
+  EXPECT_NE(error.find("parameter name 'layers/0.weight' cannot be an HDF5 link name"),
+            std::string::npos)
+      << error;
+  std::error_code ec;
+  llvm::sys::fs::directory_iterator it(dir, ec);
+  EXPECT_EQ(it, llvm::sys::fs::directory_iterator()) << it->path();
+}
+
+TEST(Universal, RefusesFilesThatAreNotUniversalCheckpoints) {
+  std::string dir = scratchDir("universal-foreign");
+  {
+    hid_t file = H5Fcreate((dir + "/other.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(file);
+  }
+  EXPECT_NE(message(UniversalReader::open(dir + "/other.h5").takeError())
+                .find("other.h5: not a loom universal checkpoint"),
+            std::string::npos);
+  std::ofstream(dir + "/text.h5") << "hello";
+  EXPECT_NE(message(UniversalReader::open(dir + "/text.h5").takeError())
+                .find("text.h5: not an HDF5 file"),
+            std::string::npos);
+}

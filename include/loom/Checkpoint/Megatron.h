@@ -1,0 +1,84 @@
+//===- Megatron.h - Megatron-LM checkpoint directories ----------*- C++ -*-===//
+//
+// Megatron-LM's torch-format checkpoints: `latest_checkpointed_iteration.txt` names an
+// iteration, `iter_XXXXXXX/mp_rank_TT[_PPP]/model_optim_rng.pt` holds the shard of TP
+// rank TT and pipeline stage PPP, with layers numbered from 0 within each stage.
+// Inside, parameters are named either the legacy way
+// (`language_model.encoder.layers.N.self_attention.query_key_value.weight`) or the
+// mcore way (`decoder.layers.N.self_attention.linear_qkv.weight`); both fuse Q, K and V
+// per GQA group, SwiGLU's fc1 is [gate; up] per TP rank, and the vocabulary is padded
+// to a multiple of 128·tp.
+//
+// The reader finds tp and pp from the folder names, loads every shard and unshards to
+// full Hugging Face–style (Llama) tensors. How each full tensor was cut is returned as
+// a MegatronLayout, the description the resharder (issue #9) cuts new shards from.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_CHECKPOINT_MEGATRON_H
+#define LOOM_CHECKPOINT_MEGATRON_H
+
+#include "loom/Checkpoint/Tensor.h"
+
+namespace loom::ckpt {
+
+enum class MegatronNaming { Legacy, MCore };
+
+/// How one Megatron parameter is split over TP ranks.
+enum class MegatronSplit {
+  Replicated,  ///< every rank holds all of it (norms, row-parallel biases)
+  Column,      ///< dimension 0 cut in tp equal parts
+  Row,         ///< dimension 1 cut in tp equal parts
+  Vocab,       ///< dimension 0 padded to paddedVocab rows, then cut like Column
+  FusedQKV,    ///< per rank, for each of its queryGroups/tp groups: q rows of the
+               ///< group's heads, then k, then v (headDim rows each per head)
+  FusedGateUp, ///< per rank: its ffn/tp rows of gate, then its rows of up
+};
+llvm::StringRef megatronSplitName(MegatronSplit split);
+
+/// The model shape the splits depend on, from the checkpoint's args.
+struct MegatronDims {
+  int64_t numLayers = 0, hidden = 0, heads = 0, queryGroups = 0, headDim = 0, ffn = 0;
+  /// The tokenizer's vocabulary (args.vocab_size), or paddedVocab when unknown.
+  int64_t vocab = 0, paddedVocab = 0;
+  bool swiglu = false;
+};
+
+struct MegatronParam {
+  /// The name in the stage's file, layer index local to the stage.
+  std::string localName;
+  unsigned stage = 0;
+  /// Global layer index, or -1 outside the transformer layers.
+  int64_t layer = -1;
+  MegatronSplit split = MegatronSplit::Replicated;
+  /// Hugging Face names of the full tensors: q,k,v for FusedQKV, gate,up for
+  /// FusedGateUp, one otherwise.
+  std::vector<std::string> fullNames;
+};
+
+struct MegatronLayout {
+  MegatronNaming naming = MegatronNaming::MCore;
+  unsigned tp = 1, pp = 1;
+  int64_t iteration = 0;
+  MegatronDims dims;
+  /// Stage-major, in file order.
+  std::vector<MegatronParam> params;
+  /// Layers held by each stage.
+  std::vector<int64_t> layersPerStage;
+};
+
+struct MegatronCheckpoint {
+  MegatronLayout layout;
+  /// Full tensors with Hugging Face names, sorted by name.
+  std::vector<NamedTensor> tensors;
+};
+
+/// True when `directory` looks like a Megatron checkpoint (tracker file or iter_*).
+bool isMegatronCheckpoint(const llvm::Twine &directory);
+
+/// Reads the checkpoint in `directory`: the root with the tracker file (its latest
+/// iteration) or an `iter_XXXXXXX` / `release` directory itself.
+llvm::Expected<MegatronCheckpoint> readMegatron(const llvm::Twine &directory);
+
+} // namespace loom::ckpt
+
+#endif // LOOM_CHECKPOINT_MEGATRON_H

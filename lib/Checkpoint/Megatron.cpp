@@ -1,0 +1,416 @@
+//===- Megatron.cpp - Megatron-LM checkpoint directories -------------------===//
+#include "loom/Checkpoint/Megatron.h"
+
+#include "loom/Checkpoint/TorchZip.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+#include <map>
+
+using namespace loom::ckpt;
+
+llvm::StringRef loom::ckpt::megatronSplitName(MegatronSplit split) {
+  switch (split) {
+  case MegatronSplit::Replicated:
+    return "replicated";
+  case MegatronSplit::Column:
+    return "column";
+  case MegatronSplit::Row:
+    return "row";
+  case MegatronSplit::Vocab:
+    return "vocab";
+  case MegatronSplit::FusedQKV:
+    return "fused-qkv";
+  case MegatronSplit::FusedGateUp:
+    return "fused-gate-up";
+  }
+  return "";
+}
+
+namespace {
+/// One parameter kind: its name under each naming scheme (after "layers.N." for
+/// layer parameters), its split, and the HF name(s) it unshards to.
+struct NameRule {
+  const char *legacy, *mcore;
+  MegatronSplit split;
+  const char *hf; // comma-separated for fused parameters
+};
+
+constexpr NameRule kLayerRules[] = {
+    {"input_norm.weight", "self_attention.linear_qkv.layer_norm_weight",
+     MegatronSplit::Replicated, "input_layernorm.weight"},
+    {"input_norm.bias", "self_attention.linear_qkv.layer_norm_bias", MegatronSplit::Replicated,
+     "input_layernorm.bias"},
+    {"self_attention.query_key_value.weight", "self_attention.linear_qkv.weight",
+     MegatronSplit::FusedQKV, "self_attn.q_proj.weight,self_attn.k_proj.weight,self_attn.v_proj.weight"},
+    {"self_attention.query_key_value.bias", "self_attention.linear_qkv.bias",
+     MegatronSplit::FusedQKV, "self_attn.q_proj.bias,self_attn.k_proj.bias,self_attn.v_proj.bias"},
+    {"self_attention.dense.weight", "self_attention.linear_proj.weight", MegatronSplit::Row,
+     "self_attn.o_proj.weight"},
+    {"self_attention.dense.bias", "self_attention.linear_proj.bias", MegatronSplit::Replicated,
+     "self_attn.o_proj.bias"},
+    {"post_attention_norm.weight", "mlp.linear_fc1.layer_norm_weight", MegatronSplit::Replicated,
+     "post_attention_layernorm.weight"},
+    {"post_attention_norm.bias", "mlp.linear_fc1.layer_norm_bias", MegatronSplit::Replicated,
+     "post_attention_layernorm.bias"},
+    // Column, or FusedGateUp with SwiGLU (the HF names are chosen then).
+    {"mlp.dense_h_to_4h.weight", "mlp.linear_fc1.weight", MegatronSplit::Column, "mlp.up_proj.weight"},
+    {"mlp.dense_h_to_4h.bias", "mlp.linear_fc1.bias", MegatronSplit::Column, "mlp.up_proj.bias"},
+    {"mlp.dense_4h_to_h.weight", "mlp.linear_fc2.weight", MegatronSplit::Row, "mlp.down_proj.weight"},
+    {"mlp.dense_4h_to_h.bias", "mlp.linear_fc2.bias", MegatronSplit::Replicated, "mlp.down_proj.bias"},
+};
+
+constexpr NameRule kModelRules[] = {
+    {"embedding.word_embeddings.weight", "embedding.word_embeddings.weight", MegatronSplit::Vocab,
+     "model.embed_tokens.weight"},
+    {"embedding.position_embeddings.weight", "embedding.position_embeddings.weight",
+     MegatronSplit::Replicated, "model.embed_positions.weight"},
+    {"encoder.final_norm.weight", "decoder.final_layernorm.weight", MegatronSplit::Replicated,
+     "model.norm.weight"},
+    {"encoder.final_norm.bias", "decoder.final_layernorm.bias", MegatronSplit::Replicated,
+     "model.norm.bias"},
+    {"output_layer.weight", "output_layer.weight", MegatronSplit::Vocab, "lm_head.weight"},
+};
+
+/// A shard's tensors by local name (collectTensors paths with the wrappers stripped).
+using ShardTensors = std::map<std::string, Tensor>;
+
+std::optional<int64_t> intArg(const DictValue &args, llvm::StringRef key) {
+  ValuePtr value = args.find(key);
+  if (value && value->get<int64_t>())
+    return *value->get<int64_t>();
+  return std::nullopt;
+}
+
+bool boolArg(const DictValue &args, llvm::StringRef key) {
+  ValuePtr value = args.find(key);
+  return value && value->get<bool>() && *value->get<bool>();
+}
+
+class Unsharder {
+public:
+  Unsharder(std::string dir, const MegatronLayout &layout) : dir(std::move(dir)), layout(layout) {}
+
+  /// Concatenates `shards` (one per TP rank) as `param` says and appends the full
+  /// tensors to `out`.
+  llvm::Error run(const MegatronParam &param, llvm::ArrayRef<const Tensor *> shards,
+                  std::vector<NamedTensor> &out) {
+    const Tensor &first = *shards[0];
+    for (unsigned rank = 0; rank < shards.size(); ++rank) {
+      const Tensor &t = *shards[rank];
+      if (t.dtype != first.dtype || t.shape != first.shape)
+        return error(param, "TP rank " + llvm::Twine(rank) + " holds a different shape or dtype than rank 0");
+      if (auto reason = t.checkView())
+        return error(param, *reason);
+    }
+    if (param.split == MegatronSplit::Replicated) {
+      out.push_back({param.fullNames[0], first});
+      return llvm::Error::success();
+    }
+    if (first.shape.empty() || (param.split == MegatronSplit::Row && first.shape.size() != 2))
+      return error(param, "rank " + llvm::Twine(first.shape.size()) + " cannot be " +
+                              megatronSplitName(param.split) + "-split");
+    int64_t rows = first.shape[0];
+    uint64_t rowBytes = first.nbytes() / std::max<int64_t>(rows, 1);
+    std::vector<std::vector<uint8_t>> bytes;
+    for (const Tensor *t : shards)
+      bytes.push_back(t->toBytes());
+    auto rowsOf = [&](unsigned rank, int64_t begin, int64_t count) {
+      return llvm::ArrayRef<uint8_t>(bytes[rank]).slice(begin * rowBytes, count * rowBytes);
+    };
+    auto make = [&](std::string name, std::vector<uint8_t> data, int64_t fullRows) {
+      llvm::SmallVector<int64_t, 4> shape = first.shape;
+      shape[0] = fullRows;
+      out.push_back({std::move(name), Tensor::contiguous(first.dtype, shape,
+                                                         std::make_shared<Storage>(std::move(data)))});
+    };
+    unsigned tp = shards.size();
+    switch (param.split) {
+    case MegatronSplit::Column:
+    case MegatronSplit::Vocab: {
+      std::vector<uint8_t> data;
+      for (unsigned rank = 0; rank < tp; ++rank)
+        llvm::append_range(data, bytes[rank]);
+      int64_t full = rows * tp;
+      if (param.split == MegatronSplit::Vocab) {
+        if (full != layout.dims.paddedVocab)
+          return error(param, "has " + llvm::Twine(full) + " vocabulary rows, args say " +
+                                  llvm::Twine(layout.dims.paddedVocab));
+        full = layout.dims.vocab; // padding rows are dropped
+        data.resize(full * rowBytes);
+      }
+      make(param.fullNames[0], std::move(data), full);
+      return llvm::Error::success();
+    }
+    case MegatronSplit::Row: {
+      std::vector<uint8_t> data;
+      data.reserve(first.nbytes() * tp);
+      uint64_t elementBytes = dtypeSize(first.dtype);
+      for (int64_t r = 0; r < rows; ++r)
+        for (unsigned rank = 0; rank < tp; ++rank)
+          llvm::append_range(data, rowsOf(rank, r, 1).take_front(first.shape[1] * elementBytes));
+      out.push_back({param.fullNames[0],
+                     Tensor::contiguous(first.dtype, {rows, first.shape[1] * tp},
+                                        std::make_shared<Storage>(std::move(data)))});
+      return llvm::Error::success();
+    }
+    case MegatronSplit::FusedQKV: {
+      const MegatronDims &d = layout.dims;
+      int64_t qPerGroup = d.heads / d.queryGroups, groupsPerRank = d.queryGroups / tp;
+      int64_t groupRows = (qPerGroup + 2) * d.headDim;
+      if (rows != groupsPerRank * groupRows)
+        return error(param, "has " + llvm::Twine(rows) + " rows per rank, expected " +
+                                llvm::Twine(groupsPerRank * groupRows) + " for " +
+                                llvm::Twine(d.queryGroups) + " query groups");
+      std::vector<uint8_t> q, k, v;
+      for (unsigned rank = 0; rank < tp; ++rank)
+        for (int64_t g = 0; g < groupsPerRank; ++g) {
+          int64_t base = g * groupRows;
+          llvm::append_range(q, rowsOf(rank, base, qPerGroup * d.headDim));
+          llvm::append_range(k, rowsOf(rank, base + qPerGroup * d.headDim, d.headDim));
+          llvm::append_range(v, rowsOf(rank, base + (qPerGroup + 1) * d.headDim, d.headDim));
+        }
+      make(param.fullNames[0], std::move(q), d.heads * d.headDim);
+      make(param.fullNames[1], std::move(k), d.queryGroups * d.headDim);
+      make(param.fullNames[2], std::move(v), d.queryGroups * d.headDim);
+      return llvm::Error::success();
+    }
+    case MegatronSplit::FusedGateUp: {
+      if (rows % 2)
+        return error(param, "has an odd number of rows; SwiGLU fc1 is [gate; up]");
+      std::vector<uint8_t> gate, up;
+      for (unsigned rank = 0; rank < tp; ++rank) {
+        llvm::append_range(gate, rowsOf(rank, 0, rows / 2));
+        llvm::append_range(up, rowsOf(rank, rows / 2, rows / 2));
+      }
+      make(param.fullNames[0], std::move(gate), rows / 2 * tp);
+      make(param.fullNames[1], std::move(up), rows / 2 * tp);
+      return llvm::Error::success();
+    }
+    case MegatronSplit::Replicated:
+      break;
+    }
+    return llvm::Error::success();
+  }
+
+private:
+  llvm::Error error(const MegatronParam &param, const llvm::Twine &message) {
+    return fileError(dir, "stage " + llvm::Twine(param.stage) + ": " + param.localName + ": " +
+                              message);
+  }
+  std::string dir;
+  const MegatronLayout &layout;
+};
+} // namespace
+
+bool loom::ckpt::isMegatronCheckpoint(const llvm::Twine &directory) {
+  std::string dir = directory.str();
+  if (llvm::sys::fs::exists(dir + "/latest_checkpointed_iteration.txt"))
+    return true;
+  llvm::StringRef base = llvm::sys::path::filename(dir);
+  return llvm::sys::fs::is_directory(dir) && (base.starts_with("iter_") || base == "release") &&
+         (llvm::sys::fs::exists(dir + "/mp_rank_00") || llvm::sys::fs::exists(dir + "/mp_rank_00_000"));
+}
+
+/// The iteration directory `directory` designates and its iteration number.
+static llvm::Expected<std::pair<std::string, int64_t>> iterationDir(const std::string &directory) {
+  std::string tracker = directory + "/latest_checkpointed_iteration.txt";
+  if (!llvm::sys::fs::exists(tracker)) {
+    llvm::StringRef base = llvm::sys::path::filename(directory);
+    int64_t iteration = 0;
+    if (base != "release" &&
+        (!base.consume_front("iter_") || base.getAsInteger(10, iteration)))
+      return fileError(directory, "neither latest_checkpointed_iteration.txt nor an iter_XXXXXXX directory");
+    return std::pair{directory, iteration};
+  }
+  auto text = llvm::MemoryBuffer::getFile(tracker);
+  if (!text)
+    return fileError(tracker, text.getError().message());
+  llvm::StringRef content = (*text)->getBuffer().trim();
+  if (content == "release")
+    return std::pair{directory + "/release", int64_t(0)};
+  int64_t iteration = 0;
+  if (content.getAsInteger(10, iteration) || iteration < 0)
+    return fileError(tracker, "expected an iteration number or 'release'");
+  return std::pair{llvm::formatv("{0}/iter_{1:d7}", directory, iteration).str(), iteration};
+}
+
+/// Local parameter name: the collectTensors path without "model." and, in legacy
+/// checkpoints, "language_model.".
+static std::string localName(llvm::StringRef path, MegatronNaming naming) {
+  path.consume_front("model.");
+  if (naming == MegatronNaming::Legacy)
+    path.consume_front("language_model.");
+  return path.str();
+}
+
+static std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNaming naming,
+                                             bool swiglu, int64_t layerOffset) {
+  auto pick = [&](const NameRule &rule) {
+    return llvm::StringRef(naming == MegatronNaming::Legacy ? rule.legacy : rule.mcore);
+  };
+  MegatronParam param;
+  param.localName = name.str();
+  llvm::StringRef rest = name;
+  llvm::StringRef layersPrefix = naming == MegatronNaming::Legacy ? "encoder.layers." : "decoder.layers.";
+  if (rest.consume_front(layersPrefix)) {
+    auto [index, suffix] = rest.split('.');
+    int64_t local = 0;
+    if (index.getAsInteger(10, local))
+      return std::nullopt;
+    for (const NameRule &rule : kLayerRules) {
+      if (suffix != pick(rule))
+        continue;
+      param.layer = layerOffset + local;
+      param.split = rule.split;
+      std::string prefix = "model.layers." + std::to_string(param.layer) + ".";
+      llvm::SmallVector<llvm::StringRef, 3> hf;
+      llvm::StringRef(rule.hf).split(hf, ',');
+      if (swiglu && rule.split == MegatronSplit::Column) {
+        llvm::StringRef kind = suffix.ends_with("weight") ? "weight" : "bias";
+        param.split = MegatronSplit::FusedGateUp;
+        param.fullNames = {prefix + "mlp.gate_proj." + kind.str(), prefix + "mlp.up_proj." + kind.str()};
+        return param;
+      }
+      for (llvm::StringRef n : hf)
+        param.fullNames.push_back(prefix + n.str());
+      return param;
+    }
+    return std::nullopt;
+  }
+  for (const NameRule &rule : kModelRules)
+    if (name == pick(rule)) {
+      param.split = rule.split;
+      param.fullNames = {rule.hf};
+      return param;
+    }
+  return std::nullopt;
+}
+
+llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &directory) {
+  auto located = iterationDir(directory.str());
+  if (!located)
+    return located.takeError();
+  auto [dir, iteration] = *located;
+  MegatronCheckpoint ckpt;
+  MegatronLayout &layout = ckpt.layout;
+  layout.iteration = iteration;
+
+  // tp and pp from the shard folders: mp_rank_TT (pp = 1) or mp_rank_TT_PPP.
+  std::map<std::pair<unsigned, unsigned>, std::string> shardDirs;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
+    llvm::StringRef base = llvm::sys::path::filename(it->path());
+    if (!base.consume_front("mp_rank_"))
+      continue;
+    auto [tpText, ppText] = base.split('_');
+    unsigned tpRank = 0, ppRank = 0;
+    if (tpText.getAsInteger(10, tpRank) || (!ppText.empty() && ppText.getAsInteger(10, ppRank)))
+      return fileError(it->path(), "shard folder is not mp_rank_TT or mp_rank_TT_PPP");
+    shardDirs[{tpRank, ppRank}] = it->path();
+    layout.tp = std::max(layout.tp, tpRank + 1);
+    layout.pp = std::max(layout.pp, ppRank + 1);
+  }
+  if (ec)
+    return fileError(dir, ec.message());
+  if (shardDirs.empty())
+    return fileError(dir, "no mp_rank_* shard folders");
+  for (unsigned p = 0; p < layout.pp; ++p)
+    for (unsigned t = 0; t < layout.tp; ++t)
+      if (!shardDirs.count({t, p}))
+        return fileError(dir, llvm::formatv("missing shard mp_rank_{0:d2}_{1:d3} (tp={2}, pp={3})",
+                                            t, p, layout.tp, layout.pp));
+
+  // Load every shard; args come from rank (0, 0).
+  std::map<std::pair<unsigned, unsigned>, ShardTensors> shards;
+  for (const auto &[rank, shardDir] : shardDirs) {
+    std::string file = shardDir + "/model_optim_rng.pt";
+    auto root = readTorchZip(file);
+    if (!root)
+      return root.takeError();
+    const DictValue *top = (*root)->get<DictValue>();
+    if (!top || !top->find("model"))
+      return fileError(file, "no 'model' entry (virtual pipeline stages model0, model1, ... are not supported)");
+    if (rank == std::pair{0u, 0u}) {
+      ValuePtr args = top->find("args");
+      const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
+      const DictValue *state =
+          object && object->state ? object->state->get<DictValue>() : nullptr;
+      if (!state)
+        return fileError(file, "no argparse 'args' entry to read the model shape from");
+      MegatronDims &d = layout.dims;
+      d.numLayers = intArg(*state, "num_layers").value_or(0);
+      d.hidden = intArg(*state, "hidden_size").value_or(0);
+      d.heads = intArg(*state, "num_attention_heads").value_or(0);
+      d.queryGroups = boolArg(*state, "group_query_attention")
+                          ? intArg(*state, "num_query_groups").value_or(0)
+                          : d.heads;
+      d.headDim = intArg(*state, "kv_channels").value_or(d.heads ? d.hidden / d.heads : 0);
+      d.ffn = intArg(*state, "ffn_hidden_size").value_or(4 * d.hidden);
+      d.paddedVocab = intArg(*state, "padded_vocab_size").value_or(0);
+      d.vocab = intArg(*state, "vocab_size").value_or(d.paddedVocab);
+      d.swiglu = boolArg(*state, "swiglu");
+      if (d.heads <= 0 || d.queryGroups <= 0 || d.headDim <= 0 || d.heads % d.queryGroups ||
+          d.queryGroups % layout.tp || d.paddedVocab <= 0 || d.vocab > d.paddedVocab)
+        return fileError(file, llvm::formatv("args describe an impossible model (heads {0}, "
+                                             "query groups {1}, tp {2}, vocab {3}/{4})",
+                                             d.heads, d.queryGroups, layout.tp, d.vocab,
+                                             d.paddedVocab));
+      for (auto [key, expected] : {std::pair{"tensor_model_parallel_size", layout.tp},
+                                   std::pair{"pipeline_model_parallel_size", layout.pp}})
+        if (auto value = intArg(*state, key); value && *value != int64_t(expected))
+          return fileError(file, llvm::formatv("args.{0} is {1} but the folder has {2} shards",
+                                               key, *value, expected));
+    }
+    ShardTensors &tensors = shards[rank];
+    for (NamedTensor &named : collectTensors(*top->find("model")))
+      tensors[("model." + named.name)] = std::move(named.tensor);
+  }
+  bool legacy = llvm::any_of(shards.begin()->second, [](const auto &entry) {
+    return llvm::StringRef(entry.first).starts_with("model.language_model.");
+  });
+  layout.naming = legacy ? MegatronNaming::Legacy : MegatronNaming::MCore;
+
+  // Classify stage by stage; layers are numbered locally, so each stage starts where
+  // the previous one ended.
+  Unsharder unsharder(dir, layout);
+  int64_t layerOffset = 0;
+  for (unsigned stage = 0; stage < layout.pp; ++stage) {
+    const ShardTensors &rank0 = shards[{0, stage}];
+    int64_t stageLayers = 0;
+    for (const auto &[path, tensor] : rank0) {
+      std::string name = localName(path, layout.naming);
+      auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset);
+      if (!param)
+        return fileError(shardDirs[{0, stage}] + "/model_optim_rng.pt",
+                         "unrecognised Megatron parameter '" + name + "'");
+      param->stage = stage;
+      if (param->layer >= 0)
+        stageLayers = std::max(stageLayers, param->layer - layerOffset + 1);
+      llvm::SmallVector<const Tensor *, 8> parts;
+      for (unsigned t = 0; t < layout.tp; ++t) {
+        auto found = shards[{t, stage}].find(path);
+        if (found == shards[{t, stage}].end())
+          return fileError(shardDirs[{t, stage}] + "/model_optim_rng.pt",
+                           "missing '" + name + "' that TP rank 0 holds");
+        parts.push_back(&found->second);
+      }
+      if (auto err = unsharder.run(*param, parts, ckpt.tensors))
+        return std::move(err);
+      layout.params.push_back(std::move(*param));
+    }
+    layout.layersPerStage.push_back(stageLayers);
+    layerOffset += stageLayers;
+  }
+  if (layout.dims.numLayers && layerOffset != layout.dims.numLayers)
+    return fileError(dir, llvm::formatv("stages hold {0} layers, args.num_layers is {1}",
+                                        layerOffset, layout.dims.numLayers));
+  llvm::sort(ckpt.tensors, [](const NamedTensor &a, const NamedTensor &b) { return a.name < b.name; });
+  for (size_t i = 1; i < ckpt.tensors.size(); ++i)
+    if (ckpt.tensors[i].name == ckpt.tensors[i - 1].name)
+      return fileError(dir, "two parameters unshard to " + ckpt.tensors[i].name);
+  return ckpt;
+}

@@ -1,0 +1,91 @@
+//===- MegatronTest.cpp - Megatron-LM tp=2 pp=2 checkpoints unsharded -----===//
+#include "CheckpointTesting.h"
+#include "loom/Checkpoint/Megatron.h"
+
+#include "llvm/Support/FileSystem.h"
+
+#include <gtest/gtest.h>
+
+using namespace loom::ckpt;
+using namespace loom::ckpt::testutil;
+
+namespace {
+const std::string &megatronFixtures() {
+  static const std::string dir = [] {
+    std::string dir = scratchDir("megatron");
+    std::string output;
+    EXPECT_EQ(runScript("make_megatron.py", {dir}, &output), 0) << output;
+    return dir;
+  }();
+  return dir;
+}
+
+const MegatronParam *findParam(const MegatronLayout &layout, llvm::StringRef localName,
+                               unsigned stage) {
+  for (const MegatronParam &p : layout.params)
+    if (p.localName == localName && p.stage == stage)
+      return &p;
+  return nullptr;
+}
+} // namespace
+
+TEST(Megatron, McoreUnshardsToTheFullTensorsBitExactly) {
+  std::string root = megatronFixtures() + "/mcore";
+  EXPECT_TRUE(isMegatronCheckpoint(root));
+  auto ckpt = readMegatron(root);
+  ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+  expectMatchesManifest(ckpt->tensors, readJson(megatronFixtures() + "/mcore.json"),
+                        /*checkLayout=*/false);
+  const MegatronLayout &layout = ckpt->layout;
+  EXPECT_EQ(layout.naming, MegatronNaming::MCore);
+  EXPECT_EQ(layout.tp, 2u);
+  EXPECT_EQ(layout.pp, 2u);
+  EXPECT_EQ(layout.iteration, 100);
+  EXPECT_EQ(layout.layersPerStage, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(layout.dims.queryGroups, 2);
+  EXPECT_EQ(layout.dims.vocab, 250);
+  EXPECT_EQ(layout.dims.paddedVocab, 256);
+  // Stage 1's local layer 1 is global layer 3.
+  const MegatronParam *fc1 = findParam(layout, "decoder.layers.1.mlp.linear_fc1.weight", 1);
+  ASSERT_TRUE(fc1);
+  EXPECT_EQ(fc1->layer, 3);
+  EXPECT_EQ(fc1->split, MegatronSplit::FusedGateUp);
+  EXPECT_EQ(fc1->fullNames, (std::vector<std::string>{"model.layers.3.mlp.gate_proj.weight",
+                                                      "model.layers.3.mlp.up_proj.weight"}));
+  const MegatronParam *qkv = findParam(layout, "decoder.layers.0.self_attention.linear_qkv.weight", 0);
+  ASSERT_TRUE(qkv);
+  EXPECT_EQ(qkv->split, MegatronSplit::FusedQKV);
+  EXPECT_EQ(findParam(layout, "output_layer.weight", 1)->split, MegatronSplit::Vocab);
+  EXPECT_EQ(findParam(layout, "decoder.layers.0.self_attention.linear_proj.weight", 0)->split,
+            MegatronSplit::Row);
+}
+
+TEST(Megatron, LegacyUnshardsToTheFullTensorsBitExactly) {
+  // The tracker file is optional: the iteration directory itself is accepted too.
+  auto ckpt = readMegatron(megatronFixtures() + "/legacy/iter_0000100");
+  ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+  expectMatchesManifest(ckpt->tensors, readJson(megatronFixtures() + "/legacy.json"),
+                        /*checkLayout=*/false);
+  EXPECT_EQ(ckpt->layout.naming, MegatronNaming::Legacy);
+  EXPECT_EQ(ckpt->layout.dims.queryGroups, ckpt->layout.dims.heads);
+  const MegatronParam *bias =
+      findParam(ckpt->layout, "encoder.layers.1.self_attention.dense.bias", 0);
+  ASSERT_TRUE(bias);
+  EXPECT_EQ(bias->split, MegatronSplit::Replicated);
+  EXPECT_EQ(bias->fullNames[0], "model.layers.1.self_attn.o_proj.bias");
+}
+
+TEST(Megatron, MissingShardIsOneError) {
+  std::string dir = scratchDir("megatron-missing");
+  std::string output;
+  ASSERT_EQ(runScript("make_megatron.py", {dir}, &output), 0) << output;
+  llvm::sys::fs::remove_directories(dir + "/mcore/iter_0000100/mp_rank_00_001");
+  std::string error = message(readMegatron(dir + "/mcore").takeError());
+  EXPECT_NE(error.find("iter_0000100: missing shard mp_rank_00_001 (tp=2, pp=2)"),
+            std::string::npos)
+      << error;
+  std::error_code ec = llvm::sys::fs::remove(dir + "/legacy/iter_0000100/mp_rank_01_000/model_optim_rng.pt");
+  ASSERT_FALSE(ec);
+  error = message(readMegatron(dir + "/legacy").takeError());
+  EXPECT_NE(error.find("mp_rank_01_000/model_optim_rng.pt"), std::string::npos) << error;
+}

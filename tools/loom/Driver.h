@@ -77,6 +77,8 @@ void addLowerCommand(CLI::App &app);
 void addEstimateCommand(CLI::App &app);
 void addPlanCommand(CLI::App &app);
 void addScheduleCommand(CLI::App &app);
+/// `loom inspect` and `loom verify-ckpt` (Inspect.cpp).
+void addCheckpointCommands(CLI::App &app);
 void addEmitCommand(CLI::App &app);
 
 } // namespace loom::cli

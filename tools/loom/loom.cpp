@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
   addEstimateCommand(app);
   addPlanCommand(app);
   addScheduleCommand(app);
+  addCheckpointCommands(app);
   addEmitCommand(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,209 @@
+//===- Inspect.cpp - `loom inspect` and `loom verify-ckpt` ----------------===//
+//
+// Both commands open a checkpoint of any format loom reads, detected from what is on
+// disk rather than from a flag: a user pointing at a directory should not need to know
+// which trainer wrote it. inspect lists; verify-ckpt reads everything the way a
+// conversion would (CRCs, checksums, shard completeness, shape agreement across
+// shards) and fails on the first problem with its one-line error.
+//
+//===----------------------------------------------------------------------===//
+#include "Driver.h"
+
+#include "loom/Checkpoint/HFCheckpoint.h"
+#include "loom/Checkpoint/Megatron.h"
+#include "loom/Checkpoint/Safetensors.h"
+#include "loom/Checkpoint/TorchZip.h"
+#include "loom/Checkpoint/Universal.h"
+#include "loom/Support/Table.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+using namespace loom;
+using namespace loom::cli;
+using namespace loom::ckpt;
+
+namespace {
+struct TensorRow {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t bytes;
+};
+
+/// What both commands learn from opening a checkpoint.
+struct Summary {
+  std::string format;
+  nlohmann::json layout = nlohmann::json::object();
+  std::vector<TensorRow> tensors;
+};
+
+enum class Format { TorchZip, Safetensors, HFDir, Megatron, Universal, DCP, DeepSpeed };
+
+bool hasPrefix(const std::string &path, llvm::StringRef magic) {
+  auto buffer = llvm::MemoryBuffer::getFileSlice(path, magic.size(), 0);
+  return buffer && (*buffer)->getBuffer() == magic;
+}
+
+bool anyFile(const std::string &dir, llvm::function_ref<bool(llvm::StringRef)> match) {
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    if (match(llvm::sys::path::filename(it->path())))
+      return true;
+  return false;
+}
+
+Format detect(const std::string &path) {
+  if (!llvm::sys::fs::exists(path))
+    throw UserError(path + ": no such file or directory");
+  if (llvm::sys::fs::is_directory(path)) {
+    if (isMegatronCheckpoint(path))
+      return Format::Megatron;
+    if (llvm::sys::fs::exists(path + "/.metadata"))
+      return Format::DCP;
+    if (anyFile(path, [](llvm::StringRef n) { return n.ends_with("_model_states.pt"); }) ||
+        llvm::sys::fs::exists(path + "/latest"))
+      return Format::DeepSpeed;
+    return Format::HFDir;
+  }
+  if (hasPrefix(path, "\x89HDF\r\n\x1a\n"))
+    return Format::Universal;
+  if (hasPrefix(path, "PK\x03\x04"))
+    return Format::TorchZip;
+  return Format::Safetensors;
+}
+
+template <typename T> T orThrow(llvm::Expected<T> value) {
+  if (!value)
+    throw UserError(llvm::toString(value.takeError()),
+                    "the checkpoint is damaged or incomplete; loom reads torch zip, "
+                    "safetensors, HF, Megatron and loom universal checkpoints");
+  return std::move(*value);
+}
+
+void addTensors(Summary &summary, const std::vector<NamedTensor> &tensors) {
+  for (const NamedTensor &t : tensors)
+    summary.tensors.push_back({t.name, t.tensor.dtype,
+                               std::vector<int64_t>(t.tensor.shape.begin(), t.tensor.shape.end()),
+                               t.tensor.nbytes()});
+}
+
+Summary open(const std::string &path, bool verify) {
+  Summary summary;
+  switch (detect(path)) {
+  case Format::TorchZip: {
+    summary.format = "torch-zip";
+    ValuePtr root = orThrow(readTorchZip(path, {/*verifyChecksums=*/verify, {}}));
+    addTensors(summary, collectTensors(*root));
+    break;
+  }
+  case Format::Safetensors:
+    summary.format = "safetensors";
+    addTensors(summary, orThrow(readSafetensors(path)).tensors);
+    break;
+  case Format::HFDir: {
+    HFCheckpoint hf = orThrow(readHFCheckpoint(path));
+    summary.format = hf.format == HFWeightFormat::Safetensors ? "hf-safetensors" : "hf-bin";
+    summary.layout = {{"shards", std::set<std::string>(hf.shardOf.begin(), hf.shardOf.end()).size()}};
+    addTensors(summary, hf.tensors);
+    break;
+  }
+  case Format::Megatron: {
+    MegatronCheckpoint megatron = orThrow(readMegatron(path));
+    const MegatronLayout &l = megatron.layout;
+    summary.format = l.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
+    summary.layout = {{"tp", l.tp}, {"pp", l.pp}, {"iteration", l.iteration},
+                      {"layers_per_stage", l.layersPerStage},
+                      {"vocab", l.dims.vocab}, {"padded_vocab", l.dims.paddedVocab}};
+    addTensors(summary, megatron.tensors);
+    break;
+  }
+  case Format::Universal: {
+    auto reader = orThrow(UniversalReader::open(path));
+    summary.format = "loom-universal";
+    const UniversalMetadata &meta = reader->metadata();
+    summary.layout = {{"source_format", meta.sourceFormat},
+                      {"source_layout", nlohmann::json::parse(meta.sourceLayout, nullptr, false)},
+                      {"iteration", meta.iteration}, {"tokens_seen", meta.tokensSeen}};
+    if (verify)
+      if (llvm::Error err = reader->verify())
+        orThrow<int>(std::move(err));
+    for (const UniversalEntry &e : reader->entries()) {
+      uint64_t numel = *checkedNumel(e.shape);
+      summary.tensors.push_back({e.name, e.dtype, {e.shape.begin(), e.shape.end()},
+                                 numel * dtypeSize(e.dtype)});
+      for (UniversalState state : e.states)
+        summary.tensors.push_back({e.name + "/" + universalStateName(state).str(),
+                                   DType::Float32, {e.shape.begin(), e.shape.end()}, numel * 4});
+    }
+    break;
+  }
+  case Format::DCP:
+  case Format::DeepSpeed:
+    throw UserError(path + ": a " + (detect(path) == Format::DCP ? "torch DCP" : "DeepSpeed") +
+                        " checkpoint, which loom cannot read yet",
+                    "issue #8 tracks the DCP and DeepSpeed readers");
+  }
+  return summary;
+}
+
+std::string shapeText(const std::vector<int64_t> &shape) {
+  return "[" + fmt::format("{}", fmt::join(shape, ", ")) + "]";
+}
+
+void printInspect(const Summary &s, bool json) {
+  uint64_t bytes = 0, elements = 0;
+  for (const TensorRow &t : s.tensors) {
+    bytes += t.bytes;
+    elements += t.bytes / dtypeSize(t.dtype);
+  }
+  if (json) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const TensorRow &t : s.tensors)
+      tensors.push_back({{"name", t.name}, {"dtype", torchDTypeName(t.dtype).str()},
+                         {"shape", t.shape}, {"bytes", t.bytes}});
+    nlohmann::json out = {{"format", s.format}, {"layout", s.layout}, {"tensors", tensors},
+                          {"total_tensors", s.tensors.size()}, {"total_elements", elements},
+                          {"total_bytes", bytes}};
+    writeOutput("", out.dump(2) + "\n");
+    return;
+  }
+  std::string text = "format: " + s.format + "\n";
+  for (const auto &[key, value] : s.layout.items())
+    text += "  " + key + ": " + value.dump() + "\n";
+  Table table({"tensor", "dtype", "shape", "bytes"});
+  for (const TensorRow &t : s.tensors)
+    table.addRow({t.name, torchDTypeName(t.dtype).str(), shapeText(t.shape), std::to_string(t.bytes)});
+  text += table.render();
+  text += fmt::format("total: {} tensors, {} elements, {} bytes\n", s.tensors.size(), elements, bytes);
+  writeOutput("", text);
+}
+} // namespace
+
+void loom::cli::addCheckpointCommands(CLI::App &app) {
+  auto *inspect = app.add_subcommand(
+      "inspect", "Show a checkpoint: detected format and sharding layout, tensors with shapes,\n"
+                 "dtypes and sizes, totals. Sharded checkpoints are listed unsharded.");
+  auto path = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  inspect->add_option("CKPT", *path, "checkpoint file or directory")->required();
+  inspect->add_flag("--json", *json, "machine-readable output");
+  inspect->callback([path, json] { printInspect(open(*path, /*verify=*/false), *json); });
+
+  auto *verify = app.add_subcommand(
+      "verify-ckpt", "Read a whole checkpoint and check it: CRCs and checksums where the format\n"
+                     "has them, every shard present, shapes agreeing across shards.");
+  auto verifyPath = std::make_shared<std::string>();
+  verify->add_option("CKPT", *verifyPath, "checkpoint file or directory")->required();
+  verify->callback([verifyPath] {
+    Summary s = open(*verifyPath, /*verify=*/true);
+    writeOutput("", fmt::format("ok: {} checkpoint, {} tensors verified\n", s.format,
+                                s.tensors.size()));
+  });
+}

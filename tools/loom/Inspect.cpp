@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 #include "Driver.h"
 
+#include "loom/Checkpoint/Dcp.h"
 #include "loom/Checkpoint/HFCheckpoint.h"
 #include "loom/Checkpoint/Megatron.h"
 #include "loom/Checkpoint/Safetensors.h"
@@ -83,7 +84,7 @@ template <typename T> T orThrow(llvm::Expected<T> value) {
   if (!value)
     throw UserError(llvm::toString(value.takeError()),
                     "the checkpoint is damaged or incomplete; loom reads torch zip, "
-                    "safetensors, HF, Megatron and loom universal checkpoints");
+                    "safetensors, HF, DCP, Megatron and loom universal checkpoints");
   return std::move(*value);
 }
 
@@ -144,11 +145,20 @@ Summary open(const std::string &path, bool verify) {
     }
     break;
   }
-  case Format::DCP:
+  case Format::DCP: {
+    DcpCheckpoint dcp = orThrow(readDcp(path));
+    summary.format = "torch-dcp";
+    std::set<std::string> files;
+    for (const DcpEntry &e : dcp.metadata.entries)
+      for (const DcpChunk &c : e.chunks)
+        files.insert(c.file);
+    summary.layout = {{"files", files.size()}};
+    addTensors(summary, dcp.tensors);
+    break;
+  }
   case Format::DeepSpeed:
-    throw UserError(path + ": a " + (detect(path) == Format::DCP ? "torch DCP" : "DeepSpeed") +
-                        " checkpoint, which loom cannot read yet",
-                    "issue #8 tracks the DCP and DeepSpeed readers");
+    throw UserError(path + ": a DeepSpeed checkpoint, which loom cannot read yet",
+                    "issue #8 tracks the DeepSpeed reader");
   }
   return summary;
 }

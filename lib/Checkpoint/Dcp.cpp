@@ -1,0 +1,241 @@
+//===- Dcp.cpp - PyTorch distributed checkpoints (DCP) ---------------------===//
+#include "loom/Checkpoint/Dcp.h"
+
+#include "loom/Checkpoint/Pickle.h"
+#include "loom/Checkpoint/TorchZip.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+#include <map>
+
+using namespace loom::ckpt;
+
+namespace {
+/// The BUILD state dict of a dataclass instance `value` of class `className`.
+const DictValue *dataclassState(const ValuePtr &value, llvm::StringRef className) {
+  const ObjectValue *object = value ? value->get<ObjectValue>() : nullptr;
+  if (!object || object->type.name != className || !object->state)
+    return nullptr;
+  return object->state->get<DictValue>();
+}
+
+std::optional<llvm::SmallVector<int64_t, 4>> intTuple(const ValuePtr &value) {
+  const std::vector<ValuePtr> *items = value ? value->sequence() : nullptr;
+  if (!items)
+    return std::nullopt;
+  llvm::SmallVector<int64_t, 4> out;
+  for (const ValuePtr &item : *items) {
+    if (!item->get<int64_t>() || *item->get<int64_t>() < 0)
+      return std::nullopt;
+    out.push_back(*item->get<int64_t>());
+  }
+  return out;
+}
+
+std::optional<int64_t> intField(const DictValue &state, llvm::StringRef key) {
+  ValuePtr value = state.find(key);
+  if (value && value->get<int64_t>() && *value->get<int64_t>() >= 0)
+    return *value->get<int64_t>();
+  return std::nullopt;
+}
+
+/// A MemoryBuffer over a slice of another that keeps the parent mapped: chunk blobs
+/// are parsed in place, and the tensors they yield hold the file mapping alive.
+class SliceBuffer : public llvm::MemoryBuffer {
+public:
+  SliceBuffer(std::shared_ptr<const llvm::MemoryBuffer> parent, llvm::StringRef slice)
+      : parent(std::move(parent)) {
+    init(slice.begin(), slice.end(), /*RequiresNullTerminator=*/false);
+  }
+  BufferKind getBufferKind() const override { return MemoryBuffer_MMap; }
+
+private:
+  std::shared_ptr<const llvm::MemoryBuffer> parent;
+};
+} // namespace
+
+llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t> bytes,
+                                                         llvm::StringRef name) {
+  auto root = unpickle(bytes, name);
+  if (!root)
+    return root.takeError();
+  const DictValue *metadata = dataclassState(*root, "Metadata");
+  ValuePtr entries = metadata ? metadata->find("state_dict_metadata") : nullptr;
+  ValuePtr storage = metadata ? metadata->find("storage_data") : nullptr;
+  if (!entries || !entries->get<DictValue>() || !storage || !storage->get<DictValue>())
+    return fileError(name, "not a DCP Metadata object with state_dict_metadata and storage_data");
+
+  // (fqn, chunk offsets) -> storage location; a bytes entry has no offsets.
+  std::map<std::pair<std::string, llvm::SmallVector<int64_t, 4>>, DcpChunk> locations;
+  for (const auto &[key, info] : storage->get<DictValue>()->entries) {
+    const DictValue *index = dataclassState(key, "MetadataIndex");
+    const DictValue *where = dataclassState(info, "_StorageInfo");
+    ValuePtr fqn = index ? index->find("fqn") : nullptr;
+    ValuePtr file = where ? where->find("relative_path") : nullptr;
+    if (!fqn || !fqn->get<std::string>() || !file || !file->get<std::string>())
+      return fileError(name, "storage_data holds an entry that is not MetadataIndex -> _StorageInfo");
+    const std::string &path = *file->get<std::string>();
+    auto offset = intField(*where, "offset"), length = intField(*where, "length");
+    if (!offset || !length)
+      return fileError(name, "storage of '" + *fqn->get<std::string>() + "' lacks offset/length");
+    // Chunk files sit beside .metadata: a path could otherwise read any file.
+    if (path.empty() || llvm::StringRef(path).contains('/') || path == "." || path == "..")
+      return fileError(name, "storage of '" + *fqn->get<std::string>() +
+                                 "' names '" + path + "', not a file of the checkpoint");
+    ValuePtr chunkOffset = index->find("offset");
+    llvm::SmallVector<int64_t, 4> at;
+    if (chunkOffset && chunkOffset->kind() != Value::Kind::None) {
+      auto parsed = intTuple(chunkOffset);
+      if (!parsed)
+        return fileError(name, "MetadataIndex of '" + *fqn->get<std::string>() + "' has a bad offset");
+      at = *parsed;
+    }
+    DcpChunk chunk;
+    chunk.file = path;
+    chunk.offset = uint64_t(*offset);
+    chunk.length = uint64_t(*length);
+    locations[{*fqn->get<std::string>(), at}] = chunk;
+  }
+
+  DcpMetadata out;
+  for (const auto &[key, value] : entries->get<DictValue>()->entries) {
+    if (!key->get<std::string>())
+      return fileError(name, "state_dict_metadata has a key that is not a string");
+    DcpEntry entry;
+    entry.fqn = *key->get<std::string>();
+    auto missing = [&] {
+      return fileError(name, "no storage location for a chunk of '" + entry.fqn + "'");
+    };
+    // An empty dataclass: pickled without BUILD state.
+    if (value->get<ObjectValue>() && value->get<ObjectValue>()->type.name == "BytesStorageMetadata") {
+      entry.isBytes = true;
+      auto found = locations.find({entry.fqn, {}});
+      if (found == locations.end())
+        return missing();
+      entry.chunks.push_back(found->second);
+      out.entries.push_back(std::move(entry));
+      continue;
+    }
+    const DictValue *tensor = dataclassState(value, "TensorStorageMetadata");
+    auto size = tensor ? intTuple(tensor->find("size")) : std::nullopt;
+    ValuePtr chunks = tensor ? tensor->find("chunks") : nullptr;
+    if (!size || !chunks || !chunks->sequence())
+      return fileError(name, "'" + entry.fqn + "' is neither TensorStorageMetadata nor BytesStorageMetadata");
+    entry.size = *size;
+    auto total = checkedNumel(entry.size);
+    if (!total)
+      return fileError(name, "'" + entry.fqn + "' has an impossible size");
+    uint64_t covered = 0;
+    for (const ValuePtr &chunkValue : *chunks->sequence()) {
+      const DictValue *chunk = dataclassState(chunkValue, "ChunkStorageMetadata");
+      auto offsets = chunk ? intTuple(chunk->find("offsets")) : std::nullopt;
+      auto sizes = chunk ? intTuple(chunk->find("sizes")) : std::nullopt;
+      if (!offsets || !sizes || offsets->size() != entry.size.size() ||
+          sizes->size() != entry.size.size())
+        return fileError(name, "'" + entry.fqn + "' has a chunk without offsets/sizes of its rank");
+      for (size_t d = 0; d < entry.size.size(); ++d)
+        if ((*offsets)[d] + (*sizes)[d] > entry.size[d])
+          return fileError(name, "a chunk of '" + entry.fqn + "' reaches past dimension " +
+                                     llvm::Twine(d) + " of size " + llvm::Twine(entry.size[d]));
+      auto found = locations.find({entry.fqn, *offsets});
+      if (found == locations.end())
+        return missing();
+      DcpChunk located = found->second;
+      located.offsets = *offsets;
+      located.sizes = *sizes;
+      covered += *checkedNumel(located.sizes);
+      entry.chunks.push_back(std::move(located));
+    }
+    if (covered != *total)
+      return fileError(name, "chunks of '" + entry.fqn + "' hold " + llvm::Twine(covered) +
+                                 " elements, the tensor has " + llvm::Twine(*total));
+    out.entries.push_back(std::move(entry));
+  }
+  llvm::sort(out.entries, [](const DcpEntry &a, const DcpEntry &b) { return a.fqn < b.fqn; });
+  return out;
+}
+
+/// Copies `chunk` (row-major bytes of shape chunk.sizes) into `full` at its offsets.
+static void place(std::vector<uint8_t> &full, llvm::ArrayRef<int64_t> fullShape,
+                  llvm::ArrayRef<uint8_t> chunkBytes, const DcpChunk &chunk, unsigned elementSize) {
+  size_t rank = fullShape.size();
+  if (rank == 0) {
+    llvm::copy(chunkBytes, full.begin());
+    return;
+  }
+  llvm::SmallVector<int64_t, 4> fullStrides = contiguousStrides(fullShape);
+  uint64_t runBytes = chunk.sizes[rank - 1] * elementSize;
+  uint64_t runs = runBytes ? chunkBytes.size() / runBytes : 0;
+  llvm::SmallVector<int64_t, 4> index(rank, 0); // position within the chunk
+  for (uint64_t run = 0; run < runs; ++run) {
+    int64_t at = 0;
+    for (size_t d = 0; d < rank; ++d)
+      at += (chunk.offsets[d] + index[d]) * fullStrides[d];
+    std::copy_n(chunkBytes.begin() + run * runBytes, runBytes, full.begin() + at * elementSize);
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++index[d] < chunk.sizes[d])
+        break;
+      index[d] = 0;
+    }
+  }
+}
+
+llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {
+  std::string dir = directory.str();
+  std::string metadataPath = dir + "/.metadata";
+  auto metadataBuffer = mapFile(metadataPath);
+  if (!metadataBuffer)
+    return metadataBuffer.takeError();
+  llvm::StringRef metadataText = (*metadataBuffer)->getBuffer();
+  auto metadata = parseDcpMetadata(
+      llvm::ArrayRef<uint8_t>(metadataText.bytes_begin(), metadataText.size()), metadataPath);
+  if (!metadata)
+    return metadata.takeError();
+  DcpCheckpoint ckpt{std::move(*metadata), {}};
+  std::map<std::string, std::shared_ptr<const llvm::MemoryBuffer>> files;
+  for (const DcpEntry &entry : ckpt.metadata.entries) {
+    if (entry.isBytes)
+      continue;
+    std::vector<uint8_t> full;
+    std::optional<DType> dtype;
+    for (const DcpChunk &chunk : entry.chunks) {
+      std::string path = dir + "/" + chunk.file;
+      auto &buffer = files[chunk.file];
+      if (!buffer) {
+        auto mapped = mapFile(path);
+        if (!mapped)
+          return mapped.takeError();
+        buffer = *mapped;
+      }
+      if (chunk.offset > buffer->getBufferSize() ||
+          chunk.length > buffer->getBufferSize() - chunk.offset)
+        return fileError(path, "chunk of '" + entry.fqn + "' at offset " + llvm::Twine(chunk.offset) +
+                                   " length " + llvm::Twine(chunk.length) + " lies past the end");
+      std::string blobName = path + "@" + std::to_string(chunk.offset);
+      auto archive = ZipArchive::parse(
+          std::make_shared<SliceBuffer>(buffer, buffer->getBuffer().substr(chunk.offset, chunk.length)),
+          blobName);
+      if (!archive)
+        return archive.takeError();
+      auto root = readTorchZip(*archive);
+      if (!root)
+        return root.takeError();
+      const TensorValue *tensor = (*root)->get<TensorValue>();
+      if (!tensor || tensor->tensor.shape != chunk.sizes)
+        return fileError(blobName, "chunk of '" + entry.fqn + "' is not a tensor of the declared sizes");
+      if (dtype && *dtype != tensor->tensor.dtype)
+        return fileError(blobName, "chunks of '" + entry.fqn + "' differ in dtype");
+      if (!dtype) {
+        dtype = tensor->tensor.dtype;
+        full.assign(*checkedNumel(entry.size) * dtypeSize(*dtype), 0);
+      }
+      std::vector<uint8_t> bytes = tensor->tensor.toBytes();
+      place(full, entry.size, bytes, chunk, dtypeSize(*dtype));
+    }
+    if (!dtype) // a tensor without elements has no chunks to take a dtype from
+      continue;
+    ckpt.tensors.push_back({entry.fqn, Tensor::contiguous(*dtype, entry.size,
+                                                          std::make_shared<Storage>(std::move(full)))});
+  }
+  return ckpt;
+}

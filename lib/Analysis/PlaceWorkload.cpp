@@ -69,7 +69,7 @@ public:
   std::vector<cost::PipelineHop> hops(StringRef axis) const {
     return cost::axisHops(links_, mesh_, axis.str());
   }
-  bool multiDc() const { return links_.front().name == "dc" && links_.front().size > 1; }
+  bool multiDc() const { return cost::spansDatacenters(links_); }
 
 private:
   cost::Workload &workload_;

@@ -29,6 +29,10 @@ std::vector<ComputeModel> loom::cost::computeModelsFor(const spec::Cluster &clus
   return out;
 }
 
+Schedule loom::cost::effectiveSchedule(const StrategyChoice &c) {
+  return c.vpp > 1 && c.schedule == Schedule::OneFOneB ? Schedule::Interleaved : c.schedule;
+}
+
 bool loom::cost::parseRecompute(const std::string &word, Recompute &out) {
   if (word == "none")
     out = Recompute::None;
@@ -207,8 +211,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.recomputeRanks = c.recomputeRanks;
   w.tpCommOverlap = c.tpCommOverlap && c.sequenceParallel;
   w.zero = c.zero;
-  w.schedule = c.vpp > 1 && c.schedule == Schedule::OneFOneB ? Schedule::Interleaved
-                                                              : c.schedule;
+  w.schedule = effectiveSchedule(c);
   bool fp32 = training.precision() == spec::FP32_FULL;
   w.weightBytes = fp32 ? 4 : 2;
   w.gradBytes = fp32 ? 4 : 2;
@@ -216,10 +219,14 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
   w.hops = axisHops(links, carving.axes, "pp", c.stageOrder);
-  w.multiDc = levels.front().name == "dc" && levels.front().size > 1;
+  w.multiDc = spansDatacenters(links);
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
   w.hbmBytes = gpu->hbm_gib() * double(1ull << 30);
-  spec::NodeTypes types = spec::nodeTypes(cluster);
+  // Only a cluster that is not regular can mix GPU types; listing every
+  // node's type is not work for the search's hot path otherwise.
+  spec::NodeTypes types;
+  if (!size.regular)
+    types = spec::nodeTypes(cluster);
   if (types.gpus.size() > 1) {
     // A pipeline rank spanning several GPU types runs at the pace of the
     // slowest and must fit in the smallest.

@@ -210,8 +210,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
   st->set_offload_optimizer(s.offloadOptimizer);
   st->set_recompute_ranks(uint32_t(s.recomputeRanks));
-  switch (s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB ? cost::Schedule::Interleaved
-                                                                : s.schedule) {
+  switch (cost::effectiveSchedule(s)) {
   case cost::Schedule::GPipe:
     st->set_schedule(spec::GPIPE);
     break;

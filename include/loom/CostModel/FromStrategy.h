@@ -51,6 +51,9 @@ struct WorkloadResult {
   bool ok() const { return error.empty(); }
 };
 
+/// The schedule `choice` runs: its OneFOneB means interleaved when vpp > 1.
+Schedule effectiveSchedule(const StrategyChoice &choice);
+
 WorkloadResult fromStrategy(const spec::Model &model, const spec::Cluster &cluster,
                             const spec::Training &training, const StrategyChoice &choice);
 

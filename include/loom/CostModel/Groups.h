@@ -34,6 +34,12 @@ struct PipelineHop {
   bool crossesDc = false; // over the link between datacenters
 };
 
+/// Whether `levels` (outermost first) include a datacenter level of more than
+/// one datacenter.
+inline bool spansDatacenters(const std::vector<LinkLevel> &levels) {
+  return !levels.empty() && levels.front().name == "dc" && levels.front().size > 1;
+}
+
 /// The group formed by the logical axes `names` of `mesh`, over `levels`
 /// (outermost first; the innermost is the GPUs of a node), innermost level
 /// first. Every rank of a node runs the same collective at once, so a

@@ -11,7 +11,7 @@
 #include "loom/Conversion/SpecToPlace.h"
 #include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
-#include "loom/Transforms/Passes.h"
+#include "loom/Transforms/ApplyCandidate.h"
 
 #include "mlir/Pass/PassManager.h"
 
@@ -60,19 +60,12 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   MLIRContext ctx(registry);
   auto module = lowerSpecToPlace(&ctx, model, cluster, training, UnknownLoc::get(&ctx));
   ASSERT_TRUE(module);
-  PlaceApplyStrategyOptions apply;
-  apply.dp = tuple.workload.dp;
-  apply.tp = c.tp;
-  apply.pp = c.pp;
-  apply.vpp = c.vpp;
-  apply.ep = c.ep;
-  apply.cp = c.cp;
-  apply.zero = c.zero;
-  apply.recompute = c.recompute;
-  apply.sp = c.sp;
-  apply.order = c.order;
+  // The same mapping to pass options that loom plan and place-search use.
+  search::Candidate candidate;
+  candidate.choice = choice;
+  candidate.dp = tuple.workload.dp;
   PassManager pm(&ctx);
-  pm.addPass(createPlaceApplyStrategy(apply));
+  pm.addPass(createPlaceApplyStrategy(applyOptionsFor(candidate)));
   ASSERT_TRUE(succeeded(pm.run(*module)));
   SymbolTableCollection symbols;
   auto modelOp = *module->getOps<place::ModelOp>().begin();

@@ -42,6 +42,18 @@ struct SpecArgs {
 };
 void addSpecOptions(CLI::App *cmd, SpecArgs &args);
 
+/// --order: which of pipeline and data parallelism spans the outermost links
+/// (search::RankOrder's names); `lead` is what the command does with it.
+inline CLI::Option *addOrderOption(CLI::App *cmd, std::string &order, const char *lead) {
+  return cmd
+      ->add_option("--order", order,
+                   std::string(lead) +
+                       " which of pipeline (pp-outer, Megatron-LM's order) and data\n"
+                       "parallelism (dp-outer) spans the outermost links, e.g. crosses "
+                       "datacenters")
+      ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
+}
+
 /// A parallel degree option (--tp 8): an integer from 1 to 2^24.
 inline void addDegreeOption(CLI::App *cmd, const char *name, int64_t &value, const char *desc) {
   cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));

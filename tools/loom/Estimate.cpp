@@ -216,10 +216,7 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_flag("--no-tp-overlap", o->noTpOverlap,
                 "sequence-parallel tp communication runs exposed (without Transformer\n"
                 "Engine's --tp-comm-overlap, which loom otherwise assumes with --sp)");
-  cmd->add_option("--order", o->order,
-                  "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism\n"
-                  "(dp-outer) spans the outermost links, e.g. crosses datacenters")
-      ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
+  addOrderOption(cmd, o->order, "the rank order:");
   cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
   cmd->add_flag("--no-overlap", o->noOverlap,
                 "data-parallel reduction after the pipeline drains, not under backward");

@@ -276,10 +276,7 @@ void loom::cli::addLowerCommand(CLI::App &app) {
       ->each([o](const std::string &) { o->strategyGiven = true; });
   cmd->add_flag("--sp", o->sp, "sequence parallelism along tp")
       ->each([o](const std::string &) { o->strategyGiven = true; });
-  cmd->add_option("--order", o->order,
-                  "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism\n"
-                  "(dp-outer) spans the outermost links, e.g. crosses datacenters")
-      ->check(CLI::IsMember({"pp-outer", "dp-outer"}))
+  addOrderOption(cmd, o->order, "the rank order:")
       ->each([o](const std::string &) { o->strategyGiven = true; });
   cmd->add_flag("--emit-mlir", o->emitMlir, "print the place IR instead of a summary");
   cmd->add_flag("--json", o->json, "machine-readable summary");

@@ -325,10 +325,7 @@ void runPlan(const PlanCliOptions &o) {
         std::string(cost::recomputeName(s.recompute)) +
             (s.recomputeRanks > 0 ? fmt::format(" 0-{}", s.recomputeRanks - 1) : ""),
         std::to_string(s.microBatch),
-        s.pp == 1 ? "-"
-                  : cost::scheduleName(s.vpp > 1 && s.schedule == cost::Schedule::OneFOneB
-                                           ? cost::Schedule::Interleaved
-                                           : s.schedule),
+        s.pp == 1 ? "-" : cost::scheduleName(cost::effectiveSchedule(s)),
         fmt::format("{:.3f}{}", e.stepTime, c.simulated ? "*" : ""),
         fmt::format("{:.0f}", e.tokensPerSecond), fmt::format("{:.0f}", e.tflopsPerGpu),
         fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
@@ -383,10 +380,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_option("--zero", o->zero, "fix the ZeRO stage")->check(CLI::Range(0, 3));
   cmd->add_option("--recompute", o->recompute, "fix recomputation: none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));
-  cmd->add_option("--order", o->order,
-                  "fix which of pipeline (pp-outer) and data parallelism (dp-outer) spans\n"
-                  "the outermost links (on several datacenters: crosses them)")
-      ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
+  addOrderOption(cmd, o->order, "fix");
   cmd->add_flag("--no-sp", o->noSp, "tensor parallelism without sequence parallelism");
   cmd->add_flag("--offload-optimizer", o->offload,
                 "also try ZeRO-Offload: optimizer state in host memory, the step on the CPU");

@@ -38,6 +38,8 @@
 using namespace loom::cost;
 
 int64_t GroupShape::size() const {
+  if (ranks > 0)
+    return ranks;
   int64_t n = 1;
   for (const GroupLevel &l : levels)
     n *= l.size;

@@ -79,6 +79,18 @@ bool isGated(spec::Activation a) { return a == spec::SWIGLU || a == spec::GEGLU;
 
 } // namespace
 
+static std::vector<LinkLevel> toLinks(const std::vector<spec::ClusterLevel> &levels) {
+  std::vector<LinkLevel> links;
+  for (const spec::ClusterLevel &level : levels)
+    links.push_back({level.name, level.size, spec::effectiveGbps(*level.tier),
+                     level.tier->latency_us(), level.tier->per_node(), level.cellDc});
+  return links;
+}
+
+std::vector<LinkLevel> loom::cost::linkLevels(const spec::Cluster &cluster) {
+  return toLinks(spec::clusterLevels(cluster));
+}
+
 WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
                                         const spec::Cluster &cluster,
                                         const spec::Training &training,
@@ -90,8 +102,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   };
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
   if (levels.empty())
-    return fail(fmt::format("cluster '{}' has datacenters of different sizes or nodes with "
-                            "different GPU counts; estimates need equal shapes for now",
+    return fail(fmt::format("cluster '{}' has nodes with different GPU counts; estimates "
+                            "need one GPU count per node for now",
                             cluster.name()));
   spec::ClusterSize size = spec::clusterSize(cluster);
   int64_t gpus = int64_t(size.gpus);
@@ -190,10 +202,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       search::carveAxes(physical, search::strategyAxes(c.tp, c.cp, c.ep, dp, c.pp, c.order));
   if (!carving.ok())
     return fail(carving.error);
-  std::vector<LinkLevel> links;
-  for (const spec::ClusterLevel &level : levels)
-    links.push_back({level.name, level.size, spec::effectiveGbps(*level.tier),
-                     level.tier->latency_us(), level.tier->per_node()});
+  std::vector<LinkLevel> links = toLinks(levels);
   result.workload.mesh = carving.axes;
 
   Workload &w = result.workload;

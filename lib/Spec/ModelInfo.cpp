@@ -9,6 +9,7 @@
 #include "loom/Spec/Spec.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace loom::spec {
 
@@ -156,9 +157,12 @@ ClusterSize clusterSize(const Cluster &cluster) {
     if (d == 0)
       firstDcNodes = nodes;
     size.regular &= nodes == firstDcNodes;
-    size.shapeRegular &= nodes == firstDcNodes;
+    size.unequalDcs |= nodes != firstDcNodes;
+    size.cellNodes = std::gcd(size.cellNodes, nodes);
     size.nodes += nodes;
   }
+  // Unequal DCs still take a mesh over cells, as long as no DC is empty.
+  size.shapeRegular &= size.cellNodes > 0;
   return size;
 }
 
@@ -183,12 +187,22 @@ std::vector<ClusterLevel> clusterLevels(const Cluster &cluster) {
   };
   const NodeGroup &group = cluster.datacenters(0).node_groups(0);
   std::vector<ClusterLevel> levels;
-  if (size.datacenters > 1)
-    levels.push_back({"dc", int64_t(size.datacenters), findLink(cluster, cluster.inter_dc_link())});
-  levels.push_back({"node", int64_t(size.nodes / size.datacenters),
-                    slowest([](const NodeGroup &g) { return g.inter_node_link(); })});
+  if (size.datacenters > 1) {
+    ClusterLevel dc{"dc", int64_t(size.nodes / size.cellNodes),
+                    findLink(cluster, cluster.inter_dc_link()), {}};
+    if (size.unequalDcs)
+      for (int d = 0; d < cluster.datacenters_size(); ++d) {
+        uint64_t nodes = 0;
+        for (const NodeGroup &g : cluster.datacenters(d).node_groups())
+          nodes += g.count();
+        dc.cellDc.insert(dc.cellDc.end(), nodes / size.cellNodes, d);
+      }
+    levels.push_back(std::move(dc));
+  }
+  levels.push_back({"node", int64_t(size.cellNodes),
+                    slowest([](const NodeGroup &g) { return g.inter_node_link(); }), {}});
   levels.push_back({"gpu", int64_t(group.gpus_per_node()),
-                    slowest([](const NodeGroup &g) { return g.intra_node_link(); })});
+                    slowest([](const NodeGroup &g) { return g.intra_node_link(); }), {}});
   return levels;
 }
 

@@ -37,15 +37,15 @@ std::string gib(double bytes) { return loom::gib(bytes, 1); }
 
 /// The logical axes of `choice` that have a piece on physical level `level`
 /// ("dp+pp"), or "-" when none does.
-std::string axesOn(const spec::Model &model, const spec::Cluster &cluster,
-                   const spec::Training &training, const cost::StrategyChoice &choice,
-                   const std::string &level) {
+/// The axes of `choice` whose groups leave a datacenter, "-" for none.
+std::string axesAcrossDcs(const spec::Model &model, const spec::Cluster &cluster,
+                          const spec::Training &training, const cost::StrategyChoice &choice) {
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  std::vector<cost::LinkLevel> links = cost::linkLevels(cluster);
   std::string out;
   for (const search::LogicalAxis &axis : w.workload.mesh)
-    for (const search::Piece &p : axis.pieces)
-      if (p.physical == level)
-        out += (out.empty() ? "" : "+") + axis.name;
+    if (cost::crossesDatacenters(links, w.workload.mesh, axis.name))
+      out += (out.empty() ? "" : "+") + axis.name;
   return out.empty() ? "-" : out;
 }
 
@@ -55,6 +55,7 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
                                         const spec::Training &training,
                                         const cost::StrategyChoice &choice) {
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  std::vector<cost::LinkLevel> links = cost::linkLevels(cluster);
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
   std::vector<std::string> notes;
   if (!w.ok() || levels.empty())
@@ -65,7 +66,7 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
       if (inner && p.physical == "node")
         notes.push_back(fmt::format("{}={} spans {} nodes (the NVLink domain is {} GPUs)",
                                     axis.name, axis.size(), p.size, levels.back().size));
-      if (p.physical == "dc")
+      if (p.physical == "dc" && cost::crossesDatacenters(links, w.workload.mesh, axis.name))
         notes.push_back(fmt::format("{} crosses the datacenter link", axis.name));
     }
   }
@@ -331,7 +332,7 @@ void runPlan(const PlanCliOptions &o) {
         fmt::format("{:.1f}%", 100 * e.mfu), gib(e.peakMemoryBytes),
         gib(e.usableBytes - e.peakMemoryBytes)};
     if (multiDc) {
-      row.push_back(axesOn(model, cluster, training, s, "dc"));
+      row.push_back(axesAcrossDcs(model, cluster, training, s));
       row.push_back(gib(e.crossDcBytes));
     }
     table.addRow(row);

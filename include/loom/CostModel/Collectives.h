@@ -26,6 +26,10 @@ struct GroupLevel {
 /// dc). Levels of size 1 may be present and cost nothing.
 struct GroupShape {
   std::vector<GroupLevel> levels;
+  /// Ranks in the group when the levels describe only its slowest part (a
+  /// group over datacenters of different sizes: see cost::groupOver); 0
+  /// when the levels' sizes multiply to it.
+  int64_t ranks = 0;
   int64_t size() const;
 };
 

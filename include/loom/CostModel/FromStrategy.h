@@ -10,6 +10,7 @@
 #ifndef LOOM_COSTMODEL_FROMSTRATEGY_H
 #define LOOM_COSTMODEL_FROMSTRATEGY_H
 
+#include "loom/CostModel/Groups.h"
 #include "loom/CostModel/Workload.h"
 #include "loom/Spec/Spec.h"
 
@@ -50,6 +51,10 @@ struct WorkloadResult {
   std::string error; // one line naming the violated constraint and the numbers
   bool ok() const { return error.empty(); }
 };
+
+/// The cluster's levels (spec::clusterLevels) as the cost model sees their
+/// links; empty when no mesh can be laid over the cluster.
+std::vector<LinkLevel> linkLevels(const spec::Cluster &cluster);
 
 /// The schedule `choice` runs: its OneFOneB means interleaved when vpp > 1.
 Schedule effectiveSchedule(const StrategyChoice &choice);

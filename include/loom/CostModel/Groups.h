@@ -26,6 +26,9 @@ struct LinkLevel {
   double gbps = 0;      // what collectives reach, one direction
   double latencyUs = 0;
   bool perNode = false;
+  /// The "dc" level of DCs of different sizes counts cells; this maps each
+  /// cell to its datacenter (spec::ClusterLevel::cellDc). Empty otherwise.
+  std::vector<int32_t> cellDc;
 };
 
 /// A hop between consecutive pipeline stages.
@@ -44,9 +47,21 @@ inline bool spansDatacenters(const std::vector<LinkLevel> &levels) {
 /// (outermost first; the innermost is the GPUs of a node), innermost level
 /// first. Every rank of a node runs the same collective at once, so a
 /// per-node link is shared by all of the node's GPUs.
+///
+/// On DCs of different sizes a group's cells may share a datacenter: its dc
+/// level becomes two, the cells inside one DC (over the nodes' fabric) and
+/// the DCs (over the WAN). Groups differ in how they spread, and the step
+/// waits for the slowest, so the shape is that of the group spanning the
+/// most DCs with the fewest members in one of them: a hierarchical reduction
+/// sends the largest shard over the WAN from that DC.
 GroupShape groupOver(const std::vector<LinkLevel> &levels,
                      const std::vector<search::LogicalAxis> &mesh,
                      std::span<const std::string_view> names);
+
+/// Whether the group of logical axis `axis` spans more than one datacenter
+/// (for some of its groups, on DCs of different sizes).
+bool crossesDatacenters(const std::vector<LinkLevel> &levels,
+                        const std::vector<search::LogicalAxis> &mesh, std::string_view axis);
 
 /// The link from position r to position r+1 of logical axis `axis` (pipeline
 /// stages), for every r; the last entry is the wrap from the final position

@@ -132,10 +132,16 @@ struct ClusterSize {
   uint64_t nodes = 0;
   uint64_t gpus = 0;
   bool regular = false;  // every DC has the same node count, one GPU type, same links
-  /// Every DC has the same node count and every node the same GPU count, but
-  /// GPU types or links may differ between node groups (a heterogeneous
-  /// cluster the planner can still lay a mesh over).
+  /// Every node has the same GPU count and the DCs' node counts share a cell
+  /// of `cellNodes` nodes (their greatest common divisor) that every level
+  /// above the node is built from; GPU types or links may differ between
+  /// node groups (a heterogeneous cluster the planner can still lay a mesh
+  /// over). With equal DCs a cell is a whole DC.
   bool shapeRegular = false;
+  /// DCs of different node counts: the mesh's outermost level counts cells,
+  /// several of which may share a DC (ClusterLevel::cellDc).
+  bool unequalDcs = false;
+  uint64_t cellNodes = 0;
 };
 ClusterSize clusterSize(const Cluster &cluster);
 
@@ -146,6 +152,10 @@ struct ClusterLevel {
   std::string name;
   int64_t size = 1;
   const LinkTier *tier = nullptr;
+  /// On the "dc" level of a cluster whose DCs differ in size: the level counts
+  /// cells of ClusterSize::cellNodes nodes, and this maps each cell to its
+  /// datacenter. Empty when a cell is a datacenter.
+  std::vector<int32_t> cellDc;
 };
 /// Bandwidth collectives reach on `tier`, Gb/s per direction: the line rate
 /// times its efficiency (1 when the spec gives none).
@@ -153,6 +163,8 @@ double effectiveGbps(const LinkTier &tier);
 
 /// The levels outermost first; empty unless the cluster is shape-regular.
 /// Where node groups differ, a level takes the slowest of their link tiers.
+/// DCs of different sizes give a "dc" level of cells (see ClusterLevel::cellDc)
+/// and a "node" level of ClusterSize::cellNodes nodes.
 std::vector<ClusterLevel> clusterLevels(const Cluster &cluster);
 
 /// GPU types in order of first appearance, and the index of each node's type

@@ -225,6 +225,54 @@ TEST(PlannerHeterogeneous, SizesStagesToDeviceSpeedAndBeatsAnEvenSplit) {
   EXPECT_GT(margin, 0.3);
 }
 
+TEST(PlannerMultiDc, UsesBothDatacentersOfDifferentSizes) {
+  // 48 + 16 DGX H100 nodes (test/Inputs/unequal-dcs.yaml), Llama 3 70B.
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster unequal = spec::loadCluster(LOOM_TEST_INPUTS "/unequal-dcs.yaml");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 1;
+  PlanResult chosen = plan(model, unequal, training, options);
+  ASSERT_TRUE(chosen.anyFits);
+  const Candidate &best = chosen.best.front();
+  cost::WorkloadResult w = cost::fromStrategy(model, unequal, training, best.choice);
+  ASSERT_TRUE(w.ok()) << w.error;
+  EXPECT_TRUE(insideNode(w.workload.mesh, "tp")) << describe(best);
+
+  // Every GPU works: the plan beats the best one on the 16 + 16 nodes an
+  // equal split would keep, by most of the 2x the GPU count allows.
+  spec::Cluster equalPart = spec::loadCluster("dgx-h100:nodes=32,dcs=2,wan-gbps=400,wan-ms=10");
+  PlanResult part = plan(model, equalPart, training, options);
+  ASSERT_TRUE(part.anyFits);
+  double speedup = part.best.front().estimate.stepTime / best.estimate.stepTime;
+  std::printf("48+16 nodes: %s, %.3f s; 16+16 nodes: %s, %.3f s (%.2fx)\n",
+              describe(best).c_str(), best.estimate.stepTime,
+              describe(part.best.front()).c_str(), part.best.front().estimate.stepTime, speedup);
+  EXPECT_GT(speedup, 1.6);
+
+  // And it beats plain data parallelism across the two datacenters.
+  options.fixed.pp = 1;
+  PlanResult naive = plan(model, unequal, training, options);
+  ASSERT_TRUE(naive.anyFits);
+  EXPECT_LT(best.estimate.stepTime, naive.best.front().estimate.stepTime);
+
+  // The same tuple on 32 + 32 nodes: as fast or faster (the smaller DC sets
+  // the pace of the WAN reduction), and the bytes crossing the WAN are the
+  // same (each DC sends its partial sums once whatever its size).
+  spec::Cluster equal = spec::loadCluster("dgx-h100:nodes=64,dcs=2,wan-gbps=400,wan-ms=10");
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(equal, training);
+  std::string error;
+  Candidate same = priceChoice(model, equal, training, best.choice, computes, options.estimate,
+                               &error, StageSplit::Even);
+  ASSERT_TRUE(error.empty()) << error;
+  Candidate again = priceChoice(model, unequal, training, best.choice, computes,
+                                options.estimate, &error, StageSplit::Even);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_LE(same.estimate.stepTime, again.estimate.stepTime * (1 + 1e-9));
+  EXPECT_NEAR(same.estimate.crossDcBytes, again.estimate.crossDcBytes,
+              1e-6 * same.estimate.crossDcBytes);
+}
+
 TEST(PlannerUneven, LightensTheEmbeddingAndHeadStagesOnOneGpuType) {
   // Llama 3 8B's 128k-entry vocabulary makes the head as heavy as several
   // layers, so the last stage gets fewer transformer layers.

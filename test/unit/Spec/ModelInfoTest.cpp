@@ -104,6 +104,33 @@ TEST(ModelInfo, ClusterSize) {
   EXPECT_FALSE(clusterSize(Cluster()).regular);
 }
 
+TEST(ModelInfo, UnequalDatacentersGiveCells) {
+  // 6 and 4 nodes of 8 GPUs: cells of gcd(6, 4) = 2 nodes, three in the first
+  // DC and two in the second.
+  Cluster cluster = loadCluster("dgx-h100:nodes=12,dcs=2");
+  cluster.mutable_datacenters(0)->mutable_node_groups(0)->set_count(6);
+  cluster.mutable_datacenters(1)->mutable_node_groups(0)->set_count(4);
+  ClusterSize size = clusterSize(cluster);
+  EXPECT_FALSE(size.regular);
+  EXPECT_TRUE(size.shapeRegular);
+  EXPECT_TRUE(size.unequalDcs);
+  EXPECT_EQ(size.cellNodes, 2u);
+  std::vector<ClusterLevel> levels = clusterLevels(cluster);
+  ASSERT_EQ(levels.size(), 3u);
+  EXPECT_EQ(levels[0].name, "dc");
+  EXPECT_EQ(levels[0].size, 5);
+  EXPECT_EQ(levels[0].cellDc, (std::vector<int32_t>{0, 0, 0, 1, 1}));
+  EXPECT_EQ(levels[0].tier->name(), "wan");
+  EXPECT_EQ(levels[1].size, 2);
+  EXPECT_EQ(levels[2].size, 8);
+
+  // Equal DCs: a cell is a datacenter and needs no map.
+  std::vector<ClusterLevel> equal = clusterLevels(loadCluster("dgx-h100:nodes=8,dcs=2"));
+  EXPECT_EQ(equal[0].size, 2);
+  EXPECT_EQ(equal[1].size, 4);
+  EXPECT_TRUE(equal[0].cellDc.empty());
+}
+
 TEST(ModelInfo, DtypeNames) {
   EXPECT_EQ(dtypeName(FP32), "fp32");
   EXPECT_EQ(dtypeName(BF16), "bf16");

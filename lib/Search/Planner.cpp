@@ -52,6 +52,16 @@ bool faster(const Candidate &a, const Candidate &b) {
   return key(a) < key(b);
 }
 
+/// The same degrees and options, whatever the schedule (and the layer split
+/// balanced for it).
+bool sameTuple(const cost::StrategyChoice &x, const cost::StrategyChoice &y) {
+  auto key = [](const cost::StrategyChoice &c) {
+    return std::tie(c.dp, c.tp, c.pp, c.vpp, c.ep, c.cp, c.zero, c.recompute, c.recomputeRanks,
+                    c.microBatch, c.offloadOptimizer, c.order);
+  };
+  return key(x) == key(y);
+}
+
 } // namespace
 
 bool Constraints::admits(const cost::StrategyChoice &c) const {
@@ -290,14 +300,19 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   int64_t keep = mixed || options.simulateFinalists ? options.topK + 5 : options.topK;
   // Prices `choice` and ranks it; returns its estimate when the model and
   // cluster can take it.
-  auto consider = [&](const cost::StrategyChoice &choice) -> std::optional<cost::Estimate> {
+  // Zero-bubble schedules rank in a pool of their own: their analytic bubble
+  // is the steady-state one, optimistic when there are few micro-batches per
+  // stage, so they must not crowd out the plans 1F1B ranks first. Both
+  // pools' finalists are simulated with every schedule.
+  std::vector<Candidate> zeroBubblePool;
+  auto consider = [&](const cost::StrategyChoice &choice,
+                      std::vector<Candidate> &pool) -> std::optional<cost::Estimate> {
     if (!options.fixed.admits(choice))
       return std::nullopt;
     std::string error;
     // Balancing can only matter if it might enter the top k.
-    double mustBeat = int64_t(result.best.size()) < keep
-                          ? std::numeric_limits<double>::infinity()
-                          : result.best.back().estimate.stepTime;
+    double mustBeat = int64_t(pool.size()) < keep ? std::numeric_limits<double>::infinity()
+                                                  : pool.back().estimate.stepTime;
     Candidate c = priceChoice(model, cluster, training, choice, computes, options.estimate,
                               &error,
                               options.balanceStages ? StageSplit::Balanced : StageSplit::Even,
@@ -315,13 +330,42 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       return c.estimate;
     }
     result.anyFits = true;
-    auto at = std::lower_bound(result.best.begin(), result.best.end(), c, faster);
-    if (at - result.best.begin() < keep) {
-      result.best.insert(at, c);
-      if (int64_t(result.best.size()) > keep)
-        result.best.pop_back();
+    // One entry per tuple: its schedules are ranked by their best (the
+    // finalists then simulate every schedule of theirs anyway).
+    auto twin = std::find_if(pool.begin(), pool.end(),
+                             [&](const Candidate &b) { return sameTuple(b.choice, c.choice); });
+    if (twin != pool.end()) {
+      if (!faster(c, *twin))
+        return c.estimate;
+      pool.erase(twin);
+    }
+    auto at = std::lower_bound(pool.begin(), pool.end(), c, faster);
+    if (at - pool.begin() < keep) {
+      pool.insert(at, c);
+      if (int64_t(pool.size()) > keep)
+        pool.pop_back();
     }
     return c.estimate;
+  };
+
+  // The schedule families: 1F1B (interleaved when vpp > 1) and, for plain
+  // pipelines, the zero-bubble ones, priced analytically here (the finalists
+  // are simulated below). Returns the 1F1B estimate.
+  auto considerSchedules = [&](cost::StrategyChoice choice) {
+    choice.schedule = cost::Schedule::OneFOneB;
+    std::optional<cost::Estimate> e = consider(choice, result.best);
+    // Bound: a zero-bubble schedule can at most remove 1F1B's bubble, and
+    // needs at least 1F1B's memory.
+    if (!options.zeroBubble || !options.simulateFinalists || choice.pp < 2 || choice.vpp > 1 ||
+        !e || !e->fits ||
+        (int64_t(zeroBubblePool.size()) >= keep &&
+         e->stepTime - e->bubble >= zeroBubblePool.back().estimate.stepTime))
+      return e;
+    for (cost::Schedule zb : {cost::Schedule::ZeroBubbleH1, cost::Schedule::ZeroBubbleH2}) {
+      choice.schedule = zb;
+      consider(choice, zeroBubblePool);
+    }
+    return e;
   };
 
   // A degree the user fixes replaces the search's own bounds on it.
@@ -385,14 +429,14 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                       continue;
                     choice.offloadOptimizer = offload;
                     choice.order = RankOrder::PipelineOuter;
-                    std::optional<cost::Estimate> e = consider(choice);
+                    std::optional<cost::Estimate> e = considerSchedules(choice);
                     if (rc == cost::Recompute::None && !offload)
                       noRecompute = e;
                     // Across datacenters: data parallelism outside the
                     // pipeline too (whole pipeline replicas per datacenter).
                     if (multiDc && pp > 1 && dp / ep > 1) {
                       choice.order = RankOrder::DataOuter;
-                      consider(choice);
+                      considerSchedules(choice);
                     }
                   }
                   // Full recomputation only where memory needs it: the first
@@ -420,7 +464,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                       choice.recomputeRanks = k;
                       choice.offloadOptimizer = false;
                       choice.order = RankOrder::PipelineOuter;
-                      consider(choice);
+                      consider(choice, result.best);
                     }
                   }
                 }
@@ -429,6 +473,10 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       }
     }
   }
+  for (Candidate &z : zeroBubblePool)
+    if (std::none_of(result.best.begin(), result.best.end(),
+                     [&](const Candidate &b) { return sameTuple(b.choice, z.choice); }))
+      result.best.push_back(std::move(z));
   // Mixed GPU types: Z3 may also choose which pp rank (which GPUs) runs each
   // stage. It is exact but slower than the DP, so only the finalists get it.
   if (mixed)

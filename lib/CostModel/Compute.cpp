@@ -212,10 +212,37 @@ double ComputeModel::modelSeconds(const GemmShape &shape, int64_t groups, bool f
   return fused ? best : best + launchLatency_;
 }
 
+struct ComputeModel::LaunchCache {
+  struct Entry {
+    int64_t m = 0, n = 0, k = 0, groups = 0;
+    bool fused = false;
+    double seconds = 0;
+  };
+  static constexpr size_t kSize = 4096; // a power of two
+  Entry entries[kSize];
+};
+
 double ComputeModel::launchSeconds(const GemmShape &shape, int64_t groups, bool fused) const {
   double flops = shape.flops() * double(groups);
   if (flops <= 0)
     return 0;
+  if (!cache_)
+    cache_ = std::make_shared<LaunchCache>();
+  uint64_t h = uint64_t(shape.m) * 0x9E3779B97F4A7C15ull ^ uint64_t(shape.n) * 0xC2B2AE3D27D4EB4Full ^
+               uint64_t(shape.k) * 0x165667B19E3779F9ull ^ uint64_t(groups) * 0x27D4EB2F165667C5ull ^
+               uint64_t(fused);
+  LaunchCache::Entry &slot = cache_->entries[(h ^ (h >> 29)) & (LaunchCache::kSize - 1)];
+  if (slot.groups == groups && slot.m == shape.m && slot.n == shape.n && slot.k == shape.k &&
+      slot.fused == fused)
+    return slot.seconds;
+  double seconds = uncachedLaunchSeconds(shape, groups, fused);
+  slot = {shape.m, shape.n, shape.k, groups, fused, seconds};
+  return seconds;
+}
+
+double ComputeModel::uncachedLaunchSeconds(const GemmShape &shape, int64_t groups,
+                                           bool fused) const {
+  double flops = shape.flops() * double(groups);
   if (groups == 1 && !fused && !measured_.empty()) {
     auto it = measured_.find({shape.m, shape.n, shape.k});
     if (it != measured_.end())
@@ -340,6 +367,7 @@ std::string ComputeModel::loadCalibrationCsv(const std::string &path) {
     return fmt::format("{}:2: no measurements after the header", path);
   measured_ = std::move(measured);
   calibration_ = std::move(calibration);
+  cache_.reset(); // copies made before keep their own prices
   return "";
 }
 

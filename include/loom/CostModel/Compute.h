@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <string>
 #include <string_view>
@@ -104,6 +105,7 @@ private:
   /// modelSeconds corrected by the calibration: a measured shape's own time,
   /// else the curve scaled by the nearest measured shape's speedup.
   double launchSeconds(const GemmShape &shape, int64_t groups, bool fused) const;
+  double uncachedLaunchSeconds(const GemmShape &shape, int64_t groups, bool fused) const;
 
   double peakFlops_ = 0, hbmBytesPerS_ = 0;
   double hostLinkBytesPerS_ = 32e9, hostMemoryBytesPerS_ = 50e9;
@@ -115,6 +117,11 @@ private:
   double overlapSlowdown_ = 1;
   std::map<std::tuple<int64_t, int64_t, int64_t>, double> measured_;
   std::vector<CalibrationPoint> calibration_;
+  /// launchSeconds by shape, direct-mapped: a search prices the same GEMMs
+  /// for many tuples (ZeRO stages, recomputation, schedules). Shared by
+  /// copies, which price alike; not thread-safe.
+  struct LaunchCache;
+  mutable std::shared_ptr<LaunchCache> cache_;
 };
 
 /// One rank's share of a transformer part for one micro-batch.

@@ -445,6 +445,20 @@ TEST(ComputeCalibration, ExactShapeTakesTheMeasuredTime) {
                    2.0 * 4096 * 4096 * 4096 / (312e12 * 0.002));
 }
 
+TEST(ComputeCalibration, PricesRememberedBeforeCalibrationAreForgotten) {
+  // The model remembers GEMM prices by shape; a calibration loaded later
+  // must replace them in this model and leave a copy made earlier alone.
+  ComputeModel m = a100();
+  const GemmShape shape{4096, 4096, 4096};
+  double curve = m.gemmSeconds(shape);
+  EXPECT_EQ(m.gemmSeconds(shape), curve);
+  ComputeModel before = m;
+  ASSERT_EQ(m.loadCalibrationCsv(writeCsv("forget", "m,n,k,seconds\n4096,4096,4096,0.002\n")), "");
+  EXPECT_EQ(m.gemmSeconds(shape), 0.002);
+  EXPECT_EQ(before.gemmSeconds(shape), curve);
+  EXPECT_NE(curve, 0.002);
+}
+
 TEST(ComputeCalibration, OtherShapesScaleByTheNearestMeasurement) {
   ComputeModel curve = a100(), m = a100();
   const GemmShape small{1024, 1024, 1024}, large{16384, 16384, 16384};

@@ -418,6 +418,8 @@ public:
     gemm(W, {in, out, tokens}, groups);
   }
 
+  double seconds(Pass pass) const { return seconds_[pass]; }
+
   PassCost result() const {
     PassCost cost;
     cost.f = seconds_[F];
@@ -547,14 +549,21 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
     int norms = s.qLoraRank > 0 ? 2 : 1;
     tally.elementwise(F, 2 * latent, norms);
     tally.elementwise(B, 3 * latent, norms);
-    attentionCore(tally, s, heads, heads, dqk, dv);
   } else {
     tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
     tally.linear(tokens, heads * d, h);
-    attentionCore(tally, s, heads, kvHeads, d, d);
   }
+  double f0 = tally.seconds(F), b0 = tally.seconds(B);
+  if (s.kvLoraRank > 0)
+    attentionCore(tally, s, heads, heads, d + s.ropeHeadDim, s.vHeadDim > 0 ? s.vHeadDim : d);
+  else
+    attentionCore(tally, s, heads, kvHeads, d, d);
+  double coreF = tally.seconds(F) - f0, coreB = tally.seconds(B) - b0;
   residualBlock(tally, s, tokens);
-  return tally.result();
+  PassCost cost = tally.result();
+  cost.coreF = coreF;
+  cost.coreB = coreB;
+  return cost;
 }
 
 PassCost loom::cost::mlpCost(const ComputeModel &model, const PartShape &s) {

@@ -144,9 +144,15 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
                 double(s.headDim) * double(s.bytesPerElement) / double(s.tp);
     double gather = collectiveTime(Collective::AllGather, kv, w.groups[part.groups.cp]).seconds;
     double scatter = collectiveTime(Collective::ReduceScatter, kv, w.groups[part.groups.cp]).seconds;
-    // Hidden behind the attention part's own compute where it fits.
-    t.cpComm += n * (compute.exposedSeconds(gather, pc.f) +
-                     compute.exposedSeconds(gather + scatter, pc.b));
+    // Ring attention: while a rank works on one block of keys it receives
+    // the next, so the exchange hides behind all but the first of the cp
+    // blocks of the attention core (not the projections, which must finish
+    // before the keys exist); the backward sends key/value gradients too.
+    // Full recomputation runs the forward exchange again.
+    double share = double(s.cp - 1) / double(s.cp);
+    double forward = compute.exposedSeconds(gather, share * pc.coreF);
+    t.cpComm += n * (forward * (recompute == Recompute::Full ? 2 : 1) +
+                     compute.exposedSeconds(gather + scatter, share * pc.coreB));
     const GroupShape &g = w.groups[part.groups.cp];
     t.crossDcBytes += n * (2 * crossDcBytes(Collective::AllGather, kv, g, w.multiDc) +
                            crossDcBytes(Collective::ReduceScatter, kv, g, w.multiDc));

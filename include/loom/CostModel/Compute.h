@@ -150,6 +150,9 @@ struct PartShape {
 struct PassCost {
   double f = 0, b = 0, w = 0;             // seconds: forward, input grad, weight grad
   double flopsF = 0, flopsB = 0, flopsW = 0;
+  /// The attention core's share of f and b (softmax(QK^T)V and its
+  /// gradients): what ring attention's key/value exchange can hide behind.
+  double coreF = 0, coreB = 0;
 };
 
 PassCost attentionCost(const ComputeModel &model, const PartShape &shape);

@@ -134,6 +134,48 @@ TEST(Estimate, PipelineBubbleShrinksWithInterleaving) {
   EXPECT_LT(interleaved.stepTime, plain.stepTime);
 }
 
+TEST(Estimate, RingAttentionHidesOnlyBehindTheAttentionCore) {
+  // Megatron 18.4B (full multi-head attention) at 2048 tokens with cp=8 in
+  // one DGX A100: each rank's key/value all-gather outlasts its share of the
+  // attention core, though not the whole attention part (projections
+  // included), which must finish before the keys exist. The exposed time is
+  // at least what the core's cp-1 blocks cannot cover.
+  spec::Model model = spec::loadModel("megatron-18.4b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=1");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_seq_len(2048);
+  training.set_global_batch(8);
+  StrategyChoice c;
+  c.cp = 8;
+  WorkloadResult w = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(w.ok()) << w.error;
+  ComputeModel compute = computeModelFor(cluster, training);
+  const Part *attention = nullptr;
+  for (const Part &p : w.workload.parts)
+    if (p.kind == PartKind::Attention)
+      attention = &p;
+  ASSERT_NE(attention, nullptr);
+  const PartShape &s = attention->shape;
+  PassCost pc = attentionCost(compute, s);
+  EXPECT_GT(pc.coreF, 0);
+  EXPECT_LT(pc.coreF, pc.f);
+  EXPECT_GT(pc.coreB, 0);
+  EXPECT_LT(pc.coreB, pc.b);
+  double kv = 2.0 * double(s.microBatch * s.seq * s.kvHeads * s.headDim * s.bytesPerElement);
+  double gather =
+      collectiveTime(Collective::AllGather, kv, w.workload.groups[attention->groups.cp]).seconds;
+  double scatter =
+      collectiveTime(Collective::ReduceScatter, kv, w.workload.groups[attention->groups.cp])
+          .seconds;
+  ASSERT_GT(gather, 7.0 / 8.0 * pc.coreF);
+  ASSERT_LT(gather, pc.f); // the whole part would have hidden it
+  double perLayer = compute.exposedSeconds(gather, 7.0 / 8.0 * pc.coreF) +
+                    compute.exposedSeconds(gather + scatter, 7.0 / 8.0 * pc.coreB);
+  Estimate e = estimate(w.workload, compute);
+  EXPECT_NEAR(e.time[0].cpComm, double(spec::numLayers(model)) * perLayer,
+              1e-9 * e.time[0].cpComm);
+}
+
 TEST(Estimate, DoesNotFitIsReported) {
   spec::Model model = spec::loadModel("llama3-405b");
   spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=1");

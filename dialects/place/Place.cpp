@@ -89,6 +89,27 @@ LogicalResult ClusterOp::verify() {
     if (!names.insert(axis.getName().getValue()).second)
       return emitOpError("axis '") << axis.getName().getValue()
                                    << "' is declared twice";
+  if (auto cells = getCellDcAttr()) {
+    AxisAttr dc = lookupAxis("dc");
+    if (!dc)
+      return emitOpError("has cell_dc but no 'dc' axis to map");
+    if (int64_t(cells.size()) != dc.getSize())
+      return emitOpError("cell_dc has ") << cells.size() << " entries but the 'dc' axis has "
+                                          << dc.getSize() << " cells";
+    llvm::ArrayRef<int32_t> dcOf = cells.asArrayRef();
+    if (dcOf.front() != 0)
+      return emitOpError("cell_dc must start at datacenter 0, got ") << dcOf.front();
+    for (size_t i = 1; i < dcOf.size(); ++i)
+      if (dcOf[i] != dcOf[i - 1] && dcOf[i] != dcOf[i - 1] + 1)
+        return emitOpError("cell_dc[") << i << "] = " << dcOf[i]
+                                       << ": datacenters must be numbered in cell order "
+                                          "without gaps (expected "
+                                       << dcOf[i - 1] << " or " << dcOf[i - 1] + 1 << ")";
+    int32_t expected = dcOf.back();
+    if (expected == 0)
+      return emitOpError("cell_dc puts every cell in one datacenter; drop it and make "
+                         "the cells one 'node' axis");
+  }
   return success();
 }
 

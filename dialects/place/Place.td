@@ -242,9 +242,17 @@ def Place_ClusterOp : Place_Op<"cluster",
     #place.axis<"gpu", 8, @nvlink4>]`. Ranks are numbered row-major over the axes.
     Constraints: at least one axis; axis names unique; the device names a
     `place.device` and every tier a `place.tier`.
+
+    Datacenters of different sizes: the "dc" axis counts cells (blocks of the
+    same number of nodes) and `cell_dc` gives each cell's datacenter, e.g.
+    `{cell_dc = array<i32: 0, 0, 0, 1>}` for datacenters of three cells and
+    one. Its tier is the link between datacenters; cells of one datacenter
+    talk over the next axis's tier. Constraints: a "dc" axis with one entry
+    per cell, numbered from 0 in order without gaps, at least two datacenters.
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, FlatSymbolRefAttr:$device,
-                       TypedArrayAttrBase<Place_AxisAttr, "cluster axes">:$axes);
+                       TypedArrayAttrBase<Place_AxisAttr, "cluster axes">:$axes,
+                       OptionalAttr<DenseI32ArrayAttr>:$cell_dc);
   let assemblyFormat = "$sym_name `device` $device `axes` $axes attr-dict";
   let hasVerifier = 1;
   let extraClassDeclaration = [{

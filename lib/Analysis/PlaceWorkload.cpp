@@ -44,6 +44,8 @@ public:
                         tier.getBandwidthGbps().convertToDouble() *
                             tier.getEfficiency().convertToDouble(),
                         tier.getLatencyUs().convertToDouble(), tier.getPerNode()});
+      if (auto cells = cluster.getCellDcAttr(); cells && axis.getName().getValue() == "dc")
+        links_.back().cellDc.assign(cells.asArrayRef().begin(), cells.asArrayRef().end());
     }
     for (auto laxis : mesh.getAxes().getAsRange<LogicalAxisAttr>()) {
       search::LogicalAxis axis{laxis.getName().str(), {}};

@@ -194,9 +194,16 @@ FailureOr<SpecInputs> loom::specFromPlace(ModuleOp module) {
   if (nodeLink.empty())
     nodeLink = gpuLink;
   cluster.set_inter_dc_link(dcLink);
-  for (int64_t d = 0; d < dcs; ++d) {
+  // Cells of unequal datacenters (cell_dc): a datacenter holds its cells' nodes.
+  std::vector<int64_t> cellsPerDc(dcs, 1);
+  if (auto cells = clusterOp.getCellDcAttr()) {
+    cellsPerDc.assign(cells.asArrayRef().back() + 1, 0);
+    for (int32_t d : cells.asArrayRef())
+      ++cellsPerDc[d];
+  }
+  for (int64_t cellCount : cellsPerDc) {
     spec::NodeGroup *group = cluster.add_datacenters()->add_node_groups();
-    group->set_count(nodes);
+    group->set_count(nodes * cellCount);
     group->set_gpu(gpuName);
     group->set_gpus_per_node(gpus);
     group->set_intra_node_link(gpuLink);

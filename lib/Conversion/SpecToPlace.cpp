@@ -52,11 +52,11 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                                              Location loc) {
   context->getOrLoadDialect<PlaceDialect>();
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
-  if (!spec::clusterSize(cluster).regular) {
+  spec::ClusterSize size = spec::clusterSize(cluster);
+  if (!size.uniform || !size.shapeRegular) {
     emitError(loc) << "cluster '" << cluster.name()
-                   << "' is not regular (datacenters of different sizes or mixed "
-                      "node groups); place IR needs one GPU type and equal "
-                      "datacenters for now (loom plan handles mixed GPU types)";
+                   << "' mixes node groups (GPU types, GPUs per node or links); place IR "
+                      "needs one kind of node for now (loom plan handles mixed GPU types)";
     return nullptr;
   }
   const spec::GpuType *gpu =
@@ -86,7 +86,12 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
   for (const spec::ClusterLevel &level : levels)
     axisAttrs.push_back(AxisAttr::get(context, b.getStringAttr(level.name), level.size,
                                       FlatSymbolRefAttr::get(context, symbolName(level.tier->name()))));
-  b.create<ClusterOp>(loc, symbolName(cluster.name()), deviceSym, b.getArrayAttr(axisAttrs));
+  // Datacenters of different sizes: the dc axis counts cells.
+  DenseI32ArrayAttr cellDc;
+  if (!levels.empty() && !levels.front().cellDc.empty())
+    cellDc = b.getDenseI32ArrayAttr(levels.front().cellDc);
+  b.create<ClusterOp>(loc, symbolName(cluster.name()), deviceSym, b.getArrayAttr(axisAttrs),
+                      cellDc);
 
   int64_t seq = training.seq_len();
   int64_t mbs = training.micro_batch() ? training.micro_batch() : 1;

@@ -137,8 +137,8 @@ uint32_t numLayers(const Model &model) {
 ClusterSize clusterSize(const Cluster &cluster) {
   ClusterSize size;
   size.datacenters = cluster.datacenters_size();
-  size.regular = !cluster.datacenters().empty();
-  size.shapeRegular = size.regular;
+  size.uniform = !cluster.datacenters().empty();
+  size.shapeRegular = size.uniform;
   const NodeGroup *reference = nullptr;
   uint64_t firstDcNodes = 0;
   for (int d = 0; d < cluster.datacenters_size(); ++d) {
@@ -149,20 +149,20 @@ ClusterSize clusterSize(const Cluster &cluster) {
       if (!reference)
         reference = &group;
       size.shapeRegular &= group.gpus_per_node() == reference->gpus_per_node();
-      size.regular &= group.gpu() == reference->gpu() &&
+      size.uniform &= group.gpu() == reference->gpu() &&
                       group.gpus_per_node() == reference->gpus_per_node() &&
                       group.intra_node_link() == reference->intra_node_link() &&
                       group.inter_node_link() == reference->inter_node_link();
     }
     if (d == 0)
       firstDcNodes = nodes;
-    size.regular &= nodes == firstDcNodes;
     size.unequalDcs |= nodes != firstDcNodes;
     size.cellNodes = std::gcd(size.cellNodes, nodes);
     size.nodes += nodes;
   }
   // Unequal DCs still take a mesh over cells, as long as no DC is empty.
   size.shapeRegular &= size.cellNodes > 0;
+  size.regular = size.uniform && !size.unequalDcs;
   return size;
 }
 

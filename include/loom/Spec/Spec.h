@@ -132,6 +132,7 @@ struct ClusterSize {
   uint64_t nodes = 0;
   uint64_t gpus = 0;
   bool regular = false;  // every DC has the same node count, one GPU type, same links
+  bool uniform = false;  // one kind of node: one GPU type, GPU count and links
   /// Every node has the same GPU count and the DCs' node counts share a cell
   /// of `cellNodes` nodes (their greatest common divisor) that every level
   /// above the node is built from; GPU types or links may differ between

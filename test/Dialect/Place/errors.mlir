@@ -417,3 +417,45 @@ place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 
 // expected-error @below {{optimizer must be adam or sgd, got 'lion'}}
 place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", optimizer = "lion"} {
 }
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{has cell_dc but no 'dc' axis to map}}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 1>}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cell_dc has 3 entries but the 'dc' axis has 4 cells}}
+place.cluster @c device @d axes [#place.axis<"dc", 4, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 0, 1>}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cell_dc must start at datacenter 0, got 1}}
+place.cluster @c device @d axes [#place.axis<"dc", 2, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 1, 1>}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cell_dc[2] = 3: datacenters must be numbered in cell order without gaps (expected 1 or 2)}}
+place.cluster @c device @d axes [#place.axis<"dc", 3, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 1, 3>}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cell_dc[2] = 0: datacenters must be numbered in cell order without gaps (expected 1 or 2)}}
+place.cluster @c device @d axes [#place.axis<"dc", 3, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 1, 0>}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+// expected-error @below {{cell_dc puts every cell in one datacenter; drop it and make the cells one 'node' axis}}
+place.cluster @c device @d axes [#place.axis<"dc", 2, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 0>}

@@ -15,6 +15,9 @@ place.tier @ib {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
 place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
 // CHECK: place.cluster @c device @h100 axes [#place.axis<"dc", 2, @wan>, #place.axis<"node", 4, @ib>, #place.axis<"gpu", 8, @nvlink4>]
 place.cluster @c device @h100 axes [#place.axis<"dc", 2, @wan>, #place.axis<"node", 4, @ib>, #place.axis<"gpu", 8, @nvlink4>]
+// Datacenters of three cells and one.
+// CHECK: place.cluster @cells device @h100 axes [#place.axis<"dc", 4, @wan>, #place.axis<"node", 4, @ib>, #place.axis<"gpu", 8, @nvlink4>] {cell_dc = array<i32: 0, 0, 0, 1>}
+place.cluster @cells device @h100 axes [#place.axis<"dc", 4, @wan>, #place.axis<"node", 4, @ib>, #place.axis<"gpu", 8, @nvlink4>] {cell_dc = array<i32: 0, 0, 0, 1>}
 // CHECK: place.mesh @m of @c axes [#place.laxis<pp = dc:2>, #place.laxis<dp = node:4 * gpu:2>, #place.laxis<ep = gpu:2>, #place.laxis<tp = gpu:2>]
 place.mesh @m of @c axes [#place.laxis<pp = dc:2>, #place.laxis<dp = node:4 * gpu:2>, #place.laxis<ep = gpu:2>, #place.laxis<tp = gpu:2>]
 

@@ -3,7 +3,8 @@
 // The planner estimates strategy tuples directly (cost::fromStrategy); the
 // compiler estimates placed IR (place-estimate). Both must give the same
 // figures, to rounding: dense, MoE and MLA models, with and without pipelines,
-// interleaving, context parallelism and every ZeRO stage.
+// interleaving, context parallelism and every ZeRO stage, on one datacenter,
+// equal ones and unequal ones.
 //
 //===----------------------------------------------------------------------===//
 
@@ -99,6 +100,12 @@ INSTANTIATE_TEST_SUITE_P(
              "none", true, kExact},
         Case{"llama3-70b", "dgx-h100:nodes=64,dcs=2,wan-gbps=100,wan-ms=20", 4, 4, 2, 1, 1, 2,
              "none", true, kExact, false, "dp-outer"},
+        // Datacenters of 48 and 16 nodes (cells of 16): a pipeline over the
+        // cells, and data parallelism over them.
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/unequal-dcs.yaml", 2, 8, 1, 1, 4, 2, "none", true,
+             kExact},
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/unequal-dcs.yaml", 4, 2, 8, 1, 2, 2, "none", true,
+             kExact, false, "dp-outer"},
         Case{"llama3-8b", "dgx-h100:nodes=4", 2, 1, 1, 1, 2, 2, "none", false, kExact},
         Case{"llama3-8b", "dgx-h100:nodes=4", 4, 2, 1, 1, 1, 1, "full", true, kExact, /*sgd=*/true},
         Case{"megatron-39.1b", "dgx-a100:nodes=64", 8, 2, 3, 1, 1, 0, "full", false, kExact},

@@ -28,12 +28,21 @@ std::string axesOn(const spec::Plan &plan, const std::string &level) {
 
 std::string environment(const spec::Plan &plan, const RankMap &map) {
   const spec::Strategy &s = plan.strategy();
-  std::string out = fmt::format(
-      "# placement: {} datacenter(s) x {} node(s) x {} GPU(s)\n"
-      "#   within a node: {}\n#   across nodes:  {}\n",
-      map.dcs, map.nodesPerDc, map.gpusPerNode, axesOn(plan, "gpu"), axesOn(plan, "node"));
-  if (map.dcs > 1)
-    out += fmt::format("#   across the WAN between datacenters: {}\n", axesOn(plan, "dc"));
+  std::string where =
+      map.cellDc.empty()
+          ? fmt::format("{} datacenter(s) x {} node(s)", map.dcs, map.nodesPerDc)
+          : fmt::format("{} datacenters of different sizes ({} cells of {} node(s))",
+                        map.datacenters(), map.dcs, map.nodesPerDc);
+  std::string out = fmt::format("# placement: {} x {} GPU(s)\n#   within a node: {}\n"
+                                "#   across nodes:  {}\n",
+                                where, map.gpusPerNode, axesOn(plan, "gpu"), axesOn(plan, "node"));
+  if (map.datacenters() > 1) {
+    std::string across;
+    for (const std::string &dim : map.acrossDatacenters())
+      across += (across.empty() ? "" : " ") + dim;
+    out += fmt::format("#   across the WAN between datacenters: {}\n",
+                       across.empty() ? "none" : across);
+  }
   out += "export NCCL_DEBUG=${NCCL_DEBUG:-WARN}\n";
   if (s.sequence_parallel() || s.tp_comm_overlap())
     out += "# sequence-parallel communication overlaps GEMMs only on one CUDA stream queue\n"
@@ -58,7 +67,7 @@ std::string environment(const spec::Plan &plan, const RankMap &map) {
                            "layer\n", axis.name(), size, outside);
     }
   }
-  if (map.dcs > 1)
+  if (map.datacenters() > 1)
     out += "# cross-datacenter: long round trips need longer IB timeouts and bigger buffers\n"
            "export NCCL_IB_TIMEOUT=${NCCL_IB_TIMEOUT:-22}\n"
            "export NCCL_IB_RETRY_CNT=${NCCL_IB_RETRY_CNT:-13}\n"

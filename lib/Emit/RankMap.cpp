@@ -53,6 +53,12 @@ RankMap loom::emit::rankMap(const spec::Plan &plan) {
       level *= piece.size();
     }
   const char *levelName[3] = {"dc", "node", "gpu"};
+  map.cellDc.assign(plan.cell_dc().begin(), plan.cell_dc().end());
+  if (!map.cellDc.empty() && int64_t(map.cellDc.size()) != map.dcs)
+    throw EmitError(fmt::format("the plan maps {} cells to datacenters, but its mesh has {} "
+                                "on the dc level",
+                                map.cellDc.size(), map.dcs),
+                    "write the plan again with `loom plan --json`");
 
   map.coords.resize(map.worldSize());
   for (int64_t rank = 0; rank < map.worldSize(); ++rank) {
@@ -101,6 +107,22 @@ RankMap loom::emit::rankMap(const spec::Plan &plan) {
   return map;
 }
 
+std::vector<std::string> RankMap::acrossDatacenters() const {
+  std::vector<std::string> out;
+  for (const Dimension &dim : dimensions()) {
+    auto it = groups.find(dim.name);
+    if (it == groups.end())
+      continue;
+    bool crosses = false;
+    for (const std::vector<int64_t> &group : it->second)
+      for (int64_t rank : group)
+        crosses |= datacenterOf(rank) != datacenterOf(group.front());
+    if (crosses)
+      out.push_back(dim.name);
+  }
+  return out;
+}
+
 std::string loom::emit::emitRankMap(const spec::Plan &plan, const Provenance &from) {
   RankMap map = rankMap(plan);
   nlohmann::ordered_json out;
@@ -109,12 +131,14 @@ std::string loom::emit::emitRankMap(const spec::Plan &plan, const Provenance &fr
                                 from.index, from.file, plan.model(), plan.cluster(),
                                 plan.loom_version(), loomVersion());
   out["world_size"] = map.worldSize();
-  out["levels"] = {{"dc", map.dcs}, {"node", map.nodesPerDc}, {"gpu", map.gpusPerNode}};
+  out["levels"] = {{"dc", map.datacenters()}, {"node", map.nodesPerDc}, {"gpu", map.gpusPerNode}};
+  if (!map.cellDc.empty())
+    out["cells"] = {{"count", map.dcs}, {"nodes", map.nodesPerDc}, {"dc", map.cellDc}};
   nlohmann::ordered_json ranks = nlohmann::ordered_json::array();
   for (int64_t rank = 0; rank < map.worldSize(); ++rank) {
     nlohmann::ordered_json r;
     r["rank"] = rank;
-    r["dc"] = rank / (map.nodesPerDc * map.gpusPerNode);
+    r["dc"] = map.datacenterOf(rank);
     r["node"] = rank / map.gpusPerNode; // global node index: the launch scripts' node rank
     r["gpu"] = rank % map.gpusPerNode;
     nlohmann::ordered_json coords = nlohmann::ordered_json::object();

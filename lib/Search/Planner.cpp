@@ -249,6 +249,10 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
       piece->set_size(uint32_t(p.size));
     }
   }
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  if (!levels.empty())
+    for (int32_t dc : levels.front().cellDc)
+      plan.add_cell_dc(dc);
   std::map<int64_t, std::pair<int64_t, int64_t>> stages; // stage -> first, count
   for (const cost::Part &part : w.workload.parts)
     if (part.kind == cost::PartKind::Attention) {

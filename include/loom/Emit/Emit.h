@@ -44,8 +44,19 @@ struct Provenance {
 /// Physical levels (dc, node, gpu) with their sizes, outermost first; levels
 /// the mesh does not use have size 1 and are absent.
 struct RankMap {
+  /// The mesh's levels. On datacenters of different sizes `dcs` counts cells
+  /// (blocks of nodesPerDc nodes) and cellDc maps each to its datacenter.
   int64_t dcs = 1, nodesPerDc = 1, gpusPerNode = 1;
+  std::vector<int32_t> cellDc;
   int64_t worldSize() const { return dcs * nodesPerDc * gpusPerNode; }
+  /// Real datacenters, and the one holding `rank`.
+  int64_t datacenters() const { return cellDc.empty() ? dcs : cellDc.back() + 1; }
+  int64_t datacenterOf(int64_t rank) const {
+    int64_t cell = rank / (nodesPerDc * gpusPerNode);
+    return cellDc.empty() ? cell : cellDc[cell];
+  }
+  /// The dimensions (tp, cp, ep, dp, pp) with a group spanning datacenters.
+  std::vector<std::string> acrossDatacenters() const;
   /// coords[rank][axis]: the rank's position along each logical axis of the mesh.
   std::vector<std::map<std::string, int64_t>> coords;
   /// groups[dim]: the process groups of each parallel dimension (tp, cp, ep,

@@ -15,6 +15,8 @@ config.environment["PATH"] = os.pathsep.join(
      config.environment.get("PATH", os.environ.get("PATH", ""))])
 config.environment["LOOM_NO_COLOR"] = "1"
 config.substitutions.append(("%python", config.python_executable))
+# The Python module (python/): PYTHONPATH=%pymodule imports `loom`.
+config.substitutions.append(("%pymodule", os.path.join(config.loom_obj_root, "python")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(
     ("%expect-exit", config.python_executable + " " +

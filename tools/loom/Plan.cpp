@@ -8,6 +8,7 @@
 
 #include "Driver.h"
 
+#include "loom/Search/PlanJson.h"
 #include "loom/Search/Planner.h"
 #include "loom/Support/Table.h"
 #include "loom/Transforms/ApplyCandidate.h"
@@ -71,20 +72,6 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
     }
   }
   return notes;
-}
-
-/// A candidate as loom.proto's Plan, in protobuf's JSON mapping (field names
-/// as in the schema; 64-bit integers as strings).
-nlohmann::json toJson(const spec::Model &model, const spec::Cluster &cluster,
-                      const spec::Training &training, const search::Candidate &c) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  options.always_print_enums_as_ints = false;
-  std::string json;
-  (void)google::protobuf::util::MessageToJsonString(search::toPlan(model, cluster, training, c),
-                                                    &json, options);
-  return nlohmann::json::parse(json);
 }
 
 void explain(const spec::Model &model, const spec::Cluster &cluster,
@@ -216,18 +203,7 @@ void runPlan(const PlanCliOptions &o) {
   }
 
   if (o.json) {
-    nlohmann::json plans = nlohmann::json::array();
-    for (const search::Candidate &c : r.best)
-      plans.push_back(toJson(model, cluster, training, c));
-    nlohmann::json out{{"model", model.name()},
-                       {"cluster", cluster.name()},
-                       {"evaluated", r.evaluated},
-                       {"rejected", r.rejected},
-                       {"search_seconds", r.seconds},
-                       {"fits", r.anyFits},
-                       {"plans", plans}};
-    if (!r.anyFits && r.evaluated > 0)
-      out["closest"] = toJson(model, cluster, training, r.closest);
+    nlohmann::json out = search::planResultJson(model, cluster, training, r);
     writeOutput("", out.dump(2) + "\n");
     exitStatus = r.anyFits ? 0 : 3;
     return;

@@ -1,0 +1,129 @@
+//===- LoomModule.cpp - the `loom._loom` extension module -----------------===//
+//
+// loom's planner and cost model for Python. Each function takes the names or
+// spec files `loom plan` / `loom estimate` take and returns the JSON text
+// those commands print with --json; python/loom/__init__.py parses it into
+// plain dicts and turns errors into loom.Error with the CLI's message.
+//
+//===----------------------------------------------------------------------===//
+
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+#include "loom/Search/PlanJson.h"
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+namespace py = pybind11;
+using namespace loom;
+
+namespace {
+
+/// Raised as loom.Error: the message is the CLI's error line.
+struct LoomError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Inputs {
+  spec::Model model;
+  spec::Cluster cluster;
+  spec::Training training;
+};
+
+Inputs load(const std::string &model, const std::string &cluster, int64_t globalBatch,
+            int64_t seq) {
+  Inputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
+  in.training = spec::defaultTraining(in.model);
+  if (globalBatch > 0)
+    in.training.set_global_batch(globalBatch);
+  if (seq > 0)
+    in.training.set_seq_len(seq);
+  return in;
+}
+
+std::string plan(const std::string &model, const std::string &cluster, int64_t top,
+                 int64_t globalBatch, int64_t seq, int64_t dp, int64_t tp, int64_t pp,
+                 int64_t vpp, int64_t ep, int64_t cp, int64_t mbs, std::optional<int64_t> zero) {
+  Inputs in = load(model, cluster, globalBatch, seq);
+  if (top < 1)
+    throw LoomError("top must be >= 1, got " + std::to_string(top));
+  search::PlannerOptions options;
+  options.topK = top;
+  options.fixed.dp = dp;
+  options.fixed.tp = tp;
+  options.fixed.pp = pp;
+  options.fixed.vpp = vpp;
+  options.fixed.ep = ep;
+  options.fixed.cp = cp;
+  options.fixed.microBatch = mbs;
+  options.fixed.zero = zero;
+  search::PlanResult r = search::plan(in.model, in.cluster, in.training, options);
+  return search::planResultJson(in.model, in.cluster, in.training, r).dump();
+}
+
+std::string estimate(const std::string &model, const std::string &cluster, int64_t globalBatch,
+                     int64_t seq, int64_t dp, int64_t tp, int64_t pp, int64_t vpp, int64_t ep,
+                     int64_t cp, int64_t mbs, int64_t zero, const std::string &recompute,
+                     bool sp) {
+  Inputs in = load(model, cluster, globalBatch, seq);
+  cost::StrategyChoice c;
+  c.dp = dp;
+  c.tp = tp;
+  c.pp = pp;
+  c.vpp = vpp;
+  c.ep = ep;
+  c.cp = cp;
+  c.microBatch = mbs;
+  c.zero = zero;
+  c.sequenceParallel = sp;
+  c.tpCommOverlap = sp;
+  if (!cost::parseRecompute(recompute, c.recompute))
+    throw LoomError("recompute must be none, selective or full, got '" + recompute + "'");
+  cost::WorkloadResult w = cost::fromStrategy(in.model, in.cluster, in.training, c);
+  if (!w.ok())
+    throw LoomError(w.error);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(in.cluster, in.training);
+  cost::Estimate e = cost::estimate(w.workload, computes);
+  nlohmann::json stages = nlohmann::json::array();
+  for (const cost::MemoryBreakdown &m : e.memory)
+    stages.push_back(m.total());
+  nlohmann::json out{{"model", in.model.name()},
+                     {"cluster", in.cluster.name()},
+                     {"step_time_s", e.stepTime},
+                     {"tokens_per_s", e.tokensPerSecond},
+                     {"tflops_per_gpu", e.tflopsPerGpu},
+                     {"mfu", e.mfu},
+                     {"peak_memory_bytes", e.peakMemoryBytes},
+                     {"usable_memory_bytes", e.usableBytes},
+                     {"stage_memory_bytes", stages},
+                     {"fits", e.fits},
+                     {"cross_dc_bytes", e.crossDcBytes}};
+  return out.dump();
+}
+
+} // namespace
+
+PYBIND11_MODULE(_loom, m) {
+  m.doc() = "loom's planner and cost model (JSON text; use the loom package)";
+  static py::exception<LoomError> error(m, "Error");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p)
+        std::rethrow_exception(p);
+    } catch (const LoomError &e) {
+      error(e.what());
+    } catch (const spec::SpecError &e) {
+      error(e.what());
+    }
+  });
+  m.def("plan", &plan, py::arg("model"), py::arg("cluster"), py::arg("top") = 5,
+        py::arg("global_batch") = 0, py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 0,
+        py::arg("pp") = 0, py::arg("vpp") = 0, py::arg("ep") = 0, py::arg("cp") = 0,
+        py::arg("mbs") = 0, py::arg("zero") = py::none());
+  m.def("estimate", &estimate, py::arg("model"), py::arg("cluster"), py::arg("global_batch") = 0,
+        py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 1, py::arg("pp") = 1,
+        py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,
+        py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false);
+}

@@ -1,0 +1,34 @@
+"""loom for Python: the planner and cost model of the `loom` command.
+
+    import loom
+    plans = loom.plan("llama3-70b", "dgx-h100:nodes=64", top=3)
+    best = plans["plans"][0]["strategy"]
+    e = loom.estimate("llama3-70b", "dgx-h100:nodes=64", tp=8, pp=4, zero=1)
+    e["step_time_s"], e["fits"]
+
+Models and clusters are catalog names or spec files, as on the command line.
+Results are plain dicts: what `loom plan --json` and `loom estimate --json`
+print. Bad input raises loom.Error with the command's error line.
+"""
+
+import json as _json
+
+from . import _loom
+
+Error = _loom.Error
+
+
+def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=0,
+         ep=0, cp=0, mbs=0, zero=None):
+    """Search strategies; degrees given (non-zero) are fixed. Returns
+    {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]};
+    each plan is loom.proto's Plan (64-bit integers as strings)."""
+    return _json.loads(_loom.plan(model, cluster, top, global_batch, seq, dp, tp, pp, vpp,
+                                  ep, cp, mbs, zero))
+
+
+def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, ep=1,
+             cp=1, mbs=1, zero=0, recompute="none", sp=False):
+    """Memory and step time of one strategy (dp=0: what the GPUs leave)."""
+    return _json.loads(_loom.estimate(model, cluster, global_batch, seq, dp, tp, pp, vpp,
+                                      ep, cp, mbs, zero, recompute, sp))

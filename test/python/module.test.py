@@ -1,0 +1,33 @@
+# Driver for module.test: compares the module's results with the CLI's JSON.
+import json
+import math
+import sys
+
+import loom
+
+cli_plans = json.load(open(sys.argv[1]))
+cli_estimate = json.load(open(sys.argv[2]))
+
+plans = loom.plan("llama3-8b", "dgx-h100:nodes=4", top=3)
+assert plans["fits"] and len(plans["plans"]) == len(cli_plans["plans"]), plans["fits"]
+for mine, theirs in zip(plans["plans"], cli_plans["plans"]):
+    assert mine["strategy"] == theirs["strategy"], (mine["strategy"], theirs["strategy"])
+    assert math.isclose(mine["estimate"]["step_time_s"], theirs["estimate"]["step_time_s"],
+                        rel_tol=1e-12)
+print("plans agree:", len(plans["plans"]))
+
+e = loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=8, pp=4, zero=1, sp=True)
+for key in ("step_time_s", "tflops_per_gpu", "mfu", "peak_memory_bytes"):
+    assert math.isclose(e[key], cli_estimate[key], rel_tol=1e-12), (key, e[key], cli_estimate[key])
+assert e["fits"] == cli_estimate["fits"]
+print("estimate agrees")
+
+for call in (lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
+             lambda: loom.plan("llama3-70x", "dgx-h100:nodes=8"),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0)):
+    try:
+        call()
+    except loom.Error as error:
+        print("error:", str(error).split(";")[0])
+    else:
+        sys.exit("no loom.Error raised")

@@ -9,7 +9,9 @@
 
 #include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
+#include "loom/Schedule/ScheduleJson.h"
 #include "loom/Search/PlanJson.h"
+#include "loom/Transforms/SchedPasses.h"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -103,6 +105,29 @@ std::string estimate(const std::string &model, const std::string &cluster, int64
   return out.dump();
 }
 
+std::string schedule(const std::string &kind, int64_t stages, int64_t microbatches, int64_t vpp,
+                     const std::vector<double> &costs, double memLimit) {
+  ScheduleRequest request;
+  request.kind = kind;
+  request.stages = stages;
+  request.microbatches = microbatches;
+  request.vpp = vpp;
+  request.costs = costs;
+  request.memLimit = memLimit;
+  request.p2p = true; // executors need every transfer
+  if (!costs.empty() && costs.size() != 4)
+    throw LoomError("costs must be 4 numbers F, B, W, comm, got " +
+                    std::to_string(costs.size()));
+  std::string error;
+  std::optional<GeneratedSchedule> g = generateSchedule(request, error);
+  if (!g)
+    throw LoomError(error);
+  std::optional<sched::Timeline> t = sched::simulate(g->schedule, g->costs, &error);
+  if (!t)
+    throw LoomError("the schedule cannot be simulated: " + error);
+  return sched::scheduleJson(kind, g->schedule, *t, memLimit).dump();
+}
+
 } // namespace
 
 PYBIND11_MODULE(_loom, m) {
@@ -126,4 +151,6 @@ PYBIND11_MODULE(_loom, m) {
         py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 1, py::arg("pp") = 1,
         py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,
         py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false);
+  m.def("schedule", &schedule, py::arg("kind"), py::arg("stages"), py::arg("microbatches"),
+        py::arg("vpp") = 1, py::arg("costs") = std::vector<double>{}, py::arg("mem_limit") = 0.0);
 }

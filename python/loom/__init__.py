@@ -5,6 +5,8 @@
     best = plans["plans"][0]["strategy"]
     e = loom.estimate("llama3-70b", "dgx-h100:nodes=64", tp=8, pp=4, zero=1)
     e["step_time_s"], e["fits"]
+    s = loom.schedule("zb-h1", stages=4, microbatches=8)
+    s["ranks"][0]["actions"]     # what rank 0 runs, in order
 
 Models and clusters are catalog names or spec files, as on the command line.
 Results are plain dicts: what `loom plan --json` and `loom estimate --json`
@@ -32,3 +34,12 @@ def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, 
     """Memory and step time of one strategy (dp=0: what the GPUs leave)."""
     return _json.loads(_loom.estimate(model, cluster, global_batch, seq, dp, tp, pp, vpp,
                                       ep, cp, mbs, zero, recompute, sp))
+
+
+def schedule(kind, stages, microbatches, *, vpp=1, costs=None, mem_limit=0.0):
+    """A pipeline schedule (kind: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v,
+    zb-auto, dualpipe), simulated with per-stage costs (F, B, W, comm; default
+    1, 1, 1, 0): what `loom schedule --json` prints, per-rank action tables
+    included."""
+    return _json.loads(_loom.schedule(kind, stages, microbatches, vpp, list(costs or []),
+                                      mem_limit))

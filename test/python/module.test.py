@@ -22,7 +22,15 @@ for key in ("step_time_s", "tflops_per_gpu", "mfu", "peak_memory_bytes"):
 assert e["fits"] == cli_estimate["fits"]
 print("estimate agrees")
 
-for call in (lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
+cli_schedule = json.load(open(sys.argv[3]))
+s = loom.schedule("zb-h1", 4, 8, costs=[1, 2, 1, 0.1])
+assert s == cli_schedule, "schedule tables differ"
+assert s["makespan"] > 0 and len(s["ranks"]) == 4
+print("schedule agrees:", len(s["ranks"]), "ranks")
+
+for call in (lambda: loom.schedule("zb-x", 4, 8),
+             lambda: loom.schedule("1f1b", 4, 8, costs=[1, 2]),
+             lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
              lambda: loom.plan("llama3-70x", "dgx-h100:nodes=8"),
              lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0)):
     try:

@@ -10,6 +10,7 @@
 
 #include "Driver.h"
 
+#include "loom/Schedule/ScheduleJson.h"
 #include "loom/Schedule/Simulator.h"
 #include "loom/Support/Table.h"
 #include "loom/Transforms/SchedPasses.h"
@@ -38,31 +39,6 @@ struct ScheduleCliOptions {
   std::string costs, svg, trace;
   bool json = false, emitMlir = false;
 };
-
-/// The sched dialect's op names, which the JSON tables use too.
-const char *irName(Op op) {
-  switch (op) {
-  case Op::F:
-    return "f";
-  case Op::B:
-    return "b";
-  case Op::W:
-    return "w";
-  case Op::BW:
-    return "bw";
-  case Op::SendAct:
-    return "send_act";
-  case Op::RecvAct:
-    return "recv_act";
-  case Op::SendGrad:
-    return "send_grad";
-  case Op::RecvGrad:
-    return "recv_grad";
-  case Op::Optimizer:
-    return "optimizer";
-  }
-  return "?";
-}
 
 /// Actions that occupy a rank and so appear in pictures; sends and receives
 /// take no rank time (their transfer sits on the link).
@@ -150,30 +126,6 @@ std::string renderFigures(const sched::Schedule &s, const Timeline &t) {
                      num(t.makespan), num(t.span));
 }
 
-nlohmann::ordered_json actionTables(const sched::Schedule &s, const Timeline &t) {
-  nlohmann::ordered_json ranks = nlohmann::ordered_json::array();
-  for (int32_t r = 0; r < s.numRanks; ++r) {
-    nlohmann::ordered_json actions = nlohmann::ordered_json::array();
-    for (size_t i = 0; i < s.programs[r].size(); ++i) {
-      const Action &a = s.programs[r][i];
-      auto orNull = [](int32_t v) { return v < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(v); };
-      actions.push_back({{"op", irName(a.op)},
-                         {"microbatch", orNull(a.microBatch)},
-                         {"stage", orNull(a.stage)},
-                         {"peer", sched::isCompute(a.op) ? nlohmann::ordered_json() : orNull(a.peerStage)},
-                         {"start", t.start[r][i]},
-                         {"end", t.end[r][i]}});
-    }
-    ranks.push_back({{"rank", r},
-                     {"busy", t.busy[r]},
-                     {"bubble", t.bubble[r]},
-                     {"bubble_ratio", t.bubbleRatio[r]},
-                     {"peak_in_flight", t.peakActivations[r]},
-                     {"actions", std::move(actions)}});
-  }
-  return ranks;
-}
-
 const char *colour(Op op) {
   switch (op) {
   case Op::F:
@@ -238,7 +190,7 @@ std::string renderTrace(const sched::Schedule &s, const Timeline &t) {
       if (!drawn(a))
         continue;
       events.push_back({{"name", fmt::format("{}{}", sched::opName(a.op), a.microBatch)},
-                        {"cat", irName(a.op)},
+                        {"cat", sched::irOpName(a.op)},
                         {"ph", "X"},
                         {"pid", 0},
                         {"tid", r},
@@ -289,20 +241,7 @@ void runSchedule(ScheduleCliOptions o) {
   if (o.emitMlir)
     return writeOutput("", emitMlir(*g));
   if (o.json) {
-    nlohmann::ordered_json out{{"kind", o.request.kind},
-                       {"num_ranks", s.numRanks},
-                       {"num_stages", s.numStages()},
-                       {"num_microbatches", s.numMicroBatches()},
-                       {"stage_ranks", s.stageRank},
-                       {"activation_units", s.activationUnits},
-                       {"paths", s.paths},
-                       {"makespan", t->makespan},
-                       {"span", t->span},
-                       {"max_bubble_ratio", *std::max_element(t->bubbleRatio.begin(),
-                                                              t->bubbleRatio.end())},
-                       {"ranks", actionTables(s, *t)}};
-    if (o.request.memLimit > 0)
-      out["mem_limit"] = o.request.memLimit;
+    nlohmann::ordered_json out = sched::scheduleJson(o.request.kind, s, *t, o.request.memLimit);
     return writeOutput("", out.dump(2) + "\n");
   }
   std::vector<double> c = o.request.costs.empty() ? std::vector<double>{1, 1, 1, 0}

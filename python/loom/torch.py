@@ -1,0 +1,168 @@
+"""loom.torch: run loom's pipeline schedules with torch.distributed.
+
+    import loom, loom.torch
+    table = loom.schedule("zb-h1", stages=4, microbatches=8)
+    groups = loom.torch.ParallelGroups(pp=4, dp=2)          # after init_process_group
+    runner = loom.torch.PipelineRunner(model, table, groups, loss_fn, activation=example)
+    loss = runner.step(inputs, targets)                   # this rank's pipeline's data
+    optimizer.step()
+
+The model is an nn.Sequential; its layers are split evenly over the schedule's
+stages (stage s runs on pipeline rank stage_ranks[s], several stages per rank
+under interleaving). A rank runs its own action list in order: F (forward), B
+(input gradient only), W (weight gradients), BW (both), and the sends and
+receives of activations and gradients, then averages gradients over its
+data-parallel group. Splitting B from W is what the zero-bubble schedules
+need: B keeps the autograd graph so that W can run later.
+
+Ranks are laid out pipeline-innermost: global rank = dp_index * pp + pp_index.
+"""
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+_KINDS = {"act": 0, "grad": 1}
+
+
+class ParallelGroups:
+    """This rank's pipeline and data-parallel groups (every rank must build it:
+    new_group is collective)."""
+
+    def __init__(self, pp, dp):
+        world = dist.get_world_size()
+        if pp * dp != world:
+            raise ValueError(f"pp x dp = {pp} x {dp} = {pp * dp}, but the world has {world} ranks")
+        self.pp, self.dp = pp, dp
+        rank = dist.get_rank()
+        self.pp_index, self.dp_index = rank % pp, rank // pp
+        self.pipeline_ranks = [self.dp_index * pp + i for i in range(pp)]
+        self.dp_group = None
+        for i in range(pp):
+            members = [d * pp + i for d in range(dp)]
+            group = dist.new_group(members)
+            if i == self.pp_index:
+                self.dp_group = group
+
+
+def split_stages(model, num_stages):
+    """The layers of an nn.Sequential in num_stages contiguous, nearly equal
+    nn.Sequential pieces (earlier pieces take the remainder)."""
+    layers = list(model)
+    if len(layers) < num_stages:
+        raise ValueError(f"{len(layers)} layers cannot fill {num_stages} stages")
+    base, extra = divmod(len(layers), num_stages)
+    out, start = [], 0
+    for s in range(num_stages):
+        n = base + (1 if s < extra else 0)
+        out.append(nn.Sequential(*layers[start:start + n]))
+        start += n
+    return out
+
+
+class PipelineRunner:
+    """Runs one rank's actions of a loom schedule table (loom.schedule)."""
+
+    def __init__(self, model, table, groups, loss_fn, activation):
+        """activation: a tensor shaped like what stages pass each other (one
+        micro-batch's activations), for the receiving ranks' buffers."""
+        self.activation = activation
+        self.table = table
+        self.groups = groups
+        self.loss_fn = loss_fn
+        self.stage_ranks = table["stage_ranks"]
+        self.num_stages = table["num_stages"]
+        self.m = table["num_microbatches"]
+        if table["num_ranks"] != groups.pp:
+            raise ValueError(f"the schedule has {table['num_ranks']} ranks, the pipeline {groups.pp}")
+        self.stages = split_stages(model, self.num_stages)
+        self.actions = table["ranks"][groups.pp_index]["actions"]
+        self.mine = [s for s in range(self.num_stages) if self.stage_ranks[s] == groups.pp_index]
+
+    def parameters(self):
+        for s in self.mine:
+            yield from self.stages[s].parameters()
+
+    def _peer(self, stage):
+        return self.groups.pipeline_ranks[self.stage_ranks[stage]]
+
+    def _tag(self, kind, mb, stage):
+        # Unique per message: receives may be posted in any order.
+        return (_KINDS[kind] * self.m + mb) * self.num_stages + stage
+
+    def step(self, inputs, targets):
+        """One training step over this pipeline's micro-batches (inputs and
+        targets: lists of m tensors; only the first and last stage use them).
+        Leaves averaged gradients in .grad; returns the summed loss on the
+        last stage (None elsewhere)."""
+        if len(inputs) != self.m or len(targets) != self.m:
+            raise ValueError(f"the schedule has {self.m} micro-batches, got {len(inputs)} inputs")
+        for p in self.parameters():
+            p.grad = None
+        x, y, gy, gx = {}, {}, {}, {}   # keyed by (mb, stage)
+        pending, total = [], None
+        last = self.num_stages - 1
+
+        def backward(mb, stage, want_input, want_weights):
+            key = (mb, stage)
+            params = list(self.stages[stage].parameters()) if want_weights else []
+            inputs_ = [x[key]] if want_input and stage > 0 else []
+            wrt = inputs_ + params
+            if not wrt:
+                return
+            out = y[key]
+            grad_out = None if stage == last else gy[key]
+            keep = not want_weights  # W still needs the graph after B
+            grads = torch.autograd.grad(out, wrt, grad_outputs=grad_out, retain_graph=keep)
+            if inputs_:
+                gx[key] = grads[0]
+            for p, g in zip(params, grads[len(inputs_):]):
+                p.grad = g if p.grad is None else p.grad + g
+            if want_weights:
+                del y[key], x[key]
+                gy.pop(key, None)
+
+        for a in self.actions:
+            op, mb, stage, peer = a["op"], a["microbatch"], a["stage"], a["peer"]
+            key = (mb, stage)
+            if op == "recv_act":
+                t = torch.empty_like(self.activation)
+                dist.recv(t, self._peer(peer), tag=self._tag("act", mb, stage))
+                x[key] = t.requires_grad_(True)
+            elif op == "f":
+                if stage == 0:
+                    x[key] = inputs[mb]
+                out = self.stages[stage](x[key])
+                if stage == last:
+                    loss = self.loss_fn(out, targets[mb]) / self.m
+                    total = loss.detach() if total is None else total + loss.detach()
+                    out = loss
+                y[key] = out
+            elif op == "send_act":
+                t = y[key].detach().contiguous()
+                pending.append((dist.isend(t, self._peer(peer), tag=self._tag("act", mb, peer)), t))
+            elif op == "recv_grad":
+                t = torch.empty_like(y[key])
+                dist.recv(t, self._peer(peer), tag=self._tag("grad", mb, stage))
+                gy[key] = t
+            elif op == "b":
+                backward(mb, stage, want_input=True, want_weights=False)
+            elif op == "w":
+                backward(mb, stage, want_input=False, want_weights=True)
+            elif op == "bw":
+                backward(mb, stage, want_input=True, want_weights=True)
+            elif op == "send_grad":
+                t = gx.pop(key).contiguous()
+                pending.append((dist.isend(t, self._peer(peer), tag=self._tag("grad", mb, peer)), t))
+            elif op == "optimizer":
+                pass  # the caller's optimizer runs after step()
+            else:
+                raise ValueError(f"unknown action '{op}' in the schedule table")
+        for work, _ in pending:
+            work.wait()
+        if self.groups.dp > 1:
+            for p in self.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, group=self.groups.dp_group)
+                    p.grad /= self.groups.dp
+        return total

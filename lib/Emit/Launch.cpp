@@ -124,11 +124,25 @@ std::string loom::emit::emitTorchrun(const spec::Plan &plan, const Provenance &f
            "  done\n"
            "fi\n";
   }
+  // torch 1.13 on Python 3.11 (Debian 12's python3-torch): Std.from_str
+  // looks "0", the default of --redirects and --tee, up by iterating the
+  // IntFlag Std, which 3.11 no longer yields its zero member for, so it gets
+  // None and the agent stops in to_map before starting a worker. A mapping
+  // that names only a local rank the node lacks means the same (no
+  // redirection for every worker) and parses; the mapping syntax takes one
+  // digit, so it is used only below 10 GPUs per node.
+  out += "TORCHRUN=${TORCHRUN:-torchrun}  # or e.g. \"python3 -m torch.distributed.run\"\n";
+  if (map.gpusPerNode < 10)
+    out += fmt::format(
+        "if \"${{PYTHON:-python3}}\" -c 'import sys, torch; sys.exit(not (sys.version_info >= (3, 11) and "
+        "torch.__version__.startswith(\"1.\")))' 2>/dev/null; then\n"
+        "  TORCHRUN=\"$TORCHRUN --redirects 9:0 --tee 9:0\"  # torch 1.x on Python 3.11: see "
+        "loom docs/emit.md\nfi\n");
   out += "case \"${NODE_RANK:?set NODE_RANK to the index of this node}\" in\n";
   for (int64_t node = 0; node < nodes; ++node)
-    out += fmt::format("{}) exec {} {} \"$@\" ;;{}\n", node,
+    out += fmt::format("{}) exec $TORCHRUN {} {} \"$@\" ;;{}\n", node,
                        torchrunArgs(map, std::to_string(node), "\"$MASTER_ADDR:$MASTER_PORT\"",
-                                    "\"${RDZV_ID:-loom}\""),
+                                    "\"${RDZV_ID:-loom}\"").substr(std::string("torchrun ").size()),
                        launch.script,
                        launch.hosts.empty() ? "" : "  # " + launch.hosts[node]);
   out += fmt::format("*) echo \"NODE_RANK must be 0..{}\" >&2; exit 2 ;;\nesac\n", nodes - 1);

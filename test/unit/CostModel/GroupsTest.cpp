@@ -14,9 +14,10 @@ std::vector<LinkLevel> levels() {
   return {{"dc", 2, 100, 10000, true}, {"node", 4, 400, 5, false}, {"gpu", 8, 3600, 1, false}};
 }
 
-std::vector<search::LogicalAxis> carve(const std::vector<search::AxisRequest> &requests) {
+std::vector<search::LogicalAxis> carve(const std::vector<search::AxisRequest> &requests,
+                                       const std::vector<LinkLevel> &over = levels()) {
   std::vector<search::PhysicalAxis> physical;
-  for (const LinkLevel &l : levels())
+  for (const LinkLevel &l : over)
     physical.push_back({l.name, l.size});
   search::Carving c = search::carveAxes(physical, requests);
   EXPECT_TRUE(c.ok()) << c.error;
@@ -74,19 +75,10 @@ std::vector<LinkLevel> cellLevels() {
           {"gpu", 8, 3600, 1, false, {}}};
 }
 
-std::vector<search::LogicalAxis> carveCells(const std::vector<search::AxisRequest> &requests) {
-  std::vector<search::PhysicalAxis> physical;
-  for (const LinkLevel &l : cellLevels())
-    physical.push_back({l.name, l.size});
-  search::Carving c = search::carveAxes(physical, requests);
-  EXPECT_TRUE(c.ok()) << c.error;
-  return c.axes;
-}
-
 TEST(Groups, PipelineOverUnequalDatacentersLeavesOnlyAtTheBoundary) {
   // pp = dc:4, one stage per cell: the hops 2->3 and the wrap 3->0 cross the
   // WAN; 0->1 and 1->2 stay on the first datacenter's fabric.
-  auto mesh = carveCells({{"tp", 8}, {"dp", 2}, {"pp", 4}});
+  auto mesh = carve({{"tp", 8}, {"dp", 2}, {"pp", 4}}, cellLevels());
   std::vector<PipelineHop> hops = axisHops(cellLevels(), mesh, "pp");
   ASSERT_EQ(hops.size(), 4u);
   EXPECT_FALSE(hops[0].crossesDc);
@@ -101,7 +93,7 @@ TEST(Groups, PipelineOverUnequalDatacentersLeavesOnlyAtTheBoundary) {
   // pp = dc:2 with dp = dc:2 inside it: stage 0 is cells 0-1, stage 1 cells
   // 2-3. One of the two pipelines (cells 1 -> 3) leaves the datacenter, and
   // stage 1's data-parallel group spans both.
-  auto split = carveCells({{"tp", 8}, {"dp", 4}, {"pp", 2}});
+  auto split = carve({{"tp", 8}, {"dp", 4}, {"pp", 2}}, cellLevels());
   hops = axisHops(cellLevels(), split, "pp");
   EXPECT_TRUE(hops[0].crossesDc);
   EXPECT_TRUE(crossesDatacenters(cellLevels(), split, "dp"));
@@ -111,7 +103,7 @@ TEST(Groups, DataParallelOverUnequalDatacentersIsPacedByTheSmallerOne) {
   // dp = dc:4 x node:2 (8 ranks): 6 in the first datacenter, 2 in the
   // second. The WAN step sees two datacenters, and the smaller one's shard
   // (1/2 of the buffer after its node-level reduction) crosses it.
-  auto mesh = carveCells({{"tp", 8}, {"dp", 8}});
+  auto mesh = carve({{"tp", 8}, {"dp", 8}}, cellLevels());
   std::string_view dp[] = {"dp"};
   GroupShape g = groupOver(cellLevels(), mesh, dp);
   ASSERT_EQ(g.levels.size(), 4u);
@@ -127,12 +119,7 @@ TEST(Groups, DataParallelOverUnequalDatacentersIsPacedByTheSmallerOne) {
   std::vector<LinkLevel> equal = {{"dc", 2, 100, 10000, true, {}},
                                   {"node", 4, 400, 5, false, {}},
                                   {"gpu", 8, 3600, 1, false, {}}};
-  std::vector<search::PhysicalAxis> physical;
-  for (const LinkLevel &l : equal)
-    physical.push_back({l.name, l.size});
-  search::Carving c = search::carveAxes(physical, {{"tp", 8}, {"dp", 8}});
-  ASSERT_TRUE(c.ok());
-  GroupShape even = groupOver(equal, c.axes, dp);
+  GroupShape even = groupOver(equal, carve({{"tp", 8}, {"dp", 8}}, equal), dp);
   double bytes = 1e9;
   EXPECT_GT(collectiveTime(Collective::AllReduce, bytes, g).seconds,
             collectiveTime(Collective::AllReduce, bytes, even).seconds);

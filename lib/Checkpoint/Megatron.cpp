@@ -6,9 +6,12 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 
 #include <map>
+#include <set>
+#include <tuple>
 
 using namespace loom::ckpt;
 
@@ -290,17 +293,49 @@ static std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNamin
   return std::nullopt;
 }
 
-llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &directory) {
+namespace {
+/// A Megatron checkpoint with every shard opened (tensors mapped, not copied) and
+/// every parameter classified.
+struct LoadedMegatron {
+  std::string dir;
+  MegatronLayout layout;
+  std::map<std::pair<unsigned, unsigned>, std::string> shardDirs;
+  std::map<std::pair<unsigned, unsigned>, ShardTensors> shards;
+
+  std::string shardFile(unsigned tpRank, unsigned stage) const {
+    return shardDirs.at({tpRank, stage}) + "/model_optim_rng.pt";
+  }
+};
+} // namespace
+
+/// The args Namespace as JSON: its ints, floats, bools and strings.
+static std::string argsToJson(const DictValue &state) {
+  llvm::json::Object out;
+  for (const auto &[key, value] : state.entries) {
+    const std::string *name = key->get<std::string>();
+    if (!name)
+      continue;
+    if (auto *i = value->get<int64_t>())
+      out[*name] = *i;
+    else if (auto *b = value->get<bool>())
+      out[*name] = *b;
+    else if (auto *d = value->get<double>())
+      out[*name] = *d;
+    else if (auto *str = value->get<std::string>())
+      out[*name] = *str;
+  }
+  return llvm::formatv("{0}", llvm::json::Value(std::move(out))).str();
+}
+
+static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory) {
   auto located = iterationDir(directory.str());
   if (!located)
     return located.takeError();
-  auto [dir, iteration] = *located;
-  MegatronCheckpoint ckpt;
-  MegatronLayout &layout = ckpt.layout;
-  layout.iteration = iteration;
+  LoadedMegatron loaded;
+  auto &[dir, layout, shardDirs, shards] = loaded;
+  std::tie(dir, layout.iteration) = *located;
 
   // tp and pp from the shard folders: mp_rank_TT (pp = 1) or mp_rank_TT_PPP.
-  std::map<std::pair<unsigned, unsigned>, std::string> shardDirs;
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
     llvm::StringRef base = llvm::sys::path::filename(it->path());
@@ -325,7 +360,6 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
                                             t, p, layout.tp, layout.pp));
 
   // Load every shard; args come from rank (0, 0).
-  std::map<std::pair<unsigned, unsigned>, ShardTensors> shards;
   for (const auto &[rank, shardDir] : shardDirs) {
     std::string file = shardDir + "/model_optim_rng.pt";
     auto root = readTorchZip(file);
@@ -341,6 +375,7 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
           object && object->state ? object->state->get<DictValue>() : nullptr;
       if (!state)
         return fileError(file, "no argparse 'args' entry to read the model shape from");
+      layout.argsJson = argsToJson(*state);
       MegatronDims &d = layout.dims;
       d.numLayers = intArg(*state, "num_layers").value_or(0);
       d.hidden = intArg(*state, "hidden_size").value_or(0);
@@ -376,30 +411,19 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
 
   // Classify stage by stage; layers are numbered locally, so each stage starts where
   // the previous one ended.
-  Unsharder unsharder(dir, layout);
   int64_t layerOffset = 0;
   for (unsigned stage = 0; stage < layout.pp; ++stage) {
-    const ShardTensors &rank0 = shards[{0, stage}];
     int64_t stageLayers = 0;
-    for (const auto &[path, tensor] : rank0) {
+    for (const auto &[path, tensor] : shards[{0, stage}]) {
       std::string name = localName(path, layout.naming);
       auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset);
       if (!param)
-        return fileError(shardDirs[{0, stage}] + "/model_optim_rng.pt",
-                         "unrecognised Megatron parameter '" + name + "'");
+        return fileError(loaded.shardFile(0, stage), "unrecognised Megatron parameter '" + name + "'");
       param->stage = stage;
+      param->localShape = tensor.shape;
+      param->dtype = tensor.dtype;
       if (param->layer >= 0)
         stageLayers = std::max(stageLayers, param->layer - layerOffset + 1);
-      llvm::SmallVector<const Tensor *, 8> parts;
-      for (unsigned t = 0; t < layout.tp; ++t) {
-        auto found = shards[{t, stage}].find(path);
-        if (found == shards[{t, stage}].end())
-          return fileError(shardDirs[{t, stage}] + "/model_optim_rng.pt",
-                           "missing '" + name + "' that TP rank 0 holds");
-        parts.push_back(&found->second);
-      }
-      if (auto err = unsharder.run(*param, parts, ckpt.tensors))
-        return std::move(err);
       layout.params.push_back(std::move(*param));
     }
     layout.layersPerStage.push_back(stageLayers);
@@ -408,9 +432,115 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
   if (layout.dims.numLayers && layerOffset != layout.dims.numLayers)
     return fileError(dir, llvm::formatv("stages hold {0} layers, args.num_layers is {1}",
                                         layerOffset, layout.dims.numLayers));
+  return loaded;
+}
+
+std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const MegatronParam &param) {
+  return (layout.naming == MegatronNaming::Legacy ? "model.language_model." : "model.") +
+         param.localName;
+}
+
+llvm::Expected<MegatronLayout> loom::ckpt::readMegatronLayout(const llvm::Twine &directory,
+                                                              std::string *iterationDir) {
+  auto loaded = loadMegatron(directory);
+  if (!loaded)
+    return loaded.takeError();
+  if (iterationDir)
+    *iterationDir = loaded->dir;
+  return std::move(loaded->layout);
+}
+
+llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &directory) {
+  auto loaded = loadMegatron(directory);
+  if (!loaded)
+    return loaded.takeError();
+  MegatronCheckpoint ckpt;
+  ckpt.layout = std::move(loaded->layout);
+  const MegatronLayout &layout = ckpt.layout;
+  Unsharder unsharder(loaded->dir, layout);
+  for (const MegatronParam &param : layout.params) {
+    std::string path = megatronKey(layout, param);
+    llvm::SmallVector<const Tensor *, 8> parts;
+    for (unsigned t = 0; t < layout.tp; ++t) {
+      const ShardTensors &shard = loaded->shards[{t, param.stage}];
+      auto found = shard.find(path);
+      if (found == shard.end())
+        return fileError(loaded->shardFile(t, param.stage),
+                         "missing '" + param.localName + "' that TP rank 0 holds");
+      parts.push_back(&found->second);
+    }
+    if (auto err = unsharder.run(param, parts, ckpt.tensors))
+      return std::move(err);
+  }
   llvm::sort(ckpt.tensors, [](const NamedTensor &a, const NamedTensor &b) { return a.name < b.name; });
   for (size_t i = 1; i < ckpt.tensors.size(); ++i)
     if (ckpt.tensors[i].name == ckpt.tensors[i - 1].name)
-      return fileError(dir, "two parameters unshard to " + ckpt.tensors[i].name);
+      return fileError(loaded->dir, "two parameters unshard to " + ckpt.tensors[i].name);
   return ckpt;
+}
+
+llvm::Expected<std::vector<MegatronParam>>
+loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
+                              MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage) {
+  std::set<std::string> remaining(fullNames.begin(), fullNames.end());
+  std::vector<MegatronParam> params;
+  auto pick = [&](const NameRule &rule) {
+    return std::string(naming == MegatronNaming::Legacy ? rule.legacy : rule.mcore);
+  };
+  // Takes the parameter whose full tensors are `names` if all are present.
+  auto take = [&](MegatronParam param, std::vector<std::string> names) {
+    for (const std::string &n : names)
+      if (!remaining.count(n))
+        return;
+    for (const std::string &n : names)
+      remaining.erase(n);
+    param.fullNames = std::move(names);
+    params.push_back(std::move(param));
+  };
+  unsigned pp = layersPerStage.size();
+  int64_t layer = 0;
+  for (unsigned stage = 0; stage < pp; ++stage) {
+    auto modelParam = [&](const NameRule &rule) {
+      MegatronParam param;
+      param.localName = pick(rule);
+      param.stage = stage;
+      param.split = rule.split;
+      take(param, {rule.hf});
+    };
+    if (stage == 0)
+      for (const NameRule &rule : llvm::ArrayRef(kModelRules).take_front(2))
+        modelParam(rule);
+    std::string layers = naming == MegatronNaming::Legacy ? "encoder.layers." : "decoder.layers.";
+    for (int64_t local = 0; local < layersPerStage[stage]; ++local, ++layer) {
+      std::string prefix = "model.layers." + std::to_string(layer) + ".";
+      for (const NameRule &rule : kLayerRules) {
+        MegatronParam param;
+        param.localName = layers + std::to_string(local) + "." + pick(rule);
+        param.stage = stage;
+        param.layer = layer;
+        param.split = rule.split;
+        llvm::SmallVector<llvm::StringRef, 3> hf;
+        llvm::StringRef(rule.hf).split(hf, ',');
+        std::vector<std::string> names;
+        if (dims.swiglu && rule.split == MegatronSplit::Column) {
+          llvm::StringRef kind = llvm::StringRef(rule.hf).ends_with("weight") ? "weight" : "bias";
+          param.split = MegatronSplit::FusedGateUp;
+          names = {prefix + "mlp.gate_proj." + kind.str(), prefix + "mlp.up_proj." + kind.str()};
+        } else {
+          for (llvm::StringRef n : hf)
+            names.push_back(prefix + n.str());
+        }
+        take(param, std::move(names));
+      }
+    }
+    if (stage + 1 == pp)
+      for (const NameRule &rule : llvm::ArrayRef(kModelRules).drop_front(2))
+        modelParam(rule);
+  }
+  if (!remaining.empty())
+    return llvm::createStringError(
+        "tensor '" + *remaining.begin() + "' has no place in a Megatron checkpoint of " +
+        std::to_string(layer) + " layers (" + std::to_string(remaining.size()) +
+        " such tensors)");
+  return params;
 }

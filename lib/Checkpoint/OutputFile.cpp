@@ -2,6 +2,10 @@
 #include "loom/Checkpoint/OutputFile.h"
 #include "loom/Checkpoint/Tensor.h"
 
+#include <cerrno>
+#include <system_error>
+#include <unistd.h>
+
 using namespace loom::ckpt;
 
 llvm::Expected<std::unique_ptr<OutputFile>> OutputFile::create(const llvm::Twine &path) {
@@ -35,6 +39,10 @@ llvm::Error OutputFile::commit() {
   if (llvm::Error err = check("writing"))
     return err;
   stream.reset();
+  // Durable before visible: a crash after the rename must not expose a file whose
+  // data never reached the disk.
+  if (::fsync(temp->FD) != 0)
+    return fileError(finalPath, "fsync: " + std::error_code(errno, std::generic_category()).message());
   llvm::Error kept = temp->keep(finalPath);
   temp.reset();
   if (kept)

@@ -7,6 +7,7 @@
 
 #include "loom/Transforms/Passes.h"
 #include "loom/Transforms/SchedPasses.h"
+#include "ckpt/Ckpt.h"
 #include "place/Place.h"
 #include "sched/Sched.h"
 
@@ -17,7 +18,7 @@
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
-  registry.insert<loom::place::PlaceDialect, loom::sched::SchedDialect, mlir::func::FuncDialect,
+  registry.insert<loom::ckptir::CkptDialect, loom::place::PlaceDialect, loom::sched::SchedDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect>();
   loom::registerLoomPasses();
   loom::registerLoomSchedPasses();

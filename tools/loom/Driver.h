@@ -92,6 +92,8 @@ void addScheduleCommand(CLI::App &app);
 /// `loom inspect` and `loom verify-ckpt` (Inspect.cpp).
 void addCheckpointCommands(CLI::App &app);
 void addEmitCommand(CLI::App &app);
+/// `loom reshard` (Reshard.cpp).
+void addReshardCommand(CLI::App &app);
 
 } // namespace loom::cli
 

@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
   addPlanCommand(app);
   addScheduleCommand(app);
   addCheckpointCommands(app);
+  addReshardCommand(app);
   addEmitCommand(app);
   try {
     app.parse(argc, argv);

@@ -53,6 +53,10 @@ struct MegatronParam {
   /// Hugging Face names of the full tensors: q,k,v for FusedQKV, gate,up for
   /// FusedGateUp, one otherwise.
   std::vector<std::string> fullNames;
+  /// The shard's shape and dtype (TP rank 0's; every rank holds the same), when read
+  /// from a file.
+  llvm::SmallVector<int64_t, 4> localShape;
+  DType dtype = DType::Float32;
 };
 
 struct MegatronLayout {
@@ -64,7 +68,13 @@ struct MegatronLayout {
   std::vector<MegatronParam> params;
   /// Layers held by each stage.
   std::vector<int64_t> layersPerStage;
+  /// The args Namespace's scalar fields as a JSON object (empty when written fresh).
+  std::string argsJson;
 };
+
+/// Where `param` sits in its stage's file: the path collectTensors gives it under the
+/// top-level dict ("model.decoder.layers.0.mlp.linear_fc2.weight").
+std::string megatronKey(const MegatronLayout &layout, const MegatronParam &param);
 
 struct MegatronCheckpoint {
   MegatronLayout layout;
@@ -78,6 +88,19 @@ bool isMegatronCheckpoint(const llvm::Twine &directory);
 /// Reads the checkpoint in `directory`: the root with the tracker file (its latest
 /// iteration) or an `iter_XXXXXXX` / `release` directory itself.
 llvm::Expected<MegatronCheckpoint> readMegatron(const llvm::Twine &directory);
+
+/// The layout alone: every shard is opened and classified, no tensor is unsharded.
+/// `iterationDir`, when given, receives the iteration folder the shards are in.
+llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
+                                                  std::string *iterationDir = nullptr);
+
+/// The parameters Megatron keeps for the full (Hugging Face–named) tensors
+/// `fullNames`, stage by stage in file order, with `layersPerStage[s]` layers on
+/// stage s: the inverse of the reader's classification. A name with no Megatron
+/// place is an error.
+llvm::Expected<std::vector<MegatronParam>>
+megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
+                  MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage);
 
 } // namespace loom::ckpt
 

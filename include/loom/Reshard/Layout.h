@@ -1,0 +1,135 @@
+//===- Layout.h - where every byte of a checkpoint's tensors lives -*- C++ -*-===//
+//
+// A resharding program is derived from two layouts of the same *full* tensors: the
+// layout a checkpoint was written in and the one wanted. A layout lists files; each
+// file holds *local* tensors (a Megatron rank's fused QKV, a safetensors shard's
+// weight, a universal dataset); each local tensor is tiled by *pieces*, each piece a
+// box of one full tensor placed at a box of the local tensor of the same sizes.
+// Regions of a local tensor no piece covers are padding (Megatron's vocabulary rows
+// past the tokenizer's) and are zero in a written file.
+//
+// Full tensors are named the Hugging Face (Llama) way, the names every reader in
+// lib/Checkpoint unshards to, with the optimizer state as a suffix: a parameter's
+// Adam moments are "<name>#exp_avg", "<name>#exp_avg_sq", its fp32 master
+// "<name>#fp32".
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_RESHARD_LAYOUT_H
+#define LOOM_RESHARD_LAYOUT_H
+
+#include "loom/Checkpoint/Megatron.h"
+#include "loom/Checkpoint/Tensor.h"
+
+#include "llvm/Support/JSON.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace loom::reshard {
+
+struct Box {
+  llvm::SmallVector<int64_t, 4> offsets, sizes;
+  uint64_t volume() const;
+  /// The common part of two boxes of equal rank, or nullopt when it is empty.
+  std::optional<Box> intersect(const Box &other) const;
+  static Box whole(llvm::ArrayRef<int64_t> shape);
+};
+
+struct FullTensor {
+  std::string name;
+  ckpt::DType dtype = ckpt::DType::Float32;
+  llvm::SmallVector<int64_t, 4> shape;
+};
+
+struct Piece {
+  /// Index into Layout::fulls.
+  unsigned full = 0;
+  Box fullBox;
+  /// Where fullBox lands in the local tensor: same sizes, offsets in local coordinates.
+  llvm::SmallVector<int64_t, 4> localOffsets;
+};
+
+struct LocalTensor {
+  /// How the file's format addresses the tensor (a state-dict path, a dataset name).
+  std::string key;
+  ckpt::DType dtype = ckpt::DType::Float32;
+  llvm::SmallVector<int64_t, 4> shape;
+  std::vector<Piece> pieces;
+};
+
+struct ShardFile {
+  /// Relative to the checkpoint's root; "." when the checkpoint is this one file.
+  std::string path;
+  /// "torch", "megatron", "safetensors", "universal", "dcp" (a DCP directory read as
+  /// a whole) or "text" (no tensors: `text` is the content).
+  std::string format;
+  std::vector<LocalTensor> tensors;
+  /// Format-specific facts the writer needs (Megatron's args and iteration, a
+  /// universal file's metadata) as JSON text, or the content of a text file.
+  std::string meta;
+};
+
+/// The model shape that fused layouts (Megatron) depend on.
+struct ModelDims {
+  int64_t layers = 0, hidden = 0, heads = 0, kvHeads = 0, headDim = 0, ffn = 0, vocab = 0;
+  bool swiglu = false;
+};
+
+struct Layout {
+  /// "megatron-mcore", "hf-safetensors", "universal", ...
+  std::string format;
+  std::vector<FullTensor> fulls;
+  std::vector<ShardFile> files;
+  /// What the source says of the model (Megatron args, HF config.json, the
+  /// universal file's model config), for targets that need the dimensions.
+  std::optional<ModelDims> dims;
+  /// JSON of the source's settings that a target of the same family keeps (Megatron args).
+  std::string sourceArgs;
+  int64_t iteration = 0;
+
+  const FullTensor *findFull(llvm::StringRef name) const;
+};
+
+/// Checks that pieces lie inside their full and local tensors, that the pieces of a
+/// local tensor do not overlap, and that every full tensor is covered. Used on
+/// layouts built from files and on the targets built here; `what` names the layout.
+llvm::Error checkLayout(const Layout &layout, llvm::StringRef what);
+
+/// "megatron", "hf", "dcp", "deepspeed", "universal", "torch", "safetensors", or ""
+/// when nothing is at `path`. Looks at names and magic bytes only.
+std::string detectFormat(const llvm::Twine &path);
+
+/// The dimensions as a Hugging Face–style config.json object.
+std::string configJson(const ModelDims &dims);
+
+/// Describes the checkpoint at `path` (any format lib/Checkpoint reads) without
+/// reading tensor data: a Megatron folder, an HF folder, a torch file, a safetensors
+/// file, a DCP folder or a universal file.
+llvm::Expected<Layout> describeCheckpoint(const llvm::Twine &path);
+
+/// What `--to` asks for: a format and its parallel degrees.
+struct TargetSpec {
+  std::string format; ///< megatron, hf-safetensors, torch, universal
+  unsigned tp = 1, pp = 1;
+  uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
+  /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
+  bool weightsOnly = false;
+};
+/// Parses "megatron:tp=4,pp=2", "hf-safetensors:shard=2GiB", "universal", "torch".
+llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
+
+/// The layout the target format gives the full tensors of `source`.
+llvm::Expected<Layout> targetLayout(const Layout &source, const TargetSpec &target);
+
+/// Megatron's shards of `fulls` for the given degrees, file by file, stage-major
+/// (`dirPrefix` + mp_rank_TT[_PPP]/model_optim_rng.pt): one function serves both
+/// directions, so a layout read and a layout written cannot disagree.
+llvm::Expected<std::vector<ShardFile>>
+megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
+               ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
+               llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix);
+
+} // namespace loom::reshard
+
+#endif // LOOM_RESHARD_LAYOUT_H

@@ -1,0 +1,53 @@
+//===- Reshard.h - build and run resharding programs ------------*- C++ -*-===//
+//
+// `loom reshard` in library form: a program of the ckpt dialect is built from the
+// layout a checkpoint has and the layout wanted (buildProgram), verified by the
+// dialect, and run (runProgram). The program is the universal-checkpoint resharding
+// script users can save, read, check and run later.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_RESHARD_RESHARD_H
+#define LOOM_RESHARD_RESHARD_H
+
+#include "loom/Reshard/Layout.h"
+#include "ckpt/Ckpt.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <functional>
+
+namespace loom::reshard {
+
+/// A module holding one ckpt.program that rewrites `source`, found at `sourceRoot`,
+/// as `target` at `outputRoot`. Every target piece is filled from the source pieces
+/// of the same full tensor that overlap it (one copy of replicated tensors);
+/// regions no piece covers are written with zeros.
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+buildProgram(mlir::MLIRContext &context, const Layout &source, const Layout &target,
+             llvm::StringRef sourceRoot, llvm::StringRef outputRoot);
+
+struct RunOptions {
+  /// Override the program's roots when not empty.
+  std::string sourceRoot, outputRoot;
+  /// Continue a run that was interrupted: files already complete in the partial
+  /// output are kept and not written again.
+  bool resume = false;
+  /// Called after each output file with bytes done and bytes in all.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+struct RunStats {
+  uint64_t files = 0, skippedFiles = 0, tensors = 0, bytesWritten = 0, bytesRead = 0;
+  double seconds = 0;
+};
+
+/// Runs a verified program. A directory output is written into "<output>.loom-partial"
+/// and renamed into place when complete; a single-file output is written to a
+/// temporary sibling and renamed. Either way the output path holds a whole
+/// checkpoint or nothing.
+llvm::Expected<RunStats> runProgram(ckptir::ProgramOp program, const RunOptions &options);
+
+} // namespace loom::reshard
+
+#endif // LOOM_RESHARD_RESHARD_H

@@ -1,0 +1,401 @@
+//===- Describe.cpp - layouts of checkpoints on disk and of targets --------===//
+#include "loom/Reshard/Layout.h"
+
+#include "loom/Checkpoint/Dcp.h"
+#include "loom/Checkpoint/HFCheckpoint.h"
+#include "loom/Checkpoint/Safetensors.h"
+#include "loom/Checkpoint/TorchZip.h"
+#include "loom/Checkpoint/Universal.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+#include <map>
+#include <numeric>
+
+using namespace loom;
+using namespace loom::reshard;
+using namespace loom::ckpt;
+
+static bool hasPrefix(const std::string &path, llvm::StringRef magic) {
+  auto buffer = llvm::MemoryBuffer::getFileSlice(path, magic.size(), 0);
+  return buffer && (*buffer)->getBuffer() == magic;
+}
+
+std::string reshard::detectFormat(const llvm::Twine &pathTwine) {
+  std::string path = pathTwine.str();
+  if (!llvm::sys::fs::exists(path))
+    return "";
+  if (llvm::sys::fs::is_directory(path)) {
+    if (isMegatronCheckpoint(path))
+      return "megatron";
+    if (llvm::sys::fs::exists(path + "/.metadata"))
+      return "dcp";
+    std::error_code ec;
+    for (llvm::sys::fs::directory_iterator it(path, ec), end; it != end && !ec; it.increment(ec))
+      if (llvm::StringRef(it->path()).ends_with("_model_states.pt"))
+        return "deepspeed";
+    if (llvm::sys::fs::exists(path + "/latest"))
+      return "deepspeed";
+    return "hf";
+  }
+  if (hasPrefix(path, "\x89HDF\r\n\x1a\n"))
+    return "universal";
+  if (hasPrefix(path, "PK\x03\x04"))
+    return "torch";
+  return "safetensors";
+}
+
+/// Model dimensions from a JSON object with Hugging Face config keys or Megatron
+/// args keys; nullopt without the fields fused layouts need.
+static std::optional<ModelDims> dimsFromJson(const llvm::json::Object &o, bool gateProj) {
+  auto get = [&](std::initializer_list<const char *> keys) -> int64_t {
+    for (const char *key : keys)
+      if (auto v = o.getInteger(key))
+        return *v;
+    return 0;
+  };
+  ModelDims d;
+  d.layers = get({"num_hidden_layers", "num_layers"});
+  d.hidden = get({"hidden_size"});
+  d.heads = get({"num_attention_heads"});
+  d.kvHeads = get({"num_key_value_heads", "num_query_groups"});
+  if (o.getBoolean("group_query_attention") == false || !d.kvHeads)
+    d.kvHeads = d.heads;
+  d.headDim = get({"head_dim", "kv_channels"});
+  if (!d.headDim && d.heads)
+    d.headDim = d.hidden / d.heads;
+  d.ffn = get({"intermediate_size", "ffn_hidden_size"});
+  d.vocab = get({"vocab_size", "padded_vocab_size"});
+  d.swiglu = gateProj || o.getBoolean("swiglu").value_or(false);
+  if (auto act = o.getString("hidden_act"))
+    d.swiglu = d.swiglu || *act == "silu" || *act == "swish";
+  if (d.layers <= 0 || d.hidden <= 0 || d.heads <= 0 || d.headDim <= 0)
+    return std::nullopt;
+  return d;
+}
+
+std::string reshard::configJson(const ModelDims &d) {
+  llvm::json::Object o{{"num_hidden_layers", d.layers},     {"hidden_size", d.hidden},
+                       {"num_attention_heads", d.heads},    {"num_key_value_heads", d.kvHeads},
+                       {"head_dim", d.headDim},             {"intermediate_size", d.ffn},
+                       {"vocab_size", d.vocab},
+                       {"hidden_act", d.swiglu ? "silu" : "gelu"}};
+  return llvm::formatv("{0:2}", llvm::json::Value(std::move(o))).str();
+}
+
+static bool hasGateProj(const Layout &layout) {
+  return llvm::any_of(layout.fulls, [](const FullTensor &f) {
+    return llvm::StringRef(f.name).contains("mlp.gate_proj.");
+  });
+}
+
+static void dimsFromText(Layout &layout, llvm::StringRef json) {
+  auto parsed = llvm::json::parse(json);
+  if (!parsed) {
+    llvm::consumeError(parsed.takeError());
+    return;
+  }
+  if (auto *o = parsed->getAsObject())
+    layout.dims = dimsFromJson(*o, hasGateProj(layout));
+}
+
+static FullTensor fullOf(std::string name, const Tensor &t) {
+  return {std::move(name), t.dtype, t.shape};
+}
+
+/// A one-file layout: every tensor is whole in file ".".
+static void addWholeFile(Layout &layout, std::string format, std::vector<NamedTensor> tensors) {
+  ShardFile file{".", std::move(format), {}, ""};
+  llvm::sort(tensors, [](const NamedTensor &a, const NamedTensor &b) { return a.name < b.name; });
+  for (NamedTensor &t : tensors) {
+    layout.fulls.push_back(fullOf(t.name, t.tensor));
+    file.tensors.push_back({t.name, t.tensor.dtype, t.tensor.shape,
+                            {{unsigned(layout.fulls.size() - 1), Box::whole(t.tensor.shape),
+                              llvm::SmallVector<int64_t, 4>(t.tensor.shape.size(), 0)}}});
+  }
+  layout.files.push_back(std::move(file));
+}
+
+static llvm::Expected<Layout> describeMegatron(const std::string &path) {
+  std::string iterDir;
+  auto read = readMegatronLayout(path, &iterDir);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = *read;
+  const MegatronDims &d = ml.dims;
+  Layout layout;
+  layout.format = ml.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
+  layout.iteration = ml.iteration;
+  layout.sourceArgs = ml.argsJson;
+  layout.dims = ModelDims{d.numLayers, d.hidden, d.heads, d.queryGroups, d.headDim,
+                          d.ffn,       d.vocab,  d.swiglu};
+  if (!layout.dims->layers)
+    layout.dims->layers = std::accumulate(ml.layersPerStage.begin(), ml.layersPerStage.end(), 0);
+  // The full shapes follow from TP rank 0's shards and the splits.
+  for (const MegatronParam &p : ml.params) {
+    for (size_t i = 0; i < p.fullNames.size(); ++i) {
+      llvm::SmallVector<int64_t, 4> shape = p.localShape;
+      switch (p.split) {
+      case MegatronSplit::Replicated:
+        break;
+      case MegatronSplit::Column:
+        shape[0] *= ml.tp;
+        break;
+      case MegatronSplit::Row:
+        shape[1] *= ml.tp;
+        break;
+      case MegatronSplit::Vocab:
+        shape[0] = d.vocab;
+        break;
+      case MegatronSplit::FusedQKV:
+        shape[0] = (i == 0 ? d.heads : d.queryGroups) * d.headDim;
+        break;
+      case MegatronSplit::FusedGateUp:
+        shape[0] = shape[0] / 2 * ml.tp;
+        break;
+      }
+      layout.fulls.push_back({p.fullNames[i], p.dtype, shape});
+    }
+  }
+  std::string prefix;
+  if (!llvm::sys::fs::equivalent(iterDir, path))
+    prefix = llvm::sys::path::filename(iterDir).str() + "/";
+  auto files = megatronShards(layout.fulls, d, ml.naming, ml.tp, ml.pp, ml.layersPerStage, prefix);
+  if (!files)
+    return fileError(path, llvm::toString(files.takeError()));
+  layout.files = std::move(*files);
+  // The shapes the layout predicts must be the ones TP rank 0 holds.
+  for (const MegatronParam &p : ml.params) {
+    const ShardFile &file = layout.files[p.stage * ml.tp];
+    auto found = llvm::find_if(file.tensors, [&](const LocalTensor &t) {
+      return t.key == megatronKey(ml, p);
+    });
+    if (found == file.tensors.end() || found->shape != p.localShape)
+      return fileError(path + "/" + file.path,
+                       p.localName + ": the shard's shape does not match Megatron's layout for "
+                       "the args' dimensions");
+  }
+  for (ShardFile &file : layout.files)
+    file.format = "torch";
+  return layout;
+}
+
+llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine) {
+  std::string path = pathTwine.str();
+  std::string format = detectFormat(path);
+  Layout layout;
+  if (format.empty())
+    return fileError(path, "no such file or directory");
+  if (format == "megatron") {
+    auto described = describeMegatron(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
+  } else if (format == "hf") {
+    auto hf = readHFCheckpoint(path);
+    if (!hf)
+      return hf.takeError();
+    bool st = hf->format == HFWeightFormat::Safetensors;
+    layout.format = st ? "hf-safetensors" : "hf-bin";
+    std::map<std::string, ShardFile> shards;
+    for (size_t i = 0; i < hf->tensors.size(); ++i) {
+      const NamedTensor &t = hf->tensors[i];
+      ShardFile &file = shards[hf->shardOf[i]];
+      file.path = hf->shardOf[i];
+      file.format = st ? "safetensors" : "torch";
+      layout.fulls.push_back(fullOf(t.name, t.tensor));
+      file.tensors.push_back({t.name, t.tensor.dtype, t.tensor.shape,
+                              {{unsigned(i), Box::whole(t.tensor.shape),
+                                llvm::SmallVector<int64_t, 4>(t.tensor.shape.size(), 0)}}});
+    }
+    for (auto &[name, file] : shards)
+      layout.files.push_back(std::move(file));
+    if (auto config = llvm::MemoryBuffer::getFile(path + "/config.json"))
+      dimsFromText(layout, (*config)->getBuffer());
+  } else if (format == "torch") {
+    auto root = readTorchZip(path, {/*verifyChecksums=*/false, {}});
+    if (!root)
+      return root.takeError();
+    layout.format = "torch";
+    addWholeFile(layout, "torch", collectTensors(**root));
+  } else if (format == "safetensors") {
+    auto file = readSafetensors(path);
+    if (!file)
+      return file.takeError();
+    layout.format = "safetensors";
+    addWholeFile(layout, "safetensors", std::move(file->tensors));
+  } else if (format == "dcp") {
+    auto dcp = readDcp(path);
+    if (!dcp)
+      return dcp.takeError();
+    layout.format = "dcp";
+    addWholeFile(layout, "dcp", std::move(dcp->tensors));
+  } else if (format == "universal") {
+    auto reader = UniversalReader::open(path);
+    if (!reader)
+      return reader.takeError();
+    layout.format = "universal";
+    layout.iteration = (*reader)->metadata().iteration;
+    ShardFile file{".", "universal", {}, ""};
+    for (const UniversalEntry &e : (*reader)->entries()) {
+      auto add = [&](std::string name, DType dtype) {
+        layout.fulls.push_back({name, dtype, e.shape});
+        file.tensors.push_back({name, dtype, e.shape,
+                                {{unsigned(layout.fulls.size() - 1), Box::whole(e.shape),
+                                  llvm::SmallVector<int64_t, 4>(e.shape.size(), 0)}}});
+      };
+      add(e.name, e.dtype);
+      for (UniversalState state : e.states)
+        add(e.name + "#" + universalStateName(state).str(), DType::Float32);
+    }
+    layout.files.push_back(std::move(file));
+    dimsFromText(layout, (*reader)->metadata().modelConfig);
+  } else {
+    return fileError(path, "a DeepSpeed checkpoint, which loom cannot reshard yet");
+  }
+  if (llvm::Error err = checkLayout(layout, path))
+    return std::move(err);
+  return layout;
+}
+
+/// The optimizer states of `fulls` (names with '#').
+static size_t countStates(llvm::ArrayRef<FullTensor> fulls, std::string *first) {
+  size_t n = 0;
+  for (const FullTensor &f : fulls)
+    if (f.name.find('#') != std::string::npos && n++ == 0 && first)
+      *first = f.name;
+  return n;
+}
+
+static LocalTensor wholeLocal(const Layout &layout, unsigned f) {
+  const FullTensor &full = layout.fulls[f];
+  return {full.name, full.dtype, full.shape,
+          {{f, Box::whole(full.shape), llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
+}
+
+llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetSpec &target) {
+  Layout out;
+  out.format = target.format;
+  out.iteration = source.iteration;
+  out.dims = source.dims;
+  for (const FullTensor &f : source.fulls)
+    if (!target.weightsOnly || f.name.find('#') == std::string::npos)
+      out.fulls.push_back(f);
+  std::string firstState;
+  if (size_t states = countStates(out.fulls, &firstState); states && target.format != "universal")
+    return llvm::createStringError(
+        llvm::formatv("the source holds {0} optimizer-state tensors (such as {1}) that {2} "
+                      "cannot hold yet; add --weights-only to leave them out, or convert to "
+                      "universal",
+                      states, firstState, target.format)
+            .str());
+
+  if (target.format == "universal" || target.format == "torch") {
+    ShardFile file{".", target.format, {}, ""};
+    for (unsigned f = 0; f < out.fulls.size(); ++f)
+      file.tensors.push_back(wholeLocal(out, f));
+    if (target.format == "universal") {
+      llvm::json::Object meta{{"source_format", source.format},
+                              {"iteration", source.iteration},
+                              {"model_config", source.dims ? configJson(*source.dims) : "{}"}};
+      if (!source.sourceArgs.empty())
+        meta["source_layout"] = source.sourceArgs;
+      file.meta = llvm::formatv("{0}", llvm::json::Value(std::move(meta))).str();
+    }
+    out.files.push_back(std::move(file));
+  } else if (target.format == "hf-safetensors") {
+    std::vector<std::vector<unsigned>> shards(1);
+    uint64_t inShard = 0, total = 0;
+    for (unsigned f = 0; f < out.fulls.size(); ++f) {
+      uint64_t bytes = *checkedNumel(out.fulls[f].shape) * dtypeSize(out.fulls[f].dtype);
+      if (inShard && inShard + bytes > target.shardBytes) {
+        shards.emplace_back();
+        inShard = 0;
+      }
+      shards.back().push_back(f);
+      inShard += bytes;
+      total += bytes;
+    }
+    llvm::json::Object weightMap;
+    for (size_t s = 0; s < shards.size(); ++s) {
+      ShardFile file;
+      file.format = "safetensors";
+      file.path = shards.size() == 1 ? "model.safetensors"
+                                     : llvm::formatv("model-{0:d5}-of-{1:d5}.safetensors", s + 1,
+                                                     shards.size())
+                                           .str();
+      for (unsigned f : shards[s]) {
+        file.tensors.push_back(wholeLocal(out, f));
+        weightMap[out.fulls[f].name] = file.path;
+      }
+      out.files.push_back(std::move(file));
+    }
+    if (shards.size() > 1) {
+      llvm::json::Object index{{"metadata", llvm::json::Object{{"total_size", int64_t(total)}}},
+                               {"weight_map", std::move(weightMap)}};
+      out.files.push_back({"model.safetensors.index.json", "text", {},
+                           llvm::formatv("{0:2}\n", llvm::json::Value(std::move(index))).str()});
+    }
+    if (source.dims)
+      out.files.push_back({"config.json", "text", {}, configJson(*source.dims) + "\n"});
+  } else if (target.format == "megatron") {
+    if (!source.dims)
+      return llvm::createStringError(
+          "megatron needs the model's dimensions (heads, query groups), and the source does "
+          "not state them; put the model's config.json beside the weights");
+    const ModelDims &d = *source.dims;
+    if (d.layers % target.pp)
+      return llvm::createStringError(llvm::formatv(
+          "{0} layers do not split evenly over pp={1}", d.layers, target.pp).str());
+    MegatronDims md;
+    md.numLayers = d.layers;
+    md.hidden = d.hidden;
+    md.heads = d.heads;
+    md.queryGroups = d.kvHeads;
+    md.headDim = d.headDim;
+    md.ffn = d.ffn;
+    md.vocab = d.vocab;
+    md.swiglu = hasGateProj(out) || d.swiglu;
+    int64_t multiple = 128 * target.tp;
+    md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
+    std::vector<int64_t> perStage(target.pp, d.layers / target.pp);
+    std::string dir = llvm::formatv("iter_{0:d7}/", source.iteration);
+    auto files = megatronShards(out.fulls, md, MegatronNaming::MCore, target.tp, target.pp,
+                                perStage, dir);
+    if (!files)
+      return files.takeError();
+    // The args: the source's, with the new degrees and shape facts.
+    llvm::json::Object args;
+    if (auto parsed = llvm::json::parse(source.sourceArgs.empty() ? "{}" : source.sourceArgs))
+      if (auto *o = parsed->getAsObject())
+        args = std::move(*o);
+    for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
+             {"num_layers", md.numLayers},
+             {"hidden_size", md.hidden},
+             {"num_attention_heads", md.heads},
+             {"num_query_groups", md.queryGroups},
+             {"kv_channels", md.headDim},
+             {"ffn_hidden_size", md.ffn},
+             {"vocab_size", md.vocab},
+             {"padded_vocab_size", md.paddedVocab},
+             {"tensor_model_parallel_size", target.tp},
+             {"pipeline_model_parallel_size", target.pp}})
+      args[key] = value;
+    args["group_query_attention"] = md.queryGroups != md.heads;
+    args["swiglu"] = md.swiglu;
+    std::string meta = llvm::formatv(
+        "{0}", llvm::json::Value(llvm::json::Object{{"iteration", source.iteration},
+                                                    {"args", std::move(args)}}));
+    for (ShardFile &file : *files)
+      file.meta = meta;
+    out.files = std::move(*files);
+    out.files.push_back({"latest_checkpointed_iteration.txt", "text", {},
+                         std::to_string(source.iteration)});
+  }
+  if (llvm::Error err = checkLayout(out, "target " + target.format))
+    return std::move(err);
+  return out;
+}

@@ -1,0 +1,274 @@
+//===- Layout.cpp - layouts of full tensors over files ---------------------===//
+#include "loom/Reshard/Layout.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <map>
+
+using namespace loom;
+using namespace loom::reshard;
+using ckpt::MegatronSplit;
+
+uint64_t Box::volume() const {
+  uint64_t v = 1;
+  for (int64_t s : sizes)
+    v *= uint64_t(s);
+  return v;
+}
+
+std::optional<Box> Box::intersect(const Box &other) const {
+  Box out;
+  for (size_t d = 0; d < offsets.size(); ++d) {
+    int64_t lo = std::max(offsets[d], other.offsets[d]);
+    int64_t hi = std::min(offsets[d] + sizes[d], other.offsets[d] + other.sizes[d]);
+    if (hi <= lo)
+      return std::nullopt;
+    out.offsets.push_back(lo);
+    out.sizes.push_back(hi - lo);
+  }
+  return out;
+}
+
+Box Box::whole(llvm::ArrayRef<int64_t> shape) {
+  Box box;
+  box.offsets.assign(shape.size(), 0);
+  box.sizes.assign(shape.begin(), shape.end());
+  return box;
+}
+
+const FullTensor *Layout::findFull(llvm::StringRef name) const {
+  for (const FullTensor &f : fulls)
+    if (f.name == name)
+      return &f;
+  return nullptr;
+}
+
+static bool boxesOverlap(const Box &a, const Box &b) { return a.intersect(b).has_value(); }
+
+llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
+  std::vector<uint64_t> covered(layout.fulls.size(), 0);
+  std::vector<std::vector<Box>> fullBoxes(layout.fulls.size());
+  for (const ShardFile &file : layout.files)
+    for (const LocalTensor &local : file.tensors) {
+      std::vector<Box> localBoxes;
+      for (const Piece &piece : local.pieces) {
+        auto fail = [&](const llvm::Twine &why) {
+          return llvm::createStringError(what + ": " + file.path + ": " + local.key + ": " + why);
+        };
+        if (piece.full >= layout.fulls.size())
+          return fail("a piece of an unknown tensor");
+        const FullTensor &full = layout.fulls[piece.full];
+        if (full.dtype != local.dtype)
+          return fail("dtype differs from " + full.name + "'s");
+        const Box &b = piece.fullBox;
+        if (b.offsets.size() != full.shape.size() || b.sizes.size() != full.shape.size() ||
+            piece.localOffsets.size() != local.shape.size() || b.sizes.size() != local.shape.size())
+          return fail("a piece of " + full.name + " has the wrong rank");
+        Box inLocal{piece.localOffsets, b.sizes};
+        for (size_t d = 0; d < b.sizes.size(); ++d)
+          if (b.offsets[d] < 0 || b.sizes[d] <= 0 || b.offsets[d] + b.sizes[d] > full.shape[d] ||
+              inLocal.offsets[d] < 0 || inLocal.offsets[d] + b.sizes[d] > local.shape[d])
+            return fail("a piece of " + full.name + " lies outside it or outside the local tensor");
+        for (const Box &other : localBoxes)
+          if (boxesOverlap(other, inLocal))
+            return fail("two pieces overlap");
+        localBoxes.push_back(inLocal);
+        covered[piece.full] += b.volume();
+        fullBoxes[piece.full].push_back(b);
+      }
+    }
+  for (size_t f = 0; f < layout.fulls.size(); ++f) {
+    auto numel = ckpt::checkedNumel(layout.fulls[f].shape);
+    // Replicated tensors are stored several times: count distinct boxes only.
+    std::vector<Box> distinct;
+    uint64_t volume = 0;
+    for (const Box &b : fullBoxes[f]) {
+      bool same = false, clash = false;
+      for (const Box &d : distinct) {
+        if (d.offsets == b.offsets && d.sizes == b.sizes)
+          same = true;
+        else if (boxesOverlap(d, b))
+          clash = true;
+      }
+      if (clash)
+        return llvm::createStringError(what + ": the pieces of " + layout.fulls[f].name +
+                                       " overlap without being copies");
+      if (!same) {
+        distinct.push_back(b);
+        volume += b.volume();
+      }
+    }
+    if (!numel || volume != *numel)
+      return llvm::createStringError(what + ": " + layout.fulls[f].name + ": pieces cover " +
+                                     llvm::Twine(volume) + " of " +
+                                     llvm::Twine(numel.value_or(0)) + " elements");
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
+  auto [format, options] = text.split(':');
+  TargetSpec spec;
+  spec.format = format.str();
+  if (!llvm::is_contained({"megatron", "hf-safetensors", "torch", "universal"}, format))
+    return llvm::createStringError("--to: unknown format '" + format.str() +
+                                   "' (expected megatron, hf-safetensors, torch or universal)");
+  llvm::SmallVector<llvm::StringRef> items;
+  options.split(items, ',', -1, false);
+  for (llvm::StringRef item : items) {
+    auto [key, value] = item.split('=');
+    auto bad = [&](const char *want) {
+      return llvm::createStringError("--to: " + key.str() + "=" + value.str() + ": " + want);
+    };
+    if (format == "megatron" && (key == "tp" || key == "pp")) {
+      unsigned n = 0;
+      if (value.getAsInteger(10, n) || n == 0 || n > 4096)
+        return bad("expected an integer from 1 to 4096");
+      (key == "tp" ? spec.tp : spec.pp) = n;
+    } else if (format == "hf-safetensors" && key == "shard") {
+      uint64_t scale = 1;
+      for (auto [suffix, factor] : {std::pair{"GiB", 1ull << 30}, std::pair{"MiB", 1ull << 20},
+                                    std::pair{"KiB", 1ull << 10}})
+        if (value.consume_back(suffix))
+          scale = factor;
+      uint64_t n = 0;
+      if (value.getAsInteger(10, n) || n == 0)
+        return bad("expected a size such as 2GiB, 500MiB or 1048576");
+      spec.shardBytes = n * scale;
+    } else {
+      return llvm::createStringError("--to: '" + item.str() + "' is not an option of " +
+                                     format.str() +
+                                     (format == "megatron" ? " (tp=N, pp=N)"
+                                      : format == "hf-safetensors" ? " (shard=SIZE)"
+                                                                   : " (it takes none)"));
+    }
+  }
+  return spec;
+}
+
+llvm::Expected<std::vector<ShardFile>>
+reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
+                        ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
+                        llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix) {
+  std::vector<std::string> names;
+  llvm::StringMap<unsigned> index;
+  for (unsigned i = 0; i < fulls.size(); ++i) {
+    names.push_back(fulls[i].name);
+    index[fulls[i].name] = i;
+  }
+  auto params = ckpt::megatronParamsFor(names, dims, naming, layersPerStage);
+  if (!params)
+    return params.takeError();
+  std::vector<ShardFile> files;
+  for (unsigned stage = 0; stage < pp; ++stage)
+    for (unsigned rank = 0; rank < tp; ++rank) {
+      ShardFile file;
+      file.path = pp == 1
+                      ? llvm::formatv("{0}mp_rank_{1:d2}/model_optim_rng.pt", dirPrefix, rank).str()
+                      : llvm::formatv("{0}mp_rank_{1:d2}_{2:d3}/model_optim_rng.pt", dirPrefix,
+                                      rank, stage)
+                            .str();
+      file.format = "megatron";
+      for (const ckpt::MegatronParam &param : *params) {
+        if (param.stage != stage)
+          continue;
+        LocalTensor local;
+        local.key = (naming == ckpt::MegatronNaming::Legacy ? "model.language_model." : "model.") +
+                    param.localName;
+        unsigned f0 = index[param.fullNames[0]];
+        const FullTensor &first = fulls[f0];
+        local.dtype = first.dtype;
+        local.shape = first.shape;
+        auto fail = [&](const llvm::Twine &why) {
+          return llvm::createStringError(param.fullNames[0] + " (" +
+                                         ckpt::megatronSplitName(param.split) + "-split over tp=" +
+                                         llvm::Twine(tp) + "): " + why);
+        };
+        // Rows [begin, begin + count) of full tensor f at local row `at`.
+        auto rows = [&](unsigned f, int64_t begin, int64_t count, int64_t at) {
+          Piece piece;
+          piece.full = f;
+          piece.fullBox = Box::whole(fulls[f].shape);
+          piece.fullBox.offsets[0] = begin;
+          piece.fullBox.sizes[0] = count;
+          piece.localOffsets.assign(local.shape.size(), 0);
+          piece.localOffsets[0] = at;
+          local.pieces.push_back(std::move(piece));
+        };
+        if (first.shape.empty() && param.split != MegatronSplit::Replicated)
+          return fail("a scalar cannot be split");
+        int64_t rowsTotal = first.shape.empty() ? 0 : first.shape[0];
+        switch (param.split) {
+        case MegatronSplit::Replicated:
+          local.pieces.push_back({f0, Box::whole(first.shape),
+                                  llvm::SmallVector<int64_t, 4>(first.shape.size(), 0)});
+          break;
+        case MegatronSplit::Column: {
+          if (rowsTotal % tp)
+            return fail(llvm::Twine(rowsTotal) + " rows do not divide by tp");
+          int64_t r = rowsTotal / tp;
+          local.shape[0] = r;
+          rows(f0, rank * r, r, 0);
+          break;
+        }
+        case MegatronSplit::Row: {
+          if (first.shape.size() != 2 || first.shape[1] % tp)
+            return fail("expected a matrix whose columns divide by tp");
+          int64_t c = first.shape[1] / tp;
+          local.shape[1] = c;
+          local.pieces.push_back({f0, Box{{0, rank * c}, {first.shape[0], c}}, {0, 0}});
+          break;
+        }
+        case MegatronSplit::Vocab: {
+          int64_t padded = dims.paddedVocab;
+          if (padded % tp || rowsTotal > padded)
+            return fail(llvm::formatv("{0} rows do not fit {1} padded rows in equal parts",
+                                      rowsTotal, padded)
+                            .str());
+          int64_t r = padded / tp, lo = rank * r, hi = std::min<int64_t>(lo + r, rowsTotal);
+          local.shape[0] = r;
+          if (hi > lo)
+            rows(f0, lo, hi - lo, 0);
+          break;
+        }
+        case MegatronSplit::FusedQKV: {
+          int64_t hd = dims.headDim, groups = dims.queryGroups;
+          if (param.fullNames.size() != 3 || groups <= 0 || dims.heads % groups || groups % tp)
+            return fail(llvm::formatv("{0} query groups do not divide by tp", groups).str());
+          unsigned fk = index[param.fullNames[1]], fv = index[param.fullNames[2]];
+          int64_t qpg = dims.heads / groups, gpr = groups / tp, groupRows = (qpg + 2) * hd;
+          if (rowsTotal != dims.heads * hd || fulls[fk].shape[0] != groups * hd ||
+              fulls[fv].shape[0] != groups * hd)
+            return fail(llvm::formatv("q/k/v rows {0}/{1}/{2} do not match {3} heads, {4} "
+                                      "groups of {5}",
+                                      rowsTotal, fulls[fk].shape[0], fulls[fv].shape[0],
+                                      dims.heads, groups, hd)
+                            .str());
+          local.shape[0] = gpr * groupRows;
+          for (int64_t g = 0; g < gpr; ++g) {
+            int64_t group = rank * gpr + g, at = g * groupRows;
+            rows(f0, group * qpg * hd, qpg * hd, at);
+            rows(fk, group * hd, hd, at + qpg * hd);
+            rows(fv, group * hd, hd, at + (qpg + 1) * hd);
+          }
+          break;
+        }
+        case MegatronSplit::FusedGateUp: {
+          unsigned fu = index[param.fullNames[1]];
+          if (rowsTotal % tp || fulls[fu].shape[0] != rowsTotal)
+            return fail("gate and up must have equal rows that divide by tp");
+          int64_t r = rowsTotal / tp;
+          local.shape[0] = 2 * r;
+          rows(f0, rank * r, r, 0);
+          rows(fu, rank * r, r, r);
+          break;
+        }
+        }
+        file.tensors.push_back(std::move(local));
+      }
+      files.push_back(std::move(file));
+    }
+  return files;
+}

@@ -1,0 +1,469 @@
+//===- Run.cpp - run a ckpt program ----------------------------------------===//
+//
+// Values are tensor views: a read points into the mapped source file, a slice or
+// reshape of a contiguous tensor only changes the view, and bytes move once, from
+// the mapping into the output file's buffer, when a write places them. An output's
+// buffers live from its first write to its commit; a source is closed and a value
+// dropped after its last use, so memory follows the output being assembled rather
+// than the checkpoint.
+//
+//===----------------------------------------------------------------------===//
+#include "loom/Reshard/Reshard.h"
+
+#include "loom/Checkpoint/Dcp.h"
+#include "loom/Checkpoint/OutputFile.h"
+#include "loom/Checkpoint/Safetensors.h"
+#include "loom/Checkpoint/TorchZip.h"
+#include "loom/Checkpoint/Universal.h"
+
+#include "llvm/ADT/APFloat.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+
+#include <chrono>
+#include <cstring>
+
+using namespace loom;
+using namespace loom::reshard;
+using namespace loom::ckpt;
+using mlir::Operation;
+using mlir::RankedTensorType;
+
+namespace {
+std::string typeText(DType dtype, llvm::ArrayRef<int64_t> shape) {
+  std::string text = torchDTypeName(dtype).str() + " [";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+/// An opened source file: its tensors by key, or a universal reader.
+struct OpenSource {
+  std::string path;
+  llvm::StringMap<Tensor> tensors;
+  std::unique_ptr<UniversalReader> universal;
+};
+
+llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
+                                                       llvm::StringRef format) {
+  auto src = std::make_unique<OpenSource>();
+  src->path = path;
+  auto add = [&](std::vector<NamedTensor> tensors) {
+    for (NamedTensor &t : tensors)
+      src->tensors[t.name] = std::move(t.tensor);
+  };
+  if (format == "torch") {
+    auto root = readTorchZip(path);
+    if (!root)
+      return root.takeError();
+    add(collectTensors(**root));
+  } else if (format == "safetensors") {
+    auto file = readSafetensors(path);
+    if (!file)
+      return file.takeError();
+    add(std::move(file->tensors));
+  } else if (format == "dcp") {
+    auto dcp = readDcp(path);
+    if (!dcp)
+      return dcp.takeError();
+    add(std::move(dcp->tensors));
+  } else {
+    auto reader = UniversalReader::open(path);
+    if (!reader)
+      return reader.takeError();
+    src->universal = std::move(*reader);
+  }
+  return src;
+}
+
+llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
+  if (src.universal) {
+    auto [name, stateText] = key.split('#');
+    UniversalState state = UniversalState::Param;
+    for (UniversalState s : {UniversalState::Fp32, UniversalState::ExpAvg, UniversalState::ExpAvgSq})
+      if (stateText == universalStateName(s))
+        state = s;
+    if (!stateText.empty() && state == UniversalState::Param)
+      return fileError(src.path, "'" + key + "': no optimizer state '" + stateText + "'");
+    return src.universal->read(name, state);
+  }
+  auto found = src.tensors.find(key);
+  if (found == src.tensors.end())
+    return fileError(src.path, "no tensor '" + key + "'");
+  return found->second;
+}
+
+/// Copies `src` (any view) into the row-major tensor at `dst` of shape `dstShape`, at
+/// `offsets`: the innermost dimension moves as one memcpy when both sides are dense there.
+void copyInto(const Tensor &src, uint8_t *dst, llvm::ArrayRef<int64_t> dstShape,
+              llvm::ArrayRef<int64_t> offsets) {
+  const unsigned es = dtypeSize(src.dtype);
+  const size_t rank = src.shape.size();
+  const uint8_t *base = src.storage->bytes().data();
+  if (rank == 0) {
+    std::memcpy(dst, base + src.offset * es, es);
+    return;
+  }
+  if (src.numel() == 0)
+    return;
+  llvm::SmallVector<int64_t, 4> dstStrides = contiguousStrides(dstShape);
+  const int64_t inner = src.shape[rank - 1];
+  const bool dense = src.strides[rank - 1] == 1;
+  llvm::SmallVector<int64_t, 4> index(rank - 1, 0);
+  for (;;) {
+    int64_t s = src.offset, d = offsets[rank - 1];
+    for (size_t i = 0; i + 1 < rank; ++i) {
+      s += index[i] * src.strides[i];
+      d += (offsets[i] + index[i]) * dstStrides[i];
+    }
+    if (dense) {
+      std::memcpy(dst + d * es, base + s * es, inner * es);
+    } else {
+      for (int64_t j = 0; j < inner; ++j)
+        std::memcpy(dst + (d + j) * es, base + (s + j * src.strides[rank - 1]) * es, es);
+    }
+    size_t i = rank - 1;
+    while (i > 0 && ++index[i - 1] == src.shape[i - 1])
+      index[--i] = 0;
+    if (i == 0)
+      return;
+  }
+}
+
+Tensor owned(DType dtype, llvm::ArrayRef<int64_t> shape, std::vector<uint8_t> bytes) {
+  return Tensor::contiguous(dtype, shape, std::make_shared<Storage>(std::move(bytes)));
+}
+
+const llvm::fltSemantics &semantics(DType dtype) {
+  switch (dtype) {
+  case DType::Float16:
+    return llvm::APFloat::IEEEhalf();
+  case DType::BFloat16:
+    return llvm::APFloat::BFloat();
+  case DType::Float64:
+    return llvm::APFloat::IEEEdouble();
+  default:
+    return llvm::APFloat::IEEEsingle();
+  }
+}
+
+/// Element-wise conversion with round-to-nearest-even, as torch's .to() does.
+Tensor cast(const Tensor &in, DType to) {
+  std::vector<uint8_t> src = in.toBytes();
+  const unsigned inSize = dtypeSize(in.dtype), outSize = dtypeSize(to);
+  std::vector<uint8_t> out(in.numel() * outSize);
+  for (uint64_t i = 0; i < in.numel(); ++i) {
+    uint64_t raw = 0;
+    std::memcpy(&raw, src.data() + i * inSize, inSize);
+    llvm::APFloat value(semantics(in.dtype), llvm::APInt(inSize * 8, raw));
+    bool lost = false;
+    value.convert(semantics(to), llvm::APFloat::rmNearestTiesToEven, &lost);
+    uint64_t bits = value.bitcastToAPInt().getZExtValue();
+    std::memcpy(out.data() + i * outSize, &bits, outSize);
+  }
+  return owned(to, in.shape, std::move(out));
+}
+
+/// An output file being assembled.
+struct PendingOutput {
+  ckptir::OutputOp op;
+  std::string path;
+  bool skip = false;
+  llvm::StringMap<std::vector<uint8_t>> buffers;
+};
+
+llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
+  auto parsed = llvm::json::parse(out.op.getMeta().empty() ? "{}" : out.op.getMeta());
+  if (!parsed)
+    return fileError(out.path, "meta is not JSON: " + llvm::toString(parsed.takeError()));
+  if (!parsed->getAsObject())
+    return fileError(out.path, "meta is not a JSON object");
+  return std::move(*parsed->getAsObject());
+}
+
+ValuePtr jsonToValue(const llvm::json::Value &v) {
+  if (auto i = v.getAsInteger())
+    return Value::make(int64_t(*i));
+  if (auto b = v.getAsBoolean())
+    return Value::make(*b);
+  if (auto d = v.getAsNumber())
+    return Value::make(*d);
+  if (auto s = v.getAsString())
+    return Value::make(s->str());
+  return Value::make(NoneValue{});
+}
+
+/// Writes a committed output with its format's writer.
+llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
+  std::vector<NamedTensor> tensors;
+  for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
+    auto type = mlir::cast<RankedTensorType>(decl.getType());
+    DType dtype = *ckptir::dtypeOf(type.getElementType());
+    auto found = out.buffers.find(decl.getKey());
+    std::vector<uint8_t> bytes = found == out.buffers.end()
+                                     ? std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype))
+                                     : std::move(found->second);
+    stats.bytesWritten += bytes.size();
+    tensors.push_back({decl.getKey().str(), owned(dtype, type.getShape(), std::move(bytes))});
+  }
+  out.buffers.clear();
+  stats.tensors += tensors.size();
+  ++stats.files;
+  llvm::StringRef format = out.op.getFormat();
+  if (format == "text") {
+    auto file = OutputFile::create(out.path);
+    if (!file)
+      return file.takeError();
+    (*file)->os() << out.op.getMeta();
+    stats.bytesWritten += out.op.getMeta().size();
+    return (*file)->commit();
+  }
+  if (format == "torch")
+    return writeTorchZip(out.path, *makeStateDict(tensors));
+  if (format == "safetensors")
+    return writeSafetensors(out.path, tensors);
+  auto meta = parseMeta(out);
+  if (!meta)
+    return meta.takeError();
+  if (format == "megatron") {
+    DictValue model;
+    model.ordered = true;
+    for (NamedTensor &t : tensors) {
+      llvm::StringRef key = t.name;
+      key.consume_front("model.");
+      model.entries.emplace_back(Value::make(key.str()), Value::make(TensorValue{t.tensor}));
+    }
+    DictValue args;
+    if (auto *a = meta->getObject("args")) {
+      std::vector<std::string> keys;
+      for (auto &kv : *a)
+        keys.push_back(kv.first.str());
+      llvm::sort(keys);
+      for (const std::string &k : keys)
+        args.entries.emplace_back(Value::make(k), jsonToValue(*a->get(k)));
+    }
+    ObjectValue ns;
+    ns.type = {"argparse", "Namespace"};
+    ns.newObj = true;
+    ns.args = Value::make(TupleValue{});
+    ns.state = Value::make(std::move(args));
+    DictValue root;
+    root.entries.emplace_back(Value::make(std::string("args")), Value::make(std::move(ns)));
+    root.entries.emplace_back(Value::make(std::string("checkpoint_version")), Value::make(3.0));
+    root.entries.emplace_back(Value::make(std::string("iteration")),
+                              Value::make(int64_t(meta->getInteger("iteration").value_or(0))));
+    root.entries.emplace_back(Value::make(std::string("model")), Value::make(std::move(model)));
+    return writeTorchZip(out.path, Value(std::move(root)));
+  }
+  // universal
+  UniversalCheckpoint ckpt;
+  UniversalMetadata &m = ckpt.metadata;
+  m.sourceFormat = meta->getString("source_format").value_or("").str();
+  m.iteration = meta->getInteger("iteration").value_or(0);
+  m.modelConfig = meta->getString("model_config").value_or("{}").str();
+  m.sourceLayout = meta->getString("source_layout").value_or("{}").str();
+  llvm::StringMap<size_t> index;
+  for (NamedTensor &t : tensors) {
+    auto [name, state] = llvm::StringRef(t.name).split('#');
+    if (state.empty()) {
+      index[name] = ckpt.params.size();
+      ckpt.params.push_back({name.str(), t.tensor, {}, {}, {}, {}});
+    }
+  }
+  for (NamedTensor &t : tensors) {
+    auto [name, state] = llvm::StringRef(t.name).split('#');
+    if (state.empty())
+      continue;
+    auto found = index.find(name);
+    if (found == index.end())
+      return fileError(out.path, "optimizer state '" + t.name + "' of no parameter");
+    UniversalParam &p = ckpt.params[found->second];
+    if (state == "fp32")
+      p.fp32 = t.tensor;
+    else if (state == "exp_avg")
+      p.expAvg = t.tensor;
+    else if (state == "exp_avg_sq")
+      p.expAvgSq = t.tensor;
+    else
+      return fileError(out.path, "unknown optimizer state '" + state + "'");
+  }
+  return writeUniversal(out.path, ckpt);
+}
+
+std::string join(llvm::StringRef root, llvm::StringRef path) {
+  return path == "." ? root.str() : (root + "/" + path).str();
+}
+} // namespace
+
+llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
+  auto start = std::chrono::steady_clock::now();
+  std::string sourceRoot = options.sourceRoot.empty() ? program.getSource().str() : options.sourceRoot;
+  std::string outputRoot = options.outputRoot.empty() ? program.getOutput().str() : options.outputRoot;
+  mlir::Block *body = program.getBodyBlock();
+
+  auto outputs = body->getOps<ckptir::OutputOp>();
+  size_t numOutputs = std::distance(outputs.begin(), outputs.end());
+  bool singleFile = numOutputs == 1 && (*outputs.begin()).getPath() == ".";
+  if (llvm::sys::fs::exists(outputRoot))
+    return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
+                                 "another output path or remove this one)");
+  std::string partial = singleFile ? outputRoot : outputRoot + ".loom-partial";
+  if (!singleFile) {
+    if (llvm::sys::fs::exists(partial) && !options.resume)
+      return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
+                                "remove it");
+    if (std::error_code ec = llvm::sys::fs::create_directories(partial))
+      return fileError(partial, "cannot create: " + ec.message());
+  }
+
+  // Last uses, so that values and sources are released as soon as possible.
+  llvm::DenseMap<Operation *, unsigned> position;
+  llvm::DenseMap<mlir::Value, unsigned> lastUse;
+  llvm::StringMap<unsigned> lastRead;
+  uint64_t totalBytes = 0;
+  unsigned n = 0;
+  for (Operation &op : *body) {
+    position[&op] = n;
+    for (mlir::Value operand : op.getOperands())
+      lastUse[operand] = n;
+    if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op))
+      lastRead[read.getSource()] = n;
+    if (auto output = mlir::dyn_cast<ckptir::OutputOp>(op))
+      for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
+        totalBytes += mlir::cast<RankedTensorType>(decl.getType()).getNumElements() *
+                      dtypeSize(*ckptir::dtypeOf(
+                          mlir::cast<RankedTensorType>(decl.getType()).getElementType()));
+    ++n;
+  }
+
+  RunStats stats;
+  llvm::StringMap<ckptir::SourceOp> sourceOps;
+  llvm::StringMap<std::unique_ptr<OpenSource>> open;
+  llvm::StringMap<PendingOutput> pending;
+  llvm::DenseMap<mlir::Value, Tensor> values;
+  uint64_t doneBytes = 0;
+  for (Operation &op : *body) {
+    unsigned here = position[&op];
+    auto at = [&](const llvm::Twine &message) { return fileError(sourceRoot, message); };
+    (void)at;
+    if (auto src = mlir::dyn_cast<ckptir::SourceOp>(op)) {
+      sourceOps[src.getSymName()] = src;
+    } else if (auto output = mlir::dyn_cast<ckptir::OutputOp>(op)) {
+      PendingOutput &out = pending[output.getSymName()];
+      out.op = output;
+      out.path = join(partial, output.getPath());
+      out.skip = options.resume && !singleFile && llvm::sys::fs::exists(out.path);
+      if (!out.skip)
+        if (std::error_code ec =
+                llvm::sys::fs::create_directories(llvm::sys::path::parent_path(out.path)))
+          return fileError(out.path, "cannot create its folder: " + ec.message());
+    } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
+      // Reads that only feed skipped outputs are not done.
+      bool needed = llvm::any_of(read->getUsers(), [&](Operation *user) {
+        mlir::Operation *sink = user;
+        while (!mlir::isa<ckptir::WriteOp>(sink) && !sink->getUsers().empty())
+          sink = *sink->getUsers().begin();
+        auto write = mlir::dyn_cast<ckptir::WriteOp>(sink);
+        return !write || !pending[write.getOutput()].skip;
+      });
+      if (needed) {
+        llvm::StringRef sym = read.getSource();
+        auto &source = open[sym];
+        if (!source) {
+          ckptir::SourceOp decl = sourceOps.lookup(sym);
+          auto opened = openSource(join(sourceRoot, decl.getPath()), decl.getFormat());
+          if (!opened)
+            return opened.takeError();
+          source = std::move(*opened);
+        }
+        auto tensor = readKey(*source, read.getKey());
+        if (!tensor)
+          return tensor.takeError();
+        auto type = read.getType();
+        DType want = *ckptir::dtypeOf(type.getElementType());
+        if (tensor->dtype != want || llvm::ArrayRef<int64_t>(tensor->shape) != type.getShape())
+          return fileError(source->path, "'" + read.getKey() + "' is " +
+                                             typeText(tensor->dtype, tensor->shape) +
+                                             ", the program expects " +
+                                             typeText(want, type.getShape()) +
+                                             " (the checkpoint changed since the program was made)");
+        if (auto reason = tensor->checkView())
+          return fileError(source->path, "'" + read.getKey() + "': " + *reason);
+        stats.bytesRead += tensor->nbytes();
+        values[read.getResult()] = std::move(*tensor);
+      }
+      if (lastRead[read.getSource()] == here)
+        open.erase(read.getSource());
+    } else if (auto slice = mlir::dyn_cast<ckptir::SliceOp>(op)) {
+      auto in = values.find(slice.getInput());
+      if (in != values.end()) {
+        Tensor view = in->second;
+        for (size_t d = 0; d < view.shape.size(); ++d)
+          view.offset += slice.getOffsets()[d] * view.strides[d];
+        view.shape.assign(slice.getType().getShape().begin(), slice.getType().getShape().end());
+        values[slice.getResult()] = std::move(view);
+      }
+    } else if (auto reshape = mlir::dyn_cast<ckptir::ReshapeOp>(op)) {
+      auto in = values.find(reshape.getInput());
+      if (in != values.end()) {
+        Tensor t = in->second.isContiguous()
+                       ? in->second
+                       : owned(in->second.dtype, in->second.shape, in->second.toBytes());
+        t.shape.assign(reshape.getType().getShape().begin(), reshape.getType().getShape().end());
+        t.strides = contiguousStrides(t.shape);
+        values[reshape.getResult()] = std::move(t);
+      }
+    } else if (auto c = mlir::dyn_cast<ckptir::CastOp>(op)) {
+      auto in = values.find(c.getInput());
+      if (in != values.end())
+        values[c.getResult()] = cast(in->second, *ckptir::dtypeOf(c.getType().getElementType()));
+    } else if (auto zeros = mlir::dyn_cast<ckptir::ZerosOp>(op)) {
+      auto type = zeros.getType();
+      DType dtype = *ckptir::dtypeOf(type.getElementType());
+      values[zeros.getResult()] =
+          owned(dtype, type.getShape(), std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype)));
+    } else if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op)) {
+      PendingOutput &out = pending[write.getOutput()];
+      if (!out.skip) {
+        auto decl = llvm::find_if(out.op.getBodyBlock()->getOps<ckptir::TensorOp>(),
+                                  [&](ckptir::TensorOp t) { return t.getKey() == write.getKey(); });
+        auto type = mlir::cast<RankedTensorType>((*decl).getType());
+        std::vector<uint8_t> &buffer = out.buffers[write.getKey()];
+        if (buffer.empty())
+          buffer.resize(type.getNumElements() *
+                        dtypeSize(*ckptir::dtypeOf(type.getElementType())));
+        copyInto(values.find(write.getInput())->second, buffer.data(), type.getShape(),
+                 write.getOffsets());
+      }
+    } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
+      PendingOutput &out = pending[commit.getOutput()];
+      uint64_t bytes = 0;
+      for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
+        auto type = mlir::cast<RankedTensorType>(decl.getType());
+        bytes += type.getNumElements() * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
+      }
+      if (out.skip) {
+        ++stats.skippedFiles;
+      } else if (llvm::Error err = writeOutput(out, stats)) {
+        return std::move(err);
+      }
+      pending.erase(commit.getOutput());
+      doneBytes += bytes;
+      if (options.progress)
+        options.progress(doneBytes, totalBytes);
+    }
+    for (mlir::Value operand : op.getOperands())
+      if (lastUse.lookup(operand) == here)
+        values.erase(operand);
+  }
+  if (!singleFile) {
+    if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
+      return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());
+  }
+  stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}

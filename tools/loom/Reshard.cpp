@@ -1,0 +1,170 @@
+//===- Reshard.cpp - `loom reshard` ----------------------------------------===//
+//
+// SRC OUT --to FORMAT[:OPTIONS]: describe the source's layout, build the target's,
+// derive the ckpt program between them, verify it, and run it (or print it with
+// --emit-script). --run-script runs a saved program.
+//
+//===----------------------------------------------------------------------===//
+#include "Driver.h"
+
+#include "loom/Reshard/Reshard.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+
+#include "llvm/Support/SourceMgr.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+using namespace loom;
+using namespace loom::cli;
+
+namespace {
+struct ReshardOptions {
+  std::string source, output, to, emitScript, runScript;
+  bool weightsOnly = false, resume = false, json = false;
+};
+
+/// Keeps the first error MLIR reports, to be thrown as a one-line UserError.
+class FirstError {
+public:
+  explicit FirstError(mlir::MLIRContext &ctx)
+      : handler(&ctx, [this](mlir::Diagnostic &d) {
+          if (d.getSeverity() == mlir::DiagnosticSeverity::Error && text.empty()) {
+            text = d.str();
+            if (auto loc = mlir::dyn_cast<mlir::FileLineColLoc>(d.getLocation()))
+              text = fmt::format("{}:{}:{}: {}", loc.getFilename().str(), loc.getLine(),
+                                 loc.getColumn(), text);
+          }
+          return mlir::success();
+        }) {}
+  std::string text;
+
+private:
+  mlir::ScopedDiagnosticHandler handler;
+};
+
+template <typename T> T orThrow(llvm::Expected<T> value, const char *hint) {
+  if (!value)
+    throw UserError(llvm::toString(value.takeError()), hint);
+  return std::move(*value);
+}
+
+void progressBar(uint64_t done, uint64_t total, double seconds) {
+  double fraction = total ? double(done) / total : 1.0;
+  int width = 30, filled = int(fraction * width);
+  double eta = fraction > 0 ? seconds * (1 - fraction) / fraction : 0;
+  fmt::print(stderr, "\r[{}{}] {:5.1f}%  {:.1f}/{:.1f} MiB  ETA {:.0f}s", std::string(filled, '#'),
+             std::string(width - filled, ' '), 100 * fraction, done / 1048576.0,
+             total / 1048576.0, eta);
+  if (done == total)
+    fmt::print(stderr, "\n");
+}
+
+void runReshard(const ReshardOptions &o) {
+  mlir::DialectRegistry registry;
+  registry.insert<ckptir::CkptDialect>();
+  mlir::MLIRContext context(registry);
+  FirstError diags(context);
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::string sourceFormat, targetFormat;
+  if (!o.runScript.empty()) {
+    llvm::SourceMgr sources;
+    module = mlir::parseSourceFile<mlir::ModuleOp>(o.runScript, sources, &context);
+    if (!module)
+      throw UserError(diags.text.empty() ? o.runScript + ": cannot read the script" : diags.text,
+                      "a script is what `loom reshard ... --emit-script FILE` writes");
+  } else {
+    if (o.source.empty() || o.output.empty() || o.to.empty())
+      throw UserError("reshard needs SRC, OUT and --to (or --run-script FILE)",
+                      "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
+    reshard::TargetSpec spec =
+        orThrow(reshard::parseTargetSpec(o.to),
+                "formats: megatron:tp=N,pp=N, hf-safetensors[:shard=SIZE], torch, universal");
+    spec.weightsOnly = o.weightsOnly;
+    reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
+                                     "loom reads Megatron, HF, torch, safetensors, DCP and "
+                                     "universal checkpoints (see `loom inspect`)");
+    reshard::Layout target = orThrow(reshard::targetLayout(source, spec),
+                                     "see `loom reshard --help` for the target formats");
+    sourceFormat = source.format;
+    targetFormat = target.format;
+    module = orThrow(reshard::buildProgram(context, source, target, o.source, o.output),
+                     "the source and target layouts disagree; this is a loom bug if the "
+                     "source verifies with `loom verify-ckpt`");
+  }
+  if (failed(mlir::verify(*module)))
+    throw UserError(diags.text, "the program breaks the ckpt dialect's rules; regenerate it "
+                                "with --emit-script");
+  auto programs = module->getBody()->getOps<ckptir::ProgramOp>();
+  if (std::distance(programs.begin(), programs.end()) != 1)
+    throw UserError("the script must hold exactly one ckpt.program");
+  ckptir::ProgramOp program = *programs.begin();
+  if (!o.emitScript.empty()) {
+    writeOutput(o.emitScript, printModule(*module));
+    return;
+  }
+  reshard::RunOptions run;
+  run.sourceRoot = o.runScript.empty() ? "" : o.source;
+  run.outputRoot = o.runScript.empty() ? "" : o.output;
+  run.resume = o.resume;
+  auto started = std::chrono::steady_clock::now();
+  if (!o.json && isatty(STDERR_FILENO))
+    run.progress = [started](uint64_t done, uint64_t total) {
+      progressBar(done, total,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    };
+  reshard::RunStats stats =
+      orThrow(reshard::runProgram(program, run),
+              "nothing was left under the output path; fix the cause and run again (with "
+              "--resume to keep the files already written)");
+  std::string out = run.outputRoot.empty() ? program.getOutput().str() : run.outputRoot;
+  double gib = stats.bytesWritten / double(1ull << 30);
+  if (o.json) {
+    nlohmann::json j = {{"output", out},
+                        {"source_format", sourceFormat},
+                        {"target_format", targetFormat},
+                        {"files_written", stats.files},
+                        {"files_kept", stats.skippedFiles},
+                        {"tensors_written", stats.tensors},
+                        {"bytes_read", stats.bytesRead},
+                        {"bytes_written", stats.bytesWritten},
+                        {"seconds", stats.seconds},
+                        {"gib_per_s", stats.seconds > 0 ? gib / stats.seconds : 0.0}};
+    writeOutput("", j.dump(2) + "\n");
+    return;
+  }
+  writeOutput("", fmt::format("wrote {}: {} files ({} kept from an earlier run), {} tensors, "
+                              "{:.1f} MiB in {:.2f} s\n",
+                              out, stats.files, stats.skippedFiles, stats.tensors,
+                              stats.bytesWritten / 1048576.0, stats.seconds));
+}
+} // namespace
+
+void loom::cli::addReshardCommand(CLI::App &app) {
+  auto o = std::make_shared<ReshardOptions>();
+  auto *cmd = app.add_subcommand(
+      "reshard",
+      "Rewrite a checkpoint in another format or parallel layout. The source's layout is\n"
+      "detected; the conversion is a ckpt-dialect program, verified to write every byte of\n"
+      "every output tensor exactly once, then run. The output appears whole or not at all.");
+  cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
+  cmd->add_option("OUT", o->output, "path to create (must not exist)");
+  cmd->add_option("--to", o->to,
+                  "target: megatron:tp=N,pp=N (mcore names), hf-safetensors[:shard=SIZE],\n"
+                  "torch (one state-dict file) or universal (loom's HDF5 format)");
+  cmd->add_flag("--weights-only", o->weightsOnly,
+                "leave optimizer states out (targets other than universal cannot hold them yet)");
+  cmd->add_option("--emit-script", o->emitScript,
+                  "write the ckpt program to this file ('-': stdout) instead of running it");
+  cmd->add_option("--run-script", o->runScript,
+                  "run a saved program; SRC and OUT, when given, replace its roots");
+  cmd->add_flag("--resume", o->resume,
+                "continue an interrupted run: keep the files already complete in OUT.loom-partial");
+  cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
+  cmd->callback([o] { runReshard(*o); });
+}

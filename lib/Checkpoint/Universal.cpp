@@ -21,6 +21,8 @@
 #include "llvm/Support/xxhash.h"
 
 #include <algorithm>
+#include <fcntl.h>
+#include <unistd.h>
 
 using namespace loom::ckpt;
 using namespace loom::ckpt::hdf5;
@@ -224,6 +226,13 @@ llvm::Error loom::ckpt::writeUniversal(const llvm::Twine &path,
     optimizer.reset();
     if (!file.reset())
       return fail(fileError(finalPath, "cannot close HDF5 file: " + lastError()));
+  }
+  // Durable before visible, as OutputFile does.
+  if (int fd = ::open(tempPath.c_str(), O_RDONLY); fd >= 0) {
+    int synced = ::fsync(fd);
+    ::close(fd);
+    if (synced != 0)
+      return fail(fileError(finalPath, "fsync failed"));
   }
   if (std::error_code ec = llvm::sys::fs::rename(tempPath, finalPath))
     return fail(fileError(finalPath, "cannot rename the temporary file: " + ec.message()));

@@ -293,6 +293,30 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
   return writeUniversal(out.path, ckpt);
 }
 
+/// Removes the temporaries a killed run leaves ("<name>.tmp-XXXXXX", see OutputFile)
+/// under `dir`, or only those of `only` when given.
+void removeStaleTemps(const std::string &dir, llvm::StringRef only = "") {
+  std::vector<std::string> stale;
+  auto consider = [&](const std::string &path) {
+    llvm::StringRef name = llvm::sys::path::filename(path);
+    size_t at = name.rfind(".tmp-");
+    if (at != llvm::StringRef::npos && name.size() - at == 11 &&
+        (only.empty() || name.take_front(at) == only))
+      stale.push_back(path);
+  };
+  std::error_code ec;
+  if (only.empty()) {
+    for (llvm::sys::fs::recursive_directory_iterator it(dir, ec), end; it != end && !ec;
+         it.increment(ec))
+      consider(it->path());
+  } else {
+    for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+      consider(it->path());
+  }
+  for (const std::string &path : stale)
+    llvm::sys::fs::remove(path);
+}
+
 std::string join(llvm::StringRef root, llvm::StringRef path) {
   return path == "." ? root.str() : (root + "/" + path).str();
 }
@@ -311,7 +335,12 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
                                  "another output path or remove this one)");
   std::string partial = singleFile ? outputRoot : outputRoot + ".loom-partial";
-  if (!singleFile) {
+  if (singleFile) {
+    llvm::StringRef parent = llvm::sys::path::parent_path(outputRoot);
+    removeStaleTemps(parent.empty() ? "." : parent.str(), llvm::sys::path::filename(outputRoot));
+  } else {
+    if (options.resume && llvm::sys::fs::exists(partial))
+      removeStaleTemps(partial);
     if (llvm::sys::fs::exists(partial) && !options.resume)
       return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
                                 "remove it");
@@ -356,9 +385,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       out.op = output;
       out.path = join(partial, output.getPath());
       out.skip = options.resume && !singleFile && llvm::sys::fs::exists(out.path);
-      if (!out.skip)
-        if (std::error_code ec =
-                llvm::sys::fs::create_directories(llvm::sys::path::parent_path(out.path)))
+      llvm::StringRef parent = llvm::sys::path::parent_path(out.path);
+      if (!out.skip && !parent.empty())
+        if (std::error_code ec = llvm::sys::fs::create_directories(parent))
           return fileError(out.path, "cannot create its folder: " + ec.message());
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
       // Reads that only feed skipped outputs are not done.

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Judges loom reshard's outputs with torch, independently of loom's own readers.
+
+  reshard_check.py loss CKPT [CKPT ...]
+      Computes a language-model loss on a fixed batch with each checkpoint and
+      checks they agree (relative 1e-5). A Megatron mcore folder runs as Megatron
+      would: every TP rank's fused QKV and [gate; up] shards, column- and
+      row-parallel partial products summed over ranks, the vocabulary-parallel
+      embedding and output layer with padding rows dropped, stage after stage. An
+      HF folder (safetensors, read here by hand) or a torch state dict runs the
+      same Llama-like model on full tensors. So equal losses mean each layout put
+      every row where its format says it belongs.
+  reshard_check.py same A B
+      The two Megatron folders hold the same shards (mp_rank_* folders) with
+      bit-identical tensors (dtype, shape, bytes) under the same keys.
+"""
+import glob
+import json
+import os
+import struct
+import sys
+
+import torch
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import megatron_like  # noqa: E402,F401  (fixtures may pickle its classes)
+
+ST_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
+             "F64": torch.float64, "I64": torch.int64, "I32": torch.int32}
+
+
+def megatron_shards(root):
+    """(tp, pp, args, {(tp_rank, stage): model dict})."""
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
+        it = f.read().strip()
+    iter_dir = os.path.join(root, "release" if it == "release" else f"iter_{int(it):07d}")
+    shards = {}
+    args = None
+    for d in sorted(glob.glob(os.path.join(iter_dir, "mp_rank_*"))):
+        parts = os.path.basename(d)[len("mp_rank_"):].split("_")
+        tp_rank, stage = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        sd = torch.load(os.path.join(d, "model_optim_rng.pt"), map_location="cpu")
+        shards[(tp_rank, stage)] = {k: v.float() for k, v in sd["model"].items()}
+        args = args or sd["args"]
+    tp = 1 + max(k[0] for k in shards)
+    pp = 1 + max(k[1] for k in shards)
+    assert args.tensor_model_parallel_size == tp and args.pipeline_model_parallel_size == pp, \
+        f"{root}: args say tp={args.tensor_model_parallel_size} pp={args.pipeline_model_parallel_size}"
+    return tp, pp, args, shards
+
+
+def rms(x, w):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+
+def attention(q, k, v, qpg):
+    """q: [T, H, d]; k, v: [T, G, d]; head h uses group h // qpg; causal."""
+    k = k.repeat_interleave(qpg, dim=1)
+    v = v.repeat_interleave(qpg, dim=1)
+    scores = torch.einsum("thd,shd->hts", q, k) / q.shape[-1] ** 0.5
+    t = q.shape[0]
+    scores = scores.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
+    return torch.einsum("hts,shd->thd", scores.softmax(-1), v).reshape(t, -1)
+
+
+def megatron_loss(root, tokens):
+    tp, pp, a, shards = megatron_shards(root)
+    heads, groups, hd = a.num_attention_heads, a.num_query_groups, a.kv_channels
+    qpg, gpr = heads // groups, groups // tp
+    padded, vocab = a.padded_vocab_size, a.vocab_size
+    rows = padded // tp
+    x = 0
+    for r in range(tp):  # vocabulary-parallel embedding: each rank looks up its rows
+        e = shards[(r, 0)]["embedding.word_embeddings.weight"]
+        local = tokens - r * rows
+        mine = (local >= 0) & (local < rows)
+        x = x + e[local.clamp(0, rows - 1)] * mine.unsqueeze(-1)
+    for stage in range(pp):
+        s0 = shards[(0, stage)]
+        layers = sorted({int(k.split(".")[2]) for k in s0 if k.startswith("decoder.layers.")})
+        for i in layers:
+            p = f"decoder.layers.{i}."
+            n = rms(x, s0[p + "self_attention.linear_qkv.layer_norm_weight"])
+            out = 0
+            for r in range(tp):
+                s = shards[(r, stage)]
+                qkv = (n @ s[p + "self_attention.linear_qkv.weight"].T).reshape(-1, gpr, (qpg + 2) * hd)
+                q = qkv[..., :qpg * hd].reshape(-1, gpr * qpg, hd)
+                k = qkv[..., qpg * hd:(qpg + 1) * hd]
+                v = qkv[..., (qpg + 1) * hd:]
+                out = out + attention(q, k, v, qpg) @ s[p + "self_attention.linear_proj.weight"].T
+            x = x + out
+            n = rms(x, s0[p + "mlp.linear_fc1.layer_norm_weight"])
+            out = 0
+            for r in range(tp):
+                s = shards[(r, stage)]
+                gate, up = (n @ s[p + "mlp.linear_fc1.weight"].T).chunk(2, dim=-1)
+                out = out + (torch.nn.functional.silu(gate) * up) @ s[p + "mlp.linear_fc2.weight"].T
+            x = x + out
+    last = shards[(0, pp - 1)]
+    n = rms(x, last["decoder.final_layernorm.weight"])
+    logits = torch.cat([n @ shards[(r, pp - 1)]["output_layer.weight"].T for r in range(tp)], -1)
+    return torch.nn.functional.cross_entropy(logits[:-1, :vocab], tokens[1:]).item()
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = e["data_offsets"]
+        t = torch.frombuffer(bytearray(data[lo:hi]), dtype=ST_DTYPES[e["dtype"]])
+        out[name] = t.reshape(e["shape"]).float()
+    return out
+
+
+def full_tensors(path):
+    if os.path.isdir(path):
+        sd = {}
+        for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+            sd.update(read_safetensors(f))
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+        return sd, config
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float() for k, v in sd.items()}, None
+
+
+def hf_loss(path, tokens, config):
+    sd, own = full_tensors(path)
+    config = own or config
+    heads, groups = config["num_attention_heads"], config["num_key_value_heads"]
+    hd = config["head_dim"]
+    x = sd["model.embed_tokens.weight"][tokens]
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        n = rms(x, sd[p + "input_layernorm.weight"])
+        q = (n @ sd[p + "self_attn.q_proj.weight"].T).reshape(-1, heads, hd)
+        k = (n @ sd[p + "self_attn.k_proj.weight"].T).reshape(-1, groups, hd)
+        v = (n @ sd[p + "self_attn.v_proj.weight"].T).reshape(-1, groups, hd)
+        x = x + attention(q, k, v, heads // groups) @ sd[p + "self_attn.o_proj.weight"].T
+        n = rms(x, sd[p + "post_attention_layernorm.weight"])
+        gate = torch.nn.functional.silu(n @ sd[p + "mlp.gate_proj.weight"].T)
+        x = x + (gate * (n @ sd[p + "mlp.up_proj.weight"].T)) @ sd[p + "mlp.down_proj.weight"].T
+    logits = rms(x, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
+    return torch.nn.functional.cross_entropy(logits[:-1], tokens[1:]).item()
+
+
+def loss_cmd(paths):
+    tokens = torch.randint(0, 250, (16,), generator=torch.Generator().manual_seed(7))
+    config = None
+    losses = []
+    for path in paths:
+        if os.path.exists(os.path.join(path, "latest_checkpointed_iteration.txt")):
+            _, _, a, _ = megatron_shards(path)
+            config = {"num_attention_heads": a.num_attention_heads,
+                      "num_key_value_heads": a.num_query_groups, "head_dim": a.kv_channels,
+                      "num_hidden_layers": a.num_layers}
+            losses.append(megatron_loss(path, tokens))
+        else:
+            losses.append(hf_loss(path, tokens, config))
+        print(f"{path}: loss {losses[-1]:.6f}")
+    ok = all(abs(l - losses[0]) <= 1e-5 * abs(losses[0]) for l in losses)
+    print("losses agree" if ok else "LOSSES DIFFER")
+    return 0 if ok else 1
+
+
+def shard_files(root):
+    """mp_rank folder -> file, whatever the iteration (HF keeps none, so it restarts at 0)."""
+    return {os.path.basename(os.path.dirname(p)): p
+            for p in glob.glob(os.path.join(root, "*/mp_rank_*/model_optim_rng.pt"))}
+
+
+def same_cmd(a, b):
+    fa, fb = shard_files(a), shard_files(b)
+    if sorted(fa) != sorted(fb):
+        print(f"different shards: {sorted(fa)} vs {sorted(fb)}")
+        return 1
+    n = 0
+    for rel in sorted(fa):
+        x = torch.load(fa[rel], map_location="cpu")["model"]
+        y = torch.load(fb[rel], map_location="cpu")["model"]
+        if set(x) != set(y):
+            print(f"{rel}: keys differ: {sorted(set(x) ^ set(y))}")
+            return 1
+        for k in x:
+            if x[k].dtype != y[k].dtype or x[k].shape != y[k].shape or not torch.equal(x[k], y[k]):
+                print(f"{rel}: {k} differs")
+                return 1
+            n += 1
+    print(f"identical: {len(fa)} files, {n} tensors")
+    return 0
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "loss":
+        return loss_cmd(sys.argv[2:])
+    if cmd == "same":
+        return same_cmd(sys.argv[2], sys.argv[3])
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "loom/Reshard/Reshard.h"
 #include "loom/Transforms/Passes.h"
 #include "loom/Transforms/SchedPasses.h"
 #include "ckpt/Ckpt.h"
@@ -22,6 +23,7 @@ int main(int argc, char **argv) {
                   mlir::arith::ArithDialect>();
   loom::registerLoomPasses();
   loom::registerLoomSchedPasses();
+  loom::reshard::registerReshardPasses();
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
   mlir::registerSymbolDCEPass();

@@ -104,6 +104,8 @@ void runReshard(const ReshardOptions &o) {
   if (std::distance(programs.begin(), programs.end()) != 1)
     throw UserError("the script must hold exactly one ckpt.program");
   ckptir::ProgramOp program = *programs.begin();
+  if (o.runScript.empty())
+    reshard::coalesceCopies(program);
   if (!o.emitScript.empty()) {
     writeOutput(o.emitScript, printModule(*module));
     return;

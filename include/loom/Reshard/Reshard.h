@@ -27,6 +27,11 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 buildProgram(mlir::MLIRContext &context, const Layout &source, const Layout &target,
              llvm::StringRef sourceRoot, llvm::StringRef outputRoot);
 
+/// Merges writes of neighbouring slices of one value into one write (see
+/// Coalesce.cpp); returns how many writes went away. The `ckpt-coalesce` pass.
+unsigned coalesceCopies(ckptir::ProgramOp program);
+void registerReshardPasses();
+
 struct RunOptions {
   /// Override the program's roots when not empty.
   std::string sourceRoot, outputRoot;

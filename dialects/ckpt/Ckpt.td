@@ -44,7 +44,7 @@ def Ckpt_ProgramOp : Ckpt_Op<"program", [SymbolTable, NoTerminator, SingleBlock,
     ```
     ckpt.program source "ckpt/megatron" output "out/megatron-tp1" {
       ckpt.source @s0 "iter_0000100/mp_rank_00_000/model_optim_rng.pt" format "torch"
-      ckpt.output @o0 "iter_0000100/mp_rank_00/model_optim_rng.pt" format "megatron" {
+      ckpt.output @o0 "iter_0000100/mp_rank_00/model_optim_rng.pt" format "torch-tree" meta "..." {
         ckpt.tensor "model.decoder.layers.0.mlp.linear_fc2.weight" : tensor<32x48xbf16>
       }
       %0 = ckpt.read @s0 "model.decoder.layers.0.mlp.linear_fc2.weight" : tensor<32x24xbf16>
@@ -87,9 +87,11 @@ def Ckpt_OutputOp : Ckpt_Op<"output", [Symbol, HasParent<"ProgramOp">, NoTermina
   let summary = "a file the program writes, with the tensors it will hold";
   let description = [{
     The body declares the file's tensors in file order (`ckpt.tensor`).
-    `format`: "torch" (a state dict), "megatron" (a model_optim_rng.pt whose
-    `meta` JSON gives args and iteration), "safetensors", "universal" (`meta`
-    gives the metadata) or "text" (no tensors; `meta` is the content).
+    `format`: "torch" (a state dict of the declared tensors), "torch-tree" (a
+    torch.save file whose object tree `meta` gives as a JSON skeleton with the
+    tensors at marked places: Megatron and DeepSpeed files), "safetensors",
+    "universal" (`meta` gives the metadata) or "text" (no tensors; `meta` is the
+    content).
     Constraints: a known format, a relative path without "..", keys unique,
     no tensors in a text file.
   }];

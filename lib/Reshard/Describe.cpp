@@ -386,11 +386,22 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       args[key] = value;
     args["group_query_attention"] = md.queryGroups != md.heads;
     args["swiglu"] = md.swiglu;
-    std::string meta = llvm::formatv(
-        "{0}", llvm::json::Value(llvm::json::Object{{"iteration", source.iteration},
-                                                    {"args", std::move(args)}}));
-    for (ShardFile &file : *files)
-      file.meta = meta;
+    // Each file: what Megatron's save_checkpoint pickles, the model's tensors in
+    // file order under "model" (keys without the "model." the layout prefixes).
+    for (ShardFile &file : *files) {
+      llvm::json::Array model;
+      for (const LocalTensor &t : file.tensors)
+        model.push_back(llvm::json::Array{llvm::StringRef(t.key).drop_front(6),
+                                          llvm::json::Object{{"$tensor", t.key}}});
+      llvm::json::Array root{
+          llvm::json::Array{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
+                                                       {"state", llvm::json::Object(args)}}},
+          llvm::json::Array{"checkpoint_version", 3.0},
+          llvm::json::Array{"iteration", source.iteration},
+          llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
+      file.format = "torch-tree";
+      file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+    }
     out.files = std::move(*files);
     out.files.push_back({"latest_checkpointed_iteration.txt", "text", {},
                          std::to_string(source.iteration)});

@@ -38,6 +38,47 @@ Box Box::whole(llvm::ArrayRef<int64_t> shape) {
   return box;
 }
 
+int64_t reshard::linearIndex(llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<int64_t> offsets) {
+  int64_t index = 0;
+  for (size_t d = 0; d < shape.size(); ++d)
+    index = index * shape[d] + offsets[d];
+  return index;
+}
+
+std::vector<Box> reshard::flatRuns(llvm::ArrayRef<int64_t> shape, int64_t begin, int64_t end) {
+  std::vector<Box> out;
+  size_t rank = shape.size();
+  llvm::SmallVector<int64_t, 4> strides(rank, 1);
+  for (size_t d = rank; d-- > 1;)
+    strides[d - 1] = strides[d] * shape[d];
+  while (begin < end) {
+    // The largest aligned block at `begin` that fits: grow through the inner
+    // dimensions while `begin` sits on their boundary and a whole block fits.
+    size_t d = rank;
+    while (d > 0 && begin % (strides[d - 1] * shape[d - 1]) == 0 &&
+           begin + strides[d - 1] * shape[d - 1] <= end)
+      --d;
+    // Dimensions >= d are whole; take as many steps of dimension d - 1 as fit.
+    Box box;
+    int64_t rest = begin;
+    for (size_t i = 0; i < rank; ++i) {
+      box.offsets.push_back(rest / strides[i]);
+      rest %= strides[i];
+      box.sizes.push_back(i >= d ? shape[i] : 1);
+    }
+    if (d > 0) {
+      int64_t step = strides[d - 1];
+      int64_t room = shape[d - 1] - box.offsets[d - 1];
+      box.sizes[d - 1] = std::min(room, (end - begin) / step);
+    } else {
+      box.sizes.assign(shape.begin(), shape.end());
+    }
+    begin += box.volume();
+    out.push_back(std::move(box));
+  }
+  return out;
+}
+
 const FullTensor *Layout::findFull(llvm::StringRef name) const {
   for (const FullTensor &f : fulls)
     if (f.name == name)
@@ -64,8 +105,29 @@ llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
           return fail("dtype differs from " + full.name + "'s");
         const Box &b = piece.fullBox;
         if (b.offsets.size() != full.shape.size() || b.sizes.size() != full.shape.size() ||
-            piece.localOffsets.size() != local.shape.size() || b.sizes.size() != local.shape.size())
+            piece.localOffsets.size() != local.shape.size() ||
+            (!piece.flat && b.sizes.size() != local.shape.size()) ||
+            (piece.flat && local.shape.size() != 1))
           return fail("a piece of " + full.name + " has the wrong rank");
+        if (piece.flat) {
+          for (size_t d = 0; d < b.sizes.size(); ++d)
+            if (b.offsets[d] < 0 || b.sizes[d] <= 0 || b.offsets[d] + b.sizes[d] > full.shape[d])
+              return fail("a piece of " + full.name + " lies outside it");
+          auto runs = flatRuns(full.shape, linearIndex(full.shape, b.offsets),
+                               linearIndex(full.shape, b.offsets) + int64_t(b.volume()));
+          if (runs.size() != 1 || runs[0].sizes != b.sizes)
+            return fail("a flat piece of " + full.name + " is not contiguous in it");
+          Box inLocal{piece.localOffsets, {int64_t(b.volume())}};
+          if (inLocal.offsets[0] < 0 || inLocal.offsets[0] + inLocal.sizes[0] > local.shape[0])
+            return fail("a flat piece of " + full.name + " lies outside the local tensor");
+          for (const Box &other : localBoxes)
+            if (boxesOverlap(other, inLocal))
+              return fail("two pieces overlap");
+          localBoxes.push_back(inLocal);
+          covered[piece.full] += b.volume();
+          fullBoxes[piece.full].push_back(b);
+          continue;
+        }
         Box inLocal{piece.localOffsets, b.sizes};
         for (size_t d = 0; d < b.sizes.size(); ++d)
           if (b.offsets[d] < 0 || b.sizes[d] <= 0 || b.offsets[d] + b.sizes[d] > full.shape[d] ||
@@ -170,7 +232,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
                       : llvm::formatv("{0}mp_rank_{1:d2}_{2:d3}/model_optim_rng.pt", dirPrefix,
                                       rank, stage)
                             .str();
-      file.format = "megatron";
+      file.format = "torch-tree";
       for (const ckpt::MegatronParam &param : *params) {
         if (param.stage != stage)
           continue;

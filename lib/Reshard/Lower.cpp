@@ -42,6 +42,36 @@ void subtract(const Box &a, const Box &b, std::vector<Box> &out) {
   }
 }
 
+/// `box` (inside `outer`) as boxes that are each contiguous in row-major order of
+/// `outer`: unit steps along the leading dimensions where it is narrower than `outer`
+/// ahead of a dimension that is not whole.
+std::vector<Box> contiguousWithin(const Box &box, const Box &outer) {
+  size_t rank = box.sizes.size();
+  size_t j = rank; // dimensions >= j are whole in `outer`
+  while (j > 0 && box.sizes[j - 1] == outer.sizes[j - 1])
+    --j;
+  if (j == 0)
+    return {box};
+  // Dimension j - 1 is partial; dimensions before it must be single steps.
+  std::vector<Box> out;
+  SmallVector<int64_t, 4> index(j - 1, 0);
+  for (;;) {
+    Box run = box;
+    for (size_t d = 0; d + 1 < j; ++d) {
+      run.offsets[d] = box.offsets[d] + index[d];
+      run.sizes[d] = 1;
+    }
+    out.push_back(run);
+    size_t d = j - 1;
+    while (d > 0 && ++index[d - 1] == box.sizes[d - 1])
+      index[--d] = 0;
+    if (d == 0)
+      return out;
+  }
+}
+
+ckpt::DType dtypeOf(RankedTensorType type) { return *ckptir::dtypeOf(type.getElementType()); }
+
 SmallVector<int64_t, 4> plus(ArrayRef<int64_t> a, ArrayRef<int64_t> b, ArrayRef<int64_t> c) {
   SmallVector<int64_t, 4> out;
   for (size_t i = 0; i < a.size(); ++i)
@@ -116,7 +146,8 @@ reshard::buildProgram(MLIRContext &context, const Layout &source, const Layout &
       std::vector<Box> gaps{Box::whole(local.shape)};
       for (const Piece &piece : local.pieces) {
         const FullTensor &full = target.fulls[piece.full];
-        Box inLocal{piece.localOffsets, piece.fullBox.sizes};
+        Box inLocal = piece.flat ? Box{piece.localOffsets, {int64_t(piece.fullBox.volume())}}
+                                 : Box{piece.localOffsets, piece.fullBox.sizes};
         std::vector<Box> left;
         for (const Box &gap : gaps)
           subtract(gap, inLocal, left);
@@ -135,15 +166,50 @@ reshard::buildProgram(MLIRContext &context, const Layout &source, const Layout &
                                              FlatSymbolRefAttr::get(&context, sourceSyms[ref.file]),
                                              b.getStringAttr(src.key));
           Value part = value;
-          auto srcOffsets = plus(common->offsets, srcPiece.fullBox.offsets, srcPiece.localOffsets);
-          if (common->sizes != src.shape)
-            part = b.create<ckptir::SliceOp>(loc, typeOf(common->sizes, src.dtype), part,
-                                             b.getDenseI64ArrayAttr(srcOffsets));
+          auto slice = [&](Value from, ArrayRef<int64_t> offsets, ArrayRef<int64_t> sizes) {
+            auto type = cast<RankedTensorType>(from.getType());
+            if (type.getShape() == sizes)
+              return from;
+            return Value(b.create<ckptir::SliceOp>(loc, typeOf(sizes, dtypeOf(type)), from,
+                                                   b.getDenseI64ArrayAttr(offsets)));
+          };
+          auto reshape = [&](Value from, ArrayRef<int64_t> sizes) {
+            auto type = cast<RankedTensorType>(from.getType());
+            if (type.getShape() == sizes)
+              return from;
+            return Value(b.create<ckptir::ReshapeOp>(loc, typeOf(sizes, dtypeOf(type)), from));
+          };
+          if (!srcPiece.flat) {
+            part = slice(part, plus(common->offsets, srcPiece.fullBox.offsets, srcPiece.localOffsets),
+                         common->sizes);
+          } else {
+            // The piece's run of the flat buffer, viewed at the box's shape, then the
+            // common part of it.
+            int64_t volume = srcPiece.fullBox.volume();
+            part = slice(part, {srcPiece.localOffsets[0]}, {volume});
+            part = reshape(part, srcPiece.fullBox.sizes);
+            SmallVector<int64_t, 4> zero(common->sizes.size(), 0);
+            part = slice(part, plus(common->offsets, srcPiece.fullBox.offsets, zero), common->sizes);
+          }
           if (src.dtype != local.dtype)
             part = b.create<ckptir::CastOp>(loc, typeOf(common->sizes, local.dtype), part);
-          b.create<ckptir::WriteOp>(
-              loc, part, outRef, b.getStringAttr(local.key),
-              b.getDenseI64ArrayAttr(plus(common->offsets, piece.fullBox.offsets, piece.localOffsets)));
+          if (!piece.flat) {
+            b.create<ckptir::WriteOp>(
+                loc, part, outRef, b.getStringAttr(local.key),
+                b.getDenseI64ArrayAttr(plus(common->offsets, piece.fullBox.offsets, piece.localOffsets)));
+            continue;
+          }
+          // Into a flat buffer: cut the common box into boxes contiguous within the
+          // piece's box, each written as a run.
+          for (const Box &run : contiguousWithin(*common, piece.fullBox)) {
+            SmallVector<int64_t, 4> zero(run.sizes.size(), 0);
+            Value v = slice(part, plus(run.offsets, common->offsets, zero), run.sizes);
+            v = reshape(v, {int64_t(run.volume())});
+            SmallVector<int64_t, 4> rel = plus(run.offsets, piece.fullBox.offsets, zero);
+            int64_t at = piece.localOffsets[0] + linearIndex(piece.fullBox.sizes, rel);
+            b.create<ckptir::WriteOp>(loc, v, outRef, b.getStringAttr(local.key),
+                                      b.getDenseI64ArrayAttr({at}));
+          }
         }
         if (filled != piece.fullBox.volume())
           return llvm::createStringError("the source's pieces of " + full.name +

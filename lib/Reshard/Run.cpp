@@ -184,16 +184,93 @@ llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
   return std::move(*parsed->getAsObject());
 }
 
-ValuePtr jsonToValue(const llvm::json::Value &v) {
-  if (auto i = v.getAsInteger())
-    return Value::make(int64_t(*i));
+/// Builds the object tree a "torch-tree" output's skeleton describes (see
+/// docs/reshard.md): JSON scalars, arrays as lists, objects as dicts with sorted keys,
+/// and the markers {"$tensor": key}, {"$size": [...]}, {"$dict": [[k, v], ...]},
+/// {"$odict": [[k, v], ...]} (keys str or int, in order) and
+/// {"$object": "module.Name", "state": {...}} (an object built by NEWOBJ + BUILD).
+llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
+                                  const llvm::StringMap<const Tensor *> &tensors,
+                                  const std::string &file) {
+  if (v.getAsNull())
+    return Value::make(NoneValue{});
   if (auto b = v.getAsBoolean())
     return Value::make(*b);
+  if (auto i = v.getAsInteger())
+    return Value::make(int64_t(*i));
   if (auto d = v.getAsNumber())
     return Value::make(*d);
-  if (auto s = v.getAsString())
-    return Value::make(s->str());
-  return Value::make(NoneValue{});
+  if (auto str = v.getAsString())
+    return Value::make(str->str());
+  if (auto *array = v.getAsArray()) {
+    ListValue list;
+    for (const llvm::json::Value &item : *array) {
+      auto child = buildTree(item, tensors, file);
+      if (!child)
+        return child.takeError();
+      list.items.push_back(std::move(*child));
+    }
+    return Value::make(std::move(list));
+  }
+  const llvm::json::Object &o = *v.getAsObject();
+  if (auto key = o.getString("$tensor")) {
+    auto found = tensors.find(*key);
+    if (found == tensors.end())
+      return fileError(file, "the skeleton names '" + *key + "', which the output does not declare");
+    return Value::make(TensorValue{*found->second});
+  }
+  if (auto *dims = o.getArray("$size")) {
+    TupleValue size;
+    size.torchSize = true;
+    for (const llvm::json::Value &d : *dims)
+      size.items.push_back(Value::make(int64_t(d.getAsInteger().value_or(0))));
+    return Value::make(std::move(size));
+  }
+  if (auto type = o.getString("$object")) {
+    auto [module, name] = type->rsplit('.');
+    ObjectValue object;
+    object.type = {module.str(), name.str()};
+    object.newObj = true;
+    object.args = Value::make(TupleValue{});
+    if (const llvm::json::Value *state = o.get("state")) {
+      auto built = buildTree(*state, tensors, file);
+      if (!built)
+        return built.takeError();
+      object.state = std::move(*built);
+    }
+    return Value::make(std::move(object));
+  }
+  DictValue dict;
+  const llvm::json::Array *pairs = o.getArray("$dict");
+  if (!pairs && (pairs = o.getArray("$odict")))
+    dict.ordered = true;
+  auto add = [&](ValuePtr key, const llvm::json::Value &value) -> llvm::Error {
+    auto built = buildTree(value, tensors, file);
+    if (!built)
+      return built.takeError();
+    dict.entries.emplace_back(std::move(key), std::move(*built));
+    return llvm::Error::success();
+  };
+  if (pairs) {
+    for (const llvm::json::Value &pair : *pairs) {
+      const llvm::json::Array *kv = pair.getAsArray();
+      if (!kv || kv->size() != 2)
+        return fileError(file, "a skeleton dict entry is not a [key, value] pair");
+      ValuePtr key = (*kv)[0].getAsInteger() ? Value::make(int64_t(*(*kv)[0].getAsInteger()))
+                                             : Value::make((*kv)[0].getAsString().value_or("").str());
+      if (llvm::Error err = add(std::move(key), (*kv)[1]))
+        return std::move(err);
+    }
+  } else {
+    std::vector<std::string> keys;
+    for (const auto &kv : o)
+      keys.push_back(kv.first.str());
+    llvm::sort(keys);
+    for (const std::string &k : keys)
+      if (llvm::Error err = add(Value::make(k), *o.get(k)))
+        return std::move(err);
+  }
+  return Value::make(std::move(dict));
 }
 
 /// Writes a committed output with its format's writer.
@@ -225,39 +302,21 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     return writeTorchZip(out.path, *makeStateDict(tensors));
   if (format == "safetensors")
     return writeSafetensors(out.path, tensors);
+  if (format == "torch-tree") {
+    llvm::StringMap<const Tensor *> byKey;
+    for (const NamedTensor &t : tensors)
+      byKey[t.name] = &t.tensor;
+    auto skeleton = llvm::json::parse(out.op.getMeta());
+    if (!skeleton)
+      return fileError(out.path, "the skeleton is not JSON: " + llvm::toString(skeleton.takeError()));
+    auto root = buildTree(*skeleton, byKey, out.path);
+    if (!root)
+      return root.takeError();
+    return writeTorchZip(out.path, **root);
+  }
   auto meta = parseMeta(out);
   if (!meta)
     return meta.takeError();
-  if (format == "megatron") {
-    DictValue model;
-    model.ordered = true;
-    for (NamedTensor &t : tensors) {
-      llvm::StringRef key = t.name;
-      key.consume_front("model.");
-      model.entries.emplace_back(Value::make(key.str()), Value::make(TensorValue{t.tensor}));
-    }
-    DictValue args;
-    if (auto *a = meta->getObject("args")) {
-      std::vector<std::string> keys;
-      for (auto &kv : *a)
-        keys.push_back(kv.first.str());
-      llvm::sort(keys);
-      for (const std::string &k : keys)
-        args.entries.emplace_back(Value::make(k), jsonToValue(*a->get(k)));
-    }
-    ObjectValue ns;
-    ns.type = {"argparse", "Namespace"};
-    ns.newObj = true;
-    ns.args = Value::make(TupleValue{});
-    ns.state = Value::make(std::move(args));
-    DictValue root;
-    root.entries.emplace_back(Value::make(std::string("args")), Value::make(std::move(ns)));
-    root.entries.emplace_back(Value::make(std::string("checkpoint_version")), Value::make(3.0));
-    root.entries.emplace_back(Value::make(std::string("iteration")),
-                              Value::make(int64_t(meta->getInteger("iteration").value_or(0))));
-    root.entries.emplace_back(Value::make(std::string("model")), Value::make(std::move(model)));
-    return writeTorchZip(out.path, Value(std::move(root)));
-  }
   // universal
   UniversalCheckpoint ckpt;
   UniversalMetadata &m = ckpt.metadata;

@@ -47,8 +47,20 @@ struct Piece {
   unsigned full = 0;
   Box fullBox;
   /// Where fullBox lands in the local tensor: same sizes, offsets in local coordinates.
+  /// For a flat piece, one offset: where the box starts in the 1-D local tensor.
   llvm::SmallVector<int64_t, 4> localOffsets;
+  /// The local tensor is a flat buffer (a ZeRO partition) holding the box's elements
+  /// in row-major order from localOffsets[0]; the box is then contiguous in the full
+  /// tensor (flatRuns cuts any element range into such boxes).
+  bool flat = false;
 };
+
+/// The boxes of a tensor of `shape` whose row-major elements are [begin, end), each
+/// contiguous, in order: at most 2·rank - 1 of them.
+std::vector<Box> flatRuns(llvm::ArrayRef<int64_t> shape, int64_t begin, int64_t end);
+
+/// Row-major position of `offsets` in a tensor of `shape`.
+int64_t linearIndex(llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<int64_t> offsets);
 
 struct LocalTensor {
   /// How the file's format addresses the tensor (a state-dict path, a dataset name).

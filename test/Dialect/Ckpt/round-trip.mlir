@@ -5,7 +5,7 @@
 
 // CHECK-LABEL: ckpt.program source "in" output "out"
 // CHECK: ckpt.source @s0 "a/model.pt" format "torch"
-// CHECK: ckpt.output @o0 "b/model.pt" format "megatron" meta "{}"
+// CHECK: ckpt.output @o0 "b/model.pt" format "torch-tree" meta "{}"
 // CHECK-NEXT: ckpt.tensor "qkv" : tensor<4x2xbf16>
 // CHECK: %[[R:.*]] = ckpt.read @s0 "q" : tensor<4x2xbf16>
 // CHECK: %[[S:.*]] = ckpt.slice %[[R]] [2, 0] : tensor<4x2xbf16> to tensor<2x2xbf16>
@@ -17,7 +17,7 @@
 ckpt.program source "in" output "out" {
   ckpt.source @s0 "a/model.pt" format "torch"
   ckpt.source @s1 "a/other.safetensors" format "safetensors"
-  ckpt.output @o0 "b/model.pt" format "megatron" meta "{}" {
+  ckpt.output @o0 "b/model.pt" format "torch-tree" meta "{}" {
     ckpt.tensor "qkv" : tensor<4x2xbf16>
     ckpt.tensor "flat" : tensor<4xf32>
   }

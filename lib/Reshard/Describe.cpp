@@ -239,6 +239,9 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
       return reader.takeError();
     layout.format = "universal";
     layout.iteration = (*reader)->metadata().iteration;
+    for (const UniversalEntry &e : (*reader)->entries())
+      if (e.step)
+        layout.optimizerStep = e.step;
     ShardFile file{".", "universal", {}, ""};
     for (const UniversalEntry &e : (*reader)->entries()) {
       auto add = [&](std::string name, DType dtype) {
@@ -253,8 +256,25 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     }
     layout.files.push_back(std::move(file));
     dimsFromText(layout, (*reader)->metadata().modelConfig);
+    // Optimizer groups a DeepSpeed source recorded.
+    if (auto parsed = llvm::json::parse((*reader)->metadata().sourceLayout)) {
+      if (auto *o = parsed->getAsObject())
+        if (auto *groups = o->getArray("param_groups"))
+          for (const llvm::json::Value &group : *groups) {
+            layout.paramGroups.emplace_back();
+            if (auto *names = group.getAsArray())
+              for (const llvm::json::Value &name : *names)
+                if (auto text = name.getAsString())
+                  layout.paramGroups.back().push_back(text->str());
+          }
+    } else {
+      llvm::consumeError(parsed.takeError());
+    }
   } else {
-    return fileError(path, "a DeepSpeed checkpoint, which loom cannot reshard yet");
+    auto described = describeDeepSpeed(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
   }
   if (llvm::Error err = checkLayout(layout, path))
     return std::move(err);
@@ -285,7 +305,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     if (!target.weightsOnly || f.name.find('#') == std::string::npos)
       out.fulls.push_back(f);
   std::string firstState;
-  if (size_t states = countStates(out.fulls, &firstState); states && target.format != "universal")
+  if (size_t states = countStates(out.fulls, &firstState);
+      states && target.format != "universal" && target.format != "deepspeed")
     return llvm::createStringError(
         llvm::formatv("the source holds {0} optimizer-state tensors (such as {1}) that {2} "
                       "cannot hold yet; add --weights-only to leave them out, or convert to "
@@ -303,6 +324,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
                               {"model_config", source.dims ? configJson(*source.dims) : "{}"}};
       if (!source.sourceArgs.empty())
         meta["source_layout"] = source.sourceArgs;
+      if (source.optimizerStep)
+        meta["step"] = *source.optimizerStep;
       file.meta = llvm::formatv("{0}", llvm::json::Value(std::move(meta))).str();
     }
     out.files.push_back(std::move(file));
@@ -341,6 +364,11 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     }
     if (source.dims)
       out.files.push_back({"config.json", "text", {}, configJson(*source.dims) + "\n"});
+  } else if (target.format == "deepspeed") {
+    auto files = deepspeedTarget(source, out, target.zero, target.dp);
+    if (!files)
+      return files.takeError();
+    out.files = std::move(*files);
   } else if (target.format == "megatron") {
     if (!source.dims)
       return llvm::createStringError(
@@ -369,9 +397,11 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       return files.takeError();
     // The args: the source's, with the new degrees and shape facts.
     llvm::json::Object args;
-    if (auto parsed = llvm::json::parse(source.sourceArgs.empty() ? "{}" : source.sourceArgs))
-      if (auto *o = parsed->getAsObject())
-        args = std::move(*o);
+    if (llvm::StringRef(source.format).starts_with("megatron")) {
+      if (auto parsed = llvm::json::parse(source.sourceArgs))
+        if (auto *o = parsed->getAsObject())
+          args = std::move(*o);
+    }
     for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
              {"num_layers", md.numLayers},
              {"hidden_size", md.hidden},

@@ -174,9 +174,9 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   auto [format, options] = text.split(':');
   TargetSpec spec;
   spec.format = format.str();
-  if (!llvm::is_contained({"megatron", "hf-safetensors", "torch", "universal"}, format))
+  if (!llvm::is_contained({"megatron", "deepspeed", "hf-safetensors", "torch", "universal"}, format))
     return llvm::createStringError("--to: unknown format '" + format.str() +
-                                   "' (expected megatron, hf-safetensors, torch or universal)");
+                                   "' (expected megatron, deepspeed, hf-safetensors, torch or universal)");
   llvm::SmallVector<llvm::StringRef> items;
   options.split(items, ',', -1, false);
   for (llvm::StringRef item : items) {
@@ -189,6 +189,12 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
       (key == "tp" ? spec.tp : spec.pp) = n;
+    } else if (format == "deepspeed" && (key == "zero" || key == "dp")) {
+      unsigned n = 0;
+      if (key == "zero" ? value.getAsInteger(10, n) || n < 1 || n > 3
+                        : value.getAsInteger(10, n) || n == 0 || n > 65536)
+        return bad(key == "zero" ? "expected 1, 2 or 3" : "expected an integer from 1 to 65536");
+      (key == "zero" ? spec.zero : spec.dp) = n;
     } else if (format == "hf-safetensors" && key == "shard") {
       uint64_t scale = 1;
       for (auto [suffix, factor] : {std::pair{"GiB", 1ull << 30}, std::pair{"MiB", 1ull << 20},
@@ -202,7 +208,8 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     } else {
       return llvm::createStringError("--to: '" + item.str() + "' is not an option of " +
                                      format.str() +
-                                     (format == "megatron" ? " (tp=N, pp=N)"
+                                     (format == "megatron"    ? " (tp=N, pp=N)"
+                                      : format == "deepspeed" ? " (zero=1|2|3, dp=N)"
                                       : format == "hf-safetensors" ? " (shard=SIZE)"
                                                                    : " (it takes none)"));
     }

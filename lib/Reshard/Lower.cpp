@@ -110,8 +110,9 @@ reshard::buildProgram(MLIRContext &context, const Layout &source, const Layout &
         if (!replica)
           list.push_back({f, t, p});
       }
+  auto sourceName = [](const FullTensor &full) { return full.from.empty() ? full.name : full.from; };
   for (const FullTensor &full : target.fulls) {
-    const FullTensor *from = source.findFull(full.name);
+    const FullTensor *from = source.findFull(sourceName(full));
     if (!from)
       return llvm::createStringError("the target needs " + full.name +
                                      ", which the source does not hold");
@@ -153,7 +154,7 @@ reshard::buildProgram(MLIRContext &context, const Layout &source, const Layout &
           subtract(gap, inLocal, left);
         gaps = std::move(left);
         uint64_t filled = 0;
-        for (const SourceRef &ref : pieces[full.name]) {
+        for (const SourceRef &ref : pieces[sourceName(full)]) {
           const LocalTensor &src = source.files[ref.file].tensors[ref.tensor];
           const Piece &srcPiece = src.pieces[ref.piece];
           auto common = piece.fullBox.intersect(srcPiece.fullBox);

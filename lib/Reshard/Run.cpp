@@ -340,6 +340,8 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     if (found == index.end())
       return fileError(out.path, "optimizer state '" + t.name + "' of no parameter");
     UniversalParam &p = ckpt.params[found->second];
+    if (auto step = meta->getInteger("step"))
+      p.step = *step;
     if (state == "fp32")
       p.fp32 = t.tensor;
     else if (state == "exp_avg")

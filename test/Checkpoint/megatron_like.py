@@ -21,3 +21,11 @@ class LossScaler:
 
     def __eq__(self, other):
         return type(other) is LossScaler and vars(self) == vars(other)
+
+
+class ZeroStageEnum(enum.IntEnum):
+    """DeepSpeed pickles its ZeRO stage as this kind of enum in ZeRO-3 optimizer files."""
+    disabled = 0
+    optimizer_states = 1
+    gradients = 2
+    weights = 3

@@ -15,6 +15,7 @@
 #include "loom/Checkpoint/Safetensors.h"
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
+#include "loom/Reshard/Layout.h"
 #include "loom/Support/Table.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -84,7 +85,7 @@ template <typename T> T orThrow(llvm::Expected<T> value) {
   if (!value)
     throw UserError(llvm::toString(value.takeError()),
                     "the checkpoint is damaged or incomplete; loom reads torch zip, "
-                    "safetensors, HF, DCP, Megatron and loom universal checkpoints");
+                    "safetensors, HF, DCP, Megatron, DeepSpeed ZeRO and loom universal checkpoints");
   return std::move(*value);
 }
 
@@ -156,9 +157,29 @@ Summary open(const std::string &path, bool verify) {
     addTensors(summary, dcp.tensors);
     break;
   }
-  case Format::DeepSpeed:
-    throw UserError(path + ": a DeepSpeed checkpoint, which loom cannot read yet",
-                    "issue #8 tracks the DeepSpeed reader");
+  case Format::DeepSpeed: {
+    // Listed from its layout: the full tensors the ZeRO partitions make up.
+    loom::reshard::Layout l = orThrow(loom::reshard::describeDeepSpeed(path));
+    summary.format = l.format;
+    size_t optimFiles = llvm::count_if(l.files, [](const loom::reshard::ShardFile &f) {
+      return llvm::StringRef(f.path).ends_with("_optim_states.pt");
+    });
+    summary.layout = {{"dp", optimFiles}, {"iteration", l.iteration},
+                      {"param_groups", l.paramGroups.size()}};
+    if (l.optimizerStep)
+      summary.layout["optimizer_step"] = *l.optimizerStep;
+    if (verify)
+      for (const loom::reshard::ShardFile &f : l.files)
+        if (!f.tensors.empty())
+          orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}}));
+    for (const loom::reshard::FullTensor &f : l.fulls) {
+      auto [name, state] = llvm::StringRef(f.name).split('#');
+      summary.tensors.push_back({state.empty() ? name.str() : (name + "/" + state).str(), f.dtype,
+                                 {f.shape.begin(), f.shape.end()},
+                                 *checkedNumel(f.shape) * dtypeSize(f.dtype)});
+    }
+    break;
+  }
   }
   return summary;
 }

@@ -84,7 +84,7 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N, hf-safetensors[:shard=SIZE], torch, universal");
+                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, hf-safetensors[:shard=SIZE], torch, universal");
     spec.weightsOnly = o.weightsOnly;
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
                                      "loom reads Megatron, HF, torch, safetensors, DCP and "
@@ -157,10 +157,11 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
-                  "target: megatron:tp=N,pp=N (mcore names), hf-safetensors[:shard=SIZE],\n"
-                  "torch (one state-dict file) or universal (loom's HDF5 format)");
+                  "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N (with\n"
+                  "optimizer states), hf-safetensors[:shard=SIZE], torch (one state-dict file)\n"
+                  "or universal (loom's HDF5 format, optimizer states included)");
   cmd->add_flag("--weights-only", o->weightsOnly,
-                "leave optimizer states out (targets other than universal cannot hold them yet)");
+                "leave optimizer states out (megatron, hf-safetensors and torch targets cannot\nhold them yet)");
   cmd->add_option("--emit-script", o->emitScript,
                   "write the ckpt program to this file ('-': stdout) instead of running it");
   cmd->add_option("--run-script", o->runScript,

@@ -40,6 +40,9 @@ struct FullTensor {
   std::string name;
   ckpt::DType dtype = ckpt::DType::Float32;
   llvm::SmallVector<int64_t, 4> shape;
+  /// In a target layout: the source's full tensor this one is made from, when the
+  /// names differ (ZeRO-3 keeps the fp32 master "<name>#fp32" as "<name>").
+  std::string from;
 };
 
 struct Piece {
@@ -99,6 +102,11 @@ struct Layout {
   /// JSON of the source's settings that a target of the same family keeps (Megatron args).
   std::string sourceArgs;
   int64_t iteration = 0;
+  /// Adam's step count, when the source keeps optimizer states.
+  std::optional<int64_t> optimizerStep;
+  /// The optimizer's parameter groups (DeepSpeed flattens each on its own); empty
+  /// when the source does not say.
+  std::vector<std::vector<std::string>> paramGroups;
 
   const FullTensor *findFull(llvm::StringRef name) const;
 };
@@ -122,8 +130,9 @@ llvm::Expected<Layout> describeCheckpoint(const llvm::Twine &path);
 
 /// What `--to` asks for: a format and its parallel degrees.
 struct TargetSpec {
-  std::string format; ///< megatron, hf-safetensors, torch, universal
+  std::string format; ///< megatron, deepspeed, hf-safetensors, torch, universal
   unsigned tp = 1, pp = 1;
+  unsigned zero = 1, dp = 1; ///< deepspeed
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
   /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
   bool weightsOnly = false;
@@ -141,6 +150,25 @@ llvm::Expected<std::vector<ShardFile>>
 megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix);
+
+/// DeepSpeed ZeRO's files for parameters `params` (names of full tensors, each with
+/// "#fp32", "#exp_avg" and "#exp_avg_sq" beside it in `fulls`) in optimizer groups
+/// `groups`, for `stage` (1, 2: each group flattened, padded to a multiple of 2·dp and
+/// cut in dp partitions; 3: each parameter cut in dp parts of ceil(numel/dp)) over
+/// `dp` ranks, under `dirPrefix`. ZeRO-1/2 keep the 16-bit parameters whole in
+/// mp_rank_00_model_states.pt; ZeRO-3 keeps none, so its parameter *is* the fp32
+/// master there. Model-state files are returned without tensors for ZeRO-3. As with
+/// Megatron, one function describes what is read and what is written.
+llvm::Expected<std::vector<ShardFile>>
+deepspeedShards(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::string>> groups,
+                unsigned stage, unsigned dp, llvm::StringRef dirPrefix);
+
+/// Describes a DeepSpeed ZeRO checkpoint: the folder with `latest` or the tag folder.
+llvm::Expected<Layout> describeDeepSpeed(const std::string &path);
+
+/// The files of a DeepSpeed target, with the skeletons of their object trees.
+llvm::Expected<std::vector<ShardFile>> deepspeedTarget(const Layout &source, Layout &target,
+                                                       unsigned stage, unsigned dp);
 
 } // namespace loom::reshard
 

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Judges DeepSpeed-layout and universal outputs of loom against make_deepspeed.py's truth.
+
+  check_deepspeed.py consolidate DIR TRUTH
+      Rebuilds the full fp32 masters, exp_avg and exp_avg_sq from DIR's ZeRO files
+      by DeepSpeed's documented protocol (the one its zero_to_fp32.py follows:
+      ZeRO-1/2 concatenate the rank partitions of each group and read the parameters
+      off in param_shapes order; ZeRO-3 concatenates each parameter's rank parts and
+      drops the padding), written here without loom or DeepSpeed, and compares them
+      and the 16-bit parameters (ZeRO-1/2 module) and Adam's step with TRUTH exactly.
+  check_deepspeed.py universal FILE TRUTH
+      The universal HDF5 file, read with h5py, holds TRUTH's tensors bit for bit
+      (the parameter as the fp32 master when the source was ZeRO-3) and the step.
+  check_deepspeed.py same A B
+      The two folders hold the same .pt files with identical tensors (ZeRO-3's empty
+      module placeholders aside).
+"""
+import glob
+import math
+import os
+import re
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import megatron_like  # noqa: E402,F401
+
+
+def tag_dir(root):
+    with open(os.path.join(root, "latest")) as f:
+        return os.path.join(root, f.read().strip())
+
+
+def rank_files(d, kind):
+    files = glob.glob(os.path.join(d, f"zero_pp_rank_*_mp_rank_00_{kind}_states.pt"))
+    return [p for _, p in sorted((int(re.search(r"zero_pp_rank_(\d+)_", p).group(1)), p) for p in files)]
+
+
+def consolidate(root):
+    d = tag_dir(root)
+    optim = [torch.load(p)["optimizer_state_dict"] for p in rank_files(d, "optim")]
+    stage = int(optim[0]["zero_stage"])
+    model_file = os.path.join(d, "mp_rank_00_model_states.pt") if stage <= 2 else rank_files(d, "model")[0]
+    model = torch.load(model_file)
+    dp = len(optim)
+    out = {}
+    if stage <= 2:
+        base = "base_optimizer_state"
+        for g, shapes in enumerate(model["param_shapes"]):
+            vecs = {"fp32": torch.cat([o["single_partition_of_fp32_groups"][g] for o in optim])}
+            for k in ("exp_avg", "exp_avg_sq"):
+                vecs[k] = torch.cat([o[base]["state"][g][k] for o in optim])
+            offset = 0
+            for name, shape in shapes.items():
+                n = math.prod(shape)
+                out[name] = {k: v.narrow(0, offset, n).view(shape) for k, v in vecs.items()}
+                out[name]["param"] = model["module"][name]
+                offset += n
+            align = 2 * dp
+            assert align * math.ceil(offset / align) == align * math.ceil(vecs["fp32"].numel() / align), \
+                f"group {g}: consumed {offset} of {vecs['fp32'].numel()}"
+        step = optim[0][base]["state"][0]["step"]
+    else:
+        base = "optimizer_state_dict"
+        flat = {"fp32": [torch.cat(o["fp32_flat_groups"]) for o in optim]}
+        for k in ("exp_avg", "exp_avg_sq"):
+            flat[k] = [torch.cat([o[base]["state"][g][k] for g in sorted(o[base]["state"])]) for o in optim]
+        offset = 0
+        for shapes in model["param_shapes"]:
+            for name, shape in shapes.items():
+                n = math.prod(shape)
+                part = math.ceil(n / dp)
+                out[name] = {k: torch.cat([r[offset:offset + part] for r in v])[:n].view(shape)
+                             for k, v in flat.items()}
+                out[name]["param"] = out[name]["fp32"]
+                offset += part
+        assert offset == flat["fp32"][0].numel(), f"consumed {offset} of {flat['fp32'][0].numel()}"
+        step = optim[0][base]["state"][0]["step"]
+    return out, step
+
+
+def equal(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+def consolidate_cmd(root, truth_path):
+    truth = torch.load(truth_path)
+    got, step = consolidate(root)
+    names = sorted(n for n in truth if n != "step")
+    if sorted(got) != names:
+        print(f"parameters differ: {sorted(got)} vs {names}")
+        return 1
+    for n in names:
+        for k in ("fp32", "exp_avg", "exp_avg_sq"):
+            if not equal(got[n][k].contiguous(), truth[n][k]):
+                print(f"{n} {k} differs")
+                return 1
+        param = got[n]["param"]
+        want = truth[n]["param"] if param.dtype == torch.bfloat16 else truth[n]["fp32"]
+        if not equal(param, want):
+            print(f"{n} param differs ({param.dtype})")
+            return 1
+    if step != truth["step"]:
+        print(f"step {step}, expected {truth['step']}")
+        return 1
+    print(f"consolidated {len(names)} parameters with fp32, exp_avg, exp_avg_sq: all equal, step {step}")
+    return 0
+
+
+def universal_cmd(path, truth_path):
+    truth = torch.load(truth_path)
+    f = h5py.File(path, "r")
+    names = sorted(n for n in truth if n != "step")
+    for n in names:
+        p = f["params"][n]
+        if p.attrs["dtype"] == "bfloat16":
+            want = truth[n]["param"].view(torch.int16).numpy().view(np.uint16)
+        else:
+            want = truth[n]["fp32"].numpy()
+        if not np.array_equal(p[()], want):
+            print(f"{n}: param differs")
+            return 1
+        group = f["optimizer"][n]
+        for k in ("fp32", "exp_avg", "exp_avg_sq"):
+            if k not in group:
+                if k == "fp32" and p.attrs["dtype"] == "float32":
+                    continue  # ZeRO-3: the parameter is the master
+                print(f"{n}: no {k}")
+                return 1
+            if not np.array_equal(group[k][()], truth[n][k].numpy()):
+                print(f"{n}: {k} differs")
+                return 1
+        if group.attrs["step"] != truth["step"]:
+            print(f"{n}: step {group.attrs['step']}")
+            return 1
+    print(f"universal holds {len(names)} parameters with their optimizer states, bit for bit")
+    return 0
+
+
+def same_cmd(a, b):
+    fa = sorted(os.path.relpath(p, a) for p in glob.glob(os.path.join(a, "**/*.pt"), recursive=True))
+    fb = sorted(os.path.relpath(p, b) for p in glob.glob(os.path.join(b, "**/*.pt"), recursive=True))
+    if fa != fb:
+        print(f"different files: {fa} vs {fb}")
+        return 1
+    n = 0
+
+    def tensors(obj, path=""):
+        if isinstance(obj, torch.Tensor):
+            if obj.numel():  # ZeRO-3's empty module placeholders carry no data
+                yield path, obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from tensors(v, f"{path}.{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                yield from tensors(v, f"{path}.{i}")
+
+    for rel in fa:
+        x = dict(tensors(torch.load(os.path.join(a, rel))))
+        y = dict(tensors(torch.load(os.path.join(b, rel))))
+        if sorted(x) != sorted(y):
+            print(f"{rel}: tensors differ: {sorted(set(x) ^ set(y))}")
+            return 1
+        for k in x:
+            if not equal(x[k], y[k]):
+                print(f"{rel}: {k} differs")
+                return 1
+            n += 1
+    print(f"identical: {len(fa)} files, {n} tensors")
+    return 0
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "consolidate":
+        return consolidate_cmd(*args)
+    if cmd == "universal":
+        return universal_cmd(*args)
+    if cmd == "same":
+        return same_cmd(*args)
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

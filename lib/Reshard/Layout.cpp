@@ -181,6 +181,7 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   options.split(items, ',', -1, false);
   for (llvm::StringRef item : items) {
     auto [key, value] = item.split('=');
+    spec.given.push_back(key.str());
     auto bad = [&](const char *want) {
       return llvm::createStringError("--to: " + key.str() + "=" + value.str() + ": " + want);
     };

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "Driver.h"
 
+#include "loom/Emit/Emit.h"
 #include "loom/Reshard/Reshard.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -25,7 +26,8 @@ using namespace loom::cli;
 
 namespace {
 struct ReshardOptions {
-  std::string source, output, to, emitScript, runScript;
+  std::string source, output, to, emitScript, runScript, plan;
+  int64_t planIndex = 0;
   bool weightsOnly = false, resume = false, json = false;
 };
 
@@ -65,6 +67,47 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
     fmt::print(stderr, "\n");
 }
 
+/// --plan: the target's degrees are the plan's (megatron: tp, pp; deepspeed: dp,
+/// zero), and must not contradict degrees --to gives.
+void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
+  auto text = llvm::MemoryBuffer::getFile(o.plan);
+  if (!text)
+    throw UserError(o.plan + ": " + text.getError().message(), "give a `loom plan --json` output");
+  spec::Plan plan;
+  try {
+    plan = emit::parsePlan((*text)->getBuffer().str(), o.plan, o.planIndex);
+  } catch (const emit::EmitError &e) {
+    throw UserError(e.what(), e.hint);
+  }
+  const spec::Strategy &s = plan.strategy();
+  if (s.vpp() > 1 || s.ep() > 1 || s.cp() > 1)
+    throw UserError(fmt::format("{}: the plan uses vpp={} ep={} cp={}; reshard writes "
+                                "layouts without virtual stages, experts or context parallelism",
+                                o.plan, s.vpp(), s.ep(), s.cp()),
+                    "pick a plan with vpp=ep=cp=1 (--plan-index)");
+  auto take = [&](unsigned &field, unsigned fromPlan, const char *name) {
+    if (llvm::is_contained(spec.given, name) && field != fromPlan)
+      throw UserError(fmt::format("--to says {}={} but the plan has {}={}", name, field, name,
+                                  fromPlan),
+                      "leave the degree out of --to to take the plan's");
+    field = fromPlan;
+  };
+  if (spec.format == "megatron") {
+    take(spec.tp, s.tp(), "tp");
+    take(spec.pp, s.pp(), "pp");
+  } else if (spec.format == "deepspeed") {
+    if (s.tp() > 1 || s.pp() > 1)
+      throw UserError(fmt::format("{}: the plan has tp={} pp={}; DeepSpeed ZeRO files are "
+                                  "written for data parallelism only",
+                                  o.plan, s.tp(), s.pp()),
+                      "use --to megatron for a plan with tensor or pipeline parallelism");
+    take(spec.dp, s.dp(), "dp");
+    take(spec.zero, std::max(1u, s.zero()), "zero");
+  } else {
+    throw UserError("--plan applies to --to megatron or deepspeed, not " + spec.format);
+  }
+}
+
 void runReshard(const ReshardOptions &o) {
   mlir::DialectRegistry registry;
   registry.insert<ckptir::CkptDialect>();
@@ -86,6 +129,8 @@ void runReshard(const ReshardOptions &o) {
         orThrow(reshard::parseTargetSpec(o.to),
                 "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, hf-safetensors[:shard=SIZE], torch, universal");
     spec.weightsOnly = o.weightsOnly;
+    if (!o.plan.empty())
+      applyPlan(o, spec);
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
                                      "loom reads Megatron, HF, torch, safetensors, DCP and "
                                      "universal checkpoints (see `loom inspect`)");
@@ -160,6 +205,11 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N (with\n"
                   "optimizer states), hf-safetensors[:shard=SIZE], torch (one state-dict file)\n"
                   "or universal (loom's HDF5 format, optimizer states included)");
+  cmd->add_option("--plan", o->plan,
+                  "take the target's degrees from a loom plan (`loom plan --json` output):\n"
+                  "tp and pp for megatron, dp and zero for deepspeed");
+  cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,
                 "leave optimizer states out (megatron, hf-safetensors and torch targets cannot\nhold them yet)");
   cmd->add_option("--emit-script", o->emitScript,

@@ -136,6 +136,8 @@ struct TargetSpec {
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
   /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
   bool weightsOnly = false;
+  /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
+  std::vector<std::string> given;
 };
 /// Parses "megatron:tp=4,pp=2", "hf-safetensors:shard=2GiB", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);

@@ -4,6 +4,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include <cstring>
+#include <sys/mman.h>
 
 using namespace loom::ckpt;
 using llvm::ArrayRef;
@@ -163,4 +164,22 @@ std::vector<uint8_t> Tensor::toBytes() const {
     return llvm::Error::success();
   }));
   return out;
+}
+
+std::shared_ptr<Storage> loom::ckpt::Storage::uninitialized(size_t size) {
+  constexpr size_t kMapAbove = size_t(1) << 20;
+  std::shared_ptr<void> region;
+  if (size >= kMapAbove) {
+    void *address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (address != MAP_FAILED)
+      region = std::shared_ptr<void>(address, [size](void *p) { ::munmap(p, size); });
+  }
+  if (!region)
+    region = std::shared_ptr<void>(new uint8_t[size ? size : 1],
+                                   [](void *p) { delete[] static_cast<uint8_t *>(p); });
+  auto *data = static_cast<uint8_t *>(region.get());
+  auto storage = std::make_shared<Storage>(llvm::ArrayRef<uint8_t>(data, size), std::move(region));
+  storage->writable = data;
+  return storage;
 }

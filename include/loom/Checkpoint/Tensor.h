@@ -43,6 +43,13 @@ public:
       : owner(std::move(owner)), view(bytes) {}
   explicit Storage(std::vector<uint8_t> bytes)
       : owned(std::move(bytes)), view(owned) {}
+  /// An owned buffer of `size` bytes left uninitialised, for readers that fill all of
+  /// it at once. Large buffers are mapped with their pages populated up front: on a
+  /// virtual machine a page fault per 4 KiB costs about 3 s per GiB, which would
+  /// dominate any read (a zeroed vector pays it too, and zeroes for nothing).
+  static std::shared_ptr<Storage> uninitialized(size_t size);
+  /// Where an uninitialized() storage is filled.
+  uint8_t *mutableData() const { return writable; }
   Storage(const Storage &) = delete;
   Storage &operator=(const Storage &) = delete;
 
@@ -51,6 +58,7 @@ public:
 private:
   std::shared_ptr<const void> owner;
   std::vector<uint8_t> owned;
+  uint8_t *writable = nullptr;
   llvm::ArrayRef<uint8_t> view;
 };
 

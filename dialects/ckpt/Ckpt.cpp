@@ -78,7 +78,8 @@ bool loom::ckptir::isSourceFormat(llvm::StringRef format) {
   return llvm::is_contained({"torch", "safetensors", "universal", "dcp"}, format);
 }
 bool loom::ckptir::isOutputFormat(llvm::StringRef format) {
-  return llvm::is_contained({"torch", "torch-tree", "safetensors", "universal", "text"}, format);
+  return llvm::is_contained({"torch", "torch-tree", "safetensors", "dcp", "universal", "text"},
+                            format);
 }
 
 /// A relative path that stays under the root: a script cannot read or write
@@ -112,7 +113,7 @@ LogicalResult SourceOp::verify() {
 LogicalResult OutputOp::verify() {
   if (!isOutputFormat(getFormat()))
     return emitOpError("unknown output format '")
-           << getFormat() << "' (expected torch, torch-tree, safetensors, universal or text)";
+           << getFormat() << "' (expected torch, torch-tree, safetensors, dcp, universal or text)";
   if (getPath() != "." && failed(checkPath(*this, getPath())))
     return failure();
   llvm::StringSet<> keys;

@@ -2,11 +2,13 @@
 #include "loom/Checkpoint/Dcp.h"
 
 #include "loom/Checkpoint/Pickle.h"
+#include "loom/Checkpoint/OutputFile.h"
 #include "loom/Checkpoint/TorchZip.h"
 
 #include "llvm/ADT/StringExtras.h"
 
 #include <map>
+#include <unistd.h>
 
 using namespace loom::ckpt;
 
@@ -238,4 +240,226 @@ llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) 
                                                           std::make_shared<Storage>(std::move(full)))});
   }
   return ckpt;
+}
+
+std::vector<DcpShard> loom::ckpt::dcpRowShards(llvm::ArrayRef<NamedTensor> tensors,
+                                               unsigned ranks) {
+  std::vector<DcpShard> shards;
+  ranks = std::max(1u, ranks);
+  for (const NamedTensor &named : tensors) {
+    const Tensor &t = named.tensor;
+    llvm::SmallVector<int64_t, 4> zero(t.shape.size(), 0);
+    if (t.shape.empty() || t.shape[0] < int64_t(ranks)) {
+      shards.push_back({named.name, t.shape, zero, t, 0});
+      continue;
+    }
+    int64_t rows = t.shape[0], begin = 0;
+    for (unsigned r = 0; r < ranks; ++r) {
+      int64_t count = rows / ranks + (int64_t(r) < rows % ranks ? 1 : 0);
+      Tensor chunk = t;
+      chunk.shape[0] = count;
+      chunk.offset = t.offset + begin * (t.strides.empty() ? 0 : t.strides[0]);
+      llvm::SmallVector<int64_t, 4> at = zero;
+      at[0] = begin;
+      shards.push_back({named.name, t.shape, at, chunk, r});
+      begin += count;
+    }
+  }
+  return shards;
+}
+
+namespace {
+ValuePtr str(llvm::StringRef s) { return Value::make(s.str()); }
+ValuePtr global(llvm::StringRef module, llvm::StringRef name) {
+  return Value::make(GlobalValue{module.str(), name.str()});
+}
+ValuePtr torchSize(llvm::ArrayRef<int64_t> dims) {
+  TupleValue tuple;
+  for (int64_t d : dims)
+    tuple.items.push_back(Value::make(d));
+  tuple.torchSize = true;
+  return Value::make(std::move(tuple));
+}
+ValuePtr tuple(std::vector<ValuePtr> items) { return Value::make(TupleValue{std::move(items)}); }
+/// `module.name()` then BUILD with `state`: how pickle restores a dataclass.
+ValuePtr dataclass(llvm::StringRef module, llvm::StringRef name, ValuePtr state) {
+  ObjectValue object;
+  object.type = GlobalValue{module.str(), name.str()};
+  object.newObj = true;
+  object.args = tuple({});
+  object.state = std::move(state);
+  return Value::make(std::move(object));
+}
+ValuePtr reduce(ValuePtr callable, std::vector<ValuePtr> args) {
+  ObjectValue object;
+  object.type = *callable->get<GlobalValue>();
+  object.args = tuple(std::move(args));
+  return Value::make(std::move(object));
+}
+ValuePtr dict(std::vector<std::pair<ValuePtr, ValuePtr>> entries) {
+  DictValue d;
+  d.entries = std::move(entries);
+  return Value::make(std::move(d));
+}
+
+constexpr llvm::StringLiteral kMetadataModule = "torch.distributed._shard.checkpoint.metadata";
+constexpr llvm::StringLiteral kShardedModule = "torch.distributed._shard.sharded_tensor.metadata";
+
+/// TensorProperties pickles its state as a tuple (dtype, layout, requires_grad,
+/// memory_format, pin_memory), the memory format by name.
+ValuePtr tensorProperties(DType dtype) {
+  ValuePtr layout = reduce(global("torch.serialization", "_get_layout"), {str("torch.strided")});
+  ValuePtr format = reduce(global("builtins", "getattr"),
+                           {global(kShardedModule, "MEM_FORMAT_ENCODING"),
+                            str("TORCH_CONTIGUOUS_FORMAT")});
+  return dataclass(kShardedModule, "TensorProperties",
+                   tuple({global("torch", torchDTypeName(dtype)), layout, Value::make(false),
+                          format, Value::make(false)}));
+}
+
+bool boxesOverlap(const DcpShard &a, const DcpShard &b) {
+  for (size_t d = 0; d < a.offsets.size(); ++d)
+    if (a.offsets[d] + a.chunk.shape[d] <= b.offsets[d] ||
+        b.offsets[d] + b.chunk.shape[d] <= a.offsets[d])
+      return false;
+  return true;
+}
+} // namespace
+
+static llvm::Error
+writeDcpFiles(const std::string &dir, llvm::ArrayRef<DcpShard> shards,
+              const std::map<std::string, std::vector<const DcpShard *>> &byFqn);
+
+llvm::Error loom::ckpt::writeDcp(const llvm::Twine &directory, llvm::ArrayRef<DcpShard> shards) {
+  std::string dir = directory.str();
+  std::string metadataPath = dir + "/.metadata";
+  // Check every tensor is tiled exactly, in one dtype, before writing anything.
+  std::map<std::string, std::vector<const DcpShard *>> byFqn;
+  for (const DcpShard &shard : shards) {
+    const Tensor &c = shard.chunk;
+    if (shard.fqn.empty())
+      return fileError(metadataPath, "a chunk without a name");
+    if (auto reason = c.checkView())
+      return fileError(metadataPath, "chunk of '" + shard.fqn + "': " + *reason);
+    if (shard.offsets.size() != shard.fullShape.size() || c.shape.size() != shard.fullShape.size())
+      return fileError(metadataPath, "chunk of '" + shard.fqn + "' differs in rank from its tensor");
+    for (size_t d = 0; d < c.shape.size(); ++d)
+      if (shard.offsets[d] < 0 || shard.offsets[d] + c.shape[d] > shard.fullShape[d])
+        return fileError(metadataPath, "chunk of '" + shard.fqn + "' reaches past dimension " +
+                                           llvm::Twine(d) + " of size " +
+                                           llvm::Twine(shard.fullShape[d]));
+    std::vector<const DcpShard *> &list = byFqn[shard.fqn];
+    if (!list.empty() && (list.front()->fullShape != shard.fullShape ||
+                          list.front()->chunk.dtype != c.dtype))
+      return fileError(metadataPath, "chunks of '" + shard.fqn + "' differ in shape or dtype");
+    for (const DcpShard *other : list)
+      if (c.numel() && other->chunk.numel() && boxesOverlap(*other, shard))
+        return fileError(metadataPath, "chunks of '" + shard.fqn + "' overlap");
+    list.push_back(&shard);
+  }
+  for (const auto &[fqn, list] : byFqn) {
+    uint64_t covered = 0;
+    for (const DcpShard *shard : list)
+      covered += shard->chunk.numel();
+    if (covered != *checkedNumel(list.front()->fullShape))
+      return fileError(metadataPath, "chunks of '" + fqn + "' hold " + llvm::Twine(covered) +
+                                         " elements, the tensor has " +
+                                         llvm::Twine(*checkedNumel(list.front()->fullShape)));
+  }
+  // Everything goes to a sibling folder renamed into place at the end: the final
+  // name never holds part of a checkpoint.
+  if (llvm::sys::fs::exists(dir))
+    return fileError(dir, "already exists (a DCP checkpoint is written as a new folder)");
+  std::string staging = dir + ".loom-tmp-" + std::to_string(::getpid());
+  if (auto ec = llvm::sys::fs::create_directories(staging))
+    return fileError(staging, "cannot create the folder: " + ec.message());
+  if (llvm::Error err = writeDcpFiles(staging, shards, byFqn)) {
+    llvm::sys::fs::remove_directories(staging);
+    return err;
+  }
+  if (auto ec = llvm::sys::fs::rename(staging, dir)) {
+    llvm::sys::fs::remove_directories(staging);
+    return fileError(dir, "cannot move the finished checkpoint into place: " + ec.message());
+  }
+  return llvm::Error::success();
+}
+
+/// The files of a DCP checkpoint in `dir`, chunks first and `.metadata` last.
+static llvm::Error
+writeDcpFiles(const std::string &dir, llvm::ArrayRef<DcpShard> shards,
+              const std::map<std::string, std::vector<const DcpShard *>> &byFqn) {
+  std::string metadataPath = dir + "/.metadata";
+  // Chunk files, one per rank, then the metadata naming where each chunk went.
+  std::map<unsigned, std::vector<const DcpShard *>> byRank;
+  for (const DcpShard &shard : shards)
+    byRank[shard.rank].push_back(&shard);
+  std::vector<std::pair<ValuePtr, ValuePtr>> storage;
+  std::map<const DcpShard *, ValuePtr> indexOf;
+  for (const auto &[rank, list] : byRank) {
+    std::string name = "__" + std::to_string(rank) + "_0.distcp";
+    auto file = OutputFile::create(dir + "/" + name);
+    if (!file)
+      return file.takeError();
+    llvm::raw_fd_ostream &os = (*file)->os();
+    for (const DcpShard *shard : list) {
+      // torch.save of the chunk alone: a view would carry its whole base storage.
+      Tensor chunk = shard->chunk;
+      if (!chunk.isContiguous() || chunk.offset != 0 ||
+          chunk.storage->bytes().size() != chunk.nbytes()) {
+        if (chunk.isContiguous())
+          chunk = Tensor::contiguous(chunk.dtype, chunk.shape,
+                                     std::make_shared<Storage>(chunk.contiguousBytes(),
+                                                               chunk.storage));
+        else
+          chunk = Tensor::contiguous(chunk.dtype, chunk.shape,
+                                     std::make_shared<Storage>(chunk.toBytes()));
+      }
+      while (os.tell() % 64)
+        os << '\0';
+      uint64_t offset = os.tell();
+      if (auto err = appendTorchZip(**file, *Value::make(TensorValue{chunk})))
+        return err;
+      ValuePtr index = dataclass(kMetadataModule, "MetadataIndex",
+                                 dict({{str("fqn"), str(shard->fqn)},
+                                       {str("offset"), torchSize(shard->offsets)},
+                                       {str("index"), Value::make(NoneValue{})}}));
+      ValuePtr where = dataclass(
+          "torch.distributed._shard.checkpoint.filesystem", "_StorageInfo",
+          dict({{str("relative_path"), str(name)},
+                {str("offset"), Value::make(int64_t(offset))},
+                {str("length"), Value::make(int64_t(os.tell() - offset))}}));
+      storage.emplace_back(index, where);
+    }
+    if (auto err = (*file)->commit())
+      return err;
+  }
+
+  std::vector<std::pair<ValuePtr, ValuePtr>> entries;
+  for (const auto &[fqn, list] : byFqn) {
+    std::vector<ValuePtr> chunks;
+    for (const DcpShard *shard : list)
+      chunks.push_back(dataclass(kMetadataModule, "ChunkStorageMetadata",
+                                 dict({{str("offsets"), torchSize(shard->offsets)},
+                                       {str("sizes"), torchSize(shard->chunk.shape)}})));
+    entries.emplace_back(
+        str(fqn), dataclass(kMetadataModule, "TensorStorageMetadata",
+                            dict({{str("properties"), tensorProperties(list.front()->chunk.dtype)},
+                                  {str("size"), torchSize(list.front()->fullShape)},
+                                  {str("chunks"), Value::make(ListValue{std::move(chunks)})}})));
+  }
+  ValuePtr metadata = dataclass(kMetadataModule, "Metadata",
+                                dict({{str("state_dict_metadata"), dict(std::move(entries))},
+                                      {str("planner_data"), Value::make(NoneValue{})},
+                                      {str("storage_data"), dict(std::move(storage))}}));
+  auto bytes = pickle(*metadata, [&](const std::shared_ptr<const Storage> &,
+                                     DType) -> llvm::Expected<StorageId> {
+    return fileError(metadataPath, "metadata holds a tensor");
+  });
+  if (!bytes)
+    return bytes.takeError();
+  auto file = OutputFile::create(metadataPath);
+  if (!file)
+    return file.takeError();
+  (*file)->os() << *bytes;
+  return (*file)->commit();
 }

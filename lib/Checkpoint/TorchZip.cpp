@@ -126,8 +126,12 @@ llvm::Expected<ValuePtr> loom::ckpt::readTorchZip(const ZipArchive &archive,
   return unpickle(*pickleBytes, source, loader, options.limits);
 }
 
-llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root,
-                                      const TorchWriteOptions &options) {
+/// Pickles `root` and writes the archive through the writer `open` makes; `path`
+/// names the file in errors.
+static llvm::Error
+writeTorchArchive(const llvm::Twine &path, const Value &root, const TorchWriteOptions &options,
+                  llvm::function_ref<llvm::Expected<std::unique_ptr<ZipWriter>>(ZipWriter::Options)>
+                      open) {
   struct Assigned {
     StorageId id;
     std::shared_ptr<const Storage> storage;
@@ -160,7 +164,7 @@ llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root
 
   ZipWriter::Options zipOptions;
   zipOptions.forceZip64 = options.forceZip64;
-  auto zip = ZipWriter::create(path, zipOptions);
+  auto zip = open(zipOptions);
   if (!zip)
     return zip.takeError();
   const std::string &prefix = options.rootName;
@@ -179,6 +183,20 @@ llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root
   if (llvm::Error err = (*zip)->addEntry(prefix + "/byteorder", text("little")))
     return err;
   return (*zip)->finish();
+}
+
+llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root,
+                                      const TorchWriteOptions &options) {
+  return writeTorchArchive(path, root, options, [&](ZipWriter::Options zipOptions) {
+    return ZipWriter::create(path, zipOptions);
+  });
+}
+
+llvm::Error loom::ckpt::appendTorchZip(OutputFile &file, const Value &root,
+                                       const TorchWriteOptions &options) {
+  return writeTorchArchive(file.path(), root, options, [&](ZipWriter::Options zipOptions) {
+    return ZipWriter::embedded(file, zipOptions);
+  });
 }
 
 ValuePtr loom::ckpt::makeStateDict(llvm::ArrayRef<NamedTensor> tensors) {

@@ -49,8 +49,21 @@ llvm::Expected<std::unique_ptr<ZipWriter>> ZipWriter::create(const llvm::Twine &
   auto file = OutputFile::create(path);
   if (!file)
     return file.takeError();
-  return std::unique_ptr<ZipWriter>(new ZipWriter(std::move(*file), options));
+  OutputFile *raw = file->get();
+  return std::unique_ptr<ZipWriter>(new ZipWriter(std::move(*file), raw, options));
 }
+
+llvm::Expected<std::unique_ptr<ZipWriter>> ZipWriter::embedded(OutputFile &file,
+                                                               Options options) {
+  if (options.alignment == 0 || options.alignment > 0x8000)
+    return fileError(file.path(), llvm::formatv("unsupported alignment {0}", options.alignment));
+  return std::unique_ptr<ZipWriter>(new ZipWriter(nullptr, &file, options));
+}
+
+ZipWriter::ZipWriter(std::unique_ptr<OutputFile> owned, OutputFile *file, Options options)
+    : owned(std::move(owned)), file(file), options(options), base(file->os().tell()) {}
+
+uint64_t ZipWriter::tell() const { return file->os().tell() - base; }
 
 llvm::Error ZipWriter::error(const llvm::Twine &message) {
   return fileError(file->path(), message);
@@ -64,7 +77,7 @@ llvm::Error ZipWriter::beginEntry(llvm::StringRef entryName, uint64_t size) {
   if (!names.try_emplace(entryName, true).second)
     return error("zip entry '" + entryName + "' written twice");
   llvm::raw_fd_ostream &out = file->os();
-  uint64_t offset = out.tell();
+  uint64_t offset = tell();
   bool zip64 = options.forceZip64 || size >= kSaturated32 || offset >= kSaturated32;
   current = Written{entryName.str(), offset, size, 0, zip64};
   currentBytes = 0;
@@ -144,7 +157,7 @@ llvm::Error ZipWriter::finish() {
   if (current || finished)
     return error("zip archive finished twice or inside an entry");
   finished = true;
-  uint64_t directoryOffset = file->os().tell();
+  uint64_t directoryOffset = tell();
   std::string directory;
   for (const Written &entry : written) {
     bool bigOffset = options.forceZip64 || entry.headerOffset >= kSaturated32;
@@ -207,5 +220,5 @@ llvm::Error ZipWriter::finish() {
   put32(directory, saturate(directoryOffset, zip64));
   put16(directory, 0);
   file->os() << directory;
-  return file->commit();
+  return owned ? owned->commit() : file->check("writing zip central directory");
 }

@@ -314,8 +314,10 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
                       states, firstState, target.format)
             .str());
 
-  if (target.format == "universal" || target.format == "torch") {
+  if (target.format == "universal" || target.format == "torch" || target.format == "dcp") {
     ShardFile file{".", target.format, {}, ""};
+    if (target.format == "dcp")
+      file.meta = llvm::formatv("{{\"ranks\":{0}}", target.ranks).str();
     for (unsigned f = 0; f < out.fulls.size(); ++f)
       file.tensors.push_back(wholeLocal(out, f));
     if (target.format == "universal") {

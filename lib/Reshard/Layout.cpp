@@ -174,9 +174,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   auto [format, options] = text.split(':');
   TargetSpec spec;
   spec.format = format.str();
-  if (!llvm::is_contained({"megatron", "deepspeed", "hf-safetensors", "torch", "universal"}, format))
-    return llvm::createStringError("--to: unknown format '" + format.str() +
-                                   "' (expected megatron, deepspeed, hf-safetensors, torch or universal)");
+  if (!llvm::is_contained({"megatron", "deepspeed", "hf-safetensors", "torch", "dcp", "universal"},
+                          format))
+    return llvm::createStringError(
+        "--to: unknown format '" + format.str() +
+        "' (expected megatron, deepspeed, hf-safetensors, torch, dcp or universal)");
   llvm::SmallVector<llvm::StringRef> items;
   options.split(items, ',', -1, false);
   for (llvm::StringRef item : items) {
@@ -196,6 +198,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
                         : value.getAsInteger(10, n) || n == 0 || n > 65536)
         return bad(key == "zero" ? "expected 1, 2 or 3" : "expected an integer from 1 to 65536");
       (key == "zero" ? spec.zero : spec.dp) = n;
+    } else if (format == "dcp" && key == "ranks") {
+      unsigned n = 0;
+      if (value.getAsInteger(10, n) || n == 0 || n > 65536)
+        return bad("expected an integer from 1 to 65536");
+      spec.ranks = n;
     } else if (format == "hf-safetensors" && key == "shard") {
       uint64_t scale = 1;
       for (auto [suffix, factor] : {std::pair{"GiB", 1ull << 30}, std::pair{"MiB", 1ull << 20},
@@ -212,6 +219,7 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
                                      (format == "megatron"    ? " (tp=N, pp=N)"
                                       : format == "deepspeed" ? " (zero=1|2|3, dp=N)"
                                       : format == "hf-safetensors" ? " (shard=SIZE)"
+                                      : format == "dcp"            ? " (ranks=N)"
                                                                    : " (it takes none)"));
     }
   }

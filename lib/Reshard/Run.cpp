@@ -302,6 +302,15 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     return writeTorchZip(out.path, *makeStateDict(tensors));
   if (format == "safetensors")
     return writeSafetensors(out.path, tensors);
+  if (format == "dcp") {
+    auto meta = parseMeta(out);
+    if (!meta)
+      return meta.takeError();
+    int64_t ranks = meta->getInteger("ranks").value_or(1);
+    if (ranks < 1)
+      return fileError(out.path, "a DCP output needs ranks >= 1 in its meta");
+    return writeDcp(out.path, dcpRowShards(tensors, unsigned(ranks)));
+  }
   if (format == "torch-tree") {
     llvm::StringMap<const Tensor *> byKey;
     for (const NamedTensor &t : tensors)

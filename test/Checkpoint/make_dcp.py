@@ -9,7 +9,6 @@ Usage: make_dcp.py OUTDIR
              (written once, by the coordinator) and a bytes entry.
   dcp.json   the full tensors (sorted by name, sha256 of row-major bytes).
 """
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,30 +17,7 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# torch 1.13's DCP dataclasses use dataclass instances as defaults, which Python 3.11
-# refuses ("mutable default ... use default_factory"): turn such defaults into
-# default_factory copies before torch's modules define them.
-_get_field = dataclasses._get_field
-
-
-def _unhashable_instance(value):
-    return dataclasses.is_dataclass(value) and not isinstance(value, type) and \
-        type(value).__hash__ is None
-
-
-def _patched_get_field(cls, name, type_, *args):
-    default = cls.__dict__.get(name, dataclasses.MISSING)
-    if isinstance(default, dataclasses.Field) and _unhashable_instance(default.default):
-        value = default.default
-        default.default = dataclasses.MISSING
-        default.default_factory = lambda: dataclasses.replace(value)
-    elif _unhashable_instance(default):
-        setattr(cls, name, dataclasses.field(default_factory=lambda: dataclasses.replace(default)))
-    return _get_field(cls, name, type_, *args)
-
-
-dataclasses._get_field = _patched_get_field
-
+import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402

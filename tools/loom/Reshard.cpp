@@ -127,7 +127,8 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, hf-safetensors[:shard=SIZE], torch, universal");
+                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, hf-safetensors[:shard=SIZE], torch, "
+                "dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
     if (!o.plan.empty())
       applyPlan(o, spec);
@@ -203,15 +204,16 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
                   "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N (with\n"
-                  "optimizer states), hf-safetensors[:shard=SIZE], torch (one state-dict file)\n"
-                  "or universal (loom's HDF5 format, optimizer states included)");
+                  "optimizer states), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
+                  "dcp[:ranks=N] (a PyTorch distributed checkpoint, rows split over N ranks'\n"
+                  "files) or universal (loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
                   "tp and pp for megatron, dp and zero for deepspeed");
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,
-                "leave optimizer states out (megatron, hf-safetensors and torch targets cannot\nhold them yet)");
+                "leave optimizer states out (megatron, hf-safetensors, torch and dcp targets\ncannot hold them yet)");
   cmd->add_option("--emit-script", o->emitScript,
                   "write the ckpt program to this file ('-': stdout) instead of running it");
   cmd->add_option("--run-script", o->runScript,

@@ -48,6 +48,29 @@ struct DcpCheckpoint {
 
 llvm::Expected<DcpCheckpoint> readDcp(const llvm::Twine &directory);
 
+/// One chunk of a tensor as a DCP writer stores it: the chunk's values (any view;
+/// stored contiguous) at `offsets` inside a tensor of `fullShape`, written by `rank`.
+struct DcpShard {
+  std::string fqn;
+  llvm::SmallVector<int64_t, 4> fullShape, offsets;
+  Tensor chunk;
+  unsigned rank = 0;
+};
+
+/// Splits each tensor into `ranks` row blocks (dimension 0, as even as possible; a
+/// tensor of fewer rows than ranks, or a scalar, stays whole on rank 0, as torch
+/// writes replicated tensors once). Chunks are views: nothing is copied.
+std::vector<DcpShard> dcpRowShards(llvm::ArrayRef<NamedTensor> tensors, unsigned ranks);
+
+/// Writes a DCP checkpoint torch's FileSystemReader loads: `__<rank>_0.distcp`
+/// holding each of that rank's chunks as a torch.save archive (64-byte aligned),
+/// then `.metadata` (TensorStorageMetadata with the chunk boxes, storage_data with
+/// each chunk's file, offset and length). Every file goes through a temporary and
+/// is renamed into place; `.metadata` is written last, so an interrupted write
+/// leaves no loadable checkpoint. The chunks of each tensor must tile it exactly,
+/// in one dtype.
+llvm::Error writeDcp(const llvm::Twine &directory, llvm::ArrayRef<DcpShard> shards);
+
 } // namespace loom::ckpt
 
 #endif // LOOM_CHECKPOINT_DCP_H

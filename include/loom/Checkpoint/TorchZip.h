@@ -40,6 +40,11 @@ struct TorchWriteOptions {
 llvm::Error writeTorchZip(const llvm::Twine &path, const Value &root,
                           const TorchWriteOptions &options = {});
 
+/// Appends the archive torch.save(root) would write to `file` at its current
+/// position (its zip offsets relative to there, as torch.load of a file slice wants).
+llvm::Error appendTorchZip(OutputFile &file, const Value &root,
+                           const TorchWriteOptions &options = {});
+
 /// An OrderedDict name -> tensor, as Module.state_dict() returns.
 ValuePtr makeStateDict(llvm::ArrayRef<NamedTensor> tensors);
 

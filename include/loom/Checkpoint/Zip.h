@@ -73,6 +73,10 @@ public:
 
   static llvm::Expected<std::unique_ptr<ZipWriter>> create(const llvm::Twine &path,
                                                            Options options);
+  /// An archive written into `file` from its current position on, with offsets
+  /// relative to that position (a DCP file holds one torch.save archive per chunk).
+  /// finish() writes the central directory and leaves `file` open.
+  static llvm::Expected<std::unique_ptr<ZipWriter>> embedded(OutputFile &file, Options options);
 
   /// Starts an entry of exactly `size` bytes, to be given through write().
   llvm::Error beginEntry(llvm::StringRef entryName, uint64_t size);
@@ -80,7 +84,8 @@ public:
   llvm::Error endEntry();
   llvm::Error addEntry(llvm::StringRef entryName, llvm::ArrayRef<uint8_t> bytes);
 
-  /// Writes the central directory and moves the archive to its path.
+  /// Writes the central directory and moves the archive to its path (an embedded
+  /// archive's file is committed by its owner).
   llvm::Error finish();
 
 private:
@@ -91,11 +96,14 @@ private:
     uint32_t crc32;
     bool zip64;
   };
-  ZipWriter(std::unique_ptr<OutputFile> file, Options options)
-      : file(std::move(file)), options(options) {}
+  ZipWriter(std::unique_ptr<OutputFile> owned, OutputFile *file, Options options);
   llvm::Error error(const llvm::Twine &message);
+  /// Position in the archive: the file's, less where the archive began.
+  uint64_t tell() const;
 
-  std::unique_ptr<OutputFile> file;
+  std::unique_ptr<OutputFile> owned;
+  OutputFile *file;
+  uint64_t base = 0;
   Options options;
   std::vector<Written> written;
   llvm::StringMap<bool> names;

@@ -130,16 +130,18 @@ llvm::Expected<Layout> describeCheckpoint(const llvm::Twine &path);
 
 /// What `--to` asks for: a format and its parallel degrees.
 struct TargetSpec {
-  std::string format; ///< megatron, deepspeed, hf-safetensors, torch, universal
+  std::string format; ///< megatron, deepspeed, hf-safetensors, torch, dcp, universal
   unsigned tp = 1, pp = 1;
   unsigned zero = 1, dp = 1; ///< deepspeed
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
+  unsigned ranks = 1; ///< dcp: each tensor's rows split over this many ranks' files
   /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
   bool weightsOnly = false;
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
-/// Parses "megatron:tp=4,pp=2", "hf-safetensors:shard=2GiB", "universal", "torch".
+/// Parses "megatron:tp=4,pp=2", "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal",
+/// "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 
 /// The layout the target format gives the full tensors of `source`.

@@ -2,7 +2,10 @@
 #include "CheckpointTesting.h"
 #include "loom/Checkpoint/Dcp.h"
 
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <gtest/gtest.h>
 
@@ -66,4 +69,86 @@ TEST(Dcp, MetadataThatIsNotDcpIsAnError) {
   EXPECT_NE(message(parseDcpMetadata(dict, "x/.metadata").takeError())
                 .find("x/.metadata: not a DCP Metadata object"),
             std::string::npos);
+}
+
+namespace {
+Tensor patterned(DType dtype, llvm::ArrayRef<int64_t> shape, unsigned seed) {
+  std::vector<uint8_t> bytes(*checkedNumel(shape) * dtypeSize(dtype));
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = uint8_t((i * 2654435761u + seed * 97) >> 7);
+  if (dtype == DType::Float32 || dtype == DType::Float64 || dtype == DType::BFloat16)
+    for (size_t i = dtypeSize(dtype) - 1; i < bytes.size(); i += dtypeSize(dtype))
+      bytes[i] &= 0x3f; // keep values finite and NaN-free: torch compares them after load
+  return Tensor::contiguous(dtype, shape, std::make_shared<Storage>(std::move(bytes)));
+}
+} // namespace
+
+// loom's DCP writer: 3 ranks' chunk files, read back by loom, and by torch's own
+// reader in one process and into 2-rank ShardedTensors split where loom did not.
+TEST(Dcp, TorchLoadsWhatLoomWrites) {
+  std::string dir = scratchDir("dcp-written");
+  std::vector<NamedTensor> tensors{
+      {"layer.weight", patterned(DType::Float32, {10, 6}, 1)},
+      {"embed.weight", patterned(DType::BFloat16, {8, 4}, 2)},
+      {"bias", patterned(DType::Float64, {5}, 3)},
+      {"step", patterned(DType::Int64, {}, 4)},
+      {"tiny", patterned(DType::Float16, {2, 3}, 5)}};
+  // A transposed view too: chunks of views are written contiguous.
+  Tensor t = patterned(DType::Float32, {4, 7}, 6);
+  t.shape = {7, 4};
+  t.strides = {1, 7};
+  tensors.push_back({"transposed", t});
+  std::vector<DcpShard> shards = dcpRowShards(tensors, 3);
+  EXPECT_EQ(llvm::count_if(shards, [](const DcpShard &s) { return s.fqn == "layer.weight"; }), 3);
+  ASSERT_FALSE(bool(writeDcp(dir + "/ckpt", shards)));
+  // Written in a staging folder renamed into place; a second write is refused.
+  std::error_code ec;
+  unsigned entries = 0;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    ++entries;
+  EXPECT_EQ(entries, 1u);
+  EXPECT_NE(message(writeDcp(dir + "/ckpt", shards)).find("already exists"), std::string::npos);
+
+  auto back = readDcp(dir + "/ckpt");
+  ASSERT_TRUE(bool(back)) << message(back.takeError());
+  ASSERT_EQ(back->tensors.size(), tensors.size());
+  llvm::json::Array manifest;
+  for (const NamedTensor &want : tensors) {
+    auto got = llvm::find_if(back->tensors, [&](const NamedTensor &n) { return n.name == want.name; });
+    ASSERT_NE(got, back->tensors.end()) << want.name;
+    EXPECT_EQ(got->tensor.toBytes(), want.tensor.toBytes()) << want.name;
+    manifest.push_back(llvm::json::Object{{"name", want.name},
+                                          {"dtype", torchDTypeName(want.tensor.dtype)},
+                                          {"shape", llvm::json::Array(want.tensor.shape)},
+                                          {"sha256", sha256(want.tensor)}});
+  }
+  {
+    std::ofstream os(dir + "/manifest.json");
+    std::string text;
+    llvm::raw_string_ostream(text) << llvm::json::Value(llvm::json::Object{{"tensors", std::move(manifest)}});
+    os << text;
+  }
+  std::string output;
+  EXPECT_EQ(runScript("check_dcp.py", {dir + "/ckpt", dir + "/manifest.json"}, &output), 0)
+      << output;
+}
+
+TEST(Dcp, WriterRefusesChunksThatDoNotTile) {
+  std::string dir = scratchDir("dcp-bad");
+  Tensor t = patterned(DType::Float32, {4, 2}, 1);
+  auto shards = dcpRowShards({{"w", t}}, 2);
+  ASSERT_EQ(shards.size(), 2u);
+  std::vector<DcpShard> gap{shards[0]};
+  EXPECT_NE(message(writeDcp(dir + "/gap", gap)).find("chunks of 'w' hold 4 elements, the tensor has 8"),
+            std::string::npos);
+  std::vector<DcpShard> overlap{shards[0], shards[0]};
+  EXPECT_NE(message(writeDcp(dir + "/overlap", overlap)).find("chunks of 'w' overlap"),
+            std::string::npos);
+  std::vector<DcpShard> outside{shards[1]};
+  outside[0].offsets[0] = 3;
+  EXPECT_NE(message(writeDcp(dir + "/outside", outside)).find("reaches past dimension 0 of size 4"),
+            std::string::npos);
+  // Nothing was written for any of them.
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/gap/.metadata"));
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/overlap"));
 }

@@ -10,7 +10,7 @@
 #include "loom/Checkpoint/Zip.h"
 
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/Support/CRC.h"
+#include "loom/Checkpoint/Crc32.h"
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -254,7 +254,7 @@ llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
       reinterpret_cast<const uint8_t *>(mapping->getBufferStart()) + entry.dataOffset,
       entry.size);
   if (verifyCrc) {
-    uint32_t actual = llvm::crc32(data);
+    uint32_t actual = zipCrc32(0, data);
     if (actual != entry.crc32)
       return fileError(archiveName,
                        formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",

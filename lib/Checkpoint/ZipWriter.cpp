@@ -9,7 +9,7 @@
 #include "loom/Checkpoint/Tensor.h"
 #include "loom/Checkpoint/Zip.h"
 
-#include "llvm/Support/CRC.h"
+#include "loom/Checkpoint/Crc32.h"
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -117,7 +117,7 @@ llvm::Error ZipWriter::write(ArrayRef<uint8_t> bytes) {
   if (bytes.size() > current->size - currentBytes)
     return error(llvm::formatv("zip entry '{0}' given more than its {1} bytes", current->name,
                                current->size));
-  current->crc32 = llvm::crc32(current->crc32, bytes);
+  current->crc32 = zipCrc32(current->crc32, bytes);
   currentBytes += bytes.size();
   file->os().write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
   return file->check("writing zip entry '" + current->name + "'");

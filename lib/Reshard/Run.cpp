@@ -172,7 +172,10 @@ struct PendingOutput {
   ckptir::OutputOp op;
   std::string path;
   bool skip = false;
-  llvm::StringMap<std::vector<uint8_t>> buffers;
+  /// The output's tensors as writes fill them: a tensor written whole from a value
+  /// that is exactly its own storage is kept as that value (no copy); others are
+  /// assembled in a buffer the writes tile exactly (the verifier checks that).
+  llvm::StringMap<Tensor> buffers;
 };
 
 llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
@@ -280,11 +283,12 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     auto type = mlir::cast<RankedTensorType>(decl.getType());
     DType dtype = *ckptir::dtypeOf(type.getElementType());
     auto found = out.buffers.find(decl.getKey());
-    std::vector<uint8_t> bytes = found == out.buffers.end()
-                                     ? std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype))
-                                     : std::move(found->second);
-    stats.bytesWritten += bytes.size();
-    tensors.push_back({decl.getKey().str(), owned(dtype, type.getShape(), std::move(bytes))});
+    Tensor tensor = found != out.buffers.end()
+                        ? found->second
+                        : owned(dtype, type.getShape(),
+                                std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype)));
+    stats.bytesWritten += tensor.nbytes();
+    tensors.push_back({decl.getKey().str(), std::move(tensor)});
   }
   out.buffers.clear();
   stats.tensors += tensors.size();
@@ -530,12 +534,24 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto decl = llvm::find_if(out.op.getBodyBlock()->getOps<ckptir::TensorOp>(),
                                   [&](ckptir::TensorOp t) { return t.getKey() == write.getKey(); });
         auto type = mlir::cast<RankedTensorType>((*decl).getType());
-        std::vector<uint8_t> &buffer = out.buffers[write.getKey()];
-        if (buffer.empty())
-          buffer.resize(type.getNumElements() *
-                        dtypeSize(*ckptir::dtypeOf(type.getElementType())));
-        copyInto(values.find(write.getInput())->second, buffer.data(), type.getShape(),
-                 write.getOffsets());
+        DType dtype = *ckptir::dtypeOf(type.getElementType());
+        const Tensor &input = values.find(write.getInput())->second;
+        auto slot = out.buffers.find(write.getKey());
+        bool whole = llvm::all_of(write.getOffsets(), [](int64_t o) { return o == 0; }) &&
+                     llvm::ArrayRef<int64_t>(input.shape) == type.getShape();
+        if (slot == out.buffers.end() && whole && input.isContiguous() && input.offset == 0 &&
+            input.storage->bytes().size() == input.nbytes()) {
+          out.buffers[write.getKey()] = input;
+        } else {
+          if (slot == out.buffers.end())
+            slot = out.buffers
+                       .try_emplace(write.getKey(),
+                                    Tensor::contiguous(dtype, type.getShape(),
+                                                       Storage::uninitialized(
+                                                           type.getNumElements() * dtypeSize(dtype))))
+                       .first;
+          copyInto(input, slot->second.storage->mutableData(), type.getShape(), write.getOffsets());
+        }
       }
     } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
       PendingOutput &out = pending[commit.getOutput()];

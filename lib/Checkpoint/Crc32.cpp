@@ -1,0 +1,98 @@
+//===- Crc32.cpp - the zip CRC-32 by carry-less multiplication ------------===//
+//
+// Folding (Gopal et al., "Fast CRC Computation for Generic Polynomials Using
+// PCLMULQDQ Instruction", Intel, 2009): four 128-bit accumulators each absorb the
+// next 16 bytes after being multiplied by x^(512+32) and x^(512-32+32) mod P (the
+// pair k1, k2 below, for the reflected polynomial), which moves them 64 bytes along
+// the message; then they are folded into one with the 128-bit constants k3, k4, the
+// 128 bits reduced to 64 with k5, and a Barrett reduction (P' and mu) gives 32 bits.
+// Lengths below 64 and the tail below 16 bytes go to LLVM's table CRC.
+//
+//===----------------------------------------------------------------------===//
+#include "loom/Checkpoint/Crc32.h"
+
+#include "llvm/Support/CRC.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LOOM_CRC_CLMUL 1
+#endif
+
+using namespace loom::ckpt;
+
+#ifdef LOOM_CRC_CLMUL
+namespace {
+// Bit-reflected constants for P(x) = 0x104C11DB7: x^(4*128+32), x^(4*128-32) mod P;
+// x^(128+32), x^(128-32) mod P; x^64 mod P; P' and mu = floor(x^64 / P).
+alignas(16) const uint64_t kFold4[2] = {0x0154442bd4, 0x01c6e41596};
+alignas(16) const uint64_t kFold1[2] = {0x01751997d0, 0x00ccaa009e};
+alignas(16) const uint64_t kTo64[2] = {0x0163cd6124, 0};
+alignas(16) const uint64_t kBarrett[2] = {0x01db710641, 0x01f7011641};
+
+/// x * k: the low half times k's low half, xored with the high half times k's high.
+__attribute__((target("pclmul,sse4.1"))) inline __m128i fold(__m128i x, __m128i k) {
+  return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+/// The CRC state (inverted, as the folding wants it) after `size` bytes, size a
+/// multiple of 16 and at least 64.
+__attribute__((target("pclmul,sse4.1"))) uint32_t foldBlocks(uint32_t state, const uint8_t *p,
+                                                             size_t size) {
+  auto load = [](const uint8_t *at) { return _mm_loadu_si128(reinterpret_cast<const __m128i *>(at)); };
+  __m128i x1 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(int(state)));
+  __m128i x2 = load(p + 16), x3 = load(p + 32), x4 = load(p + 48);
+  p += 64;
+  size -= 64;
+  __m128i k = _mm_load_si128(reinterpret_cast<const __m128i *>(kFold4));
+  for (; size >= 64; p += 64, size -= 64) {
+    x1 = _mm_xor_si128(fold(x1, k), load(p));
+    x2 = _mm_xor_si128(fold(x2, k), load(p + 16));
+    x3 = _mm_xor_si128(fold(x3, k), load(p + 32));
+    x4 = _mm_xor_si128(fold(x4, k), load(p + 48));
+  }
+  k = _mm_load_si128(reinterpret_cast<const __m128i *>(kFold1));
+  x1 = _mm_xor_si128(fold(x1, k), x2);
+  x1 = _mm_xor_si128(fold(x1, k), x3);
+  x1 = _mm_xor_si128(fold(x1, k), x4);
+  for (; size >= 16; p += 16, size -= 16)
+    x1 = _mm_xor_si128(fold(x1, k), load(p));
+
+  // 128 -> 64 bits: the low half times k4, added to the high half.
+  const __m128i low32 = _mm_setr_epi32(~0, 0, ~0, 0);
+  x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(x1, k, 0x10));
+  // 64 -> 32 bits ahead of the reduction: the low 32 bits times x^64 mod P.
+  __m128i k5 = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(kTo64));
+  x1 = _mm_xor_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00),
+                     _mm_srli_si128(x1, 4));
+  // Barrett: q = (low 32 bits * mu) mod x^32, remainder = x + q * P'.
+  __m128i poly = _mm_load_si128(reinterpret_cast<const __m128i *>(kBarrett));
+  __m128i q = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10), low32);
+  x1 = _mm_xor_si128(x1, _mm_clmulepi64_si128(q, poly, 0x00));
+  return uint32_t(_mm_extract_epi32(x1, 1));
+}
+
+bool hasClmul() {
+  static const bool supported = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  return supported;
+}
+} // namespace
+#endif
+
+bool loom::ckpt::zipCrc32IsAccelerated() {
+#ifdef LOOM_CRC_CLMUL
+  return hasClmul();
+#else
+  return false;
+#endif
+}
+
+uint32_t loom::ckpt::zipCrc32(uint32_t crc, llvm::ArrayRef<uint8_t> data) {
+#ifdef LOOM_CRC_CLMUL
+  if (data.size() >= 64 && hasClmul()) {
+    size_t blocks = data.size() & ~size_t(15);
+    crc = ~foldBlocks(~crc, data.data(), blocks);
+    data = data.drop_front(blocks);
+  }
+#endif
+  return data.empty() ? crc : llvm::crc32(crc, data);
+}

@@ -23,6 +23,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <cstring>
 #include <map>
 
 using namespace loom;
@@ -330,6 +331,44 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   return layout;
 }
 
+/// What DeepSpeed's engine pickles in mp_rank_00_model_states.pt: the module's
+/// tensors (keys "module.<name>" in `file`), the parameter shapes per optimizer group,
+/// and the engine's counters.
+static llvm::json::Array modelStatesSkeleton(const ShardFile &file,
+                                             llvm::ArrayRef<std::vector<std::string>> groups,
+                                             const Layout &target, int64_t iteration, unsigned dp) {
+  auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
+  llvm::json::Array module, shapes;
+  for (const LocalTensor &t : file.tensors)
+    module.push_back(llvm::json::Array{llvm::StringRef(t.key).drop_front(7), tensorRef(t.key)});
+  for (const auto &group : groups) {
+    llvm::json::Array entries;
+    for (const std::string &name : group) {
+      const FullTensor *f = target.findFull(name);
+      llvm::json::Array dims;
+      for (int64_t d : f->shape)
+        dims.push_back(d);
+      entries.push_back(llvm::json::Array{name, llvm::json::Object{{"$size", std::move(dims)}}});
+    }
+    shapes.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
+  }
+  return llvm::json::Array{
+      llvm::json::Array{"module", llvm::json::Object{{"$odict", std::move(module)}}},
+      llvm::json::Array{"buffer_names", llvm::json::Array{}},
+      llvm::json::Array{"optimizer", nullptr},
+      llvm::json::Array{"param_shapes", std::move(shapes)},
+      llvm::json::Array{"frozen_param_shapes", nullptr},
+      llvm::json::Array{"shared_params", llvm::json::Object{}},
+      llvm::json::Array{"frozen_param_fragments", nullptr},
+      llvm::json::Array{"lr_scheduler", nullptr},
+      llvm::json::Array{"skipped_steps", 0},
+      llvm::json::Array{"global_steps", iteration},
+      llvm::json::Array{"dp_world_size", dp},
+      llvm::json::Array{"mp_world_size", 1},
+      llvm::json::Array{"ds_config", llvm::json::Object{}},
+      llvm::json::Array{"ds_version", "0.14.0"}};
+}
+
 llvm::Expected<std::vector<ShardFile>> reshard::deepspeedTarget(const Layout &source,
                                                                 Layout &target, unsigned stage,
                                                                 unsigned dp) {
@@ -376,34 +415,7 @@ llvm::Expected<std::vector<ShardFile>> reshard::deepspeedTarget(const Layout &so
   for (ShardFile &file : *files) {
     llvm::json::Array root;
     if (llvm::StringRef(file.path).ends_with("_model_states.pt")) {
-      llvm::json::Array module, shapes;
-      for (const LocalTensor &t : file.tensors)
-        module.push_back(llvm::json::Array{llvm::StringRef(t.key).drop_front(7), tensorRef(t.key)});
-      for (const auto &group : groups) {
-        llvm::json::Array entries;
-        for (const std::string &name : group) {
-          const FullTensor *f = target.findFull(name);
-          llvm::json::Array dims;
-          for (int64_t d : f->shape)
-            dims.push_back(d);
-          entries.push_back(llvm::json::Array{name, llvm::json::Object{{"$size", std::move(dims)}}});
-        }
-        shapes.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
-      }
-      root = llvm::json::Array{llvm::json::Array{"module", llvm::json::Object{{"$odict", std::move(module)}}},
-              llvm::json::Array{"buffer_names", llvm::json::Array{}},
-              llvm::json::Array{"optimizer", nullptr},
-              llvm::json::Array{"param_shapes", std::move(shapes)},
-              llvm::json::Array{"frozen_param_shapes", nullptr},
-              llvm::json::Array{"shared_params", llvm::json::Object{}},
-              llvm::json::Array{"frozen_param_fragments", nullptr},
-              llvm::json::Array{"lr_scheduler", nullptr},
-              llvm::json::Array{"skipped_steps", 0},
-              llvm::json::Array{"global_steps", source.iteration},
-              llvm::json::Array{"dp_world_size", dp},
-              llvm::json::Array{"mp_world_size", 1},
-              llvm::json::Array{"ds_config", llvm::json::Object{}},
-              llvm::json::Array{"ds_version", "0.14.0"}};
+      root = modelStatesSkeleton(file, groups, target, source.iteration, dp);
     } else {
       llvm::json::Array fp32, state, paramGroups;
       for (size_t g = 0; g < groups.size(); ++g) {
@@ -438,4 +450,195 @@ llvm::Expected<std::vector<ShardFile>> reshard::deepspeedTarget(const Layout &so
   }
   files->push_back({"latest", "text", {}, tag});
   return files;
+}
+
+llvm::Expected<std::vector<ShardFile>>
+reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
+  std::vector<std::vector<std::string>> groups = source.paramGroups;
+  if (groups.empty()) {
+    groups.emplace_back();
+    for (const FullTensor &f : target.fulls)
+      if (f.name.find('#') == std::string::npos)
+        groups.back().push_back(f.name);
+  }
+  std::string tag = llvm::formatv("global_step{0}_universal", source.iteration);
+  int64_t step = source.optimizerStep.value_or(source.iteration);
+  auto index = [&](const std::string &name) -> std::optional<unsigned> {
+    for (unsigned i = 0; i < target.fulls.size(); ++i)
+      if (target.fulls[i].name == name)
+        return i;
+    return std::nullopt;
+  };
+  auto wholeOf = [&](unsigned f, std::string key) {
+    const FullTensor &full = target.fulls[f];
+    return LocalTensor{std::move(key), full.dtype, full.shape,
+                       {{f, Box::whole(full.shape),
+                         llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
+  };
+  auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
+  std::vector<ShardFile> files;
+  ShardFile model{tag + "/mp_rank_00_model_states.pt", "torch-tree", {}, ""};
+  for (const auto &group : groups)
+    for (const std::string &name : group) {
+      // A folder per parameter: the name must be one plain path component.
+      if (name.empty() || name == "." || name == ".." ||
+          name.find_first_of("/\\") != std::string::npos)
+        return llvm::createStringError("parameter '" + name +
+                                       "' cannot name a folder of DeepSpeed's universal layout");
+      auto param = index(name);
+      if (!param)
+        return llvm::createStringError("no parameter " + name + " in the source");
+      model.tensors.push_back(wholeOf(*param, "module." + name));
+      // fp32 is the master, or the parameter itself when it is fp32 (ZeRO-3 keeps no
+      // other); Adam's moments are required, as DeepSpeed's loader reads them.
+      std::optional<unsigned> fp32 = index(name + "#fp32");
+      if (!fp32 && target.fulls[*param].dtype == DType::Float32)
+        fp32 = param;
+      for (auto [state, full] : {std::pair{"fp32", fp32},
+                                 std::pair{"exp_avg", index(name + "#exp_avg")},
+                                 std::pair{"exp_avg_sq", index(name + "#exp_avg_sq")}}) {
+        if (!full)
+          return llvm::createStringError(
+              std::string("DeepSpeed's universal layout holds the ") + state + " state of " +
+              name + ", which the source does not (convert from DeepSpeed or universal)");
+        std::string key = name + "#" + state;
+        ShardFile file{tag + "/zero/" + name + "/" + state + ".pt", "torch-tree", {}, ""};
+        file.tensors.push_back(wholeOf(*full, key));
+        file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                             {"$dict", llvm::json::Array{llvm::json::Array{
+                                                           "param", tensorRef(key)}}}}));
+        files.push_back(std::move(file));
+      }
+      files.push_back({tag + "/zero/" + name + "/step.pt", "torch-tree", {},
+                       llvm::formatv("{0}", step).str()});
+    }
+  model.meta = llvm::formatv(
+      "{0}", llvm::json::Value(llvm::json::Object{
+                 {"$dict", modelStatesSkeleton(model, groups, target, source.iteration, 1)}}));
+  files.insert(files.begin(), std::move(model));
+  llvm::json::Array paramGroups;
+  for (size_t g = 0; g < groups.size(); ++g)
+    paramGroups.push_back(llvm::json::Object{{"params", llvm::json::Array{int64_t(g)}}});
+  files.push_back({tag + "/zero/optimizer_state.pt", "torch-tree", {},
+                   llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                            {"$dict", llvm::json::Array{
+                                                          llvm::json::Array{"zero_stage", 1},
+                                                          llvm::json::Array{"partition_count", 1},
+                                                          llvm::json::Array{"param_groups",
+                                                                            std::move(paramGroups)}}}}))
+                       .str()});
+  files.push_back({"latest_universal", "text", {}, tag});
+  return files;
+}
+
+/// A step as an optimizer keeps it: an int, or a one-element tensor (torch's Adam).
+static std::optional<int64_t> stepOf(const ValuePtr &value) {
+  if (auto n = intOf(value))
+    return n;
+  const TensorValue *t = value ? value->get<TensorValue>() : nullptr;
+  if (!t || t->tensor.numel() != 1 || t->tensor.checkView())
+    return std::nullopt;
+  std::vector<uint8_t> bytes = t->tensor.toBytes();
+  switch (t->tensor.dtype) {
+  case DType::Int64: {
+    int64_t v;
+    std::memcpy(&v, bytes.data(), 8);
+    return v;
+  }
+  case DType::Float32: {
+    float v;
+    std::memcpy(&v, bytes.data(), 4);
+    return int64_t(v);
+  }
+  case DType::Float64: {
+    double v;
+    std::memcpy(&v, bytes.data(), 8);
+    return int64_t(v);
+  }
+  default:
+    return std::nullopt;
+  }
+}
+
+llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &path) {
+  std::string dir = path, prefix;
+  if (auto latest = llvm::MemoryBuffer::getFile(path + "/latest_universal")) {
+    prefix = (*latest)->getBuffer().trim().str();
+    if (prefix.empty() || prefix.find('/') != std::string::npos || prefix == "..")
+      return fileError(path + "/latest_universal", "does not name a tag folder");
+    dir = path + "/" + prefix;
+    prefix += "/";
+  }
+  std::string modelPath = dir + "/mp_rank_00_model_states.pt";
+  auto modelRoot = readTorchZip(modelPath);
+  if (!modelRoot)
+    return modelRoot.takeError();
+  const DictValue *model = (*modelRoot)->get<DictValue>();
+  ValuePtr shapes = model ? model->find("param_shapes") : nullptr;
+  const std::vector<ValuePtr> *groupList = shapes ? shapes->sequence() : nullptr;
+  if (!groupList)
+    return fileError(modelPath, "no param_shapes list");
+  llvm::StringMap<Tensor> module;
+  if (ValuePtr m = model->find("module"))
+    for (NamedTensor &t : collectTensors(*m))
+      module[t.name] = std::move(t.tensor);
+
+  Layout layout;
+  layout.format = "deepspeed-universal";
+  layout.iteration = intOf(model->find("global_steps")).value_or(0);
+  ShardFile modelFile{prefix + "mp_rank_00_model_states.pt", "torch", {}, ""};
+  auto whole = [&](std::string key, unsigned f) {
+    const FullTensor &full = layout.fulls[f];
+    return LocalTensor{std::move(key), full.dtype, full.shape,
+                       {{f, Box::whole(full.shape),
+                         llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
+  };
+  for (const ValuePtr &group : *groupList) {
+    const DictValue *g = group->get<DictValue>();
+    if (!g)
+      return fileError(modelPath, "param_shapes holds a " + describe(*group) + ", not a dict");
+    layout.paramGroups.emplace_back();
+    for (const auto &[key, value] : g->entries) {
+      const std::string *name = key->get<std::string>();
+      if (!name || name->empty() || *name == "." || *name == ".." ||
+          name->find_first_of("/\\") != std::string::npos)
+        return fileError(modelPath, "a param_shapes entry does not name a parameter folder");
+      auto found = module.find(*name);
+      if (found == module.end())
+        return fileError(modelPath, "module has no " + *name + " (param_shapes lists it)");
+      layout.paramGroups.back().push_back(*name);
+      layout.fulls.push_back({*name, found->second.dtype, found->second.shape});
+      modelFile.tensors.push_back(whole("module." + *name, layout.fulls.size() - 1));
+      std::string zero = dir + "/zero/" + *name;
+      for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"}) {
+        std::string file = zero + "/" + state + ".pt";
+        auto root = readTorchZip(file);
+        if (!root)
+          return root.takeError();
+        const DictValue *d = (*root)->get<DictValue>();
+        ValuePtr param = d ? d->find("param") : nullptr;
+        const TensorValue *t = param ? param->get<TensorValue>() : nullptr;
+        if (!t || t->tensor.shape != found->second.shape)
+          return fileError(file, "no 'param' tensor of " + *name + "'s shape");
+        layout.fulls.push_back({*name + "#" + state, t->tensor.dtype, t->tensor.shape});
+        layout.files.push_back({prefix + "zero/" + *name + "/" + state + ".pt", "torch",
+                                {whole("param", layout.fulls.size() - 1)}, ""});
+      }
+      if (!layout.optimizerStep) {
+        auto step = readTorchZip(zero + "/step.pt");
+        if (!step)
+          return step.takeError();
+        layout.optimizerStep = stepOf(*step);
+        if (!layout.optimizerStep)
+          return fileError(zero + "/step.pt", "holds no step number");
+      }
+    }
+  }
+  layout.files.insert(layout.files.begin(), std::move(modelFile));
+  llvm::json::Array groupsJson;
+  for (const auto &group : layout.paramGroups)
+    groupsJson.push_back(llvm::json::Array(group));
+  layout.sourceArgs = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                               {"param_groups", std::move(groupsJson)}}));
+  return layout;
 }

@@ -33,6 +33,10 @@ std::string reshard::detectFormat(const llvm::Twine &pathTwine) {
       return "megatron";
     if (llvm::sys::fs::exists(path + "/.metadata"))
       return "dcp";
+    if (llvm::sys::fs::exists(path + "/latest_universal") ||
+        (llvm::sys::fs::is_directory(path + "/zero") &&
+         llvm::sys::fs::exists(path + "/mp_rank_00_model_states.pt")))
+      return "deepspeed-universal";
     std::error_code ec;
     for (llvm::sys::fs::directory_iterator it(path, ec), end; it != end && !ec; it.increment(ec))
       if (llvm::StringRef(it->path()).ends_with("_model_states.pt"))
@@ -270,6 +274,11 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     } else {
       llvm::consumeError(parsed.takeError());
     }
+  } else if (format == "deepspeed-universal") {
+    auto described = describeDeepSpeedUniversal(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
   } else {
     auto described = describeDeepSpeed(path);
     if (!described)
@@ -306,7 +315,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       out.fulls.push_back(f);
   std::string firstState;
   if (size_t states = countStates(out.fulls, &firstState);
-      states && target.format != "universal" && target.format != "deepspeed")
+      states && target.format != "universal" && target.format != "deepspeed" &&
+      target.format != "deepspeed-universal")
     return llvm::createStringError(
         llvm::formatv("the source holds {0} optimizer-state tensors (such as {1}) that {2} "
                       "cannot hold yet; add --weights-only to leave them out, or convert to "
@@ -366,6 +376,11 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     }
     if (source.dims)
       out.files.push_back({"config.json", "text", {}, configJson(*source.dims) + "\n"});
+  } else if (target.format == "deepspeed-universal") {
+    auto files = deepspeedUniversalTarget(source, out);
+    if (!files)
+      return files.takeError();
+    out.files = std::move(*files);
   } else if (target.format == "deepspeed") {
     auto files = deepspeedTarget(source, out, target.zero, target.dp);
     if (!files)

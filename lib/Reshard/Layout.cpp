@@ -174,11 +174,13 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   auto [format, options] = text.split(':');
   TargetSpec spec;
   spec.format = format.str();
-  if (!llvm::is_contained({"megatron", "deepspeed", "hf-safetensors", "torch", "dcp", "universal"},
+  if (!llvm::is_contained({"megatron", "deepspeed", "deepspeed-universal", "hf-safetensors",
+                           "torch", "dcp", "universal"},
                           format))
     return llvm::createStringError(
         "--to: unknown format '" + format.str() +
-        "' (expected megatron, deepspeed, hf-safetensors, torch, dcp or universal)");
+        "' (expected megatron, deepspeed, deepspeed-universal, hf-safetensors, torch, dcp or "
+        "universal)");
   llvm::SmallVector<llvm::StringRef> items;
   options.split(items, ',', -1, false);
   for (llvm::StringRef item : items) {

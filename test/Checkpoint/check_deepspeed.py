@@ -11,6 +11,11 @@
   check_deepspeed.py universal FILE TRUTH
       The universal HDF5 file, read with h5py, holds TRUTH's tensors bit for bit
       (the parameter as the fp32 master when the source was ZeRO-3) and the step.
+  check_deepspeed.py ds-universal DIR TRUTH
+      DeepSpeed's universal folder, read the way its universal loader reads it
+      (latest_universal -> tag; zero/<param>/{fp32,exp_avg,exp_avg_sq}.pt holding
+      {"param": tensor}, step.pt; the module in mp_rank_00_model_states.pt), holds
+      TRUTH's tensors bit for bit.
   check_deepspeed.py same A B
       The two folders hold the same .pt files with identical tensors (ZeRO-3's empty
       module placeholders aside).
@@ -141,6 +146,37 @@ def universal_cmd(path, truth_path):
     return 0
 
 
+def ds_universal_cmd(root, truth_path):
+    truth = torch.load(truth_path)
+    with open(os.path.join(root, "latest_universal")) as f:
+        tag = os.path.join(root, f.read().strip())
+    model = torch.load(os.path.join(tag, "mp_rank_00_model_states.pt"))
+    names = sorted(n for n in truth if n != "step")
+    listed = sorted(n for group in model["param_shapes"] for n in group)
+    if listed != names or sorted(os.listdir(os.path.join(tag, "zero"))) != sorted(names + ["optimizer_state.pt"]):
+        print(f"parameters differ: {listed} vs {names}")
+        return 1
+    for n in names:
+        for k in ("fp32", "exp_avg", "exp_avg_sq"):
+            got = torch.load(os.path.join(tag, "zero", n, k + ".pt"))["param"]
+            if not equal(got, truth[n][k]):
+                print(f"{n}: {k} differs")
+                return 1
+        step = torch.load(os.path.join(tag, "zero", n, "step.pt"))
+        if step != truth["step"]:
+            print(f"{n}: step {step}, expected {truth['step']}")
+            return 1
+        param = model["module"][n]
+        want = truth[n]["param"] if param.dtype == torch.bfloat16 else truth[n]["fp32"]
+        if not equal(param, want):
+            print(f"{n}: module tensor differs ({param.dtype})")
+            return 1
+    groups = torch.load(os.path.join(tag, "zero", "optimizer_state.pt"))["param_groups"]
+    print(f"DeepSpeed universal folder holds {len(names)} parameters in {len(groups)} groups "
+          f"with fp32, exp_avg, exp_avg_sq and step, bit for bit")
+    return 0
+
+
 def same_cmd(a, b):
     fa = sorted(os.path.relpath(p, a) for p in glob.glob(os.path.join(a, "**/*.pt"), recursive=True))
     fb = sorted(os.path.relpath(p, b) for p in glob.glob(os.path.join(b, "**/*.pt"), recursive=True))
@@ -181,6 +217,8 @@ def main():
         return consolidate_cmd(*args)
     if cmd == "universal":
         return universal_cmd(*args)
+    if cmd == "ds-universal":
+        return ds_universal_cmd(*args)
     if cmd == "same":
         return same_cmd(*args)
     print(__doc__)

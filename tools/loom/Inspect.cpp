@@ -70,7 +70,8 @@ Format detect(const std::string &path) {
     if (llvm::sys::fs::exists(path + "/.metadata"))
       return Format::DCP;
     if (anyFile(path, [](llvm::StringRef n) { return n.ends_with("_model_states.pt"); }) ||
-        llvm::sys::fs::exists(path + "/latest"))
+        llvm::sys::fs::exists(path + "/latest") ||
+        llvm::sys::fs::exists(path + "/latest_universal"))
       return Format::DeepSpeed;
     return Format::HFDir;
   }
@@ -159,13 +160,19 @@ Summary open(const std::string &path, bool verify) {
   }
   case Format::DeepSpeed: {
     // Listed from its layout: the full tensors the ZeRO partitions make up.
-    loom::reshard::Layout l = orThrow(loom::reshard::describeDeepSpeed(path));
+    bool universal = loom::reshard::detectFormat(path) == "deepspeed-universal";
+    loom::reshard::Layout l = orThrow(universal ? loom::reshard::describeDeepSpeedUniversal(path)
+                                                : loom::reshard::describeDeepSpeed(path));
     summary.format = l.format;
     size_t optimFiles = llvm::count_if(l.files, [](const loom::reshard::ShardFile &f) {
       return llvm::StringRef(f.path).ends_with("_optim_states.pt");
     });
-    summary.layout = {{"dp", optimFiles}, {"iteration", l.iteration},
-                      {"param_groups", l.paramGroups.size()}};
+    if (universal)
+      summary.layout = {{"files", l.files.size()}};
+    else
+      summary.layout = {{"dp", optimFiles}};
+    summary.layout["iteration"] = l.iteration;
+    summary.layout["param_groups"] = l.paramGroups.size();
     if (l.optimizerStep)
       summary.layout["optimizer_step"] = *l.optimizerStep;
     if (verify)

@@ -127,8 +127,8 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, hf-safetensors[:shard=SIZE], torch, "
-                "dcp[:ranks=N], universal");
+                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, deepspeed-universal, "
+                "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
     if (!o.plan.empty())
       applyPlan(o, spec);
@@ -204,7 +204,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
                   "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N (with\n"
-                  "optimizer states), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
+                  "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"
+                  "zero/<param>/*.pt), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
                   "dcp[:ranks=N] (a PyTorch distributed checkpoint, rows split over N ranks'\n"
                   "files) or universal (loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,

@@ -116,7 +116,7 @@ struct Layout {
 /// layouts built from files and on the targets built here; `what` names the layout.
 llvm::Error checkLayout(const Layout &layout, llvm::StringRef what);
 
-/// "megatron", "hf", "dcp", "deepspeed", "universal", "torch", "safetensors", or ""
+/// "megatron", "hf", "dcp", "deepspeed", "deepspeed-universal", "universal", "torch", "safetensors", or ""
 /// when nothing is at `path`. Looks at names and magic bytes only.
 std::string detectFormat(const llvm::Twine &path);
 
@@ -170,9 +170,21 @@ deepspeedShards(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std
 /// Describes a DeepSpeed ZeRO checkpoint: the folder with `latest` or the tag folder.
 llvm::Expected<Layout> describeDeepSpeed(const std::string &path);
 
+/// DeepSpeed's universal folder (see deepspeedUniversalTarget) as a layout of full
+/// tensors: the module's parameters and each one's fp32, exp_avg and exp_avg_sq.
+llvm::Expected<Layout> describeDeepSpeedUniversal(const std::string &path);
+
 /// The files of a DeepSpeed target, with the skeletons of their object trees.
 llvm::Expected<std::vector<ShardFile>> deepspeedTarget(const Layout &source, Layout &target,
                                                        unsigned stage, unsigned dp);
+
+/// DeepSpeed's universal checkpoint folder, as its ds_to_universal.py lays it out and
+/// its engine loads with load_universal: `latest_universal` naming
+/// `global_stepN_universal/`, which holds mp_rank_00_model_states.pt (the module) and
+/// zero/<param>/{fp32,exp_avg,exp_avg_sq}.pt ({"param": full tensor}) and step.pt,
+/// plus zero/optimizer_state.pt with the parameter groups.
+llvm::Expected<std::vector<ShardFile>> deepspeedUniversalTarget(const Layout &source,
+                                                                Layout &target);
 
 } // namespace loom::reshard
 

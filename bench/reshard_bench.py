@@ -11,7 +11,7 @@ reshards it to tp=1 pp=4 three ways and prints one table:
   disk    sequential write of the same number of bytes (64 MiB blocks, fsync) and
           read back: the bandwidth limit of this machine, measured now;
   memcpy  one copy of a 1 GiB buffer;
-  loom    `loom reshard --to megatron:tp=1,pp=4` (peak RSS from getrusage);
+  loom    `loom reshard --to megatron:tp=1,pp=4` (its own peak RSS, from wait4);
   torch   the usual script: torch.load every shard, torch.cat the TP parts (QKV
           regrouped per query group, fc1 as [gate; up]), torch.save each new shard,
           then os.sync(): loom fsyncs every file before renaming it into place, so
@@ -23,7 +23,6 @@ Ratios printed: loom's bytes written per second over the disk's write bandwidth
 import argparse
 import collections
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -172,10 +171,15 @@ def main():
 
     out = os.path.join(a.work, "loom-out")
     start = time.perf_counter()
-    subprocess.run([a.loom, "reshard", src, out, "--to", "megatron:tp=1,pp=4", "--json"],
-                   check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([a.loom, "reshard", src, out, "--to", "megatron:tp=1,pp=4", "--json"],
+                            stdout=subprocess.DEVNULL)
+    # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the largest of
+    # every child so far, the disk test's included).
+    _, status, usage = os.wait4(proc.pid, 0)
     loom_s = time.perf_counter() - start
-    loom_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("loom reshard failed")
+    loom_rss = usage.ru_maxrss * 1024
     written = tree_bytes(out)
 
     peer_out = os.path.join(a.work, "torch-out")

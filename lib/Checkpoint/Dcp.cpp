@@ -49,7 +49,8 @@ public:
       : parent(std::move(parent)) {
     init(slice.begin(), slice.end(), /*RequiresNullTerminator=*/false);
   }
-  BufferKind getBufferKind() const override { return MemoryBuffer_MMap; }
+  /// The parent's kind: a slice of a file LLVM read into memory is not mapped.
+  BufferKind getBufferKind() const override { return parent->getBufferKind(); }
 
 private:
   std::shared_ptr<const llvm::MemoryBuffer> parent;

@@ -156,8 +156,9 @@ loom::ckpt::parseSafetensors(std::shared_ptr<const llvm::MemoryBuffer> buffer,
   ordered.reserve(spans.size());
   for (const Span &span : spans) {
     NamedTensor &named = file.tensors[span.tensor];
-    named.tensor.storage = std::make_shared<Storage>(
-        llvm::ArrayRef<uint8_t>(base + span.begin, span.end - span.begin), buffer);
+    named.tensor.storage = Storage::fileView(
+        llvm::ArrayRef<uint8_t>(base + span.begin, span.end - span.begin), buffer,
+        buffer->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap);
     ordered.push_back(std::move(named));
   }
   file.tensors = std::move(ordered);

@@ -5,6 +5,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include <cstring>
 #include <sys/mman.h>
+#include <unistd.h>
 
 using namespace loom::ckpt;
 using llvm::ArrayRef;
@@ -182,4 +183,22 @@ std::shared_ptr<Storage> loom::ckpt::Storage::uninitialized(size_t size) {
   auto storage = std::make_shared<Storage>(llvm::ArrayRef<uint8_t>(data, size), std::move(region));
   storage->writable = data;
   return storage;
+}
+
+std::shared_ptr<Storage> loom::ckpt::Storage::fileView(llvm::ArrayRef<uint8_t> bytes,
+                                                       std::shared_ptr<const void> owner,
+                                                       bool mapped) {
+  auto storage = std::make_shared<Storage>(bytes, std::move(owner));
+  storage->fileMapped = mapped;
+  return storage;
+}
+
+void loom::ckpt::Storage::dropResidentPages() const {
+  if (!fileMapped || view.empty())
+    return;
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  uintptr_t begin = (uintptr_t(view.data()) + page - 1) & ~(page - 1);
+  uintptr_t end = (uintptr_t(view.data()) + view.size()) & ~(page - 1);
+  if (end > begin)
+    ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }

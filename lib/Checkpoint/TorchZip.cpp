@@ -71,7 +71,9 @@ llvm::Expected<ValuePtr> StorageLoader::operator()(const Value &pid) {
   storage.dtype = *dtype;
   storage.numel = *numel;
   storage.location = *location;
-  storage.data = std::make_shared<Storage>(data->take_front(bytes), archive.buffer());
+  storage.data = Storage::fileView(
+      data->take_front(bytes), archive.buffer(),
+      archive.buffer()->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap);
   ValuePtr value = Value::make(std::move(storage));
   loaded[*key] = value;
   return value;

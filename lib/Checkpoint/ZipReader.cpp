@@ -255,6 +255,10 @@ llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
       entry.size);
   if (verifyCrc) {
     uint32_t actual = zipCrc32(0, data);
+    // The check touched every page of the entry; a converter reads the data later,
+    // tensor by tensor, and should not hold whole files resident meanwhile.
+    if (mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap)
+      Storage::fileView(data, nullptr, /*mapped=*/true)->dropResidentPages();
     if (actual != entry.crc32)
       return fileError(archiveName,
                        formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",

@@ -16,6 +16,7 @@
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -291,6 +292,11 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     tensors.push_back({decl.getKey().str(), std::move(tensor)});
   }
   out.buffers.clear();
+  // Tensors written straight from a source mapping leave its pages resident.
+  auto release = llvm::make_scope_exit([&] {
+    for (const NamedTensor &t : tensors)
+      t.tensor.storage->dropResidentPages();
+  });
   stats.tensors += tensors.size();
   ++stats.files;
   llvm::StringRef format = out.op.getFormat();
@@ -570,9 +576,14 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       if (options.progress)
         options.progress(doneBytes, totalBytes);
     }
+    // A value's last use: release it, and the source pages it was read from (they
+    // come back from the page cache if another value still views them).
     for (mlir::Value operand : op.getOperands())
       if (lastUse.lookup(operand) == here)
-        values.erase(operand);
+        if (auto found = values.find(operand); found != values.end()) {
+          found->second.storage->dropResidentPages();
+          values.erase(found);
+        }
   }
   if (!singleFile) {
     if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))

@@ -50,6 +50,15 @@ public:
   static std::shared_ptr<Storage> uninitialized(size_t size);
   /// Where an uninitialized() storage is filled.
   uint8_t *mutableData() const { return writable; }
+  /// A view of a file mapped read-only (`owner` keeps the mapping): its pages can be
+  /// dropped from this process's memory at any time and come back from the page
+  /// cache on the next touch.
+  static std::shared_ptr<Storage> fileView(llvm::ArrayRef<uint8_t> bytes,
+                                           std::shared_ptr<const void> owner, bool mapped);
+  /// Drops the resident pages of a file view (whole pages inside it) so that a
+  /// converter streaming through files larger than memory holds only what it is
+  /// working on; does nothing to other storages. Contents are unchanged.
+  void dropResidentPages() const;
   Storage(const Storage &) = delete;
   Storage &operator=(const Storage &) = delete;
 
@@ -59,6 +68,7 @@ private:
   std::shared_ptr<const void> owner;
   std::vector<uint8_t> owned;
   uint8_t *writable = nullptr;
+  bool fileMapped = false;
   llvm::ArrayRef<uint8_t> view;
 };
 

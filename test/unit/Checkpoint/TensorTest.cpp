@@ -1,7 +1,17 @@
 //===- TensorTest.cpp - views, bounds and streaming of tensors ------------===//
 #include "loom/Checkpoint/Tensor.h"
 
+#include "llvm/ADT/SmallString.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
 #include <gtest/gtest.h>
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <numeric>
 
 using namespace loom::ckpt;
@@ -94,4 +104,50 @@ TEST(Tensor, SinkErrorsStopStreaming) {
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "disk full");
   });
   EXPECT_EQ(llvm::toString(std::move(err)), "disk full");
+}
+
+namespace {
+/// This process's resident pages (/proc/self/statm), mapped files included.
+size_t residentPages() {
+  std::ifstream statm("/proc/self/statm");
+  size_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
+}
+} // namespace
+
+// A mapped file view gives its pages back and still reads the same bytes; owned and
+// anonymous storages are never touched (dropping their pages would zero them).
+TEST(Storage, DroppingPagesOfAFileViewKeepsItsBytes) {
+  llvm::SmallString<128> path;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("loom-pages", "bin", path));
+  std::vector<uint8_t> want(8 << 20);
+  for (size_t i = 0; i < want.size(); ++i)
+    want[i] = uint8_t(i * 131 + 7);
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(path, ec);
+    os.write(reinterpret_cast<const char *>(want.data()), want.size());
+  }
+  auto mapped = mapFile(path);
+  ASSERT_TRUE(bool(mapped));
+  ASSERT_EQ((*mapped)->getBufferKind(), llvm::MemoryBuffer::MemoryBuffer_MMap);
+  llvm::ArrayRef<uint8_t> bytes(reinterpret_cast<const uint8_t *>((*mapped)->getBufferStart()),
+                                (*mapped)->getBufferSize());
+  auto view = Storage::fileView(bytes, *mapped, /*mapped=*/true);
+  EXPECT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.end()), want);
+  size_t before = residentPages(), pages = bytes.size() / size_t(::sysconf(_SC_PAGESIZE));
+  view->dropResidentPages();
+  size_t after = residentPages();
+  EXPECT_GE(before, after + pages * 3 / 4) << before << " -> " << after;
+  EXPECT_EQ(std::vector<uint8_t>(bytes.begin(), bytes.end()), want);
+  llvm::sys::fs::remove(path);
+
+  auto anonymous = Storage::uninitialized(4 << 20);
+  std::memset(anonymous->mutableData(), 0x5a, 4 << 20);
+  anonymous->dropResidentPages();
+  EXPECT_EQ(anonymous->bytes()[12345], 0x5a);
+  Storage owned(std::vector<uint8_t>(1 << 20, 0x33));
+  owned.dropResidentPages();
+  EXPECT_EQ(owned.bytes()[777], 0x33);
 }

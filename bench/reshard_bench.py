@@ -189,12 +189,16 @@ def main():
     torch_s = time.perf_counter() - start
 
     gib = float(1 << 30)
+    largest = PADDED * HIDDEN * 2  # the embedding (and output layer), bf16, whole at tp=1
+    bound = largest + (256 << 20)
     rows = [("checkpoint", f"{size / gib:.2f} GiB in {TP * PP} files"),
             ("disk write (fsync)", f"{write_bw / gib:.2f} GiB/s"),
             ("disk read", f"{read_bw / gib:.2f} GiB/s"),
             ("memcpy", f"{copy_bw / gib:.2f} GiB/s"),
             ("loom reshard", f"{loom_s:.2f} s, {written / gib / loom_s:.2f} GiB/s written, "
                              f"peak RSS {loom_rss / gib:.2f} GiB"),
+            ("peak RSS bound", f"{bound / gib:.2f} GiB = largest tensor {largest / gib:.2f} GiB + "
+                               f"256 MiB ({'met' if loom_rss <= bound else 'NOT met'})"),
             ("torch peer", f"{torch_s:.2f} s"),
             ("loom / disk write", f"{written / loom_s / write_bw:.2f} (target >= 0.80)"),
             ("torch / loom time", f"{torch_s / loom_s:.1f}x (target >= 5x)")]

@@ -208,3 +208,81 @@ ValuePtr loom::ckpt::makeStateDict(llvm::ArrayRef<NamedTensor> tensors) {
     dict.entries.emplace_back(Value::make(named.name), Value::make(TensorValue{named.tensor}));
   return Value::make(std::move(dict));
 }
+
+llvm::Expected<std::unique_ptr<TorchZipStream>>
+TorchZipStream::create(const llvm::Twine &pathTwine, const Value &root,
+                       const llvm::DenseMap<const Storage *, uint64_t> &sizes,
+                       const TorchWriteOptions &options) {
+  std::string path = pathTwine.str();
+  llvm::DenseMap<const Storage *, Record> records;
+  llvm::DenseMap<const Storage *, DType> dtypes;
+  auto namer = [&](const std::shared_ptr<const Storage> &storage,
+                   DType dtype) -> llvm::Expected<StorageId> {
+    auto size = storage ? sizes.find(storage.get()) : sizes.end();
+    if (size == sizes.end())
+      return fileError(path, "a tensor views a storage of unknown size");
+    auto [it, inserted] = records.try_emplace(storage.get());
+    if (inserted) {
+      it->second = {std::to_string(records.size() - 1), size->second, false};
+      dtypes[storage.get()] = dtype;
+    } else if (dtypes[storage.get()] != dtype) {
+      return fileError(path, "one storage is viewed as both " + torchDTypeName(dtypes[storage.get()]) +
+                                 " and " + torchDTypeName(dtype) + " (torch cannot load that)");
+    }
+    if (size->second % dtypeSize(dtype))
+      return fileError(path, formatv("storage of {0} bytes is not a whole number of {1}",
+                                     size->second, torchDTypeName(dtype)));
+    return StorageId{it->second.key, dtype, size->second / dtypeSize(dtype)};
+  };
+  auto data = pickle(root, namer);
+  if (!data)
+    return data.takeError();
+  ZipWriter::Options zipOptions;
+  zipOptions.forceZip64 = options.forceZip64;
+  auto zip = ZipWriter::create(path, zipOptions);
+  if (!zip)
+    return zip.takeError();
+  if (llvm::Error err = (*zip)->addEntry(
+          options.rootName + "/data.pkl",
+          llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(data->data()), data->size())))
+    return std::move(err);
+  std::unique_ptr<TorchZipStream> stream(
+      new TorchZipStream(std::move(*zip), path, options.rootName));
+  stream->records = std::move(records);
+  return stream;
+}
+
+llvm::Error TorchZipStream::writeStorage(const Storage *placeholder, llvm::ArrayRef<uint8_t> bytes) {
+  auto it = records.find(placeholder);
+  if (it == records.end())
+    return fileError(path, "a storage the pickle does not name");
+  Record &record = it->second;
+  if (record.written)
+    return fileError(path, "storage " + record.key + " written twice");
+  if (bytes.size() != record.size)
+    return fileError(path, formatv("storage {0} has {1} bytes, given {2}", record.key, record.size,
+                                   bytes.size()));
+  record.written = true;
+  return zip->addEntry(root + "/data/" + record.key, bytes);
+}
+
+llvm::Error TorchZipStream::finish() {
+  // Records in key order for the check, so a message names the first one missing.
+  std::vector<const Record *> ordered;
+  for (const auto &entry : records)
+    ordered.push_back(&entry.second);
+  llvm::sort(ordered, [](const Record *a, const Record *b) {
+    return std::stoull(a->key) < std::stoull(b->key);
+  });
+  for (const Record *record : ordered)
+    if (!record->written)
+      return fileError(path, "storage " + record->key + " was never written");
+  auto text = [](llvm::StringRef s) {
+    return llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(s.data()), s.size());
+  };
+  if (llvm::Error err = zip->addEntry(root + "/version", text("3\n")))
+    return err;
+  if (llvm::Error err = zip->addEntry(root + "/byteorder", text("little")))
+    return err;
+  return zip->finish();
+}

@@ -177,6 +177,12 @@ struct PendingOutput {
   /// that is exactly its own storage is kept as that value (no copy); others are
   /// assembled in a buffer the writes tile exactly (the verifier checks that).
   llvm::StringMap<Tensor> buffers;
+  /// torch and torch-tree outputs are streamed: the pickle goes out when the output
+  /// starts and each tensor's record as soon as writes complete it, so a file's
+  /// tensors are never all held at once.
+  std::unique_ptr<TorchZipStream> stream;
+  llvm::StringMap<std::shared_ptr<const Storage>> placeholders;
+  llvm::StringMap<uint64_t> filled; ///< elements written so far, by key
 };
 
 llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
@@ -277,8 +283,66 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   return Value::make(std::move(dict));
 }
 
+/// Opens a streamed torch or torch-tree output: placeholder storages stand for the
+/// declared tensors in the pickle, which is written now.
+llvm::Error startStream(PendingOutput &out) {
+  std::vector<NamedTensor> tensors;
+  llvm::DenseMap<const Storage *, uint64_t> sizes;
+  for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
+    auto type = mlir::cast<RankedTensorType>(decl.getType());
+    DType dtype = *ckptir::dtypeOf(type.getElementType());
+    auto placeholder = std::make_shared<Storage>(std::vector<uint8_t>());
+    sizes[placeholder.get()] = type.getNumElements() * dtypeSize(dtype);
+    out.placeholders[decl.getKey()] = placeholder;
+    tensors.push_back({decl.getKey().str(), Tensor::contiguous(dtype, type.getShape(), placeholder)});
+  }
+  ValuePtr root;
+  if (out.op.getFormat() == "torch") {
+    root = makeStateDict(tensors);
+  } else {
+    llvm::StringMap<const Tensor *> byKey;
+    for (const NamedTensor &t : tensors)
+      byKey[t.name] = &t.tensor;
+    auto skeleton = llvm::json::parse(out.op.getMeta());
+    if (!skeleton)
+      return fileError(out.path, "the skeleton is not JSON: " + llvm::toString(skeleton.takeError()));
+    auto built = buildTree(*skeleton, byKey, out.path);
+    if (!built)
+      return built.takeError();
+    root = *built;
+  }
+  auto stream = TorchZipStream::create(out.path, *root, sizes);
+  if (!stream)
+    return stream.takeError();
+  out.stream = std::move(*stream);
+  // Empty tensors are complete before any write.
+  for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>())
+    if (mlir::cast<RankedTensorType>(decl.getType()).getNumElements() == 0)
+      if (auto err = out.stream->writeStorage(out.placeholders[decl.getKey()].get(), {}))
+        return err;
+  return llvm::Error::success();
+}
+
+/// Writes the record of a streamed output's tensor that writes have just completed,
+/// and lets its bytes go.
+llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats) {
+  auto found = out.buffers.find(key);
+  Tensor &tensor = found->second;
+  stats.bytesWritten += tensor.nbytes();
+  ++stats.tensors;
+  if (auto err = out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes()))
+    return err;
+  tensor.storage->dropResidentPages();
+  out.buffers.erase(found);
+  return llvm::Error::success();
+}
+
 /// Writes a committed output with its format's writer.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
+  if (out.stream) {
+    ++stats.files;
+    return out.stream->finish();
+  }
   std::vector<NamedTensor> tensors;
   for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
     auto type = mlir::cast<RankedTensorType>(decl.getType());
@@ -469,6 +533,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       if (!out.skip && !parent.empty())
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
           return fileError(out.path, "cannot create its folder: " + ec.message());
+      if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree"))
+        if (llvm::Error err = startStream(out))
+          return std::move(err);
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
       // Reads that only feed skipped outputs are not done.
       bool needed = llvm::any_of(read->getUsers(), [&](Operation *user) {
@@ -557,6 +624,13 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
                                                            type.getNumElements() * dtypeSize(dtype))))
                        .first;
           copyInto(input, slot->second.storage->mutableData(), type.getShape(), write.getOffsets());
+        }
+        if (out.stream) {
+          uint64_t &filled = out.filled[write.getKey()];
+          filled += input.numel();
+          if (filled == uint64_t(type.getNumElements()))
+            if (llvm::Error err = streamTensor(out, write.getKey(), stats))
+              return std::move(err);
         }
       }
     } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {

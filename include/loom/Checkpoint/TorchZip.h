@@ -13,6 +13,8 @@
 #include "loom/Checkpoint/Pickle.h"
 #include "loom/Checkpoint/Zip.h"
 
+#include "llvm/ADT/DenseMap.h"
+
 namespace loom::ckpt {
 
 struct TorchReadOptions {
@@ -47,6 +49,34 @@ llvm::Error appendTorchZip(OutputFile &file, const Value &root,
 
 /// An OrderedDict name -> tensor, as Module.state_dict() returns.
 ValuePtr makeStateDict(llvm::ArrayRef<NamedTensor> tensors);
+
+/// A torch.save file written as its tensors become ready, so that a converter holds
+/// one tensor at a time rather than a whole file. `root`'s tensors view placeholder
+/// storages (any distinct Storage objects; their bytes are not read) whose sizes
+/// `sizes` gives; the pickle goes out first, then each storage's record whenever
+/// writeStorage() supplies its bytes, in any order (torch reads records by name).
+/// finish() checks every storage was written and renames the file into place.
+class TorchZipStream {
+public:
+  static llvm::Expected<std::unique_ptr<TorchZipStream>>
+  create(const llvm::Twine &path, const Value &root,
+         const llvm::DenseMap<const Storage *, uint64_t> &sizes,
+         const TorchWriteOptions &options = {});
+  llvm::Error writeStorage(const Storage *placeholder, llvm::ArrayRef<uint8_t> bytes);
+  llvm::Error finish();
+
+private:
+  struct Record {
+    std::string key;
+    uint64_t size = 0;
+    bool written = false;
+  };
+  TorchZipStream(std::unique_ptr<ZipWriter> zip, std::string path, std::string root)
+      : zip(std::move(zip)), path(std::move(path)), root(std::move(root)) {}
+  std::unique_ptr<ZipWriter> zip;
+  std::string path, root;
+  llvm::DenseMap<const Storage *, Record> records;
+};
 
 } // namespace loom::ckpt
 

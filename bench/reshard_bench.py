@@ -11,7 +11,7 @@ reshards it to tp=1 pp=4 three ways and prints one table:
   disk    sequential write of the same number of bytes (64 MiB blocks, fsync) and
           read back: the bandwidth limit of this machine, measured now;
   memcpy  one copy of a 1 GiB buffer;
-  loom    `loom reshard --to megatron:tp=1,pp=4` (its own peak RSS, from wait4);
+  loom    `loom reshard --to megatron:tp=1,pp=4` (its peak RSS as its --json reports it);
   torch   the usual script: torch.load every shard, torch.cat the TP parts (QKV
           regrouped per query group, fc1 as [gate; up]), torch.save each new shard,
           then os.sync(): loom fsyncs every file before renaming it into place, so
@@ -22,6 +22,7 @@ Ratios printed: loom's bytes written per second over the disk's write bandwidth
 """
 import argparse
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -171,15 +172,12 @@ def main():
 
     out = os.path.join(a.work, "loom-out")
     start = time.perf_counter()
-    proc = subprocess.Popen([a.loom, "reshard", src, out, "--to", "megatron:tp=1,pp=4", "--json"],
-                            stdout=subprocess.DEVNULL)
-    # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the largest of
-    # every child so far, the disk test's included).
-    _, status, usage = os.wait4(proc.pid, 0)
+    run = subprocess.run([a.loom, "reshard", src, out, "--to", "megatron:tp=1,pp=4", "--json"],
+                         check=True, stdout=subprocess.PIPE, text=True)
     loom_s = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit("loom reshard failed")
-    loom_rss = usage.ru_maxrss * 1024
+    # loom's own high-water mark (VmHWM): the child's ru_maxrss would also count the
+    # memory this Python process had when it forked.
+    loom_rss = json.loads(run.stdout)["peak_rss_bytes"]
     written = tree_bytes(out)
 
     peer_out = os.path.join(a.work, "torch-out")

@@ -19,12 +19,24 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <unistd.h>
 
 using namespace loom;
 using namespace loom::cli;
 
 namespace {
+/// This process's peak resident memory (VmHWM). getrusage's ru_maxrss would do but
+/// for counting, after exec, the memory of the process that started loom.
+uint64_t peakResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0)
+      return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
 struct ReshardOptions {
   std::string source, output, to, emitScript, runScript, plan;
   int64_t planIndex = 0;
@@ -182,7 +194,8 @@ void runReshard(const ReshardOptions &o) {
                         {"bytes_read", stats.bytesRead},
                         {"bytes_written", stats.bytesWritten},
                         {"seconds", stats.seconds},
-                        {"gib_per_s", stats.seconds > 0 ? gib / stats.seconds : 0.0}};
+                        {"gib_per_s", stats.seconds > 0 ? gib / stats.seconds : 0.0},
+                        {"peak_rss_bytes", peakResidentBytes()}};
     writeOutput("", j.dump(2) + "\n");
     return;
   }

@@ -8,6 +8,9 @@
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/FormatVariadic.h"
 
+#include <cerrno>
+#include <unistd.h>
+
 using namespace loom::ckpt;
 using llvm::formatv;
 
@@ -165,17 +168,19 @@ loom::ckpt::parseSafetensors(std::shared_ptr<const llvm::MemoryBuffer> buffer,
   return file;
 }
 
-llvm::Error loom::ckpt::writeSafetensors(
-    const llvm::Twine &path, llvm::ArrayRef<NamedTensor> tensors,
-    llvm::ArrayRef<std::pair<std::string, std::string>> metadata) {
+/// Checks names and views, and makes the 8-aligned JSON header laying `tensors` out
+/// back to back in order.
+static llvm::Expected<std::string>
+safetensorsHeader(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> tensors,
+                  llvm::ArrayRef<std::pair<std::string, std::string>> metadata, bool checkViews) {
   llvm::StringSet<> names;
   for (const NamedTensor &named : tensors) {
     if (named.name == "__metadata__" || !names.insert(named.name).second)
       return fileError(path, "tensor name '" + named.name + "' is reserved or repeated");
-    if (std::optional<std::string> bad = named.tensor.checkView())
-      return fileError(path, "tensor '" + named.name + "': " + *bad);
+    if (checkViews)
+      if (std::optional<std::string> bad = named.tensor.checkView())
+        return fileError(path, "tensor '" + named.name + "': " + *bad);
   }
-
   std::string header;
   {
     llvm::raw_string_ostream os(header);
@@ -206,15 +211,22 @@ llvm::Error loom::ckpt::writeSafetensors(
   }
   // The data starts 8-aligned, as the reference writer pads it.
   header.append((8 - header.size() % 8) % 8, ' ');
+  char size[8];
+  llvm::support::endian::write64le(size, header.size());
+  return std::string(size, 8) + header;
+}
 
+llvm::Error loom::ckpt::writeSafetensors(
+    const llvm::Twine &path, llvm::ArrayRef<NamedTensor> tensors,
+    llvm::ArrayRef<std::pair<std::string, std::string>> metadata) {
+  auto header = safetensorsHeader(path, tensors, metadata, /*checkViews=*/true);
+  if (!header)
+    return header.takeError();
   auto file = OutputFile::create(path);
   if (!file)
     return file.takeError();
   llvm::raw_fd_ostream &os = (*file)->os();
-  char size[8];
-  llvm::support::endian::write64le(size, header.size());
-  os.write(size, 8);
-  os << header;
+  os << *header;
   for (const NamedTensor &named : tensors)
     if (llvm::Error err = named.tensor.forEachChunk([&](llvm::ArrayRef<uint8_t> chunk) {
           os.write(reinterpret_cast<const char *>(chunk.data()), chunk.size());
@@ -222,4 +234,66 @@ llvm::Error loom::ckpt::writeSafetensors(
         }))
       return err;
   return (*file)->commit();
+}
+
+llvm::Expected<std::unique_ptr<SafetensorsStream>>
+SafetensorsStream::create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared) {
+  auto header = safetensorsHeader(path, declared, {}, /*checkViews=*/false);
+  if (!header)
+    return header.takeError();
+  auto file = OutputFile::create(path);
+  if (!file)
+    return file.takeError();
+  std::unique_ptr<SafetensorsStream> stream(new SafetensorsStream(std::move(*file)));
+  uint64_t offset = header->size();
+  for (const NamedTensor &named : declared) {
+    stream->order.push_back(named.name);
+    stream->slots[named.name] = {offset, named.tensor.nbytes(), false};
+    offset += named.tensor.nbytes();
+  }
+  llvm::raw_fd_ostream &os = stream->file->os();
+  os << *header;
+  // The data region at full size now, so records can land anywhere in it.
+  if (offset > header->size()) {
+    os.flush();
+    if (::ftruncate(stream->file->fd(), off_t(offset)) != 0)
+      return fileError(path, "cannot size the file: " +
+                                 std::error_code(errno, std::generic_category()).message());
+  }
+  if (auto err = stream->file->check("writing the header"))
+    return std::move(err);
+  return stream;
+}
+
+llvm::Error SafetensorsStream::writeTensor(llvm::StringRef name, llvm::ArrayRef<uint8_t> bytes) {
+  auto it = slots.find(name);
+  if (it == slots.end())
+    return fileError(file->path(), "tensor '" + name + "' is not declared");
+  Slot &slot = it->second;
+  if (slot.written)
+    return fileError(file->path(), "tensor '" + name + "' written twice");
+  if (bytes.size() != slot.size)
+    return fileError(file->path(), llvm::formatv("tensor '{0}' has {1} bytes, given {2}", name,
+                                                 slot.size, bytes.size()));
+  slot.written = true;
+  llvm::raw_fd_ostream &os = file->os();
+  os.flush();
+  for (uint64_t done = 0; done < bytes.size();) {
+    ssize_t n = ::pwrite(file->fd(), bytes.data() + done, bytes.size() - done,
+                         off_t(slot.offset + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return fileError(file->path(), "writing tensor '" + name + "': " +
+                                         std::error_code(errno, std::generic_category()).message());
+    done += uint64_t(n);
+  }
+  return file->check("writing tensor '" + name + "'");
+}
+
+llvm::Error SafetensorsStream::finish() {
+  for (const std::string &name : order)
+    if (!slots[name].written)
+      return fileError(file->path(), "tensor '" + name + "' was never written");
+  return file->commit();
 }

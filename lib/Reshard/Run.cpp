@@ -177,10 +177,12 @@ struct PendingOutput {
   /// that is exactly its own storage is kept as that value (no copy); others are
   /// assembled in a buffer the writes tile exactly (the verifier checks that).
   llvm::StringMap<Tensor> buffers;
-  /// torch and torch-tree outputs are streamed: the pickle goes out when the output
-  /// starts and each tensor's record as soon as writes complete it, so a file's
-  /// tensors are never all held at once.
+  /// torch, torch-tree and safetensors outputs are streamed: the pickle or header goes
+  /// out when the output starts and each tensor's bytes as soon as writes complete
+  /// it, so a file's tensors are never all held at once.
   std::unique_ptr<TorchZipStream> stream;
+  std::unique_ptr<SafetensorsStream> safetensors;
+  bool streamed() const { return stream || safetensors; }
   llvm::StringMap<std::shared_ptr<const Storage>> placeholders;
   llvm::StringMap<uint64_t> filled; ///< elements written so far, by key
 };
@@ -283,8 +285,8 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   return Value::make(std::move(dict));
 }
 
-/// Opens a streamed torch or torch-tree output: placeholder storages stand for the
-/// declared tensors in the pickle, which is written now.
+/// Opens a streamed output: the safetensors header, or the pickle of a torch or
+/// torch-tree file with placeholder storages standing for the declared tensors.
 llvm::Error startStream(PendingOutput &out) {
   std::vector<NamedTensor> tensors;
   llvm::DenseMap<const Storage *, uint64_t> sizes;
@@ -295,6 +297,17 @@ llvm::Error startStream(PendingOutput &out) {
     sizes[placeholder.get()] = type.getNumElements() * dtypeSize(dtype);
     out.placeholders[decl.getKey()] = placeholder;
     tensors.push_back({decl.getKey().str(), Tensor::contiguous(dtype, type.getShape(), placeholder)});
+  }
+  if (out.op.getFormat() == "safetensors") {
+    auto stream = SafetensorsStream::create(out.path, tensors);
+    if (!stream)
+      return stream.takeError();
+    out.safetensors = std::move(*stream);
+    for (const NamedTensor &t : tensors)
+      if (t.tensor.numel() == 0)
+        if (auto err = out.safetensors->writeTensor(t.name, {}))
+          return err;
+    return llvm::Error::success();
   }
   ValuePtr root;
   if (out.op.getFormat() == "torch") {
@@ -330,7 +343,9 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   Tensor &tensor = found->second;
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
-  if (auto err = out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes()))
+  if (auto err = out.safetensors
+                    ? out.safetensors->writeTensor(key, tensor.contiguousBytes())
+                    : out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes()))
     return err;
   tensor.storage->dropResidentPages();
   out.buffers.erase(found);
@@ -339,9 +354,9 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
 
 /// Writes a committed output with its format's writer.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
-  if (out.stream) {
+  if (out.streamed()) {
     ++stats.files;
-    return out.stream->finish();
+    return out.safetensors ? out.safetensors->finish() : out.stream->finish();
   }
   std::vector<NamedTensor> tensors;
   for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
@@ -533,7 +548,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       if (!out.skip && !parent.empty())
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
           return fileError(out.path, "cannot create its folder: " + ec.message());
-      if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree"))
+      if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree" ||
+                        output.getFormat() == "safetensors"))
         if (llvm::Error err = startStream(out))
           return std::move(err);
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
@@ -625,7 +641,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
                        .first;
           copyInto(input, slot->second.storage->mutableData(), type.getShape(), write.getOffsets());
         }
-        if (out.stream) {
+        if (out.streamed()) {
           uint64_t &filled = out.filled[write.getKey()];
           filled += input.numel();
           if (filled == uint64_t(type.getNumElements()))

@@ -26,6 +26,8 @@ public:
 
   llvm::raw_fd_ostream &os() { return *stream; }
   const std::string &path() const { return finalPath; }
+  /// The temporary's descriptor, for positioned writes (flush os() first).
+  int fd() const { return temp->FD; }
   /// A one-line error if the stream has failed so far ("<path>: <what>: <reason>").
   llvm::Error check(const llvm::Twine &what);
   /// Flushes and renames the temporary over the final path.

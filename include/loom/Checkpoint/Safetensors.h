@@ -11,7 +11,10 @@
 #ifndef LOOM_CHECKPOINT_SAFETENSORS_H
 #define LOOM_CHECKPOINT_SAFETENSORS_H
 
+#include "loom/Checkpoint/OutputFile.h"
 #include "loom/Checkpoint/Tensor.h"
+
+#include "llvm/ADT/StringMap.h"
 
 #include <utility>
 
@@ -36,6 +39,29 @@ llvm::Expected<SafetensorsFile> parseSafetensors(std::shared_ptr<const llvm::Mem
 /// with `metadata` as "__metadata__".
 llvm::Error writeSafetensors(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> tensors,
                              llvm::ArrayRef<std::pair<std::string, std::string>> metadata = {});
+
+/// A safetensors file written as its tensors become ready: the header (from the
+/// declared tensors' names, dtypes and shapes, in order; their bytes are not read)
+/// goes out first, and each tensor's bytes land at its offset whenever they are
+/// given, in any order. finish() checks every tensor was written and renames the
+/// file into place.
+class SafetensorsStream {
+public:
+  static llvm::Expected<std::unique_ptr<SafetensorsStream>>
+  create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared);
+  llvm::Error writeTensor(llvm::StringRef name, llvm::ArrayRef<uint8_t> bytes);
+  llvm::Error finish();
+
+private:
+  struct Slot {
+    uint64_t offset = 0, size = 0;
+    bool written = false;
+  };
+  SafetensorsStream(std::unique_ptr<OutputFile> file) : file(std::move(file)) {}
+  std::unique_ptr<OutputFile> file;
+  std::vector<std::string> order;
+  llvm::StringMap<Slot> slots;
+};
 
 } // namespace loom::ckpt
 

@@ -3,6 +3,9 @@
 #include "loom/Checkpoint/Safetensors.h"
 #include "loom/Checkpoint/TorchZip.h"
 
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+
 #include <gtest/gtest.h>
 
 using namespace loom::ckpt;
@@ -63,4 +66,51 @@ TEST(Safetensors, EveryTruncationIsAnError) {
     if (!file)
       message(file.takeError());
   }
+}
+
+// Streaming: the header first, tensors at their offsets in any order; the file reads
+// back bit-exact; a tensor never written fails finish() and leaves no file.
+TEST(SafetensorsStream, TensorsInAnyOrderAndNothingMissing) {
+  std::string dir = scratchDir("safetensors-stream");
+  std::vector<NamedTensor> real;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<uint8_t> bytes(size_t(3 + i) * 10 * 2);
+    for (size_t b = 0; b < bytes.size(); ++b)
+      bytes[b] = uint8_t(b * 13 + i);
+    real.push_back({"w" + std::to_string(i),
+                    Tensor::contiguous(DType::BFloat16, {int64_t(3 + i), 10},
+                                       std::make_shared<Storage>(std::move(bytes)))});
+  }
+  real.push_back({"empty", Tensor::contiguous(DType::Float32, {0, 4},
+                                              std::make_shared<Storage>(std::vector<uint8_t>()))});
+  auto stream = SafetensorsStream::create(dir + "/s.safetensors", real);
+  ASSERT_TRUE(bool(stream)) << message(stream.takeError());
+  for (int i : {2, 0, 3, 1})
+    ASSERT_FALSE(bool((*stream)->writeTensor(real[i].name, real[i].tensor.contiguousBytes())));
+  EXPECT_NE(message((*stream)->writeTensor("w0", real[0].tensor.contiguousBytes())).find("written twice"),
+            std::string::npos);
+  ASSERT_FALSE(bool((*stream)->finish()));
+  auto back = readSafetensors(dir + "/s.safetensors");
+  ASSERT_TRUE(bool(back)) << message(back.takeError());
+  ASSERT_EQ(back->tensors.size(), real.size());
+  for (size_t i = 0; i < real.size(); ++i) {
+    EXPECT_EQ(back->tensors[i].name, real[i].name);
+    EXPECT_EQ(back->tensors[i].tensor.shape, real[i].tensor.shape);
+    EXPECT_EQ(back->tensors[i].tensor.toBytes(), real[i].tensor.toBytes()) << real[i].name;
+  }
+  // The same bytes as the one-pass writer.
+  ASSERT_FALSE(bool(writeSafetensors(dir + "/one-pass.safetensors", real)));
+  auto a = llvm::MemoryBuffer::getFile(dir + "/s.safetensors");
+  auto b = llvm::MemoryBuffer::getFile(dir + "/one-pass.safetensors");
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ((*a)->getBuffer(), (*b)->getBuffer());
+
+  auto partial = SafetensorsStream::create(dir + "/partial.safetensors", real);
+  ASSERT_TRUE(bool(partial));
+  EXPECT_NE(message((*partial)->writeTensor("w1", real[0].tensor.contiguousBytes()))
+                .find("tensor 'w1' has 80 bytes, given 60"),
+            std::string::npos);
+  EXPECT_NE(message((*partial)->finish()).find("tensor 'w0' was never written"), std::string::npos);
+  partial->reset();
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/partial.safetensors"));
 }

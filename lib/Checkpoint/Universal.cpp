@@ -14,6 +14,7 @@
 #include "Hdf5.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
@@ -205,35 +206,6 @@ public:
     return llvm::Error::success();
   }
 
-  llvm::Error writeParam(hid_t params, hid_t optimizer, const UniversalParam &param) {
-    llvm::StringRef name = param.name;
-    // A '/' would make HDF5 create intermediate groups: the name would not read back.
-    if (name.empty() || name.contains('/') || name == "." || name == "..")
-      return error("parameter name '" + name + "' cannot be an HDF5 link name");
-    if (auto err = writeDataset(params, param.name.c_str(), "params/" + name, param.param))
-      return err;
-    if (!param.fp32 && !param.expAvg && !param.expAvgSq && !param.step)
-      return llvm::Error::success();
-    Handle group(H5Gcreate2(optimizer, param.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                 H5Gclose);
-    if (!group)
-      return error("optimizer/" + name + ": cannot create group: " + lastError());
-    const std::optional<Tensor> *states[] = {&param.fp32, &param.expAvg, &param.expAvgSq};
-    for (auto [state, tensor] : llvm::zip(kOptimizerStates, states)) {
-      if (!*tensor)
-        continue;
-      if ((*tensor)->shape != param.param.shape)
-        return error(datasetPath(name, state) + ": shape differs from the parameter's");
-      if (auto err = writeDataset(group.get(), universalStateName(state).data(),
-                                  datasetPath(name, state), **tensor))
-        return err;
-    }
-    if (param.step)
-      if (auto err = writeInt(group.get(), "step", *param.step))
-        return error("optimizer/" + name + ": " + llvm::toString(std::move(err)));
-    return llvm::Error::success();
-  }
-
   llvm::Error writeMetadata(const UniversalMetadata &meta) {
     llvm::json::Object mapping;
     for (const auto &[universal, source] : meta.nameMapping)
@@ -279,50 +251,163 @@ private:
 };
 } // namespace
 
-llvm::Error loom::ckpt::writeUniversal(const llvm::Twine &path,
-                                       const UniversalCheckpoint &checkpoint) {
-  Quiet quiet;
-  std::string finalPath = path.str();
+struct UniversalStream::Impl {
+  std::string finalPath;
   llvm::SmallString<256> tempPath;
-  int fd = -1;
-  if (std::error_code ec = llvm::sys::fs::createUniqueFile(finalPath + ".tmp-%%%%%%", fd, tempPath))
-    return fileError(finalPath, "cannot create a temporary file: " + ec.message());
-  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
-  auto fail = [&](llvm::Error err) {
-    llvm::sys::fs::remove(tempPath);
-    return err;
-  };
-  {
-    Handle file(H5Fcreate(tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file)
-      return fail(fileError(finalPath, "cannot create HDF5 file: " + lastError()));
-    Writer writer(finalPath, file.get());
-    Handle params(H5Gcreate2(file.get(), "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                  H5Gclose);
-    Handle optimizer(H5Gcreate2(file.get(), "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                     H5Gclose);
-    if (!params || !optimizer)
-      return fail(fileError(finalPath, "cannot create groups: " + lastError()));
-    if (auto err = writer.writeMetadata(checkpoint.metadata))
-      return fail(std::move(err));
-    for (const UniversalParam &param : checkpoint.params)
-      if (auto err = writer.writeParam(params.get(), optimizer.get(), param))
-        return fail(std::move(err));
+  Handle file, params, optimizer;
+  std::unique_ptr<Writer> writer;
+  llvm::StringMap<Handle> groups;
+  llvm::StringMap<llvm::SmallVector<int64_t, 4>> paramShapes;
+  /// (name, state) of each optimizer state written, with its shape.
+  std::vector<std::tuple<std::string, UniversalState, llvm::SmallVector<int64_t, 4>>> states;
+  bool finished = false;
+
+  llvm::Error fail(llvm::Error err) {
+    groups.clear();
     params.reset();
     optimizer.reset();
-    if (!file.reset())
-      return fail(fileError(finalPath, "cannot close HDF5 file: " + lastError()));
+    writer.reset();
+    file.reset();
+    llvm::sys::fs::remove(tempPath);
+    finished = true;
+    return err;
   }
+  llvm::Expected<hid_t> groupOf(llvm::StringRef name) {
+    auto &group = groups[name];
+    if (!group) {
+      group = Handle(H5Gcreate2(optimizer.get(), name.str().c_str(), H5P_DEFAULT, H5P_DEFAULT,
+                                H5P_DEFAULT),
+                     H5Gclose);
+      if (!group)
+        return fileError(finalPath, "optimizer/" + name + ": cannot create group: " + lastError());
+    }
+    return group.get();
+  }
+};
+
+UniversalStream::UniversalStream(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
+
+UniversalStream::~UniversalStream() {
+  if (impl && !impl->finished)
+    llvm::consumeError(impl->fail(llvm::Error::success()));
+}
+
+llvm::Expected<std::unique_ptr<UniversalStream>>
+UniversalStream::create(const llvm::Twine &path, const UniversalMetadata &metadata) {
+  Quiet quiet;
+  auto impl = std::make_unique<Impl>();
+  impl->finalPath = path.str();
+  int fd = -1;
+  if (std::error_code ec = llvm::sys::fs::createUniqueFile(impl->finalPath + ".tmp-%%%%%%", fd,
+                                                           impl->tempPath))
+    return fileError(impl->finalPath, "cannot create a temporary file: " + ec.message());
+  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  impl->file = Handle(H5Fcreate(impl->tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                      H5Fclose);
+  if (!impl->file)
+    return impl->fail(fileError(impl->finalPath, "cannot create HDF5 file: " + lastError()));
+  impl->writer = std::make_unique<Writer>(impl->finalPath, impl->file.get());
+  impl->params = Handle(H5Gcreate2(impl->file.get(), "params", H5P_DEFAULT, H5P_DEFAULT,
+                                   H5P_DEFAULT),
+                        H5Gclose);
+  impl->optimizer = Handle(H5Gcreate2(impl->file.get(), "optimizer", H5P_DEFAULT, H5P_DEFAULT,
+                                      H5P_DEFAULT),
+                           H5Gclose);
+  if (!impl->params || !impl->optimizer)
+    return impl->fail(fileError(impl->finalPath, "cannot create groups: " + lastError()));
+  if (auto err = impl->writer->writeMetadata(metadata))
+    return impl->fail(std::move(err));
+  return std::unique_ptr<UniversalStream>(new UniversalStream(std::move(impl)));
+}
+
+llvm::Error UniversalStream::write(llvm::StringRef name, UniversalState state,
+                                   const Tensor &tensor) {
+  Quiet quiet;
+  if (impl->finished)
+    return fileError(impl->finalPath, "written after finish");
+  // A '/' would make HDF5 create intermediate groups: the name would not read back.
+  if (name.empty() || name.contains('/') || name == "." || name == "..")
+    return impl->fail(impl->writer->error("parameter name '" + name + "' cannot be an HDF5 link name"));
+  llvm::Error err = llvm::Error::success();
+  if (state == UniversalState::Param) {
+    if (!impl->paramShapes.try_emplace(name, tensor.shape).second)
+      return impl->fail(impl->writer->error("params/" + name + " written twice"));
+    err = impl->writer->writeDataset(impl->params.get(), name.str().c_str(), "params/" + name,
+                                     tensor);
+  } else {
+    auto group = impl->groupOf(name);
+    if (!group)
+      return impl->fail(group.takeError());
+    impl->states.emplace_back(name.str(), state, tensor.shape);
+    err = impl->writer->writeDataset(*group, universalStateName(state).data(),
+                                     datasetPath(name, state), tensor);
+  }
+  if (err)
+    return impl->fail(std::move(err));
+  return llvm::Error::success();
+}
+
+llvm::Error UniversalStream::setStep(llvm::StringRef name, int64_t step) {
+  Quiet quiet;
+  auto group = impl->groupOf(name);
+  if (!group)
+    return impl->fail(group.takeError());
+  if (auto err = writeInt(*group, "step", step))
+    return impl->fail(impl->writer->error("optimizer/" + name + ": " + llvm::toString(std::move(err))));
+  return llvm::Error::success();
+}
+
+llvm::Error UniversalStream::finish() {
+  Quiet quiet;
+  if (impl->finished)
+    return fileError(impl->finalPath, "finished twice");
+  for (const auto &[name, state, shape] : impl->states) {
+    auto param = impl->paramShapes.find(name);
+    if (param == impl->paramShapes.end())
+      return impl->fail(impl->writer->error(datasetPath(name, state) + ": optimizer state of no parameter"));
+    if (param->second != shape)
+      return impl->fail(impl->writer->error(datasetPath(name, state) + ": shape differs from the parameter's"));
+  }
+  for (const auto &entry : impl->groups)
+    if (!impl->paramShapes.count(entry.getKey()))
+      return impl->fail(impl->writer->error("optimizer/" + entry.getKey() + ": optimizer state of no parameter"));
+  impl->groups.clear();
+  impl->params.reset();
+  impl->optimizer.reset();
+  impl->writer.reset();
+  if (!impl->file.reset())
+    return impl->fail(fileError(impl->finalPath, "cannot close HDF5 file: " + lastError()));
   // Durable before visible, as OutputFile does.
-  if (int fd = ::open(tempPath.c_str(), O_RDONLY); fd >= 0) {
+  if (int fd = ::open(impl->tempPath.c_str(), O_RDONLY); fd >= 0) {
     int synced = ::fsync(fd);
     ::close(fd);
     if (synced != 0)
-      return fail(fileError(finalPath, "fsync failed"));
+      return impl->fail(fileError(impl->finalPath, "fsync failed"));
   }
-  if (std::error_code ec = llvm::sys::fs::rename(tempPath, finalPath))
-    return fail(fileError(finalPath, "cannot rename the temporary file: " + ec.message()));
+  if (std::error_code ec = llvm::sys::fs::rename(impl->tempPath, impl->finalPath))
+    return impl->fail(fileError(impl->finalPath, "cannot rename the temporary file: " + ec.message()));
+  impl->finished = true;
   return llvm::Error::success();
+}
+
+llvm::Error loom::ckpt::writeUniversal(const llvm::Twine &path,
+                                       const UniversalCheckpoint &checkpoint) {
+  auto stream = UniversalStream::create(path, checkpoint.metadata);
+  if (!stream)
+    return stream.takeError();
+  for (const UniversalParam &param : checkpoint.params) {
+    if (auto err = (*stream)->write(param.name, UniversalState::Param, param.param))
+      return err;
+    const std::optional<Tensor> *states[] = {&param.fp32, &param.expAvg, &param.expAvgSq};
+    for (auto [state, tensor] : llvm::zip(kOptimizerStates, states))
+      if (*tensor)
+        if (auto err = (*stream)->write(param.name, state, **tensor))
+          return err;
+    if (param.step)
+      if (auto err = (*stream)->setStep(param.name, *param.step))
+        return err;
+  }
+  return (*stream)->finish();
 }
 
 //===----------------------------------------------------------------------===//

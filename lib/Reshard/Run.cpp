@@ -17,6 +17,7 @@
 #include "loom/Checkpoint/Universal.h"
 
 #include "llvm/ADT/ScopeExit.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -182,7 +183,10 @@ struct PendingOutput {
   /// it, so a file's tensors are never all held at once.
   std::unique_ptr<TorchZipStream> stream;
   std::unique_ptr<SafetensorsStream> safetensors;
-  bool streamed() const { return stream || safetensors; }
+  std::unique_ptr<UniversalStream> universal;
+  std::optional<int64_t> universalStep;
+  llvm::StringSet<> withStates; ///< universal parameters given optimizer states
+  bool streamed() const { return stream || safetensors || universal; }
   llvm::StringMap<std::shared_ptr<const Storage>> placeholders;
   llvm::StringMap<uint64_t> filled; ///< elements written so far, by key
 };
@@ -285,8 +289,28 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   return Value::make(std::move(dict));
 }
 
-/// Opens a streamed output: the safetensors header, or the pickle of a torch or
-/// torch-tree file with placeholder storages standing for the declared tensors.
+/// One dataset of a streamed universal output: key "name" is the parameter,
+/// "name#fp32" / "#exp_avg" / "#exp_avg_sq" its optimizer states.
+llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
+  auto [name, stateText] = key.split('#');
+  UniversalState state = UniversalState::Param;
+  if (!stateText.empty()) {
+    if (stateText == "fp32")
+      state = UniversalState::Fp32;
+    else if (stateText == "exp_avg")
+      state = UniversalState::ExpAvg;
+    else if (stateText == "exp_avg_sq")
+      state = UniversalState::ExpAvgSq;
+    else
+      return fileError(out.path, "unknown optimizer state '" + stateText + "'");
+    out.withStates.insert(name);
+  }
+  return out.universal->write(name, state, tensor);
+}
+
+/// Opens a streamed output: a universal file with its metadata, the safetensors
+/// header, or the pickle of a torch or torch-tree file with placeholder storages
+/// standing for the declared tensors.
 llvm::Error startStream(PendingOutput &out) {
   std::vector<NamedTensor> tensors;
   llvm::DenseMap<const Storage *, uint64_t> sizes;
@@ -297,6 +321,26 @@ llvm::Error startStream(PendingOutput &out) {
     sizes[placeholder.get()] = type.getNumElements() * dtypeSize(dtype);
     out.placeholders[decl.getKey()] = placeholder;
     tensors.push_back({decl.getKey().str(), Tensor::contiguous(dtype, type.getShape(), placeholder)});
+  }
+  if (out.op.getFormat() == "universal") {
+    auto meta = parseMeta(out);
+    if (!meta)
+      return meta.takeError();
+    UniversalMetadata m;
+    m.sourceFormat = meta->getString("source_format").value_or("").str();
+    m.iteration = meta->getInteger("iteration").value_or(0);
+    m.modelConfig = meta->getString("model_config").value_or("{}").str();
+    m.sourceLayout = meta->getString("source_layout").value_or("{}").str();
+    out.universalStep = meta->getInteger("step");
+    auto stream = UniversalStream::create(out.path, m);
+    if (!stream)
+      return stream.takeError();
+    out.universal = std::move(*stream);
+    for (const NamedTensor &t : tensors)
+      if (t.tensor.numel() == 0)
+        if (auto err = universalWrite(out, t.name, owned(t.tensor.dtype, t.tensor.shape, {})))
+          return err;
+    return llvm::Error::success();
   }
   if (out.op.getFormat() == "safetensors") {
     auto stream = SafetensorsStream::create(out.path, tensors);
@@ -343,19 +387,28 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   Tensor &tensor = found->second;
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
-  if (auto err = out.safetensors
-                    ? out.safetensors->writeTensor(key, tensor.contiguousBytes())
-                    : out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes()))
+  if (auto err = out.universal     ? universalWrite(out, key, tensor)
+                 : out.safetensors ? out.safetensors->writeTensor(key, tensor.contiguousBytes())
+                                   : out.stream->writeStorage(out.placeholders[key].get(),
+                                                              tensor.contiguousBytes()))
     return err;
   tensor.storage->dropResidentPages();
   out.buffers.erase(found);
   return llvm::Error::success();
 }
 
-/// Writes a committed output with its format's writer.
+/// Finishes a committed output: a streamed one, or a text or DCP output, whose
+/// tensors are assembled whole and written by the DCP writer.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
   if (out.streamed()) {
     ++stats.files;
+    if (out.universal) {
+      if (out.universalStep)
+        for (const auto &name : out.withStates)
+          if (auto err = out.universal->setStep(name.getKey(), *out.universalStep))
+            return err;
+      return out.universal->finish();
+    }
     return out.safetensors ? out.safetensors->finish() : out.stream->finish();
   }
   std::vector<NamedTensor> tensors;
@@ -387,10 +440,6 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
     stats.bytesWritten += out.op.getMeta().size();
     return (*file)->commit();
   }
-  if (format == "torch")
-    return writeTorchZip(out.path, *makeStateDict(tensors));
-  if (format == "safetensors")
-    return writeSafetensors(out.path, tensors);
   if (format == "dcp") {
     auto meta = parseMeta(out);
     if (!meta)
@@ -400,56 +449,7 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
       return fileError(out.path, "a DCP output needs ranks >= 1 in its meta");
     return writeDcp(out.path, dcpRowShards(tensors, unsigned(ranks)));
   }
-  if (format == "torch-tree") {
-    llvm::StringMap<const Tensor *> byKey;
-    for (const NamedTensor &t : tensors)
-      byKey[t.name] = &t.tensor;
-    auto skeleton = llvm::json::parse(out.op.getMeta());
-    if (!skeleton)
-      return fileError(out.path, "the skeleton is not JSON: " + llvm::toString(skeleton.takeError()));
-    auto root = buildTree(*skeleton, byKey, out.path);
-    if (!root)
-      return root.takeError();
-    return writeTorchZip(out.path, **root);
-  }
-  auto meta = parseMeta(out);
-  if (!meta)
-    return meta.takeError();
-  // universal
-  UniversalCheckpoint ckpt;
-  UniversalMetadata &m = ckpt.metadata;
-  m.sourceFormat = meta->getString("source_format").value_or("").str();
-  m.iteration = meta->getInteger("iteration").value_or(0);
-  m.modelConfig = meta->getString("model_config").value_or("{}").str();
-  m.sourceLayout = meta->getString("source_layout").value_or("{}").str();
-  llvm::StringMap<size_t> index;
-  for (NamedTensor &t : tensors) {
-    auto [name, state] = llvm::StringRef(t.name).split('#');
-    if (state.empty()) {
-      index[name] = ckpt.params.size();
-      ckpt.params.push_back({name.str(), t.tensor, {}, {}, {}, {}});
-    }
-  }
-  for (NamedTensor &t : tensors) {
-    auto [name, state] = llvm::StringRef(t.name).split('#');
-    if (state.empty())
-      continue;
-    auto found = index.find(name);
-    if (found == index.end())
-      return fileError(out.path, "optimizer state '" + t.name + "' of no parameter");
-    UniversalParam &p = ckpt.params[found->second];
-    if (auto step = meta->getInteger("step"))
-      p.step = *step;
-    if (state == "fp32")
-      p.fp32 = t.tensor;
-    else if (state == "exp_avg")
-      p.expAvg = t.tensor;
-    else if (state == "exp_avg_sq")
-      p.expAvgSq = t.tensor;
-    else
-      return fileError(out.path, "unknown optimizer state '" + state + "'");
-  }
-  return writeUniversal(out.path, ckpt);
+  return fileError(out.path, "no writer for output format '" + format + "'");
 }
 
 /// Removes the temporaries a killed run leaves ("<name>.tmp-XXXXXX", see OutputFile)
@@ -549,7 +549,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
           return fileError(out.path, "cannot create its folder: " + ec.message());
       if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree" ||
-                        output.getFormat() == "safetensors"))
+                        output.getFormat() == "safetensors" || output.getFormat() == "universal"))
         if (llvm::Error err = startStream(out))
           return std::move(err);
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {

@@ -55,6 +55,26 @@ struct UniversalCheckpoint {
 /// Writes `checkpoint` to a temporary sibling of `path` and renames it into place.
 llvm::Error writeUniversal(const llvm::Twine &path, const UniversalCheckpoint &checkpoint);
 
+/// A universal checkpoint written dataset by dataset, in any order, so that a
+/// converter holds one tensor at a time. Every optimizer state must have its
+/// parameter, of the same shape, by finish(), which closes the file, syncs it and
+/// renames it into place; until then (or if finish() fails, or the stream is
+/// dropped) only a temporary sibling exists.
+class UniversalStream {
+public:
+  static llvm::Expected<std::unique_ptr<UniversalStream>> create(const llvm::Twine &path,
+                                                                 const UniversalMetadata &metadata);
+  ~UniversalStream();
+  llvm::Error write(llvm::StringRef name, UniversalState state, const Tensor &tensor);
+  llvm::Error setStep(llvm::StringRef name, int64_t step);
+  llvm::Error finish();
+
+private:
+  struct Impl;
+  explicit UniversalStream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl;
+};
+
 /// What the file declares about one parameter, without reading its data.
 struct UniversalEntry {
   std::string name;

@@ -3,6 +3,7 @@
 #include "loom/Checkpoint/Universal.h"
 
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <gtest/gtest.h>
@@ -276,4 +277,58 @@ TEST(Universal, RefusesFilesThatAreNotUniversalCheckpoints) {
   EXPECT_NE(message(UniversalReader::open(dir + "/text.h5").takeError())
                 .find("text.h5: not an HDF5 file"),
             std::string::npos);
+}
+
+// Streaming: datasets in any order (states before their parameter), read back as
+// the one-pass writer's; a state without its parameter fails finish() and leaves no
+// file, and a dropped stream leaves no temporary.
+TEST(UniversalStream, DatasetsInAnyOrderAndEveryStateHasItsParameter) {
+  std::string dir = scratchDir("universal-stream");
+  UniversalCheckpoint want = sampleCheckpoint();
+  {
+    auto stream = UniversalStream::create(dir + "/s.h5", want.metadata);
+    ASSERT_TRUE(bool(stream)) << message(stream.takeError());
+    for (auto it = want.params.rbegin(); it != want.params.rend(); ++it) {
+      if (it->expAvgSq)
+        ASSERT_FALSE(bool((*stream)->write(it->name, UniversalState::ExpAvgSq, *it->expAvgSq)));
+      ASSERT_FALSE(bool((*stream)->write(it->name, UniversalState::Param, it->param)));
+      if (it->fp32) {
+        ASSERT_FALSE(bool((*stream)->write(it->name, UniversalState::Fp32, *it->fp32)));
+        ASSERT_FALSE(bool((*stream)->write(it->name, UniversalState::ExpAvg, *it->expAvg)));
+      }
+      if (it->step)
+        ASSERT_FALSE(bool((*stream)->setStep(it->name, *it->step)));
+    }
+    ASSERT_FALSE(bool((*stream)->finish()));
+  }
+  auto reader = UniversalReader::open(dir + "/s.h5");
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  auto read = (*reader)->readAll();
+  ASSERT_TRUE(bool(read)) << message(read.takeError());
+  llvm::sort(want.params, [](auto &a, auto &b) { return a.name < b.name; });
+  ASSERT_EQ(read->params.size(), want.params.size());
+  for (size_t i = 0; i < want.params.size(); ++i) {
+    SCOPED_TRACE(want.params[i].name);
+    expectSameBytes(read->params[i].param, want.params[i].param);
+    ASSERT_EQ(bool(read->params[i].expAvgSq), bool(want.params[i].expAvgSq));
+    if (want.params[i].expAvgSq)
+      expectSameBytes(*read->params[i].expAvgSq, *want.params[i].expAvgSq);
+    EXPECT_EQ(read->params[i].step, want.params[i].step);
+  }
+
+  {
+    auto orphan = UniversalStream::create(dir + "/orphan.h5", want.metadata);
+    ASSERT_TRUE(bool(orphan));
+    ASSERT_FALSE(bool((*orphan)->write("w", UniversalState::ExpAvg, want.params[0].param)));
+    EXPECT_NE(message((*orphan)->finish()).find("optimizer/w/exp_avg: optimizer state of no parameter"),
+              std::string::npos);
+    auto dropped = UniversalStream::create(dir + "/dropped.h5", want.metadata);
+    ASSERT_TRUE(bool(dropped));
+    ASSERT_FALSE(bool((*dropped)->write("w", UniversalState::Param, want.params[0].param)));
+  }
+  std::error_code ec;
+  std::vector<std::string> left;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    left.push_back(llvm::sys::path::filename(it->path()).str());
+  EXPECT_EQ(left, std::vector<std::string>{"s.h5"});
 }

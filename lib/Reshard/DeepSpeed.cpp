@@ -199,6 +199,32 @@ static std::optional<int64_t> zeroStageOf(const ValuePtr &value) {
   return std::nullopt;
 }
 
+/// A DeepSpeed model-states file: its top dict, the param_shapes groups and the
+/// module's tensors by name.
+struct ModelStates {
+  ValuePtr root;
+  const DictValue *dict = nullptr;
+  const std::vector<ValuePtr> *groups = nullptr;
+  llvm::StringMap<Tensor> module;
+};
+
+static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
+  auto root = readTorchZip(path);
+  if (!root)
+    return root.takeError();
+  ModelStates states;
+  states.root = *root;
+  states.dict = states.root->get<DictValue>();
+  ValuePtr shapes = states.dict ? states.dict->find("param_shapes") : nullptr;
+  states.groups = shapes ? shapes->sequence() : nullptr;
+  if (!states.groups)
+    return fileError(path, "no param_shapes list");
+  if (ValuePtr m = states.dict->find("module"))
+    for (NamedTensor &t : collectTensors(*m))
+      states.module[t.name] = std::move(t.tensor);
+  return states;
+}
+
 llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   auto hasOptim = [](const std::string &dir) {
     return llvm::sys::fs::exists(dir + "/" + optimFile(0));
@@ -240,22 +266,16 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
     return fileError(dir + "/" + optimFile(0), "no ZeRO stage 1, 2 or 3 in optimizer_state_dict");
 
   std::string modelPath = dir + "/" + modelFile(*stage, 0);
-  auto modelRoot = readTorchZip(modelPath);
-  if (!modelRoot)
-    return modelRoot.takeError();
-  const DictValue *model = (*modelRoot)->get<DictValue>();
-  ValuePtr shapes = model ? model->find("param_shapes") : nullptr;
-  const std::vector<ValuePtr> *groupList = shapes ? shapes->sequence() : nullptr;
-  if (!groupList)
-    return fileError(modelPath, "no param_shapes list");
+  auto states = loadModelStates(modelPath);
+  if (!states)
+    return states.takeError();
+  const DictValue *model = states->dict;
+  const std::vector<ValuePtr> *groupList = states->groups;
+  llvm::StringMap<Tensor> &module = states->module;
 
   Layout layout;
   layout.format = llvm::formatv("deepspeed-zero{0}", *stage);
   layout.iteration = intOf(model->find("global_steps")).value_or(0);
-  llvm::StringMap<Tensor> module;
-  if (ValuePtr m = model->find("module"))
-    for (NamedTensor &t : collectTensors(*m))
-      module[t.name] = std::move(t.tensor);
   for (const ValuePtr &group : *groupList) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
@@ -570,18 +590,12 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
     prefix += "/";
   }
   std::string modelPath = dir + "/mp_rank_00_model_states.pt";
-  auto modelRoot = readTorchZip(modelPath);
-  if (!modelRoot)
-    return modelRoot.takeError();
-  const DictValue *model = (*modelRoot)->get<DictValue>();
-  ValuePtr shapes = model ? model->find("param_shapes") : nullptr;
-  const std::vector<ValuePtr> *groupList = shapes ? shapes->sequence() : nullptr;
-  if (!groupList)
-    return fileError(modelPath, "no param_shapes list");
-  llvm::StringMap<Tensor> module;
-  if (ValuePtr m = model->find("module"))
-    for (NamedTensor &t : collectTensors(*m))
-      module[t.name] = std::move(t.tensor);
+  auto states = loadModelStates(modelPath);
+  if (!states)
+    return states.takeError();
+  const DictValue *model = states->dict;
+  const std::vector<ValuePtr> *groupList = states->groups;
+  llvm::StringMap<Tensor> &module = states->module;
 
   Layout layout;
   layout.format = "deepspeed-universal";

@@ -45,6 +45,13 @@ llvm::StringRef loom::ckpt::torchStorageName(DType dtype) { return info(dtype).t
 
 llvm::StringRef loom::ckpt::torchDTypeName(DType dtype) { return info(dtype).torchDType; }
 
+std::optional<DType> loom::ckpt::dtypeFromTorchName(llvm::StringRef name) {
+  for (const DTypeInfo &entry : kDTypes)
+    if (name == entry.torchDType)
+      return entry.dtype;
+  return std::nullopt;
+}
+
 std::optional<DType> loom::ckpt::dtypeFromSafetensors(llvm::StringRef name) {
   for (const DTypeInfo &entry : kDTypes)
     if (name == entry.safetensors)

@@ -125,6 +125,12 @@ llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t>
     if (!size || !chunks || !chunks->sequence())
       return fileError(name, "'" + entry.fqn + "' is neither TensorStorageMetadata nor BytesStorageMetadata");
     entry.size = *size;
+    // TensorProperties pickles its state as (dtype, layout, requires_grad, ...).
+    if (ValuePtr properties = tensor->find("properties"))
+      if (const ObjectValue *object = properties->get<ObjectValue>(); object && object->state)
+        if (const std::vector<ValuePtr> *items = object->state->sequence(); items && !items->empty())
+          if (const GlobalValue *global = (*items)[0]->get<GlobalValue>(); global && global->module == "torch")
+            entry.dtype = dtypeFromTorchName(global->name);
     auto total = checkedNumel(entry.size);
     if (!total)
       return fileError(name, "'" + entry.fqn + "' has an impossible size");
@@ -146,7 +152,17 @@ llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t>
       DcpChunk located = found->second;
       located.offsets = *offsets;
       located.sizes = *sizes;
-      covered += *checkedNumel(located.sizes);
+      // Chunks that overlap could add up to the tensor and still leave a gap.
+      uint64_t elements = *checkedNumel(located.sizes);
+      for (const DcpChunk &other : entry.chunks) {
+        bool overlap = elements && *checkedNumel(other.sizes);
+        for (size_t d = 0; overlap && d < entry.size.size(); ++d)
+          overlap = located.offsets[d] < other.offsets[d] + other.sizes[d] &&
+                    other.offsets[d] < located.offsets[d] + located.sizes[d];
+        if (overlap)
+          return fileError(name, "two chunks of '" + entry.fqn + "' overlap");
+      }
+      covered += elements;
       entry.chunks.push_back(std::move(located));
     }
     if (covered != *total)
@@ -159,11 +175,11 @@ llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t>
 }
 
 /// Copies `chunk` (row-major bytes of shape chunk.sizes) into `full` at its offsets.
-static void place(std::vector<uint8_t> &full, llvm::ArrayRef<int64_t> fullShape,
+static void place(uint8_t *full, llvm::ArrayRef<int64_t> fullShape,
                   llvm::ArrayRef<uint8_t> chunkBytes, const DcpChunk &chunk, unsigned elementSize) {
   size_t rank = fullShape.size();
   if (rank == 0) {
-    llvm::copy(chunkBytes, full.begin());
+    llvm::copy(chunkBytes, full);
     return;
   }
   llvm::SmallVector<int64_t, 4> fullStrides = contiguousStrides(fullShape);
@@ -174,7 +190,7 @@ static void place(std::vector<uint8_t> &full, llvm::ArrayRef<int64_t> fullShape,
     int64_t at = 0;
     for (size_t d = 0; d < rank; ++d)
       at += (chunk.offsets[d] + index[d]) * fullStrides[d];
-    std::copy_n(chunkBytes.begin() + run * runBytes, runBytes, full.begin() + at * elementSize);
+    std::copy_n(chunkBytes.begin() + run * runBytes, runBytes, full + at * elementSize);
     for (size_t d = rank - 1; d-- > 0;) {
       if (++index[d] < chunk.sizes[d])
         break;
@@ -183,7 +199,7 @@ static void place(std::vector<uint8_t> &full, llvm::ArrayRef<int64_t> fullShape,
   }
 }
 
-llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {
+llvm::Expected<std::unique_ptr<DcpReader>> DcpReader::open(const llvm::Twine &directory) {
   std::string dir = directory.str();
   std::string metadataPath = dir + "/.metadata";
   auto metadataBuffer = mapFile(metadataPath);
@@ -194,51 +210,69 @@ llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) 
       llvm::ArrayRef<uint8_t>(metadataText.bytes_begin(), metadataText.size()), metadataPath);
   if (!metadata)
     return metadata.takeError();
-  DcpCheckpoint ckpt{std::move(*metadata), {}};
-  std::map<std::string, std::shared_ptr<const llvm::MemoryBuffer>> files;
-  for (const DcpEntry &entry : ckpt.metadata.entries) {
-    if (entry.isBytes)
-      continue;
-    std::vector<uint8_t> full;
-    std::optional<DType> dtype;
-    for (const DcpChunk &chunk : entry.chunks) {
-      std::string path = dir + "/" + chunk.file;
-      auto &buffer = files[chunk.file];
-      if (!buffer) {
-        auto mapped = mapFile(path);
-        if (!mapped)
-          return mapped.takeError();
-        buffer = *mapped;
-      }
-      if (chunk.offset > buffer->getBufferSize() ||
-          chunk.length > buffer->getBufferSize() - chunk.offset)
-        return fileError(path, "chunk of '" + entry.fqn + "' at offset " + llvm::Twine(chunk.offset) +
-                                   " length " + llvm::Twine(chunk.length) + " lies past the end");
-      std::string blobName = path + "@" + std::to_string(chunk.offset);
-      auto archive = ZipArchive::parse(
-          std::make_shared<SliceBuffer>(buffer, buffer->getBuffer().substr(chunk.offset, chunk.length)),
-          blobName);
-      if (!archive)
-        return archive.takeError();
-      auto root = readTorchZip(*archive);
-      if (!root)
-        return root.takeError();
-      const TensorValue *tensor = (*root)->get<TensorValue>();
-      if (!tensor || tensor->tensor.shape != chunk.sizes)
-        return fileError(blobName, "chunk of '" + entry.fqn + "' is not a tensor of the declared sizes");
-      if (dtype && *dtype != tensor->tensor.dtype)
-        return fileError(blobName, "chunks of '" + entry.fqn + "' differ in dtype");
-      if (!dtype) {
-        dtype = tensor->tensor.dtype;
-        full.assign(*checkedNumel(entry.size) * dtypeSize(*dtype), 0);
-      }
-      std::vector<uint8_t> bytes = tensor->tensor.toBytes();
-      place(full, entry.size, bytes, chunk, dtypeSize(*dtype));
+  return std::unique_ptr<DcpReader>(new DcpReader(dir, std::move(*metadata)));
+}
+
+llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
+  auto entry = llvm::find_if(meta.entries, [&](const DcpEntry &e) { return e.fqn == fqn; });
+  if (entry == meta.entries.end() || entry->isBytes)
+    return fileError(dir + "/.metadata", "no tensor '" + fqn + "'");
+  std::shared_ptr<Storage> full;
+  std::optional<DType> dtype;
+  for (const DcpChunk &chunk : entry->chunks) {
+    std::string path = dir + "/" + chunk.file;
+    auto &buffer = files[chunk.file];
+    if (!buffer) {
+      auto mapped = mapFile(path);
+      if (!mapped)
+        return mapped.takeError();
+      buffer = *mapped;
     }
-    if (!dtype) // a tensor without elements has no chunks to take a dtype from
+    if (chunk.offset > buffer->getBufferSize() ||
+        chunk.length > buffer->getBufferSize() - chunk.offset)
+      return fileError(path, "chunk of '" + entry->fqn + "' at offset " + llvm::Twine(chunk.offset) +
+                                 " length " + llvm::Twine(chunk.length) + " lies past the end");
+    std::string blobName = path + "@" + std::to_string(chunk.offset);
+    auto archive = ZipArchive::parse(
+        std::make_shared<SliceBuffer>(buffer, buffer->getBuffer().substr(chunk.offset, chunk.length)),
+        blobName);
+    if (!archive)
+      return archive.takeError();
+    auto root = readTorchZip(*archive);
+    if (!root)
+      return root.takeError();
+    const TensorValue *tensor = (*root)->get<TensorValue>();
+    if (!tensor || tensor->tensor.shape != chunk.sizes)
+      return fileError(blobName, "chunk of '" + entry->fqn + "' is not a tensor of the declared sizes");
+    if (dtype && *dtype != tensor->tensor.dtype)
+      return fileError(blobName, "chunks of '" + entry->fqn + "' differ in dtype");
+    // One chunk covering the tensor: its view of the mapped file is the tensor.
+    if (entry->chunks.size() == 1 && tensor->tensor.isContiguous())
+      return tensor->tensor;
+    if (!dtype) {
+      dtype = tensor->tensor.dtype;
+      full = Storage::uninitialized(*checkedNumel(entry->size) * dtypeSize(*dtype));
+    }
+    std::vector<uint8_t> bytes = tensor->tensor.toBytes();
+    place(full->mutableData(), entry->size, bytes, chunk, dtypeSize(*dtype));
+  }
+  if (!dtype) // a tensor without elements has no chunks to take a dtype from
+    return fileError(dir + "/.metadata", "tensor '" + fqn + "' has no chunks to take a dtype from");
+  return Tensor::contiguous(*dtype, entry->size, std::move(full));
+}
+
+llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {
+  auto reader = DcpReader::open(directory);
+  if (!reader)
+    return reader.takeError();
+  DcpCheckpoint ckpt{(*reader)->metadata(), {}};
+  for (const DcpEntry &entry : ckpt.metadata.entries) {
+    if (entry.isBytes || entry.chunks.empty())
       continue;
-    ckpt.tensors.push_back({entry.fqn, Tensor::contiguous(*dtype, entry.size,
-                                                          std::make_shared<Storage>(std::move(full)))});
+    auto tensor = (*reader)->read(entry.fqn);
+    if (!tensor)
+      return tensor.takeError();
+    ckpt.tensors.push_back({entry.fqn, std::move(*tensor)});
   }
   return ckpt;
 }

@@ -62,12 +62,6 @@ static std::string checksumText(llvm::ArrayRef<uint8_t> bytes) {
   return llvm::utohexstr(llvm::xxh3_64bits(bytes), /*LowerCase=*/true, /*Width=*/16);
 }
 
-static std::optional<DType> dtypeFromTorchName(llvm::StringRef name) {
-  for (unsigned i = 0; i <= unsigned(DType::Float64); ++i)
-    if (torchDTypeName(DType(i)) == name)
-      return DType(i);
-  return std::nullopt;
-}
 
 //===----------------------------------------------------------------------===//
 // Writing

@@ -232,11 +232,30 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     layout.format = "safetensors";
     addWholeFile(layout, "safetensors", std::move(file->tensors));
   } else if (format == "dcp") {
-    auto dcp = readDcp(path);
+    // Names, dtypes and shapes from the metadata alone; tensors are read when the
+    // program runs. A checkpoint whose metadata lacks a dtype is read to learn it.
+    auto dcp = DcpReader::open(path);
     if (!dcp)
       return dcp.takeError();
+    std::vector<NamedTensor> tensors;
+    for (const DcpEntry &e : (*dcp)->metadata().entries) {
+      if (e.isBytes || e.chunks.empty())
+        continue;
+      std::optional<DType> dtype = e.dtype;
+      if (!dtype) {
+        auto tensor = (*dcp)->read(e.fqn);
+        if (!tensor)
+          return tensor.takeError();
+        dtype = tensor->dtype;
+      }
+      Tensor declared;
+      declared.dtype = *dtype;
+      declared.shape = e.size;
+      declared.strides = contiguousStrides(e.size);
+      tensors.push_back({e.fqn, std::move(declared)});
+    }
     layout.format = "dcp";
-    addWholeFile(layout, "dcp", std::move(dcp->tensors));
+    addWholeFile(layout, "dcp", std::move(tensors));
   } else if (format == "universal") {
     auto reader = UniversalReader::open(path);
     if (!reader)

@@ -42,11 +42,13 @@ std::string typeText(DType dtype, llvm::ArrayRef<int64_t> shape) {
   return text + "]";
 }
 
-/// An opened source file: its tensors by key, or a universal reader.
+/// An opened source file: its tensors by key, or a universal or DCP reader that
+/// reads a tensor when asked.
 struct OpenSource {
   std::string path;
   llvm::StringMap<Tensor> tensors;
   std::unique_ptr<UniversalReader> universal;
+  std::unique_ptr<DcpReader> dcp;
 };
 
 llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
@@ -68,10 +70,10 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
       return file.takeError();
     add(std::move(file->tensors));
   } else if (format == "dcp") {
-    auto dcp = readDcp(path);
+    auto dcp = DcpReader::open(path);
     if (!dcp)
       return dcp.takeError();
-    add(std::move(dcp->tensors));
+    src->dcp = std::move(*dcp);
   } else {
     auto reader = UniversalReader::open(path);
     if (!reader)
@@ -82,6 +84,8 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
 }
 
 llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
+  if (src.dcp)
+    return src.dcp->read(key);
   if (src.universal) {
     auto [name, stateText] = key.split('#');
     UniversalState state = UniversalState::Param;

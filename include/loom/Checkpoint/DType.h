@@ -40,6 +40,7 @@ std::optional<DType> dtypeFromTorchStorage(llvm::StringRef name);
 
 /// "bfloat16", "float32", ... (torch.<name> dtype objects).
 llvm::StringRef torchDTypeName(DType dtype);
+std::optional<DType> dtypeFromTorchName(llvm::StringRef name);
 
 } // namespace loom::ckpt
 

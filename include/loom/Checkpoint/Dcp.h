@@ -13,6 +13,8 @@
 
 #include "loom/Checkpoint/Tensor.h"
 
+#include <map>
+
 namespace loom::ckpt {
 
 struct DcpChunk {
@@ -27,6 +29,8 @@ struct DcpEntry {
   /// A BytesStorageMetadata entry (a pickled object, not a tensor): one chunk, no shape.
   bool isBytes = false;
   llvm::SmallVector<int64_t, 4> size;
+  /// The dtype TensorProperties records, when it names one loom knows.
+  std::optional<DType> dtype;
   std::vector<DcpChunk> chunks;
 };
 
@@ -47,6 +51,24 @@ struct DcpCheckpoint {
 };
 
 llvm::Expected<DcpCheckpoint> readDcp(const llvm::Twine &directory);
+
+/// A DCP checkpoint opened for reading tensor by tensor: the metadata is parsed at
+/// open, chunk files are mapped when first needed, and read() reassembles only the
+/// tensor asked for (a tensor stored as one chunk is a view of the mapped file, not
+/// a copy), so a converter need not hold the whole checkpoint.
+class DcpReader {
+public:
+  static llvm::Expected<std::unique_ptr<DcpReader>> open(const llvm::Twine &directory);
+  const DcpMetadata &metadata() const { return meta; }
+  /// The full tensor `fqn`; an error for a bytes entry or an unknown name.
+  llvm::Expected<Tensor> read(llvm::StringRef fqn);
+
+private:
+  DcpReader(std::string dir, DcpMetadata meta) : dir(std::move(dir)), meta(std::move(meta)) {}
+  std::string dir;
+  DcpMetadata meta;
+  std::map<std::string, std::shared_ptr<const llvm::MemoryBuffer>> files;
+};
 
 /// One chunk of a tensor as a DCP writer stores it: the chunk's values (any view;
 /// stored contiguous) at `offsets` inside a tensor of `fullShape`, written by `rank`.

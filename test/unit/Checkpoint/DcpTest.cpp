@@ -46,6 +46,14 @@ TEST(Dcp, ReassemblesTheTensorsTorchWrote) {
   EXPECT_EQ(layer->chunks[1].offsets, (llvm::SmallVector<int64_t, 4>{6, 0}));
   EXPECT_EQ(layer->chunks[1].sizes, (llvm::SmallVector<int64_t, 4>{4, 6}));
   EXPECT_NE(layer->chunks[0].file, layer->chunks[1].file);
+  // The dtype is read from TensorProperties, without touching the chunks.
+  EXPECT_EQ(layer->dtype, DType::Float32);
+  auto reader = DcpReader::open(dcpFixtures() + "/dcp");
+  ASSERT_TRUE(bool(reader));
+  for (const DcpEntry &e : (*reader)->metadata().entries)
+    if (e.fqn == "embed.weight")
+      EXPECT_EQ(e.dtype, DType::BFloat16);
+  EXPECT_NE(message((*reader)->read("note").takeError()).find("no tensor 'note'"), std::string::npos);
   EXPECT_TRUE(ckpt->metadata.entries.back().isBytes); // "note"
 }
 

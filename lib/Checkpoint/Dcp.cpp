@@ -352,133 +352,153 @@ ValuePtr tensorProperties(DType dtype) {
                           format, Value::make(false)}));
 }
 
-bool boxesOverlap(const DcpShard &a, const DcpShard &b) {
+/// What the metadata says of one chunk.
+struct ChunkRecord {
+  std::string fqn;
+  llvm::SmallVector<int64_t, 4> fullShape, offsets, sizes;
+  DType dtype;
+  unsigned rank;
+  uint64_t fileOffset = 0, length = 0;
+};
+
+bool boxesOverlap(const ChunkRecord &a, const ChunkRecord &b) {
   for (size_t d = 0; d < a.offsets.size(); ++d)
-    if (a.offsets[d] + a.chunk.shape[d] <= b.offsets[d] ||
-        b.offsets[d] + b.chunk.shape[d] <= a.offsets[d])
+    if (a.offsets[d] + a.sizes[d] <= b.offsets[d] || b.offsets[d] + b.sizes[d] <= a.offsets[d])
       return false;
   return true;
 }
-} // namespace
 
-static llvm::Error
-writeDcpFiles(const std::string &dir, llvm::ArrayRef<DcpShard> shards,
-              const std::map<std::string, std::vector<const DcpShard *>> &byFqn);
-
-llvm::Error loom::ckpt::writeDcp(const llvm::Twine &directory, llvm::ArrayRef<DcpShard> shards) {
-  std::string dir = directory.str();
-  std::string metadataPath = dir + "/.metadata";
-  // Check every tensor is tiled exactly, in one dtype, before writing anything.
-  std::map<std::string, std::vector<const DcpShard *>> byFqn;
-  for (const DcpShard &shard : shards) {
-    const Tensor &c = shard.chunk;
-    if (shard.fqn.empty())
-      return fileError(metadataPath, "a chunk without a name");
-    if (auto reason = c.checkView())
-      return fileError(metadataPath, "chunk of '" + shard.fqn + "': " + *reason);
-    if (shard.offsets.size() != shard.fullShape.size() || c.shape.size() != shard.fullShape.size())
-      return fileError(metadataPath, "chunk of '" + shard.fqn + "' differs in rank from its tensor");
-    for (size_t d = 0; d < c.shape.size(); ++d)
-      if (shard.offsets[d] < 0 || shard.offsets[d] + c.shape[d] > shard.fullShape[d])
-        return fileError(metadataPath, "chunk of '" + shard.fqn + "' reaches past dimension " +
-                                           llvm::Twine(d) + " of size " +
-                                           llvm::Twine(shard.fullShape[d]));
-    std::vector<const DcpShard *> &list = byFqn[shard.fqn];
-    if (!list.empty() && (list.front()->fullShape != shard.fullShape ||
-                          list.front()->chunk.dtype != c.dtype))
-      return fileError(metadataPath, "chunks of '" + shard.fqn + "' differ in shape or dtype");
-    for (const DcpShard *other : list)
-      if (c.numel() && other->chunk.numel() && boxesOverlap(*other, shard))
-        return fileError(metadataPath, "chunks of '" + shard.fqn + "' overlap");
-    list.push_back(&shard);
+/// Checks that the chunks of every tensor tile it exactly, in one dtype.
+llvm::Error checkTiling(const std::string &where, llvm::ArrayRef<ChunkRecord> records) {
+  std::map<std::string, std::vector<const ChunkRecord *>> byFqn;
+  for (const ChunkRecord &r : records) {
+    if (r.fqn.empty())
+      return fileError(where, "a chunk without a name");
+    if (r.offsets.size() != r.fullShape.size() || r.sizes.size() != r.fullShape.size())
+      return fileError(where, "chunk of '" + r.fqn + "' differs in rank from its tensor");
+    for (size_t d = 0; d < r.sizes.size(); ++d)
+      if (r.offsets[d] < 0 || r.offsets[d] + r.sizes[d] > r.fullShape[d])
+        return fileError(where, "chunk of '" + r.fqn + "' reaches past dimension " +
+                                    llvm::Twine(d) + " of size " + llvm::Twine(r.fullShape[d]));
+    std::vector<const ChunkRecord *> &list = byFqn[r.fqn];
+    if (!list.empty() && (list.front()->fullShape != r.fullShape || list.front()->dtype != r.dtype))
+      return fileError(where, "chunks of '" + r.fqn + "' differ in shape or dtype");
+    for (const ChunkRecord *other : list)
+      if (*checkedNumel(r.sizes) && *checkedNumel(other->sizes) && boxesOverlap(*other, r))
+        return fileError(where, "chunks of '" + r.fqn + "' overlap");
+    list.push_back(&r);
   }
   for (const auto &[fqn, list] : byFqn) {
     uint64_t covered = 0;
-    for (const DcpShard *shard : list)
-      covered += shard->chunk.numel();
+    for (const ChunkRecord *r : list)
+      covered += *checkedNumel(r->sizes);
     if (covered != *checkedNumel(list.front()->fullShape))
-      return fileError(metadataPath, "chunks of '" + fqn + "' hold " + llvm::Twine(covered) +
-                                         " elements, the tensor has " +
-                                         llvm::Twine(*checkedNumel(list.front()->fullShape)));
-  }
-  // Everything goes to a sibling folder renamed into place at the end: the final
-  // name never holds part of a checkpoint.
-  if (llvm::sys::fs::exists(dir))
-    return fileError(dir, "already exists (a DCP checkpoint is written as a new folder)");
-  std::string staging = dir + ".loom-tmp-" + std::to_string(::getpid());
-  if (auto ec = llvm::sys::fs::create_directories(staging))
-    return fileError(staging, "cannot create the folder: " + ec.message());
-  if (llvm::Error err = writeDcpFiles(staging, shards, byFqn)) {
-    llvm::sys::fs::remove_directories(staging);
-    return err;
-  }
-  if (auto ec = llvm::sys::fs::rename(staging, dir)) {
-    llvm::sys::fs::remove_directories(staging);
-    return fileError(dir, "cannot move the finished checkpoint into place: " + ec.message());
+      return fileError(where, "chunks of '" + fqn + "' hold " + llvm::Twine(covered) +
+                                  " elements, the tensor has " +
+                                  llvm::Twine(*checkedNumel(list.front()->fullShape)));
   }
   return llvm::Error::success();
 }
+} // namespace
 
-/// The files of a DCP checkpoint in `dir`, chunks first and `.metadata` last.
-static llvm::Error
-writeDcpFiles(const std::string &dir, llvm::ArrayRef<DcpShard> shards,
-              const std::map<std::string, std::vector<const DcpShard *>> &byFqn) {
-  std::string metadataPath = dir + "/.metadata";
-  // Chunk files, one per rank, then the metadata naming where each chunk went.
-  std::map<unsigned, std::vector<const DcpShard *>> byRank;
-  for (const DcpShard &shard : shards)
-    byRank[shard.rank].push_back(&shard);
-  std::vector<std::pair<ValuePtr, ValuePtr>> storage;
-  std::map<const DcpShard *, ValuePtr> indexOf;
-  for (const auto &[rank, list] : byRank) {
-    std::string name = "__" + std::to_string(rank) + "_0.distcp";
-    auto file = OutputFile::create(dir + "/" + name);
-    if (!file)
-      return file.takeError();
-    llvm::raw_fd_ostream &os = (*file)->os();
-    for (const DcpShard *shard : list) {
-      // torch.save of the chunk alone: a view would carry its whole base storage.
-      Tensor chunk = shard->chunk;
-      if (!chunk.isContiguous() || chunk.offset != 0 ||
-          chunk.storage->bytes().size() != chunk.nbytes()) {
-        if (chunk.isContiguous())
-          chunk = Tensor::contiguous(chunk.dtype, chunk.shape,
-                                     std::make_shared<Storage>(chunk.contiguousBytes(),
-                                                               chunk.storage));
-        else
-          chunk = Tensor::contiguous(chunk.dtype, chunk.shape,
-                                     std::make_shared<Storage>(chunk.toBytes()));
-      }
-      while (os.tell() % 64)
-        os << '\0';
-      uint64_t offset = os.tell();
-      if (auto err = appendTorchZip(**file, *Value::make(TensorValue{chunk})))
-        return err;
-      ValuePtr index = dataclass(kMetadataModule, "MetadataIndex",
-                                 dict({{str("fqn"), str(shard->fqn)},
-                                       {str("offset"), torchSize(shard->offsets)},
-                                       {str("index"), Value::make(NoneValue{})}}));
-      ValuePtr where = dataclass(
-          "torch.distributed._shard.checkpoint.filesystem", "_StorageInfo",
-          dict({{str("relative_path"), str(name)},
-                {str("offset"), Value::make(int64_t(offset))},
-                {str("length"), Value::make(int64_t(os.tell() - offset))}}));
-      storage.emplace_back(index, where);
-    }
-    if (auto err = (*file)->commit())
-      return err;
+struct DcpWriter::Impl {
+  std::string dir, staging;
+  std::map<unsigned, std::unique_ptr<OutputFile>> files;
+  std::vector<ChunkRecord> records;
+  bool finished = false;
+
+  static std::string fileName(unsigned rank) { return "__" + std::to_string(rank) + "_0.distcp"; }
+  void discard() {
+    files.clear(); // each OutputFile removes its temporary
+    llvm::sys::fs::remove_directories(staging);
+    finished = true;
   }
+};
 
+DcpWriter::DcpWriter(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
+DcpWriter::~DcpWriter() {
+  if (impl && !impl->finished)
+    impl->discard();
+}
+
+llvm::Expected<std::unique_ptr<DcpWriter>> DcpWriter::create(const llvm::Twine &directory) {
+  auto impl = std::make_unique<Impl>();
+  impl->dir = directory.str();
+  // Everything goes to a sibling folder renamed into place at the end: the final
+  // name never holds part of a checkpoint.
+  if (llvm::sys::fs::exists(impl->dir))
+    return fileError(impl->dir, "already exists (a DCP checkpoint is written as a new folder)");
+  impl->staging = impl->dir + ".loom-tmp-" + std::to_string(::getpid());
+  if (auto ec = llvm::sys::fs::create_directories(impl->staging))
+    return fileError(impl->staging, "cannot create the folder: " + ec.message());
+  return std::unique_ptr<DcpWriter>(new DcpWriter(std::move(impl)));
+}
+
+llvm::Error DcpWriter::append(const DcpShard &shard) {
+  if (impl->finished)
+    return fileError(impl->dir, "written after finish");
+  if (auto reason = shard.chunk.checkView())
+    return fileError(impl->dir, "chunk of '" + shard.fqn + "': " + *reason);
+  auto &file = impl->files[shard.rank];
+  if (!file) {
+    auto created = OutputFile::create(impl->staging + "/" + Impl::fileName(shard.rank));
+    if (!created)
+      return created.takeError();
+    file = std::move(*created);
+  }
+  // torch.save of the chunk alone: a view would carry its whole base storage.
+  Tensor chunk = shard.chunk;
+  if (!chunk.isContiguous() || chunk.offset != 0 ||
+      chunk.storage->bytes().size() != chunk.nbytes())
+    chunk = Tensor::contiguous(
+        chunk.dtype, chunk.shape,
+        chunk.isContiguous() ? std::make_shared<Storage>(chunk.contiguousBytes(), chunk.storage)
+                             : std::make_shared<Storage>(chunk.toBytes()));
+  llvm::raw_fd_ostream &os = file->os();
+  while (os.tell() % 64)
+    os << '\0';
+  uint64_t offset = os.tell();
+  if (auto err = appendTorchZip(*file, *Value::make(TensorValue{chunk})))
+    return err;
+  impl->records.push_back({shard.fqn, shard.fullShape, shard.offsets, chunk.shape, chunk.dtype,
+                           shard.rank, offset, os.tell() - offset});
+  return llvm::Error::success();
+}
+
+llvm::Error DcpWriter::finish() {
+  if (impl->finished)
+    return fileError(impl->dir, "finished twice");
+  auto fail = [&](llvm::Error err) {
+    impl->discard();
+    return err;
+  };
+  std::string metadataPath = impl->staging + "/.metadata";
+  if (auto err = checkTiling(impl->dir + "/.metadata", impl->records))
+    return fail(std::move(err));
+  std::map<std::string, std::vector<const ChunkRecord *>> byFqn;
+  std::vector<std::pair<ValuePtr, ValuePtr>> storage;
+  for (const ChunkRecord &r : impl->records) {
+    byFqn[r.fqn].push_back(&r);
+    ValuePtr index = dataclass(kMetadataModule, "MetadataIndex",
+                               dict({{str("fqn"), str(r.fqn)},
+                                     {str("offset"), torchSize(r.offsets)},
+                                     {str("index"), Value::make(NoneValue{})}}));
+    ValuePtr where = dataclass("torch.distributed._shard.checkpoint.filesystem", "_StorageInfo",
+                               dict({{str("relative_path"), str(Impl::fileName(r.rank))},
+                                     {str("offset"), Value::make(int64_t(r.fileOffset))},
+                                     {str("length"), Value::make(int64_t(r.length))}}));
+    storage.emplace_back(index, where);
+  }
   std::vector<std::pair<ValuePtr, ValuePtr>> entries;
   for (const auto &[fqn, list] : byFqn) {
     std::vector<ValuePtr> chunks;
-    for (const DcpShard *shard : list)
+    for (const ChunkRecord *r : list)
       chunks.push_back(dataclass(kMetadataModule, "ChunkStorageMetadata",
-                                 dict({{str("offsets"), torchSize(shard->offsets)},
-                                       {str("sizes"), torchSize(shard->chunk.shape)}})));
+                                 dict({{str("offsets"), torchSize(r->offsets)},
+                                       {str("sizes"), torchSize(r->sizes)}})));
     entries.emplace_back(
         str(fqn), dataclass(kMetadataModule, "TensorStorageMetadata",
-                            dict({{str("properties"), tensorProperties(list.front()->chunk.dtype)},
+                            dict({{str("properties"), tensorProperties(list.front()->dtype)},
                                   {str("size"), torchSize(list.front()->fullShape)},
                                   {str("chunks"), Value::make(ListValue{std::move(chunks)})}})));
   }
@@ -491,10 +511,44 @@ writeDcpFiles(const std::string &dir, llvm::ArrayRef<DcpShard> shards,
     return fileError(metadataPath, "metadata holds a tensor");
   });
   if (!bytes)
-    return bytes.takeError();
+    return fail(bytes.takeError());
+  // Chunk files first, .metadata last, then the folder into place.
+  for (auto &[rank, file] : impl->files)
+    if (auto err = file->commit())
+      return fail(std::move(err));
   auto file = OutputFile::create(metadataPath);
   if (!file)
-    return file.takeError();
+    return fail(file.takeError());
   (*file)->os() << *bytes;
-  return (*file)->commit();
+  if (auto err = (*file)->commit())
+    return fail(std::move(err));
+  if (auto ec = llvm::sys::fs::rename(impl->staging, impl->dir))
+    return fail(fileError(impl->dir, "cannot move the finished checkpoint into place: " + ec.message()));
+  impl->finished = true;
+  return llvm::Error::success();
+}
+
+llvm::Error loom::ckpt::writeDcp(const llvm::Twine &directory, llvm::ArrayRef<DcpShard> shards) {
+  // Checked before anything is written.
+  std::vector<ChunkRecord> planned;
+  for (const DcpShard &shard : shards) {
+    if (auto reason = shard.chunk.checkView())
+      return fileError(directory + "/.metadata", "chunk of '" + shard.fqn + "': " + *reason);
+    planned.push_back({shard.fqn, shard.fullShape, shard.offsets, shard.chunk.shape,
+                       shard.chunk.dtype, shard.rank});
+  }
+  if (auto err = checkTiling(directory.str() + "/.metadata", planned))
+    return err;
+  auto writer = DcpWriter::create(directory);
+  if (!writer)
+    return writer.takeError();
+  // Rank by rank, so each file is written front to back.
+  std::vector<const DcpShard *> ordered;
+  for (const DcpShard &shard : shards)
+    ordered.push_back(&shard);
+  llvm::stable_sort(ordered, [](const DcpShard *a, const DcpShard *b) { return a->rank < b->rank; });
+  for (const DcpShard *shard : ordered)
+    if (auto err = (*writer)->append(*shard))
+      return err;
+  return (*writer)->finish();
 }

@@ -16,7 +16,6 @@
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
 
-#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
@@ -188,9 +187,11 @@ struct PendingOutput {
   std::unique_ptr<TorchZipStream> stream;
   std::unique_ptr<SafetensorsStream> safetensors;
   std::unique_ptr<UniversalStream> universal;
+  std::unique_ptr<DcpWriter> dcp;
+  unsigned dcpRanks = 1;
   std::optional<int64_t> universalStep;
   llvm::StringSet<> withStates; ///< universal parameters given optimizer states
-  bool streamed() const { return stream || safetensors || universal; }
+  bool streamed() const { return stream || safetensors || universal || dcp; }
   llvm::StringMap<std::shared_ptr<const Storage>> placeholders;
   llvm::StringMap<uint64_t> filled; ///< elements written so far, by key
 };
@@ -312,7 +313,15 @@ llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor
   return out.universal->write(name, state, tensor);
 }
 
-/// Opens a streamed output: a universal file with its metadata, the safetensors
+/// A complete tensor of a streamed DCP output: its row blocks, one per rank's file.
+llvm::Error dcpWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
+  for (const DcpShard &shard : dcpRowShards({{key.str(), tensor}}, out.dcpRanks))
+    if (auto err = out.dcp->append(shard))
+      return err;
+  return llvm::Error::success();
+}
+
+/// Opens a streamed output: a DCP folder, a universal file with its metadata, the safetensors
 /// header, or the pickle of a torch or torch-tree file with placeholder storages
 /// standing for the declared tensors.
 llvm::Error startStream(PendingOutput &out) {
@@ -343,6 +352,24 @@ llvm::Error startStream(PendingOutput &out) {
     for (const NamedTensor &t : tensors)
       if (t.tensor.numel() == 0)
         if (auto err = universalWrite(out, t.name, owned(t.tensor.dtype, t.tensor.shape, {})))
+          return err;
+    return llvm::Error::success();
+  }
+  if (out.op.getFormat() == "dcp") {
+    auto meta = parseMeta(out);
+    if (!meta)
+      return meta.takeError();
+    int64_t ranks = meta->getInteger("ranks").value_or(1);
+    if (ranks < 1 || ranks > 65536)
+      return fileError(out.path, "a DCP output needs ranks from 1 to 65536 in its meta");
+    out.dcpRanks = unsigned(ranks);
+    auto writer = DcpWriter::create(out.path);
+    if (!writer)
+      return writer.takeError();
+    out.dcp = std::move(*writer);
+    for (const NamedTensor &t : tensors)
+      if (t.tensor.numel() == 0)
+        if (auto err = dcpWrite(out, t.name, owned(t.tensor.dtype, t.tensor.shape, {})))
           return err;
     return llvm::Error::success();
   }
@@ -391,7 +418,8 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   Tensor &tensor = found->second;
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
-  if (auto err = out.universal     ? universalWrite(out, key, tensor)
+  if (auto err = out.dcp           ? dcpWrite(out, key, tensor)
+                 : out.universal     ? universalWrite(out, key, tensor)
                  : out.safetensors ? out.safetensors->writeTensor(key, tensor.contiguousBytes())
                                    : out.stream->writeStorage(out.placeholders[key].get(),
                                                               tensor.contiguousBytes()))
@@ -401,59 +429,30 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   return llvm::Error::success();
 }
 
-/// Finishes a committed output: a streamed one, or a text or DCP output, whose
-/// tensors are assembled whole and written by the DCP writer.
+/// Finishes a committed output: a streamed one, or writes a text file.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
-  if (out.streamed()) {
-    ++stats.files;
-    if (out.universal) {
-      if (out.universalStep)
-        for (const auto &name : out.withStates)
-          if (auto err = out.universal->setStep(name.getKey(), *out.universalStep))
-            return err;
-      return out.universal->finish();
-    }
-    return out.safetensors ? out.safetensors->finish() : out.stream->finish();
-  }
-  std::vector<NamedTensor> tensors;
-  for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
-    auto type = mlir::cast<RankedTensorType>(decl.getType());
-    DType dtype = *ckptir::dtypeOf(type.getElementType());
-    auto found = out.buffers.find(decl.getKey());
-    Tensor tensor = found != out.buffers.end()
-                        ? found->second
-                        : owned(dtype, type.getShape(),
-                                std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype)));
-    stats.bytesWritten += tensor.nbytes();
-    tensors.push_back({decl.getKey().str(), std::move(tensor)});
-  }
-  out.buffers.clear();
-  // Tensors written straight from a source mapping leave its pages resident.
-  auto release = llvm::make_scope_exit([&] {
-    for (const NamedTensor &t : tensors)
-      t.tensor.storage->dropResidentPages();
-  });
-  stats.tensors += tensors.size();
   ++stats.files;
-  llvm::StringRef format = out.op.getFormat();
-  if (format == "text") {
-    auto file = OutputFile::create(out.path);
-    if (!file)
-      return file.takeError();
-    (*file)->os() << out.op.getMeta();
-    stats.bytesWritten += out.op.getMeta().size();
-    return (*file)->commit();
+  if (out.universal) {
+    if (out.universalStep)
+      for (const auto &name : out.withStates)
+        if (auto err = out.universal->setStep(name.getKey(), *out.universalStep))
+          return err;
+    return out.universal->finish();
   }
-  if (format == "dcp") {
-    auto meta = parseMeta(out);
-    if (!meta)
-      return meta.takeError();
-    int64_t ranks = meta->getInteger("ranks").value_or(1);
-    if (ranks < 1)
-      return fileError(out.path, "a DCP output needs ranks >= 1 in its meta");
-    return writeDcp(out.path, dcpRowShards(tensors, unsigned(ranks)));
-  }
-  return fileError(out.path, "no writer for output format '" + format + "'");
+  if (out.dcp)
+    return out.dcp->finish();
+  if (out.safetensors)
+    return out.safetensors->finish();
+  if (out.stream)
+    return out.stream->finish();
+  if (out.op.getFormat() != "text")
+    return fileError(out.path, "no writer for output format '" + out.op.getFormat() + "'");
+  auto file = OutputFile::create(out.path);
+  if (!file)
+    return file.takeError();
+  (*file)->os() << out.op.getMeta();
+  stats.bytesWritten += out.op.getMeta().size();
+  return (*file)->commit();
 }
 
 /// Removes the temporaries a killed run leaves ("<name>.tmp-XXXXXX", see OutputFile)
@@ -553,7 +552,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
           return fileError(out.path, "cannot create its folder: " + ec.message());
       if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree" ||
-                        output.getFormat() == "safetensors" || output.getFormat() == "universal"))
+                        output.getFormat() == "safetensors" || output.getFormat() == "universal" ||
+                        output.getFormat() == "dcp"))
         if (llvm::Error err = startStream(out))
           return std::move(err);
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {

@@ -93,6 +93,23 @@ std::vector<DcpShard> dcpRowShards(llvm::ArrayRef<NamedTensor> tensors, unsigned
 /// in one dtype.
 llvm::Error writeDcp(const llvm::Twine &directory, llvm::ArrayRef<DcpShard> shards);
 
+/// writeDcp chunk by chunk, for a converter that has one tensor at a time: append()
+/// writes a chunk to its rank's file in a staging folder at once, finish() checks
+/// the chunks tile every tensor, writes `.metadata` and renames the folder into
+/// place. Dropped unfinished (or failing), it leaves nothing behind.
+class DcpWriter {
+public:
+  static llvm::Expected<std::unique_ptr<DcpWriter>> create(const llvm::Twine &directory);
+  ~DcpWriter();
+  llvm::Error append(const DcpShard &shard);
+  llvm::Error finish();
+
+private:
+  struct Impl;
+  explicit DcpWriter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl;
+};
+
 } // namespace loom::ckpt
 
 #endif // LOOM_CHECKPOINT_DCP_H

@@ -59,6 +59,14 @@ UniversalCheckpoint sampleCheckpoint() {
   add("edge.weight", randomTensor(DType::Float32, {1000, 300}, 11), false);
   // Rows of 347 bytes: chunks of 3021 rows = 1,048,287 bytes, an odd count.
   add("odd.mask", randomTensor(DType::Bool, {5000, 347}, 12), false);
+  // Fletcher-32's edge cases: words summing to a multiple of 65535 (all 0xffff),
+  // and all zeros.
+  add("ones.weight", Tensor::contiguous(DType::Int16, {700, 1024},
+                                        std::make_shared<Storage>(std::vector<uint8_t>(700 * 1024 * 2, 0xff))),
+      false);
+  add("zeros.weight", Tensor::contiguous(DType::Float32, {300, 1024},
+                                         std::make_shared<Storage>(std::vector<uint8_t>(300 * 1024 * 4, 0))),
+      false);
   Tensor t = randomTensor(DType::Float32, {6, 4}, 10);
   t.shape = {4, 6};
   t.strides = {1, 4}; // a transposed view: written gathered

@@ -13,6 +13,10 @@
 
 #include "llvm/Support/CRC.h"
 
+#include <algorithm>
+#include <thread>
+#include <vector>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define LOOM_CRC_CLMUL 1
@@ -95,4 +99,60 @@ uint32_t loom::ckpt::zipCrc32(uint32_t crc, llvm::ArrayRef<uint8_t> data) {
   }
 #endif
   return data.empty() ? crc : llvm::crc32(crc, data);
+}
+
+namespace {
+constexpr uint32_t kReflectedPoly = 0xedb88320;
+
+/// a * b modulo P, both reflected (bit 31 is x^0).
+uint32_t multiplyModP(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+    if (a & bit)
+      product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kReflectedPoly : b >> 1;
+  }
+  return product;
+}
+
+/// x^(8 n) modulo P, reflected, by squaring.
+uint32_t xPowerBytes(uint64_t n) {
+  uint32_t result = 1u << 31;   // x^0
+  uint32_t square = 1u << 23;   // x^8
+  for (; n; n >>= 1) {
+    if (n & 1)
+      result = multiplyModP(square, result);
+    square = multiplyModP(square, square);
+  }
+  return result;
+}
+} // namespace
+
+uint32_t loom::ckpt::zipCrc32Combine(uint32_t crcA, uint32_t crcB, uint64_t lengthB) {
+  return multiplyModP(xPowerBytes(lengthB), crcA) ^ crcB;
+}
+
+uint32_t loom::ckpt::zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads) {
+  threads = std::max(1u, std::min<unsigned>(threads, unsigned(data.size() >> 20)));
+  if (threads <= 1)
+    return zipCrc32(0, data);
+  size_t part = (data.size() / threads + 63) & ~size_t(63);
+  std::vector<uint32_t> crcs(threads);
+  std::vector<std::thread> workers;
+  for (unsigned t = 1; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      crcs[t] = zipCrc32(0, data.slice(std::min(data.size(), t * part))
+                                .take_front(t + 1 == threads ? data.size() : part));
+    });
+  crcs[0] = zipCrc32(0, data.take_front(part));
+  for (std::thread &w : workers)
+    w.join();
+  uint32_t crc = crcs[0];
+  for (unsigned t = 1; t < threads; ++t) {
+    uint64_t begin = std::min<uint64_t>(data.size(), uint64_t(t) * part);
+    uint64_t length = t + 1 == threads ? data.size() - begin
+                                       : std::min<uint64_t>(part, data.size() - begin);
+    crc = zipCrc32Combine(crc, crcs[t], length);
+  }
+  return crc;
 }

@@ -18,6 +18,14 @@ namespace loom::ckpt {
 /// The CRC-32 of `data` continued from `crc` (0 to start), as zlib's crc32().
 uint32_t zipCrc32(uint32_t crc, llvm::ArrayRef<uint8_t> data);
 
+/// The CRC-32 of A followed by B from crc(A), crc(B) and B's length, by arithmetic
+/// modulo the polynomial (multiplying crc(A) by x^(8 len(B))).
+uint32_t zipCrc32Combine(uint32_t crcA, uint32_t crcB, uint64_t lengthB);
+
+/// zipCrc32(0, data) over `threads` parts of the data at once, combined: for the
+/// gigabyte storages of a checkpoint on a machine with cores to spare.
+uint32_t zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads);
+
 /// Whether zipCrc32() folds with carry-less multiply on this CPU.
 bool zipCrc32IsAccelerated();
 

@@ -148,3 +148,24 @@ TEST(Crc32, FoldedEqualsTableCrcForEveryLengthAndAlignment) {
   EXPECT_EQ(zipCrc32(0, llvm::ArrayRef<uint8_t>(check.bytes_begin(), check.size())), 0xCBF43926u);
   std::printf("crc32 folds with carry-less multiply: %s\n", zipCrc32IsAccelerated() ? "yes" : "no");
 }
+
+// Combining CRCs of two parts gives the CRC of the whole; the parallel CRC, which
+// combines its threads' parts, equals the serial one for any thread count.
+TEST(Crc32, CombinedAndParallelEqualSerial) {
+  std::vector<uint8_t> bytes((5 << 20) + 13);
+  uint64_t state = 0x2545F4914F6CDD1Dull;
+  for (uint8_t &b : bytes) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    b = uint8_t(state);
+  }
+  llvm::ArrayRef<uint8_t> all(bytes);
+  uint32_t whole = llvm::crc32(0, all);
+  for (size_t split : {size_t(0), size_t(1), size_t(7), size_t(64), size_t(4096), size_t(1 << 20),
+                       bytes.size() - 1, bytes.size()}) {
+    llvm::ArrayRef<uint8_t> a = all.take_front(split), b = all.drop_front(split);
+    EXPECT_EQ(zipCrc32Combine(zipCrc32(0, a), zipCrc32(0, b), b.size()), whole) << split;
+  }
+  for (unsigned threads : {1u, 2u, 3u, 4u, 8u})
+    EXPECT_EQ(zipCrc32Parallel(all, threads), whole) << threads;
+  EXPECT_EQ(zipCrc32Parallel(all.take_front(100), 4), llvm::crc32(0, all.take_front(100)));
+}

@@ -128,63 +128,20 @@ llvm::Expected<ValuePtr> loom::ckpt::readTorchZip(const ZipArchive &archive,
   return unpickle(*pickleBytes, source, loader, options.limits);
 }
 
-/// Pickles `root` and writes the archive through the writer `open` makes; `path`
-/// names the file in errors.
-static llvm::Error
-writeTorchArchive(const llvm::Twine &path, const Value &root, const TorchWriteOptions &options,
-                  llvm::function_ref<llvm::Expected<std::unique_ptr<ZipWriter>>(ZipWriter::Options)>
-                      open) {
-  struct Assigned {
-    StorageId id;
-    std::shared_ptr<const Storage> storage;
-  };
-  std::vector<Assigned> storages;
-  llvm::DenseMap<const Storage *, size_t> byStorage;
-  auto namer = [&](const std::shared_ptr<const Storage> &storage,
-                   DType dtype) -> llvm::Expected<StorageId> {
-    if (!storage)
-      return fileError(path, "tensor without storage");
-    auto [it, inserted] = byStorage.try_emplace(storage.get(), storages.size());
-    if (!inserted) {
-      const StorageId &id = storages[it->second].id;
-      if (id.dtype != dtype)
-        return fileError(path, "one storage is viewed as both " + torchDTypeName(id.dtype) +
-                                   " and " + torchDTypeName(dtype) + " (torch cannot load that)");
-      return id;
-    }
-    uint64_t bytes = storage->bytes().size();
-    if (bytes % dtypeSize(dtype))
-      return fileError(path, formatv("storage of {0} bytes is not a whole number of {1}",
-                                     bytes, torchDTypeName(dtype)));
-    storages.push_back({{std::to_string(storages.size()), dtype, bytes / dtypeSize(dtype)},
-                        storage});
-    return storages.back().id;
-  };
-  auto data = pickle(root, namer);
-  if (!data)
-    return data.takeError();
-
-  ZipWriter::Options zipOptions;
-  zipOptions.forceZip64 = options.forceZip64;
-  auto zip = open(zipOptions);
-  if (!zip)
-    return zip.takeError();
-  const std::string &prefix = options.rootName;
-  auto text = [](llvm::StringRef s) {
-    return llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(s.data()), s.size());
-  };
-  if (llvm::Error err = (*zip)->addEntry(prefix + "/data.pkl", text(*data)))
-    return err;
-  for (const Assigned &assigned : storages)
-    if (llvm::Error err = (*zip)->addEntry(prefix + "/data/" + assigned.id.key,
-                                           assigned.storage->bytes()))
+/// Writes the whole archive of `root` through the writer `open` makes: the stream
+/// with every storage's own bytes, in key order; `path` names the file in errors.
+static llvm::Error writeTorchArchive(const llvm::Twine &path, const Value &root,
+                                     const TorchWriteOptions &options,
+                                     TorchZipStream::Opener open) {
+  auto stream = TorchZipStream::open(
+      path, root, [](const Storage *s) -> std::optional<uint64_t> { return s->bytes().size(); },
+      options, open);
+  if (!stream)
+    return stream.takeError();
+  for (const Storage *storage : (*stream)->storages())
+    if (llvm::Error err = (*stream)->writeStorage(storage, storage->bytes()))
       return err;
-  // Version 3 is what torch 1.6-2.x write for this layout.
-  if (llvm::Error err = (*zip)->addEntry(prefix + "/version", text("3\n")))
-    return err;
-  if (llvm::Error err = (*zip)->addEntry(prefix + "/byteorder", text("little")))
-    return err;
-  return (*zip)->finish();
+  return (*stream)->finish();
 }
 
 llvm::Error loom::ckpt::writeTorchZip(const llvm::Twine &path, const Value &root,
@@ -210,36 +167,40 @@ ValuePtr loom::ckpt::makeStateDict(llvm::ArrayRef<NamedTensor> tensors) {
 }
 
 llvm::Expected<std::unique_ptr<TorchZipStream>>
-TorchZipStream::create(const llvm::Twine &pathTwine, const Value &root,
-                       const llvm::DenseMap<const Storage *, uint64_t> &sizes,
-                       const TorchWriteOptions &options) {
+TorchZipStream::open(const llvm::Twine &pathTwine, const Value &root, SizeOf sizeOf,
+                     const TorchWriteOptions &options, Opener opener) {
   std::string path = pathTwine.str();
   llvm::DenseMap<const Storage *, Record> records;
-  llvm::DenseMap<const Storage *, DType> dtypes;
+  std::vector<const Storage *> order;
   auto namer = [&](const std::shared_ptr<const Storage> &storage,
                    DType dtype) -> llvm::Expected<StorageId> {
-    auto size = storage ? sizes.find(storage.get()) : sizes.end();
-    if (size == sizes.end())
-      return fileError(path, "a tensor views a storage of unknown size");
-    auto [it, inserted] = records.try_emplace(storage.get());
-    if (inserted) {
-      it->second = {std::to_string(records.size() - 1), size->second, false};
-      dtypes[storage.get()] = dtype;
-    } else if (dtypes[storage.get()] != dtype) {
-      return fileError(path, "one storage is viewed as both " + torchDTypeName(dtypes[storage.get()]) +
-                                 " and " + torchDTypeName(dtype) + " (torch cannot load that)");
+    if (!storage)
+      return fileError(path, "tensor without storage");
+    auto found = records.find(storage.get());
+    if (found != records.end()) {
+      const Record &record = found->second;
+      if (record.dtype != dtype)
+        return fileError(path, "one storage is viewed as both " + torchDTypeName(record.dtype) +
+                                   " and " + torchDTypeName(dtype) + " (torch cannot load that)");
+      return StorageId{record.key, dtype, record.size / dtypeSize(dtype)};
     }
-    if (size->second % dtypeSize(dtype))
-      return fileError(path, formatv("storage of {0} bytes is not a whole number of {1}",
-                                     size->second, torchDTypeName(dtype)));
-    return StorageId{it->second.key, dtype, size->second / dtypeSize(dtype)};
+    std::optional<uint64_t> size = sizeOf(storage.get());
+    if (!size)
+      return fileError(path, "a tensor views a storage of unknown size");
+    if (*size % dtypeSize(dtype))
+      return fileError(path, formatv("storage of {0} bytes is not a whole number of {1}", *size,
+                                     torchDTypeName(dtype)));
+    Record &record = records[storage.get()];
+    record = {std::to_string(order.size()), dtype, *size, false};
+    order.push_back(storage.get());
+    return StorageId{record.key, dtype, *size / dtypeSize(dtype)};
   };
   auto data = pickle(root, namer);
   if (!data)
     return data.takeError();
   ZipWriter::Options zipOptions;
   zipOptions.forceZip64 = options.forceZip64;
-  auto zip = ZipWriter::create(path, zipOptions);
+  auto zip = opener(zipOptions);
   if (!zip)
     return zip.takeError();
   if (llvm::Error err = (*zip)->addEntry(
@@ -249,7 +210,21 @@ TorchZipStream::create(const llvm::Twine &pathTwine, const Value &root,
   std::unique_ptr<TorchZipStream> stream(
       new TorchZipStream(std::move(*zip), path, options.rootName));
   stream->records = std::move(records);
+  stream->order = std::move(order);
   return stream;
+}
+
+llvm::Expected<std::unique_ptr<TorchZipStream>>
+TorchZipStream::create(const llvm::Twine &path, const Value &root,
+                       const llvm::DenseMap<const Storage *, uint64_t> &sizes,
+                       const TorchWriteOptions &options) {
+  return open(
+      path, root,
+      [&](const Storage *s) -> std::optional<uint64_t> {
+        auto found = sizes.find(s);
+        return found == sizes.end() ? std::nullopt : std::optional<uint64_t>(found->second);
+      },
+      options, [&](ZipWriter::Options zipOptions) { return ZipWriter::create(path, zipOptions); });
 }
 
 llvm::Error TorchZipStream::writeStorage(const Storage *placeholder, llvm::ArrayRef<uint8_t> bytes) {
@@ -267,19 +242,13 @@ llvm::Error TorchZipStream::writeStorage(const Storage *placeholder, llvm::Array
 }
 
 llvm::Error TorchZipStream::finish() {
-  // Records in key order for the check, so a message names the first one missing.
-  std::vector<const Record *> ordered;
-  for (const auto &entry : records)
-    ordered.push_back(&entry.second);
-  llvm::sort(ordered, [](const Record *a, const Record *b) {
-    return std::stoull(a->key) < std::stoull(b->key);
-  });
-  for (const Record *record : ordered)
-    if (!record->written)
-      return fileError(path, "storage " + record->key + " was never written");
+  for (const Storage *storage : order)
+    if (!records[storage].written)
+      return fileError(path, "storage " + records[storage].key + " was never written");
   auto text = [](llvm::StringRef s) {
     return llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(s.data()), s.size());
   };
+  // Version 3 is what torch 1.6-2.x write for this layout.
   if (llvm::Error err = zip->addEntry(root + "/version", text("3\n")))
     return err;
   if (llvm::Error err = zip->addEntry(root + "/byteorder", text("little")))

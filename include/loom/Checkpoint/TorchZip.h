@@ -65,9 +65,20 @@ public:
   llvm::Error writeStorage(const Storage *placeholder, llvm::ArrayRef<uint8_t> bytes);
   llvm::Error finish();
 
+  /// How the archive is opened and how big each storage is: shared by the
+  /// one-pass writers (sizes from the storages' own bytes) and the stream.
+  using SizeOf = llvm::function_ref<std::optional<uint64_t>(const Storage *)>;
+  using Opener = llvm::function_ref<llvm::Expected<std::unique_ptr<ZipWriter>>(ZipWriter::Options)>;
+  static llvm::Expected<std::unique_ptr<TorchZipStream>>
+  open(const llvm::Twine &path, const Value &root, SizeOf sizeOf,
+       const TorchWriteOptions &options, Opener opener);
+  /// The storages the pickle names, in key order.
+  const std::vector<const Storage *> &storages() const { return order; }
+
 private:
   struct Record {
     std::string key;
+    DType dtype;
     uint64_t size = 0;
     bool written = false;
   };
@@ -76,6 +87,7 @@ private:
   std::unique_ptr<ZipWriter> zip;
   std::string path, root;
   llvm::DenseMap<const Storage *, Record> records;
+  std::vector<const Storage *> order;
 };
 
 } // namespace loom::ckpt

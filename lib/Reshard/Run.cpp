@@ -82,18 +82,26 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
   return src;
 }
 
+/// The state a key's "#state" suffix names ("" for the parameter itself), as the
+/// universal format names its optimizer states.
+std::optional<UniversalState> stateOfKey(llvm::StringRef stateText) {
+  if (stateText.empty())
+    return UniversalState::Param;
+  for (UniversalState s : {UniversalState::Fp32, UniversalState::ExpAvg, UniversalState::ExpAvgSq})
+    if (stateText == universalStateName(s))
+      return s;
+  return std::nullopt;
+}
+
 llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
   if (src.dcp)
     return src.dcp->read(key);
   if (src.universal) {
     auto [name, stateText] = key.split('#');
-    UniversalState state = UniversalState::Param;
-    for (UniversalState s : {UniversalState::Fp32, UniversalState::ExpAvg, UniversalState::ExpAvgSq})
-      if (stateText == universalStateName(s))
-        state = s;
-    if (!stateText.empty() && state == UniversalState::Param)
+    std::optional<UniversalState> state = stateOfKey(stateText);
+    if (!state)
       return fileError(src.path, "'" + key + "': no optimizer state '" + stateText + "'");
-    return src.universal->read(name, state);
+    return src.universal->read(name, *state);
   }
   auto found = src.tensors.find(key);
   if (found == src.tensors.end())
@@ -298,19 +306,12 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
 /// "name#fp32" / "#exp_avg" / "#exp_avg_sq" its optimizer states.
 llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
   auto [name, stateText] = key.split('#');
-  UniversalState state = UniversalState::Param;
-  if (!stateText.empty()) {
-    if (stateText == "fp32")
-      state = UniversalState::Fp32;
-    else if (stateText == "exp_avg")
-      state = UniversalState::ExpAvg;
-    else if (stateText == "exp_avg_sq")
-      state = UniversalState::ExpAvgSq;
-    else
-      return fileError(out.path, "unknown optimizer state '" + stateText + "'");
+  std::optional<UniversalState> state = stateOfKey(stateText);
+  if (!state)
+    return fileError(out.path, "unknown optimizer state '" + stateText + "'");
+  if (*state != UniversalState::Param)
     out.withStates.insert(name);
-  }
-  return out.universal->write(name, state, tensor);
+  return out.universal->write(name, *state, tensor);
 }
 
 /// A complete tensor of a streamed DCP output: its row blocks, one per rank's file.
@@ -319,6 +320,17 @@ llvm::Error dcpWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tens
     if (auto err = out.dcp->append(shard))
       return err;
   return llvm::Error::success();
+}
+
+/// Hands a complete tensor of a streamed output to its format's writer.
+llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
+  if (out.dcp)
+    return dcpWrite(out, key, tensor);
+  if (out.universal)
+    return universalWrite(out, key, tensor);
+  if (out.safetensors)
+    return out.safetensors->writeTensor(key, tensor.contiguousBytes());
+  return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
 }
 
 /// Opens a streamed output: a DCP folder, a universal file with its metadata, the safetensors
@@ -349,13 +361,7 @@ llvm::Error startStream(PendingOutput &out) {
     if (!stream)
       return stream.takeError();
     out.universal = std::move(*stream);
-    for (const NamedTensor &t : tensors)
-      if (t.tensor.numel() == 0)
-        if (auto err = universalWrite(out, t.name, owned(t.tensor.dtype, t.tensor.shape, {})))
-          return err;
-    return llvm::Error::success();
-  }
-  if (out.op.getFormat() == "dcp") {
+  } else if (out.op.getFormat() == "dcp") {
     auto meta = parseMeta(out);
     if (!meta)
       return meta.takeError();
@@ -367,46 +373,37 @@ llvm::Error startStream(PendingOutput &out) {
     if (!writer)
       return writer.takeError();
     out.dcp = std::move(*writer);
-    for (const NamedTensor &t : tensors)
-      if (t.tensor.numel() == 0)
-        if (auto err = dcpWrite(out, t.name, owned(t.tensor.dtype, t.tensor.shape, {})))
-          return err;
-    return llvm::Error::success();
-  }
-  if (out.op.getFormat() == "safetensors") {
+  } else if (out.op.getFormat() == "safetensors") {
     auto stream = SafetensorsStream::create(out.path, tensors);
     if (!stream)
       return stream.takeError();
     out.safetensors = std::move(*stream);
-    for (const NamedTensor &t : tensors)
-      if (t.tensor.numel() == 0)
-        if (auto err = out.safetensors->writeTensor(t.name, {}))
-          return err;
-    return llvm::Error::success();
-  }
-  ValuePtr root;
-  if (out.op.getFormat() == "torch") {
-    root = makeStateDict(tensors);
   } else {
-    llvm::StringMap<const Tensor *> byKey;
-    for (const NamedTensor &t : tensors)
-      byKey[t.name] = &t.tensor;
-    auto skeleton = llvm::json::parse(out.op.getMeta());
-    if (!skeleton)
-      return fileError(out.path, "the skeleton is not JSON: " + llvm::toString(skeleton.takeError()));
-    auto built = buildTree(*skeleton, byKey, out.path);
-    if (!built)
-      return built.takeError();
-    root = *built;
+    ValuePtr root;
+    if (out.op.getFormat() == "torch") {
+      root = makeStateDict(tensors);
+    } else {
+      llvm::StringMap<const Tensor *> byKey;
+      for (const NamedTensor &t : tensors)
+        byKey[t.name] = &t.tensor;
+      auto skeleton = llvm::json::parse(out.op.getMeta());
+      if (!skeleton)
+        return fileError(out.path,
+                         "the skeleton is not JSON: " + llvm::toString(skeleton.takeError()));
+      auto built = buildTree(*skeleton, byKey, out.path);
+      if (!built)
+        return built.takeError();
+      root = *built;
+    }
+    auto stream = TorchZipStream::create(out.path, *root, sizes);
+    if (!stream)
+      return stream.takeError();
+    out.stream = std::move(*stream);
   }
-  auto stream = TorchZipStream::create(out.path, *root, sizes);
-  if (!stream)
-    return stream.takeError();
-  out.stream = std::move(*stream);
-  // Empty tensors are complete before any write.
-  for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>())
-    if (mlir::cast<RankedTensorType>(decl.getType()).getNumElements() == 0)
-      if (auto err = out.stream->writeStorage(out.placeholders[decl.getKey()].get(), {}))
+  // Empty tensors are complete before any write: their declarations stand for them.
+  for (const NamedTensor &t : tensors)
+    if (t.tensor.numel() == 0)
+      if (auto err = writeComplete(out, t.name, t.tensor))
         return err;
   return llvm::Error::success();
 }
@@ -418,11 +415,7 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   Tensor &tensor = found->second;
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
-  if (auto err = out.dcp           ? dcpWrite(out, key, tensor)
-                 : out.universal     ? universalWrite(out, key, tensor)
-                 : out.safetensors ? out.safetensors->writeTensor(key, tensor.contiguousBytes())
-                                   : out.stream->writeStorage(out.placeholders[key].get(),
-                                                              tensor.contiguousBytes()))
+  if (auto err = writeComplete(out, key, tensor))
     return err;
   tensor.storage->dropResidentPages();
   out.buffers.erase(found);

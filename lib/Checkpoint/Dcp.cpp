@@ -448,8 +448,7 @@ llvm::Error DcpWriter::append(const DcpShard &shard) {
   }
   // torch.save of the chunk alone: a view would carry its whole base storage.
   Tensor chunk = shard.chunk;
-  if (!chunk.isContiguous() || chunk.offset != 0 ||
-      chunk.storage->bytes().size() != chunk.nbytes())
+  if (!chunk.isWholeStorage())
     chunk = Tensor::contiguous(
         chunk.dtype, chunk.shape,
         chunk.isContiguous() ? std::make_shared<Storage>(chunk.contiguousBytes(), chunk.storage)

@@ -193,12 +193,17 @@ std::shared_ptr<Storage> loom::ckpt::Storage::fileView(llvm::ArrayRef<uint8_t> b
   return storage;
 }
 
-void loom::ckpt::Storage::dropResidentPages() const {
-  if (!fileMapped || view.empty())
+void loom::ckpt::dropMappedPages(llvm::ArrayRef<uint8_t> bytes) {
+  if (bytes.empty())
     return;
   static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  uintptr_t begin = (uintptr_t(view.data()) + page - 1) & ~(page - 1);
-  uintptr_t end = (uintptr_t(view.data()) + view.size()) & ~(page - 1);
+  uintptr_t begin = (uintptr_t(bytes.data()) + page - 1) & ~(page - 1);
+  uintptr_t end = (uintptr_t(bytes.data()) + bytes.size()) & ~(page - 1);
   if (end > begin)
     ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
+void loom::ckpt::Storage::dropResidentPages() const {
+  if (fileMapped)
+    dropMappedPages(view);
 }

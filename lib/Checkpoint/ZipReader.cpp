@@ -263,7 +263,7 @@ llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
     // The check touched every page of the entry; a converter reads the data later,
     // tensor by tensor, and should not hold whole files resident meanwhile.
     if (mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap)
-      Storage::fileView(data, nullptr, /*mapped=*/true)->dropResidentPages();
+      dropMappedPages(data);
     if (actual != entry.crc32)
       return fileError(archiveName,
                        formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",

@@ -625,8 +625,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto slot = out.buffers.find(write.getKey());
         bool whole = llvm::all_of(write.getOffsets(), [](int64_t o) { return o == 0; }) &&
                      llvm::ArrayRef<int64_t>(input.shape) == type.getShape();
-        if (slot == out.buffers.end() && whole && input.isContiguous() && input.offset == 0 &&
-            input.storage->bytes().size() == input.nbytes()) {
+        if (slot == out.buffers.end() && whole && input.isWholeStorage()) {
           out.buffers[write.getKey()] = input;
         } else {
           if (slot == out.buffers.end())

@@ -35,6 +35,11 @@ llvm::Error fileError(const llvm::Twine &file, const llvm::Twine &message);
 /// Maps `path` read-only (small files may be read instead; the buffer hides which).
 llvm::Expected<std::shared_ptr<const llvm::MemoryBuffer>> mapFile(const llvm::Twine &path);
 
+/// Drops the resident pages (whole pages inside `bytes`) of a read-only file
+/// mapping from this process's memory; they come back from the page cache on the
+/// next touch. Only for mapped files: on other memory it would lose the contents.
+void dropMappedPages(llvm::ArrayRef<uint8_t> bytes);
+
 /// Bytes of one storage. Either borrowed from a region `owner` keeps alive (a mapped
 /// file) or owned.
 class Storage {
@@ -93,6 +98,12 @@ struct Tensor {
   /// element lies inside the storage. Returns a reason without the file name
   /// (the caller knows the file and tensor).
   std::optional<std::string> checkView() const;
+
+  /// A contiguous view of all of its storage from its start: the storage is the
+  /// tensor's bytes, and can be written or kept as they are.
+  bool isWholeStorage() const {
+    return isContiguous() && offset == 0 && storage && storage->bytes().size() == nbytes();
+  }
 
   /// The bytes of a contiguous tensor, as a view into its storage.
   llvm::ArrayRef<uint8_t> contiguousBytes() const;

@@ -199,6 +199,17 @@ static std::optional<int64_t> zeroStageOf(const ValuePtr &value) {
   return std::nullopt;
 }
 
+/// The tag folder a `latest` file names: one plain path component.
+static llvm::Expected<std::string> tagFolder(const std::string &file) {
+  auto text = llvm::MemoryBuffer::getFile(file);
+  if (!text)
+    return fileError(file, "cannot read: " + text.getError().message());
+  std::string tag = (*text)->getBuffer().trim().str();
+  if (tag.empty() || tag.find('/') != std::string::npos || tag == "..")
+    return fileError(file, "does not name a tag folder");
+  return tag;
+}
+
 /// A DeepSpeed model-states file: its top dict, the param_shapes groups and the
 /// module's tensors by name.
 struct ModelStates {
@@ -231,12 +242,12 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   };
   std::string dir = path, prefix;
   if (!hasOptim(path)) {
-    auto latest = llvm::MemoryBuffer::getFile(path + "/latest");
-    if (!latest)
+    if (!llvm::sys::fs::exists(path + "/latest"))
       return fileError(path, "no 'latest' file naming the tag folder, and no " + optimFile(0));
-    prefix = (*latest)->getBuffer().trim().str();
-    if (prefix.empty() || prefix.find('/') != std::string::npos || prefix == "..")
-      return fileError(path + "/latest", "does not name a tag folder");
+    auto tag = tagFolder(path + "/latest");
+    if (!tag)
+      return tag.takeError();
+    prefix = *tag;
     dir = path + "/" + prefix;
     prefix += "/";
     if (!hasOptim(dir))
@@ -489,12 +500,6 @@ reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
         return i;
     return std::nullopt;
   };
-  auto wholeOf = [&](unsigned f, std::string key) {
-    const FullTensor &full = target.fulls[f];
-    return LocalTensor{std::move(key), full.dtype, full.shape,
-                       {{f, Box::whole(full.shape),
-                         llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
-  };
   auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
   std::vector<ShardFile> files;
   ShardFile model{tag + "/mp_rank_00_model_states.pt", "torch-tree", {}, ""};
@@ -508,7 +513,7 @@ reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
       auto param = index(name);
       if (!param)
         return llvm::createStringError("no parameter " + name + " in the source");
-      model.tensors.push_back(wholeOf(*param, "module." + name));
+      model.tensors.push_back(wholeLocal(target, *param, "module." + name));
       // fp32 is the master, or the parameter itself when it is fp32 (ZeRO-3 keeps no
       // other); Adam's moments are required, as DeepSpeed's loader reads them.
       std::optional<unsigned> fp32 = index(name + "#fp32");
@@ -523,7 +528,7 @@ reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
               name + ", which the source does not (convert from DeepSpeed or universal)");
         std::string key = name + "#" + state;
         ShardFile file{tag + "/zero/" + name + "/" + state + ".pt", "torch-tree", {}, ""};
-        file.tensors.push_back(wholeOf(*full, key));
+        file.tensors.push_back(wholeLocal(target, *full, key));
         file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
                                              {"$dict", llvm::json::Array{llvm::json::Array{
                                                            "param", tensorRef(key)}}}}));
@@ -582,10 +587,11 @@ static std::optional<int64_t> stepOf(const ValuePtr &value) {
 
 llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &path) {
   std::string dir = path, prefix;
-  if (auto latest = llvm::MemoryBuffer::getFile(path + "/latest_universal")) {
-    prefix = (*latest)->getBuffer().trim().str();
-    if (prefix.empty() || prefix.find('/') != std::string::npos || prefix == "..")
-      return fileError(path + "/latest_universal", "does not name a tag folder");
+  if (llvm::sys::fs::exists(path + "/latest_universal")) {
+    auto tag = tagFolder(path + "/latest_universal");
+    if (!tag)
+      return tag.takeError();
+    prefix = *tag;
     dir = path + "/" + prefix;
     prefix += "/";
   }
@@ -601,12 +607,6 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
   layout.format = "deepspeed-universal";
   layout.iteration = intOf(model->find("global_steps")).value_or(0);
   ShardFile modelFile{prefix + "mp_rank_00_model_states.pt", "torch", {}, ""};
-  auto whole = [&](std::string key, unsigned f) {
-    const FullTensor &full = layout.fulls[f];
-    return LocalTensor{std::move(key), full.dtype, full.shape,
-                       {{f, Box::whole(full.shape),
-                         llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
-  };
   for (const ValuePtr &group : *groupList) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
@@ -622,7 +622,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
         return fileError(modelPath, "module has no " + *name + " (param_shapes lists it)");
       layout.paramGroups.back().push_back(*name);
       layout.fulls.push_back({*name, found->second.dtype, found->second.shape});
-      modelFile.tensors.push_back(whole("module." + *name, layout.fulls.size() - 1));
+      modelFile.tensors.push_back(wholeLocal(layout, layout.fulls.size() - 1, "module." + *name));
       std::string zero = dir + "/zero/" + *name;
       for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"}) {
         std::string file = zero + "/" + state + ".pt";
@@ -636,7 +636,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
           return fileError(file, "no 'param' tensor of " + *name + "'s shape");
         layout.fulls.push_back({*name + "#" + state, t->tensor.dtype, t->tensor.shape});
         layout.files.push_back({prefix + "zero/" + *name + "/" + state + ".pt", "torch",
-                                {whole("param", layout.fulls.size() - 1)}, ""});
+                                {wholeLocal(layout, layout.fulls.size() - 1, "param")}, ""});
       }
       if (!layout.optimizerStep) {
         auto step = readTorchZip(zero + "/step.pt");

@@ -116,9 +116,7 @@ static void addWholeFile(Layout &layout, std::string format, std::vector<NamedTe
   llvm::sort(tensors, [](const NamedTensor &a, const NamedTensor &b) { return a.name < b.name; });
   for (NamedTensor &t : tensors) {
     layout.fulls.push_back(fullOf(t.name, t.tensor));
-    file.tensors.push_back({t.name, t.tensor.dtype, t.tensor.shape,
-                            {{unsigned(layout.fulls.size() - 1), Box::whole(t.tensor.shape),
-                              llvm::SmallVector<int64_t, 4>(t.tensor.shape.size(), 0)}}});
+    file.tensors.push_back(wholeLocal(layout, layout.fulls.size() - 1));
   }
   layout.files.push_back(std::move(file));
 }
@@ -318,9 +316,9 @@ static size_t countStates(llvm::ArrayRef<FullTensor> fulls, std::string *first) 
   return n;
 }
 
-static LocalTensor wholeLocal(const Layout &layout, unsigned f) {
+LocalTensor reshard::wholeLocal(const Layout &layout, unsigned f, std::string key) {
   const FullTensor &full = layout.fulls[f];
-  return {full.name, full.dtype, full.shape,
+  return {key.empty() ? full.name : std::move(key), full.dtype, full.shape,
           {{f, Box::whole(full.shape), llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
 }
 

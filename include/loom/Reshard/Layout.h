@@ -73,6 +73,11 @@ struct LocalTensor {
   std::vector<Piece> pieces;
 };
 
+/// Full tensor `f` of `layout`, whole, as the local tensor `key` (the full tensor's
+/// name when empty).
+struct Layout;
+LocalTensor wholeLocal(const Layout &layout, unsigned f, std::string key = "");
+
 struct ShardFile {
   /// Relative to the checkpoint's root; "." when the checkpoint is this one file.
   std::string path;

@@ -214,8 +214,10 @@ llvm::Expected<std::unique_ptr<DcpReader>> DcpReader::open(const llvm::Twine &di
 }
 
 llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
-  auto entry = llvm::find_if(meta.entries, [&](const DcpEntry &e) { return e.fqn == fqn; });
-  if (entry == meta.entries.end() || entry->isBytes)
+  // Entries are sorted by name (parseDcpMetadata): a tensor at a time stays cheap.
+  auto entry = llvm::lower_bound(meta.entries, fqn,
+                                 [](const DcpEntry &e, llvm::StringRef name) { return e.fqn < name; });
+  if (entry == meta.entries.end() || entry->fqn != fqn || entry->isBytes)
     return fileError(dir + "/.metadata", "no tensor '" + fqn + "'");
   std::shared_ptr<Storage> full;
   std::optional<DType> dtype;

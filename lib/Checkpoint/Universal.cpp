@@ -627,13 +627,14 @@ UniversalReader::readSlab(llvm::StringRef name, UniversalState state,
       return fileError(path, where + ": " + llvm::toString(done.takeError()));
     direct = *done;
   }
-  Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-  if (!rows && H5Pset_edc_check(transfer.get(), H5Z_DISABLE_EDC) < 0)
-    return fileError(path, where + ": cannot set up the read: " + lastError());
-  if (!direct && !bytes.empty() &&
-      H5Dread(dataset.get(), type.get(), memSpace.get(), fileSelection, transfer.get(),
-              storage->mutableData()) < 0)
-    return fileError(path, where + ": read failed: " + lastError());
+  if (!direct && !bytes.empty()) {
+    Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+    if (!rows && H5Pset_edc_check(transfer.get(), H5Z_DISABLE_EDC) < 0)
+      return fileError(path, where + ": cannot set up the read: " + lastError());
+    if (H5Dread(dataset.get(), type.get(), memSpace.get(), fileSelection, transfer.get(),
+                storage->mutableData()) < 0)
+      return fileError(path, where + ": read failed: " + lastError());
+  }
   if (!rows) {
     auto expected = readString(dataset.get(), "xxh3_64");
     if (!expected)

@@ -9,6 +9,7 @@
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <tuple>
@@ -308,23 +309,103 @@ struct LoadedMegatron {
 };
 } // namespace
 
-/// The args Namespace as JSON: its ints, floats, bools and strings.
-static std::string argsToJson(const DictValue &state) {
-  llvm::json::Object out;
-  for (const auto &[key, value] : state.entries) {
-    const std::string *name = key->get<std::string>();
-    if (!name)
-      continue;
-    if (auto *i = value->get<int64_t>())
-      out[*name] = *i;
-    else if (auto *b = value->get<bool>())
-      out[*name] = *b;
-    else if (auto *d = value->get<double>())
-      out[*name] = *d;
-    else if (auto *str = value->get<std::string>())
-      out[*name] = *str;
+/// A plain value as JSON: None, ints, floats, bools, strings, and lists and tuples of
+/// them; nullopt for anything else (tensors, objects, dicts). Tuples are
+/// {"$tuple": [...]} and whole floats {"$float": x}, as reshard's skeletons spell them,
+/// so that writing them back keeps their Python types.
+static std::optional<llvm::json::Value> plainJson(const Value &value) {
+  if (value.get<NoneValue>())
+    return llvm::json::Value(nullptr);
+  if (auto *i = value.get<int64_t>())
+    return llvm::json::Value(*i);
+  if (auto *b = value.get<bool>())
+    return llvm::json::Value(*b);
+  if (auto *d = value.get<double>()) {
+    if (std::isfinite(*d) && *d == std::trunc(*d))
+      return llvm::json::Value(llvm::json::Object{{"$float", *d}});
+    return llvm::json::Value(*d);
   }
-  return llvm::formatv("{0}", llvm::json::Value(std::move(out))).str();
+  if (auto *str = value.get<std::string>())
+    return llvm::json::Value(*str);
+  if (auto *items = value.sequence()) {
+    llvm::json::Array array;
+    for (const ValuePtr &item : *items) {
+      auto json = plainJson(*item);
+      if (!json)
+        return std::nullopt;
+      array.push_back(std::move(*json));
+    }
+    if (value.get<TupleValue>() && !value.get<TupleValue>()->torchSize)
+      return llvm::json::Value(llvm::json::Object{{"$tuple", std::move(array)}});
+    return llvm::json::Value(std::move(array));
+  }
+  return std::nullopt;
+}
+
+/// A dict's string-keyed plain entries as a JSON object, `skip` left out.
+static llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef skip = "") {
+  llvm::json::Object out;
+  for (const auto &[key, value] : dict.entries) {
+    const std::string *name = key->get<std::string>();
+    if (!name || *name == skip)
+      continue;
+    if (auto json = plainJson(*value))
+      out[*name] = std::move(*json);
+  }
+  return out;
+}
+
+/// The args Namespace as JSON: its plain fields (ints, floats, bools, strings, lists).
+static std::string argsToJson(const DictValue &state) {
+  return llvm::formatv("{0}", llvm::json::Value(plainEntries(state))).str();
+}
+
+bool loom::ckpt::megatronNoWeightDecay(llvm::StringRef localName, size_t rank) {
+  return rank == 1 || localName.ends_with(".bias");
+}
+
+/// Reads the optimizer state of shard `file` (the value under its "optimizer" key)
+/// into `optimizer`: the step and group settings from the first shard, the tensors'
+/// shapes from TP rank 0 of each stage.
+static llvm::Error readOptimizer(const Value &value, const std::string &file, unsigned tpRank,
+                                 unsigned stage, MegatronOptimizer &optimizer) {
+  const DictValue *top = value.get<DictValue>();
+  ValuePtr inner = top ? top->find("optimizer") : nullptr;
+  const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
+  ValuePtr groups = torchState ? torchState->find("param_groups") : nullptr;
+  ValuePtr states = torchState ? torchState->find("state") : nullptr;
+  if (!groups || !groups->sequence() || !states || !states->get<DictValue>() ||
+      !top->find("fp32_from_fp16_params"))
+    return fileError(file, "the 'optimizer' entry is not Megatron's mixed-precision optimizer "
+                           "state (optimizer.state, optimizer.param_groups and "
+                           "fp32_from_fp16_params); the distributed optimizer's "
+                           "distrib_optim.pt is not read yet");
+  if (optimizer.groupsJson.empty()) {
+    llvm::json::Array settings;
+    for (const ValuePtr &group : *groups->sequence()) {
+      const DictValue *g = group->get<DictValue>();
+      if (!g)
+        return fileError(file, "optimizer.param_groups holds a " + describe(*group) + ", not a dict");
+      settings.push_back(plainEntries(*g, "params"));
+      if (!optimizer.step)
+        optimizer.step = stepNumber(g->find("step"));
+    }
+    optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
+    for (const auto &entry : states->get<DictValue>()->entries) {
+      const DictValue *state = entry.second->get<DictValue>();
+      if (auto step = state ? stepNumber(state->find("step")) : std::nullopt) {
+        optimizer.step = step;
+        break;
+      }
+    }
+  }
+  if (tpRank == 0) {
+    if (optimizer.stageShapes.size() <= stage)
+      optimizer.stageShapes.resize(stage + 1);
+    for (NamedTensor &named : collectTensors(value))
+      optimizer.stageShapes[stage]["optimizer." + named.name] = named.tensor.shape;
+  }
+  return llvm::Error::success();
 }
 
 static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory) {
@@ -400,6 +481,16 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory)
           return fileError(file, llvm::formatv("args.{0} is {1} but the folder has {2} shards",
                                                key, *value, expected));
     }
+    ValuePtr optimizer = top->find("optimizer");
+    if (rank == std::pair{0u, 0u} && optimizer)
+      layout.optimizer.emplace();
+    if (bool(optimizer) != layout.optimizer.has_value())
+      return fileError(file, llvm::Twine(optimizer ? "holds" : "lacks") +
+                                 " optimizer state, which mp_rank_00" +
+                                 (layout.pp > 1 ? "_000" : "") + (optimizer ? " lacks" : " holds"));
+    if (optimizer)
+      if (llvm::Error err = readOptimizer(*optimizer, file, rank.first, rank.second, *layout.optimizer))
+        return std::move(err);
     ShardTensors &tensors = shards[rank];
     for (NamedTensor &named : collectTensors(*top->find("model")))
       tensors[("model." + named.name)] = std::move(named.tensor);

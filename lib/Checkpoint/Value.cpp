@@ -1,6 +1,8 @@
 //===- Value.cpp - pickle value tree helpers ------------------------------===//
 #include "loom/Checkpoint/Value.h"
 
+#include <cstring>
+
 using namespace loom::ckpt;
 
 ValuePtr DictValue::find(llvm::StringRef key) const {
@@ -106,4 +108,44 @@ std::vector<NamedTensor> loom::ckpt::collectTensors(const Value &root) {
   std::string path;
   collect(root, path, out);
   return out;
+}
+
+std::optional<int64_t> loom::ckpt::integerOf(const ValuePtr &value) {
+  if (!value)
+    return std::nullopt;
+  if (auto *i = value->get<int64_t>())
+    return *i;
+  if (auto *object = value->get<ObjectValue>())
+    if (object->args)
+      if (auto *items = object->args->sequence(); items && items->size() == 1)
+        return integerOf((*items)[0]);
+  return std::nullopt;
+}
+
+std::optional<int64_t> loom::ckpt::stepNumber(const ValuePtr &value) {
+  if (auto n = integerOf(value))
+    return n;
+  const TensorValue *t = value ? value->get<TensorValue>() : nullptr;
+  if (!t || t->tensor.numel() != 1 || t->tensor.checkView())
+    return std::nullopt;
+  std::vector<uint8_t> bytes = t->tensor.toBytes();
+  switch (t->tensor.dtype) {
+  case DType::Int64: {
+    int64_t v;
+    std::memcpy(&v, bytes.data(), 8);
+    return v;
+  }
+  case DType::Float32: {
+    float v;
+    std::memcpy(&v, bytes.data(), 4);
+    return int64_t(v);
+  }
+  case DType::Float64: {
+    double v;
+    std::memcpy(&v, bytes.data(), 8);
+    return int64_t(v);
+  }
+  default:
+    return std::nullopt;
+  }
 }

@@ -167,22 +167,11 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
 }
 
 /// An int, or an IntEnum DeepSpeed pickled (an object built from its value).
-static std::optional<int64_t> intOf(const ValuePtr &value) {
-  if (!value)
-    return std::nullopt;
-  if (auto *i = value->get<int64_t>())
-    return *i;
-  if (auto *object = value->get<ObjectValue>())
-    if (object->args)
-      if (auto *items = object->args->sequence(); items && items->size() == 1)
-        return intOf((*items)[0]);
-  return std::nullopt;
-}
 
 /// The ZeRO stage: an int, or DeepSpeed's ZeroStageEnum, which Python 3.11 pickles by
 /// member name (getattr(ZeroStageEnum, 'weights')) and older Pythons by value.
 static std::optional<int64_t> zeroStageOf(const ValuePtr &value) {
-  if (auto n = intOf(value))
+  if (auto n = integerOf(value))
     return n;
   const ObjectValue *object = value ? value->get<ObjectValue>() : nullptr;
   const std::vector<ValuePtr> *args = object && object->args ? object->args->sequence() : nullptr;
@@ -286,7 +275,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
 
   Layout layout;
   layout.format = llvm::formatv("deepspeed-zero{0}", *stage);
-  layout.iteration = intOf(model->find("global_steps")).value_or(0);
+  layout.iteration = integerOf(model->find("global_steps")).value_or(0);
   for (const ValuePtr &group : *groupList) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
@@ -299,7 +288,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
         return fileError(modelPath, "a param_shapes entry is not name -> torch.Size");
       llvm::SmallVector<int64_t, 4> shape;
       for (const ValuePtr &d : *dims) {
-        auto n = intOf(d);
+        auto n = integerOf(d);
         if (!n || *n < 0)
           return fileError(modelPath, *name + ": a dimension is not a size");
         shape.push_back(*n);
@@ -325,7 +314,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
       if (ValuePtr perGroup = sd->find("state"))
         if (auto *pg = perGroup->get<DictValue>(); pg && !pg->entries.empty())
           if (auto *first = pg->entries.front().second->get<DictValue>())
-            layout.optimizerStep = intOf(first->find("step"));
+            layout.optimizerStep = integerOf(first->find("step"));
 
   auto files = deepspeedShards(layout.fulls, layout.paramGroups, *stage, dp, prefix);
   if (!files)
@@ -557,33 +546,6 @@ reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
 }
 
 /// A step as an optimizer keeps it: an int, or a one-element tensor (torch's Adam).
-static std::optional<int64_t> stepOf(const ValuePtr &value) {
-  if (auto n = intOf(value))
-    return n;
-  const TensorValue *t = value ? value->get<TensorValue>() : nullptr;
-  if (!t || t->tensor.numel() != 1 || t->tensor.checkView())
-    return std::nullopt;
-  std::vector<uint8_t> bytes = t->tensor.toBytes();
-  switch (t->tensor.dtype) {
-  case DType::Int64: {
-    int64_t v;
-    std::memcpy(&v, bytes.data(), 8);
-    return v;
-  }
-  case DType::Float32: {
-    float v;
-    std::memcpy(&v, bytes.data(), 4);
-    return int64_t(v);
-  }
-  case DType::Float64: {
-    double v;
-    std::memcpy(&v, bytes.data(), 8);
-    return int64_t(v);
-  }
-  default:
-    return std::nullopt;
-  }
-}
 
 llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &path) {
   std::string dir = path, prefix;
@@ -605,7 +567,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
 
   Layout layout;
   layout.format = "deepspeed-universal";
-  layout.iteration = intOf(model->find("global_steps")).value_or(0);
+  layout.iteration = integerOf(model->find("global_steps")).value_or(0);
   ShardFile modelFile{prefix + "mp_rank_00_model_states.pt", "torch", {}, ""};
   for (const ValuePtr &group : *groupList) {
     const DictValue *g = group->get<DictValue>();
@@ -642,7 +604,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
         auto step = readTorchZip(zero + "/step.pt");
         if (!step)
           return step.takeError();
-        layout.optimizerStep = stepOf(*step);
+        layout.optimizerStep = stepNumber(*step);
         if (!layout.optimizerStep)
           return fileError(zero + "/step.pt", "holds no step number");
       }

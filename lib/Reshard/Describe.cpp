@@ -162,6 +162,21 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
       layout.fulls.push_back({p.fullNames[i], p.dtype, shape});
     }
   }
+  if (ml.optimizer) {
+    // Each parameter's fp32 master and Adam moments, cut as the parameter is.
+    size_t params = layout.fulls.size();
+    for (size_t f = 0; f < params; ++f)
+      for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+        layout.fulls.push_back(
+            {layout.fulls[f].name + state, DType::Float32, layout.fulls[f].shape});
+    layout.optimizerStep = ml.optimizer->step;
+    // The groups DeepSpeed targets flatten: Megatron's, with full names.
+    layout.paramGroups.resize(2);
+    for (const MegatronParam &p : ml.params)
+      llvm::append_range(
+          layout.paramGroups[megatronNoWeightDecay(p.localName, p.localShape.size())], p.fullNames);
+    layout.optimizerGroups = ml.optimizer->groupsJson;
+  }
   std::string prefix;
   if (!llvm::sys::fs::equivalent(iterDir, path))
     prefix = llvm::sys::path::filename(iterDir).str() + "/";
@@ -180,6 +195,34 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
                        p.localName + ": the shard's shape does not match Megatron's layout for "
                        "the args' dimensions");
   }
+  // So must the optimizer's: every state where Megatron's grouping puts it, and no more.
+  if (ml.optimizer)
+    for (unsigned stage = 0; stage < ml.pp; ++stage) {
+      const ShardFile &file = layout.files[stage * ml.tp];
+      const auto &held = stage < ml.optimizer->stageShapes.size()
+                             ? ml.optimizer->stageShapes[stage]
+                             : decltype(ml.optimizer->stageShapes)::value_type{};
+      size_t expected = 0;
+      for (const LocalTensor &t : file.tensors) {
+        if (!llvm::StringRef(t.key).starts_with("optimizer."))
+          continue;
+        ++expected;
+        auto found = held.find(t.key);
+        if (found == held.end() || found->second != t.shape)
+          return fileError(path + "/" + file.path,
+                           t.key + (found == held.end() ? " is missing" : " has the wrong shape") +
+                               ": Megatron groups weight-decayed parameters first, then vectors "
+                               "and biases, each in state-dict order");
+      }
+      size_t states = llvm::count_if(held, [](const auto &entry) {
+        return !llvm::StringRef(entry.first).ends_with(".step");
+      });
+      if (states != expected)
+        return fileError(path + "/" + file.path,
+                         llvm::formatv("holds {0} optimizer tensors where its {1} parameters "
+                                       "have {2}",
+                                       states, expected / 3, expected));
+    }
   for (ShardFile &file : layout.files)
     file.format = "torch";
   return layout;
@@ -308,6 +351,98 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
 }
 
 /// The optimizer states of `fulls` (names with '#').
+/// What Megatron's Float16OptimizerWithFloat16Params.state_dict() gives for the
+/// optimizer tensors of `file` (keys made by megatronShards), or nullopt when the file
+/// has none: the torch Adam state_dict (state by index with the step, the groups with
+/// the indices they hold) and the fp32 masters group by group. The groups' settings
+/// are the source's when it is Megatron with two groups; otherwise Megatron's defaults,
+/// with lr, betas, eps and weight decay from the args when they are there (Megatron's
+/// scheduler sets lr and weight decay again at every step).
+static std::optional<llvm::json::Object>
+megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
+                          const llvm::json::Object &args) {
+  std::vector<llvm::json::Array> masters(2);
+  std::vector<std::pair<std::string, std::string>> moments; // exp_avg, exp_avg_sq keys
+  for (const LocalTensor &t : file.tensors) {
+    llvm::StringRef key = t.key;
+    if (key.consume_front("optimizer.fp32_from_fp16_params.")) {
+      unsigned group = key.front() == '1';
+      masters[group].push_back(llvm::json::Object{{"$tensor", t.key}});
+    } else if (key.ends_with(".exp_avg")) {
+      moments.push_back({t.key, ""});
+    } else if (key.ends_with(".exp_avg_sq")) {
+      moments.back().second = t.key;
+    }
+  }
+  if (moments.empty())
+    return std::nullopt;
+  int64_t step = source.optimizerStep.value_or(source.iteration);
+  llvm::json::Array state;
+  for (size_t i = 0; i < moments.size(); ++i)
+    state.push_back(llvm::json::Array{
+        int64_t(i), llvm::json::Object{{"$dict", llvm::json::Array{
+                                           llvm::json::Array{"step", step},
+                                           llvm::json::Array{"exp_avg", llvm::json::Object{{"$tensor", moments[i].first}}},
+                                           llvm::json::Array{"exp_avg_sq", llvm::json::Object{{"$tensor", moments[i].second}}}}}}});
+  llvm::json::Array settings;
+  if (auto parsed = llvm::json::parse(source.optimizerGroups))
+    if (auto *array = parsed->getAsArray(); array && array->size() == 2)
+      settings = std::move(*array);
+  if (settings.empty()) {
+    // Floats as {"$float": x}, so that whole ones stay floats in Python.
+    auto number = [&](llvm::StringRef key, double fallback) -> llvm::json::Value {
+      std::optional<double> found = args.getNumber(key);
+      if (const llvm::json::Object *wrapped = args.getObject(key))
+        found = wrapped->getNumber("$float");
+      return llvm::json::Object{{"$float", found.value_or(fallback)}};
+    };
+    auto real = [](double x) -> llvm::json::Value { return llvm::json::Object{{"$float", x}}; };
+    for (int g = 0; g < 2; ++g)
+      settings.push_back(llvm::json::Object{
+          {"lr", number("lr", 0.0)},
+          {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{number("adam_beta1", 0.9),
+                                                                    number("adam_beta2", 0.999)}}}},
+          {"eps", number("adam_eps", 1e-8)},
+          {"weight_decay", g == 0 ? number("weight_decay", 0.01) : real(0.0)},
+          {"amsgrad", false},
+          {"maximize", false},
+          {"foreach", nullptr},
+          {"capturable", false},
+          {"wd_mult", real(g == 0 ? 1.0 : 0.0)},
+          {"lr_mult", real(1.0)},
+          {"step", step}});
+  }
+  llvm::json::Array groups;
+  int64_t next = 0;
+  for (int g = 0; g < 2; ++g) {
+    llvm::json::Array entries, indices;
+    for (size_t i = 0; i < masters[g].size(); ++i)
+      indices.push_back(next++);
+    if (auto *o = settings[g].getAsObject()) {
+      std::vector<std::string> keys;
+      for (const auto &entry : *o)
+        keys.push_back(entry.first.str());
+      llvm::sort(keys);
+      for (const std::string &key : keys)
+        if (key != "params")
+          entries.push_back(llvm::json::Array{key, *o->get(key)});
+    }
+    entries.push_back(llvm::json::Array{"params", std::move(indices)});
+    groups.push_back(llvm::json::Object{{"$dict", std::move(entries)}});
+  }
+  llvm::json::Array fp32;
+  for (llvm::json::Array &group : masters)
+    fp32.push_back(std::move(group));
+  return llvm::json::Object{
+      {"$dict",
+       llvm::json::Array{
+           llvm::json::Array{"optimizer",
+                             llvm::json::Object{{"$dict", llvm::json::Array{
+                                                    llvm::json::Array{"state", llvm::json::Object{{"$dict", std::move(state)}}},
+                                                    llvm::json::Array{"param_groups", std::move(groups)}}}}},
+           llvm::json::Array{"fp32_from_fp16_params", std::move(fp32)}}}};
+}
+
 static size_t countStates(llvm::ArrayRef<FullTensor> fulls, std::string *first) {
   size_t n = 0;
   for (const FullTensor &f : fulls)
@@ -333,7 +468,7 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
   std::string firstState;
   if (size_t states = countStates(out.fulls, &firstState);
       states && target.format != "universal" && target.format != "deepspeed" &&
-      target.format != "deepspeed-universal")
+      target.format != "deepspeed-universal" && target.format != "megatron")
     return llvm::createStringError(
         llvm::formatv("the source holds {0} optimizer-state tensors (such as {1}) that {2} "
                       "cannot hold yet; add --weights-only to leave them out, or convert to "
@@ -455,14 +590,16 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     for (ShardFile &file : *files) {
       llvm::json::Array model;
       for (const LocalTensor &t : file.tensors)
-        model.push_back(llvm::json::Array{llvm::StringRef(t.key).drop_front(6),
-                                          llvm::json::Object{{"$tensor", t.key}}});
+        if (llvm::StringRef key = t.key; key.consume_front("model."))
+          model.push_back(llvm::json::Array{key, llvm::json::Object{{"$tensor", t.key}}});
       llvm::json::Array root{
           llvm::json::Array{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
                                                        {"state", llvm::json::Object(args)}}},
           llvm::json::Array{"checkpoint_version", 3.0},
           llvm::json::Array{"iteration", source.iteration},
           llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
+      if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
+        root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
       file.format = "torch-tree";
       file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
     }

@@ -232,15 +232,141 @@ llvm::Expected<std::vector<ShardFile>>
 reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                         ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                         llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix) {
+  // Parameters are the names without '#'; optimizer states ride along with them.
   std::vector<std::string> names;
   llvm::StringMap<unsigned> index;
   for (unsigned i = 0; i < fulls.size(); ++i) {
-    names.push_back(fulls[i].name);
     index[fulls[i].name] = i;
+    if (fulls[i].name.find('#') == std::string::npos)
+      names.push_back(fulls[i].name);
   }
   auto params = ckpt::megatronParamsFor(names, dims, naming, layersPerStage);
   if (!params)
     return params.takeError();
+  // Megatron keeps every parameter's states or none.
+  static constexpr const char *kStates[] = {"#fp32", "#exp_avg", "#exp_avg_sq"};
+  auto hasStates = [&](const ckpt::MegatronParam &param) {
+    for (const std::string &n : param.fullNames)
+      for (const char *state : kStates)
+        if (!index.count(n + state))
+          return false;
+    return true;
+  };
+  bool withStates = !params->empty() && hasStates(params->front());
+  for (const ckpt::MegatronParam &param : *params)
+    if (hasStates(param) != withStates)
+      return llvm::createStringError(
+          "Megatron's optimizer keeps fp32, exp_avg and exp_avg_sq for every parameter or "
+          "for none; the source has them for " +
+          (withStates ? params->front().fullNames[0] : param.fullNames[0]) + " but not for " +
+          (withStates ? param.fullNames[0] : params->front().fullNames[0]));
+
+  /// The local tensor `key` of TP rank `rank` holding `param`'s full tensors with
+  /// names suffixed by `suffix` ("" for the parameter, "#exp_avg", ...).
+  auto cut = [&](const ckpt::MegatronParam &param, unsigned rank, const std::string &key,
+                 llvm::StringRef suffix) -> llvm::Expected<LocalTensor> {
+    auto full = [&](size_t i) { return index[param.fullNames[i] + suffix.str()]; };
+    LocalTensor local;
+    local.key = key;
+    unsigned f0 = full(0);
+    const FullTensor &first = fulls[f0];
+    local.dtype = first.dtype;
+    local.shape = first.shape;
+    auto fail = [&](const llvm::Twine &why) {
+      return llvm::createStringError(param.fullNames[0] + " (" +
+                                     ckpt::megatronSplitName(param.split) + "-split over tp=" +
+                                     llvm::Twine(tp) + "): " + why);
+    };
+    // Rows [begin, begin + count) of full tensor f at local row `at`.
+    auto rows = [&](unsigned f, int64_t begin, int64_t count, int64_t at) {
+      Piece piece;
+      piece.full = f;
+      piece.fullBox = Box::whole(fulls[f].shape);
+      piece.fullBox.offsets[0] = begin;
+      piece.fullBox.sizes[0] = count;
+      piece.localOffsets.assign(local.shape.size(), 0);
+      piece.localOffsets[0] = at;
+      local.pieces.push_back(std::move(piece));
+    };
+    if (first.shape.empty() && param.split != MegatronSplit::Replicated)
+      return fail("a scalar cannot be split");
+    int64_t rowsTotal = first.shape.empty() ? 0 : first.shape[0];
+    switch (param.split) {
+    case MegatronSplit::Replicated:
+      local.pieces.push_back({f0, Box::whole(first.shape),
+                              llvm::SmallVector<int64_t, 4>(first.shape.size(), 0)});
+      break;
+    case MegatronSplit::Column: {
+      if (rowsTotal % tp)
+        return fail(llvm::Twine(rowsTotal) + " rows do not divide by tp");
+      int64_t r = rowsTotal / tp;
+      local.shape[0] = r;
+      rows(f0, rank * r, r, 0);
+      break;
+    }
+    case MegatronSplit::Row: {
+      if (first.shape.size() != 2 || first.shape[1] % tp)
+        return fail("expected a matrix whose columns divide by tp");
+      int64_t c = first.shape[1] / tp;
+      local.shape[1] = c;
+      local.pieces.push_back({f0, Box{{0, rank * c}, {first.shape[0], c}}, {0, 0}});
+      break;
+    }
+    case MegatronSplit::Vocab: {
+      int64_t padded = dims.paddedVocab;
+      if (padded % tp || rowsTotal > padded)
+        return fail(llvm::formatv("{0} rows do not fit {1} padded rows in equal parts",
+                                  rowsTotal, padded)
+                        .str());
+      int64_t r = padded / tp, lo = rank * r, hi = std::min<int64_t>(lo + r, rowsTotal);
+      local.shape[0] = r;
+      if (hi > lo)
+        rows(f0, lo, hi - lo, 0);
+      break;
+    }
+    case MegatronSplit::FusedQKV: {
+      int64_t hd = dims.headDim, groups = dims.queryGroups;
+      if (param.fullNames.size() != 3 || groups <= 0 || dims.heads % groups || groups % tp)
+        return fail(llvm::formatv("{0} query groups do not divide by tp", groups).str());
+      unsigned fk = full(1), fv = full(2);
+      int64_t qpg = dims.heads / groups, gpr = groups / tp, groupRows = (qpg + 2) * hd;
+      if (rowsTotal != dims.heads * hd || fulls[fk].shape[0] != groups * hd ||
+          fulls[fv].shape[0] != groups * hd)
+        return fail(llvm::formatv("q/k/v rows {0}/{1}/{2} do not match {3} heads, {4} "
+                                  "groups of {5}",
+                                  rowsTotal, fulls[fk].shape[0], fulls[fv].shape[0], dims.heads,
+                                  groups, hd)
+                        .str());
+      local.shape[0] = gpr * groupRows;
+      for (int64_t g = 0; g < gpr; ++g) {
+        int64_t group = rank * gpr + g, at = g * groupRows;
+        rows(f0, group * qpg * hd, qpg * hd, at);
+        rows(fk, group * hd, hd, at + qpg * hd);
+        rows(fv, group * hd, hd, at + (qpg + 1) * hd);
+      }
+      break;
+    }
+    case MegatronSplit::FusedGateUp: {
+      unsigned fu = full(1);
+      if (rowsTotal % tp || fulls[fu].shape[0] != rowsTotal)
+        return fail("gate and up must have equal rows that divide by tp");
+      int64_t r = rowsTotal / tp;
+      local.shape[0] = 2 * r;
+      rows(f0, rank * r, r, 0);
+      rows(fu, rank * r, r, r);
+      break;
+    }
+    }
+    return local;
+  };
+
+  if (withStates)
+    for (const ckpt::MegatronParam &param : *params)
+      if (fulls[index[param.fullNames[0]]].dtype == ckpt::DType::Float32)
+        return llvm::createStringError(
+            param.fullNames[0] + " is fp32: Megatron's mixed-precision optimizer keeps fp32 "
+                                 "masters of 16-bit parameters only; add --weights-only");
+
   std::vector<ShardFile> files;
   for (unsigned stage = 0; stage < pp; ++stage)
     for (unsigned rank = 0; rank < tp; ++rank) {
@@ -251,103 +377,40 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
                                       rank, stage)
                             .str();
       file.format = "torch-tree";
+      // Megatron's optimizer groups: weight-decayed parameters, then the others.
+      std::vector<const ckpt::MegatronParam *> grouped[2];
       for (const ckpt::MegatronParam &param : *params) {
         if (param.stage != stage)
           continue;
-        LocalTensor local;
-        local.key = (naming == ckpt::MegatronNaming::Legacy ? "model.language_model." : "model.") +
-                    param.localName;
-        unsigned f0 = index[param.fullNames[0]];
-        const FullTensor &first = fulls[f0];
-        local.dtype = first.dtype;
-        local.shape = first.shape;
-        auto fail = [&](const llvm::Twine &why) {
-          return llvm::createStringError(param.fullNames[0] + " (" +
-                                         ckpt::megatronSplitName(param.split) + "-split over tp=" +
-                                         llvm::Twine(tp) + "): " + why);
-        };
-        // Rows [begin, begin + count) of full tensor f at local row `at`.
-        auto rows = [&](unsigned f, int64_t begin, int64_t count, int64_t at) {
-          Piece piece;
-          piece.full = f;
-          piece.fullBox = Box::whole(fulls[f].shape);
-          piece.fullBox.offsets[0] = begin;
-          piece.fullBox.sizes[0] = count;
-          piece.localOffsets.assign(local.shape.size(), 0);
-          piece.localOffsets[0] = at;
-          local.pieces.push_back(std::move(piece));
-        };
-        if (first.shape.empty() && param.split != MegatronSplit::Replicated)
-          return fail("a scalar cannot be split");
-        int64_t rowsTotal = first.shape.empty() ? 0 : first.shape[0];
-        switch (param.split) {
-        case MegatronSplit::Replicated:
-          local.pieces.push_back({f0, Box::whole(first.shape),
-                                  llvm::SmallVector<int64_t, 4>(first.shape.size(), 0)});
-          break;
-        case MegatronSplit::Column: {
-          if (rowsTotal % tp)
-            return fail(llvm::Twine(rowsTotal) + " rows do not divide by tp");
-          int64_t r = rowsTotal / tp;
-          local.shape[0] = r;
-          rows(f0, rank * r, r, 0);
-          break;
-        }
-        case MegatronSplit::Row: {
-          if (first.shape.size() != 2 || first.shape[1] % tp)
-            return fail("expected a matrix whose columns divide by tp");
-          int64_t c = first.shape[1] / tp;
-          local.shape[1] = c;
-          local.pieces.push_back({f0, Box{{0, rank * c}, {first.shape[0], c}}, {0, 0}});
-          break;
-        }
-        case MegatronSplit::Vocab: {
-          int64_t padded = dims.paddedVocab;
-          if (padded % tp || rowsTotal > padded)
-            return fail(llvm::formatv("{0} rows do not fit {1} padded rows in equal parts",
-                                      rowsTotal, padded)
-                            .str());
-          int64_t r = padded / tp, lo = rank * r, hi = std::min<int64_t>(lo + r, rowsTotal);
-          local.shape[0] = r;
-          if (hi > lo)
-            rows(f0, lo, hi - lo, 0);
-          break;
-        }
-        case MegatronSplit::FusedQKV: {
-          int64_t hd = dims.headDim, groups = dims.queryGroups;
-          if (param.fullNames.size() != 3 || groups <= 0 || dims.heads % groups || groups % tp)
-            return fail(llvm::formatv("{0} query groups do not divide by tp", groups).str());
-          unsigned fk = index[param.fullNames[1]], fv = index[param.fullNames[2]];
-          int64_t qpg = dims.heads / groups, gpr = groups / tp, groupRows = (qpg + 2) * hd;
-          if (rowsTotal != dims.heads * hd || fulls[fk].shape[0] != groups * hd ||
-              fulls[fv].shape[0] != groups * hd)
-            return fail(llvm::formatv("q/k/v rows {0}/{1}/{2} do not match {3} heads, {4} "
-                                      "groups of {5}",
-                                      rowsTotal, fulls[fk].shape[0], fulls[fv].shape[0],
-                                      dims.heads, groups, hd)
-                            .str());
-          local.shape[0] = gpr * groupRows;
-          for (int64_t g = 0; g < gpr; ++g) {
-            int64_t group = rank * gpr + g, at = g * groupRows;
-            rows(f0, group * qpg * hd, qpg * hd, at);
-            rows(fk, group * hd, hd, at + qpg * hd);
-            rows(fv, group * hd, hd, at + (qpg + 1) * hd);
-          }
-          break;
-        }
-        case MegatronSplit::FusedGateUp: {
-          unsigned fu = index[param.fullNames[1]];
-          if (rowsTotal % tp || fulls[fu].shape[0] != rowsTotal)
-            return fail("gate and up must have equal rows that divide by tp");
-          int64_t r = rowsTotal / tp;
-          local.shape[0] = 2 * r;
-          rows(f0, rank * r, r, 0);
-          rows(fu, rank * r, r, r);
-          break;
-        }
-        }
-        file.tensors.push_back(std::move(local));
+        std::string key = (naming == ckpt::MegatronNaming::Legacy ? "model.language_model."
+                                                                   : "model.") +
+                          param.localName;
+        auto local = cut(param, rank, key, "");
+        if (!local)
+          return local.takeError();
+        grouped[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())].push_back(&param);
+        file.tensors.push_back(std::move(*local));
       }
+      if (!withStates) {
+        files.push_back(std::move(file));
+        continue;
+      }
+      int64_t stateIndex = 0;
+      for (int g = 0; g < 2; ++g)
+        for (size_t i = 0; i < grouped[g].size(); ++i, ++stateIndex) {
+          const ckpt::MegatronParam &param = *grouped[g][i];
+          std::string state = "optimizer.optimizer.state." + std::to_string(stateIndex) + ".";
+          for (auto [key, suffix] :
+               {std::pair{llvm::formatv("optimizer.fp32_from_fp16_params.{0}.{1}", g, i).str(),
+                          "#fp32"},
+                std::pair{state + "exp_avg", "#exp_avg"},
+                std::pair{state + "exp_avg_sq", "#exp_avg_sq"}}) {
+            auto local = cut(param, rank, key, suffix);
+            if (!local)
+              return local.takeError();
+            file.tensors.push_back(std::move(*local));
+          }
+        }
       files.push_back(std::move(file));
     }
   return files;

@@ -216,8 +216,9 @@ llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
 /// Builds the object tree a "torch-tree" output's skeleton describes (see
 /// docs/reshard.md): JSON scalars, arrays as lists, objects as dicts with sorted keys,
 /// and the markers {"$tensor": key}, {"$size": [...]}, {"$dict": [[k, v], ...]},
-/// {"$odict": [[k, v], ...]} (keys str or int, in order) and
-/// {"$object": "module.Name", "state": {...}} (an object built by NEWOBJ + BUILD).
+/// {"$odict": [[k, v], ...]} (keys str or int, in order),
+/// {"$object": "module.Name", "state": {...}} (an object built by NEWOBJ + BUILD),
+/// {"$tuple": [...]}, and {"$float": x} (a float JSON would print as an integer).
 llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
                                   const llvm::StringMap<const Tensor *> &tensors,
                                   const std::string &file) {
@@ -247,6 +248,18 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
     if (found == tensors.end())
       return fileError(file, "the skeleton names '" + *key + "', which the output does not declare");
     return Value::make(TensorValue{*found->second});
+  }
+  if (auto x = o.getNumber("$float"))
+    return Value::make(*x);
+  if (auto *items = o.getArray("$tuple")) {
+    TupleValue tuple;
+    for (const llvm::json::Value &item : *items) {
+      auto child = buildTree(item, tensors, file);
+      if (!child)
+        return child.takeError();
+      tuple.items.push_back(std::move(*child));
+    }
+    return Value::make(std::move(tuple));
   }
   if (auto *dims = o.getArray("$size")) {
     TupleValue size;

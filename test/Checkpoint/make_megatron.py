@@ -8,6 +8,13 @@ Usage: make_megatron.py OUTDIR
            linear_fc1 = [gate; up] per TP rank, TE-fused norm weights.
   legacy/  GPT-like (MHA, GELU, LayerNorm and biases, learned positions, fp16) with
            legacy names: language_model.encoder.layers.N.self_attention.query_key_value.
+  mcore-adam/  the mcore model after 3 AdamW steps (fp32 masters, random gradients),
+           saved as Megatron's mixed-precision optimizer saves it: under "optimizer",
+           torch's optimizer state_dict and fp32_from_fp16_params, the parameters of a
+           stage grouped as Megatron's _get_param_groups groups them (matrices with
+           weight decay first, then vectors and biases, each in registration order).
+           mcore-adam.truth.pt holds the full tensors: {name: {"param", "fp32",
+           "exp_avg", "exp_avg_sq"}, "step": 3}, as make_deepspeed.py's truth does.
   *.json   the full Hugging Face–style tensors each was cut from (sorted by name,
            sha256 of row-major bytes): what loom's unsharding must give back.
 
@@ -65,14 +72,14 @@ def full_model(gen, dtype, heads, groups, swiglu, biases):
     return sd
 
 
-def fuse_qkv(q, k, v, heads, groups, rank):
+def fuse_qkv(q, k, v, heads, groups, rank, tp=TP):
     """Megatron's fused QKV for one TP rank: per query group, its q heads then k then v."""
     per_group = heads // groups
     q = q.reshape(groups, per_group * HEAD_DIM, *q.shape[1:])
     k = k.reshape(groups, HEAD_DIM, *k.shape[1:])
     v = v.reshape(groups, HEAD_DIM, *v.shape[1:])
     fused = torch.cat([q, k, v], dim=1)
-    mine = fused.chunk(TP, dim=0)[rank]
+    mine = fused.chunk(tp, dim=0)[rank]
     return mine.reshape(-1, *mine.shape[2:]).clone()
 
 
@@ -80,20 +87,21 @@ def pad_vocab(t):
     return torch.cat([t, torch.zeros(PADDED_VOCAB - VOCAB, *t.shape[1:], dtype=t.dtype)])
 
 
-def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage):
-    """One (tp_rank, stage) shard with local layer numbers, mcore or legacy names."""
+def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage, tp=TP, pp=PP):
+    """One (tp_rank, stage) shard with local layer numbers, mcore or legacy names, in
+    the order Megatron registers the parameters (its named_parameters order)."""
     def col(t):
-        return t.chunk(TP, dim=0)[tp_rank].clone()
+        return t.chunk(tp, dim=0)[tp_rank].clone()
 
     def row(t):
-        return t.chunk(TP, dim=1)[tp_rank].clone()
+        return t.chunk(tp, dim=1)[tp_rank].clone()
 
     names = {  # HF suffix -> (legacy, mcore)
         "input_layernorm": ("input_norm", "self_attention.linear_qkv.layer_norm_"),
         "post_attention_layernorm": ("post_attention_norm", "mlp.linear_fc1.layer_norm_"),
     }
     out = collections.OrderedDict()
-    per_stage = LAYERS // PP
+    per_stage = LAYERS // pp
     if stage == 0:
         out["embedding.word_embeddings.weight"] = col(pad_vocab(sd["model.embed_tokens.weight"]))
         if "model.embed_positions.weight" in sd:
@@ -103,18 +111,23 @@ def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage):
         p = f"model.layers.{stage * per_stage + local}."
         m = f"{layers}{local}."
         kinds = ["weight"] + (["bias"] if biases else [])
-        for hf, (leg, mc) in names.items():
+
+        def norm(hf):
+            leg, mc = names[hf]
             for kind in kinds:
                 out[m + (f"{leg}.{kind}" if legacy else f"{mc}{kind}")] = sd[p + hf + "." + kind].clone()
+        norm("input_layernorm")
         attn = "self_attention.query_key_value." if legacy else "self_attention.linear_qkv."
         for kind in kinds:
             out[m + attn + kind] = fuse_qkv(sd[p + "self_attn.q_proj." + kind],
                                             sd[p + "self_attn.k_proj." + kind],
-                                            sd[p + "self_attn.v_proj." + kind], heads, groups, tp_rank)
+                                            sd[p + "self_attn.v_proj." + kind], heads, groups,
+                                            tp_rank, tp)
         proj = "self_attention.dense." if legacy else "self_attention.linear_proj."
         out[m + proj + "weight"] = row(sd[p + "self_attn.o_proj.weight"])
         if biases:
             out[m + proj + "bias"] = sd[p + "self_attn.o_proj.bias"].clone()
+        norm("post_attention_layernorm")
         fc1 = "mlp.dense_h_to_4h." if legacy else "mlp.linear_fc1."
         fc2 = "mlp.dense_4h_to_h." if legacy else "mlp.linear_fc2."
         for kind in kinds:
@@ -126,7 +139,7 @@ def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage):
         out[m + fc2 + "weight"] = row(sd[p + "mlp.down_proj.weight"])
         if biases:
             out[m + fc2 + "bias"] = sd[p + "mlp.down_proj.bias"].clone()
-    if stage == PP - 1:
+    if stage == pp - 1:
         final = "encoder.final_norm." if legacy else "decoder.final_layernorm."
         for kind in ["weight"] + (["bias"] if biases else []):
             out[final + kind] = sd["model.norm." + kind].clone()
@@ -175,8 +188,104 @@ def write(outdir, name, heads, groups, swiglu, biases, dtype, legacy, seed):
         json.dump({"tensors": tensors}, f, indent=1)
 
 
+MCORE = dict(heads=4, groups=2, swiglu=True, biases=False, legacy=False)
+STEPS = 3
+
+
+def no_weight_decay(name, t):
+    """Megatron's default no_weight_decay_cond."""
+    return t.dim() == 1 or name.endswith(".bias")
+
+
+def megatron_groups(model):
+    """A stage's parameter names as Megatron's _get_param_groups groups them."""
+    decayed = [n for n, t in model.items() if not no_weight_decay(n, t)]
+    return [decayed, [n for n in model if n not in decayed]]
+
+
+GROUP_SETTINGS = [dict(weight_decay=0.1, wd_mult=1.0, lr_mult=1.0),
+                  dict(weight_decay=0.0, wd_mult=0.0, lr_mult=1.0)]
+
+
+def adamw(groups_of_params):
+    """The optimizer Megatron would build over these groups (torch's AdamW)."""
+    return torch.optim.AdamW([dict(params=ps, **GROUP_SETTINGS[g])
+                              for g, ps in enumerate(groups_of_params)],
+                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+
+
+def train_full(seed):
+    """The mcore model's full fp32 masters after STEPS AdamW steps on random gradients;
+    the truth: {name: {param, fp32, exp_avg, exp_avg_sq}, "step": STEPS}."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = full_model(gen, torch.float32, MCORE["heads"], MCORE["groups"], MCORE["swiglu"],
+                    MCORE["biases"])
+    names = sorted(sd)
+    params = {n: torch.nn.Parameter(sd[n].clone()) for n in names}
+    opt = adamw([[params[n] for n in names if not no_weight_decay(n, params[n])],
+                 [params[n] for n in names if no_weight_decay(n, params[n])]])
+    for _ in range(STEPS):
+        for n in names:
+            params[n].grad = torch.randn(params[n].shape, generator=gen)
+        opt.step()
+    truth = {n: {"param": params[n].detach().to(torch.bfloat16), "fp32": params[n].detach().clone(),
+                 "exp_avg": opt.state[params[n]]["exp_avg"].clone(),
+                 "exp_avg_sq": opt.state[params[n]]["exp_avg_sq"].clone()} for n in names}
+    truth["step"] = STEPS
+    return truth
+
+
+def megatron_optimizer(truth, tp_rank, stage, tp, pp):
+    """(model, optimizer entry) of one shard: what Megatron's save_checkpoint puts
+    under "model" and Float16OptimizerWithFloat16Params.state_dict() under "optimizer"."""
+    names = [n for n in truth if n != "step"]
+
+    def cut(key):
+        return shard({n: truth[n][key] for n in names}, MCORE["heads"], MCORE["groups"],
+                     MCORE["swiglu"], MCORE["biases"], MCORE["legacy"], tp_rank, stage, tp, pp)
+    model, masters = cut("param"), cut("fp32")
+    moments = {k: cut(k) for k in ("exp_avg", "exp_avg_sq")}
+    groups = megatron_groups(model)
+    params = {n: torch.nn.Parameter(masters[n]) for n in model}
+    opt = adamw([[params[n] for n in g] for g in groups])
+    for n in model:
+        opt.state[params[n]] = {"step": torch.tensor(float(truth["step"])),
+                                "exp_avg": moments["exp_avg"][n],
+                                "exp_avg_sq": moments["exp_avg_sq"][n]}
+    return model, {"optimizer": opt.state_dict(),
+                   "fp32_from_fp16_params": [[masters[n] for n in g] for g in groups]}
+
+
+def write_trained(outdir, name, seed):
+    truth = train_full(seed)
+    torch.save(truth, os.path.join(outdir, name + ".truth.pt"))
+    root = os.path.join(outdir, name)
+    os.makedirs(root)
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write("100")
+    args = argparse.Namespace(
+        num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
+        group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
+        ffn_hidden_size=FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
+        tensor_model_parallel_size=TP, pipeline_model_parallel_size=PP, bf16=True,
+        params_dtype=torch.bfloat16, lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8,
+        weight_decay=0.1, iteration=100)
+    for stage in range(PP):
+        for tp_rank in range(TP):
+            d = os.path.join(root, "iter_0000100", f"mp_rank_{tp_rank:02d}_{stage:03d}")
+            os.makedirs(d)
+            model, optimizer = megatron_optimizer(truth, tp_rank, stage, TP, PP)
+            torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100, "model": model,
+                        "optimizer": optimizer,
+                        "opt_param_scheduler": {"max_lr": 1e-3, "num_steps": STEPS},
+                        "rng_state": [{"random_rng_state": None}]},
+                       os.path.join(d, "model_optim_rng.pt"))
+
+
 def main():
     outdir = sys.argv[1]
+    os.makedirs(outdir, exist_ok=True)
+    write_trained(outdir, "mcore-adam", seed=3)
     write(outdir, "mcore", heads=4, groups=2, swiglu=True, biases=False, dtype=torch.bfloat16,
           legacy=False, seed=1)
     write(outdir, "legacy", heads=4, groups=4, swiglu=False, biases=True, dtype=torch.float16,

@@ -12,7 +12,16 @@
       every row where its format says it belongs.
   reshard_check.py same A B
       The two Megatron folders hold the same shards (mp_rank_* folders) with
-      bit-identical tensors (dtype, shape, bytes) under the same keys.
+      bit-identical tensors (dtype, shape, bytes) under the same keys, and the same
+      optimizer state when A has one: masters, moments, step and group settings.
+  reshard_check.py optim CKPT TRUTH
+      CKPT is a Megatron folder with optimizer state for the model make_megatron.py
+      trained (TRUTH, its mcore-adam.truth.pt). Each shard must hold exactly what
+      Megatron would save for its tp rank and stage (make_megatron.megatron_optimizer
+      cuts the truth by Megatron's rules). Then each rank resumes: torch's AdamW over
+      the rank's fp32 masters, grouped the Megatron way, loads the shard's optimizer
+      state and takes one step; the masters must equal the truth's after the same step
+      on full tensors, cut the same way, bit for bit.
 """
 import glob
 import json
@@ -183,22 +192,162 @@ def same_cmd(a, b):
         return 1
     n = 0
     for rel in sorted(fa):
-        x = torch.load(fa[rel], map_location="cpu")["model"]
-        y = torch.load(fb[rel], map_location="cpu")["model"]
+        whole_x = torch.load(fa[rel], map_location="cpu")
+        whole_y = torch.load(fb[rel], map_location="cpu")
+        x, y = whole_x["model"], whole_y["model"]
         if set(x) != set(y):
             print(f"{rel}: keys differ: {sorted(set(x) ^ set(y))}")
             return 1
         for k in x:
-            if x[k].dtype != y[k].dtype or x[k].shape != y[k].shape or not torch.equal(x[k], y[k]):
+            if not same_tensor(x[k], y[k]):
                 print(f"{rel}: {k} differs")
                 return 1
             n += 1
+        states = same_optimizer(rel, whole_x.get("optimizer"), whole_y.get("optimizer"))
+        if states is None:
+            return 1
+        n += states
     print(f"identical: {len(fa)} files, {n} tensors")
+    return 0
+
+
+def load_shards(root):
+    """{relative mp_rank path: the whole saved dict}."""
+    return {rel: torch.load(path, map_location="cpu") for rel, path in shard_files(root).items()}
+
+
+def plain(x):
+    """Group settings compared by value: tuples as lists, numbers as floats."""
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    return float(x)
+
+
+def step_of(x):
+    return int(x.item()) if torch.is_tensor(x) else int(x)
+
+
+def same_tensor(x, y):
+    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+
+
+def same_optimizer(rel, x, y):
+    """Megatron optimizer entries x and y agree; returns the tensors compared or None."""
+    if (x is None) != (y is None):
+        print(f"{rel}: only one holds optimizer state")
+        return None
+    if x is None:
+        return 0
+    n = 0
+    fx, fy = x["fp32_from_fp16_params"], y["fp32_from_fp16_params"]
+    if [len(g) for g in fx] != [len(g) for g in fy]:
+        print(f"{rel}: fp32 master groups differ in size")
+        return None
+    for gx, gy in zip(fx, fy):
+        for a, b in zip(gx, gy):
+            if not same_tensor(a, b):
+                print(f"{rel}: an fp32 master differs")
+                return None
+            n += 1
+    sx, sy = x["optimizer"]["state"], y["optimizer"]["state"]
+    if sorted(sx) != sorted(sy):
+        print(f"{rel}: optimizer state indices differ")
+        return None
+    for i in sx:
+        for k in ("exp_avg", "exp_avg_sq"):
+            if not same_tensor(sx[i][k], sy[i][k]):
+                print(f"{rel}: state {i} {k} differs")
+                return None
+            n += 1
+        if step_of(sx[i]["step"]) != step_of(sy[i]["step"]):
+            print(f"{rel}: state {i} step differs")
+            return None
+    px, py = x["optimizer"]["param_groups"], y["optimizer"]["param_groups"]
+    if [{k: plain(v) for k, v in g.items()} for g in px] != \
+            [{k: plain(v) for k, v in g.items()} for g in py]:
+        print(f"{rel}: param_groups differ: {px} vs {py}")
+        return None
+    return n
+
+
+def optim_cmd(root, truth_path):
+    import make_megatron as mm
+    truth = torch.load(truth_path)
+    shards = load_shards(root)
+    tp, pp = 1, 1
+    for rel in shards:
+        parts = rel[len("mp_rank_"):].split("_")
+        tp, pp = max(tp, int(parts[0]) + 1), max(pp, int(parts[1]) + 1 if len(parts) > 1 else 1)
+    # The truth one more step on, with zero gradients, as every rank will take it.
+    names = [n for n in truth if n != "step"]
+    full = {n: torch.nn.Parameter(truth[n]["fp32"].clone()) for n in names}
+    opt = mm.adamw([[full[n] for n in names if not mm.no_weight_decay(n, full[n])],
+                    [full[n] for n in names if mm.no_weight_decay(n, full[n])]])
+    for n in names:
+        opt.state[full[n]] = {"step": torch.tensor(float(truth["step"])),
+                              "exp_avg": truth[n]["exp_avg"].clone(),
+                              "exp_avg_sq": truth[n]["exp_avg_sq"].clone()}
+        full[n].grad = torch.zeros_like(full[n])
+    opt.step()
+    stepped = {n: {"fp32": full[n].detach()} for n in names}
+    checked = 0
+    for rel, sd in sorted(shards.items()):
+        parts = rel[len("mp_rank_"):].split("_")
+        tp_rank, stage = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        model, optimizer = mm.megatron_optimizer(truth, tp_rank, stage, tp, pp)
+        if list(sd["model"]) != list(model) or \
+                not all(same_tensor(sd["model"][k], model[k]) for k in model):
+            print(f"{rel}: the model differs from Megatron's shard of the truth")
+            return 1
+        got = sd.get("optimizer")
+        if got is None or [len(g) for g in got["fp32_from_fp16_params"]] != \
+                [len(g) for g in optimizer["fp32_from_fp16_params"]]:
+            print(f"{rel}: no optimizer state, or groups of other sizes than Megatron's")
+            return 1
+        for a, b in zip(sum(got["fp32_from_fp16_params"], []), sum(optimizer["fp32_from_fp16_params"], [])):
+            if not same_tensor(a, b):
+                print(f"{rel}: an fp32 master is not Megatron's shard of the truth")
+                return 1
+        want = optimizer["optimizer"]
+        if [g["params"] for g in got["optimizer"]["param_groups"]] != [g["params"] for g in want["param_groups"]]:
+            print(f"{rel}: param_groups hold other indices than Megatron's")
+            return 1
+        for i, s in want["state"].items():
+            if i not in got["optimizer"]["state"] or \
+                    not all(same_tensor(got["optimizer"]["state"][i][k], s[k]) for k in ("exp_avg", "exp_avg_sq")) \
+                    or step_of(got["optimizer"]["state"][i]["step"]) != truth["step"]:
+                print(f"{rel}: state {i} is not Megatron's shard of the truth")
+                return 1
+        # Resume: load the shard's state into the rank's own AdamW and step once.
+        groups = mm.megatron_groups(model)
+        masters = dict(zip(sum(groups, []), sum(got["fp32_from_fp16_params"], [])))
+        params = {n: torch.nn.Parameter(masters[n].clone()) for n in model}
+        rank_opt = mm.adamw([[params[n] for n in g] for g in groups])
+        rank_opt.load_state_dict(got["optimizer"])
+        for g, settings in zip(rank_opt.param_groups, mm.GROUP_SETTINGS):
+            g.update(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=settings["weight_decay"])
+        for p in params.values():
+            p.grad = torch.zeros_like(p)
+        rank_opt.step()
+        expected = mm.shard({n: stepped[n]["fp32"] for n in names}, mm.MCORE["heads"],
+                            mm.MCORE["groups"], mm.MCORE["swiglu"], mm.MCORE["biases"],
+                            mm.MCORE["legacy"], tp_rank, stage, tp, pp)
+        for n in model:
+            if not torch.equal(params[n].detach(), expected[n]):
+                print(f"{rel}: {n} resumes to other values than the truth")
+                return 1
+        checked += len(model)
+    print(f"megatron optimizer state: {len(shards)} shards (tp={tp}, pp={pp}), {checked} "
+          f"parameters resume as the truth does, step {truth['step']}")
     return 0
 
 
 def main():
     cmd = sys.argv[1]
+    if cmd == "optim":
+        return optim_cmd(sys.argv[2], sys.argv[3])
     if cmd == "loss":
         return loss_cmd(sys.argv[2:])
     if cmd == "same":

@@ -97,6 +97,19 @@ void addTensors(Summary &summary, const std::vector<NamedTensor> &tensors) {
                                t.tensor.nbytes()});
 }
 
+/// The full tensors of a layout, optimizer states as "name/state"; only those when
+/// `statesOnly`.
+void addLayoutTensors(Summary &summary, const loom::reshard::Layout &l, bool statesOnly) {
+  for (const loom::reshard::FullTensor &f : l.fulls) {
+    auto [name, state] = llvm::StringRef(f.name).split('#');
+    if (statesOnly && state.empty())
+      continue;
+    summary.tensors.push_back({state.empty() ? name.str() : (name + "/" + state).str(), f.dtype,
+                               {f.shape.begin(), f.shape.end()},
+                               *checkedNumel(f.shape) * dtypeSize(f.dtype)});
+  }
+}
+
 Summary open(const std::string &path, bool verify) {
   Summary summary;
   switch (detect(path)) {
@@ -125,6 +138,13 @@ Summary open(const std::string &path, bool verify) {
                       {"layers_per_stage", l.layersPerStage},
                       {"vocab", l.dims.vocab}, {"padded_vocab", l.dims.paddedVocab}};
     addTensors(summary, megatron.tensors);
+    if (l.optimizer) {
+      // Optimizer states are listed from the layout, as full tensors, like DeepSpeed's.
+      if (l.optimizer->step)
+        summary.layout["optimizer_step"] = *l.optimizer->step;
+      addLayoutTensors(summary, orThrow(loom::reshard::describeCheckpoint(path)),
+                       /*statesOnly=*/true);
+    }
     break;
   }
   case Format::Universal: {
@@ -179,12 +199,7 @@ Summary open(const std::string &path, bool verify) {
       for (const loom::reshard::ShardFile &f : l.files)
         if (!f.tensors.empty())
           orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}}));
-    for (const loom::reshard::FullTensor &f : l.fulls) {
-      auto [name, state] = llvm::StringRef(f.name).split('#');
-      summary.tensors.push_back({state.empty() ? name.str() : (name + "/" + state).str(), f.dtype,
-                                 {f.shape.begin(), f.shape.end()},
-                                 *checkedNumel(f.shape) * dtypeSize(f.dtype)});
-    }
+    addLayoutTensors(summary, l, /*statesOnly=*/false);
     break;
   }
   }

@@ -19,6 +19,9 @@
 
 #include "loom/Checkpoint/Tensor.h"
 
+#include <map>
+#include <optional>
+
 namespace loom::ckpt {
 
 enum class MegatronNaming { Legacy, MCore };
@@ -59,6 +62,26 @@ struct MegatronParam {
   DType dtype = DType::Float32;
 };
 
+/// The optimizer state Megatron's mixed-precision optimizer
+/// (Float16OptimizerWithFloat16Params) saves in each shard under "optimizer":
+/// {"optimizer": the torch Adam state_dict, "fp32_from_fp16_params": the fp32 master
+/// of each parameter, group by group}. Megatron groups a stage's parameters as its
+/// _get_param_groups does: those with weight decay first, then those without
+/// (megatronNoWeightDecay), each group in the order of the stage's model state dict;
+/// Adam's state indices count through the groups in that order.
+struct MegatronOptimizer {
+  std::optional<int64_t> step;
+  /// The groups' settings (lr, betas, weight_decay, ...) without "params": a JSON array.
+  std::string groupsJson;
+  /// TP rank 0's optimizer tensors, stage by stage: collectTensors path under the
+  /// file's root ("optimizer.optimizer.state.3.exp_avg") -> shape.
+  std::vector<std::map<std::string, llvm::SmallVector<int64_t, 4>>> stageShapes;
+};
+
+/// Megatron exempts vectors and biases from weight decay (its default
+/// no_weight_decay_cond: `len(param.shape) == 1 or name.endswith(".bias")`).
+bool megatronNoWeightDecay(llvm::StringRef localName, size_t rank);
+
 struct MegatronLayout {
   MegatronNaming naming = MegatronNaming::MCore;
   unsigned tp = 1, pp = 1;
@@ -70,6 +93,8 @@ struct MegatronLayout {
   std::vector<int64_t> layersPerStage;
   /// The args Namespace's scalar fields as a JSON object (empty when written fresh).
   std::string argsJson;
+  /// Present when the shards hold optimizer state.
+  std::optional<MegatronOptimizer> optimizer;
 };
 
 /// Where `param` sits in its stage's file: the path collectTensors gives it under the

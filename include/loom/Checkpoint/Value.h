@@ -16,6 +16,7 @@
 #include "loom/Checkpoint/Tensor.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -128,6 +129,12 @@ std::string describe(const Value &value);
 /// keys and indices joined with '.', in pickle order ("model.decoder.0.weight").
 /// Tensors inside opaque objects are not listed: their meaning is the class's.
 std::vector<NamedTensor> collectTensors(const Value &root);
+
+/// An int, or an object built from one int (numpy scalars); nullopt otherwise.
+std::optional<int64_t> integerOf(const ValuePtr &value);
+/// An optimizer's step count: integerOf, or a one-element int64/float tensor (torch's
+/// Adam keeps `step` as a float tensor since 1.12).
+std::optional<int64_t> stepNumber(const ValuePtr &value);
 
 } // namespace loom::ckpt
 

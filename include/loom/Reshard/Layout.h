@@ -112,6 +112,9 @@ struct Layout {
   /// The optimizer's parameter groups (DeepSpeed flattens each on its own); empty
   /// when the source does not say.
   std::vector<std::vector<std::string>> paramGroups;
+  /// The groups' optimizer settings (lr, betas, ...) as a JSON array, when the source
+  /// keeps them (Megatron).
+  std::string optimizerGroups;
 
   const FullTensor *findFull(llvm::StringRef name) const;
 };

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resharding throughput against the disk and against a torch peer, in one run.
 
-Usage: reshard_bench.py [--layers N] [--work DIR] [--loom PATH] [--keep]
+Usage: reshard_bench.py [--layers N] [--work DIR] [--loom PATH] [--keep] [--mpi N]
 
 Builds a synthetic Megatron mcore checkpoint with tp=2 pp=2 (Llama-like: hidden
 2048, 16 heads in 4 query groups, SwiGLU ffn 5632, vocabulary 32000, bf16; about
@@ -19,6 +19,9 @@ reshards it to tp=1 pp=4 three ways and prints one table:
 
 Ratios printed: loom's bytes written per second over the disk's write bandwidth
 (target >= 0.8) and torch's time over loom's (target >= 5).
+
+With --mpi N, also `loom reshard --to universal` in one process and under
+`mpirun -n N loom reshard --mpi` (one file, parallel HDF5), and their time ratio.
 """
 import argparse
 import collections
@@ -158,6 +161,7 @@ def main():
     parser.add_argument("--work", default="/tmp/loom-reshard-bench")
     parser.add_argument("--loom", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin", "loom"))
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--mpi", type=int, default=0, help="also time the universal target under mpirun -n N")
     a = parser.parse_args()
     if a.layers % 4:
         sys.exit("--layers must divide by 4 (pp=2 and pp=4)")
@@ -200,6 +204,18 @@ def main():
             ("torch peer", f"{torch_s:.2f} s"),
             ("loom / disk write", f"{written / loom_s / write_bw:.2f} (target >= 0.80)"),
             ("torch / loom time", f"{torch_s / loom_s:.1f}x (target >= 5x)")]
+    if a.mpi:
+        timed = {}
+        for label, command in (
+                ("serial", [a.loom, "reshard", src, os.path.join(a.work, "serial.h5"), "--to", "universal"]),
+                ("mpi", ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", str(a.mpi), a.loom,
+                         "reshard", "--mpi", src, os.path.join(a.work, "mpi.h5"), "--to", "universal"])):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            timed[label] = time.perf_counter() - start
+        rows += [("universal, 1 process", f"{timed['serial']:.2f} s"),
+                 (f"universal, mpirun -n {a.mpi}", f"{timed['mpi']:.2f} s "
+                                                  f"({timed['serial'] / timed['mpi']:.2f}x the serial run)")]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

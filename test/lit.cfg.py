@@ -14,6 +14,9 @@ config.environment["PATH"] = os.pathsep.join(
     [os.path.join(config.loom_obj_root, "bin"), config.llvm_tools_dir,
      config.environment.get("PATH", os.environ.get("PATH", ""))])
 config.environment["LOOM_NO_COLOR"] = "1"
+# `loom reshard --mpi` (parallel HDF5): tests that run it under mpirun say REQUIRES: mpi.
+if getattr(config, "loom_have_mpi", False):
+    config.available_features.add("mpi")
 config.substitutions.append(("%python", config.python_executable))
 # The Python module (python/): PYTHONPATH=%pymodule imports `loom`.
 config.substitutions.append(("%pymodule", os.path.join(config.loom_obj_root, "python")))

@@ -36,6 +36,9 @@ public:
   hid_t get() const { return id; }
   /// Closes now; false if HDF5 reported an error (a failed flush on a file).
   bool reset();
+  /// Forgets the identifier without closing it (a parallel file whose close would
+  /// wait for ranks that are about to be aborted).
+  void release() { id = H5I_INVALID_HID; }
 
 private:
   hid_t id = H5I_INVALID_HID;

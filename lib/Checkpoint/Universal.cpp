@@ -26,6 +26,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#ifdef LOOM_HAVE_MPI
+#include "loom/Checkpoint/Mpi.h"
+
+#include <mpi.h>
+#endif
+
 using namespace loom::ckpt;
 using namespace loom::ckpt::hdf5;
 
@@ -170,49 +176,68 @@ public:
     if (auto reason = tensor.checkView())
       return error(what + ": " + *reason);
     std::vector<hsize_t> dims(tensor.shape.begin(), tensor.shape.end());
-    Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
-                              : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
-                 H5Sclose);
-    Handle create(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-    if (!dims.empty() && tensor.numel() > 0) {
-      std::vector<hsize_t> chunk = chunkShape(dims, dtypeSize(tensor.dtype));
-      if (H5Pset_chunk(create.get(), int(chunk.size()), chunk.data()) < 0 ||
-          H5Pset_fletcher32(create.get()) < 0)
-        return error(what + ": cannot set up chunks: " + lastError());
-    }
-    Handle type = fileType(tensor.dtype);
-    Handle dataset(H5Dcreate2(parent, leaf, type.get(), space.get(), H5P_DEFAULT, create.get(),
-                              H5P_DEFAULT),
-                   H5Dclose);
+    auto dataset = createDataset(parent, leaf, what, tensor.dtype, dims);
     if (!dataset)
-      return error(what + ": cannot create dataset: " + lastError());
-    // Contiguous tensors go to HDF5 straight from their (mapped) storage; views
-    // are gathered once, since HDF5 and the checksum both want row-major bytes.
+      return dataset.takeError();
     std::vector<uint8_t> gathered;
-    llvm::ArrayRef<uint8_t> bytes;
-    if (tensor.isContiguous()) {
-      bytes = tensor.contiguousBytes();
-    } else {
-      gathered = tensor.toBytes();
-      bytes = gathered;
-    }
+    llvm::ArrayRef<uint8_t> bytes = rowMajor(tensor, gathered);
     std::optional<RowChunks> rowChunks;
     if (!dims.empty() && !bytes.empty())
       rowChunks = RowChunks::of(dims, chunkShape(dims, dtypeSize(tensor.dtype)),
                                 dtypeSize(tensor.dtype));
     if (rowChunks) {
-      if (auto err = writeChunksDirectly(dataset.get(), *rowChunks, bytes))
+      if (auto err = writeChunksDirectly(dataset->get(), *rowChunks, bytes))
         return error(what + ": " + llvm::toString(std::move(err)));
-    } else if (!bytes.empty() && H5Dwrite(dataset.get(), type.get(), H5S_ALL, H5S_ALL,
-                                          H5P_DEFAULT, bytes.data()) < 0) {
+    } else if (!bytes.empty() && H5Dwrite(dataset->get(), fileType(tensor.dtype).get(), H5S_ALL,
+                                          H5S_ALL, H5P_DEFAULT, bytes.data()) < 0) {
       return error(what + ": cannot write: " + lastError());
     }
-    if (auto err = writeString(dataset.get(), "dtype", torchDTypeName(tensor.dtype)))
-      return error(what + ": " + llvm::toString(std::move(err)));
-    if (auto err = writeString(dataset.get(), "xxh3_64", checksumText(bytes)))
-      return error(what + ": " + llvm::toString(std::move(err)));
-    return llvm::Error::success();
+    return describeDataset(dataset->get(), what, tensor.dtype, checksumText(bytes));
   }
+
+#ifdef LOOM_HAVE_MPI
+  /// writeDataset for a file every rank of the MPI job has open: all ranks call it
+  /// for the same dataset in the same order; `mine` is the data on rank `owner`
+  /// and null elsewhere. HDF5 writes filtered (Fletcher-32) chunks only in
+  /// collective calls, so every rank joins the write, the others selecting
+  /// nothing; the owner's checksum is broadcast for the attribute all must write
+  /// alike.
+  llvm::Error writeDatasetCollective(hid_t parent, const char *leaf, const llvm::Twine &what,
+                                     DType dtype, llvm::ArrayRef<int64_t> shape,
+                                     const Tensor *mine, int owner) {
+    std::vector<hsize_t> dims(shape.begin(), shape.end());
+    auto dataset = createDataset(parent, leaf, what, dtype, dims);
+    if (!dataset)
+      return dataset.takeError();
+    std::vector<uint8_t> gathered;
+    llvm::ArrayRef<uint8_t> bytes;
+    if (mine) {
+      if (auto reason = mine->checkView())
+        return error(what + ": " + *reason);
+      bytes = rowMajor(*mine, gathered);
+    }
+    Handle fileSpace(H5Dget_space(dataset->get()), H5Sclose);
+    Handle memory(H5Scopy(fileSpace.get()), H5Sclose);
+    if (!mine) {
+      H5Sselect_none(fileSpace.get());
+      H5Sselect_none(memory.get());
+    }
+    Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+    H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE);
+    uint8_t nothing = 0;
+    uint64_t elements = 1;
+    for (hsize_t d : dims)
+      elements *= d;
+    if (elements > 0 &&
+        H5Dwrite(dataset->get(), fileType(dtype).get(), memory.get(), fileSpace.get(),
+                 transfer.get(), bytes.empty() ? &nothing : bytes.data()) < 0)
+      return error(what + ": cannot write: " + lastError());
+    uint64_t checksum = mine ? llvm::xxh3_64bits(bytes) : 0;
+    MPI_Bcast(&checksum, 1, MPI_UINT64_T, owner, MPI_COMM_WORLD);
+    return describeDataset(dataset->get(), what, dtype,
+                           llvm::utohexstr(checksum, /*LowerCase=*/true, /*Width=*/16));
+  }
+#endif
 
   llvm::Error writeMetadata(const UniversalMetadata &meta) {
     llvm::json::Object mapping;
@@ -237,6 +262,50 @@ public:
   }
 
 private:
+  /// The dataset `leaf` of `dims` under `parent`: chunked with Fletcher-32 unless it
+  /// is a scalar or empty.
+  llvm::Expected<Handle> createDataset(hid_t parent, const char *leaf, const llvm::Twine &what,
+                                       DType dtype, const std::vector<hsize_t> &dims) {
+    Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                              : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+                 H5Sclose);
+    Handle create(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    bool empty = llvm::is_contained(dims, hsize_t(0));
+    if (!dims.empty() && !empty) {
+      std::vector<hsize_t> chunk = chunkShape(dims, dtypeSize(dtype));
+      if (H5Pset_chunk(create.get(), int(chunk.size()), chunk.data()) < 0 ||
+          H5Pset_fletcher32(create.get()) < 0)
+        return error(what + ": cannot set up chunks: " + lastError());
+    }
+    Handle dataset(H5Dcreate2(parent, leaf, fileType(dtype).get(), space.get(), H5P_DEFAULT,
+                              create.get(), H5P_DEFAULT),
+                   H5Dclose);
+    if (!dataset)
+      return error(what + ": cannot create dataset: " + lastError());
+    return std::move(dataset);
+  }
+
+  /// A tensor's row-major bytes: contiguous tensors go to HDF5 straight from their
+  /// (mapped) storage; views are gathered once into `gathered`, since HDF5 and the
+  /// checksum both want row-major bytes.
+  static llvm::ArrayRef<uint8_t> rowMajor(const Tensor &tensor, std::vector<uint8_t> &gathered) {
+    if (tensor.isContiguous())
+      return tensor.contiguousBytes();
+    gathered = tensor.toBytes();
+    return gathered;
+  }
+
+  /// The attributes every dataset carries: its torch dtype and the XXH3-64 of its
+  /// row-major bytes.
+  llvm::Error describeDataset(hid_t dataset, const llvm::Twine &what, DType dtype,
+                              llvm::StringRef checksum) {
+    if (auto err = writeString(dataset, "dtype", torchDTypeName(dtype)))
+      return error(what + ": " + llvm::toString(std::move(err)));
+    if (auto err = writeString(dataset, "xxh3_64", checksum))
+      return error(what + ": " + llvm::toString(std::move(err)));
+    return llvm::Error::success();
+  }
+
   /// Full trailing dimensions, cut along the leading ones until a chunk is about
   /// kChunkBytes (HDF5 also caps a chunk at 4 GiB).
   static std::vector<hsize_t> chunkShape(const std::vector<hsize_t> &dims, uint64_t elementSize) {
@@ -269,8 +338,25 @@ struct UniversalStream::Impl {
   /// (name, state) of each optimizer state written, with its shape.
   std::vector<std::tuple<std::string, UniversalState, llvm::SmallVector<int64_t, 4>>> states;
   bool finished = false;
+  /// Open on every rank of an MPI job (createParallel).
+  bool parallel = false;
 
   llvm::Error fail(llvm::Error err) {
+    if (parallel) {
+      // Closing is collective and the other ranks may never get there: leave the
+      // handles to the abort that follows; rank 0 removes the temporary.
+      for (auto &entry : groups)
+        entry.second.release();
+      groups.clear();
+      params.release();
+      optimizer.release();
+      file.release();
+      writer.reset();
+      if (mpiRank() == 0)
+        llvm::sys::fs::remove(tempPath);
+      finished = true;
+      return err;
+    }
     groups.clear();
     params.reset();
     optimizer.reset();
@@ -279,6 +365,27 @@ struct UniversalStream::Impl {
     llvm::sys::fs::remove(tempPath);
     finished = true;
     return err;
+  }
+  static int mpiRank() {
+#ifdef LOOM_HAVE_MPI
+    return mpi::rank();
+#else
+    return 0;
+#endif
+  }
+  /// Bookkeeping before a dataset is written: the name is a link name, a
+  /// parameter is written once; optimizer states are checked at finish().
+  llvm::Error admit(llvm::StringRef name, UniversalState state, llvm::ArrayRef<int64_t> shape) {
+    // A '/' would make HDF5 create intermediate groups: the name would not read back.
+    if (name.empty() || name.contains('/') || name == "." || name == "..")
+      return writer->error("parameter name '" + name + "' cannot be an HDF5 link name");
+    if (state == UniversalState::Param) {
+      if (!paramShapes.try_emplace(name, llvm::SmallVector<int64_t, 4>(shape)).second)
+        return writer->error("params/" + name + " written twice");
+    } else {
+      states.emplace_back(name.str(), state, llvm::SmallVector<int64_t, 4>(shape));
+    }
+    return llvm::Error::success();
   }
   llvm::Expected<hid_t> groupOf(llvm::StringRef name) {
     auto &group = groups[name];
@@ -302,15 +409,53 @@ UniversalStream::~UniversalStream() {
 
 llvm::Expected<std::unique_ptr<UniversalStream>>
 UniversalStream::create(const llvm::Twine &path, const UniversalMetadata &metadata) {
+  return open(path, metadata, /*parallel=*/false);
+}
+
+llvm::Expected<std::unique_ptr<UniversalStream>>
+UniversalStream::createParallel(const llvm::Twine &path, const UniversalMetadata &metadata) {
+#ifdef LOOM_HAVE_MPI
+  if (!mpi::active())
+    return fileError(path, "a parallel universal file needs MPI initialized (--mpi)");
+  return open(path, metadata, /*parallel=*/true);
+#else
+  return fileError(path, llvm::toString(mpi::init(nullptr, nullptr)));
+#endif
+}
+
+llvm::Expected<std::unique_ptr<UniversalStream>>
+UniversalStream::open(const llvm::Twine &path, const UniversalMetadata &metadata, bool parallel) {
   Quiet quiet;
   auto impl = std::make_unique<Impl>();
   impl->finalPath = path.str();
-  int fd = -1;
-  if (std::error_code ec = llvm::sys::fs::createUniqueFile(impl->finalPath + ".tmp-%%%%%%", fd,
-                                                           impl->tempPath))
-    return fileError(impl->finalPath, "cannot create a temporary file: " + ec.message());
-  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
-  impl->file = Handle(H5Fcreate(impl->tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+  impl->parallel = parallel;
+  Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  std::string createError;
+  if (Impl::mpiRank() == 0) {
+    int fd = -1;
+    if (std::error_code ec = llvm::sys::fs::createUniqueFile(impl->finalPath + ".tmp-%%%%%%", fd,
+                                                             impl->tempPath))
+      createError = "cannot create a temporary file: " + ec.message();
+    else
+      llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  }
+#ifdef LOOM_HAVE_MPI
+  if (parallel) {
+    // Rank 0 names the temporary; every rank opens it through MPI-IO.
+    char name[4096] = {};
+    if (createError.empty())
+      std::strncpy(name, impl->tempPath.c_str(), sizeof(name) - 1);
+    MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, MPI_COMM_WORLD);
+    impl->tempPath = name;
+    if (impl->tempPath.empty())
+      return fileError(impl->finalPath, createError.empty() ? "rank 0 cannot create a temporary file"
+                                                            : createError);
+    H5Pset_fapl_mpio(access.get(), MPI_COMM_WORLD, MPI_INFO_NULL);
+  }
+#endif
+  if (!createError.empty())
+    return fileError(impl->finalPath, createError);
+  impl->file = Handle(H5Fcreate(impl->tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),
                       H5Fclose);
   if (!impl->file)
     return impl->fail(fileError(impl->finalPath, "cannot create HDF5 file: " + lastError()));
@@ -333,26 +478,53 @@ llvm::Error UniversalStream::write(llvm::StringRef name, UniversalState state,
   Quiet quiet;
   if (impl->finished)
     return fileError(impl->finalPath, "written after finish");
-  // A '/' would make HDF5 create intermediate groups: the name would not read back.
-  if (name.empty() || name.contains('/') || name == "." || name == "..")
-    return impl->fail(impl->writer->error("parameter name '" + name + "' cannot be an HDF5 link name"));
-  llvm::Error err = llvm::Error::success();
-  if (state == UniversalState::Param) {
-    if (!impl->paramShapes.try_emplace(name, tensor.shape).second)
-      return impl->fail(impl->writer->error("params/" + name + " written twice"));
-    err = impl->writer->writeDataset(impl->params.get(), name.str().c_str(), "params/" + name,
-                                     tensor);
-  } else {
+  if (impl->parallel)
+    return impl->fail(impl->writer->error("a parallel stream is written with writeCollective"));
+  if (auto err = impl->admit(name, state, tensor.shape))
+    return impl->fail(std::move(err));
+  hid_t parent = impl->params.get();
+  if (state != UniversalState::Param) {
     auto group = impl->groupOf(name);
     if (!group)
       return impl->fail(group.takeError());
-    impl->states.emplace_back(name.str(), state, tensor.shape);
-    err = impl->writer->writeDataset(*group, universalStateName(state).data(),
-                                     datasetPath(name, state), tensor);
+    parent = *group;
   }
-  if (err)
+  std::string leaf = state == UniversalState::Param ? name.str() : universalStateName(state).str();
+  if (auto err = impl->writer->writeDataset(parent, leaf.c_str(), datasetPath(name, state), tensor))
     return impl->fail(std::move(err));
   return llvm::Error::success();
+}
+
+llvm::Error UniversalStream::writeCollective(llvm::StringRef name, UniversalState state,
+                                             DType dtype, llvm::ArrayRef<int64_t> shape,
+                                             const Tensor *mine, int owner) {
+#ifdef LOOM_HAVE_MPI
+  Quiet quiet;
+  if (impl->finished)
+    return fileError(impl->finalPath, "written after finish");
+  if (!impl->parallel)
+    return impl->fail(impl->writer->error("writeCollective needs a parallel stream"));
+  if (mine && (mine->dtype != dtype || llvm::ArrayRef<int64_t>(mine->shape) != shape))
+    return impl->fail(impl->writer->error(datasetPath(name, state) +
+                                          ": the owner's tensor is not the declared one"));
+  if (auto err = impl->admit(name, state, shape))
+    return impl->fail(std::move(err));
+  hid_t parent = impl->params.get();
+  if (state != UniversalState::Param) {
+    auto group = impl->groupOf(name);
+    if (!group)
+      return impl->fail(group.takeError());
+    parent = *group;
+  }
+  std::string leaf = state == UniversalState::Param ? name.str() : universalStateName(state).str();
+  if (auto err = impl->writer->writeDatasetCollective(parent, leaf.c_str(), datasetPath(name, state),
+                                                      dtype, shape, mine, owner))
+    return impl->fail(std::move(err));
+  return llvm::Error::success();
+#else
+  (void)name, (void)state, (void)dtype, (void)shape, (void)mine, (void)owner;
+  return impl->fail(impl->writer->error("this loom was built without MPI"));
+#endif
 }
 
 llvm::Error UniversalStream::setStep(llvm::StringRef name, int64_t step) {
@@ -385,15 +557,32 @@ llvm::Error UniversalStream::finish() {
   impl->writer.reset();
   if (!impl->file.reset())
     return impl->fail(fileError(impl->finalPath, "cannot close HDF5 file: " + lastError()));
-  // Durable before visible, as OutputFile does.
-  if (int fd = ::open(impl->tempPath.c_str(), O_RDONLY); fd >= 0) {
-    int synced = ::fsync(fd);
-    ::close(fd);
-    if (synced != 0)
-      return impl->fail(fileError(impl->finalPath, "fsync failed"));
+  // Durable before visible, as OutputFile does; in an MPI job rank 0 does it
+  // once every rank has closed the file, and tells the others how it went.
+  std::string failure;
+  if (Impl::mpiRank() == 0) {
+    if (int fd = ::open(impl->tempPath.c_str(), O_RDONLY); fd >= 0) {
+      int synced = ::fsync(fd);
+      ::close(fd);
+      if (synced != 0)
+        failure = "fsync failed";
+    }
+    if (failure.empty())
+      if (std::error_code ec = llvm::sys::fs::rename(impl->tempPath, impl->finalPath))
+        failure = "cannot rename the temporary file: " + ec.message();
   }
-  if (std::error_code ec = llvm::sys::fs::rename(impl->tempPath, impl->finalPath))
-    return impl->fail(fileError(impl->finalPath, "cannot rename the temporary file: " + ec.message()));
+#ifdef LOOM_HAVE_MPI
+  if (impl->parallel) {
+    int failed = !failure.empty();
+    MPI_Bcast(&failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (failed && failure.empty())
+      failure = "rank 0 could not put the file in place";
+  }
+#endif
+  if (!failure.empty()) {
+    impl->parallel = false; // nothing collective is left to wait for
+    return impl->fail(fileError(impl->finalPath, failure));
+  }
   impl->finished = true;
   return llvm::Error::success();
 }

@@ -320,9 +320,12 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     }
     layout.files.push_back(std::move(file));
     dimsFromText(layout, (*reader)->metadata().modelConfig);
-    // Optimizer groups a DeepSpeed source recorded.
+    layout.convertedFrom = (*reader)->metadata().sourceFormat;
+    layout.sourceArgs = (*reader)->metadata().sourceLayout;
+    // Optimizer groups a DeepSpeed source recorded, and a Megatron source's
+    // group settings.
     if (auto parsed = llvm::json::parse((*reader)->metadata().sourceLayout)) {
-      if (auto *o = parsed->getAsObject())
+      if (auto *o = parsed->getAsObject()) {
         if (auto *groups = o->getArray("param_groups"))
           for (const llvm::json::Value &group : *groups) {
             layout.paramGroups.emplace_back();
@@ -331,6 +334,9 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
                 if (auto text = name.getAsString())
                   layout.paramGroups.back().push_back(text->str());
           }
+        if (const llvm::json::Value *settings = o->get("optimizer_groups"))
+          layout.optimizerGroups = llvm::formatv("{0}", *settings).str();
+      }
     } else {
       llvm::consumeError(parsed.takeError());
     }
@@ -488,6 +494,16 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
                               {"model_config", source.dims ? configJson(*source.dims) : "{}"}};
       if (!source.sourceArgs.empty())
         meta["source_layout"] = source.sourceArgs;
+      // A Megatron source's optimizer group settings ride in source_layout.
+      if (!source.optimizerGroups.empty()) {
+        llvm::json::Object layoutJson;
+        if (auto parsed = llvm::json::parse(source.sourceArgs.empty() ? "{}" : source.sourceArgs))
+          if (auto *o = parsed->getAsObject())
+            layoutJson = std::move(*o);
+        if (auto groups = llvm::json::parse(source.optimizerGroups))
+          layoutJson["optimizer_groups"] = std::move(*groups);
+        meta["source_layout"] = llvm::formatv("{0}", llvm::json::Value(std::move(layoutJson))).str();
+      }
       if (source.optimizerStep)
         meta["step"] = *source.optimizerStep;
       file.meta = llvm::formatv("{0}", llvm::json::Value(std::move(meta))).str();
@@ -566,7 +582,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       return files.takeError();
     // The args: the source's, with the new degrees and shape facts.
     llvm::json::Object args;
-    if (llvm::StringRef(source.format).starts_with("megatron")) {
+    if (llvm::StringRef(source.format).starts_with("megatron") ||
+        llvm::StringRef(source.convertedFrom).starts_with("megatron")) {
       if (auto parsed = llvm::json::parse(source.sourceArgs))
         if (auto *o = parsed->getAsObject())
           args = std::move(*o);

@@ -11,6 +11,7 @@
 #include "loom/Reshard/Reshard.h"
 
 #include "loom/Checkpoint/Dcp.h"
+#include "loom/Checkpoint/Mpi.h"
 #include "loom/Checkpoint/OutputFile.h"
 #include "loom/Checkpoint/Safetensors.h"
 #include "loom/Checkpoint/TorchZip.h"
@@ -25,6 +26,7 @@
 #include "llvm/Support/Process.h"
 
 #include <chrono>
+#include <functional>
 #include <cstring>
 
 using namespace loom;
@@ -196,6 +198,8 @@ struct PendingOutput {
   std::unique_ptr<SafetensorsStream> safetensors;
   std::unique_ptr<UniversalStream> universal;
   std::unique_ptr<DcpWriter> dcp;
+  /// A universal output written by every rank of an MPI job (RunOptions::mpi).
+  bool parallel = false;
   unsigned dcpRanks = 1;
   std::optional<int64_t> universalStep;
   llvm::StringSet<> withStates; ///< universal parameters given optimizer states
@@ -317,14 +321,20 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
 
 /// One dataset of a streamed universal output: key "name" is the parameter,
 /// "name#fp32" / "#exp_avg" / "#exp_avg_sq" its optimizer states.
-llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
+/// Writes `key` ("<name>" or "<name>#<state>") to a universal output: the tensor,
+/// or in an MPI job the collective write every rank makes, `mine` being the data on
+/// rank `owner` (null elsewhere).
+llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, DType dtype,
+                           llvm::ArrayRef<int64_t> shape, const Tensor *mine, int owner) {
   auto [name, stateText] = key.split('#');
   std::optional<UniversalState> state = stateOfKey(stateText);
   if (!state)
     return fileError(out.path, "unknown optimizer state '" + stateText + "'");
   if (*state != UniversalState::Param)
     out.withStates.insert(name);
-  return out.universal->write(name, *state, tensor);
+  if (out.parallel)
+    return out.universal->writeCollective(name, *state, dtype, shape, mine, owner);
+  return out.universal->write(name, *state, *mine);
 }
 
 /// A complete tensor of a streamed DCP output: its row blocks, one per rank's file.
@@ -340,7 +350,7 @@ llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor 
   if (out.dcp)
     return dcpWrite(out, key, tensor);
   if (out.universal)
-    return universalWrite(out, key, tensor);
+    return universalWrite(out, key, tensor.dtype, tensor.shape, &tensor, /*owner=*/0);
   if (out.safetensors)
     return out.safetensors->writeTensor(key, tensor.contiguousBytes());
   return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
@@ -370,7 +380,8 @@ llvm::Error startStream(PendingOutput &out) {
     m.modelConfig = meta->getString("model_config").value_or("{}").str();
     m.sourceLayout = meta->getString("source_layout").value_or("{}").str();
     out.universalStep = meta->getInteger("step");
-    auto stream = UniversalStream::create(out.path, m);
+    auto stream = out.parallel ? UniversalStream::createParallel(out.path, m)
+                               : UniversalStream::create(out.path, m);
     if (!stream)
       return stream.takeError();
     out.universal = std::move(*stream);
@@ -439,9 +450,14 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
   ++stats.files;
   if (out.universal) {
+    // In name order: in an MPI job every rank must make the same calls in turn.
+    std::vector<llvm::StringRef> names;
+    for (const auto &name : out.withStates)
+      names.push_back(name.getKey());
+    llvm::sort(names);
     if (out.universalStep)
-      for (const auto &name : out.withStates)
-        if (auto err = out.universal->setStep(name.getKey(), *out.universalStep))
+      for (llvm::StringRef name : names)
+        if (auto err = out.universal->setStep(name, *out.universalStep))
           return err;
     return out.universal->finish();
   }
@@ -490,6 +506,45 @@ std::string join(llvm::StringRef root, llvm::StringRef path) {
 }
 } // namespace
 
+/// How an MPI job shares a universal output's tensors: each goes to the rank with
+/// the fewest bytes so far, in the order writes complete them, so every rank
+/// computes the same split. Rank k writes its tensors in that order; the writes
+/// are collective, so they run in rounds: round r writes rank 0's r-th tensor,
+/// then rank 1's, and so on, each rank having assembled its r-th tensor (reading
+/// its sources) while the others assembled theirs.
+struct MpiShare {
+  int rank = 0, size = 1;
+  llvm::StringMap<int> owner;
+  std::vector<std::vector<std::string>> perRank;
+  llvm::StringMap<std::pair<DType, llvm::SmallVector<int64_t, 4>>> declared;
+  size_t round = 0, rounds = 0;
+
+  bool mine(llvm::StringRef key) const { return owner.lookup(key) == rank; }
+
+  /// Round `round`: every rank's tensor of that round, `tensor` being this rank's
+  /// (null once this rank has written all of its own).
+  llvm::Error runRound(PendingOutput &out, const Tensor *tensor, RunStats &stats) {
+    for (int k = 0; k < size; ++k) {
+      if (round >= perRank[k].size())
+        continue;
+      const std::string &key = perRank[k][round];
+      const auto &[dtype, shape] = declared[key];
+      const Tensor *data = k == rank ? tensor : nullptr;
+      if (k == rank && !data)
+        return fileError(out.path, "rank " + llvm::Twine(rank) + " has no tensor for its turn (" +
+                                       key + ")");
+      if (auto err = universalWrite(out, key, dtype, shape, data, k))
+        return err;
+      if (data) {
+        stats.bytesWritten += data->nbytes();
+        ++stats.tensors;
+      }
+    }
+    ++round;
+    return llvm::Error::success();
+  }
+};
+
 llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
   auto start = std::chrono::steady_clock::now();
   std::string sourceRoot = options.sourceRoot.empty() ? program.getSource().str() : options.sourceRoot;
@@ -519,7 +574,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // Last uses, so that values and sources are released as soon as possible.
   llvm::DenseMap<Operation *, unsigned> position;
   llvm::DenseMap<mlir::Value, unsigned> lastUse;
-  llvm::StringMap<unsigned> lastRead;
+  llvm::StringMap<unsigned> lastRead, lastWrite;
   uint64_t totalBytes = 0;
   unsigned n = 0;
   for (Operation &op : *body) {
@@ -528,6 +583,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       lastUse[operand] = n;
     if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op))
       lastRead[read.getSource()] = n;
+    if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
+      lastWrite[write.getKey()] = n;
     if (auto output = mlir::dyn_cast<ckptir::OutputOp>(op))
       for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
         totalBytes += mlir::cast<RankedTensorType>(decl.getType()).getNumElements() *
@@ -536,10 +593,53 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     ++n;
   }
 
+  MpiShare share;
+  if (options.mpi) {
+    ckptir::OutputOp output = *outputs.begin();
+    if (!singleFile || output.getFormat() != "universal")
+      return fileError(outputRoot, "--mpi writes loom's universal format, one file shared by "
+                                   "every rank (--to universal)");
+    share.rank = mpi::rank();
+    share.size = mpi::size();
+    share.perRank.resize(share.size);
+    std::vector<std::pair<unsigned, std::string>> order; // completion position, key
+    for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>()) {
+      auto type = mlir::cast<RankedTensorType>(decl.getType());
+      share.declared[decl.getKey()] = {*ckptir::dtypeOf(type.getElementType()),
+                                       llvm::SmallVector<int64_t, 4>(type.getShape())};
+      if (type.getNumElements() > 0)
+        order.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str()});
+    }
+    llvm::sort(order);
+    std::vector<uint64_t> load(share.size, 0);
+    for (const auto &[at, key] : order) {
+      int k = int(std::min_element(load.begin(), load.end()) - load.begin());
+      const auto &[dtype, shape] = share.declared[key];
+      load[k] += uint64_t(*checkedNumel(shape)) * dtypeSize(dtype);
+      share.owner[key] = k;
+      share.perRank[k].push_back(key);
+      share.rounds = std::max(share.rounds, share.perRank[k].size());
+    }
+  }
+  // Whether `op`'s result reaches a write this run makes (not of a skipped output,
+  // and this rank's own tensor in an MPI job); memoised.
+  llvm::DenseMap<Operation *, bool> feedsWrite;
+  llvm::StringMap<PendingOutput> pending;
+  std::function<bool(Operation *)> needed = [&](Operation *op) -> bool {
+    if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
+      return !pending[write.getOutput()].skip && (!options.mpi || share.mine(write.getKey()));
+    auto [it, fresh] = feedsWrite.try_emplace(op, false);
+    if (!fresh)
+      return it->second;
+    bool any = op->getUsers().empty();
+    for (Operation *user : op->getUsers())
+      any = any || needed(user);
+    return feedsWrite[op] = any;
+  };
+
   RunStats stats;
   llvm::StringMap<ckptir::SourceOp> sourceOps;
   llvm::StringMap<std::unique_ptr<OpenSource>> open;
-  llvm::StringMap<PendingOutput> pending;
   llvm::DenseMap<mlir::Value, Tensor> values;
   uint64_t doneBytes = 0;
   for (Operation &op : *body) {
@@ -553,6 +653,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       out.op = output;
       out.path = join(partial, output.getPath());
       out.skip = options.resume && !singleFile && llvm::sys::fs::exists(out.path);
+      out.parallel = options.mpi;
       llvm::StringRef parent = llvm::sys::path::parent_path(out.path);
       if (!out.skip && !parent.empty())
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
@@ -563,15 +664,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         if (llvm::Error err = startStream(out))
           return std::move(err);
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
-      // Reads that only feed skipped outputs are not done.
-      bool needed = llvm::any_of(read->getUsers(), [&](Operation *user) {
-        mlir::Operation *sink = user;
-        while (!mlir::isa<ckptir::WriteOp>(sink) && !sink->getUsers().empty())
-          sink = *sink->getUsers().begin();
-        auto write = mlir::dyn_cast<ckptir::WriteOp>(sink);
-        return !write || !pending[write.getOutput()].skip;
-      });
-      if (needed) {
+      // Reads that only feed skipped outputs (or other ranks' tensors) are not done.
+      if (needed(read)) {
         llvm::StringRef sym = read.getSource();
         auto &source = open[sym];
         if (!source) {
@@ -629,7 +723,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           owned(dtype, type.getShape(), std::vector<uint8_t>(type.getNumElements() * dtypeSize(dtype)));
     } else if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op)) {
       PendingOutput &out = pending[write.getOutput()];
-      if (!out.skip) {
+      if (needed(write)) {
         auto decl = llvm::find_if(out.op.getBodyBlock()->getOps<ckptir::TensorOp>(),
                                   [&](ckptir::TensorOp t) { return t.getKey() == write.getKey(); });
         auto type = mlir::cast<RankedTensorType>((*decl).getType());
@@ -653,9 +747,19 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         if (out.streamed()) {
           uint64_t &filled = out.filled[write.getKey()];
           filled += input.numel();
-          if (filled == uint64_t(type.getNumElements()))
-            if (llvm::Error err = streamTensor(out, write.getKey(), stats))
+          // (Empty tensors went out when the output started.)
+          if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0) {
+            if (out.parallel) {
+              // This rank's next tensor: its round writes it, with the others'.
+              auto found = out.buffers.find(write.getKey());
+              if (llvm::Error err = share.runRound(out, &found->second, stats))
+                return std::move(err);
+              found->second.storage->dropResidentPages();
+              out.buffers.erase(found);
+            } else if (llvm::Error err = streamTensor(out, write.getKey(), stats)) {
               return std::move(err);
+            }
+          }
         }
       }
     } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
@@ -665,6 +769,10 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto type = mlir::cast<RankedTensorType>(decl.getType());
         bytes += type.getNumElements() * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
       }
+      // The rounds of ranks with more tensors than this one.
+      while (out.parallel && share.round < share.rounds)
+        if (llvm::Error err = share.runRound(out, nullptr, stats))
+          return std::move(err);
       if (out.skip) {
         ++stats.skippedFiles;
       } else if (llvm::Error err = writeOutput(out, stats)) {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <cctype>
 #include <chrono>
+#include <functional>
 #include <tuple>
 
 using namespace loom;
@@ -280,6 +281,54 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   for (const cost::MemoryBreakdown &m : e.memory)
     est->add_stage_memory_bytes(uint64_t(m.total()));
   return plan;
+}
+
+cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
+  const spec::Strategy &st = plan.strategy();
+  cost::StrategyChoice c;
+  c.dp = st.dp();
+  c.tp = std::max(1u, st.tp());
+  c.pp = std::max(1u, st.pp());
+  c.vpp = std::max(1u, st.vpp());
+  c.ep = std::max(1u, st.ep());
+  c.cp = std::max(1u, st.cp());
+  c.zero = st.zero();
+  c.recompute = st.recompute() == spec::RECOMPUTE_FULL        ? cost::Recompute::Full
+                : st.recompute() == spec::RECOMPUTE_SELECTIVE ? cost::Recompute::Selective
+                                                              : cost::Recompute::None;
+  c.recomputeRanks = st.recompute_ranks();
+  c.microBatch = std::max(1u, st.micro_batch() ? st.micro_batch() : plan.training().micro_batch());
+  c.sequenceParallel = st.sequence_parallel();
+  c.tpCommOverlap = st.tp_comm_overlap();
+  c.offloadOptimizer = st.offload_optimizer();
+  switch (st.schedule()) {
+  case spec::GPIPE:
+    c.schedule = cost::Schedule::GPipe;
+    break;
+  case spec::INTERLEAVED:
+    c.schedule = cost::Schedule::Interleaved;
+    break;
+  case spec::ZB_H1:
+    c.schedule = cost::Schedule::ZeroBubbleH1;
+    break;
+  case spec::ZB_H2:
+    c.schedule = cost::Schedule::ZeroBubbleH2;
+    break;
+  default:
+    c.schedule = cost::Schedule::OneFOneB;
+    break;
+  }
+  if (!st.rank_order().empty())
+    parseRankOrder(st.rank_order(), c.order);
+  // Uneven stages (one chunk per rank) are kept; even ones are the default split.
+  if (c.vpp == 1 && plan.stages_size() == int(c.pp)) {
+    std::vector<int64_t> layers;
+    for (const spec::Stage &stage : plan.stages())
+      layers.push_back(stage.num_layers());
+    if (std::adjacent_find(layers.begin(), layers.end(), std::not_equal_to<>()) != layers.end())
+      c.stageLayers = std::move(layers);
+  }
+  return c;
 }
 
 PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &cluster,

@@ -2,7 +2,6 @@
 
 #include "loom/Search/SimulatedPipeline.h"
 
-#include "loom/Schedule/Generators.h"
 #include "loom/Schedule/Simulator.h"
 
 #include <algorithm>
@@ -10,11 +9,10 @@
 using namespace loom;
 using namespace loom::search;
 
-std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Workload &w,
-                                                                const cost::Estimate &e) {
-  if (w.pp < 2)
-    return std::nullopt;
-  sched::Kind kind = sched::Kind::OneFOneB;
+std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload &w,
+                                                          const cost::Estimate &e) {
+  PipelinePricing out;
+  sched::Kind &kind = out.kind;
   switch (w.schedule) {
   case cost::Schedule::GPipe:
     kind = sched::Kind::GPipe;
@@ -31,44 +29,56 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
     kind = sched::Kind::ZBH2;
     break;
   }
-  sched::Shape shape{int32_t(w.pp), int32_t(w.microBatches()), int32_t(w.vpp)};
-  if (!sched::checkShape(kind, shape).empty())
+  if (w.pp < 2)
+    kind = sched::Kind::OneFOneB;
+  out.shape = {int32_t(w.pp), int32_t(w.microBatches()), int32_t(w.pp < 2 ? 1 : w.vpp)};
+  if (!sched::checkShape(kind, out.shape).empty())
     return std::nullopt;
-  sched::Schedule layout = sched::layoutFor(kind, shape);
+  sched::Schedule layout = sched::layoutFor(kind, out.shape);
 
   // Per stage (a chunk of a rank under interleaving): the rank's per
   // micro-batch times split over its chunks; exposed tensor/expert
   // communication halves into forward and backward, context-parallel exchange
   // and recomputation belong to the backward. Transfers move to the links.
-  sched::Costs costs;
+  sched::Costs &costs = out.costs;
   costs.numRanks = int32_t(w.pp);
   size_t stages = layout.stageRank.size();
   costs.forward.resize(stages);
   costs.backward.resize(stages);
   costs.weight.resize(stages);
+  double chunks = double(out.shape.virtualStages);
   for (size_t s = 0; s < stages; ++s) {
     const cost::RankTime &t = e.time[layout.stageRank[s]];
-    double chunks = double(w.vpp);
     costs.forward[s] = (t.f + t.tpComm / 2 + t.epComm / 2) / chunks;
     costs.backward[s] = (t.b + t.recompute + t.tpComm / 2 + t.cpComm + t.epComm / 2) / chunks;
     costs.weight[s] = t.w / chunks;
   }
   costs.p2p.assign(size_t(w.pp) * size_t(w.pp), 0.0);
   double bytes = cost::pipelineMessageBytes(w);
-  for (int64_t r = 0; r < w.pp; ++r) {
+  for (int64_t r = 0; w.pp > 1 && r < w.pp; ++r) {
     const cost::GroupLevel &link = w.hops[r].link;
     double seconds = (link.bandwidth > 0 ? bytes / link.bandwidth : 0) + link.latency;
     int32_t next = int32_t((r + 1) % w.pp);
     costs.setLink(int32_t(r), next, seconds);
     costs.setLink(next, int32_t(r), seconds);
   }
-  sched::Schedule schedule = sched::generate(kind, shape, costs);
-  std::optional<sched::Timeline> timeline = sched::simulate(schedule, costs);
+  return out;
+}
+
+std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Workload &w,
+                                                                const cost::Estimate &e) {
+  if (w.pp < 2)
+    return std::nullopt;
+  std::optional<PipelinePricing> priced = pricePipeline(w, e);
+  if (!priced)
+    return std::nullopt;
+  sched::Schedule schedule = sched::generate(priced->kind, priced->shape, priced->costs);
+  std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
   if (!timeline)
     return std::nullopt;
   SimulatedPipeline out;
   out.makespan = timeline->makespan;
   out.maxBubbleRatio = *std::max_element(timeline->bubbleRatio.begin(), timeline->bubbleRatio.end());
-  out.schedule = sched::kindName(kind);
+  out.schedule = sched::kindName(priced->kind);
   return out;
 }

@@ -44,6 +44,32 @@ class ParallelGroups:
             if i == self.pp_index:
                 self.dp_group = group
 
+    @classmethod
+    def from_table(cls, table):
+        """The groups a `loom emit --target schedule` table states for this world:
+        its pp_groups (global ranks in pipeline-rank order, one list per pipeline)
+        are the pipelines, and the ranks at one pipeline position across them form
+        that position's data-parallel group. So the plan's rank map, not a fixed
+        convention, decides which process runs which stage."""
+        pipelines = table.get("pp_groups")
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if not pipelines or sorted(r for g in pipelines for r in g) != list(range(world)) \
+                or len({len(g) for g in pipelines}) != 1:
+            raise ValueError(f"the table's pp_groups {pipelines} do not cover the world's "
+                             f"{world} ranks in pipelines of one size")
+        self = cls.__new__(cls)
+        self.pp, self.dp = len(pipelines[0]), len(pipelines)
+        for d, pipeline in enumerate(pipelines):
+            if rank in pipeline:
+                self.dp_index, self.pp_index = d, pipeline.index(rank)
+                self.pipeline_ranks = list(pipeline)
+        self.dp_group = None
+        for i in range(self.pp):
+            group = dist.new_group(sorted(p[i] for p in pipelines))
+            if i == self.pp_index:
+                self.dp_group = group
+        return self
+
 
 def split_stages(model, num_stages):
     """The layers of an nn.Sequential in num_stages contiguous, nearly equal

@@ -2,11 +2,16 @@
 """Judges a loom universal checkpoint with h5py (Debian's python3-h5py), not with loom.
 
 Usage: check_universal.py FILE.h5 MANIFEST.json
+       check_universal.py same A.h5 B.h5
 
 The manifest lists datasets with the dtype, shape and SHA-256 of the bytes loom meant
 to store. h5py must find each dataset with that shape, a dtype attribute naming it, an
 HDF5 type whose numpy form matches it (float16 as float16, bfloat16 as 16-bit
 integers), the same bytes, and the root attributes the format requires.
+
+`same` compares two universal files (a serial and an MPI run): the same groups and
+datasets, each with the same HDF5 type, shape, chunk shape, Fletcher-32 filter,
+bytes and attributes (dtype, xxh3_64, step), and the same root attributes.
 """
 import hashlib
 import json
@@ -22,7 +27,39 @@ NUMPY = {
 }
 
 
+def same(a_path, b_path):
+    failures, datasets = [], 0
+    with h5py.File(a_path, "r") as a, h5py.File(b_path, "r") as b:
+        def attrs(obj):
+            return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in obj.attrs.items()}
+        names_a, names_b = [], []
+        a.visit(names_a.append)
+        b.visit(names_b.append)
+        if sorted(names_a) != sorted(names_b):
+            failures.append(f"different objects: {sorted(set(names_a) ^ set(names_b))[:5]}")
+        if attrs(a) != attrs(b):
+            failures.append("root attributes differ")
+        for name in sorted(set(names_a) & set(names_b)):
+            x, y = a[name], b[name]
+            if attrs(x) != attrs(y):
+                failures.append(f"{name}: attributes differ: {attrs(x)} vs {attrs(y)}")
+            if isinstance(x, h5py.Dataset):
+                datasets += 1
+                if (x.dtype, x.shape, x.chunks, x.fletcher32) != (y.dtype, y.shape, y.chunks, y.fletcher32):
+                    failures.append(f"{name}: {(x.dtype, x.shape, x.chunks, x.fletcher32)} vs "
+                                    f"{(y.dtype, y.shape, y.chunks, y.fletcher32)}")
+                elif np.ascontiguousarray(x[()]).tobytes() != np.ascontiguousarray(y[()]).tobytes():
+                    failures.append(f"{name}: bytes differ")
+    for failure in failures:
+        print(failure)
+    if not failures:
+        print(f"same: {datasets} datasets with their attributes, chunks and bytes")
+    sys.exit(1 if failures else 0)
+
+
 def main():
+    if sys.argv[1] == "same":
+        return same(sys.argv[2], sys.argv[3])
     path, manifest_path = sys.argv[1:3]
     with open(manifest_path) as f:
         manifest = json.load(f)

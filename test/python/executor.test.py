@@ -1,6 +1,7 @@
 # Driver for executor.test: 8 processes, pp=4 x dp=2, each checks its own
 # stages against a reference it computes alone; rank 0 reports the worst error.
 import copy
+import json
 import os
 import sys
 
@@ -38,15 +39,22 @@ def rel_error(a, b):
     return ((a - b).norm() / max(b.norm().item(), 1e-30)).item()
 
 
-def worker(rank, rendezvous):
+def worker(rank, rendezvous, emitted):
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=PP * DP)
     torch.set_num_threads(1)
     groups = loom.torch.ParallelGroups(pp=PP, dp=DP)
     loss_fn = nn.MSELoss()
     lines, worst = [], 0.0
-    for kind, extra in SCHEDULES:
-        table = loom.schedule(kind, PP, M, **extra)
+    cases = [(kind, loom.schedule(kind, PP, M, **extra), groups) for kind, extra in SCHEDULES]
+    if emitted:
+        # A schedule `loom emit --target schedule` wrote for a plan: its own
+        # kind and costs, and its rank map's pipelines (pp outermost there,
+        # innermost in ParallelGroups' convention).
+        with open(emitted) as f:
+            table = json.load(f)
+        cases.append((f"emitted {table['kind']}", table, loom.torch.ParallelGroups.from_table(table)))
+    for kind, table, groups in cases:
         model, reference = build(), build()
         runner = loom.torch.PipelineRunner(model, table, groups, loss_fn,
                                            activation=torch.empty(MBS, WIDTH))
@@ -89,4 +97,5 @@ if __name__ == "__main__":
     rendezvous = os.path.abspath(sys.argv[1])
     if os.path.exists(rendezvous):
         os.remove(rendezvous)
-    mp.spawn(worker, args=(rendezvous,), nprocs=PP * DP, join=True)
+    emitted = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
+    mp.spawn(worker, args=(rendezvous, emitted), nprocs=PP * DP, join=True)

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "Driver.h"
 
+#include "loom/Checkpoint/Mpi.h"
 #include "loom/Emit/Emit.h"
 #include "loom/Reshard/Reshard.h"
 
@@ -40,7 +41,7 @@ uint64_t peakResidentBytes() {
 struct ReshardOptions {
   std::string source, output, to, emitScript, runScript, plan;
   int64_t planIndex = 0;
-  bool weightsOnly = false, resume = false, json = false;
+  bool weightsOnly = false, resume = false, json = false, mpi = false;
 };
 
 /// Keeps the first error MLIR reports, to be thrown as a one-line UserError.
@@ -142,6 +143,10 @@ void runReshard(const ReshardOptions &o) {
                 "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
+    if (o.mpi && spec.format != "universal")
+      throw UserError("--mpi writes loom's universal format (--to universal), not " + spec.format,
+                      "convert to universal under mpirun, then from it to " + spec.format +
+                          " in one process");
     if (!o.plan.empty())
       applyPlan(o, spec);
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
@@ -172,8 +177,10 @@ void runReshard(const ReshardOptions &o) {
   run.sourceRoot = o.runScript.empty() ? "" : o.source;
   run.outputRoot = o.runScript.empty() ? "" : o.output;
   run.resume = o.resume;
+  run.mpi = o.mpi;
+  bool leader = ckpt::mpi::rank() == 0;
   auto started = std::chrono::steady_clock::now();
-  if (!o.json && isatty(STDERR_FILENO))
+  if (!o.json && leader && isatty(STDERR_FILENO))
     run.progress = [started](uint64_t done, uint64_t total) {
       progressBar(done, total,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -183,6 +190,17 @@ void runReshard(const ReshardOptions &o) {
               "nothing was left under the output path; fix the cause and run again (with "
               "--resume to keep the files already written)");
   std::string out = run.outputRoot.empty() ? program.getOutput().str() : run.outputRoot;
+  uint64_t peakRss = peakResidentBytes();
+  if (o.mpi) {
+    // The job's totals; the slowest rank's time; rank 0 reports.
+    stats.tensors = ckpt::mpi::sum(stats.tensors);
+    stats.bytesWritten = ckpt::mpi::sum(stats.bytesWritten);
+    stats.bytesRead = ckpt::mpi::sum(stats.bytesRead);
+    stats.seconds = ckpt::mpi::max(uint64_t(stats.seconds * 1e6)) / 1e6;
+    peakRss = ckpt::mpi::max(peakRss);
+    if (!leader)
+      return;
+  }
   double gib = stats.bytesWritten / double(1ull << 30);
   if (o.json) {
     nlohmann::json j = {{"output", out},
@@ -195,7 +213,9 @@ void runReshard(const ReshardOptions &o) {
                         {"bytes_written", stats.bytesWritten},
                         {"seconds", stats.seconds},
                         {"gib_per_s", stats.seconds > 0 ? gib / stats.seconds : 0.0},
-                        {"peak_rss_bytes", peakResidentBytes()}};
+                        {"peak_rss_bytes", peakRss}};
+    if (o.mpi)
+      j["mpi_ranks"] = ckpt::mpi::size();
     writeOutput("", j.dump(2) + "\n");
     return;
   }
@@ -227,7 +247,7 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,
-                "leave optimizer states out (megatron, hf-safetensors, torch and dcp targets\ncannot hold them yet)");
+                "leave optimizer states out (hf-safetensors, torch and dcp targets cannot hold\nthem yet)");
   cmd->add_option("--emit-script", o->emitScript,
                   "write the ckpt program to this file ('-': stdout) instead of running it");
   cmd->add_option("--run-script", o->runScript,
@@ -235,5 +255,27 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_flag("--resume", o->resume,
                 "continue an interrupted run: keep the files already complete in OUT.loom-partial");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
-  cmd->callback([o] { runReshard(*o); });
+  cmd->add_flag("--mpi", o->mpi,
+                "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ... --to universal):\n"
+                "each rank reads and assembles its share of the tensors, all write one universal\n"
+                "file with parallel HDF5; rank 0 reports (peak RSS: the largest rank's)");
+  cmd->callback([o] {
+    if (!o->mpi)
+      return runReshard(*o);
+    if (llvm::Error err = ckpt::mpi::init(nullptr, nullptr))
+      throw UserError(llvm::toString(std::move(err)), "run without --mpi for one process");
+    try {
+      runReshard(*o);
+    } catch (const UserError &e) {
+      // The other ranks may be waiting in a collective call: end the job. Rank 0
+      // says why; another rank names itself.
+      int rank = ckpt::mpi::rank();
+      fmt::print(stderr, "error: {}{}\n", rank ? fmt::format("rank {}: ", rank) : "", e.what());
+      if (!e.hint.empty())
+        fmt::print(stderr, "hint: {}\n", e.hint);
+      std::fflush(stderr);
+      ckpt::mpi::abortAll(e.exitCode);
+    }
+    ckpt::mpi::finalize();
+  });
 }

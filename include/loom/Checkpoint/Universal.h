@@ -64,14 +64,26 @@ class UniversalStream {
 public:
   static llvm::Expected<std::unique_ptr<UniversalStream>> create(const llvm::Twine &path,
                                                                  const UniversalMetadata &metadata);
+  /// The stream of every rank of an MPI job (mpi::init done, see Mpi.h): one file,
+  /// written with parallel HDF5. Every rank calls createParallel, writeCollective,
+  /// setStep and finish alike and in the same order; rank 0 renames the file into
+  /// place. An error leaves the job unable to go on: the caller aborts it.
+  static llvm::Expected<std::unique_ptr<UniversalStream>>
+  createParallel(const llvm::Twine &path, const UniversalMetadata &metadata);
   ~UniversalStream();
   llvm::Error write(llvm::StringRef name, UniversalState state, const Tensor &tensor);
+  /// write() for a parallel stream, called by every rank: `mine` is the tensor on
+  /// rank `owner` and null on the others, which only declare its dtype and shape.
+  llvm::Error writeCollective(llvm::StringRef name, UniversalState state, DType dtype,
+                              llvm::ArrayRef<int64_t> shape, const Tensor *mine, int owner);
   llvm::Error setStep(llvm::StringRef name, int64_t step);
   llvm::Error finish();
 
 private:
   struct Impl;
   explicit UniversalStream(std::unique_ptr<Impl> impl);
+  static llvm::Expected<std::unique_ptr<UniversalStream>>
+  open(const llvm::Twine &path, const UniversalMetadata &metadata, bool parallel);
   std::unique_ptr<Impl> impl;
 };
 

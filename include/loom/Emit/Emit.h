@@ -74,6 +74,13 @@ std::string emitRankMap(const spec::Plan &plan, const Provenance &from);
 std::string emitMegatron(const spec::Plan &plan, const Provenance &from);
 std::string emitDeepSpeed(const spec::Plan &plan, const Provenance &from);
 
+/// The plan's pipeline schedule as per-rank action tables (the JSON of `loom
+/// schedule --json`, which loom.torch runs), generated for the plan's shape and
+/// priced by the cost model on `model` and `cluster` (the plan's own), with the
+/// layers of each stage and the pipeline rank of each global rank.
+std::string emitSchedule(const spec::Plan &plan, const spec::Model &model,
+                         const spec::Cluster &cluster, const Provenance &from);
+
 /// What the launch scripts need beyond the plan.
 struct LaunchOptions {
   std::vector<std::string> hosts; // one per node, in node order; empty: placeholders

@@ -106,6 +106,9 @@ struct Layout {
   std::optional<ModelDims> dims;
   /// JSON of the source's settings that a target of the same family keeps (Megatron args).
   std::string sourceArgs;
+  /// A universal file's source_format: the format it was converted from, whose
+  /// settings (sourceArgs, optimizerGroups) it carries.
+  std::string convertedFrom;
   int64_t iteration = 0;
   /// Adam's step count, when the source keeps optimizer states.
   std::optional<int64_t> optimizerStep;

@@ -40,6 +40,11 @@ struct RunOptions {
   bool resume = false;
   /// Called after each output file with bytes done and bytes in all.
   std::function<void(uint64_t done, uint64_t total)> progress;
+  /// Run as one rank of an MPI job (mpi::init done; see loom/Checkpoint/Mpi.h): the
+  /// output must be one universal file; this rank reads and assembles its share of
+  /// the tensors and every rank writes the file together with parallel HDF5.
+  /// RunStats then count this rank's tensors and bytes.
+  bool mpi = false;
 };
 
 struct RunStats {

@@ -105,6 +105,12 @@ Candidate simulateCandidate(const spec::Model &model, const spec::Cluster &clust
                             const cost::EstimateOptions &options, bool zeroBubble);
 
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
+/// The strategy a plan states, as the cost model takes it (toPlan's inverse):
+/// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the
+/// plan's stages when they are uneven. The schedule kinds the cost model does
+/// not price (zb-v, zb-auto, dualpipe, skip) come back as 1F1B.
+cost::StrategyChoice choiceFromPlan(const spec::Plan &plan);
+
 std::string describe(const Candidate &candidate);
 
 /// What dominates the step-time difference between two estimates, in words:

@@ -14,6 +14,7 @@
 #define LOOM_SEARCH_SIMULATEDPIPELINE_H
 
 #include "loom/CostModel/Estimate.h"
+#include "loom/Schedule/Generators.h"
 
 #include <optional>
 #include <string>
@@ -26,10 +27,24 @@ struct SimulatedPipeline {
   std::string schedule;  // the generator that built it ("1f1b", "zb-h1", ...)
 };
 
+/// The schedule generator a workload runs and what it prices: the shape, and
+/// per stage (a chunk of a rank under interleaving) the F, B and W times of one
+/// micro-batch, with the p2p time of each hop.
+struct PipelinePricing {
+  sched::Kind kind = sched::Kind::OneFOneB;
+  sched::Shape shape;
+  sched::Costs costs;
+};
+
+/// Prices the pipeline of `workload` from `estimate`'s per-rank times; empty
+/// when its schedule kind cannot be built for this shape (e.g. interleaving
+/// with micro-batches not a multiple of pp). A workload without pipeline
+/// parallelism is one rank running 1F1B.
+std::optional<PipelinePricing> pricePipeline(const cost::Workload &workload,
+                                             const cost::Estimate &estimate);
+
 /// Simulates the pipeline of `workload` as priced by `estimate` (its per-rank
-/// times). Empty when the workload has no pipeline or its schedule kind
-/// cannot be built for this shape (e.g. interleaving with micro-batches not a
-/// multiple of pp).
+/// times). Empty when the workload has no pipeline or pricePipeline is empty.
 std::optional<SimulatedPipeline> simulatePipeline(const cost::Workload &workload,
                                                   const cost::Estimate &estimate);
 

@@ -298,6 +298,24 @@ TEST(PlannerUneven, LightensTheEmbeddingAndHeadStagesOnOneGpuType) {
   Candidate evenPlan = priceChoice(model, cluster, training, even, computes, options.estimate,
                                    nullptr, StageSplit::Even);
   EXPECT_LT(best.estimate.stepTime, evenPlan.estimate.stepTime);
+
+  // The plan states the strategy completely: read back, it prices the same
+  // (uneven stages, schedule and rank order included).
+  spec::Plan written = toPlan(model, cluster, training, best);
+  cost::StrategyChoice back = choiceFromPlan(written);
+  EXPECT_EQ(back.stageLayers, best.choice.stageLayers);
+  EXPECT_EQ(back.microBatch, best.choice.microBatch);
+  EXPECT_EQ(int(cost::effectiveSchedule(back)), int(cost::effectiveSchedule(best.choice)));
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, written.training(), back);
+  ASSERT_TRUE(w.ok()) << w.error;
+  Candidate again = best;
+  again.choice = back;
+  again.estimate = cost::estimate(w.workload, computes, options.estimate);
+  // The planner's finalists have their pipeline simulated; so is this one.
+  again = simulateCandidate(model, cluster, training, again, computes, options.estimate,
+                            /*zeroBubble=*/false);
+  EXPECT_NEAR(again.estimate.stepTime, written.estimate().step_time_s(),
+              1e-9 * written.estimate().step_time_s());
 }
 
 } // namespace

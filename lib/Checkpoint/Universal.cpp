@@ -16,6 +16,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
@@ -115,9 +116,10 @@ hdf5Fletcher32(const uint8_t *data, size_t size) {
 }
 
 /// A dataset chunked in blocks of whole rows (chunk = full trailing dimensions),
-/// as writeDataset lays out every tensor whose row fits in a chunk. Direct chunk
-/// I/O on such datasets bypasses HDF5's filter pipeline, which allocates and frees
-/// a buffer per chunk: fresh pages whose first touch costs more than the I/O.
+/// as writeDataset lays out every tensor whose row fits in a chunk. Whole reads of
+/// such datasets use direct chunk I/O, bypassing HDF5's filter pipeline, which
+/// allocates and frees a buffer per chunk: fresh pages whose first touch costs more
+/// than the I/O.
 struct RowChunks {
   uint64_t rowBytes = 0, rows = 0, chunkRows = 0;
   uint64_t chunkBytes() const { return chunkRows * rowBytes; }
@@ -140,28 +142,68 @@ static llvm::Error chunkError(uint64_t row, const llvm::Twine &what) {
                                  "chunk at row " + llvm::Twine(row) + ": " + what);
 }
 
-/// Writes `bytes` (row-major, the whole dataset) chunk by chunk with H5Dwrite_chunk,
-/// each chunk followed by its Fletcher-32 as the filter would store it; the edge
-/// chunk is zero-padded to full size, as HDF5 stores it.
-static llvm::Error writeChunksDirectly(hid_t dataset, const RowChunks &rc,
+/// Writes `bytes` (row-major, the whole dataset of `dims`) chunk by chunk with
+/// H5Dwrite_chunk: each chunk gathered row-major from its box of the tensor, edge
+/// chunks zero-padded to full size (as HDF5 stores them), and followed by its
+/// Fletcher-32 as the filter would store it. Independent of HDF5's filter pipeline,
+/// which allocates a buffer per chunk, and the only way a parallel file takes
+/// filtered chunks outside collective calls.
+static llvm::Error writeChunksDirectly(hid_t dataset, const std::vector<hsize_t> &dims,
+                                       const std::vector<hsize_t> &chunk, size_t elementSize,
                                        llvm::ArrayRef<uint8_t> bytes) {
-  std::shared_ptr<Storage> bounce = Storage::uninitialized(rc.chunkBytes() + 4);
+  const size_t rank = dims.size();
+  uint64_t chunkBytes = elementSize;
+  for (hsize_t c : chunk)
+    chunkBytes *= c;
+  std::shared_ptr<Storage> bounce = Storage::uninitialized(chunkBytes + 4);
   uint8_t *buffer = bounce->mutableData();
-  std::vector<hsize_t> offset(1, 0);
-  Handle space(H5Dget_space(dataset), H5Sclose);
-  offset.resize(std::max(1, H5Sget_simple_extent_ndims(space.get())), 0);
-  for (uint64_t row = 0; row < rc.rows; row += rc.chunkRows) {
-    uint64_t take = std::min(rc.chunkRows, rc.rows - row) * rc.rowBytes;
-    std::memcpy(buffer, bytes.data() + row * rc.rowBytes, take);
-    std::memset(buffer + take, 0, rc.chunkBytes() - take);
-    uint32_t sum = hdf5Fletcher32(buffer, rc.chunkBytes());
-    for (int i = 0; i < 4; ++i)
-      buffer[rc.chunkBytes() + i] = uint8_t(sum >> (8 * i));
-    offset[0] = row;
-    if (H5Dwrite_chunk(dataset, H5P_DEFAULT, 0, offset.data(), rc.chunkBytes() + 4, buffer) < 0)
-      return chunkError(row, "write failed: " + lastError());
+  // Row-major strides (bytes) of the tensor and of a chunk.
+  std::vector<uint64_t> stride(rank), chunkStride(rank);
+  for (size_t d = rank; d-- > 0;) {
+    stride[d] = d + 1 < rank ? stride[d + 1] * dims[d + 1] : elementSize;
+    chunkStride[d] = d + 1 < rank ? chunkStride[d + 1] * chunk[d + 1] : elementSize;
   }
-  return llvm::Error::success();
+  std::vector<hsize_t> offset(rank, 0), extent(rank), at(rank);
+  for (;;) {
+    // The chunk at `offset`: its box, copied run by run along the last dimension.
+    bool partial = false;
+    for (size_t d = 0; d < rank; ++d) {
+      extent[d] = std::min<hsize_t>(chunk[d], dims[d] - offset[d]);
+      partial |= extent[d] != chunk[d];
+    }
+    if (partial)
+      std::memset(buffer, 0, chunkBytes);
+    uint64_t run = extent[rank - 1] * elementSize;
+    std::fill(at.begin(), at.end(), 0);
+    for (;;) {
+      uint64_t from = 0, to = 0;
+      for (size_t d = 0; d < rank; ++d) {
+        from += (offset[d] + at[d]) * stride[d];
+        to += at[d] * chunkStride[d];
+      }
+      std::memcpy(buffer + to, bytes.data() + from, run);
+      size_t d = rank - 1;
+      while (d-- > 0 && ++at[d] == extent[d])
+        at[d] = 0;
+      if (d == size_t(-1))
+        break;
+    }
+    uint32_t sum = hdf5Fletcher32(buffer, chunkBytes);
+    for (int i = 0; i < 4; ++i)
+      buffer[chunkBytes + i] = uint8_t(sum >> (8 * i));
+    if (H5Dwrite_chunk(dataset, H5P_DEFAULT, 0, offset.data(), chunkBytes + 4, buffer) < 0)
+      return chunkError(offset[0], "write failed: " + lastError());
+    // The next chunk, last dimension fastest.
+    size_t d = rank;
+    while (d-- > 0) {
+      offset[d] += chunk[d];
+      if (offset[d] < dims[d])
+        break;
+      offset[d] = 0;
+    }
+    if (d == size_t(-1))
+      return llvm::Error::success();
+  }
 }
 
 namespace {
@@ -181,63 +223,30 @@ public:
       return dataset.takeError();
     std::vector<uint8_t> gathered;
     llvm::ArrayRef<uint8_t> bytes = rowMajor(tensor, gathered);
-    std::optional<RowChunks> rowChunks;
-    if (!dims.empty() && !bytes.empty())
-      rowChunks = RowChunks::of(dims, chunkShape(dims, dtypeSize(tensor.dtype)),
-                                dtypeSize(tensor.dtype));
-    if (rowChunks) {
-      if (auto err = writeChunksDirectly(dataset->get(), *rowChunks, bytes))
-        return error(what + ": " + llvm::toString(std::move(err)));
-    } else if (!bytes.empty() && H5Dwrite(dataset->get(), fileType(tensor.dtype).get(), H5S_ALL,
-                                          H5S_ALL, H5P_DEFAULT, bytes.data()) < 0) {
-      return error(what + ": cannot write: " + lastError());
-    }
-    return describeDataset(dataset->get(), what, tensor.dtype, checksumText(bytes));
+    if (auto err = writeData(dataset->get(), what, tensor.dtype, dims, bytes))
+      return err;
+    if (auto err = describeDataset(dataset->get(), what, tensor.dtype))
+      return err;
+    return writeChecksum(dataset->get(), what, llvm::xxh3_64bits(bytes));
   }
 
-#ifdef LOOM_HAVE_MPI
-  /// writeDataset for a file every rank of the MPI job has open: all ranks call it
-  /// for the same dataset in the same order; `mine` is the data on rank `owner`
-  /// and null elsewhere. HDF5 writes filtered (Fletcher-32) chunks only in
-  /// collective calls, so every rank joins the write, the others selecting
-  /// nothing; the owner's checksum is broadcast for the attribute all must write
-  /// alike.
-  llvm::Error writeDatasetCollective(hid_t parent, const char *leaf, const llvm::Twine &what,
-                                     DType dtype, llvm::ArrayRef<int64_t> shape,
-                                     const Tensor *mine, int owner) {
-    std::vector<hsize_t> dims(shape.begin(), shape.end());
-    auto dataset = createDataset(parent, leaf, what, dtype, dims);
-    if (!dataset)
-      return dataset.takeError();
-    std::vector<uint8_t> gathered;
-    llvm::ArrayRef<uint8_t> bytes;
-    if (mine) {
-      if (auto reason = mine->checkView())
-        return error(what + ": " + *reason);
-      bytes = rowMajor(*mine, gathered);
+  /// A dataset's bytes: chunked ones chunk by chunk (writeChunksDirectly), a
+  /// scalar by H5Dwrite (it has no chunks), an empty one not at all.
+  llvm::Error writeData(hid_t dataset, const llvm::Twine &what, DType dtype,
+                        const std::vector<hsize_t> &dims, llvm::ArrayRef<uint8_t> bytes) {
+    if (bytes.empty())
+      return llvm::Error::success();
+    if (dims.empty()) {
+      if (H5Dwrite(dataset, fileType(dtype).get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()) < 0)
+        return error(what + ": cannot write: " + lastError());
+      return llvm::Error::success();
     }
-    Handle fileSpace(H5Dget_space(dataset->get()), H5Sclose);
-    Handle memory(H5Scopy(fileSpace.get()), H5Sclose);
-    if (!mine) {
-      H5Sselect_none(fileSpace.get());
-      H5Sselect_none(memory.get());
-    }
-    Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-    H5Pset_dxpl_mpio(transfer.get(), H5FD_MPIO_COLLECTIVE);
-    uint8_t nothing = 0;
-    uint64_t elements = 1;
-    for (hsize_t d : dims)
-      elements *= d;
-    if (elements > 0 &&
-        H5Dwrite(dataset->get(), fileType(dtype).get(), memory.get(), fileSpace.get(),
-                 transfer.get(), bytes.empty() ? &nothing : bytes.data()) < 0)
-      return error(what + ": cannot write: " + lastError());
-    uint64_t checksum = mine ? llvm::xxh3_64bits(bytes) : 0;
-    MPI_Bcast(&checksum, 1, MPI_UINT64_T, owner, MPI_COMM_WORLD);
-    return describeDataset(dataset->get(), what, dtype,
-                           llvm::utohexstr(checksum, /*LowerCase=*/true, /*Width=*/16));
+    if (auto err = writeChunksDirectly(dataset, dims, chunkShape(dims, dtypeSize(dtype)),
+                                       dtypeSize(dtype), bytes))
+      return error(what + ": " + llvm::toString(std::move(err)));
+    return llvm::Error::success();
   }
-#endif
+
 
   llvm::Error writeMetadata(const UniversalMetadata &meta) {
     llvm::json::Object mapping;
@@ -261,11 +270,13 @@ public:
     return llvm::Error::success();
   }
 
-private:
   /// The dataset `leaf` of `dims` under `parent`: chunked with Fletcher-32 unless it
-  /// is a scalar or empty.
+  /// is a scalar or empty. `early`: every chunk allocated now at its filtered size
+  /// (zeros and their Fletcher-32), as a parallel file needs: its ranks then write
+  /// their chunks in place, each on its own, which changes no metadata.
   llvm::Expected<Handle> createDataset(hid_t parent, const char *leaf, const llvm::Twine &what,
-                                       DType dtype, const std::vector<hsize_t> &dims) {
+                                       DType dtype, const std::vector<hsize_t> &dims,
+                                       bool early = false) {
     Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
                               : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
                  H5Sclose);
@@ -277,6 +288,9 @@ private:
           H5Pset_fletcher32(create.get()) < 0)
         return error(what + ": cannot set up chunks: " + lastError());
     }
+    if (early && (H5Pset_alloc_time(create.get(), H5D_ALLOC_TIME_EARLY) < 0 ||
+                  H5Pset_fill_time(create.get(), H5D_FILL_TIME_ALLOC) < 0))
+      return error(what + ": cannot allocate early: " + lastError());
     Handle dataset(H5Dcreate2(parent, leaf, fileType(dtype).get(), space.get(), H5P_DEFAULT,
                               create.get(), H5P_DEFAULT),
                    H5Dclose);
@@ -295,17 +309,21 @@ private:
     return gathered;
   }
 
-  /// The attributes every dataset carries: its torch dtype and the XXH3-64 of its
+  /// The attributes every dataset carries: its torch dtype, and the XXH3-64 of its
   /// row-major bytes.
-  llvm::Error describeDataset(hid_t dataset, const llvm::Twine &what, DType dtype,
-                              llvm::StringRef checksum) {
+  llvm::Error describeDataset(hid_t dataset, const llvm::Twine &what, DType dtype) {
     if (auto err = writeString(dataset, "dtype", torchDTypeName(dtype)))
       return error(what + ": " + llvm::toString(std::move(err)));
-    if (auto err = writeString(dataset, "xxh3_64", checksum))
+    return llvm::Error::success();
+  }
+  llvm::Error writeChecksum(hid_t dataset, const llvm::Twine &what, uint64_t checksum) {
+    std::string text = llvm::utohexstr(checksum, /*LowerCase=*/true, /*Width=*/16);
+    if (auto err = writeString(dataset, "xxh3_64", text))
       return error(what + ": " + llvm::toString(std::move(err)));
     return llvm::Error::success();
   }
 
+private:
   /// Full trailing dimensions, cut along the leading ones until a chunk is about
   /// kChunkBytes (HDF5 also caps a chunk at 4 GiB).
   static std::vector<hsize_t> chunkShape(const std::vector<hsize_t> &dims, uint64_t elementSize) {
@@ -338,31 +356,34 @@ struct UniversalStream::Impl {
   /// (name, state) of each optimizer state written, with its shape.
   std::vector<std::tuple<std::string, UniversalState, llvm::SmallVector<int64_t, 4>>> states;
   bool finished = false;
-  /// Open on every rank of an MPI job (createParallel).
+  /// Open on every rank of an MPI job (createParallel): its datasets, created up
+  /// front and kept open; this rank's checksums of the ones it wrote (0 elsewhere).
   bool parallel = false;
+  std::vector<UniversalDataset> declared;
+  std::vector<Handle> datasets;
+  llvm::StringMap<size_t> index; ///< datasetPath -> position in declared
+  std::vector<uint64_t> checksums, written;
 
   llvm::Error fail(llvm::Error err) {
     if (parallel) {
       // Closing is collective and the other ranks may never get there: leave the
       // handles to the abort that follows; rank 0 removes the temporary.
+      for (Handle &dataset : datasets)
+        dataset.release();
       for (auto &entry : groups)
         entry.second.release();
-      groups.clear();
       params.release();
       optimizer.release();
       file.release();
-      writer.reset();
-      if (mpiRank() == 0)
-        llvm::sys::fs::remove(tempPath);
-      finished = true;
-      return err;
     }
+    datasets.clear();
     groups.clear();
     params.reset();
     optimizer.reset();
     writer.reset();
     file.reset();
-    llvm::sys::fs::remove(tempPath);
+    if (mpiRank() == 0)
+      llvm::sys::fs::remove(tempPath);
     finished = true;
     return err;
   }
@@ -373,8 +394,8 @@ struct UniversalStream::Impl {
     return 0;
 #endif
   }
-  /// Bookkeeping before a dataset is written: the name is a link name, a
-  /// parameter is written once; optimizer states are checked at finish().
+  /// Bookkeeping before a dataset is created: the name is a link name, a
+  /// parameter is there once; optimizer states are checked at finish().
   llvm::Error admit(llvm::StringRef name, UniversalState state, llvm::ArrayRef<int64_t> shape) {
     // A '/' would make HDF5 create intermediate groups: the name would not read back.
     if (name.empty() || name.contains('/') || name == "." || name == "..")
@@ -386,6 +407,16 @@ struct UniversalStream::Impl {
       states.emplace_back(name.str(), state, llvm::SmallVector<int64_t, 4>(shape));
     }
     return llvm::Error::success();
+  }
+  /// The group a dataset goes in, and its name there.
+  llvm::Expected<std::pair<hid_t, std::string>> parentOf(llvm::StringRef name,
+                                                         UniversalState state) {
+    if (state == UniversalState::Param)
+      return std::pair{params.get(), name.str()};
+    auto group = groupOf(name);
+    if (!group)
+      return group.takeError();
+    return std::pair{*group, universalStateName(state).str()};
   }
   llvm::Expected<hid_t> groupOf(llvm::StringRef name) {
     auto &group = groups[name];
@@ -413,12 +444,42 @@ UniversalStream::create(const llvm::Twine &path, const UniversalMetadata &metada
 }
 
 llvm::Expected<std::unique_ptr<UniversalStream>>
-UniversalStream::createParallel(const llvm::Twine &path, const UniversalMetadata &metadata) {
+UniversalStream::createParallel(const llvm::Twine &path, const UniversalMetadata &metadata,
+                                llvm::ArrayRef<UniversalDataset> datasets) {
 #ifdef LOOM_HAVE_MPI
   if (!mpi::active())
     return fileError(path, "a parallel universal file needs MPI initialized (--mpi)");
-  return open(path, metadata, /*parallel=*/true);
+  auto stream = open(path, metadata, /*parallel=*/true);
+  if (!stream)
+    return stream.takeError();
+  // Every dataset, created by every rank in the same order (metadata changes are
+  // collective), with its chunks allocated; the dtype attribute now, the checksum
+  // at finish() once the owner is known.
+  Quiet quiet;
+  Impl &impl = *(*stream)->impl;
+  for (const UniversalDataset &d : datasets) {
+    std::string what = datasetPath(d.name, d.state);
+    if (auto err = impl.admit(d.name, d.state, d.shape))
+      return impl.fail(std::move(err));
+    auto parent = impl.parentOf(d.name, d.state);
+    if (!parent)
+      return impl.fail(parent.takeError());
+    std::vector<hsize_t> dims(d.shape.begin(), d.shape.end());
+    auto dataset = impl.writer->createDataset(parent->first, parent->second.c_str(), what, d.dtype,
+                                              dims, /*early=*/true);
+    if (!dataset)
+      return impl.fail(dataset.takeError());
+    if (auto err = impl.writer->describeDataset(dataset->get(), what, d.dtype))
+      return impl.fail(std::move(err));
+    impl.index[what] = impl.declared.size();
+    impl.declared.push_back(d);
+    impl.datasets.push_back(std::move(*dataset));
+  }
+  impl.checksums.assign(impl.declared.size(), 0);
+  impl.written.assign(impl.declared.size(), 0);
+  return stream;
 #else
+  (void)datasets;
   return fileError(path, llvm::toString(mpi::init(nullptr, nullptr)));
 #endif
 }
@@ -478,53 +539,35 @@ llvm::Error UniversalStream::write(llvm::StringRef name, UniversalState state,
   Quiet quiet;
   if (impl->finished)
     return fileError(impl->finalPath, "written after finish");
-  if (impl->parallel)
-    return impl->fail(impl->writer->error("a parallel stream is written with writeCollective"));
+  std::string what = datasetPath(name, state);
+  if (impl->parallel) {
+    // One of the declared datasets, written by this rank alone into its chunks.
+    auto found = impl->index.find(what);
+    if (found == impl->index.end())
+      return impl->fail(impl->writer->error(what + " was not declared when the file was created"));
+    size_t i = found->second;
+    const UniversalDataset &d = impl->declared[i];
+    if (tensor.dtype != d.dtype || tensor.shape != d.shape)
+      return impl->fail(impl->writer->error(what + ": not the declared dtype and shape"));
+    if (auto reason = tensor.checkView())
+      return impl->fail(impl->writer->error(what + ": " + *reason));
+    std::vector<uint8_t> gathered;
+    llvm::ArrayRef<uint8_t> bytes = Writer::rowMajor(tensor, gathered);
+    std::vector<hsize_t> dims(d.shape.begin(), d.shape.end());
+    if (auto err = impl->writer->writeData(impl->datasets[i].get(), what, d.dtype, dims, bytes))
+      return impl->fail(std::move(err));
+    impl->checksums[i] = llvm::xxh3_64bits(bytes);
+    impl->written[i] += 1;
+    return llvm::Error::success();
+  }
   if (auto err = impl->admit(name, state, tensor.shape))
     return impl->fail(std::move(err));
-  hid_t parent = impl->params.get();
-  if (state != UniversalState::Param) {
-    auto group = impl->groupOf(name);
-    if (!group)
-      return impl->fail(group.takeError());
-    parent = *group;
-  }
-  std::string leaf = state == UniversalState::Param ? name.str() : universalStateName(state).str();
-  if (auto err = impl->writer->writeDataset(parent, leaf.c_str(), datasetPath(name, state), tensor))
+  auto parent = impl->parentOf(name, state);
+  if (!parent)
+    return impl->fail(parent.takeError());
+  if (auto err = impl->writer->writeDataset(parent->first, parent->second.c_str(), what, tensor))
     return impl->fail(std::move(err));
   return llvm::Error::success();
-}
-
-llvm::Error UniversalStream::writeCollective(llvm::StringRef name, UniversalState state,
-                                             DType dtype, llvm::ArrayRef<int64_t> shape,
-                                             const Tensor *mine, int owner) {
-#ifdef LOOM_HAVE_MPI
-  Quiet quiet;
-  if (impl->finished)
-    return fileError(impl->finalPath, "written after finish");
-  if (!impl->parallel)
-    return impl->fail(impl->writer->error("writeCollective needs a parallel stream"));
-  if (mine && (mine->dtype != dtype || llvm::ArrayRef<int64_t>(mine->shape) != shape))
-    return impl->fail(impl->writer->error(datasetPath(name, state) +
-                                          ": the owner's tensor is not the declared one"));
-  if (auto err = impl->admit(name, state, shape))
-    return impl->fail(std::move(err));
-  hid_t parent = impl->params.get();
-  if (state != UniversalState::Param) {
-    auto group = impl->groupOf(name);
-    if (!group)
-      return impl->fail(group.takeError());
-    parent = *group;
-  }
-  std::string leaf = state == UniversalState::Param ? name.str() : universalStateName(state).str();
-  if (auto err = impl->writer->writeDatasetCollective(parent, leaf.c_str(), datasetPath(name, state),
-                                                      dtype, shape, mine, owner))
-    return impl->fail(std::move(err));
-  return llvm::Error::success();
-#else
-  (void)name, (void)state, (void)dtype, (void)shape, (void)mine, (void)owner;
-  return impl->fail(impl->writer->error("this loom was built without MPI"));
-#endif
 }
 
 llvm::Error UniversalStream::setStep(llvm::StringRef name, int64_t step) {
@@ -551,6 +594,28 @@ llvm::Error UniversalStream::finish() {
   for (const auto &entry : impl->groups)
     if (!impl->paramShapes.count(entry.getKey()))
       return impl->fail(impl->writer->error("optimizer/" + entry.getKey() + ": optimizer state of no parameter"));
+#ifdef LOOM_HAVE_MPI
+  if (impl->parallel) {
+    // Every non-empty dataset written by exactly one rank; its checksum from that
+    // rank (the others hold 0) to every rank, which write the attribute alike.
+    size_t n = impl->declared.size();
+    std::vector<uint64_t> sums(n), counts(n);
+    MPI_Allreduce(impl->checksums.data(), sums.data(), int(n), MPI_UINT64_T, MPI_BXOR, MPI_COMM_WORLD);
+    MPI_Allreduce(impl->written.data(), counts.data(), int(n), MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    for (size_t i = 0; i < n; ++i) {
+      const UniversalDataset &d = impl->declared[i];
+      std::string what = datasetPath(d.name, d.state);
+      uint64_t numel = *checkedNumel(d.shape);
+      if (numel == 0)
+        sums[i] = llvm::xxh3_64bits(llvm::ArrayRef<uint8_t>());
+      else if (counts[i] != 1)
+        return impl->fail(impl->writer->error(what + llvm::formatv(" was written by {0} ranks", counts[i])));
+      if (auto err = impl->writer->writeChecksum(impl->datasets[i].get(), what, sums[i]))
+        return impl->fail(std::move(err));
+    }
+    impl->datasets.clear();
+  }
+#endif
   impl->groups.clear();
   impl->params.reset();
   impl->optimizer.reset();

@@ -321,20 +321,23 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
 
 /// One dataset of a streamed universal output: key "name" is the parameter,
 /// "name#fp32" / "#exp_avg" / "#exp_avg_sq" its optimizer states.
-/// Writes `key` ("<name>" or "<name>#<state>") to a universal output: the tensor,
-/// or in an MPI job the collective write every rank makes, `mine` being the data on
-/// rank `owner` (null elsewhere).
-llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, DType dtype,
-                           llvm::ArrayRef<int64_t> shape, const Tensor *mine, int owner) {
+/// The dataset a universal output's key ("<name>" or "<name>#<state>") names.
+llvm::Expected<std::pair<llvm::StringRef, UniversalState>> universalDataset(PendingOutput &out,
+                                                                           llvm::StringRef key) {
   auto [name, stateText] = key.split('#');
   std::optional<UniversalState> state = stateOfKey(stateText);
   if (!state)
     return fileError(out.path, "unknown optimizer state '" + stateText + "'");
   if (*state != UniversalState::Param)
     out.withStates.insert(name);
-  if (out.parallel)
-    return out.universal->writeCollective(name, *state, dtype, shape, mine, owner);
-  return out.universal->write(name, *state, *mine);
+  return std::pair{name, *state};
+}
+
+llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
+  auto dataset = universalDataset(out, key);
+  if (!dataset)
+    return dataset.takeError();
+  return out.universal->write(dataset->first, dataset->second, tensor);
 }
 
 /// A complete tensor of a streamed DCP output: its row blocks, one per rank's file.
@@ -350,7 +353,7 @@ llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor 
   if (out.dcp)
     return dcpWrite(out, key, tensor);
   if (out.universal)
-    return universalWrite(out, key, tensor.dtype, tensor.shape, &tensor, /*owner=*/0);
+    return universalWrite(out, key, tensor);
   if (out.safetensors)
     return out.safetensors->writeTensor(key, tensor.contiguousBytes());
   return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
@@ -380,7 +383,16 @@ llvm::Error startStream(PendingOutput &out) {
     m.modelConfig = meta->getString("model_config").value_or("{}").str();
     m.sourceLayout = meta->getString("source_layout").value_or("{}").str();
     out.universalStep = meta->getInteger("step");
-    auto stream = out.parallel ? UniversalStream::createParallel(out.path, m)
+    // An MPI job declares every dataset up front: the ranks create them together.
+    std::vector<UniversalDataset> declared;
+    if (out.parallel)
+      for (const NamedTensor &t : tensors) {
+        auto dataset = universalDataset(out, t.name);
+        if (!dataset)
+          return dataset.takeError();
+        declared.push_back({dataset->first.str(), dataset->second, t.tensor.dtype, t.tensor.shape});
+      }
+    auto stream = out.parallel ? UniversalStream::createParallel(out.path, m, declared)
                                : UniversalStream::create(out.path, m);
     if (!stream)
       return stream.takeError();
@@ -424,9 +436,10 @@ llvm::Error startStream(PendingOutput &out) {
       return stream.takeError();
     out.stream = std::move(*stream);
   }
-  // Empty tensors are complete before any write: their declarations stand for them.
+  // Empty tensors are complete before any write: their declarations stand for them
+  // (a parallel universal file has created them already).
   for (const NamedTensor &t : tensors)
-    if (t.tensor.numel() == 0)
+    if (t.tensor.numel() == 0 && !out.parallel)
       if (auto err = writeComplete(out, t.name, t.tensor))
         return err;
   return llvm::Error::success();
@@ -507,42 +520,13 @@ std::string join(llvm::StringRef root, llvm::StringRef path) {
 } // namespace
 
 /// How an MPI job shares a universal output's tensors: each goes to the rank with
-/// the fewest bytes so far, in the order writes complete them, so every rank
-/// computes the same split. Rank k writes its tensors in that order; the writes
-/// are collective, so they run in rounds: round r writes rank 0's r-th tensor,
-/// then rank 1's, and so on, each rank having assembled its r-th tensor (reading
-/// its sources) while the others assembled theirs.
+/// the fewest bytes so far, in the order the program completes them, so every rank
+/// computes the same split and the ranks' shares finish at about the same time.
+/// A rank reads, assembles and writes only its own.
 struct MpiShare {
-  int rank = 0, size = 1;
+  int rank = 0;
   llvm::StringMap<int> owner;
-  std::vector<std::vector<std::string>> perRank;
-  llvm::StringMap<std::pair<DType, llvm::SmallVector<int64_t, 4>>> declared;
-  size_t round = 0, rounds = 0;
-
   bool mine(llvm::StringRef key) const { return owner.lookup(key) == rank; }
-
-  /// Round `round`: every rank's tensor of that round, `tensor` being this rank's
-  /// (null once this rank has written all of its own).
-  llvm::Error runRound(PendingOutput &out, const Tensor *tensor, RunStats &stats) {
-    for (int k = 0; k < size; ++k) {
-      if (round >= perRank[k].size())
-        continue;
-      const std::string &key = perRank[k][round];
-      const auto &[dtype, shape] = declared[key];
-      const Tensor *data = k == rank ? tensor : nullptr;
-      if (k == rank && !data)
-        return fileError(out.path, "rank " + llvm::Twine(rank) + " has no tensor for its turn (" +
-                                       key + ")");
-      if (auto err = universalWrite(out, key, dtype, shape, data, k))
-        return err;
-      if (data) {
-        stats.bytesWritten += data->nbytes();
-        ++stats.tensors;
-      }
-    }
-    ++round;
-    return llvm::Error::success();
-  }
 };
 
 llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
@@ -600,25 +584,21 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       return fileError(outputRoot, "--mpi writes loom's universal format, one file shared by "
                                    "every rank (--to universal)");
     share.rank = mpi::rank();
-    share.size = mpi::size();
-    share.perRank.resize(share.size);
-    std::vector<std::pair<unsigned, std::string>> order; // completion position, key
+    // (completion position, key, bytes) of every tensor the program writes.
+    std::vector<std::tuple<unsigned, std::string, uint64_t>> order;
     for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>()) {
       auto type = mlir::cast<RankedTensorType>(decl.getType());
-      share.declared[decl.getKey()] = {*ckptir::dtypeOf(type.getElementType()),
-                                       llvm::SmallVector<int64_t, 4>(type.getShape())};
       if (type.getNumElements() > 0)
-        order.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str()});
+        order.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str(),
+                         uint64_t(type.getNumElements()) *
+                             dtypeSize(*ckptir::dtypeOf(type.getElementType()))});
     }
     llvm::sort(order);
-    std::vector<uint64_t> load(share.size, 0);
-    for (const auto &[at, key] : order) {
+    std::vector<uint64_t> load(mpi::size(), 0);
+    for (const auto &[at, key, bytes] : order) {
       int k = int(std::min_element(load.begin(), load.end()) - load.begin());
-      const auto &[dtype, shape] = share.declared[key];
-      load[k] += uint64_t(*checkedNumel(shape)) * dtypeSize(dtype);
+      load[k] += bytes;
       share.owner[key] = k;
-      share.perRank[k].push_back(key);
-      share.rounds = std::max(share.rounds, share.perRank[k].size());
     }
   }
   // Whether `op`'s result reaches a write this run makes (not of a skipped output,
@@ -748,18 +728,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           uint64_t &filled = out.filled[write.getKey()];
           filled += input.numel();
           // (Empty tensors went out when the output started.)
-          if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0) {
-            if (out.parallel) {
-              // This rank's next tensor: its round writes it, with the others'.
-              auto found = out.buffers.find(write.getKey());
-              if (llvm::Error err = share.runRound(out, &found->second, stats))
-                return std::move(err);
-              found->second.storage->dropResidentPages();
-              out.buffers.erase(found);
-            } else if (llvm::Error err = streamTensor(out, write.getKey(), stats)) {
+          if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0)
+            if (llvm::Error err = streamTensor(out, write.getKey(), stats))
               return std::move(err);
-            }
-          }
         }
       }
     } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
@@ -769,10 +740,6 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto type = mlir::cast<RankedTensorType>(decl.getType());
         bytes += type.getNumElements() * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
       }
-      // The rounds of ranks with more tensors than this one.
-      while (out.parallel && share.round < share.rounds)
-        if (llvm::Error err = share.runRound(out, nullptr, stats))
-          return std::move(err);
       if (out.skip) {
         ++stats.skippedFiles;
       } else if (llvm::Error err = writeOutput(out, stats)) {

@@ -34,6 +34,14 @@ struct UniversalParam {
   std::optional<int64_t> step;
 };
 
+/// A dataset a parallel stream declares before any is written.
+struct UniversalDataset {
+  std::string name;
+  UniversalState state = UniversalState::Param;
+  DType dtype = DType::Float32;
+  llvm::SmallVector<int64_t, 4> shape;
+};
+
 struct UniversalMetadata {
   /// JSON text (the model's config.json or loom's model spec); "{}" when unknown.
   std::string modelConfig = "{}";
@@ -65,17 +73,16 @@ public:
   static llvm::Expected<std::unique_ptr<UniversalStream>> create(const llvm::Twine &path,
                                                                  const UniversalMetadata &metadata);
   /// The stream of every rank of an MPI job (mpi::init done, see Mpi.h): one file,
-  /// written with parallel HDF5. Every rank calls createParallel, writeCollective,
-  /// setStep and finish alike and in the same order; rank 0 renames the file into
-  /// place. An error leaves the job unable to go on: the caller aborts it.
+  /// written with parallel HDF5. Every rank calls createParallel with the same
+  /// `datasets` (created now, collectively, their chunks allocated), then write()s
+  /// its own share of them, each dataset once in the whole job, on its own; setStep
+  /// and finish() are again called by every rank alike. Rank 0 renames the file
+  /// into place. An error leaves the job unable to go on: the caller aborts it.
   static llvm::Expected<std::unique_ptr<UniversalStream>>
-  createParallel(const llvm::Twine &path, const UniversalMetadata &metadata);
+  createParallel(const llvm::Twine &path, const UniversalMetadata &metadata,
+                 llvm::ArrayRef<UniversalDataset> datasets);
   ~UniversalStream();
   llvm::Error write(llvm::StringRef name, UniversalState state, const Tensor &tensor);
-  /// write() for a parallel stream, called by every rank: `mine` is the tensor on
-  /// rank `owner` and null on the others, which only declare its dtype and shape.
-  llvm::Error writeCollective(llvm::StringRef name, UniversalState state, DType dtype,
-                              llvm::ArrayRef<int64_t> shape, const Tensor *mine, int owner);
   llvm::Error setStep(llvm::StringRef name, int64_t step);
   llvm::Error finish();
 

@@ -12,6 +12,7 @@
 #include "loom/Checkpoint/Universal.h"
 
 #include "Hdf5.h"
+#include "loom/Checkpoint/Mpi.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
@@ -28,8 +29,6 @@
 #include <unistd.h>
 
 #ifdef LOOM_HAVE_MPI
-#include "loom/Checkpoint/Mpi.h"
-
 #include <mpi.h>
 #endif
 

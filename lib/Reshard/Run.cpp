@@ -236,15 +236,22 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
     return Value::make(*d);
   if (auto str = v.getAsString())
     return Value::make(str->str());
-  if (auto *array = v.getAsArray()) {
-    ListValue list;
-    for (const llvm::json::Value &item : *array) {
+  // The items of a list or tuple.
+  auto build = [&](const llvm::json::Array &array) -> llvm::Expected<std::vector<ValuePtr>> {
+    std::vector<ValuePtr> items;
+    for (const llvm::json::Value &item : array) {
       auto child = buildTree(item, tensors, file);
       if (!child)
         return child.takeError();
-      list.items.push_back(std::move(*child));
+      items.push_back(std::move(*child));
     }
-    return Value::make(std::move(list));
+    return items;
+  };
+  if (auto *array = v.getAsArray()) {
+    auto items = build(*array);
+    if (!items)
+      return items.takeError();
+    return Value::make(ListValue{std::move(*items)});
   }
   const llvm::json::Object &o = *v.getAsObject();
   if (auto key = o.getString("$tensor")) {
@@ -255,15 +262,11 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   }
   if (auto x = o.getNumber("$float"))
     return Value::make(*x);
-  if (auto *items = o.getArray("$tuple")) {
-    TupleValue tuple;
-    for (const llvm::json::Value &item : *items) {
-      auto child = buildTree(item, tensors, file);
-      if (!child)
-        return child.takeError();
-      tuple.items.push_back(std::move(*child));
-    }
-    return Value::make(std::move(tuple));
+  if (auto *array = o.getArray("$tuple")) {
+    auto items = build(*array);
+    if (!items)
+      return items.takeError();
+    return Value::make(TupleValue{std::move(*items)});
   }
   if (auto *dims = o.getArray("$size")) {
     TupleValue size;

@@ -196,6 +196,12 @@ std::string loom::search::whySlower(const cost::Estimate &best, const cost::Esti
   return fmt::format("mostly {} (+{:.3f} s)", top->second, top->first);
 }
 
+/// The plan's schedule kinds the cost model prices, both ways.
+static constexpr std::pair<spec::ScheduleKind, cost::Schedule> kScheduleKinds[] = {
+    {spec::GPIPE, cost::Schedule::GPipe},          {spec::ONE_F_ONE_B, cost::Schedule::OneFOneB},
+    {spec::INTERLEAVED, cost::Schedule::Interleaved}, {spec::ZB_H1, cost::Schedule::ZeroBubbleH1},
+    {spec::ZB_H2, cost::Schedule::ZeroBubbleH2}};
+
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
                                const spec::Training &training, const Candidate &c) {
   spec::Plan plan;
@@ -221,23 +227,9 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
   st->set_offload_optimizer(s.offloadOptimizer);
   st->set_recompute_ranks(uint32_t(s.recomputeRanks));
-  switch (cost::effectiveSchedule(s)) {
-  case cost::Schedule::GPipe:
-    st->set_schedule(spec::GPIPE);
-    break;
-  case cost::Schedule::OneFOneB:
-    st->set_schedule(spec::ONE_F_ONE_B);
-    break;
-  case cost::Schedule::Interleaved:
-    st->set_schedule(spec::INTERLEAVED);
-    break;
-  case cost::Schedule::ZeroBubbleH1:
-    st->set_schedule(spec::ZB_H1);
-    break;
-  case cost::Schedule::ZeroBubbleH2:
-    st->set_schedule(spec::ZB_H2);
-    break;
-  }
+  for (auto [kind, schedule] : kScheduleKinds)
+    if (schedule == cost::effectiveSchedule(s))
+      st->set_schedule(kind);
   st->set_rank_order(rankOrderName(s.order));
 
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
@@ -301,23 +293,10 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
   c.sequenceParallel = st.sequence_parallel();
   c.tpCommOverlap = st.tp_comm_overlap();
   c.offloadOptimizer = st.offload_optimizer();
-  switch (st.schedule()) {
-  case spec::GPIPE:
-    c.schedule = cost::Schedule::GPipe;
-    break;
-  case spec::INTERLEAVED:
-    c.schedule = cost::Schedule::Interleaved;
-    break;
-  case spec::ZB_H1:
-    c.schedule = cost::Schedule::ZeroBubbleH1;
-    break;
-  case spec::ZB_H2:
-    c.schedule = cost::Schedule::ZeroBubbleH2;
-    break;
-  default:
-    c.schedule = cost::Schedule::OneFOneB;
-    break;
-  }
+  c.schedule = cost::Schedule::OneFOneB;
+  for (auto [kind, schedule] : kScheduleKinds)
+    if (kind == st.schedule())
+      c.schedule = schedule;
   if (!st.rank_order().empty())
     parseRankOrder(st.rank_order(), c.order);
   // Uneven stages (one chunk per rank) are kept; even ones are the default split.

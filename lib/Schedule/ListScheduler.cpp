@@ -373,10 +373,4 @@ Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit)
   return best;
 }
 
-Schedule zeroBubbleV(int32_t ranks, int32_t microBatches, const Costs &costs) {
-  Schedule s = zeroBubbleAuto(vShapeLayout(ranks, microBatches), costs, ranks);
-  s.name = "zb-v";
-  return s;
-}
-
 } // namespace loom::sched

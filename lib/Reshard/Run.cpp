@@ -26,8 +26,8 @@
 #include "llvm/Support/Process.h"
 
 #include <chrono>
-#include <functional>
 #include <cstring>
+#include <functional>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -322,9 +322,8 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   return Value::make(std::move(dict));
 }
 
-/// One dataset of a streamed universal output: key "name" is the parameter,
+/// The dataset a universal output's key names: "name" is the parameter,
 /// "name#fp32" / "#exp_avg" / "#exp_avg_sq" its optimizer states.
-/// The dataset a universal output's key ("<name>" or "<name>#<state>") names.
 llvm::Expected<std::pair<llvm::StringRef, UniversalState>> universalDataset(PendingOutput &out,
                                                                            llvm::StringRef key) {
   auto [name, stateText] = key.split('#');

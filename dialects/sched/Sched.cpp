@@ -11,6 +11,8 @@
 
 #include "sched/Sched.h"
 
+#include <cmath>
+
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallSet.h"
@@ -56,7 +58,7 @@ static std::string formatNumber(double value) {
 // sched.schedule syntax:
 //   @name ranks R microbatches M stage_ranks [..] units [..]
 //   (mem_limit X)? (path_rules(max_skip F, max_swaps N, min_share G))?
-//   attr-dict-with-keyword region
+//   (links [..])? attr-dict-with-keyword region
 //===----------------------------------------------------------------------===//
 
 ParseResult ScheduleOp::parse(OpAsmParser &parser, OperationState &result) {
@@ -99,6 +101,13 @@ ParseResult ScheduleOp::parse(OpAsmParser &parser, OperationState &result) {
     result.addAttribute(getMaxSwapsAttrName(opName), b.getI32IntegerAttr(swaps));
     result.addAttribute(getMinStageShareAttrName(opName), b.getF64FloatAttr(share));
   }
+  if (succeeded(parser.parseOptionalKeyword("links"))) {
+    SmallVector<double> links;
+    if (parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
+                                       [&] { return parser.parseFloat(links.emplace_back()); }))
+      return failure();
+    result.addAttribute(getLinksAttrName(opName), b.getDenseF64ArrayAttr(links));
+  }
   Region *body = result.addRegion();
   if (parser.parseOptionalAttrDictWithKeyword(result.attributes) || parser.parseRegion(*body))
     return failure();
@@ -132,6 +141,12 @@ void ScheduleOp::print(OpAsmPrinter &p) {
     elided.append({getMaxSkipFractionAttrName(), getMaxSwapsAttrName(),
                    getMinStageShareAttrName()});
   }
+  if (auto links = getLinks()) {
+    p << " links [";
+    llvm::interleaveComma(*links, p, [&](double t) { p << formatNumber(t); });
+    p << "]";
+    elided.push_back(getLinksAttrName());
+  }
   p.printOptionalAttrDictWithKeyword((*this)->getAttrs(), elided);
   p << ' ';
   p.printRegion(getBody(), /*printEntryBlockArgs=*/false, /*printBlockTerminators=*/false);
@@ -163,6 +178,19 @@ LogicalResult ScheduleOp::verify() {
              << stage << " must be > 0, got " << formatNumber(units);
   if (auto limit = getMemLimitAttr(); limit && !(limit.getValueAsDouble() > 0))
     return emitOpError("mem_limit must be > 0, got ") << formatNumber(limit.getValueAsDouble());
+
+  if (auto links = getLinks()) {
+    if (int64_t(links->size()) != ranks * ranks)
+      return emitOpError("links needs ") << ranks * ranks << " times (ranks x ranks), got "
+                                         << links->size();
+    for (auto [i, t] : llvm::enumerate(*links)) {
+      int64_t from = int64_t(i) / ranks, to = int64_t(i) % ranks;
+      if (!(t >= 0) || !std::isfinite(t) || (from == to && t != 0))
+        return emitOpError("link ") << from << " -> " << to << " must be "
+                                    << (from == to ? "0" : "a time >= 0") << ", got "
+                                    << formatNumber(t);
+    }
+  }
 
   int rules = bool(getMaxSkipFractionAttr()) + bool(getMaxSwapsAttr()) + bool(getMinStageShareAttr());
   if (rules != 0 && rules != 3)

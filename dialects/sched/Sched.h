@@ -45,9 +45,11 @@ struct ScheduleFromIR {
 ScheduleFromIR readSchedule(ScheduleOp op);
 
 /// Builds `schedule` as `sched.schedule @name` at the builder's insertion
-/// point; paths other than 0..S-1 become sched.path ops.
+/// point; paths other than 0..S-1 become sched.path ops; `links` (ranks x
+/// ranks p2p seconds), when given, are recorded for the simulator.
 ScheduleOp buildSchedule(mlir::OpBuilder &builder, mlir::Location loc, llvm::StringRef name,
-                         const Schedule &schedule, const VerifyOptions &options = {});
+                         const Schedule &schedule, const VerifyOptions &options = {},
+                         llvm::ArrayRef<double> links = {});
 
 } // namespace loom::sched
 

@@ -64,11 +64,14 @@ def Sched_ScheduleOp : Sched_Op<"schedule", [Symbol, NoTerminator, SingleBlock]>
     `path_rules(max_skip f, max_swaps n, min_share g)` are SkipPipe's rules:
     at most f of the middle stages skipped, n pairs out of order, every stage
     run by at least g of the microbatches. Microbatches without a `sched.path`
-    visit stages 0..S-1.
+    visit stages 0..S-1. `links [..]`, when given, are the p2p seconds between
+    every pair of ranks (ranks x ranks, row = sender), the links the schedule
+    was made for (SkipPipe's slow links); sched-simulate prices with them.
 
     Constraints: at least one rank and one microbatch; every stage on an
     existing rank; one unit figure per stage, each > 0; mem_limit > 0; path
-    rules within [0, 1] (swaps >= 0); the body holds sched.rank 0..ranks-1 in
+    rules within [0, 1] (swaps >= 0); links: ranks x ranks times >= 0, zero
+    from a rank to itself; the body holds sched.rank 0..ranks-1 in
     order and at most one sched.path per microbatch. Then, over the whole
     schedule: F before B before W for each (microbatch, stage) on a path,
     sends matched by receives, no deadlock, activation units within
@@ -80,7 +83,8 @@ def Sched_ScheduleOp : Sched_Op<"schedule", [Symbol, NoTerminator, SingleBlock]>
                        OptionalAttr<F64Attr>:$mem_limit,
                        OptionalAttr<F64Attr>:$max_skip_fraction,
                        OptionalAttr<I32Attr>:$max_swaps,
-                       OptionalAttr<F64Attr>:$min_stage_share);
+                       OptionalAttr<F64Attr>:$min_stage_share,
+                       OptionalAttr<DenseF64ArrayAttr>:$links);
   let regions = (region SizedRegion<1>:$body);
   let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;

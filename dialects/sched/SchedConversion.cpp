@@ -82,7 +82,7 @@ static void buildAction(OpBuilder &b, Location loc, const Action &a) {
 }
 
 ScheduleOp buildSchedule(OpBuilder &b, Location loc, StringRef name, const Schedule &s,
-                         const VerifyOptions &options) {
+                         const VerifyOptions &options, ArrayRef<double> links) {
   auto f64 = [&](double v) { return b.getF64FloatAttr(v); };
   FloatAttr limit = std::isinf(options.memoryLimit) ? FloatAttr() : f64(options.memoryLimit);
   FloatAttr skip, share;
@@ -95,7 +95,8 @@ ScheduleOp buildSchedule(OpBuilder &b, Location loc, StringRef name, const Sched
   auto op = b.create<ScheduleOp>(
       loc, b.getStringAttr(name), b.getI32IntegerAttr(s.numRanks),
       b.getI32IntegerAttr(s.numMicroBatches()), b.getDenseI32ArrayAttr(s.stageRank),
-      b.getDenseF64ArrayAttr(s.activationUnits), limit, skip, swaps, share);
+      b.getDenseF64ArrayAttr(s.activationUnits), limit, skip, swaps, share,
+      links.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(links));
 
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&op.getBody().emplaceBlock());

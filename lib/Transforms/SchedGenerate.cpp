@@ -157,6 +157,8 @@ std::optional<GeneratedSchedule> loom::generateSchedule(const ScheduleRequest &r
           out.costs.setLink(r, slow, seconds);
           out.costs.setLink(slow, r, seconds);
         }
+    if (!skip.slowRanks.empty())
+      out.links = out.costs.p2p;
     SkipOptions opts{shape.ranks, shape.microBatches, skip.rules, out.options.memoryLimit,
                      /*splitBackward=*/*kind == Kind::ZBAuto};
     out.schedule = skipPipe(out.costs, opts);
@@ -196,7 +198,8 @@ struct SchedGeneratePass : loom::impl::SchedGenerateBase<SchedGeneratePass> {
       return signalPassFailure();
     }
     OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
-    buildSchedule(b, module.getLoc(), built->symbol, built->schedule, built->options);
+    buildSchedule(b, module.getLoc(), built->symbol, built->schedule, built->options,
+                  built->links);
   }
 };
 } // namespace

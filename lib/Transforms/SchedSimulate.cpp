@@ -37,7 +37,11 @@ void SchedSimulatePass::runOnOperation() {
   for (ScheduleOp op : getOperation().getOps<ScheduleOp>()) {
     Schedule schedule = readSchedule(op).schedule;
     // The verifier has accepted the IR, so the programs run to completion.
-    Timeline t = *simulate(schedule, stageCosts(schedule, *perRank));
+    Costs priced = stageCosts(schedule, *perRank);
+    // The links the schedule was made for, when it records them.
+    if (auto links = op.getLinks())
+      priced.p2p.assign(links->begin(), links->end());
+    Timeline t = *simulate(schedule, priced);
     op->setAttr("sched.makespan", builder.getF64FloatAttr(t.makespan));
     op->setAttr("sched.span", builder.getF64FloatAttr(t.span));
     op->setAttr("sched.bubble_ratio", builder.getDenseF64ArrayAttr(t.bubbleRatio));

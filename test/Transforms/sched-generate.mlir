@@ -57,8 +57,8 @@
 // AUTO: sched.w mb
 
 // Stage 2 sits behind a slow link: half of the microbatches (the share it
-// must see) skip it.
-// SKIP: sched.schedule @skip ranks 4 microbatches 8 stage_ranks [0, 1, 2, 3] units [1.0, 1.0, 1.0, 1.0] path_rules(max_skip 0.5, max_swaps 0, min_share 0.5) {
+// must see) skip it. The links go into the IR for the simulator.
+// SKIP: sched.schedule @skip ranks 4 microbatches 8 stage_ranks [0, 1, 2, 3] units [1.0, 1.0, 1.0, 1.0] path_rules(max_skip 0.5, max_swaps 0, min_share 0.5) links [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 3.0, 0.0, 3.0, 3.0, 0.0, 3.0, 0.0, 0.0, 3.0, 0.0] {
 // SKIP-COUNT-4: sched.path mb {{[0-9]}} stages [0, 1, 3]
 // SKIP-COUNT-4: sched.path mb {{[0-9]}} stages [0, 2, 3]
 // SKIP-NEXT: sched.rank 0 {

@@ -209,7 +209,7 @@ std::string emitMlir(const GeneratedSchedule &g) {
   mlir::Location loc = mlir::FileLineColLoc::get(&context, "loom", 0, 0);
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
-  sched::buildSchedule(b, loc, g.symbol, g.schedule, g.options);
+  sched::buildSchedule(b, loc, g.symbol, g.schedule, g.options, g.links);
   // generateSchedule verified the schedule; this checks the IR says the same.
   if (failed(mlir::verify(*module)))
     throw UserError("the generated sched IR does not verify", "please report this as a bug");

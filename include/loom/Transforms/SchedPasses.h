@@ -49,6 +49,9 @@ struct GeneratedSchedule {
   sched::Costs costs;            ///< what the generator assumed, slow links included
   sched::VerifyOptions options;  ///< the memory limit and path rules it was checked against
   std::string symbol;            ///< name for the sched.schedule op
+  /// The p2p matrix to record in the IR when the request set links of its own
+  /// (SkipPipe's slow links); empty otherwise.
+  std::vector<double> links;
 };
 /// The schedule, or std::nullopt with a one-line reason in `error`.
 std::optional<GeneratedSchedule> generateSchedule(const ScheduleRequest &request,

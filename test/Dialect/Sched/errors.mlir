@@ -283,3 +283,21 @@ sched.schedule @s ranks 4 microbatches 2 stage_ranks [0, 1, 2, 3] units [1.0, 1.
     sched.bw mb 0 stage 3
   }
 }
+
+// -----
+
+// expected-error @below {{links needs 4 times (ranks x ranks), got 3}}
+sched.schedule @s ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, 1.0, 1.0] {
+}
+
+// -----
+
+// expected-error @below {{link 1 -> 1 must be 0, got 1.0}}
+sched.schedule @s ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, 1.0, 1.0, 1.0] {
+}
+
+// -----
+
+// expected-error @below {{link 0 -> 1 must be a time >= 0, got -1.0}}
+sched.schedule @s ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, -1.0, 1.0, 0.0] {
+}

@@ -110,3 +110,20 @@ sched.schedule @interleaved ranks 2 microbatches 1 stage_ranks [0, 1, 0, 1] unit
     sched.bw mb 0 stage 1
   }
 }
+
+// -----
+
+// The links a schedule was made for (p2p seconds, row = sender).
+// CHECK-LABEL: sched.schedule @linked ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, 2.5, 0.5, 0.0] {
+sched.schedule @linked ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, 2.5, 0.5, 0.0] {
+  sched.rank 0 {
+    sched.f mb 0 stage 0
+    sched.bw mb 0 stage 0
+    sched.optimizer
+  }
+  sched.rank 1 {
+    sched.f mb 0 stage 1
+    sched.bw mb 0 stage 1
+    sched.optimizer
+  }
+}

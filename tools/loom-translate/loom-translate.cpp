@@ -1,13 +1,28 @@
-//===- loom-translate.cpp - specs in, place IR out ------------------------===//
+//===- loom-translate.cpp - specs in, place IR out, launch files out --------===//
 //
 // `loom-translate --import-spec spec.yaml` reads a spec file holding a model, a
 // cluster and (optionally) training settings and prints the unplaced place IR.
 // Catalog names work too: `--import-spec --model llama3-8b --cluster dgx-h100:nodes=4`
 // ignores the input file.
 //
+// `loom-translate --export-<target> placed.mlir` goes the other way for placed
+// IR (`loom plan --emit-mlir`, or place-apply-strategy's output): the model,
+// cluster and training read back from the IR (PlaceToSpec), the strategy from
+// its place.strategy, priced and laid out as `loom plan` does, then written as
+// `loom emit --target <target>` writes it; --export-plan prints the plan JSON.
+// Place IR states placement, not the pipeline schedule: exports name 1F1B
+// (interleaved with virtual stages); nor does it say whether sequence-parallel
+// communication overlaps the GEMMs, which is assumed as `loom plan` assumes it.
+//
 //===----------------------------------------------------------------------===//
 
+#include "loom/Conversion/PlaceToSpec.h"
 #include "loom/Conversion/SpecToPlace.h"
+#include "loom/CostModel/Estimate.h"
+#include "loom/CostModel/FromStrategy.h"
+#include "loom/Emit/Emit.h"
+#include "loom/Search/PlanJson.h"
+#include "loom/Search/Planner.h"
 #include "place/Place.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -17,7 +32,14 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <google/protobuf/util/json_util.h>
+
+#include <functional>
+#include <map>
+#include <set>
+
 using namespace mlir;
+using loom::SpecInputs;
 
 static llvm::cl::opt<std::string> modelName("model",
     llvm::cl::desc("catalog model or model spec file (overrides the input's model)"),
@@ -54,9 +76,138 @@ static OwningOpRef<Operation *> importSpec(llvm::SourceMgr &sourceMgr,
   }
 }
 
+/// The plan placed IR states: its specs read back, its place.strategy priced and
+/// laid out as `loom plan` lays out a candidate.
+static FailureOr<std::pair<SpecInputs, loom::search::Candidate>> planOf(Operation *op) {
+  auto module = dyn_cast<ModuleOp>(op);
+  if (!module)
+    return op->emitError("export needs a module of place IR"), failure();
+  FailureOr<loom::SpecInputs> inputs = loom::specFromPlace(module);
+  if (failed(inputs))
+    return failure();
+  loom::place::ModelOp model;
+  module.walk([&](loom::place::ModelOp m) { model = m; });
+  auto strategy = model->getAttrOfType<DictionaryAttr>("place.strategy");
+  if (!strategy)
+    return model.emitError("has no place.strategy: export placed IR (`loom plan --emit-mlir`, "
+                           "or run place-apply-strategy or place-derive-strategy first)"),
+           failure();
+  auto integer = [&](StringRef key, int64_t fallback) {
+    auto a = strategy.getAs<IntegerAttr>(key);
+    return a ? a.getInt() : fallback;
+  };
+  loom::cost::StrategyChoice c;
+  c.dp = integer("dp", 0);
+  c.tp = integer("tp", 1);
+  c.pp = integer("pp", 1);
+  c.vpp = integer("vpp", 1);
+  c.ep = integer("ep", 1);
+  c.cp = integer("cp", 1);
+  c.zero = integer("zero", 0);
+  c.microBatch = integer("mbs", 1);
+  if (auto sp = strategy.getAs<BoolAttr>("sp"))
+    c.sequenceParallel = sp.getValue();
+  // Placement does not say whether sequence-parallel communication overlaps the
+  // GEMMs; `loom plan` assumes Transformer Engine's overlap unless told not to.
+  c.tpCommOverlap = c.sequenceParallel;
+  if (auto recompute = strategy.getAs<StringAttr>("recompute"))
+    loom::cost::parseRecompute(recompute.str(), c.recompute);
+  if (auto order = strategy.getAs<StringAttr>("order"))
+    loom::search::parseRankOrder(order.str(), c.order);
+  // The IR's own layer->stage assignment, when it is uneven.
+  std::map<int64_t, std::set<int64_t>> stageLayers;
+  module.walk([&](Operation *layer) {
+    auto stage = layer->getAttrOfType<IntegerAttr>("stage");
+    auto index = layer->getAttrOfType<IntegerAttr>("layer");
+    if (stage && index)
+      stageLayers[stage.getInt()].insert(index.getInt());
+  });
+  if (c.vpp == 1 && int64_t(stageLayers.size()) == c.pp && c.pp > 1) {
+    std::vector<int64_t> counts;
+    for (auto &[stage, layers] : stageLayers)
+      counts.push_back(int64_t(layers.size()));
+    if (std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) != counts.end())
+      c.stageLayers = std::move(counts);
+  }
+  loom::cost::WorkloadResult w =
+      loom::cost::fromStrategy(inputs->model, inputs->cluster, inputs->training, c);
+  if (!w.ok())
+    return model.emitError("place.strategy does not fit the model on the cluster: ") << w.error,
+           failure();
+  loom::search::Candidate candidate;
+  candidate.choice = c;
+  candidate.dp = w.workload.dp;
+  candidate.estimate = loom::cost::estimate(
+      w.workload, loom::cost::computeModelsFor(inputs->cluster, inputs->training));
+  return std::pair{std::move(*inputs), std::move(candidate)};
+}
+
+/// Registers --export-<target>: the placed IR's plan written as `loom emit` would.
+static void registerExport(StringRef target, StringRef what,
+                           std::string (*emit)(const loom::spec::Plan &, const SpecInputs &,
+                                               const loom::emit::Provenance &)) {
+  static std::vector<std::unique_ptr<TranslateFromMLIRRegistration>> registrations;
+  registrations.push_back(std::make_unique<TranslateFromMLIRRegistration>(
+      ("export-" + target).str(), what,
+      [emit](Operation *op, llvm::raw_ostream &os) -> LogicalResult {
+        auto planned = planOf(op);
+        if (failed(planned))
+          return failure();
+        auto &[inputs, candidate] = *planned;
+        loom::spec::Plan plan = loom::search::toPlan(inputs.model, inputs.cluster,
+                                                     inputs.training, candidate);
+        std::string file = "place IR";
+        if (auto loc = dyn_cast<FileLineColLoc>(op->getLoc()))
+          file = loc.getFilename().str();
+        try {
+          os << emit(plan, inputs, {file, 0});
+        } catch (const loom::emit::EmitError &e) {
+          return op->emitError(e.what()) << " (" << e.hint << ")";
+        }
+        return success();
+      },
+      [](DialectRegistry &registry) { loom::registerSpecToPlaceDialects(registry); }));
+}
+
 int main(int argc, char **argv) {
   TranslateToMLIRRegistration importRegistration(
       "import-spec", "lower a model + cluster spec into place IR", importSpec,
       [](DialectRegistry &registry) { loom::registerSpecToPlaceDialects(registry); });
+  using Inputs = const SpecInputs &;
+  using From = const loom::emit::Provenance &;
+  registerExport("plan", "placed IR -> the plan as `loom plan --json` writes one",
+                 [](const loom::spec::Plan &plan, Inputs in, From) {
+                   std::string json;
+                   (void)in;
+                   google::protobuf::util::JsonPrintOptions options;
+                   options.add_whitespace = true;
+                   options.preserve_proto_field_names = true;
+                   (void)google::protobuf::util::MessageToJsonString(plan, &json, options);
+                   return json;
+                 });
+  registerExport("megatron", "placed IR -> Megatron-LM arguments",
+                 [](const loom::spec::Plan &plan, Inputs, From from) {
+                   return loom::emit::emitMegatron(plan, from);
+                 });
+  registerExport("deepspeed", "placed IR -> a DeepSpeed config",
+                 [](const loom::spec::Plan &plan, Inputs, From from) {
+                   return loom::emit::emitDeepSpeed(plan, from);
+                 });
+  registerExport("torchrun", "placed IR -> a torchrun launch script",
+                 [](const loom::spec::Plan &plan, Inputs, From from) {
+                   return loom::emit::emitTorchrun(plan, from, {});
+                 });
+  registerExport("slurm", "placed IR -> a Slurm batch script",
+                 [](const loom::spec::Plan &plan, Inputs, From from) {
+                   return loom::emit::emitSlurm(plan, from, {});
+                 });
+  registerExport("rankmap", "placed IR -> the rank map",
+                 [](const loom::spec::Plan &plan, Inputs, From from) {
+                   return loom::emit::emitRankMap(plan, from);
+                 });
+  registerExport("schedule", "placed IR -> the per-rank pipeline schedule",
+                 [](const loom::spec::Plan &plan, Inputs in, From from) {
+                   return loom::emit::emitSchedule(plan, in.model, in.cluster, from);
+                 });
   return failed(mlirTranslateMain(argc, argv, "loom translation driver\n"));
 }

@@ -70,6 +70,33 @@ class ParallelGroups:
                 self.dp_group = group
         return self
 
+    @classmethod
+    def from_rankmap(cls, rankmap):
+        """Every parallel dimension's process groups as `loom emit PLAN --target
+        rankmap` states them (tp, cp, ep, dp, pp; each rank in one group of each),
+        kept in `groups[dim]` with their members in `group_ranks[dim]`. The
+        pipeline runner uses the pp and dp ones: the pipeline's ranks in
+        pipeline-rank order (the rank map's pp coordinates) and this rank's
+        data-parallel group; the dp index is this rank's place in it."""
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if rankmap.get("world_size") != world:
+            raise ValueError(f"the rank map is for {rankmap.get('world_size')} ranks, "
+                             f"the world has {world}")
+        coords = {r["rank"]: r["axes"] for r in rankmap["ranks"]}
+        self = cls.__new__(cls)
+        self.groups, self.group_ranks = {}, {}
+        for dim, members in rankmap["groups"].items():  # the same order on every rank
+            for ranks in members:
+                group = dist.new_group(sorted(ranks))
+                if rank in ranks:
+                    self.groups[dim], self.group_ranks[dim] = group, sorted(ranks)
+        pipeline = self.group_ranks["pp"]
+        self.pipeline_ranks = sorted(pipeline, key=lambda r: coords[r].get("pp", 0))
+        self.pp, self.pp_index = len(pipeline), coords[rank].get("pp", 0)
+        self.dp_group = self.groups["dp"]
+        self.dp, self.dp_index = len(self.group_ranks["dp"]), self.group_ranks["dp"].index(rank)
+        return self
+
 
 def split_stages(model, num_stages):
     """The layers of an nn.Sequential in num_stages contiguous, nearly equal

@@ -39,7 +39,7 @@ def rel_error(a, b):
     return ((a - b).norm() / max(b.norm().item(), 1e-30)).item()
 
 
-def worker(rank, rendezvous, emitted):
+def worker(rank, rendezvous, emitted, rankmap):
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=PP * DP)
     torch.set_num_threads(1)
@@ -50,10 +50,16 @@ def worker(rank, rendezvous, emitted):
     if emitted:
         # A schedule `loom emit --target schedule` wrote for a plan: its own
         # kind and costs, and its rank map's pipelines (pp outermost there,
-        # innermost in ParallelGroups' convention).
+        # innermost in ParallelGroups' convention); then the same with every
+        # dimension's groups built from `loom emit --target rankmap`.
         with open(emitted) as f:
             table = json.load(f)
         cases.append((f"emitted {table['kind']}", table, loom.torch.ParallelGroups.from_table(table)))
+        with open(rankmap) as f:
+            mapped = loom.torch.ParallelGroups.from_rankmap(json.load(f))
+        assert mapped.pipeline_ranks == cases[-1][2].pipeline_ranks, "rank map and table disagree"
+        assert sorted(mapped.groups) == ["cp", "dp", "ep", "pp", "tp"], sorted(mapped.groups)
+        cases.append((f"rank map {table['kind']}", table, mapped))
     for kind, table, groups in cases:
         model, reference = build(), build()
         runner = loom.torch.PipelineRunner(model, table, groups, loss_fn,
@@ -98,4 +104,5 @@ if __name__ == "__main__":
     if os.path.exists(rendezvous):
         os.remove(rendezvous)
     emitted = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
-    mp.spawn(worker, args=(rendezvous, emitted), nprocs=PP * DP, join=True)
+    rankmap = os.path.abspath(sys.argv[3]) if len(sys.argv) > 3 else None
+    mp.spawn(worker, args=(rendezvous, emitted, rankmap), nprocs=PP * DP, join=True)

@@ -106,7 +106,7 @@ std::string estimate(const std::string &model, const std::string &cluster, int64
 }
 
 std::string schedule(const std::string &kind, int64_t stages, int64_t microbatches, int64_t vpp,
-                     const std::vector<double> &costs, double memLimit) {
+                     const std::vector<double> &costs, double memLimit, const std::string &skip) {
   ScheduleRequest request;
   request.kind = kind;
   request.stages = stages;
@@ -114,6 +114,7 @@ std::string schedule(const std::string &kind, int64_t stages, int64_t microbatch
   request.vpp = vpp;
   request.costs = costs;
   request.memLimit = memLimit;
+  request.skip = skip;
   request.p2p = true; // executors need every transfer
   if (!costs.empty() && costs.size() != 4)
     throw LoomError("costs must be 4 numbers F, B, W, comm, got " +
@@ -152,5 +153,6 @@ PYBIND11_MODULE(_loom, m) {
         py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,
         py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false);
   m.def("schedule", &schedule, py::arg("kind"), py::arg("stages"), py::arg("microbatches"),
-        py::arg("vpp") = 1, py::arg("costs") = std::vector<double>{}, py::arg("mem_limit") = 0.0);
+        py::arg("vpp") = 1, py::arg("costs") = std::vector<double>{}, py::arg("mem_limit") = 0.0,
+        py::arg("skip") = std::string());
 }

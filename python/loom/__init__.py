@@ -36,10 +36,12 @@ def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, 
                                       ep, cp, mbs, zero, recompute, sp))
 
 
-def schedule(kind, stages, microbatches, *, vpp=1, costs=None, mem_limit=0.0):
+def schedule(kind, stages, microbatches, *, vpp=1, costs=None, mem_limit=0.0, skip=""):
     """A pipeline schedule (kind: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v,
     zb-auto, dualpipe), simulated with per-stage costs (F, B, W, comm; default
     1, 1, 1, 0): what `loom schedule --json` prints, per-rank action tables
-    included."""
+    included. skip: SkipPipe paths as `loom schedule --skip` takes them
+    ("max-skip=0.5,slow=2:2.0"; kinds 1f1b and zb-auto); the table's `paths`
+    give each microbatch's stages."""
     return _json.loads(_loom.schedule(kind, stages, microbatches, vpp, list(costs or []),
-                                      mem_limit))
+                                      mem_limit, skip))

@@ -15,7 +15,9 @@ import loom.torch
 
 PP, DP, M, MBS, WIDTH, STEPS, LR = 4, 2, 8, 2, 16, 3, 0.05
 SCHEDULES = [("1f1b", {}), ("interleaved", {"vpp": 2}), ("zb-h1", {}), ("zb-h2", {}),
-             ("zb-auto", {"mem_limit": PP})]
+             ("zb-auto", {"mem_limit": PP}),
+             # SkipPipe: stage 2 behind a slow link, half the microbatches skip it.
+             ("zb-auto", {"mem_limit": PP, "skip": "max-skip=0.5,slow=2:2.0"})]
 TOLERANCE = 1e-5
 
 
@@ -46,7 +48,8 @@ def worker(rank, rendezvous, emitted, rankmap):
     groups = loom.torch.ParallelGroups(pp=PP, dp=DP)
     loss_fn = nn.MSELoss()
     lines, worst = [], 0.0
-    cases = [(kind, loom.schedule(kind, PP, M, **extra), groups) for kind, extra in SCHEDULES]
+    cases = [(kind + (" skip" if "skip" in extra else ""), loom.schedule(kind, PP, M, **extra),
+              groups) for kind, extra in SCHEDULES]
     if emitted:
         # A schedule `loom emit --target schedule` wrote for a plan: its own
         # kind and costs, and its rank map's pipelines (pp outermost there,
@@ -76,7 +79,15 @@ def worker(rank, rendezvous, emitted, rankmap):
             x, y = data(step)
             runner.step(list(x[groups.dp_index]), list(y[groups.dp_index]))
             ref_opt.zero_grad()
-            loss = sum(loss_fn(reference(x[d, mb]), y[d, mb])
+            # The reference runs each microbatch through the stages of its path
+            # (all of them, except where a skip schedule leaves some out).
+            pieces = loom.torch.split_stages(reference, len(table["stage_ranks"]))
+
+            def forward(mb, inp):
+                for stage in table["paths"][mb]:
+                    inp = pieces[stage](inp)
+                return inp
+            loss = sum(loss_fn(forward(mb, x[d, mb]), y[d, mb])
                        for d in range(DP) for mb in range(M)) / (DP * M)
             loss.backward()
             if step == 0:

@@ -143,17 +143,19 @@ class PipelineRunner:
         # Unique per message: receives may be posted in any order.
         return (_KINDS[kind] * self.m + mb) * self.num_stages + stage
 
-    def step(self, inputs, targets):
+    def step(self, inputs, targets, optimizer=None):
         """One training step over this pipeline's micro-batches (inputs and
         targets: lists of m tensors; only the first and last stage use them).
-        Leaves averaged gradients in .grad; returns the summed loss on the
-        last stage (None elsewhere)."""
+        Leaves gradients averaged over the data-parallel group in .grad and, with
+        an `optimizer` over this rank's parameters, runs its step where the
+        schedule's optimizer action stands (after the reduction). Returns the
+        summed loss on the last stage (None elsewhere)."""
         if len(inputs) != self.m or len(targets) != self.m:
             raise ValueError(f"the schedule has {self.m} micro-batches, got {len(inputs)} inputs")
         for p in self.parameters():
             p.grad = None
         x, y, gy, gx = {}, {}, {}, {}   # keyed by (mb, stage)
-        pending, total = [], None
+        pending, total, stepped = [], None, False
         last = self.num_stages - 1
 
         def backward(mb, stage, want_input, want_weights):
@@ -208,7 +210,7 @@ class PipelineRunner:
                 t = gx.pop(key).contiguous()
                 pending.append((dist.isend(t, self._peer(peer), tag=self._tag("grad", mb, peer)), t))
             elif op == "optimizer":
-                pass  # the caller's optimizer runs after step()
+                stepped = True  # the last action: taken once gradients are reduced
             else:
                 raise ValueError(f"unknown action '{op}' in the schedule table")
         for work, _ in pending:
@@ -218,4 +220,6 @@ class PipelineRunner:
                 if p.grad is not None:
                     dist.all_reduce(p.grad, group=self.groups.dp_group)
                     p.grad /= self.groups.dp
+        if optimizer is not None and stepped:
+            optimizer.step()
         return total

@@ -77,7 +77,9 @@ def worker(rank, rendezvous, emitted, rankmap):
         errors = {"grads": 0.0, "1": 0.0, "3": 0.0}
         for step in range(STEPS):
             x, y = data(step)
-            runner.step(list(x[groups.dp_index]), list(y[groups.dp_index]))
+            # The runner reduces over data parallelism and steps the optimizer
+            # at the schedule's optimizer action.
+            runner.step(list(x[groups.dp_index]), list(y[groups.dp_index]), optimizer=opt)
             ref_opt.zero_grad()
             # The reference runs each microbatch through the stages of its path
             # (all of them, except where a skip schedule leaves some out).
@@ -92,7 +94,6 @@ def worker(rank, rendezvous, emitted, rankmap):
             loss.backward()
             if step == 0:
                 errors["grads"] = max(rel_error(p.grad, q.grad) for p, q in zip(mine, theirs))
-            opt.step()
             ref_opt.step()
             if step in (0, STEPS - 1):
                 errors[str(step + 1)] = max(rel_error(p.detach(), q.detach())

@@ -246,7 +246,6 @@ public:
     return llvm::Error::success();
   }
 
-
   llvm::Error writeMetadata(const UniversalMetadata &meta) {
     llvm::json::Object mapping;
     for (const auto &[universal, source] : meta.nameMapping)
@@ -381,17 +380,10 @@ struct UniversalStream::Impl {
     optimizer.reset();
     writer.reset();
     file.reset();
-    if (mpiRank() == 0)
+    if (mpi::rank() == 0)
       llvm::sys::fs::remove(tempPath);
     finished = true;
     return err;
-  }
-  static int mpiRank() {
-#ifdef LOOM_HAVE_MPI
-    return mpi::rank();
-#else
-    return 0;
-#endif
   }
   /// Bookkeeping before a dataset is created: the name is a link name, a
   /// parameter is there once; optimizer states are checked at finish().
@@ -491,7 +483,7 @@ UniversalStream::open(const llvm::Twine &path, const UniversalMetadata &metadata
   impl->parallel = parallel;
   Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   std::string createError;
-  if (Impl::mpiRank() == 0) {
+  if (mpi::rank() == 0) {
     int fd = -1;
     if (std::error_code ec = llvm::sys::fs::createUniqueFile(impl->finalPath + ".tmp-%%%%%%", fd,
                                                              impl->tempPath))
@@ -624,7 +616,7 @@ llvm::Error UniversalStream::finish() {
   // Durable before visible, as OutputFile does; in an MPI job rank 0 does it
   // once every rank has closed the file, and tells the others how it went.
   std::string failure;
-  if (Impl::mpiRank() == 0) {
+  if (mpi::rank() == 0) {
     if (int fd = ::open(impl->tempPath.c_str(), O_RDONLY); fd >= 0) {
       int synced = ::fsync(fd);
       ::close(fd);

@@ -34,7 +34,6 @@
 
 #include <google/protobuf/util/json_util.h>
 
-#include <functional>
 #include <map>
 #include <set>
 
@@ -92,29 +91,34 @@ static FailureOr<std::pair<SpecInputs, loom::search::Candidate>> planOf(Operatio
     return model.emitError("has no place.strategy: export placed IR (`loom plan --emit-mlir`, "
                            "or run place-apply-strategy or place-derive-strategy first)"),
            failure();
-  auto integer = [&](StringRef key, int64_t fallback) {
+  // The strategy as a plan states it, so that choiceFromPlan reads it as it reads
+  // `loom plan --json` output (uneven stages included).
+  auto integer = [&](StringRef key, uint32_t fallback) {
     auto a = strategy.getAs<IntegerAttr>(key);
-    return a ? a.getInt() : fallback;
+    return a ? uint32_t(a.getInt()) : fallback;
   };
-  loom::cost::StrategyChoice c;
-  c.dp = integer("dp", 0);
-  c.tp = integer("tp", 1);
-  c.pp = integer("pp", 1);
-  c.vpp = integer("vpp", 1);
-  c.ep = integer("ep", 1);
-  c.cp = integer("cp", 1);
-  c.zero = integer("zero", 0);
-  c.microBatch = integer("mbs", 1);
+  loom::spec::Plan stated;
+  loom::spec::Strategy &st = *stated.mutable_strategy();
+  st.set_dp(integer("dp", 0));
+  st.set_tp(integer("tp", 1));
+  st.set_pp(integer("pp", 1));
+  st.set_vpp(integer("vpp", 1));
+  st.set_ep(integer("ep", 1));
+  st.set_cp(integer("cp", 1));
+  st.set_zero(integer("zero", 0));
+  st.set_micro_batch(integer("mbs", 1));
   if (auto sp = strategy.getAs<BoolAttr>("sp"))
-    c.sequenceParallel = sp.getValue();
+    st.set_sequence_parallel(sp.getValue());
   // Placement does not say whether sequence-parallel communication overlaps the
   // GEMMs; `loom plan` assumes Transformer Engine's overlap unless told not to.
-  c.tpCommOverlap = c.sequenceParallel;
+  st.set_tp_comm_overlap(st.sequence_parallel());
   if (auto recompute = strategy.getAs<StringAttr>("recompute"))
-    loom::cost::parseRecompute(recompute.str(), c.recompute);
+    st.set_recompute(recompute.getValue() == "full"        ? loom::spec::RECOMPUTE_FULL
+                     : recompute.getValue() == "selective" ? loom::spec::RECOMPUTE_SELECTIVE
+                                                           : loom::spec::RECOMPUTE_NONE);
   if (auto order = strategy.getAs<StringAttr>("order"))
-    loom::search::parseRankOrder(order.str(), c.order);
-  // The IR's own layer->stage assignment, when it is uneven.
+    st.set_rank_order(order.str());
+  // The IR's own layer->stage assignment.
   std::map<int64_t, std::set<int64_t>> stageLayers;
   module.walk([&](Operation *layer) {
     auto stage = layer->getAttrOfType<IntegerAttr>("stage");
@@ -122,13 +126,14 @@ static FailureOr<std::pair<SpecInputs, loom::search::Candidate>> planOf(Operatio
     if (stage && index)
       stageLayers[stage.getInt()].insert(index.getInt());
   });
-  if (c.vpp == 1 && int64_t(stageLayers.size()) == c.pp && c.pp > 1) {
-    std::vector<int64_t> counts;
-    for (auto &[stage, layers] : stageLayers)
-      counts.push_back(int64_t(layers.size()));
-    if (std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) != counts.end())
-      c.stageLayers = std::move(counts);
+  for (auto &[index, layers] : stageLayers) {
+    loom::spec::Stage *stage = stated.add_stages();
+    stage->set_index(uint32_t(index));
+    stage->set_first_layer(uint32_t(*layers.begin()));
+    stage->set_num_layers(uint32_t(layers.size()));
   }
+  *stated.mutable_training() = inputs->training;
+  loom::cost::StrategyChoice c = loom::search::choiceFromPlan(stated);
   loom::cost::WorkloadResult w =
       loom::cost::fromStrategy(inputs->model, inputs->cluster, inputs->training, c);
   if (!w.ok())
@@ -176,9 +181,8 @@ int main(int argc, char **argv) {
   using Inputs = const SpecInputs &;
   using From = const loom::emit::Provenance &;
   registerExport("plan", "placed IR -> the plan as `loom plan --json` writes one",
-                 [](const loom::spec::Plan &plan, Inputs in, From) {
+                 [](const loom::spec::Plan &plan, Inputs, From) {
                    std::string json;
-                   (void)in;
                    google::protobuf::util::JsonPrintOptions options;
                    options.add_whitespace = true;
                    options.preserve_proto_field_names = true;

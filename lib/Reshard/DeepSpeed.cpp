@@ -199,13 +199,13 @@ static llvm::Expected<std::string> tagFolder(const std::string &file) {
   return tag;
 }
 
-/// A DeepSpeed model-states file: its top dict, the param_shapes groups and the
-/// module's tensors by name.
+/// A DeepSpeed model-states file: the param_shapes groups, the module's tensors by
+/// name, and the iteration.
 struct ModelStates {
   ValuePtr root;
-  const DictValue *dict = nullptr;
-  const std::vector<ValuePtr> *groups = nullptr;
+  const std::vector<ValuePtr> *groups = nullptr; ///< param_shapes, one dict a group
   llvm::StringMap<Tensor> module;
+  int64_t iteration = 0; ///< global_steps
 };
 
 static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
@@ -214,12 +214,13 @@ static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
     return root.takeError();
   ModelStates states;
   states.root = *root;
-  states.dict = states.root->get<DictValue>();
-  ValuePtr shapes = states.dict ? states.dict->find("param_shapes") : nullptr;
+  const DictValue *dict = states.root->get<DictValue>();
+  ValuePtr shapes = dict ? dict->find("param_shapes") : nullptr;
   states.groups = shapes ? shapes->sequence() : nullptr;
   if (!states.groups)
     return fileError(path, "no param_shapes list");
-  if (ValuePtr m = states.dict->find("module"))
+  states.iteration = integerOf(dict->find("global_steps")).value_or(0);
+  if (ValuePtr m = dict->find("module"))
     for (NamedTensor &t : collectTensors(*m))
       states.module[t.name] = std::move(t.tensor);
   return states;
@@ -269,14 +270,12 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   auto states = loadModelStates(modelPath);
   if (!states)
     return states.takeError();
-  const DictValue *model = states->dict;
-  const std::vector<ValuePtr> *groupList = states->groups;
   llvm::StringMap<Tensor> &module = states->module;
 
   Layout layout;
   layout.format = llvm::formatv("deepspeed-zero{0}", *stage);
-  layout.iteration = integerOf(model->find("global_steps")).value_or(0);
-  for (const ValuePtr &group : *groupList) {
+  layout.iteration = states->iteration;
+  for (const ValuePtr &group : *states->groups) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
       return fileError(modelPath, "param_shapes holds a " + describe(*group) + ", not a dict");
@@ -561,15 +560,13 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
   auto states = loadModelStates(modelPath);
   if (!states)
     return states.takeError();
-  const DictValue *model = states->dict;
-  const std::vector<ValuePtr> *groupList = states->groups;
   llvm::StringMap<Tensor> &module = states->module;
 
   Layout layout;
   layout.format = "deepspeed-universal";
-  layout.iteration = integerOf(model->find("global_steps")).value_or(0);
+  layout.iteration = states->iteration;
   ShardFile modelFile{prefix + "mp_rank_00_model_states.pt", "torch", {}, ""};
-  for (const ValuePtr &group : *groupList) {
+  for (const ValuePtr &group : *states->groups) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
       return fileError(modelPath, "param_shapes holds a " + describe(*group) + ", not a dict");

@@ -81,19 +81,24 @@ std::vector<int64_t> minMaxSplit(int64_t layers, int64_t stages, Cost cost) {
 StageCosts::StageCosts(const PartitionProblem &problem)
     : overhead_(problem.stageOverheadSeconds) {
   size_t n = problem.layerSeconds.size();
-  seconds_ = prefixSums(problem.layerSeconds, n);
+  seconds_[0] = prefixSums(problem.layerSeconds, n);
   staticBytes_ = prefixSums(problem.layerStaticBytes, n);
-  activationBytes_ = prefixSums(problem.layerActivationBytes, n);
+  activationBytes_[0] = prefixSums(problem.layerActivationBytes, n);
+  if (!problem.alternate.empty()) {
+    seconds_[1] = prefixSums(problem.alternateLayerSeconds, n);
+    activationBytes_[1] = prefixSums(problem.alternateActivationBytes, n);
+  }
 }
 
-double StageCosts::seconds(int64_t first, int64_t end,
-                           const PartitionDevice &device) const {
-  return (seconds_[end] - seconds_[first]) / device.speed + overhead_;
+double StageCosts::seconds(int64_t first, int64_t end, const PartitionDevice &device,
+                           bool alternate) const {
+  const std::vector<double> &sums = seconds_[alternate ? 1 : 0];
+  return (sums[end] - sums[first]) / device.speed + overhead_;
 }
 
-double StageCosts::bytes(int64_t first, int64_t end, int64_t inflight) const {
-  return staticBytes_[end] - staticBytes_[first] +
-         (activationBytes_[end] - activationBytes_[first]) * double(inflight);
+double StageCosts::bytes(int64_t first, int64_t end, int64_t inflight, bool alternate) const {
+  const std::vector<double> &act = activationBytes_[alternate ? 1 : 0];
+  return staticBytes_[end] - staticBytes_[first] + (act[end] - act[first]) * double(inflight);
 }
 
 std::string validateProblem(const PartitionProblem &p) {
@@ -112,10 +117,15 @@ std::string validateProblem(const PartitionProblem &p) {
   if (!sizeOk(p.layerStaticBytes) || !sizeOk(p.layerActivationBytes))
     return "per-layer byte lists must be empty or have one entry per layer (" +
            std::to_string(layers) + ")";
+  if (!p.alternate.empty() &&
+      (p.alternate.size() != stages || p.alternateLayerSeconds.size() != layers ||
+       !sizeOk(p.alternateActivationBytes)))
+    return "an alternate pricing needs one flag per position and one time per layer";
   // The DP's early exit and the Z3 model's end-of-stage bounds both rely on a
   // stage never getting cheaper as it grows.
   for (const std::vector<double> *v :
-       {&p.layerSeconds, &p.layerStaticBytes, &p.layerActivationBytes})
+       {&p.layerSeconds, &p.layerStaticBytes, &p.layerActivationBytes,
+        &p.alternateLayerSeconds, &p.alternateActivationBytes})
     for (size_t i = 0; i < v->size(); ++i)
       if (!(std::isfinite((*v)[i]) && (*v)[i] >= 0))
         return "layer " + std::to_string(i) +
@@ -165,14 +175,15 @@ Partition evaluatePartition(const PartitionProblem &problem,
   }
 
   StageCosts costs(problem);
+  auto alternate = [&](int64_t s) { return !problem.alternate.empty() && problem.alternate[s]; };
   r.firstLayer = std::move(firstLayer);
   r.deviceOf = std::move(deviceOf);
   double worstOver = 0;
   for (int64_t s = 0; s < stages; ++s) {
     int64_t end = s + 1 < stages ? r.firstLayer[s + 1] : layers;
     const PartitionDevice &d = problem.devices[r.deviceOf[s]];
-    r.stageSeconds.push_back(costs.seconds(r.firstLayer[s], end, d));
-    r.stageBytes.push_back(costs.bytes(r.firstLayer[s], end, problem.inflight[s]));
+    r.stageSeconds.push_back(costs.seconds(r.firstLayer[s], end, d, alternate(s)));
+    r.stageBytes.push_back(costs.bytes(r.firstLayer[s], end, problem.inflight[s], alternate(s)));
     r.maxStageSeconds = std::max(r.maxStageSeconds, r.stageSeconds.back());
     // Name the stage furthest over, not the first: that is the one to fix.
     double over = r.stageBytes.back() - d.memoryBytes;
@@ -200,13 +211,14 @@ Partition partitionByDynamicProgramming(const PartitionProblem &problem) {
   for (int64_t s = 0; s < stages; ++s)
     order[s] = s;
   StageCosts costs(problem);
+  auto alternate = [&](int64_t s) { return !problem.alternate.empty() && problem.alternate[s]; };
 
   std::vector<int64_t> first =
       minMaxSplit(layers, stages, [&](int64_t s, int64_t i, int64_t j) {
         const PartitionDevice &d = problem.devices[s];
-        if (costs.bytes(i, j, problem.inflight[s]) > d.memoryBytes)
+        if (costs.bytes(i, j, problem.inflight[s], alternate(s)) > d.memoryBytes)
           return kInf;
-        return costs.seconds(i, j, d);
+        return costs.seconds(i, j, d, alternate(s));
       });
   if (!first.empty()) {
     Partition r = evaluatePartition(problem, std::move(first), std::move(order));
@@ -218,7 +230,7 @@ Partition partitionByDynamicProgramming(const PartitionProblem &problem) {
   // fitting the model is; its worst stage is the one the message names. Overflow
   // can be negative (room to spare) but never infinite here: some stage overflows.
   first = minMaxSplit(layers, stages, [&](int64_t s, int64_t i, int64_t j) {
-    return costs.bytes(i, j, problem.inflight[s]) - problem.devices[s].memoryBytes;
+    return costs.bytes(i, j, problem.inflight[s], alternate(s)) - problem.devices[s].memoryBytes;
   });
   Partition r = evaluatePartition(problem, std::move(first), std::move(order));
   r.feasible = false;

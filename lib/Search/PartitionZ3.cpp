@@ -170,7 +170,10 @@ Partition partitionByZ3(const PartitionProblem &problem, double timeLimitSeconds
            std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                .count();
   };
-  if (std::string error = validateProblem(problem); !error.empty()) {
+  std::string error = validateProblem(problem);
+  if (error.empty() && !problem.alternate.empty())
+    error = "positions priced two ways (alternate) are fixed: use the DP";
+  if (!error.empty()) {
     Partition r;
     r.error = std::move(error);
     return r;

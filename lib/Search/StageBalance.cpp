@@ -63,7 +63,12 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
   StageBalance out;
   if (w.pp < 2 || w.vpp != 1)
     return out;
-  LayerCosts costs = priceLayers(w, computes);
+  // Recomputation on the first ranks only belongs to the positions, not the
+  // layers: price every layer with it, and again without for the other ranks.
+  const bool partial = w.recomputeRanks > 0 && w.recompute != cost::Recompute::None;
+  cost::Workload all = w;
+  all.recomputeRanks = 0;
+  LayerCosts costs = priceLayers(partial ? all : w, computes);
   int64_t layers = int64_t(costs.staticBytes.size());
   if (layers < w.pp)
     return out;
@@ -72,6 +77,15 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
   problem.layerSeconds = costs.seconds[0]; // reference: GPU type 0
   problem.layerStaticBytes = costs.staticBytes;
   problem.layerActivationBytes = costs.activationBytes;
+  if (partial && computes.size() == 1 && !permuteDevices) {
+    cost::Workload none = all;
+    none.recompute = cost::Recompute::None;
+    LayerCosts plain = priceLayers(none, computes);
+    problem.alternateLayerSeconds = plain.seconds[0];
+    problem.alternateActivationBytes = plain.activationBytes;
+    for (int64_t s = 0; s < w.pp; ++s)
+      problem.alternate.push_back(s >= w.recomputeRanks);
+  }
   double reference = 0;
   for (double s : costs.seconds[0])
     reference += s;

@@ -63,6 +63,12 @@ struct PartitionProblem {
   std::vector<PartitionDevice> devices;
   /// Per stage per micro-batch (p2p send/receive), added to every stage.
   double stageOverheadSeconds = 0;
+  /// Positions that price their layers another way (the pipeline ranks that do
+  /// not recompute): per-position flags, and the layers' seconds and activation
+  /// bytes there. Empty: every position uses the lists above. Only the DP takes
+  /// them, since its positions are fixed.
+  std::vector<bool> alternate;
+  std::vector<double> alternateLayerSeconds, alternateActivationBytes;
 };
 
 struct Partition {
@@ -89,15 +95,18 @@ struct Partition {
 class StageCosts {
 public:
   explicit StageCosts(const PartitionProblem &problem);
-  int64_t numLayers() const { return int64_t(seconds_.size()) - 1; }
-  /// Layers [first, end) on `device`, including the per-stage overhead.
-  double seconds(int64_t first, int64_t end, const PartitionDevice &device) const;
+  int64_t numLayers() const { return int64_t(seconds_[0].size()) - 1; }
+  /// Layers [first, end) on `device`, including the per-stage overhead;
+  /// `alternate`: priced by the problem's alternate lists.
+  double seconds(int64_t first, int64_t end, const PartitionDevice &device,
+                 bool alternate = false) const;
   /// Layers [first, end) at a position holding `inflight` micro-batches.
-  double bytes(int64_t first, int64_t end, int64_t inflight) const;
+  double bytes(int64_t first, int64_t end, int64_t inflight, bool alternate = false) const;
 
 private:
   double overhead_;
-  std::vector<double> seconds_, staticBytes_, activationBytes_; // prefix sums
+  // Prefix sums; [1] the alternate pricing (empty without one).
+  std::vector<double> seconds_[2], staticBytes_, activationBytes_[2];
 };
 
 /// Returns "" for a well-formed problem, else one line naming the defect (sizes

@@ -318,6 +318,37 @@ TEST(Partition, MemoryInfeasibleNamesStageAndBytes) {
   EXPECT_EQ(z3.error.find('\n'), std::string::npos);
 }
 
+TEST(Partition, AlternatePositionsPriceTheirLayersTheirOwnWay) {
+  // Recomputation on position 0 only: there a layer takes 1.5 s and keeps
+  // 1 GiB per micro-batch; on position 1, 1 s and 10 GiB. Six layers. Timed
+  // alone, 2+4 would pace at 4 s; but position 1 cannot hold four layers
+  // without recomputing (4 x 10 GiB > 35 GiB), so the split is 3+3: 4.5 s
+  // and 30 GiB there.
+  PartitionProblem p;
+  p.layerSeconds.assign(6, 1.5);
+  p.layerActivationBytes.assign(6, 1 * kGiB);
+  p.alternateLayerSeconds.assign(6, 1);
+  p.alternateActivationBytes.assign(6, 10 * kGiB);
+  p.alternate = {false, true};
+  p.devices.assign(2, {"h100", 1, 35 * kGiB});
+  p.inflight = {2, 1};
+  Partition dp = partitionByDynamicProgramming(p);
+  ASSERT_TRUE(dp.feasible) << dp.error;
+  EXPECT_EQ(dp.firstLayer, (std::vector<int64_t>{0, 3}));
+  EXPECT_EQ(dp.stageSeconds, (std::vector<double>{4.5, 3}));
+  EXPECT_EQ(dp.stageBytes, (std::vector<double>{6 * kGiB, 30 * kGiB}));
+  // With room for four, the faster rank takes them.
+  p.devices.assign(2, {"h100", 1, 45 * kGiB});
+  dp = partitionByDynamicProgramming(p);
+  ASSERT_TRUE(dp.feasible) << dp.error;
+  EXPECT_EQ(dp.firstLayer, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(dp.maxStageSeconds, 4);
+  // Z3 permutes positions, which an alternate pricing pins: it refuses.
+  EXPECT_FALSE(partitionByZ3(p).feasible);
+  p.alternate = {true};
+  EXPECT_NE(validateProblem(p), "");
+}
+
 TEST(Partition, Z3PutsTheLargeMemoryDeviceWhereMostMicroBatchesWait) {
   PartitionProblem p = memoryDecidesOrder();
   Partition dp = partitionByDynamicProgramming(p);

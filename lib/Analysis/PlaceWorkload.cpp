@@ -116,6 +116,7 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
   w.schedule = w.vpp > 1 ? cost::Schedule::Interleaved : cost::Schedule::OneFOneB;
   bool fp32 = model.getDtype() == "fp32";
   w.weightBytes = w.gradBytes = fp32 ? 4 : 2;
+  w.lossScaling = model.getDtype() == "fp16";
   // fp32 moments (two for Adam, one for SGD) plus an fp32 master copy under
   // mixed precision, as cost::fromStrategy counts them.
   int64_t moments = model.getOptimizer() == "sgd" ? 1 : 2;

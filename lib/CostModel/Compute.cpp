@@ -20,7 +20,8 @@
 // then set so the curve passes through a published measurement of a large
 // GEMM on each GPU (GpuType.gemm_8192_efficiency in the catalog,
 // lib/Spec/catalog/gpus.yaml). No per-configuration factor enters.
-// Elementwise work runs at an achievable fraction of HBM bandwidth [NVF].
+// Elementwise work runs at an achievable fraction of HBM bandwidth [NVF];
+// kernels that reduce along rows at a lower one [QUACK, PT87445].
 //
 // Flash attention [FA2] is the same tiling with a block of queries by the
 // whole head as its tile and the keys as its loop, which it never splits. Its
@@ -62,6 +63,13 @@
 //          a streaming read kernel reaches 1.80 of 2.04 TB/s (88%, confirmed
 //          by Nsight Compute); the thread cites a GTC talk where no kernel
 //          passed ~90%.
+//  [QUACK] Guo, Zadouri, Dao, "Getting Memory-bound Kernels to
+//          Speed-of-Light", Princeton SysML blog, 2025: on H100, reduction
+//          kernels near speed of light are 33-50% faster than torch.compile
+//          and Liger.
+//  [PT87445] pytorch/pytorch PR #87445, "Layer norm backward speed gain with
+//          warp shuffles": A100 fp16 LayerNorm forward + backward, e.g.
+//          8192x4096 in 509 us, 8192x3072 in 347 us.
 //  [NAR21] Narayanan et al., "Efficient Large-Scale Language Model Training
 //          on GPU Clusters Using Megatron-LM", SC'21 (arXiv 2104.04473).
 //  [FA2]   Dao, "FlashAttention-2" (arXiv 2307.08691), §3: the forward runs
@@ -128,6 +136,14 @@ constexpr int64_t kAnchorDim = 8192;
 constexpr double kLaunchLatency = 4e-6;
 // Fraction of HBM bandwidth streaming kernels reach [NVF].
 constexpr double kHbmFraction = 0.88;
+// Kernels that reduce along rows (norms, softmax, the loss's max and sum)
+// reach less: production kernels of that kind (torch.compile's and Liger's
+// RMSNorm, softmax and cross-entropy) run 33-50% slower than ones at ~90% of
+// bandwidth [QUACK], i.e. at 0.60-0.68; PyTorch's fp16 LayerNorm forward and
+// backward (14 bytes an element in three kernels) moves 0.92-1.02 TB/s on an
+// A100 [PT87445], 0.59-0.66 of the 40 GB part's 1.555 TB/s. The low end of
+// both.
+constexpr double kRowReductionFraction = 0.6;
 // GEMM operands are the training dtype (bf16); only the HBM bound uses it.
 // Split-K partial sums are fp32.
 constexpr double kOperandBytes = 2, kPartialBytes = 4;
@@ -296,6 +312,10 @@ double ComputeModel::memorySeconds(double bytes) const {
   return bytes / (hbmBytesPerS_ * kHbmFraction);
 }
 
+double ComputeModel::rowReductionSeconds(double bytes) const {
+  return bytes / (hbmBytesPerS_ * kRowReductionFraction);
+}
+
 std::string ComputeModel::loadCalibrationCsv(const std::string &path) {
   std::ifstream in(path);
   if (!in)
@@ -409,6 +429,10 @@ public:
   void elementwise(Pass pass, double bytes, int kernels) {
     seconds_[pass] += model_.memorySeconds(bytes) + kernels * model_.kernelLatency();
   }
+  /// Memory-bound work that reduces along rows (norms, softmax).
+  void rowReduction(Pass pass, double bytes, int kernels) {
+    seconds_[pass] += model_.rowReductionSeconds(bytes) + kernels * model_.kernelLatency();
+  }
 
   /// A weight [in, out] applied to `tokens` rows, in each of `groups`
   /// independent GEMMs: y = x w, dx = dy w^T, dw = x^T dy.
@@ -449,8 +473,8 @@ double normElements(const PartShape &s, int64_t tokens) {
 
 void norm(Tally &tally, const PartShape &s, int64_t tokens) {
   double e = double(s.bytesPerElement), x = normElements(s, tokens);
-  tally.elementwise(F, 2 * e * x, 1);
-  tally.elementwise(B, 3 * e * x, 1);
+  tally.rowReduction(F, 2 * e * x, 1);
+  tally.rowReduction(B, 3 * e * x, 1);
 }
 
 /// The pre-norm residual wrapper of a block: the norm, and the add of the
@@ -514,11 +538,13 @@ void attentionCore(Tally &tally, const PartShape &s, int64_t heads, int64_t kvHe
   // The scores go through HBM: forward, the fused scale-mask-softmax reads S
   // and writes P (2), dropout (its own kernel) reads P, writes it and a 1-byte
   // mask; backward, dropout reads dP and the mask and writes, softmax's
-  // backward reads P and dP and writes dS (3).
-  double dropout = s.dropout ? 2 * e + 1 : 0;
-  int kernels = s.dropout ? 2 : 1;
-  tally.elementwise(F, z * (2 * e + dropout), kernels);
-  tally.elementwise(B, z * (3 * e + dropout), kernels);
+  // backward reads P and dP and writes dS (3). Softmax reduces along rows.
+  tally.rowReduction(F, z * 2 * e, 1);
+  tally.rowReduction(B, z * 3 * e, 1);
+  if (s.dropout) {
+    tally.elementwise(F, z * (2 * e + 1), 1);
+    tally.elementwise(B, z * (2 * e + 1), 1);
+  }
 }
 
 } // namespace
@@ -547,8 +573,8 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
     // backward 3.
     double latent = double(tokens) * double(s.qLoraRank + s.kvLoraRank) * double(s.bytesPerElement);
     int norms = s.qLoraRank > 0 ? 2 : 1;
-    tally.elementwise(F, 2 * latent, norms);
-    tally.elementwise(B, 3 * latent, norms);
+    tally.rowReduction(F, 2 * latent, norms);
+    tally.rowReduction(B, 3 * latent, norms);
   } else {
     tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
     tally.linear(tokens, heads * d, h);
@@ -589,7 +615,8 @@ PassCost loom::cost::moeCost(const ComputeModel &model, const PartShape &s) {
   if (s.sharedExperts > 0)
     ffn(tally, s, tokens, ceilDiv(s.sharedExperts * s.ffn, s.tp), 1);
   // Routing traffic, four kernels each way. The router's softmax and top-k
-  // read and write the tokens x experts scores (2; backward 3). Dispatch
+  // (row reductions) read and write the tokens x experts scores (2; backward
+  // 3). Dispatch
   // copies each routed token into expert order (read, write: 2 rows); combine
   // reads the routed outputs and writes the weighted sum per token. The
   // backward mirrors both.
@@ -597,8 +624,10 @@ PassCost loom::cost::moeCost(const ComputeModel &model, const PartShape &s) {
   const double scores = double(tokens) * double(s.experts);
   const double routed = double(localExperts) * double(perExpert);
   const double moved = (2 * routed + routed + double(tokens)) * h;
-  tally.elementwise(F, e * (2 * scores + moved), 4);
-  tally.elementwise(B, e * (3 * scores + moved), 4);
+  tally.rowReduction(F, e * 2 * scores, 2);
+  tally.rowReduction(B, e * 3 * scores, 2);
+  tally.elementwise(F, e * moved, 2);
+  tally.elementwise(B, e * moved, 2);
   residualBlock(tally, s, tokens);
   return tally.result();
 }
@@ -612,10 +641,11 @@ PassCost loom::cost::headCost(const ComputeModel &model, const PartShape &s) {
   // Vocab-parallel cross-entropy in fp32, five kernels: the upcast reads the
   // logits (e) and writes them (4); the max reads them (4); exp in place reads
   // and writes (8); the sum reads (4); normalizing in place reads and writes
-  // (8). Backward, one kernel, reads the softmax (4) and writes the logits'
-  // gradient (e).
+  // (8). The max and the sum are row reductions. Backward, one kernel, reads
+  // the softmax (4) and writes the logits' gradient (e).
   const double logits = double(tokens) * double(vocab), e = double(s.bytesPerElement);
-  tally.elementwise(F, logits * (e + 28), 5);
+  tally.elementwise(F, logits * (e + 20), 3);
+  tally.rowReduction(F, logits * 8, 2);
   tally.elementwise(B, logits * (4 + e), 1);
   return tally.result();
 }

@@ -79,12 +79,25 @@ double crossDcBytes(Collective op, double bytes, const GroupShape &group, bool m
   return 0;
 }
 
-/// Bytes an Adam (or SGD) step moves per parameter it updates: read fp32
-/// master and moments and the gradient, write master, moments and the 16-bit
-/// weight.
+/// Bytes the optimizer step moves per parameter it updates, kernel by kernel
+/// as Megatron-LM's mixed-precision optimizer runs them
+/// (megatron/optimizer/optimizer.py, step()):
+///  * 16-bit gradients are upcast to fp32 (read, write 4);
+///  * fp16 only: unscale in place and check for inf/NaN (read 4, write 4);
+///  * the global gradient norm for clipping (read 4);
+///  * Adam (or SGD) reads the fp32 gradient, the weight and its state and
+///    writes the weight and state back; under mixed precision the weight is
+///    the fp32 master, counted in optimBytesPerParam;
+///  * the master is copied to the 16-bit weight (read 4, write 2).
 double optimizerBytesPerParam(const Workload &w) {
-  double state = double(w.optimBytesPerParam);
-  return 2 * state + double(w.gradBytes) + double(w.weightBytes);
+  const double state = double(w.optimBytesPerParam), weight = double(w.weightBytes);
+  const bool master = w.weightBytes < 4;
+  double bytes = 2 * state + 4 + (master ? 0 : 2 * weight) + 4;
+  if (master)
+    bytes += (w.gradBytes < 4 ? double(w.gradBytes) + 4 : 0) + 4 + weight;
+  if (w.lossScaling)
+    bytes += 8;
+  return bytes;
 }
 
 } // namespace
@@ -117,6 +130,14 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
     double count = n * attentionCoreGemms(part.shape);
     t.recompute += count * compute.gemmSeconds(core);
     t.flops += count * core.flops();
+  }
+  // Unfused gradient accumulation: per weight tensor one kernel that reads the
+  // buffer and the fresh 16-bit gradient and writes the buffer back.
+  if (!w.fusedGradAccumulation && part.params > 0) {
+    double local = n * double(part.params) / part.shards.gatheredParams;
+    int tensors = layer ? 6 : 2; // two matrices, two biases, a norm's two vectors
+    t.w += compute.memorySeconds(local * double(2 * w.gradBytes + w.weightBytes)) +
+           n * tensors * compute.kernelLatency();
   }
 
   const PartShape &s = part.shape;

@@ -219,11 +219,13 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.recompute = c.recompute;
   w.recomputeRanks = c.recomputeRanks;
   w.tpCommOverlap = c.tpCommOverlap && c.sequenceParallel;
+  w.fusedGradAccumulation = c.fusedGradAccumulation;
   w.zero = c.zero;
   w.schedule = effectiveSchedule(c);
   bool fp32 = training.precision() == spec::FP32_FULL;
   w.weightBytes = fp32 ? 4 : 2;
   w.gradBytes = fp32 ? 4 : 2;
+  w.lossScaling = training.precision() == spec::FP16_MIXED;
   // fp32 training has no separate master copy: Adam keeps two moments.
   int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);

@@ -140,6 +140,8 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
            "parameters; Megatron-LM's FSDP (--use-torch-fsdp2) shards those too\n";
   if (s.offload_optimizer())
     out += "--optimizer-cpu-offload\n";
+  if (s.unfused_grad_accumulation())
+    out += "--no-gradient-accumulation-fusion\n";
   out += "--overlap-grad-reduce\n";
   out += fmt::format("--micro-batch-size {}\n", s.micro_batch());
   out += fmt::format("--global-batch-size {}\n", plan.training().global_batch());

@@ -226,6 +226,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   st->set_sequence_parallel(s.sequenceParallel);
   st->set_tp_comm_overlap(s.tpCommOverlap && s.sequenceParallel);
   st->set_offload_optimizer(s.offloadOptimizer);
+  st->set_unfused_grad_accumulation(!s.fusedGradAccumulation);
   st->set_recompute_ranks(uint32_t(s.recomputeRanks));
   for (auto [kind, schedule] : kScheduleKinds)
     if (schedule == cost::effectiveSchedule(s))
@@ -293,6 +294,7 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
   c.sequenceParallel = st.sequence_parallel();
   c.tpCommOverlap = st.tp_comm_overlap();
   c.offloadOptimizer = st.offload_optimizer();
+  c.fusedGradAccumulation = !st.unfused_grad_accumulation();
   c.schedule = cost::Schedule::OneFOneB;
   for (auto [kind, schedule] : kScheduleKinds)
     if (kind == st.schedule())
@@ -456,6 +458,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.sequenceParallel = tp > 1 && fixed.sequenceParallel;
                   choice.flashAttention = options.flashAttention;
                   choice.tpCommOverlap = options.tpCommOverlap;
+                  choice.fusedGradAccumulation = options.fusedGradAccumulation;
                   for (bool offload : {false, true}) {
                     if (offload && !options.offloadOptimizer)
                       continue;

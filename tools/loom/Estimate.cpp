@@ -24,7 +24,8 @@ struct EstimateCliOptions {
   SpecArgs spec;
   std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer";
   cost::StrategyChoice choice;
-  bool noFlash = false, noOverlap = false, noTpOverlap = false, json = false;
+  bool noFlash = false, noOverlap = false, noTpOverlap = false, noGradFusion = false,
+       json = false;
   double headroom = 0.05;
 };
 
@@ -50,6 +51,7 @@ void runEstimate(const EstimateCliOptions &o) {
   search::parseRankOrder(o.order, choice.order); // CLI11 checked the word
   choice.flashAttention = !o.noFlash;
   choice.tpCommOverlap = !o.noTpOverlap;
+  choice.fusedGradAccumulation = !o.noGradFusion;
   static const std::pair<const char *, cost::Schedule> schedules[] = {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
       {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
@@ -220,6 +222,9 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
   cmd->add_flag("--no-overlap", o->noOverlap,
                 "data-parallel reduction after the pipeline drains, not under backward");
+  cmd->add_flag("--no-grad-accumulation-fusion", o->noGradFusion,
+                "each micro-batch's weight gradients are added to the gradient buffer by a\n"
+                "separate kernel (Megatron-LM before 2022, plain PyTorch accumulation)");
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--calibration", o->calibration, "CSV of measured GEMMs: m,n,k,seconds");

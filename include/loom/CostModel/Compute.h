@@ -69,6 +69,7 @@ public:
   double fusedAttentionSeconds(double matmulSeconds, double exponentials, double bytes) const;
   /// Time of memory-bound work moving `bytes` through HBM.
   double memorySeconds(double bytes) const;
+  double rowReductionSeconds(double bytes) const;
   /// Offloaded optimizer state: `bytes` over this GPU's host link, and a CPU
   /// step moving `bytes` through this GPU's share of host memory bandwidth.
   double hostLinkSeconds(double bytes) const { return bytes / hostLinkBytesPerS_; }

@@ -31,6 +31,8 @@ struct StrategyChoice {
   bool flashAttention = true;
   /// See Workload::tpCommOverlap; needs sequence parallelism.
   bool tpCommOverlap = false;
+  /// See Workload::fusedGradAccumulation.
+  bool fusedGradAccumulation = true;
   /// ZeRO-Offload: fp32 master weights and moments in host memory, the
   /// optimizer step on the CPU.
   bool offloadOptimizer = false;

@@ -85,12 +85,22 @@ struct Workload {
   /// --tp-comm-overlap; Wang et al., ASPLOS'23): they hide behind those GEMMs
   /// and slow them instead of running exposed.
   bool tpCommOverlap = false;
+  /// Weight-gradient GEMMs accumulate straight into the gradient buffer
+  /// (Megatron-LM's gradient_accumulation_fusion, on by default since
+  /// 2022-02). Without it every micro-batch's weight gradient lands in a fresh
+  /// tensor that a separate kernel adds to the buffer: Megatron-LM 2021
+  /// (megatron/model/distributed.py: param.main_grad.add_(param.grad)) or
+  /// plain PyTorch accumulation into .grad.
+  bool fusedGradAccumulation = true;
   Schedule schedule = Schedule::OneFOneB;
   int64_t zero = 0;
   /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4
   /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's
   /// two moments; 8 for SGD with momentum).
   int64_t weightBytes = 2, gradBytes = 2, optimBytesPerParam = 12;
+  /// fp16 mixed precision: the optimizer unscales the loss-scaled gradients
+  /// and checks them for inf/NaN before stepping (bf16 needs no scaling).
+  bool lossScaling = false;
   /// Hop r joins pipeline rank r to r+1; the last one wraps from the final
   /// rank to the first (interleaved chunks). Empty without pipelining.
   std::vector<PipelineHop> hops;

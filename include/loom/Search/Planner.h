@@ -51,6 +51,9 @@ struct PlannerOptions {
   /// Plans assume Megatron-Core with Transformer Engine: sequence-parallel
   /// tensor communication overlapped with GEMMs (Workload::tpCommOverlap).
   bool tpCommOverlap = true;
+  /// Weight-gradient GEMMs accumulate into the gradient buffer
+  /// (Workload::fusedGradAccumulation); off for pre-2022 Megatron-LM.
+  bool fusedGradAccumulation = true;
   /// Also try ZeRO-Offload (optimizer state in host memory, CPU step).
   bool offloadOptimizer = false;
   /// Recomputation choices searched (selective only counts without flash

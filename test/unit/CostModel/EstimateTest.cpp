@@ -36,11 +36,11 @@ const Row kTable1[] = {
     {"megatron-529.6b", 8, 35, 2520, 2520, 163}, {"megatron-1t", 8, 64, 3072, 3072, 163},
 };
 
-// Issue #4's target is +-10% on every row. Today's model is optimistic by 6-20%
-// (largest on the small models, where memory-bound kernels weigh most), so the
-// test holds every row to +-25% and reports how many meet the target; tighten
-// this bound as the mechanisms improve, never loosen it.
-constexpr double kTolerance = 0.25;
+// Issue #4's target is +-10% on every row. Today's model is optimistic by 3-13%
+// (largest on the 1.7B model, where memory-bound attention kernels weigh most),
+// so the test holds every row to +-15% and reports how many meet the target;
+// tighten this bound as the mechanisms improve, never loosen it.
+constexpr double kTolerance = 0.15;
 constexpr double kTarget = 0.10;
 
 struct Best {
@@ -70,6 +70,8 @@ Best bestConfiguration(const Row &row) {
       c.microBatch = mbs;
       c.recompute = Recompute::Full;
       c.flashAttention = false; // 2021: no flash attention
+      // Nor fused gradient accumulation (Megatron-LM commit 83b1e42, 2022-02).
+      c.fusedGradAccumulation = false;
       WorkloadResult w = fromStrategy(model, cluster, training, c);
       if (!w.ok())
         continue;
@@ -236,7 +238,9 @@ TEST(Estimate, OffloadedOptimizerLeavesTheGpuAndStepsOnTheHost) {
   EXPECT_LT(b.peakMemoryBytes, a.peakMemoryBytes);
   // dp = 1: the rank updates all of its tp shard.
   double params = double(spec::countParameters(model).total()) / 8;
-  double expected = params * (2 + 2) / 64e9 + params * (2 * 12 + 2 + 2) / 77e9;
+  // Host bytes per parameter: bf16 gradient upcast (2 + 4), norm (4), Adam on
+  // the fp32 gradient and master + moments (4 + 2 x 12), master to bf16 (4 + 2).
+  double expected = params * (2 + 2) / 64e9 + params * (6 + 4 + 28 + 6) / 77e9;
   EXPECT_NEAR(b.optimizer, expected, 0.02 * expected);
   EXPECT_GT(b.optimizer, a.optimizer);
 }
@@ -275,4 +279,47 @@ TEST(Estimate, RecomputationOnTheFirstRanksOnly) {
   c.recomputeRanks = 4; // must leave some rank out
   EXPECT_NE(fromStrategy(model, cluster, training, c).error.find("0 < that < pp=4"),
             std::string::npos);
+}
+
+TEST(Estimate, UnfusedGradientAccumulationAddsOneBufferPassPerMicroBatch) {
+  // Without gradient_accumulation_fusion each micro-batch's weight gradients
+  // are added to the buffer by their own kernels: per local parameter, read
+  // the buffer and the gradient and write the buffer (2 + 2 + 2 bytes in
+  // 16-bit training), charged to the weight-gradient pass.
+  spec::Model model = spec::loadModel("megatron-7.5b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  ComputeModel compute = computeModelFor(cluster, training);
+  StrategyChoice c;
+  c.tp = 4;
+  WorkloadResult fused = fromStrategy(model, cluster, training, c);
+  c.fusedGradAccumulation = false;
+  WorkloadResult unfused = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(fused.ok() && unfused.ok());
+  Estimate a = estimate(fused.workload, compute), b = estimate(unfused.workload, compute);
+  double localParams = 0, tensors = 0;
+  for (const Part &p : unfused.workload.parts) {
+    localParams += double(p.count) * double(p.params) / p.shards.gatheredParams;
+    bool layer = p.kind == PartKind::Attention || p.kind == PartKind::Mlp;
+    tensors += p.params > 0 ? double(p.count) * (layer ? 6 : 2) : 0;
+  }
+  double expected = compute.memorySeconds(localParams * 6) + tensors * compute.kernelLatency();
+  EXPECT_NEAR(b.time[0].w - a.time[0].w, expected, 1e-9 * expected);
+  EXPECT_EQ(b.time[0].f, a.time[0].f);
+  EXPECT_EQ(b.time[0].b, a.time[0].b);
+}
+
+TEST(Estimate, LossScalingCostsTheOptimizerAnUnscalePass) {
+  // fp16 unscales and checks the fp32 gradients (read and write, 8 bytes a
+  // parameter) before the step; bf16 does not: 52 against 44 bytes.
+  spec::Model model = spec::loadModel("megatron-1.7b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=1");
+  spec::Training training = spec::defaultTraining(model);
+  ComputeModel compute = computeModelFor(cluster, training);
+  StrategyChoice c;
+  training.set_precision(spec::FP16_MIXED);
+  Estimate fp16 = estimate(fromStrategy(model, cluster, training, c).workload, compute);
+  training.set_precision(spec::BF16_MIXED);
+  Estimate bf16 = estimate(fromStrategy(model, cluster, training, c).workload, compute);
+  EXPECT_NEAR(fp16.optimizer / bf16.optimizer, 52.0 / 44.0, 1e-9);
 }

@@ -41,13 +41,17 @@ struct NameRule {
   const char *legacy, *mcore;
   MegatronSplit split;
   const char *hf; // comma-separated for fused parameters
+  /// Megatron-DeepSpeed's name when it differs from the legacy one: it kept the
+  /// norm names Megatron-LM had before it renamed them (megatron/model/transformer.py,
+  /// ParallelTransformerLayer: input_layernorm, post_attention_layernorm, final_layernorm).
+  const char *deepspeed = nullptr;
 };
 
 constexpr NameRule kLayerRules[] = {
     {"input_norm.weight", "self_attention.linear_qkv.layer_norm_weight",
-     MegatronSplit::Replicated, "input_layernorm.weight"},
+     MegatronSplit::Replicated, "input_layernorm.weight", "input_layernorm.weight"},
     {"input_norm.bias", "self_attention.linear_qkv.layer_norm_bias", MegatronSplit::Replicated,
-     "input_layernorm.bias"},
+     "input_layernorm.bias", "input_layernorm.bias"},
     {"self_attention.query_key_value.weight", "self_attention.linear_qkv.weight",
      MegatronSplit::FusedQKV, "self_attn.q_proj.weight,self_attn.k_proj.weight,self_attn.v_proj.weight"},
     {"self_attention.query_key_value.bias", "self_attention.linear_qkv.bias",
@@ -57,9 +61,9 @@ constexpr NameRule kLayerRules[] = {
     {"self_attention.dense.bias", "self_attention.linear_proj.bias", MegatronSplit::Replicated,
      "self_attn.o_proj.bias"},
     {"post_attention_norm.weight", "mlp.linear_fc1.layer_norm_weight", MegatronSplit::Replicated,
-     "post_attention_layernorm.weight"},
+     "post_attention_layernorm.weight", "post_attention_layernorm.weight"},
     {"post_attention_norm.bias", "mlp.linear_fc1.layer_norm_bias", MegatronSplit::Replicated,
-     "post_attention_layernorm.bias"},
+     "post_attention_layernorm.bias", "post_attention_layernorm.bias"},
     // Column, or FusedGateUp with SwiGLU (the HF names are chosen then).
     {"mlp.dense_h_to_4h.weight", "mlp.linear_fc1.weight", MegatronSplit::Column, "mlp.up_proj.weight"},
     {"mlp.dense_h_to_4h.bias", "mlp.linear_fc1.bias", MegatronSplit::Column, "mlp.up_proj.bias"},
@@ -73,9 +77,9 @@ constexpr NameRule kModelRules[] = {
     {"embedding.position_embeddings.weight", "embedding.position_embeddings.weight",
      MegatronSplit::Replicated, "model.embed_positions.weight"},
     {"encoder.final_norm.weight", "decoder.final_layernorm.weight", MegatronSplit::Replicated,
-     "model.norm.weight"},
+     "model.norm.weight", "encoder.final_layernorm.weight"},
     {"encoder.final_norm.bias", "decoder.final_layernorm.bias", MegatronSplit::Replicated,
-     "model.norm.bias"},
+     "model.norm.bias", "encoder.final_layernorm.bias"},
     {"output_layer.weight", "output_layer.weight", MegatronSplit::Vocab, "lm_head.weight"},
 };
 
@@ -291,6 +295,34 @@ static std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNamin
       param.fullNames = {rule.hf};
       return param;
     }
+  return std::nullopt;
+}
+
+std::optional<MegatronSplit> loom::ckpt::megatronSplitOfName(llvm::StringRef name) {
+  auto spelled = [](llvm::StringRef text, const NameRule &rule) {
+    for (const char *spelling : {rule.legacy, rule.mcore, rule.deepspeed})
+      if (spelling && text == spelling)
+        return true;
+    return false;
+  };
+  // A layer parameter: what follows "layers.<N>." names its kind.
+  for (size_t at = name.find("layers."); at != llvm::StringRef::npos;
+       at = name.find("layers.", at + 1)) {
+    if (at != 0 && name[at - 1] != '.')
+      continue;
+    auto [index, suffix] = name.drop_front(at + 7).split('.');
+    unsigned layer = 0;
+    if (index.getAsInteger(10, layer))
+      continue;
+    for (const NameRule &rule : kLayerRules)
+      if (spelled(suffix, rule))
+        return rule.split;
+  }
+  // A model parameter: a rule's name ends it, after any wrapper prefix.
+  for (const NameRule &rule : kModelRules)
+    for (const char *spelling : {rule.legacy, rule.mcore, rule.deepspeed})
+      if (spelling && (name == spelling || name.ends_with("." + std::string(spelling))))
+        return rule.split;
   return std::nullopt;
 }
 

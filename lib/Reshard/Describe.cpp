@@ -550,7 +550,12 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       return files.takeError();
     out.files = std::move(*files);
   } else if (target.format == "deepspeed") {
-    auto files = deepspeedTarget(source, out, target.zero, target.dp);
+    DeepSpeedConfig config;
+    config.stage = target.zero;
+    config.dp = target.dp;
+    config.tp = target.tp;
+    config.bf16Optimizer = config.bf16Names = target.bf16Optimizer;
+    auto files = deepspeedTarget(source, out, config);
     if (!files)
       return files.takeError();
     out.files = std::move(*files);

@@ -199,12 +199,16 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
       (key == "tp" ? spec.tp : spec.pp) = n;
-    } else if (format == "deepspeed" && (key == "zero" || key == "dp")) {
+    } else if (format == "deepspeed" && (key == "zero" || key == "dp" || key == "tp")) {
       unsigned n = 0;
       if (key == "zero" ? value.getAsInteger(10, n) || n < 1 || n > 3
                         : value.getAsInteger(10, n) || n == 0 || n > 65536)
         return bad(key == "zero" ? "expected 1, 2 or 3" : "expected an integer from 1 to 65536");
-      (key == "zero" ? spec.zero : spec.dp) = n;
+      (key == "zero" ? spec.zero : key == "dp" ? spec.dp : spec.tp) = n;
+    } else if (format == "deepspeed" && key == "optimizer") {
+      if (value != "zero" && value != "bf16")
+        return bad("expected zero (ZeRO's optimizer) or bf16 (DeepSpeed's BF16_Optimizer)");
+      spec.bf16Optimizer = value == "bf16";
     } else if (format == "dcp" && key == "ranks") {
       unsigned n = 0;
       if (value.getAsInteger(10, n) || n == 0 || n > 65536)
@@ -221,15 +225,19 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
         return bad("expected a size such as 2GiB, 500MiB or 1048576");
       spec.shardBytes = n * scale;
     } else {
-      return llvm::createStringError("--to: '" + item.str() + "' is not an option of " +
-                                     format.str() +
-                                     (format == "megatron"    ? " (tp=N, pp=N)"
-                                      : format == "deepspeed" ? " (zero=1|2|3, dp=N)"
-                                      : format == "hf-safetensors" ? " (shard=SIZE)"
-                                      : format == "dcp"            ? " (ranks=N)"
-                                                                   : " (it takes none)"));
+      return llvm::createStringError(
+          "--to: '" + item.str() + "' is not an option of " + format.str() +
+          (format == "megatron"         ? " (tp=N, pp=N)"
+           : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, optimizer=zero|bf16)"
+           : format == "hf-safetensors" ? " (shard=SIZE)"
+           : format == "dcp"            ? " (ranks=N)"
+                                        : " (it takes none)"));
     }
   }
+  if (spec.bf16Optimizer && spec.zero != 1)
+    return llvm::createStringError("--to: optimizer=bf16 with zero=" + llvm::Twine(spec.zero) +
+                                   ": DeepSpeed's BF16_Optimizer partitions as ZeRO-1 does; "
+                                   "leave zero out or give zero=1");
   return spec;
 }
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Judges DeepSpeed-layout and universal outputs of loom against make_deepspeed.py's truth.
 
-  check_deepspeed.py consolidate DIR TRUTH
+  check_deepspeed.py consolidate DIR... TRUTH
       Rebuilds the full fp32 masters, exp_avg and exp_avg_sq from DIR's ZeRO files
       by DeepSpeed's documented protocol (the one its zero_to_fp32.py follows:
-      ZeRO-1/2 concatenate the rank partitions of each group and read the parameters
-      off in param_shapes order; ZeRO-3 concatenates each parameter's rank parts and
-      drops the padding), written here without loom or DeepSpeed, and compares them
-      and the 16-bit parameters (ZeRO-1/2 module) and Adam's step with TRUTH exactly.
+      ZeRO-1/2 and BF16_Optimizer concatenate the rank partitions of each group and
+      read the parameters off in param_shapes order; ZeRO-3 concatenates each
+      parameter's rank parts and drops the padding; with tensor parallelism each mp
+      rank's slices are joined as ds_to_universal.py joins them), written here
+      without loom or DeepSpeed, and compares them and the 16-bit parameters
+      (ZeRO-1/2 module) and Adam's step with TRUTH exactly; one line per DIR (one
+      Python start for several outputs).
   check_deepspeed.py universal FILE TRUTH
       The universal HDF5 file, read with h5py, holds TRUTH's tensors bit for bit
       (the parameter as the fp32 master when the source was ZeRO-3) and the step.
@@ -18,7 +21,7 @@
       TRUTH's tensors bit for bit.
   check_deepspeed.py same A B
       The two folders hold the same .pt files with identical tensors (ZeRO-3's empty
-      module placeholders aside).
+      module placeholders aside) and equal Adam steps (ints or tensors).
 """
 import glob
 import math
@@ -40,16 +43,23 @@ def tag_dir(root):
         return os.path.join(root, f.read().strip())
 
 
-def rank_files(d, kind):
-    files = glob.glob(os.path.join(d, f"zero_pp_rank_*_mp_rank_00_{kind}_states.pt"))
-    return [p for _, p in sorted((int(re.search(r"zero_pp_rank_(\d+)_", p).group(1)), p) for p in files)]
+def optim_files(d):
+    """{mp rank: [dp rank 0's file, ...]}: [bf16_]zero_pp_rank_R_mp_rank_MM_optim_states.pt."""
+    found = {}
+    for p in glob.glob(os.path.join(d, "*zero_pp_rank_*_mp_rank_*_optim_states.pt")):
+        m = re.search(r"zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states", p)
+        found.setdefault(int(m.group(2)), {})[int(m.group(1))] = p
+    return {mp: [ranks[r] for r in sorted(ranks)] for mp, ranks in sorted(found.items())}
 
 
-def consolidate(root):
-    d = tag_dir(root)
-    optim = [torch.load(p)["optimizer_state_dict"] for p in rank_files(d, "optim")]
-    stage = int(optim[0]["zero_stage"])
-    model_file = os.path.join(d, "mp_rank_00_model_states.pt") if stage <= 2 else rank_files(d, "model")[0]
+def consolidate_rank(d, mp, files):
+    """One mp rank's tensors (its tensor-parallel slices) from its dp ranks' files."""
+    optim = [torch.load(p)["optimizer_state_dict"] for p in files]
+    # BF16_Optimizer records no stage: it partitions as ZeRO-1 (ds_to_universal.py
+    # reads a missing zero_stage as 1).
+    stage = int(optim[0].get("zero_stage", 1))
+    model_file = os.path.join(d, f"mp_rank_{mp:02d}_model_states.pt" if stage <= 2
+                              else f"zero_pp_rank_0_mp_rank_{mp:02d}_model_states.pt")
     model = torch.load(model_file)
     dp = len(optim)
     out = {}
@@ -85,7 +95,27 @@ def consolidate(root):
                 offset += part
         assert offset == flat["fp32"][0].numel(), f"consumed {offset} of {flat['fp32'][0].numel()}"
         step = optim[0][base]["state"][0]["step"]
-    return out, step
+    return out, int(step)
+
+
+def consolidate(root):
+    """The full tensors: each mp rank's slices rebuilt from its ZeRO files, then, with
+    tensor parallelism, joined as ds_to_universal.py joins them (merge_tp_slices:
+    replicated slices must be equal, the others concatenated on their dimension)."""
+    d = tag_dir(root)
+    per_mp = [consolidate_rank(d, mp, files) for mp, files in optim_files(d).items()]
+    out = {}
+    for name in per_mp[0][0]:
+        dim = megatron_like.megatron_deepspeed_tp_dim(name) if len(per_mp) > 1 else None
+        out[name] = {}
+        for k in per_mp[0][0][name]:
+            slices = [tensors[name][k] for tensors, _ in per_mp]
+            if dim is None:
+                assert all(torch.equal(slices[0], s) for s in slices), f"{name} {k}: replicas differ"
+                out[name][k] = slices[0]
+            else:
+                out[name][k] = torch.cat(slices, dim=dim)
+    return out, per_mp[0][1]
 
 
 def equal(a, b):
@@ -185,7 +215,16 @@ def same_cmd(a, b):
         return 1
     n = 0
 
+    def steps(obj, path=""):  # Adam's: an int, or a tensor as torch's Adam keeps it
+        if path.endswith(".step"):
+            yield path, float(obj)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from steps(v, f"{path}.{k}")
+
     def tensors(obj, path=""):
+        if path.endswith(".step"):
+            return
         if isinstance(obj, torch.Tensor):
             if obj.numel():  # ZeRO-3's empty module placeholders carry no data
                 yield path, obj
@@ -197,8 +236,11 @@ def same_cmd(a, b):
                 yield from tensors(v, f"{path}.{i}")
 
     for rel in fa:
-        x = dict(tensors(torch.load(os.path.join(a, rel))))
-        y = dict(tensors(torch.load(os.path.join(b, rel))))
+        ta, tb = torch.load(os.path.join(a, rel)), torch.load(os.path.join(b, rel))
+        if dict(steps(ta)) != dict(steps(tb)):
+            print(f"{rel}: steps differ: {dict(steps(ta))} vs {dict(steps(tb))}")
+            return 1
+        x, y = dict(tensors(ta)), dict(tensors(tb))
         if sorted(x) != sorted(y):
             print(f"{rel}: tensors differ: {sorted(set(x) ^ set(y))}")
             return 1
@@ -214,7 +256,7 @@ def same_cmd(a, b):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "consolidate":
-        return consolidate_cmd(*args)
+        return max(consolidate_cmd(root, args[-1]) for root in args[:-1])
     if cmd == "universal":
         return universal_cmd(*args)
     if cmd == "ds-universal":

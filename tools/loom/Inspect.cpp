@@ -184,13 +184,15 @@ Summary open(const std::string &path, bool verify) {
     loom::reshard::Layout l = orThrow(universal ? loom::reshard::describeDeepSpeedUniversal(path)
                                                 : loom::reshard::describeDeepSpeed(path));
     summary.format = l.format;
-    size_t optimFiles = llvm::count_if(l.files, [](const loom::reshard::ShardFile &f) {
-      return llvm::StringRef(f.path).ends_with("_optim_states.pt");
-    });
-    if (universal)
+    if (universal) {
       summary.layout = {{"files", l.files.size()}};
-    else
-      summary.layout = {{"dp", optimFiles}};
+    } else {
+      // The degrees and optimizer describeDeepSpeed found.
+      nlohmann::json args = nlohmann::json::parse(l.sourceArgs, nullptr, false);
+      for (const char *key : {"dp", "tp", "zero_stage", "optimizer"})
+        if (args.is_object() && args.contains(key))
+          summary.layout[key] = args[key];
+    }
     summary.layout["iteration"] = l.iteration;
     summary.layout["param_groups"] = l.paramGroups.size();
     if (l.optimizerStep)

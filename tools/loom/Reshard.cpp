@@ -80,7 +80,7 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
     fmt::print(stderr, "\n");
 }
 
-/// --plan: the target's degrees are the plan's (megatron: tp, pp; deepspeed: dp,
+/// --plan: the target's degrees are the plan's (megatron: tp, pp; deepspeed: tp, dp,
 /// zero), and must not contradict degrees --to gives.
 void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   auto text = llvm::MemoryBuffer::getFile(o.plan);
@@ -109,11 +109,12 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
     take(spec.tp, s.tp(), "tp");
     take(spec.pp, s.pp(), "pp");
   } else if (spec.format == "deepspeed") {
-    if (s.tp() > 1 || s.pp() > 1)
-      throw UserError(fmt::format("{}: the plan has tp={} pp={}; DeepSpeed ZeRO files are "
-                                  "written for data parallelism only",
-                                  o.plan, s.tp(), s.pp()),
-                      "use --to megatron for a plan with tensor or pipeline parallelism");
+    if (s.pp() > 1)
+      throw UserError(fmt::format("{}: the plan has pp={}; DeepSpeed files are written "
+                                  "without pipeline stages",
+                                  o.plan, s.pp()),
+                      "use --to megatron for a plan with pipeline parallelism");
+    take(spec.tp, s.tp(), "tp");
     take(spec.dp, s.dp(), "dp");
     take(spec.zero, std::max(1u, s.zero()), "zero");
   } else {
@@ -140,7 +141,8 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N, deepspeed-universal, "
+                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N,tp=N,optimizer=zero|bf16, "
+                "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
     if (o.mpi && spec.format != "universal")
@@ -236,14 +238,15 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
-                  "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N (with\n"
+                  "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N\n"
+                  "[,tp=N (Megatron-DeepSpeed names)][,optimizer=bf16 (BF16_Optimizer)] (with\n"
                   "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"
                   "zero/<param>/*.pt), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
                   "dcp[:ranks=N] (a PyTorch distributed checkpoint, rows split over N ranks'\n"
                   "files) or universal (loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
-                  "tp and pp for megatron, dp and zero for deepspeed");
+                  "tp and pp for megatron, tp, dp and zero for deepspeed");
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,

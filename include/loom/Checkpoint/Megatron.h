@@ -78,6 +78,14 @@ struct MegatronOptimizer {
   std::vector<std::map<std::string, llvm::SmallVector<int64_t, 4>>> stageShapes;
 };
 
+/// How the parameter `name` is split over TP ranks, known from its name alone:
+/// a legacy or mcore Megatron-LM name, or a Megatron-DeepSpeed one
+/// ("language_model.encoder.layers.3.input_layernorm.weight"), after any wrapper
+/// prefix ("module.", "model.", "language_model."). nullopt for a name Megatron does
+/// not give. For checkpoints that keep tensor-parallel slices without saying how
+/// they were cut (DeepSpeed's mp_rank_MM files).
+std::optional<MegatronSplit> megatronSplitOfName(llvm::StringRef name);
+
 /// Megatron exempts vectors and biases from weight decay (its default
 /// no_weight_decay_cond: `len(param.shape) == 1 or name.endswith(".bias")`).
 bool megatronNoWeightDecay(llvm::StringRef localName, size_t rank);

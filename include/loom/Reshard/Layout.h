@@ -143,7 +143,8 @@ llvm::Expected<Layout> describeCheckpoint(const llvm::Twine &path);
 struct TargetSpec {
   std::string format; ///< megatron, deepspeed, hf-safetensors, torch, dcp, universal
   unsigned tp = 1, pp = 1;
-  unsigned zero = 1, dp = 1; ///< deepspeed
+  unsigned zero = 1, dp = 1; ///< deepspeed (tp too, for Megatron-DeepSpeed's slices)
+  bool bf16Optimizer = false; ///< deepspeed: optimizer=bf16
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
   unsigned ranks = 1; ///< dcp: each tensor's rows split over this many ranks' files
   /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
@@ -151,8 +152,8 @@ struct TargetSpec {
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
-/// Parses "megatron:tp=4,pp=2", "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal",
-/// "torch".
+/// Parses "megatron:tp=4,pp=2", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
+/// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 
 /// The layout the target format gives the full tensors of `source`.
@@ -166,19 +167,39 @@ megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix);
 
-/// DeepSpeed ZeRO's files for parameters `params` (names of full tensors, each with
+/// What DeepSpeed's file names and partitions depend on.
+struct DeepSpeedConfig {
+  unsigned stage = 1; ///< ZeRO stage: 1, 2 or 3
+  unsigned dp = 1;
+  /// Tensor-parallel degree (Megatron-DeepSpeed): the files of mp rank MM hold slice
+  /// MM of every parameter, cut where the parameter's Megatron name says
+  /// (ckpt::megatronSplitOfName), and ZeRO partitions those slices over dp.
+  unsigned tp = 1;
+  /// DeepSpeed's BF16_Optimizer rather than ZeRO's (bf16 without ZeRO, or ZeRO-1 with
+  /// fp32 gradient accumulation): partitioned as ZeRO-1, but each rank saves its
+  /// fp32 partition with the padding, and the files are named bf16_zero_pp_rank_*.
+  bool bf16Optimizer = false;
+  /// Optimizer files named bf16_zero_pp_rank_*: DeepSpeed's engine names them so
+  /// whenever bf16 is on, under ZeRO too (engine.py, _get_zero_ckpt_name).
+  bool bf16Names = false;
+};
+
+/// DeepSpeed's files for parameters `params` (names of full tensors, each with
 /// "#fp32", "#exp_avg" and "#exp_avg_sq" beside it in `fulls`) in optimizer groups
-/// `groups`, for `stage` (1, 2: each group flattened, padded to a multiple of 2·dp and
-/// cut in dp partitions; 3: each parameter cut in dp parts of ceil(numel/dp)) over
-/// `dp` ranks, under `dirPrefix`. ZeRO-1/2 keep the 16-bit parameters whole in
-/// mp_rank_00_model_states.pt; ZeRO-3 keeps none, so its parameter *is* the fp32
-/// master there. Model-state files are returned without tensors for ZeRO-3. As with
+/// `groups`, laid out as `config` says, under `dirPrefix`: ZeRO-1/2 and the
+/// BF16_Optimizer flatten each group (of one mp rank's slices), pad it to a multiple
+/// of 2·dp and cut it in dp partitions; ZeRO-3 cuts each parameter in dp parts of
+/// ceil(numel/dp). ZeRO-1/2 keep the 16-bit parameters (slices) whole in
+/// mp_rank_MM_model_states.pt; ZeRO-3 keeps none, so its parameter *is* the fp32
+/// master there, and its model-state files are returned without tensors. As with
 /// Megatron, one function describes what is read and what is written.
 llvm::Expected<std::vector<ShardFile>>
 deepspeedShards(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::string>> groups,
-                unsigned stage, unsigned dp, llvm::StringRef dirPrefix);
+                const DeepSpeedConfig &config, llvm::StringRef dirPrefix);
 
-/// Describes a DeepSpeed ZeRO checkpoint: the folder with `latest` or the tag folder.
+/// Describes a DeepSpeed ZeRO or BF16_Optimizer checkpoint, tensor-parallel or not:
+/// the folder with `latest` or the tag folder. Its sourceArgs record the
+/// DeepSpeedConfig (zero_stage, dp, tp, optimizer) and the parameter groups.
 llvm::Expected<Layout> describeDeepSpeed(const std::string &path);
 
 /// DeepSpeed's universal folder (see deepspeedUniversalTarget) as a layout of full
@@ -187,7 +208,7 @@ llvm::Expected<Layout> describeDeepSpeedUniversal(const std::string &path);
 
 /// The files of a DeepSpeed target, with the skeletons of their object trees.
 llvm::Expected<std::vector<ShardFile>> deepspeedTarget(const Layout &source, Layout &target,
-                                                       unsigned stage, unsigned dp);
+                                                       const DeepSpeedConfig &config);
 
 /// DeepSpeed's universal checkpoint folder, as its ds_to_universal.py lays it out and
 /// its engine loads with load_universal: `latest_universal` naming

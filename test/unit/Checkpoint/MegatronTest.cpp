@@ -89,3 +89,30 @@ TEST(Megatron, MissingShardIsOneError) {
   error = message(readMegatron(dir + "/legacy").takeError());
   EXPECT_NE(error.find("mp_rank_01_000/model_optim_rng.pt"), std::string::npos) << error;
 }
+
+TEST(MegatronSplitOfName, ReadsLegacyMCoreAndMegatronDeepSpeedNames) {
+  std::string ds = "language_model.encoder.layers.11.";
+  for (auto [name, split] : std::initializer_list<std::pair<std::string, MegatronSplit>>{
+           {ds + "self_attention.query_key_value.weight", MegatronSplit::FusedQKV},
+           {ds + "self_attention.dense.weight", MegatronSplit::Row},
+           {ds + "self_attention.dense.bias", MegatronSplit::Replicated},
+           {ds + "input_layernorm.weight", MegatronSplit::Replicated},
+           {ds + "post_attention_layernorm.bias", MegatronSplit::Replicated},
+           {ds + "mlp.dense_h_to_4h.bias", MegatronSplit::Column},
+           {ds + "mlp.dense_4h_to_h.weight", MegatronSplit::Row},
+           {"language_model.embedding.word_embeddings.weight", MegatronSplit::Vocab},
+           {"language_model.embedding.position_embeddings.weight", MegatronSplit::Replicated},
+           {"language_model.encoder.final_layernorm.weight", MegatronSplit::Replicated},
+           {"language_model.output_layer.weight", MegatronSplit::Vocab},
+           {"model.language_model.encoder.layers.0.input_norm.weight", MegatronSplit::Replicated},
+           {"decoder.layers.3.mlp.linear_fc2.weight", MegatronSplit::Row},
+           {"module.decoder.layers.3.self_attention.linear_qkv.weight", MegatronSplit::FusedQKV}}) {
+    auto got = megatronSplitOfName(name);
+    ASSERT_TRUE(got.has_value()) << name;
+    EXPECT_EQ(megatronSplitName(*got), megatronSplitName(split)) << name;
+  }
+  for (const char *name :
+       {"head.weight", "language_model.encoder.ln_f.weight",
+        "mylayers.0.self_attention.dense.weight", "encoder.layers.x.self_attention.dense.weight"})
+    EXPECT_FALSE(megatronSplitOfName(name).has_value()) << name;
+}

@@ -124,12 +124,78 @@ TEST(DeepSpeedShards, PartitionsCoverEveryStateOnce) {
             layout.fulls.push_back(
                 {f.name, ckpt::DType::Float32, f.shape});
       }
-      auto files = deepspeedShards(layout.fulls, groups, stage, dp, "tag/");
+      DeepSpeedConfig config;
+      config.stage = stage;
+      config.dp = dp;
+      auto files = deepspeedShards(layout.fulls, groups, config, "tag/");
       ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
       layout.files = std::move(*files);
       llvm::Error err = checkLayout(layout, "deepspeed");
       EXPECT_FALSE(bool(err)) << "zero=" << stage << " dp=" << dp << ": "
                               << llvm::toString(std::move(err));
     }
+}
+
+/// Megatron-DeepSpeed's parameters, cut over mp ranks by their names: every state
+/// still covered once, row-parallel slices cut into rows, replicated ones alike on
+/// every mp rank.
+TEST(DeepSpeedShards, TensorParallelSlicesCoverEveryStateOnce) {
+  std::string layer = "language_model.encoder.layers.0.";
+  std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>> params = {
+      {"language_model.embedding.word_embeddings.weight", {10, 4}},
+      {layer + "input_layernorm.weight", {4}},
+      {layer + "self_attention.query_key_value.weight", {12, 4}},
+      {layer + "self_attention.query_key_value.bias", {12}},
+      {layer + "self_attention.dense.weight", {4, 6}},
+      {layer + "self_attention.dense.bias", {4}},
+      {layer + "mlp.dense_4h_to_h.weight", {3, 8}}};
+  std::vector<FullTensor> fulls;
+  std::vector<std::vector<std::string>> groups(2);
+  for (const auto &[name, shape] : params) {
+    groups[shape.size() == 1].push_back(name);
+    fulls.push_back({name, ckpt::DType::BFloat16, shape});
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      fulls.push_back({name + state, ckpt::DType::Float32, shape});
+  }
+  for (bool bf16 : {false, true})
+    for (unsigned tp : {1u, 2u})
+      for (unsigned dp : {1u, 2u, 3u, 5u}) {
+        DeepSpeedConfig config;
+        config.dp = dp;
+        config.tp = tp;
+        config.bf16Optimizer = config.bf16Names = bf16;
+        auto files = deepspeedShards(fulls, groups, config, "");
+        ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+        ASSERT_EQ(files->size(), tp * (dp + 1));
+        EXPECT_EQ(files->back().path,
+                  llvm::formatv("{0}zero_pp_rank_{1}_mp_rank_{2:d2}_optim_states.pt",
+                                bf16 ? "bf16_" : "", dp - 1, tp - 1)
+                      .str());
+        Layout layout;
+        layout.fulls = fulls;
+        layout.files = std::move(*files);
+        llvm::Error err = checkLayout(layout, "deepspeed");
+        EXPECT_FALSE(bool(err)) << "tp=" << tp << " dp=" << dp << " bf16=" << bf16 << ": "
+                                << llvm::toString(std::move(err));
+        if (tp == 2) { // mp rank 1's row-parallel slice: columns 3..5 of dense.weight
+          const LocalTensor &dense = layout.files[1].tensors[2];
+          EXPECT_EQ(dense.key, "module." + layer + "self_attention.dense.weight");
+          EXPECT_EQ(dense.shape, (llvm::SmallVector<int64_t, 4>{4, 3}));
+          EXPECT_EQ(dense.pieces[0].fullBox.offsets, (llvm::SmallVector<int64_t, 4>{0, 3}));
+        }
+      }
+}
+
+TEST(DeepSpeedShards, UnknownNameUnderTensorParallelismIsAnError) {
+  std::vector<FullTensor> fulls = {{"head.weight", ckpt::DType::BFloat16, {4, 4}}};
+  for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+    fulls.push_back({std::string("head.weight") + state, ckpt::DType::Float32, {4, 4}});
+  DeepSpeedConfig config;
+  config.tp = 2;
+  auto files = deepspeedShards(fulls, {{"head.weight"}}, config, "");
+  ASSERT_FALSE(bool(files));
+  std::string message = llvm::toString(files.takeError());
+  EXPECT_NE(message.find("head.weight: not a Megatron-DeepSpeed parameter name"), std::string::npos)
+      << message;
 }
 } // namespace

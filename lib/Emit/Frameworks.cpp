@@ -52,6 +52,17 @@ int64_t loom::emit::detail::gradientAccumulation(const spec::Plan &plan) {
 }
 
 namespace {
+/// Megatron-LM and DeepSpeed run stage s on pipeline rank s: a plan that
+/// placed its stages on the ranks in another order cannot be written for them.
+void requireStagesInRankOrder(const spec::Plan &plan, const char *framework) {
+  for (const spec::Stage &stage : plan.stages())
+    if (stage.has_pp_rank() && stage.pp_rank() != stage.index())
+      throw EmitError(fmt::format("{} runs stage s on pipeline rank s; this plan runs stage {} "
+                                  "on pipeline rank {} (its GPU types in another order)",
+                                  framework, stage.index(), stage.pp_rank()),
+                      "use --target schedule with loom.torch, which follows the plan's order");
+}
+
 /// --decoder-first/last-pipeline-num-layers for uneven stages, or nothing.
 std::string unevenStages(const spec::Plan &plan, uint32_t pp, uint32_t vpp) {
   std::vector<uint32_t> perRank(pp, 0);
@@ -96,6 +107,7 @@ uint32_t layerCount(const spec::Plan &plan) {
 
 std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &from) {
   const spec::Strategy &s = plan.strategy();
+  requireStagesInRankOrder(plan, "Megatron-LM");
   uint32_t vpp = std::max(1u, s.vpp()), layers = layerCount(plan);
   std::string out = detail::header("# ", "megatron", plan, from);
   out += "# one option per line; pass them with $(grep -v '^#' THIS_FILE)\n";
@@ -172,6 +184,7 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
 
 std::string loom::emit::emitDeepSpeed(const spec::Plan &plan, const Provenance &from) {
   const spec::Strategy &s = plan.strategy();
+  requireStagesInRankOrder(plan, "DeepSpeed's pipeline engine");
   if (s.cp() > 1)
     throw EmitError(fmt::format("DeepSpeed cannot express context parallelism (cp={})", s.cp()),
                     "use --target megatron, or plan with --cp 1");

@@ -61,6 +61,10 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
   out["time_unit"] = "s";
   // Stage s runs transformer layers [first_layer, first_layer + num_layers) on
   // pipeline rank stage_ranks[s]; the embedding is on stage 0, the head on the last.
+  // The schedule's pipeline ranks are positions along the pipeline: when the
+  // plan runs its stages on the mesh's pp coordinates in another order
+  // (choice.stageOrder: position -> coordinate), a global rank's pipeline rank
+  // is the position its coordinate holds.
   nlohmann::ordered_json stages = nlohmann::ordered_json::array();
   for (const spec::Stage &stage : plan.stages())
     stages.push_back({{"stage", stage.index()},
@@ -69,9 +73,12 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
   out["layers"] = std::move(stages);
   RankMap map = rankMap(plan);
   std::vector<int64_t> pipelineRank;
+  std::vector<int64_t> positionOf(choice.pp);
+  for (int64_t p = 0; p < choice.pp; ++p)
+    positionOf[choice.stageOrder.empty() ? p : choice.stageOrder[p]] = p;
   for (const auto &coords : map.coords) {
     auto pp = coords.find("pp");
-    pipelineRank.push_back(pp == coords.end() ? 0 : pp->second);
+    pipelineRank.push_back(pp == coords.end() ? 0 : positionOf[pp->second]);
   }
   // Each pipeline's global ranks in pipeline-rank order: what an executor
   // needs to know where its stages' neighbours are.

@@ -259,6 +259,8 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
     stage->set_index(uint32_t(index));
     stage->set_first_layer(uint32_t(range.first));
     stage->set_num_layers(uint32_t(range.second));
+    if (!c.choice.stageOrder.empty())
+      stage->set_pp_rank(uint32_t(c.choice.stageOrder[index]));
   }
 
   const cost::Estimate &e = c.estimate;
@@ -308,6 +310,15 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
       layers.push_back(stage.num_layers());
     if (std::adjacent_find(layers.begin(), layers.end(), std::not_equal_to<>()) != layers.end())
       c.stageLayers = std::move(layers);
+    // Stages on the ranks in another order (validated by the plan reader).
+    std::vector<int64_t> order;
+    for (const spec::Stage &stage : plan.stages())
+      order.push_back(stage.has_pp_rank() ? int64_t(stage.pp_rank()) : int64_t(stage.index()));
+    for (int64_t s = 0; s < c.pp; ++s)
+      if (order[s] != s) {
+        c.stageOrder = std::move(order);
+        break;
+      }
   }
   return c;
 }

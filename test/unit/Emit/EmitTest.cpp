@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "loom/Emit/Emit.h"
+#include "loom/Search/Planner.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -255,3 +256,48 @@ TEST(PlanFile, ReadsWrappedAndSinglePlans) {
   }
 }
 } // namespace
+
+TEST(StageOrder, PlansRunningStagesOnOtherRanksRoundTripAndAreRefusedWhereUnexpressible) {
+  // Stage 0 on pipeline rank 1 and stage 1 on rank 0 (a mixed cluster whose
+  // second device group suits the first stage): the plan keeps the order, the
+  // planner's choice reads it back, and Megatron-LM, which runs stage s on
+  // rank s, is refused with the reason.
+  spec::Plan plan = makePlan(1, 1, 2, 1, 1, {{"pp", {{"gpu", 2}}}});
+  plan.mutable_stages(0)->set_pp_rank(1);
+  plan.mutable_stages(1)->set_pp_rank(0);
+  EXPECT_EQ(search::choiceFromPlan(plan).stageOrder, (std::vector<int64_t>{1, 0}));
+  try {
+    emitMegatron(plan, {"plan.json", 0});
+    ADD_FAILURE() << "a reordered plan was written for Megatron-LM";
+  } catch (const EmitError &e) {
+    EXPECT_NE(std::string(e.what()).find("stage 0 on pipeline rank 1"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(emitDeepSpeed(plan, {"plan.json", 0}), EmitError);
+  // In rank order it is the default, and writes as before.
+  plan.mutable_stages(0)->set_pp_rank(0);
+  plan.mutable_stages(1)->set_pp_rank(1);
+  EXPECT_TRUE(search::choiceFromPlan(plan).stageOrder.empty());
+  EXPECT_NO_THROW(emitMegatron(plan, {"plan.json", 0}));
+}
+
+TEST(StageOrder, PlanFileRefusesWhatIsNotAPermutation) {
+  std::string head = R"({"model": "m", "strategy": {"dp": 1, "tp": 1, "pp": 2,
+    "micro_batch": 1}, "training": {"global_batch": "8", "seq_len": 16},
+    "mesh": [{"name": "pp", "pieces": [{"physical": "gpu", "size": 2}]}], "stages": )";
+  EXPECT_EQ(parsePlan(head + R"([{"index": 0, "num_layers": 2, "pp_rank": 1},
+    {"index": 1, "num_layers": 2, "pp_rank": 0}]})", "p.json", 0).stages(0).pp_rank(), 1u);
+  for (std::string stages : {R"([{"index": 0, "num_layers": 2, "pp_rank": 1},
+                                 {"index": 1, "num_layers": 2, "pp_rank": 1}]})",
+                             R"([{"index": 0, "num_layers": 2, "pp_rank": 2},
+                                 {"index": 1, "num_layers": 2, "pp_rank": 0}]})",
+                             R"([{"index": 0, "num_layers": 2, "pp_rank": 1},
+                                 {"index": 1, "num_layers": 2}]})"}) {
+    try {
+      parsePlan(head + stages, "p.json", 0);
+      ADD_FAILURE() << "accepted " << stages;
+    } catch (const EmitError &e) {
+      EXPECT_NE(std::string(e.what()).find("pp_rank"), std::string::npos) << e.what();
+    }
+  }
+}

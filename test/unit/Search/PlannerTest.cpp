@@ -224,6 +224,20 @@ TEST(PlannerHeterogeneous, SizesStagesToDeviceSpeedAndBeatsAnEvenSplit) {
               evenPlan.estimate.stepTime, evenPlan.estimate.fits ? "fits" : "does not fit",
               100 * margin);
   EXPECT_GT(margin, 0.3);
+
+  // The stages on the pp ranks in reverse order (H100 groups first): the plan
+  // records each stage's rank and reads back the same choice.
+  Candidate reversed = best;
+  for (int64_t s = best.choice.pp - 1; s >= 0; --s)
+    reversed.choice.stageOrder.push_back(s);
+  spec::Plan written = toPlan(model, cluster, training, reversed);
+  ASSERT_EQ(written.stages_size(), int(best.choice.pp));
+  for (const spec::Stage &stage : written.stages()) {
+    ASSERT_TRUE(stage.has_pp_rank());
+    EXPECT_EQ(stage.pp_rank(), best.choice.pp - 1 - stage.index());
+  }
+  EXPECT_EQ(choiceFromPlan(written).stageOrder, reversed.choice.stageOrder);
+  EXPECT_FALSE(toPlan(model, cluster, training, best).stages(0).has_pp_rank());
 }
 
 TEST(PlannerMultiDc, UsesBothDatacentersOfDifferentSizes) {

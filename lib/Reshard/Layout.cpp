@@ -175,6 +175,20 @@ llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
   return llvm::Error::success();
 }
 
+std::optional<uint64_t> reshard::parseByteSize(llvm::StringRef text) {
+  uint64_t scale = 1;
+  for (auto [suffix, factor] : {std::pair{"GiB", 1ull << 30}, std::pair{"MiB", 1ull << 20},
+                                std::pair{"KiB", 1ull << 10}})
+    if (text.consume_back(suffix)) {
+      scale = factor;
+      break;
+    }
+  uint64_t n = 0;
+  if (text.getAsInteger(10, n) || n > UINT64_MAX / scale)
+    return std::nullopt;
+  return n * scale;
+}
+
 llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   auto [format, options] = text.split(':');
   TargetSpec spec;
@@ -215,15 +229,10 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
         return bad("expected an integer from 1 to 65536");
       spec.ranks = n;
     } else if (format == "hf-safetensors" && key == "shard") {
-      uint64_t scale = 1;
-      for (auto [suffix, factor] : {std::pair{"GiB", 1ull << 30}, std::pair{"MiB", 1ull << 20},
-                                    std::pair{"KiB", 1ull << 10}})
-        if (value.consume_back(suffix))
-          scale = factor;
-      uint64_t n = 0;
-      if (value.getAsInteger(10, n) || n == 0)
+      std::optional<uint64_t> n = parseByteSize(value);
+      if (!n || *n == 0)
         return bad("expected a size such as 2GiB, 500MiB or 1048576");
-      spec.shardBytes = n * scale;
+      spec.shardBytes = *n;
     } else {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <list>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -620,6 +621,42 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   };
 
   RunStats stats;
+  // Mapped source storages whose pages this process holds, least recently used
+  // first. A read or a write touches its tensor's storage; past the limit the
+  // oldest others give their pages back.
+  std::list<const Storage *> residentOrder;
+  llvm::DenseMap<const Storage *, std::list<const Storage *>::iterator> residentAt;
+  uint64_t residentBytes = 0;
+  auto release = [&](const Storage *storage) {
+    auto found = residentAt.find(storage);
+    if (found == residentAt.end())
+      return;
+    residentBytes -= storage->bytes().size();
+    residentOrder.erase(found->second);
+    residentAt.erase(found);
+  };
+  // After a read or write has used `t`: its storage becomes the most recent;
+  // while over the limit the oldest give their pages back, and then `t`'s own
+  // storage if it alone is over (a ZeRO flat partition feeding many tensors:
+  // the next slice faults in only its own pages).
+  auto touched = [&](const Tensor &t) {
+    const Storage *storage = t.storage.get();
+    if (!storage || !storage->isFileMapped())
+      return;
+    if (auto found = residentAt.find(storage); found != residentAt.end()) {
+      residentOrder.splice(residentOrder.end(), residentOrder, found->second);
+    } else {
+      residentAt[storage] = residentOrder.insert(residentOrder.end(), storage);
+      residentBytes += storage->bytes().size();
+    }
+    while (residentBytes > options.maxResidentSourceBytes) {
+      const Storage *oldest = residentOrder.front();
+      oldest->dropResidentPages();
+      release(oldest);
+      ++stats.sourceEvictions;
+    }
+    stats.peakResidentSourceBytes = std::max(stats.peakResidentSourceBytes, residentBytes);
+  };
   llvm::StringMap<ckptir::SourceOp> sourceOps;
   llvm::StringMap<std::unique_ptr<OpenSource>> open;
   llvm::DenseMap<mlir::Value, Tensor> values;
@@ -671,6 +708,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         if (auto reason = tensor->checkView())
           return fileError(source->path, "'" + read.getKey() + "': " + *reason);
         stats.bytesRead += tensor->nbytes();
+        touched(*tensor);
         values[read.getResult()] = std::move(*tensor);
       }
       if (lastRead[read.getSource()] == here)
@@ -734,6 +772,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
             if (llvm::Error err = streamTensor(out, write.getKey(), stats))
               return std::move(err);
         }
+        touched(input);
       }
     } else if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
       PendingOutput &out = pending[commit.getOutput()];
@@ -758,6 +797,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       if (lastUse.lookup(operand) == here)
         if (auto found = values.find(operand); found != values.end()) {
           found->second.storage->dropResidentPages();
+          release(found->second.storage.get());
           values.erase(found);
         }
   }

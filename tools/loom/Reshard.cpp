@@ -29,17 +29,19 @@ using namespace loom::cli;
 namespace {
 /// This process's peak resident memory (VmHWM). getrusage's ru_maxrss would do but
 /// for counting, after exec, the memory of the process that started loom.
-uint64_t peakResidentBytes() {
+/// A memory figure of this process from /proc/self/status ("VmHWM:" the peak
+/// resident set, "VmRSS:" the current one), in bytes.
+uint64_t statusBytes(llvm::StringRef field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0)
-      return std::stoull(line.substr(6)) * 1024;
+    if (llvm::StringRef(line).starts_with(field))
+      return std::stoull(line.substr(field.size())) * 1024;
   return 0;
 }
 
 struct ReshardOptions {
-  std::string source, output, to, emitScript, runScript, plan;
+  std::string source, output, to, emitScript, runScript, plan, maxMemory = "256MiB";
   int64_t planIndex = 0;
   bool weightsOnly = false, resume = false, json = false, mpi = false;
 };
@@ -180,6 +182,11 @@ void runReshard(const ReshardOptions &o) {
   run.outputRoot = o.runScript.empty() ? "" : o.output;
   run.resume = o.resume;
   run.mpi = o.mpi;
+  std::optional<uint64_t> budget = reshard::parseByteSize(o.maxMemory);
+  if (!budget)
+    throw UserError("--max-memory: '" + o.maxMemory + "' is not a size",
+                    "give one such as 256MiB, 2GiB or a byte count");
+  run.maxResidentSourceBytes = *budget;
   bool leader = ckpt::mpi::rank() == 0;
   auto started = std::chrono::steady_clock::now();
   if (!o.json && leader && isatty(STDERR_FILENO))
@@ -187,19 +194,23 @@ void runReshard(const ReshardOptions &o) {
       progressBar(done, total,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     };
+  uint64_t rssBefore = statusBytes("VmRSS:"); // libraries, the program, parsed headers
   reshard::RunStats stats =
       orThrow(reshard::runProgram(program, run),
               "nothing was left under the output path; fix the cause and run again (with "
               "--resume to keep the files already written)");
   std::string out = run.outputRoot.empty() ? program.getOutput().str() : run.outputRoot;
-  uint64_t peakRss = peakResidentBytes();
+  uint64_t peakRss = statusBytes("VmHWM:");
   if (o.mpi) {
     // The job's totals; the slowest rank's time; rank 0 reports.
     stats.tensors = ckpt::mpi::sum(stats.tensors);
     stats.bytesWritten = ckpt::mpi::sum(stats.bytesWritten);
     stats.bytesRead = ckpt::mpi::sum(stats.bytesRead);
+    stats.peakResidentSourceBytes = ckpt::mpi::max(stats.peakResidentSourceBytes);
+    stats.sourceEvictions = ckpt::mpi::sum(stats.sourceEvictions);
     stats.seconds = ckpt::mpi::max(uint64_t(stats.seconds * 1e6)) / 1e6;
     peakRss = ckpt::mpi::max(peakRss);
+    rssBefore = ckpt::mpi::max(rssBefore);
     if (!leader)
       return;
   }
@@ -215,7 +226,10 @@ void runReshard(const ReshardOptions &o) {
                         {"bytes_written", stats.bytesWritten},
                         {"seconds", stats.seconds},
                         {"gib_per_s", stats.seconds > 0 ? gib / stats.seconds : 0.0},
-                        {"peak_rss_bytes", peakRss}};
+                        {"peak_rss_bytes", peakRss},
+                        {"rss_before_run_bytes", rssBefore},
+                        {"peak_resident_source_bytes", stats.peakResidentSourceBytes},
+                        {"source_evictions", stats.sourceEvictions}};
     if (o.mpi)
       j["mpi_ranks"] = ckpt::mpi::size();
     writeOutput("", j.dump(2) + "\n");
@@ -257,6 +271,10 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "run a saved program; SRC and OUT, when given, replace its roots");
   cmd->add_flag("--resume", o->resume,
                 "continue an interrupted run: keep the files already complete in OUT.loom-partial");
+  cmd->add_option("--max-memory", o->maxMemory,
+                  "source bytes kept mapped in memory at once (default 256MiB); past it the\n"
+                  "least recently used give their pages back, so peak memory is about the\n"
+                  "largest tensor being assembled plus this");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
                 "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ... --to universal):\n"

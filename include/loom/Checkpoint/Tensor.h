@@ -64,6 +64,8 @@ public:
   /// converter streaming through files larger than memory holds only what it is
   /// working on; does nothing to other storages. Contents are unchanged.
   void dropResidentPages() const;
+  /// A view of a mapped file (fileView with `mapped`): dropResidentPages works.
+  bool isFileMapped() const { return fileMapped; }
   Storage(const Storage &) = delete;
   Storage &operator=(const Storage &) = delete;
 

@@ -152,6 +152,8 @@ struct TargetSpec {
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
+/// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
+std::optional<uint64_t> parseByteSize(llvm::StringRef text);
 /// Parses "megatron:tp=4,pp=2", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);

@@ -45,10 +45,17 @@ struct RunOptions {
   /// the tensors and every rank writes the file together with parallel HDF5.
   /// RunStats then count this rank's tensors and bytes.
   bool mpi = false;
+  /// Bytes of mapped source tensors the run keeps resident (`--max-memory`):
+  /// past it, the least recently used give their pages back to the page cache
+  /// (a later touch reads them from there). The tensor in use is always kept.
+  uint64_t maxResidentSourceBytes = uint64_t(256) << 20;
 };
 
 struct RunStats {
   uint64_t files = 0, skippedFiles = 0, tensors = 0, bytesWritten = 0, bytesRead = 0;
+  /// The most mapped source bytes resident at once, and how many source
+  /// tensors gave their pages back early to stay under the limit.
+  uint64_t peakResidentSourceBytes = 0, sourceEvictions = 0;
   double seconds = 0;
 };
 

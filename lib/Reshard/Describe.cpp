@@ -657,9 +657,15 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     llvm::json::Object args;
     if (llvm::StringRef(source.format).starts_with("megatron") ||
         llvm::StringRef(source.convertedFrom).starts_with("megatron")) {
+      // A universal file's source_layout carries the optimizer groups beside the
+      // args; they go to the optimizer entry, not into the Namespace. (Not erased
+      // afterwards: json::Object::erase leaves a tombstone that copies of the object
+      // revive in LLVM 19.)
       if (auto parsed = llvm::json::parse(source.sourceArgs))
         if (auto *o = parsed->getAsObject())
-          args = std::move(*o);
+          for (auto &[key, value] : *o)
+            if (key != "optimizer_groups")
+              args[key] = std::move(value);
     }
     for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
              {"num_layers", md.numLayers},

@@ -396,22 +396,149 @@ bool loom::ckpt::megatronNoWeightDecay(llvm::StringRef localName, size_t rank) {
   return rank == 1 || localName.ends_with(".bias");
 }
 
+std::string loom::ckpt::megatronDistBufferPath(unsigned index, DType paramDType,
+                                               DType gradDType) {
+  return llvm::formatv("{0}.(torch.{1}, torch.{2})", index, torchDTypeName(paramDType),
+                       torchDTypeName(gradDType))
+      .str();
+}
+
+/// A torch.dtype as pickled (the global torch.<name>), or nullopt.
+static std::optional<DType> pickledDType(const Value &value) {
+  const GlobalValue *global = value.get<GlobalValue>();
+  if (!global || global->module != "torch")
+    return std::nullopt;
+  return dtypeFromTorchName(global->name);
+}
+
+/// Reads the distributed optimizer's distrib_optim.pt of shard folder `dir`: checks
+/// that it is get_parameter_state_dp_zero's dict (see MegatronOptimizer) and records
+/// its buffers and their tensors' shapes for TP rank 0, or checks that another TP
+/// rank's file has the same. The tensors stay in the file until a program reads them.
+static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, unsigned stage,
+                                    MegatronOptimizer &optimizer) {
+  std::string file = dir + "/distrib_optim.pt";
+  if (!llvm::sys::fs::exists(file))
+    return fileError(file, "missing: model_optim_rng.pt holds the distributed optimizer's "
+                           "groups, whose parameter states this file keeps (copy it from the "
+                           "run that saved the checkpoint)");
+  auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
+  if (!root)
+    return root.takeError();
+  auto bad = [&](const llvm::Twine &why) {
+    return fileError(file, why + " (Megatron's DistributedOptimizer.save_parameter_state "
+                                 "writes {\"buckets_coalesced\": True, 0: {(param dtype, grad "
+                                 "dtype): {\"param\", \"exp_avg\", \"exp_avg_sq\", "
+                                 "\"numel_unpadded\"}}})");
+  };
+  const DictValue *top = (*root)->get<DictValue>();
+  if (!top) {
+    if ((*root)->sequence())
+      return bad("holds a list of " + llvm::Twine((*root)->sequence()->size()) +
+                 " optimizers' states (a ChainedOptimizer's, e.g. with expert parallelism); "
+                 "loom reads one optimizer's");
+    return bad("holds a " + describe(**root) + ", not a dict");
+  }
+  ValuePtr coalesced = top->find("buckets_coalesced");
+  if (!coalesced || !coalesced->get<bool>() || !*coalesced->get<bool>())
+    return bad("has no buckets_coalesced=True: it is the layout Megatron-LM wrote before "
+               "Feb 2024 (load and save it once with Megatron's "
+               "--ckpt-convert-update-legacy-dist-opt-format)");
+  std::vector<MegatronDistBuffer> buffers;
+  std::map<std::string, llvm::SmallVector<int64_t, 4>> shapes;
+  for (const auto &[key, value] : top->entries) {
+    const int64_t *index = key->get<int64_t>();
+    if (!index) {
+      if (key->get<std::string>() && *key->get<std::string>() == "buckets_coalesced")
+        continue;
+      return bad("has the key " + describe(*key) + "; expected grad-buffer indices");
+    }
+    if (*index != int64_t(buffers.size()))
+      return bad("has grad buffer " + llvm::Twine(*index) + " where " +
+                 llvm::Twine(buffers.size()) + " comes next");
+    const DictValue *byDType = value->get<DictValue>();
+    const TupleValue *dtypes =
+        byDType && byDType->entries.size() == 1 ? byDType->entries[0].first->get<TupleValue>() : nullptr;
+    std::optional<DType> paramDType, gradDType;
+    if (dtypes && dtypes->items.size() == 2) {
+      paramDType = pickledDType(*dtypes->items[0]);
+      gradDType = pickledDType(*dtypes->items[1]);
+    }
+    if (!paramDType || !gradDType)
+      return bad("grad buffer " + llvm::Twine(*index) +
+                 " is not one entry keyed by (param dtype, grad dtype)");
+    MegatronDistBuffer buffer{*paramDType, *gradDType, 0};
+    std::string path = megatronDistBufferPath(*index, *paramDType, *gradDType);
+    const DictValue *states = byDType->entries[0].second->get<DictValue>();
+    std::optional<int64_t> numel =
+        states ? integerOf(states->find("numel_unpadded")) : std::nullopt;
+    if (!numel || *numel < 0)
+      return bad(path + " has no numel_unpadded");
+    buffer.numel = *numel;
+    for (const char *name : {"param", "exp_avg", "exp_avg_sq"}) {
+      ValuePtr state = states->find(name);
+      const TensorValue *tensor = state ? state->get<TensorValue>() : nullptr;
+      if (!tensor)
+        return bad(path + " has no tensor '" + name + "'");
+      const Tensor &t = tensor->tensor;
+      if (t.dtype != DType::Float32 || t.shape.size() != 1 || t.shape[0] != *numel)
+        return fileError(file, llvm::formatv("{0}.{1} is not a float32 vector of "
+                                             "numel_unpadded = {2} elements",
+                                             path, name, *numel));
+      shapes[path + "." + name] = t.shape;
+    }
+    buffers.push_back(buffer);
+  }
+  if (buffers.empty())
+    return bad("holds no grad buffer");
+  if (tpRank == 0) {
+    if (optimizer.stageShapes.size() <= stage)
+      optimizer.stageShapes.resize(stage + 1);
+    if (optimizer.stageBuffers.size() <= stage)
+      optimizer.stageBuffers.resize(stage + 1);
+    optimizer.stageShapes[stage] = std::move(shapes);
+    optimizer.stageBuffers[stage] = std::move(buffers);
+    return llvm::Error::success();
+  }
+  const auto &first = optimizer.stageBuffers[stage];
+  for (size_t b = 0; b < std::max(first.size(), buffers.size()); ++b)
+    if (b >= first.size() || b >= buffers.size() || first[b].numel != buffers[b].numel ||
+        first[b].paramDType != buffers[b].paramDType || first[b].gradDType != buffers[b].gradDType)
+      return fileError(file, llvm::formatv("grad buffer {0} differs from TP rank 0's ({1} "
+                                           "elements there, {2} here): the TP ranks of a stage "
+                                           "hold buffers of equal shards",
+                                           b, b < first.size() ? first[b].numel : 0,
+                                           b < buffers.size() ? buffers[b].numel : 0));
+  return llvm::Error::success();
+}
+
 /// Reads the optimizer state of shard `file` (the value under its "optimizer" key)
 /// into `optimizer`: the step and group settings from the first shard, the tensors'
-/// shapes from TP rank 0 of each stage.
+/// shapes from TP rank 0 of each stage. The distributed optimizer's states come from
+/// distrib_optim.pt beside `file`.
 static llvm::Error readOptimizer(const Value &value, const std::string &file, unsigned tpRank,
-                                 unsigned stage, MegatronOptimizer &optimizer) {
+                                 unsigned stage, bool first, MegatronOptimizer &optimizer) {
   const DictValue *top = value.get<DictValue>();
   ValuePtr inner = top ? top->find("optimizer") : nullptr;
   const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
   ValuePtr groups = torchState ? torchState->find("param_groups") : nullptr;
   ValuePtr states = torchState ? torchState->find("state") : nullptr;
-  if (!groups || !groups->sequence() || !states || !states->get<DictValue>() ||
-      !top->find("fp32_from_fp16_params"))
-    return fileError(file, "the 'optimizer' entry is not Megatron's mixed-precision optimizer "
+  bool mixed = groups && groups->sequence() && states && states->get<DictValue>() &&
+               top->find("fp32_from_fp16_params");
+  // DistributedOptimizer.state_dict(): the groups alone, "state" left out.
+  bool distributed = groups && groups->sequence() && !states && !top->find("fp32_from_fp16_params");
+  if (!mixed && !distributed)
+    return fileError(file, "the 'optimizer' entry is neither Megatron's mixed-precision optimizer "
                            "state (optimizer.state, optimizer.param_groups and "
-                           "fp32_from_fp16_params); the distributed optimizer's "
-                           "distrib_optim.pt is not read yet");
+                           "fp32_from_fp16_params) nor its distributed optimizer's "
+                           "(optimizer.param_groups, the states in distrib_optim.pt)");
+  if (first)
+    optimizer.distributed = distributed;
+  else if (optimizer.distributed != distributed)
+    return fileError(file, llvm::Twine("holds the ") +
+                               (distributed ? "distributed" : "mixed-precision") +
+                               " optimizer's state where the first shard holds the " +
+                               (distributed ? "mixed-precision" : "distributed") + " one's");
   if (optimizer.groupsJson.empty()) {
     llvm::json::Array settings;
     for (const ValuePtr &group : *groups->sequence()) {
@@ -423,14 +550,17 @@ static llvm::Error readOptimizer(const Value &value, const std::string &file, un
         optimizer.step = stepNumber(g->find("step"));
     }
     optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
-    for (const auto &entry : states->get<DictValue>()->entries) {
-      const DictValue *state = entry.second->get<DictValue>();
-      if (auto step = state ? stepNumber(state->find("step")) : std::nullopt) {
-        optimizer.step = step;
-        break;
+    if (mixed)
+      for (const auto &entry : states->get<DictValue>()->entries) {
+        const DictValue *state = entry.second->get<DictValue>();
+        if (auto step = state ? stepNumber(state->find("step")) : std::nullopt) {
+          optimizer.step = step;
+          break;
+        }
       }
-    }
   }
+  if (distributed)
+    return readDistribOptim(llvm::sys::path::parent_path(file).str(), tpRank, stage, optimizer);
   if (tpRank == 0) {
     if (optimizer.stageShapes.size() <= stage)
       optimizer.stageShapes.resize(stage + 1);
@@ -521,7 +651,8 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory)
                                  " optimizer state, which mp_rank_00" +
                                  (layout.pp > 1 ? "_000" : "") + (optimizer ? " lacks" : " holds"));
     if (optimizer)
-      if (llvm::Error err = readOptimizer(*optimizer, file, rank.first, rank.second, *layout.optimizer))
+      if (llvm::Error err = readOptimizer(*optimizer, file, rank.first, rank.second,
+                                          rank == std::pair{0u, 0u}, *layout.optimizer))
         return std::move(err);
     ShardTensors &tensors = shards[rank];
     for (NamedTensor &named : collectTensors(*top->find("model")))

@@ -1,6 +1,7 @@
 //===- Value.cpp - pickle value tree helpers ------------------------------===//
 #include "loom/Checkpoint/Value.h"
 
+#include <cmath>
 #include <cstring>
 
 using namespace loom::ckpt;
@@ -78,6 +79,26 @@ std::string loom::ckpt::describe(const Value &value) {
 }
 
 namespace {
+/// A tuple dict key as Python prints it, "(torch.bfloat16, torch.float32)", when its
+/// items are globals, ints or strings (Megatron's distrib_optim.pt keys its buffers
+/// by (param dtype, grad dtype)); nullopt otherwise.
+std::optional<std::string> tupleKeyText(const TupleValue &tuple) {
+  std::string text = "(";
+  for (size_t i = 0; i < tuple.items.size(); ++i) {
+    const Value &item = *tuple.items[i];
+    text += i ? ", " : "";
+    if (const auto *global = item.get<GlobalValue>())
+      text += global->qualified();
+    else if (const auto *n = item.get<int64_t>())
+      text += std::to_string(*n);
+    else if (const auto *s = item.get<std::string>())
+      text += "'" + *s + "'";
+    else
+      return std::nullopt;
+  }
+  return text + (tuple.items.size() == 1 ? ",)" : ")");
+}
+
 void collect(const Value &value, std::string &path, std::vector<NamedTensor> &out) {
   auto visit = [&](llvm::StringRef key, const Value &child) {
     size_t size = path.size();
@@ -95,6 +116,9 @@ void collect(const Value &value, std::string &path, std::vector<NamedTensor> &ou
         visit(*s, *child);
       else if (const auto *i = key->get<int64_t>())
         visit(std::to_string(*i), *child);
+      else if (const auto *tuple = key->get<TupleValue>())
+        if (auto text = tupleKeyText(*tuple))
+          visit(*text, *child);
     }
   } else if (const auto *items = value.sequence()) {
     for (size_t i = 0; i < items->size(); ++i)
@@ -125,6 +149,9 @@ std::optional<int64_t> loom::ckpt::integerOf(const ValuePtr &value) {
 std::optional<int64_t> loom::ckpt::stepNumber(const ValuePtr &value) {
   if (auto n = integerOf(value))
     return n;
+  if (const double *d = value ? value->get<double>() : nullptr)
+    if (*d >= 0 && *d < 9.0e18 && *d == std::trunc(*d))
+      return int64_t(*d);
   const TensorValue *t = value ? value->get<TensorValue>() : nullptr;
   if (!t || t->tensor.numel() != 1 || t->tensor.checkView())
     return std::nullopt;

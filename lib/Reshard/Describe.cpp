@@ -121,6 +121,15 @@ static void addWholeFile(Layout &layout, std::string format, std::vector<NamedTe
   layout.files.push_back(std::move(file));
 }
 
+/// How the first stage's buckets are cut, for messages.
+static std::string bucketText(const MegatronDistOpt &distOpt) {
+  if (distOpt.numBuckets)
+    return llvm::formatv("{0} buckets on stage 0", distOpt.numBuckets);
+  if (distOpt.bucketSize)
+    return llvm::formatv("buckets of {0} elements on stage 0", distOpt.bucketSize);
+  return "one bucket per stage";
+}
+
 static llvm::Expected<Layout> describeMegatron(const std::string &path) {
   std::string iterDir;
   auto read = readMegatronLayout(path, &iterDir);
@@ -180,7 +189,21 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
   std::string prefix;
   if (!llvm::sys::fs::equivalent(iterDir, path))
     prefix = llvm::sys::path::filename(iterDir).str() + "/";
-  auto files = megatronShards(layout.fulls, d, ml.naming, ml.tp, ml.pp, ml.layersPerStage, prefix);
+  // The distributed optimizer's buffers: bucketed as the args say, keyed by the
+  // gradient dtype the files give.
+  bool distributed = ml.optimizer && ml.optimizer->distributed;
+  std::optional<MegatronDistOpt> distOpt;
+  if (distributed) {
+    llvm::json::Object args;
+    if (auto parsed = llvm::json::parse(ml.argsJson))
+      if (auto *o = parsed->getAsObject())
+        args = std::move(*o);
+    distOpt = megatronDistOptFromArgs(args, ml.pp);
+    const MegatronDistBuffer &first = ml.optimizer->stageBuffers.front().front();
+    distOpt->gradReduceInFp32 = first.gradDType == DType::Float32;
+  }
+  auto files = megatronShards(layout.fulls, d, ml.naming, ml.tp, ml.pp, ml.layersPerStage, prefix,
+                              distOpt ? &*distOpt : nullptr);
   if (!files)
     return fileError(path, llvm::toString(files.takeError()));
   layout.files = std::move(*files);
@@ -195,19 +218,32 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
                        p.localName + ": the shard's shape does not match Megatron's layout for "
                        "the args' dimensions");
   }
-  // So must the optimizer's: every state where Megatron's grouping puts it, and no more.
+  // So must the optimizer's: every state where Megatron's grouping (or the
+  // distributed optimizer's buffer) puts it, and no more.
   if (ml.optimizer)
     for (unsigned stage = 0; stage < ml.pp; ++stage) {
-      const ShardFile &file = layout.files[stage * ml.tp];
+      const ShardFile &file = layout.files[(distributed ? ml.tp * ml.pp : 0) + stage * ml.tp];
       const auto &held = stage < ml.optimizer->stageShapes.size()
                              ? ml.optimizer->stageShapes[stage]
                              : decltype(ml.optimizer->stageShapes)::value_type{};
       size_t expected = 0;
       for (const LocalTensor &t : file.tensors) {
-        if (!llvm::StringRef(t.key).starts_with("optimizer."))
+        if (!distributed && !llvm::StringRef(t.key).starts_with("optimizer."))
           continue;
         ++expected;
         auto found = held.find(t.key);
+        if (distributed && (found == held.end() || found->second != t.shape))
+          return fileError(
+              path + "/" + file.path,
+              (found == held.end()
+                   ? "has no grad buffer " + t.key + ", which its parameters' dtypes give"
+                   : llvm::formatv("{0} holds {1} elements where this stage's parameters take "
+                                   "{2} in Megatron's buffer layout",
+                                   t.key, found->second[0], t.shape[0])
+                         .str()) +
+                  " (reverse registration order, starts aligned to 64 elements, " +
+                  bucketText(*distOpt) +
+                  " as args.overlap_grad_reduce, ddp_bucket_size and data_parallel_size say)");
         if (found == held.end() || found->second != t.shape)
           return fileError(path + "/" + file.path,
                            t.key + (found == held.end() ? " is missing" : " has the wrong shape") +
@@ -217,6 +253,11 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
       size_t states = llvm::count_if(held, [](const auto &entry) {
         return !llvm::StringRef(entry.first).ends_with(".step");
       });
+      if (distributed && states != expected)
+        return fileError(path + "/" + file.path,
+                         llvm::formatv("holds {0} grad buffers where its parameters' dtypes "
+                                       "give {1}",
+                                       states / 3, expected / 3));
       if (states != expected)
         return fileError(path + "/" + file.path,
                          llvm::formatv("holds {0} optimizer tensors where its {1} parameters "
@@ -356,14 +397,64 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
   return layout;
 }
 
-/// The optimizer states of `fulls` (names with '#').
+/// The settings of Megatron's two optimizer groups (weight-decayed, then not), each
+/// a JSON object without "params": the source's when it is Megatron with two groups;
+/// otherwise Megatron's defaults, with lr, betas, eps and weight decay from the args
+/// when they are there (Megatron's scheduler sets lr and weight decay again at every
+/// step).
+static llvm::json::Array megatronGroupSettings(const Layout &source, const llvm::json::Object &args,
+                                               int64_t step) {
+  if (auto parsed = llvm::json::parse(source.optimizerGroups))
+    if (auto *array = parsed->getAsArray(); array && array->size() == 2)
+      return std::move(*array);
+  llvm::json::Array settings;
+  // Floats as {"$float": x}, so that whole ones stay floats in Python.
+  auto number = [&](llvm::StringRef key, double fallback) -> llvm::json::Value {
+    std::optional<double> found = args.getNumber(key);
+    if (const llvm::json::Object *wrapped = args.getObject(key))
+      found = wrapped->getNumber("$float");
+    return llvm::json::Object{{"$float", found.value_or(fallback)}};
+  };
+  auto real = [](double x) -> llvm::json::Value { return llvm::json::Object{{"$float", x}}; };
+  for (int g = 0; g < 2; ++g)
+    settings.push_back(llvm::json::Object{
+        {"lr", number("lr", 0.0)},
+        {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{number("adam_beta1", 0.9),
+                                                                  number("adam_beta2", 0.999)}}}},
+        {"eps", number("adam_eps", 1e-8)},
+        {"weight_decay", g == 0 ? number("weight_decay", 0.01) : real(0.0)},
+        {"amsgrad", false},
+        {"maximize", false},
+        {"foreach", nullptr},
+        {"capturable", false},
+        {"wd_mult", real(g == 0 ? 1.0 : 0.0)},
+        {"lr_mult", real(1.0)},
+        {"step", step}});
+  return settings;
+}
+
+/// A group's settings as a skeleton dict, keys sorted, with `params` last when given.
+static llvm::json::Value groupSkeleton(const llvm::json::Value &settings,
+                                       std::optional<llvm::json::Array> params) {
+  llvm::json::Array entries;
+  if (auto *o = settings.getAsObject()) {
+    std::vector<std::string> keys;
+    for (const auto &entry : *o)
+      keys.push_back(entry.first.str());
+    llvm::sort(keys);
+    for (const std::string &key : keys)
+      if (key != "params")
+        entries.push_back(llvm::json::Array{key, *o->get(key)});
+  }
+  if (params)
+    entries.push_back(llvm::json::Array{"params", std::move(*params)});
+  return llvm::json::Object{{"$dict", std::move(entries)}};
+}
+
 /// What Megatron's Float16OptimizerWithFloat16Params.state_dict() gives for the
 /// optimizer tensors of `file` (keys made by megatronShards), or nullopt when the file
 /// has none: the torch Adam state_dict (state by index with the step, the groups with
-/// the indices they hold) and the fp32 masters group by group. The groups' settings
-/// are the source's when it is Megatron with two groups; otherwise Megatron's defaults,
-/// with lr, betas, eps and weight decay from the args when they are there (Megatron's
-/// scheduler sets lr and weight decay again at every step).
+/// the indices they hold) and the fp32 masters group by group.
 static std::optional<llvm::json::Object>
 megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
                           const llvm::json::Object &args) {
@@ -390,51 +481,14 @@ megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
                                            llvm::json::Array{"step", step},
                                            llvm::json::Array{"exp_avg", llvm::json::Object{{"$tensor", moments[i].first}}},
                                            llvm::json::Array{"exp_avg_sq", llvm::json::Object{{"$tensor", moments[i].second}}}}}}});
-  llvm::json::Array settings;
-  if (auto parsed = llvm::json::parse(source.optimizerGroups))
-    if (auto *array = parsed->getAsArray(); array && array->size() == 2)
-      settings = std::move(*array);
-  if (settings.empty()) {
-    // Floats as {"$float": x}, so that whole ones stay floats in Python.
-    auto number = [&](llvm::StringRef key, double fallback) -> llvm::json::Value {
-      std::optional<double> found = args.getNumber(key);
-      if (const llvm::json::Object *wrapped = args.getObject(key))
-        found = wrapped->getNumber("$float");
-      return llvm::json::Object{{"$float", found.value_or(fallback)}};
-    };
-    auto real = [](double x) -> llvm::json::Value { return llvm::json::Object{{"$float", x}}; };
-    for (int g = 0; g < 2; ++g)
-      settings.push_back(llvm::json::Object{
-          {"lr", number("lr", 0.0)},
-          {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{number("adam_beta1", 0.9),
-                                                                    number("adam_beta2", 0.999)}}}},
-          {"eps", number("adam_eps", 1e-8)},
-          {"weight_decay", g == 0 ? number("weight_decay", 0.01) : real(0.0)},
-          {"amsgrad", false},
-          {"maximize", false},
-          {"foreach", nullptr},
-          {"capturable", false},
-          {"wd_mult", real(g == 0 ? 1.0 : 0.0)},
-          {"lr_mult", real(1.0)},
-          {"step", step}});
-  }
+  llvm::json::Array settings = megatronGroupSettings(source, args, step);
   llvm::json::Array groups;
   int64_t next = 0;
   for (int g = 0; g < 2; ++g) {
-    llvm::json::Array entries, indices;
+    llvm::json::Array indices;
     for (size_t i = 0; i < masters[g].size(); ++i)
       indices.push_back(next++);
-    if (auto *o = settings[g].getAsObject()) {
-      std::vector<std::string> keys;
-      for (const auto &entry : *o)
-        keys.push_back(entry.first.str());
-      llvm::sort(keys);
-      for (const std::string &key : keys)
-        if (key != "params")
-          entries.push_back(llvm::json::Array{key, *o->get(key)});
-    }
-    entries.push_back(llvm::json::Array{"params", std::move(indices)});
-    groups.push_back(llvm::json::Object{{"$dict", std::move(entries)}});
+    groups.push_back(groupSkeleton(settings[g], std::move(indices)));
   }
   llvm::json::Array fp32;
   for (llvm::json::Array &group : masters)
@@ -447,6 +501,24 @@ megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
                                                     llvm::json::Array{"state", llvm::json::Object{{"$dict", std::move(state)}}},
                                                     llvm::json::Array{"param_groups", std::move(groups)}}}}},
            llvm::json::Array{"fp32_from_fp16_params", std::move(fp32)}}}};
+}
+
+/// What Megatron's DistributedOptimizer.state_dict() gives: the groups' settings
+/// without "params", each with the step (its load_state_dict takes the step from
+/// there), the states being in distrib_optim.pt.
+static llvm::json::Object megatronDistOptSkeleton(const Layout &source,
+                                                  const llvm::json::Object &args) {
+  int64_t step = source.optimizerStep.value_or(source.iteration);
+  llvm::json::Array groups;
+  for (llvm::json::Value &settings : megatronGroupSettings(source, args, step)) {
+    if (auto *o = settings.getAsObject(); o && !o->get("step"))
+      (*o)["step"] = step;
+    groups.push_back(groupSkeleton(settings, std::nullopt));
+  }
+  return llvm::json::Object{
+      {"$dict", llvm::json::Array{llvm::json::Array{
+                    "optimizer", llvm::json::Object{{"$dict", llvm::json::Array{llvm::json::Array{
+                                                                  "param_groups", std::move(groups)}}}}}}}};
 }
 
 static size_t countStates(llvm::ArrayRef<FullTensor> fulls, std::string *first) {
@@ -581,17 +653,19 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
     std::vector<int64_t> perStage(target.pp, d.layers / target.pp);
     std::string dir = llvm::formatv("iter_{0:d7}/", source.iteration);
-    auto files = megatronShards(out.fulls, md, MegatronNaming::MCore, target.tp, target.pp,
-                                perStage, dir);
-    if (!files)
-      return files.takeError();
     // The args: the source's, with the new degrees and shape facts.
     llvm::json::Object args;
     if (llvm::StringRef(source.format).starts_with("megatron") ||
         llvm::StringRef(source.convertedFrom).starts_with("megatron")) {
+      // A universal file's source_layout carries the optimizer groups beside the
+      // args; they go to the optimizer entry, not into the Namespace. (Not erased
+      // afterwards: json::Object::erase leaves a tombstone that copies of the object
+      // revive in LLVM 19.)
       if (auto parsed = llvm::json::parse(source.sourceArgs))
         if (auto *o = parsed->getAsObject())
-          args = std::move(*o);
+          for (auto &[key, value] : *o)
+            if (key != "optimizer_groups")
+              args[key] = std::move(value);
     }
     for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
              {"num_layers", md.numLayers},
@@ -607,9 +681,24 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       args[key] = value;
     args["group_query_attention"] = md.queryGroups != md.heads;
     args["swiglu"] = md.swiglu;
-    // Each file: what Megatron's save_checkpoint pickles, the model's tensors in
-    // file order under "model" (keys without the "model." the layout prefixes).
+    // With optimizer states, the optimizer that keeps them; the distributed one lays
+    // out its buffers by the args' bucketing.
+    bool withStates = countStates(out.fulls, nullptr) > 0;
+    if (withStates)
+      args["use_distributed_optimizer"] = target.distributedOptimizer;
+    std::optional<MegatronDistOpt> distOpt;
+    if (withStates && target.distributedOptimizer)
+      distOpt = megatronDistOptFromArgs(args, target.pp);
+    auto files = megatronShards(out.fulls, md, MegatronNaming::MCore, target.tp, target.pp,
+                                perStage, dir, distOpt ? &*distOpt : nullptr);
+    if (!files)
+      return files.takeError();
+    // Each model file: what Megatron's save_checkpoint pickles, the model's tensors in
+    // file order under "model" (keys without the "model." the layout prefixes). The
+    // distrib_optim.pt files come with their skeletons.
     for (ShardFile &file : *files) {
+      if (!llvm::StringRef(file.path).ends_with("/model_optim_rng.pt"))
+        continue;
       llvm::json::Array model;
       for (const LocalTensor &t : file.tensors)
         if (llvm::StringRef key = t.key; key.consume_front("model."))
@@ -620,7 +709,9 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
           llvm::json::Array{"checkpoint_version", 3.0},
           llvm::json::Array{"iteration", source.iteration},
           llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
-      if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
+      if (distOpt)
+        root.push_back(llvm::json::Array{"optimizer", megatronDistOptSkeleton(source, args)});
+      else if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
         root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
       file.format = "torch-tree";
       file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));

@@ -4,6 +4,7 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <map>
 
@@ -118,10 +119,6 @@ llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
           for (size_t d = 0; d < b.sizes.size(); ++d)
             if (b.offsets[d] < 0 || b.sizes[d] <= 0 || b.offsets[d] + b.sizes[d] > full.shape[d])
               return fail("a piece of " + full.name + " lies outside it");
-          auto runs = flatRuns(full.shape, linearIndex(full.shape, b.offsets),
-                               linearIndex(full.shape, b.offsets) + int64_t(b.volume()));
-          if (runs.size() != 1 || runs[0].sizes != b.sizes)
-            return fail("a flat piece of " + full.name + " is not contiguous in it");
           Box inLocal{piece.localOffsets, {int64_t(b.volume())}};
           if (inLocal.offsets[0] < 0 || inLocal.offsets[0] + inLocal.sizes[0] > local.shape[0])
             return fail("a flat piece of " + full.name + " lies outside the local tensor");
@@ -213,6 +210,12 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
       (key == "tp" ? spec.tp : spec.pp) = n;
+    } else if (format == "megatron" && key == "optimizer") {
+      if (value != "mixed" && value != "distributed")
+        return bad("expected mixed (the mixed-precision optimizer's states in "
+                   "model_optim_rng.pt) or distributed (--use-distributed-optimizer's "
+                   "distrib_optim.pt)");
+      spec.distributedOptimizer = value == "distributed";
     } else if (format == "deepspeed" && (key == "zero" || key == "dp" || key == "tp")) {
       unsigned n = 0;
       if (key == "zero" ? value.getAsInteger(10, n) || n < 1 || n > 3
@@ -236,7 +239,7 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     } else {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
-          (format == "megatron"         ? " (tp=N, pp=N)"
+          (format == "megatron"         ? " (tp=N, pp=N, optimizer=mixed|distributed)"
            : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"
@@ -250,10 +253,165 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   return spec;
 }
 
+MegatronDistOpt reshard::megatronDistOptFromArgs(const llvm::json::Object &args, unsigned pp) {
+  MegatronDistOpt distOpt;
+  auto flag = [&](llvm::StringRef key) { return args.getBoolean(key).value_or(false); };
+  // resolve_ddp_bucket_size and the per-chunk bucket sizes of get_model
+  // (megatron/training/training.py): buckets only with --overlap-grad-reduce, and
+  // not when the parameter gather overlaps the optimizer step.
+  if (flag("overlap_grad_reduce") && !flag("overlap_param_gather_with_optimizer_step")) {
+    if (auto n = args.getInteger("ddp_num_buckets"); n && *n > 0)
+      distOpt.numBuckets = *n;
+    else if (auto size = args.getInteger("ddp_bucket_size"); size && *size > 0)
+      distOpt.bucketSize = *size;
+    else
+      distOpt.bucketSize = std::max<int64_t>(
+          40000000, 1000000 * args.getInteger("data_parallel_size").value_or(1) *
+                        args.getInteger("context_parallel_size").value_or(1));
+  }
+  distOpt.gradReduceInFp32 = args.getBoolean("accumulate_allreduce_grads_in_fp32");
+  distOpt.sharedEmbedding = pp > 1 && args.getBoolean("untie_embeddings_and_output_weights") == false;
+  return distOpt;
+}
+
+namespace {
+using CutFn = llvm::function_ref<llvm::Expected<LocalTensor>(
+    const ckpt::MegatronParam &, unsigned rank, const std::string &key, llvm::StringRef suffix)>;
+
+/// Where Megatron's distributed optimizer puts parameters of `numels` elements (in
+/// registration order) in their grad buffer as distrib_optim.pt keeps it, and the
+/// buffer's size there. DistributedOptimizer._compute_per_buffer_param_layout
+/// (megatron/core/optimizer/distrib_optimizer.py) walks the parameters in reverse,
+/// starts each at a multiple of 64 elements (pad_param_start, param_layout.py),
+/// closes a bucket once it holds `bucketSize` elements, and gives a shared embedding
+/// a bucket of its own; every bucket ends padded to lcm(dp, 128) (pad_bucket_end),
+/// and get_parameter_state_dp_zero keeps each bucket without that padding, back to
+/// back. So offsets count from the bucket's kept start, and dp drops out.
+std::pair<std::vector<int64_t>, int64_t> distOptOffsets(llvm::ArrayRef<int64_t> numels,
+                                                       llvm::ArrayRef<bool> ownBucket,
+                                                       std::optional<int64_t> bucketSize) {
+  std::vector<int64_t> offsets(numels.size());
+  int64_t kept = 0; // elements of the closed buckets
+  int64_t next = 0; // next free element of the open bucket, from its start
+  bool open = false;
+  auto close = [&](int64_t end) {
+    kept += end;
+    next = 0;
+    open = false;
+  };
+  for (size_t i = numels.size(); i-- > 0;) {
+    next = llvm::alignTo(next, 64);
+    if (ownBucket[i] && open)
+      close(next);
+    offsets[i] = kept + next;
+    next += numels[i];
+    open = true;
+    if ((bucketSize && next >= *bucketSize) || ownBucket[i])
+      close(next);
+  }
+  if (open)
+    close(next);
+  return {std::move(offsets), kept};
+}
+
+/// distrib_optim.pt of TP rank `rank` of `stage`: the stage's parameters (`params`
+/// in registration order, cut by `cut`) grouped into one buffer per dtype in order
+/// of first appearance (group_params_for_buffers, param_and_grad_buffer.py), each
+/// buffer's "param" (the fp32 masters), "exp_avg" and "exp_avg_sq" a flat fp32
+/// tensor in which every parameter's local shard lies whole at its offset. The meta
+/// is the torch-tree skeleton of save_parameter_state's dict.
+llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> params,
+                                           unsigned stage, unsigned rank, unsigned pp,
+                                           const MegatronDistOpt &distOpt, CutFn cut) {
+  struct Buffer {
+    ckpt::DType dtype;
+    std::vector<const ckpt::MegatronParam *> params;
+    std::vector<int64_t> numels;
+    llvm::SmallVector<bool, 32> ownBucket;
+  };
+  std::vector<Buffer> buffers;
+  int64_t stageNumel = 0;
+  for (const ckpt::MegatronParam &param : params) {
+    if (param.stage != stage)
+      continue;
+    auto local = cut(param, rank, "", "");
+    if (!local)
+      return local.takeError();
+    auto buffer = llvm::find_if(buffers, [&](const Buffer &b) { return b.dtype == local->dtype; });
+    if (buffer == buffers.end())
+      buffer = buffers.insert(buffers.end(), Buffer{local->dtype, {}, {}, {}});
+    int64_t numel = int64_t(*ckpt::checkedNumel(local->shape));
+    buffer->params.push_back(&param);
+    buffer->numels.push_back(numel);
+    buffer->ownBucket.push_back(
+        distOpt.sharedEmbedding &&
+        ((stage == 0 && param.localName == "embedding.word_embeddings.weight") ||
+         (stage + 1 == pp && param.localName == "output_layer.weight")));
+    stageNumel += numel;
+  }
+  // Buckets on the first stage only (get_model disables them on the others).
+  std::optional<int64_t> bucketSize;
+  if (stage == 0 && distOpt.numBuckets > 0)
+    bucketSize = stageNumel / distOpt.numBuckets;
+  else if (stage == 0 && distOpt.bucketSize > 0)
+    bucketSize = distOpt.bucketSize;
+
+  ShardFile file;
+  file.format = "torch-tree";
+  llvm::json::Array root{llvm::json::Array{"buckets_coalesced", true}};
+  static constexpr std::pair<const char *, const char *> kStates[] = {
+      {"param", "#fp32"}, {"exp_avg", "#exp_avg"}, {"exp_avg_sq", "#exp_avg_sq"}};
+  for (unsigned b = 0; b < buffers.size(); ++b) {
+    const Buffer &buffer = buffers[b];
+    ckpt::DType grad = distOpt.gradReduceInFp32.value_or(buffer.dtype == ckpt::DType::BFloat16)
+                           ? ckpt::DType::Float32
+                           : buffer.dtype;
+    std::string path = ckpt::megatronDistBufferPath(b, buffer.dtype, grad);
+    auto [offsets, numel] = distOptOffsets(buffer.numels, buffer.ownBucket, bucketSize);
+    llvm::json::Array entries;
+    for (auto [name, suffix] : kStates) {
+      LocalTensor flat{path + "." + name, ckpt::DType::Float32, {numel}, {}};
+      for (size_t i = 0; i < buffer.params.size(); ++i) {
+        auto local = cut(*buffer.params[i], rank, flat.key, suffix);
+        if (!local)
+          return local.takeError();
+        // Each piece of the local shard is a run of its row-major elements (rows of
+        // the full tensor, or a row-parallel slice whole): so it is at the buffer.
+        for (Piece &piece : local->pieces) {
+          int64_t begin = linearIndex(local->shape, piece.localOffsets);
+          auto runs = flatRuns(local->shape, begin, begin + int64_t(piece.fullBox.volume()));
+          if (runs.size() != 1 || runs[0].sizes != piece.fullBox.sizes)
+            return llvm::createStringError(buffer.params[i]->fullNames[0] +
+                                           ": a piece of its shard is not contiguous in it");
+          piece.localOffsets = {offsets[i] + begin};
+          piece.flat = true;
+          flat.pieces.push_back(std::move(piece));
+        }
+      }
+      entries.push_back(llvm::json::Array{name, llvm::json::Object{{"$tensor", flat.key}}});
+      file.tensors.push_back(std::move(flat));
+    }
+    entries.push_back(llvm::json::Array{"numel_unpadded", numel});
+    llvm::json::Object dtypes{
+        {"$tuple", llvm::json::Array{
+                       llvm::json::Object{{"$global", ("torch." + ckpt::torchDTypeName(buffer.dtype)).str()}},
+                       llvm::json::Object{{"$global", ("torch." + ckpt::torchDTypeName(grad)).str()}}}}};
+    root.push_back(llvm::json::Array{
+        int64_t(b),
+        llvm::json::Object{{"$dict", llvm::json::Array{llvm::json::Array{
+                                         std::move(dtypes),
+                                         llvm::json::Object{{"$dict", std::move(entries)}}}}}}});
+  }
+  file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+  return file;
+}
+} // namespace
+
 llvm::Expected<std::vector<ShardFile>>
 reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                         ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
-                        llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix) {
+                        llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
+                        const MegatronDistOpt *distOpt) {
   // Parameters are the names without '#'; optimizer states ride along with them.
   std::vector<std::string> names;
   llvm::StringMap<unsigned> index;
@@ -382,22 +540,23 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     return local;
   };
 
-  if (withStates)
+  if (withStates && !distOpt)
     for (const ckpt::MegatronParam &param : *params)
       if (fulls[index[param.fullNames[0]]].dtype == ckpt::DType::Float32)
         return llvm::createStringError(
             param.fullNames[0] + " is fp32: Megatron's mixed-precision optimizer keeps fp32 "
                                  "masters of 16-bit parameters only; add --weights-only");
 
-  std::vector<ShardFile> files;
+  auto shardPath = [&](unsigned rank, unsigned stage, llvm::StringRef name) {
+    return pp == 1 ? llvm::formatv("{0}mp_rank_{1:d2}/{2}", dirPrefix, rank, name).str()
+                   : llvm::formatv("{0}mp_rank_{1:d2}_{2:d3}/{3}", dirPrefix, rank, stage, name)
+                         .str();
+  };
+  std::vector<ShardFile> files, distribFiles;
   for (unsigned stage = 0; stage < pp; ++stage)
     for (unsigned rank = 0; rank < tp; ++rank) {
       ShardFile file;
-      file.path = pp == 1
-                      ? llvm::formatv("{0}mp_rank_{1:d2}/model_optim_rng.pt", dirPrefix, rank).str()
-                      : llvm::formatv("{0}mp_rank_{1:d2}_{2:d3}/model_optim_rng.pt", dirPrefix,
-                                      rank, stage)
-                            .str();
+      file.path = shardPath(rank, stage, "model_optim_rng.pt");
       file.format = "torch-tree";
       // Megatron's optimizer groups: weight-decayed parameters, then the others.
       std::vector<const ckpt::MegatronParam *> grouped[2];
@@ -413,7 +572,14 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         grouped[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())].push_back(&param);
         file.tensors.push_back(std::move(*local));
       }
-      if (!withStates) {
+      if (withStates && distOpt) {
+        auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut);
+        if (!distrib)
+          return distrib.takeError();
+        distrib->path = shardPath(rank, stage, "distrib_optim.pt");
+        distribFiles.push_back(std::move(*distrib));
+      }
+      if (!withStates || distOpt) {
         files.push_back(std::move(file));
         continue;
       }
@@ -435,5 +601,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         }
       files.push_back(std::move(file));
     }
+  for (ShardFile &file : distribFiles)
+    files.push_back(std::move(file));
   return files;
 }

@@ -221,9 +221,11 @@ llvm::Expected<llvm::json::Object> parseMeta(PendingOutput &out) {
 /// Builds the object tree a "torch-tree" output's skeleton describes (see
 /// docs/reshard.md): JSON scalars, arrays as lists, objects as dicts with sorted keys,
 /// and the markers {"$tensor": key}, {"$size": [...]}, {"$dict": [[k, v], ...]},
-/// {"$odict": [[k, v], ...]} (keys str or int, in order),
+/// {"$odict": [[k, v], ...]} (keys built like values: str, int, tuple; in order),
 /// {"$object": "module.Name", "state": {...}} (an object built by NEWOBJ + BUILD),
-/// {"$tuple": [...]}, and {"$float": x} (a float JSON would print as an integer).
+/// {"$tuple": [...]}, {"$global": "torch.bfloat16"} (a torch dtype, which torch
+/// pickles as the module-level name; Megatron's distrib_optim.pt keys its buffers by
+/// a tuple of two), and {"$float": x} (a float JSON would print as an integer).
 llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
                                   const llvm::StringMap<const Tensor *> &tensors,
                                   const std::string &file) {
@@ -263,6 +265,13 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
   }
   if (auto x = o.getNumber("$float"))
     return Value::make(*x);
+  if (auto global = o.getString("$global")) {
+    // Only what checkpoints need: a written pickle names no callable.
+    auto [module, name] = global->rsplit('.');
+    if (module != "torch" || !dtypeFromTorchName(name))
+      return fileError(file, "the skeleton's $global '" + *global + "' is not a torch dtype");
+    return Value::make(GlobalValue{module.str(), name.str()});
+  }
   if (auto *array = o.getArray("$tuple")) {
     auto items = build(*array);
     if (!items)
@@ -306,9 +315,10 @@ llvm::Expected<ValuePtr> buildTree(const llvm::json::Value &v,
       const llvm::json::Array *kv = pair.getAsArray();
       if (!kv || kv->size() != 2)
         return fileError(file, "a skeleton dict entry is not a [key, value] pair");
-      ValuePtr key = (*kv)[0].getAsInteger() ? Value::make(int64_t(*(*kv)[0].getAsInteger()))
-                                             : Value::make((*kv)[0].getAsString().value_or("").str());
-      if (llvm::Error err = add(std::move(key), (*kv)[1]))
+      auto key = buildTree((*kv)[0], tensors, file);
+      if (!key)
+        return key.takeError();
+      if (llvm::Error err = add(std::move(*key), (*kv)[1]))
         return std::move(err);
     }
   } else {

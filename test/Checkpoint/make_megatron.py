@@ -15,6 +15,15 @@ Usage: make_megatron.py OUTDIR
            weight decay first, then vectors and biases, each in registration order).
            mcore-adam.truth.pt holds the full tensors: {name: {"param", "fp32",
            "exp_avg", "exp_avg_sq"}, "step": 3}, as make_deepspeed.py's truth does.
+  mcore-distopt/  the same trained model saved as Megatron's distributed optimizer
+           (--use-distributed-optimizer, torch checkpoint format) saves it with dp=4,
+           --overlap-grad-reduce and --ddp-bucket-size 2320: model_optim_rng.pt keeps
+           only the group settings (with the step) under "optimizer", and
+           distrib_optim.pt beside it the dp_zero state of the stage's grad buffer:
+           the fp32 masters and moments of every parameter at its place in the buffer
+           (reverse registration order, starts aligned to 64 elements, buckets cut at
+           2320 elements on stage 0, each bucket gathered from the 4 DP ranks' shards
+           and stripped of its end padding). The truth is mcore-adam.truth.pt.
   *.json   the full Hugging Face–style tensors each was cut from (sorted by name,
            sha256 of row-major bytes): what loom's unsharding must give back.
 
@@ -25,6 +34,7 @@ layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple o
 import argparse
 import collections
 import json
+import math
 import os
 import sys
 
@@ -257,6 +267,7 @@ def megatron_optimizer(truth, tp_rank, stage, tp, pp):
 
 
 def write_trained(outdir, name, seed):
+    """Trains and saves the mcore model with the mixed-precision optimizer; returns the truth."""
     truth = train_full(seed)
     torch.save(truth, os.path.join(outdir, name + ".truth.pt"))
     root = os.path.join(outdir, name)
@@ -280,12 +291,169 @@ def write_trained(outdir, name, seed):
                         "opt_param_scheduler": {"max_lr": 1e-3, "num_steps": STEPS},
                         "rng_state": [{"random_rng_state": None}]},
                        os.path.join(d, "model_optim_rng.pt"))
+    return truth
+
+
+# The distributed optimizer's data-parallel degree and DDP bucket size in mcore-distopt:
+# stage 0's first bucket closes after a norm weight, off the 64-element grid, so the
+# buckets' places differ from one bucket's.
+DP, BUCKET = 4, 2320
+
+
+def pad_to(n, divisor):
+    return -(-n // divisor) * divisor
+
+
+def distopt_layout(model, stage, bucket_size, dp):
+    """Where Megatron's DistributedOptimizer puts a stage's parameters in its grad
+    buffer (DistributedOptimizer._compute_per_buffer_param_layout,
+    megatron/core/optimizer/distrib_optimizer.py, with pad_param_start and
+    pad_bucket_end from param_layout.py): parameters in reverse registration order,
+    each start aligned to 64 elements; with --overlap-grad-reduce a bucket closes once
+    it holds bucket_size elements, on the first pipeline stage only (training.py
+    disables bucketing on the others), and its end is padded to lcm(dp, 128).
+    Returns ({name: start}, [(bucket start, unpadded numel, padded end)])."""
+    size = bucket_size if stage == 0 else None
+    starts, buckets = {}, []
+    start = bucket_start = end = 0
+    pending = False
+    for name in reversed(list(model)):
+        start = pad_to(start, 64)
+        end = start + model[name].numel()
+        starts[name] = start
+        pending = True
+        if size is not None and end - bucket_start >= size:
+            buckets.append((bucket_start, end - bucket_start, pad_to(end, math.lcm(dp, 128))))
+            bucket_start = start = buckets[-1][2]
+            pending = False
+        else:
+            start = end
+    if pending:
+        buckets.append((bucket_start, end - bucket_start, pad_to(end, math.lcm(dp, 128))))
+    return starts, buckets
+
+
+def distopt_bucket_size(args):
+    """(dp, DDP bucket size) a run with these args uses on its first stage
+    (resolve_ddp_bucket_size, megatron/training/training.py): buckets only with
+    --overlap-grad-reduce, of --ddp-bucket-size or max(4e7, 1e6 * dp) elements."""
+    dp = getattr(args, "data_parallel_size", 1)
+    if not getattr(args, "overlap_grad_reduce", False):
+        return dp, None
+    return dp, getattr(args, "ddp_bucket_size", None) or max(40000000, 1000000 * dp)
+
+
+def distopt_file(states, stage, dp=DP, bucket_size=BUCKET):
+    """distrib_optim.pt of one (tp, pp) rank, as DistributedOptimizer.save_parameter_state
+    writes it (get_parameter_state_dp_zero): per grad buffer (here one: bf16 parameters,
+    fp32 gradients), the fp32 master ("param") and Adam's moments over the whole buffer.
+    Each DP rank owns 1/dp of every bucket; DP rank 0 gathers the shards and keeps each
+    bucket without its end padding. `states`: {"param"|"exp_avg"|"exp_avg_sq": {name:
+    the rank's local fp32 tensor}} in registration order."""
+    starts, buckets = distopt_layout(states["param"], stage, bucket_size, dp)
+    world = {}
+    for key in ("param", "exp_avg", "exp_avg_sq"):
+        buffer = torch.zeros(buckets[-1][2])
+        for name, start in starts.items():
+            t = states[key][name]
+            buffer[start:start + t.numel()] = t.flatten()
+        kept = []
+        for bucket_start, unpadded, bucket_end in buckets:
+            shards = buffer[bucket_start:bucket_end].chunk(dp)  # DP rank r's contiguous part
+            kept.append(torch.cat(shards)[:unpadded])
+        world[key] = torch.cat(kept)
+    world["numel_unpadded"] = sum(unpadded for _, unpadded, _ in buckets)
+    return {"buckets_coalesced": True, 0: {(torch.bfloat16, torch.float32): world}}
+
+
+def distopt_states(dist, model, stage, dp, bucket_size):
+    """The inverse, for judges: {"fp32"|"exp_avg"|"exp_avg_sq": {name: local tensor}}
+    from a distrib_optim.pt dict, or a string saying what is wrong with it."""
+    if dist.get("buckets_coalesced") is not True or set(dist) != {"buckets_coalesced", 0}:
+        return f"not one coalesced buffer: keys {sorted(map(str, dist))}"
+    buffers = dist[0]
+    key = (torch.bfloat16, torch.float32)
+    if list(buffers) != [key]:
+        return f"buffer keys {list(buffers)}, expected [{key}]"
+    world = buffers[key]
+    starts, buckets = distopt_layout(model, stage, bucket_size, dp)
+    numel = sum(unpadded for _, unpadded, _ in buckets)
+    if world.get("numel_unpadded") != numel:
+        return f"numel_unpadded {world.get('numel_unpadded')}, expected {numel}"
+    out = {}
+    for key, name in (("param", "fp32"), ("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")):
+        t = world[key]
+        if t.dtype != torch.float32 or t.shape != (numel,):
+            return f"{key} is {t.dtype} {list(t.shape)}, expected float32 [{numel}]"
+        buffer = torch.zeros(buckets[-1][2])
+        at = 0
+        for bucket_start, unpadded, _ in buckets:
+            buffer[bucket_start:bucket_start + unpadded] = t[at:at + unpadded]
+            at += unpadded
+        covered = torch.zeros(buffer.numel(), dtype=torch.bool)
+        out[name] = {}
+        for n, start in starts.items():
+            size = model[n].numel()
+            out[name][n] = buffer[start:start + size].reshape(model[n].shape).clone()
+            covered[start:start + size] = True
+        if buffer[~covered].count_nonzero():
+            return f"{key} has non-zero padding"
+    return out
+
+
+def megatron_distopt(truth, tp_rank, stage, tp, pp):
+    """(model, optimizer entry, distrib_optim.pt dict) of one shard with the distributed
+    optimizer: DistributedOptimizer.state_dict() keeps torch's param_groups without
+    their "params" and with the step (a float, from the state's step tensor) in each."""
+    model, optimizer = megatron_optimizer(truth, tp_rank, stage, tp, pp)
+    groups = megatron_groups(model)
+    order = sum(groups, [])
+    masters = dict(zip(order, sum(optimizer["fp32_from_fp16_params"], [])))
+    state = optimizer["optimizer"]["state"]
+    states = {"param": {n: masters[n] for n in model}}
+    for key in ("exp_avg", "exp_avg_sq"):
+        states[key] = {n: state[order.index(n)][key] for n in model}
+    step = state[0]["step"].item()
+    param_groups = []
+    for g in optimizer["optimizer"]["param_groups"]:
+        g = {k: v for k, v in g.items() if k != "params"}
+        g["step"] = step
+        param_groups.append(g)
+    return model, {"optimizer": {"param_groups": param_groups}}, distopt_file(states, stage)
+
+
+def write_distopt(outdir, name, truth):
+    root = os.path.join(outdir, name)
+    os.makedirs(root)
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write("100")
+    args = argparse.Namespace(
+        num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
+        group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
+        ffn_hidden_size=FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
+        tensor_model_parallel_size=TP, pipeline_model_parallel_size=PP, data_parallel_size=DP,
+        bf16=True, params_dtype=torch.bfloat16, lr=1e-3, adam_beta1=0.9, adam_beta2=0.95,
+        adam_eps=1e-8, weight_decay=0.1, iteration=100, use_distributed_optimizer=True,
+        overlap_grad_reduce=True, ddp_bucket_size=BUCKET, accumulate_allreduce_grads_in_fp32=True,
+        untie_embeddings_and_output_weights=True, ckpt_format="torch")
+    for stage in range(PP):
+        for tp_rank in range(TP):
+            d = os.path.join(root, "iter_0000100", f"mp_rank_{tp_rank:02d}_{stage:03d}")
+            os.makedirs(d)
+            model, optimizer, dist = megatron_distopt(truth, tp_rank, stage, TP, PP)
+            torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100, "model": model,
+                        "optimizer": optimizer,
+                        "opt_param_scheduler": {"max_lr": 1e-3, "num_steps": STEPS},
+                        "rng_state": [{"random_rng_state": None}]},
+                       os.path.join(d, "model_optim_rng.pt"))
+            torch.save(dist, os.path.join(d, "distrib_optim.pt"))
 
 
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
-    write_trained(outdir, "mcore-adam", seed=3)
+    truth = write_trained(outdir, "mcore-adam", seed=3)
+    write_distopt(outdir, "mcore-distopt", truth)
     write(outdir, "mcore", heads=4, groups=2, swiglu=True, biases=False, dtype=torch.bfloat16,
           legacy=False, seed=1)
     write(outdir, "legacy", heads=4, groups=4, swiglu=False, biases=True, dtype=torch.float16,

@@ -14,6 +14,7 @@
       The two Megatron folders hold the same shards (mp_rank_* folders) with
       bit-identical tensors (dtype, shape, bytes) under the same keys, and the same
       optimizer state when A has one: masters, moments, step and group settings.
+      With the distributed optimizer, the distrib_optim.pt files must be equal too.
   reshard_check.py optim CKPT TRUTH
       CKPT is a Megatron folder with optimizer state for the model make_megatron.py
       trained (TRUTH, its mcore-adam.truth.pt). Each shard must hold exactly what
@@ -21,7 +22,12 @@
       cuts the truth by Megatron's rules). Then each rank resumes: torch's AdamW over
       the rank's fp32 masters, grouped the Megatron way, loads the shard's optimizer
       state and takes one step; the masters must equal the truth's after the same step
-      on full tensors, cut the same way, bit for bit.
+      on full tensors, cut the same way, bit for bit. A shard saved with the
+      distributed optimizer (distrib_optim.pt beside it) is read back as Megatron's
+      DistributedOptimizer loads it: each parameter's fp32 master and moments from its
+      place in the grad buffer (make_megatron.distopt_layout, with the bucketing the
+      shard's args give), the step from the param_groups; the buffer's padding must be
+      zero.
 """
 import glob
 import json
@@ -207,6 +213,10 @@ def same_cmd(a, b):
         if states is None:
             return 1
         n += states
+        dist = same_distopt(rel, fa[rel], fb[rel])
+        if dist is None:
+            return 1
+        n += dist
     print(f"identical: {len(fa)} files, {n} tensors")
     return 0
 
@@ -214,6 +224,36 @@ def same_cmd(a, b):
 def load_shards(root):
     """{relative mp_rank path: the whole saved dict}."""
     return {rel: torch.load(path, map_location="cpu") for rel, path in shard_files(root).items()}
+
+
+def distopt_as_mixed(mm, sd, dist, model, stage):
+    """A distributed-optimizer shard's state in the mixed-precision optimizer's form
+    (fp32_from_fp16_params and torch's state_dict), read the way Megatron's
+    DistributedOptimizer loads it: states from the buffer, the step from the groups
+    (load_state_dict). A string says what is wrong."""
+    groups_saved = sd["optimizer"]["optimizer"]["param_groups"]
+    if set(sd["optimizer"]["optimizer"]) != {"param_groups"} or \
+            any("params" in g for g in groups_saved):
+        return "the optimizer entry is not DistributedOptimizer.state_dict()'s"
+    steps = {g.get("step") for g in groups_saved}
+    if len(steps) != 1 or None in steps:
+        return f"param_groups carry steps {steps}, Megatron wants one"
+    dp, bucket = mm.distopt_bucket_size(sd["args"])
+    states = mm.distopt_states(dist, model, stage, dp, bucket)
+    if isinstance(states, str):
+        return "distrib_optim.pt: " + states
+    step = torch.tensor(float(steps.pop()))  # one per state: torch's Adam steps it in place
+    groups = mm.megatron_groups(model)
+    order = sum(groups, [])
+    param_groups, at = [], 0
+    for g, names in zip(groups_saved, groups):
+        param_groups.append(dict(g, params=list(range(at, at + len(names)))))
+        at += len(names)
+    return {"fp32_from_fp16_params": [[states["fp32"][n] for n in g] for g in groups],
+            "optimizer": {"state": {i: {"step": step.clone(), "exp_avg": states["exp_avg"][n],
+                                        "exp_avg_sq": states["exp_avg_sq"][n]}
+                                    for i, n in enumerate(order)},
+                          "param_groups": param_groups}}
 
 
 def plain(x):
@@ -233,12 +273,59 @@ def same_tensor(x, y):
     return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
 
 
+def same_tree(rel, x, y, where):
+    """Equal object trees (dict keys in order, tensors bit for bit); the tensors compared
+    or None."""
+    if torch.is_tensor(x) or torch.is_tensor(y):
+        if not (torch.is_tensor(x) and torch.is_tensor(y) and same_tensor(x, y)):
+            print(f"{rel}: {where} differs")
+            return None
+        return 1
+    if isinstance(x, dict) and isinstance(y, dict):
+        if list(x) != list(y):
+            print(f"{rel}: {where} has keys {list(x)} vs {list(y)}")
+            return None
+        n = 0
+        for k in x:
+            m = same_tree(rel, x[k], y[k], f"{where}[{k!r}]")
+            if m is None:
+                return None
+            n += m
+        return n
+    if x != y or type(x) != type(y):
+        print(f"{rel}: {where} is {x!r} vs {y!r}")
+        return None
+    return 0
+
+
+def same_distopt(rel, model_x, model_y):
+    """The distrib_optim.pt beside two model_optim_rng.pt files agree; the tensors
+    compared or None."""
+    px, py = (os.path.join(os.path.dirname(p), "distrib_optim.pt") for p in (model_x, model_y))
+    if os.path.exists(px) != os.path.exists(py):
+        print(f"{rel}: only one has distrib_optim.pt")
+        return None
+    if not os.path.exists(px):
+        return 0
+    return same_tree(rel, torch.load(px), torch.load(py), "distrib_optim.pt")
+
+
 def same_optimizer(rel, x, y):
     """Megatron optimizer entries x and y agree; returns the tensors compared or None."""
     if (x is None) != (y is None):
         print(f"{rel}: only one holds optimizer state")
         return None
     if x is None:
+        return 0
+    if ("fp32_from_fp16_params" in x) != ("fp32_from_fp16_params" in y):
+        print(f"{rel}: one optimizer is distributed, the other not")
+        return None
+    if "fp32_from_fp16_params" not in x:  # the distributed optimizer: groups only
+        gx, gy = x["optimizer"]["param_groups"], y["optimizer"]["param_groups"]
+        if [{k: plain(v) for k, v in g.items()} for g in gx] != \
+                [{k: plain(v) for k, v in g.items()} for g in gy]:
+            print(f"{rel}: param_groups differ: {gx} vs {gy}")
+            return None
         return 0
     n = 0
     fx, fy = x["fp32_from_fp16_params"], y["fp32_from_fp16_params"]
@@ -275,6 +362,7 @@ def same_optimizer(rel, x, y):
 def optim_cmd(root, truth_path):
     import make_megatron as mm
     truth = torch.load(truth_path)
+    files = shard_files(root)
     shards = load_shards(root)
     tp, pp = 1, 1
     for rel in shards:
@@ -292,7 +380,7 @@ def optim_cmd(root, truth_path):
         full[n].grad = torch.zeros_like(full[n])
     opt.step()
     stepped = {n: {"fp32": full[n].detach()} for n in names}
-    checked = 0
+    checked = distributed = 0
     for rel, sd in sorted(shards.items()):
         parts = rel[len("mp_rank_"):].split("_")
         tp_rank, stage = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
@@ -302,6 +390,13 @@ def optim_cmd(root, truth_path):
             print(f"{rel}: the model differs from Megatron's shard of the truth")
             return 1
         got = sd.get("optimizer")
+        dist_path = os.path.join(os.path.dirname(files[rel]), "distrib_optim.pt")
+        if got is not None and os.path.exists(dist_path):
+            got = distopt_as_mixed(mm, sd, torch.load(dist_path), model, stage)
+            if isinstance(got, str):
+                print(f"{rel}: {got}")
+                return 1
+            distributed += 1
         if got is None or [len(g) for g in got["fp32_from_fp16_params"]] != \
                 [len(g) for g in optimizer["fp32_from_fp16_params"]]:
             print(f"{rel}: no optimizer state, or groups of other sizes than Megatron's")
@@ -339,7 +434,9 @@ def optim_cmd(root, truth_path):
                 print(f"{rel}: {n} resumes to other values than the truth")
                 return 1
         checked += len(model)
-    print(f"megatron optimizer state: {len(shards)} shards (tp={tp}, pp={pp}), {checked} "
+    kind = "" if not distributed else \
+        "distributed " if distributed == len(shards) else "PARTLY distributed "
+    print(f"megatron {kind}optimizer state: {len(shards)} shards (tp={tp}, pp={pp}), {checked} "
           f"parameters resume as the truth does, step {truth['step']}")
     return 0
 

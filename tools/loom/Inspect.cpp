@@ -142,8 +142,15 @@ Summary open(const std::string &path, bool verify) {
       // Optimizer states are listed from the layout, as full tensors, like DeepSpeed's.
       if (l.optimizer->step)
         summary.layout["optimizer_step"] = *l.optimizer->step;
-      addLayoutTensors(summary, orThrow(loom::reshard::describeCheckpoint(path)),
-                       /*statesOnly=*/true);
+      summary.layout["optimizer"] = l.optimizer->distributed ? "distributed" : "mixed-precision";
+      loom::reshard::Layout layout = orThrow(loom::reshard::describeCheckpoint(path));
+      // readMegatron checked the model files' CRCs; the distributed optimizer's
+      // distrib_optim.pt files are read for their layout only.
+      if (verify)
+        for (const loom::reshard::ShardFile &f : layout.files)
+          if (llvm::StringRef(f.path).ends_with("/distrib_optim.pt"))
+            orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}}));
+      addLayoutTensors(summary, layout, /*statesOnly=*/true);
     }
     break;
   }

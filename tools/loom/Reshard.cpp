@@ -82,8 +82,9 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
     fmt::print(stderr, "\n");
 }
 
-/// --plan: the target's degrees are the plan's (megatron: tp, pp; deepspeed: tp, dp,
-/// zero), and must not contradict degrees --to gives.
+/// --plan: the target's degrees are the plan's (megatron: tp, pp, and the distributed
+/// optimizer for ZeRO >= 1, as `loom emit` gives it --use-distributed-optimizer;
+/// deepspeed: tp, dp, zero), and must not contradict what --to gives.
 void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   auto text = llvm::MemoryBuffer::getFile(o.plan);
   if (!text)
@@ -110,6 +111,14 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   if (spec.format == "megatron") {
     take(spec.tp, s.tp(), "tp");
     take(spec.pp, s.pp(), "pp");
+    bool distributed = s.zero() >= 1;
+    if (llvm::is_contained(spec.given, "optimizer") && spec.distributedOptimizer != distributed)
+      throw UserError(fmt::format("--to says optimizer={} but the plan has zero={}, which Megatron "
+                                  "runs with{} --use-distributed-optimizer",
+                                  spec.distributedOptimizer ? "distributed" : "mixed", s.zero(),
+                                  distributed ? "" : "out"),
+                      "leave optimizer= out of --to to take the plan's");
+    spec.distributedOptimizer = distributed;
   } else if (spec.format == "deepspeed") {
     if (s.pp() > 1)
       throw UserError(fmt::format("{}: the plan has pp={}; DeepSpeed files are written "
@@ -143,7 +152,8 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N, deepspeed:zero=N,dp=N,tp=N,optimizer=zero|bf16, "
+                "formats: megatron:tp=N,pp=N[,optimizer=distributed], "
+                "deepspeed:zero=N,dp=N,tp=N,optimizer=zero|bf16, "
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
@@ -252,7 +262,10 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
-                  "target: megatron:tp=N,pp=N (mcore names), deepspeed:zero=1|2|3,dp=N\n"
+                  "target: megatron:tp=N,pp=N[,optimizer=distributed] (mcore names; with\n"
+                  "optimizer states, optimizer=distributed writes them as\n"
+                  "--use-distributed-optimizer does, in distrib_optim.pt, for the DDP bucketing\n"
+                  "the args record), deepspeed:zero=1|2|3,dp=N\n"
                   "[,tp=N (Megatron-DeepSpeed names)][,optimizer=bf16 (BF16_Optimizer)] (with\n"
                   "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"
                   "zero/<param>/*.pt), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
@@ -260,7 +273,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "files) or universal (loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
-                  "tp and pp for megatron, tp, dp and zero for deepspeed");
+                  "tp, pp and the distributed optimizer (zero >= 1) for megatron, tp, dp and\n"
+                  "zero for deepspeed");
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,

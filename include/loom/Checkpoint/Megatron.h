@@ -62,6 +62,19 @@ struct MegatronParam {
   DType dtype = DType::Float32;
 };
 
+/// One grad buffer of Megatron's distributed optimizer: DDP keeps one per (param
+/// dtype, grad dtype) (group_params_for_buffers, megatron/core/distributed/
+/// param_and_grad_buffer.py), and distrib_optim.pt keys its states so.
+struct MegatronDistBuffer {
+  DType paramDType = DType::BFloat16, gradDType = DType::Float32;
+  /// "numel_unpadded": the buffer's elements without the buckets' end padding.
+  int64_t numel = 0;
+};
+
+/// Where buffer `index`'s entry sits in distrib_optim.pt: the collectTensors path
+/// "0.(torch.bfloat16, torch.float32)".
+std::string megatronDistBufferPath(unsigned index, DType paramDType, DType gradDType);
+
 /// The optimizer state Megatron's mixed-precision optimizer
 /// (Float16OptimizerWithFloat16Params) saves in each shard under "optimizer":
 /// {"optimizer": the torch Adam state_dict, "fp32_from_fp16_params": the fp32 master
@@ -69,13 +82,29 @@ struct MegatronParam {
 /// _get_param_groups does: those with weight decay first, then those without
 /// (megatronNoWeightDecay), each group in the order of the stage's model state dict;
 /// Adam's state indices count through the groups in that order.
+///
+/// With Megatron's distributed optimizer (--use-distributed-optimizer, torch format)
+/// "optimizer" holds {"optimizer": {"param_groups": [settings with "step", without
+/// "params"]}} (DistributedOptimizer.state_dict, megatron/core/optimizer/
+/// distrib_optimizer.py) and the states move to distrib_optim.pt in the same folder
+/// (checkpointing.py, get_distributed_optimizer_checkpoint_name), written by
+/// save_parameter_state from get_parameter_state_dp_zero: {"buckets_coalesced": True,
+/// gbuf index: {(param dtype, grad dtype): {"param": fp32 masters, "exp_avg",
+/// "exp_avg_sq": 1-D over the whole grad buffer, "numel_unpadded": int}}}. Where each
+/// parameter sits in a buffer is reshard::megatronShards' business.
 struct MegatronOptimizer {
   std::optional<int64_t> step;
   /// The groups' settings (lr, betas, weight_decay, ...) without "params": a JSON array.
   std::string groupsJson;
   /// TP rank 0's optimizer tensors, stage by stage: collectTensors path under the
-  /// file's root ("optimizer.optimizer.state.3.exp_avg") -> shape.
+  /// file's root ("optimizer.optimizer.state.3.exp_avg", or with the distributed
+  /// optimizer distrib_optim.pt's "0.(torch.bfloat16, torch.float32).param") -> shape.
   std::vector<std::map<std::string, llvm::SmallVector<int64_t, 4>>> stageShapes;
+  /// The states are the distributed optimizer's, in distrib_optim.pt.
+  bool distributed = false;
+  /// distributed: the grad buffers' keys, in gbuf order, stage by stage (TP rank 0's;
+  /// every rank's file is checked to have the same buffers and sizes).
+  std::vector<std::vector<MegatronDistBuffer>> stageBuffers;
 };
 
 /// How the parameter `name` is split over TP ranks, known from its name alone:

@@ -126,14 +126,17 @@ void forEachChild(const Value &value, llvm::function_ref<void(const ValuePtr &)>
 std::string describe(const Value &value);
 
 /// Every tensor reachable through dicts, lists and tuples, named by the path of
-/// keys and indices joined with '.', in pickle order ("model.decoder.0.weight").
+/// keys and indices joined with '.', in pickle order ("model.decoder.0.weight"); a
+/// tuple key of globals, ints or strings is spelled as Python prints it
+/// ("0.(torch.bfloat16, torch.float32).param").
 /// Tensors inside opaque objects are not listed: their meaning is the class's.
 std::vector<NamedTensor> collectTensors(const Value &root);
 
 /// An int, or an object built from one int (numpy scalars); nullopt otherwise.
 std::optional<int64_t> integerOf(const ValuePtr &value);
-/// An optimizer's step count: integerOf, or a one-element int64/float tensor (torch's
-/// Adam keeps `step` as a float tensor since 1.12).
+/// An optimizer's step count: integerOf, a whole float (Megatron's distributed
+/// optimizer saves the step tensor's .item()), or a one-element int64/float tensor
+/// (torch's Adam keeps `step` as a float tensor since 1.12).
 std::optional<int64_t> stepNumber(const ValuePtr &value);
 
 } // namespace loom::ckpt

@@ -52,9 +52,11 @@ struct Piece {
   /// Where fullBox lands in the local tensor: same sizes, offsets in local coordinates.
   /// For a flat piece, one offset: where the box starts in the 1-D local tensor.
   llvm::SmallVector<int64_t, 4> localOffsets;
-  /// The local tensor is a flat buffer (a ZeRO partition) holding the box's elements
-  /// in row-major order from localOffsets[0]; the box is then contiguous in the full
-  /// tensor (flatRuns cuts any element range into such boxes).
+  /// The local tensor is a flat buffer (a ZeRO partition, a Megatron grad buffer)
+  /// holding the box's elements in the box's own row-major order from
+  /// localOffsets[0]. ZeRO's boxes are contiguous in the full tensor (flatRuns cuts
+  /// any element range into such boxes); a Megatron row-parallel slice is one box
+  /// whose rows are apart in the full tensor.
   bool flat = false;
 };
 
@@ -149,25 +151,56 @@ struct TargetSpec {
   unsigned ranks = 1; ///< dcp: each tensor's rows split over this many ranks' files
   /// Leave optimizer states out (formats that cannot hold them refuse them otherwise).
   bool weightsOnly = false;
+  /// megatron: optimizer=distributed, the distributed optimizer's distrib_optim.pt.
+  bool distributedOptimizer = false;
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
+/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 
 /// The layout the target format gives the full tensors of `source`.
 llvm::Expected<Layout> targetLayout(const Layout &source, const TargetSpec &target);
 
+/// What the places of parameters in Megatron's distributed-optimizer buffers
+/// (distrib_optim.pt) depend on besides their shapes: DDP's bucketing and the
+/// buffers' gradient dtype, settings of the run that the args record.
+struct MegatronDistOpt {
+  /// Elements per bucket on the first pipeline stage (training.py,
+  /// resolve_ddp_bucket_size: --ddp-bucket-size, else max(4e7, 1e6·dp·cp), with
+  /// --overlap-grad-reduce only); 0 for one bucket per buffer. Later stages always
+  /// keep one.
+  int64_t bucketSize = 0;
+  /// --ddp-num-buckets: the first stage's bucket size is its parameter count over this.
+  int64_t numBuckets = 0;
+  /// Gradients reduced in fp32 (--accumulate-allreduce-grads-in-fp32, which bf16
+  /// turns on): a buffer's key is (param dtype, float32), else (param dtype, param
+  /// dtype). Unset: on for bf16 parameters, off otherwise, as Megatron's defaults.
+  std::optional<bool> gradReduceInFp32;
+  /// Tied word embedding and output layer over pp > 1 stages: each takes a bucket of
+  /// its own (shared_embedding, language_module.py).
+  bool sharedEmbedding = false;
+};
+
+/// The MegatronDistOpt a Megatron args object (MegatronLayout::argsJson's keys)
+/// describes for `pp` stages.
+MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned pp);
+
 /// Megatron's shards of `fulls` for the given degrees, file by file, stage-major
 /// (`dirPrefix` + mp_rank_TT[_PPP]/model_optim_rng.pt): one function serves both
-/// directions, so a layout read and a layout written cannot disagree.
+/// directions, so a layout read and a layout written cannot disagree. With `distOpt`
+/// the optimizer states go to a distrib_optim.pt beside each model_optim_rng.pt
+/// instead (those files follow all model files, in the same order), each buffer's
+/// "param", "exp_avg" and "exp_avg_sq" tiled by flat pieces, and the file's meta is
+/// its torch-tree skeleton.
 llvm::Expected<std::vector<ShardFile>>
 megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
-               llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix);
+               llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
+               const MegatronDistOpt *distOpt = nullptr);
 
 /// What DeepSpeed's file names and partitions depend on.
 struct DeepSpeedConfig {

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 using namespace loom;
 using namespace loom::reshard;
 
@@ -99,6 +101,88 @@ TEST(MegatronShards, EveryDividingDegreeGivesAValidLayout) {
       llvm::Error err = checkLayout(layout, "megatron");
       EXPECT_FALSE(bool(err)) << "tp=" << tp << " pp=" << pp << ": " << llvm::toString(std::move(err));
     }
+}
+
+/// Where each parameter starts in the "param" buffer of `file` (distrib_optim.pt):
+/// its first piece's offset, by full name.
+std::map<std::string, int64_t> bufferStarts(const Layout &layout, const ShardFile &file) {
+  std::map<std::string, int64_t> starts;
+  for (const LocalTensor &t : file.tensors)
+    if (llvm::StringRef(t.key).ends_with(".param"))
+      for (const Piece &piece : t.pieces) {
+        llvm::StringRef name = llvm::StringRef(layout.fulls[piece.full].name).split('#').first;
+        auto [it, fresh] = starts.try_emplace(name.str(), piece.localOffsets[0]);
+        if (!fresh)
+          it->second = std::min(it->second, piece.localOffsets[0]);
+      }
+  return starts;
+}
+
+/// Megatron's distributed optimizer, on a model small enough to place by hand:
+/// hidden 8, 2 heads of 4, ffn 12 with SwiGLU, vocabulary padded to 128 rows. Per
+/// layer: qkv norm 8, qkv 24x8 = 192, proj 64, fc1 norm 8, fc1 24x8 = 192, fc2 96.
+TEST(MegatronShards, DistributedOptimizerBuffers) {
+  std::vector<FullTensor> fulls = llama(2, 2, 2, 4, 8, 12, 100);
+  for (size_t f = 0, n = fulls.size(); f < n; ++f)
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      fulls.push_back({fulls[f].name + state, ckpt::DType::Float32, fulls[f].shape});
+  ckpt::MegatronDims dims;
+  dims.numLayers = 2;
+  dims.hidden = 8;
+  dims.heads = dims.queryGroups = 2;
+  dims.headDim = 4;
+  dims.ffn = 12;
+  dims.vocab = 100;
+  dims.paddedVocab = 128;
+  dims.swiglu = true;
+  auto place = [&](unsigned pp, const MegatronDistOpt &distOpt, unsigned stage) {
+    std::vector<int64_t> perStage(pp, 2 / pp);
+    auto files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 1, pp, perStage, "",
+                                &distOpt);
+    EXPECT_TRUE(bool(files)) << llvm::toString(files.takeError());
+    Layout layout;
+    layout.fulls = fulls;
+    layout.files = std::move(*files);
+    llvm::Error err = checkLayout(layout, "distributed optimizer");
+    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    // Model files first (without states), then one distrib_optim.pt per rank.
+    EXPECT_EQ(layout.files.size(), 2u * pp);
+    const ShardFile &file = layout.files[pp + stage];
+    EXPECT_EQ(file.path, pp == 1 ? "mp_rank_00/distrib_optim.pt"
+                                 : "mp_rank_00_00" + std::to_string(stage) + "/distrib_optim.pt");
+    EXPECT_EQ(file.tensors.size(), 3u);
+    EXPECT_EQ(file.tensors[0].key, "0.(torch.bfloat16, torch.float32).param");
+    return std::pair{bufferStarts(layout, file), file.tensors[0].shape[0]};
+  };
+  // One bucket: reverse registration order, starts aligned to 64.
+  auto [starts, numel] = place(2, {}, 1);
+  std::string l1 = "model.layers.1.";
+  EXPECT_EQ(starts["lm_head.weight"], 0);
+  EXPECT_EQ(starts["model.norm.weight"], 1024);
+  EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1088);
+  EXPECT_EQ(starts[l1 + "mlp.gate_proj.weight"], 1216);
+  EXPECT_EQ(starts[l1 + "post_attention_layernorm.weight"], 1408);
+  EXPECT_EQ(starts[l1 + "self_attn.o_proj.weight"], 1472);
+  EXPECT_EQ(starts[l1 + "self_attn.q_proj.weight"], 1536);
+  EXPECT_EQ(starts[l1 + "input_layernorm.weight"], 1728);
+  EXPECT_EQ(numel, 1736);
+  // Buckets of 1030 elements, on the first stage only: the first closes after the
+  // final norm of a one-stage model at 1032, off the grid, and the next starts there.
+  MegatronDistOpt buckets;
+  buckets.bucketSize = 1030;
+  std::tie(starts, numel) = place(1, buckets, 0);
+  EXPECT_EQ(starts["model.norm.weight"], 1024);
+  EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1032);
+  EXPECT_EQ(starts[l1 + "mlp.gate_proj.weight"], 1160);
+  std::tie(starts, numel) = place(2, buckets, 1);
+  EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1088);
+  // A tied output layer on the last of two stages takes a bucket of its own; with a
+  // vocabulary padded to 100 rows it ends off the grid, and the norm follows at once.
+  dims.paddedVocab = 100;
+  MegatronDistOpt tied;
+  tied.sharedEmbedding = true;
+  EXPECT_EQ(place(2, tied, 1).first["model.norm.weight"], 800);
+  EXPECT_EQ(place(2, {}, 1).first["model.norm.weight"], 832);
 }
 
 TEST(DeepSpeedShards, PartitionsCoverEveryStateOnce) {

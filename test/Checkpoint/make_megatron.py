@@ -266,10 +266,9 @@ def megatron_optimizer(truth, tp_rank, stage, tp, pp):
                    "fp32_from_fp16_params": [[masters[n] for n in g] for g in groups]}
 
 
-def write_trained(outdir, name, seed):
-    """Trains and saves the mcore model with the mixed-precision optimizer; returns the truth."""
-    truth = train_full(seed)
-    torch.save(truth, os.path.join(outdir, name + ".truth.pt"))
+def save_megatron(outdir, name, shard, **extra_args):
+    """Saves a tp=TP pp=PP Megatron checkpoint: shard(tp_rank, stage) gives a rank's
+    model, its optimizer dict and distrib_optim.pt's content (None: no such file)."""
     root = os.path.join(outdir, name)
     os.makedirs(root)
     with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
@@ -280,17 +279,27 @@ def write_trained(outdir, name, seed):
         ffn_hidden_size=FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
         tensor_model_parallel_size=TP, pipeline_model_parallel_size=PP, bf16=True,
         params_dtype=torch.bfloat16, lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8,
-        weight_decay=0.1, iteration=100)
+        weight_decay=0.1, iteration=100, **extra_args)
     for stage in range(PP):
         for tp_rank in range(TP):
             d = os.path.join(root, "iter_0000100", f"mp_rank_{tp_rank:02d}_{stage:03d}")
             os.makedirs(d)
-            model, optimizer = megatron_optimizer(truth, tp_rank, stage, TP, PP)
+            model, optimizer, dist = shard(tp_rank, stage)
             torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100, "model": model,
                         "optimizer": optimizer,
                         "opt_param_scheduler": {"max_lr": 1e-3, "num_steps": STEPS},
                         "rng_state": [{"random_rng_state": None}]},
                        os.path.join(d, "model_optim_rng.pt"))
+            if dist is not None:
+                torch.save(dist, os.path.join(d, "distrib_optim.pt"))
+
+
+def write_trained(outdir, name, seed):
+    """Trains and saves the mcore model with the mixed-precision optimizer; returns the truth."""
+    truth = train_full(seed)
+    torch.save(truth, os.path.join(outdir, name + ".truth.pt"))
+    save_megatron(outdir, name,
+                  lambda tp_rank, stage: (*megatron_optimizer(truth, tp_rank, stage, TP, PP), None))
     return truth
 
 
@@ -423,30 +432,10 @@ def megatron_distopt(truth, tp_rank, stage, tp, pp):
 
 
 def write_distopt(outdir, name, truth):
-    root = os.path.join(outdir, name)
-    os.makedirs(root)
-    with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
-        f.write("100")
-    args = argparse.Namespace(
-        num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
-        group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
-        ffn_hidden_size=FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
-        tensor_model_parallel_size=TP, pipeline_model_parallel_size=PP, data_parallel_size=DP,
-        bf16=True, params_dtype=torch.bfloat16, lr=1e-3, adam_beta1=0.9, adam_beta2=0.95,
-        adam_eps=1e-8, weight_decay=0.1, iteration=100, use_distributed_optimizer=True,
-        overlap_grad_reduce=True, ddp_bucket_size=BUCKET, accumulate_allreduce_grads_in_fp32=True,
-        untie_embeddings_and_output_weights=True, ckpt_format="torch")
-    for stage in range(PP):
-        for tp_rank in range(TP):
-            d = os.path.join(root, "iter_0000100", f"mp_rank_{tp_rank:02d}_{stage:03d}")
-            os.makedirs(d)
-            model, optimizer, dist = megatron_distopt(truth, tp_rank, stage, TP, PP)
-            torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100, "model": model,
-                        "optimizer": optimizer,
-                        "opt_param_scheduler": {"max_lr": 1e-3, "num_steps": STEPS},
-                        "rng_state": [{"random_rng_state": None}]},
-                       os.path.join(d, "model_optim_rng.pt"))
-            torch.save(dist, os.path.join(d, "distrib_optim.pt"))
+    save_megatron(outdir, name, lambda tp_rank, stage: megatron_distopt(truth, tp_rank, stage, TP, PP),
+                  data_parallel_size=DP, use_distributed_optimizer=True, overlap_grad_reduce=True,
+                  ddp_bucket_size=BUCKET, accumulate_allreduce_grads_in_fp32=True,
+                  untie_embeddings_and_output_weights=True, ckpt_format="torch")
 
 
 def main():

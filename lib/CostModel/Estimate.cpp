@@ -91,13 +91,13 @@ double crossDcBytes(Collective op, double bytes, const GroupShape &group, bool m
 ///  * the master is copied to the 16-bit weight (read 4, write 2).
 double optimizerBytesPerParam(const Workload &w) {
   const double state = double(w.optimBytesPerParam), weight = double(w.weightBytes);
-  const bool master = w.weightBytes < 4;
-  double bytes = 2 * state + 4 + (master ? 0 : 2 * weight) + 4;
-  if (master)
-    bytes += (w.gradBytes < 4 ? double(w.gradBytes) + 4 : 0) + 4 + weight;
-  if (w.lossScaling)
-    bytes += 8;
-  return bytes;
+  const bool master = w.weightBytes < 4; // the fp32 weight lives in the state
+  double upcast = w.gradBytes < 4 ? double(w.gradBytes) + 4 : 0;
+  double unscale = w.lossScaling ? 8 : 0;
+  double norm = 4;
+  double step = 4 + 2 * state + (master ? 0 : 2 * weight);
+  double copyBack = master ? 4 + weight : 0;
+  return upcast + unscale + norm + step + copyBack;
 }
 
 } // namespace

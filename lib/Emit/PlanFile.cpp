@@ -85,22 +85,22 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
     throw EmitError(fmt::format("{}: plan field 'stages' is missing", where), kHint);
   // Stages placed on the ranks in another order: one stage per rank, a
   // permutation of 0..pp-1.
-  std::vector<bool> taken(s.pp(), false);
-  bool ordered = std::any_of(plan.stages().begin(), plan.stages().end(),
-                             [](const spec::Stage &stage) { return stage.has_pp_rank(); });
-  for (const spec::Stage &stage : plan.stages()) {
-    if (!ordered)
-      break;
-    if (!stage.has_pp_rank())
-      throw EmitError(fmt::format("{}: stages[{}] has no pp_rank while other stages do", where,
-                                  stage.index()),
-                      kHint);
-    if (plan.stages_size() != int(s.pp()) || stage.pp_rank() >= s.pp() || taken[stage.pp_rank()])
-      throw EmitError(fmt::format("{}: stages[{}].pp_rank = {} is not part of a permutation of "
-                                  "the {} pipeline ranks (one stage per rank)",
-                                  where, stage.index(), stage.pp_rank(), s.pp()),
-                      kHint);
-    taken[stage.pp_rank()] = true;
+  if (std::any_of(plan.stages().begin(), plan.stages().end(),
+                  [](const spec::Stage &stage) { return stage.has_pp_rank(); })) {
+    std::vector<bool> taken(s.pp(), false);
+    for (const spec::Stage &stage : plan.stages()) {
+      if (!stage.has_pp_rank())
+        throw EmitError(fmt::format("{}: stages[{}] has no pp_rank while other stages do",
+                                    where, stage.index()),
+                        kHint);
+      if (plan.stages_size() != int(s.pp()) || stage.pp_rank() >= s.pp() ||
+          taken[stage.pp_rank()])
+        throw EmitError(fmt::format("{}: stages[{}].pp_rank = {} is not part of a permutation "
+                                    "of the {} pipeline ranks (one stage per rank)",
+                                    where, stage.index(), stage.pp_rank(), s.pp()),
+                        kHint);
+      taken[stage.pp_rank()] = true;
+    }
   }
   for (const spec::LogicalAxis &axis : plan.mesh())
     for (const spec::AxisPiece &piece : axis.pieces()) {

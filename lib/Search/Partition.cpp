@@ -175,15 +175,14 @@ Partition evaluatePartition(const PartitionProblem &problem,
   }
 
   StageCosts costs(problem);
-  auto alternate = [&](int64_t s) { return !problem.alternate.empty() && problem.alternate[s]; };
   r.firstLayer = std::move(firstLayer);
   r.deviceOf = std::move(deviceOf);
   double worstOver = 0;
   for (int64_t s = 0; s < stages; ++s) {
     int64_t end = s + 1 < stages ? r.firstLayer[s + 1] : layers;
     const PartitionDevice &d = problem.devices[r.deviceOf[s]];
-    r.stageSeconds.push_back(costs.seconds(r.firstLayer[s], end, d, alternate(s)));
-    r.stageBytes.push_back(costs.bytes(r.firstLayer[s], end, problem.inflight[s], alternate(s)));
+    r.stageSeconds.push_back(costs.seconds(r.firstLayer[s], end, d, problem.alternateAt(s)));
+    r.stageBytes.push_back(costs.bytes(r.firstLayer[s], end, problem.inflight[s], problem.alternateAt(s)));
     r.maxStageSeconds = std::max(r.maxStageSeconds, r.stageSeconds.back());
     // Name the stage furthest over, not the first: that is the one to fix.
     double over = r.stageBytes.back() - d.memoryBytes;
@@ -211,14 +210,13 @@ Partition partitionByDynamicProgramming(const PartitionProblem &problem) {
   for (int64_t s = 0; s < stages; ++s)
     order[s] = s;
   StageCosts costs(problem);
-  auto alternate = [&](int64_t s) { return !problem.alternate.empty() && problem.alternate[s]; };
 
   std::vector<int64_t> first =
       minMaxSplit(layers, stages, [&](int64_t s, int64_t i, int64_t j) {
         const PartitionDevice &d = problem.devices[s];
-        if (costs.bytes(i, j, problem.inflight[s], alternate(s)) > d.memoryBytes)
+        if (costs.bytes(i, j, problem.inflight[s], problem.alternateAt(s)) > d.memoryBytes)
           return kInf;
-        return costs.seconds(i, j, d, alternate(s));
+        return costs.seconds(i, j, d, problem.alternateAt(s));
       });
   if (!first.empty()) {
     Partition r = evaluatePartition(problem, std::move(first), std::move(order));
@@ -230,7 +228,7 @@ Partition partitionByDynamicProgramming(const PartitionProblem &problem) {
   // fitting the model is; its worst stage is the one the message names. Overflow
   // can be negative (room to spare) but never infinite here: some stage overflows.
   first = minMaxSplit(layers, stages, [&](int64_t s, int64_t i, int64_t j) {
-    return costs.bytes(i, j, problem.inflight[s], alternate(s)) - problem.devices[s].memoryBytes;
+    return costs.bytes(i, j, problem.inflight[s], problem.alternateAt(s)) - problem.devices[s].memoryBytes;
   });
   Partition r = evaluatePartition(problem, std::move(first), std::move(order));
   r.feasible = false;

@@ -66,9 +66,13 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
   // Recomputation on the first ranks only belongs to the positions, not the
   // layers: price every layer with it, and again without for the other ranks.
   const bool partial = w.recomputeRanks > 0 && w.recompute != cost::Recompute::None;
-  cost::Workload all = w;
-  all.recomputeRanks = 0;
-  LayerCosts costs = priceLayers(partial ? all : w, computes);
+  auto pricedOnEveryRank = [&](cost::Recompute recompute) {
+    cost::Workload copy = w; // only for partial recomputation, which is rare
+    copy.recomputeRanks = 0;
+    copy.recompute = recompute;
+    return priceLayers(copy, computes);
+  };
+  LayerCosts costs = partial ? pricedOnEveryRank(w.recompute) : priceLayers(w, computes);
   int64_t layers = int64_t(costs.staticBytes.size());
   if (layers < w.pp)
     return out;
@@ -78,9 +82,7 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
   problem.layerStaticBytes = costs.staticBytes;
   problem.layerActivationBytes = costs.activationBytes;
   if (partial && computes.size() == 1 && !permuteDevices) {
-    cost::Workload none = all;
-    none.recompute = cost::Recompute::None;
-    LayerCosts plain = priceLayers(none, computes);
+    LayerCosts plain = pricedOnEveryRank(cost::Recompute::None);
     problem.alternateLayerSeconds = plain.seconds[0];
     problem.alternateActivationBytes = plain.activationBytes;
     for (int64_t s = 0; s < w.pp; ++s)

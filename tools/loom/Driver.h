@@ -54,6 +54,13 @@ inline CLI::Option *addOrderOption(CLI::App *cmd, std::string &order, const char
       ->check(CLI::IsMember({"pp-outer", "dp-outer"}));
 }
 
+/// --no-grad-accumulation-fusion (cost::StrategyChoice::fusedGradAccumulation).
+inline void addNoGradFusionFlag(CLI::App *cmd, bool &noFusion) {
+  cmd->add_flag("--no-grad-accumulation-fusion", noFusion,
+                "each micro-batch's weight gradients are added to the gradient buffer by a\n"
+                "separate kernel (Megatron-LM before 2022, plain PyTorch accumulation)");
+}
+
 /// A parallel degree option (--tp 8): an integer from 1 to 2^24.
 inline void addDegreeOption(CLI::App *cmd, const char *name, int64_t &value, const char *desc) {
   cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));

@@ -222,9 +222,7 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
   cmd->add_flag("--no-overlap", o->noOverlap,
                 "data-parallel reduction after the pipeline drains, not under backward");
-  cmd->add_flag("--no-grad-accumulation-fusion", o->noGradFusion,
-                "each micro-batch's weight gradients are added to the gradient buffer by a\n"
-                "separate kernel (Megatron-LM before 2022, plain PyTorch accumulation)");
+  addNoGradFusionFlag(cmd, o->noGradFusion);
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--calibration", o->calibration, "CSV of measured GEMMs: m,n,k,seconds");

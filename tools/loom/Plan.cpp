@@ -24,8 +24,8 @@ namespace {
 struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
-  bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false, noGradFusion = false,
-       noTpOverlap = false, offload = false;
+  bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
+       noGradFusion = false, noTpOverlap = false, offload = false;
   std::string output, recompute, order;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -368,9 +368,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_flag("--no-flash", o->noFlash,
                 "attention keeps its s x s scores (no FlashAttention); selective\n"
                 "recomputation is then searched too");
-  cmd->add_flag("--no-grad-accumulation-fusion", o->noGradFusion,
-                "each micro-batch's weight gradients are added to the gradient buffer by a\n"
-                "separate kernel (Megatron-LM before 2022, plain PyTorch accumulation)");
+  addNoGradFusionFlag(cmd, o->noGradFusion);
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

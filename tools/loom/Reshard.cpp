@@ -134,6 +134,11 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
 }
 
 void runReshard(const ReshardOptions &o) {
+  // Checked before any work is done.
+  std::optional<uint64_t> budget = reshard::parseByteSize(o.maxMemory);
+  if (!budget)
+    throw UserError("--max-memory: '" + o.maxMemory + "' is not a size",
+                    "give one such as 256MiB, 2GiB or a byte count");
   mlir::DialectRegistry registry;
   registry.insert<ckptir::CkptDialect>();
   mlir::MLIRContext context(registry);
@@ -192,10 +197,6 @@ void runReshard(const ReshardOptions &o) {
   run.outputRoot = o.runScript.empty() ? "" : o.output;
   run.resume = o.resume;
   run.mpi = o.mpi;
-  std::optional<uint64_t> budget = reshard::parseByteSize(o.maxMemory);
-  if (!budget)
-    throw UserError("--max-memory: '" + o.maxMemory + "' is not a size",
-                    "give one such as 256MiB, 2GiB or a byte count");
   run.maxResidentSourceBytes = *budget;
   bool leader = ckpt::mpi::rank() == 0;
   auto started = std::chrono::steady_clock::now();

@@ -69,6 +69,10 @@ struct PartitionProblem {
   /// them, since its positions are fixed.
   std::vector<bool> alternate;
   std::vector<double> alternateLayerSeconds, alternateActivationBytes;
+  /// Whether `position` prices its layers by the alternate lists.
+  bool alternateAt(int64_t position) const {
+    return !alternate.empty() && alternate[size_t(position)];
+  }
 };
 
 struct Partition {

@@ -214,6 +214,30 @@ TEST(Estimate, OverlappedCommunicationSlowsTheComputeItHidesBehind) {
   EXPECT_DOUBLE_EQ(slowed.overlapPenalty(1.0), 1.0 - 1.0 / 1.763);
   EXPECT_DOUBLE_EQ(ideal.overlapPenalty(1.0), 0.0);
 }
+
+/// One strategy on a catalog model and cluster, estimated before and after
+/// `change` (default training, the cluster's compute model).
+struct BeforeAfter {
+  ComputeModel compute;
+  WorkloadResult before, after;
+  Estimate a, b;
+};
+BeforeAfter estimateChange(const char *modelName, const char *clusterName, StrategyChoice c,
+                           void (*change)(StrategyChoice &)) {
+  spec::Model model = spec::loadModel(modelName);
+  spec::Cluster cluster = spec::loadCluster(clusterName);
+  spec::Training training = spec::defaultTraining(model);
+  BeforeAfter r{computeModelFor(cluster, training), fromStrategy(model, cluster, training, c), {},
+                {}, {}};
+  change(c);
+  r.after = fromStrategy(model, cluster, training, c);
+  EXPECT_TRUE(r.before.ok() && r.after.ok()) << r.before.error << r.after.error;
+  if (r.before.ok() && r.after.ok()) {
+    r.a = estimate(r.before.workload, r.compute);
+    r.b = estimate(r.after.workload, r.compute);
+  }
+  return r;
+}
 } // namespace
 
 TEST(Estimate, OffloadedOptimizerLeavesTheGpuAndStepsOnTheHost) {
@@ -221,23 +245,18 @@ TEST(Estimate, OffloadedOptimizerLeavesTheGpuAndStepsOnTheHost) {
   // gradient shard down and its weights up over the host link and runs the
   // update through host memory, at the catalog's DGX H100 figures (64 and
   // 77 GB/s per GPU).
-  spec::Model model = spec::loadModel("llama3-8b");
-  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=1");
-  spec::Training training = spec::defaultTraining(model);
-  ComputeModel compute = computeModelFor(cluster, training);
   StrategyChoice c;
   c.tp = 8;
   c.zero = 1;
-  WorkloadResult onGpu = fromStrategy(model, cluster, training, c);
-  c.offloadOptimizer = true;
-  WorkloadResult offloaded = fromStrategy(model, cluster, training, c);
-  ASSERT_TRUE(onGpu.ok() && offloaded.ok());
-  Estimate a = estimate(onGpu.workload, compute), b = estimate(offloaded.workload, compute);
+  BeforeAfter r = estimateChange("llama3-8b", "dgx-h100:nodes=1", c,
+                                 [](StrategyChoice &s) { s.offloadOptimizer = true; });
+  ASSERT_TRUE(r.before.ok() && r.after.ok());
+  const Estimate &a = r.a, &b = r.b;
   EXPECT_GT(a.memory[0].optim, 0);
   EXPECT_EQ(b.memory[0].optim, 0);
   EXPECT_LT(b.peakMemoryBytes, a.peakMemoryBytes);
   // dp = 1: the rank updates all of its tp shard.
-  double params = double(spec::countParameters(model).total()) / 8;
+  double params = double(spec::countParameters(spec::loadModel("llama3-8b")).total()) / 8;
   // Host bytes per parameter: bf16 gradient upcast (2 + 4), norm (4), Adam on
   // the fp32 gradient and master + moments (4 + 2 x 12), master to bf16 (4 + 2).
   double expected = params * (2 + 2) / 64e9 + params * (6 + 4 + 28 + 6) / 77e9;
@@ -286,19 +305,15 @@ TEST(Estimate, UnfusedGradientAccumulationAddsOneBufferPassPerMicroBatch) {
   // are added to the buffer by their own kernels: per local parameter, read
   // the buffer and the gradient and write the buffer (2 + 2 + 2 bytes in
   // 16-bit training), charged to the weight-gradient pass.
-  spec::Model model = spec::loadModel("megatron-7.5b");
-  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
-  spec::Training training = spec::defaultTraining(model);
-  ComputeModel compute = computeModelFor(cluster, training);
   StrategyChoice c;
   c.tp = 4;
-  WorkloadResult fused = fromStrategy(model, cluster, training, c);
-  c.fusedGradAccumulation = false;
-  WorkloadResult unfused = fromStrategy(model, cluster, training, c);
-  ASSERT_TRUE(fused.ok() && unfused.ok());
-  Estimate a = estimate(fused.workload, compute), b = estimate(unfused.workload, compute);
+  BeforeAfter r = estimateChange("megatron-7.5b", "dgx-a100:nodes=4", c,
+                                 [](StrategyChoice &s) { s.fusedGradAccumulation = false; });
+  ASSERT_TRUE(r.before.ok() && r.after.ok());
+  const Estimate &a = r.a, &b = r.b;
+  const ComputeModel &compute = r.compute;
   double localParams = 0, tensors = 0;
-  for (const Part &p : unfused.workload.parts) {
+  for (const Part &p : r.after.workload.parts) {
     localParams += double(p.count) * double(p.params) / p.shards.gatheredParams;
     bool layer = p.kind == PartKind::Attention || p.kind == PartKind::Mlp;
     tensors += p.params > 0 ? double(p.count) * (layer ? 6 : 2) : 0;

@@ -316,6 +316,21 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
   case Schedule::ZeroBubbleH2:
     bubble = std::max(0.0, fill * (fwd + bwd - 2 * st.w));
     break;
+  case Schedule::ZeroBubbleAuto: {
+    // The automatic scheduler matches ZB-H2 when every rank may hold 2p - 1
+    // micro-batches and ZB-H1 with p (docs/schedules.md); with less, 1F1B's
+    // bubble bounds it. The planner simulates its finalists' schedules.
+    int64_t least = w.pp;
+    if (!w.inflightLimit.empty())
+      least = *std::min_element(w.inflightLimit.begin(), w.inflightLimit.end());
+    if (least >= 2 * w.pp - 1)
+      bubble = std::max(0.0, fill * (fwd + bwd - 2 * st.w));
+    else if (least >= w.pp)
+      bubble = std::max(0.0, fill * (fwd + bwd - st.w));
+    else
+      bubble = fill * perMicroBatch;
+    break;
+  }
   }
   // Filling and draining the pipeline pay every hop's latency once.
   bubble += roundTripLatency;

@@ -69,6 +69,8 @@ const char *loom::cost::scheduleName(Schedule schedule) {
     return "zb-h1";
   case Schedule::ZeroBubbleH2:
     return "zb-h2";
+  case Schedule::ZeroBubbleAuto:
+    return "zb-auto";
   }
   return "?";
 }
@@ -161,6 +163,17 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
         return fail(fmt::format("the stage order must be a permutation of the {} pp ranks",
                                 c.pp));
   }
+  if (!c.inflightLimit.empty()) {
+    if (c.schedule != Schedule::ZeroBubbleAuto || int64_t(c.inflightLimit.size()) != c.pp)
+      return fail(fmt::format("in-flight limits are zb-auto's, one per pipeline rank: {} "
+                              "limits for schedule {} with pp={}",
+                              c.inflightLimit.size(), scheduleName(c.schedule), c.pp));
+    for (int64_t n : c.inflightLimit)
+      if (n < 1)
+        return fail("every pipeline rank must hold at least one micro-batch in flight");
+  }
+  if (c.schedule == Schedule::ZeroBubbleAuto && c.vpp > 1)
+    return fail(fmt::format("zb-auto runs one stage per pipeline rank, not vpp={}", c.vpp));
   if (c.pp > 1 && layers < stages)
     return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
   if (c.vpp > 1 && layers % stages != 0)
@@ -222,6 +235,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.fusedGradAccumulation = c.fusedGradAccumulation;
   w.zero = c.zero;
   w.schedule = effectiveSchedule(c);
+  w.inflightLimit = c.inflightLimit;
   bool fp32 = training.precision() == spec::FP32_FULL;
   w.weightBytes = fp32 ? 4 : 2;
   w.gradBytes = fp32 ? 4 : 2;

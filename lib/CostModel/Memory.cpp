@@ -20,6 +20,7 @@
 #include "loom/CostModel/Memory.h"
 
 #include <algorithm>
+#include <cmath>
 
 using namespace loom::cost;
 
@@ -131,13 +132,19 @@ int64_t loom::cost::inflightMicroBatches(Schedule schedule, int64_t pp, int64_t 
   case Schedule::GPipe:
     return microBatches;
   case Schedule::OneFOneB:
-  case Schedule::ZeroBubbleH1:
     // Rank r runs p - r forwards before its first backward (Narayanan et al.
-    // SC'21); ZB-H1 keeps 1F1B's peak (Qi et al. 2024).
+    // SC'21).
     return std::min(pp - rank, microBatches);
+  case Schedule::ZeroBubbleH1:
+  case Schedule::ZeroBubbleAuto:
+    // ZB-H1 keeps 1F1B's peak, p on the first rank (Qi et al. 2024), but
+    // later ranks defer their W passes and hold a micro-batch's inputs until
+    // its W: p on every rank (loom's generator; docs/schedules.md). zb-auto
+    // without limits of its own (Workload::inflightLimit) gets the same.
+    return std::min(pp, microBatches);
   case Schedule::ZeroBubbleH2:
-    // Up to 2p - 1 micro-batches in flight on the first stage (Qi et al. 2024).
-    return std::min(2 * (pp - rank) - 1, microBatches);
+    // Up to 2p - 1 micro-batches in flight (Qi et al. 2024), on every rank.
+    return std::min(2 * pp - 1, microBatches);
   case Schedule::Interleaved:
     // Megatron-LM's interleaved warm-up runs (p - r - 1) * 2 + (v - 1) * p
     // chunk forwards before the first backward, then one more in flight.
@@ -157,8 +164,13 @@ void loom::cost::addStateBytes(MemoryBreakdown &m, const Workload &w, const Part
     m.optim += p * double(w.optimBytesPerParam) / sh.optim;
 }
 
-MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
-                                       const MemoryOptions &options) {
+namespace {
+
+/// Peak memory of pipeline rank `rank` holding `inflight` micro-batches (or
+/// interleaved chunks).
+MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptions &options,
+                              int64_t inflight) {
+  using namespace loom::cost;
   MemoryBreakdown m;
   double perMicroBatch = 0, working = 0, largestGathered = 0;
   double tpBuffer = 0, p2pBuffer = 0, epBuffer = 0;
@@ -188,7 +200,7 @@ MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
   }
   // ZeRO-3 prefetches the next part while the current one runs.
   m.gatheredParams = 2 * largestGathered;
-  m.inflight = inflightMicroBatches(w.schedule, w.pp, w.vpp, rank, w.microBatches());
+  m.inflight = inflight;
   // Interleaving counts in-flight chunks; each chunk holds 1/v of the rank's parts.
   double chunks = w.schedule == Schedule::Interleaved ? double(w.vpp) : 1.0;
   m.activations = perMicroBatch / chunks * double(m.inflight) + working;
@@ -197,4 +209,29 @@ MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
                    m.commBuffers;
   m.allowances = options.contextBytes + options.ncclBytes + options.fragmentation * tensors;
   return m;
+}
+
+} // namespace
+
+MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
+                                       const MemoryOptions &options) {
+  int64_t inflight = inflightMicroBatches(w.schedule, w.pp, w.vpp, rank, w.microBatches());
+  if (w.schedule == Schedule::ZeroBubbleAuto && size_t(rank) < w.inflightLimit.size())
+    inflight = std::min(w.inflightLimit[rank], w.microBatches());
+  return memoryHolding(w, rank, options, inflight);
+}
+
+int64_t loom::cost::inflightCapacity(const Workload &w, int64_t rank,
+                                     const MemoryOptions &options) {
+  double capacity = w.stageHbmBytes.empty() ? w.hbmBytes : w.stageHbmBytes[rank];
+  double usable = capacity * (1.0 - options.headroom);
+  // Memory grows linearly with the micro-batches held (the allowance for
+  // fragmentation is a share of the tensors).
+  double none = memoryHolding(w, rank, options, 0).total();
+  double each = memoryHolding(w, rank, options, 1).total() - none;
+  if (none > usable)
+    return 0;
+  if (each <= 0)
+    return w.microBatches();
+  return std::min(w.microBatches(), int64_t(std::floor((usable - none) / each)));
 }

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "loom/Emit/Emit.h"
+#include "EmitInternal.h"
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
@@ -101,6 +101,16 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
                         kHint);
       taken[stage.pp_rank()] = true;
     }
+  }
+  if (s.inflight_limit_size() > 0) {
+    if (s.schedule() != spec::ZB_AUTO || s.inflight_limit_size() != int(s.pp()))
+      throw EmitError(fmt::format("{}: strategy.inflight_limit has {} entries; it is zb-auto's, "
+                                  "one per pipeline rank (pp={}, schedule {})",
+                                  where, s.inflight_limit_size(), s.pp(),
+                                  detail::scheduleName(s.schedule())),
+                      kHint);
+    for (uint32_t n : s.inflight_limit())
+      requirePositive(where, "strategy.inflight_limit", n);
   }
   for (const spec::LogicalAxis &axis : plan.mesh())
     for (const spec::AxisPiece &piece : axis.pieces()) {

@@ -20,14 +20,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <limits>
 
 using namespace loom;
 
 std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &model,
                                      const spec::Cluster &cluster, const Provenance &from) {
   const spec::Strategy &st = plan.strategy();
-  if (st.schedule() == spec::ZB_V || st.schedule() == spec::ZB_AUTO ||
-      st.schedule() == spec::DUALPIPE || st.schedule() == spec::SKIP)
+  if (st.schedule() == spec::ZB_V || st.schedule() == spec::DUALPIPE || st.schedule() == spec::SKIP)
     throw EmitError(fmt::format("{}: schedule {} is not priced from a plan yet", from.file,
                                 detail::scheduleName(st.schedule())),
                     "use `loom schedule --kind ...` with the stage costs");
@@ -45,7 +45,9 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
                                 from.file, detail::scheduleName(st.schedule()), choice.pp,
                                 w.workload.microBatches(), choice.vpp),
                     "interleaving needs the micro-batches to be a multiple of pp");
-  sched::Schedule schedule = sched::generate(priced->kind, priced->shape, priced->costs);
+  sched::Schedule schedule =
+      sched::generate(priced->kind, priced->shape, priced->costs,
+                      std::numeric_limits<double>::infinity(), priced->rankLimits);
   sched::addCommunication(schedule);
   std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
   if (!timeline)

@@ -181,7 +181,8 @@ Schedule layoutFor(Kind kind, const Shape &sh) {
   }
 }
 
-Schedule generate(Kind kind, const Shape &sh, const Costs &costs, double memoryLimit) {
+Schedule generate(Kind kind, const Shape &sh, const Costs &costs, double memoryLimit,
+                  const std::vector<double> &rankLimits) {
   assert(checkShape(kind, sh).empty());
   switch (kind) {
   case Kind::GPipe:
@@ -197,7 +198,7 @@ Schedule generate(Kind kind, const Shape &sh, const Costs &costs, double memoryL
   case Kind::ZBV:
     return zeroBubbleV(sh.ranks, sh.microBatches, costs);
   case Kind::ZBAuto:
-    return zeroBubbleAuto(linearLayout(sh.ranks, sh.microBatches), costs, memoryLimit);
+    return zeroBubbleAuto(linearLayout(sh.ranks, sh.microBatches), costs, memoryLimit, rankLimits);
   case Kind::DualPipe:
     return dualPipe(sh.ranks, sh.microBatches);
   }

@@ -122,7 +122,9 @@ private:
   /// Banker's check: may `mb` allocate `units` more on rank r?
   bool safe(int32_t r, int32_t mb, double units) {
     Rank &rk = ranks_[r];
-    double free = policy_.memoryLimit - units;
+    double limit = policy_.rankMemoryLimit.empty() ? policy_.memoryLimit
+                                                   : policy_.rankMemoryLimit[r];
+    double free = limit - units;
     for (int32_t q : rk.live)
       free -= held(q, r);
     scratch_.clear();
@@ -350,12 +352,15 @@ Schedule listSchedule(Schedule layout, const Costs &costs, const ListPolicy &pol
   return layout;
 }
 
-Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit) {
+Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit,
+                        const std::vector<double> &rankLimits) {
+  assert(rankLimits.empty() || int32_t(rankLimits.size()) == layout.numRanks);
   Schedule best;
   double bestMakespan = kInf, bestSpan = kInf;
   for (int variant = 0; variant < 6; ++variant) {
     ListPolicy policy;
     policy.memoryLimit = memoryLimit;
+    policy.rankMemoryLimit = rankLimits;
     policy.partialFill = static_cast<ListPolicy::Fill>(variant % 3);
     policy.alternate = variant >= 3;
     Schedule s = listSchedule(layout, costs, policy);

@@ -119,6 +119,47 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   return better ? balanced : c;
 }
 
+namespace {
+
+/// `choice` priced by the cost model with its pipeline simulated; empty when
+/// it does not fit or its schedule cannot be built for the shape.
+std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cluster &cluster,
+                                        const spec::Training &training, const Candidate &base,
+                                        const cost::StrategyChoice &choice,
+                                        std::span<const cost::ComputeModel> computes,
+                                        const cost::EstimateOptions &options) {
+  Candidate c = base;
+  c.choice = choice;
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c.choice);
+  if (!w.ok())
+    return std::nullopt;
+  cost::Estimate e = cost::estimate(w.workload, computes, options);
+  std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e);
+  if (!e.fits || !sim)
+    return std::nullopt;
+  // Everything per step scales with 1 / step time.
+  double busy = e.pipeline - e.bubble;
+  double step = sim->makespan + e.dpExposed + e.optimizer;
+  double scale = e.stepTime / step;
+  e.tokensPerSecond *= scale;
+  e.tflopsPerGpu *= scale;
+  e.mfu *= scale;
+  e.stepTime = step;
+  e.pipeline = sim->makespan;
+  e.bubble = std::max(0.0, sim->makespan - busy);
+  c.estimate = e;
+  c.simulated = true;
+  return c;
+}
+
+/// Keeps the faster of `best` and `c` (a simulated one over an analytic one).
+void keepFaster(Candidate &best, std::optional<Candidate> c) {
+  if (c && (!best.simulated || c->estimate.stepTime < best.estimate.stepTime))
+    best = std::move(*c);
+}
+
+} // namespace
+
 Candidate loom::search::simulateCandidate(const spec::Model &model,
                                           const spec::Cluster &cluster,
                                           const spec::Training &training,
@@ -128,35 +169,49 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
                                           bool zeroBubble) {
   if (candidate.choice.pp < 2)
     return candidate;
-  std::vector<cost::Schedule> schedules{candidate.choice.schedule};
-  if (zeroBubble && candidate.choice.vpp == 1)
-    schedules = {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1,
-                 cost::Schedule::ZeroBubbleH2};
   Candidate best = candidate;
-  for (cost::Schedule schedule : schedules) {
-    Candidate c = candidate;
-    c.choice.schedule = schedule;
-    cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c.choice);
-    if (!w.ok())
-      continue;
-    cost::Estimate e = cost::estimate(w.workload, computes, options);
-    std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e);
-    if (!e.fits || !sim)
-      continue;
-    // Everything per step scales with 1 / step time.
-    double busy = e.pipeline - e.bubble;
-    double step = sim->makespan + e.dpExposed + e.optimizer;
-    double scale = e.stepTime / step;
-    e.tokensPerSecond *= scale;
-    e.tflopsPerGpu *= scale;
-    e.mfu *= scale;
-    e.stepTime = step;
-    e.pipeline = sim->makespan;
-    e.bubble = std::max(0.0, sim->makespan - busy);
-    c.estimate = e;
-    c.simulated = true;
-    if (!best.simulated || e.stepTime < best.estimate.stepTime)
-      best = c;
+  if (!zeroBubble || candidate.choice.vpp > 1 ||
+      candidate.choice.schedule == cost::Schedule::ZeroBubbleAuto) {
+    keepFaster(best, simulateChoice(model, cluster, training, candidate, candidate.choice,
+                                    computes, options));
+    return best;
+  }
+  cost::StrategyChoice c = candidate.choice;
+  for (cost::Schedule schedule :
+       {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1, cost::Schedule::ZeroBubbleH2}) {
+    c.schedule = schedule;
+    keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  }
+  return best;
+}
+
+Candidate loom::search::tryAutoSchedule(const spec::Model &model, const spec::Cluster &cluster,
+                                        const spec::Training &training,
+                                        const Candidate &candidate,
+                                        std::span<const cost::ComputeModel> computes,
+                                        const cost::EstimateOptions &options) {
+  cost::StrategyChoice c = candidate.choice;
+  if (c.pp < 2 || c.vpp > 1 || c.schedule == cost::Schedule::ZeroBubbleAuto)
+    return candidate;
+  c.schedule = cost::Schedule::ZeroBubbleAuto;
+  c.inflightLimit.clear();
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c);
+  if (!w.ok() || c.pp * w.workload.microBatches() > kAutoScheduleCells)
+    return candidate;
+  // Each rank may hold ZB-H1's p micro-batches; then as many as its memory
+  // has room for, up to ZB-H2's 2p - 1.
+  Candidate best = candidate;
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  std::vector<int64_t> roomy(static_cast<size_t>(c.pp));
+  bool more = false;
+  for (int64_t r = 0; r < c.pp; ++r) {
+    int64_t room = cost::inflightCapacity(w.workload, r, options.memory);
+    roomy[size_t(r)] = std::max(c.pp, std::min(room, 2 * c.pp - 1));
+    more |= roomy[size_t(r)] > c.pp;
+  }
+  if (more) {
+    c.inflightLimit = std::move(roomy);
+    keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
   }
   return best;
 }
@@ -200,7 +255,7 @@ std::string loom::search::whySlower(const cost::Estimate &best, const cost::Esti
 static constexpr std::pair<spec::ScheduleKind, cost::Schedule> kScheduleKinds[] = {
     {spec::GPIPE, cost::Schedule::GPipe},          {spec::ONE_F_ONE_B, cost::Schedule::OneFOneB},
     {spec::INTERLEAVED, cost::Schedule::Interleaved}, {spec::ZB_H1, cost::Schedule::ZeroBubbleH1},
-    {spec::ZB_H2, cost::Schedule::ZeroBubbleH2}};
+    {spec::ZB_H2, cost::Schedule::ZeroBubbleH2},   {spec::ZB_AUTO, cost::Schedule::ZeroBubbleAuto}};
 
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
                                const spec::Training &training, const Candidate &c) {
@@ -231,6 +286,8 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   for (auto [kind, schedule] : kScheduleKinds)
     if (schedule == cost::effectiveSchedule(s))
       st->set_schedule(kind);
+  for (int64_t n : s.inflightLimit)
+    st->add_inflight_limit(uint32_t(n));
   st->set_rank_order(rankOrderName(s.order));
 
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
@@ -301,6 +358,8 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
   for (auto [kind, schedule] : kScheduleKinds)
     if (kind == st.schedule())
       c.schedule = schedule;
+  if (c.schedule == cost::Schedule::ZeroBubbleAuto)
+    c.inflightLimit.assign(st.inflight_limit().begin(), st.inflight_limit().end());
   if (!st.rank_order().empty())
     parseRankOrder(st.rank_order(), c.order);
   // Uneven stages (one chunk per rank) are kept; even ones are the default split.
@@ -537,11 +596,19 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       if (z.estimate.fits && z.estimate.stepTime < c.estimate.stepTime)
         c = z;
     }
-  // The finalists' pipelines, simulated; zero-bubble schedules tried.
-  if (options.simulateFinalists)
+  // The finalists' pipelines, simulated; zero-bubble schedules tried. The
+  // automatic scheduler costs more (six list schedules, each simulated), so
+  // only the top k get it.
+  if (options.simulateFinalists) {
     for (Candidate &c : result.best)
       c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
                             options.zeroBubble);
+    std::sort(result.best.begin(), result.best.end(), faster);
+    if (options.zeroBubble)
+      for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i)
+        result.best[size_t(i)] = tryAutoSchedule(model, cluster, training, result.best[size_t(i)],
+                                                 computes, options.estimate);
+  }
   std::sort(result.best.begin(), result.best.end(), faster);
   if (int64_t(result.best.size()) > options.topK)
     result.best.resize(options.topK);

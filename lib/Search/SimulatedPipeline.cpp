@@ -5,6 +5,7 @@
 #include "loom/Schedule/Simulator.h"
 
 #include <algorithm>
+#include <limits>
 
 using namespace loom;
 using namespace loom::search;
@@ -27,6 +28,13 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
     break;
   case cost::Schedule::ZeroBubbleH2:
     kind = sched::Kind::ZBH2;
+    break;
+  case cost::Schedule::ZeroBubbleAuto:
+    kind = sched::Kind::ZBAuto;
+    // Rank r may hold its in-flight limit (ZB-H1's p by default).
+    for (int64_t r = 0; r < w.pp; ++r)
+      out.rankLimits.push_back(
+          double(w.inflightLimit.empty() ? w.pp : w.inflightLimit[size_t(r)]));
     break;
   }
   if (w.pp < 2)
@@ -72,7 +80,9 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
   std::optional<PipelinePricing> priced = pricePipeline(w, e);
   if (!priced)
     return std::nullopt;
-  sched::Schedule schedule = sched::generate(priced->kind, priced->shape, priced->costs);
+  sched::Schedule schedule = sched::generate(priced->kind, priced->shape, priced->costs,
+                                             std::numeric_limits<double>::infinity(),
+                                             priced->rankLimits);
   std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
   if (!timeline)
     return std::nullopt;
@@ -80,5 +90,6 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
   out.makespan = timeline->makespan;
   out.maxBubbleRatio = *std::max_element(timeline->bubbleRatio.begin(), timeline->bubbleRatio.end());
   out.schedule = sched::kindName(priced->kind);
+  out.peakInflight = timeline->peakActivations;
   return out;
 }

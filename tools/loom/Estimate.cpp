@@ -55,7 +55,7 @@ void runEstimate(const EstimateCliOptions &o) {
   static const std::pair<const char *, cost::Schedule> schedules[] = {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
       {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
-      {"zb-h2", cost::Schedule::ZeroBubbleH2}};
+      {"zb-h2", cost::Schedule::ZeroBubbleH2}, {"zb-auto", cost::Schedule::ZeroBubbleAuto}};
   for (auto &[name, kind] : schedules)
     if (o.schedule == name)
       choice.schedule = kind;
@@ -209,8 +209,13 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--zero", o->choice.zero, "ZeRO stage 0-3")->check(CLI::Range(0, 3));
   cmd->add_option("--recompute", o->recompute, "none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));
-  cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1 or zb-h2")
-      ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2"}));
+  cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1, zb-h2 or zb-auto")
+      ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2", "zb-auto"}));
+  cmd->add_option("--inflight-limit", o->choice.inflightLimit,
+                  "zb-auto: micro-batches each pipeline rank may hold, one per rank\n"
+                  "(e.g. 7,5,3,1; default 1F1B's p - r); memory is priced at these")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--sp", o->choice.sequenceParallel, "sequence parallelism along tp");
   cmd->add_flag("--offload-optimizer", o->choice.offloadOptimizer,
                 "ZeRO-Offload: fp32 master weights and moments in host memory, the\n"

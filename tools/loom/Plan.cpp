@@ -25,7 +25,7 @@ struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
   bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
-       noGradFusion = false, noTpOverlap = false, offload = false;
+       noGradFusion = false, noTpOverlap = false, offload = false, noZeroBubble = false;
   std::string output, recompute, order;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -134,9 +134,12 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     search::Candidate c =
         search::priceChoice(model, cluster, training, alt.choice, computes, options, &error);
     // Priced as plan 1 was: a simulated pipeline when plan 1's is.
-    if (error.empty() && c.estimate.fits && best.simulated)
+    if (error.empty() && c.estimate.fits && best.simulated) {
       c = search::simulateCandidate(model, cluster, training, c, computes, options,
                                     planner.zeroBubble);
+      if (best.choice.schedule == cost::Schedule::ZeroBubbleAuto)
+        c = search::tryAutoSchedule(model, cluster, training, c, computes, options);
+    }
     std::string verdict;
     if (!error.empty())
       verdict = "cannot: " + error;
@@ -172,6 +175,7 @@ void runPlan(const PlanCliOptions &o) {
   options.flashAttention = !o.noFlash;
   options.tpCommOverlap = !o.noTpOverlap;
   options.fusedGradAccumulation = !o.noGradFusion;
+  options.zeroBubble = !o.noZeroBubble;
   options.offloadOptimizer = o.offload;
   if (o.zero >= 0)
     options.fixed.zero = o.zero;
@@ -369,6 +373,9 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                 "attention keeps its s x s scores (no FlashAttention); selective\n"
                 "recomputation is then searched too");
   addNoGradFusionFlag(cmd, o->noGradFusion);
+  cmd->add_flag("--no-zero-bubble", o->noZeroBubble,
+                "only the schedules Megatron-LM and DeepSpeed run: 1F1B and interleaved\n"
+                "(no ZB-H1, ZB-H2 or zb-auto)");
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

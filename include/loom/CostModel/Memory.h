@@ -58,6 +58,11 @@ void addStateBytes(MemoryBreakdown &m, const Workload &w, const Part &part);
 MemoryBreakdown rankMemory(const Workload &w, int64_t rank,
                            const MemoryOptions &options = {});
 
+/// How many micro-batches pipeline rank `rank` could hold in flight and still
+/// fit in its GPU less the headroom (at most the step's micro-batches; 0 when
+/// not even its states fit): the room a memory-bounded scheduler has there.
+int64_t inflightCapacity(const Workload &w, int64_t rank, const MemoryOptions &options = {});
+
 } // namespace loom::cost
 
 #endif // LOOM_COSTMODEL_MEMORY_H

@@ -61,7 +61,9 @@ struct Part {
   PartGroups groups;
 };
 
-enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1, ZeroBubbleH2 };
+/// ZeroBubbleAuto: the automatic zero-bubble scheduler (sched::zeroBubbleAuto)
+/// under per-rank limits on the micro-batches in flight (Workload::inflightLimit).
+enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1, ZeroBubbleH2, ZeroBubbleAuto };
 
 struct Workload {
   std::vector<Part> parts;  // in layer order
@@ -93,6 +95,10 @@ struct Workload {
   /// plain PyTorch accumulation into .grad.
   bool fusedGradAccumulation = true;
   Schedule schedule = Schedule::OneFOneB;
+  /// ZeroBubbleAuto: micro-batches each pipeline rank may hold at once (the
+  /// scheduler's memory limit there, in one micro-batch's activations on that
+  /// rank); memory is priced at these. Empty: 1F1B's p - r.
+  std::vector<int64_t> inflightLimit;
   int64_t zero = 0;
   /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4
   /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's

@@ -38,6 +38,10 @@ struct ListPolicy {
   /// (its first F there) only when all its units on that rank fit, and in
   /// microbatch order, so admitted microbatches can always finish.
   double memoryLimit = std::numeric_limits<double>::infinity();
+  /// Per rank, when not empty: rank r may hold rankMemoryLimit[r] units
+  /// (memoryLimit is then unused). The planner sizes these from each rank's
+  /// free memory, which differs by stage (embedding, head, optimizer shards).
+  std::vector<double> rankMemoryLimit;
   bool splitBackward = true; ///< B and W, or one BW
   /// After a B, prefer an F that is ready over another B (and the other way
   /// round): the paper's steady state of Fs and Bs taken in turn, which keeps
@@ -57,7 +61,9 @@ Schedule listSchedule(Schedule layout, const Costs &costs, const ListPolicy &pol
 /// Automatic zero-bubble schedule: runs the list scheduler under each fill
 /// rule, with and without alternation, and returns the one with the shortest simulated makespan (ties: the
 /// shorter span). The layout fixes stages and paths; W passes are split off.
-Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit);
+/// `rankLimits`, when not empty, gives each rank its own limit instead.
+Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit,
+                        const std::vector<double> &rankLimits = {});
 /// ZB-V: zeroBubbleAuto on the V-shape layout with 1F1B's memory (`ranks`
 /// units, i.e. 2p chunk activations of half a rank's layers each).
 Schedule zeroBubbleV(int32_t ranks, int32_t microBatches, const Costs &costs);
@@ -77,9 +83,11 @@ std::string checkShape(Kind kind, const Shape &shape);
 Schedule layoutFor(Kind kind, const Shape &shape);
 /// Builds a schedule of a kind checkShape() accepts. `costs` (sized from
 /// layoutFor) and `memoryLimit` are read by the cost-driven kinds only:
-/// zb-auto (activation units per rank; infinity: no limit) and zb-v.
+/// zb-auto (activation units per rank; infinity: no limit; `rankLimits`, when
+/// not empty, one per rank instead) and zb-v.
 Schedule generate(Kind kind, const Shape &shape, const Costs &costs,
-                  double memoryLimit = std::numeric_limits<double>::infinity());
+                  double memoryLimit = std::numeric_limits<double>::infinity(),
+                  const std::vector<double> &rankLimits = {});
 
 } // namespace loom::sched
 

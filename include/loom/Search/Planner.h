@@ -66,7 +66,8 @@ struct PlannerOptions {
   bool balanceStages = true;
   /// Re-price the finalists' pipelines with the schedule simulator
   /// (SimulatedPipeline.h), trying the zero-bubble schedules (ZB-H1, ZB-H2)
-  /// on them too when `zeroBubble`.
+  /// on them too when `zeroBubble`, and zb-auto on the top k
+  /// (tryAutoSchedule).
   bool simulateFinalists = true;
   bool zeroBubble = true;
 };
@@ -106,12 +107,23 @@ Candidate simulateCandidate(const spec::Model &model, const spec::Cluster &clust
                             const spec::Training &training, const Candidate &candidate,
                             std::span<const cost::ComputeModel> computes,
                             const cost::EstimateOptions &options, bool zeroBubble);
-
+/// The automatic zero-bubble scheduler's pipelines (sched::zeroBubbleAuto)
+/// are priced only up to this many ranks x micro-batches (16 x 256): each
+/// costs six list schedules, each simulated (about 10 us a cell).
+constexpr int64_t kAutoScheduleCells = 4096;
+/// Tries zb-auto on `candidate` (vpp = 1, pp > 1, at most kAutoScheduleCells):
+/// each rank may hold ZB-H1's p micro-batches, then as many as its memory has
+/// room for (cost::inflightCapacity) up to ZB-H2's 2p - 1. Returns the
+/// fastest of those and `candidate` (simulated ones first).
+Candidate tryAutoSchedule(const spec::Model &model, const spec::Cluster &cluster,
+                          const spec::Training &training, const Candidate &candidate,
+                          std::span<const cost::ComputeModel> computes,
+                          const cost::EstimateOptions &options);
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 /// The strategy a plan states, as the cost model takes it (toPlan's inverse):
 /// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the
 /// plan's stages when they are uneven. The schedule kinds the cost model does
-/// not price (zb-v, zb-auto, dualpipe, skip) come back as 1F1B.
+/// not price (zb-v, dualpipe, skip) come back as 1F1B; zb-auto keeps its limits.
 cost::StrategyChoice choiceFromPlan(const spec::Plan &plan);
 
 std::string describe(const Candidate &candidate);

@@ -18,6 +18,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace loom::search {
 
@@ -25,6 +26,7 @@ struct SimulatedPipeline {
   double makespan = 0;   // pipeline time of one step, optimizer excluded
   double maxBubbleRatio = 0;
   std::string schedule;  // the generator that built it ("1f1b", "zb-h1", ...)
+  std::vector<double> peakInflight; // per pp rank: micro-batches held at the peak
 };
 
 /// The schedule generator a workload runs and what it prices: the shape, and
@@ -34,6 +36,8 @@ struct PipelinePricing {
   sched::Kind kind = sched::Kind::OneFOneB;
   sched::Shape shape;
   sched::Costs costs;
+  /// zb-auto: micro-batches each rank may hold (Workload::inflightLimit).
+  std::vector<double> rankLimits;
 };
 
 /// Prices the pipeline of `workload` from `estimate`'s per-rank times; empty

@@ -12,6 +12,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "loom/CostModel/Memory.h"
+#include "loom/Schedule/Generators.h"
+#include "loom/Schedule/Simulator.h"
 #include "loom/Search/Planner.h"
 
 #include <fmt/format.h>
@@ -373,6 +376,115 @@ TEST(PlannerRecompute, RecomputesOnlyTheFirstStagesWhenThatFits) {
   EXPECT_LT(partial->choice.recomputeRanks, 8);
   std::printf("%s: %.3f s; recomputing everywhere %.3f s\n", describe(*partial).c_str(),
               partial->estimate.stepTime, everywhere->estimate.stepTime);
+}
+
+} // namespace
+
+namespace {
+
+TEST(PlannerZeroBubble, AutoScheduleUsesTheRoomBetweenZBH1AndZBH2) {
+  // Llama 3 70B, tp=8 pp=4 on four DGX A100s, 32 micro-batches. The headroom
+  // is set so that the first pipeline rank has room for p + 1 micro-batches in
+  // flight: more than 1F1B and ZB-H1 keep there (p), fewer than ZB-H2 needs
+  // (2p - 1). The automatic scheduler, given that room, must fit and beat
+  // ZB-H1's simulated step; ZB-H2 must not fit.
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(32);
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  cost::StrategyChoice c;
+  c.tp = 8;
+  c.pp = 4;
+  c.sequenceParallel = true;
+  c.zero = 1;
+  c.schedule = cost::Schedule::ZeroBubbleAuto;
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(w.ok()) << w.error;
+  const cost::Workload &work = w.workload;
+  ASSERT_EQ(work.microBatches(), 32);
+
+  cost::EstimateOptions options;
+  options.memory.headroom = 0;
+  int64_t all = cost::inflightCapacity(work, 0, options.memory);
+  ASSERT_GT(all, 2 * c.pp) << "the GPU must have room to take away";
+  // Memory is linear in the micro-batches held: find the bytes of one.
+  cost::Workload probe = work;
+  probe.inflightLimit.assign(size_t(c.pp), 1);
+  double one = cost::rankMemory(probe, 0, options.memory).total();
+  probe.inflightLimit[0] = 2;
+  double each = cost::rankMemory(probe, 0, options.memory).total() - one;
+  double usable = one + double(c.pp) * each + 0.5 * each; // p + 1 fit, not p + 2
+  options.memory.headroom = 1 - usable / work.hbmBytes;
+  ASSERT_EQ(cost::inflightCapacity(work, 0, options.memory), c.pp + 1);
+
+  std::string error;
+  cost::StrategyChoice h1 = c;
+  h1.schedule = cost::Schedule::ZeroBubbleH1;
+  Candidate plain = priceChoice(model, cluster, training, h1, computes, options, &error,
+                                StageSplit::Even);
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_TRUE(plain.estimate.fits);
+  Candidate simulated =
+      simulateCandidate(model, cluster, training, plain, computes, options, /*zeroBubble=*/true);
+  ASSERT_TRUE(simulated.simulated);
+  EXPECT_NE(int(simulated.choice.schedule), int(cost::Schedule::ZeroBubbleH2))
+      << "ZB-H2 holds 2p - 1 on the first rank and cannot fit";
+
+  Candidate automatic = tryAutoSchedule(model, cluster, training, simulated, computes, options);
+  ASSERT_EQ(int(automatic.choice.schedule), int(cost::Schedule::ZeroBubbleAuto));
+  ASSERT_EQ(automatic.choice.inflightLimit.size(), size_t(c.pp));
+  EXPECT_EQ(automatic.choice.inflightLimit[0], c.pp + 1);
+  EXPECT_TRUE(automatic.estimate.fits);
+  EXPECT_EQ(automatic.estimate.memory[0].inflight, c.pp + 1);
+  EXPECT_LT(automatic.estimate.stepTime, simulated.estimate.stepTime);
+  std::printf("%s: %.3f s; zb-auto with %lld in flight on rank 0: %.3f s\n",
+              cost::scheduleName(simulated.choice.schedule), simulated.estimate.stepTime,
+              (long long)automatic.choice.inflightLimit[0], automatic.estimate.stepTime);
+
+  // The plan keeps the limits; read back, it prices the same memory.
+  spec::Plan written = toPlan(model, cluster, training, automatic);
+  ASSERT_EQ(written.strategy().schedule(), spec::ZB_AUTO);
+  cost::StrategyChoice back = choiceFromPlan(written);
+  EXPECT_EQ(back.inflightLimit, automatic.choice.inflightLimit);
+}
+
+} // namespace
+
+namespace {
+
+TEST(PlannerZeroBubble, MemoryCountsWhatTheGeneratedSchedulesHold) {
+  // The cost model prices each schedule's memory by the micro-batches a rank
+  // holds at its peak; the generators the planner simulates must never hold
+  // more, on any rank (ZB-H1 and ZB-H2 defer W passes on the later ranks too),
+  // and the first rank reaches the count.
+  using cost::Schedule;
+  const std::pair<Schedule, sched::Kind> kinds[] = {{Schedule::OneFOneB, sched::Kind::OneFOneB},
+                                                     {Schedule::ZeroBubbleH1, sched::Kind::ZBH1},
+                                                     {Schedule::ZeroBubbleH2, sched::Kind::ZBH2},
+                                                     {Schedule::ZeroBubbleAuto, sched::Kind::ZBAuto}};
+  for (auto [schedule, kind] : kinds)
+    for (int32_t p : {2, 4, 8})
+      for (int32_t m : {p, 2 * p, 4 * p}) {
+        sched::Shape shape{p, m, 1};
+        ASSERT_TRUE(sched::checkShape(kind, shape).empty());
+        sched::Schedule layout = sched::layoutFor(kind, shape);
+        sched::Costs costs = sched::Costs::uniform(layout, 1, 1, 1);
+        std::vector<double> limits;
+        for (int32_t r = 0; r < p; ++r)
+          limits.push_back(double(cost::inflightMicroBatches(schedule, p, 1, r, m)));
+        sched::Schedule s = sched::generate(kind, shape, costs,
+                                            std::numeric_limits<double>::infinity(),
+                                            kind == sched::Kind::ZBAuto ? limits
+                                                                        : std::vector<double>{});
+        std::optional<sched::Timeline> t = sched::simulate(s, costs);
+        ASSERT_TRUE(t) << sched::kindName(kind);
+        for (int32_t r = 0; r < p; ++r)
+          EXPECT_LE(t->peakActivations[size_t(r)], limits[size_t(r)] + 1e-9)
+              << sched::kindName(kind) << " p=" << p << " m=" << m << " rank " << r;
+        EXPECT_NEAR(t->peakActivations[0], limits[0], 1e-9)
+            << sched::kindName(kind) << " p=" << p << " m=" << m;
+      }
 }
 
 } // namespace

@@ -341,39 +341,6 @@ struct LoadedMegatron {
 };
 } // namespace
 
-/// A plain value as JSON: None, ints, floats, bools, strings, and lists and tuples of
-/// them; nullopt for anything else (tensors, objects, dicts). Tuples are
-/// {"$tuple": [...]} and whole floats {"$float": x}, as reshard's skeletons spell them,
-/// so that writing them back keeps their Python types.
-static std::optional<llvm::json::Value> plainJson(const Value &value) {
-  if (value.get<NoneValue>())
-    return llvm::json::Value(nullptr);
-  if (auto *i = value.get<int64_t>())
-    return llvm::json::Value(*i);
-  if (auto *b = value.get<bool>())
-    return llvm::json::Value(*b);
-  if (auto *d = value.get<double>()) {
-    if (std::isfinite(*d) && *d == std::trunc(*d))
-      return llvm::json::Value(llvm::json::Object{{"$float", *d}});
-    return llvm::json::Value(*d);
-  }
-  if (auto *str = value.get<std::string>())
-    return llvm::json::Value(*str);
-  if (auto *items = value.sequence()) {
-    llvm::json::Array array;
-    for (const ValuePtr &item : *items) {
-      auto json = plainJson(*item);
-      if (!json)
-        return std::nullopt;
-      array.push_back(std::move(*json));
-    }
-    if (value.get<TupleValue>() && !value.get<TupleValue>()->torchSize)
-      return llvm::json::Value(llvm::json::Object{{"$tuple", std::move(array)}});
-    return llvm::json::Value(std::move(array));
-  }
-  return std::nullopt;
-}
-
 /// A dict's string-keyed plain entries as a JSON object, `skip` left out.
 static llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef skip = "") {
   llvm::json::Object out;

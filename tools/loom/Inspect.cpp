@@ -175,14 +175,36 @@ Summary open(const std::string &path, bool verify) {
     break;
   }
   case Format::DCP: {
-    DcpCheckpoint dcp = orThrow(readDcp(path));
+    // Listed from its layout: parameters without the model's prefix, an optimizer's
+    // moments as "name/exp_avg". verify-ckpt reassembles every tensor and reads
+    // every bytes entry through the safe VM.
+    loom::reshard::Layout l = orThrow(loom::reshard::describeCheckpoint(path));
+    auto reader = orThrow(DcpReader::open(path));
     summary.format = "torch-dcp";
     std::set<std::string> files;
-    for (const DcpEntry &e : dcp.metadata.entries)
+    size_t bytesEntries = 0;
+    for (const DcpEntry &e : reader->metadata().entries) {
+      bytesEntries += e.isBytes;
       for (const DcpChunk &c : e.chunks)
         files.insert(c.file);
+      if (!verify)
+        continue;
+      if (llvm::Error err = e.isBytes ? reader->readBytes(e.fqn).takeError()
+                                      : reader->read(e.fqn).takeError())
+        orThrow<int>(std::move(err));
+    }
     summary.layout = {{"files", files.size()}};
-    addTensors(summary, dcp.tensors);
+    if (bytesEntries)
+      summary.layout["bytes_entries"] = bytesEntries;
+    nlohmann::json args = nlohmann::json::parse(l.sourceArgs, nullptr, false);
+    if (args.is_object()) {
+      summary.layout["model_prefix"] = args["model_prefix"];
+      summary.layout["optimizer_prefix"] = args["optimizer_prefix"];
+      summary.layout["param_groups"] = l.paramGroups.size();
+    }
+    if (l.optimizerStep)
+      summary.layout["optimizer_step"] = *l.optimizerStep;
+    addLayoutTensors(summary, l, /*statesOnly=*/false);
     break;
   }
   case Format::DeepSpeed: {

@@ -29,6 +29,8 @@ std::string reshard::detectFormat(const llvm::Twine &pathTwine) {
   if (!llvm::sys::fs::exists(path))
     return "";
   if (llvm::sys::fs::is_directory(path)) {
+    if (isMegatronDistCheckpoint(path))
+      return "megatron-dist";
     if (isMegatronCheckpoint(path))
       return "megatron";
     if (llvm::sys::fs::exists(path + "/.metadata"))
@@ -130,12 +132,10 @@ static std::string bucketText(const MegatronDistOpt &distOpt) {
   return "one bucket per stage";
 }
 
-static llvm::Expected<Layout> describeMegatron(const std::string &path) {
-  std::string iterDir;
-  auto read = readMegatronLayout(path, &iterDir);
-  if (!read)
-    return read.takeError();
-  const MegatronLayout &ml = *read;
+/// The full tensors of Megatron's model `ml` (HF names, shapes from the shards and
+/// the splits), with each parameter's fp32 master and Adam moments when it has an
+/// optimizer, and what the layout keeps of the source (args, step, groups).
+static Layout megatronFulls(const MegatronLayout &ml) {
   const MegatronDims &d = ml.dims;
   Layout layout;
   layout.format = ml.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
@@ -186,6 +186,17 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
           layout.paramGroups[megatronNoWeightDecay(p.localName, p.localShape.size())], p.fullNames);
     layout.optimizerGroups = ml.optimizer->groupsJson;
   }
+  return layout;
+}
+
+static llvm::Expected<Layout> describeMegatron(const std::string &path) {
+  std::string iterDir;
+  auto read = readMegatronLayout(path, &iterDir);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = *read;
+  const MegatronDims &d = ml.dims;
+  Layout layout = megatronFulls(ml);
   std::string prefix;
   if (!llvm::sys::fs::equivalent(iterDir, path))
     prefix = llvm::sys::path::filename(iterDir).str() + "/";
@@ -332,13 +343,78 @@ static llvm::Expected<Layout> describeDcp(const std::string &path) {
   return layout;
 }
 
+/// A Megatron-core torch_dist checkpoint (ckpt::readMegatronDist): its DCP folder is
+/// Megatron at tp = pp = 1, so megatronShards cuts the one rank's file (the fused QKV
+/// and SwiGLU pieces are the torch reader's), whose local tensors are then renamed
+/// to the DCP keys holding them (a stacked key's layer as a dcpRowKey), and each
+/// optimizer state gets the same pieces under its own key.
+static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
+  auto read = readMegatronDist(path);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = read->layout;
+  Layout layout = megatronFulls(ml);
+  layout.format = "megatron-dist";
+  std::vector<FullTensor> params;
+  llvm::StringMap<unsigned> index;
+  for (unsigned f = 0; f < layout.fulls.size(); ++f) {
+    index[layout.fulls[f].name] = f;
+    if (layout.fulls[f].name.find('#') == std::string::npos)
+      params.push_back(layout.fulls[f]);
+  }
+  auto files = megatronShards(params, ml.dims, MegatronNaming::MCore, 1, 1, ml.layersPerStage, "");
+  if (!files)
+    return fileError(path, llvm::toString(files.takeError()));
+  std::map<std::string, size_t> paramOf; // "model.<local name>" -> index into ml.params
+  for (size_t i = 0; i < ml.params.size(); ++i)
+    paramOf["model." + ml.params[i].localName] = i;
+  ShardFile file{llvm::sys::fs::equivalent(read->iterationDir, path)
+                     ? "."
+                     : llvm::sys::path::filename(read->iterationDir).str(),
+                 "dcp", {}, ""};
+  size_t placed = 0;
+  for (const LocalTensor &t : files->front().tensors) {
+    auto found = paramOf.find(t.key);
+    if (found == paramOf.end())
+      return fileError(path, "Megatron's layout has " + t.key + ", which the checkpoint lacks");
+    const MegatronParam &p = ml.params[found->second];
+    const MegatronDistSource &source = read->sources[found->second];
+    LocalTensor local = t;
+    local.key = source.row >= 0 ? dcpRowKey(source.key, source.row) : source.key;
+    if (t.shape != p.localShape)
+      return fileError(path + "/" + file.path, "'" + local.key + "' is not shaped as Megatron's "
+                                               "layout gives " + p.localName + " for the args' dimensions");
+    ++placed;
+    for (const auto &[suffix, prefix] : read->states) {
+      LocalTensor state = local;
+      state.key = prefix + local.key;
+      state.dtype = DType::Float32;
+      for (Piece &piece : state.pieces)
+        piece.full = index[layout.fulls[piece.full].name + suffix];
+      file.tensors.push_back(std::move(state));
+    }
+    file.tensors.push_back(std::move(local));
+  }
+  if (placed != ml.params.size())
+    return fileError(path, llvm::formatv("holds {0} parameters where Megatron's layout has {1}",
+                                         ml.params.size(), placed)
+                               .str());
+  layout.files = {std::move(file)};
+  return layout;
+}
+
 llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine) {
   std::string path = pathTwine.str();
   std::string format = detectFormat(path);
   Layout layout;
   if (format.empty())
     return fileError(path, "no such file or directory");
-  if (format == "megatron") {
+  if (format == "megatron-dist") {
+    auto described = describeMegatronDist(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
+  } else if (format == "megatron") {
     auto described = describeMegatron(path);
     if (!described)
       return described.takeError();
@@ -819,6 +895,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
              {"tensor_model_parallel_size", target.tp},
              {"pipeline_model_parallel_size", target.pp}})
       args[key] = value;
+    if (args.get("ckpt_format")) // a torch_dist source's args
+      args["ckpt_format"] = "torch";
     args["group_query_attention"] = md.queryGroups != md.heads;
     args["swiglu"] = md.swiglu;
     // With optimizer states, the optimizer that keeps them; the distributed one lays

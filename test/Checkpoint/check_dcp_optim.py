@@ -12,8 +12,9 @@ Usage:
       from it and take one more training step beside the truth: the parameters must
       stay equal bit for bit.
   check_dcp_optim.py universal FILE.h5 TRUTH.pt
-      h5py reads loom's universal file: every parameter, exp_avg and exp_avg_sq
-      equal to the truth's bit for bit, and the step.
+      h5py reads loom's universal file: every parameter, exp_avg and exp_avg_sq (and
+      fp32 master, when the truth has one) equal to the truth's bit for bit, and the
+      step. (make_megatron_dist.py's truth has this form too.)
   check_dcp_optim.py same A.h5 B.h5
       two universal files hold the same datasets, bytes and attributes.
 """
@@ -133,20 +134,20 @@ def check_dcp(directory, truth_path):
 def check_universal(path, truth_path):
     import h5py
     import numpy as np
+    from make_fixtures import raw_bytes
     truth = torch.load(truth_path)
     with h5py.File(path, "r") as f:
         count = 0
         for name, t in truth["model"].items():
             got = f["params"][name][()]
-            if not np.array_equal(np.asarray(got).view(np.uint8), t.numpy().view(np.uint8)):
+            if np.asarray(got).tobytes() != raw_bytes(t):  # bf16 is stored as uint16
                 fail(f"params/{name} differs from the truth")
             count += 1
             state = truth["optim"]["state"][name]
             group = f["optimizer"][name]
-            for moment in ("exp_avg", "exp_avg_sq"):
+            for moment in [k for k in state if k != "step"]:  # with "fp32" when kept
                 got = group[moment][()]
-                if not np.array_equal(np.asarray(got).view(np.uint8),
-                                      state[moment].numpy().view(np.uint8)):
+                if np.asarray(got).tobytes() != raw_bytes(state[moment]):
                     fail(f"optimizer/{name}/{moment} differs from the truth")
                 count += 1
             if group.attrs["step"] != int(state["step"].item()):

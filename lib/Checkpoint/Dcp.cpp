@@ -6,8 +6,10 @@
 #include "loom/Checkpoint/TorchZip.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <map>
+#include <set>
 #include <unistd.h>
 
 using namespace loom::ckpt;
@@ -213,54 +215,133 @@ llvm::Expected<std::unique_ptr<DcpReader>> DcpReader::open(const llvm::Twine &di
   return std::unique_ptr<DcpReader>(new DcpReader(dir, std::move(*metadata)));
 }
 
-llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
+const DcpEntry *DcpReader::find(llvm::StringRef fqn) const {
   // Entries are sorted by name (parseDcpMetadata): a tensor at a time stays cheap.
   auto entry = llvm::lower_bound(meta.entries, fqn,
                                  [](const DcpEntry &e, llvm::StringRef name) { return e.fqn < name; });
-  if (entry == meta.entries.end() || entry->fqn != fqn || entry->isBytes)
+  return entry == meta.entries.end() || entry->fqn != fqn ? nullptr : &*entry;
+}
+
+llvm::Expected<ZipArchive> DcpReader::archiveOf(const DcpChunk &chunk, const std::string &fqn) {
+  std::string path = dir + "/" + chunk.file;
+  auto &buffer = files[chunk.file];
+  if (!buffer) {
+    auto mapped = mapFile(path);
+    if (!mapped)
+      return mapped.takeError();
+    buffer = *mapped;
+  }
+  if (chunk.offset > buffer->getBufferSize() ||
+      chunk.length > buffer->getBufferSize() - chunk.offset)
+    return fileError(path, "chunk of '" + fqn + "' at offset " + llvm::Twine(chunk.offset) +
+                               " length " + llvm::Twine(chunk.length) + " lies past the end");
+  return ZipArchive::parse(
+      std::make_shared<SliceBuffer>(buffer, buffer->getBuffer().substr(chunk.offset, chunk.length)),
+      path + "@" + std::to_string(chunk.offset));
+}
+
+llvm::Expected<ValuePtr> DcpReader::readBytes(llvm::StringRef fqn) {
+  const DcpEntry *entry = find(fqn);
+  if (!entry || !entry->isBytes)
+    return fileError(dir + "/.metadata", "no bytes entry '" + fqn + "'");
+  auto archive = archiveOf(entry->chunks.front(), entry->fqn);
+  if (!archive)
+    return archive.takeError();
+  auto value = readTorchZip(*archive);
+  if (!value) {
+    // The archive's errors begin with its name; the entry's name goes after it.
+    std::string why = llvm::toString(value.takeError());
+    llvm::StringRef rest(why);
+    rest.consume_front(archive->name().str() + ": ");
+    return fileError(archive->name(), "bytes entry '" + entry->fqn + "': " + rest);
+  }
+  return value;
+}
+
+llvm::Expected<Tensor> DcpReader::chunkTensor(const DcpEntry &entry, const DcpChunk &chunk,
+                                              std::optional<DType> dtype) {
+  auto archive = archiveOf(chunk, entry.fqn);
+  if (!archive)
+    return archive.takeError();
+  auto root = readTorchZip(*archive);
+  if (!root)
+    return root.takeError();
+  const TensorValue *tensor = (*root)->get<TensorValue>();
+  if (!tensor || tensor->tensor.shape != chunk.sizes)
+    return fileError(archive->name(), "chunk of '" + entry.fqn + "' is not a tensor of the declared sizes");
+  if (dtype && *dtype != tensor->tensor.dtype)
+    return fileError(archive->name(), "chunks of '" + entry.fqn + "' differ in dtype");
+  return tensor->tensor;
+}
+
+llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
+  const DcpEntry *entry = find(fqn);
+  // "name[i]": row i of a stacked tensor (dcpRowKey).
+  if (!entry && fqn.ends_with("]")) {
+    auto [name, index] = fqn.drop_back().rsplit('[');
+    int64_t row = 0;
+    if (!index.getAsInteger(10, row) && (entry = find(name)) && !entry->isBytes)
+      return readRow(*entry, row);
+    entry = nullptr;
+  }
+  if (!entry || entry->isBytes)
     return fileError(dir + "/.metadata", "no tensor '" + fqn + "'");
   std::shared_ptr<Storage> full;
   std::optional<DType> dtype;
   for (const DcpChunk &chunk : entry->chunks) {
-    std::string path = dir + "/" + chunk.file;
-    auto &buffer = files[chunk.file];
-    if (!buffer) {
-      auto mapped = mapFile(path);
-      if (!mapped)
-        return mapped.takeError();
-      buffer = *mapped;
-    }
-    if (chunk.offset > buffer->getBufferSize() ||
-        chunk.length > buffer->getBufferSize() - chunk.offset)
-      return fileError(path, "chunk of '" + entry->fqn + "' at offset " + llvm::Twine(chunk.offset) +
-                                 " length " + llvm::Twine(chunk.length) + " lies past the end");
-    std::string blobName = path + "@" + std::to_string(chunk.offset);
-    auto archive = ZipArchive::parse(
-        std::make_shared<SliceBuffer>(buffer, buffer->getBuffer().substr(chunk.offset, chunk.length)),
-        blobName);
-    if (!archive)
-      return archive.takeError();
-    auto root = readTorchZip(*archive);
-    if (!root)
-      return root.takeError();
-    const TensorValue *tensor = (*root)->get<TensorValue>();
-    if (!tensor || tensor->tensor.shape != chunk.sizes)
-      return fileError(blobName, "chunk of '" + entry->fqn + "' is not a tensor of the declared sizes");
-    if (dtype && *dtype != tensor->tensor.dtype)
-      return fileError(blobName, "chunks of '" + entry->fqn + "' differ in dtype");
+    auto tensor = chunkTensor(*entry, chunk, dtype);
+    if (!tensor)
+      return tensor.takeError();
     // One chunk covering the tensor: its view of the mapped file is the tensor.
-    if (entry->chunks.size() == 1 && tensor->tensor.isContiguous())
-      return tensor->tensor;
+    if (entry->chunks.size() == 1 && tensor->isContiguous())
+      return *tensor;
     if (!dtype) {
-      dtype = tensor->tensor.dtype;
+      dtype = tensor->dtype;
       full = Storage::uninitialized(*checkedNumel(entry->size) * dtypeSize(*dtype));
     }
-    std::vector<uint8_t> bytes = tensor->tensor.toBytes();
-    place(full->mutableData(), entry->size, bytes, chunk, dtypeSize(*dtype));
+    place(full->mutableData(), entry->size, tensor->toBytes(), chunk, dtypeSize(*dtype));
   }
   if (!dtype) // a tensor without elements has no chunks to take a dtype from
     return fileError(dir + "/.metadata", "tensor '" + fqn + "' has no chunks to take a dtype from");
   return Tensor::contiguous(*dtype, entry->size, std::move(full));
+}
+
+llvm::Expected<Tensor> DcpReader::readRow(const DcpEntry &entry, int64_t row) {
+  if (entry.size.empty() || row < 0 || row >= entry.size[0])
+    return fileError(dir + "/.metadata", llvm::formatv("'{0}' has no row {1}", entry.fqn, row).str());
+  llvm::SmallVector<int64_t, 4> shape(entry.size.begin() + 1, entry.size.end());
+  std::shared_ptr<Storage> full;
+  std::optional<DType> dtype;
+  for (const DcpChunk &chunk : entry.chunks) {
+    if (row < chunk.offsets[0] || row >= chunk.offsets[0] + chunk.sizes[0])
+      continue;
+    auto tensor = chunkTensor(entry, chunk, dtype);
+    if (!tensor)
+      return tensor.takeError();
+    // The chunk's row, as a view.
+    Tensor view = *tensor;
+    view.offset += (row - chunk.offsets[0]) * view.strides[0];
+    view.shape.erase(view.shape.begin());
+    view.strides.erase(view.strides.begin());
+    DcpChunk part = chunk;
+    part.offsets.erase(part.offsets.begin());
+    part.sizes.erase(part.sizes.begin());
+    // A chunk holding the whole row: the row is a view of the mapped file.
+    if (part.sizes == shape && view.isContiguous())
+      return view;
+    if (!dtype) {
+      dtype = view.dtype;
+      full = Storage::uninitialized(*checkedNumel(shape) * dtypeSize(*dtype));
+    }
+    place(full->mutableData(), shape, view.toBytes(), part, dtypeSize(*dtype));
+  }
+  if (!dtype)
+    return fileError(dir + "/.metadata", "row of '" + entry.fqn + "' has no chunks to take a dtype from");
+  return Tensor::contiguous(*dtype, shape, std::move(full));
+}
+
+std::string loom::ckpt::dcpRowKey(llvm::StringRef fqn, int64_t row) {
+  return (fqn + "[" + llvm::Twine(row) + "]").str();
 }
 
 llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {
@@ -277,6 +358,194 @@ llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) 
     ckpt.tensors.push_back({entry.fqn, std::move(*tensor)});
   }
   return ckpt;
+}
+
+namespace {
+/// Where `marker` ("state.", "param_groups.") first begins a component of `key`.
+std::optional<size_t> componentAt(llvm::StringRef key, llvm::StringRef marker) {
+  for (size_t at = key.find(marker); at != llvm::StringRef::npos; at = key.find(marker, at + 1))
+    if (at == 0 || key[at - 1] == '.')
+      return at;
+  return std::nullopt;
+}
+
+/// A group's settings: `group` without "params" (copied, not erased: LLVM 19's
+/// json::Object copies revive erased keys).
+llvm::json::Value withoutParams(const llvm::json::Object &group) {
+  llvm::json::Object out;
+  for (const auto &[key, value] : group)
+    if (key != "params")
+      out[key] = value;
+  return out;
+}
+
+bool isAdamState(llvm::StringRef key) {
+  return key.ends_with(".exp_avg") || key.ends_with(".exp_avg_sq") || key.ends_with(".step");
+}
+} // namespace
+
+llvm::Expected<std::optional<DcpOptimizer>> loom::ckpt::readDcpOptimizer(DcpReader &reader) {
+  const std::vector<DcpEntry> &entries = reader.metadata().entries;
+  std::string where = reader.directory() + "/.metadata";
+  // The optimizer's root is what precedes "param_groups." (or, without groups,
+  // "state." in a key naming an Adam state); every such key must agree on it.
+  std::optional<std::string> root;
+  for (const char *marker : {"param_groups.", "state."}) {
+    for (const DcpEntry &e : entries) {
+      std::optional<size_t> at = componentAt(e.fqn, marker);
+      if (!at || (llvm::StringRef(marker) == "state." && !isAdamState(e.fqn)))
+        continue;
+      std::string found = e.fqn.substr(0, *at);
+      if (root && *root != found)
+        return fileError(where, "optimizer keys under two roots, '" + *root + "' and '" + found +
+                                    "' (one optimizer per checkpoint)");
+      root = found;
+    }
+    if (root)
+      break;
+  }
+  if (!root)
+    return std::nullopt;
+
+  DcpOptimizer optimizer;
+  optimizer.optimizerPrefix = *root;
+  std::string statePrefix = *root + "state.", groupPrefix = *root + "param_groups.";
+  // fqn -> its moments' entries; group settings in either spelling.
+  std::map<std::string, std::pair<const DcpEntry *, const DcpEntry *>> moments;
+  std::map<int64_t, llvm::json::Object> indexed;
+  std::vector<std::pair<std::string, llvm::json::Object>> byFqn;
+  std::optional<std::pair<std::string, int64_t>> firstStep;
+  for (const DcpEntry &e : entries) {
+    llvm::StringRef rest = e.fqn;
+    if (rest.consume_front(statePrefix)) {
+      auto [fqn, state] = rest.rsplit('.');
+      if (state == "step") {
+        std::optional<int64_t> step;
+        if (e.isBytes) {
+          auto value = reader.readBytes(e.fqn);
+          if (!value)
+            return value.takeError();
+          step = stepNumber(*value);
+        } else {
+          auto tensor = reader.read(e.fqn);
+          if (!tensor)
+            return tensor.takeError();
+          step = stepNumber(Value::make(TensorValue{*tensor}));
+        }
+        if (!step)
+          return fileError(where, "'" + e.fqn + "' is not a step count");
+        if (firstStep && firstStep->second != *step)
+          return fileError(where, llvm::formatv("'{0}' is at step {1}, '{2}' at step {3}: loom "
+                                                "keeps one step for the whole optimizer",
+                                                firstStep->first, firstStep->second, e.fqn, *step)
+                                      .str());
+        if (!firstStep)
+          firstStep = {e.fqn, *step};
+        continue;
+      }
+      if (state != "exp_avg" && state != "exp_avg_sq")
+        return fileError(where, "'" + e.fqn + "': loom keeps Adam's optimizer states (step, "
+                                "exp_avg, exp_avg_sq), not '" + state + "'");
+      if (e.isBytes || (e.dtype && *e.dtype != DType::Float32))
+        return fileError(where, "'" + e.fqn + "' is not a float32 tensor (loom keeps Adam's "
+                                "moments in float32)");
+      auto &slot = moments[fqn.str()];
+      (state == "exp_avg" ? slot.first : slot.second) = &e;
+      continue;
+    }
+    if (!rest.consume_front(groupPrefix))
+      continue;
+    auto value = reader.readBytes(e.fqn);
+    if (!value)
+      return value.takeError();
+    std::optional<llvm::json::Value> json = plainJson(**value);
+    if (!json)
+      return fileError(where, "'" + e.fqn + "' holds " + describe(**value) +
+                                  ", not a plain value (an optimizer setting); nothing in it "
+                                  "was run");
+    auto [head, tail] = rest.split('.');
+    int64_t group = 0;
+    if (!tail.empty() && !head.getAsInteger(10, group) && group >= 0) {
+      indexed[group][tail] = std::move(*json);
+      continue;
+    }
+    // flatten_optimizer_state_dict: param_groups.<fqn>.<setting>.
+    auto [fqn, setting] = rest.rsplit('.');
+    if (byFqn.empty() || byFqn.back().first != fqn)
+      byFqn.emplace_back(fqn.str(), llvm::json::Object());
+    byFqn.back().second[setting] = std::move(*json);
+  }
+  if (firstStep)
+    optimizer.step = firstStep->second;
+
+  // The model's keys: a prefix that makes every fqn with states a tensor outside the
+  // optimizer.
+  auto isModelTensor = [&](const std::string &key) {
+    const DcpEntry *entry = reader.find(key);
+    return entry && !entry->isBytes && !llvm::StringRef(key).starts_with(*root);
+  };
+  if (!moments.empty()) {
+    const std::string &first = moments.begin()->first;
+    std::optional<std::string> prefix;
+    for (const DcpEntry &e : entries) {
+      llvm::StringRef key = e.fqn;
+      if (e.isBytes || key.starts_with(*root) || !key.ends_with(first) ||
+          (key.size() > first.size() && key[key.size() - first.size() - 1] != '.'))
+        continue;
+      std::string candidate = key.drop_back(first.size()).str();
+      if (llvm::all_of(moments, [&](const auto &m) { return isModelTensor(candidate + m.first); })) {
+        prefix = candidate;
+        break;
+      }
+    }
+    if (!prefix)
+      return fileError(where, "the optimizer keeps states of '" + first +
+                                  "', which no model tensor of the checkpoint is");
+    optimizer.modelPrefix = *prefix;
+  }
+  for (const auto &[fqn, pair] : moments) {
+    if (!pair.first || !pair.second)
+      return fileError(where, "'" + fqn + "' has " + (pair.first ? "exp_avg" : "exp_avg_sq") +
+                                  " but not " + (pair.first ? "exp_avg_sq" : "exp_avg"));
+    const DcpEntry *param = reader.find(optimizer.modelPrefix + fqn);
+    for (const DcpEntry *m : {pair.first, pair.second})
+      if (m->size != param->size)
+        return fileError(where, "'" + m->fqn + "' is not shaped as its parameter '" +
+                                    param->fqn + "'");
+    optimizer.params.push_back({fqn, pair.first->fqn, pair.second->fqn});
+  }
+
+  // Groups: indexed ones list their fqns under "params"; groups keyed by fqn are
+  // the parameters with equal settings, in order.
+  llvm::json::Array settings;
+  for (auto &[index, group] : indexed) {
+    if (index != int64_t(optimizer.groups.size()))
+      return fileError(where, llvm::formatv("'{0}{1}.*' comes where group {2} should",
+                                            groupPrefix, index, optimizer.groups.size())
+                                  .str());
+    optimizer.groups.emplace_back();
+    if (const llvm::json::Array *params = group.getArray("params"))
+      for (const llvm::json::Value &name : *params) {
+        std::optional<llvm::StringRef> text = name.getAsString();
+        if (!text)
+          return fileError(where, "'" + groupPrefix + llvm::Twine(index) +
+                                      ".params' is not a list of parameter names");
+        optimizer.groups.back().push_back(text->str());
+      }
+    settings.push_back(withoutParams(group));
+  }
+  for (auto &[fqn, group] : byFqn) {
+    llvm::json::Value plain = withoutParams(group);
+    auto same = llvm::find(settings, plain);
+    if (same == settings.end()) {
+      settings.push_back(std::move(plain));
+      optimizer.groups.emplace_back();
+      same = settings.end() - 1;
+    }
+    optimizer.groups[same - settings.begin()].push_back(fqn);
+  }
+  optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
+  return optimizer;
 }
 
 std::vector<DcpShard> loom::ckpt::dcpRowShards(llvm::ArrayRef<NamedTensor> tensors,
@@ -354,6 +623,16 @@ ValuePtr tensorProperties(DType dtype) {
                           format, Value::make(false)}));
 }
 
+std::string distcpName(unsigned rank) { return "__" + std::to_string(rank) + "_0.distcp"; }
+
+/// Where an entry's archive lies: rank `rank`'s file, offset, length.
+ValuePtr storageInfo(unsigned rank, uint64_t offset, uint64_t length) {
+  return dataclass("torch.distributed._shard.checkpoint.filesystem", "_StorageInfo",
+                   dict({{str("relative_path"), str(distcpName(rank))},
+                         {str("offset"), Value::make(int64_t(offset))},
+                         {str("length"), Value::make(int64_t(length))}}));
+}
+
 /// What the metadata says of one chunk.
 struct ChunkRecord {
   std::string fqn;
@@ -407,9 +686,28 @@ struct DcpWriter::Impl {
   std::string dir, staging;
   std::map<unsigned, std::unique_ptr<OutputFile>> files;
   std::vector<ChunkRecord> records;
+  /// Bytes entries: fqn, and where rank 0's file holds the archive.
+  struct BytesRecord {
+    std::string fqn;
+    uint64_t fileOffset = 0, length = 0;
+  };
+  std::vector<BytesRecord> bytesRecords;
   bool finished = false;
 
-  static std::string fileName(unsigned rank) { return "__" + std::to_string(rank) + "_0.distcp"; }
+  /// Rank `rank`'s file, positioned at the next 64-byte boundary.
+  llvm::Expected<OutputFile *> fileAt64(unsigned rank) {
+    auto &file = files[rank];
+    if (!file) {
+      auto created = OutputFile::create(staging + "/" + distcpName(rank));
+      if (!created)
+        return created.takeError();
+      file = std::move(*created);
+    }
+    while (file->os().tell() % 64)
+      file->os() << '\0';
+    return file.get();
+  }
+
   void discard() {
     files.clear(); // each OutputFile removes its temporary
     llvm::sys::fs::remove_directories(staging);
@@ -441,13 +739,9 @@ llvm::Error DcpWriter::append(const DcpShard &shard) {
     return fileError(impl->dir, "written after finish");
   if (auto reason = shard.chunk.checkView())
     return fileError(impl->dir, "chunk of '" + shard.fqn + "': " + *reason);
-  auto &file = impl->files[shard.rank];
-  if (!file) {
-    auto created = OutputFile::create(impl->staging + "/" + Impl::fileName(shard.rank));
-    if (!created)
-      return created.takeError();
-    file = std::move(*created);
-  }
+  auto file = impl->fileAt64(shard.rank);
+  if (!file)
+    return file.takeError();
   // torch.save of the chunk alone: a view would carry its whole base storage.
   Tensor chunk = shard.chunk;
   if (!chunk.isWholeStorage())
@@ -455,14 +749,27 @@ llvm::Error DcpWriter::append(const DcpShard &shard) {
         chunk.dtype, chunk.shape,
         chunk.isContiguous() ? std::make_shared<Storage>(chunk.contiguousBytes(), chunk.storage)
                              : std::make_shared<Storage>(chunk.toBytes()));
-  llvm::raw_fd_ostream &os = file->os();
-  while (os.tell() % 64)
-    os << '\0';
+  llvm::raw_fd_ostream &os = (*file)->os();
   uint64_t offset = os.tell();
-  if (auto err = appendTorchZip(*file, *Value::make(TensorValue{chunk})))
+  if (auto err = appendTorchZip(**file, *Value::make(TensorValue{chunk})))
     return err;
   impl->records.push_back({shard.fqn, shard.fullShape, shard.offsets, chunk.shape, chunk.dtype,
                            shard.rank, offset, os.tell() - offset});
+  return llvm::Error::success();
+}
+
+llvm::Error DcpWriter::appendBytes(llvm::StringRef fqn, const Value &value) {
+  if (impl->finished)
+    return fileError(impl->dir, "written after finish");
+  if (fqn.empty())
+    return fileError(impl->dir, "a bytes entry without a name");
+  auto file = impl->fileAt64(0);
+  if (!file)
+    return file.takeError();
+  uint64_t offset = (*file)->os().tell();
+  if (auto err = appendTorchZip(**file, value))
+    return err;
+  impl->bytesRecords.push_back({fqn.str(), offset, (*file)->os().tell() - offset});
   return llvm::Error::success();
 }
 
@@ -484,13 +791,21 @@ llvm::Error DcpWriter::finish() {
                                dict({{str("fqn"), str(r.fqn)},
                                      {str("offset"), torchSize(r.offsets)},
                                      {str("index"), Value::make(NoneValue{})}}));
-    ValuePtr where = dataclass("torch.distributed._shard.checkpoint.filesystem", "_StorageInfo",
-                               dict({{str("relative_path"), str(Impl::fileName(r.rank))},
-                                     {str("offset"), Value::make(int64_t(r.fileOffset))},
-                                     {str("length"), Value::make(int64_t(r.length))}}));
-    storage.emplace_back(index, where);
+    storage.emplace_back(index, storageInfo(r.rank, r.fileOffset, r.length));
   }
   std::vector<std::pair<ValuePtr, ValuePtr>> entries;
+  std::set<std::string> bytesNames;
+  for (const Impl::BytesRecord &r : impl->bytesRecords) {
+    if (byFqn.count(r.fqn) || !bytesNames.insert(r.fqn).second)
+      return fail(fileError(impl->dir + "/.metadata", "two entries named '" + r.fqn + "'"));
+    storage.emplace_back(dataclass(kMetadataModule, "MetadataIndex",
+                                   dict({{str("fqn"), str(r.fqn)},
+                                         {str("offset"), Value::make(NoneValue{})},
+                                         {str("index"), Value::make(NoneValue{})}})),
+                         storageInfo(0, r.fileOffset, r.length));
+    // An empty dataclass: torch pickles it without BUILD state.
+    entries.emplace_back(str(r.fqn), dataclass(kMetadataModule, "BytesStorageMetadata", nullptr));
+  }
   for (const auto &[fqn, list] : byFqn) {
     std::vector<ValuePtr> chunks;
     for (const ChunkRecord *r : list)

@@ -1,6 +1,8 @@
 //===- Megatron.cpp - Megatron-LM checkpoint directories -------------------===//
 #include "loom/Checkpoint/Megatron.h"
 
+#include "MegatronCommon.h"
+
 #include "loom/Checkpoint/TorchZip.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -15,6 +17,7 @@
 #include <tuple>
 
 using namespace loom::ckpt;
+using namespace loom::ckpt::megatron;
 
 llvm::StringRef loom::ckpt::megatronSplitName(MegatronSplit split) {
   switch (split) {
@@ -223,8 +226,7 @@ bool loom::ckpt::isMegatronCheckpoint(const llvm::Twine &directory) {
          (llvm::sys::fs::exists(dir + "/mp_rank_00") || llvm::sys::fs::exists(dir + "/mp_rank_00_000"));
 }
 
-/// The iteration directory `directory` designates and its iteration number.
-static llvm::Expected<std::pair<std::string, int64_t>> iterationDir(const std::string &directory) {
+llvm::Expected<std::pair<std::string, int64_t>> megatron::iterationDir(const std::string &directory) {
   std::string tracker = directory + "/latest_checkpointed_iteration.txt";
   if (!llvm::sys::fs::exists(tracker)) {
     llvm::StringRef base = llvm::sys::path::filename(directory);
@@ -255,7 +257,7 @@ static std::string localName(llvm::StringRef path, MegatronNaming naming) {
   return path.str();
 }
 
-static std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNaming naming,
+std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNaming naming,
                                              bool swiglu, int64_t layerOffset) {
   auto pick = [&](const NameRule &rule) {
     return llvm::StringRef(naming == MegatronNaming::Legacy ? rule.legacy : rule.mcore);
@@ -341,41 +343,7 @@ struct LoadedMegatron {
 };
 } // namespace
 
-/// A plain value as JSON: None, ints, floats, bools, strings, and lists and tuples of
-/// them; nullopt for anything else (tensors, objects, dicts). Tuples are
-/// {"$tuple": [...]} and whole floats {"$float": x}, as reshard's skeletons spell them,
-/// so that writing them back keeps their Python types.
-static std::optional<llvm::json::Value> plainJson(const Value &value) {
-  if (value.get<NoneValue>())
-    return llvm::json::Value(nullptr);
-  if (auto *i = value.get<int64_t>())
-    return llvm::json::Value(*i);
-  if (auto *b = value.get<bool>())
-    return llvm::json::Value(*b);
-  if (auto *d = value.get<double>()) {
-    if (std::isfinite(*d) && *d == std::trunc(*d))
-      return llvm::json::Value(llvm::json::Object{{"$float", *d}});
-    return llvm::json::Value(*d);
-  }
-  if (auto *str = value.get<std::string>())
-    return llvm::json::Value(*str);
-  if (auto *items = value.sequence()) {
-    llvm::json::Array array;
-    for (const ValuePtr &item : *items) {
-      auto json = plainJson(*item);
-      if (!json)
-        return std::nullopt;
-      array.push_back(std::move(*json));
-    }
-    if (value.get<TupleValue>() && !value.get<TupleValue>()->torchSize)
-      return llvm::json::Value(llvm::json::Object{{"$tuple", std::move(array)}});
-    return llvm::json::Value(std::move(array));
-  }
-  return std::nullopt;
-}
-
-/// A dict's string-keyed plain entries as a JSON object, `skip` left out.
-static llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef skip = "") {
+llvm::json::Object megatron::plainEntries(const DictValue &dict, llvm::StringRef skip) {
   llvm::json::Object out;
   for (const auto &[key, value] : dict.entries) {
     const std::string *name = key->get<std::string>();
@@ -387,8 +355,7 @@ static llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef sk
   return out;
 }
 
-/// The args Namespace as JSON: its plain fields (ints, floats, bools, strings, lists).
-static std::string argsToJson(const DictValue &state) {
+std::string megatron::argsToJson(const DictValue &state) {
   return llvm::formatv("{0}", llvm::json::Value(plainEntries(state))).str();
 }
 
@@ -570,6 +537,28 @@ static llvm::Error readOptimizer(const Value &value, const std::string &file, un
   return llvm::Error::success();
 }
 
+llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
+                                                   const std::string &file, unsigned tp) {
+  MegatronDims d;
+  d.numLayers = intArg(state, "num_layers").value_or(0);
+  d.hidden = intArg(state, "hidden_size").value_or(0);
+  d.heads = intArg(state, "num_attention_heads").value_or(0);
+  d.queryGroups = boolArg(state, "group_query_attention")
+                      ? intArg(state, "num_query_groups").value_or(0)
+                      : d.heads;
+  d.headDim = intArg(state, "kv_channels").value_or(d.heads ? d.hidden / d.heads : 0);
+  d.ffn = intArg(state, "ffn_hidden_size").value_or(4 * d.hidden);
+  d.paddedVocab = intArg(state, "padded_vocab_size").value_or(0);
+  d.vocab = intArg(state, "vocab_size").value_or(d.paddedVocab);
+  d.swiglu = boolArg(state, "swiglu");
+  if (d.heads <= 0 || d.queryGroups <= 0 || d.headDim <= 0 || d.heads % d.queryGroups ||
+      d.queryGroups % tp || d.paddedVocab <= 0 || d.vocab > d.paddedVocab)
+    return fileError(file, llvm::formatv("args describe an impossible model (heads {0}, "
+                                         "query groups {1}, tp {2}, vocab {3}/{4})",
+                                         d.heads, d.queryGroups, tp, d.vocab, d.paddedVocab));
+  return d;
+}
+
 static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory) {
   auto located = iterationDir(directory.str());
   if (!located)
@@ -619,24 +608,10 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory)
       if (!state)
         return fileError(file, "no argparse 'args' entry to read the model shape from");
       layout.argsJson = argsToJson(*state);
-      MegatronDims &d = layout.dims;
-      d.numLayers = intArg(*state, "num_layers").value_or(0);
-      d.hidden = intArg(*state, "hidden_size").value_or(0);
-      d.heads = intArg(*state, "num_attention_heads").value_or(0);
-      d.queryGroups = boolArg(*state, "group_query_attention")
-                          ? intArg(*state, "num_query_groups").value_or(0)
-                          : d.heads;
-      d.headDim = intArg(*state, "kv_channels").value_or(d.heads ? d.hidden / d.heads : 0);
-      d.ffn = intArg(*state, "ffn_hidden_size").value_or(4 * d.hidden);
-      d.paddedVocab = intArg(*state, "padded_vocab_size").value_or(0);
-      d.vocab = intArg(*state, "vocab_size").value_or(d.paddedVocab);
-      d.swiglu = boolArg(*state, "swiglu");
-      if (d.heads <= 0 || d.queryGroups <= 0 || d.headDim <= 0 || d.heads % d.queryGroups ||
-          d.queryGroups % layout.tp || d.paddedVocab <= 0 || d.vocab > d.paddedVocab)
-        return fileError(file, llvm::formatv("args describe an impossible model (heads {0}, "
-                                             "query groups {1}, tp {2}, vocab {3}/{4})",
-                                             d.heads, d.queryGroups, layout.tp, d.vocab,
-                                             d.paddedVocab));
+      auto dims = dimsFromArgs(*state, file, layout.tp);
+      if (!dims)
+        return dims.takeError();
+      layout.dims = *dims;
       for (auto [key, expected] : {std::pair{"tensor_model_parallel_size", layout.tp},
                                    std::pair{"pipeline_model_parallel_size", layout.pp}})
         if (auto value = intArg(*state, key); value && *value != int64_t(expected))

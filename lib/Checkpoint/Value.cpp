@@ -176,3 +176,32 @@ std::optional<int64_t> loom::ckpt::stepNumber(const ValuePtr &value) {
     return std::nullopt;
   }
 }
+
+std::optional<llvm::json::Value> loom::ckpt::plainJson(const Value &value) {
+  if (value.get<NoneValue>())
+    return llvm::json::Value(nullptr);
+  if (auto *i = value.get<int64_t>())
+    return llvm::json::Value(*i);
+  if (auto *b = value.get<bool>())
+    return llvm::json::Value(*b);
+  if (auto *d = value.get<double>()) {
+    if (std::isfinite(*d) && *d == std::trunc(*d))
+      return llvm::json::Value(llvm::json::Object{{"$float", *d}});
+    return llvm::json::Value(*d);
+  }
+  if (auto *str = value.get<std::string>())
+    return llvm::json::Value(*str);
+  if (auto *items = value.sequence()) {
+    llvm::json::Array array;
+    for (const ValuePtr &item : *items) {
+      auto json = plainJson(*item);
+      if (!json)
+        return std::nullopt;
+      array.push_back(std::move(*json));
+    }
+    if (value.get<TupleValue>() && !value.get<TupleValue>()->torchSize)
+      return llvm::json::Value(llvm::json::Object{{"$tuple", std::move(array)}});
+    return llvm::json::Value(std::move(array));
+  }
+  return std::nullopt;
+}

@@ -29,6 +29,8 @@ std::string reshard::detectFormat(const llvm::Twine &pathTwine) {
   if (!llvm::sys::fs::exists(path))
     return "";
   if (llvm::sys::fs::is_directory(path)) {
+    if (isMegatronDistCheckpoint(path))
+      return "megatron-dist";
     if (isMegatronCheckpoint(path))
       return "megatron";
     if (llvm::sys::fs::exists(path + "/.metadata"))
@@ -130,12 +132,10 @@ static std::string bucketText(const MegatronDistOpt &distOpt) {
   return "one bucket per stage";
 }
 
-static llvm::Expected<Layout> describeMegatron(const std::string &path) {
-  std::string iterDir;
-  auto read = readMegatronLayout(path, &iterDir);
-  if (!read)
-    return read.takeError();
-  const MegatronLayout &ml = *read;
+/// The full tensors of Megatron's model `ml` (HF names, shapes from the shards and
+/// the splits), with each parameter's fp32 master and Adam moments when it has an
+/// optimizer, and what the layout keeps of the source (args, step, groups).
+static Layout megatronFulls(const MegatronLayout &ml) {
   const MegatronDims &d = ml.dims;
   Layout layout;
   layout.format = ml.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
@@ -186,6 +186,17 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
           layout.paramGroups[megatronNoWeightDecay(p.localName, p.localShape.size())], p.fullNames);
     layout.optimizerGroups = ml.optimizer->groupsJson;
   }
+  return layout;
+}
+
+static llvm::Expected<Layout> describeMegatron(const std::string &path) {
+  std::string iterDir;
+  auto read = readMegatronLayout(path, &iterDir);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = *read;
+  const MegatronDims &d = ml.dims;
+  Layout layout = megatronFulls(ml);
   std::string prefix;
   if (!llvm::sys::fs::equivalent(iterDir, path))
     prefix = llvm::sys::path::filename(iterDir).str() + "/";
@@ -269,13 +280,141 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
   return layout;
 }
 
+/// A DCP folder: names, dtypes and shapes from the metadata alone (tensors are read
+/// when the program runs; one whose metadata lacks a dtype is read to learn it). With
+/// an optimizer's state (readDcpOptimizer) the model's tensors are named without the
+/// model's prefix, each parameter's moments are "<name>#exp_avg" and "#exp_avg_sq",
+/// and the prefixes and groups ride in sourceArgs (so DCP -> universal -> DCP keeps
+/// the keys), the settings in optimizerGroups.
+static llvm::Expected<Layout> describeDcp(const std::string &path) {
+  auto dcp = DcpReader::open(path);
+  if (!dcp)
+    return dcp.takeError();
+  auto optimizer = readDcpOptimizer(**dcp);
+  if (!optimizer)
+    return optimizer.takeError();
+  Layout layout;
+  layout.format = "dcp";
+  // Full name -> DCP key, in name order.
+  std::map<std::string, std::string> keys;
+  const std::string *optimizerPrefix = *optimizer ? &(*optimizer)->optimizerPrefix : nullptr;
+  for (const DcpEntry &e : (*dcp)->metadata().entries) {
+    llvm::StringRef name = e.fqn;
+    if (e.isBytes || e.chunks.empty() || (optimizerPrefix && name.starts_with(*optimizerPrefix)))
+      continue;
+    if (*optimizer)
+      name.consume_front((*optimizer)->modelPrefix);
+    keys[name.str()] = e.fqn;
+  }
+  if (*optimizer) {
+    const DcpOptimizer &o = **optimizer;
+    for (const DcpOptimizer::Param &p : o.params) {
+      keys[p.fqn + "#exp_avg"] = p.expAvg;
+      keys[p.fqn + "#exp_avg_sq"] = p.expAvgSq;
+    }
+    layout.optimizerStep = o.step;
+    layout.iteration = o.step.value_or(0);
+    layout.paramGroups = o.groups;
+    layout.optimizerGroups = o.groupsJson;
+    llvm::json::Array groups;
+    for (const std::vector<std::string> &group : o.groups)
+      groups.push_back(llvm::json::Array(group));
+    layout.sourceArgs =
+        llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                 {"model_prefix", o.modelPrefix},
+                                 {"optimizer_prefix", o.optimizerPrefix},
+                                 {"param_groups", std::move(groups)}}))
+            .str();
+  }
+  ShardFile file{".", "dcp", {}, ""};
+  for (const auto &[name, key] : keys) {
+    const DcpEntry &e = *(*dcp)->find(key);
+    std::optional<DType> dtype = e.dtype;
+    if (!dtype) {
+      auto tensor = (*dcp)->read(e.fqn);
+      if (!tensor)
+        return tensor.takeError();
+      dtype = tensor->dtype;
+    }
+    layout.fulls.push_back({name, *dtype, e.size});
+    file.tensors.push_back(wholeLocal(layout, layout.fulls.size() - 1, key));
+  }
+  layout.files.push_back(std::move(file));
+  return layout;
+}
+
+/// A Megatron-core torch_dist checkpoint (ckpt::readMegatronDist): its DCP folder is
+/// Megatron at tp = pp = 1, so megatronShards cuts the one rank's file (the fused QKV
+/// and SwiGLU pieces are the torch reader's), whose local tensors are then renamed
+/// to the DCP keys holding them (a stacked key's layer as a dcpRowKey), and each
+/// optimizer state gets the same pieces under its own key.
+static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
+  auto read = readMegatronDist(path);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = read->layout;
+  Layout layout = megatronFulls(ml);
+  layout.format = "megatron-dist";
+  std::vector<FullTensor> params;
+  llvm::StringMap<unsigned> index;
+  for (unsigned f = 0; f < layout.fulls.size(); ++f) {
+    index[layout.fulls[f].name] = f;
+    if (layout.fulls[f].name.find('#') == std::string::npos)
+      params.push_back(layout.fulls[f]);
+  }
+  auto files = megatronShards(params, ml.dims, MegatronNaming::MCore, 1, 1, ml.layersPerStage, "");
+  if (!files)
+    return fileError(path, llvm::toString(files.takeError()));
+  std::map<std::string, size_t> paramOf; // "model.<local name>" -> index into ml.params
+  for (size_t i = 0; i < ml.params.size(); ++i)
+    paramOf["model." + ml.params[i].localName] = i;
+  ShardFile file{llvm::sys::fs::equivalent(read->iterationDir, path)
+                     ? "."
+                     : llvm::sys::path::filename(read->iterationDir).str(),
+                 "dcp", {}, ""};
+  size_t placed = 0;
+  for (const LocalTensor &t : files->front().tensors) {
+    auto found = paramOf.find(t.key);
+    if (found == paramOf.end())
+      return fileError(path, "Megatron's layout has " + t.key + ", which the checkpoint lacks");
+    const MegatronParam &p = ml.params[found->second];
+    const MegatronDistSource &source = read->sources[found->second];
+    LocalTensor local = t;
+    local.key = source.row >= 0 ? dcpRowKey(source.key, source.row) : source.key;
+    if (t.shape != p.localShape)
+      return fileError(path + "/" + file.path, "'" + local.key + "' is not shaped as Megatron's "
+                                               "layout gives " + p.localName + " for the args' dimensions");
+    ++placed;
+    for (const auto &[suffix, prefix] : read->states) {
+      LocalTensor state = local;
+      state.key = prefix + local.key;
+      state.dtype = DType::Float32;
+      for (Piece &piece : state.pieces)
+        piece.full = index[layout.fulls[piece.full].name + suffix];
+      file.tensors.push_back(std::move(state));
+    }
+    file.tensors.push_back(std::move(local));
+  }
+  if (placed != ml.params.size())
+    return fileError(path, llvm::formatv("holds {0} parameters where Megatron's layout has {1}",
+                                         ml.params.size(), placed)
+                               .str());
+  layout.files = {std::move(file)};
+  return layout;
+}
+
 llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine) {
   std::string path = pathTwine.str();
   std::string format = detectFormat(path);
   Layout layout;
   if (format.empty())
     return fileError(path, "no such file or directory");
-  if (format == "megatron") {
+  if (format == "megatron-dist") {
+    auto described = describeMegatronDist(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
+  } else if (format == "megatron") {
     auto described = describeMegatron(path);
     if (!described)
       return described.takeError();
@@ -314,30 +453,10 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     layout.format = "safetensors";
     addWholeFile(layout, "safetensors", std::move(file->tensors));
   } else if (format == "dcp") {
-    // Names, dtypes and shapes from the metadata alone; tensors are read when the
-    // program runs. A checkpoint whose metadata lacks a dtype is read to learn it.
-    auto dcp = DcpReader::open(path);
-    if (!dcp)
-      return dcp.takeError();
-    std::vector<NamedTensor> tensors;
-    for (const DcpEntry &e : (*dcp)->metadata().entries) {
-      if (e.isBytes || e.chunks.empty())
-        continue;
-      std::optional<DType> dtype = e.dtype;
-      if (!dtype) {
-        auto tensor = (*dcp)->read(e.fqn);
-        if (!tensor)
-          return tensor.takeError();
-        dtype = tensor->dtype;
-      }
-      Tensor declared;
-      declared.dtype = *dtype;
-      declared.shape = e.size;
-      declared.strides = contiguousStrides(e.size);
-      tensors.push_back({e.fqn, std::move(declared)});
-    }
-    layout.format = "dcp";
-    addWholeFile(layout, "dcp", std::move(tensors));
+    auto described = describeDcp(path);
+    if (!described)
+      return described.takeError();
+    layout = std::move(*described);
   } else if (format == "universal") {
     auto reader = UniversalReader::open(path);
     if (!reader)
@@ -535,6 +654,99 @@ LocalTensor reshard::wholeLocal(const Layout &layout, unsigned f, std::string ke
           {{f, Box::whole(full.shape), llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
 }
 
+/// A DCP folder as torch's get_state_dict and DCP's flatten_state_dict would key a
+/// model and its Adam optimizer (see ckpt::DcpOptimizer): `<model prefix><name>`,
+/// `<optimizer prefix>state.<name>.{exp_avg,exp_avg_sq,step}` and
+/// `<optimizer prefix>param_groups.<i>.<setting>` (bytes entries, "params" listing the
+/// names). The prefixes are a DCP source's, else "model." and "optim."; without
+/// optimizer states the keys are the names, as before. A torch optimizer's parameter
+/// is its own master, so a parameter with an fp32 master is written from it. The
+/// step tensors and bytes entries travel in the output's meta.
+static llvm::Expected<ShardFile> dcpTarget(const Layout &source, Layout &out, unsigned ranks) {
+  ShardFile file{".", "dcp", {}, ""};
+  llvm::json::Object meta{{"ranks", int64_t(ranks)}};
+  if (!countStates(out.fulls, nullptr)) {
+    for (unsigned f = 0; f < out.fulls.size(); ++f)
+      file.tensors.push_back(wholeLocal(out, f));
+    file.meta = llvm::formatv("{0}", llvm::json::Value(std::move(meta))).str();
+    return file;
+  }
+  std::string modelPrefix = "model.", optimizerPrefix = "optim.";
+  if (source.format == "dcp" || source.convertedFrom == "dcp")
+    if (auto parsed = llvm::json::parse(source.sourceArgs))
+      if (auto *o = parsed->getAsObject()) {
+        modelPrefix = o->getString("model_prefix").value_or(modelPrefix).str();
+        optimizerPrefix = o->getString("optimizer_prefix").value_or(optimizerPrefix).str();
+      }
+  std::vector<FullTensor> fulls;
+  std::vector<std::string> keys, withStates;
+  for (const FullTensor &f : out.fulls) {
+    auto [name, state] = llvm::StringRef(f.name).split('#');
+    if (state == "fp32")
+      continue;
+    FullTensor t = f;
+    if (state.empty()) {
+      if (const FullTensor *master = out.findFull(f.name + "#fp32")) {
+        t.dtype = DType::Float32;
+        t.from = master->name;
+      }
+      keys.push_back(modelPrefix + f.name);
+    } else if (state == "exp_avg" || state == "exp_avg_sq") {
+      keys.push_back(optimizerPrefix + "state." + name.str() + "." + state.str());
+      if (state == "exp_avg")
+        withStates.push_back(name.str());
+    } else {
+      return llvm::createStringError("dcp keeps Adam's states (exp_avg, exp_avg_sq), not " +
+                                     f.name);
+    }
+    fulls.push_back(std::move(t));
+  }
+  out.fulls = std::move(fulls);
+  for (unsigned f = 0; f < out.fulls.size(); ++f)
+    file.tensors.push_back(wholeLocal(out, f, keys[f]));
+
+  // Adam's step as the 0-dim float32 tensor torch keeps per parameter.
+  int64_t step = source.optimizerStep.value_or(source.iteration);
+  llvm::json::Array scalars, bytes;
+  for (const std::string &name : withStates)
+    scalars.push_back(llvm::json::Array{optimizerPrefix + "state." + name + ".step", "float32", step});
+  // The groups: the source's, else one of every parameter with states; each group's
+  // settings the source's, else torch's Adam defaults.
+  std::vector<std::vector<std::string>> groups = source.paramGroups;
+  if (groups.empty())
+    groups.push_back(withStates);
+  llvm::json::Array settings;
+  if (auto parsed = llvm::json::parse(source.optimizerGroups.empty() ? "[]" : source.optimizerGroups))
+    if (auto *array = parsed->getAsArray())
+      settings = std::move(*array);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::string prefix = optimizerPrefix + "param_groups." + std::to_string(g) + ".";
+    const llvm::json::Object *given = g < settings.size() ? settings[g].getAsObject() : nullptr;
+    llvm::json::Object defaults{
+        {"lr", 0.001},
+        {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{0.9, 0.999}}}},
+        {"eps", 1e-8},
+        {"weight_decay", 0},
+        {"amsgrad", false},
+        {"maximize", false},
+        {"foreach", nullptr},
+        {"capturable", false}};
+    const llvm::json::Object &group = given ? *given : defaults;
+    std::vector<std::string> names;
+    for (const auto &entry : group)
+      names.push_back(entry.first.str());
+    llvm::sort(names);
+    for (const std::string &name : names)
+      if (name != "params")
+        bytes.push_back(llvm::json::Array{prefix + name, *group.get(name)});
+    bytes.push_back(llvm::json::Array{prefix + "params", llvm::json::Array(groups[g])});
+  }
+  meta["scalars"] = std::move(scalars);
+  meta["bytes"] = std::move(bytes);
+  file.meta = llvm::formatv("{0}", llvm::json::Value(std::move(meta))).str();
+  return file;
+}
+
 llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetSpec &target) {
   Layout out;
   out.format = target.format;
@@ -546,7 +758,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
   std::string firstState;
   if (size_t states = countStates(out.fulls, &firstState);
       states && target.format != "universal" && target.format != "deepspeed" &&
-      target.format != "deepspeed-universal" && target.format != "megatron")
+      target.format != "deepspeed-universal" && target.format != "megatron" &&
+      target.format != "dcp")
     return llvm::createStringError(
         llvm::formatv("the source holds {0} optimizer-state tensors (such as {1}) that {2} "
                       "cannot hold yet; add --weights-only to leave them out, or convert to "
@@ -554,10 +767,13 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
                       states, firstState, target.format)
             .str());
 
-  if (target.format == "universal" || target.format == "torch" || target.format == "dcp") {
+  if (target.format == "dcp") {
+    auto file = dcpTarget(source, out, target.ranks);
+    if (!file)
+      return file.takeError();
+    out.files.push_back(std::move(*file));
+  } else if (target.format == "universal" || target.format == "torch") {
     ShardFile file{".", target.format, {}, ""};
-    if (target.format == "dcp")
-      file.meta = llvm::formatv("{{\"ranks\":{0}}", target.ranks).str();
     for (unsigned f = 0; f < out.fulls.size(); ++f)
       file.tensors.push_back(wholeLocal(out, f));
     if (target.format == "universal") {
@@ -679,6 +895,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
              {"tensor_model_parallel_size", target.tp},
              {"pipeline_model_parallel_size", target.pp}})
       args[key] = value;
+    if (args.get("ckpt_format")) // a torch_dist source's args
+      args["ckpt_format"] = "torch";
     args["group_query_attention"] = md.queryGroups != md.heads;
     args["swiglu"] = md.swiglu;
     // With optimizer states, the optimizer that keeps them; the distributed one lays

@@ -372,6 +372,39 @@ llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor 
   return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
 }
 
+/// What a DCP output's meta adds to its tensors: "scalars", [[key, "float32", x]] (an
+/// optimizer's 0-dim step tensors), and "bytes", [[key, skeleton]] (its settings,
+/// built as buildTree builds a skeleton without tensors).
+llvm::Error writeDcpExtras(PendingOutput &out, const llvm::json::Object &meta) {
+  if (const llvm::json::Array *scalars = meta.getArray("scalars"))
+    for (const llvm::json::Value &entry : *scalars) {
+      const llvm::json::Array *item = entry.getAsArray();
+      std::optional<llvm::StringRef> key = item && item->size() == 3 ? (*item)[0].getAsString() : std::nullopt;
+      std::optional<double> x = key ? (*item)[2].getAsNumber() : std::nullopt;
+      if (!x || (*item)[1].getAsString() != llvm::StringRef("float32"))
+        return fileError(out.path, "a DCP scalar is not [key, \"float32\", number]");
+      float value = float(*x);
+      std::vector<uint8_t> bytes(sizeof value);
+      std::memcpy(bytes.data(), &value, sizeof value);
+      Tensor t = Tensor::contiguous(DType::Float32, {}, std::make_shared<Storage>(std::move(bytes)));
+      if (auto err = out.dcp->append({key->str(), {}, {}, t, 0}))
+        return err;
+    }
+  if (const llvm::json::Array *bytes = meta.getArray("bytes"))
+    for (const llvm::json::Value &entry : *bytes) {
+      const llvm::json::Array *item = entry.getAsArray();
+      std::optional<llvm::StringRef> key = item && item->size() == 2 ? (*item)[0].getAsString() : std::nullopt;
+      if (!key)
+        return fileError(out.path, "a DCP bytes entry is not [key, skeleton]");
+      auto value = buildTree((*item)[1], {}, out.path);
+      if (!value)
+        return value.takeError();
+      if (auto err = out.dcp->appendBytes(*key, **value))
+        return err;
+    }
+  return llvm::Error::success();
+}
+
 /// Opens a streamed output: a DCP folder, a universal file with its metadata, the safetensors
 /// header, or the pickle of a torch or torch-tree file with placeholder storages
 /// standing for the declared tensors.
@@ -422,6 +455,8 @@ llvm::Error startStream(PendingOutput &out) {
     if (!writer)
       return writer.takeError();
     out.dcp = std::move(*writer);
+    if (auto err = writeDcpExtras(out, *meta))
+      return err;
   } else if (out.op.getFormat() == "safetensors") {
     auto stream = SafetensorsStream::create(out.path, tensors);
     if (!stream)

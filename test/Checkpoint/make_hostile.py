@@ -5,7 +5,8 @@ Usage: make_hostile.py OUTDIR MARKER_DIR
 
 Every file is something a malicious or broken checkpoint could contain. OUTDIR/
 hostile.json lists them as {"file", "reader", "expect", "message"}: reader is
-pickle | zip | torch | safetensors; expect is "error" (message: a substring of the
+pickle | zip | torch | safetensors | dcp (a DCP folder whose optimizer loom reads);
+expect is "error" (message: a substring of the
 one-line error loom must give) or "opaque" (the pickle names code to run; loom must
 load it as inert data, and nothing may appear in MARKER_DIR). The same files seed
 the fuzzers (scripts/fuzz).
@@ -20,7 +21,9 @@ import sys
 import zipfile
 import zlib
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
+import torch  # noqa: E402
 
 cases = []
 
@@ -239,6 +242,22 @@ def safetensors_files():
     add("short.safetensors", "safetensors", b"\x01\x02", message="too short")
 
 
+def dcp_folders(marker_dir):
+    """A DCP checkpoint torch's own writer saves with an optimizer setting that is a
+    pickled call of os.system: torch.load (what torch's DCP reader runs on bytes
+    entries) would run it; loom must refuse it with one line and run nothing."""
+    import torch.distributed._shard.checkpoint as dcp
+    marker = os.path.join(marker_dir, "dcp_os_system_ran")
+    state = {"model.w": torch.ones(2, 2), "optim.state.w.exp_avg": torch.zeros(2, 2),
+             "optim.state.w.exp_avg_sq": torch.zeros(2, 2), "optim.state.w.step": torch.tensor(1.0),
+             "optim.param_groups.0.lr": Call(os.system, (f"touch {marker}",)),
+             "optim.param_groups.0.params": ["w"]}
+    dcp.save_state_dict(state, dcp.FileSystemWriter(os.path.join(OUT, "dcp_os_system")),
+                        no_dist=True)
+    cases.append({"file": "dcp_os_system", "reader": "dcp", "expect": "error",
+                  "message": "'optim.param_groups.0.lr' holds posix.system, not a plain value"})
+
+
 if __name__ == "__main__":
     OUT, MARKERS = sys.argv[1], sys.argv[2]
     os.makedirs(OUT, exist_ok=True)
@@ -246,5 +265,6 @@ if __name__ == "__main__":
     torch_files()
     zips()
     safetensors_files()
+    dcp_folders(MARKERS)
     with open(os.path.join(OUT, "hostile.json"), "w") as f:
         json.dump(cases, f, indent=1)

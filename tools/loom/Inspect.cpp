@@ -46,7 +46,7 @@ struct Summary {
   std::vector<TensorRow> tensors;
 };
 
-enum class Format { TorchZip, Safetensors, HFDir, Megatron, Universal, DCP, DeepSpeed };
+enum class Format { TorchZip, Safetensors, HFDir, Megatron, MegatronDist, Universal, DCP, DeepSpeed };
 
 bool hasPrefix(const std::string &path, llvm::StringRef magic) {
   auto buffer = llvm::MemoryBuffer::getFileSlice(path, magic.size(), 0);
@@ -65,6 +65,8 @@ Format detect(const std::string &path) {
   if (!llvm::sys::fs::exists(path))
     throw UserError(path + ": no such file or directory");
   if (llvm::sys::fs::is_directory(path)) {
+    if (isMegatronDistCheckpoint(path))
+      return Format::MegatronDist;
     if (isMegatronCheckpoint(path))
       return Format::Megatron;
     if (llvm::sys::fs::exists(path + "/.metadata"))
@@ -108,6 +110,28 @@ void addLayoutTensors(Summary &summary, const loom::reshard::Layout &l, bool sta
                                {f.shape.begin(), f.shape.end()},
                                *checkedNumel(f.shape) * dtypeSize(f.dtype)});
   }
+}
+
+/// A DCP folder's files and bytes entries; with `verify`, every tensor reassembled and
+/// every bytes entry read through the safe VM.
+nlohmann::json dcpSummary(const std::string &dir, bool verify) {
+  auto reader = orThrow(DcpReader::open(dir));
+  std::set<std::string> files;
+  size_t bytesEntries = 0;
+  for (const DcpEntry &e : reader->metadata().entries) {
+    bytesEntries += e.isBytes;
+    for (const DcpChunk &c : e.chunks)
+      files.insert(c.file);
+    if (!verify)
+      continue;
+    if (llvm::Error err = e.isBytes ? reader->readBytes(e.fqn).takeError()
+                                    : reader->read(e.fqn).takeError())
+      orThrow<int>(std::move(err));
+  }
+  nlohmann::json out = {{"files", files.size()}};
+  if (bytesEntries)
+    out["bytes_entries"] = bytesEntries;
+  return out;
 }
 
 Summary open(const std::string &path, bool verify) {
@@ -175,14 +199,36 @@ Summary open(const std::string &path, bool verify) {
     break;
   }
   case Format::DCP: {
-    DcpCheckpoint dcp = orThrow(readDcp(path));
+    // Listed from its layout: parameters without the model's prefix, an optimizer's
+    // moments as "name/exp_avg".
+    loom::reshard::Layout l = orThrow(loom::reshard::describeCheckpoint(path));
     summary.format = "torch-dcp";
-    std::set<std::string> files;
-    for (const DcpEntry &e : dcp.metadata.entries)
-      for (const DcpChunk &c : e.chunks)
-        files.insert(c.file);
-    summary.layout = {{"files", files.size()}};
-    addTensors(summary, dcp.tensors);
+    summary.layout = dcpSummary(path, verify);
+    nlohmann::json args = nlohmann::json::parse(l.sourceArgs, nullptr, false);
+    if (args.is_object()) {
+      summary.layout["model_prefix"] = args["model_prefix"];
+      summary.layout["optimizer_prefix"] = args["optimizer_prefix"];
+      summary.layout["param_groups"] = l.paramGroups.size();
+    }
+    if (l.optimizerStep)
+      summary.layout["optimizer_step"] = *l.optimizerStep;
+    addLayoutTensors(summary, l, /*statesOnly=*/false);
+    break;
+  }
+  case Format::MegatronDist: {
+    // The global tensors of the DCP part, unfused to HF names, with the states.
+    loom::reshard::Layout l = orThrow(loom::reshard::describeCheckpoint(path));
+    summary.format = "megatron-torch-dist";
+    std::string dcpDir = path + "/" + l.files.front().path;
+    summary.layout = dcpSummary(dcpDir, verify);
+    if (verify)
+      orThrow(readTorchZip(dcpDir + "/common.pt", {/*verifyChecksums=*/true, {}}));
+    summary.layout["iteration"] = l.iteration;
+    summary.layout["layers"] = l.dims->layers;
+    summary.layout["vocab"] = l.dims->vocab;
+    if (l.optimizerStep)
+      summary.layout["optimizer_step"] = *l.optimizerStep;
+    addLayoutTensors(summary, l, /*statesOnly=*/false);
     break;
   }
   case Format::DeepSpeed: {

@@ -271,7 +271,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"
                   "zero/<param>/*.pt), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
                   "dcp[:ranks=N] (a PyTorch distributed checkpoint, rows split over N ranks'\n"
-                  "files) or universal (loom's HDF5 format, optimizer states included)");
+                  "files, with Adam's states as torch's get_state_dict keys them) or universal\n"
+                  "(loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
                   "tp, pp and the distributed optimizer (zero >= 1) for megatron, tp, dp and\n"
@@ -279,7 +280,7 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,
-                "leave optimizer states out (hf-safetensors, torch and dcp targets cannot hold\nthem yet)");
+                "leave optimizer states out (hf-safetensors and torch targets cannot hold them\nyet)");
   cmd->add_option("--emit-script", o->emitScript,
                   "write the ckpt program to this file ('-': stdout) instead of running it");
   cmd->add_option("--run-script", o->runScript,

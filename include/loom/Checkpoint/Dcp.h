@@ -5,13 +5,17 @@
 // (offsets, sizes) make up each tensor and where each chunk lives (file, byte offset,
 // length), and `__<rank>_<n>.distcp` files holding each chunk as a torch.save blob.
 // The metadata arrives through loom's safe pickle VM as opaque objects whose BUILD
-// state is interpreted here; nothing torch defines is imported or run.
+// state is interpreted here; nothing torch defines is imported or run. Values that
+// are not tensors (an optimizer's lr, betas, the fqns of its groups) are bytes
+// entries, each a torch.save archive read by the same VM.
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_CHECKPOINT_DCP_H
 #define LOOM_CHECKPOINT_DCP_H
 
 #include "loom/Checkpoint/Tensor.h"
+#include "loom/Checkpoint/Value.h"
+#include "loom/Checkpoint/Zip.h"
 
 #include <map>
 
@@ -60,15 +64,70 @@ class DcpReader {
 public:
   static llvm::Expected<std::unique_ptr<DcpReader>> open(const llvm::Twine &directory);
   const DcpMetadata &metadata() const { return meta; }
-  /// The full tensor `fqn`; an error for a bytes entry or an unknown name.
+  const std::string &directory() const { return dir; }
+  /// The full tensor `fqn`, or row i of tensor `name` for `dcpRowKey(name, i)` (only
+  /// the chunks holding that row are read); an error for a bytes entry or an unknown
+  /// name.
   llvm::Expected<Tensor> read(llvm::StringRef fqn);
+  /// The value of bytes entry `fqn`: its torch.save archive through the safe pickle
+  /// VM (code it names stays an opaque object); an error for a tensor or an unknown
+  /// name.
+  llvm::Expected<ValuePtr> readBytes(llvm::StringRef fqn);
+
+  /// The entry named `fqn`, or null.
+  const DcpEntry *find(llvm::StringRef fqn) const;
 
 private:
+  /// The span of `chunk`, checked to lie in its mapped file, as the archive it holds.
+  llvm::Expected<ZipArchive> archiveOf(const DcpChunk &chunk, const std::string &fqn);
+  /// The tensor a chunk's archive holds, checked against its sizes (and `dtype`).
+  llvm::Expected<Tensor> chunkTensor(const DcpEntry &entry, const DcpChunk &chunk,
+                                     std::optional<DType> dtype);
+  llvm::Expected<Tensor> readRow(const DcpEntry &entry, int64_t row);
+
   DcpReader(std::string dir, DcpMetadata meta) : dir(std::move(dir)), meta(std::move(meta)) {}
   std::string dir;
   DcpMetadata meta;
   std::map<std::string, std::shared_ptr<const llvm::MemoryBuffer>> files;
 };
+
+/// The name DcpReader::read gives row `row` (along dimension 0, which it drops) of
+/// tensor `fqn`: "fqn[row]". Megatron's torch_dist checkpoints stack a parameter of
+/// every layer in one tensor.
+std::string dcpRowKey(llvm::StringRef fqn, int64_t row);
+
+/// What a DCP checkpoint of a training run holds besides its model, found from the
+/// key names torch gives it: `get_state_dict` (or FSDP.optim_state_dict) keys an
+/// optimizer's state by parameter fqn, and DCP's flatten_state_dict joins the path
+/// of every leaf with '.', so saving {"model": ..., "optim": ...} gives
+/// `model.<fqn>`, `optim.state.<fqn>.{step,exp_avg,exp_avg_sq}` (tensors) and
+/// `optim.param_groups.<i>.{lr,betas,...,params}` (bytes entries; `params` lists the
+/// fqns). With flatten_optimizer_state_dict the groups are keyed by fqn instead
+/// (`optim.param_groups.<fqn>.lr`). The roots ("model.", "optim.") are whatever the
+/// keys say.
+struct DcpOptimizer {
+  /// Prefixes of the model's and the optimizer's keys ("model.", "optim.").
+  std::string modelPrefix, optimizerPrefix;
+  struct Param {
+    std::string fqn; ///< the model key without modelPrefix
+    std::string expAvg, expAvgSq; ///< DCP keys of its Adam moments
+  };
+  /// The parameters with states, sorted by fqn.
+  std::vector<Param> params;
+  /// Adam's step, the same for every parameter.
+  std::optional<int64_t> step;
+  /// The parameter groups: fqns, and each group's settings without "params" as a
+  /// JSON array of objects (plainJson's spelling).
+  std::vector<std::vector<std::string>> groups;
+  std::string groupsJson;
+};
+
+/// The optimizer in `reader`'s checkpoint, nullopt when no key is an optimizer
+/// state. Reads the step tensors and the group entries (through the safe VM: an
+/// entry that is not a plain value, such as a pickled call, is an error); refuses
+/// states other than Adam's (step, exp_avg, exp_avg_sq), moments whose shape is
+/// not their parameter's and steps that differ.
+llvm::Expected<std::optional<DcpOptimizer>> readDcpOptimizer(DcpReader &reader);
 
 /// One chunk of a tensor as a DCP writer stores it: the chunk's values (any view;
 /// stored contiguous) at `offsets` inside a tensor of `fullShape`, written by `rank`.
@@ -102,6 +161,9 @@ public:
   static llvm::Expected<std::unique_ptr<DcpWriter>> create(const llvm::Twine &directory);
   ~DcpWriter();
   llvm::Error append(const DcpShard &shard);
+  /// A bytes entry: torch.save of `value` (plain values; no code) in rank 0's file,
+  /// as torch's writer stores what is not a tensor.
+  llvm::Error appendBytes(llvm::StringRef fqn, const Value &value);
   llvm::Error finish();
 
 private:

@@ -156,6 +156,56 @@ llvm::Expected<MegatronCheckpoint> readMegatron(const llvm::Twine &directory);
 llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
                                                   std::string *iterationDir = nullptr);
 
+/// Megatron-core's `torch_dist` checkpoint (--ckpt-format torch_dist): the iteration
+/// folder holds metadata.json ({"sharded_backend": "torch_dist"}, written by
+/// dist_checkpointing.save, megatron/core/dist_checkpointing/core.py), common.pt
+/// (torch.save of what is not sharded: args, iteration, the optimizer's groups;
+/// strategies/common.py) and a DCP checkpoint of the sharded part, keyed by mcore's
+/// sharded keys (strategies/torch.py, _replace_state_dict_keys_with_sharded_keys):
+/// `embedding.word_embeddings.weight`, `output_layer.weight` (vocabulary rows padded),
+/// `decoder.final_layernorm.weight`, and for the layers either
+/// `decoder.layers.<suffix>` with every layer stacked on a leading axis
+/// (TransformerBlock.sharded_state_dict, prepended offset (0, layer, num_layers)) or
+/// `decoder.layers.<N>.<suffix>` (non-homogeneous layers). Each tensor is global: TP
+/// shards put back, so a fused QKV is tp=1's [q; k; v] per query group and SwiGLU's
+/// fc1 is [all gates; all ups] (apply_swiglu_sharded_factory, transformer/mlp.py).
+/// Model-space optimizer states sit beside them as `optimizer.state.<state>.<key>`:
+/// `fp32_param` (the mixed-precision optimizer, dist_checkpointing/optimizer.py) or
+/// `param` (the distributed optimizer's fully_reshardable form,
+/// distrib_optimizer.py), `exp_avg`, `exp_avg_sq`.
+struct MegatronDistSource {
+  /// The DCP key holding the parameter.
+  std::string key;
+  /// Its layer on the key's stacked leading axis, or -1 when the key is the parameter.
+  int64_t row = -1;
+};
+
+struct MegatronDistCheckpoint {
+  /// The model seen whole: tp = pp = 1, every layer on stage 0, each parameter's
+  /// localShape its global (unsharded, vocabulary-padded) shape. The optimizer, when
+  /// present, has the step and group settings of common.pt.
+  MegatronLayout layout;
+  /// Where each of layout.params is, in the same order.
+  std::vector<MegatronDistSource> sources;
+  /// The iteration folder (the DCP directory).
+  std::string iterationDir;
+  /// The optimizer states present, each as (loom's suffix "#fp32" / "#exp_avg" /
+  /// "#exp_avg_sq", the DCP key prefix "optimizer.state.fp32_param."): every
+  /// parameter has each of them, at its parameter's shape.
+  std::vector<std::pair<std::string, std::string>> states;
+};
+
+/// True when `directory` (a root with latest_checkpointed_iteration.txt or an
+/// iteration folder) holds a torch_dist checkpoint: metadata.json naming it.
+bool isMegatronDistCheckpoint(const llvm::Twine &directory);
+
+/// Reads a torch_dist checkpoint's layout: args and optimizer settings from common.pt,
+/// parameters and states from the DCP metadata (no tensor is read). Keys that are not
+/// parameters loom knows, states of another shape (the flattened
+/// fully_sharded_model_space form of mcore before 0.14) and the distributed
+/// optimizer's dp_reshardable layout are refused, each by name.
+llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &directory);
+
 /// The parameters Megatron keeps for the full (Hugging Face–named) tensors
 /// `fullNames`, stage by stage in file order, with `layersPerStage[s]` layers on
 /// stage s: the inverse of the reader's classification. A name with no Megatron

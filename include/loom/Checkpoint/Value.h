@@ -15,6 +15,8 @@
 
 #include "loom/Checkpoint/Tensor.h"
 
+#include "llvm/Support/JSON.h"
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -138,6 +140,12 @@ std::optional<int64_t> integerOf(const ValuePtr &value);
 /// optimizer saves the step tensor's .item()), or a one-element int64/float tensor
 /// (torch's Adam keeps `step` as a float tensor since 1.12).
 std::optional<int64_t> stepNumber(const ValuePtr &value);
+
+/// A plain value as JSON: None, ints, floats, bools, strings, and lists and tuples of
+/// them; nullopt for anything else (tensors, objects, dicts). Tuples are
+/// {"$tuple": [...]} and whole floats {"$float": x}, as reshard's skeletons spell them,
+/// so that writing them back keeps their Python types.
+std::optional<llvm::json::Value> plainJson(const Value &value);
 
 } // namespace loom::ckpt
 

@@ -129,7 +129,8 @@ struct Layout {
 /// layouts built from files and on the targets built here; `what` names the layout.
 llvm::Error checkLayout(const Layout &layout, llvm::StringRef what);
 
-/// "megatron", "hf", "dcp", "deepspeed", "deepspeed-universal", "universal", "torch", "safetensors", or ""
+/// "megatron", "megatron-dist" (torch_dist), "hf", "dcp", "deepspeed", "deepspeed-universal",
+/// "universal", "torch", "safetensors", or ""
 /// when nothing is at `path`. Looks at names and magic bytes only.
 std::string detectFormat(const llvm::Twine &path);
 

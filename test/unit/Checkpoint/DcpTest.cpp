@@ -3,6 +3,7 @@
 #include "loom/Checkpoint/Dcp.h"
 
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
@@ -159,4 +160,91 @@ TEST(Dcp, WriterRefusesChunksThatDoNotTile) {
   // Nothing was written for any of them.
   EXPECT_FALSE(llvm::sys::fs::exists(dir + "/gap/.metadata"));
   EXPECT_FALSE(llvm::sys::fs::exists(dir + "/overlap"));
+}
+
+// make_dcp.py's training run: a model and its Adam after 3 steps, saved by torch's DCP
+// writer from 2 gloo processes under the keys torch 2's get_state_dict gives.
+TEST(Dcp, ReadsTheOptimizerOfATrainingRun) {
+  std::string dir = dcpFixtures() + "/dcp_optim";
+  llvm::json::Value manifest = readJson(dcpFixtures() + "/dcp_optim.json");
+  auto ckpt = readDcp(dir);
+  ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+  expectMatchesManifest(ckpt->tensors, manifest, /*checkLayout=*/false);
+  auto reader = DcpReader::open(dir);
+  ASSERT_TRUE(bool(reader));
+  auto optimizer = readDcpOptimizer(**reader);
+  ASSERT_TRUE(bool(optimizer)) << message(optimizer.takeError());
+  ASSERT_TRUE(optimizer->has_value());
+  const DcpOptimizer &o = **optimizer;
+  EXPECT_EQ(o.modelPrefix, "model.");
+  EXPECT_EQ(o.optimizerPrefix, "optim.");
+  EXPECT_EQ(o.step, manifest.getAsObject()->getInteger("step"));
+  std::vector<std::string> fqns;
+  for (const DcpOptimizer::Param &p : o.params) {
+    fqns.push_back(p.fqn);
+    EXPECT_EQ(p.expAvg, "optim.state." + p.fqn + ".exp_avg");
+    EXPECT_EQ(p.expAvgSq, "optim.state." + p.fqn + ".exp_avg_sq");
+  }
+  EXPECT_EQ(fqns, (std::vector<std::string>{"embed.weight", "out.weight", "proj.bias", "proj.weight"}));
+  const llvm::json::Array &groups = *manifest.getAsObject()->getArray("groups");
+  ASSERT_EQ(o.groups.size(), groups.size());
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < o.groups[g].size(); ++i)
+      EXPECT_EQ(o.groups[g][i], (*groups[g].getAsArray())[i].getAsString()->str());
+  // The settings, read through the safe VM: Python's types kept.
+  auto settings = llvm::json::parse(o.groupsJson);
+  ASSERT_TRUE(bool(settings));
+  const llvm::json::Object &first = *(*settings->getAsArray())[0].getAsObject();
+  EXPECT_EQ(first.getNumber("lr"), 0.01);
+  EXPECT_EQ(first.getNumber("eps"), 1e-6);
+  EXPECT_EQ(first.getNumber("weight_decay"), 0.1);
+  EXPECT_EQ(first.getBoolean("amsgrad"), false);
+  EXPECT_EQ(*first.get("betas"), llvm::json::Value(llvm::json::Object{
+                                     {"$tuple", llvm::json::Array{0.9, 0.95}}}));
+  EXPECT_FALSE(first.get("params"));
+  // The DCP fixture without an optimizer has none.
+  auto plain = DcpReader::open(dcpFixtures() + "/dcp");
+  ASSERT_TRUE(bool(plain));
+  auto none = readDcpOptimizer(**plain);
+  ASSERT_TRUE(bool(none));
+  EXPECT_FALSE(none->has_value());
+}
+
+// Bytes entries loom writes read back as the values written; a tensor is not a bytes
+// entry, nor a bytes entry a tensor.
+TEST(Dcp, BytesEntriesRoundTrip) {
+  std::string dir = scratchDir("dcp-bytes") + "/ckpt";
+  auto writer = DcpWriter::create(dir);
+  ASSERT_TRUE(bool(writer));
+  Tensor w = patterned(DType::Float32, {3, 2}, 7);
+  for (const DcpShard &shard : dcpRowShards({{"w", w}}, 2))
+    ASSERT_FALSE(bool((*writer)->append(shard)));
+  TupleValue betas{{Value::make(0.9), Value::make(0.95)}};
+  std::vector<std::pair<std::string, ValuePtr>> values{
+      {"lr", Value::make(0.01)},
+      {"betas", Value::make(std::move(betas))},
+      {"params", Value::make(ListValue{{Value::make(std::string("w"))}})},
+      {"foreach", Value::make(NoneValue{})},
+      {"amsgrad", Value::make(false)}};
+  for (const auto &[key, value] : values)
+    ASSERT_FALSE(bool((*writer)->appendBytes(key, *value)));
+  ASSERT_FALSE(bool((*writer)->finish()));
+  auto reader = DcpReader::open(dir);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  for (const auto &[key, value] : values) {
+    auto back = (*reader)->readBytes(key);
+    ASSERT_TRUE(bool(back)) << message(back.takeError());
+    EXPECT_EQ(plainJson(**back), plainJson(*value)) << key;
+  }
+  EXPECT_NE(message((*reader)->readBytes("w").takeError()).find("no bytes entry 'w'"), std::string::npos);
+  EXPECT_NE(message((*reader)->read("lr").takeError()).find("no tensor 'lr'"), std::string::npos);
+
+  // A bytes entry named as a tensor: refused at finish, nothing left behind.
+  std::string clash = scratchDir("dcp-bytes-clash") + "/ckpt";
+  auto second = DcpWriter::create(clash);
+  ASSERT_TRUE(bool(second));
+  ASSERT_FALSE(bool((*second)->append(dcpRowShards({{"w", w}}, 1)[0])));
+  ASSERT_FALSE(bool((*second)->appendBytes("w", *Value::make(int64_t(1)))));
+  EXPECT_NE(message((*second)->finish()).find("two entries named 'w'"), std::string::npos);
+  EXPECT_FALSE(llvm::sys::fs::exists(clash));
 }

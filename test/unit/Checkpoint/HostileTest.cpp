@@ -1,12 +1,14 @@
 //===- HostileTest.cpp - the hostile corpus: errors, never execution ------===//
 //
 // make_hostile.py writes pickles that name os.system/eval/subprocess.Popen, memo and
-// recursion bombs, lying lengths, damaged zips and safetensors headers. Each must
-// give the expected one-line error, or for the code-naming pickles load as inert
-// opaque objects while the files their payloads would create never appear.
+// recursion bombs, lying lengths, damaged zips and safetensors headers, and a DCP
+// folder whose optimizer setting is a pickled os.system call. Each must give the
+// expected one-line error, or for the code-naming pickles load as inert opaque
+// objects while the files their payloads would create never appear.
 //
 //===----------------------------------------------------------------------===//
 #include "CheckpointTesting.h"
+#include "loom/Checkpoint/Dcp.h"
 #include "loom/Checkpoint/Safetensors.h"
 #include "loom/Checkpoint/TorchZip.h"
 
@@ -56,6 +58,13 @@ std::string runReader(llvm::StringRef reader, const std::string &path, ValuePtr 
       return message(result.takeError());
     value = *result;
     return "";
+  }
+  if (reader == "dcp") {
+    auto dcp = DcpReader::open(path);
+    if (!dcp)
+      return message(dcp.takeError());
+    auto optimizer = readDcpOptimizer(**dcp);
+    return optimizer ? "" : message(optimizer.takeError());
   }
   if (reader == "zip") {
     auto archive = ZipArchive::open(path);
@@ -113,10 +122,10 @@ TEST(Hostile, PayloadsAreLiveUnderCPythonsUnpickler) {
   // The control: the same files do run code when Python loads them, so the inertness
   // above is loom's doing, not a dud corpus.
   const Corpus &c = corpus();
-  for (const char *file : {"os_system.pkl", "eval.pkl"})
+  for (const char *file : {"os_system.pkl", "eval.pkl", "dcp_os_system"})
     runScript("unsafe_load.py", {c.dir + "/" + file});
-  EXPECT_TRUE(llvm::sys::fs::exists(c.markers + "/os_system_ran"));
-  EXPECT_TRUE(llvm::sys::fs::exists(c.markers + "/eval_ran"));
-  llvm::sys::fs::remove(c.markers + "/os_system_ran");
-  llvm::sys::fs::remove(c.markers + "/eval_ran");
+  for (const char *marker : {"/os_system_ran", "/eval_ran", "/dcp_os_system_ran"}) {
+    EXPECT_TRUE(llvm::sys::fs::exists(c.markers + marker)) << marker;
+    llvm::sys::fs::remove(c.markers + marker);
+  }
 }

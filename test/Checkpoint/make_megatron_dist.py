@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Lays out a tiny GPT as Megatron-core's `--ckpt-format torch_dist` saves it, with
+torch 1.13's DCP writer under 2 gloo processes (the tensor-parallel ranks, tp=2,
+pp=1). Megatron cannot be installed here, so its layout is emulated from the
+Megatron-LM sources named beside each rule (the mirror's HEAD).
+
+Usage: make_megatron_dist.py OUTDIR
+
+  OUTDIR/ckpt/latest_checkpointed_iteration.txt        "10"
+  OUTDIR/ckpt/iter_0000010/metadata.json               dist_checkpointing/core.py, save_config
+  OUTDIR/ckpt/iter_0000010/common.pt                   strategies/common.py, save_common:
+      what is not sharded (generate_state_dict, training/checkpointing.py): args,
+      checkpoint_version, iteration, the mixed-precision optimizer's param_groups and
+      per-state steps (dist_checkpointing/optimizer.py, optim_state_to_sharding_state
+      keeps "step" out of the shards), the scheduler.
+  OUTDIR/ckpt/iter_0000010/.metadata, __R_N.distcp     the sharded part, keyed by mcore's
+      sharded keys (strategies/torch.py, _replace_state_dict_keys_with_sharded_keys):
+      layers stacked on a leading axis (transformer_block.py, sharded_state_dict:
+      prepended offset (0, layer, num_layers)), TP shards at their global offsets
+      (transformer/utils.py, make_sharded_tensors_for_checkpoint: column-parallel on
+      dim 0, row-parallel on dim 1, norms replicated and saved by TP rank 0), SwiGLU's
+      fc1 cut into gate and up halves placed at rank and tp + rank
+      (mlp.py, apply_swiglu_sharded_factory), the vocabulary padded to 128·tp
+      (arguments.py, _vocab_size_with_padding); the optimizer's fp32 masters and Adam
+      moments at optimizer.state.{fp32_param,exp_avg,exp_avg_sq}.<key>
+      (optimizer.py, Float16OptimizerWithFloat16Params.sharded_state_dict); TE's
+      _extra_state as ShardedObjects, bytes entries named by unique_key (mapping.py).
+  OUTDIR/truth.pt   the full tensors under loom's HF names, bf16 parameters, and
+      {"state": {name: {"fp32", "exp_avg", "exp_avg_sq", "step"}}} as check_dcp_optim.py
+      universal reads it.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+from torch.distributed._shard.sharded_tensor import init_from_local_shards, Shard, ShardMetadata  # noqa: E402
+import torch.distributed._shard.checkpoint as dcp  # noqa: E402
+
+from make_dcp import free_port  # noqa: E402
+
+TP = 2
+LAYERS, HIDDEN, HEADS, GROUPS, HEAD_DIM, FFN, VOCAB = 2, 16, 4, 2, 4, 24, 250
+PADDED = 256  # a multiple of 128 * TP
+ITERATION, STEP = 10, 3
+
+
+def truth():
+    """Full tensors under loom's names (fp32 masters; the model holds them in bf16)."""
+    gen = torch.Generator().manual_seed(11)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+    t = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN), "model.norm.weight": rand(HIDDEN),
+         "lm_head.weight": rand(VOCAB, HIDDEN)}
+    for l in range(LAYERS):
+        p = f"model.layers.{l}."
+        t[p + "input_layernorm.weight"] = rand(HIDDEN)
+        t[p + "self_attn.q_proj.weight"] = rand(HEADS * HEAD_DIM, HIDDEN)
+        t[p + "self_attn.k_proj.weight"] = rand(GROUPS * HEAD_DIM, HIDDEN)
+        t[p + "self_attn.v_proj.weight"] = rand(GROUPS * HEAD_DIM, HIDDEN)
+        t[p + "self_attn.o_proj.weight"] = rand(HIDDEN, HEADS * HEAD_DIM)
+        t[p + "post_attention_layernorm.weight"] = rand(HIDDEN)
+        t[p + "mlp.gate_proj.weight"] = rand(FFN, HIDDEN)
+        t[p + "mlp.up_proj.weight"] = rand(FFN, HIDDEN)
+        t[p + "mlp.down_proj.weight"] = rand(HIDDEN, FFN)
+    states = {n: {"fp32": v, "exp_avg": rand(*v.shape) * 1e-2, "exp_avg_sq": rand(*v.shape).abs() * 1e-4,
+                  "step": torch.tensor(float(STEP))} for n, v in t.items()}
+    return {"model": {n: v.bfloat16() for n, v in t.items()}, "optim": {"state": states}}
+
+
+def qkv(state, l):
+    """tp=1's fused QKV: per query group, its heads' q rows, then k, then v."""
+    p = f"model.layers.{l}.self_attn."
+    q, k, v = (state(p + n + "_proj.weight") for n in "qkv")
+    per = HEADS // GROUPS * HEAD_DIM
+    return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * HEAD_DIM:(g + 1) * HEAD_DIM],
+                                 v[g * HEAD_DIM:(g + 1) * HEAD_DIM]]) for g in range(GROUPS)])
+
+
+def padded(t):
+    return torch.cat([t, torch.zeros(PADDED - VOCAB, t.shape[1], dtype=t.dtype)])
+
+
+def global_tensors(state):
+    """mcore key -> (global tensor, how TP cuts it: None (replicated), ("col", dim) or
+    "swiglu"), with layers stacked on dimension 0."""
+    def stack(fn):
+        return torch.stack([fn(l) for l in range(LAYERS)])
+    L = "model.layers.{}."
+    return {
+        "embedding.word_embeddings.weight": (padded(state("model.embed_tokens.weight")), 0),
+        "output_layer.weight": (padded(state("lm_head.weight")), 0),
+        "decoder.final_layernorm.weight": (state("model.norm.weight"), None),
+        "decoder.layers.self_attention.linear_qkv.layer_norm_weight":
+            (stack(lambda l: state(L.format(l) + "input_layernorm.weight")), None),
+        "decoder.layers.self_attention.linear_qkv.weight": (stack(lambda l: qkv(state, l)), 1),
+        "decoder.layers.self_attention.linear_proj.weight":
+            (stack(lambda l: state(L.format(l) + "self_attn.o_proj.weight")), 2),
+        "decoder.layers.mlp.linear_fc1.layer_norm_weight":
+            (stack(lambda l: state(L.format(l) + "post_attention_layernorm.weight")), None),
+        "decoder.layers.mlp.linear_fc1.weight":
+            (stack(lambda l: torch.cat([state(L.format(l) + "mlp.gate_proj.weight"),
+                                        state(L.format(l) + "mlp.up_proj.weight")])), "swiglu"),
+        "decoder.layers.mlp.linear_fc2.weight":
+            (stack(lambda l: state(L.format(l) + "mlp.down_proj.weight")), 2),
+    }
+
+
+def local_shards(key, t, cut, rank):
+    """This TP rank's ShardedTensor of the global `t`: one chunk per layer (stacked keys)
+    and per TP piece, as mcore's ShardedTensors with a prepended layer axis give."""
+    stacked = key.startswith("decoder.layers.")
+    layers = range(LAYERS) if stacked else [None]
+    boxes = []  # (offsets, sizes) of every chunk of every rank, rank-tagged
+    for r in range(TP):
+        for l in layers:
+            lead = [l] if stacked else []
+            inner = list(t.shape[1:] if stacked else t.shape)
+            if cut is None:
+                if r == 0:  # replicated: the main replica, TP rank 0, saves it
+                    boxes.append((r, lead + [0] * len(inner), ([1] if stacked else []) + inner))
+                continue
+            if cut == "swiglu":
+                half = inner[0] // 2 // TP
+                for part in (r, TP + r):
+                    boxes.append((r, lead + [part * half, 0], [1, half, inner[1]]))
+                continue
+            d = cut - (1 if stacked else 0)
+            size = inner[d] // TP
+            offs = [0] * len(inner)
+            offs[d] = r * size
+            sizes = list(inner)
+            sizes[d] = size
+            boxes.append((r, lead + offs, ([1] if stacked else []) + sizes))
+    metas = [ShardMetadata(shard_offsets=o, shard_sizes=s, placement=f"rank:{r}/cpu")
+             for r, o, s in boxes]
+    mine = []
+    for meta, (r, o, s) in zip(metas, boxes):
+        if r == rank:
+            index = tuple(slice(a, a + b) for a, b in zip(o, s))
+            mine.append(Shard(t[index].clone(), meta))
+    return init_from_local_shards(mine, list(t.shape))
+
+
+def worker(rank, outdir, port):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=TP)
+    full = truth()
+    model = global_tensors(lambda n: full["model"][n])
+    state = {k: local_shards(k, t, cut, rank) for k, (t, cut) in model.items()}
+    for name in ("fp32", "exp_avg", "exp_avg_sq"):
+        dcp_name = "fp32_param" if name == "fp32" else name
+        for k, (t, cut) in global_tensors(lambda n: full["optim"]["state"][n][name]).items():
+            state[f"optimizer.state.{dcp_name}.{k}"] = local_shards(k, t, cut, rank)
+    # TransformerEngine's _extra_state per layer: ShardedObjects (bytes entries).
+    for l in range(LAYERS):
+        state[f"decoder.layers.self_attention.linear_qkv._extra_state/shard_{l}_{LAYERS}"] = None
+    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
+    dcp.save_state_dict(state, dcp.FileSystemWriter(iteration_dir))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main():
+    outdir = sys.argv[1]
+    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
+    os.makedirs(iteration_dir, exist_ok=True)
+    mp.spawn(worker, args=(outdir, free_port()), nprocs=TP, join=True)
+    with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
+        json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
+                   "common_backend": "torch", "common_backend_version": 1}, f)
+    args = argparse.Namespace(
+        num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
+        group_query_attention=True, num_query_groups=GROUPS, kv_channels=HEAD_DIM,
+        ffn_hidden_size=FFN, swiglu=True, vocab_size=VOCAB, padded_vocab_size=PADDED,
+        tensor_model_parallel_size=TP, pipeline_model_parallel_size=1, bf16=True,
+        ckpt_format="torch_dist", use_distributed_optimizer=False, lr=3e-4, weight_decay=0.1,
+        adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8)
+    # The mixed-precision optimizer's groups: weight-decayed first, then the rest
+    # (optimizer/__init__.py, _get_param_groups), states keyed by index with their step.
+    n_params = 3 + LAYERS * 6
+    groups = [dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, amsgrad=False,
+                   maximize=False, foreach=None, capturable=False, wd_mult=1.0, lr_mult=1.0,
+                   params=list(range(2 + LAYERS * 4))),
+              dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                   maximize=False, foreach=None, capturable=False, wd_mult=0.0, lr_mult=1.0,
+                   params=list(range(2 + LAYERS * 4, n_params)))]
+    common = {"args": args, "checkpoint_version": 3.0, "iteration": ITERATION,
+              "optimizer": {"optimizer": {
+                  "state": {i: {"step": torch.tensor(float(STEP))} for i in range(n_params)},
+                  "param_groups": groups}},
+              "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": ITERATION},
+              "num_floating_point_operations_so_far": 0}
+    torch.save(common, os.path.join(iteration_dir, "common.pt"))
+    with open(os.path.join(outdir, "ckpt", "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write(str(ITERATION))
+    torch.save(truth(), os.path.join(outdir, "truth.pt"))
+
+
+if __name__ == "__main__":
+    main()

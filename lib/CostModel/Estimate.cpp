@@ -305,6 +305,7 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
   switch (w.schedule) {
   case Schedule::GPipe:
   case Schedule::OneFOneB:
+  case Schedule::Skip: // bounded by the full path's; the planner simulates it
     bubble = fill * perMicroBatch;
     break;
   case Schedule::Interleaved:

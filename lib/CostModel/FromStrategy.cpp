@@ -71,6 +71,8 @@ const char *loom::cost::scheduleName(Schedule schedule) {
     return "zb-h2";
   case Schedule::ZeroBubbleAuto:
     return "zb-auto";
+  case Schedule::Skip:
+    return "skip";
   }
   return "?";
 }
@@ -164,16 +166,29 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
                                 c.pp));
   }
   if (!c.inflightLimit.empty()) {
-    if (c.schedule != Schedule::ZeroBubbleAuto || int64_t(c.inflightLimit.size()) != c.pp)
-      return fail(fmt::format("in-flight limits are zb-auto's, one per pipeline rank: {} "
+    if ((c.schedule != Schedule::ZeroBubbleAuto && c.schedule != Schedule::Skip) ||
+        int64_t(c.inflightLimit.size()) != c.pp)
+      return fail(fmt::format("in-flight limits are zb-auto's or skip's, one per pipeline rank: {} "
                               "limits for schedule {} with pp={}",
                               c.inflightLimit.size(), scheduleName(c.schedule), c.pp));
     for (int64_t n : c.inflightLimit)
       if (n < 1)
         return fail("every pipeline rank must hold at least one micro-batch in flight");
   }
-  if (c.schedule == Schedule::ZeroBubbleAuto && c.vpp > 1)
-    return fail(fmt::format("zb-auto runs one stage per pipeline rank, not vpp={}", c.vpp));
+  if ((c.schedule == Schedule::ZeroBubbleAuto || c.schedule == Schedule::Skip) && c.vpp > 1)
+    return fail(fmt::format("{} runs one stage per pipeline rank, not vpp={}",
+                            scheduleName(c.schedule), c.vpp));
+  if (c.schedule == Schedule::Skip) {
+    const SkipRules &k = c.skip;
+    if (!(k.maxSkipFraction >= 0 && k.maxSkipFraction <= 1 && k.minStageShare >= 0 &&
+          k.minStageShare <= 1 && k.maxSwaps >= 0))
+      return fail(fmt::format("skip rules need max-skip and min-share in [0, 1] and "
+                              "max-swaps >= 0, got {}, {} and {}",
+                              k.maxSkipFraction, k.minStageShare, k.maxSwaps));
+    if (c.pp < 3)
+      return fail(fmt::format("skip paths skip or reorder middle stages: pp={} has none",
+                              c.pp));
+  }
   if (c.pp > 1 && layers < stages)
     return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
   if (c.vpp > 1 && layers % stages != 0)
@@ -236,6 +251,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.zero = c.zero;
   w.schedule = effectiveSchedule(c);
   w.inflightLimit = c.inflightLimit;
+  w.skip = c.skip;
   bool fp32 = training.precision() == spec::FP32_FULL;
   w.weightBytes = fp32 ? 4 : 2;
   w.gradBytes = fp32 ? 4 : 2;

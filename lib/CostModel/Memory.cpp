@@ -137,10 +137,12 @@ int64_t loom::cost::inflightMicroBatches(Schedule schedule, int64_t pp, int64_t 
     return std::min(pp - rank, microBatches);
   case Schedule::ZeroBubbleH1:
   case Schedule::ZeroBubbleAuto:
+  case Schedule::Skip:
     // ZB-H1 keeps 1F1B's peak, p on the first rank (Qi et al. 2024), but
     // later ranks defer their W passes and hold a micro-batch's inputs until
     // its W: p on every rank (loom's generator; docs/schedules.md). zb-auto
-    // without limits of its own (Workload::inflightLimit) gets the same.
+    // without limits of its own (Workload::inflightLimit) gets the same, and
+    // so do skip paths (list-scheduled under that limit).
     return std::min(pp, microBatches);
   case Schedule::ZeroBubbleH2:
     // Up to 2p - 1 micro-batches in flight (Qi et al. 2024), on every rank.
@@ -216,7 +218,8 @@ MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptio
 MemoryBreakdown loom::cost::rankMemory(const Workload &w, int64_t rank,
                                        const MemoryOptions &options) {
   int64_t inflight = inflightMicroBatches(w.schedule, w.pp, w.vpp, rank, w.microBatches());
-  if (w.schedule == Schedule::ZeroBubbleAuto && size_t(rank) < w.inflightLimit.size())
+  if ((w.schedule == Schedule::ZeroBubbleAuto || w.schedule == Schedule::Skip) &&
+      size_t(rank) < w.inflightLimit.size())
     inflight = std::min(w.inflightLimit[rank], w.microBatches());
   return memoryHolding(w, rank, options, inflight);
 }

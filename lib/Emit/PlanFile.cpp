@@ -103,14 +103,24 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
     }
   }
   if (s.inflight_limit_size() > 0) {
-    if (s.schedule() != spec::ZB_AUTO || s.inflight_limit_size() != int(s.pp()))
-      throw EmitError(fmt::format("{}: strategy.inflight_limit has {} entries; it is zb-auto's, "
-                                  "one per pipeline rank (pp={}, schedule {})",
+    if ((s.schedule() != spec::ZB_AUTO && s.schedule() != spec::SKIP) ||
+        s.inflight_limit_size() != int(s.pp()))
+      throw EmitError(fmt::format("{}: strategy.inflight_limit has {} entries; it is zb-auto's "
+                                  "or skip's, one per pipeline rank (pp={}, schedule {})",
                                   where, s.inflight_limit_size(), s.pp(),
                                   detail::scheduleName(s.schedule())),
                       kHint);
     for (uint32_t n : s.inflight_limit())
       requirePositive(where, "strategy.inflight_limit", n);
+  }
+  if (s.schedule() == spec::SKIP) {
+    const spec::SkipRules &k = s.skip();
+    auto share = [](double v) { return v >= 0 && v <= 1; };
+    if (!share(k.max_skip_fraction()) || !share(k.min_stage_share()))
+      throw EmitError(fmt::format("{}: strategy.skip needs max_skip_fraction and min_stage_share "
+                                  "in [0, 1], got {} and {}",
+                                  where, k.max_skip_fraction(), k.min_stage_share()),
+                      kHint);
   }
   for (const spec::LogicalAxis &axis : plan.mesh())
     for (const spec::AxisPiece &piece : axis.pieces()) {

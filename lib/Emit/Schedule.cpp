@@ -20,14 +20,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <limits>
 
 using namespace loom;
 
 std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &model,
                                      const spec::Cluster &cluster, const Provenance &from) {
   const spec::Strategy &st = plan.strategy();
-  if (st.schedule() == spec::ZB_V || st.schedule() == spec::DUALPIPE || st.schedule() == spec::SKIP)
+  if (st.schedule() == spec::ZB_V || st.schedule() == spec::DUALPIPE)
     throw EmitError(fmt::format("{}: schedule {} is not priced from a plan yet", from.file,
                                 detail::scheduleName(st.schedule())),
                     "use `loom schedule --kind ...` with the stage costs");
@@ -45,9 +44,7 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
                                 from.file, detail::scheduleName(st.schedule()), choice.pp,
                                 w.workload.microBatches(), choice.vpp),
                     "interleaving needs the micro-batches to be a multiple of pp");
-  sched::Schedule schedule =
-      sched::generate(priced->kind, priced->shape, priced->costs,
-                      std::numeric_limits<double>::infinity(), priced->rankLimits);
+  sched::Schedule schedule = search::buildSchedule(*priced);
   sched::addCommunication(schedule);
   std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
   if (!timeline)
@@ -57,7 +54,7 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
   nlohmann::ordered_json out;
   std::string head = detail::header("", "schedule", plan, from);
   out["_comment"] = head.substr(0, head.size() - 1);
-  nlohmann::ordered_json tables = sched::scheduleJson(sched::kindName(priced->kind), schedule, *timeline);
+  nlohmann::ordered_json tables = sched::scheduleJson(priced->skip ? "skip" : sched::kindName(priced->kind), schedule, *timeline);
   for (auto &[key, value] : tables.items())
     out[key] = std::move(value);
   out["time_unit"] = "s";

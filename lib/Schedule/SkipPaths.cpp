@@ -23,11 +23,33 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <set>
 
 namespace loom::sched {
+
+std::string setPathRule(std::string_view key, std::string_view value, PathRules &rules,
+                        bool &known) {
+  known = key == "max-skip" || key == "min-share" || key == "max-swaps";
+  if (!known)
+    return "unknown key '" + std::string(key) + "'";
+  std::string text(value);
+  char *end = nullptr;
+  if (key == "max-swaps") {
+    long swaps = text.empty() ? -1 : std::strtol(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || swaps < 0 || swaps >= 1000)
+      return "max-swaps must be a whole number >= 0, got '" + text + "'";
+    rules.maxSwaps = int32_t(swaps);
+    return "";
+  }
+  double share = text.empty() ? -1 : std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(share >= 0 && share <= 1))
+    return std::string(key) + " must be a share in [0, 1], got '" + text + "'";
+  (key == "max-skip" ? rules.maxSkipFraction : rules.minStageShare) = share;
+  return "";
+}
 
 namespace {
 

@@ -145,6 +145,10 @@ std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cl
   e.tflopsPerGpu *= scale;
   e.mfu *= scale;
   e.stepTime = step;
+  e.hardwareFlops *= sim->executedShare; // skipped stages do no work
+  e.modelFlops *= sim->executedShare;
+  e.tflopsPerGpu *= sim->executedShare;
+  e.mfu *= sim->executedShare;
   e.pipeline = sim->makespan;
   e.bubble = std::max(0.0, sim->makespan - busy);
   c.estimate = e;
@@ -171,7 +175,8 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
     return candidate;
   Candidate best = candidate;
   if (!zeroBubble || candidate.choice.vpp > 1 ||
-      candidate.choice.schedule == cost::Schedule::ZeroBubbleAuto) {
+      candidate.choice.schedule == cost::Schedule::ZeroBubbleAuto ||
+      candidate.choice.schedule == cost::Schedule::Skip) {
     keepFaster(best, simulateChoice(model, cluster, training, candidate, candidate.choice,
                                     computes, options));
     return best;
@@ -216,6 +221,30 @@ Candidate loom::search::tryAutoSchedule(const spec::Model &model, const spec::Cl
   return best;
 }
 
+Candidate loom::search::trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
+                                     const spec::Training &training, const Candidate &candidate,
+                                     std::span<const cost::ComputeModel> computes,
+                                     const cost::EstimateOptions &options,
+                                     const cost::SkipRules &rules) {
+  cost::StrategyChoice c = candidate.choice;
+  if (c.pp < 3 || c.vpp > 1)
+    return candidate;
+  // Under the memory the candidate's schedule holds: zb-auto's least
+  // per-rank limit, else ZB-H1's p.
+  if (c.schedule != cost::Schedule::ZeroBubbleAuto || c.inflightLimit.empty())
+    c.inflightLimit.assign(size_t(c.pp), c.pp);
+  int64_t least = *std::min_element(c.inflightLimit.begin(), c.inflightLimit.end());
+  c.inflightLimit.assign(size_t(c.pp), least);
+  c.schedule = cost::Schedule::Skip;
+  c.skip = rules;
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c);
+  if (!w.ok() || c.pp * w.workload.microBatches() > kAutoScheduleCells)
+    return candidate;
+  Candidate best = candidate;
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  return best;
+}
+
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
   std::string recompute = cost::recomputeName(s.recompute);
@@ -255,7 +284,8 @@ std::string loom::search::whySlower(const cost::Estimate &best, const cost::Esti
 static constexpr std::pair<spec::ScheduleKind, cost::Schedule> kScheduleKinds[] = {
     {spec::GPIPE, cost::Schedule::GPipe},          {spec::ONE_F_ONE_B, cost::Schedule::OneFOneB},
     {spec::INTERLEAVED, cost::Schedule::Interleaved}, {spec::ZB_H1, cost::Schedule::ZeroBubbleH1},
-    {spec::ZB_H2, cost::Schedule::ZeroBubbleH2},   {spec::ZB_AUTO, cost::Schedule::ZeroBubbleAuto}};
+    {spec::ZB_H2, cost::Schedule::ZeroBubbleH2},   {spec::ZB_AUTO, cost::Schedule::ZeroBubbleAuto},
+    {spec::SKIP, cost::Schedule::Skip}};
 
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
                                const spec::Training &training, const Candidate &c) {
@@ -288,6 +318,11 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
       st->set_schedule(kind);
   for (int64_t n : s.inflightLimit)
     st->add_inflight_limit(uint32_t(n));
+  if (s.schedule == cost::Schedule::Skip) {
+    st->mutable_skip()->set_max_skip_fraction(s.skip.maxSkipFraction);
+    st->mutable_skip()->set_max_swaps(uint32_t(s.skip.maxSwaps));
+    st->mutable_skip()->set_min_stage_share(s.skip.minStageShare);
+  }
   st->set_rank_order(rankOrderName(s.order));
 
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, s);
@@ -358,8 +393,11 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
   for (auto [kind, schedule] : kScheduleKinds)
     if (kind == st.schedule())
       c.schedule = schedule;
-  if (c.schedule == cost::Schedule::ZeroBubbleAuto)
+  if (c.schedule == cost::Schedule::ZeroBubbleAuto || c.schedule == cost::Schedule::Skip)
     c.inflightLimit.assign(st.inflight_limit().begin(), st.inflight_limit().end());
+  if (c.schedule == cost::Schedule::Skip)
+    c.skip = {st.skip().max_skip_fraction(), int64_t(st.skip().max_swaps()),
+              st.skip().min_stage_share()};
   if (!st.rank_order().empty())
     parseRankOrder(st.rank_order(), c.order);
   // Uneven stages (one chunk per rank) are kept; even ones are the default split.
@@ -604,10 +642,13 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
                             options.zeroBubble);
     std::sort(result.best.begin(), result.best.end(), faster);
-    if (options.zeroBubble)
-      for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i)
-        result.best[size_t(i)] = tryAutoSchedule(model, cluster, training, result.best[size_t(i)],
-                                                 computes, options.estimate);
+    for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i) {
+      Candidate &c = result.best[size_t(i)];
+      if (options.zeroBubble)
+        c = tryAutoSchedule(model, cluster, training, c, computes, options.estimate);
+      if (options.skip)
+        c = trySkipPaths(model, cluster, training, c, computes, options.estimate, *options.skip);
+    }
   }
   std::sort(result.best.begin(), result.best.end(), faster);
   if (int64_t(result.best.size()) > options.topK)

@@ -3,6 +3,7 @@
 #include "loom/Search/SimulatedPipeline.h"
 
 #include "loom/Schedule/Simulator.h"
+#include "loom/Schedule/SkipPaths.h"
 
 #include <algorithm>
 #include <limits>
@@ -28,6 +29,19 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
     break;
   case cost::Schedule::ZeroBubbleH2:
     kind = sched::Kind::ZBH2;
+    break;
+  case cost::Schedule::Skip:
+    // Paths over the linear layout, list-scheduled as zb-auto is (W split
+    // off to fill the bubbles) under ZB-H1's memory (p micro-batches per rank).
+    out.skip = sched::SkipOptions{int32_t(w.pp), int32_t(w.microBatches()),
+                                  sched::PathRules{w.skip.maxSkipFraction,
+                                                   int32_t(w.skip.maxSwaps),
+                                                   w.skip.minStageShare},
+                                  double(w.inflightLimit.empty()
+                                             ? w.pp
+                                             : *std::min_element(w.inflightLimit.begin(),
+                                                                 w.inflightLimit.end())),
+                                  /*splitBackward=*/true};
     break;
   case cost::Schedule::ZeroBubbleAuto:
     kind = sched::Kind::ZBAuto;
@@ -70,7 +84,26 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
     costs.setLink(int32_t(r), next, seconds);
     costs.setLink(next, int32_t(r), seconds);
   }
+  // A path that skips stages sends straight past them, over the slowest link
+  // between the two positions (the hierarchy level that separates them).
+  for (int32_t i = 0; i < int32_t(w.pp); ++i)
+    for (int32_t j = i + 2; j < int32_t(w.pp); ++j) {
+      if (i == 0 && j == int32_t(w.pp) - 1)
+        continue; // the wrap-around hop, set above
+      double slowest = 0;
+      for (int32_t k = i; k < j; ++k)
+        slowest = std::max(slowest, costs.link(k, k + 1));
+      costs.setLink(i, j, slowest);
+      costs.setLink(j, i, slowest);
+    }
   return out;
+}
+
+sched::Schedule loom::search::buildSchedule(const PipelinePricing &priced) {
+  if (priced.skip)
+    return sched::skipPipe(priced.costs, *priced.skip);
+  return sched::generate(priced.kind, priced.shape, priced.costs,
+                         std::numeric_limits<double>::infinity(), priced.rankLimits);
 }
 
 std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Workload &w,
@@ -80,9 +113,7 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
   std::optional<PipelinePricing> priced = pricePipeline(w, e);
   if (!priced)
     return std::nullopt;
-  sched::Schedule schedule = sched::generate(priced->kind, priced->shape, priced->costs,
-                                             std::numeric_limits<double>::infinity(),
-                                             priced->rankLimits);
+  sched::Schedule schedule = buildSchedule(*priced);
   std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
   if (!timeline)
     return std::nullopt;
@@ -91,5 +122,18 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
   out.maxBubbleRatio = *std::max_element(timeline->bubbleRatio.begin(), timeline->bubbleRatio.end());
   out.schedule = sched::kindName(priced->kind);
   out.peakInflight = timeline->peakActivations;
+  if (priced->skip) {
+    // Share of the full paths' compute the chosen paths run.
+    const sched::Costs &c = priced->costs;
+    auto work = [&](int32_t s) { return c.forward[s] + c.backward[s] + c.weight[s]; };
+    double full = 0, ran = 0;
+    for (int32_t s = 0; s < schedule.numStages(); ++s)
+      full += work(s);
+    for (const std::vector<int32_t> &path : schedule.paths)
+      for (int32_t s : path)
+        ran += work(s);
+    out.executedShare = full > 0 ? ran / (full * double(schedule.paths.size())) : 1;
+    out.schedule = "skip";
+  }
   return out;
 }

@@ -59,21 +59,13 @@ std::string parseSkip(StringRef text, int64_t ranks, SkipRequest &out) {
       out.slowRanks.emplace_back(static_cast<int32_t>(r), number);
       continue;
     }
-    bool share = key == "max-skip" || key == "min-share";
-    int64_t swaps = -1;
-    if (share && (!toNumber(value, number) || number < 0 || number > 1))
-      return "skip: " + key.str() + " must be a share in [0, 1], got '" + value.str() + "'";
-    if (key == "max-skip")
-      out.rules.maxSkipFraction = number;
-    else if (key == "min-share")
-      out.rules.minStageShare = number;
-    else if (key == "max-swaps" && !value.getAsInteger(10, swaps) && swaps >= 0 && swaps < 1000)
-      out.rules.maxSwaps = static_cast<int32_t>(swaps);
-    else if (key == "max-swaps")
-      return "skip: max-swaps must be a whole number >= 0, got '" + value.str() + "'";
-    else
+    bool known = false;
+    std::string why = setPathRule(key, value.trim(), out.rules, known);
+    if (!known)
       return "skip: unknown key '" + key.str() +
              "'; keys are max-skip, max-swaps, min-share and slow";
+    if (!why.empty())
+      return "skip: " + why;
   }
   return "";
 }

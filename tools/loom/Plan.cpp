@@ -10,6 +10,9 @@
 
 #include "loom/Search/PlanJson.h"
 #include "loom/Search/Planner.h"
+#include "loom/Schedule/SkipPaths.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
 #include "loom/Support/Table.h"
 #include "loom/Transforms/ApplyCandidate.h"
 
@@ -26,7 +29,7 @@ struct PlanCliOptions {
   int64_t top = 5;
   bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
        noGradFusion = false, noTpOverlap = false, offload = false, noZeroBubble = false;
-  std::string output, recompute, order;
+  std::string output, recompute, order, skip;
   double headroom = 0.05;
   int64_t zero = -1;
   search::Constraints fixed;
@@ -177,6 +180,22 @@ void runPlan(const PlanCliOptions &o) {
   options.fusedGradAccumulation = !o.noGradFusion;
   options.zeroBubble = !o.noZeroBubble;
   options.offloadOptimizer = o.offload;
+  if (!o.skip.empty()) {
+    // "max-skip=0.25,max-swaps=1,min-share=0.5": SkipPipe's rules.
+    sched::PathRules rules{.maxSkipFraction = 0.25, .maxSwaps = 0, .minStageShare = 0.5};
+    llvm::SmallVector<llvm::StringRef> items;
+    llvm::StringRef(o.skip).split(items, ',', -1, /*KeepEmpty=*/false);
+    for (llvm::StringRef item : items) {
+      auto [key, value] = item.trim().split('=');
+      bool known = false;
+      std::string why = sched::setPathRule(key, value.trim(), rules, known);
+      if (!why.empty())
+        throw UserError("--skip: " + why + (known ? "" : "; keys are max-skip, max-swaps and "
+                                                         "min-share"),
+                        "e.g. --skip max-skip=0.25,min-share=0.5");
+    }
+    options.skip = cost::SkipRules{rules.maxSkipFraction, rules.maxSwaps, rules.minStageShare};
+  }
   if (o.zero >= 0)
     options.fixed.zero = o.zero;
   if (!o.recompute.empty()) {
@@ -321,6 +340,10 @@ void runPlan(const PlanCliOptions &o) {
   text += table.render();
   if (std::any_of(r.best.begin(), r.best.end(), [](auto &c) { return c.simulated; }))
     text += "* pipeline time from the schedule simulator (docs/schedules.md)\n";
+  if (std::any_of(r.best.begin(), r.best.end(),
+                  [](auto &c) { return c.choice.schedule == cost::Schedule::Skip; }))
+    text += "skip: SkipPipe paths; micro-batches skip middle stages, so a step trains each "
+            "layer on fewer tokens (TFLOP/s and MFU count only the stages visited)\n";
   const cost::StrategyChoice &first = r.best.front().choice;
   if (!first.stageLayers.empty()) {
     text += "\nplan 1 splits the layers unevenly over its stages:";
@@ -373,6 +396,12 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                 "attention keeps its s x s scores (no FlashAttention); selective\n"
                 "recomputation is then searched too");
   addNoGradFusionFlag(cmd, o->noGradFusion);
+  cmd->add_option("--skip", o->skip,
+                  "also try SkipPipe paths on the top plans: a micro-batch may skip middle\n"
+                  "stages (it then trains fewer layers) or visit them reordered, under\n"
+                  "max-skip=F (share of middle stages a path may skip, default 0.25),\n"
+                  "max-swaps=N (stage pairs a path may invert, default 0) and min-share=G\n"
+                  "(share of micro-batches every stage must see, default 0.5)");
   cmd->add_flag("--no-zero-bubble", o->noZeroBubble,
                 "only the schedules Megatron-LM and DeepSpeed run: 1F1B and interleaved\n"
                 "(no ZB-H1, ZB-H2 or zb-auto)");

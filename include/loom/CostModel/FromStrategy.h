@@ -38,8 +38,10 @@ struct StrategyChoice {
   bool offloadOptimizer = false;
   /// OneFOneB becomes Interleaved when vpp > 1.
   Schedule schedule = Schedule::OneFOneB;
-  /// ZeroBubbleAuto only: see Workload::inflightLimit (one per pp rank).
+  /// ZeroBubbleAuto and Skip: see Workload::inflightLimit (one per pp rank).
   std::vector<int64_t> inflightLimit;
+  /// Schedule::Skip only: SkipPipe's rules.
+  SkipRules skip;
   /// Whether pipeline or data parallelism spans the outermost links.
   search::RankOrder order = search::RankOrder::PipelineOuter;
   /// Transformer layers per pipeline stage (uneven partitions; needs vpp=1).

@@ -63,7 +63,28 @@ struct Part {
 
 /// ZeroBubbleAuto: the automatic zero-bubble scheduler (sched::zeroBubbleAuto)
 /// under per-rank limits on the micro-batches in flight (Workload::inflightLimit).
-enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1, ZeroBubbleH2, ZeroBubbleAuto };
+/// Skip: SkipPipe paths (sched::skipPipe) under Workload::skip, list-scheduled
+/// with p micro-batches in flight per rank; a micro-batch may skip middle
+/// stages, so a step trains each layer on fewer of its tokens.
+enum class Schedule {
+  GPipe,
+  OneFOneB,
+  Interleaved,
+  ZeroBubbleH1,
+  ZeroBubbleH2,
+  ZeroBubbleAuto,
+  Skip
+};
+
+/// SkipPipe's convergence rules (Blagoev et al. 2025): a path may skip at most
+/// maxSkipFraction of the middle stages and invert at most maxSwaps pairs of
+/// them; every stage sees at least minStageShare of the step's micro-batches.
+/// First and last stage are always visited, none twice.
+struct SkipRules {
+  double maxSkipFraction = 0.25;
+  int64_t maxSwaps = 0;
+  double minStageShare = 0.5;
+};
 
 struct Workload {
   std::vector<Part> parts;  // in layer order
@@ -95,10 +116,12 @@ struct Workload {
   /// plain PyTorch accumulation into .grad.
   bool fusedGradAccumulation = true;
   Schedule schedule = Schedule::OneFOneB;
-  /// ZeroBubbleAuto: micro-batches each pipeline rank may hold at once (the
-  /// scheduler's memory limit there, in one micro-batch's activations on that
-  /// rank); memory is priced at these. Empty: 1F1B's p - r.
+  /// ZeroBubbleAuto and Skip: micro-batches each pipeline rank may hold at
+  /// once (the list scheduler's memory limit there, in one micro-batch's
+  /// activations on that rank; skip paths take the least of them); memory is
+  /// priced at these. Empty: ZB-H1's p.
   std::vector<int64_t> inflightLimit;
+  SkipRules skip; // Schedule::Skip only
   int64_t zero = 0;
   /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4
   /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's

@@ -19,6 +19,8 @@
 #include "loom/Schedule/Verifier.h"
 
 #include <limits>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace loom::sched {
@@ -30,6 +32,12 @@ struct SkipOptions {
   double memoryLimit = std::numeric_limits<double>::infinity();
   bool splitBackward = false;
 };
+
+/// Sets the rule `key` names ("max-skip" or "min-share": a share in [0, 1];
+/// "max-swaps": a whole number) from `value`. Returns "" when set, else why
+/// not; `known` says whether `key` names a rule at all.
+std::string setPathRule(std::string_view key, std::string_view value, PathRules &rules,
+                        bool &known);
 
 /// One path per microbatch satisfying opts.rules, chosen to minimise the
 /// simulated iteration time on `costs` (sized for linearLayout(ranks, m)).

@@ -70,6 +70,10 @@ struct PlannerOptions {
   /// (tryAutoSchedule).
   bool simulateFinalists = true;
   bool zeroBubble = true;
+  /// SkipPipe: when set, the top k also try skip paths under these rules
+  /// (trySkipPaths). Off by default: skipping stages changes what a step
+  /// trains, so only the user can allow it.
+  std::optional<cost::SkipRules> skip;
 };
 
 struct Candidate {
@@ -119,11 +123,20 @@ Candidate tryAutoSchedule(const spec::Model &model, const spec::Cluster &cluster
                           const spec::Training &training, const Candidate &candidate,
                           std::span<const cost::ComputeModel> computes,
                           const cost::EstimateOptions &options);
+/// Tries SkipPipe paths on `candidate` (vpp = 1, pp >= 3, at most
+/// kAutoScheduleCells) under `rules`: the paths are chosen for the simulated
+/// step over the plan's hops (a skip crosses the slowest link it passes) and
+/// list-scheduled with p micro-batches in flight per rank. Returns the faster
+/// of that and `candidate`; FLOPs and MFU count only the stages visited.
+Candidate trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
+                       const spec::Training &training, const Candidate &candidate,
+                       std::span<const cost::ComputeModel> computes,
+                       const cost::EstimateOptions &options, const cost::SkipRules &rules);
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 /// The strategy a plan states, as the cost model takes it (toPlan's inverse):
 /// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the
 /// plan's stages when they are uneven. The schedule kinds the cost model does
-/// not price (zb-v, dualpipe, skip) come back as 1F1B; zb-auto keeps its limits.
+/// not price (zb-v, dualpipe) come back as 1F1B; zb-auto and skip keep their limits and rules.
 cost::StrategyChoice choiceFromPlan(const spec::Plan &plan);
 
 std::string describe(const Candidate &candidate);

@@ -15,6 +15,7 @@
 
 #include "loom/CostModel/Estimate.h"
 #include "loom/Schedule/Generators.h"
+#include "loom/Schedule/SkipPaths.h"
 
 #include <optional>
 #include <string>
@@ -27,6 +28,9 @@ struct SimulatedPipeline {
   double maxBubbleRatio = 0;
   std::string schedule;  // the generator that built it ("1f1b", "zb-h1", ...)
   std::vector<double> peakInflight; // per pp rank: micro-batches held at the peak
+  /// Skip paths: the share of the full paths' compute the chosen paths run
+  /// (FLOPs and MFU scale by it); 1 otherwise.
+  double executedShare = 1;
 };
 
 /// The schedule generator a workload runs and what it prices: the shape, and
@@ -38,7 +42,13 @@ struct PipelinePricing {
   sched::Costs costs;
   /// zb-auto: micro-batches each rank may hold (Workload::inflightLimit).
   std::vector<double> rankLimits;
+  /// Skip paths: their rules and limit (kind is then the 1F1B layout's).
+  std::optional<sched::SkipOptions> skip;
 };
+
+/// The schedule `priced` describes: generated for its kind, or SkipPipe
+/// paths chosen and list-scheduled.
+sched::Schedule buildSchedule(const PipelinePricing &priced);
 
 /// Prices the pipeline of `workload` from `estimate`'s per-rank times; empty
 /// when its schedule kind cannot be built for this shape (e.g. interleaving

@@ -488,3 +488,53 @@ TEST(PlannerZeroBubble, MemoryCountsWhatTheGeneratedSchedulesHold) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(PlannerSkip, SkipPathsShortenTheStepAcrossSlowDatacenterLinks) {
+  // Llama 3 70B over three datacenters joined by 100 Gb/s, 20 ms links,
+  // pp=6 (two stages per datacenter). Allowed to skip a quarter of the
+  // middle stages, micro-batches route around stages and the simulated step
+  // falls; FLOPs count only the stages visited; the plan keeps the rules.
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster cluster =
+      spec::loadCluster("dgx-h100:nodes=96,dcs=3,wan-gbps=100,wan-ms=20");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.fixed.pp = 6;
+  options.topK = 1;
+  PlanResult full = plan(model, cluster, training, options);
+  ASSERT_TRUE(full.anyFits);
+  const Candidate &best = full.best.front();
+  ASSERT_NE(int(best.choice.schedule), int(cost::Schedule::Skip)) << "skip is opt-in";
+
+  cost::SkipRules rules; // max-skip 0.25, no swaps, min-share 0.5
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  Candidate skipped = trySkipPaths(model, cluster, training, best, computes, options.estimate, rules);
+  ASSERT_EQ(int(skipped.choice.schedule), int(cost::Schedule::Skip)) << describe(skipped);
+  EXPECT_TRUE(skipped.simulated);
+  EXPECT_TRUE(skipped.estimate.fits);
+  EXPECT_LT(skipped.estimate.stepTime, best.estimate.stepTime);
+  // Fewer stage visits: less compute counted per step than the full paths'
+  // at the same step time would give.
+  EXPECT_LT(skipped.estimate.hardwareFlops, best.estimate.hardwareFlops);
+  std::printf("full paths (%s): %.3f s; skip paths: %.3f s, %.0f%% of the FLOPs\n",
+              cost::scheduleName(best.choice.schedule), best.estimate.stepTime,
+              skipped.estimate.stepTime,
+              100 * skipped.estimate.hardwareFlops / best.estimate.hardwareFlops);
+
+  // The planner finds it itself when allowed.
+  options.skip = rules;
+  PlanResult allowed = plan(model, cluster, training, options);
+  ASSERT_TRUE(allowed.anyFits);
+  EXPECT_LE(allowed.best.front().estimate.stepTime, skipped.estimate.stepTime + 1e-9);
+
+  spec::Plan written = toPlan(model, cluster, training, skipped);
+  ASSERT_EQ(written.strategy().schedule(), spec::SKIP);
+  cost::StrategyChoice back = choiceFromPlan(written);
+  EXPECT_EQ(back.skip.maxSkipFraction, rules.maxSkipFraction);
+  EXPECT_EQ(back.skip.minStageShare, rules.minStageShare);
+  EXPECT_EQ(back.inflightLimit, skipped.choice.inflightLimit);
+}
+
+} // namespace

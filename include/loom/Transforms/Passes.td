@@ -60,7 +60,9 @@ def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
     micro-batch; on the model, `place.estimate` — step time, tokens/s, TFLOP/s
     per GPU, MFU, peak memory per rank, usable memory and whether it fits — and
     `place.stage_memory` — peak bytes per pipeline rank. Figures follow from the
-    placements alone: change a placement and they change.
+    placements alone: change a placement and they change. On a cluster of node
+    groups each pipeline rank is priced on the device its nodes have and must
+    fit in that device's memory; `usable_memory_bytes` is the tightest rank's.
   }];
   let options = [
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,

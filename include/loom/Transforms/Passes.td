@@ -15,7 +15,10 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     with sequence parallelism); ZeRO stages shard optimizer state, gradients and
     parameters over the gradient-reduction axes; recomputation sets the storage of
     activations; layers are split evenly across pp x vpp stages. Axes of size 1
-    are left out of the mesh.
+    are left out of the mesh. `pipeline-ranks` runs the pipeline positions on
+    the ranks of pp in another order (the model's `pipeline_ranks`); on a
+    cluster of node groups, the model's `pipeline_devices` then says which
+    device runs each position, when every position runs on one kind of node.
   }];
   let options = [
     Option<"dp", "dp", "int64_t", "1", "data-parallel size (includes ep)">,
@@ -35,6 +38,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     ListOption<"stageLayers", "stage-layers", "int64_t",
                "transformer layers per pipeline stage, for an uneven split (vpp=1); "
                "default: even">,
+    ListOption<"pipelineRanks", "pipeline-ranks", "int64_t",
+               "the pp rank each pipeline position runs on, a permutation (which "
+               "GPU type runs which stage); default: position p on rank p">,
   ];
 }
 

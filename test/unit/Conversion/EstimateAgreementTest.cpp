@@ -5,7 +5,7 @@
 // figures, to rounding: dense, MoE and MLA models, with and without pipelines,
 // interleaving, context parallelism and every ZeRO stage, on one datacenter,
 // equal ones and unequal ones, and on a cluster of A100 and H100 nodes with
-// uneven stages.
+// uneven stages run on the pp ranks in another order.
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,7 +32,7 @@ struct Case {
   double tolerance;
   bool sgd = false;
   const char *order = "pp-outer";
-  std::vector<int64_t> stageLayers = {};
+  std::vector<int64_t> stageLayers = {}, stageOrder = {};
 };
 
 class EstimateAgreement : public ::testing::TestWithParam<Case> {};
@@ -54,6 +54,7 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   choice.zero = c.zero;
   choice.sequenceParallel = c.sp;
   choice.stageLayers = c.stageLayers;
+  choice.stageOrder = c.stageOrder;
   ASSERT_TRUE(cost::parseRecompute(c.recompute, choice.recompute));
   ASSERT_TRUE(search::parseRankOrder(c.order, choice.order));
   cost::WorkloadResult tuple = cost::fromStrategy(model, cluster, training, choice);
@@ -119,10 +120,13 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"gpt3-175b", "dgx-a100:nodes=128", 8, 8, 1, 1, 1, 3, "full", true, kExact},
         Case{"mixtral-8x7b", "dgx-h100:nodes=16", 2, 4, 1, 8, 1, 1, "selective", true, kExact},
         Case{"deepseek-v3", "dgx-h100:nodes=128", 1, 8, 1, 64, 1, 1, "full", false, kExact},
-        // 8 A100 + 8 H100 nodes: 70B split unevenly over 8 stages, a
+        // 8 A100 + 8 H100 nodes: the planner's Llama 3 8B plan (its first
+        // stage on the H100 rank), 70B split unevenly over 8 stages, a
         // pipeline rank of both kinds of node (dp outside pp), and none.
+        Case{"llama3-8b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 1, 2, 1, 1, 2, 1, "none",
+             false, kExact, false, "pp-outer", {26, 6}, {1, 0}},
         Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 1, 8, 1, 1, 4, 2, "none",
-             false, kExact, false, "pp-outer", {5, 5, 5, 5, 15, 15, 16, 14}},
+             false, kExact, false, "pp-outer", {5, 5, 5, 5, 15, 15, 16, 14}, {}},
         Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 4, 1, 1, 1, 1, "full",
              true, kExact, false, "dp-outer"},
         Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 1, 1, 1, 1, 3, "full",

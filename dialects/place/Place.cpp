@@ -8,6 +8,8 @@
 
 #include "place/Place.h"
 
+#include "loom/Search/AxisMapping.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "mlir/IR/OpImplementation.h"
@@ -89,6 +91,34 @@ LogicalResult ClusterOp::verify() {
     if (!names.insert(axis.getName().getValue()).second)
       return emitOpError("axis '") << axis.getName().getValue()
                                    << "' is declared twice";
+  if (getDeviceAttr() && getGroupsAttr())
+    return emitOpError("has both a device and node groups; with groups, each group "
+                       "names its device");
+  if (!getDeviceAttr() && !getGroupsAttr())
+    return emitOpError("needs a device, or node groups that name theirs");
+  if (auto groups = getGroupsAttr()) {
+    if (groups.size() < 2)
+      return emitOpError("has one node group; a cluster of one kind of node names its "
+                         "device instead");
+    ArrayRef<Attribute> axes = getAxes().getValue();
+    if (axes.size() < 2 || cast<AxisAttr>(axes.back()).getName().getValue() != "gpu" ||
+        cast<AxisAttr>(axes[axes.size() - 2]).getName().getValue() != "node")
+      return emitOpError("has node groups, so its axes must end in 'node' and 'gpu' (the "
+                         "nodes, then the GPUs of one node)");
+    int64_t gpus = cast<AxisAttr>(axes.back()).getSize();
+    int64_t nodes = 0;
+    for (auto [i, group] : llvm::enumerate(groups.getAsRange<NodeGroupAttr>())) {
+      if (group.getGpusPerNode() != gpus)
+        return emitOpError("node group ")
+               << i << " has " << group.getGpusPerNode()
+               << " GPUs per node, but the 'gpu' axis has " << gpus
+               << "; a mesh needs the same GPU count on every node";
+      nodes += group.getCount();
+    }
+    if (nodes != getNumNodes())
+      return emitOpError("node groups hold ")
+             << nodes << " nodes, but the axes outside 'gpu' count " << getNumNodes();
+  }
   if (auto cells = getCellDcAttr()) {
     AxisAttr dc = lookupAxis("dc");
     if (!dc)
@@ -113,14 +143,57 @@ LogicalResult ClusterOp::verify() {
   return success();
 }
 
+/// What collectives reach over a tier: its bandwidth times its efficiency.
+static double effectiveGbps(TierOp tier) {
+  return tier.getBandwidthGbps().convertToDouble() * tier.getEfficiency().convertToDouble();
+}
+
 LogicalResult ClusterOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  if (!symbols.lookupNearestSymbolFrom<DeviceOp>(*this, getDeviceAttr()))
-    return emitOpError("device '") << getDevice() << "' is not a place.device";
+  if (auto device = getDeviceAttr();
+      device && !symbols.lookupNearestSymbolFrom<DeviceOp>(*this, device))
+    return emitOpError("device '") << device.getValue() << "' is not a place.device";
   for (auto axis : getAxes().getAsRange<AxisAttr>())
     if (!symbols.lookupNearestSymbolFrom<TierOp>(*this, axis.getTier()))
       return emitOpError("axis '")
              << axis.getName().getValue() << "' uses tier '"
              << axis.getTier().getValue() << "', which is not a place.tier";
+  auto groups = getGroupsAttr();
+  if (!groups)
+    return success();
+  for (auto [i, group] : llvm::enumerate(groups.getAsRange<NodeGroupAttr>())) {
+    if (!symbols.lookupNearestSymbolFrom<DeviceOp>(*this, group.getDevice()))
+      return emitOpError("node group ")
+             << i << " names device '" << group.getDevice().getValue()
+             << "', which is not a place.device";
+    for (auto [field, tier] : {std::pair<StringRef, FlatSymbolRefAttr>{"intra_node",
+                                                                       group.getIntraNode()},
+                               {"inter_node", group.getInterNode()}})
+      if (!symbols.lookupNearestSymbolFrom<TierOp>(*this, tier))
+        return emitOpError("node group ")
+               << i << " has " << field << " tier '" << tier.getValue()
+               << "', which is not a place.tier";
+  }
+  // A collective along an axis waits for its slowest nodes: the axis's tier
+  // is the slowest of the groups' (ClusterOp::verify checked the names).
+  for (auto [axisName, field] : {std::pair<StringRef, StringRef>{"gpu", "intra_node"},
+                                 {"node", "inter_node"}}) {
+    AxisAttr axis = lookupAxis(axisName);
+    TierOp slowest;
+    bool used = false;
+    for (auto group : groups.getAsRange<NodeGroupAttr>()) {
+      FlatSymbolRefAttr ref = field == "intra_node" ? group.getIntraNode() : group.getInterNode();
+      auto tier = symbols.lookupNearestSymbolFrom<TierOp>(*this, ref);
+      if (!slowest || effectiveGbps(tier) < effectiveGbps(slowest))
+        slowest = tier;
+      used |= ref == axis.getTier();
+    }
+    auto tier = symbols.lookupNearestSymbolFrom<TierOp>(*this, axis.getTier());
+    if (!used || effectiveGbps(tier) > effectiveGbps(slowest))
+      return emitOpError("axis '")
+             << axisName << "' uses tier '" << axis.getTier().getValue()
+             << "', but collectives along it run at the pace of the slowest " << field
+             << " tier of its node groups, '" << slowest.getSymName() << "'";
+  }
   return success();
 }
 
@@ -136,6 +209,33 @@ AxisAttr ClusterOp::lookupAxis(StringRef name) {
     if (axis.getName().getValue() == name)
       return axis;
   return {};
+}
+
+int64_t ClusterOp::getNumNodes() {
+  return getNumDevices() / cast<AxisAttr>(getAxes().getValue().back()).getSize();
+}
+
+FlatSymbolRefAttr ClusterOp::getNodeDevice(int64_t node) {
+  auto groups = getGroupsAttr();
+  if (!groups)
+    return getDeviceAttr();
+  for (auto group : groups.getAsRange<NodeGroupAttr>()) {
+    if (node < group.getCount())
+      return group.getDevice();
+    node -= group.getCount();
+  }
+  return {};
+}
+
+SmallVector<FlatSymbolRefAttr> ClusterOp::getDeviceRefs() {
+  auto groups = getGroupsAttr();
+  if (!groups)
+    return {getDeviceAttr()};
+  SmallVector<FlatSymbolRefAttr> refs;
+  for (auto group : groups.getAsRange<NodeGroupAttr>())
+    if (!llvm::is_contained(refs, group.getDevice()))
+      refs.push_back(group.getDevice());
+  return refs;
 }
 
 LogicalResult MeshOp::verify() {
@@ -193,6 +293,20 @@ int64_t MeshOp::getNumRanks() {
   for (auto axis : getAxes().getAsRange<LogicalAxisAttr>())
     n *= axis.getSize();
   return n;
+}
+
+std::vector<std::vector<int64_t>> MeshOp::getNodesAlong(ClusterOp cluster, StringRef name) {
+  std::vector<loom::search::PhysicalAxis> physical;
+  for (auto axis : cluster.getAxes().getAsRange<AxisAttr>())
+    physical.push_back({axis.getName().str(), axis.getSize()});
+  std::vector<loom::search::LogicalAxis> mesh;
+  for (auto laxis : getAxes().getAsRange<LogicalAxisAttr>()) {
+    loom::search::LogicalAxis axis{laxis.getName().str(), {}};
+    for (auto [phys, size] : llvm::zip(laxis.getPhysical(), laxis.getSizes()))
+      axis.pieces.push_back({phys.str(), size});
+    mesh.push_back(std::move(axis));
+  }
+  return loom::search::axisNodes(physical, mesh, name.str());
 }
 
 //===----------------------------------------------------------------------===//
@@ -267,6 +381,80 @@ LogicalResult HeadOp::verify() {
 // Model
 //===----------------------------------------------------------------------===//
 
+SmallVector<int64_t> ModelOp::getPipelineRankOrder(int64_t pp) {
+  if (auto ranks = getPipelineRanksAttr())
+    return SmallVector<int64_t>(ranks.asArrayRef());
+  return llvm::to_vector(llvm::seq<int64_t>(0, pp));
+}
+
+/// `pipeline_ranks` and `pipeline_devices` against the pipeline axis and the
+/// nodes its positions run on.
+static LogicalResult verifyPipelinePositions(ModelOp model, MeshOp mesh, StringRef ppAxis,
+                                             SymbolTableCollection &symbols) {
+  DenseI64ArrayAttr ranks = model.getPipelineRanksAttr();
+  ArrayAttr devices = model.getPipelineDevicesAttr();
+  if (!ranks && !devices)
+    return success();
+  if (ppAxis.empty())
+    return model.emitOpError() << (ranks ? "pipeline_ranks" : "pipeline_devices")
+                               << " needs a pipeline_axis";
+  int64_t pp = mesh.getAxisSize(ppAxis);
+  auto onePerPosition = [&](StringRef what, size_t n) -> LogicalResult {
+    if (int64_t(n) == pp)
+      return success();
+    return model.emitOpError() << what << " needs one entry per rank of pipeline axis '"
+                               << ppAxis << "' (" << pp << "), got " << n;
+  };
+  if (ranks) {
+    if (failed(onePerPosition("pipeline_ranks", ranks.size())))
+      return failure();
+    SmallVector<bool> taken(pp, false);
+    for (auto [p, rank] : llvm::enumerate(ranks.asArrayRef())) {
+      if (rank < 0 || rank >= pp)
+        return model.emitOpError("pipeline_ranks[")
+               << p << "] = " << rank << " is not a rank of pipeline axis '" << ppAxis
+               << "' (0 to " << pp - 1 << ")";
+      if (taken[rank])
+        return model.emitOpError("pipeline_ranks[")
+               << p << "] = " << rank
+               << " repeats a rank; pipeline_ranks must be a permutation of the "
+                  "pipeline axis's ranks";
+      taken[rank] = true;
+    }
+  }
+  if (!devices)
+    return success();
+  if (failed(onePerPosition("pipeline_devices", devices.size())))
+    return failure();
+  // The nodes of a position are defined only by a mesh that tiles its
+  // cluster, and the mesh may come after the model.
+  if (failed(mesh.verifySymbolUses(symbols)))
+    return failure();
+  auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(mesh, mesh.getClusterAttr());
+  std::vector<std::vector<int64_t>> nodes = mesh.getNodesAlong(cluster, ppAxis);
+  SmallVector<int64_t> order = model.getPipelineRankOrder(pp);
+  for (auto [p, device] : llvm::enumerate(devices.getAsRange<FlatSymbolRefAttr>())) {
+    if (!symbols.lookupNearestSymbolFrom<DeviceOp>(model, device))
+      return model.emitOpError("pipeline_devices[")
+             << p << "] names '" << device.getValue() << "', which is not a place.device";
+    SmallVector<FlatSymbolRefAttr> found;
+    for (int64_t node : nodes[order[p]])
+      if (FlatSymbolRefAttr d = cluster.getNodeDevice(node); !llvm::is_contained(found, d))
+        found.push_back(d);
+    if (found.size() > 1)
+      return model.emitOpError("pipeline_devices[")
+             << p << "] names " << device << ", but position " << p << " runs on rank "
+             << order[p] << " of '" << ppAxis << "', whose nodes have " << found[0]
+             << " and " << found[1]
+             << "; only a position on one kind of node names a device";
+    if (found.front() != device)
+      return model.emitOpError("pipeline_devices[")
+             << p << "] names " << device << ", but position " << p << " runs on rank "
+             << order[p] << " of '" << ppAxis << "', whose nodes have " << found.front();
+  }
+  return success();
+}
+
 LogicalResult ModelOp::verify() {
   for (auto [name, value] : {std::pair<StringRef, int64_t>{"vocab", getVocab()},
                              {"hidden", getHidden()},
@@ -323,6 +511,8 @@ LogicalResult ModelOp::verifySymbolUses(SymbolTableCollection &symbols) {
   StringRef ppAxis = getPipelineAxis().value_or("");
   if (!ppAxis.empty() && (!mesh || !mesh.lookupAxis(ppAxis)))
     return emitOpError("pipeline_axis '") << ppAxis << "' is not an axis of the mesh";
+  if (failed(verifyPipelinePositions(*this, mesh, ppAxis, symbols)))
+    return failure();
   int64_t numStages = (ppAxis.empty() ? 1 : mesh.getAxisSize(ppAxis)) *
                       getVirtualStages();
 

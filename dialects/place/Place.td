@@ -97,6 +97,22 @@ def Place_AxisAttr : Place_Attr<"Axis", "axis"> {
   let genVerifyDecl = 1;
 }
 
+def Place_NodeGroupAttr : Place_Attr<"NodeGroup", "nodes"> {
+  let summary = "nodes of one kind in a cluster that mixes kinds of node";
+  let description = [{
+    `#place.nodes<count = 8, device = @a100, gpus_per_node = 8,
+    intra_node = @nvlink3, inter_node = @ib_hdr_200>`: 8 nodes of 8 `@a100`
+    GPUs each, joined inside a node by `@nvlink3` and to other nodes by
+    `@ib_hdr_200` (their NICs). Constraints: count >= 1, gpus_per_node >= 1.
+    The cluster checks that the symbols resolve and the sizes add up.
+  }];
+  let parameters = (ins "int64_t":$count, "mlir::FlatSymbolRefAttr":$device,
+                        "int64_t":$gpus_per_node, "mlir::FlatSymbolRefAttr":$intra_node,
+                        "mlir::FlatSymbolRefAttr":$inter_node);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 def Place_LogicalAxisAttr : Place_Attr<"LogicalAxis", "laxis"> {
   let summary = "a logical mesh axis carved out of physical cluster axes";
   let description = [{
@@ -249,16 +265,41 @@ def Place_ClusterOp : Place_Op<"cluster",
     one. Its tier is the link between datacenters; cells of one datacenter
     talk over the next axis's tier. Constraints: a "dc" axis with one entry
     per cell, numbered from 0 in order without gaps, at least two datacenters.
+
+    Nodes of several kinds (GPU types or links): instead of one `device`, the
+    cluster lists node groups, `groups [#place.nodes<count = 8, device = @a100,
+    ...>, #place.nodes<count = 8, device = @h100, ...>]`. The axes end in
+    "node" and "gpu" (a node's GPUs); nodes are numbered row-major over the
+    axes outside "gpu" (datacenter by datacenter), the first `count` of them
+    in the first group, and so on. Collectives along an axis run at the pace
+    of its slowest nodes, so the "gpu" axis takes the slowest of the groups'
+    `intra_node` tiers and the "node" axis the slowest of their `inter_node`
+    tiers (by bandwidth x efficiency). Constraints: a device or groups, not
+    both; at least two groups; every group has as many GPUs per node as the
+    "gpu" axis; the counts add up to the nodes; devices and tiers resolve; the
+    "gpu" and "node" axes use the slowest of the groups' tiers.
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, FlatSymbolRefAttr:$device,
+  let arguments = (ins SymbolNameAttr:$sym_name, OptionalAttr<FlatSymbolRefAttr>:$device,
                        TypedArrayAttrBase<Place_AxisAttr, "cluster axes">:$axes,
+                       OptionalAttr<TypedArrayAttrBase<Place_NodeGroupAttr,
+                                                       "node groups">>:$groups,
                        OptionalAttr<DenseI32ArrayAttr>:$cell_dc);
-  let assemblyFormat = "$sym_name `device` $device `axes` $axes attr-dict";
+  let assemblyFormat = [{
+    $sym_name (`device` $device^)? `axes` $axes (`groups` $groups^)? attr-dict
+  }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     int64_t getNumDevices();
     /// The physical axis named `name`, or null.
     AxisAttr lookupAxis(llvm::StringRef name);
+    /// Nodes: the devices over the innermost axis (a node's GPUs).
+    int64_t getNumNodes();
+    /// The device of node `node` (numbered row-major over the axes outside
+    /// the innermost one).
+    mlir::FlatSymbolRefAttr getNodeDevice(int64_t node);
+    /// Every device the cluster has, in order of first appearance over its
+    /// nodes (the cluster's device, or its groups' devices).
+    llvm::SmallVector<mlir::FlatSymbolRefAttr> getDeviceRefs();
   }];
 }
 
@@ -284,6 +325,11 @@ def Place_MeshOp : Place_Op<"mesh",
     /// Size of logical axis `name`; 1 when the mesh has no such axis.
     int64_t getAxisSize(llvm::StringRef name);
     int64_t getNumRanks();
+    /// The nodes of `cluster` (ClusterOp::getNodeDevice's numbering) holding
+    /// ranks of each position of logical axis `name`; one position holding
+    /// every node when the mesh has no such axis. The mesh must tile the
+    /// cluster (verifySymbolUses).
+    std::vector<std::vector<int64_t>> getNodesAlong(ClusterOp cluster, llvm::StringRef name);
   }];
 }
 
@@ -294,10 +340,18 @@ def Place_ModelOp : Place_Op<"model",
   let description = [{
     Holds layer ops. `mesh`, when present, names the `place.mesh` the placements
     refer to. `pipeline_axis` names the mesh axis that layers are pinned along by
-    their `stage`; a stage s (of pp × virtual_stages) runs on pipeline rank
-    s mod pp. `optimizer` is adam (fp32 master and two moments per parameter
+    their `stage`; a stage s (of pp × virtual_stages) runs at pipeline position
+    s mod pp, which is rank `pipeline_ranks[p]` of that axis (by default rank p:
+    on clusters of several kinds of node the planner may run the stages on the
+    ranks in another order). `pipeline_devices[p]`, when present, names the
+    device every node of position p has, so the IR says which GPU type runs each
+    stage. `optimizer` is adam (fp32 master and two moments per parameter
     under mixed precision) or sgd (momentum: one). Constraints: the optimizer is
-    one of those; and, checked against the mesh: every axis named by a
+    one of those; `pipeline_ranks` and `pipeline_devices` need a pipeline axis
+    and one entry per position, `pipeline_ranks` is a permutation of its ranks,
+    and each `pipeline_devices` entry is a `place.device` that every node of
+    its position has (a position spanning several kinds of node names none);
+    and, checked against the mesh: every axis named by a
     placement exists and is not the pipeline axis; sharded dims divide (heads and
     kv heads by the axis size, ffn, experts, sequence length); the global batch
     divides over the batch-sharded axes times the micro batch; stages are in
@@ -309,6 +363,8 @@ def Place_ModelOp : Place_Op<"model",
   let arguments = (ins SymbolNameAttr:$sym_name,
                        OptionalAttr<FlatSymbolRefAttr>:$mesh,
                        OptionalAttr<StrAttr>:$pipeline_axis,
+                       OptionalAttr<DenseI64ArrayAttr>:$pipeline_ranks,
+                       OptionalAttr<FlatSymbolRefArrayAttr>:$pipeline_devices,
                        I64Attr:$vocab, I64Attr:$hidden, I64Attr:$seq_len,
                        I64Attr:$global_batch, I64Attr:$micro_batch,
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
@@ -320,6 +376,9 @@ def Place_ModelOp : Place_Op<"model",
   let extraClassDeclaration = [{
     mlir::Block *getBodyBlock() { return &getBody().front(); }
     auto getLayers() { return getBodyBlock()->getOps<LayerOpInterface>(); }
+    /// The rank of the pipeline axis at each of its `pp` positions
+    /// (`pipeline_ranks`, or position p on rank p).
+    llvm::SmallVector<int64_t> getPipelineRankOrder(int64_t pp);
   }];
 }
 

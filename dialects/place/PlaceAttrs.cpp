@@ -62,6 +62,23 @@ LogicalResult AxisAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 //===----------------------------------------------------------------------===//
+// NodeGroupAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult NodeGroupAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                    int64_t count, FlatSymbolRefAttr device,
+                                    int64_t gpusPerNode, FlatSymbolRefAttr intraNode,
+                                    FlatSymbolRefAttr interNode) {
+  if (count < 1)
+    return emitError() << "node group of " << device << " must have count >= 1, got "
+                       << count;
+  if (gpusPerNode < 1)
+    return emitError() << "node group of " << device
+                       << " must have gpus_per_node >= 1, got " << gpusPerNode;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // LogicalAxisAttr
 //===----------------------------------------------------------------------===//
 

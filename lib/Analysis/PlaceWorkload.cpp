@@ -5,6 +5,11 @@
 // `params`, see `routed_params`) take the axes that do not shard by experts.
 // ZeRO's flat sharding applies to both over the op's reduction axes.
 //
+// On a cluster of several kinds of node, each pipeline rank is priced on the
+// device of the nodes it runs on (the slowest, and the smallest memory, when
+// they differ), found through the mesh, `pipeline_ranks` and the cluster's
+// node groups, as cost::fromStrategy finds it through the specs.
+//
 //===----------------------------------------------------------------------===//
 
 #include "loom/Analysis/PlaceWorkload.h"
@@ -26,6 +31,14 @@ cost::ComputeModel loom::computeModelFor(DeviceOp device) {
   std::string kind = device.getKind() ? device.getKind()->str() : device.getSymName().str();
   return cost::ComputeModel::forGpu(kind, device.getPeakTflops().convertToDouble(),
                                     device.getHbmGbytesPerS().convertToDouble());
+}
+
+std::vector<cost::ComputeModel> loom::computeModelsFor(ClusterOp cluster,
+                                                       SymbolTableCollection &symbols) {
+  std::vector<cost::ComputeModel> out;
+  for (FlatSymbolRefAttr ref : cluster.getDeviceRefs())
+    out.push_back(computeModelFor(symbols.lookupNearestSymbolFrom<DeviceOp>(cluster, ref)));
+  return out;
 }
 
 namespace {
@@ -68,8 +81,8 @@ public:
     return it->second;
   }
 
-  std::vector<cost::PipelineHop> hops(StringRef axis) const {
-    return cost::axisHops(links_, mesh_, axis.str());
+  std::vector<cost::PipelineHop> hops(StringRef axis, const std::vector<int64_t> &order) const {
+    return cost::axisHops(links_, mesh_, axis.str(), order);
   }
   bool multiDc() const { return cost::spansDatacenters(links_); }
 
@@ -102,7 +115,10 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
     return model.emitOpError("has no mesh to estimate; run place-apply-strategy or "
                              "place-search first");
   auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(mesh, mesh.getClusterAttr());
-  auto device = symbols.lookupNearestSymbolFrom<DeviceOp>(cluster, cluster.getDeviceAttr());
+  SmallVector<FlatSymbolRefAttr> deviceRefs = cluster.getDeviceRefs();
+  SmallVector<DeviceOp> devices;
+  for (FlatSymbolRefAttr ref : deviceRefs)
+    devices.push_back(symbols.lookupNearestSymbolFrom<DeviceOp>(cluster, ref));
 
   cost::Workload w;
   Groups groups(cluster, mesh, symbols, w);
@@ -121,10 +137,37 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
   // mixed precision, as cost::fromStrategy counts them.
   int64_t moments = model.getOptimizer() == "sgd" ? 1 : 2;
   w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
-  w.hbmBytes = device.getHbmGib().convertToDouble() * double(1ull << 30);
-  if (!ppAxis.empty())
-    w.hops = groups.hops(ppAxis);
+  auto hbmBytes = [](DeviceOp device) {
+    return device.getHbmGib().convertToDouble() * double(1ull << 30);
+  };
+  w.hbmBytes = hbmBytes(devices.front());
+  SmallVector<int64_t> rankOf = model.getPipelineRankOrder(w.pp);
+  if (!ppAxis.empty()) {
+    std::vector<int64_t> order;
+    if (model.getPipelineRanksAttr())
+      order.assign(rankOf.begin(), rankOf.end());
+    w.hops = groups.hops(ppAxis, order);
+  }
   w.multiDc = groups.multiDc();
+  if (devices.size() > 1) {
+    // A pipeline rank spanning several devices runs at the pace of the
+    // slowest and must fit in the smallest.
+    std::vector<std::vector<int64_t>> nodes = mesh.getNodesAlong(cluster, ppAxis);
+    auto peak = [&](int type) { return devices[type].getPeakTflops().convertToDouble(); };
+    for (int64_t position = 0; position < w.pp; ++position) {
+      int slowest = -1;
+      double hbm = 0;
+      for (int64_t node : nodes[rankOf[position]]) {
+        int type = int(llvm::find(deviceRefs, cluster.getNodeDevice(node)) - deviceRefs.begin());
+        if (slowest < 0 || peak(type) < peak(slowest))
+          slowest = type;
+        double bytes = hbmBytes(devices[type]);
+        hbm = hbm == 0 ? bytes : std::min(hbm, bytes);
+      }
+      w.stageDevice.push_back(slowest);
+      w.stageHbmBytes.push_back(hbm);
+    }
+  }
 
   bool first = true;
   for (LayerOpInterface layer : model.getLayers()) {

@@ -6,6 +6,8 @@
 
 #include "llvm/ADT/StringExtras.h"
 
+#include <numeric>
+
 using namespace mlir;
 using namespace loom;
 using namespace loom::place;
@@ -146,34 +148,43 @@ FailureOr<SpecInputs> loom::specFromPlace(ModuleOp module) {
     return modelOp.emitOpError("has no attention + MLP/MoE layers to plan");
   recoverNormAndBiases(model, attnParams, ffnParams);
 
-  // Cluster: its physical axes are dc (optional), node and gpu.
+  // Cluster: its physical axes are dc (optional), node and gpu. Devices and
+  // tiers become catalog entries where the IR names one, else custom ones
+  // with the IR's figures.
   spec::Cluster &cluster = in.cluster;
   cluster.set_name(clusterOp.getSymName().str());
-  auto device = symbols.lookupNearestSymbolFrom<DeviceOp>(clusterOp, clusterOp.getDeviceAttr());
-  std::string gpuName = device.getKind() ? device.getKind()->str() : device.getSymName().str();
-  if (!spec::findGpu(cluster, gpuName)) { // not a catalog GPU: what the IR says of it
-    spec::GpuType *gpu = cluster.add_gpu_types();
-    gpu->set_name(gpuName);
-    double peak = device.getPeakTflops().convertToDouble();
-    gpu->set_bf16_tflops(peak);
-    gpu->set_fp16_tflops(peak);
-    gpu->set_fp32_tflops(peak / 16);
-    gpu->set_hbm_gib(device.getHbmGib().convertToDouble());
-    gpu->set_hbm_gbytes_per_s(device.getHbmGbytesPerS().convertToDouble());
-  }
-  int64_t dcs = 1, nodes = 1, gpus = 1;
-  std::string nodeLink, gpuLink, dcLink;
-  for (auto axis : clusterOp.getAxes().getAsRange<AxisAttr>()) {
-    auto tier = symbols.lookupNearestSymbolFrom<TierOp>(clusterOp, axis.getTier());
-    std::string tierName = tier.getSymName().str();
-    if (!spec::findLink(cluster, tierName)) {
+  auto gpuOf = [&](FlatSymbolRefAttr ref) {
+    auto device = symbols.lookupNearestSymbolFrom<DeviceOp>(clusterOp, ref);
+    std::string name = device.getKind() ? device.getKind()->str() : device.getSymName().str();
+    if (!spec::findGpu(cluster, name)) {
+      spec::GpuType *gpu = cluster.add_gpu_types();
+      gpu->set_name(name);
+      double peak = device.getPeakTflops().convertToDouble();
+      gpu->set_bf16_tflops(peak);
+      gpu->set_fp16_tflops(peak);
+      gpu->set_fp32_tflops(peak / 16);
+      gpu->set_hbm_gib(device.getHbmGib().convertToDouble());
+      gpu->set_hbm_gbytes_per_s(device.getHbmGbytesPerS().convertToDouble());
+    }
+    return name;
+  };
+  auto linkOf = [&](FlatSymbolRefAttr ref) {
+    auto tier = symbols.lookupNearestSymbolFrom<TierOp>(clusterOp, ref);
+    std::string name = tier.getSymName().str();
+    if (!spec::findLink(cluster, name)) {
       spec::LinkTier *link = cluster.add_links();
-      link->set_name(tierName);
+      link->set_name(name);
       link->set_bandwidth_gbps(tier.getBandwidthGbps().convertToDouble());
       link->set_latency_us(tier.getLatencyUs().convertToDouble());
       link->set_per_node(tier.getPerNode());
       link->set_efficiency(tier.getEfficiency().convertToDouble());
     }
+    return name;
+  };
+  int64_t dcs = 1, nodes = 1, gpus = 1;
+  std::string nodeLink, gpuLink, dcLink;
+  for (auto axis : clusterOp.getAxes().getAsRange<AxisAttr>()) {
+    std::string tierName = linkOf(axis.getTier());
     StringRef name = axis.getName();
     if (name == "dc") {
       dcs = axis.getSize();
@@ -201,13 +212,37 @@ FailureOr<SpecInputs> loom::specFromPlace(ModuleOp module) {
     for (int32_t d : cells.asArrayRef())
       ++cellsPerDc[d];
   }
+  // Node groups in node order, split where a datacenter ends; one kind of
+  // node makes one group per datacenter.
+  struct Group {
+    int64_t count;
+    std::string gpu, intra, inter;
+  };
+  std::vector<Group> groups;
+  if (auto groupAttrs = clusterOp.getGroupsAttr())
+    for (auto g : groupAttrs.getAsRange<NodeGroupAttr>())
+      groups.push_back({g.getCount(), gpuOf(g.getDevice()), linkOf(g.getIntraNode()),
+                        linkOf(g.getInterNode())});
+  else
+    groups.push_back({nodes * std::accumulate(cellsPerDc.begin(), cellsPerDc.end(), int64_t(0)),
+                      gpuOf(clusterOp.getDeviceAttr()), gpuLink, nodeLink});
+  auto group = groups.begin();
+  int64_t groupLeft = group->count;
   for (int64_t cellCount : cellsPerDc) {
-    spec::NodeGroup *group = cluster.add_datacenters()->add_node_groups();
-    group->set_count(nodes * cellCount);
-    group->set_gpu(gpuName);
-    group->set_gpus_per_node(gpus);
-    group->set_intra_node_link(gpuLink);
-    group->set_inter_node_link(nodeLink);
+    spec::Datacenter *dc = cluster.add_datacenters();
+    for (int64_t dcLeft = nodes * cellCount; dcLeft > 0;) {
+      if (groupLeft == 0)
+        groupLeft = (++group)->count;
+      int64_t take = std::min(dcLeft, groupLeft);
+      spec::NodeGroup *out = dc->add_node_groups();
+      out->set_count(take);
+      out->set_gpu(group->gpu);
+      out->set_gpus_per_node(gpus);
+      out->set_intra_node_link(group->intra);
+      out->set_inter_node_link(group->inter);
+      dcLeft -= take;
+      groupLeft -= take;
+    }
   }
 
   spec::Training &training = in.training;

@@ -53,50 +53,71 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
   context->getOrLoadDialect<PlaceDialect>();
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
   spec::ClusterSize size = spec::clusterSize(cluster);
-  if (!size.uniform || !size.shapeRegular) {
+  if (!size.shapeRegular) {
     emitError(loc) << "cluster '" << cluster.name()
-                   << "' mixes node groups (GPU types, GPUs per node or links); place IR "
-                      "needs one kind of node for now (loom plan handles mixed GPU types)";
+                   << "' has nodes with different GPU counts; place IR lays one mesh over "
+                      "the nodes, so every node needs the same number";
     return nullptr;
   }
-  const spec::GpuType *gpu =
-      spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());
 
   OpBuilder b(context);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
+  auto symbol = [&](std::string_view name) {
+    return FlatSymbolRefAttr::get(context, symbolName(name));
+  };
 
-  // Tiers in the order the hierarchy uses them (outermost first), each once.
+  // Tiers in the order the hierarchy uses them (outermost first), then those
+  // only some node groups use, each once.
   llvm::StringSet<> emitted;
-  for (const spec::ClusterLevel &level : levels) {
-    if (!emitted.insert(level.tier->name()).second)
-      continue;
-    double efficiency = level.tier->efficiency() > 0 ? level.tier->efficiency() : 1.0;
-    b.create<TierOp>(loc, symbolName(level.tier->name()),
-                     llvm::APFloat(level.tier->bandwidth_gbps()),
-                     llvm::APFloat(level.tier->latency_us()), level.tier->per_node(),
+  auto addTier = [&](const spec::LinkTier &tier) {
+    if (!emitted.insert(tier.name()).second)
+      return;
+    double efficiency = tier.efficiency() > 0 ? tier.efficiency() : 1.0;
+    b.create<TierOp>(loc, symbolName(tier.name()), llvm::APFloat(tier.bandwidth_gbps()),
+                     llvm::APFloat(tier.latency_us()), tier.per_node(),
                      llvm::APFloat(efficiency));
-  }
-  std::string deviceSym = symbolName(gpu->name());
-  b.create<DeviceOp>(loc, deviceSym, llvm::APFloat(spec::peakTflops(*gpu, training.precision())),
-                     llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()),
-                     b.getStringAttr(gpu->name()));
+  };
+  for (const spec::ClusterLevel &level : levels)
+    addTier(*level.tier);
+  // One kind of node: the cluster names its device. Several: each node group
+  // names its own, in the order of the cluster's nodes.
+  SmallVector<Attribute> groups;
+  if (!size.uniform)
+    for (const spec::Datacenter &dc : cluster.datacenters())
+      for (const spec::NodeGroup &group : dc.node_groups()) {
+        const spec::LinkTier *intra = spec::findLink(cluster, group.intra_node_link());
+        const spec::LinkTier *inter = spec::findLink(cluster, group.inter_node_link());
+        addTier(*intra);
+        addTier(*inter);
+        groups.push_back(NodeGroupAttr::get(
+            context, group.count(), symbol(spec::findGpu(cluster, group.gpu())->name()),
+            group.gpus_per_node(), symbol(intra->name()), symbol(inter->name())));
+      }
+  spec::NodeTypes types = spec::nodeTypes(cluster);
+  for (const spec::GpuType *gpu : types.gpus)
+    b.create<DeviceOp>(loc, symbolName(gpu->name()),
+                       llvm::APFloat(spec::peakTflops(*gpu, training.precision())),
+                       llvm::APFloat(gpu->hbm_gib()), llvm::APFloat(gpu->hbm_gbytes_per_s()),
+                       b.getStringAttr(gpu->name()));
 
   SmallVector<Attribute> axisAttrs;
   for (const spec::ClusterLevel &level : levels)
     axisAttrs.push_back(AxisAttr::get(context, b.getStringAttr(level.name), level.size,
-                                      FlatSymbolRefAttr::get(context, symbolName(level.tier->name()))));
+                                      symbol(level.tier->name())));
   // Datacenters of different sizes: the dc axis counts cells.
   DenseI32ArrayAttr cellDc;
   if (!levels.empty() && !levels.front().cellDc.empty())
     cellDc = b.getDenseI32ArrayAttr(levels.front().cellDc);
-  b.create<ClusterOp>(loc, symbolName(cluster.name()), deviceSym, b.getArrayAttr(axisAttrs),
-                      cellDc);
+  FlatSymbolRefAttr device = groups.empty() ? symbol(types.gpus.front()->name()) : nullptr;
+  b.create<ClusterOp>(loc, symbolName(cluster.name()), device, b.getArrayAttr(axisAttrs),
+                      groups.empty() ? nullptr : b.getArrayAttr(groups), cellDc);
 
   int64_t seq = training.seq_len();
   int64_t mbs = training.micro_batch() ? training.micro_batch() : 1;
   auto modelOp = b.create<ModelOp>(
       loc, symbolName(model.name()), /*mesh=*/nullptr, /*pipeline_axis=*/nullptr,
+      /*pipeline_ranks=*/nullptr, /*pipeline_devices=*/nullptr,
       model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
       /*virtual_stages=*/1, spec::dtypeName(model.dtype()),
       model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam");

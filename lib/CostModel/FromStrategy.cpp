@@ -271,7 +271,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   if (types.gpus.size() > 1) {
     // A pipeline rank spanning several GPU types runs at the pace of the
     // slowest and must fit in the smallest.
-    std::vector<std::vector<int64_t>> nodes = axisNodes(links, carving.axes, "pp");
+    std::vector<std::vector<int64_t>> nodes = search::axisNodes(physical, carving.axes, "pp");
     for (int64_t s = 0; s < c.pp; ++s) {
       int64_t rank = c.stageOrder.empty() ? s : c.stageOrder[s];
       int slowest = -1;

@@ -128,6 +128,17 @@ void ApplyStrategyPass::runOnOperation() {
   search::RankOrder rankOrder;
   if (!search::parseRankOrder(order, rankOrder))
     return fail("order='" + order + "' must be pp-outer or dp-outer");
+  if (!pipelineRanks.empty()) {
+    SmallVector<int64_t> sorted(pipelineRanks.begin(), pipelineRanks.end());
+    llvm::sort(sorted);
+    if (sorted != llvm::to_vector(llvm::seq<int64_t>(0, pp))) {
+      std::string given;
+      llvm::raw_string_ostream os(given);
+      llvm::interleaveComma(pipelineRanks, os);
+      return fail("pipeline-ranks must be a permutation of the pp=" + Twine(pp) +
+                  " ranks 0 to " + Twine(pp - 1) + ", got " + given);
+    }
+  }
 
   auto clusters = llvm::to_vector(module.getOps<ClusterOp>());
   if (clusters.size() != 1)
@@ -159,12 +170,41 @@ void ApplyStrategyPass::runOnOperation() {
   auto mesh = b.create<MeshOp>(cluster.getLoc(), "mesh", cluster.getSymName(),
                                b.getArrayAttr(meshAxes));
 
+  // Where the pipeline positions run: the ranks of pp in the order asked for
+  // and, on a cluster of node groups, the device of each position's nodes
+  // (none when a position spans several kinds).
+  SmallVector<int64_t> rankOf(pipelineRanks.begin(), pipelineRanks.end());
+  if (rankOf.empty())
+    rankOf = llvm::to_vector(llvm::seq<int64_t>(0, pp));
+  bool reordered = rankOf != llvm::to_vector(llvm::seq<int64_t>(0, pp));
+  SmallVector<Attribute> positionDevices;
+  if (pp > 1 && cluster.getGroupsAttr()) {
+    std::vector<std::vector<int64_t>> nodes = mesh.getNodesAlong(cluster, "pp");
+    for (int64_t rank : rankOf) {
+      FlatSymbolRefAttr device = cluster.getNodeDevice(nodes[rank].front());
+      if (llvm::any_of(nodes[rank],
+                       [&](int64_t node) { return cluster.getNodeDevice(node) != device; })) {
+        positionDevices.clear();
+        break;
+      }
+      positionDevices.push_back(device);
+    }
+  }
+
   for (ModelOp model : module.getOps<ModelOp>()) {
     model.setMesh(StringRef("mesh"));
     if (pp > 1)
       model.setPipelineAxis("pp");
     else
       model.removePipelineAxisAttr();
+    if (reordered)
+      model.setPipelineRanks(rankOf);
+    else
+      model.removePipelineRanksAttr();
+    if (!positionDevices.empty())
+      model.setPipelineDevicesAttr(b.getArrayAttr(positionDevices));
+    else
+      model.removePipelineDevicesAttr();
     model.setVirtualStages(vpp);
     model.setMicroBatch(mbs);
 

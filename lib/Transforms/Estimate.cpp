@@ -36,12 +36,11 @@ void EstimatePass::runOnOperation() {
       return signalPassFailure();
     auto mesh = symbols.lookupNearestSymbolFrom<MeshOp>(model, model.getMeshAttr());
     auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(mesh, mesh.getClusterAttr());
-    auto device = symbols.lookupNearestSymbolFrom<DeviceOp>(cluster, cluster.getDeviceAttr());
 
     cost::EstimateOptions options;
     options.overlapGradReduce = overlap;
     options.memory.headroom = headroom;
-    cost::Estimate e = cost::estimate(*workload, computeModelFor(device), options);
+    cost::Estimate e = cost::estimate(*workload, computeModelsFor(cluster, symbols), options);
 
     // Per layer: what one rank holds of it.
     for (auto [layer, part] : llvm::zip(model.getLayers(), workload->parts)) {

@@ -33,8 +33,7 @@ struct SearchPass : loom::impl::PlaceSearchBase<SearchPass> {
 
 } // namespace
 
-PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candidate,
-                                                bool *expressible) {
+PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candidate) {
   const cost::StrategyChoice &s = candidate.choice;
   PlaceApplyStrategyOptions apply;
   apply.dp = candidate.dp;
@@ -49,8 +48,7 @@ PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candida
   apply.sp = s.sequenceParallel;
   apply.order = search::rankOrderName(s.order);
   apply.stageLayers = s.stageLayers;
-  if (expressible)
-    *expressible = s.stageOrder.empty();
+  apply.pipelineRanks = s.stageOrder;
   return apply;
 }
 

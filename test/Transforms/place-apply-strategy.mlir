@@ -11,6 +11,10 @@
 // RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 order=dp-outer" --mlir-print-local-scope | FileCheck %s --check-prefix=DPOUT
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 pp=8" 2>&1 | FileCheck %s --check-prefix=LAYERS
 // RUN: not loom-opt %s --place-apply-strategy="dp=2 tp=16" 2>&1 | FileCheck %s --check-prefix=KV
+// RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 pipeline-ranks=1,0" | FileCheck %s --check-prefix=RANKORDER
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 pipeline-ranks=1,1" 2>&1 | FileCheck %s --check-prefix=RANKPERM
+// RUN: loom lower --model llama3-8b --cluster %inputs/mixed-a100-h100.yaml --emit-mlir | loom-opt --place-apply-strategy="dp=32 pp=2 cp=2 zero=1 mbs=2 stage-layers=26,6 pipeline-ranks=1,0" | FileCheck %s --check-prefix=MIXED
+// RUN: loom lower --model llama3-8b --cluster %inputs/mixed-a100-h100.yaml --emit-mlir | loom-opt --place-apply-strategy="dp=4 tp=8 pp=4 order=dp-outer" | FileCheck %s --check-prefix=MIXEDSPAN
 
 // A 4-node x 8-GPU cluster and a 4-layer model whose last layer is an MoE.
 place.tier @nvlink4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
@@ -74,3 +78,21 @@ place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len 
 // DPOUT: place.mesh @mesh of @c axes [#place.laxis<dp = node:4>, #place.laxis<pp = gpu:2>, #place.laxis<tp = gpu:4>]
 // LAYERS: place-apply-strategy: pp x vpp = 8 stages but model 'tiny' has 4 layers
 // KV: error: 'place.attention' op kv_heads (8) are not divisible by axis 'tp' of size 16
+
+// The pipeline positions on the pp ranks in reverse order; one kind of node,
+// so no device is named per position.
+// RANKORDER: place.model @tiny mesh @mesh attributes {{{.*}}pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 0>
+// RANKORDER-NOT: pipeline_devices
+// RANKPERM: place-apply-strategy: pipeline-ranks must be a permutation of the pp=2 ranks 0 to 1, got 1, 1
+// A100 and H100 nodes: the first stage (26 layers and the embedding) on the
+// H100 rank, the last (6 layers and the head) on the A100 rank.
+// MIXED: place.mesh @mesh of @mixed_a100_h100 axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:8 * gpu:4>, #place.laxis<cp = gpu:2>]
+// MIXED: place.model @llama3_8b mesh @mesh attributes {{{.*}}pipeline_axis = "pp", pipeline_devices = [@h100_sxm, @a100_80g], pipeline_ranks = array<i64: 1, 0>
+// MIXED: place.attention "layers.25.attention" {{.*}}stage = 0
+// MIXED: place.attention "layers.26.attention" {{.*}}stage = 1
+// Data parallelism outside the pipeline: every pp rank has nodes of both
+// kinds, so no position names a device.
+// MIXEDSPAN: place.mesh @mesh of @mixed_a100_h100 axes [#place.laxis<dp = node:4>, #place.laxis<pp = node:4>, #place.laxis<tp = gpu:8>]
+// MIXEDSPAN-NOT: pipeline_devices
+// MIXEDSPAN: place.model @llama3_8b mesh @mesh attributes {{{.*}}pipeline_axis = "pp"
+// MIXEDSPAN-NOT: pipeline_devices

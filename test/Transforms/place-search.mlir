@@ -7,6 +7,11 @@
 // RUN: %python -c "import json,re; p=json.load(open('%t.plan.json'))['plans'][0]; s=p['strategy']; ir=open('%t.searched.mlir').read(); m=re.search(r'strategy = \"([^\"]*)\"', ir).group(1); want='dp={} tp={} pp={} vpp={} ep={} cp={} zero={}'.format(s['dp'],s['tp'],s['pp'],s['vpp'],s['ep'],s['cp'],s['zero']); assert m.startswith(want), (m, want); t=float(re.search(r'step_time_s = ([0-9.e+-]+)', ir).group(1)); assert abs(t-p['estimate']['step_time_s'])<=1e-9*t, (t, p['estimate']); print('same plan')" | FileCheck %s --check-prefix=SAME
 // Across two datacenters the search also chooses what crosses the WAN.
 // RUN: loom lower --model llama3-8b --cluster dgx-h100:nodes=4,dcs=2,wan-gbps=100,wan-ms=20 --emit-mlir | loom-opt --place-search --place-derive-strategy | FileCheck %s --check-prefix=MULTIDC
+// On A100 and H100 nodes it reads the node groups back and says which GPU
+// type runs each stage: the H100 stages hold more layers. (Which pp rank runs
+// which stage can differ between runs: the planner gives Z3 a time limit.)
+// RUN: loom lower --model llama3-8b --cluster %inputs/mixed-a100-h100.yaml --emit-mlir | loom-opt --place-search > %t.mixed.mlir
+// RUN: %python -c "import re,sys; ir=open(sys.argv[1]).read(); dev=re.search(r'pipeline_devices = \[([^]]*)\]', ir).group(1).split(', '); n=[0]*len(dev); [n.__setitem__(int(s)%len(dev), n[int(s)%len(dev)]+1) for s in re.findall(r'place.attention .*stage = ([0-9]+)', ir)]; a=[k for d,k in zip(dev,n) if d=='@a100_80g']; h=[k for d,k in zip(dev,n) if d=='@h100_sxm']; assert a and h and min(h) > max(a), (dev, n); print('H100 stages hold more layers')" %t.mixed.mlir | FileCheck %s --check-prefix=MIXED
 // RUN: loom-opt %s --place-search -split-input-file -verify-diagnostics
 
 // TINY: place.mesh @mesh of @two_nodes
@@ -15,6 +20,7 @@
 // TINY-SAME: place.search = {evaluated = {{[1-9][0-9]*}} : i64
 // TINY-SAME: place.strategy =
 // SAME: same plan
+// MIXED: H100 stages hold more layers
 // MULTIDC: place.search = {{{.*}}strategy = "dp={{[0-9]+}} tp={{[1248]}} {{.*}} order={{(pp|dp)}}-outer"
 
 // A model no strategy fits: the error names the closest plan and its memory.

@@ -126,11 +126,22 @@ static FailureOr<std::pair<SpecInputs, loom::search::Candidate>> planOf(Operatio
     if (stage && index)
       stageLayers[stage.getInt()].insert(index.getInt());
   });
+  // The pp rank each stage runs on, when the IR runs them in another order.
+  std::optional<ArrayRef<int64_t>> ranks;
+  if (auto attr = model.getPipelineRanksAttr()) {
+    ranks = attr.asArrayRef();
+    if (stageLayers.size() != ranks->size())
+      return model.emitError("has pipeline_ranks and virtual stages; a plan gives a pp "
+                             "rank only to one stage per rank"),
+             failure();
+  }
   for (auto &[index, layers] : stageLayers) {
     loom::spec::Stage *stage = stated.add_stages();
     stage->set_index(uint32_t(index));
     stage->set_first_layer(uint32_t(*layers.begin()));
     stage->set_num_layers(uint32_t(layers.size()));
+    if (ranks)
+      stage->set_pp_rank(uint32_t((*ranks)[index]));
   }
   *stated.mutable_training() = inputs->training;
   loom::cost::StrategyChoice c = loom::search::choiceFromPlan(stated);

@@ -171,6 +171,14 @@ static void runLower(const LowerOptions &o) {
     meshText = s;
   }
   auto strategy = modelOp->getAttrOfType<DictionaryAttr>("place.strategy");
+  // On a cluster of node groups, the GPU each stage runs on (stage s at
+  // pipeline position s mod pp), by its catalog name.
+  ArrayAttr positionDevices = modelOp.getPipelineDevicesAttr();
+  auto stageDevice = [&](int64_t stage) {
+    auto device = SymbolTable::lookupNearestSymbolFrom<place::DeviceOp>(
+        modelOp, cast<FlatSymbolRefAttr>(positionDevices[stage % positionDevices.size()]));
+    return device.getKind().value_or(device.getSymName()).str();
+  };
 
   if (o.json) {
     nlohmann::json out{{"model", model.name()},
@@ -193,10 +201,13 @@ static void runLower(const LowerOptions &o) {
       out["strategy"] = s;
       out["mesh"] = meshText;
       nlohmann::json rows = nlohmann::json::array();
-      for (auto &[stage, row] : stages)
+      for (auto &[stage, row] : stages) {
         rows.push_back({{"stage", stage}, {"first_layer", row.firstLayer},
                         {"last_layer", row.lastLayer},
                         {"params_per_rank", static_cast<int64_t>(row.params)}});
+        if (positionDevices)
+          rows.back()["gpu"] = stageDevice(stage);
+      }
       out["stages"] = rows;
     }
     writeOutput(o.output, out.dump(2) + "\n");
@@ -224,11 +235,19 @@ static void runLower(const LowerOptions &o) {
     }, " ");
     text += fmt::format("mesh     {}\nstrategy {} (read back from the placements)\n\n",
                         meshText, s);
-    Table table({">stage", "layers", ">params/rank", ">bf16 weights/rank"});
-    for (auto &[stage, row] : stages)
-      table.addRow({std::to_string(stage),
-                    row.firstLayer < 0 ? "-" : fmt::format("{}-{}", row.firstLayer, row.lastLayer),
-                    humanCount(row.params), humanBytes(row.params * 2)});
+    std::vector<std::string> header{">stage", "layers", ">params/rank", ">bf16 weights/rank"};
+    if (positionDevices)
+      header.push_back("gpu");
+    Table table(header);
+    for (auto &[stage, row] : stages) {
+      std::vector<std::string> cells{
+          std::to_string(stage),
+          row.firstLayer < 0 ? "-" : fmt::format("{}-{}", row.firstLayer, row.lastLayer),
+          humanCount(row.params), humanBytes(row.params * 2)};
+      if (positionDevices)
+        cells.push_back(stageDevice(stage));
+      table.addRow(cells);
+    }
     text += table.render();
   } else {
     text += "(no strategy given: pass --tp/--pp/--dp/... to place the layers)\n";

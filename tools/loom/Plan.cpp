@@ -214,13 +214,7 @@ void runPlan(const PlanCliOptions &o) {
     if (!r.anyFits)
       throw UserError("no strategy fits, so there is no placement to print",
                       "run without --emit-mlir to see the closest plan", 3);
-    const search::Candidate &best = r.best.front();
-    bool expressible = true;
-    PlaceApplyStrategyOptions apply = applyOptionsFor(best, &expressible);
-    if (!expressible)
-      throw UserError("the best plan runs its stages on the GPU types in a reordered "
-                      "sequence, which place IR cannot express yet",
-                      "use --json for the plan", 1);
+    PlaceApplyStrategyOptions apply = applyOptionsFor(r.best.front());
     PlacedModule placed = lowerAndPlace({model, cluster, training}, &apply, /*estimate=*/true);
     writeOutput(o.output, printModule(*placed.module));
     return;

@@ -5,7 +5,8 @@
 // groups are the mesh axes a placement shards (tensor: weights by heads, ffn
 // or vocab; expert: weights by experts; context: activations by sequence where
 // weights are whole; reduction: the placement's `reduce` axes), laid over the
-// cluster's link tiers. Nothing is read from axis names.
+// cluster's link tiers. Nothing is read from axis names. On a cluster of
+// several kinds of node, each pipeline rank gets the device its nodes have.
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_ANALYSIS_PLACEWORKLOAD_H
@@ -32,6 +33,10 @@ mlir::FailureOr<cost::Workload> workloadFromPlace(place::ModelOp model,
 
 /// The compute model of a `place.device`.
 cost::ComputeModel computeModelFor(place::DeviceOp device);
+/// One compute model per device of `cluster`, in ClusterOp::getDeviceRefs
+/// order (the indices Workload::stageDevice uses).
+std::vector<cost::ComputeModel> computeModelsFor(place::ClusterOp cluster,
+                                                 mlir::SymbolTableCollection &symbols);
 
 } // namespace loom
 

@@ -1,7 +1,7 @@
 //===- PlaceToSpec.h - reading specs back from place IR ---------*- C++ -*-===//
 //
 // The inverse of SpecToPlace for what the planner needs: a model (blocks of
-// identical layers), a cluster (tiers, the device, datacenters x nodes x GPUs)
+// identical layers), a cluster (tiers, devices, datacenters of node groups)
 // and a training shape, read from an unplaced or placed `place` module. So
 // place-search plans exactly as `loom plan` does on the specs the IR came from.
 // Details the IR keeps only as parameter counts (norm kind, biases, a learned

@@ -1,7 +1,8 @@
 //===- SpecToPlace.h - lowering specs into place IR -------------*- C++ -*-===//
 //
 // Builds an unplaced `place` module from a model, a cluster and a training spec:
-// tiers, the device, the cluster's physical axes, and one layer op per
+// tiers, the device (or, on a cluster mixing kinds of node, its node groups and
+// their devices), the cluster's physical axes, and one layer op per
 // embedding / attention / MLP or MoE / head with parameter and FLOP counts.
 // Placements are added later by passes (place-apply-strategy, place-search).
 //
@@ -19,8 +20,8 @@ namespace loom {
 /// Registers what the lowered IR needs (the place dialect).
 void registerSpecToPlaceDialects(mlir::DialectRegistry &registry);
 
-/// Lowers the specs. Returns null after emitting an error at `loc` when the
-/// cluster cannot be expressed as a regular mesh yet.
+/// Lowers the specs. Returns null after emitting an error at `loc` when no
+/// mesh can be laid over the cluster (nodes with different GPU counts).
 mlir::OwningOpRef<mlir::ModuleOp> lowerSpecToPlace(mlir::MLIRContext *context,
                                                    const spec::Model &model,
                                                    const spec::Cluster &cluster,

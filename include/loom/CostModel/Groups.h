@@ -76,12 +76,6 @@ std::vector<PipelineHop> axisHops(const std::vector<LinkLevel> &levels,
                                   const std::string &axis,
                                   const std::vector<int64_t> &order = {});
 
-/// The nodes (numbered datacenter by datacenter) that hold ranks of each
-/// position of logical axis `axis`.
-std::vector<std::vector<int64_t>> axisNodes(const std::vector<LinkLevel> &levels,
-                                            const std::vector<search::LogicalAxis> &mesh,
-                                            const std::string &axis);
-
 } // namespace loom::cost
 
 #endif // LOOM_COSTMODEL_GROUPS_H

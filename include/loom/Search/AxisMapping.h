@@ -65,6 +65,15 @@ enum class RankOrder { PipelineOuter, DataOuter };
 std::vector<AxisRequest> strategyAxes(int64_t tp, int64_t cp, int64_t ep, int64_t dp,
                                       int64_t pp, RankOrder order);
 
+/// The nodes holding ranks of each position of logical axis `axis` (an axis
+/// the mesh lacks has one position, on every node). The innermost physical
+/// axis runs over the GPUs of a node; nodes are numbered row-major over the
+/// axes outside it, so datacenter by datacenter. A node appears once per
+/// position, in increasing order.
+std::vector<std::vector<int64_t>> axisNodes(const std::vector<PhysicalAxis> &physical,
+                                            const std::vector<LogicalAxis> &mesh,
+                                            const std::string &axis);
+
 /// "pp-outer" / "dp-outer".
 const char *rankOrderName(RankOrder order);
 bool parseRankOrder(const std::string &word, RankOrder &out);

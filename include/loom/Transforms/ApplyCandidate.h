@@ -13,11 +13,9 @@
 
 namespace loom {
 
-/// Options that make place-apply-strategy place `candidate`. Place IR has no
-/// way yet to run stages on GPU types in another order than the cluster's, so
-/// a candidate with a stage order cannot be expressed (`expressible` false).
-PlaceApplyStrategyOptions applyOptionsFor(const search::Candidate &candidate,
-                                          bool *expressible = nullptr);
+/// Options that make place-apply-strategy place `candidate`, its uneven
+/// stages and the pp ranks they run on included.
+PlaceApplyStrategyOptions applyOptionsFor(const search::Candidate &candidate);
 
 } // namespace loom
 

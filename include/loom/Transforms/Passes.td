@@ -15,7 +15,10 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     with sequence parallelism); ZeRO stages shard optimizer state, gradients and
     parameters over the gradient-reduction axes; recomputation sets the storage of
     activations; layers are split evenly across pp x vpp stages. Axes of size 1
-    are left out of the mesh.
+    are left out of the mesh. `pipeline-ranks` runs the pipeline positions on
+    the ranks of pp in another order (the model's `pipeline_ranks`); on a
+    cluster of node groups, the model's `pipeline_devices` then says which
+    device runs each position, when every position runs on one kind of node.
   }];
   let options = [
     Option<"dp", "dp", "int64_t", "1", "data-parallel size (includes ep)">,
@@ -35,6 +38,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     ListOption<"stageLayers", "stage-layers", "int64_t",
                "transformer layers per pipeline stage, for an uneven split (vpp=1); "
                "default: even">,
+    ListOption<"pipelineRanks", "pipeline-ranks", "int64_t",
+               "the pp rank each pipeline position runs on, a permutation (which "
+               "GPU type runs which stage); default: position p on rank p">,
   ];
 }
 
@@ -60,7 +66,9 @@ def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
     micro-batch; on the model, `place.estimate` — step time, tokens/s, TFLOP/s
     per GPU, MFU, peak memory per rank, usable memory and whether it fits — and
     `place.stage_memory` — peak bytes per pipeline rank. Figures follow from the
-    placements alone: change a placement and they change.
+    placements alone: change a placement and they change. On a cluster of node
+    groups each pipeline rank is priced on the device its nodes have and must
+    fit in that device's memory; `usable_memory_bytes` is the tightest rank's.
   }];
   let options = [
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,

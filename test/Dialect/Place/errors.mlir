@@ -459,3 +459,246 @@ place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
 place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
 // expected-error @below {{cell_dc puts every cell in one datacenter; drop it and make the cells one 'node' axis}}
 place.cluster @c device @d axes [#place.axis<"dc", 2, @t>, #place.axis<"gpu", 8, @t>] {cell_dc = array<i32: 0, 0>}
+
+// -----
+
+// Clusters of several kinds of node: node groups.
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{has both a device and node groups; with groups, each group names its device}}
+place.cluster @c device @a100 axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+// expected-error @below {{needs a device, or node groups that name theirs}}
+place.cluster @c axes [#place.axis<"gpu", 8, @nv3>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+// expected-error @below {{has one node group; a cluster of one kind of node names its device instead}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 4, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{has node groups, so its axes must end in 'node' and 'gpu' (the nodes, then the GPUs of one node)}}
+place.cluster @c axes [#place.axis<"host", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{node group 1 has 4 GPUs per node, but the 'gpu' axis has 8; a mesh needs the same GPU count on every node}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 4, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{node groups hold 3 nodes, but the axes outside 'gpu' count 4}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 1, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{node group of @h100 must have count >= 1, got 0}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 4, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 0, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{node group of @h100 must have gpus_per_node >= 1, got 0}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 0, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+// expected-error @below {{node group 1 names device 'b200', which is not a place.device}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @b200, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{node group 1 has inter_node tier 'ib400', which is not a place.tier}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib400>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{axis 'gpu' uses tier 'nv4', but collectives along it run at the pace of the slowest intra_node tier of its node groups, 'nv3'}}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv4>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib200>]
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @slow {bandwidth_gbps = 100.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+// expected-error @below {{axis 'node' uses tier 'slow', but collectives along it run at the pace of the slowest inter_node tier of its node groups, 'ib200'}}
+place.cluster @c axes [#place.axis<"node", 4, @slow>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>]
+
+// -----
+
+// Where pipeline positions run.
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:8>]
+// expected-error @below {{pipeline_ranks needs a pipeline_axis}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_ranks = array<i64: 0>} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_ranks needs one entry per rank of pipeline axis 'pp' (2), got 3}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 0, 2>} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_ranks[1] = 2 is not a rank of pipeline axis 'pp' (0 to 1)}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_ranks = array<i64: 0, 2>} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_ranks[1] = 1 repeats a rank; pipeline_ranks must be a permutation of the pipeline axis's ranks}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 1>} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_devices needs one entry per rank of pipeline axis 'pp' (2), got 1}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_devices = [@a100]} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_devices[1] names 'b200', which is not a place.device}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_devices = [@a100, @b200]} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_devices[0] names @h100, but position 0 runs on rank 0 of 'pp', whose nodes have @a100}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_devices = [@h100, @a100]} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// expected-error @below {{pipeline_devices[0] names @a100, but position 0 runs on rank 1 of 'pp', whose nodes have @h100}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 0>, pipeline_devices = [@a100, @h100]} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}
+
+// -----
+
+place.tier @nv3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @nv4 {bandwidth_gbps = 3600.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+place.tier @ib400 {bandwidth_gbps = 400.0 : f64, latency_us = 5.0 : f64}
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64}
+place.device @h100 {peak_tflops = 989.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 3350.0 : f64}
+place.cluster @c axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nv3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nv3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nv4, inter_node = @ib400>]
+place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:4>, #place.laxis<pp = gpu:2>]
+// expected-error @below {{pipeline_devices[0] names @a100, but position 0 runs on rank 0 of 'pp', whose nodes have @a100 and @h100; only a position on one kind of node names a device}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_devices = [@a100, @a100]} {
+  place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
+}

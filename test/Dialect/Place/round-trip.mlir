@@ -44,3 +44,23 @@ place.model @bare attributes {vocab = 100 : i64, hidden = 64 : i64, seq_len = 12
   // CHECK: place.embedding "embedding"
   place.embedding "embedding" {params = 6400 : i64, fwd_flops = 0 : i64, vocab = 100 : i64, hidden = 64 : i64}
 }
+
+// A cluster of two kinds of node: each node group names its device, GPUs per
+// node and tiers; the axes take the slowest tiers. The model runs its two
+// pipeline positions on the pp ranks in reverse order, and says which device
+// each position runs on.
+// CHECK-LABEL: place.device @a100
+place.device @a100 {peak_tflops = 312.0 : f64, hbm_gib = 80.0 : f64, hbm_gbytes_per_s = 2039.0 : f64, kind = "a100-80g"}
+place.tier @nvlink3 {bandwidth_gbps = 2400.0 : f64, latency_us = 1.0 : f64}
+place.tier @ib200 {bandwidth_gbps = 200.0 : f64, latency_us = 5.0 : f64}
+// CHECK: place.cluster @mixed axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nvlink3>] groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nvlink3, inter_node = @ib200>, #place.nodes<count = 2, device = @h100, gpus_per_node = 8, intra_node = @nvlink4, inter_node = @ib>]
+place.cluster @mixed axes [#place.axis<"node", 4, @ib200>, #place.axis<"gpu", 8, @nvlink3>]
+    groups [#place.nodes<count = 2, device = @a100, gpus_per_node = 8, intra_node = @nvlink3, inter_node = @ib200>,
+            #place.nodes<device = @h100, count = 2, intra_node = @nvlink4, inter_node = @ib, gpus_per_node = 8>]
+place.mesh @mixed_mesh of @mixed axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:8>]
+// CHECK-LABEL: place.model @on_mixed mesh @mixed_mesh
+// CHECK-SAME: pipeline_devices = [@h100, @a100], pipeline_ranks = array<i64: 1, 0>
+place.model @on_mixed mesh @mixed_mesh attributes {vocab = 100 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 0>, pipeline_devices = [@h100, @a100]} {
+  place.embedding "embedding" {params = 6400 : i64, fwd_flops = 0 : i64, stage = 0 : i64, vocab = 100 : i64, hidden = 64 : i64}
+  place.head "head" {params = 6400 : i64, fwd_flops = 12800 : i64, stage = 1 : i64, vocab = 100 : i64, hidden = 64 : i64}
+}

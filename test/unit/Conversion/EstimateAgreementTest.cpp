@@ -4,7 +4,8 @@
 // compiler estimates placed IR (place-estimate). Both must give the same
 // figures, to rounding: dense, MoE and MLA models, with and without pipelines,
 // interleaving, context parallelism and every ZeRO stage, on one datacenter,
-// equal ones and unequal ones.
+// equal ones and unequal ones, and on a cluster of A100 and H100 nodes with
+// uneven stages run on the pp ranks in another order.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,6 +32,7 @@ struct Case {
   double tolerance;
   bool sgd = false;
   const char *order = "pp-outer";
+  std::vector<int64_t> stageLayers = {}, stageOrder = {};
 };
 
 class EstimateAgreement : public ::testing::TestWithParam<Case> {};
@@ -51,6 +53,8 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   choice.cp = c.cp;
   choice.zero = c.zero;
   choice.sequenceParallel = c.sp;
+  choice.stageLayers = c.stageLayers;
+  choice.stageOrder = c.stageOrder;
   ASSERT_TRUE(cost::parseRecompute(c.recompute, choice.recompute));
   ASSERT_TRUE(search::parseRankOrder(c.order, choice.order));
   cost::WorkloadResult tuple = cost::fromStrategy(model, cluster, training, choice);
@@ -72,10 +76,14 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   auto modelOp = *module->getOps<place::ModelOp>().begin();
   FailureOr<cost::Workload> fromIR = workloadFromPlace(modelOp, symbols);
   ASSERT_TRUE(succeeded(fromIR));
+  // The same GPU type, and memory, for every pipeline rank.
+  EXPECT_EQ(fromIR->stageDevice, tuple.workload.stageDevice);
+  EXPECT_EQ(fromIR->stageHbmBytes, tuple.workload.stageHbmBytes);
 
-  cost::ComputeModel compute = cost::computeModelFor(cluster, training);
-  cost::Estimate a = cost::estimate(tuple.workload, compute);
-  cost::Estimate b = cost::estimate(*fromIR, compute);
+  auto clusterOp = *module->getOps<place::ClusterOp>().begin();
+  cost::Estimate a =
+      cost::estimate(tuple.workload, cost::computeModelsFor(cluster, training));
+  cost::Estimate b = cost::estimate(*fromIR, computeModelsFor(clusterOp, symbols));
   double tol = c.tolerance;
   EXPECT_NEAR(b.stepTime, a.stepTime, tol * a.stepTime);
   EXPECT_NEAR(b.tflopsPerGpu, a.tflopsPerGpu, tol * a.tflopsPerGpu);
@@ -111,6 +119,17 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"megatron-39.1b", "dgx-a100:nodes=64", 8, 2, 3, 1, 1, 0, "full", false, kExact},
         Case{"gpt3-175b", "dgx-a100:nodes=128", 8, 8, 1, 1, 1, 3, "full", true, kExact},
         Case{"mixtral-8x7b", "dgx-h100:nodes=16", 2, 4, 1, 8, 1, 1, "selective", true, kExact},
-        Case{"deepseek-v3", "dgx-h100:nodes=128", 1, 8, 1, 64, 1, 1, "full", false, kExact}));
+        Case{"deepseek-v3", "dgx-h100:nodes=128", 1, 8, 1, 64, 1, 1, "full", false, kExact},
+        // 8 A100 + 8 H100 nodes: the planner's Llama 3 8B plan (its first
+        // stage on the H100 rank), 70B split unevenly over 8 stages, a
+        // pipeline rank of both kinds of node (dp outside pp), and none.
+        Case{"llama3-8b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 1, 2, 1, 1, 2, 1, "none",
+             false, kExact, false, "pp-outer", {26, 6}, {1, 0}},
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 1, 8, 1, 1, 4, 2, "none",
+             false, kExact, false, "pp-outer", {5, 5, 5, 5, 15, 15, 16, 14}, {}},
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 4, 1, 1, 1, 1, "full",
+             true, kExact, false, "dp-outer"},
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 1, 1, 1, 1, 3, "full",
+             true, kExact}));
 
 } // namespace

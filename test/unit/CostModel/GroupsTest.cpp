@@ -43,30 +43,6 @@ TEST(Groups, PipelineHopsCrossTheLevelWhereTheCarryStops) {
     EXPECT_TRUE(hop.crossesDc);
 }
 
-TEST(Groups, NodesOfEachPipelinePosition) {
-  // Megatron order: pp outermost = dc:2 * node:2, so position p holds nodes
-  // 2p and 2p+1 (nodes numbered datacenter by datacenter).
-  auto ppOuter = carve({{"tp", 8}, {"dp", 2}, {"pp", 4}});
-  std::vector<std::vector<int64_t>> nodes = axisNodes(levels(), ppOuter, "pp");
-  ASSERT_EQ(nodes.size(), 4u);
-  EXPECT_EQ(nodes[0], (std::vector<int64_t>{0, 1}));
-  EXPECT_EQ(nodes[1], (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(nodes[3], (std::vector<int64_t>{6, 7}));
-
-  // Data parallelism outside: pp = node:4 inside each datacenter, so
-  // position p holds node p of both datacenters.
-  auto dpOuter = carve({{"tp", 8}, {"pp", 4}, {"dp", 2}});
-  nodes = axisNodes(levels(), dpOuter, "pp");
-  EXPECT_EQ(nodes[1], (std::vector<int64_t>{1, 5}));
-
-  // Pipeline inside a node (pp = gpu:2): both positions on every node.
-  auto inNode = carve({{"tp", 4}, {"pp", 2}, {"dp", 8}});
-  nodes = axisNodes(levels(), inNode, "pp");
-  ASSERT_EQ(nodes.size(), 2u);
-  EXPECT_EQ(nodes[0].size(), 8u);
-  EXPECT_EQ(nodes[1].size(), 8u);
-}
-
 // Datacenters of 3 and 1 cells (of 2 nodes of 8 GPUs): the dc level counts
 // cells; only steps between the third and fourth cell leave a datacenter.
 std::vector<LinkLevel> cellLevels() {

@@ -78,3 +78,48 @@ TEST(AxisMapping, RejectsNonPositiveSizes) {
   Carving c = carveAxes(dgx(1, 1), {{"tp", 0}, {"dp", 8}});
   EXPECT_EQ(c.error, "tp=0 must be >= 1");
 }
+
+TEST(AxisMapping, NodesOfEachPipelinePosition) {
+  // Megatron order on 2 datacenters x 4 nodes: pp outermost = dc:2 * node:2,
+  // so position p holds nodes 2p and 2p+1 (numbered datacenter by datacenter).
+  Carving ppOuter = carveAxes(dgx(2, 4), {{"tp", 8}, {"dp", 2}, {"pp", 4}});
+  ASSERT_TRUE(ppOuter.ok()) << ppOuter.error;
+  std::vector<std::vector<int64_t>> nodes = axisNodes(dgx(2, 4), ppOuter.axes, "pp");
+  ASSERT_EQ(nodes.size(), 4u);
+  EXPECT_EQ(nodes[0], (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(nodes[1], (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(nodes[3], (std::vector<int64_t>{6, 7}));
+
+  // Data parallelism outside: pp = node:4 inside each datacenter, so
+  // position p holds node p of both datacenters.
+  Carving dpOuter = carveAxes(dgx(2, 4), {{"tp", 8}, {"pp", 4}, {"dp", 2}});
+  ASSERT_TRUE(dpOuter.ok()) << dpOuter.error;
+  nodes = axisNodes(dgx(2, 4), dpOuter.axes, "pp");
+  EXPECT_EQ(nodes[1], (std::vector<int64_t>{1, 5}));
+
+  // Pipeline inside a node (pp = gpu:2): both positions on every node.
+  Carving inNode = carveAxes(dgx(2, 4), {{"tp", 4}, {"pp", 2}, {"dp", 8}});
+  ASSERT_TRUE(inNode.ok()) << inNode.error;
+  nodes = axisNodes(dgx(2, 4), inNode.axes, "pp");
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].size(), 8u);
+  EXPECT_EQ(nodes[1].size(), 8u);
+
+  // An axis the mesh lacks: one position on every node.
+  nodes = axisNodes(dgx(1, 4), inNode.axes, "cp");
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0], (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
+TEST(AxisMapping, NodesOfAnAxisWhosePiecesAreListedInnerFirst) {
+  // Hand-written IR may list pp = gpu:2 * node:2: the gpu digit is the outer
+  // one, so positions 0 and 1 are node 0 and 1 (GPU digit 0), 2 and 3 the
+  // same nodes again.
+  std::vector<LogicalAxis> mesh{{"pp", {{"gpu", 2}, {"node", 2}}}, {"tp", {{"gpu", 4}}}};
+  std::vector<std::vector<int64_t>> nodes = axisNodes(dgx(1, 2), mesh, "pp");
+  ASSERT_EQ(nodes.size(), 4u);
+  EXPECT_EQ(nodes[0], (std::vector<int64_t>{0}));
+  EXPECT_EQ(nodes[1], (std::vector<int64_t>{1}));
+  EXPECT_EQ(nodes[2], (std::vector<int64_t>{0}));
+  EXPECT_EQ(nodes[3], (std::vector<int64_t>{1}));
+}

@@ -69,8 +69,10 @@ DeviceClasses classify(const std::vector<PartitionDevice> &devices) {
 
 class BoundModel {
 public:
-  BoundModel(const PartitionProblem &problem, const DeviceClasses &classes)
+  BoundModel(const PartitionProblem &problem, const DeviceClasses &classes,
+             unsigned resourcesPerCheck)
       : problem_(problem), classes_(classes), costs_(problem), solver_(ctx_),
+        resourcesPerCheck_(resourcesPerCheck),
         layers_(int64_t(problem.layerSeconds.size())),
         stages_(int64_t(problem.devices.size())) {
     for (int64_t p = 1; p < stages_; ++p) {
@@ -123,6 +125,8 @@ public:
     }
     z3::params params(ctx_);
     params.set("timeout", unsigned(std::max(1.0, secondsLeft * 1000)));
+    if (resourcesPerCheck_ > 0)
+      params.set("rlimit", resourcesPerCheck_);
     solver_.set(params);
     z3::check_result answer = solver_.check();
     if (answer != z3::sat) {
@@ -157,13 +161,15 @@ private:
   StageCosts costs_;
   z3::context ctx_;
   z3::solver solver_;
+  unsigned resourcesPerCheck_;
   int64_t layers_, stages_;
   std::vector<z3::expr> boundary_; // first layer of positions 1..S-1
   std::vector<std::vector<z3::expr>> isClass_; // [position][class]
 };
 } // namespace
 
-Partition partitionByZ3(const PartitionProblem &problem, double timeLimitSeconds) {
+Partition partitionByZ3(const PartitionProblem &problem, double timeLimitSeconds,
+                         unsigned resourcesPerCheck) {
   auto start = std::chrono::steady_clock::now();
   auto secondsLeft = [&] {
     return timeLimitSeconds -
@@ -199,7 +205,7 @@ Partition partitionByZ3(const PartitionProblem &problem, double timeLimitSeconds
   };
 
   try {
-    BoundModel model(problem, classes);
+    BoundModel model(problem, classes, resourcesPerCheck);
     Partition best;
     int64_t lo = 0, hi;
     if (inOrder.feasible) {

@@ -120,11 +120,18 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
     problem.inflight.push_back(even.memory[s].inflight);
   }
 
-  // Z3 starts from the DP's answer and only improves on it, so a short time
-  // limit keeps the planner interactive at the cost of an unproven optimum.
-  constexpr double kZ3Seconds = 0.25;
-  out.partition = permuteDevices ? partitionByZ3(problem, kZ3Seconds)
-                                 : partitionByDynamicProgramming(problem);
+  // Z3 starts from the DP's answer and only improves on it. Each check gets a
+  // budget of Z3's resource units, so a plan does not depend on how busy the
+  // machine is (a wall-clock limit made the stage order vary under load); the
+  // time limit is only a safety net. On the A100 + H100 cluster the budget
+  // finds the same plans as an unlimited search: Llama 3 70B's whole search
+  // took 1.05 s with it, 3.2 s with 0.25 s of wall clock per partition, and
+  // 122 s without limits (docs/planner.md).
+  constexpr double kZ3SafetySeconds = 2;
+  constexpr unsigned kZ3ResourcesPerCheck = 100000;
+  out.partition = permuteDevices
+                      ? partitionByZ3(problem, kZ3SafetySeconds, kZ3ResourcesPerCheck)
+                      : partitionByDynamicProgramming(problem);
   if (!out.partition.feasible)
     return out;
   const Partition &p = out.partition;

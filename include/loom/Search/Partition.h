@@ -130,9 +130,12 @@ Partition evaluatePartition(const PartitionProblem &problem,
 Partition partitionByDynamicProgramming(const PartitionProblem &problem);
 
 /// Exact: as the DP, but the devices may be placed at positions in any order.
-/// Returns the proven optimum (`proven`) unless `timeLimitSeconds` runs out first.
-Partition partitionByZ3(const PartitionProblem &problem,
-                        double timeLimitSeconds = 10);
+/// Returns the proven optimum (`proven`) unless a limit stops the bisection
+/// first: `resourcesPerCheck` (Z3's deterministic rlimit units per satisfiability
+/// check; 0: none) gives the same answer on a busy machine as on an idle one,
+/// `timeLimitSeconds` is the wall-clock safety net.
+Partition partitionByZ3(const PartitionProblem &problem, double timeLimitSeconds = 10,
+                        unsigned resourcesPerCheck = 0);
 
 } // namespace loom::search
 

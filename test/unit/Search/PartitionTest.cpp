@@ -392,3 +392,20 @@ TEST(Partition, Z3OutOfTimeReturnsTheGivenOrderUnproven) {
   EXPECT_EQ(rushed.maxStageSeconds, 3);
   EXPECT_EQ(rushed.deviceOf, (std::vector<int64_t>{0, 1}));
 }
+
+TEST(Partition, Z3ResourceBudgetIsDeterministic) {
+  // A budget in Z3's resource units stops a check the same way on any
+  // machine: a budget too small for one check returns the given order
+  // unproven, as running out of time does; a sufficient one proves the
+  // optimum, with any time limit.
+  PartitionProblem p = memoryDecidesOrder();
+  Partition starved = partitionByZ3(p, 10, /*resourcesPerCheck=*/1);
+  ASSERT_TRUE(starved.feasible) << starved.error;
+  EXPECT_FALSE(starved.proven);
+  EXPECT_EQ(starved.maxStageSeconds, 3);
+  Partition enough = partitionByZ3(p, 10, /*resourcesPerCheck=*/100000);
+  ASSERT_TRUE(enough.feasible) << enough.error;
+  EXPECT_TRUE(enough.proven);
+  EXPECT_EQ(enough.maxStageSeconds, 2);
+  EXPECT_EQ(enough.deviceOf, partitionByZ3(p).deviceOf);
+}

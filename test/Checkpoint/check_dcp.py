@@ -14,9 +14,7 @@ reads, whose tensors the checkpoint must hold. Two loads, each must give those b
 import hashlib
 import json
 import os
-import socket
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 from torch.distributed._shard.sharded_tensor import init_from_local_shards, Shard, ShardMetadata  # noqa: E402
 import torch.distributed._shard.checkpoint as dcp  # noqa: E402
 
@@ -91,12 +88,7 @@ def main():
     for e in manifest:
         check(e["name"], state[e["name"]], e, "one process")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as outdir:
-        mp.spawn(worker, args=(directory, manifest, port, outdir), nprocs=WORLD, join=True)
-        parts = [torch.load(os.path.join(outdir, f"rank{r}.pt")) for r in range(WORLD)]
+    parts = dcp_shim.run_ranks(worker, (directory, manifest), WORLD)
     for e in manifest:
         name = e["name"]
         if len(e["shape"]) == 0 or e["shape"][0] < WORLD:

@@ -19,9 +19,7 @@ Usage:
       two universal files hold the same datasets, bytes and attributes.
 """
 import os
-import socket
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 from torch.distributed._shard.sharded_tensor import init_from_local_shards, Shard, ShardMetadata  # noqa: E402
 import torch.distributed._shard.checkpoint as dcp  # noqa: E402
 
@@ -89,12 +86,7 @@ def check_dcp(directory, truth_path):
     truth = torch.load(truth_path)
     flat = {}
     flatten(truth, (), flat)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as outdir:
-        mp.spawn(load_worker, args=(directory, flat, port, outdir), nprocs=WORLD, join=True)
-        parts = [torch.load(os.path.join(outdir, f"rank{r}.pt")) for r in range(WORLD)]
+    parts = dcp_shim.run_ranks(load_worker, (directory, flat), WORLD)
     loaded = {}
     for key, value in flat.items():
         if isinstance(value, torch.Tensor) and value.dim() > 0:

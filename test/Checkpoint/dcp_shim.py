@@ -27,3 +27,21 @@ def _patched_get_field(cls, name, type_, *args):
 
 dataclasses._get_field = _patched_get_field
 
+
+
+def run_ranks(worker, args, world):
+    """Runs worker(rank, *args, port, outdir) in `world` processes that meet on
+    a free local port, and returns what each rank saved to outdir/rank<r>.pt."""
+    import os
+    import socket
+    import tempfile
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as outdir:
+        mp.spawn(worker, args=(*args, port, outdir), nprocs=world, join=True)
+        return [torch.load(os.path.join(outdir, f"rank{r}.pt")) for r in range(world)]

@@ -93,6 +93,11 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     c.dp = 0; // what the GPUs leave
     c.stageLayers.clear(); // priceChoice balances the stages afresh
     c.stageOrder.clear();
+    // The schedule is chosen afresh when plan 1's was simulated (below);
+    // zb-auto's and skip's limits were sized for plan 1's memory.
+    if (best.simulated)
+      c.schedule = cost::Schedule::OneFOneB;
+    c.inflightLimit.clear();
     if (c.recompute != best.choice.recompute || c.pp != best.choice.pp)
       c.recomputeRanks = 0;
     c.sequenceParallel = c.tp > 1 && planner.fixed.sequenceParallel;
@@ -140,8 +145,11 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     if (error.empty() && c.estimate.fits && best.simulated) {
       c = search::simulateCandidate(model, cluster, training, c, computes, options,
                                     planner.zeroBubble);
-      if (best.choice.schedule == cost::Schedule::ZeroBubbleAuto)
+      // And tried with zb-auto and skip paths, as the planner tries its top k.
+      if (planner.zeroBubble)
         c = search::tryAutoSchedule(model, cluster, training, c, computes, options);
+      if (planner.skip)
+        c = search::trySkipPaths(model, cluster, training, c, computes, options, *planner.skip);
     }
     std::string verdict;
     if (!error.empty())

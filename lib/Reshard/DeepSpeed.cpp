@@ -283,7 +283,8 @@ placeParams(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::st
   std::vector<int64_t> parts =
       config.pipeParts.empty() ? gptPipeParts(layers, pp, half) : config.pipeParts;
   if (parts.size() != pp + 1)
-    return llvm::createStringError(llvm::formatv("{0} pipeline bounds for pp={1}", parts.size(), pp).str());
+    return llvm::createStringError(
+        llvm::formatv("{0} pipeline bounds for pp={1}", parts.size(), pp).str());
   // The first and last stages are open-ended: a split read from a checkpoint bounds
   // the layers with weights only (the tied head has none).
   auto stageOf = [&](int64_t layer) {
@@ -426,7 +427,9 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
     unsigned t = mp % tp;
     // A later stage's copy of a tied parameter: its place is kept, its pieces only when
     // written.
-    auto skipped = [&](const StageParam &p) { return p.layer < 0 && config.pipeline && !tiedCopies; };
+    auto skipped = [&](const StageParam &p) {
+      return p.layer < 0 && config.pipeline && !tiedCopies;
+    };
     std::vector<ShardFile> optim(dp);
     for (unsigned r = 0; r < dp; ++r)
       optim[r] = {(dirPrefix + optimFile(config, mp, r)).str(), "torch-tree", {}, ""};
@@ -895,8 +898,8 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
           auto found = layerTensors[layer].find(key);
           if (found == layerTensors[layer].end())
             return fileError(dir + "/" + layerFile(layer, 0),
-                             key + ": missing (mp rank " + llvm::Twine(mp) + "'s param_shapes list " +
-                                 listed + ")");
+                             key + ": missing (mp rank " + llvm::Twine(mp) +
+                                 "'s param_shapes list " + listed + ")");
           paramType = found->second.dtype;
         } else if (config.stage <= 2) {
           auto found = model0.module.find(name);
@@ -949,8 +952,9 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   if (!shards)
     return fileError(path, llvm::toString(shards.takeError()));
   std::string what =
-      config.pipeline ? llvm::formatv("{0} with tp={1}, pp={2}, dp={3}", layout.format, tp, pp, dp).str()
-                      : llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp).str();
+      config.pipeline
+          ? llvm::formatv("{0} with tp={1}, pp={2}, dp={3}", layout.format, tp, pp, dp).str()
+          : llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp).str();
   // Every mp rank's param_shapes: the parameters (names, order and slices' shapes) the
   // rules give it.
   for (unsigned mp = 0; mp < mpRanks; ++mp) {

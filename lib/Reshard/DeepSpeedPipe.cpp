@@ -34,8 +34,8 @@ std::optional<GptPipeName> reshard::gptPipeName(llvm::StringRef gptName, int64_t
                                                 bool tiedHead) {
   llvm::StringRef rest = gptName;
   if (rest.consume_front(kEmbedding) && !rest.empty())
-    return GptPipeName{((tiedHead ? llvm::StringRef(kTied) : llvm::StringRef("1.")) + rest).str(), 1,
-                       rest.str()};
+    return GptPipeName{
+        ((tiedHead ? llvm::StringRef(kTied) : llvm::StringRef("1.")) + rest).str(), 1, rest.str()};
   rest = gptName;
   if (rest.consume_front(kLayers)) {
     auto [index, key] = rest.split('.');
@@ -93,7 +93,9 @@ std::vector<int64_t> reshard::deepspeedPartitionBalanced(llvm::ArrayRef<int64_t>
   // The same dynamic program, ties included: a cost no larger than the best so far
   // moves the cut later (`dp_cost[i, j] >= cost`).
   const double inf = std::numeric_limits<double>::infinity();
-  auto table = [&](double fill) { return std::vector<std::vector<double>>(n + 1, std::vector<double>(m + 1, fill)); };
+  auto table = [&](double fill) {
+    return std::vector<std::vector<double>>(n + 1, std::vector<double>(m + 1, fill));
+  };
   auto dpMax = table(inf), dpMin = table(inf), dpCost = table(inf);
   std::vector<std::vector<size_t>> position(n + 1, std::vector<size_t>(m + 1, 0));
   std::vector<double> prefix(n + 1, 0);

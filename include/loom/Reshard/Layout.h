@@ -165,7 +165,8 @@ struct TargetSpec {
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
+/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]",
+/// "deepspeed:zero=1,dp=2,tp=2[,pp=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 

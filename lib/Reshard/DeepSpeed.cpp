@@ -24,6 +24,21 @@
 //            universal_checkpoint_info patterns, loom from the same names
 //            (ckpt::megatronSplitOfName): column-parallel and vocabulary parameters
 //            on dimension 0, row-parallel weights on dimension 1, the rest whole.
+//            With SwiGLU (args.swiglu) a slice of dense_h_to_4h is [gate; up] of the
+//            rank's rows, the full tensor all gates, then all ups
+//            (parameter_with_2_sub_params_cat_dim_0).
+//  PP        a PipelineModule (Megatron-DeepSpeed's GPTModelPipe, DeepSpeedPipe.cpp)
+//            saves each layer's weights per tp rank in layer_XX-model_YY-model_states.pt
+//            (module.py, save_state_dict) and no module in mp_rank_MM_model_states.pt;
+//            MM is stage·tp + tp rank (PipelineParallelGrid.get_model_parallel_rank,
+//            the rank among those of one data-parallel rank over the axes pipe, data,
+//            model), and each stage's optimizer groups hold its own parameters in
+//            named_parameters() order: the tied modules first. The stage of the tied
+//            head keeps its own copy of the embedding's parameters, whose word
+//            embeddings stay equal to the first stage's (their gradients are
+//            all-reduced) while the rest drift; ds_to_universal.py reads the first
+//            stage's, and so does loom. ZeRO-2/3 are refused by DeepSpeed's
+//            PipelineEngine.
 //
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Layout.h"
@@ -32,6 +47,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -54,6 +70,10 @@ std::string modelFile(const DeepSpeedConfig &config, unsigned mp, unsigned rank)
   return config.stage <= 2
              ? llvm::formatv("mp_rank_{0:d2}_model_states.pt", mp).str()
              : llvm::formatv("zero_pp_rank_{0}_mp_rank_{1:d2}_model_states.pt", rank, mp).str();
+}
+/// PipelineModule.ckpt_layer_path with a model axis (get_rank_repr gives "model_YY").
+std::string layerFile(int64_t layer, unsigned tpRank) {
+  return llvm::formatv("layer_{0:d2}-model_{1:d2}-model_states.pt", layer, tpRank);
 }
 /// Keys of the flat tensors in a rank's optimizer file (the BF16_Optimizer's are
 /// ZeRO-1/2's).
@@ -89,50 +109,95 @@ llvm::Expected<std::optional<unsigned>> tpDim(llvm::StringRef param, unsigned tp
   return *split == MegatronSplit::Row ? 1u : 0u;
 }
 
-/// The box of `full` (parameter `param` or one of its states) mp rank `mp` holds.
-llvm::Expected<Box> tpSlice(const FullTensor &full, llvm::StringRef param, unsigned tp,
-                            unsigned mp) {
-  Box box = Box::whole(full.shape);
+bool isSwigluFc1(llvm::StringRef name) {
+  return name.ends_with("mlp.dense_h_to_4h.weight") || name.ends_with("mlp.dense_h_to_4h.bias");
+}
+
+/// An mp rank's slice of a parameter (or of one of its states): the slice's shape and
+/// the boxes of the full tensor it holds, stacked on dimension 0 in this order
+/// (SwiGLU's gate rows, then its up rows), else one box.
+struct TpSlice {
+  llvm::SmallVector<int64_t, 4> shape;
+  std::vector<Box> boxes;
+};
+
+/// The slice of `full` (parameter `param` or one of its states) mp rank `mp` holds.
+llvm::Expected<TpSlice> tpSlice(const FullTensor &full, llvm::StringRef param,
+                                const DeepSpeedConfig &config, unsigned mp) {
+  const unsigned tp = config.tp;
+  TpSlice slice{full.shape, {Box::whole(full.shape)}};
   auto dim = tpDim(param, tp);
   if (!dim)
     return dim.takeError();
   if (!*dim)
-    return box;
+    return slice;
   unsigned d = **dim;
-  if (full.shape.size() <= d || full.shape[d] % tp)
+  bool swiglu = d == 0 && isSwigluFc1(param);
+  if (swiglu && !config.swiglu)
     return llvm::createStringError(
-        llvm::formatv("{0}: {1}-parallel over tp={2}, but its shape [{3}] has no dimension {4} "
-                      "that divides by {2}",
-                      param, d ? "row" : "column", tp, shapeText(full.shape), d)
+        param + ": whether its tp slices hold SwiGLU's [gate; up] is not recorded (the source "
+                "has no Megatron-DeepSpeed args.swiglu), so it cannot be cut over tp=" +
+        llvm::Twine(tp) + "; convert from the Megatron-DeepSpeed checkpoint itself");
+  int64_t parts = swiglu && *config.swiglu ? 2 * tp : tp;
+  if (full.shape.size() <= d || full.shape[d] % parts)
+    return llvm::createStringError(
+        llvm::formatv("{0}: {1} over tp={2}, but its shape [{3}] has no dimension {4} "
+                      "that divides by {5}",
+                      param,
+                      parts > tp ? "SwiGLU's [gate; up] column-parallel"
+                      : d        ? "row-parallel"
+                                 : "column-parallel",
+                      tp, shapeText(full.shape), d, parts)
             .str());
-  box.sizes[d] = full.shape[d] / tp;
-  box.offsets[d] = mp * box.sizes[d];
-  return box;
+  slice.shape[d] = full.shape[d] / tp;
+  slice.boxes.clear();
+  int64_t rows = full.shape[d] / parts;
+  for (int64_t half = 0; half < parts / tp; ++half) {
+    Box box = Box::whole(full.shape);
+    box.sizes[d] = rows;
+    box.offsets[d] = half * (full.shape[d] / 2) + mp * rows;
+    slice.boxes.push_back(std::move(box));
+  }
+  return slice;
 }
 
-/// Elements [begin, end) of `slice`, a box of full tensor `full` (shape `shape`),
-/// counted in the slice's row-major order, placed from `at` in the flat `local`. A
-/// run is cut where it stops being contiguous in the full tensor: a row-parallel
-/// slice is contiguous there one row at a time.
-void addRuns(LocalTensor &local, unsigned full, llvm::ArrayRef<int64_t> shape, const Box &slice,
+/// Pieces placing `slice` of full tensor `full` whole in a local tensor of its shape.
+std::vector<Piece> slicePieces(unsigned full, const TpSlice &slice) {
+  std::vector<Piece> pieces;
+  int64_t row = 0;
+  for (const Box &box : slice.boxes) {
+    llvm::SmallVector<int64_t, 4> at(box.sizes.size(), 0);
+    if (!at.empty())
+      at[0] = row;
+    pieces.push_back({full, box, std::move(at)});
+    row += box.sizes.empty() ? 0 : box.sizes[0];
+  }
+  return pieces;
+}
+
+/// Elements [begin, end) of `box` of full tensor `full` (shape `shape`), counted in
+/// the box's row-major order, placed from `at` in the flat `local`. A run is cut
+/// where it stops being contiguous in the full tensor: a row-parallel slice is
+/// contiguous there one row at a time.
+void addRuns(LocalTensor &local, unsigned full, llvm::ArrayRef<int64_t> shape, const Box &box,
              int64_t begin, int64_t end, int64_t at) {
   // Elements that share their indices before the last cut dimension are contiguous.
   size_t cut = 0;
   for (size_t d = 0; d < shape.size(); ++d)
-    if (slice.sizes[d] != shape[d])
+    if (box.sizes[d] != shape[d])
       cut = d;
   int64_t chunk = 1;
   for (size_t d = cut; d < shape.size(); ++d)
-    chunk *= slice.sizes[d];
+    chunk *= box.sizes[d];
   for (int64_t lo = begin; lo < end;) {
     int64_t hi = std::min(end, (lo / chunk + 1) * chunk);
-    for (Box &run : flatRuns(slice.sizes, lo, hi)) {
+    for (Box &run : flatRuns(box.sizes, lo, hi)) {
       Piece piece;
       piece.full = full;
       piece.flat = true;
-      piece.localOffsets = {at + linearIndex(slice.sizes, run.offsets) - begin};
+      piece.localOffsets = {at + linearIndex(box.sizes, run.offsets) - begin};
       for (size_t d = 0; d < run.offsets.size(); ++d)
-        run.offsets[d] += slice.offsets[d];
+        run.offsets[d] += box.offsets[d];
       piece.fullBox = std::move(run);
       local.pieces.push_back(std::move(piece));
     }
@@ -140,33 +205,140 @@ void addRuns(LocalTensor &local, unsigned full, llvm::ArrayRef<int64_t> shape, c
   }
 }
 
-/// Where each parameter's part lies in a flat fp32 partition, as DeepSpeed's
-/// param_slice_mappings records it (tensor_fragment.py, fragment_address): the
-/// parameter's name (its full tensor's without "#fp32"), start and numel, in
-/// partition order, read off the partition's pieces.
-struct Fragment {
-  std::string param;
-  int64_t start = 0, numel = 0;
-};
-std::vector<Fragment> fragmentsOf(const LocalTensor &partition, llvm::ArrayRef<FullTensor> fulls) {
-  std::vector<Fragment> out;
-  for (const Piece &piece : partition.pieces) {
-    llvm::StringRef name = fulls[piece.full].name;
-    name.consume_back("#fp32");
-    if (!out.empty() && out.back().param == name)
-      out.back().numel += piece.fullBox.volume();
-    else
-      out.push_back({name.str(), piece.localOffsets[0], int64_t(piece.fullBox.volume())});
+/// Elements [begin, end) of `slice`, in the slice's row-major order, placed from `at`
+/// in the flat `local`: its boxes follow one another there.
+void addSliceRuns(LocalTensor &local, unsigned full, llvm::ArrayRef<int64_t> shape,
+                  const TpSlice &slice, int64_t begin, int64_t end, int64_t at) {
+  int64_t first = 0;
+  for (const Box &box : slice.boxes) {
+    int64_t n = box.volume();
+    int64_t b = std::max(begin, first), e = std::min(end, first + n);
+    if (b < e)
+      addRuns(local, full, shape, box, b - first, e - first, at + (b - begin));
+    first += n;
   }
-  return out;
+}
+
+/// A parameter as one stage's files know it.
+struct StageParam {
+  /// As DeepSpeed names it: the full tensor's name, or GPTModelPipe's.
+  std::string name;
+  /// The full tensor's name.
+  std::string full;
+  /// Pipeline: the index of its layer (its layer_XX file), -1 for a copy of the tied
+  /// embedding on a later stage, which has none.
+  int64_t layer = -1;
+  /// Pipeline: its key in the layer file.
+  std::string key;
+};
+/// Each stage's optimizer groups.
+using StageGroups = std::vector<std::vector<StageParam>>;
+
+/// A layer's parameters in its state_dict's order (ParallelTransformerLayer's modules
+/// in registration order, EmbeddingPipe's word embeddings before the positions).
+unsigned layerKeyRank(llvm::StringRef key) {
+  static const char *const order[] = {
+      "word_embeddings.weight", "position_embeddings.weight", "input_layernorm.weight",
+      "input_layernorm.bias", "self_attention.query_key_value.weight",
+      "self_attention.query_key_value.bias", "self_attention.dense.weight",
+      "self_attention.dense.bias", "post_attention_layernorm.weight",
+      "post_attention_layernorm.bias", "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias",
+      "mlp.dense_4h_to_h.weight", "mlp.dense_4h_to_h.bias", "weight", "bias"};
+  for (unsigned i = 0; i < std::size(order); ++i)
+    if (key == order[i])
+      return i;
+  return std::size(order);
+}
+
+/// The parameters of each stage, group by group: outside a pipeline one stage of
+/// `groups`; in GPTModelPipe each parameter on the stage of its layer, and the stage
+/// of a tied head with copies of the embedding's first.
+llvm::Expected<std::vector<StageGroups>>
+placeParams(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::string>> groups,
+            const DeepSpeedConfig &config) {
+  if (!config.pipeline) {
+    StageGroups stage;
+    for (const auto &group : groups) {
+      stage.emplace_back();
+      for (const std::string &name : group)
+        stage.back().push_back({name, name, -1, ""});
+    }
+    return std::vector<StageGroups>{std::move(stage)};
+  }
+  const unsigned pp = config.pp;
+  int64_t layers = 0;
+  bool tied = true, half = false;
+  for (const FullTensor &f : fulls)
+    half |= !llvm::StringRef(f.name).contains('#') &&
+            (f.dtype == DType::BFloat16 || f.dtype == DType::Float16);
+  for (const auto &group : groups)
+    for (llvm::StringRef name : group) {
+      tied &= name != "language_model.output_layer.weight";
+      if (llvm::StringRef rest = name; rest.consume_front("language_model.encoder.layers.")) {
+        int64_t n = 0;
+        if (!rest.split('.').first.getAsInteger(10, n))
+          layers = std::max(layers, n + 1);
+      }
+    }
+  std::vector<int64_t> parts =
+      config.pipeParts.empty() ? gptPipeParts(layers, pp, half) : config.pipeParts;
+  if (parts.size() != pp + 1)
+    return llvm::createStringError(
+        llvm::formatv("{0} pipeline bounds for pp={1}", parts.size(), pp).str());
+  // The first and last stages are open-ended: a split read from a checkpoint bounds
+  // the layers with weights only (the tied head has none).
+  auto stageOf = [&](int64_t layer) {
+    unsigned s = 0;
+    while (s + 1 < pp && parts[s + 1] <= layer)
+      ++s;
+    return s;
+  };
+  std::vector<StageGroups> stages(pp, StageGroups(groups.size()));
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (const std::string &name : groups[g]) {
+      auto pipe = gptPipeName(name, layers, tied);
+      if (!pipe)
+        return llvm::createStringError(
+            name + ": not a parameter of Megatron-DeepSpeed's GPTModel, which DeepSpeed's "
+                   "pipeline layout is written for (GPTModelPipe names its layers)");
+      stages[stageOf(pipe->layer)][g].push_back({pipe->name, name, pipe->layer, pipe->key});
+    }
+  // The tied head's stage builds the embedding module too; tied_modules is registered
+  // before the layers, so its parameters lead that stage's groups.
+  unsigned embedStage = stageOf(1), headStage = stageOf(layers + 3);
+  if (tied && embedStage != headStage)
+    for (size_t g = 0; g < groups.size(); ++g) {
+      std::vector<StageParam> copies;
+      for (const StageParam &p : stages[embedStage][g])
+        if (llvm::StringRef(p.name).starts_with("tied_modules."))
+          copies.push_back({p.name, p.full, -1, p.key});
+      stages[headStage][g].insert(stages[headStage][g].begin(), copies.begin(), copies.end());
+    }
+  for (unsigned s = 0; s < pp; ++s)
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (stages[s][g].empty())
+        return llvm::createStringError(
+            llvm::formatv("pipeline stage {0} of {1} (layers [{2}, {3}) of GPTModelPipe's list) "
+                          "holds no parameter of optimizer group {4}; Megatron-DeepSpeed then "
+                          "leaves the group out, which loom does not lay out",
+                          s, pp, parts[s], parts[s + 1], g)
+                .str());
+  return stages;
 }
 } // namespace
 
-llvm::Expected<std::vector<ShardFile>>
+llvm::Expected<DeepSpeedShards>
 reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
                          llvm::ArrayRef<std::vector<std::string>> groups,
-                         const DeepSpeedConfig &config, llvm::StringRef dirPrefix) {
+                         const DeepSpeedConfig &config, llvm::StringRef dirPrefix,
+                         bool tiedCopies) {
   const unsigned stage = config.stage, dp = config.dp, tp = config.tp;
+  if (config.pipeline && stage > 1)
+    return llvm::createStringError(
+        llvm::formatv("ZeRO-{0} with pipeline parallelism: DeepSpeed's PipelineEngine refuses "
+                      "ZeRO-2 and ZeRO-3",
+                      stage)
+            .str());
   llvm::StringMap<unsigned> index;
   for (unsigned i = 0; i < fulls.size(); ++i)
     index[fulls[i].name] = i;
@@ -178,54 +350,111 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
                                      "are needed: convert from a checkpoint that has them)");
     return found->second;
   };
-  // Each parameter's slice on each mp rank; its states are cut alike.
-  llvm::StringMap<std::vector<Box>> slices;
+  auto placed = placeParams(fulls, groups, config);
+  if (!placed)
+    return placed.takeError();
+  const std::vector<StageGroups> &stages = *placed;
+  const unsigned pp = stages.size(), mpRanks = pp * tp;
+  // Each parameter's slice on each tp rank; its states are cut alike.
+  llvm::StringMap<std::vector<TpSlice>> slices;
   for (const auto &group : groups)
     for (const std::string &name : group) {
       auto f = find(name);
       if (!f)
         return f.takeError();
-      for (unsigned mp = 0; mp < tp; ++mp) {
-        auto slice = tpSlice(fulls[*f], name, tp, mp);
+      for (unsigned t = 0; t < tp; ++t) {
+        auto slice = tpSlice(fulls[*f], name, config, t);
         if (!slice)
           return slice.takeError();
         slices[name].push_back(std::move(*slice));
       }
     }
   const char *states[] = {"fp32", "exp_avg", "exp_avg_sq"};
-  std::vector<ShardFile> files;
-  // Model states: the 16-bit parameters' slices (ZeRO-1/2).
-  for (unsigned mp = 0; mp < tp; ++mp) {
+  DeepSpeedShards out;
+  for (unsigned mp = 0; mp < mpRanks; ++mp) {
+    const StageGroups &params = stages[mp / tp];
+    unsigned t = mp % tp;
+    out.paramShapes.emplace_back();
+    for (const auto &group : params) {
+      out.paramShapes.back().emplace_back();
+      for (const StageParam &p : group)
+        out.paramShapes.back().back().emplace_back(p.name, slices[p.full][t].shape);
+    }
+    // Model states: the 16-bit parameters' slices (ZeRO-1/2 outside a pipeline).
     ShardFile model{(dirPrefix + modelFile(config, mp, 0)).str(), "torch-tree", {}, ""};
-    if (stage <= 2)
-      for (const auto &group : groups)
-        for (const std::string &name : group) {
-          unsigned f = index[name];
-          const Box &slice = slices[name][mp];
+    if (stage <= 2 && !config.pipeline)
+      for (const auto &group : params)
+        for (const StageParam &p : group) {
+          unsigned f = index[p.full];
+          const TpSlice &slice = slices[p.full][t];
           model.tensors.push_back(
-              {"module." + name,
-               fulls[f].dtype,
-               slice.sizes,
-               {{f, slice, llvm::SmallVector<int64_t, 4>(slice.sizes.size(), 0)}}});
+              {"module." + p.name, fulls[f].dtype, slice.shape, slicePieces(f, slice)});
         }
-    files.push_back(std::move(model));
+    out.modelFiles.push_back(out.files.size());
+    out.files.push_back(std::move(model));
     if (stage == 3)
-      for (unsigned r = 1; r < dp; ++r)
-        files.push_back({(dirPrefix + modelFile(config, mp, r)).str(), "torch-tree", {}, ""});
+      for (unsigned r = 1; r < dp; ++r) {
+        out.modelFiles.push_back(out.files.size());
+        out.files.push_back({(dirPrefix + modelFile(config, mp, r)).str(), "torch-tree", {}, ""});
+      }
   }
+  // A pipeline's layer files: each built layer's weights, per tp rank.
+  if (config.pipeline)
+    for (unsigned s = 0; s < pp; ++s) {
+      std::map<int64_t, std::vector<const StageParam *>> byLayer;
+      for (const auto &group : stages[s])
+        for (const StageParam &p : group)
+          if (p.layer >= 0)
+            byLayer[p.layer].push_back(&p);
+      for (unsigned t = 0; t < tp; ++t)
+        for (auto &[layer, params] : byLayer) {
+          llvm::stable_sort(params, [](const StageParam *a, const StageParam *b) {
+            return layerKeyRank(a->key) < layerKeyRank(b->key);
+          });
+          ShardFile file{(dirPrefix + layerFile(layer, t)).str(), "torch-tree", {}, ""};
+          for (const StageParam *p : params) {
+            unsigned f = index[p->full];
+            const TpSlice &slice = slices[p->full][t];
+            file.tensors.push_back({p->key, fulls[f].dtype, slice.shape, slicePieces(f, slice)});
+          }
+          out.layerFiles.push_back(out.files.size());
+          out.files.push_back(std::move(file));
+        }
+    }
 
-  for (unsigned mp = 0; mp < tp; ++mp) {
+  for (unsigned mp = 0; mp < mpRanks; ++mp) {
+    const StageGroups &params = stages[mp / tp];
+    unsigned t = mp % tp;
+    // A later stage's copy of a tied parameter: its place is kept, its pieces only when
+    // written.
+    auto skipped = [&](const StageParam &p) {
+      return p.layer < 0 && config.pipeline && !tiedCopies;
+    };
     std::vector<ShardFile> optim(dp);
     for (unsigned r = 0; r < dp; ++r)
       optim[r] = {(dirPrefix + optimFile(config, mp, r)).str(), "torch-tree", {}, ""};
+    std::vector<std::vector<std::vector<DeepSpeedShards::Fragment>>> mappings(
+        dp, std::vector<std::vector<DeepSpeedShards::Fragment>>(params.size()));
+    std::vector<std::vector<int64_t>> paddings(dp, std::vector<int64_t>(params.size(), 0));
     if (stage <= 2) {
-      for (size_t g = 0; g < groups.size(); ++g) {
+      for (size_t g = 0; g < params.size(); ++g) {
         int64_t total = 0;
-        for (const std::string &name : groups[g])
-          total += slices[name][mp].volume();
+        for (const StageParam &p : params[g])
+          total += *checkedNumel(slices[p.full][t].shape);
         int64_t align = 2 * dp, padded = (total + align - 1) / align * align, size = padded / dp;
         for (unsigned r = 0; r < dp; ++r) {
           int64_t lo = r * size, hi = lo + size;
+          // Where each parameter's part lies (param_slice_mappings), and the padding the
+          // partition ends with (group_paddings: on the last rank only).
+          int64_t a = 0;
+          for (const StageParam &p : params[g]) {
+            int64_t n = *checkedNumel(slices[p.full][t].shape);
+            int64_t b = std::max(a, lo), e = std::min(a + n, hi);
+            if (b < e)
+              mappings[r][g].push_back({p.name, b - lo, e - b});
+            a += n;
+          }
+          paddings[r][g] = r + 1 == dp ? hi - std::max(lo, std::min(hi, total)) : 0;
           for (const char *state : states) {
             bool fp32 = llvm::StringRef(state) == "fp32";
             LocalTensor local;
@@ -235,16 +464,16 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
             local.shape = {fp32 && !config.bf16Optimizer
                                ? std::max<int64_t>(0, std::min(hi, total) - lo)
                                : size};
-            int64_t a = 0;
-            for (const std::string &name : groups[g]) {
-              auto f = find(name + "#" + state);
+            a = 0;
+            for (const StageParam &p : params[g]) {
+              auto f = find(p.full + "#" + state);
               if (!f)
                 return f.takeError();
-              const Box &slice = slices[name][mp];
-              int64_t n = slice.volume();
+              const TpSlice &slice = slices[p.full][t];
+              int64_t n = *checkedNumel(slice.shape);
               int64_t b = std::max(a, lo), e = std::min(a + n, hi);
-              if (b < e)
-                addRuns(local, *f, fulls[*f].shape, slice, b - a, e - a, b - lo);
+              if (b < e && !skipped(p))
+                addSliceRuns(local, *f, fulls[*f].shape, slice, b - a, e - a, b - lo);
               a += n;
             }
             optim[r].tensors.push_back(std::move(local));
@@ -255,32 +484,36 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
       // Each parameter in dp parts; rank r's parts back to back over all groups, the
       // group tensors cut where each group's parameters end.
       for (unsigned r = 0; r < dp; ++r)
-        for (size_t g = 0; g < groups.size(); ++g)
+        for (size_t g = 0; g < params.size(); ++g)
           for (const char *state : states) {
             bool fp32 = llvm::StringRef(state) == "fp32";
             LocalTensor local;
             local.dtype = DType::Float32;
             local.key = fp32 ? fp32Key(stage, g) : momentKey(stage, g, state);
             int64_t at = 0;
-            for (const std::string &name : groups[g]) {
-              auto f = find(fp32 ? name : name + "#" + state);
+            for (const StageParam &p : params[g]) {
+              auto f = find(fp32 ? p.full : p.full + "#" + state);
               if (!f)
                 return f.takeError();
-              const Box &slice = slices[name][mp];
-              int64_t n = slice.volume(), part = (n + dp - 1) / dp;
+              const TpSlice &slice = slices[p.full][t];
+              int64_t n = *checkedNumel(slice.shape), part = (n + dp - 1) / dp;
               int64_t b = std::min<int64_t>(r * part, n), e = std::min<int64_t>(b + part, n);
               if (b < e)
-                addRuns(local, *f, fulls[*f].shape, slice, b, e, at);
+                addSliceRuns(local, *f, fulls[*f].shape, slice, b, e, at);
               at += part;
             }
             local.shape = {at};
             optim[r].tensors.push_back(std::move(local));
           }
     }
-    for (ShardFile &f : optim)
-      files.push_back(std::move(f));
+    for (unsigned r = 0; r < dp; ++r) {
+      out.optimFiles.push_back(out.files.size());
+      out.files.push_back(std::move(optim[r]));
+      out.sliceMappings.push_back(std::move(mappings[r]));
+      out.groupPaddings.push_back(std::move(paddings[r]));
+    }
   }
-  return files;
+  return out;
 }
 
 /// The ZeRO stage: an int, or DeepSpeed's ZeroStageEnum, which Python 3.11 pickles by
@@ -390,21 +623,46 @@ shapesOf(const ValuePtr &group, const std::string &path) {
   return out;
 }
 
-/// The optimizer files of a tag folder: tp and dp from their names
-/// ([bf16_]zero_pp_rank_R_mp_rank_MM_optim_states.pt), every one present. Layouts
-/// loom does not read are refused by their files.
-static llvm::Expected<DeepSpeedConfig> scanTagFolder(const std::string &dir) {
+/// What a tag folder's file names say: the optimizer files' tp and dp
+/// ([bf16_]zero_pp_rank_R_mp_rank_MM_optim_states.pt, every one present) and a
+/// pipeline's layer files (layer_XX-model_YY-model_states.pt), whose tp ranks make tp
+/// and whose mp ranks make pp = mp ranks / tp. Layouts loom does not read are
+/// refused by their files.
+struct ScannedFolder {
   DeepSpeedConfig config;
+  unsigned mpRanks = 1;
+  std::set<std::pair<int64_t, unsigned>> layers; ///< (layer index, tp rank)
+};
+
+static llvm::Expected<ScannedFolder> scanTagFolder(const std::string &dir) {
+  ScannedFolder scan;
+  DeepSpeedConfig &config = scan.config;
   std::set<std::pair<unsigned, unsigned>> present;
   bool plain = false, bf16 = false;
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
     llvm::StringRef name = llvm::sys::path::filename(it->path());
-    if (name.starts_with("layer_") && name.ends_with("model_states.pt"))
-      return fileError(it->path(), "pipeline-parallel DeepSpeed checkpoints (layer_*-model_* "
-                                   "files) are not read yet");
-    if (name.starts_with("expp_rank_"))
-      return fileError(it->path(), "DeepSpeed's MoE expert optimizer files are not read yet");
+    if (name.starts_with("expp_rank_") || (name.starts_with("layer_") && name.contains("_expert_")))
+      return fileError(it->path(), "a DeepSpeed MoE file (experts' weights or optimizer "
+                                   "states): mixture-of-experts checkpoints are not read yet; "
+                                   "convert a dense model, or the experts with DeepSpeed's "
+                                   "ds_to_universal.py");
+    if (llvm::StringRef rest = name; rest.consume_front("layer_")) {
+      auto [index, tail] = rest.split('-');
+      int64_t layer = 0;
+      unsigned rank = 0;
+      if (!tail.consume_front("model_") || !tail.consume_back("-model_states.pt") ||
+          index.getAsInteger(10, layer) || tail.getAsInteger(10, rank) || layer > 99999 ||
+          rank > 65535)
+        return fileError(it->path(),
+                         "not a layer file of Megatron-DeepSpeed's pipeline "
+                         "(layer_XX-model_YY-model_states.pt, YY the tensor-parallel rank); "
+                         "pipelines without a model axis are read for no model");
+      scan.layers.insert({layer, rank});
+      config.pipeline = true;
+      config.tp = std::max(config.tp, rank + 1);
+      continue;
+    }
     llvm::StringRef rest = name;
     if (!rest.consume_back("_optim_states.pt"))
       continue;
@@ -418,7 +676,7 @@ static llvm::Expected<DeepSpeedConfig> scanTagFolder(const std::string &dir) {
     present.insert({mp, rank});
     (isBf16 ? bf16 : plain) = true;
     config.dp = std::max(config.dp, rank + 1);
-    config.tp = std::max(config.tp, mp + 1);
+    scan.mpRanks = std::max(scan.mpRanks, mp + 1);
   }
   if (ec)
     return fileError(dir, ec.message());
@@ -426,15 +684,46 @@ static llvm::Expected<DeepSpeedConfig> scanTagFolder(const std::string &dir) {
     return fileError(dir, "holds both zero_pp_rank_* and bf16_zero_pp_rank_* optimizer files; "
                           "keep one run's files in a tag folder");
   config.bf16Names = bf16;
-  for (unsigned mp = 0; mp < config.tp; ++mp)
+  if (!config.pipeline)
+    config.tp = scan.mpRanks;
+  else if (scan.mpRanks % config.tp)
+    return fileError(dir, llvm::formatv("holds the optimizer files of {0} mp ranks, but its "
+                                        "layer files are cut for tp={1}, which does not divide "
+                                        "them into pipeline stages",
+                                        scan.mpRanks, config.tp)
+                              .str());
+  config.pp = scan.mpRanks / config.tp;
+  for (unsigned mp = 0; mp < scan.mpRanks; ++mp)
     for (unsigned r = 0; r < config.dp; ++r)
       if (!present.count({mp, r}))
         return fileError(dir + "/" + optimFile(config, mp, r),
                          llvm::formatv("missing: the folder's optimizer files go up to mp rank "
-                                       "{0} and dp rank {1}, so all tp={2} x dp={3} are needed",
-                                       config.tp - 1, config.dp - 1, config.tp, config.dp)
+                                       "{0} and dp rank {1}, so all {2} x dp={3} are needed",
+                                       scan.mpRanks - 1, config.dp - 1,
+                                       config.pipeline
+                                           ? llvm::formatv("tp={0} x pp={1}", config.tp, config.pp)
+                                                 .str()
+                                           : llvm::formatv("tp={0}", config.tp).str(),
+                                       config.dp)
                              .str());
-  return config;
+  return scan;
+}
+
+/// Megatron-DeepSpeed's args Namespace in a model-states file: its plain fields, or
+/// nullopt when the file has none.
+static std::optional<llvm::json::Object> argsOf(const ModelStates &states) {
+  const DictValue *root = states.root->get<DictValue>();
+  ValuePtr args = root ? root->find("args") : nullptr;
+  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
+  const DictValue *fields = object && object->state ? object->state->get<DictValue>() : nullptr;
+  if (!fields)
+    return std::nullopt;
+  llvm::json::Object out;
+  for (const auto &[key, value] : fields->entries)
+    if (const std::string *name = key->get<std::string>())
+      if (auto json = plainJson(*value))
+        out[*name] = std::move(*json);
+  return out;
 }
 
 llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
@@ -462,8 +751,8 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   auto scanned = scanTagFolder(dir);
   if (!scanned)
     return scanned.takeError();
-  DeepSpeedConfig config = *scanned;
-  unsigned tp = config.tp, dp = config.dp;
+  DeepSpeedConfig config = scanned->config;
+  const unsigned tp = config.tp, dp = config.dp, pp = config.pp, mpRanks = scanned->mpRanks;
 
   // ZeRO's state names its stage; the BF16_Optimizer's has none (bf16_optimizer.py,
   // state_dict()).
@@ -485,117 +774,169 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
                                  "not BF16_Optimizer's (single_partition_of_fp32_groups and "
                                  "base_optimizer_state)");
   config.stage = *stage;
+  if (config.pipeline && config.stage > 1)
+    return fileError(optim0Path, llvm::formatv("ZeRO-{0} beside pipeline layer files, which "
+                                               "DeepSpeed's PipelineEngine refuses to write",
+                                               config.stage)
+                                     .str());
 
-  // Every mp rank's model states list the same parameters, each its slice's shape.
+  // Every mp rank's model states: param_shapes, each of its parameters' slices.
   std::vector<ModelStates> models;
-  for (unsigned mp = 0; mp < tp; ++mp) {
-    std::string modelPath = dir + "/" + modelFile(config, mp, 0);
-    if (!llvm::sys::fs::exists(modelPath))
-      return fileError(modelPath, llvm::formatv("missing: the optimizer files are for tp={0}, "
-                                                "and mp rank {1} has no model states",
-                                                tp, mp)
-                                      .str());
-    auto states = loadModelStates(modelPath);
+  auto modelPath = [&](unsigned mp) { return dir + "/" + modelFile(config, mp, 0); };
+  for (unsigned mp = 0; mp < mpRanks; ++mp) {
+    if (!llvm::sys::fs::exists(modelPath(mp)))
+      return fileError(modelPath(mp),
+                       llvm::formatv("missing: the optimizer files are for {0}, and mp rank {1} "
+                                     "has no model states",
+                                     config.pipeline
+                                         ? llvm::formatv("tp={0} x pp={1} mp ranks", tp, pp).str()
+                                         : llvm::formatv("tp={0}", tp).str(),
+                                     mp)
+                           .str());
+    auto states = loadModelStates(modelPath(mp));
     if (!states)
       return states.takeError();
     models.push_back(std::move(*states));
   }
-  std::string model0Path = dir + "/" + modelFile(config, 0, 0);
+  std::string model0Path = modelPath(0);
   const ModelStates &model0 = models.front();
-  if (model0.mpWorldSize && *model0.mpWorldSize != tp)
+  if (model0.mpWorldSize && *model0.mpWorldSize != mpRanks)
     return fileError(model0Path, llvm::formatv("mp_world_size is {0}, but the folder holds the "
-                                               "optimizer files of tp={1} (mp_rank_MM files "
+                                               "optimizer files of {1} (mp_rank_MM files "
                                                "missing or left over?)",
-                                               *model0.mpWorldSize, tp)
+                                               *model0.mpWorldSize,
+                                               config.pipeline
+                                                   ? llvm::formatv("tp={0} x pp={1}", tp, pp).str()
+                                                   : llvm::formatv("tp={0}", tp).str())
                                      .str());
   if (model0.dpWorldSize && *model0.dpWorldSize != dp)
     return fileError(model0Path, llvm::formatv("dp_world_size is {0}, but the folder holds the "
                                                "optimizer files of dp={1}",
                                                *model0.dpWorldSize, dp)
                                      .str());
-  if (tp > 1)
-    if (ValuePtr args = model0.root->get<DictValue>()->find("args"))
-      if (const ObjectValue *object = args->get<ObjectValue>())
-        if (const DictValue *fields = object->state ? object->state->get<DictValue>() : nullptr)
-          if (ValuePtr swiglu = fields->find("swiglu");
-              swiglu && swiglu->get<bool>() && *swiglu->get<bool>())
-            return fileError(model0Path, "args.swiglu: each tp slice of a SwiGLU dense_h_to_4h "
-                                         "holds [gate; up], which loom does not rejoin yet; "
-                                         "save the checkpoint with tp=1");
+  std::optional<llvm::json::Object> args = argsOf(model0);
+  if (args)
+    config.swiglu = args->getBoolean("swiglu").value_or(false);
+
+  std::vector<std::vector<std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>>>>
+      shapes(mpRanks);
+  for (unsigned mp = 0; mp < mpRanks; ++mp)
+    for (const ValuePtr &group : *models[mp].groups) {
+      auto listed = shapesOf(group, modelPath(mp));
+      if (!listed)
+        return listed.takeError();
+      shapes[mp].push_back(std::move(*listed));
+    }
 
   Layout layout;
   layout.format = config.bf16Optimizer ? "deepspeed-bf16"
                                        : llvm::formatv("deepspeed-zero{0}", config.stage).str();
   layout.iteration = model0.iteration;
-  std::vector<std::vector<std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>>>>
-      shapes(tp);
-  for (unsigned mp = 0; mp < tp; ++mp) {
-    for (const ValuePtr &group : *models[mp].groups) {
-      auto listed = shapesOf(group, dir + "/" + modelFile(config, mp, 0));
-      if (!listed)
-        return listed.takeError();
-      shapes[mp].push_back(std::move(*listed));
-    }
-  }
-  for (size_t g = 0; g < shapes[0].size(); ++g) {
-    layout.paramGroups.emplace_back();
-    for (const auto &[name, sliceShape] : shapes[0][g]) {
-      layout.paramGroups.back().push_back(name);
-      // The full shape: the slices side by side on the dimension they are cut on.
-      llvm::SmallVector<int64_t, 4> shape = sliceShape;
-      auto dim = tpDim(name, tp);
-      if (!dim)
-        return fileError(model0Path, llvm::toString(dim.takeError()));
-      if (*dim && **dim < shape.size())
-        shape[**dim] *= tp;
-      if (!checkedNumel(shape))
-        return fileError(model0Path, name + ": too many elements");
-      DType paramType = DType::Float32;
-      if (config.stage <= 2) {
-        auto found = model0.module.find(name);
-        if (found == model0.module.end() || found->second.shape != sliceShape)
-          return fileError(model0Path,
-                           "module has no " + name + " of the shape param_shapes gives");
-        paramType = found->second.dtype;
-      }
-      layout.fulls.push_back({name, paramType, shape});
-      for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"})
-        if (config.stage <= 2 || llvm::StringRef(state) != "fp32")
-          layout.fulls.push_back({name + "#" + state, DType::Float32, shape});
-    }
-  }
-  // The other mp ranks: the same groups of the same parameters, each the slice the
-  // cut gives.
-  for (unsigned mp = 1; mp < tp; ++mp) {
-    std::string modelPath = dir + "/" + modelFile(config, mp, 0);
-    if (shapes[mp].size() != shapes[0].size())
-      return fileError(modelPath, llvm::formatv("param_shapes has {0} groups, mp rank 0's {1}",
-                                                shapes[mp].size(), shapes[0].size())
-                                      .str());
-    for (size_t g = 0; g < shapes[0].size(); ++g) {
-      if (shapes[mp][g].size() != shapes[0][g].size())
-        return fileError(modelPath, llvm::formatv("param_shapes group {0} lists {1} parameters, "
-                                                  "mp rank 0's {2}",
-                                                  g, shapes[mp][g].size(), shapes[0][g].size())
-                                        .str());
-      for (size_t i = 0; i < shapes[0][g].size(); ++i) {
-        const auto &[name, sliceShape] = shapes[mp][g][i];
-        const FullTensor *full = layout.findFull(shapes[0][g][i].first);
-        auto slice = tpSlice(*full, full->name, tp, mp);
-        if (!slice)
-          return fileError(modelPath, llvm::toString(slice.takeError()));
-        if (name != full->name)
-          return fileError(modelPath, llvm::formatv("param_shapes group {0} lists {1} where mp "
-                                                    "rank 0's lists {2}",
-                                                    g, name, full->name)
+  // The parameters: tp rank 0's param_shapes of each stage, groups joined across the
+  // stages, each under its full tensor's name (GPTModel's, in a pipeline, where the
+  // later stages' copies of the tied embedding are left to the check below). Full
+  // shapes put the slices side by side on the dimension they are cut on.
+  const size_t groups = shapes[0].size();
+  layout.paramGroups.resize(groups);
+  std::vector<std::pair<int64_t, int64_t>> stageLayers(pp, {INT64_MAX, -1});
+  std::map<int64_t, llvm::StringMap<Tensor>> layerTensors; // tp rank 0's layer files
+  llvm::StringSet<> seen;
+  for (unsigned s = 0; s < pp; ++s) {
+    unsigned mp = s * tp;
+    if (shapes[mp].size() != groups)
+      return fileError(modelPath(mp), llvm::formatv("param_shapes has {0} groups, mp rank 0's {1}",
+                                                    shapes[mp].size(), groups)
                                           .str());
-        if (sliceShape != slice->sizes)
-          return fileError(modelPath, llvm::formatv("{0}: param_shapes gives [{1}], but mp rank "
-                                                    "{2}'s slice of the full [{3}] is [{4}]",
-                                                    name, shapeText(sliceShape), mp,
-                                                    shapeText(full->shape), shapeText(slice->sizes))
-                                          .str());
+    for (size_t g = 0; g < groups; ++g)
+      for (const auto &[listed, sliceShape] : shapes[mp][g]) {
+        std::string name = listed;
+        DType paramType = DType::Float32;
+        int64_t layer = 1; // a pipeline's: the parameter's layer
+        if (config.pipeline) {
+          auto gpt = gptNameOfPipe(listed);
+          if (!gpt)
+            return fileError(modelPath(mp),
+                             listed + ": not a parameter name of Megatron-DeepSpeed's "
+                                      "GPTModelPipe (tied_modules.embed.*, or a layer's index "
+                                      "and its parameter); DeepSpeed pipelines are read for "
+                                      "Megatron-DeepSpeed GPT models");
+          if (s > 0 && llvm::StringRef(listed).starts_with("tied_modules."))
+            continue;
+          name = *gpt;
+          if (!llvm::StringRef(listed).starts_with("tied_modules."))
+            llvm::StringRef(listed).split('.').first.getAsInteger(10, layer);
+          stageLayers[s] = {std::min(stageLayers[s].first, layer),
+                            std::max(stageLayers[s].second, layer)};
+        }
+        // The full shape: the slices side by side on the dimension they are cut on.
+        llvm::SmallVector<int64_t, 4> shape = sliceShape;
+        auto dim = tpDim(name, tp);
+        if (!dim)
+          return fileError(modelPath(mp), llvm::toString(dim.takeError()));
+        if (*dim && **dim < shape.size())
+          shape[**dim] *= tp;
+        if (!checkedNumel(shape))
+          return fileError(modelPath(mp), name + ": too many elements");
+        if (config.pipeline) {
+          // The 16-bit weight's dtype, from its layer file.
+          if (!layerTensors.count(layer)) {
+            std::string file = dir + "/" + layerFile(layer, 0);
+            if (!llvm::sys::fs::exists(file))
+              return fileError(file, llvm::formatv("missing: mp rank {0}'s param_shapes list {1}, "
+                                                   "whose layer file this is",
+                                                   mp, listed)
+                                         .str());
+            auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
+            if (!root)
+              return root.takeError();
+            for (NamedTensor &t : collectTensors(**root))
+              layerTensors[layer][t.name] = std::move(t.tensor);
+          }
+          auto [layerIndex, key] = llvm::StringRef(listed).split('.');
+          if (layerIndex == "tied_modules")
+            key = key.split('.').second;
+          auto found = layerTensors[layer].find(key);
+          if (found == layerTensors[layer].end())
+            return fileError(dir + "/" + layerFile(layer, 0),
+                             key + ": missing (mp rank " + llvm::Twine(mp) +
+                                 "'s param_shapes list " + listed + ")");
+          paramType = found->second.dtype;
+        } else if (config.stage <= 2) {
+          auto found = model0.module.find(name);
+          if (found == model0.module.end() || found->second.shape != sliceShape)
+            return fileError(model0Path,
+                             "module has no " + name + " of the shape param_shapes gives");
+          paramType = found->second.dtype;
+        }
+        if (!seen.insert(name).second)
+          return fileError(modelPath(mp), name + ": listed twice in param_shapes");
+        layout.paramGroups[g].push_back(name);
+        layout.fulls.push_back({name, paramType, shape});
+        for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"})
+          if (config.stage <= 2 || llvm::StringRef(state) != "fp32")
+            layout.fulls.push_back({name + "#" + state, DType::Float32, shape});
       }
+  }
+  // The stages' layers, as bounds over GPTModelPipe's list: contiguous, in order.
+  if (config.pipeline) {
+    config.pipeParts.push_back(0);
+    for (unsigned s = 0; s < pp; ++s) {
+      auto [first, last] = stageLayers[s];
+      if (last < 0)
+        return fileError(modelPath(s * tp), llvm::formatv("pipeline stage {0} holds no layer of "
+                                                          "its own",
+                                                          s)
+                                                .str());
+      if (first < config.pipeParts.back())
+        return fileError(modelPath(s * tp),
+                         llvm::formatv("pipeline stage {0} holds layer {1}, before the layers "
+                                       "of stage {2}",
+                                       s, first, s - 1)
+                             .str());
+      if (s > 0)
+        config.pipeParts.push_back(first);
+      if (s + 1 == pp)
+        config.pipeParts.push_back(last + 1);
     }
   }
   if (ValuePtr state =
@@ -606,27 +947,85 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
           if (auto *first = pg->entries.front().second->get<DictValue>())
             layout.optimizerStep = stepNumber(first->find("step"));
 
-  auto files = deepspeedShards(layout.fulls, layout.paramGroups, config, prefix);
-  if (!files)
-    return fileError(path, llvm::toString(files.takeError()));
+  auto shards = deepspeedShards(layout.fulls, layout.paramGroups, config, prefix,
+                                /*tiedCopies=*/false);
+  if (!shards)
+    return fileError(path, llvm::toString(shards.takeError()));
+  std::string what =
+      config.pipeline
+          ? llvm::formatv("{0} with tp={1}, pp={2}, dp={3}", layout.format, tp, pp, dp).str()
+          : llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp).str();
+  // Every mp rank's param_shapes: the parameters (names, order and slices' shapes) the
+  // rules give it.
+  for (unsigned mp = 0; mp < mpRanks; ++mp) {
+    const auto &expected = shards->paramShapes[mp];
+    if (shapes[mp].size() != expected.size())
+      return fileError(modelPath(mp), llvm::formatv("param_shapes has {0} groups, mp rank 0's {1}",
+                                                    shapes[mp].size(), expected.size())
+                                          .str());
+    for (size_t g = 0; g < expected.size(); ++g) {
+      if (shapes[mp][g].size() != expected[g].size())
+        return fileError(modelPath(mp), llvm::formatv("param_shapes group {0} lists {1} "
+                                                      "parameters where {2} places {3}",
+                                                      g, shapes[mp][g].size(), what,
+                                                      expected[g].size())
+                                            .str());
+      for (size_t i = 0; i < expected[g].size(); ++i) {
+        const auto &[name, sliceShape] = shapes[mp][g][i];
+        if (name != expected[g][i].first)
+          return fileError(modelPath(mp), llvm::formatv("param_shapes group {0} lists {1} where "
+                                                        "{2} puts {3}",
+                                                        g, name, what, expected[g][i].first)
+                                              .str());
+        if (sliceShape != expected[g][i].second) {
+          const FullTensor *full =
+              layout.findFull(config.pipeline ? gptNameOfPipe(name).value_or(name) : name);
+          return fileError(modelPath(mp), llvm::formatv("{0}: param_shapes gives [{1}], but mp "
+                                                        "rank {2}'s slice of the full [{3}] is "
+                                                        "[{4}]",
+                                                        name, shapeText(sliceShape), mp,
+                                                        shapeText(full->shape),
+                                                        shapeText(expected[g][i].second))
+                                              .str());
+        }
+      }
+    }
+  }
+  // A pipeline's layer files: exactly those of the stages' layers.
+  std::set<std::string> layerPaths;
+  for (size_t i : shards->layerFiles)
+    layerPaths.insert(llvm::sys::path::filename(shards->files[i].path).str());
+  for (auto [layer, rank] : scanned->layers)
+    if (!layerPaths.count(layerFile(layer, rank)))
+      return fileError(dir + "/" + layerFile(layer, rank),
+                       "a layer file of no parameter param_shapes lists (" + what + ")");
+
   // Kept by a universal file, so that a round trip through it regroups the same way.
   llvm::json::Array groupsJson;
   for (const auto &group : layout.paramGroups)
     groupsJson.push_back(llvm::json::Array(group));
-  layout.sourceArgs = llvm::formatv(
-      "{0}",
-      llvm::json::Value(llvm::json::Object{{"zero_stage", config.stage},
-                                           {"dp", dp},
-                                           {"tp", tp},
-                                           {"optimizer", config.bf16Optimizer ? "bf16" : "zero"},
-                                           {"param_groups", std::move(groupsJson)}}));
+  llvm::json::Object sourceArgs{{"zero_stage", config.stage},
+                                {"dp", dp},
+                                {"tp", tp},
+                                {"optimizer", config.bf16Optimizer ? "bf16" : "zero"},
+                                {"param_groups", std::move(groupsJson)}};
+  if (config.pipeline) {
+    sourceArgs["pp"] = pp;
+    sourceArgs["pipeline_parts"] = llvm::json::Array(config.pipeParts);
+  }
+  if (args)
+    sourceArgs["args"] = std::move(*args);
+  layout.sourceArgs = llvm::formatv("{0}", llvm::json::Value(std::move(sourceArgs)));
   // What the rules predict must be what every rank's file holds.
-  std::string what = llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp);
-  for (ShardFile &file : *files) {
+  for (size_t i = 0; i < shards->files.size(); ++i) {
+    ShardFile &file = shards->files[i];
     file.format = "torch";
     if (file.tensors.empty())
       continue;
     std::string filePath = path + "/" + file.path;
+    if (!llvm::sys::fs::exists(filePath))
+      return fileError(filePath, "missing (" + what + " puts " + file.tensors.front().key +
+                                     " there)");
     auto root = readTorchZip(filePath, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
@@ -646,7 +1045,8 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
                                        torchDTypeName(local.dtype), shapeText(local.shape))
                              .str());
     }
-    if (!llvm::StringRef(file.path).ends_with("_optim_states.pt"))
+    auto optimIndex = llvm::find(shards->optimFiles, i) - shards->optimFiles.begin();
+    if (size_t(optimIndex) == shards->optimFiles.size())
       continue;
     const DictValue *rankTop = (*root)->get<DictValue>();
     ValuePtr rankOsd = rankTop ? rankTop->find("optimizer_state_dict") : nullptr;
@@ -669,23 +1069,21 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
     const std::vector<ValuePtr> *perGroup = mappings ? mappings->sequence() : nullptr;
     if (config.stage > 2 || !perGroup || perGroup->empty())
       continue;
-    if (perGroup->size() != layout.paramGroups.size())
+    const auto &expected = shards->sliceMappings[optimIndex];
+    if (perGroup->size() != expected.size())
       return fileError(filePath, llvm::formatv("param_slice_mappings has {0} groups, "
                                                "param_shapes {1}",
-                                               perGroup->size(), layout.paramGroups.size())
+                                               perGroup->size(), expected.size())
                                      .str());
     for (size_t g = 0; g < perGroup->size(); ++g) {
       const DictValue *recorded = (*perGroup)[g]->get<DictValue>();
-      auto partition = llvm::find_if(
-          file.tensors, [&](const LocalTensor &t) { return t.key == fp32Key(config.stage, g); });
-      std::vector<Fragment> expected = fragmentsOf(*partition, layout.fulls);
-      if (!recorded || recorded->entries.size() != expected.size())
+      if (!recorded || recorded->entries.size() != expected[g].size())
         return fileError(filePath, llvm::formatv("param_slice_mappings[{0}] does not list the "
                                                  "{1} parameters the rules place in this "
                                                  "partition",
-                                                 g, expected.size())
+                                                 g, expected[g].size())
                                        .str());
-      for (const Fragment &fragment : expected) {
+      for (const DeepSpeedShards::Fragment &fragment : expected[g]) {
         auto address = fragmentAddress(recorded->find(fragment.param));
         if (!address || address->first != fragment.start || address->second != fragment.numel)
           return fileError(filePath,
@@ -696,61 +1094,77 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
       }
     }
   }
-  layout.files = std::move(*files);
+  layout.files = std::move(shards->files);
   return layout;
 }
 
-/// What DeepSpeed's engine pickles in mp rank `mp`'s model states (engine.py,
-/// _save_checkpoint): the module's tensors (keys "module.<name>" in `file`), the
-/// parameters' (slices') shapes per optimizer group, and the engine's counters.
-static llvm::Expected<llvm::json::Array>
-modelStatesSkeleton(const ShardFile &file, llvm::ArrayRef<std::vector<std::string>> groups,
-                    const Layout &target, int64_t iteration, const DeepSpeedConfig &config,
-                    unsigned mp) {
+/// One mp rank's param_shapes, one list per group of (name, shape).
+using ParamShapes = std::vector<std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>>>;
+
+/// What DeepSpeed's engine pickles in an mp rank's model states (engine.py,
+/// _save_checkpoint): the module's tensors (keys "module.<name>" in `file`; none for a
+/// pipeline, whose module is None), the parameters' (slices') shapes per optimizer
+/// group, the engine's counters, and Megatron-DeepSpeed's client state when `args`
+/// is given (checkpointing.py, save_checkpoint: args, checkpoint_version, iteration).
+static llvm::json::Array modelStatesSkeleton(const ShardFile &file, const ParamShapes &shapes,
+                                             int64_t iteration, const DeepSpeedConfig &config,
+                                             const llvm::json::Object *args) {
   auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
-  llvm::json::Array module, shapes;
+  llvm::json::Array module, groups;
   for (const LocalTensor &t : file.tensors)
     module.push_back(llvm::json::Array{llvm::StringRef(t.key).drop_front(7), tensorRef(t.key)});
-  for (const auto &group : groups) {
+  for (const auto &group : shapes) {
     llvm::json::Array entries;
-    for (const std::string &name : group) {
-      auto slice = tpSlice(*target.findFull(name), name, config.tp, mp);
-      if (!slice)
-        return slice.takeError();
-      llvm::json::Array dims;
-      for (int64_t d : slice->sizes)
-        dims.push_back(d);
-      entries.push_back(llvm::json::Array{name, llvm::json::Object{{"$size", std::move(dims)}}});
-    }
-    shapes.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
+    for (const auto &[name, shape] : group)
+      entries.push_back(
+          llvm::json::Array{name, llvm::json::Object{{"$size", llvm::json::Array(shape)}}});
+    groups.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
   }
-  return llvm::json::Array{
-      llvm::json::Array{"module", llvm::json::Object{{"$odict", std::move(module)}}},
-      llvm::json::Array{"buffer_names", llvm::json::Array{}},
-      llvm::json::Array{"optimizer", nullptr},
-      llvm::json::Array{"param_shapes", std::move(shapes)},
-      llvm::json::Array{"frozen_param_shapes", nullptr},
-      llvm::json::Array{"shared_params", llvm::json::Object{}},
-      llvm::json::Array{"frozen_param_fragments", nullptr},
-      llvm::json::Array{"lr_scheduler", nullptr},
-      llvm::json::Array{"skipped_steps", 0},
-      llvm::json::Array{"global_steps", iteration},
-      llvm::json::Array{"dp_world_size", config.dp},
-      llvm::json::Array{"mp_world_size", config.tp},
-      llvm::json::Array{"ds_config", llvm::json::Object{}},
-      llvm::json::Array{"ds_version", "0.14.0"}};
+  llvm::json::Value moduleValue = nullptr;
+  if (!config.pipeline)
+    moduleValue = llvm::json::Object{{"$odict", std::move(module)}};
+  llvm::json::Array root{llvm::json::Array{"module", std::move(moduleValue)},
+                         llvm::json::Array{"buffer_names", llvm::json::Array{}},
+                         llvm::json::Array{"optimizer", nullptr},
+                         llvm::json::Array{"param_shapes", std::move(groups)},
+                         llvm::json::Array{"frozen_param_shapes", nullptr},
+                         llvm::json::Array{"shared_params", llvm::json::Object{}},
+                         llvm::json::Array{"frozen_param_fragments", nullptr},
+                         llvm::json::Array{"lr_scheduler", nullptr},
+                         llvm::json::Array{"skipped_steps", 0},
+                         llvm::json::Array{"global_steps", iteration},
+                         llvm::json::Array{"dp_world_size", config.dp},
+                         llvm::json::Array{"mp_world_size", config.tp * config.pp},
+                         llvm::json::Array{"ds_config", llvm::json::Object{}},
+                         llvm::json::Array{"ds_version", "0.14.0"}};
+  if (args) {
+    root.push_back(llvm::json::Array{
+        "args", llvm::json::Object{{"$object", "argparse.Namespace"},
+                                   {"state", llvm::json::Object(*args)}}});
+    root.push_back(llvm::json::Array{"checkpoint_version", llvm::json::Object{{"$float", 3.0}}});
+    root.push_back(llvm::json::Array{"iteration", iteration});
+  }
+  return root;
+}
+
+/// What PipelineModule.save_state_dict saves for a layer: its state_dict, an
+/// OrderedDict of the weights.
+static llvm::json::Value layerSkeleton(const ShardFile &file) {
+  llvm::json::Array entries;
+  for (const LocalTensor &t : file.tensors)
+    entries.push_back(llvm::json::Array{t.key, llvm::json::Object{{"$tensor", t.key}}});
+  return llvm::json::Object{{"$odict", std::move(entries)}};
 }
 
 /// What DeepSpeed's engine pickles in dp rank `rank`'s optimizer file
 /// (_save_zero_checkpoint): the optimizer's state_dict() — stage_1_and_2.py's,
-/// stage3.py's or bf16_optimizer.py's — with the flat tensors of `file`.
-static llvm::json::Array optimStatesSkeleton(const ShardFile &file, size_t groups,
-                                             llvm::ArrayRef<FullTensor> fulls,
-                                             const DeepSpeedConfig &config, unsigned rank,
-                                             int64_t step) {
+/// stage3.py's or bf16_optimizer.py's — with `groups` groups' flat tensors.
+static llvm::json::Array
+optimStatesSkeleton(size_t groups, llvm::ArrayRef<std::vector<DeepSpeedShards::Fragment>> mappings,
+                    llvm::ArrayRef<int64_t> paddings, const DeepSpeedConfig &config, int64_t step) {
   auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
   unsigned stage = config.stage;
-  llvm::json::Array fp32, state, paramGroups, paddings, counts, mappings;
+  llvm::json::Array fp32, state, paramGroups, paddingsJson, counts, mappingsJson;
   for (size_t g = 0; g < groups; ++g) {
     fp32.push_back(tensorRef(fp32Key(stage, g)));
     state.push_back(llvm::json::Array{
@@ -765,22 +1179,14 @@ static llvm::json::Array optimStatesSkeleton(const ShardFile &file, size_t group
     counts.push_back(config.dp);
     if (stage == 3)
       continue;
-    // The padding sits at the end of the last rank's partition (group_paddings).
-    auto local = [&](const std::string &key) {
-      return llvm::find_if(file.tensors, [&](const LocalTensor &t) { return t.key == key; });
-    };
-    auto moment = local(momentKey(stage, g, "exp_avg"));
-    int64_t covered = 0;
-    for (const Piece &piece : moment->pieces)
-      covered += piece.fullBox.volume();
-    paddings.push_back(rank + 1 == config.dp ? moment->shape[0] - covered : 0);
+    paddingsJson.push_back(paddings[g]);
     llvm::json::Array entries;
-    for (const Fragment &f : fragmentsOf(*local(fp32Key(stage, g)), fulls))
+    for (const DeepSpeedShards::Fragment &f : mappings[g])
       entries.push_back(llvm::json::Array{
           f.param, llvm::json::Object{
                        {"$object", "deepspeed.utils.tensor_fragment.fragment_address"},
                        {"state", llvm::json::Object{{"numel", f.numel}, {"start", f.start}}}}});
-    mappings.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
+    mappingsJson.push_back(llvm::json::Object{{"$odict", std::move(entries)}});
   }
   llvm::json::Object base{
       {"$dict", llvm::json::Array{
@@ -804,10 +1210,10 @@ static llvm::json::Array optimStatesSkeleton(const ShardFile &file, size_t group
     osd.push_back(llvm::json::Array{"single_partition_of_fp32_groups", std::move(fp32)});
     if (!config.bf16Optimizer)
       osd.push_back(llvm::json::Array{"zero_stage", stage});
-    osd.push_back(llvm::json::Array{"group_paddings", std::move(paddings)});
+    osd.push_back(llvm::json::Array{"group_paddings", std::move(paddingsJson)});
     osd.push_back(llvm::json::Array{"partition_count", std::move(counts)});
     osd.push_back(llvm::json::Array{"ds_version", "0.14.0"});
-    osd.push_back(llvm::json::Array{"param_slice_mappings", std::move(mappings)});
+    osd.push_back(llvm::json::Array{"param_slice_mappings", std::move(mappingsJson)});
   }
   return llvm::json::Array{
       llvm::json::Array{"optimizer_state_dict", llvm::json::Object{{"$dict", std::move(osd)}}},
@@ -815,8 +1221,12 @@ static llvm::json::Array optimStatesSkeleton(const ShardFile &file, size_t group
       llvm::json::Array{"ds_version", "0.14.0"}};
 }
 
+static std::string skeletonText(llvm::json::Array root) {
+  return llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+}
+
 llvm::Expected<std::vector<ShardFile>>
-reshard::deepspeedTarget(const Layout &source, Layout &target, const DeepSpeedConfig &config) {
+reshard::deepspeedTarget(const Layout &source, Layout &target, DeepSpeedConfig config) {
   unsigned stage = config.stage;
   std::vector<std::vector<std::string>> groups = source.paramGroups;
   if (groups.empty()) {
@@ -824,6 +1234,29 @@ reshard::deepspeedTarget(const Layout &source, Layout &target, const DeepSpeedCo
     for (const FullTensor &f : target.fulls)
       if (f.name.find('#') == std::string::npos)
         groups.back().push_back(f.name);
+  }
+  // What a DeepSpeed source (or a universal file made from one) says of the model:
+  // Megatron-DeepSpeed's args, whose swiglu says how dense_h_to_4h is cut, and the
+  // stages its pipeline had, kept when the layers and stages are the same.
+  std::optional<llvm::json::Object> args;
+  if (auto parsed = llvm::json::parse(source.sourceArgs.empty() ? "{}" : source.sourceArgs)) {
+    if (auto *o = parsed->getAsObject()) {
+      if (auto *a = o->getObject("args"))
+        args = *a;
+      if (auto *parts = o->getArray("pipeline_parts");
+          parts && config.pipeline && parts->size() == config.pp + 1 &&
+          o->getInteger("pp") == int64_t(config.pp))
+        for (const llvm::json::Value &bound : *parts)
+          config.pipeParts.push_back(bound.getAsInteger().value_or(-1));
+    }
+  } else {
+    llvm::consumeError(parsed.takeError());
+  }
+  if (args) {
+    config.swiglu = args->getBoolean("swiglu").value_or(false);
+    (*args)["tensor_model_parallel_size"] = config.tp;
+    (*args)["pipeline_model_parallel_size"] = config.pipeline ? config.pp : 1;
+    (*args)["no_pipeline_parallel"] = !config.pipeline;
   }
   // The parameter and its fp32 master: one tensor under ZeRO-3, two under ZeRO-1/2,
   // whatever the source kept.
@@ -852,30 +1285,25 @@ reshard::deepspeedTarget(const Layout &source, Layout &target, const DeepSpeedCo
   }
   target.fulls = std::move(fulls);
   std::string tag = llvm::formatv("global_step{0}", source.iteration);
-  auto files = deepspeedShards(target.fulls, groups, config, tag + "/");
-  if (!files)
-    return files.takeError();
+  auto shards = deepspeedShards(target.fulls, groups, config, tag + "/");
+  if (!shards)
+    return shards.takeError();
   int64_t step = source.optimizerStep.value_or(source.iteration);
   // Skeletons: what DeepSpeed's engine pickles, with the tensors at their places.
-  // deepspeedShards gives each mp rank's model states, then each mp rank's dp
-  // optimizer files.
-  unsigned modelFiles = 0, optimFiles = 0;
-  for (ShardFile &file : *files) {
-    llvm::json::Array root;
-    if (llvm::StringRef(file.path).ends_with("_model_states.pt")) {
-      unsigned mp = modelFiles++ / (stage == 3 ? config.dp : 1);
-      auto skeleton = modelStatesSkeleton(file, groups, target, source.iteration, config, mp);
-      if (!skeleton)
-        return skeleton.takeError();
-      root = std::move(*skeleton);
-    } else {
-      root = optimStatesSkeleton(file, groups.size(), target.fulls, config,
-                                 optimFiles++ % config.dp, step);
-    }
-    file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+  for (size_t i = 0; i < shards->modelFiles.size(); ++i) {
+    ShardFile &file = shards->files[shards->modelFiles[i]];
+    unsigned mp = i / (stage == 3 ? config.dp : 1);
+    file.meta = skeletonText(modelStatesSkeleton(file, shards->paramShapes[mp], source.iteration,
+                                                 config, args ? &*args : nullptr));
   }
-  files->push_back({"latest", "text", {}, tag});
-  return files;
+  for (size_t i : shards->layerFiles)
+    shards->files[i].meta = llvm::formatv("{0}", layerSkeleton(shards->files[i]));
+  for (size_t i = 0; i < shards->optimFiles.size(); ++i)
+    shards->files[shards->optimFiles[i]].meta = skeletonText(optimStatesSkeleton(
+        shards->paramShapes[i / config.dp].size(), shards->sliceMappings[i],
+        shards->groupPaddings[i], config, step));
+  shards->files.push_back({"latest", "text", {}, tag});
+  return std::move(shards->files);
 }
 
 llvm::Expected<std::vector<ShardFile>>
@@ -932,12 +1360,14 @@ reshard::deepspeedUniversalTarget(const Layout &source, Layout &target) {
       files.push_back({tag + "/zero/" + name + "/step.pt", "torch-tree", {},
                        llvm::formatv("{0}", step).str()});
     }
-  auto skeleton =
-      modelStatesSkeleton(model, groups, target, source.iteration, DeepSpeedConfig{}, 0);
-  if (!skeleton)
-    return skeleton.takeError();
-  model.meta =
-      llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(*skeleton)}}));
+  ParamShapes shapes;
+  for (const auto &group : groups) {
+    shapes.emplace_back();
+    for (const std::string &name : group)
+      shapes.back().emplace_back(name, target.findFull(name)->shape);
+  }
+  model.meta = skeletonText(
+      modelStatesSkeleton(model, shapes, source.iteration, DeepSpeedConfig{}, nullptr));
   files.insert(files.begin(), std::move(model));
   llvm::json::Array paramGroups;
   for (size_t g = 0; g < groups.size(); ++g)

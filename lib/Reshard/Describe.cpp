@@ -842,6 +842,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     config.stage = target.zero;
     config.dp = target.dp;
     config.tp = target.tp;
+    config.pipeline = target.pipeline;
+    config.pp = target.pp;
     config.bf16Optimizer = config.bf16Names = target.bf16Optimizer;
     auto files = deepspeedTarget(source, out, config);
     if (!files)
@@ -938,7 +940,7 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     out.files.push_back({"latest_checkpointed_iteration.txt", "text", {},
                          std::to_string(source.iteration)});
   }
-  if (llvm::Error err = checkLayout(out, "target " + target.format))
+  if (llvm::Error err = checkLayout(out, "target " + target.format, /*source=*/false))
     return std::move(err);
   return out;
 }

@@ -19,6 +19,32 @@ uint64_t Box::volume() const {
   return v;
 }
 
+void Box::subtract(const Box &other, std::vector<Box> &out) const {
+  auto common = intersect(other);
+  if (!common) {
+    out.push_back(*this);
+    return;
+  }
+  Box rest = *this;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    int64_t lo = common->offsets[d], hi = lo + common->sizes[d];
+    int64_t end = rest.offsets[d] + rest.sizes[d];
+    if (lo > rest.offsets[d]) {
+      Box below = rest;
+      below.sizes[d] = lo - rest.offsets[d];
+      out.push_back(below);
+    }
+    if (hi < end) {
+      Box above = rest;
+      above.offsets[d] = hi;
+      above.sizes[d] = end - hi;
+      out.push_back(above);
+    }
+    rest.offsets[d] = lo;
+    rest.sizes[d] = hi - lo;
+  }
+}
+
 std::optional<Box> Box::intersect(const Box &other) const {
   Box out;
   for (size_t d = 0; d < offsets.size(); ++d) {
@@ -89,7 +115,7 @@ const FullTensor *Layout::findFull(llvm::StringRef name) const {
 
 static bool boxesOverlap(const Box &a, const Box &b) { return a.intersect(b).has_value(); }
 
-llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
+llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what, bool source) {
   std::vector<uint64_t> covered(layout.fulls.size(), 0);
   std::vector<std::vector<Box>> fullBoxes(layout.fulls.size());
   for (const ShardFile &file : layout.files)
@@ -145,7 +171,9 @@ llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
     }
   for (size_t f = 0; f < layout.fulls.size(); ++f) {
     auto numel = ckpt::checkedNumel(layout.fulls[f].shape);
-    // Replicated tensors are stored several times: count distinct boxes only.
+    // Replicated tensors are stored several times: count the boxes' union. A source's
+    // replicas must be the same boxes (a program reads one of them); a target may cut
+    // them differently (each is written).
     std::vector<Box> distinct;
     uint64_t volume = 0;
     for (const Box &b : fullBoxes[f]) {
@@ -156,12 +184,21 @@ llvm::Error reshard::checkLayout(const Layout &layout, llvm::StringRef what) {
         else if (boxesOverlap(d, b))
           clash = true;
       }
-      if (clash)
+      if (clash && source)
         return llvm::createStringError(what + ": the pieces of " + layout.fulls[f].name +
                                        " overlap without being copies");
-      if (!same) {
-        distinct.push_back(b);
-        volume += b.volume();
+      if (same)
+        continue;
+      std::vector<Box> fresh{b};
+      for (const Box &d : distinct) {
+        std::vector<Box> left;
+        for (const Box &part : fresh)
+          part.subtract(d, left);
+        fresh = std::move(left);
+      }
+      for (Box &part : fresh) {
+        volume += part.volume();
+        distinct.push_back(std::move(part));
       }
     }
     if (!numel || volume != *numel)
@@ -216,12 +253,14 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
                    "model_optim_rng.pt) or distributed (--use-distributed-optimizer's "
                    "distrib_optim.pt)");
       spec.distributedOptimizer = value == "distributed";
-    } else if (format == "deepspeed" && (key == "zero" || key == "dp" || key == "tp")) {
+    } else if (format == "deepspeed" &&
+               (key == "zero" || key == "dp" || key == "tp" || key == "pp")) {
       unsigned n = 0;
       if (key == "zero" ? value.getAsInteger(10, n) || n < 1 || n > 3
                         : value.getAsInteger(10, n) || n == 0 || n > 65536)
         return bad(key == "zero" ? "expected 1, 2 or 3" : "expected an integer from 1 to 65536");
-      (key == "zero" ? spec.zero : key == "dp" ? spec.dp : spec.tp) = n;
+      (key == "zero" ? spec.zero : key == "dp" ? spec.dp : key == "tp" ? spec.tp : spec.pp) = n;
+      spec.pipeline |= key == "pp";
     } else if (format == "deepspeed" && key == "optimizer") {
       if (value != "zero" && value != "bf16")
         return bad("expected zero (ZeRO's optimizer) or bf16 (DeepSpeed's BF16_Optimizer)");
@@ -240,7 +279,7 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
           (format == "megatron"         ? " (tp=N, pp=N, optimizer=mixed|distributed)"
-           : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, optimizer=zero|bf16)"
+           : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, pp=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"
                                         : " (it takes none)"));
@@ -250,6 +289,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     return llvm::createStringError("--to: optimizer=bf16 with zero=" + llvm::Twine(spec.zero) +
                                    ": DeepSpeed's BF16_Optimizer partitions as ZeRO-1 does; "
                                    "leave zero out or give zero=1");
+  if (spec.pipeline && spec.zero > 1)
+    return llvm::createStringError(
+        "--to: pp with zero=" + llvm::Twine(spec.zero) +
+        ": DeepSpeed's PipelineEngine refuses ZeRO-2 and ZeRO-3 (\"ZeRO-2 and ZeRO-3 are "
+        "incompatible with pipeline parallelism\"); give zero=1 or optimizer=bf16");
   return spec;
 }
 

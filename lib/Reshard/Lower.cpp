@@ -15,33 +15,6 @@ struct SourceRef {
   unsigned file, tensor, piece;
 };
 
-/// `a` minus `b`: at most 2·rank boxes.
-void subtract(const Box &a, const Box &b, std::vector<Box> &out) {
-  auto common = a.intersect(b);
-  if (!common) {
-    out.push_back(a);
-    return;
-  }
-  Box rest = a;
-  for (size_t d = 0; d < a.sizes.size(); ++d) {
-    int64_t lo = common->offsets[d], hi = lo + common->sizes[d];
-    int64_t end = rest.offsets[d] + rest.sizes[d];
-    if (lo > rest.offsets[d]) {
-      Box below = rest;
-      below.sizes[d] = lo - rest.offsets[d];
-      out.push_back(below);
-    }
-    if (hi < end) {
-      Box above = rest;
-      above.offsets[d] = hi;
-      above.sizes[d] = end - hi;
-      out.push_back(above);
-    }
-    rest.offsets[d] = lo;
-    rest.sizes[d] = hi - lo;
-  }
-}
-
 /// `box` (inside `outer`) as boxes that are each contiguous in row-major order of
 /// `outer`: unit steps along the leading dimensions where it is narrower than `outer`
 /// ahead of a dimension that is not whole.
@@ -151,7 +124,7 @@ reshard::buildProgram(MLIRContext &context, const Layout &source, const Layout &
                                  : Box{piece.localOffsets, piece.fullBox.sizes};
         std::vector<Box> left;
         for (const Box &gap : gaps)
-          subtract(gap, inLocal, left);
+          gap.subtract(inLocal, left);
         gaps = std::move(left);
         uint64_t filled = 0;
         for (const SourceRef &ref : pieces[sourceName(full)]) {

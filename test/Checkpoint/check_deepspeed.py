@@ -7,10 +7,17 @@
       ZeRO-1/2 and BF16_Optimizer concatenate the rank partitions of each group and
       read the parameters off in param_shapes order; ZeRO-3 concatenates each
       parameter's rank parts and drops the padding; with tensor parallelism each mp
-      rank's slices are joined as ds_to_universal.py joins them), written here
-      without loom or DeepSpeed, and compares them and the 16-bit parameters
-      (ZeRO-1/2 module) and Adam's step with TRUTH exactly; one line per DIR (one
-      Python start for several outputs).
+      rank's slices are joined as ds_to_universal.py joins them, SwiGLU's
+      dense_h_to_4h as all gates, then all ups; a pipeline's parameters are named by
+      GPTModelPipe's layer indices, its 16-bit weights are read from the
+      layer_XX-model_YY files, and the tied embedding's copies on later stages are
+      skipped as ds_to_universal.py skips them, their word embeddings checked equal to
+      the first stage's), written here without loom or DeepSpeed, and compares them
+      and the 16-bit parameters and Adam's step with TRUTH exactly; one line per DIR
+      (one Python start for several outputs).
+  check_deepspeed.py tied-copies DIR
+      For a pipeline whose head is tied to its embedding: whether each later stage's
+      copy of the embedding's parameters equals the first stage's (fp32 and moments).
   check_deepspeed.py universal FILE TRUTH
       The universal HDF5 file, read with h5py, holds TRUTH's tensors bit for bit
       (the parameter as the fp32 master when the source was ZeRO-3) and the step.
@@ -19,6 +26,12 @@
       (latest_universal -> tag; zero/<param>/{fp32,exp_avg,exp_avg_sq}.pt holding
       {"param": tensor}, step.pt; the module in mp_rank_00_model_states.pt), holds
       TRUTH's tensors bit for bit.
+  check_deepspeed.py weights-only DIR
+      Loads every .pt file under DIR with torch.load(weights_only=True); the files it
+      refuses must name no global but the two DeepSpeed's own format pickles:
+      Megatron-DeepSpeed's argparse.Namespace of args (model states) and DeepSpeed's
+      fragment_address (param_slice_mappings, which ds_to_universal.py reads by
+      attribute) — torch 1.13 has no way to allow them.
   check_deepspeed.py same A B
       The two folders hold the same .pt files with identical tensors (ZeRO-3's empty
       module placeholders aside) and equal Adam steps (ints or tensors).
@@ -52,8 +65,10 @@ def optim_files(d):
     return {mp: [ranks[r] for r in sorted(ranks)] for mp, ranks in sorted(found.items())}
 
 
-def consolidate_rank(d, mp, files):
-    """One mp rank's tensors (its tensor-parallel slices) from its dp ranks' files."""
+def consolidate_rank(d, mp, files, layer_tp=None):
+    """One mp rank's tensors (its tensor-parallel slices) from its dp ranks' files, by
+    the names param_shapes gives. A pipeline stage (layer_tp: its tp rank) keeps its
+    16-bit weights in layer files rather than the module."""
     optim = [torch.load(p)["optimizer_state_dict"] for p in files]
     # BF16_Optimizer records no stage: it partitions as ZeRO-1 (ds_to_universal.py
     # reads a missing zero_stage as 1).
@@ -61,6 +76,18 @@ def consolidate_rank(d, mp, files):
     model_file = os.path.join(d, f"mp_rank_{mp:02d}_model_states.pt" if stage <= 2
                               else f"zero_pp_rank_0_mp_rank_{mp:02d}_model_states.pt")
     model = torch.load(model_file)
+
+    def weight(name):
+        if layer_tp is None:
+            return model["module"][name]
+        head, _, key = name.partition(".")
+        if head == "tied_modules":
+            index, key = 1, key.split(".", 1)[1]
+        else:
+            index = int(head)
+        path = os.path.join(d, f"layer_{index:02d}-model_{layer_tp:02d}-model_states.pt")
+        return torch.load(path)[key] if os.path.exists(path) else None
+
     dp = len(optim)
     out = {}
     if stage <= 2:
@@ -73,7 +100,7 @@ def consolidate_rank(d, mp, files):
             for name, shape in shapes.items():
                 n = math.prod(shape)
                 out[name] = {k: v.narrow(0, offset, n).view(shape) for k, v in vecs.items()}
-                out[name]["param"] = model["module"][name]
+                out[name]["param"] = weight(name)
                 offset += n
             align = 2 * dp
             assert align * math.ceil(offset / align) == align * math.ceil(vecs["fp32"].numel() / align), \
@@ -95,27 +122,72 @@ def consolidate_rank(d, mp, files):
                 offset += part
         assert offset == flat["fp32"][0].numel(), f"consumed {offset} of {flat['fp32'][0].numel()}"
         step = optim[0][base]["state"][0]["step"]
-    return out, int(step)
+    return out, int(step), getattr(model.get("args"), "swiglu", False)
+
+
+def join(slices, name, swiglu):
+    """ds_to_universal.py's merge_tp_slices: replicated slices must be equal, SwiGLU's
+    [gate; up] slices join as all gates then all ups, the others concatenate on their
+    dimension."""
+    if len(slices) == 1:
+        return slices[0]
+    if swiglu and megatron_like.is_swiglu_fc1(name):
+        halves = [s.chunk(2, dim=0) for s in slices]
+        return torch.cat([torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])])
+    dim = megatron_like.megatron_deepspeed_tp_dim(name)
+    if dim is None:
+        assert all(torch.equal(slices[0], s) for s in slices), f"{name}: replicas differ"
+        return slices[0]
+    return torch.cat(slices, dim=dim)
+
+
+def rank_tensors(root):
+    """Per tp rank, the slices by GPTModel name (or the names param_shapes gives outside
+    a pipeline), the later stages' tied copies as (tp rank, name, states), the step and
+    SwiGLU."""
+    d = tag_dir(root)
+    pipeline = bool(glob.glob(os.path.join(d, "layer_*-model_*-model_states.pt")))
+    files = optim_files(d)
+    tp = len(glob.glob(os.path.join(d, "layer_01-model_*-model_states.pt"))) if pipeline else len(files)
+    per_tp, copies = [{} for _ in range(tp)], []
+    for mp, rank_files in files.items():
+        stage, t = divmod(mp, tp)
+        tensors, step, swiglu = consolidate_rank(d, mp, rank_files, t if pipeline else None)
+        for name, states in tensors.items():
+            if pipeline and stage > 0 and name.startswith("tied_modules."):
+                copies.append((t, megatron_like.gpt_name_of(name), states))
+                continue
+            per_tp[t][megatron_like.gpt_name_of(name) if pipeline else name] = states
+    return per_tp, copies, step, swiglu
 
 
 def consolidate(root):
     """The full tensors: each mp rank's slices rebuilt from its ZeRO files, then, with
-    tensor parallelism, joined as ds_to_universal.py joins them (merge_tp_slices:
-    replicated slices must be equal, the others concatenated on their dimension)."""
-    d = tag_dir(root)
-    per_mp = [consolidate_rank(d, mp, files) for mp, files in optim_files(d).items()]
+    tensor parallelism, joined as ds_to_universal.py joins them. The tied word
+    embeddings' later copies must equal the first stage's (their gradients are
+    all-reduced)."""
+    per_tp, copies, step, swiglu = rank_tensors(root)
     out = {}
-    for name in per_mp[0][0]:
-        dim = megatron_like.megatron_deepspeed_tp_dim(name) if len(per_mp) > 1 else None
-        out[name] = {}
-        for k in per_mp[0][0][name]:
-            slices = [tensors[name][k] for tensors, _ in per_mp]
-            if dim is None:
-                assert all(torch.equal(slices[0], s) for s in slices), f"{name} {k}: replicas differ"
-                out[name][k] = slices[0]
-            else:
-                out[name][k] = torch.cat(slices, dim=dim)
-    return out, per_mp[0][1]
+    for name in per_tp[0]:
+        out[name] = {k: join([tensors[name][k] for tensors in per_tp], name, swiglu) for k in per_tp[0][name]}
+    for t, name, states in copies:
+        if name.endswith("word_embeddings.weight"):
+            for k in ("fp32", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(states[k], per_tp[t][name][k]), f"tied copy of {name} {k} differs"
+    return out, step
+
+
+def tied_copies_cmd(root):
+    per_tp, copies, _, _ = rank_tensors(root)
+    if not copies:
+        print("no tied copies on later stages")
+        return 1
+    verdict = {}
+    for t, name, states in copies:
+        same = all(torch.equal(states[k], per_tp[t][name][k]) for k in ("fp32", "exp_avg", "exp_avg_sq"))
+        verdict[name] = verdict.get(name, True) and same
+    print("; ".join(f"{name}: {'equal' if same else 'differs'}" for name, same in verdict.items()))
+    return 0
 
 
 def equal(a, b):
@@ -125,7 +197,7 @@ def equal(a, b):
 def consolidate_cmd(root, truth_path):
     truth = torch.load(truth_path)
     got, step = consolidate(root)
-    names = sorted(n for n in truth if n != "step")
+    names = sorted(n for n in truth if n not in ("step", "stale"))
     if sorted(got) != names:
         print(f"parameters differ: {sorted(got)} vs {names}")
         return 1
@@ -136,7 +208,7 @@ def consolidate_cmd(root, truth_path):
                 return 1
         param = got[n]["param"]
         want = truth[n]["param"] if param.dtype == torch.bfloat16 else truth[n]["fp32"]
-        if not equal(param, want):
+        if not equal(param.contiguous(), want):
             print(f"{n} param differs ({param.dtype})")
             return 1
     if step != truth["step"]:
@@ -149,7 +221,7 @@ def consolidate_cmd(root, truth_path):
 def universal_cmd(path, truth_path):
     truth = torch.load(truth_path)
     f = h5py.File(path, "r")
-    names = sorted(n for n in truth if n != "step")
+    names = sorted(n for n in truth if n not in ("step", "stale"))
     for n in names:
         p = f["params"][n]
         if p.attrs["dtype"] == "bfloat16":
@@ -181,7 +253,7 @@ def ds_universal_cmd(root, truth_path):
     with open(os.path.join(root, "latest_universal")) as f:
         tag = os.path.join(root, f.read().strip())
     model = torch.load(os.path.join(tag, "mp_rank_00_model_states.pt"))
-    names = sorted(n for n in truth if n != "step")
+    names = sorted(n for n in truth if n not in ("step", "stale"))
     listed = sorted(n for group in model["param_shapes"] for n in group)
     if listed != names or sorted(os.listdir(os.path.join(tag, "zero"))) != sorted(names + ["optimizer_state.pt"]):
         print(f"parameters differ: {listed} vs {names}")
@@ -204,6 +276,48 @@ def ds_universal_cmd(root, truth_path):
     groups = torch.load(os.path.join(tag, "zero", "optimizer_state.pt"))["param_groups"]
     print(f"DeepSpeed universal folder holds {len(names)} parameters in {len(groups)} groups "
           f"with fp32, exp_avg, exp_avg_sq and step, bit for bit")
+    return 0
+
+
+ALLOWED_BY_WEIGHTS_ONLY = {"collections.OrderedDict", "torch.Size", "torch._utils._rebuild_tensor_v2",
+                           "torch._utils._rebuild_parameter", "torch.FloatStorage", "torch.BFloat16Storage",
+                           "torch.HalfStorage", "torch.LongStorage", "torch.IntStorage", "torch.ByteStorage"}
+DEEPSPEED_FORMAT = {"argparse.Namespace", "deepspeed.utils.tensor_fragment.fragment_address"}
+
+
+def pickled_globals(path):
+    """The globals a torch.save file's pickle names (GLOBAL, and STACK_GLOBAL after two
+    pushed strings)."""
+    import pickletools
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    names, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            names.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            names.add(".".join(strings[-2:]))
+        if isinstance(arg, str):
+            strings.append(arg)
+    return names
+
+
+def weights_only_cmd(root):
+    loaded, refused, named = 0, 0, set()
+    for path in sorted(glob.glob(os.path.join(root, "**/*.pt"), recursive=True)):
+        try:
+            torch.load(path, weights_only=True)
+            loaded += 1
+        except Exception:  # torch 1.13 raises UnpicklingError for a global it does not allow
+            refused += 1
+            others = pickled_globals(path) - ALLOWED_BY_WEIGHTS_ONLY
+            if not others or others - DEEPSPEED_FORMAT:
+                print(f"{os.path.relpath(path, root)}: refused, naming {sorted(others)}")
+                return 1
+            named |= others
+    print(f"weights_only=True loads {loaded} files; {refused} refused, naming only "
+          f"{', '.join(sorted(named)) or 'nothing'}")
     return 0
 
 
@@ -263,6 +377,10 @@ def main():
         return ds_universal_cmd(*args)
     if cmd == "same":
         return same_cmd(*args)
+    if cmd == "tied-copies":
+        return tied_copies_cmd(*args)
+    if cmd == "weights-only":
+        return weights_only_cmd(*args)
     print(__doc__)
     return 2
 

@@ -84,7 +84,8 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
 
 /// --plan: the target's degrees are the plan's (megatron: tp, pp, and the distributed
 /// optimizer for ZeRO >= 1, as `loom emit` gives it --use-distributed-optimizer;
-/// deepspeed: tp, dp, zero), and must not contradict what --to gives.
+/// deepspeed: tp, dp, zero, and pp with GPTModelPipe's layer files when the plan
+/// pipelines), and must not contradict what --to gives.
 void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   auto text = llvm::MemoryBuffer::getFile(o.plan);
   if (!text)
@@ -120,14 +121,16 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
                       "leave optimizer= out of --to to take the plan's");
     spec.distributedOptimizer = distributed;
   } else if (spec.format == "deepspeed") {
-    if (s.pp() > 1)
-      throw UserError(fmt::format("{}: the plan has pp={}; DeepSpeed files are written "
-                                  "without pipeline stages",
-                                  o.plan, s.pp()),
-                      "use --to megatron for a plan with pipeline parallelism");
     take(spec.tp, s.tp(), "tp");
+    take(spec.pp, s.pp(), "pp");
+    spec.pipeline |= s.pp() > 1;
     take(spec.dp, s.dp(), "dp");
     take(spec.zero, std::max(1u, s.zero()), "zero");
+    if (spec.pipeline && spec.zero > 1)
+      throw UserError(fmt::format("{}: the plan has pp={} with zero={}, and DeepSpeed's "
+                                  "PipelineEngine refuses ZeRO-2 and ZeRO-3",
+                                  o.plan, s.pp(), spec.zero),
+                      "pick a plan with zero <= 1 (--plan-index)");
   } else {
     throw UserError("--plan applies to --to megatron or deepspeed, not " + spec.format);
   }
@@ -158,7 +161,7 @@ void runReshard(const ReshardOptions &o) {
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
                 "formats: megatron:tp=N,pp=N[,optimizer=distributed], "
-                "deepspeed:zero=N,dp=N,tp=N,optimizer=zero|bf16, "
+                "deepspeed:zero=N,dp=N,tp=N,pp=N,optimizer=zero|bf16, "
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
@@ -267,7 +270,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "optimizer states, optimizer=distributed writes them as\n"
                   "--use-distributed-optimizer does, in distrib_optim.pt, for the DDP bucketing\n"
                   "the args record), deepspeed:zero=1|2|3,dp=N\n"
-                  "[,tp=N (Megatron-DeepSpeed names)][,optimizer=bf16 (BF16_Optimizer)] (with\n"
+                  "[,tp=N (Megatron-DeepSpeed names)][,pp=N (GPTModelPipe's layer files)]\n"
+                  "[,optimizer=bf16 (BF16_Optimizer)] (with\n"
                   "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"
                   "zero/<param>/*.pt), hf-safetensors[:shard=SIZE], torch (one state-dict file),\n"
                   "dcp[:ranks=N] (a PyTorch distributed checkpoint, rows split over N ranks'\n"
@@ -275,8 +279,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "(loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
-                  "tp, pp and the distributed optimizer (zero >= 1) for megatron, tp, dp and\n"
-                  "zero for deepspeed");
+                  "tp, pp and the distributed optimizer (zero >= 1) for megatron, tp, pp, dp\n"
+                  "and zero for deepspeed");
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,

@@ -33,6 +33,8 @@ struct Box {
   uint64_t volume() const;
   /// The common part of two boxes of equal rank, or nullopt when it is empty.
   std::optional<Box> intersect(const Box &other) const;
+  /// This box without `other`: at most 2·rank boxes, appended to `out`.
+  void subtract(const Box &other, std::vector<Box> &out) const;
   static Box whole(llvm::ArrayRef<int64_t> shape);
 };
 
@@ -127,7 +129,10 @@ struct Layout {
 /// Checks that pieces lie inside their full and local tensors, that the pieces of a
 /// local tensor do not overlap, and that every full tensor is covered. Used on
 /// layouts built from files and on the targets built here; `what` names the layout.
-llvm::Error checkLayout(const Layout &layout, llvm::StringRef what);
+/// A `source` layout's pieces of one full tensor are disjoint or the same box
+/// (replicas, read once); a target's may overlap however they are cut (a pipeline's
+/// copies of a tied embedding sit in other partitions than the first stage's).
+llvm::Error checkLayout(const Layout &layout, llvm::StringRef what, bool source = true);
 
 /// "megatron", "megatron-dist" (torch_dist), "hf", "dcp", "deepspeed", "deepspeed-universal",
 /// "universal", "torch", "safetensors", or ""
@@ -147,6 +152,7 @@ struct TargetSpec {
   std::string format; ///< megatron, deepspeed, hf-safetensors, torch, dcp, universal
   unsigned tp = 1, pp = 1;
   unsigned zero = 1, dp = 1; ///< deepspeed (tp too, for Megatron-DeepSpeed's slices)
+  bool pipeline = false; ///< deepspeed: pp given, DeepSpeed's PipelineModule layout
   bool bf16Optimizer = false; ///< deepspeed: optimizer=bf16
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
   unsigned ranks = 1; ///< dcp: each tensor's rows split over this many ranks' files
@@ -159,7 +165,8 @@ struct TargetSpec {
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]", "deepspeed:zero=1,dp=2,tp=2,optimizer=bf16",
+/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]",
+/// "deepspeed:zero=1,dp=2,tp=2[,pp=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 
@@ -211,6 +218,20 @@ struct DeepSpeedConfig {
   /// MM of every parameter, cut where the parameter's Megatron name says
   /// (ckpt::megatronSplitOfName), and ZeRO partitions those slices over dp.
   unsigned tp = 1;
+  /// DeepSpeed's PipelineModule layout, as Megatron-DeepSpeed's GPTModelPipe saves
+  /// it: the weights in one layer_XX-model_YY-model_states.pt per layer and tp rank,
+  /// parameters named by their layer's index (gptPipeName), and the files of stage s
+  /// and tp rank t under mp rank s·tp + t. ZeRO-1 or the BF16_Optimizer only.
+  bool pipeline = false;
+  unsigned pp = 1;
+  /// pipeline: stage s holds the layers with index in [pipeParts[s], pipeParts[s+1]);
+  /// empty for the split GPTModelPipe makes (gptPipeParts).
+  std::vector<int64_t> pipeParts;
+  /// Megatron-DeepSpeed's args.swiglu: each tp slice of dense_h_to_4h holds [gate; up]
+  /// of its rows, and the full tensor is all gates, then all ups (as
+  /// ds_to_universal.py joins it). Unset when the source does not say, which cutting
+  /// dense_h_to_4h over tp > 1 refuses.
+  std::optional<bool> swiglu;
   /// DeepSpeed's BF16_Optimizer rather than ZeRO's (bf16 without ZeRO, or ZeRO-1 with
   /// fp32 gradient accumulation): partitioned as ZeRO-1, but each rank saves its
   /// fp32 partition with the padding, and the files are named bf16_zero_pp_rank_*.
@@ -220,22 +241,79 @@ struct DeepSpeedConfig {
   bool bf16Names = false;
 };
 
-/// DeepSpeed's files for parameters `params` (names of full tensors, each with
-/// "#fp32", "#exp_avg" and "#exp_avg_sq" beside it in `fulls`) in optimizer groups
-/// `groups`, laid out as `config` says, under `dirPrefix`: ZeRO-1/2 and the
-/// BF16_Optimizer flatten each group (of one mp rank's slices), pad it to a multiple
-/// of 2·dp and cut it in dp partitions; ZeRO-3 cuts each parameter in dp parts of
-/// ceil(numel/dp). ZeRO-1/2 keep the 16-bit parameters (slices) whole in
-/// mp_rank_MM_model_states.pt; ZeRO-3 keeps none, so its parameter *is* the fp32
-/// master there, and its model-state files are returned without tensors. As with
-/// Megatron, one function describes what is read and what is written.
-llvm::Expected<std::vector<ShardFile>>
-deepspeedShards(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::string>> groups,
-                const DeepSpeedConfig &config, llvm::StringRef dirPrefix);
+/// What DeepSpeed records of the parameters beside their tensors, which reading
+/// checks and writing pickles.
+struct DeepSpeedShards {
+  /// Each mp rank's model states (under ZeRO-3 one per dp rank, mp-major), then a
+  /// pipeline's layer files, then each mp rank's dp optimizer files.
+  std::vector<ShardFile> files;
+  /// Per mp rank: param_shapes, one list per optimizer group of (the parameter as
+  /// DeepSpeed names it, the shape of the rank's slice).
+  std::vector<std::vector<std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>>>>
+      paramShapes;
+  /// A parameter's part of a flat fp32 partition (tensor_fragment.py,
+  /// fragment_address).
+  struct Fragment {
+    std::string param;
+    int64_t start = 0, numel = 0;
+    bool operator==(const Fragment &o) const {
+      return param == o.param && start == o.start && numel == o.numel;
+    }
+  };
+  /// Per optimizer file (mp rank·dp + dp rank) and group, under ZeRO-1/2 and the
+  /// BF16_Optimizer: param_slice_mappings, and the padding at the partition's end.
+  std::vector<std::vector<std::vector<Fragment>>> sliceMappings;
+  std::vector<std::vector<int64_t>> groupPaddings;
+  /// Indices into files: mp rank m's model states (ZeRO-3: m·dp + r), the layer
+  /// files, mp rank m's optimizer files (m·dp + r).
+  std::vector<size_t> modelFiles, layerFiles, optimFiles;
+};
 
-/// Describes a DeepSpeed ZeRO or BF16_Optimizer checkpoint, tensor-parallel or not:
-/// the folder with `latest` or the tag folder. Its sourceArgs record the
-/// DeepSpeedConfig (zero_stage, dp, tp, optimizer) and the parameter groups.
+/// DeepSpeed's files for parameters `groups` (names of full tensors, each with
+/// "#fp32", "#exp_avg" and "#exp_avg_sq" beside it in `fulls`), laid out as `config`
+/// says, under `dirPrefix`: ZeRO-1/2 and the BF16_Optimizer flatten each group (of
+/// one mp rank's slices), pad it to a multiple of 2·dp and cut it in dp partitions;
+/// ZeRO-3 cuts each parameter in dp parts of ceil(numel/dp). ZeRO-1/2 keep the 16-bit
+/// parameters (slices) whole in mp_rank_MM_model_states.pt, a pipeline in its layer
+/// files; ZeRO-3 keeps none, so its parameter *is* the fp32 master there, and its
+/// model-state files are returned without tensors. As with Megatron, one function
+/// describes what is read and what is written; a pipeline stage's copies of the tied
+/// embedding get pieces only with `tiedCopies` (written from the full tensors; a
+/// reader takes the first stage's, as ds_to_universal.py does).
+llvm::Expected<DeepSpeedShards> deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
+                                                llvm::ArrayRef<std::vector<std::string>> groups,
+                                                const DeepSpeedConfig &config,
+                                                llvm::StringRef dirPrefix, bool tiedCopies = true);
+
+/// Where Megatron-DeepSpeed's GPTModelPipe (megatron/model/gpt_model.py) keeps a
+/// parameter of GPTModel: its name there ("tied_modules.embed.word_embeddings.weight",
+/// "3.self_attention.dense.weight"), the index of its layer in the pipeline's layer
+/// list (1 the embedding, 2 + n transformer layer n, layers + 2 the final norm,
+/// layers + 3 the untied head) and its key in that layer's state_dict.
+struct GptPipeName {
+  std::string name;
+  int64_t layer = 0;
+  std::string key;
+};
+std::optional<GptPipeName> gptPipeName(llvm::StringRef gptName, int64_t layers, bool tiedHead);
+/// The inverse: GPTModel's name of GPTModelPipe's parameter `pipeName`.
+std::optional<std::string> gptNameOfPipe(llvm::StringRef pipeName);
+
+/// DeepSpeed's partition_balanced (deepspeed/runtime/utils.py): boundaries cutting
+/// `weights` in `parts` contiguous runs whose sums differ least, ties to the latest cut.
+std::vector<int64_t> deepspeedPartitionBalanced(llvm::ArrayRef<int64_t> weights, unsigned parts);
+
+/// GPTModelPipe's stage boundaries over its layer list (_to_float16, the embedding,
+/// `layers` transformer layers, the final norm, the head, and float16_to_fp32 when
+/// the weights are 16-bit): partition_method 'type:transformer'.
+std::vector<int64_t> gptPipeParts(int64_t layers, unsigned pp, bool halfPrecision);
+
+/// Describes a DeepSpeed ZeRO or BF16_Optimizer checkpoint, tensor- or
+/// pipeline-parallel or not: the folder with `latest` or the tag folder. Full tensors
+/// are named as the parameters are outside a pipeline (GPTModel's names for
+/// GPTModelPipe's). Its sourceArgs record the DeepSpeedConfig (zero_stage, dp, tp,
+/// pp and pipeline_parts, optimizer), the parameter groups and Megatron-DeepSpeed's
+/// args.
 llvm::Expected<Layout> describeDeepSpeed(const std::string &path);
 
 /// DeepSpeed's universal folder (see deepspeedUniversalTarget) as a layout of full
@@ -243,8 +321,9 @@ llvm::Expected<Layout> describeDeepSpeed(const std::string &path);
 llvm::Expected<Layout> describeDeepSpeedUniversal(const std::string &path);
 
 /// The files of a DeepSpeed target, with the skeletons of their object trees.
+/// Megatron-DeepSpeed's args and pipeline split come from the source when it has them.
 llvm::Expected<std::vector<ShardFile>> deepspeedTarget(const Layout &source, Layout &target,
-                                                       const DeepSpeedConfig &config);
+                                                       DeepSpeedConfig config);
 
 /// DeepSpeed's universal checkpoint folder, as its ds_to_universal.py lays it out and
 /// its engine loads with load_universal: `latest_universal` naming

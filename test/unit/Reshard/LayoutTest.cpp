@@ -213,7 +213,7 @@ TEST(DeepSpeedShards, PartitionsCoverEveryStateOnce) {
       config.dp = dp;
       auto files = deepspeedShards(layout.fulls, groups, config, "tag/");
       ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
-      layout.files = std::move(*files);
+      layout.files = std::move(files->files);
       llvm::Error err = checkLayout(layout, "deepspeed");
       EXPECT_FALSE(bool(err)) << "zero=" << stage << " dp=" << dp << ": "
                               << llvm::toString(std::move(err));
@@ -250,14 +250,14 @@ TEST(DeepSpeedShards, TensorParallelSlicesCoverEveryStateOnce) {
         config.bf16Optimizer = config.bf16Names = bf16;
         auto files = deepspeedShards(fulls, groups, config, "");
         ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
-        ASSERT_EQ(files->size(), tp * (dp + 1));
-        EXPECT_EQ(files->back().path,
+        ASSERT_EQ(files->files.size(), tp * (dp + 1));
+        EXPECT_EQ(files->files.back().path,
                   llvm::formatv("{0}zero_pp_rank_{1}_mp_rank_{2:d2}_optim_states.pt",
                                 bf16 ? "bf16_" : "", dp - 1, tp - 1)
                       .str());
         Layout layout;
         layout.fulls = fulls;
-        layout.files = std::move(*files);
+        layout.files = std::move(files->files);
         llvm::Error err = checkLayout(layout, "deepspeed");
         EXPECT_FALSE(bool(err)) << "tp=" << tp << " dp=" << dp << " bf16=" << bf16 << ": "
                                 << llvm::toString(std::move(err));
@@ -281,5 +281,161 @@ TEST(DeepSpeedShards, UnknownNameUnderTensorParallelismIsAnError) {
   std::string message = llvm::toString(files.takeError());
   EXPECT_NE(message.find("head.weight: not a Megatron-DeepSpeed parameter name"), std::string::npos)
       << message;
+}
+
+/// DeepSpeed's partition_balanced over GPTModelPipe's layer list, against what the
+/// Python original (deepspeed/runtime/utils.py, run with numpy) gives for `layers`
+/// transformer layers in a 16-bit model (a layer list of layers + 5).
+TEST(DeepSpeedPipe, PartitionBalancedAsDeepSpeed) {
+  struct Case {
+    int64_t layers;
+    unsigned pp;
+    std::vector<int64_t> parts;
+  };
+  for (const Case &c : std::vector<Case>{{1, 2, {0, 5, 6}},
+                                         {1, 8, {0, 1, 2, 3, 4, 5, 6, 6, 6}},
+                                         {2, 3, {0, 3, 6, 7}},
+                                         {3, 2, {0, 4, 8}},
+                                         {4, 2, {0, 4, 9}},
+                                         {4, 3, {0, 4, 5, 9}},
+                                         {5, 3, {0, 4, 6, 10}},
+                                         {7, 4, {0, 4, 6, 8, 12}},
+                                         {12, 8, {0, 4, 6, 8, 10, 11, 12, 13, 17}},
+                                         {24, 3, {0, 10, 18, 29}},
+                                         {24, 8, {0, 5, 8, 11, 14, 17, 20, 23, 29}}})
+    EXPECT_EQ(gptPipeParts(c.layers, c.pp, /*halfPrecision=*/true), c.parts)
+        << c.layers << " layers, pp=" << c.pp;
+  // Without float16_to_fp32 the list is one shorter.
+  EXPECT_EQ(gptPipeParts(4, 2, /*halfPrecision=*/false), (std::vector<int64_t>{0, 4, 8}));
+}
+
+/// GPTModelPipe's names and GPTModel's map onto each other.
+TEST(DeepSpeedPipe, NamesRoundTrip) {
+  struct Case {
+    const char *gpt;
+    bool tied;
+    const char *pipe;
+    int64_t layer;
+    const char *key;
+  };
+  for (const Case &c : std::vector<Case>{
+           {"language_model.embedding.word_embeddings.weight", true,
+            "tied_modules.embed.word_embeddings.weight", 1, "word_embeddings.weight"},
+           {"language_model.embedding.position_embeddings.weight", false,
+            "1.position_embeddings.weight", 1, "position_embeddings.weight"},
+           {"language_model.encoder.layers.3.mlp.dense_h_to_4h.weight", true,
+            "5.mlp.dense_h_to_4h.weight", 5, "mlp.dense_h_to_4h.weight"},
+           {"language_model.encoder.final_layernorm.bias", true, "6.bias", 6, "bias"},
+           {"language_model.output_layer.weight", false, "7.lm_head.weight", 7,
+            "lm_head.weight"}}) {
+    auto pipe = gptPipeName(c.gpt, /*layers=*/4, c.tied);
+    ASSERT_TRUE(pipe) << c.gpt;
+    EXPECT_EQ(pipe->name, c.pipe);
+    EXPECT_EQ(pipe->layer, c.layer);
+    EXPECT_EQ(pipe->key, c.key);
+    EXPECT_EQ(gptNameOfPipe(c.pipe), std::optional<std::string>(c.gpt));
+  }
+  EXPECT_FALSE(gptPipeName("language_model.encoder.layers.4.input_layernorm.weight", 4, true));
+  EXPECT_FALSE(gptPipeName("language_model.output_layer.weight", 4, /*tiedHead=*/true));
+  EXPECT_FALSE(gptPipeName("head.weight", 4, true));
+  EXPECT_FALSE(gptNameOfPipe("0.weight"));
+  EXPECT_FALSE(gptNameOfPipe("embed.weight"));
+}
+
+/// A tied GPT over pp=2, tp=2: layer files per layer and tp rank, mp rank =
+/// stage·tp + tp rank, the last stage's groups led by its copies of the tied
+/// embedding; written, every state is covered, the copies too.
+TEST(DeepSpeedShards, PipelineStagesAndTiedCopies) {
+  std::vector<FullTensor> fulls;
+  std::vector<std::vector<std::string>> groups(2);
+  auto add = [&](const std::string &name, llvm::SmallVector<int64_t, 4> shape) {
+    groups[shape.size() == 1].push_back(name);
+    fulls.push_back({name, ckpt::DType::BFloat16, shape});
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      fulls.push_back({name + state, ckpt::DType::Float32, shape});
+  };
+  add("language_model.embedding.word_embeddings.weight", {16, 4});
+  add("language_model.embedding.position_embeddings.weight", {5, 4});
+  for (int n = 0; n < 3; ++n) {
+    std::string layer = "language_model.encoder.layers." + std::to_string(n) + ".";
+    add(layer + "input_layernorm.weight", {4});
+    add(layer + "self_attention.query_key_value.weight", {12, 4});
+    add(layer + "mlp.dense_4h_to_h.weight", {4, 8});
+  }
+  add("language_model.encoder.final_layernorm.weight", {4});
+  DeepSpeedConfig config;
+  config.dp = 2;
+  config.tp = 2;
+  config.pipeline = true;
+  config.pp = 2;
+  auto shards = deepspeedShards(fulls, groups, config, "");
+  ASSERT_TRUE(bool(shards)) << llvm::toString(shards.takeError());
+  ASSERT_EQ(shards->paramShapes.size(), 4u);
+  // Stage 0 holds the embedding and layers 0, 1 (3 layers over 2 stages: 2 and 1).
+  EXPECT_EQ(shards->paramShapes[1][0][0].first, "tied_modules.embed.word_embeddings.weight");
+  EXPECT_EQ(shards->paramShapes[1][0][0].second, (llvm::SmallVector<int64_t, 4>{8, 4}));
+  // Stage 1 (mp ranks 2, 3): the tied copies first, then layer 2 (index 4), the norm (5).
+  const auto &last = shards->paramShapes[3];
+  EXPECT_EQ(last[0][0].first, "tied_modules.embed.word_embeddings.weight");
+  EXPECT_EQ(last[0][1].first, "tied_modules.embed.position_embeddings.weight");
+  EXPECT_EQ(last[0][2].first, "4.self_attention.query_key_value.weight");
+  EXPECT_EQ(last[1].back().first, "5.weight");
+  std::vector<std::string> layerPaths;
+  for (size_t i : shards->layerFiles)
+    layerPaths.push_back(shards->files[i].path);
+  EXPECT_EQ(layerPaths, (std::vector<std::string>{
+                            "layer_01-model_00-model_states.pt", "layer_02-model_00-model_states.pt",
+                            "layer_03-model_00-model_states.pt", "layer_01-model_01-model_states.pt",
+                            "layer_02-model_01-model_states.pt", "layer_03-model_01-model_states.pt",
+                            "layer_04-model_00-model_states.pt", "layer_05-model_00-model_states.pt",
+                            "layer_04-model_01-model_states.pt", "layer_05-model_01-model_states.pt"}));
+  EXPECT_EQ(shards->files[shards->optimFiles.back()].path,
+            "zero_pp_rank_1_mp_rank_03_optim_states.pt");
+  Layout layout;
+  layout.fulls = fulls;
+  layout.files = std::move(shards->files);
+  llvm::Error err = checkLayout(layout, "pipeline", /*source=*/false);
+  EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  // Read, the copies keep their places in the partitions but get no pieces.
+  auto read = deepspeedShards(fulls, groups, config, "", /*tiedCopies=*/false);
+  ASSERT_TRUE(bool(read));
+  EXPECT_EQ(read->sliceMappings, shards->sliceMappings);
+}
+
+/// SwiGLU's dense_h_to_4h: tp rank r's slice is [gate rows of r; up rows of r] of the
+/// full [all gates; all ups]; without args.swiglu the cut is refused.
+TEST(DeepSpeedShards, SwigluSlicesHoldGateAndUp) {
+  std::string fc1 = "language_model.encoder.layers.0.mlp.dense_h_to_4h.weight";
+  std::vector<FullTensor> fulls{{fc1, ckpt::DType::BFloat16, {8, 3}}};
+  for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+    fulls.push_back({fc1 + state, ckpt::DType::Float32, {8, 3}});
+  DeepSpeedConfig config;
+  config.tp = 2;
+  config.dp = 3;
+  auto unknown = deepspeedShards(fulls, {{fc1}}, config, "");
+  ASSERT_FALSE(bool(unknown));
+  EXPECT_NE(llvm::toString(unknown.takeError()).find("args.swiglu"), std::string::npos);
+  config.swiglu = true;
+  auto shards = deepspeedShards(fulls, {{fc1}}, config, "");
+  ASSERT_TRUE(bool(shards)) << llvm::toString(shards.takeError());
+  const LocalTensor &slice = shards->files[1].tensors[0]; // mp rank 1's module
+  EXPECT_EQ(slice.shape, (llvm::SmallVector<int64_t, 4>{4, 3}));
+  ASSERT_EQ(slice.pieces.size(), 2u);
+  EXPECT_EQ(slice.pieces[0].fullBox.offsets, (llvm::SmallVector<int64_t, 4>{2, 0}));
+  EXPECT_EQ(slice.pieces[1].fullBox.offsets, (llvm::SmallVector<int64_t, 4>{6, 0}));
+  EXPECT_EQ(slice.pieces[1].localOffsets, (llvm::SmallVector<int64_t, 4>{2, 0}));
+  Layout layout;
+  layout.fulls = fulls;
+  layout.files = std::move(shards->files);
+  llvm::Error err = checkLayout(layout, "swiglu");
+  EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  // 8 rows cut in [gate; up] over tp=3 do not divide.
+  config.tp = 3;
+  auto odd = deepspeedShards(fulls, {{fc1}}, config, "");
+  ASSERT_FALSE(bool(odd));
+  EXPECT_NE(llvm::toString(odd.takeError())
+                .find("SwiGLU's [gate; up] column-parallel over tp=3, but its shape [8, 3] has no "
+                      "dimension 0 that divides by 6"),
+            std::string::npos);
 }
 } // namespace

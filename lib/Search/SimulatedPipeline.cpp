@@ -85,17 +85,18 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
     costs.setLink(next, int32_t(r), seconds);
   }
   // A path that skips stages sends straight past them, over the slowest link
-  // between the two positions (the hierarchy level that separates them).
-  for (int32_t i = 0; i < int32_t(w.pp); ++i)
+  // between the two positions (the hierarchy level that separates them). Only
+  // skip paths use links between positions that are not neighbours.
+  for (int32_t i = 0; out.skip && i + 2 < int32_t(w.pp); ++i) {
+    double slowest = costs.link(i, i + 1);
     for (int32_t j = i + 2; j < int32_t(w.pp); ++j) {
+      slowest = std::max(slowest, costs.link(j - 1, j));
       if (i == 0 && j == int32_t(w.pp) - 1)
         continue; // the wrap-around hop, set above
-      double slowest = 0;
-      for (int32_t k = i; k < j; ++k)
-        slowest = std::max(slowest, costs.link(k, k + 1));
       costs.setLink(i, j, slowest);
       costs.setLink(j, i, slowest);
     }
+  }
   return out;
 }
 

@@ -381,6 +381,12 @@ LogicalResult HeadOp::verify() {
 // Model
 //===----------------------------------------------------------------------===//
 
+int64_t ModelOp::getStagePosition(int64_t stage, int64_t pp) {
+  if (getVShape() && stage >= pp)
+    return 2 * pp - 1 - stage;
+  return stage % pp;
+}
+
 SmallVector<int64_t> ModelOp::getPipelineRankOrder(int64_t pp) {
   if (auto ranks = getPipelineRanksAttr())
     return SmallVector<int64_t>(ranks.asArrayRef());
@@ -466,6 +472,10 @@ LogicalResult ModelOp::verify() {
       return emitOpError() << name << " must be > 0, got " << value;
   if (getOptimizer() != "adam" && getOptimizer() != "sgd")
     return emitOpError("optimizer must be adam or sgd, got '") << getOptimizer() << "'";
+  if (getVShape() && getVirtualStages() != 2)
+    return emitOpError("v_shape folds two stages per pipeline position into a V: it needs "
+                       "virtual_stages = 2, got ")
+           << getVirtualStages();
   if (getGlobalBatch() % getMicroBatch() != 0)
     return emitOpError("micro_batch (")
            << getMicroBatch() << ") must divide global_batch ("
@@ -513,6 +523,8 @@ LogicalResult ModelOp::verifySymbolUses(SymbolTableCollection &symbols) {
     return emitOpError("pipeline_axis '") << ppAxis << "' is not an axis of the mesh";
   if (failed(verifyPipelinePositions(*this, mesh, ppAxis, symbols)))
     return failure();
+  if (getVShape() && ppAxis.empty())
+    return emitOpError("v_shape needs a pipeline_axis: it places stages on pipeline positions");
   int64_t numStages = (ppAxis.empty() ? 1 : mesh.getAxisSize(ppAxis)) *
                       getVirtualStages();
 

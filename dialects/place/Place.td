@@ -343,7 +343,9 @@ def Place_ModelOp : Place_Op<"model",
     their `stage`; a stage s (of pp × virtual_stages) runs at pipeline position
     s mod pp, which is rank `pipeline_ranks[p]` of that axis (by default rank p:
     on clusters of several kinds of node the planner may run the stages on the
-    ranks in another order). `pipeline_devices[p]`, when present, names the
+    ranks in another order). With `v_shape` (ZB-V's layout; virtual_stages must
+    be 2) stage s >= pp runs at position 2pp - 1 - s instead: down the
+    positions, then back up, so position 0 holds the first and the last stage. `pipeline_devices[p]`, when present, names the
     device every node of position p has, so the IR says which GPU type runs each
     stage. `optimizer` is adam (fp32 master and two moments per parameter
     under mixed precision) or sgd (momentum: one). Constraints: the optimizer is
@@ -369,7 +371,8 @@ def Place_ModelOp : Place_Op<"model",
                        I64Attr:$global_batch, I64Attr:$micro_batch,
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
                        StrAttr:$dtype, UnitAttr:$dropout,
-                       DefaultValuedAttr<StrAttr, "\"adam\"">:$optimizer);
+                       DefaultValuedAttr<StrAttr, "\"adam\"">:$optimizer,
+                       UnitAttr:$v_shape);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name (`mesh` $mesh^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;
@@ -379,6 +382,9 @@ def Place_ModelOp : Place_Op<"model",
     /// The rank of the pipeline axis at each of its `pp` positions
     /// (`pipeline_ranks`, or position p on rank p).
     llvm::SmallVector<int64_t> getPipelineRankOrder(int64_t pp);
+    /// The pipeline position that runs `stage` of a pipeline of `pp`
+    /// positions: stage mod pp, or the V of `v_shape`.
+    int64_t getStagePosition(int64_t stage, int64_t pp);
   }];
 }
 

@@ -129,7 +129,9 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
   w.globalBatch = model.getGlobalBatch();
   w.microBatch = model.getMicroBatch();
   w.seq = model.getSeqLen();
-  w.schedule = w.vpp > 1 ? cost::Schedule::Interleaved : cost::Schedule::OneFOneB;
+  w.schedule = model.getVShape() ? cost::Schedule::ZeroBubbleV
+               : w.vpp > 1        ? cost::Schedule::Interleaved
+                                  : cost::Schedule::OneFOneB;
   bool fp32 = model.getDtype() == "fp32";
   w.weightBytes = w.gradBytes = fp32 ? 4 : 2;
   w.lossScaling = model.getDtype() == "fp16";

@@ -120,7 +120,7 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
       /*pipeline_ranks=*/nullptr, /*pipeline_devices=*/nullptr,
       model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
       /*virtual_stages=*/1, spec::dtypeName(model.dtype()),
-      model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam");
+      model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam", /*v_shape=*/false);
   modelOp.getBody().emplaceBlock();
   b.setInsertionPointToEnd(modelOp.getBodyBlock());
 

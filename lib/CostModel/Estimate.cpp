@@ -211,7 +211,7 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
   std::vector<std::vector<Bucket>> buckets(w.pp, std::vector<Bucket>(w.groups.size()));
 
   for (const Part &part : w.parts) {
-    int64_t r = part.stage % w.pp;
+    int64_t r = w.rankOf(part.stage);
     const ComputeModel &compute = computeOf(r);
     RankTime &t = e.time[r];
     double n = double(part.count);
@@ -230,12 +230,17 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
 
   // Pipeline sends. Rank r sends activations over hop r and gradients back
   // over hop r-1, once per chunk it owns; the wrap hop (last rank to first)
-  // carries the vpp-1 chunk changes of interleaved schedules. Transfers take
-  // the rank's time; hop latencies are paid along the pipeline (below).
+  // carries the vpp-1 chunk changes of interleaved schedules. ZB-V's V turns
+  // on the last rank: every other hop carries both chunks, the wrap hop none.
+  // Transfers take the rank's time; hop latencies are paid along the pipeline
+  // (below).
   double roundTripLatency = 0; // one micro-batch down all chunks and back
   if (w.pp > 1) {
     double bytes = pipelineMessageBytes(w);
-    auto uses = [&](int64_t hop) { return hop == w.pp - 1 ? w.vpp - 1 : w.vpp; };
+    bool vShape = w.schedule == Schedule::ZeroBubbleV;
+    auto uses = [&](int64_t hop) {
+      return hop == w.pp - 1 ? (vShape ? 0 : w.vpp - 1) : w.vpp;
+    };
     for (int64_t r = 0; r < w.pp; ++r) {
       int64_t in = (r + w.pp - 1) % w.pp;
       for (int64_t hop : {r, in}) {
@@ -316,6 +321,12 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     break;
   case Schedule::ZeroBubbleH2:
     bubble = std::max(0.0, fill * (fwd + bwd - 2 * st.w));
+    break;
+  case Schedule::ZeroBubbleV:
+    // Each fill step is one chunk (half a rank's layers): the last rank waits
+    // (p - 1) chunk forwards for its first input, the lower bound ZB-V reaches
+    // when W can fill the rest (Qi et al. 2024; docs/schedules.md).
+    bubble = fill * std::max(fwd, fwd + bwd - 2 * st.w) / 2;
     break;
   case Schedule::ZeroBubbleAuto: {
     // The automatic scheduler matches ZB-H2 when every rank may hold 2p - 1

@@ -73,6 +73,8 @@ const char *loom::cost::scheduleName(Schedule schedule) {
     return "zb-auto";
   case Schedule::Skip:
     return "skip";
+  case Schedule::ZeroBubbleV:
+    return "zb-v";
   }
   return "?";
 }
@@ -178,6 +180,10 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   if ((c.schedule == Schedule::ZeroBubbleAuto || c.schedule == Schedule::Skip) && c.vpp > 1)
     return fail(fmt::format("{} runs one stage per pipeline rank, not vpp={}",
                             scheduleName(c.schedule), c.vpp));
+  if (c.schedule == Schedule::ZeroBubbleV && (c.pp < 2 || c.vpp != 2))
+    return fail(fmt::format("zb-v runs two stages per pipeline rank in a V: it needs pp > 1 and "
+                            "vpp=2, not pp={} vpp={}",
+                            c.pp, c.vpp));
   if (c.schedule == Schedule::Skip) {
     const SkipRules &k = c.skip;
     if (!(k.maxSkipFraction >= 0 && k.maxSkipFraction <= 1 && k.minStageShare >= 0 &&
@@ -192,7 +198,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   if (c.pp > 1 && layers < stages)
     return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
   if (c.vpp > 1 && layers % stages != 0)
-    return fail(fmt::format("interleaving needs layers ({}) divisible by pp x vpp ({})",
+    return fail(fmt::format("{} needs layers ({}) divisible by pp x vpp ({})",
+                            c.schedule == Schedule::ZeroBubbleV ? "zb-v" : "interleaving",
                             layers, stages));
   int64_t seq = training.seq_len();
   if (seq % c.cp != 0)

@@ -144,6 +144,10 @@ int64_t loom::cost::inflightMicroBatches(Schedule schedule, int64_t pp, int64_t 
     // without limits of its own (Workload::inflightLimit) gets the same, and
     // so do skip paths (list-scheduled under that limit).
     return std::min(pp, microBatches);
+  case Schedule::ZeroBubbleV:
+    // 1F1B's memory in chunks of half a rank's layers: 2p of them (Qi et al.,
+    // "Pipeline Parallelism with Controllable Memory", 2024), on every rank.
+    return std::min(2 * pp, 2 * microBatches);
   case Schedule::ZeroBubbleH2:
     // Up to 2p - 1 micro-batches in flight (Qi et al. 2024), on every rank.
     return std::min(2 * pp - 1, microBatches);
@@ -169,7 +173,7 @@ void loom::cost::addStateBytes(MemoryBreakdown &m, const Workload &w, const Part
 namespace {
 
 /// Peak memory of pipeline rank `rank` holding `inflight` micro-batches (or
-/// interleaved chunks).
+/// chunks, under interleaving and ZB-V).
 MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptions &options,
                               int64_t inflight) {
   using namespace loom::cost;
@@ -177,7 +181,7 @@ MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptio
   double perMicroBatch = 0, working = 0, largestGathered = 0;
   double tpBuffer = 0, p2pBuffer = 0, epBuffer = 0;
   for (const Part &part : w.parts) {
-    if (part.stage % w.pp != rank)
+    if (w.rankOf(part.stage) != rank)
       continue;
     const StateShards &sh = part.shards;
     double n = double(part.count);
@@ -204,7 +208,9 @@ MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptio
   m.gatheredParams = 2 * largestGathered;
   m.inflight = inflight;
   // Interleaving counts in-flight chunks; each chunk holds 1/v of the rank's parts.
-  double chunks = w.schedule == Schedule::Interleaved ? double(w.vpp) : 1.0;
+  double chunks = w.schedule == Schedule::Interleaved || w.schedule == Schedule::ZeroBubbleV
+                      ? double(w.vpp)
+                      : 1.0;
   m.activations = perMicroBatch / chunks * double(m.inflight) + working;
   m.commBuffers = tpBuffer + p2pBuffer + epBuffer;
   double tensors = m.params + m.grads + m.optim + m.gatheredParams + m.activations +

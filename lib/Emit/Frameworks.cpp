@@ -52,9 +52,16 @@ int64_t loom::emit::detail::gradientAccumulation(const spec::Plan &plan) {
 }
 
 namespace {
-/// Megatron-LM and DeepSpeed run stage s on pipeline rank s: a plan that
-/// placed its stages on the ranks in another order cannot be written for them.
+/// Megatron-LM and DeepSpeed run stage s on pipeline rank s (mod pp): a plan
+/// that placed its stages on the ranks in another order (mixed GPU types, or
+/// ZB-V's V) cannot be written for them.
 void requireStagesInRankOrder(const spec::Plan &plan, const char *framework) {
+  const spec::Strategy &s = plan.strategy();
+  if (s.schedule() == spec::ZB_V && s.pp() > 1)
+    throw EmitError(fmt::format("{} runs stage s on pipeline rank s mod pp; this plan's ZB-V "
+                                "runs stage {} on pipeline rank 0 (its stages fold into a V)",
+                                framework, 2 * s.pp() - 1),
+                    "use --target schedule with loom.torch, or plan with --vpp 1");
   for (const spec::Stage &stage : plan.stages())
     if (stage.has_pp_rank() && stage.pp_rank() != stage.index())
       throw EmitError(fmt::format("{} runs stage s on pipeline rank s; this plan runs stage {} "

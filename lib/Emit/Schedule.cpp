@@ -26,7 +26,7 @@ using namespace loom;
 std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &model,
                                      const spec::Cluster &cluster, const Provenance &from) {
   const spec::Strategy &st = plan.strategy();
-  if (st.schedule() == spec::ZB_V || st.schedule() == spec::DUALPIPE)
+  if (st.schedule() == spec::DUALPIPE)
     throw EmitError(fmt::format("{}: schedule {} is not priced from a plan yet", from.file,
                                 detail::scheduleName(st.schedule())),
                     "use `loom schedule --kind ...` with the stage costs");

@@ -221,6 +221,26 @@ Candidate loom::search::tryAutoSchedule(const spec::Model &model, const spec::Cl
   return best;
 }
 
+Candidate loom::search::tryVShape(const spec::Model &model, const spec::Cluster &cluster,
+                                  const spec::Training &training, const Candidate &candidate,
+                                  std::span<const cost::ComputeModel> computes,
+                                  const cost::EstimateOptions &options) {
+  cost::StrategyChoice c = candidate.choice;
+  if (c.pp < 2 || c.vpp > 1)
+    return candidate;
+  // Two even chunks per rank, folded into a V; the schedule's own memory.
+  c.schedule = cost::Schedule::ZeroBubbleV;
+  c.vpp = 2;
+  c.stageLayers.clear();
+  c.stageOrder.clear();
+  c.inflightLimit.clear();
+  if (c.pp * candidate.estimate.microBatches > kAutoScheduleCells)
+    return candidate;
+  Candidate best = candidate;
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  return best;
+}
+
 Candidate loom::search::trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
                                      const spec::Training &training, const Candidate &candidate,
                                      std::span<const cost::ComputeModel> computes,
@@ -285,7 +305,7 @@ static constexpr std::pair<spec::ScheduleKind, cost::Schedule> kScheduleKinds[] 
     {spec::GPIPE, cost::Schedule::GPipe},          {spec::ONE_F_ONE_B, cost::Schedule::OneFOneB},
     {spec::INTERLEAVED, cost::Schedule::Interleaved}, {spec::ZB_H1, cost::Schedule::ZeroBubbleH1},
     {spec::ZB_H2, cost::Schedule::ZeroBubbleH2},   {spec::ZB_AUTO, cost::Schedule::ZeroBubbleAuto},
-    {spec::SKIP, cost::Schedule::Skip}};
+    {spec::SKIP, cost::Schedule::Skip},           {spec::ZB_V, cost::Schedule::ZeroBubbleV}};
 
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
                                const spec::Training &training, const Candidate &c) {
@@ -635,8 +655,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
         c = z;
     }
   // The finalists' pipelines, simulated; zero-bubble schedules tried. The
-  // automatic scheduler costs more (six list schedules, each simulated), so
-  // only the top k get it.
+  // automatic scheduler and ZB-V cost more (several list schedules, each
+  // simulated), so only the top k get them.
   if (options.simulateFinalists) {
     for (Candidate &c : result.best)
       c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
@@ -644,8 +664,11 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     std::sort(result.best.begin(), result.best.end(), faster);
     for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i) {
       Candidate &c = result.best[size_t(i)];
-      if (options.zeroBubble)
+      if (options.zeroBubble) {
         c = tryAutoSchedule(model, cluster, training, c, computes, options.estimate);
+        if (options.fixed.vpp == 0 || options.fixed.vpp == 2) // ZB-V runs vpp=2
+          c = tryVShape(model, cluster, training, c, computes, options.estimate);
+      }
       if (options.skip)
         c = trySkipPaths(model, cluster, training, c, computes, options.estimate, *options.skip);
     }

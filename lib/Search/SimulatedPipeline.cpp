@@ -30,6 +30,9 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
   case cost::Schedule::ZeroBubbleH2:
     kind = sched::Kind::ZBH2;
     break;
+  case cost::Schedule::ZeroBubbleV:
+    kind = sched::Kind::ZBV;
+    break;
   case cost::Schedule::Skip:
     // Paths over the linear layout, list-scheduled as zb-auto is (W split
     // off to fill the bubbles) under ZB-H1's memory (p micro-batches per rank).
@@ -53,12 +56,15 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
   }
   if (w.pp < 2)
     kind = sched::Kind::OneFOneB;
-  out.shape = {int32_t(w.pp), int32_t(w.microBatches()), int32_t(w.pp < 2 ? 1 : w.vpp)};
+  // Only interleaving counts its chunks as virtual stages; ZB-V's two are
+  // implied by its V layout.
+  out.shape = {int32_t(w.pp), int32_t(w.microBatches()),
+               int32_t(kind == sched::Kind::Interleaved ? w.vpp : 1)};
   if (!sched::checkShape(kind, out.shape).empty())
     return std::nullopt;
   sched::Schedule layout = sched::layoutFor(kind, out.shape);
 
-  // Per stage (a chunk of a rank under interleaving): the rank's per
+  // Per stage (a chunk of a rank under interleaving and ZB-V): the rank's per
   // micro-batch times split over its chunks; exposed tensor/expert
   // communication halves into forward and backward, context-parallel exchange
   // and recomputation belong to the backward. Transfers move to the links.
@@ -68,7 +74,7 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
   costs.forward.resize(stages);
   costs.backward.resize(stages);
   costs.weight.resize(stages);
-  double chunks = double(out.shape.virtualStages);
+  double chunks = double(stages) / double(w.pp);
   for (size_t s = 0; s < stages; ++s) {
     const cost::RankTime &t = e.time[layout.stageRank[s]];
     costs.forward[s] = (t.f + t.tpComm / 2 + t.epComm / 2) / chunks;

@@ -123,6 +123,9 @@ void ApplyStrategyPass::runOnOperation() {
                 " (experts shard over part of the data-parallel ranks)");
   if (vpp > 1 && pp == 1)
     return fail("vpp=" + Twine(vpp) + " needs pp > 1");
+  if (vShape && (pp == 1 || vpp != 2))
+    return fail("v-shape folds two stages per pipeline rank into a V: it needs pp > 1 and "
+                "vpp=2, got pp=" + Twine(pp) + " vpp=" + Twine(vpp));
   if (sp && tp == 1)
     return fail("sequence parallelism (sp) needs tp > 1");
   search::RankOrder rankOrder;
@@ -206,6 +209,7 @@ void ApplyStrategyPass::runOnOperation() {
     else
       model.removePipelineDevicesAttr();
     model.setVirtualStages(vpp);
+    model.setVShape(vShape);
     model.setMicroBatch(mbs);
 
     // Transformer layers split evenly over pp x vpp stages unless stage-layers

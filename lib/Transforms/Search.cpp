@@ -40,6 +40,7 @@ PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candida
   apply.tp = s.tp;
   apply.pp = s.pp;
   apply.vpp = s.vpp;
+  apply.vShape = s.schedule == cost::Schedule::ZeroBubbleV;
   apply.ep = s.ep;
   apply.cp = s.cp;
   apply.zero = s.zero;

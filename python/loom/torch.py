@@ -129,6 +129,14 @@ class PipelineRunner:
         if table["num_ranks"] != groups.pp:
             raise ValueError(f"the schedule has {table['num_ranks']} ranks, the pipeline {groups.pp}")
         self.stages = split_stages(model, self.num_stages)
+        # Each micro-batch's stages in order (SkipPipe paths may skip some).
+        # Where consecutive stages share a rank (ZB-V's turn on the last
+        # rank) the table has no send or receive: the hand-off is local.
+        self.before = {}
+        for mb, path in enumerate(table.get("paths") or [list(range(self.num_stages))] * self.m):
+            for a, b in zip(path, path[1:]):
+                if self.stage_ranks[a] == self.stage_ranks[b]:
+                    self.before[(mb, b)] = a
         self.actions = table["ranks"][groups.pp_index]["actions"]
         self.mine = [s for s in range(self.num_stages) if self.stage_ranks[s] == groups.pp_index]
 
@@ -170,7 +178,10 @@ class PipelineRunner:
             keep = not want_weights  # W still needs the graph after B
             grads = torch.autograd.grad(out, wrt, grad_outputs=grad_out, retain_graph=keep)
             if inputs_:
-                gx[key] = grads[0]
+                if key in self.before:  # to the stage before, on this rank
+                    gy[(mb, self.before[key])] = grads[0]
+                else:
+                    gx[key] = grads[0]
             for p, g in zip(params, grads[len(inputs_):]):
                 p.grad = g if p.grad is None else p.grad + g
             if want_weights:
@@ -187,6 +198,8 @@ class PipelineRunner:
             elif op == "f":
                 if stage == 0:
                     x[key] = inputs[mb]
+                elif key in self.before:  # from the stage before, on this rank
+                    x[key] = y[(mb, self.before[key])].detach().requires_grad_(True)
                 out = self.stages[stage](x[key])
                 if stage == last:
                     loss = self.loss_fn(out, targets[mb]) / self.m

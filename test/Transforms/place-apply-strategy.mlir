@@ -13,6 +13,8 @@
 // RUN: not loom-opt %s --place-apply-strategy="dp=2 tp=16" 2>&1 | FileCheck %s --check-prefix=KV
 // RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 pipeline-ranks=1,0" | FileCheck %s --check-prefix=RANKORDER
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 pipeline-ranks=1,1" 2>&1 | FileCheck %s --check-prefix=RANKPERM
+// RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 vpp=2 v-shape=true" --mlir-print-local-scope | FileCheck %s --check-prefix=VSHAPE
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 v-shape=true" 2>&1 | FileCheck %s --check-prefix=VSHAPEVPP
 // RUN: loom lower --model llama3-8b --cluster %inputs/mixed-a100-h100.yaml --emit-mlir | loom-opt --place-apply-strategy="dp=32 pp=2 cp=2 zero=1 mbs=2 stage-layers=26,6 pipeline-ranks=1,0" | FileCheck %s --check-prefix=MIXED
 // RUN: loom lower --model llama3-8b --cluster %inputs/mixed-a100-h100.yaml --emit-mlir | loom-opt --place-apply-strategy="dp=4 tp=8 pp=4 order=dp-outer" | FileCheck %s --check-prefix=MIXEDSPAN
 
@@ -84,6 +86,11 @@ place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len 
 // RANKORDER: place.model @tiny mesh @mesh attributes {{{.*}}pipeline_axis = "pp", pipeline_ranks = array<i64: 1, 0>
 // RANKORDER-NOT: pipeline_devices
 // RANKPERM: place-apply-strategy: pipeline-ranks must be a permutation of the pp=2 ranks 0 to 1, got 1, 1
+// The layers take the same four stages as interleaving; the model says the
+// stages fold into a V (stage 3, with the head, on position 0).
+// VSHAPE: place.model @tiny mesh @mesh {{.*}}v_shape, virtual_stages = 2
+// VSHAPE: place.head {{.*}}stage = 3
+// VSHAPEVPP: place-apply-strategy: v-shape folds two stages per pipeline rank into a V: it needs pp > 1 and vpp=2, got pp=2 vpp=1
 // A100 and H100 nodes: the first stage (26 layers and the embedding) on the
 // H100 rank, the last (6 layers and the head) on the A100 rank.
 // MIXED: place.mesh @mesh of @mixed_a100_h100 axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:8 * gpu:4>, #place.laxis<cp = gpu:2>]

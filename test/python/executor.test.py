@@ -16,6 +16,8 @@ import loom.torch
 PP, DP, M, MBS, WIDTH, STEPS, LR = 4, 2, 8, 2, 16, 3, 0.05
 SCHEDULES = [("1f1b", {}), ("interleaved", {"vpp": 2}), ("zb-h1", {}), ("zb-h2", {}),
              ("zb-auto", {"mem_limit": PP}),
+             # ZB-V: two stages per rank in a V, the first and the last on rank 0.
+             ("zb-v", {}),
              # SkipPipe: stage 2 behind a slow link, half the microbatches skip it.
              ("zb-auto", {"mem_limit": PP, "skip": "max-skip=0.5,slow=2:2.0"})]
 TOLERANCE = 1e-5

@@ -55,10 +55,13 @@ void runEstimate(const EstimateCliOptions &o) {
   static const std::pair<const char *, cost::Schedule> schedules[] = {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
       {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
-      {"zb-h2", cost::Schedule::ZeroBubbleH2}, {"zb-auto", cost::Schedule::ZeroBubbleAuto}};
+      {"zb-h2", cost::Schedule::ZeroBubbleH2}, {"zb-auto", cost::Schedule::ZeroBubbleAuto},
+      {"zb-v", cost::Schedule::ZeroBubbleV}};
   for (auto &[name, kind] : schedules)
     if (o.schedule == name)
       choice.schedule = kind;
+  if (o.schedule == "zb-v" && choice.vpp == 1)
+    choice.vpp = 2; // its V: two chunks per rank
   if (o.schedule == "interleaved" && choice.vpp == 1)
     throw UserError("--schedule interleaved needs --vpp > 1",
                     "give the virtual stages per pipeline rank, e.g. --vpp 2");
@@ -150,7 +153,11 @@ void runEstimate(const EstimateCliOptions &o) {
   if (w.zero == 3)
     memRow("gathered parameters", [](auto &m) { return gib(m.gatheredParams); });
   memRow("activations", [](auto &m) { return gib(m.activations); });
-  memRow("  micro-batches in flight", [](auto &m) { return std::to_string(m.inflight); });
+  // Interleaving and ZB-V hold chunks of a rank's layers, not whole micro-batches.
+  bool chunked = w.schedule == cost::Schedule::Interleaved ||
+                 w.schedule == cost::Schedule::ZeroBubbleV;
+  memRow(chunked ? "  chunks in flight" : "  micro-batches in flight",
+         [](auto &m) { return std::to_string(m.inflight); });
   memRow("communication buffers", [](auto &m) { return gib(m.commBuffers); });
   memRow("context, NCCL, fragmentation", [](auto &m) { return gib(m.allowances); });
   memRow("total", [](auto &m) { return gib(m.total()); });
@@ -209,8 +216,11 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--zero", o->choice.zero, "ZeRO stage 0-3")->check(CLI::Range(0, 3));
   cmd->add_option("--recompute", o->recompute, "none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));
-  cmd->add_option("--schedule", o->schedule, "1f1b, interleaved, gpipe, zb-h1, zb-h2 or zb-auto")
-      ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2", "zb-auto"}));
+  cmd->add_option("--schedule", o->schedule,
+                  "1f1b, interleaved, gpipe, zb-h1, zb-h2, zb-auto or zb-v (two chunks per rank "
+                  "in a V: vpp=2)")
+      ->check(CLI::IsMember(
+          {"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2", "zb-auto", "zb-v"}));
   cmd->add_option("--inflight-limit", o->choice.inflightLimit,
                   "zb-auto: micro-batches each pipeline rank may hold, one per rank\n"
                   "(e.g. 7,5,3,1; default 1F1B's p - r); memory is priced at these")

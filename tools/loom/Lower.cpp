@@ -171,12 +171,13 @@ static void runLower(const LowerOptions &o) {
     meshText = s;
   }
   auto strategy = modelOp->getAttrOfType<DictionaryAttr>("place.strategy");
-  // On a cluster of node groups, the GPU each stage runs on (stage s at
-  // pipeline position s mod pp), by its catalog name.
+  // On a cluster of node groups, the GPU each stage runs on (at the pipeline
+  // position the model gives it), by its catalog name.
   ArrayAttr positionDevices = modelOp.getPipelineDevicesAttr();
   auto stageDevice = [&](int64_t stage) {
     auto device = SymbolTable::lookupNearestSymbolFrom<place::DeviceOp>(
-        modelOp, cast<FlatSymbolRefAttr>(positionDevices[stage % positionDevices.size()]));
+        modelOp, cast<FlatSymbolRefAttr>(positionDevices[size_t(modelOp.getStagePosition(
+                         stage, int64_t(positionDevices.size())))]));
     return device.getKind().value_or(device.getSymName()).str();
   };
 

@@ -95,8 +95,11 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     c.stageOrder.clear();
     // The schedule is chosen afresh when plan 1's was simulated (below);
     // zb-auto's and skip's limits were sized for plan 1's memory.
-    if (best.simulated)
+    if (best.simulated) {
+      if (c.schedule == cost::Schedule::ZeroBubbleV && c.vpp == 2)
+        c.vpp = 1; // ZB-V's V, not interleaving: tried afresh below
       c.schedule = cost::Schedule::OneFOneB;
+    }
     c.inflightLimit.clear();
     if (c.recompute != best.choice.recompute || c.pp != best.choice.pp)
       c.recomputeRanks = 0;
@@ -146,8 +149,11 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
       c = search::simulateCandidate(model, cluster, training, c, computes, options,
                                     planner.zeroBubble);
       // And tried with zb-auto and skip paths, as the planner tries its top k.
-      if (planner.zeroBubble)
+      if (planner.zeroBubble) {
         c = search::tryAutoSchedule(model, cluster, training, c, computes, options);
+        if (planner.fixed.vpp == 0 || planner.fixed.vpp == 2)
+          c = search::tryVShape(model, cluster, training, c, computes, options);
+      }
       if (planner.skip)
         c = search::trySkipPaths(model, cluster, training, c, computes, options, *planner.skip);
     }

@@ -33,7 +33,7 @@ double activationBytes(const Part &part, Recompute recompute);
 double recomputeWorkingBytes(const Part &part);
 
 /// Micro-batches whose activations a pipeline rank holds at its peak, counted
-/// in units of one virtual-stage chunk (interleaved) or one stage.
+/// in units of one virtual-stage chunk (interleaved, ZB-V) or one stage.
 int64_t inflightMicroBatches(Schedule schedule, int64_t pp, int64_t vpp, int64_t rank,
                              int64_t microBatches);
 

@@ -61,6 +61,10 @@ struct Part {
   PartGroups groups;
 };
 
+/// ZeroBubbleV: ZB-V (sched::zeroBubbleV; Qi et al., "Pipeline Parallelism
+/// with Controllable Memory", 2024): vpp = 2 chunks per rank laid out in a V,
+/// stage s < pp on rank s and stage s >= pp on rank 2pp - 1 - s, so the first
+/// rank holds both the embedding and the head; 1F1B's activation memory.
 /// ZeroBubbleAuto: the automatic zero-bubble scheduler (sched::zeroBubbleAuto)
 /// under per-rank limits on the micro-batches in flight (Workload::inflightLimit).
 /// Skip: SkipPipe paths (sched::skipPipe) under Workload::skip, list-scheduled
@@ -73,7 +77,8 @@ enum class Schedule {
   ZeroBubbleH1,
   ZeroBubbleH2,
   ZeroBubbleAuto,
-  Skip
+  Skip,
+  ZeroBubbleV
 };
 
 /// SkipPipe's convergence rules (Blagoev et al. 2025): a path may skip at most
@@ -145,10 +150,17 @@ struct Workload {
 
   /// Micro-batches per step on one pipeline (gradient accumulation steps).
   int64_t microBatches() const { return globalBatch / (dp * microBatch); }
+  /// The pipeline rank that runs virtual stage `stage`: round robin (stage mod
+  /// pp), or ZB-V's V (down the ranks, then back up).
+  int64_t rankOf(int64_t stage) const {
+    if (schedule == Schedule::ZeroBubbleV && stage >= pp)
+      return 2 * pp - 1 - stage;
+    return stage % pp;
+  }
   /// How the activations of `part` are kept (recomputeRanks applied).
   Recompute recomputeOf(const Part &part) const {
-    return recomputeRanks == 0 || part.stage % pp < recomputeRanks ? recompute
-                                                                   : Recompute::None;
+    return recomputeRanks == 0 || rankOf(part.stage) < recomputeRanks ? recompute
+                                                                      : Recompute::None;
   }
 };
 

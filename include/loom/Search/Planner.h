@@ -123,6 +123,15 @@ Candidate tryAutoSchedule(const spec::Model &model, const spec::Cluster &cluster
                           const spec::Training &training, const Candidate &candidate,
                           std::span<const cost::ComputeModel> computes,
                           const cost::EstimateOptions &options);
+/// Tries ZB-V on `candidate` (vpp = 1, pp > 1, layers divisible by 2pp, at
+/// most kAutoScheduleCells): its layers in 2pp even chunks laid out in a V
+/// (stage s < pp on rank s, stage s >= pp on rank 2pp - 1 - s), 1F1B's
+/// memory, the schedule built by sched::zeroBubbleV and simulated. Returns the
+/// faster of that and `candidate`.
+Candidate tryVShape(const spec::Model &model, const spec::Cluster &cluster,
+                    const spec::Training &training, const Candidate &candidate,
+                    std::span<const cost::ComputeModel> computes,
+                    const cost::EstimateOptions &options);
 /// Tries SkipPipe paths on `candidate` (vpp = 1, pp >= 3, at most
 /// kAutoScheduleCells) under `rules`: the paths are chosen for the simulated
 /// step over the plan's hops (a skip crosses the slowest link it passes) and
@@ -135,8 +144,8 @@ Candidate trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 /// The strategy a plan states, as the cost model takes it (toPlan's inverse):
 /// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the
-/// plan's stages when they are uneven. The schedule kinds the cost model does
-/// not price (zb-v, dualpipe) come back as 1F1B; zb-auto and skip keep their limits and rules.
+/// plan's stages when they are uneven. The schedule kind the cost model does
+/// not price (dualpipe) comes back as 1F1B; zb-auto and skip keep their limits and rules.
 cost::StrategyChoice choiceFromPlan(const spec::Plan &plan);
 
 std::string describe(const Candidate &candidate);

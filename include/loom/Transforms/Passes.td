@@ -41,6 +41,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     ListOption<"pipelineRanks", "pipeline-ranks", "int64_t",
                "the pp rank each pipeline position runs on, a permutation (which "
                "GPU type runs which stage); default: position p on rank p">,
+    Option<"vShape", "v-shape", "bool", "false",
+           "ZB-V's layout (vpp=2): stage s >= pp runs at position 2pp-1-s, the "
+           "model's `v_shape`">,
   ];
 }
 

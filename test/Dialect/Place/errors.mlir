@@ -702,3 +702,23 @@ place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:4>, #place.laxis<pp = g
 place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", pipeline_devices = [@a100, @a100]} {
   place.mlp "a" {params = 10 : i64, fwd_flops = 10 : i64, stage = 0 : i64, layer = 0 : i64, ffn = 64 : i64, activation = "gelu"}
 }
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{v_shape folds two stages per pipeline position into a V: it needs virtual_stages = 2, got 3}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", virtual_stages = 3 : i64, v_shape} {
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{v_shape needs a pipeline_axis: it places stages on pipeline positions}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", virtual_stages = 2 : i64, v_shape} {
+}

@@ -22,7 +22,9 @@ place.cluster @cells device @h100 axes [#place.axis<"dc", 4, @wan>, #place.axis<
 place.mesh @m of @c axes [#place.laxis<pp = dc:2>, #place.laxis<dp = node:4 * gpu:2>, #place.laxis<ep = gpu:2>, #place.laxis<tp = gpu:2>]
 
 // CHECK-LABEL: place.model @moe mesh @m
-place.model @moe mesh @m attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len = 4096 : i64, global_batch = 64 : i64, micro_batch = 2 : i64, virtual_stages = 2 : i64, pipeline_axis = "pp", dtype = "bf16"} {
+// CHECK-SAME: v_shape
+// CHECK-SAME: virtual_stages = 2
+place.model @moe mesh @m attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len = 4096 : i64, global_batch = 64 : i64, micro_batch = 2 : i64, virtual_stages = 2 : i64, pipeline_axis = "pp", dtype = "bf16", v_shape} {
   // CHECK: place.embedding "embedding" {{.*}}placement = #place.placement<params [tp: sharded(vocab)], optim [tp: sharded(vocab), dp: sharded(flat), ep: sharded(flat)], grads [tp: sharded(vocab)], acts [dp: sharded(batch), ep: sharded(batch)], reduce [dp, ep]>
   place.embedding "embedding" {params = 131072000 : i64, fwd_flops = 0 : i64, stage = 0 : i64, vocab = 32000 : i64, hidden = 4096 : i64,
     placement = #place.placement<params [tp: sharded(vocab)], optim [tp: sharded(vocab), dp: sharded(flat), ep: sharded(flat)], grads [tp: sharded(vocab)], acts [dp: sharded(batch), ep: sharded(batch)], reduce [dp, ep]>}

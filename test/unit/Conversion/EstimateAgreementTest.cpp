@@ -3,7 +3,7 @@
 // The planner estimates strategy tuples directly (cost::fromStrategy); the
 // compiler estimates placed IR (place-estimate). Both must give the same
 // figures, to rounding: dense, MoE and MLA models, with and without pipelines,
-// interleaving, context parallelism and every ZeRO stage, on one datacenter,
+// interleaving, ZB-V, context parallelism and every ZeRO stage, on one datacenter,
 // equal ones and unequal ones, and on a cluster of A100 and H100 nodes with
 // uneven stages run on the pp ranks in another order.
 //
@@ -33,6 +33,7 @@ struct Case {
   bool sgd = false;
   const char *order = "pp-outer";
   std::vector<int64_t> stageLayers = {}, stageOrder = {};
+  bool vShape = false; // ZB-V: vpp = 2 in a V (the model's v_shape)
 };
 
 class EstimateAgreement : public ::testing::TestWithParam<Case> {};
@@ -55,6 +56,8 @@ TEST_P(EstimateAgreement, SameFiguresFromIRAndFromTheTuple) {
   choice.sequenceParallel = c.sp;
   choice.stageLayers = c.stageLayers;
   choice.stageOrder = c.stageOrder;
+  if (c.vShape)
+    choice.schedule = cost::Schedule::ZeroBubbleV;
   ASSERT_TRUE(cost::parseRecompute(c.recompute, choice.recompute));
   ASSERT_TRUE(search::parseRankOrder(c.order, choice.order));
   cost::WorkloadResult tuple = cost::fromStrategy(model, cluster, training, choice);
@@ -130,6 +133,12 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 4, 1, 1, 1, 1, "full",
              true, kExact, false, "dp-outer"},
         Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 8, 1, 1, 1, 1, 3, "full",
-             true, kExact}));
+             true, kExact},
+        // ZB-V: the embedding and the head both on the first pipeline rank,
+        // over unequal datacenters and over A100 and H100 nodes.
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/unequal-dcs.yaml", 4, 4, 2, 1, 1, 2, "none", true,
+             kExact, false, "pp-outer", {}, {}, /*vShape=*/true},
+        Case{"llama3-70b", LOOM_TEST_INPUTS "/mixed-a100-h100.yaml", 2, 8, 2, 1, 1, 1, "full",
+             true, kExact, false, "pp-outer", {}, {}, /*vShape=*/true}));
 
 } // namespace

@@ -138,7 +138,6 @@ std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cl
   if (!e.fits || !sim)
     return std::nullopt;
   // Everything per step scales with 1 / step time.
-  double busy = e.pipeline - e.bubble;
   double step = sim->makespan + e.dpExposed + e.optimizer;
   double scale = e.stepTime / step;
   e.tokensPerSecond *= scale;
@@ -150,7 +149,9 @@ std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cl
   e.tflopsPerGpu *= sim->executedShare;
   e.mfu *= sim->executedShare;
   e.pipeline = sim->makespan;
-  e.bubble = std::max(0.0, sim->makespan - busy);
+  // The simulator's own idle time: it runs sends beside compute, where the
+  // analytic form charged them to the rank.
+  e.bubble = sim->bubble;
   c.estimate = e;
   c.simulated = true;
   return c;

@@ -126,6 +126,7 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Work
     return std::nullopt;
   SimulatedPipeline out;
   out.makespan = timeline->makespan;
+  out.bubble = *std::min_element(timeline->bubble.begin(), timeline->bubble.end());
   out.maxBubbleRatio = *std::max_element(timeline->bubbleRatio.begin(), timeline->bubbleRatio.end());
   out.schedule = sched::kindName(priced->kind);
   out.peakInflight = timeline->peakActivations;

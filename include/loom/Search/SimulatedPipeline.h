@@ -25,6 +25,7 @@ namespace loom::search {
 
 struct SimulatedPipeline {
   double makespan = 0;   // pipeline time of one step, optimizer excluded
+  double bubble = 0;     // makespan less the busiest rank's compute
   double maxBubbleRatio = 0;
   std::string schedule;  // the generator that built it ("1f1b", "zb-h1", ...)
   std::vector<double> peakInflight; // per pp rank: micro-batches held at the peak

@@ -3,11 +3,11 @@
 // Megatron-LM on A100-80GB (Narayanan et al., SC'21, Table 1; VALIDATION.md):
 // GPT, seq 2048, vocab 51200, fp16, full recomputation, interleaved schedule
 // where p > 1. The paper gives t, p, GPU count and batch for each row; the
-// micro-batch size and the number of model chunks were tuned by the authors
-// and are not in the table, so the test takes the best of micro-batch 1, 2, 4
-// and every valid interleaving depth that fits in memory — as they did. The
-// SC'21 code reduced data-parallel gradients after the pipeline drained, so
-// overlap is off here.
+// micro-batch size and the number of model chunks are not in the table, so
+// EveryRowNearThePublishedThroughput takes loom's best of micro-batch 1, 2, 4
+// and every valid interleaving depth that fits in memory, with data-parallel
+// gradients reduced after the pipeline drains. Megatron-LM's artifact scripts
+// state what the authors ran (TheArtifactRunsFitAndArePriced).
 //
 //===----------------------------------------------------------------------===//
 
@@ -97,6 +97,58 @@ TEST(MegatronSC21, EveryRowNearThePublishedThroughput) {
     onTarget += std::abs(err) <= kTarget;
   }
   std::printf("%s%d of 10 rows within +-%.0f%%\n", table.c_str(), onTarget, 100 * kTarget);
+}
+
+// The runs behind Table 1 as Megatron-LM's artifact scripts set them
+// (examples/sc21/run_table_1.sh and CONFIG.sh, Megatron-LM commit de7dc40f88):
+// micro-batch size, layers per virtual stage (vpp = layers / (p x that)), and
+// the data-parallel implementation: PyTorch DDP (which reduces gradients under
+// the last micro-batch's backward) on the four smallest models, Megatron's
+// local DDP (after the pipeline drains) on the rest; fp16 with a static loss
+// scale and full recomputation everywhere.
+struct ArtifactRun {
+  int64_t mbs, vpp;
+  bool torchDdp;
+};
+const ArtifactRun kArtifact[] = {{16, 1, true}, {16, 1, true}, {16, 1, true}, {8, 1, true},
+                                 {4, 1, false}, {2, 3, false}, {2, 2, false}, {1, 2, false},
+                                 {1, 3, false}, {1, 1, false}};
+
+TEST(MegatronSC21, TheArtifactRunsFitAndArePriced) {
+  // These configurations ran, so they must fit in loom's memory model; their
+  // priced throughput is reported beside the published one. loom prices the
+  // large micro-batches of the small models more optimistically than its own
+  // best choice (EveryRowNearThePublishedThroughput): the gap there is larger.
+  std::string table = "model            mbs vpp  DDP    published  loom   error\n";
+  for (size_t i = 0; i < std::size(kTable1); ++i) {
+    const Row &row = kTable1[i];
+    const ArtifactRun &run = kArtifact[i];
+    spec::Model model = spec::loadModel(row.model);
+    spec::Cluster cluster = spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8));
+    spec::Training training = spec::defaultTraining(model);
+    training.set_seq_len(2048);
+    training.set_global_batch(row.batch);
+    StrategyChoice c;
+    c.tp = row.t;
+    c.pp = row.p;
+    c.vpp = run.vpp;
+    c.microBatch = run.mbs;
+    c.recompute = Recompute::Full;
+    c.flashAttention = false;
+    c.fusedGradAccumulation = false;
+    WorkloadResult w = fromStrategy(model, cluster, training, c);
+    ASSERT_TRUE(w.ok()) << row.model << ": " << w.error;
+    EstimateOptions options;
+    options.overlapGradReduce = run.torchDdp;
+    Estimate e = estimate(w.workload, computeModelFor(cluster, training), options);
+    EXPECT_TRUE(e.fits) << row.model << " ran with micro-batch " << run.mbs << ", but loom needs "
+                        << e.peakMemoryBytes / double(1ull << 30) << " GiB";
+    double err = (e.tflopsPerGpu - row.tflops) / row.tflops;
+    table += fmt::format("{:<16} {:>3} {:>3}  {:<5} {:>10.0f} {:>5.1f} {:>+6.1f}%\n", row.model,
+                         run.mbs, run.vpp, run.torchDdp ? "torch" : "local", row.tflops,
+                         e.tflopsPerGpu, 100 * err);
+  }
+  std::printf("%s", table.c_str());
 }
 
 TEST(Estimate, ThroughputConventionsAgreeOnADensePlan) {

@@ -382,22 +382,38 @@ TEST(PlannerRecompute, RecomputesOnlyTheFirstStagesWhenThatFits) {
 
 namespace {
 
+/// Llama 3 70B, tp=8 pp=4 (sequence parallel, ZeRO-1) on four DGX A100s, 32
+/// micro-batches of one sequence: the zero-bubble tests' pipeline.
+struct SeventyBOnFourA100s {
+  spec::Model model = spec::loadModel("llama3-70b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
+  spec::Training training = batchOf32(spec::defaultTraining(model));
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  cost::StrategyChoice choice = pipeline();
+
+  static spec::Training batchOf32(spec::Training t) {
+    t.set_global_batch(32);
+    return t;
+  }
+  static cost::StrategyChoice pipeline() {
+    cost::StrategyChoice c;
+    c.tp = 8;
+    c.pp = 4;
+    c.sequenceParallel = true;
+    c.zero = 1;
+    return c;
+  }
+};
+
 TEST(PlannerZeroBubble, AutoScheduleUsesTheRoomBetweenZBH1AndZBH2) {
   // Llama 3 70B, tp=8 pp=4 on four DGX A100s, 32 micro-batches. The headroom
   // is set so that the first pipeline rank has room for p + 1 micro-batches in
   // flight: more than 1F1B and ZB-H1 keep there (p), fewer than ZB-H2 needs
   // (2p - 1). The automatic scheduler, given that room, must fit and beat
   // ZB-H1's simulated step; ZB-H2 must not fit.
-  spec::Model model = spec::loadModel("llama3-70b");
-  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
-  spec::Training training = spec::defaultTraining(model);
-  training.set_global_batch(32);
-  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
-  cost::StrategyChoice c;
-  c.tp = 8;
-  c.pp = 4;
-  c.sequenceParallel = true;
-  c.zero = 1;
+  SeventyBOnFourA100s setup;
+  const auto &[model, cluster, training, computes, choice] = setup;
+  cost::StrategyChoice c = choice;
   c.schedule = cost::Schedule::ZeroBubbleAuto;
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c);
   ASSERT_TRUE(w.ok()) << w.error;
@@ -460,16 +476,9 @@ TEST(PlannerZeroBubble, VShapeBeatsZBH1AtTheSameActivationMemory) {
   // chunks) on every rank; the last rank's wait is a chunk's forward, not a
   // rank's, so its simulated step beats ZB-H1's (Qi et al., "Pipeline
   // Parallelism with Controllable Memory", 2024).
-  spec::Model model = spec::loadModel("llama3-70b");
-  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
-  spec::Training training = spec::defaultTraining(model);
-  training.set_global_batch(32);
-  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
-  cost::StrategyChoice c;
-  c.tp = 8;
-  c.pp = 4;
-  c.sequenceParallel = true;
-  c.zero = 1;
+  SeventyBOnFourA100s setup;
+  const auto &[model, cluster, training, computes, choice] = setup;
+  cost::StrategyChoice c = choice;
   c.schedule = cost::Schedule::ZeroBubbleH1;
   cost::EstimateOptions options;
   std::string error;

@@ -1,4 +1,5 @@
 // RUN: loom-opt %s --sched-generate='kind=zb-h1 stages=2 microbatches=3' | FileCheck %s --check-prefix=ZBH1
+// RUN: loom-opt %s --sched-generate='kind=zb-h2 stages=2 microbatches=3' | FileCheck %s --check-prefix=ZBH2
 // RUN: loom-opt %s --sched-generate='kind=1f1b stages=2 microbatches=2 p2p=true mem-limit=2' | FileCheck %s --check-prefix=P2P
 // RUN: loom-opt %s --sched-generate='kind=interleaved stages=2 microbatches=2 vpp=2' | FileCheck %s --check-prefix=INTERLEAVED
 // RUN: loom-opt %s --sched-generate='kind=zb-v stages=2 microbatches=4' | FileCheck %s --check-prefix=ZBV
@@ -7,6 +8,21 @@
 // RUN: loom-opt %s --sched-generate='kind=1f1b stages=4 microbatches=8 skip=max-skip=0.5,min-share=0.5,slow=2:3.0' | FileCheck %s --check-prefix=SKIP
 // The output is valid IR: the sched verifier accepts what the generators build.
 // RUN: loom-opt %s --sched-generate='kind=gpipe stages=3 microbatches=2' | loom-opt | FileCheck %s --check-prefix=GPIPE
+
+// ZB-H2 lets rank 0 run 2p - 1 forwards before its first backward (here all
+// three), and the last rank defers every W to the end to fill its bubble.
+// ZBH2-LABEL: sched.schedule @zb_h2 ranks 2 microbatches 3
+// ZBH2-NEXT:    sched.rank 0 {
+// ZBH2-NEXT:      sched.f mb 0 stage 0
+// ZBH2-NEXT:      sched.f mb 1 stage 0
+// ZBH2-NEXT:      sched.f mb 2 stage 0
+// ZBH2-NEXT:      sched.b mb 0 stage 0
+// ZBH2:         sched.rank 1 {
+// ZBH2:           sched.b mb 2 stage 1
+// ZBH2-NEXT:      sched.w mb 0 stage 1
+// ZBH2-NEXT:      sched.w mb 1 stage 1
+// ZBH2-NEXT:      sched.w mb 2 stage 1
+// ZBH2-NEXT:      sched.optimizer
 
 // Stages on ranks 0..p-1; ZB-H1 splits the backward: rank 0 runs p warmup
 // forwards, then B and W of the oldest microbatch before the next F.

@@ -352,11 +352,36 @@ Schedule listSchedule(Schedule layout, const Costs &costs, const ListPolicy &pol
   return layout;
 }
 
+namespace {
+
+/// True when `layout` is linearLayout's: stage s on rank s, every path the
+/// whole pipeline in order, one activation unit per stage.
+bool isLinear(const Schedule &layout) {
+  for (int32_t s = 0; s < layout.numStages(); ++s)
+    if (layout.stageRank[size_t(s)] != s || layout.activationUnits[size_t(s)] != 1.0)
+      return false;
+  for (const std::vector<int32_t> &path : layout.paths)
+    if (int32_t(path.size()) != layout.numStages() ||
+        !std::is_sorted(path.begin(), path.end()))
+      return false;
+  return layout.numStages() == layout.numRanks;
+}
+
+} // namespace
+
 Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit,
                         const std::vector<double> &rankLimits) {
   assert(rankLimits.empty() || int32_t(rankLimits.size()) == layout.numRanks);
   Schedule best;
   double bestMakespan = kInf, bestSpan = kInf;
+  auto consider = [&](Schedule s, const Timeline &t) {
+    if (t.makespan < bestMakespan - kEps ||
+        (t.makespan < bestMakespan + kEps && t.span < bestSpan - kEps)) {
+      bestMakespan = t.makespan;
+      bestSpan = t.span;
+      best = std::move(s);
+    }
+  };
   for (int variant = 0; variant < 6; ++variant) {
     ListPolicy policy;
     policy.memoryLimit = memoryLimit;
@@ -364,14 +389,24 @@ Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit,
     policy.partialFill = static_cast<ListPolicy::Fill>(variant % 3);
     policy.alternate = variant >= 3;
     Schedule s = listSchedule(layout, costs, policy);
-    std::optional<Timeline> t = simulate(s, costs);
-    if (!t)
-      continue;
-    if (t->makespan < bestMakespan - kEps ||
-        (t->makespan < bestMakespan + kEps && t->span < bestSpan - kEps)) {
-      bestMakespan = t->makespan;
-      bestSpan = t->span;
-      best = std::move(s);
+    if (std::optional<Timeline> t = simulate(s, costs))
+      consider(std::move(s), *t);
+  }
+  // The greedy rule can lose to the paper's handcrafted schedules where hops
+  // are slow against the stages (it starts Ws that then delay a B's send), so
+  // those compete too on the plain pipeline, wherever every rank's limit
+  // holds their peak: a portfolio never worse than ZB-H1 at p micro-batches
+  // in flight or than ZB-H2 at 2p - 1.
+  if (isLinear(layout)) {
+    int32_t p = layout.numRanks, m = layout.numMicroBatches();
+    for (Schedule s : {zeroBubbleH1(p, m), zeroBubbleH2(p, m)}) {
+      std::optional<Timeline> t = simulate(s, costs);
+      bool fits = t.has_value();
+      for (int32_t r = 0; fits && r < p; ++r)
+        fits = t->peakActivations[size_t(r)] <=
+               (rankLimits.empty() ? memoryLimit : rankLimits[size_t(r)]) + kEps;
+      if (fits)
+        consider(std::move(s), *t);
     }
   }
   best.name = "zb-auto";

@@ -59,8 +59,10 @@ struct ListPolicy {
 Schedule listSchedule(Schedule layout, const Costs &costs, const ListPolicy &policy);
 
 /// Automatic zero-bubble schedule: runs the list scheduler under each fill
-/// rule, with and without alternation, and returns the one with the shortest simulated makespan (ties: the
-/// shorter span). The layout fixes stages and paths; W passes are split off.
+/// rule, with and without alternation, and returns the one with the shortest
+/// simulated makespan (ties: the shorter span); on the linear layout ZB-H1
+/// and ZB-H2 compete too where the limits hold their peaks. The layout fixes
+/// stages and paths; W passes are split off.
 /// `rankLimits`, when not empty, gives each rank its own limit instead.
 Schedule zeroBubbleAuto(Schedule layout, const Costs &costs, double memoryLimit,
                         const std::vector<double> &rankLimits = {});

@@ -16,6 +16,7 @@
 #include "loom/Schedule/Generators.h"
 #include "loom/Schedule/Simulator.h"
 #include "loom/Search/Planner.h"
+#include "loom/Search/SimulatedPipeline.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -513,6 +514,53 @@ TEST(PlannerZeroBubble, VShapeBeatsZBH1AtTheSameActivationMemory) {
   cost::StrategyChoice back = choiceFromPlan(written);
   EXPECT_EQ(int(back.schedule), int(cost::Schedule::ZeroBubbleV));
   EXPECT_EQ(back.vpp, 2);
+}
+
+TEST(PlannerZeroBubble, AutoScheduleNeverLosesOnCostsFromRealShapes) {
+  // Issue #6: zb-auto under 1F1B's memory is never slower than ZB-H1, and with
+  // twice that never slower than ZB-H2, on per-stage F, B, W and hop times the
+  // cost model prices for real models (the embedding on the first stage, the
+  // head and loss on the last, hops over NVLink or InfiniBand).
+  struct Shape {
+    const char *model, *cluster;
+    int64_t tp, pp;
+  };
+  for (Shape shape : {Shape{"llama3-8b", "dgx-h100:nodes=1", 2, 4},
+                      Shape{"llama3-8b", "dgx-h100:nodes=2", 2, 8},
+                      Shape{"llama3-70b", "dgx-a100:nodes=4", 8, 4},
+                      Shape{"mixtral-8x7b", "dgx-h100:nodes=4", 4, 8}})
+    for (int64_t perRank : {2, 4}) {
+      spec::Model model = spec::loadModel(shape.model);
+      spec::Cluster cluster = spec::loadCluster(shape.cluster);
+      spec::Training training = spec::defaultTraining(model);
+      training.set_global_batch(perRank * shape.pp);
+      cost::StrategyChoice c;
+      c.tp = shape.tp;
+      c.pp = shape.pp;
+      c.dp = 1;
+      c.sequenceParallel = true;
+      c.schedule = cost::Schedule::ZeroBubbleH1;
+      cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c);
+      ASSERT_TRUE(w.ok()) << shape.model << ": " << w.error;
+      std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+      std::optional<PipelinePricing> priced =
+          pricePipeline(w.workload, cost::estimate(w.workload, computes));
+      ASSERT_TRUE(priced);
+      const sched::Costs &costs = priced->costs;
+      auto p = int32_t(shape.pp), m = int32_t(w.workload.microBatches());
+      SCOPED_TRACE(fmt::format("{} tp={} pp={} m={}", shape.model, shape.tp, p, m));
+      auto makespan = [&](const sched::Schedule &s) {
+        std::optional<sched::Timeline> t = sched::simulate(s, costs);
+        EXPECT_TRUE(t);
+        return t ? t->makespan : 0.0;
+      };
+      double h1 = makespan(sched::zeroBubbleH1(p, m));
+      double h2 = makespan(sched::zeroBubbleH2(p, m));
+      EXPECT_LE(makespan(sched::zeroBubbleAuto(sched::linearLayout(p, m), costs, p)),
+                h1 * (1 + 1e-12));
+      EXPECT_LE(makespan(sched::zeroBubbleAuto(sched::linearLayout(p, m), costs, 2 * p)),
+                h2 * (1 + 1e-12));
+    }
 }
 
 TEST(PlannerZeroBubble, MemoryCountsWhatTheGeneratedSchedulesHold) {

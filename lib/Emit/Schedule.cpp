@@ -38,7 +38,7 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
                     "emit with the model and cluster the plan was made for (--model, --cluster)");
   std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, plan.training());
   cost::Estimate e = cost::estimate(w.workload, computes);
-  std::optional<search::PipelinePricing> priced = search::pricePipeline(w.workload, e);
+  std::optional<search::PipelinePricing> priced = search::pricePipeline(w.workload, e, computes);
   if (!priced)
     throw EmitError(fmt::format("{}: {} cannot be built for pp={} with {} micro-batches and vpp={}",
                                 from.file, detail::scheduleName(st.schedule()), choice.pp,

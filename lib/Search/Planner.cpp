@@ -134,7 +134,7 @@ std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cl
   if (!w.ok())
     return std::nullopt;
   cost::Estimate e = cost::estimate(w.workload, computes, options);
-  std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e);
+  std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e, computes);
   if (!e.fits || !sim)
     return std::nullopt;
   // Everything per step scales with 1 / step time.

@@ -11,8 +11,9 @@
 using namespace loom;
 using namespace loom::search;
 
-std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload &w,
-                                                          const cost::Estimate &e) {
+std::optional<PipelinePricing> loom::search::pricePipeline(
+    const cost::Workload &w, const cost::Estimate &e,
+    std::span<const cost::ComputeModel> computes) {
   PipelinePricing out;
   sched::Kind &kind = out.kind;
   switch (w.schedule) {
@@ -64,19 +65,31 @@ std::optional<PipelinePricing> loom::search::pricePipeline(const cost::Workload 
     return std::nullopt;
   sched::Schedule layout = sched::layoutFor(kind, out.shape);
 
-  // Per stage (a chunk of a rank under interleaving and ZB-V): the rank's per
-  // micro-batch times split over its chunks; exposed tensor/expert
-  // communication halves into forward and backward, context-parallel exchange
-  // and recomputation belong to the backward. Transfers move to the links.
+  // Per stage (a chunk of a rank under interleaving and ZB-V): its times for
+  // one micro-batch; exposed tensor/expert communication halves into forward
+  // and backward, context-parallel exchange and recomputation belong to the
+  // backward. Transfers move to the links.
   sched::Costs &costs = out.costs;
   costs.numRanks = int32_t(w.pp);
   size_t stages = layout.stageRank.size();
   costs.forward.resize(stages);
   costs.backward.resize(stages);
   costs.weight.resize(stages);
-  double chunks = double(stages) / double(w.pp);
+  // With several stages per rank, each priced from its own parts (the
+  // estimate sums them per rank), so that the schedule sees the embedding and
+  // the head where they are.
+  std::vector<cost::RankTime> stageTime;
+  if (stages > size_t(w.pp) && !computes.empty()) {
+    stageTime.resize(stages);
+    for (const cost::Part &part : w.parts) {
+      size_t type = w.stageDevice.empty() ? 0 : size_t(w.stageDevice[w.rankOf(part.stage)]);
+      cost::addPartTime(stageTime[size_t(part.stage)], w, part,
+                        computes[type < computes.size() ? type : 0]);
+    }
+  }
+  double chunks = stageTime.empty() ? double(stages) / double(w.pp) : 1.0;
   for (size_t s = 0; s < stages; ++s) {
-    const cost::RankTime &t = e.time[layout.stageRank[s]];
+    const cost::RankTime &t = stageTime.empty() ? e.time[layout.stageRank[s]] : stageTime[s];
     costs.forward[s] = (t.f + t.tpComm / 2 + t.epComm / 2) / chunks;
     costs.backward[s] = (t.b + t.recompute + t.tpComm / 2 + t.cpComm + t.epComm / 2) / chunks;
     costs.weight[s] = t.w / chunks;
@@ -113,11 +126,12 @@ sched::Schedule loom::search::buildSchedule(const PipelinePricing &priced) {
                          std::numeric_limits<double>::infinity(), priced.rankLimits);
 }
 
-std::optional<SimulatedPipeline> loom::search::simulatePipeline(const cost::Workload &w,
-                                                                const cost::Estimate &e) {
+std::optional<SimulatedPipeline> loom::search::simulatePipeline(
+    const cost::Workload &w, const cost::Estimate &e,
+    std::span<const cost::ComputeModel> computes) {
   if (w.pp < 2)
     return std::nullopt;
-  std::optional<PipelinePricing> priced = pricePipeline(w, e);
+  std::optional<PipelinePricing> priced = pricePipeline(w, e, computes);
   if (!priced)
     return std::nullopt;
   sched::Schedule schedule = buildSchedule(*priced);

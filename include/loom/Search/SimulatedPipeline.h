@@ -18,6 +18,7 @@
 #include "loom/Schedule/SkipPaths.h"
 
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -51,17 +52,21 @@ struct PipelinePricing {
 /// paths chosen and list-scheduled.
 sched::Schedule buildSchedule(const PipelinePricing &priced);
 
-/// Prices the pipeline of `workload` from `estimate`'s per-rank times; empty
-/// when its schedule kind cannot be built for this shape (e.g. interleaving
-/// with micro-batches not a multiple of pp). A workload without pipeline
-/// parallelism is one rank running 1F1B.
+/// Prices the pipeline of `workload` from `estimate`'s per-rank times (with
+/// several stages per rank, each stage from its own parts on `computes`, the
+/// models `estimate` was priced with; without them the rank's time splits
+/// evenly); empty when its schedule kind cannot be built for this shape (e.g.
+/// interleaving with micro-batches not a multiple of pp). A workload without
+/// pipeline parallelism is one rank running 1F1B.
 std::optional<PipelinePricing> pricePipeline(const cost::Workload &workload,
-                                             const cost::Estimate &estimate);
+                                             const cost::Estimate &estimate,
+                                             std::span<const cost::ComputeModel> computes);
 
-/// Simulates the pipeline of `workload` as priced by `estimate` (its per-rank
-/// times). Empty when the workload has no pipeline or pricePipeline is empty.
+/// Simulates the pipeline of `workload` as priced by pricePipeline. Empty when
+/// the workload has no pipeline or pricePipeline is empty.
 std::optional<SimulatedPipeline> simulatePipeline(const cost::Workload &workload,
-                                                  const cost::Estimate &estimate);
+                                                  const cost::Estimate &estimate,
+                                                  std::span<const cost::ComputeModel> computes);
 
 } // namespace loom::search
 

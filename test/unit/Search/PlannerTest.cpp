@@ -499,12 +499,24 @@ TEST(PlannerZeroBubble, VShapeBeatsZBH1AtTheSameActivationMemory) {
   EXPECT_LT(v.estimate.bubble, h1.estimate.bubble);
   for (const cost::MemoryBreakdown &m : v.estimate.memory)
     EXPECT_EQ(m.inflight, 2 * c.pp) << "2p chunks of half a rank: p micro-batches";
-  // The V puts the embedding (stage 0) and the head (stage 7) on rank 0.
+  // The V puts the embedding (stage 0) and the head (stage 7) on rank 0, and
+  // the simulated schedule prices each of rank 0's stages with its own parts:
+  // the head's stage runs longer than the embedding's.
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, v.choice);
   ASSERT_TRUE(w.ok()) << w.error;
   for (const cost::Part &part : w.workload.parts)
     if (part.kind == cost::PartKind::Embedding || part.kind == cost::PartKind::Head)
       EXPECT_EQ(w.workload.rankOf(part.stage), 0);
+  cost::Estimate e = cost::estimate(w.workload, computes, options);
+  std::optional<PipelinePricing> priced = pricePipeline(w.workload, e, computes);
+  ASSERT_TRUE(priced);
+  const sched::Costs &stages = priced->costs;
+  EXPECT_GT(stages.forward[7], stages.forward[0]);
+  EXPECT_GT(stages.backward[7], stages.backward[0]);
+  const cost::RankTime &rank0 = e.time[0];
+  EXPECT_NEAR(stages.forward[0] + stages.forward[7],
+              rank0.f + rank0.tpComm / 2 + rank0.epComm / 2, 1e-9 * rank0.f);
+  EXPECT_NEAR(stages.weight[0] + stages.weight[7], rank0.w, 1e-9 * rank0.w);
   std::printf("zb-h1: %.3f s (bubble %.3f s); zb-v: %.3f s (bubble %.3f s)\n",
               h1.estimate.stepTime, h1.estimate.bubble, v.estimate.stepTime, v.estimate.bubble);
 
@@ -544,7 +556,7 @@ TEST(PlannerZeroBubble, AutoScheduleNeverLosesOnCostsFromRealShapes) {
       ASSERT_TRUE(w.ok()) << shape.model << ": " << w.error;
       std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
       std::optional<PipelinePricing> priced =
-          pricePipeline(w.workload, cost::estimate(w.workload, computes));
+          pricePipeline(w.workload, cost::estimate(w.workload, computes), computes);
       ASSERT_TRUE(priced);
       const sched::Costs &costs = priced->costs;
       auto p = int32_t(shape.pp), m = int32_t(w.workload.microBatches());

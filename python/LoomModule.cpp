@@ -11,6 +11,7 @@
 #include "loom/CostModel/FromStrategy.h"
 #include "loom/Schedule/ScheduleJson.h"
 #include "loom/Search/PlanJson.h"
+#include "loom/Search/SimulatedPipeline.h"
 #include "loom/Transforms/SchedPasses.h"
 
 #include <pybind11/pybind11.h>
@@ -68,7 +69,7 @@ std::string plan(const std::string &model, const std::string &cluster, int64_t t
 std::string estimate(const std::string &model, const std::string &cluster, int64_t globalBatch,
                      int64_t seq, int64_t dp, int64_t tp, int64_t pp, int64_t vpp, int64_t ep,
                      int64_t cp, int64_t mbs, int64_t zero, const std::string &recompute,
-                     bool sp) {
+                     bool sp, bool analytic) {
   Inputs in = load(model, cluster, globalBatch, seq);
   cost::StrategyChoice c;
   c.dp = dp;
@@ -88,6 +89,8 @@ std::string estimate(const std::string &model, const std::string &cluster, int64
     throw LoomError(w.error);
   std::vector<cost::ComputeModel> computes = cost::computeModelsFor(in.cluster, in.training);
   cost::Estimate e = cost::estimate(w.workload, computes);
+  // The pipeline simulated, as `loom estimate` does unless told --analytic.
+  bool simulated = !analytic && search::simulateEstimate(e, w.workload, computes);
   nlohmann::json stages = nlohmann::json::array();
   for (const cost::MemoryBreakdown &m : e.memory)
     stages.push_back(m.total());
@@ -101,6 +104,7 @@ std::string estimate(const std::string &model, const std::string &cluster, int64
                      {"usable_memory_bytes", e.usableBytes},
                      {"stage_memory_bytes", stages},
                      {"fits", e.fits},
+                     {"pipeline_model", simulated ? "simulated" : c.pp > 1 ? "analytic" : "none"},
                      {"cross_dc_bytes", e.crossDcBytes}};
   return out.dump();
 }
@@ -151,7 +155,8 @@ PYBIND11_MODULE(_loom, m) {
   m.def("estimate", &estimate, py::arg("model"), py::arg("cluster"), py::arg("global_batch") = 0,
         py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 1, py::arg("pp") = 1,
         py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,
-        py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false);
+        py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false,
+        py::arg("analytic") = false);
   m.def("schedule", &schedule, py::arg("kind"), py::arg("stages"), py::arg("microbatches"),
         py::arg("vpp") = 1, py::arg("costs") = std::vector<double>{}, py::arg("mem_limit") = 0.0,
         py::arg("skip") = std::string());

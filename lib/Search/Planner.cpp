@@ -134,24 +134,8 @@ std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cl
   if (!w.ok())
     return std::nullopt;
   cost::Estimate e = cost::estimate(w.workload, computes, options);
-  std::optional<SimulatedPipeline> sim = simulatePipeline(w.workload, e, computes);
-  if (!e.fits || !sim)
+  if (!e.fits || !simulateEstimate(e, w.workload, computes))
     return std::nullopt;
-  // Everything per step scales with 1 / step time.
-  double step = sim->makespan + e.dpExposed + e.optimizer;
-  double scale = e.stepTime / step;
-  e.tokensPerSecond *= scale;
-  e.tflopsPerGpu *= scale;
-  e.mfu *= scale;
-  e.stepTime = step;
-  e.hardwareFlops *= sim->executedShare; // skipped stages do no work
-  e.modelFlops *= sim->executedShare;
-  e.tflopsPerGpu *= sim->executedShare;
-  e.mfu *= sim->executedShare;
-  e.pipeline = sim->makespan;
-  // The simulator's own idle time: it runs sends beside compute, where the
-  // analytic form charged them to the rank.
-  e.bubble = sim->bubble;
   c.estimate = e;
   c.simulated = true;
   return c;

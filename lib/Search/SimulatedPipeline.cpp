@@ -159,3 +159,26 @@ std::optional<SimulatedPipeline> loom::search::simulatePipeline(
   }
   return out;
 }
+
+std::optional<SimulatedPipeline> loom::search::simulateEstimate(
+    cost::Estimate &e, const cost::Workload &w, std::span<const cost::ComputeModel> computes) {
+  std::optional<SimulatedPipeline> sim = simulatePipeline(w, e, computes);
+  if (!sim)
+    return std::nullopt;
+  // Everything per step scales with 1 / step time.
+  double step = sim->makespan + e.dpExposed + e.optimizer;
+  double scale = e.stepTime / step;
+  e.tokensPerSecond *= scale;
+  e.tflopsPerGpu *= scale;
+  e.mfu *= scale;
+  e.stepTime = step;
+  e.hardwareFlops *= sim->executedShare; // skipped stages do no work
+  e.modelFlops *= sim->executedShare;
+  e.tflopsPerGpu *= sim->executedShare;
+  e.mfu *= sim->executedShare;
+  e.pipeline = sim->makespan;
+  // The simulator's own idle time: it runs sends beside compute, where the
+  // analytic form charged them to the rank.
+  e.bubble = sim->bubble;
+  return sim;
+}

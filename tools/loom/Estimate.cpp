@@ -10,6 +10,7 @@
 
 #include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
+#include "loom/Search/SimulatedPipeline.h"
 #include "loom/Spec/Spec.h"
 #include "loom/Support/Table.h"
 
@@ -25,7 +26,7 @@ struct EstimateCliOptions {
   std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer";
   cost::StrategyChoice choice;
   bool noFlash = false, noOverlap = false, noTpOverlap = false, noGradFusion = false,
-       json = false;
+       json = false, analytic = false;
   double headroom = 0.05;
 };
 
@@ -85,6 +86,12 @@ void runEstimate(const EstimateCliOptions &o) {
   options.memory.headroom = o.headroom;
   options.overlapGradReduce = !o.noOverlap;
   cost::Estimate e = cost::estimate(w, computes, options);
+  // The pipeline term from the schedule simulator, as `loom plan` prices its
+  // finalists; --analytic keeps the closed form of the schedule family.
+  std::optional<search::SimulatedPipeline> sim;
+  if (!o.analytic)
+    sim = search::simulateEstimate(e, w, computes);
+  std::string pipelineModel = sim ? "simulated" : w.pp > 1 ? "analytic" : "none";
 
   std::string strategy = fmt::format(
       "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={} "
@@ -107,6 +114,7 @@ void runEstimate(const EstimateCliOptions &o) {
                        {"fits", e.fits},
                        {"microbatches", e.microBatches},
                        {"pipeline_s", e.pipeline},
+                       {"pipeline_model", pipelineModel},
                        {"bubble_s", e.bubble},
                        {"dp_exposed_s", e.dpExposed},
                        {"optimizer_s", e.optimizer},
@@ -183,6 +191,14 @@ void runEstimate(const EstimateCliOptions &o) {
   step.addRow({"optimizer step", secs(e.optimizer), share(e.optimizer)});
   step.addRow({"total", secs(e.stepTime), "100.0%"});
   text += step.render();
+  if (sim)
+    text += fmt::format("pipeline time from the schedule simulator ({}; --analytic for the "
+                        "closed form)\n",
+                        sim->schedule);
+  else if (w.pp > 1)
+    text += o.analytic ? "pipeline time from the schedule family's closed form\n"
+                       : "pipeline time from the schedule family's closed form (this shape "
+                         "cannot be simulated)\n";
   text += fmt::format("\n{:.0f} tokens/s, {:.1f} TFLOP/s per GPU (recomputation included), "
                       "MFU {:.1f}%\n",
                       e.tokensPerSecond, e.tflopsPerGpu, 100 * e.mfu);
@@ -241,6 +257,9 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--calibration", o->calibration, "CSV of measured GEMMs: m,n,k,seconds");
+  cmd->add_flag("--analytic", o->analytic,
+                "price the pipeline with the schedule family's closed form instead of "
+                "simulating its schedule");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] { runEstimate(*o); });
 }

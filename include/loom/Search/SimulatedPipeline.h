@@ -68,6 +68,15 @@ std::optional<SimulatedPipeline> simulatePipeline(const cost::Workload &workload
                                                   const cost::Estimate &estimate,
                                                   std::span<const cost::ComputeModel> computes);
 
+/// Replaces `estimate`'s analytic pipeline term with the simulated makespan
+/// of `workload`'s schedule, as the planner prices its finalists: step time,
+/// throughput and MFU follow it, the bubble is the busiest rank's idle time,
+/// and skip paths count only the FLOPs they run. Leaves `estimate` alone and
+/// returns empty when simulatePipeline does.
+std::optional<SimulatedPipeline> simulateEstimate(cost::Estimate &estimate,
+                                                  const cost::Workload &workload,
+                                                  std::span<const cost::ComputeModel> computes);
+
 } // namespace loom::search
 
 #endif // LOOM_SEARCH_SIMULATEDPIPELINE_H

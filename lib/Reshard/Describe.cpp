@@ -901,7 +901,8 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
 /// padded, the mixed-precision optimizer's fp32 masters and Adam moments beside them;
 /// then common.pt (what dist_checkpointing.save keeps out of the shards: args,
 /// checkpoint_version, iteration, the optimizer's groups and common step,
-/// content_metadata) and metadata.json last, as save() writes it last.
+/// content_metadata) and metadata.json last, as dist_checkpointing/serialization.py save()
+/// writes it last.
 static llvm::Expected<std::vector<ShardFile>>
 megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &target,
                    MegatronTargetBase &base) {

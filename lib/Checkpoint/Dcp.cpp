@@ -277,11 +277,9 @@ llvm::Expected<Tensor> DcpReader::chunkTensor(const DcpEntry &entry, const DcpCh
 llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
   const DcpEntry *entry = find(fqn);
   // "name[i]": row i of a stacked tensor (dcpRowKey).
-  if (!entry && fqn.ends_with("]")) {
-    auto [name, index] = fqn.drop_back().rsplit('[');
-    int64_t row = 0;
-    if (!index.getAsInteger(10, row) && (entry = find(name)) && !entry->isBytes)
-      return readRow(*entry, row);
+  if (auto rowKey = entry ? std::nullopt : parseDcpRowKey(fqn)) {
+    if ((entry = find(rowKey->first)) && !entry->isBytes)
+      return readRow(*entry, rowKey->second);
     entry = nullptr;
   }
   if (!entry || entry->isBytes)
@@ -342,6 +340,16 @@ llvm::Expected<Tensor> DcpReader::readRow(const DcpEntry &entry, int64_t row) {
 
 std::string loom::ckpt::dcpRowKey(llvm::StringRef fqn, int64_t row) {
   return (fqn + "[" + llvm::Twine(row) + "]").str();
+}
+
+std::optional<std::pair<llvm::StringRef, int64_t>> loom::ckpt::parseDcpRowKey(llvm::StringRef key) {
+  if (!key.ends_with("]"))
+    return std::nullopt;
+  auto [name, index] = key.drop_back().rsplit('[');
+  int64_t row = 0;
+  if (name.size() == key.size() - 1 || index.getAsInteger(10, row) || row < 0)
+    return std::nullopt;
+  return std::pair{name, row};
 }
 
 llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {

@@ -41,9 +41,9 @@ llvm::Expected<std::string> shardedBackend(const std::string &dir) {
 }
 
 /// The optimizer's groups and step from common.pt's "optimizer" entry: the
-/// mixed-precision optimizer's {"optimizer": {"param_groups", "state": {i: {"step"}}}}
-/// or the distributed optimizer's {"optimizer": {"param_groups" (with "step")},
-/// "param_state_sharding_type"} (the tensors being in the DCP part).
+/// mixed-precision optimizer's {"optimizer": {"param_groups", "state": {i: {"step"}} or
+/// {"common_step": step}}} or the distributed optimizer's {"optimizer": {"param_groups"
+/// (with "step")}, "param_state_sharding_type"} (the tensors being in the DCP part).
 llvm::Expected<std::optional<MegatronOptimizer>> commonOptimizer(const DictValue &top,
                                                                  const std::string &file) {
   ValuePtr optimizer = top.find("optimizer");
@@ -76,10 +76,16 @@ llvm::Expected<std::optional<MegatronOptimizer>> commonOptimizer(const DictValue
     if (!out.step)
       out.step = stepNumber(g->find("step"));
   }
-  if (ValuePtr states = torchState->find("state"); states && states->get<DictValue>())
-    for (const auto &entry : states->get<DictValue>()->entries)
+  // The step: every state's (older mcore), or the one they share as "common_step"
+  // (optimizer.py, _extract_common_per_param_step).
+  if (ValuePtr states = torchState->find("state"); states && states->get<DictValue>()) {
+    const DictValue &byParam = *states->get<DictValue>();
+    if (ValuePtr common = byParam.find("common_step"))
+      out.step = stepNumber(common);
+    for (const auto &entry : byParam.entries)
       if (const DictValue *state = entry.second->get<DictValue>(); state && !out.step)
         out.step = stepNumber(state->find("step"));
+  }
   out.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
   return out;
 }

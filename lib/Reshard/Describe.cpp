@@ -343,18 +343,26 @@ static llvm::Expected<Layout> describeDcp(const std::string &path) {
   return layout;
 }
 
-/// A Megatron-core torch_dist checkpoint (ckpt::readMegatronDist): its DCP folder is
-/// Megatron at tp = pp = 1, so megatronShards cuts the one rank's file (the fused QKV
-/// and SwiGLU pieces are the torch reader's), whose local tensors are then renamed
-/// to the DCP keys holding them (a stacked key's layer as a dcpRowKey), and each
-/// optimizer state gets the same pieces under its own key.
-static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
-  auto read = readMegatronDist(path);
-  if (!read)
-    return read.takeError();
-  const MegatronLayout &ml = read->layout;
-  Layout layout = megatronFulls(ml);
-  layout.format = "megatron-dist";
+/// The optimizer states torch_dist keeps beside each parameter, as (loom's suffix, the
+/// DCP key prefix): the mixed-precision optimizer's (dist_checkpointing/optimizer.py,
+/// make_sharded_optimizer_tensor with prefix optimizer.state.<state>).
+static const std::pair<std::string, std::string> kDistStates[] = {
+    {"#fp32", "optimizer.state.fp32_param."},
+    {"#exp_avg", "optimizer.state.exp_avg."},
+    {"#exp_avg_sq", "optimizer.state.exp_avg_sq."}};
+
+/// Megatron at tp = pp = 1 as torch_dist keys it (ckpt::MegatronDistCheckpoint), for
+/// both directions: megatronShards cuts the one rank's file of `layout`'s parameters
+/// (the fused QKV and SwiGLU pieces are the torch format's), `keyOf` renames each
+/// local tensor from its torch-format key ("model.decoder.layers.3.mlp.linear_fc1.
+/// weight") to the DCP key holding it (a stacked layer as a dcpRowKey), and each
+/// optimizer state in `states` gets the same pieces under its own prefix. `what` names
+/// the checkpoint in errors of the cut.
+static llvm::Expected<std::vector<LocalTensor>>
+megatronDistTensors(llvm::StringRef what, const Layout &layout, const MegatronDims &dims,
+                    int64_t layers,
+                    llvm::ArrayRef<std::pair<std::string, std::string>> states,
+                    llvm::function_ref<llvm::Expected<std::string>(const LocalTensor &)> keyOf) {
   std::vector<FullTensor> params;
   llvm::StringMap<unsigned> index;
   for (unsigned f = 0; f < layout.fulls.size(); ++f) {
@@ -362,9 +370,39 @@ static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
     if (layout.fulls[f].name.find('#') == std::string::npos)
       params.push_back(layout.fulls[f]);
   }
-  auto files = megatronShards(params, ml.dims, MegatronNaming::MCore, 1, 1, ml.layersPerStage, "");
+  auto files = megatronShards(params, dims, MegatronNaming::MCore, 1, 1, {layers}, "");
   if (!files)
-    return fileError(path, llvm::toString(files.takeError()));
+    return fileError(what, llvm::toString(files.takeError()));
+  std::vector<LocalTensor> out;
+  for (const LocalTensor &t : files->front().tensors) {
+    auto key = keyOf(t);
+    if (!key)
+      return key.takeError();
+    LocalTensor local = t;
+    local.key = std::move(*key);
+    for (const auto &[suffix, prefix] : states) {
+      LocalTensor state = local;
+      state.key = prefix + local.key;
+      state.dtype = DType::Float32;
+      for (Piece &piece : state.pieces)
+        piece.full = index[layout.fulls[piece.full].name + suffix];
+      out.push_back(std::move(state));
+    }
+    out.push_back(std::move(local));
+  }
+  return out;
+}
+
+/// A Megatron-core torch_dist checkpoint (ckpt::readMegatronDist): its DCP folder is
+/// Megatron at tp = pp = 1 (megatronDistTensors), each local tensor under the key the
+/// reader found for it.
+static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
+  auto read = readMegatronDist(path);
+  if (!read)
+    return read.takeError();
+  const MegatronLayout &ml = read->layout;
+  Layout layout = megatronFulls(ml);
+  layout.format = "megatron-dist";
   std::map<std::string, size_t> paramOf; // "model.<local name>" -> index into ml.params
   for (size_t i = 0; i < ml.params.size(); ++i)
     paramOf["model." + ml.params[i].localName] = i;
@@ -372,33 +410,28 @@ static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
                      ? "."
                      : llvm::sys::path::filename(read->iterationDir).str(),
                  "dcp", {}, ""};
-  size_t placed = 0;
-  for (const LocalTensor &t : files->front().tensors) {
+  auto keyOf = [&](const LocalTensor &t) -> llvm::Expected<std::string> {
     auto found = paramOf.find(t.key);
     if (found == paramOf.end())
       return fileError(path, "Megatron's layout has " + t.key + ", which the checkpoint lacks");
     const MegatronParam &p = ml.params[found->second];
     const MegatronDistSource &source = read->sources[found->second];
-    LocalTensor local = t;
-    local.key = source.row >= 0 ? dcpRowKey(source.key, source.row) : source.key;
+    std::string key = source.row >= 0 ? dcpRowKey(source.key, source.row) : source.key;
     if (t.shape != p.localShape)
-      return fileError(path + "/" + file.path, "'" + local.key + "' is not shaped as Megatron's "
+      return fileError(path + "/" + file.path, "'" + key + "' is not shaped as Megatron's "
                                                "layout gives " + p.localName + " for the args' dimensions");
-    ++placed;
-    for (const auto &[suffix, prefix] : read->states) {
-      LocalTensor state = local;
-      state.key = prefix + local.key;
-      state.dtype = DType::Float32;
-      for (Piece &piece : state.pieces)
-        piece.full = index[layout.fulls[piece.full].name + suffix];
-      file.tensors.push_back(std::move(state));
-    }
-    file.tensors.push_back(std::move(local));
-  }
+    return key;
+  };
+  auto tensors =
+      megatronDistTensors(path, layout, ml.dims, ml.dims.numLayers, read->states, keyOf);
+  if (!tensors)
+    return tensors.takeError();
+  size_t placed = tensors->size() / (read->states.size() + 1);
   if (placed != ml.params.size())
     return fileError(path, llvm::formatv("holds {0} parameters where Megatron's layout has {1}",
                                          ml.params.size(), placed)
                                .str());
+  file.tensors = std::move(*tensors);
   layout.files = {std::move(file)};
   return layout;
 }
@@ -747,6 +780,224 @@ static llvm::Expected<ShardFile> dcpTarget(const Layout &source, Layout &out, un
   return file;
 }
 
+/// What a Megatron target of either checkpoint format is cut from: the model's
+/// dimensions with the vocabulary padded to a multiple of 128·tp, the layers of each
+/// stage, the iteration folder, and the args Namespace (the source's when it is
+/// Megatron, with the new degrees and shape).
+struct MegatronTargetBase {
+  MegatronDims dims;
+  std::vector<int64_t> perStage;
+  std::string dir;
+  llvm::json::Object args;
+  bool withStates = false;
+};
+
+static llvm::Expected<MegatronTargetBase>
+megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &target) {
+  if (!source.dims)
+    return llvm::createStringError(
+        "megatron needs the model's dimensions (heads, query groups), and the source does "
+        "not state them; put the model's config.json beside the weights");
+  const ModelDims &d = *source.dims;
+  if (d.layers % target.pp)
+    return llvm::createStringError(
+        llvm::formatv("{0} layers do not split evenly over pp={1}", d.layers, target.pp).str());
+  MegatronTargetBase base;
+  MegatronDims &md = base.dims;
+  md.numLayers = d.layers;
+  md.hidden = d.hidden;
+  md.heads = d.heads;
+  md.queryGroups = d.kvHeads;
+  md.headDim = d.headDim;
+  md.ffn = d.ffn;
+  md.vocab = d.vocab;
+  md.swiglu = hasGateProj(out) || d.swiglu;
+  int64_t multiple = 128 * target.tp;
+  md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
+  base.perStage.assign(target.pp, d.layers / target.pp);
+  base.dir = llvm::formatv("iter_{0:d7}", source.iteration).str();
+  llvm::json::Object &args = base.args;
+  if (llvm::StringRef(source.format).starts_with("megatron") ||
+      llvm::StringRef(source.convertedFrom).starts_with("megatron")) {
+    // A universal file's source_layout carries the optimizer groups beside the
+    // args; they go to the optimizer entry, not into the Namespace. (Not erased
+    // afterwards: json::Object::erase leaves a tombstone that copies of the object
+    // revive in LLVM 19.)
+    if (auto parsed = llvm::json::parse(source.sourceArgs))
+      if (auto *o = parsed->getAsObject())
+        for (auto &[key, value] : *o)
+          if (key != "optimizer_groups")
+            args[key] = std::move(value);
+  }
+  for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
+           {"num_layers", md.numLayers},
+           {"hidden_size", md.hidden},
+           {"num_attention_heads", md.heads},
+           {"num_query_groups", md.queryGroups},
+           {"kv_channels", md.headDim},
+           {"ffn_hidden_size", md.ffn},
+           {"vocab_size", md.vocab},
+           {"padded_vocab_size", md.paddedVocab},
+           {"tensor_model_parallel_size", target.tp},
+           {"pipeline_model_parallel_size", target.pp}})
+    args[key] = value;
+  if (target.torchDist || args.get("ckpt_format"))
+    args["ckpt_format"] = target.torchDist ? "torch_dist" : "torch";
+  args["group_query_attention"] = md.queryGroups != md.heads;
+  args["swiglu"] = md.swiglu;
+  // With optimizer states, the optimizer that keeps them.
+  base.withStates = countStates(out.fulls, nullptr) > 0;
+  if (base.withStates)
+    args["use_distributed_optimizer"] = target.distributedOptimizer;
+  return base;
+}
+
+/// Megatron's torch format: mp_rank_TT[_PPP]/model_optim_rng.pt per rank, with the
+/// optimizer's states in the mixed-precision layout or the distributed optimizer's
+/// distrib_optim.pt, whose buffers are laid out by the args' bucketing.
+static llvm::Expected<std::vector<ShardFile>>
+megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &target,
+                    const MegatronTargetBase &base) {
+  const llvm::json::Object &args = base.args;
+  std::optional<MegatronDistOpt> distOpt;
+  if (base.withStates && target.distributedOptimizer)
+    distOpt = megatronDistOptFromArgs(args, target.pp);
+  auto files = megatronShards(out.fulls, base.dims, MegatronNaming::MCore, target.tp, target.pp,
+                              base.perStage, base.dir + "/", distOpt ? &*distOpt : nullptr);
+  if (!files)
+    return files.takeError();
+  // Each model file: what Megatron's save_checkpoint pickles, the model's tensors in
+  // file order under "model" (keys without the "model." the layout prefixes). The
+  // distrib_optim.pt files come with their skeletons.
+  for (ShardFile &file : *files) {
+    if (!llvm::StringRef(file.path).ends_with("/model_optim_rng.pt"))
+      continue;
+    llvm::json::Array model;
+    for (const LocalTensor &t : file.tensors)
+      if (llvm::StringRef key = t.key; key.consume_front("model."))
+        model.push_back(llvm::json::Array{key, llvm::json::Object{{"$tensor", t.key}}});
+    llvm::json::Array root{
+        llvm::json::Array{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
+                                                     {"state", llvm::json::Object(args)}}},
+        llvm::json::Array{"checkpoint_version", llvm::json::Object{{"$float", 3.0}}},
+        llvm::json::Array{"iteration", source.iteration},
+        llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
+    if (distOpt)
+      root.push_back(llvm::json::Array{"optimizer", megatronDistOptSkeleton(source, args)});
+    else if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
+      root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
+    file.format = "torch-tree";
+    file.meta =
+        llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+  }
+  return std::move(*files);
+}
+
+/// Megatron-core's torch_dist format (see ckpt::MegatronDistCheckpoint for the
+/// Megatron-LM sources): the iteration folder as a DCP checkpoint of the global tensors
+/// under mcore's sharded keys, layers stacked as TransformerBlock.sharded_state_dict
+/// stacks homogeneous layers (each layer a chunk at its row of `decoder.layers.<suffix>`,
+/// as each layer's ShardedTensor with its prepended axis is saved), vocabulary rows
+/// padded, the mixed-precision optimizer's fp32 masters and Adam moments beside them;
+/// then common.pt (what dist_checkpointing.save keeps out of the shards: args,
+/// checkpoint_version, iteration, the optimizer's groups and common step,
+/// content_metadata) and metadata.json last, as dist_checkpointing/serialization.py save()
+/// writes it last.
+static llvm::Expected<std::vector<ShardFile>>
+megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &target,
+                   MegatronTargetBase &base) {
+  llvm::json::Object &args = base.args;
+  if (base.withStates && target.distributedOptimizer)
+    return llvm::createStringError(
+        "megatron format=torch_dist writes the mixed-precision optimizer's states "
+        "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
+        "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
+        "--weights-only");
+  std::vector<std::pair<std::string, std::string>> states;
+  if (base.withStates) {
+    for (const FullTensor &f : out.fulls) {
+      auto [name, state] = llvm::StringRef(f.name).split('#');
+      if (!state.empty() && !llvm::is_contained({"fp32", "exp_avg", "exp_avg_sq"}, state))
+        return llvm::createStringError("megatron format=torch_dist keeps Adam's states (fp32 "
+                                       "master, exp_avg, exp_avg_sq), not " + f.name);
+      if (state.empty() && !out.findFull(f.name + "#fp32"))
+        return llvm::createStringError(
+            "megatron format=torch_dist keeps each parameter's fp32 master "
+            "(optimizer.state.fp32_param) and the source has none for " + f.name +
+            "; add --weights-only to leave the optimizer out");
+    }
+    states.assign(std::begin(kDistStates), std::end(kDistStates));
+  }
+  // No RNG states are written; an optimizer-less checkpoint says so too, so that
+  // Megatron's load_checkpoint does not ask for them.
+  args["no_save_rng"] = true;
+  args["no_save_optim"] = !base.withStates;
+  auto keyOf = [&](const LocalTensor &t) -> llvm::Expected<std::string> {
+    llvm::StringRef key = t.key;
+    key.consume_front("model.");
+    llvm::StringRef rest = key;
+    int64_t layer = 0;
+    if (!rest.consume_front("decoder.layers.") || rest.consumeInteger(10, layer) ||
+        !rest.consume_front("."))
+      return key.str();
+    return dcpRowKey(("decoder.layers." + rest).str(), layer);
+  };
+  auto tensors =
+      megatronDistTensors("target megatron", out, base.dims, base.dims.numLayers, states, keyOf);
+  if (!tensors)
+    return tensors.takeError();
+  // The stacked keys (parameters' and states') and their layer count, for the DCP output.
+  llvm::json::Object stacked;
+  for (const LocalTensor &t : *tensors)
+    if (auto rowKey = parseDcpRowKey(t.key))
+      stacked[rowKey->first] = base.dims.numLayers;
+  std::vector<ShardFile> files;
+  int64_t ranks = int64_t(target.tp) * target.pp;
+  files.push_back({base.dir, "dcp", std::move(*tensors),
+                   llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                            {"ranks", ranks}, {"stacked", std::move(stacked)}}))
+                       .str()});
+
+  // common.pt. The optimizer entry is what Float16OptimizerWithFloat16Params.
+  // sharded_state_dict leaves there: the groups without their params (a
+  // LocalNonpersistentObject) and the step all states share as "common_step"
+  // (optimizer.py, _extract_common_per_param_step).
+  using Entry = llvm::json::Array;
+  auto dict = [](llvm::json::Array entries) {
+    return llvm::json::Object{{"$dict", std::move(entries)}};
+  };
+  llvm::json::Array root{
+      Entry{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
+                                       {"state", llvm::json::Object(args)}}},
+      Entry{"checkpoint_version", llvm::json::Object{{"$float", 3.0}}},
+      Entry{"iteration", source.iteration},
+      // training/checkpointing.py, _build_sharded_state_dict_metadata, for the
+      // mixed-precision optimizer.
+      Entry{"content_metadata", dict(llvm::json::Array{
+                                    Entry{"singleton_local_shards", false},
+                                    Entry{"chained_optim_avoid_prefix", true}})}};
+  if (base.withStates) {
+    int64_t step = source.optimizerStep.value_or(source.iteration);
+    llvm::json::Array groups;
+    for (const llvm::json::Value &settings : megatronGroupSettings(source, args, step))
+      groups.push_back(groupSkeleton(settings, std::nullopt));
+    llvm::json::Array inner{
+        Entry{"state", dict(llvm::json::Array{Entry{"common_step", step}})},
+        Entry{"param_groups", std::move(groups)}};
+    root.push_back(
+        Entry{"optimizer", dict(llvm::json::Array{Entry{"optimizer", dict(std::move(inner))}})});
+  }
+  files.push_back({base.dir + "/common.pt", "torch-tree", {},
+                   llvm::formatv("{0}", llvm::json::Value(dict(std::move(root)))).str()});
+  // core.py, CheckpointingConfig as save_config dumps it; the common_backend fields
+  // are the ones mcore wrote while common.pt held the common state, and today's
+  // maybe_load_config ignores fields it does not know.
+  files.push_back({base.dir + "/metadata.json", "text", {},
+                   "{\"sharded_backend\": \"torch_dist\", \"sharded_backend_version\": 1, "
+                   "\"common_backend\": \"torch\", \"common_backend_version\": 1}"});
+  return files;
+}
+
 llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetSpec &target) {
   Layout out;
   out.format = target.format;
@@ -850,92 +1101,13 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       return files.takeError();
     out.files = std::move(*files);
   } else if (target.format == "megatron") {
-    if (!source.dims)
-      return llvm::createStringError(
-          "megatron needs the model's dimensions (heads, query groups), and the source does "
-          "not state them; put the model's config.json beside the weights");
-    const ModelDims &d = *source.dims;
-    if (d.layers % target.pp)
-      return llvm::createStringError(llvm::formatv(
-          "{0} layers do not split evenly over pp={1}", d.layers, target.pp).str());
-    MegatronDims md;
-    md.numLayers = d.layers;
-    md.hidden = d.hidden;
-    md.heads = d.heads;
-    md.queryGroups = d.kvHeads;
-    md.headDim = d.headDim;
-    md.ffn = d.ffn;
-    md.vocab = d.vocab;
-    md.swiglu = hasGateProj(out) || d.swiglu;
-    int64_t multiple = 128 * target.tp;
-    md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
-    std::vector<int64_t> perStage(target.pp, d.layers / target.pp);
-    std::string dir = llvm::formatv("iter_{0:d7}/", source.iteration);
-    // The args: the source's, with the new degrees and shape facts.
-    llvm::json::Object args;
-    if (llvm::StringRef(source.format).starts_with("megatron") ||
-        llvm::StringRef(source.convertedFrom).starts_with("megatron")) {
-      // A universal file's source_layout carries the optimizer groups beside the
-      // args; they go to the optimizer entry, not into the Namespace. (Not erased
-      // afterwards: json::Object::erase leaves a tombstone that copies of the object
-      // revive in LLVM 19.)
-      if (auto parsed = llvm::json::parse(source.sourceArgs))
-        if (auto *o = parsed->getAsObject())
-          for (auto &[key, value] : *o)
-            if (key != "optimizer_groups")
-              args[key] = std::move(value);
-    }
-    for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
-             {"num_layers", md.numLayers},
-             {"hidden_size", md.hidden},
-             {"num_attention_heads", md.heads},
-             {"num_query_groups", md.queryGroups},
-             {"kv_channels", md.headDim},
-             {"ffn_hidden_size", md.ffn},
-             {"vocab_size", md.vocab},
-             {"padded_vocab_size", md.paddedVocab},
-             {"tensor_model_parallel_size", target.tp},
-             {"pipeline_model_parallel_size", target.pp}})
-      args[key] = value;
-    if (args.get("ckpt_format")) // a torch_dist source's args
-      args["ckpt_format"] = "torch";
-    args["group_query_attention"] = md.queryGroups != md.heads;
-    args["swiglu"] = md.swiglu;
-    // With optimizer states, the optimizer that keeps them; the distributed one lays
-    // out its buffers by the args' bucketing.
-    bool withStates = countStates(out.fulls, nullptr) > 0;
-    if (withStates)
-      args["use_distributed_optimizer"] = target.distributedOptimizer;
-    std::optional<MegatronDistOpt> distOpt;
-    if (withStates && target.distributedOptimizer)
-      distOpt = megatronDistOptFromArgs(args, target.pp);
-    auto files = megatronShards(out.fulls, md, MegatronNaming::MCore, target.tp, target.pp,
-                                perStage, dir, distOpt ? &*distOpt : nullptr);
+    auto base = megatronTargetBase(source, out, target);
+    if (!base)
+      return base.takeError();
+    auto files = target.torchDist ? megatronDistTarget(source, out, target, *base)
+                                  : megatronTorchTarget(source, out, target, *base);
     if (!files)
       return files.takeError();
-    // Each model file: what Megatron's save_checkpoint pickles, the model's tensors in
-    // file order under "model" (keys without the "model." the layout prefixes). The
-    // distrib_optim.pt files come with their skeletons.
-    for (ShardFile &file : *files) {
-      if (!llvm::StringRef(file.path).ends_with("/model_optim_rng.pt"))
-        continue;
-      llvm::json::Array model;
-      for (const LocalTensor &t : file.tensors)
-        if (llvm::StringRef key = t.key; key.consume_front("model."))
-          model.push_back(llvm::json::Array{key, llvm::json::Object{{"$tensor", t.key}}});
-      llvm::json::Array root{
-          llvm::json::Array{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
-                                                       {"state", llvm::json::Object(args)}}},
-          llvm::json::Array{"checkpoint_version", 3.0},
-          llvm::json::Array{"iteration", source.iteration},
-          llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
-      if (distOpt)
-        root.push_back(llvm::json::Array{"optimizer", megatronDistOptSkeleton(source, args)});
-      else if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
-        root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
-      file.format = "torch-tree";
-      file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
-    }
     out.files = std::move(*files);
     out.files.push_back({"latest_checkpointed_iteration.txt", "text", {},
                          std::to_string(source.iteration)});

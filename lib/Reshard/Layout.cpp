@@ -253,6 +253,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
                    "model_optim_rng.pt) or distributed (--use-distributed-optimizer's "
                    "distrib_optim.pt)");
       spec.distributedOptimizer = value == "distributed";
+    } else if (format == "megatron" && key == "format") {
+      if (value != "torch" && value != "torch_dist")
+        return bad("expected torch (mp_rank_TT_PPP/model_optim_rng.pt files) or torch_dist "
+                   "(Megatron-core's distributed checkpoint, --ckpt-format torch_dist)");
+      spec.torchDist = value == "torch_dist";
     } else if (format == "deepspeed" &&
                (key == "zero" || key == "dp" || key == "tp" || key == "pp")) {
       unsigned n = 0;
@@ -278,7 +283,8 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     } else {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
-          (format == "megatron"         ? " (tp=N, pp=N, optimizer=mixed|distributed)"
+          (format == "megatron"
+               ? " (tp=N, pp=N, optimizer=mixed|distributed, format=torch|torch_dist)"
            : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, pp=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"

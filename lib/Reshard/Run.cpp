@@ -202,6 +202,9 @@ struct PendingOutput {
   /// A universal output written by every rank of an MPI job (RunOptions::mpi).
   bool parallel = false;
   unsigned dcpRanks = 1;
+  /// DCP tensors whose rows are declared one by one (as dcpRowKey(name, row)): name
+  /// -> rows. Megatron's torch_dist stacks a parameter of every layer so.
+  llvm::StringMap<int64_t> dcpStacked;
   std::optional<int64_t> universalStep;
   llvm::StringSet<> withStates; ///< universal parameters given optimizer states
   bool streamed() const { return stream || safetensors || universal || dcp; }
@@ -353,11 +356,22 @@ llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor
   return out.universal->write(dataset->first, dataset->second, tensor);
 }
 
-/// A complete tensor of a streamed DCP output: its row blocks, one per rank's file.
+/// A complete tensor of a streamed DCP output: its row blocks, one per rank's file. A
+/// row of a stacked tensor goes in at its row, its blocks with a leading axis of one.
 llvm::Error dcpWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
-  for (const DcpShard &shard : dcpRowShards({{key.str(), tensor}}, out.dcpRanks))
+  auto rowKey = parseDcpRowKey(key);
+  auto stacked = rowKey ? out.dcpStacked.find(rowKey->first) : out.dcpStacked.end();
+  for (DcpShard shard : dcpRowShards({{key.str(), tensor}}, out.dcpRanks)) {
+    if (stacked != out.dcpStacked.end()) {
+      shard.fqn = rowKey->first.str();
+      shard.fullShape.insert(shard.fullShape.begin(), stacked->second);
+      shard.offsets.insert(shard.offsets.begin(), rowKey->second);
+      shard.chunk.shape.insert(shard.chunk.shape.begin(), 1);
+      shard.chunk.strides.insert(shard.chunk.strides.begin(), 0);
+    }
     if (auto err = out.dcp->append(shard))
       return err;
+  }
   return llvm::Error::success();
 }
 
@@ -451,6 +465,14 @@ llvm::Error startStream(PendingOutput &out) {
     if (ranks < 1 || ranks > 65536)
       return fileError(out.path, "a DCP output needs ranks from 1 to 65536 in its meta");
     out.dcpRanks = unsigned(ranks);
+    if (const llvm::json::Object *stacked = meta->getObject("stacked"))
+      for (const auto &[name, rows] : *stacked) {
+        std::optional<int64_t> n = rows.getAsInteger();
+        if (!n || *n < 1)
+          return fileError(out.path, "a DCP output's stacked '" + name.str() +
+                                         "' has no row count");
+        out.dcpStacked[name.str()] = *n;
+      }
     auto writer = DcpWriter::create(out.path);
     if (!writer)
       return writer.takeError();
@@ -538,16 +560,21 @@ llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
   return (*file)->commit();
 }
 
-/// Removes the temporaries a killed run leaves ("<name>.tmp-XXXXXX", see OutputFile)
-/// under `dir`, or only those of `only` when given.
+/// Removes the temporaries a killed run leaves ("<name>.tmp-XXXXXX", see OutputFile,
+/// and DcpWriter's staging folders "<name>.loom-tmp-<pid>") under `dir`, or only
+/// those of `only` when given.
 void removeStaleTemps(const std::string &dir, llvm::StringRef only = "") {
-  std::vector<std::string> stale;
+  std::vector<std::string> stale, staging;
   auto consider = [&](const std::string &path) {
     llvm::StringRef name = llvm::sys::path::filename(path);
     size_t at = name.rfind(".tmp-");
     if (at != llvm::StringRef::npos && name.size() - at == 11 &&
         (only.empty() || name.take_front(at) == only))
       stale.push_back(path);
+    auto [base, pid] = name.rsplit(".loom-tmp-");
+    bool digits = !pid.empty() && llvm::all_of(pid, [](char c) { return c >= '0' && c <= '9'; });
+    if (only.empty() && digits && base.size() < name.size() && llvm::sys::fs::is_directory(path))
+      staging.push_back(path);
   };
   std::error_code ec;
   if (only.empty()) {
@@ -560,6 +587,8 @@ void removeStaleTemps(const std::string &dir, llvm::StringRef only = "") {
   }
   for (const std::string &path : stale)
     llvm::sys::fs::remove(path);
+  for (const std::string &path : staging)
+    llvm::sys::fs::remove_directories(path);
 }
 
 std::string join(llvm::StringRef root, llvm::StringRef path) {

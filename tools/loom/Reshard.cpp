@@ -160,7 +160,7 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N[,optimizer=distributed], "
+                "formats: megatron:tp=N,pp=N[,optimizer=distributed][,format=torch_dist], "
                 "deepspeed:zero=N,dp=N,tp=N,pp=N,optimizer=zero|bf16, "
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
@@ -269,7 +269,9 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "target: megatron:tp=N,pp=N[,optimizer=distributed] (mcore names; with\n"
                   "optimizer states, optimizer=distributed writes them as\n"
                   "--use-distributed-optimizer does, in distrib_optim.pt, for the DDP bucketing\n"
-                  "the args record), deepspeed:zero=1|2|3,dp=N\n"
+                  "the args record; format=torch_dist writes Megatron-core's distributed\n"
+                  "checkpoint, with the mixed-precision optimizer's states),\n"
+                  "deepspeed:zero=1|2|3,dp=N\n"
                   "[,tp=N (Megatron-DeepSpeed names)][,pp=N (GPTModelPipe's layer files)]\n"
                   "[,optimizer=bf16 (BF16_Optimizer)] (with\n"
                   "optimizer states), deepspeed-universal (DeepSpeed's universal folder,\n"

@@ -95,6 +95,8 @@ private:
 /// tensor `fqn`: "fqn[row]". Megatron's torch_dist checkpoints stack a parameter of
 /// every layer in one tensor.
 std::string dcpRowKey(llvm::StringRef fqn, int64_t row);
+/// The tensor and row a dcpRowKey names, or nullopt for another key.
+std::optional<std::pair<llvm::StringRef, int64_t>> parseDcpRowKey(llvm::StringRef key);
 
 /// What a DCP checkpoint of a training run holds besides its model, found from the
 /// key names torch gives it: `get_state_dict` (or FSDP.optim_state_dict) keys an

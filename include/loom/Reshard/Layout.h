@@ -160,12 +160,15 @@ struct TargetSpec {
   bool weightsOnly = false;
   /// megatron: optimizer=distributed, the distributed optimizer's distrib_optim.pt.
   bool distributedOptimizer = false;
+  /// megatron: format=torch_dist, Megatron-core's distributed checkpoint (a DCP folder
+  /// of global tensors, common.pt, metadata.json) rather than the torch format.
+  bool torchDist = false;
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,optimizer=distributed]",
+/// Parses "megatron:tp=4,pp=2[,optimizer=distributed][,format=torch_dist]",
 /// "deepspeed:zero=1,dp=2,tp=2[,pp=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);

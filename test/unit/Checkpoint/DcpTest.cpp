@@ -248,3 +248,13 @@ TEST(Dcp, BytesEntriesRoundTrip) {
   EXPECT_NE(message((*second)->finish()).find("two entries named 'w'"), std::string::npos);
   EXPECT_FALSE(llvm::sys::fs::exists(clash));
 }
+
+TEST(Dcp, RowKeysRoundTrip) {
+  std::string key = dcpRowKey("decoder.layers.mlp.linear_fc1.weight", 12);
+  auto row = parseDcpRowKey(key); // views `key`
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->first, "decoder.layers.mlp.linear_fc1.weight");
+  EXPECT_EQ(row->second, 12);
+  for (const char *other : {"embedding.weight", "x[]", "x[-1]", "x[1a]", "x1]"})
+    EXPECT_FALSE(parseDcpRowKey(other)) << other;
+}

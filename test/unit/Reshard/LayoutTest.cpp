@@ -439,3 +439,54 @@ TEST(DeepSpeedShards, SwigluSlicesHoldGateAndUp) {
             std::string::npos);
 }
 } // namespace
+
+/// --to megatron:...,format=torch_dist: the iteration folder as one DCP output whose
+/// stacked keys are declared row by row (each layer's parameters and states), then
+/// common.pt and metadata.json in it, and the tracker file; the optimizer=distributed
+/// states it does not write are refused.
+TEST(MegatronTarget, TorchDistStacksLayersAndRefusesTheDistributedOptimizer) {
+  auto spec = parseTargetSpec("megatron:tp=2,pp=2,format=torch_dist");
+  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
+  EXPECT_TRUE(spec->torchDist);
+  Layout source;
+  source.format = "hf-safetensors";
+  source.iteration = 7;
+  source.optimizerStep = 7;
+  source.dims = ModelDims{4, 32, 8, 4, 4, 48, 250, true};
+  source.fulls = llama(4, 8, 4, 4, 32, 48, 250);
+  for (size_t f = 0, n = source.fulls.size(); f < n; ++f)
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      source.fulls.push_back(
+          {source.fulls[f].name + state, ckpt::DType::Float32, source.fulls[f].shape});
+  auto target = targetLayout(source, *spec);
+  ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
+  std::vector<std::string> paths;
+  for (const ShardFile &file : target->files)
+    paths.push_back(file.path + " " + file.format);
+  EXPECT_EQ(paths, (std::vector<std::string>{
+                       "iter_0000007 dcp", "iter_0000007/common.pt torch-tree",
+                       "iter_0000007/metadata.json text",
+                       "latest_checkpointed_iteration.txt text"}));
+  const ShardFile &dcp = target->files.front();
+  std::map<std::string, int64_t> keys;
+  for (const LocalTensor &t : dcp.tensors)
+    keys[t.key] = t.shape.empty() ? 0 : t.shape[0];
+  // Each layer's fused QKV at its row, tp=1's [q; k; v] per group; its states beside it.
+  EXPECT_EQ(keys["decoder.layers.self_attention.linear_qkv.weight[3]"], (8 + 2 * 4) * 4);
+  EXPECT_TRUE(keys.count("optimizer.state.fp32_param.decoder.layers.mlp.linear_fc1.weight[0]"));
+  EXPECT_EQ(keys["embedding.word_embeddings.weight"], 256); // padded to 128·tp
+  EXPECT_EQ(keys.size(), (3 + 4 * 6) * 4u);
+  auto meta = llvm::json::parse(dcp.meta);
+  ASSERT_TRUE(bool(meta));
+  const llvm::json::Object *stacked = meta->getAsObject()->getObject("stacked");
+  ASSERT_TRUE(stacked);
+  EXPECT_EQ(stacked->size(), 6u * 4u);
+  EXPECT_EQ(stacked->getInteger("optimizer.state.exp_avg.decoder.layers.mlp.linear_fc2.weight"),
+            4);
+
+  auto distributed = parseTargetSpec("megatron:tp=2,format=torch_dist,optimizer=distributed");
+  ASSERT_TRUE(bool(distributed));
+  auto refused = targetLayout(source, *distributed);
+  ASSERT_FALSE(bool(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("--weights-only"), std::string::npos);
+}

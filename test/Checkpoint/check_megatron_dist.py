@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Judges what loom writes from Megatron checkpoints in formats torch reads itself, against
+the truth the fixture recorded, without loom.
+
+Usage:
+  check_megatron_dist.py torch-dist ROOT TRUTH.pt TP PP HEADS GROUPS
+      ROOT is a Megatron-core torch_dist checkpoint (`--to megatron:...,format=torch_dist`).
+      latest_checkpointed_iteration.txt names the iteration folder; its metadata.json
+      says torch_dist; common.pt (torch.load) holds the args with the written degrees,
+      shape and padded vocabulary, checkpoint_version 3.0, the iteration, the optimizer's
+      two groups without params and the step as common_step. The DCP folder holds
+      exactly mcore's sharded keys of the model and of its fp32 masters and Adam moments
+      (optimizer.state.{fp32_param,exp_avg,exp_avg_sq}.<key>); torch 1.13's own DCP
+      reader loads them in 2 gloo processes into ShardedTensors cut as mcore's tp=2
+      ranks ask for them (per layer of a stacked key, column- and row-parallel halves,
+      SwiGLU's gate and up halves at rank and 2 + rank), and every global tensor must
+      equal the one built from the truth by mcore's rules, bit for bit: layers stacked,
+      QKV fused per query group, fc1 as [gate; up], vocabulary rows padded with zeros.
+  check_megatron_dist.py dcp DIR TRUTH.pt
+      DIR is `--to dcp` of make_megatron.py's trained mcore model: torch's DCP reader loads
+      model.<name> (the fp32 master), optim.state.<name>.{exp_avg,exp_avg_sq,step} and the
+      optim.param_groups entries over 2 gloo ranks (split where loom did not split); the
+      tensors must equal the truth's, the groups be Megatron's (weight-decayed matrices,
+      then vectors) with the run's AdamW settings, and torch's AdamW loaded from it must
+      take one more step to the truth's values, bit for bit.
+
+TRUTH.pt is make_megatron.py's ({name: {param, fp32, exp_avg, exp_avg_sq}, "step"}) or
+make_megatron_dist.py's ({"model": ..., "optim": {"state": ...}}).
+"""
+import json
+import os
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import dcp_shim  # noqa: E402,F401  (before torch: see dcp_shim.py)
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.distributed._shard.sharded_tensor import (  # noqa: E402
+    init_from_local_shards, Shard, ShardMetadata)
+import torch.distributed._shard.checkpoint as dcp  # noqa: E402
+
+from check_dcp_optim import load_worker, same_bits  # noqa: E402
+
+WORLD = 2
+STATES = {"fp32_param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
+
+
+def fail(message):
+    sys.exit(f"check_megatron_dist: {message}")
+
+
+def load_truth(path):
+    """{name: {"param", "fp32", "exp_avg", "exp_avg_sq"}} and the step."""
+    t = torch.load(path)
+    if "model" in t and "optim" in t:
+        states = t["optim"]["state"]
+        step = int(next(iter(states.values()))["step"].item())
+        return {n: dict(param=p, **{k: v for k, v in states[n].items() if k != "step"})
+                for n, p in t["model"].items()}, step
+    step = t.pop("step")
+    return t, step
+
+
+class Dims:
+    def __init__(self, truth, heads, groups, tp):
+        self.layers = sum(1 for n in truth if n.endswith(".self_attn.q_proj.weight"))
+        self.heads, self.groups = heads, groups
+        self.head_dim = truth["model.layers.0.self_attn.q_proj.weight"]["param"].shape[0] // heads
+        self.vocab = truth["model.embed_tokens.weight"]["param"].shape[0]
+        multiple = 128 * tp
+        self.padded = (self.vocab + multiple - 1) // multiple * multiple
+
+
+def global_tensors(get, d):
+    """mcore's sharded key -> (global tensor, how mcore's TP ranks cut it: None for
+    replicated, the dimension of a column- or row-parallel cut, or "swiglu"), layers
+    stacked on dimension 0 (transformer_block.py, sharded_state_dict)."""
+    def stack(fn):
+        return torch.stack([fn(f"model.layers.{l}.") for l in range(d.layers)])
+
+    def qkv(p):
+        per = d.heads // d.groups * d.head_dim
+        q, k, v = (get(p + f"self_attn.{x}_proj.weight") for x in "qkv")
+        h = d.head_dim
+        return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * h:(g + 1) * h],
+                                     v[g * h:(g + 1) * h]]) for g in range(d.groups)])
+
+    def padded(t):
+        return torch.cat([t, torch.zeros(d.padded - d.vocab, t.shape[1], dtype=t.dtype)])
+    return {
+        "embedding.word_embeddings.weight": (padded(get("model.embed_tokens.weight")), 0),
+        "output_layer.weight": (padded(get("lm_head.weight")), 0),
+        "decoder.final_layernorm.weight": (get("model.norm.weight"), None),
+        "decoder.layers.self_attention.linear_qkv.layer_norm_weight":
+            (stack(lambda p: get(p + "input_layernorm.weight")), None),
+        "decoder.layers.self_attention.linear_qkv.weight": (stack(qkv), 1),
+        "decoder.layers.self_attention.linear_proj.weight":
+            (stack(lambda p: get(p + "self_attn.o_proj.weight")), 2),
+        "decoder.layers.mlp.linear_fc1.layer_norm_weight":
+            (stack(lambda p: get(p + "post_attention_layernorm.weight")), None),
+        "decoder.layers.mlp.linear_fc1.weight":
+            (stack(lambda p: torch.cat([get(p + "mlp.gate_proj.weight"),
+                                        get(p + "mlp.up_proj.weight")])), "swiglu"),
+        "decoder.layers.mlp.linear_fc2.weight":
+            (stack(lambda p: get(p + "mlp.down_proj.weight")), 2),
+    }
+
+
+def mcore_boxes(key, shape, cut):
+    """(rank, offsets, sizes) of every chunk mcore's tp=2 ranks hold of a sharded key:
+    one per layer of a stacked key, a column- or row-parallel half, or SwiGLU's gate and
+    up halves at rank and 2 + rank (mlp.py, apply_swiglu_sharded_factory)."""
+    stacked = "decoder.layers." in key
+    inner = list(shape[1:] if stacked else shape)
+    boxes = []
+    for r in range(WORLD):
+        for l in (range(shape[0]) if stacked else [None]):
+            lead, one = ([l], [1]) if stacked else ([], [])
+            if cut == "swiglu":
+                half = inner[0] // 2 // WORLD
+                for part in (r, WORLD + r):
+                    boxes.append((r, lead + [part * half, 0], one + [half, inner[1]]))
+                continue
+            dim = cut - (1 if stacked else 0)
+            offsets, sizes = [0] * len(inner), list(inner)
+            sizes[dim] //= WORLD
+            offsets[dim] = r * sizes[dim]
+            boxes.append((r, lead + offsets, one + sizes))
+    return boxes
+
+
+def mcore_load_worker(rank, directory, requests, port, outdir):
+    """Loads the keys as mcore's tp=2 rank `rank` would: replicated ones whole, the
+    others as ShardedTensors of its boxes."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=WORLD)
+    state = {}
+    for key, (shape, dtype, cut) in requests.items():
+        if cut is None:
+            state[key] = torch.zeros(shape, dtype=dtype)
+            continue
+        boxes = mcore_boxes(key, shape, cut)
+        metas = [ShardMetadata(shard_offsets=o, shard_sizes=s, placement=f"rank:{r}/cpu")
+                 for r, o, s in boxes]
+        mine = [Shard(torch.zeros(s, dtype=dtype), m)
+                for m, (r, o, s) in zip(metas, boxes) if r == rank]
+        state[key] = init_from_local_shards(mine, list(shape))
+    dcp.load_state_dict(state, dcp.FileSystemReader(directory))
+    out = {}
+    for key, value in state.items():
+        if hasattr(value, "local_shards"):
+            out[key] = [(s.metadata.shard_offsets, s.tensor) for s in value.local_shards()]
+        elif rank == 0:
+            out[key] = [([0] * value.dim(), value)]
+    torch.save(out, os.path.join(outdir, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def check_torch_dist(root, truth_path, tp, pp, heads, groups):
+    truth, step = load_truth(truth_path)
+    d = Dims(truth, heads, groups, tp)
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
+        iteration = int(f.read())
+    folder = os.path.join(root, f"iter_{iteration:07d}")
+    with open(os.path.join(folder, "metadata.json")) as f:
+        config = json.load(f)
+    if config.get("sharded_backend") != "torch_dist":
+        fail(f"metadata.json is {config}")
+
+    common = torch.load(os.path.join(folder, "common.pt"))
+    args = common["args"]
+    want = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                num_layers=d.layers, num_attention_heads=heads, num_query_groups=groups,
+                kv_channels=d.head_dim, vocab_size=d.vocab, padded_vocab_size=d.padded,
+                swiglu=True, ckpt_format="torch_dist", use_distributed_optimizer=False,
+                no_save_optim=False, no_save_rng=True)
+    for name, value in want.items():
+        if getattr(args, name, None) != value:
+            fail(f"common.pt: args.{name} is {getattr(args, name, None)!r}, not {value!r}")
+    if repr(common.get("checkpoint_version")) != "3.0" or common.get("iteration") != iteration:
+        fail(f"common.pt: checkpoint_version {common.get('checkpoint_version')}, iteration "
+             f"{common.get('iteration')}")
+    optimizer = common["optimizer"]["optimizer"]
+    if optimizer["state"] != {"common_step": step}:
+        fail(f"common.pt: optimizer.optimizer.state is {optimizer['state']}")
+    param_groups = optimizer["param_groups"]
+    if len(param_groups) != 2 or any("params" in g for g in param_groups) or \
+            param_groups[1]["weight_decay"] != 0.0 or param_groups[0]["weight_decay"] <= 0:
+        fail(f"common.pt: param_groups are {param_groups}")
+
+    # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
+    expected = {}
+    for key, (t, cut) in global_tensors(lambda n: truth[n]["param"], d).items():
+        expected[key] = (t, cut)
+    for dcp_name, name in STATES.items():
+        for key, (t, cut) in global_tensors(lambda n: truth[n][name], d).items():
+            expected[f"optimizer.state.{dcp_name}.{key}"] = (t, cut)
+    held = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    if set(held) != set(expected):
+        fail(f"the DCP keys differ from mcore's: {sorted(set(held) ^ set(expected))}")
+    requests = {k: (tuple(t.shape), t.dtype, cut) for k, (t, cut) in expected.items()}
+    parts = dcp_shim.run_ranks(mcore_load_worker, (folder, requests), WORLD)
+    for key, (t, cut) in expected.items():
+        got = torch.zeros_like(t)
+        for part in parts:
+            for offsets, chunk in part.get(key, []):
+                got[tuple(slice(o, o + s) for o, s in zip(offsets, chunk.shape))] = chunk
+        if not same_bits(got, t):
+            fail(f"{key} differs from the truth (mcore's layout of it)")
+    print(f"torch loaded {len(expected)} tensors of {folder} as mcore's tp=2 ranks ask for "
+          f"them: all equal the truth; iteration {iteration}, step {step}, tp={tp} pp={pp}, "
+          f"vocabulary {d.vocab} padded to {d.padded}")
+
+
+def check_dcp(directory, truth_path):
+    import make_megatron
+    truth, step = load_truth(truth_path)
+    names = sorted(truth)
+    flat = {}
+    for n in names:
+        flat[f"model.{n}"] = truth[n]["fp32"]
+        for moment in ("exp_avg", "exp_avg_sq"):
+            flat[f"optim.state.{n}.{moment}"] = truth[n][moment]
+        flat[f"optim.state.{n}.step"] = torch.tensor(float(step))
+    held = dcp.FileSystemReader(directory).read_metadata().state_dict_metadata
+    group_keys = [k for k in held if k.startswith("optim.param_groups.")]
+    if set(held) - set(group_keys) != set(flat):
+        fail(f"the tensor keys differ: {sorted((set(held) - set(group_keys)) ^ set(flat))}")
+    parts = dcp_shim.run_ranks(load_worker, (directory, dict(flat, **dict.fromkeys(group_keys))),
+                               WORLD)
+    loaded = {}
+    for key, value in flat.items():
+        got = torch.cat([parts[0][key], parts[1][key]]) if value.dim() else parts[0][key]
+        if not same_bits(got, value):
+            fail(f"{key}: differs from the truth")
+        loaded[key] = got
+
+    # The groups: Megatron's, with the settings of the run's AdamW.
+    groups = {}
+    for key in group_keys:
+        index, setting = key[len("optim.param_groups."):].split(".", 1)
+        groups.setdefault(int(index), {})[setting] = parts[0][key]
+    groups = [groups[i] for i in sorted(groups)]
+    full = {n: truth[n]["fp32"] for n in names}
+    want_params = make_megatron.megatron_groups(full)
+    reference = make_megatron.adamw([[torch.nn.Parameter(full[n].clone()) for n in g]
+                                     for g in want_params])
+    for g, (group, settings) in enumerate(zip(groups, reference.state_dict()["param_groups"])):
+        if sorted(group["params"]) != sorted(want_params[g]):
+            fail(f"optim.param_groups.{g}.params is not Megatron's group {g}")
+        for key, value in settings.items():
+            if key != "params" and group.get(key) != value:
+                fail(f"optim.param_groups.{g}.{key} is {group.get(key)!r}, the run's {value!r}")
+    if len(groups) != 2:
+        fail(f"{len(groups)} groups, Megatron has 2")
+
+    # Resume: AdamW from the loaded state and from the truth take the same next step.
+    def build(get):
+        params = {n: torch.nn.Parameter(get(f"model.{n}").clone()) for n in names}
+        opt = torch.optim.AdamW([dict(params=[params[n] for n in g["params"]],
+                                      **{k: v for k, v in g.items() if k != "params"})
+                                 for g in groups])
+        for n in names:
+            opt.state[params[n]] = {k: get(f"optim.state.{n}.{k}").clone()
+                                    for k in ("step", "exp_avg", "exp_avg_sq")}
+        return params, opt
+    resumed, original = build(loaded.__getitem__), build(flat.__getitem__)
+    gen = torch.Generator().manual_seed(5)
+    grads = {n: torch.randn(truth[n]["fp32"].shape, generator=gen) for n in names}
+    for params, opt in (resumed, original):
+        for n in names:
+            params[n].grad = grads[n].clone()
+        opt.step()
+    for n in names:
+        if not same_bits(resumed[0][n].detach(), original[0][n].detach()):
+            fail(f"{n} differs from the truth's after one more AdamW step")
+    print(f"torch loaded {len(flat)} tensors and {len(group_keys)} group entries of {directory} "
+          f"over {WORLD} ranks: all equal the truth; AdamW resumes to step {step + 1}")
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "torch-dist":
+        check_torch_dist(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+    elif mode == "dcp":
+        check_dcp(sys.argv[2], sys.argv[3])
+    else:
+        fail(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

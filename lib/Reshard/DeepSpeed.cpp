@@ -39,6 +39,23 @@
 //            all-reduced) while the rest drift; ds_to_universal.py reads the first
 //            stage's, and so does loom. ZeRO-2/3 are refused by DeepSpeed's
 //            PipelineEngine.
+//  MoE       DeepSpeed's MoE layers (microsoft/DeepSpeed 38327e07: engine.py
+//            _save_moe_checkpoint, _get_expert_ckpt_name, _get_optimizer_ckpt_name;
+//            moe/layer.py, moe/experts.py, moe/utils.py; utils/groups.py
+//            _get_expert_parallel_ranks) as Megatron-DeepSpeed builds them
+//            (f4157bea: megatron/model/transformer.py, megatron/optimizer/__init__.py).
+//            MoE layer L (its index among the model's MoE modules) keeps expert E's
+//            weights in layer_L_expert_E_mp_rank_00_model_states.pt under the global
+//            name (...deepspeed_experts.E...); mp_rank_00_model_states.pt keeps the
+//            rest of the module, num_experts and no param_shapes. The experts ride in
+//            groups of their own (split_params_into_different_moe_groups_for_optimizer
+//            appends one per dense group), which ZeRO partitions over the expert-data-
+//            parallel group: dp rank r keeps expert-parallel rank r % ep's experts and is
+//            rank r / ep of dp / ep there (partition_count), and its param_slice_mappings
+//            name them by their local index. expp_rank_R_mp_rank_00_optim_states.pt, one
+//            per expert-parallel rank, holds {'optimizer': None} under ZeRO and bf16.
+//            DeepSpeed refuses ZeRO-3 with MoE; loom reads and writes MoE without tensor
+//            or pipeline parallelism.
 //
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Layout.h"
@@ -75,6 +92,15 @@ std::string modelFile(const DeepSpeedConfig &config, unsigned mp, unsigned rank)
 std::string layerFile(int64_t layer, unsigned tpRank) {
   return llvm::formatv("layer_{0:d2}-model_{1:d2}-model_states.pt", layer, tpRank);
 }
+/// engine.py, _get_expert_ckpt_name with a layer id (newer checkpoints).
+std::string expertFile(size_t layer, int64_t expert) {
+  return llvm::formatv("layer_{0}_expert_{1}_mp_rank_00_model_states.pt", layer, expert);
+}
+std::string exppFile(unsigned rank) {
+  return llvm::formatv("expp_rank_{0}_mp_rank_00_optim_states.pt", rank);
+}
+constexpr llvm::StringLiteral kExperts = ".deepspeed_moe.experts.deepspeed_experts.";
+
 /// Keys of the flat tensors in a rank's optimizer file (the BF16_Optimizer's are
 /// ZeRO-1/2's).
 std::string fp32Key(unsigned stage, size_t group) {
@@ -327,6 +353,21 @@ placeParams(llvm::ArrayRef<FullTensor> fulls, llvm::ArrayRef<std::vector<std::st
 }
 } // namespace
 
+std::string DeepSpeedExpert::name() const {
+  return (module + kExperts + llvm::Twine(expert) + "." + rest).str();
+}
+
+std::optional<DeepSpeedExpert> reshard::deepspeedExpertOf(llvm::StringRef name) {
+  auto [module, tail] = name.split(kExperts);
+  if (tail.empty() || module.empty())
+    return std::nullopt;
+  auto [index, rest] = tail.split('.');
+  DeepSpeedExpert expert{module.str(), 0, rest.str()};
+  if (index.getAsInteger(10, expert.expert) || rest.empty())
+    return std::nullopt;
+  return expert;
+}
+
 llvm::Expected<DeepSpeedShards>
 reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
                          llvm::ArrayRef<std::vector<std::string>> groups,
@@ -355,6 +396,76 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
     return placed.takeError();
   const std::vector<StageGroups> &stages = *placed;
   const unsigned pp = stages.size(), mpRanks = pp * tp;
+  DeepSpeedShards out;
+  // MoE: the layers of experts, in the order their parameters first come (the
+  // engine numbers its MoE modules in named_modules() order), and the groups of
+  // experts.
+  std::vector<std::string> moeModules;
+  std::vector<bool> expertGroup;
+  for (const auto &group : groups) {
+    bool experts = false, dense = false;
+    for (const std::string &name : group) {
+      auto expert = deepspeedExpertOf(name);
+      (expert ? experts : dense) = true;
+      if (!expert)
+        continue;
+      size_t l = llvm::find(moeModules, expert->module) - moeModules.begin();
+      if (l == moeModules.size()) {
+        moeModules.push_back(expert->module);
+        out.numExperts.push_back(0);
+      }
+      out.numExperts[l] = std::max(out.numExperts[l], expert->expert + 1);
+    }
+    if (experts && dense)
+      return llvm::createStringError(
+          "an optimizer group holds both experts' and other parameters; DeepSpeed's MoE keeps "
+          "the experts in groups of their own (split_params_into_different_moe_groups_for_"
+          "optimizer)");
+    expertGroup.push_back(experts);
+  }
+  const unsigned ep = config.ep;
+  if (moeModules.empty() && ep > 1)
+    return llvm::createStringError(llvm::formatv("ep={0}, but the model has no DeepSpeed MoE "
+                                                 "experts (parameters named <layer>{1}E.*)",
+                                                 ep, kExperts)
+                                       .str());
+  if (!moeModules.empty()) {
+    if (stage == 3)
+      return llvm::createStringError("ZeRO-3 with MoE experts, which DeepSpeed refuses (\"MoE "
+                                     "not supported with Stage 3\")");
+    if (tp > 1 || config.pipeline)
+      return llvm::createStringError(
+          "MoE experts with tensor or pipeline parallelism: loom lays out DeepSpeed MoE "
+          "checkpoints without either");
+    if (dp % ep)
+      return llvm::createStringError(
+          llvm::formatv("dp={0} does not split into expert-parallel groups of ep={1}", dp, ep)
+              .str());
+    for (size_t l = 0; l < moeModules.size(); ++l)
+      if (out.numExperts[l] % ep)
+        return llvm::createStringError(llvm::formatv("{0}: {1} experts do not divide over ep={2} "
+                                                     "(DeepSpeed's MoE needs num_experts % "
+                                                     "ep_size == 0)",
+                                                     moeModules[l], out.numExperts[l], ep)
+                                           .str());
+  }
+  // The parameters of a group of experts that expert-parallel rank `rank` holds, under
+  // their local names.
+  auto localExperts = [&](const std::vector<StageParam> &group, unsigned rank) {
+    std::vector<StageParam> local;
+    for (const StageParam &p : group) {
+      DeepSpeedExpert expert = *deepspeedExpertOf(p.full);
+      int64_t perRank =
+          out.numExperts[llvm::find(moeModules, expert.module) - moeModules.begin()] / ep;
+      if (expert.expert / perRank != rank)
+        continue;
+      expert.expert -= rank * perRank;
+      local.push_back({expert.name(), p.full, p.layer, p.key});
+    }
+    return local;
+  };
+  for (size_t g = 0; g < groups.size(); ++g)
+    out.partitionCounts.push_back(expertGroup[g] && stage <= 2 ? dp / ep : dp);
   // Each parameter's slice on each tp rank; its states are cut alike.
   llvm::StringMap<std::vector<TpSlice>> slices;
   for (const auto &group : groups)
@@ -370,7 +481,6 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
       }
     }
   const char *states[] = {"fp32", "exp_avg", "exp_avg_sq"};
-  DeepSpeedShards out;
   for (unsigned mp = 0; mp < mpRanks; ++mp) {
     const StageGroups &params = stages[mp / tp];
     unsigned t = mp % tp;
@@ -383,8 +493,8 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
     // Model states: the 16-bit parameters' slices (ZeRO-1/2 outside a pipeline).
     ShardFile model{(dirPrefix + modelFile(config, mp, 0)).str(), "torch-tree", {}, ""};
     if (stage <= 2 && !config.pipeline)
-      for (const auto &group : params)
-        for (const StageParam &p : group) {
+      for (size_t g = 0; g < params.size(); ++g)
+        for (const StageParam &p : expertGroup[g] ? std::vector<StageParam>{} : params[g]) {
           unsigned f = index[p.full];
           const TpSlice &slice = slices[p.full][t];
           model.tensors.push_back(
@@ -398,6 +508,22 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
         out.files.push_back({(dirPrefix + modelFile(config, mp, r)).str(), "torch-tree", {}, ""});
       }
   }
+  // MoE: each expert's weights in a file of its own, under their global names.
+  for (size_t l = 0; l < moeModules.size(); ++l)
+    for (int64_t e = 0; e < out.numExperts[l]; ++e) {
+      ShardFile file{(dirPrefix + expertFile(l, e)).str(), "torch-tree", {}, ""};
+      for (size_t g = 0; g < groups.size(); ++g)
+        for (const StageParam &p : expertGroup[g] ? stages[0][g] : std::vector<StageParam>{}) {
+          DeepSpeedExpert expert = *deepspeedExpertOf(p.full);
+          if (expert.module != moeModules[l] || expert.expert != e)
+            continue;
+          unsigned f = index[p.full];
+          file.tensors.push_back(
+              {p.full, fulls[f].dtype, fulls[f].shape, slicePieces(f, slices[p.full][0])});
+        }
+      out.expertFiles.push_back(out.files.size());
+      out.files.push_back(std::move(file));
+    }
   // A pipeline's layer files: each built layer's weights, per tp rank.
   if (config.pipeline)
     for (unsigned s = 0; s < pp; ++s) {
@@ -437,24 +563,29 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
         dp, std::vector<std::vector<DeepSpeedShards::Fragment>>(params.size()));
     std::vector<std::vector<int64_t>> paddings(dp, std::vector<int64_t>(params.size(), 0));
     if (stage <= 2) {
-      for (size_t g = 0; g < params.size(); ++g) {
-        int64_t total = 0;
-        for (const StageParam &p : params[g])
-          total += *checkedNumel(slices[p.full][t].shape);
-        int64_t align = 2 * dp, padded = (total + align - 1) / align * align, size = padded / dp;
+      for (size_t g = 0; g < params.size(); ++g)
         for (unsigned r = 0; r < dp; ++r) {
-          int64_t lo = r * size, hi = lo + size;
+          // A group of experts: rank r's local experts, cut over its expert-data-parallel
+          // group, where it is rank r / ep.
+          const std::vector<StageParam> members =
+              expertGroup[g] ? localExperts(params[g], r % ep) : params[g];
+          const int64_t ranks = out.partitionCounts[g], part = expertGroup[g] ? r / ep : r;
+          int64_t total = 0;
+          for (const StageParam &p : members)
+            total += *checkedNumel(slices[p.full][t].shape);
+          int64_t align = 2 * ranks, padded = (total + align - 1) / align * align;
+          int64_t size = padded / ranks, lo = part * size, hi = lo + size;
           // Where each parameter's part lies (param_slice_mappings), and the padding the
           // partition ends with (group_paddings: on the last rank only).
           int64_t a = 0;
-          for (const StageParam &p : params[g]) {
+          for (const StageParam &p : members) {
             int64_t n = *checkedNumel(slices[p.full][t].shape);
             int64_t b = std::max(a, lo), e = std::min(a + n, hi);
             if (b < e)
               mappings[r][g].push_back({p.name, b - lo, e - b});
             a += n;
           }
-          paddings[r][g] = r + 1 == dp ? hi - std::max(lo, std::min(hi, total)) : 0;
+          paddings[r][g] = part + 1 == ranks ? hi - std::max(lo, std::min(hi, total)) : 0;
           for (const char *state : states) {
             bool fp32 = llvm::StringRef(state) == "fp32";
             LocalTensor local;
@@ -465,7 +596,7 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
                                ? std::max<int64_t>(0, std::min(hi, total) - lo)
                                : size};
             a = 0;
-            for (const StageParam &p : params[g]) {
+            for (const StageParam &p : members) {
               auto f = find(p.full + "#" + state);
               if (!f)
                 return f.takeError();
@@ -479,7 +610,6 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
             optim[r].tensors.push_back(std::move(local));
           }
         }
-      }
     } else {
       // Each parameter in dp parts; rank r's parts back to back over all groups, the
       // group tensors cut where each group's parameters end.
@@ -512,6 +642,11 @@ reshard::deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
       out.sliceMappings.push_back(std::move(mappings[r]));
       out.groupPaddings.push_back(std::move(paddings[r]));
     }
+  }
+  // MoE: what the engine saves per expert-parallel rank beside ZeRO's files.
+  for (unsigned r = 0; r < ep && !moeModules.empty(); ++r) {
+    out.exppFiles.push_back(out.files.size());
+    out.files.push_back({(dirPrefix + exppFile(r)).str(), "torch-tree", {}, ""});
   }
   return out;
 }
@@ -575,6 +710,8 @@ struct ModelStates {
   llvm::StringMap<Tensor> module;
   int64_t iteration = 0; ///< global_steps
   std::optional<int64_t> dpWorldSize, mpWorldSize;
+  /// MoE (_save_moe_checkpoint): each MoE layer's experts, in place of param_shapes.
+  std::vector<int64_t> numExperts;
 };
 
 static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
@@ -586,8 +723,16 @@ static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
   const DictValue *dict = states.root->get<DictValue>();
   ValuePtr shapes = dict ? dict->find("param_shapes") : nullptr;
   states.groups = shapes ? shapes->sequence() : nullptr;
-  if (!states.groups)
-    return fileError(path, "no param_shapes list");
+  ValuePtr experts = dict ? dict->find("num_experts") : nullptr;
+  if (const std::vector<ValuePtr> *counts = experts ? experts->sequence() : nullptr)
+    for (const ValuePtr &count : *counts) {
+      auto n = integerOf(count);
+      if (!n || *n < 1)
+        return fileError(path, "num_experts holds a count that is not positive");
+      states.numExperts.push_back(*n);
+    }
+  if (!states.groups && states.numExperts.empty())
+    return fileError(path, "no param_shapes list (nor DeepSpeed MoE's num_experts)");
   states.iteration = integerOf(dict->find("global_steps")).value_or(0);
   states.dpWorldSize = integerOf(dict->find("dp_world_size"));
   states.mpWorldSize = integerOf(dict->find("mp_world_size"));
@@ -632,6 +777,10 @@ struct ScannedFolder {
   DeepSpeedConfig config;
   unsigned mpRanks = 1;
   std::set<std::pair<int64_t, unsigned>> layers; ///< (layer index, tp rank)
+  /// MoE: (MoE layer, expert) of each layer_L_expert_E_mp_rank_00 file, and the ranks of
+  /// the expp_rank_R_mp_rank_00 files.
+  std::set<std::pair<int64_t, int64_t>> experts;
+  std::set<unsigned> expp;
 };
 
 static llvm::Expected<ScannedFolder> scanTagFolder(const std::string &dir) {
@@ -642,11 +791,33 @@ static llvm::Expected<ScannedFolder> scanTagFolder(const std::string &dir) {
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
     llvm::StringRef name = llvm::sys::path::filename(it->path());
-    if (name.starts_with("expp_rank_") || (name.starts_with("layer_") && name.contains("_expert_")))
-      return fileError(it->path(), "a DeepSpeed MoE file (experts' weights or optimizer "
-                                   "states): mixture-of-experts checkpoints are not read yet; "
-                                   "convert a dense model, or the experts with DeepSpeed's "
-                                   "ds_to_universal.py");
+    if (name.starts_with("expert_"))
+      return fileError(it->path(), "an expert file without its MoE layer's id, which DeepSpeed "
+                                   "wrote before layer_L_expert_E_mp_rank_MM files; load and "
+                                   "save it with a newer DeepSpeed first");
+    if (llvm::StringRef rest = name; rest.consume_front("expp_rank_")) {
+      unsigned rank = 0;
+      auto [rankText, tail] = rest.split("_mp_rank_");
+      if (rankText.getAsInteger(10, rank) || rank > 65535 ||
+          tail != "00_optim_states.pt")
+        return fileError(it->path(), "not a DeepSpeed MoE optimizer file of mp rank 0 "
+                                     "(expp_rank_R_mp_rank_00_optim_states.pt); MoE "
+                                     "checkpoints are read without tensor parallelism");
+      scan.expp.insert(rank);
+      continue;
+    }
+    if (llvm::StringRef rest = name; rest.consume_front("layer_") && rest.contains("_expert_")) {
+      auto [layerText, tail] = rest.split("_expert_");
+      auto [expertText, mpText] = tail.split("_mp_rank_");
+      int64_t layer = 0, expert = 0;
+      if (layerText.getAsInteger(10, layer) || expertText.getAsInteger(10, expert) ||
+          layer > 99999 || expert > 99999 || mpText != "00_model_states.pt")
+        return fileError(it->path(), "not a DeepSpeed expert file of mp rank 0 "
+                                     "(layer_L_expert_E_mp_rank_00_model_states.pt); MoE "
+                                     "checkpoints are read without tensor parallelism");
+      scan.experts.insert({layer, expert});
+      continue;
+    }
     if (llvm::StringRef rest = name; rest.consume_front("layer_")) {
       auto [index, tail] = rest.split('-');
       int64_t layer = 0;
@@ -724,6 +895,152 @@ static std::optional<llvm::json::Object> argsOf(const ModelStates &states) {
       if (auto json = plainJson(*value))
         out[*name] = std::move(*json);
   return out;
+}
+
+/// A DeepSpeed MoE checkpoint's parameters and groups (the full tensors with their
+/// optimizer states), and its ep. _save_moe_checkpoint records no param_shapes: the
+/// groups are read off the dp ranks' param_slice_mappings (a group's parameters follow
+/// one another over the ranks it is cut for), the experts' names made global again,
+/// and the shapes off the module and the experts' files. The rest is checked against
+/// deepspeedShards, as for every DeepSpeed checkpoint.
+static llvm::Error moeParams(const std::string &dir, const ScannedFolder &scan,
+                             const ModelStates &model0, DeepSpeedConfig &config, Layout &layout) {
+  const std::vector<int64_t> &numExperts = model0.numExperts;
+  const std::string model0Path = dir + "/" + modelFile(config, 0, 0);
+  if (scan.config.pipeline || scan.mpRanks > 1)
+    return fileError(dir, "DeepSpeed MoE files beside tensor- or pipeline-parallel ones; MoE "
+                          "checkpoints are read without tensor or pipeline parallelism");
+  if (numExperts.empty() || scan.experts.empty())
+    return fileError(dir, "holds DeepSpeed MoE files, but " +
+                              llvm::Twine(numExperts.empty() ? "mp_rank_00_model_states.pt has "
+                                                               "no num_experts list"
+                                                             : "no expert file"));
+  const unsigned ep = scan.expp.empty() ? 1 : *scan.expp.rbegin() + 1, dp = config.dp;
+  for (unsigned r = 0; r < ep; ++r)
+    if (!scan.expp.count(r))
+      return fileError(dir + "/" + exppFile(r),
+                       llvm::formatv("missing: the expert-parallel ranks' files go up to {0}",
+                                     ep - 1)
+                           .str());
+  if (dp % ep)
+    return fileError(dir, llvm::formatv("holds the optimizer files of dp={0}, which do not split "
+                                        "into expert-parallel groups of the ep={1} expp_rank_* "
+                                        "files",
+                                        dp, ep)
+                              .str());
+  // The experts' files: exactly num_experts of each MoE layer, each holding its expert.
+  llvm::StringMap<Tensor> expertTensors;
+  std::vector<std::string> modules(numExperts.size());
+  for (size_t l = 0; l < numExperts.size(); ++l)
+    if (numExperts[l] % ep)
+      return fileError(model0Path,
+                       llvm::formatv("num_experts gives MoE layer {0} {1} experts, which do not "
+                                     "divide over the ep={2} expert-parallel ranks of the "
+                                     "expp_rank_* files",
+                                     l, numExperts[l], ep)
+                           .str());
+  for (auto [layer, expert] : scan.experts)
+    if (size_t(layer) >= numExperts.size() || expert >= numExperts[layer])
+      return fileError(dir + "/" + expertFile(layer, expert),
+                       "an expert file that num_experts (" + model0Path + ") does not count");
+  for (size_t l = 0; l < numExperts.size(); ++l) {
+    for (int64_t e = 0; e < numExperts[l]; ++e) {
+      std::string file = dir + "/" + expertFile(l, e);
+      if (!scan.experts.count({int64_t(l), e}))
+        return fileError(file, llvm::formatv("missing: num_experts gives MoE layer {0} {1} "
+                                             "experts",
+                                             l, numExperts[l])
+                                   .str());
+      auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
+      if (!root)
+        return root.takeError();
+      for (NamedTensor &t : collectTensors(**root)) {
+        auto expert = deepspeedExpertOf(t.name);
+        if (!expert || expert->expert != e || (!modules[l].empty() && expert->module != modules[l]))
+          return fileError(file, t.name + ": not a parameter of expert " + llvm::Twine(e) +
+                                     (modules[l].empty() ? "" : " of " + modules[l]));
+        modules[l] = expert->module;
+        expertTensors[t.name] = std::move(t.tensor);
+      }
+    }
+  }
+  // Each group's parameters, in order, from the fragments of the ranks it is cut for.
+  std::vector<std::vector<std::string>> groups;
+  for (unsigned r = 0; r < dp; ++r) {
+    std::string file = dir + "/" + optimFile(config, 0, r);
+    auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
+    if (!root)
+      return root.takeError();
+    const DictValue *top = (*root)->get<DictValue>();
+    ValuePtr osd = top ? top->find("optimizer_state_dict") : nullptr;
+    const DictValue *state = osd ? osd->get<DictValue>() : nullptr;
+    ValuePtr mappings = state ? state->find("param_slice_mappings") : nullptr;
+    const std::vector<ValuePtr> *perGroup = mappings ? mappings->sequence() : nullptr;
+    if (!perGroup || perGroup->empty())
+      return fileError(file, "no param_slice_mappings, which loom reads a MoE checkpoint's "
+                             "optimizer groups from (DeepSpeed saves no param_shapes with MoE)");
+    if (r == 0)
+      groups.resize(perGroup->size());
+    if (perGroup->size() != groups.size())
+      return fileError(file, llvm::formatv("param_slice_mappings has {0} groups, dp rank 0's {1}",
+                                           perGroup->size(), groups.size())
+                                 .str());
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const DictValue *fragments = (*perGroup)[g]->get<DictValue>();
+      if (!fragments)
+        return fileError(file, llvm::formatv("param_slice_mappings[{0}] is not a dict", g).str());
+      for (const auto &[key, value] : fragments->entries) {
+        const std::string *name = key->get<std::string>();
+        if (!name)
+          return fileError(file, "a param_slice_mappings key is not a parameter name");
+        std::string global = *name;
+        if (auto expert = deepspeedExpertOf(*name)) {
+          // Local expert ids count from the rank's first: ep rank r % ep holds
+          // num_experts / ep of each layer's.
+          size_t l = llvm::find(modules, expert->module) - modules.begin();
+          if (l == modules.size() || expert->expert >= numExperts[l] / ep)
+            return fileError(file, *name + ": not a local expert of the MoE layers' files "
+                                           "over ep=" + llvm::Twine(ep));
+          expert->expert += r % ep * (numExperts[l] / ep);
+          global = expert->name();
+        }
+        if (!llvm::is_contained(groups[g], global))
+          groups[g].push_back(std::move(global));
+      }
+    }
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    // Experts in the engine's order: layer by layer, expert by expert (rank by rank).
+    std::vector<std::tuple<size_t, int64_t, size_t, std::string>> order;
+    for (size_t i = 0; i < groups[g].size(); ++i)
+      if (auto expert = deepspeedExpertOf(groups[g][i]))
+        order.emplace_back(llvm::find(modules, expert->module) - modules.begin(), expert->expert,
+                           i, groups[g][i]);
+    if (order.empty())
+      continue;
+    llvm::sort(order);
+    for (size_t i = 0; i < order.size() && i < groups[g].size(); ++i)
+      groups[g][i] = std::get<3>(order[i]);
+  }
+  for (const auto &group : groups) {
+    layout.paramGroups.emplace_back();
+    for (const std::string &name : group) {
+      const llvm::StringMap<Tensor> &from =
+          deepspeedExpertOf(name) ? expertTensors : model0.module;
+      auto found = from.find(name);
+      if (found == from.end())
+        return fileError(deepspeedExpertOf(name) ? dir : model0Path,
+                         name + ": param_slice_mappings lists it, but " +
+                             (deepspeedExpertOf(name) ? "no expert file" : "the module") +
+                             " holds no such parameter");
+      layout.paramGroups.back().push_back(name);
+      layout.fulls.push_back({name, found->second.dtype, found->second.shape});
+      for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"})
+        layout.fulls.push_back({name + "#" + state, DType::Float32, found->second.shape});
+    }
+  }
+  config.ep = ep;
+  return llvm::Error::success();
 }
 
 llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
@@ -820,7 +1137,8 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
 
   std::vector<std::vector<std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>>>>
       shapes(mpRanks);
-  for (unsigned mp = 0; mp < mpRanks; ++mp)
+  const bool moe = !scanned->experts.empty() || !scanned->expp.empty();
+  for (unsigned mp = 0; mp < mpRanks && !moe; ++mp)
     for (const ValuePtr &group : *models[mp].groups) {
       auto listed = shapesOf(group, modelPath(mp));
       if (!listed)
@@ -917,6 +1235,9 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
             layout.fulls.push_back({name + "#" + state, DType::Float32, shape});
       }
   }
+  if (moe)
+    if (llvm::Error err = moeParams(dir, *scanned, model0, config, layout))
+      return std::move(err);
   // The stages' layers, as bounds over GPTModelPipe's list: contiguous, in order.
   if (config.pipeline) {
     config.pipeParts.push_back(0);
@@ -954,10 +1275,11 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   std::string what =
       config.pipeline
           ? llvm::formatv("{0} with tp={1}, pp={2}, dp={3}", layout.format, tp, pp, dp).str()
-          : llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp).str();
+      : moe ? llvm::formatv("{0} with dp={1}, ep={2}", layout.format, dp, config.ep).str()
+            : llvm::formatv("{0} with tp={1}, dp={2}", layout.format, tp, dp).str();
   // Every mp rank's param_shapes: the parameters (names, order and slices' shapes) the
-  // rules give it.
-  for (unsigned mp = 0; mp < mpRanks; ++mp) {
+  // rules give it (MoE's model states have none).
+  for (unsigned mp = 0; mp < mpRanks && !moe; ++mp) {
     const auto &expected = shards->paramShapes[mp];
     if (shapes[mp].size() != expected.size())
       return fileError(modelPath(mp), llvm::formatv("param_shapes has {0} groups, mp rank 0's {1}",
@@ -1013,6 +1335,8 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
     sourceArgs["pp"] = pp;
     sourceArgs["pipeline_parts"] = llvm::json::Array(config.pipeParts);
   }
+  if (moe)
+    sourceArgs["ep"] = config.ep;
   if (args)
     sourceArgs["args"] = std::move(*args);
   layout.sourceArgs = llvm::formatv("{0}", llvm::json::Value(std::move(sourceArgs)));
@@ -1053,15 +1377,23 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
     const DictValue *rankState = rankOsd ? rankOsd->get<DictValue>() : nullptr;
     if (!rankState)
       return fileError(filePath, "no optimizer_state_dict");
-    // partition_count: dp, or one dp per group.
+    // partition_count: dp, or one count per group (dp / ep for a group of experts).
     if (ValuePtr counts = rankState->find("partition_count")) {
       std::vector<ValuePtr> one{counts};
-      for (const ValuePtr &count : counts->sequence() ? *counts->sequence() : one)
-        if (integerOf(count) != std::optional<int64_t>(dp))
+      const std::vector<ValuePtr> &listed = counts->sequence() ? *counts->sequence() : one;
+      for (size_t g = 0; g < listed.size(); ++g) {
+        int64_t want = shards->partitionCounts[std::min(g, shards->partitionCounts.size() - 1)];
+        if (integerOf(listed[g]) != std::optional<int64_t>(want))
           return fileError(filePath, llvm::formatv("partition_count says {0} ranks, but the "
-                                                   "folder holds the files of dp={1}",
-                                                   integerOf(count).value_or(-1), dp)
+                                                   "folder holds the files of {1}",
+                                                   integerOf(listed[g]).value_or(-1),
+                                                   want == dp ? llvm::formatv("dp={0}", dp).str()
+                                                              : llvm::formatv("dp={0} over ep={1} "
+                                                                              "for group {2}",
+                                                                              dp, config.ep, g)
+                                                                    .str())
                                          .str());
+      }
     }
     // param_slice_mappings (ZeRO-1/2 and BF16_Optimizer, may be empty): each
     // parameter's place in the fp32 partition, as the rules put it.
@@ -1106,9 +1438,12 @@ using ParamShapes = std::vector<std::vector<std::pair<std::string, llvm::SmallVe
 /// pipeline, whose module is None), the parameters' (slices') shapes per optimizer
 /// group, the engine's counters, and Megatron-DeepSpeed's client state when `args`
 /// is given (checkpointing.py, save_checkpoint: args, checkpoint_version, iteration).
+/// With `numExperts` (MoE), what _save_moe_checkpoint saves instead: no param_shapes,
+/// each MoE layer's experts as num_experts.
 static llvm::json::Array modelStatesSkeleton(const ShardFile &file, const ParamShapes &shapes,
                                              int64_t iteration, const DeepSpeedConfig &config,
-                                             const llvm::json::Object *args) {
+                                             const llvm::json::Object *args,
+                                             llvm::ArrayRef<int64_t> numExperts = {}) {
   auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
   llvm::json::Array module, groups;
   for (const LocalTensor &t : file.tensors)
@@ -1123,20 +1458,35 @@ static llvm::json::Array modelStatesSkeleton(const ShardFile &file, const ParamS
   llvm::json::Value moduleValue = nullptr;
   if (!config.pipeline)
     moduleValue = llvm::json::Object{{"$odict", std::move(module)}};
-  llvm::json::Array root{llvm::json::Array{"module", std::move(moduleValue)},
-                         llvm::json::Array{"buffer_names", llvm::json::Array{}},
-                         llvm::json::Array{"optimizer", nullptr},
-                         llvm::json::Array{"param_shapes", std::move(groups)},
-                         llvm::json::Array{"frozen_param_shapes", nullptr},
-                         llvm::json::Array{"shared_params", llvm::json::Object{}},
-                         llvm::json::Array{"frozen_param_fragments", nullptr},
-                         llvm::json::Array{"lr_scheduler", nullptr},
-                         llvm::json::Array{"skipped_steps", 0},
-                         llvm::json::Array{"global_steps", iteration},
-                         llvm::json::Array{"dp_world_size", config.dp},
-                         llvm::json::Array{"mp_world_size", config.tp * config.pp},
-                         llvm::json::Array{"ds_config", llvm::json::Object{}},
-                         llvm::json::Array{"ds_version", "0.14.0"}};
+  llvm::json::Array root;
+  auto add = [&](llvm::StringRef key, llvm::json::Value value) {
+    root.push_back(llvm::json::Array{key, std::move(value)});
+  };
+  const bool moe = !numExperts.empty();
+  add("module", std::move(moduleValue));
+  if (!moe) {
+    add("buffer_names", llvm::json::Array{});
+    add("optimizer", nullptr);
+    add("param_shapes", std::move(groups));
+    add("frozen_param_shapes", nullptr);
+    add("shared_params", llvm::json::Object{});
+    add("frozen_param_fragments", nullptr);
+  }
+  add("lr_scheduler", nullptr);
+  if (moe) {
+    add("data_sampler", nullptr);
+    add("random_ltd", nullptr);
+  }
+  add("skipped_steps", 0);
+  add("global_steps", iteration);
+  add("dp_world_size", config.dp);
+  add("mp_world_size", config.tp * config.pp);
+  if (moe) {
+    add("num_experts", llvm::json::Array(numExperts));
+  } else {
+    add("ds_config", llvm::json::Object{});
+    add("ds_version", "0.14.0");
+  }
   if (args) {
     root.push_back(llvm::json::Array{
         "args", llvm::json::Object{{"$object", "argparse.Namespace"},
@@ -1148,24 +1498,27 @@ static llvm::json::Array modelStatesSkeleton(const ShardFile &file, const ParamS
 }
 
 /// What PipelineModule.save_state_dict saves for a layer: its state_dict, an
-/// OrderedDict of the weights.
-static llvm::json::Value layerSkeleton(const ShardFile &file) {
+/// OrderedDict of the weights; what _save_moe_checkpoint saves for an expert: a plain
+/// dict of them.
+static llvm::json::Value stateDictSkeleton(const ShardFile &file, bool ordered) {
   llvm::json::Array entries;
   for (const LocalTensor &t : file.tensors)
     entries.push_back(llvm::json::Array{t.key, llvm::json::Object{{"$tensor", t.key}}});
-  return llvm::json::Object{{"$odict", std::move(entries)}};
+  return llvm::json::Object{{ordered ? "$odict" : "$dict", std::move(entries)}};
 }
 
 /// What DeepSpeed's engine pickles in dp rank `rank`'s optimizer file
 /// (_save_zero_checkpoint): the optimizer's state_dict() — stage_1_and_2.py's,
-/// stage3.py's or bf16_optimizer.py's — with `groups` groups' flat tensors.
+/// stage3.py's or bf16_optimizer.py's — with the flat tensors of groups partitioned
+/// over `partitionCounts` ranks each.
 static llvm::json::Array
-optimStatesSkeleton(size_t groups, llvm::ArrayRef<std::vector<DeepSpeedShards::Fragment>> mappings,
+optimStatesSkeleton(llvm::ArrayRef<int64_t> partitionCounts,
+                    llvm::ArrayRef<std::vector<DeepSpeedShards::Fragment>> mappings,
                     llvm::ArrayRef<int64_t> paddings, const DeepSpeedConfig &config, int64_t step) {
   auto tensorRef = [](const std::string &key) { return llvm::json::Object{{"$tensor", key}}; };
   unsigned stage = config.stage;
   llvm::json::Array fp32, state, paramGroups, paddingsJson, counts, mappingsJson;
-  for (size_t g = 0; g < groups; ++g) {
+  for (size_t g = 0; g < partitionCounts.size(); ++g) {
     fp32.push_back(tensorRef(fp32Key(stage, g)));
     state.push_back(llvm::json::Array{
         int64_t(g),
@@ -1176,7 +1529,7 @@ optimStatesSkeleton(size_t groups, llvm::ArrayRef<std::vector<DeepSpeedShards::F
                  llvm::json::Array{"exp_avg", tensorRef(momentKey(stage, g, "exp_avg"))},
                  llvm::json::Array{"exp_avg_sq", tensorRef(momentKey(stage, g, "exp_avg_sq"))}}}}});
     paramGroups.push_back(llvm::json::Object{{"params", llvm::json::Array{int64_t(g)}}});
-    counts.push_back(config.dp);
+    counts.push_back(partitionCounts[g]);
     if (stage == 3)
       continue;
     paddingsJson.push_back(paddings[g]);
@@ -1235,6 +1588,23 @@ reshard::deepspeedTarget(const Layout &source, Layout &target, DeepSpeedConfig c
       if (f.name.find('#') == std::string::npos)
         groups.back().push_back(f.name);
   }
+  // MoE: each group's experts in a group of their own, after all the others
+  // (split_params_into_different_moe_groups_for_optimizer); a DeepSpeed source's
+  // groups stay as they are.
+  std::vector<std::vector<std::string>> expertGroups;
+  for (std::vector<std::string> &group : groups) {
+    std::vector<std::string> experts;
+    llvm::erase_if(group, [&](const std::string &name) {
+      if (!deepspeedExpertOf(name))
+        return false;
+      experts.push_back(name);
+      return true;
+    });
+    if (!experts.empty())
+      expertGroups.push_back(std::move(experts));
+  }
+  llvm::erase_if(groups, [](const std::vector<std::string> &group) { return group.empty(); });
+  llvm::append_range(groups, expertGroups);
   // What a DeepSpeed source (or a universal file made from one) says of the model:
   // Megatron-DeepSpeed's args, whose swiglu says how dense_h_to_4h is cut, and the
   // stages its pipeline had, kept when the layers and stages are the same.
@@ -1289,19 +1659,28 @@ reshard::deepspeedTarget(const Layout &source, Layout &target, DeepSpeedConfig c
   if (!shards)
     return shards.takeError();
   int64_t step = source.optimizerStep.value_or(source.iteration);
+  if (args && !shards->numExperts.empty())
+    (*args)["moe_expert_parallel_size"] = config.ep;
   // Skeletons: what DeepSpeed's engine pickles, with the tensors at their places.
   for (size_t i = 0; i < shards->modelFiles.size(); ++i) {
     ShardFile &file = shards->files[shards->modelFiles[i]];
     unsigned mp = i / (stage == 3 ? config.dp : 1);
     file.meta = skeletonText(modelStatesSkeleton(file, shards->paramShapes[mp], source.iteration,
-                                                 config, args ? &*args : nullptr));
+                                                 config, args ? &*args : nullptr,
+                                                 shards->numExperts));
   }
   for (size_t i : shards->layerFiles)
-    shards->files[i].meta = llvm::formatv("{0}", layerSkeleton(shards->files[i]));
+    shards->files[i].meta = llvm::formatv("{0}", stateDictSkeleton(shards->files[i], true));
+  for (size_t i : shards->expertFiles)
+    shards->files[i].meta = llvm::formatv("{0}", stateDictSkeleton(shards->files[i], false));
+  // Under ZeRO and bf16 the engine leaves the optimizer out of the expp files.
+  for (size_t i : shards->exppFiles)
+    shards->files[i].meta =
+        skeletonText(llvm::json::Array{llvm::json::Array{"optimizer", nullptr}});
   for (size_t i = 0; i < shards->optimFiles.size(); ++i)
-    shards->files[shards->optimFiles[i]].meta = skeletonText(optimStatesSkeleton(
-        shards->paramShapes[i / config.dp].size(), shards->sliceMappings[i],
-        shards->groupPaddings[i], config, step));
+    shards->files[shards->optimFiles[i]].meta =
+        skeletonText(optimStatesSkeleton(shards->partitionCounts, shards->sliceMappings[i],
+                                         shards->groupPaddings[i], config, step));
   shards->files.push_back({"latest", "text", {}, tag});
   return std::move(shards->files);
 }

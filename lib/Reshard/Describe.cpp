@@ -1095,6 +1095,7 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     config.tp = target.tp;
     config.pipeline = target.pipeline;
     config.pp = target.pp;
+    config.ep = target.ep;
     config.bf16Optimizer = config.bf16Names = target.bf16Optimizer;
     auto files = deepspeedTarget(source, out, config);
     if (!files)

@@ -258,13 +258,16 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
         return bad("expected torch (mp_rank_TT_PPP/model_optim_rng.pt files) or torch_dist "
                    "(Megatron-core's distributed checkpoint, --ckpt-format torch_dist)");
       spec.torchDist = value == "torch_dist";
-    } else if (format == "deepspeed" &&
-               (key == "zero" || key == "dp" || key == "tp" || key == "pp")) {
+    } else if (format == "deepspeed" && llvm::is_contained({"zero", "dp", "tp", "pp", "ep"}, key)) {
       unsigned n = 0;
       if (key == "zero" ? value.getAsInteger(10, n) || n < 1 || n > 3
                         : value.getAsInteger(10, n) || n == 0 || n > 65536)
         return bad(key == "zero" ? "expected 1, 2 or 3" : "expected an integer from 1 to 65536");
-      (key == "zero" ? spec.zero : key == "dp" ? spec.dp : key == "tp" ? spec.tp : spec.pp) = n;
+      (key == "zero" ? spec.zero
+       : key == "dp" ? spec.dp
+       : key == "tp" ? spec.tp
+       : key == "ep" ? spec.ep
+                     : spec.pp) = n;
       spec.pipeline |= key == "pp";
     } else if (format == "deepspeed" && key == "optimizer") {
       if (value != "zero" && value != "bf16")
@@ -285,7 +288,8 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
           "--to: '" + item.str() + "' is not an option of " + format.str() +
           (format == "megatron"
                ? " (tp=N, pp=N, optimizer=mixed|distributed, format=torch|torch_dist)"
-           : format == "deepspeed"      ? " (zero=1|2|3, dp=N, tp=N, pp=N, optimizer=zero|bf16)"
+           : format == "deepspeed"
+               ? " (zero=1|2|3, dp=N, tp=N, pp=N, ep=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"
                                         : " (it takes none)"));

@@ -32,6 +32,16 @@
       Megatron-DeepSpeed's argparse.Namespace of args (model states) and DeepSpeed's
       fragment_address (param_slice_mappings, which ds_to_universal.py reads by
       attribute) — torch 1.13 has no way to allow them.
+  check_deepspeed.py moe DIR TRUTH
+      A DeepSpeed MoE folder (make_deepspeed_moe.py's layout) against TRUTH, every
+      file predicted here from TRUTH's groups by DeepSpeed's rules, without loom: the
+      module's and each layer_L_expert_E file's 16-bit weights, and per dp rank r and
+      group the partition DeepSpeed's ZeRO-1/2 or BF16_Optimizer keeps — a dense group
+      cut over dp, where r is rank r; a group of experts holding the experts of
+      expert-parallel rank r % ep under their local names, cut over dp / ep, where r
+      is rank r // ep — fp32 (with its padding only under BF16), exp_avg, exp_avg_sq,
+      param_slice_mappings, group_paddings, partition_count and the step, bit for
+      bit; ep is the number of expp_rank_R files.
   check_deepspeed.py same A B
       The two folders hold the same .pt files with identical tensors (ZeRO-3's empty
       module placeholders aside) and equal Adam steps (ints or tensors).
@@ -190,6 +200,12 @@ def tied_copies_cmd(root):
     return 0
 
 
+def param_names(truth):
+    """The parameters of a truth file (its other entries: the step, a pipeline's stale
+    copies, a MoE model's groups and experts)."""
+    return sorted(n for n, v in truth.items() if n != "stale" and isinstance(v, dict))
+
+
 def equal(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
@@ -197,7 +213,7 @@ def equal(a, b):
 def consolidate_cmd(root, truth_path):
     truth = torch.load(truth_path)
     got, step = consolidate(root)
-    names = sorted(n for n in truth if n not in ("step", "stale"))
+    names = param_names(truth)
     if sorted(got) != names:
         print(f"parameters differ: {sorted(got)} vs {names}")
         return 1
@@ -221,7 +237,7 @@ def consolidate_cmd(root, truth_path):
 def universal_cmd(path, truth_path):
     truth = torch.load(truth_path)
     f = h5py.File(path, "r")
-    names = sorted(n for n in truth if n not in ("step", "stale"))
+    names = param_names(truth)
     for n in names:
         p = f["params"][n]
         if p.attrs["dtype"] == "bfloat16":
@@ -253,7 +269,7 @@ def ds_universal_cmd(root, truth_path):
     with open(os.path.join(root, "latest_universal")) as f:
         tag = os.path.join(root, f.read().strip())
     model = torch.load(os.path.join(tag, "mp_rank_00_model_states.pt"))
-    names = sorted(n for n in truth if n not in ("step", "stale"))
+    names = param_names(truth)
     listed = sorted(n for group in model["param_shapes"] for n in group)
     if listed != names or sorted(os.listdir(os.path.join(tag, "zero"))) != sorted(names + ["optimizer_state.pt"]):
         print(f"parameters differ: {listed} vs {names}")
@@ -321,6 +337,90 @@ def weights_only_cmd(root):
     return 0
 
 
+def moe_cmd(root, truth_path):
+    truth = torch.load(truth_path)
+    d = tag_dir(root)
+    ep = len(glob.glob(os.path.join(d, "expp_rank_*_mp_rank_00_optim_states.pt")))
+    files = optim_files(d)[0]
+    dp, marker = len(files), ".deepspeed_moe.experts.deepspeed_experts."
+    model = torch.load(os.path.join(d, "mp_rank_00_model_states.pt"))
+    dense = [n for n in param_names(truth) if marker not in n]
+    if sorted(model["module"]) != dense or model["num_experts"] != truth["num_experts"] \
+            or "param_shapes" in model:
+        print(f"module holds {sorted(model['module'])}, num_experts {model.get('num_experts')}")
+        return 1
+    for n in dense:
+        if not equal(model["module"][n], truth[n]["param"]):
+            print(f"{n}: module weight differs")
+            return 1
+    experts = 0
+    for layer, module in enumerate(truth["moe_modules"]):
+        for e in range(truth["num_experts"][layer]):
+            held = torch.load(os.path.join(d, f"layer_{layer}_expert_{e}_mp_rank_00_model_states.pt"))
+            want = [n for n in param_names(truth) if n.startswith(f"{module}{marker}{e}.")]
+            if sorted(held) != want or not all(equal(held[n], truth[n]["param"]) for n in want):
+                print(f"layer_{layer}_expert_{e}: holds {sorted(held)}, weights equal to the truth's: "
+                      f"{all(equal(held[n], truth[n]['param']) for n in want if n in held)}")
+                return 1
+            experts += len(want)
+
+    def local(name, rank, layer_of):
+        module, rest = name.split(marker)
+        expert, tail = rest.split(".", 1)
+        per_rank = truth["num_experts"][layer_of[module]] // ep
+        if int(expert) // per_rank != rank:
+            return None
+        return f"{module}{marker}{int(expert) - rank * per_rank}.{tail}"
+
+    layer_of = {m: i for i, m in enumerate(truth["moe_modules"])}
+    for r, path in enumerate(files):
+        osd = torch.load(path)["optimizer_state_dict"]
+        bf16 = "zero_stage" not in osd
+        for g, names in enumerate(truth["groups"]):
+            members = [(n, n) for n in names]
+            ranks, part = dp, r
+            if marker in names[0]:
+                members = [(local(n, r % ep, layer_of), n) for n in names if local(n, r % ep, layer_of)]
+                ranks, part = dp // ep, r // ep
+            numels = [truth[n]["fp32"].numel() for _, n in members]
+            total = sum(numels)
+            padded = 2 * ranks * math.ceil(total / (2 * ranks))
+            size = padded // ranks
+            lo, hi = part * size, (part + 1) * size
+            want_mappings, offset = {}, 0
+            for (name, _), numel in zip(members, numels):
+                b, e = max(offset, lo), min(offset + numel, hi)
+                if b < e:
+                    want_mappings[name] = (b - lo, e - b)
+                offset += numel
+            got_mappings = {n: (f.start, f.numel) for n, f in osd["param_slice_mappings"][g].items()}
+            padding = padded - total if part == ranks - 1 else 0
+            if got_mappings != want_mappings or osd["partition_count"][g] != ranks \
+                    or osd["group_paddings"][g] != padding:
+                print(f"rank {r} group {g}: mappings, partition_count {osd['partition_count'][g]} or "
+                      f"padding {osd['group_paddings'][g]} are not DeepSpeed's (ranks {ranks}, part {part})")
+                return 1
+            state = osd["base_optimizer_state"]["state"][g]
+            for k in ("fp32", "exp_avg", "exp_avg_sq"):
+                flat = torch.cat([truth[n][k].reshape(-1) for _, n in members] + [torch.zeros(padded - total)])
+                want = flat[lo:hi] if k != "fp32" or bf16 else flat[lo:min(hi, max(lo, total))]
+                got = osd["single_partition_of_fp32_groups"][g] if k == "fp32" else state[k]
+                if not equal(got, want):
+                    print(f"rank {r} group {g}: {k} differs")
+                    return 1
+            if int(state["step"]) != truth["step"]:
+                print(f"rank {r} group {g}: step {state['step']}")
+                return 1
+    for rank in range(ep):
+        held = torch.load(os.path.join(d, f"expp_rank_{rank}_mp_rank_00_optim_states.pt"))
+        if held != {"optimizer": None}:
+            print(f"expp_rank_{rank}: holds {held}")
+            return 1
+    print(f"MoE over dp={dp}, ep={ep}: {len(dense)} dense and {experts} expert parameters, "
+          f"weights, fp32, exp_avg, exp_avg_sq and mappings where DeepSpeed puts them, bit for bit")
+    return 0
+
+
 def same_cmd(a, b):
     fa = sorted(os.path.relpath(p, a) for p in glob.glob(os.path.join(a, "**/*.pt"), recursive=True))
     fb = sorted(os.path.relpath(p, b) for p in glob.glob(os.path.join(b, "**/*.pt"), recursive=True))
@@ -377,6 +477,8 @@ def main():
         return ds_universal_cmd(*args)
     if cmd == "same":
         return same_cmd(*args)
+    if cmd == "moe":
+        return moe_cmd(*args)
     if cmd == "tied-copies":
         return tied_copies_cmd(*args)
     if cmd == "weights-only":

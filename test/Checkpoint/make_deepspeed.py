@@ -154,21 +154,22 @@ def flat(truth, names, key):
     return torch.cat([truth[n][key].reshape(-1) for n in names])
 
 
-def partitions(states, names, keep_padding):
+def partitions(states, names, keep_padding, dp=DP):
     """ZeRO-1/2's (and BF16_Optimizer's) partitions of one group of one mp rank's
-    parameters: per dp rank, the fp32 / exp_avg / exp_avg_sq partitions, the group's
-    padding (on the last rank) and param_slice_mappings."""
+    parameters over `dp` ranks (a MoE group's over its expert-data-parallel ranks):
+    per rank, the fp32 / exp_avg / exp_avg_sq partitions, the group's padding (on the
+    last rank) and param_slice_mappings."""
     numels = [math.prod(states[n]["fp32"].shape) for n in names]
-    total, align = sum(numels), 2 * DP
+    total, align = sum(numels), 2 * dp
     padded = align * math.ceil(total / align)
-    size = padded // DP
+    size = padded // dp
     flats = {key: torch.cat([states[n][key].reshape(-1) for n in names] + [torch.zeros(padded - total)])
              for key in ("fp32", "exp_avg", "exp_avg_sq")}
     out = []
-    for r in range(DP):
+    for r in range(dp):
         lo, hi = r * size, (r + 1) * size
         part = {key: flat[lo:hi].clone() for key, flat in flats.items()}
-        padding = padded - total if r == DP - 1 else 0
+        padding = padded - total if r == dp - 1 else 0
         if not keep_padding:  # stage_1_and_2.py, _get_groups_without_padding
             part["fp32"] = part["fp32"][:size - padding].clone()
         mappings, offset = collections.OrderedDict(), 0
@@ -189,29 +190,37 @@ def save_zero1(states, shapes, groups, root, mp=0, tp=1, bf16_optimizer=False, e
                os.path.join(root, f"mp_rank_{mp:02d}_model_states.pt"))
     per_group = [partitions(states, names, bf16_optimizer) for names in groups]
     for r in range(DP):
-        parts = [group[r] for group in per_group]
-        base = {"state": {g: {"step": step, "exp_avg": part["exp_avg"], "exp_avg_sq": part["exp_avg_sq"]}
-                          for g, (part, _, _) in enumerate(parts)},
-                "param_groups": [{"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8,
-                                  "weight_decay": wd, "amsgrad": False, "params": [g]}
-                                 for g, wd in enumerate((0.1, 0.0))]}
-        fp32 = [part["fp32"] for part, _, _ in parts]
-        paddings = [padding for _, padding, _ in parts]
-        mappings = [m for _, _, m in parts]
-        if bf16_optimizer:
-            osd = {"clip_grad": 1.0, "base_optimizer_state": base,
-                   "single_partition_of_fp32_groups": fp32, "group_paddings": paddings,
-                   "partition_count": [DP] * len(groups), "ds_version": "0.14.0",
-                   "param_slice_mappings": mappings}
-        else:
-            osd = {"loss_scaler": LossScaler(), "dynamic_loss_scale": True, "overflow": False,
-                   "clip_grad": 1.0, "base_optimizer_state": base,
-                   "single_partition_of_fp32_groups": fp32, "zero_stage": 1,
-                   "group_paddings": paddings, "partition_count": [DP] * len(groups),
-                   "ds_version": "0.14.0", "param_slice_mappings": mappings}
-        prefix = "bf16_" if bf16_optimizer else ""
-        torch.save({"optimizer_state_dict": osd, "ds_config": {}, "ds_version": "0.14.0"},
-                   os.path.join(root, f"{prefix}zero_pp_rank_{r}_mp_rank_{mp:02d}_optim_states.pt"))
+        save_optim_states([group[r] for group in per_group], [DP] * len(groups), bf16_optimizer,
+                          step, os.path.join(root, optim_file_name(r, mp, bf16_optimizer)))
+
+
+def optim_file_name(rank, mp, bf16_optimizer):
+    return f"{'bf16_' if bf16_optimizer else ''}zero_pp_rank_{rank}_mp_rank_{mp:02d}_optim_states.pt"
+
+
+def save_optim_states(parts, partition_count, bf16_optimizer, step, path,
+                      group_settings=({"weight_decay": 0.1}, {"weight_decay": 0.0})):
+    """One rank's ZeRO-1/2 (or BF16_Optimizer) file from its groups' partitions
+    (`partitions` entries); group_settings are each torch param_group's own keys."""
+    base = {"state": {g: {"step": step, "exp_avg": part["exp_avg"], "exp_avg_sq": part["exp_avg_sq"]}
+                      for g, (part, _, _) in enumerate(parts)},
+            "param_groups": [{"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False,
+                              **settings, "params": [g]} for g, settings in enumerate(group_settings)]}
+    fp32 = [part["fp32"] for part, _, _ in parts]
+    paddings = [padding for _, padding, _ in parts]
+    mappings = [m for _, _, m in parts]
+    if bf16_optimizer:
+        osd = {"clip_grad": 1.0, "base_optimizer_state": base,
+               "single_partition_of_fp32_groups": fp32, "group_paddings": paddings,
+               "partition_count": partition_count, "ds_version": "0.14.0",
+               "param_slice_mappings": mappings}
+    else:
+        osd = {"loss_scaler": LossScaler(), "dynamic_loss_scale": True, "overflow": False,
+               "clip_grad": 1.0, "base_optimizer_state": base,
+               "single_partition_of_fp32_groups": fp32, "zero_stage": 1,
+               "group_paddings": paddings, "partition_count": partition_count,
+               "ds_version": "0.14.0", "param_slice_mappings": mappings}
+    torch.save({"optimizer_state_dict": osd, "ds_config": {}, "ds_version": "0.14.0"}, path)
 
 
 def zero1(truth, root):

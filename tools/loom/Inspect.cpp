@@ -242,7 +242,7 @@ Summary open(const std::string &path, bool verify) {
     } else {
       // The degrees and optimizer describeDeepSpeed found.
       nlohmann::json args = nlohmann::json::parse(l.sourceArgs, nullptr, false);
-      for (const char *key : {"dp", "tp", "pp", "zero_stage", "optimizer"})
+      for (const char *key : {"dp", "tp", "pp", "ep", "zero_stage", "optimizer"})
         if (args.is_object() && args.contains(key))
           summary.layout[key] = args[key];
     }

@@ -152,6 +152,7 @@ struct TargetSpec {
   std::string format; ///< megatron, deepspeed, hf-safetensors, torch, dcp, universal
   unsigned tp = 1, pp = 1;
   unsigned zero = 1, dp = 1; ///< deepspeed (tp too, for Megatron-DeepSpeed's slices)
+  unsigned ep = 1; ///< deepspeed: expert-parallel size of a MoE model's experts
   bool pipeline = false; ///< deepspeed: pp given, DeepSpeed's PipelineModule layout
   bool bf16Optimizer = false; ///< deepspeed: optimizer=bf16
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
@@ -169,7 +170,7 @@ struct TargetSpec {
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
 /// Parses "megatron:tp=4,pp=2[,optimizer=distributed][,format=torch_dist]",
-/// "deepspeed:zero=1,dp=2,tp=2[,pp=2],optimizer=bf16",
+/// "deepspeed:zero=1,dp=2,tp=2[,pp=2][,ep=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
 
@@ -242,7 +243,24 @@ struct DeepSpeedConfig {
   /// Optimizer files named bf16_zero_pp_rank_*: DeepSpeed's engine names them so
   /// whenever bf16 is on, under ZeRO too (engine.py, _get_zero_ckpt_name).
   bool bf16Names = false;
+  /// DeepSpeed MoE (parameters named as deepspeedExpertOf parses): each MoE layer's
+  /// experts are split over `ep` ranks of a data-parallel group. dp rank r holds the
+  /// experts of expert-parallel rank r % ep, and the optimizer groups of experts are
+  /// partitioned over its expert-data-parallel group, the dp / ep ranks with its
+  /// r % ep, where it is rank r / ep (deepspeed/utils/groups.py).
+  unsigned ep = 1;
 };
+
+/// A DeepSpeed MoE expert's parameter, "<module>.deepspeed_moe.experts.deepspeed_experts.
+/// <expert>.<rest>" (deepspeed/moe/layer.py, experts.py); `module` is the MoE layer's
+/// path ("language_model.encoder.layers.1.mlp" in Megatron-DeepSpeed).
+struct DeepSpeedExpert {
+  std::string module;
+  int64_t expert = 0;
+  std::string rest;
+  std::string name() const;
+};
+std::optional<DeepSpeedExpert> deepspeedExpertOf(llvm::StringRef name);
 
 /// What DeepSpeed records of the parameters beside their tensors, which reading
 /// checks and writing pickles.
@@ -267,9 +285,16 @@ struct DeepSpeedShards {
   /// BF16_Optimizer: param_slice_mappings, and the padding at the partition's end.
   std::vector<std::vector<std::vector<Fragment>>> sliceMappings;
   std::vector<std::vector<int64_t>> groupPaddings;
+  /// Per optimizer group: the ranks its partitions are cut for (dp, or dp / ep for a
+  /// group of experts).
+  std::vector<int64_t> partitionCounts;
+  /// MoE: each MoE layer's number of experts, in the order of the layers' ids.
+  std::vector<int64_t> numExperts;
   /// Indices into files: mp rank m's model states (ZeRO-3: m·dp + r), the layer
-  /// files, mp rank m's optimizer files (m·dp + r).
-  std::vector<size_t> modelFiles, layerFiles, optimFiles;
+  /// files, mp rank m's optimizer files (m·dp + r); with MoE, the experts' files
+  /// (layer_L_expert_E_mp_rank_00_model_states.pt, layer-major) and the ep
+  /// expp_rank_R_mp_rank_00_optim_states.pt, which hold no tensors under ZeRO.
+  std::vector<size_t> modelFiles, layerFiles, optimFiles, expertFiles, exppFiles;
 };
 
 /// DeepSpeed's files for parameters `groups` (names of full tensors, each with
@@ -282,7 +307,10 @@ struct DeepSpeedShards {
 /// model-state files are returned without tensors. As with Megatron, one function
 /// describes what is read and what is written; a pipeline stage's copies of the tied
 /// embedding get pieces only with `tiedCopies` (written from the full tensors; a
-/// reader takes the first stage's, as ds_to_universal.py does).
+/// reader takes the first stage's, as ds_to_universal.py does). With experts (MoE),
+/// each group holds experts only or none; the model states hold the rest, each
+/// expert's weights its own file, and rank r's groups of experts its local experts'
+/// parameters under their local names (DeepSpeedConfig::ep).
 llvm::Expected<DeepSpeedShards> deepspeedShards(llvm::ArrayRef<FullTensor> fulls,
                                                 llvm::ArrayRef<std::vector<std::string>> groups,
                                                 const DeepSpeedConfig &config,

@@ -283,6 +283,84 @@ TEST(DeepSpeedShards, UnknownNameUnderTensorParallelismIsAnError) {
       << message;
 }
 
+TEST(DeepSpeedShards, ExpertNames) {
+  auto expert = deepspeedExpertOf(
+      "language_model.encoder.layers.3.mlp.deepspeed_moe.experts.deepspeed_experts.12."
+      "dense_h_to_4h.weight");
+  ASSERT_TRUE(expert.has_value());
+  EXPECT_EQ(expert->module, "language_model.encoder.layers.3.mlp");
+  EXPECT_EQ(expert->expert, 12);
+  EXPECT_EQ(expert->rest, "dense_h_to_4h.weight");
+  expert->expert = 2;
+  EXPECT_EQ(expert->name(), "language_model.encoder.layers.3.mlp.deepspeed_moe.experts."
+                            "deepspeed_experts.2.dense_h_to_4h.weight");
+  EXPECT_FALSE(deepspeedExpertOf("language_model.encoder.layers.3.mlp.deepspeed_moe.gate.wg."
+                                 "weight"));
+  EXPECT_FALSE(deepspeedExpertOf("x.deepspeed_moe.experts.deepspeed_experts.a.weight"));
+  EXPECT_FALSE(deepspeedExpertOf("x.deepspeed_moe.experts.deepspeed_experts.1"));
+}
+
+/// DeepSpeed's MoE: the experts' groups on dp rank r hold expert-parallel rank r % ep's
+/// experts under their local names, partitioned over the dp / ep ranks of r's
+/// expert-data-parallel group, where r is rank r / ep; every state covered once.
+TEST(DeepSpeedShards, ExpertsOverExpertDataParallelGroups) {
+  const std::string moe = "layers.1.mlp.deepspeed_moe.";
+  std::vector<std::pair<std::string, llvm::SmallVector<int64_t, 4>>> params = {
+      {"embed.weight", {10, 4}}, {moe + "gate.wg.weight", {4, 4}}};
+  for (int e = 0; e < 4; ++e) {
+    std::string prefix = moe + "experts.deepspeed_experts." + std::to_string(e) + ".";
+    params.push_back({prefix + "fc.weight", {3, 4}});
+    params.push_back({prefix + "fc.bias", {3}});
+  }
+  std::vector<FullTensor> fulls;
+  std::vector<std::vector<std::string>> groups(3);
+  for (const auto &[name, shape] : params) {
+    bool expert = deepspeedExpertOf(name).has_value();
+    groups[expert ? 1 + (shape.size() == 1) : 0].push_back(name);
+    fulls.push_back({name, ckpt::DType::BFloat16, shape});
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      fulls.push_back({name + state, ckpt::DType::Float32, shape});
+  }
+  for (unsigned ep : {1u, 2u, 4u})
+    for (unsigned dp : {4u, 8u}) {
+      DeepSpeedConfig config;
+      config.dp = dp;
+      config.ep = ep;
+      auto shards = deepspeedShards(fulls, groups, config, "");
+      ASSERT_TRUE(bool(shards)) << llvm::toString(shards.takeError());
+      EXPECT_EQ(shards->numExperts, (std::vector<int64_t>{4}));
+      EXPECT_EQ(shards->partitionCounts, (std::vector<int64_t>{dp, dp / ep, dp / ep}));
+      ASSERT_EQ(shards->files.size(), 1 + 4 + dp + ep);
+      EXPECT_EQ(shards->files[shards->expertFiles[3]].path,
+                "layer_0_expert_3_mp_rank_00_model_states.pt");
+      EXPECT_EQ(shards->files[shards->exppFiles.back()].path,
+                llvm::formatv("expp_rank_{0}_mp_rank_00_optim_states.pt", ep - 1).str());
+      EXPECT_EQ(shards->files[shards->modelFiles[0]].tensors.size(), 2u); // no expert
+      // Rank 1's first weight fragment of the experts' group: the first of its experts,
+      // under local index 0, at the start of its partition when its group has one rank.
+      const auto &fragments = shards->sliceMappings[1][1];
+      ASSERT_FALSE(fragments.empty());
+      if (dp / ep == 1)
+        EXPECT_EQ(fragments.front().param, moe + "experts.deepspeed_experts.0.fc.weight");
+      for (const DeepSpeedShards::Fragment &f : fragments)
+        EXPECT_LT(deepspeedExpertOf(f.param)->expert, int64_t(4 / ep)) << f.param;
+      Layout layout;
+      layout.fulls = fulls;
+      layout.files = std::move(shards->files);
+      llvm::Error err = checkLayout(layout, "deepspeed-moe");
+      EXPECT_FALSE(bool(err)) << "ep=" << ep << " dp=" << dp << ": "
+                              << llvm::toString(std::move(err));
+    }
+  DeepSpeedConfig config;
+  config.dp = 6;
+  config.ep = 3;
+  auto shards = deepspeedShards(fulls, groups, config, "");
+  ASSERT_FALSE(bool(shards));
+  EXPECT_EQ(llvm::toString(shards.takeError()),
+            "layers.1.mlp: 4 experts do not divide over ep=3 (DeepSpeed's MoE needs "
+            "num_experts % ep_size == 0)");
+}
+
 /// DeepSpeed's partition_balanced over GPTModelPipe's layer list, against what the
 /// Python original (deepspeed/runtime/utils.py, run with numpy) gives for `layers`
 /// transformer layers in a 16-bit model (a layer list of layers + 5).

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <tuple>
 
 using namespace loom;
@@ -122,23 +123,40 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
 namespace {
 
 /// `choice` priced by the cost model with its pipeline simulated; empty when
-/// it does not fit or its schedule cannot be built for the shape.
+/// it does not fit, its schedule cannot be built for the shape, or it cannot
+/// beat `mustBeat` seconds per step: every micro-batch passes every rank once,
+/// so no schedule runs faster than the busiest rank's compute (sends run
+/// beside it), and that bound is checked before generating one.
 std::optional<Candidate> simulateChoice(const spec::Model &model, const spec::Cluster &cluster,
                                         const spec::Training &training, const Candidate &base,
                                         const cost::StrategyChoice &choice,
                                         std::span<const cost::ComputeModel> computes,
-                                        const cost::EstimateOptions &options) {
+                                        const cost::EstimateOptions &options,
+                                        double mustBeat = std::numeric_limits<double>::infinity()) {
   Candidate c = base;
   c.choice = choice;
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c.choice);
   if (!w.ok())
     return std::nullopt;
   cost::Estimate e = cost::estimate(w.workload, computes, options);
-  if (!e.fits || !simulateEstimate(e, w.workload, computes))
+  if (!e.fits)
+    return std::nullopt;
+  double busiest = 0;
+  for (const cost::RankTime &t : e.time)
+    busiest = std::max(busiest, t.total() - t.p2p);
+  if (double(e.microBatches) * busiest + e.dpExposed + e.optimizer >= mustBeat)
+    return std::nullopt;
+  if (!simulateEstimate(e, w.workload, computes))
     return std::nullopt;
   c.estimate = e;
   c.simulated = true;
   return c;
+}
+
+/// What a simulated alternative to `best` must beat: its step time once it is
+/// simulated itself (before, any simulated price replaces the analytic one).
+double toBeat(const Candidate &best) {
+  return best.simulated ? best.estimate.stepTime : std::numeric_limits<double>::infinity();
 }
 
 /// Keeps the faster of `best` and `c` (a simulated one over an analytic one).
@@ -191,7 +209,8 @@ Candidate loom::search::tryAutoSchedule(const spec::Model &model, const spec::Cl
   // Each rank may hold ZB-H1's p micro-batches; then as many as its memory
   // has room for, up to ZB-H2's 2p - 1.
   Candidate best = candidate;
-  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options,
+                                  toBeat(best)));
   std::vector<int64_t> roomy(static_cast<size_t>(c.pp));
   bool more = false;
   for (int64_t r = 0; r < c.pp; ++r) {
@@ -201,7 +220,8 @@ Candidate loom::search::tryAutoSchedule(const spec::Model &model, const spec::Cl
   }
   if (more) {
     c.inflightLimit = std::move(roomy);
-    keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+    keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options,
+                                    toBeat(best)));
   }
   return best;
 }
@@ -222,7 +242,8 @@ Candidate loom::search::tryVShape(const spec::Model &model, const spec::Cluster 
   if (c.pp * candidate.estimate.microBatches > kAutoScheduleCells)
     return candidate;
   Candidate best = candidate;
-  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options,
+                                  toBeat(best)));
   return best;
 }
 

@@ -146,9 +146,10 @@ TEST(PlannerMultiDc, KeepsTensorParallelInsideNVLinkAndBeatsPlainDataParallel) {
         const cost::StrategyChoice &s = best.choice;
         table += fmt::format(
             "| {} | {} | {} Gb/s, {} ms | dp={} tp={} pp={} vpp={} cp={} zero={} recompute={} "
-            "mbs={} | {} | {:.2f} | {:.0f} | {:.2f} | {:+.1f}% |\n",
+            "mbs={} {} | {} | {:.2f} | {:.0f} | {:.2f} | {:+.1f}% |\n",
             name, dcs, gbps, ms, best.dp, s.tp, s.pp, s.vpp, s.cp, s.zero,
-            cost::recomputeName(s.recompute), s.microBatch, across, best.estimate.stepTime,
+            cost::recomputeName(s.recompute), s.microBatch,
+            cost::scheduleName(cost::effectiveSchedule(s)), across, best.estimate.stepTime,
             best.estimate.crossDcBytes / double(1ull << 30), naive.best.front().estimate.stepTime,
             100 * margin);
       }

@@ -271,6 +271,22 @@ Candidate loom::search::trySkipPaths(const spec::Model &model, const spec::Clust
   return best;
 }
 
+Candidate loom::search::tryListSchedules(const spec::Model &model, const spec::Cluster &cluster,
+                                         const spec::Training &training,
+                                         const Candidate &candidate,
+                                         std::span<const cost::ComputeModel> computes,
+                                         const PlannerOptions &options) {
+  Candidate c = candidate;
+  if (options.zeroBubble) {
+    c = tryAutoSchedule(model, cluster, training, c, computes, options.estimate);
+    if (options.fixed.vpp == 0 || options.fixed.vpp == 2) // ZB-V runs vpp=2
+      c = tryVShape(model, cluster, training, c, computes, options.estimate);
+  }
+  if (options.skip)
+    c = trySkipPaths(model, cluster, training, c, computes, options.estimate, *options.skip);
+  return c;
+}
+
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
   std::string recompute = cost::recomputeName(s.recompute);
@@ -670,13 +686,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     std::sort(result.best.begin(), result.best.end(), faster);
     for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i) {
       Candidate &c = result.best[size_t(i)];
-      if (options.zeroBubble) {
-        c = tryAutoSchedule(model, cluster, training, c, computes, options.estimate);
-        if (options.fixed.vpp == 0 || options.fixed.vpp == 2) // ZB-V runs vpp=2
-          c = tryVShape(model, cluster, training, c, computes, options.estimate);
-      }
-      if (options.skip)
-        c = trySkipPaths(model, cluster, training, c, computes, options.estimate, *options.skip);
+      c = tryListSchedules(model, cluster, training, c, computes, options);
     }
   }
   std::sort(result.best.begin(), result.best.end(), faster);

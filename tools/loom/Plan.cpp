@@ -148,14 +148,8 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     if (error.empty() && c.estimate.fits && best.simulated) {
       c = search::simulateCandidate(model, cluster, training, c, computes, options,
                                     planner.zeroBubble);
-      // And tried with zb-auto and skip paths, as the planner tries its top k.
-      if (planner.zeroBubble) {
-        c = search::tryAutoSchedule(model, cluster, training, c, computes, options);
-        if (planner.fixed.vpp == 0 || planner.fixed.vpp == 2)
-          c = search::tryVShape(model, cluster, training, c, computes, options);
-      }
-      if (planner.skip)
-        c = search::trySkipPaths(model, cluster, training, c, computes, options, *planner.skip);
+      // And tried with zb-auto, ZB-V and skip paths, as the planner tries its top k.
+      c = search::tryListSchedules(model, cluster, training, c, computes, planner);
     }
     std::string verdict;
     if (!error.empty())

@@ -141,6 +141,14 @@ Candidate trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
                        const spec::Training &training, const Candidate &candidate,
                        std::span<const cost::ComputeModel> computes,
                        const cost::EstimateOptions &options, const cost::SkipRules &rules);
+/// What the planner tries on each of its top k plans once they are
+/// simulated: with options.zeroBubble, zb-auto (tryAutoSchedule) and ZB-V
+/// (tryVShape, unless vpp is fixed to another value than ZB-V's 2); with
+/// options.skip, SkipPipe paths (trySkipPaths). Returns the fastest.
+Candidate tryListSchedules(const spec::Model &model, const spec::Cluster &cluster,
+                           const spec::Training &training, const Candidate &candidate,
+                           std::span<const cost::ComputeModel> computes,
+                           const PlannerOptions &options);
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 /// The strategy a plan states, as the cost model takes it (toPlan's inverse):
 /// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the

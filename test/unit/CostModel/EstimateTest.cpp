@@ -48,13 +48,39 @@ struct Best {
   int64_t mbs = 0, vpp = 0;
 };
 
+/// A row's model, its DGX A100 nodes, and sequences of 2048 tokens in the
+/// row's global batch.
+struct RowInputs {
+  spec::Model model;
+  spec::Cluster cluster;
+  spec::Training training;
+};
+RowInputs inputsOf(const Row &row) {
+  RowInputs in{spec::loadModel(row.model),
+               spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8)), {}};
+  in.training = spec::defaultTraining(in.model);
+  in.training.set_seq_len(2048);
+  in.training.set_global_batch(row.batch);
+  return in;
+}
+
+/// The row's t and p as Megatron-LM ran in 2021: full recomputation, no flash
+/// attention, nor fused gradient accumulation (Megatron-LM commit 83b1e42,
+/// 2022-02).
+StrategyChoice sc21Choice(const Row &row, int64_t mbs, int64_t vpp) {
+  StrategyChoice c;
+  c.tp = row.t;
+  c.pp = row.p;
+  c.vpp = vpp;
+  c.microBatch = mbs;
+  c.recompute = Recompute::Full;
+  c.flashAttention = false;
+  c.fusedGradAccumulation = false;
+  return c;
+}
+
 Best bestConfiguration(const Row &row) {
-  spec::Model model = spec::loadModel(row.model);
-  spec::Cluster cluster =
-      spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8));
-  spec::Training training = spec::defaultTraining(model);
-  training.set_seq_len(2048);
-  training.set_global_batch(row.batch);
+  auto [model, cluster, training] = inputsOf(row);
   ComputeModel compute = computeModelFor(cluster, training);
   EstimateOptions options;
   options.overlapGradReduce = false;
@@ -63,16 +89,7 @@ Best bestConfiguration(const Row &row) {
   int64_t layers = spec::numLayers(model);
   for (int64_t mbs : {1, 2, 4}) {
     for (int64_t vpp = 1; vpp <= (row.p > 1 ? layers / row.p : 1); ++vpp) {
-      StrategyChoice c;
-      c.tp = row.t;
-      c.pp = row.p;
-      c.vpp = vpp;
-      c.microBatch = mbs;
-      c.recompute = Recompute::Full;
-      c.flashAttention = false; // 2021: no flash attention
-      // Nor fused gradient accumulation (Megatron-LM commit 83b1e42, 2022-02).
-      c.fusedGradAccumulation = false;
-      WorkloadResult w = fromStrategy(model, cluster, training, c);
+      WorkloadResult w = fromStrategy(model, cluster, training, sc21Choice(row, mbs, vpp));
       if (!w.ok())
         continue;
       Estimate e = estimate(w.workload, compute, options);
@@ -123,20 +140,8 @@ TEST(MegatronSC21, TheArtifactRunsFitAndArePriced) {
   for (size_t i = 0; i < std::size(kTable1); ++i) {
     const Row &row = kTable1[i];
     const ArtifactRun &run = kArtifact[i];
-    spec::Model model = spec::loadModel(row.model);
-    spec::Cluster cluster = spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8));
-    spec::Training training = spec::defaultTraining(model);
-    training.set_seq_len(2048);
-    training.set_global_batch(row.batch);
-    StrategyChoice c;
-    c.tp = row.t;
-    c.pp = row.p;
-    c.vpp = run.vpp;
-    c.microBatch = run.mbs;
-    c.recompute = Recompute::Full;
-    c.flashAttention = false;
-    c.fusedGradAccumulation = false;
-    WorkloadResult w = fromStrategy(model, cluster, training, c);
+    auto [model, cluster, training] = inputsOf(row);
+    WorkloadResult w = fromStrategy(model, cluster, training, sc21Choice(row, run.mbs, run.vpp));
     ASSERT_TRUE(w.ok()) << row.model << ": " << w.error;
     EstimateOptions options;
     options.overlapGradReduce = run.torchDdp;

@@ -74,6 +74,20 @@ constexpr NameRule kLayerRules[] = {
     {"mlp.dense_4h_to_h.bias", "mlp.linear_fc2.bias", MegatronSplit::Replicated, "mlp.down_proj.bias"},
 };
 
+/// The order a layer registers its parameters in, as indices into kLayerRules, which
+/// decides where the distributed optimizer's grad buffer puts them and how the
+/// mixed-precision optimizer numbers their states. Legacy Megatron's
+/// ParallelAttention builds query_key_value, then dense (megatron/legacy/model/
+/// transformer.py). mcore's Attention.__init__ builds linear_proj, and SelfAttention
+/// builds linear_qkv only after it (megatron/core/transformer/attention.py);
+/// TransformerEngine's LayerNormLinear registers layer_norm_weight and
+/// layer_norm_bias before weight and bias (transformer_engine/pytorch/module/
+/// layernorm_linear.py).
+constexpr unsigned kLegacyOrder[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+constexpr unsigned kMCoreOrder[] = {4, 5, 0, 1, 2, 3, 6, 7, 8, 9, 10, 11};
+static_assert(std::size(kLegacyOrder) == std::size(kLayerRules) &&
+              std::size(kMCoreOrder) == std::size(kLayerRules));
+
 constexpr NameRule kModelRules[] = {
     {"embedding.word_embeddings.weight", "embedding.word_embeddings.weight", MegatronSplit::Vocab,
      "model.embed_tokens.weight"},
@@ -742,7 +756,9 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
     std::string layers = naming == MegatronNaming::Legacy ? "encoder.layers." : "decoder.layers.";
     for (int64_t local = 0; local < layersPerStage[stage]; ++local, ++layer) {
       std::string prefix = "model.layers." + std::to_string(layer) + ".";
-      for (const NameRule &rule : kLayerRules) {
+      for (unsigned r : naming == MegatronNaming::Legacy ? llvm::ArrayRef(kLegacyOrder)
+                                                           : llvm::ArrayRef(kMCoreOrder)) {
+        const NameRule &rule = kLayerRules[r];
         MegatronParam param;
         param.localName = layers + std::to_string(local) + "." + pick(rule);
         param.stage = stage;

@@ -126,6 +126,16 @@ def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage, tp=TP, pp=P
             leg, mc = names[hf]
             for kind in kinds:
                 out[m + (f"{leg}.{kind}" if legacy else f"{mc}{kind}")] = sd[p + hf + "." + kind].clone()
+        def proj():
+            name = m + ("self_attention.dense." if legacy else "self_attention.linear_proj.")
+            out[name + "weight"] = row(sd[p + "self_attn.o_proj.weight"])
+            if biases:
+                out[name + "bias"] = sd[p + "self_attn.o_proj.bias"].clone()
+        # mcore's Attention.__init__ builds linear_proj before SelfAttention builds
+        # linear_qkv (megatron/core/transformer/attention.py); legacy ParallelAttention
+        # builds query_key_value first (megatron/legacy/model/transformer.py).
+        if not legacy:
+            proj()
         norm("input_layernorm")
         attn = "self_attention.query_key_value." if legacy else "self_attention.linear_qkv."
         for kind in kinds:
@@ -133,10 +143,8 @@ def shard(sd, heads, groups, swiglu, biases, legacy, tp_rank, stage, tp=TP, pp=P
                                             sd[p + "self_attn.k_proj." + kind],
                                             sd[p + "self_attn.v_proj." + kind], heads, groups,
                                             tp_rank, tp)
-        proj = "self_attention.dense." if legacy else "self_attention.linear_proj."
-        out[m + proj + "weight"] = row(sd[p + "self_attn.o_proj.weight"])
-        if biases:
-            out[m + proj + "bias"] = sd[p + "self_attn.o_proj.bias"].clone()
+        if legacy:
+            proj()
         norm("post_attention_layernorm")
         fc1 = "mlp.dense_h_to_4h." if legacy else "mlp.linear_fc1."
         fc2 = "mlp.dense_4h_to_h." if legacy else "mlp.linear_fc2."

@@ -162,10 +162,12 @@ TEST(MegatronShards, DistributedOptimizerBuffers) {
   EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1088);
   EXPECT_EQ(starts[l1 + "mlp.gate_proj.weight"], 1216);
   EXPECT_EQ(starts[l1 + "post_attention_layernorm.weight"], 1408);
-  EXPECT_EQ(starts[l1 + "self_attn.o_proj.weight"], 1472);
-  EXPECT_EQ(starts[l1 + "self_attn.q_proj.weight"], 1536);
-  EXPECT_EQ(starts[l1 + "input_layernorm.weight"], 1728);
-  EXPECT_EQ(numel, 1736);
+  // mcore registers linear_proj before linear_qkv and its fused norm, so in
+  // reverse the output projection comes last.
+  EXPECT_EQ(starts[l1 + "self_attn.q_proj.weight"], 1472);
+  EXPECT_EQ(starts[l1 + "input_layernorm.weight"], 1664);
+  EXPECT_EQ(starts[l1 + "self_attn.o_proj.weight"], 1728);
+  EXPECT_EQ(numel, 1792);
   // Buckets of 1030 elements, on the first stage only: the first closes after the
   // final norm of a one-stage model at 1032, off the grid, and the next starts there.
   MegatronDistOpt buckets;

@@ -443,6 +443,7 @@ public:
   }
 
   double seconds(Pass pass) const { return seconds_[pass]; }
+  double flops(Pass pass) const { return flops_[pass]; }
 
   PassCost result() const {
     PassCost cost;
@@ -579,15 +580,17 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
     tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
     tally.linear(tokens, heads * d, h);
   }
-  double f0 = tally.seconds(F), b0 = tally.seconds(B);
+  double f0 = tally.seconds(F), b0 = tally.seconds(B), flops0 = tally.flops(F);
   if (s.kvLoraRank > 0)
     attentionCore(tally, s, heads, heads, d + s.ropeHeadDim, s.vHeadDim > 0 ? s.vHeadDim : d);
   else
     attentionCore(tally, s, heads, kvHeads, d, d);
-  double coreF = tally.seconds(F) - f0, coreB = tally.seconds(B) - b0;
+  double coreF = tally.seconds(F) - f0, coreB = tally.seconds(B) - b0,
+         coreFlopsF = tally.flops(F) - flops0;
   residualBlock(tally, s, tokens);
   PassCost cost = tally.result();
   cost.coreF = coreF;
+  cost.coreFlopsF = coreFlopsF;
   cost.coreB = coreB;
   return cost;
 }

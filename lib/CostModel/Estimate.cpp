@@ -49,13 +49,6 @@ double boundaryBytes(const PartShape &s) {
          double(s.bytesPerElement);
 }
 
-/// The attention core (QK^T and AV) of one rank, which selective recomputation
-/// repeats: two GEMMs per local head.
-GemmShape attentionCoreGemm(const PartShape &s) { return {s.seq / s.cp, s.seq, s.headDim}; }
-double attentionCoreGemms(const PartShape &s) {
-  return 2.0 * double(s.microBatch) * double(s.heads) / double(s.tp);
-}
-
 /// Bytes one rank of `group` sends across datacenters in `op` on a `bytes`
 /// buffer: the minimal volume, which the hierarchical algorithms reach — the
 /// inner levels reduce (or gather) first, so only a 1/inner shard crosses.
@@ -122,14 +115,17 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
     t.recompute += n * pc.f;
     t.flops += n * pc.flopsF;
   }
-  // Selective recomputation rebuilds the attention core; flash attention
-  // already does so in its backward (charged in B), so it adds nothing then.
+  // Selective recomputation reruns the attention core's forward: Q K^T, the
+  // scale-mask-softmax, dropout and the product with V, the kernels and score
+  // traffic the forward's core took (pc.coreF), not its two matmuls alone.
+  // Korthikanti et al. (arXiv 2205.05198) Table 4 measures it on a 22B layer at
+  // t=8, b=4: backward 13.2 ms with it against 11.9 ms without, 1.3 ms; coreF
+  // prices it at 1.16 ms. Flash attention already recomputes the
+  // scores in its backward (charged in B), so it adds nothing then.
   if (part.kind == PartKind::Attention && recompute == Recompute::Selective &&
       !part.shape.flashAttention) {
-    GemmShape core = attentionCoreGemm(part.shape);
-    double count = n * attentionCoreGemms(part.shape);
-    t.recompute += count * compute.gemmSeconds(core);
-    t.flops += count * core.flops();
+    t.recompute += n * pc.coreF;
+    t.flops += n * pc.coreFlopsF;
   }
   // Unfused gradient accumulation: per weight tensor one kernel that reads the
   // buffer and the fresh 16-bit gradient and writes the buffer back.
@@ -150,15 +146,31 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
     double count = 1;
     if (layer)
       count = recompute == Recompute::Full ? 3 : 2;
-    double comm = count * allReduce;
+    // Sequence parallelism keeps the input of a block's column-parallel linear
+    // (QKV, fc1) as this rank's 1/t of the tokens and gathers it again in the
+    // backward for the weight gradient (LinearWithGradAccumulationAndAsync-
+    // Communication.backward, megatron/core/tensor_parallel/layers.py): one more
+    // all-gather per block. Korthikanti et al. (arXiv 2205.05198) Table 4: a
+    // 22B layer's backward takes 11.8 ms with sequence parallelism against
+    // 11.9 ms without, though its norms and dropouts shrink t-fold.
+    double regather = 0;
+    if (s.sequenceParallel && (part.kind == PartKind::Attention || part.kind == PartKind::Mlp))
+      regather = collectiveTime(Collective::AllGather, act, w.groups[part.groups.tp]).seconds;
+    double comm = count * allReduce + regather;
     // Overlapped, each all-gather/reduce-scatter hides behind the GEMM it
     // feeds or drains (the layer's forward for the forward ones, its backward
-    // for the rest) and slows it instead.
+    // for the rest; the regather runs under the input-gradient GEMM) and
+    // slows it instead.
     if (w.tpCommOverlap && layer)
-      comm = compute.exposedSeconds(comm / count, pc.f) +
-             (count - 1) * compute.exposedSeconds(comm / count, (pc.b + pc.w) / (count - 1));
+      comm = compute.exposedSeconds(allReduce, pc.f) +
+             (count - 1) * compute.exposedSeconds(allReduce, (pc.b + pc.w) / (count - 1)) +
+             compute.exposedSeconds(regather, pc.b);
     t.tpComm += n * comm;
-    t.crossDcBytes += n * count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc);
+    t.crossDcBytes +=
+        n * (count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc) +
+             (regather > 0 ? crossDcBytes(Collective::AllGather, act, w.groups[part.groups.tp],
+                                          w.multiDc)
+                           : 0));
   }
   if (s.cp > 1 && part.kind == PartKind::Attention) {
     double kv = 2.0 * double(s.microBatch) * double(s.seq) * double(s.kvHeads) *

@@ -154,6 +154,8 @@ struct PassCost {
   /// The attention core's share of f and b (softmax(QK^T)V and its
   /// gradients): what ring attention's key/value exchange can hide behind.
   double coreF = 0, coreB = 0;
+  /// The FLOPs of the core's forward (selective recomputation repeats them).
+  double coreFlopsF = 0;
 };
 
 PassCost attentionCost(const ComputeModel &model, const PartShape &shape);

@@ -214,6 +214,58 @@ TEST(Korthikanti2022, IterationTimesNearTable5) {
   std::printf("%s", table.c_str());
 }
 
+// The same paper's Table 4: forward plus backward of one 22B layer (t=8, b=4, the
+// first row of Table 3), in ms, for its five ways of keeping activations.
+TEST(Korthikanti2022, LayerTimesNearTable4) {
+  struct Variant {
+    const char *name;
+    Recompute recompute;
+    bool sequenceParallel;
+    double combinedMs;
+  };
+  const Variant variants[] = {{"baseline, no recompute", Recompute::None, false, 19.6},
+                              {"sequence parallelism", Recompute::None, true, 19.0},
+                              {"baseline with recompute", Recompute::Full, false, 27.2},
+                              {"selective recompute", Recompute::Selective, false, 20.9},
+                              {"selective + sequence", Recompute::Selective, true, 20.3}};
+  const KorthikantiRun &run = kKorthikanti[0];
+  spec::Model model = spec::loadModel("megatron-1t");
+  model.set_hidden_size(run.hidden);
+  spec::Block &block = *model.mutable_blocks(0);
+  block.set_count(uint32_t(run.layers));
+  block.mutable_attention()->set_heads(uint32_t(run.heads));
+  block.mutable_mlp()->set_ffn_hidden(uint64_t(4 * run.hidden));
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=1");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_seq_len(2048);
+  training.set_global_batch(run.batch);
+  std::string table = "variant                  published ms  loom ms   error\n";
+  for (const Variant &v : variants) {
+    StrategyChoice c;
+    c.tp = 8;
+    c.microBatch = run.mbs;
+    c.recompute = v.recompute;
+    c.sequenceParallel = v.sequenceParallel;
+    c.tpCommOverlap = false;
+    c.flashAttention = false;
+    WorkloadResult w = fromStrategy(model, cluster, training, c);
+    ASSERT_TRUE(w.ok()) << v.name << ": " << w.error;
+    ComputeModel compute = computeModelFor(cluster, training);
+    // One layer: its attention and MLP parts, all their passes and the
+    // tensor-parallel communication they expose.
+    RankTime t;
+    for (const Part &part : w.workload.parts)
+      if (part.kind == PartKind::Attention || part.kind == PartKind::Mlp)
+        addPartTime(t, w.workload, part, compute);
+    double ms = 1e3 * (t.f + t.b + t.w + t.recompute + t.tpComm) / double(run.layers);
+    double err = ms / v.combinedMs - 1;
+    table += fmt::format("{:<24} {:>12.1f} {:>8.2f} {:>+6.1f}%\n", v.name, v.combinedMs, ms,
+                         100 * err);
+    EXPECT_LE(std::abs(err), kTarget) << v.name;
+  }
+  std::printf("%s", table.c_str());
+}
+
 TEST(Estimate, ThroughputConventionsAgreeOnADensePlan) {
   // Without recomputation, executed FLOPs = 3 x forward; model FLOPs count the
   // same matmuls (6N) and attention (12 L s h), so MFU x peak = TFLOP/s.

@@ -573,7 +573,10 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   return d;
 }
 
-static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory) {
+/// Opens every shard of the checkpoint in `directory`; `verify` CRC-checks their
+/// records on open (a full pass over the data, which a layout alone does not need:
+/// the resharder checks each record as it reads it).
+static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory, bool verify) {
   auto located = iterationDir(directory.str());
   if (!located)
     return located.takeError();
@@ -608,7 +611,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory)
   // Load every shard; args come from rank (0, 0).
   for (const auto &[rank, shardDir] : shardDirs) {
     std::string file = shardDir + "/model_optim_rng.pt";
-    auto root = readTorchZip(file);
+    auto root = readTorchZip(file, {verify, {}});
     if (!root)
       return root.takeError();
     const DictValue *top = (*root)->get<DictValue>();
@@ -685,7 +688,7 @@ std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const Megatron
 
 llvm::Expected<MegatronLayout> loom::ckpt::readMegatronLayout(const llvm::Twine &directory,
                                                               std::string *iterationDir) {
-  auto loaded = loadMegatron(directory);
+  auto loaded = loadMegatron(directory, /*verify=*/false);
   if (!loaded)
     return loaded.takeError();
   if (iterationDir)
@@ -694,7 +697,7 @@ llvm::Expected<MegatronLayout> loom::ckpt::readMegatronLayout(const llvm::Twine 
 }
 
 llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &directory) {
-  auto loaded = loadMegatron(directory);
+  auto loaded = loadMegatron(directory, /*verify=*/true);
   if (!loaded)
     return loaded.takeError();
   MegatronCheckpoint ckpt;

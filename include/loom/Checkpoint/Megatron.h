@@ -151,7 +151,8 @@ bool isMegatronCheckpoint(const llvm::Twine &directory);
 /// iteration) or an `iter_XXXXXXX` / `release` directory itself.
 llvm::Expected<MegatronCheckpoint> readMegatron(const llvm::Twine &directory);
 
-/// The layout alone: every shard is opened and classified, no tensor is unsharded.
+/// The layout alone: every shard is opened and classified, no tensor is unsharded
+/// and no record CRC-checked (the resharder checks each source as it opens it).
 /// `iterationDir`, when given, receives the iteration folder the shards are in.
 llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
                                                   std::string *iterationDir = nullptr);

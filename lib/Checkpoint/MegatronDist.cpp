@@ -40,45 +40,25 @@ llvm::Expected<std::string> shardedBackend(const std::string &dir) {
   return backend->str();
 }
 
-/// The optimizer's groups and step from common.pt's "optimizer" entry: the
-/// mixed-precision optimizer's {"optimizer": {"param_groups", "state": {i: {"step"}} or
-/// {"common_step": step}}} or the distributed optimizer's {"optimizer": {"param_groups"
-/// (with "step")}, "param_state_sharding_type"} (the tensors being in the DCP part).
-llvm::Expected<std::optional<MegatronOptimizer>> commonOptimizer(const DictValue &top,
-                                                                 const std::string &file) {
-  ValuePtr optimizer = top.find("optimizer");
-  const DictValue *o = optimizer ? optimizer->get<DictValue>() : nullptr;
-  if (!o)
-    return std::nullopt;
-  MegatronOptimizer out;
-  if (ValuePtr type = o->find("param_state_sharding_type")) {
-    const std::string *name = type->get<std::string>();
-    if (!name || (*name != "fully_reshardable" && *name != "fully_sharded_model_space"))
-      return fileError(file, "the distributed optimizer saved its states in the '" +
-                                 (name ? *name : describe(*type)) +
-                                 "' layout (DistributedOptimizer's buffers per DP rank); loom "
-                                 "reads the model-space one, which Megatron writes with "
-                                 "--dist-ckpt-optim-fully-reshardable");
-    out.distributed = true;
-  }
-  ValuePtr inner = o->find("optimizer");
-  const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
-  ValuePtr groups = torchState ? torchState->find("param_groups") : nullptr;
+/// The groups' settings (without "params") and the step of a torch optimizer's
+/// state_dict as Megatron saves it: the step in each group (the distributed
+/// optimizer's), in every state (older mcore) or as the "common_step" they share
+/// (optimizer.py, _extract_common_per_param_step). `what` names the dict in errors.
+llvm::Error readGroups(const DictValue &torchState, const std::string &file, llvm::StringRef what,
+                       MegatronOptimizer &out) {
+  ValuePtr groups = torchState.find("param_groups");
   if (!groups || !groups->sequence())
-    return fileError(file, "optimizer.optimizer.param_groups is missing");
+    return fileError(file, what + ".param_groups is missing");
   llvm::json::Array settings;
   for (const ValuePtr &group : *groups->sequence()) {
     const DictValue *g = group->get<DictValue>();
     if (!g)
-      return fileError(file, "optimizer.optimizer.param_groups holds a " + describe(*group) +
-                                 ", not a dict");
+      return fileError(file, what + ".param_groups holds a " + describe(*group) + ", not a dict");
     settings.push_back(plainEntries(*g, "params"));
     if (!out.step)
       out.step = stepNumber(g->find("step"));
   }
-  // The step: every state's (older mcore), or the one they share as "common_step"
-  // (optimizer.py, _extract_common_per_param_step).
-  if (ValuePtr states = torchState->find("state"); states && states->get<DictValue>()) {
+  if (ValuePtr states = torchState.find("state"); states && states->get<DictValue>()) {
     const DictValue &byParam = *states->get<DictValue>();
     if (ValuePtr common = byParam.find("common_step"))
       out.step = stepNumber(common);
@@ -87,7 +67,251 @@ llvm::Expected<std::optional<MegatronOptimizer>> commonOptimizer(const DictValue
         out.step = stepNumber(state->find("step"));
   }
   out.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
+  return llvm::Error::success();
+}
+
+/// The optimizer's groups and step from common.pt's "optimizer" entry: the
+/// mixed-precision optimizer's {"optimizer": {"param_groups", "state": {i: {"step"}} or
+/// {"common_step": step}}} or the distributed optimizer's {"optimizer": {"param_groups"
+/// (with "step")}, "param_state_sharding_type"} (the tensors being in the DCP part).
+/// dp_reshardable keeps only the sharding type there (the groups are a ShardedObject
+/// of the DCP part): `dpReshardable` is set and the groups are left to the caller.
+llvm::Expected<std::optional<MegatronOptimizer>>
+commonOptimizer(const DictValue &top, const std::string &file, bool &dpReshardable) {
+  ValuePtr optimizer = top.find("optimizer");
+  const DictValue *o = optimizer ? optimizer->get<DictValue>() : nullptr;
+  if (!o)
+    return std::nullopt;
+  MegatronOptimizer out;
+  if (ValuePtr type = o->find("param_state_sharding_type")) {
+    const std::string *name = type->get<std::string>();
+    dpReshardable = name && *name == "dp_reshardable";
+    if (!name || (*name != "fully_reshardable" && *name != "fully_sharded_model_space" &&
+                  !dpReshardable))
+      return fileError(file, "the distributed optimizer saved its states in the '" +
+                                 (name ? *name : describe(*type)) +
+                                 "' layout; loom reads the model-space ones "
+                                 "(fully_reshardable, fully_sharded_model_space) and "
+                                 "dp_reshardable's buckets");
+    out.distributed = true;
+    if (dpReshardable)
+      return out;
+  }
+  ValuePtr inner = o->find("optimizer");
+  const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
+  if (!torchState)
+    return fileError(file, "optimizer.optimizer.param_groups is missing");
+  if (llvm::Error err = readGroups(*torchState, file, "optimizer.optimizer", out))
+    return std::move(err);
   return out;
+}
+
+/// A ShardedObject's value: its bytes entry holds torch.save([data])
+/// (strategies/torch.py, _mcore_to_torch_sharded_object).
+llvm::Expected<ValuePtr> shardedObject(DcpReader &reader, const std::string &key) {
+  auto value = reader.readBytes(key);
+  if (!value)
+    return value.takeError();
+  const std::vector<ValuePtr> *items = (*value)->sequence();
+  if (!items || items->size() != 1)
+    return fileError(reader.directory() + "/.metadata",
+                     "bytes entry '" + key + "' holds a " + describe(**value) +
+                         ", not the one-element list mcore saves a ShardedObject as");
+  return items->front();
+}
+
+/// A dp_reshardable state key, parsed.
+struct BucketKey {
+  unsigned group = 0, gbuf = 0, bucket = 0;
+  DType paramDType = DType::BFloat16, gradDType = DType::Float32;
+  std::string state;
+};
+
+std::optional<BucketKey> parseBucketKey(llvm::StringRef key) {
+  BucketKey k;
+  auto number = [&](llvm::StringRef prefix, unsigned &n) {
+    return key.consume_front(prefix) && !key.consumeInteger(10, n);
+  };
+  if (!number("optimizer.distributed.dp_group_idx_", k.group) || !number(".gbuf_idx_", k.gbuf) ||
+      !key.consume_front(".dtype_("))
+    return std::nullopt;
+  auto [dtypes, rest] = key.split(')');
+  auto [param, grad] = dtypes.split(", ");
+  std::optional<DType> paramDType, gradDType;
+  if (param.consume_front("torch.") && grad.consume_front("torch.")) {
+    paramDType = dtypeFromTorchName(param);
+    gradDType = dtypeFromTorchName(grad);
+  }
+  key = rest;
+  if (!paramDType || !gradDType || !number(".bucket_idx_", k.bucket) || !key.consume_front("."))
+    return std::nullopt;
+  k.paramDType = *paramDType;
+  k.gradDType = *gradDType;
+  k.state = key.str();
+  return k;
+}
+
+constexpr const char *kBucketStates[] = {"param", "exp_avg", "exp_avg_sq"};
+
+/// dp_reshardable's buffers from its bucket tensors (`entries`, keyed by name), each
+/// group's, buffer's and bucket's indices counting from 0 without gaps, every bucket
+/// with Adam's three fp32 states of one size, and per_bucket_numel_unpadded (when
+/// present) saying the same sizes.
+llvm::Expected<std::vector<std::vector<MegatronDistBucketedBuffer>>>
+readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &entries) {
+  std::string where = reader.directory() + "/.metadata";
+  // group -> gbuf -> (buffer, bucket -> (state -> numel)).
+  struct Buffer {
+    DType paramDType, gradDType;
+    std::map<unsigned, std::map<std::string, int64_t>> buckets;
+  };
+  std::map<unsigned, std::map<unsigned, Buffer>> groups;
+  for (const auto &[name, entry] : entries) {
+    std::optional<BucketKey> k = parseBucketKey(name);
+    if (!k || !llvm::is_contained(kBucketStates, llvm::StringRef(k->state)))
+      return fileError(where, "'" + name + "' is not a dp_reshardable bucket state "
+                              "(optimizer.distributed.dp_group_idx_G.gbuf_idx_I.dtype_(P, "
+                              "G).bucket_idx_B.{param,exp_avg,exp_avg_sq})");
+    if (entry->size.size() != 1 || entry->dtype != DType::Float32)
+      return fileError(where, "'" + name + "' is not a 1-D float32 tensor (loom reads Adam's "
+                              "fp32 states; a precision-aware optimizer's are not read)");
+    auto [slot, fresh] =
+        groups[k->group].try_emplace(k->gbuf, Buffer{k->paramDType, k->gradDType, {}});
+    if (slot->second.paramDType != k->paramDType || slot->second.gradDType != k->gradDType)
+      return fileError(where, "'" + name + "' names other dtypes than the rest of its grad "
+                              "buffer's buckets");
+    slot->second.buckets[k->bucket][k->state] = entry->size[0];
+  }
+  std::vector<std::vector<MegatronDistBucketedBuffer>> out;
+  for (const auto &[group, buffers] : groups) {
+    if (group != out.size())
+      return fileError(where, llvm::formatv("holds buckets of dp_group_idx_{0} but none of "
+                                            "dp_group_idx_{1}",
+                                            group, out.size())
+                                  .str());
+    out.emplace_back();
+    for (const auto &[gbuf, buffer] : buffers) {
+      if (gbuf != out.back().size())
+        return fileError(where, llvm::formatv("holds buckets of dp_group_idx_{0}.gbuf_idx_{1} "
+                                              "but none of gbuf_idx_{2}",
+                                              group, gbuf, out.back().size())
+                                    .str());
+      MegatronDistBucketedBuffer result{buffer.paramDType, buffer.gradDType, {}};
+      for (const auto &[bucket, states] : buffer.buckets) {
+        std::string key =
+            megatronDistBucketKey(group, gbuf, buffer.paramDType, buffer.gradDType,
+                                  result.bucketNumels.size());
+        if (bucket != result.bucketNumels.size())
+          return fileError(where, "'" + key + ".param' is missing (bucket_idx_" +
+                                      llvm::Twine(bucket) + " is there)");
+        for (const char *state : kBucketStates) {
+          auto found = states.find(state);
+          if (found == states.end())
+            return fileError(where, "'" + key + "." + state + "' is missing (loom reads "
+                                    "Adam's param, exp_avg and exp_avg_sq)");
+          if (found->second != states.begin()->second)
+            return fileError(where, llvm::formatv("'{0}.{1}' holds {2} elements, '{0}.{3}' "
+                                                  "{4}",
+                                                  key, state, found->second,
+                                                  states.begin()->first, states.begin()->second)
+                                        .str());
+        }
+        result.bucketNumels.push_back(states.begin()->second);
+      }
+      out.back().push_back(std::move(result));
+    }
+    // What the optimizer recorded of its buckets (a list per gbuf of {(param dtype,
+    // grad dtype): [numel_unpadded per bucket]}): the tensors must be those sizes.
+    std::string recordKey = llvm::formatv("optimizer.distributed.dp_group_idx_{0}."
+                                          "per_bucket_numel_unpadded/shard_0_1",
+                                          group)
+                                .str();
+    if (!reader.find(recordKey))
+      continue;
+    auto record = shardedObject(reader, recordKey);
+    if (!record)
+      return record.takeError();
+    const std::vector<ValuePtr> *perBuffer = (*record)->sequence();
+    if (!perBuffer || perBuffer->size() != out.back().size())
+      return fileError(where, llvm::formatv("'{0}' lists {1} grad buffers where the tensors "
+                                            "have {2}",
+                                            recordKey, perBuffer ? perBuffer->size() : 0,
+                                            out.back().size())
+                                  .str());
+    for (size_t gbuf = 0; gbuf < perBuffer->size(); ++gbuf) {
+      const DictValue *byDType = (*perBuffer)[gbuf]->get<DictValue>();
+      const std::vector<ValuePtr> *numels =
+          byDType && byDType->entries.size() == 1 ? byDType->entries[0].second->sequence()
+                                                  : nullptr;
+      if (!numels)
+        return fileError(where, "'" + recordKey + "' is not a list of {(param dtype, grad "
+                                "dtype): [numel per bucket]}");
+      const std::vector<int64_t> &held = out.back()[gbuf].bucketNumels;
+      for (size_t b = 0; b < std::max(numels->size(), held.size()); ++b) {
+        std::optional<int64_t> recorded =
+            b < numels->size() ? integerOf((*numels)[b]) : std::nullopt;
+        if (b < held.size() && recorded == held[b])
+          continue;
+        const MegatronDistBucketedBuffer &buffer = out.back()[gbuf];
+        std::string key = megatronDistBucketKey(group, gbuf, buffer.paramDType, buffer.gradDType,
+                                                b) +
+                          ".param";
+        if (b >= held.size())
+          return fileError(where, llvm::formatv("'{0}' is missing ('{1}' lists {2} buckets)",
+                                                key, recordKey, numels->size())
+                                      .str());
+        return fileError(where,
+                         llvm::formatv("'{0}' holds {1} elements where '{2}' records {3}", key,
+                                       held[b], recordKey,
+                                       recorded ? std::to_string(*recorded) : "none")
+                             .str());
+      }
+    }
+  }
+  if (out.empty())
+    return fileError(where, "common.pt says dp_reshardable, but no "
+                            "optimizer.distributed.dp_group_idx_0.* bucket tensor is there");
+  return out;
+}
+
+/// dp_reshardable's groups and step: the optimizer object of dp_group_idx_0 (each
+/// group's holds the same settings for its parameters), every group's step checked
+/// to be the same.
+llvm::Error readDpOptimizer(DcpReader &reader, size_t groups, MegatronOptimizer &out) {
+  for (size_t g = 0; g < groups; ++g) {
+    std::string key =
+        llvm::formatv("optimizer.distributed.dp_group_idx_{0}.optimizer/shard_0_1", g).str();
+    if (!reader.find(key))
+      return fileError(reader.directory() + "/.metadata",
+                       "no bytes entry '" + key + "' (DistributedOptimizer.state_dict's "
+                       "groups and step, a ShardedObject of every model-parallel rank)");
+    auto value = shardedObject(reader, key);
+    if (!value)
+      return value.takeError();
+    const DictValue *state = (*value)->get<DictValue>();
+    ValuePtr inner = state ? state->find("optimizer") : nullptr;
+    if (!inner || !inner->get<DictValue>())
+      return fileError(reader.directory() + "/.metadata",
+                       "bytes entry '" + key + "' holds a " + describe(**value) +
+                           ", not DistributedOptimizer.state_dict's {\"optimizer\": {...}}");
+    MegatronOptimizer groupOptimizer;
+    if (llvm::Error err = readGroups(*inner->get<DictValue>(), reader.directory() + "/.metadata",
+                                     "'" + key + "' optimizer", groupOptimizer))
+      return err;
+    if (g == 0) {
+      out.step = groupOptimizer.step;
+      out.groupsJson = groupOptimizer.groupsJson;
+    } else if (groupOptimizer.step != out.step) {
+      auto text = [](std::optional<int64_t> step) {
+        return step ? std::to_string(*step) : std::string("none");
+      };
+      return fileError(reader.directory() + "/.metadata",
+                       llvm::formatv("'{0}' is at step {1}, dp_group_idx_0's at step {2}", key,
+                                     text(groupOptimizer.step), text(out.step))
+                           .str());
+    }
+  }
+  return llvm::Error::success();
 }
 
 /// A model-space optimizer state's name in the DCP keys and loom's suffix for it.
@@ -99,6 +323,14 @@ constexpr StateName kStates[] = {{"fp32_param", "#fp32"},
                                  {"exp_avg", "#exp_avg"},
                                  {"exp_avg_sq", "#exp_avg_sq"}};
 } // namespace
+
+std::string loom::ckpt::megatronDistBucketKey(unsigned group, unsigned gbuf, DType paramDType,
+                                              DType gradDType, unsigned bucket) {
+  return llvm::formatv("optimizer.distributed.dp_group_idx_{0}.gbuf_idx_{1}.dtype_(torch.{2}, "
+                       "torch.{3}).bucket_idx_{4}",
+                       group, gbuf, torchDTypeName(paramDType), torchDTypeName(gradDType), bucket)
+      .str();
+}
 
 bool loom::ckpt::isMegatronDistCheckpoint(const llvm::Twine &directory) {
   auto located = iterationDir(directory.str());
@@ -149,7 +381,8 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   layout.dims = *dims;
   if (std::optional<int64_t> iteration = integerOf(top->find("iteration")))
     layout.iteration = *iteration;
-  auto optimizer = commonOptimizer(*top, commonPath);
+  bool dpReshardable = false;
+  auto optimizer = commonOptimizer(*top, commonPath, dpReshardable);
   if (!optimizer)
     return optimizer.takeError();
 
@@ -208,6 +441,19 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
                                                    p.localName, layers)
                                          .str());
   layout.layersPerStage = {layers};
+
+  // dp_reshardable: every optimizer.* tensor is a bucket state.
+  if (dpReshardable) {
+    auto dpBuffers = readDpBuckets(**reader, stateEntries);
+    if (!dpBuffers)
+      return dpBuffers.takeError();
+    out.dpBuffers = std::move(*dpBuffers);
+    MegatronOptimizer distributed = **optimizer;
+    if (llvm::Error err = readDpOptimizer(**reader, out.dpBuffers.size(), distributed))
+      return std::move(err);
+    layout.optimizer = std::move(distributed);
+    return out;
+  }
 
   // Model-space states: each one every parameter's key has, at its shape.
   std::set<std::string> paramKeys;

@@ -12,6 +12,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
 
+#include <algorithm>
 #include <map>
 #include <numeric>
 
@@ -393,9 +394,154 @@ megatronDistTensors(llvm::StringRef what, const Layout &layout, const MegatronDi
   return out;
 }
 
+/// The dp_reshardable buckets of a torch_dist checkpoint (see ckpt::MegatronDistSource)
+/// as local tensors of `layout`: each is a bucket of the buffer distrib_optim.pt would
+/// hold for the run's model-parallel rank (the same bytes: get_parameter_state_dp_zero
+/// keeps the buckets back to back without their end padding), so the run is laid out
+/// as Megatron at the args' tp and pp with the distributed optimizer (megatronShards),
+/// each bucket the DCP holds must have the size that layout gives it (so that every
+/// parameter is where the run put it), and each buffer's flat pieces are dealt to the
+/// buckets.
+static llvm::Expected<std::vector<LocalTensor>>
+dpReshardableTensors(const std::string &path, const Layout &layout,
+                     const MegatronDistCheckpoint &read) {
+  const MegatronLayout &ml = read.layout;
+  std::string commonPath = read.iterationDir + "/common.pt";
+  std::string metadataPath = read.iterationDir + "/.metadata";
+  llvm::json::Object args;
+  if (auto parsed = llvm::json::parse(ml.argsJson))
+    if (auto *o = parsed->getAsObject())
+      args = std::move(*o);
+  // The stages the run had: layers split evenly, no virtual stages (the buckets
+  // follow each stage's parameters).
+  for (const char *key : {"num_layers_per_virtual_pipeline_stage",
+                          "decoder_first_pipeline_num_layers", "decoder_last_pipeline_num_layers"})
+    if (args.getInteger(key))
+      return fileError(commonPath, std::string("args.") + key +
+                                       " is set: loom reads dp_reshardable buckets of pipelines "
+                                       "whose stages hold equal runs of layers");
+  if (auto vpp = args.getInteger("virtual_pipeline_model_parallel_size"); vpp && *vpp > 1)
+    return fileError(commonPath, "args.virtual_pipeline_model_parallel_size is " +
+                                     llvm::Twine(*vpp) +
+                                     ": dp_reshardable buckets of virtual pipeline stages are "
+                                     "not read");
+  for (const char *key : {"account_for_embedding_in_pipeline_split",
+                          "account_for_loss_in_pipeline_split"})
+    if (args.getBoolean(key).value_or(false))
+      return fileError(commonPath, std::string("args.") + key +
+                                       " is set: loom reads dp_reshardable buckets of pipelines "
+                                       "whose stages hold equal runs of layers");
+  if (args.getString("pipeline_model_parallel_layout"))
+    return fileError(commonPath, "args.pipeline_model_parallel_layout is set: loom reads "
+                                 "dp_reshardable buckets of pipelines whose stages hold equal "
+                                 "runs of layers");
+  int64_t tp = args.getInteger("tensor_model_parallel_size").value_or(1);
+  int64_t pp = args.getInteger("pipeline_model_parallel_size").value_or(1);
+  int64_t layers = ml.dims.numLayers;
+  if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096 || layers % pp)
+    return fileError(commonPath,
+                     llvm::formatv("args.tensor_model_parallel_size = {0}, "
+                                   "pipeline_model_parallel_size = {1}, num_layers = {2}: loom "
+                                   "reads dp_reshardable buckets of pipelines whose stages hold "
+                                   "equal runs of layers",
+                                   tp, pp, layers)
+                         .str());
+  size_t ranks = size_t(tp * pp);
+  if (read.dpBuffers.size() != ranks)
+    return fileError(metadataPath,
+                     llvm::formatv("holds dp_reshardable buckets of {0} model-parallel ranks "
+                                   "(dp_group_idx_*) where args.tensor_model_parallel_size x "
+                                   "pipeline_model_parallel_size = {1}",
+                                   read.dpBuffers.size(), ranks)
+                         .str());
+  MegatronDistOpt distOpt = megatronDistOptFromArgs(args, unsigned(pp));
+  distOpt.gradReduceInFp32 = read.dpBuffers.front().front().gradDType == DType::Float32;
+  std::vector<std::vector<std::vector<int64_t>>> layoutBuckets;
+  auto files = megatronShards(layout.fulls, ml.dims, MegatronNaming::MCore, unsigned(tp),
+                              unsigned(pp), std::vector<int64_t>(pp, layers / pp), "", &distOpt,
+                              &layoutBuckets);
+  if (!files)
+    return fileError(path, llvm::toString(files.takeError()));
+  std::vector<LocalTensor> out;
+  // distrib_optim.pt files follow the model files, stage-major: model-parallel rank
+  // G = stage·tp + tp rank, as data_parallel_group_idx counts them.
+  for (size_t group = 0; group < ranks; ++group) {
+    const ShardFile &distrib = (*files)[ranks + group];
+    const std::vector<MegatronDistBucketedBuffer> &held = read.dpBuffers[group];
+    auto rankText = [&] {
+      return llvm::formatv("tp rank {0}, stage {1}", group % tp, group / tp).str();
+    };
+    if (held.size() * 3 != distrib.tensors.size())
+      return fileError(metadataPath,
+                       llvm::formatv("dp_group_idx_{0} ({1}) holds {2} grad buffers where its "
+                                     "parameters' dtypes give {3}",
+                                     group, rankText(), held.size(), distrib.tensors.size() / 3)
+                           .str());
+    for (const LocalTensor &flat : distrib.tensors) {
+      // "0.(torch.bfloat16, torch.float32).param"
+      auto [bufferPath, state] = llvm::StringRef(flat.key).rsplit('.');
+      unsigned gbuf = 0;
+      bufferPath.split('.').first.getAsInteger(10, gbuf);
+      const MegatronDistBucketedBuffer &buffer = held[gbuf];
+      std::string bufferKey = megatronDistBucketKey(group, gbuf, buffer.paramDType,
+                                                    buffer.gradDType, 0);
+      if (bufferPath != megatronDistBufferPath(gbuf, buffer.paramDType, buffer.gradDType))
+        return fileError(metadataPath, "'" + bufferKey + "." + state +
+                                           "': its parameters' dtypes give the grad buffer " +
+                                           bufferPath.split('.').second + " in Megatron's layout");
+      auto bucketKey = [&](size_t b) {
+        return megatronDistBucketKey(group, gbuf, buffer.paramDType, buffer.gradDType, b) + "." +
+               state.str();
+      };
+      // The buckets must be the layout's, one by one: equal totals alone could hide
+      // parameters moved across a boundary.
+      const std::vector<int64_t> &expected = layoutBuckets[group][gbuf];
+      const std::vector<int64_t> &numels = buffer.bucketNumels;
+      auto mismatch =
+          std::mismatch(numels.begin(), numels.end(), expected.begin(), expected.end()).first;
+      if (size_t b = mismatch - numels.begin(); b < numels.size() || b < expected.size()) {
+        std::string why =
+            b >= numels.size() ? llvm::formatv("'{0}' is missing: the parameters take {1} "
+                                               "buckets",
+                                               bucketKey(b), expected.size())
+                                     .str()
+            : b >= expected.size()
+                ? llvm::formatv("'{0}' is one bucket more than the {1} the parameters take",
+                                bucketKey(b), expected.size())
+                      .str()
+                : llvm::formatv("'{0}' holds {1} elements where the parameters take {2}",
+                                bucketKey(b), numels[b], expected[b])
+                      .str();
+        return fileError(metadataPath,
+                         why + " in Megatron's buffer layout of " + rankText() +
+                             " (reverse registration order, starts aligned to 64 elements, " +
+                             bucketText(distOpt) +
+                             " as args.overlap_grad_reduce, ddp_bucket_size and "
+                             "data_parallel_size say)");
+      }
+      std::vector<int64_t> starts{0};
+      for (int64_t numel : numels)
+        starts.push_back(starts.back() + numel);
+      std::vector<LocalTensor> buckets;
+      for (size_t b = 0; b < buffer.bucketNumels.size(); ++b)
+        buckets.push_back({bucketKey(b), DType::Float32, {buffer.bucketNumels[b]}, {}});
+      for (const Piece &piece : flat.pieces) {
+        int64_t begin = piece.localOffsets[0];
+        // distOptOffsets keeps every parameter inside its bucket.
+        size_t b = std::upper_bound(starts.begin(), starts.end(), begin) - starts.begin() - 1;
+        Piece moved = piece;
+        moved.localOffsets = {begin - starts[b]};
+        buckets[b].pieces.push_back(std::move(moved));
+      }
+      std::move(buckets.begin(), buckets.end(), std::back_inserter(out));
+    }
+  }
+  return out;
+}
+
 /// A Megatron-core torch_dist checkpoint (ckpt::readMegatronDist): its DCP folder is
 /// Megatron at tp = pp = 1 (megatronDistTensors), each local tensor under the key the
-/// reader found for it.
+/// reader found for it; dp_reshardable buckets are laid out by dpReshardableTensors.
 static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
   auto read = readMegatronDist(path);
   if (!read)
@@ -432,6 +578,12 @@ static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
                                          ml.params.size(), placed)
                                .str());
   file.tensors = std::move(*tensors);
+  if (!read->dpBuffers.empty()) {
+    auto buckets = dpReshardableTensors(path, layout, *read);
+    if (!buckets)
+      return buckets.takeError();
+    std::move(buckets->begin(), buckets->end(), std::back_inserter(file.tensors));
+  }
   layout.files = {std::move(file)};
   return layout;
 }

@@ -7,6 +7,7 @@
 #include "llvm/Support/MathExtras.h"
 
 #include <map>
+#include <numeric>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -341,15 +342,17 @@ using CutFn = llvm::function_ref<llvm::Expected<LocalTensor>(
 /// a bucket of its own; every bucket ends padded to lcm(dp, 128) (pad_bucket_end),
 /// and get_parameter_state_dp_zero keeps each bucket without that padding, back to
 /// back. So offsets count from the bucket's kept start, and dp drops out.
-std::pair<std::vector<int64_t>, int64_t> distOptOffsets(llvm::ArrayRef<int64_t> numels,
-                                                       llvm::ArrayRef<bool> ownBucket,
-                                                       std::optional<int64_t> bucketSize) {
-  std::vector<int64_t> offsets(numels.size());
+/// Returns the offsets and each bucket's kept size (its numel_unpadded).
+std::pair<std::vector<int64_t>, std::vector<int64_t>>
+distOptOffsets(llvm::ArrayRef<int64_t> numels, llvm::ArrayRef<bool> ownBucket,
+               std::optional<int64_t> bucketSize) {
+  std::vector<int64_t> offsets(numels.size()), buckets;
   int64_t kept = 0; // elements of the closed buckets
   int64_t next = 0; // next free element of the open bucket, from its start
   bool open = false;
   auto close = [&](int64_t end) {
     kept += end;
+    buckets.push_back(end);
     next = 0;
     open = false;
   };
@@ -365,7 +368,7 @@ std::pair<std::vector<int64_t>, int64_t> distOptOffsets(llvm::ArrayRef<int64_t> 
   }
   if (open)
     close(next);
-  return {std::move(offsets), kept};
+  return {std::move(offsets), std::move(buckets)};
 }
 
 /// distrib_optim.pt of TP rank `rank` of `stage`: the stage's parameters (`params`
@@ -373,10 +376,12 @@ std::pair<std::vector<int64_t>, int64_t> distOptOffsets(llvm::ArrayRef<int64_t> 
 /// of first appearance (group_params_for_buffers, param_and_grad_buffer.py), each
 /// buffer's "param" (the fp32 masters), "exp_avg" and "exp_avg_sq" a flat fp32
 /// tensor in which every parameter's local shard lies whole at its offset. The meta
-/// is the torch-tree skeleton of save_parameter_state's dict.
+/// is the torch-tree skeleton of save_parameter_state's dict. Each buffer's buckets'
+/// sizes are appended to `bucketNumels`.
 llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> params,
                                            unsigned stage, unsigned rank, unsigned pp,
-                                           const MegatronDistOpt &distOpt, CutFn cut) {
+                                           const MegatronDistOpt &distOpt, CutFn cut,
+                                           std::vector<std::vector<int64_t>> &bucketNumels) {
   struct Buffer {
     ckpt::DType dtype;
     std::vector<const ckpt::MegatronParam *> params;
@@ -421,7 +426,9 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
                            ? ckpt::DType::Float32
                            : buffer.dtype;
     std::string path = ckpt::megatronDistBufferPath(b, buffer.dtype, grad);
-    auto [offsets, numel] = distOptOffsets(buffer.numels, buffer.ownBucket, bucketSize);
+    auto [offsets, buckets] = distOptOffsets(buffer.numels, buffer.ownBucket, bucketSize);
+    int64_t numel = std::accumulate(buckets.begin(), buckets.end(), int64_t(0));
+    bucketNumels.push_back(std::move(buckets));
     llvm::json::Array entries;
     for (auto [name, suffix] : kStates) {
       LocalTensor flat{path + "." + name, ckpt::DType::Float32, {numel}, {}};
@@ -465,7 +472,8 @@ llvm::Expected<std::vector<ShardFile>>
 reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                         ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                         llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
-                        const MegatronDistOpt *distOpt) {
+                        const MegatronDistOpt *distOpt,
+                        std::vector<std::vector<std::vector<int64_t>>> *bucketNumels) {
   // Parameters are the names without '#'; optimizer states ride along with them.
   std::vector<std::string> names;
   llvm::StringMap<unsigned> index;
@@ -627,10 +635,13 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         file.tensors.push_back(std::move(*local));
       }
       if (withStates && distOpt) {
-        auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut);
+        std::vector<std::vector<int64_t>> buckets;
+        auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut, buckets);
         if (!distrib)
           return distrib.takeError();
         distrib->path = shardPath(rank, stage, "distrib_optim.pt");
+        if (bucketNumels)
+          bucketNumels->push_back(std::move(buckets));
         distribFiles.push_back(std::move(*distrib));
       }
       if (!withStates || distOpt) {

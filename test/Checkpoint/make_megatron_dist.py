@@ -4,7 +4,7 @@ torch 1.13's DCP writer under 2 gloo processes (the tensor-parallel ranks, tp=2,
 pp=1). Megatron cannot be installed here, so its layout is emulated from the
 Megatron-LM sources named beside each rule (the mirror's HEAD).
 
-Usage: make_megatron_dist.py OUTDIR
+Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable]
 
   OUTDIR/ckpt/latest_checkpointed_iteration.txt        "10"
   OUTDIR/ckpt/iter_0000010/metadata.json               dist_checkpointing/core.py, save_config
@@ -28,6 +28,38 @@ Usage: make_megatron_dist.py OUTDIR
   OUTDIR/truth.pt   the full tensors under loom's HF names, bf16 parameters, and
       {"state": {name: {"fp32", "exp_avg", "exp_avg_sq", "step"}}} as check_dcp_optim.py
       universal reads it.
+
+With --distopt dp_reshardable the same model is saved as a run with
+--use-distributed-optimizer and dp=2 saves it by default (checkpointing.py,
+_build_sharded_state_dict_metadata: distrib_optim_sharding_type 'dp_reshardable'
+unless --dist-ckpt-optim-fully-reshardable), by 4 gloo processes (tp=2 x dp=2; global
+rank tp_rank + tp * dp_rank, parallel_state.py's default order tp-cp-ep-dp-pp):
+  - the model's tensors as above, saved by DP rank 0's processes only (the other
+    replicas are not main replicas: strategies/torch.py,
+    _replace_state_dict_keys_with_sharded_keys with keep_only_main_replica);
+  - common.pt's "optimizer" is {"param_state_sharding_type": "dp_reshardable"} alone
+    (DistributedOptimizer.sharded_state_dict; everything else in it is sharded or
+    non-persistent, and state_dict_utils.py save_preprocess drops those);
+  - per model-parallel rank G = tp_rank (pp = 1; optimizer/__init__.py passes
+    data_parallel_group_idx=model_parallel_rank, the rank in the tp-pp group) the
+    ShardedObjects optimizer.distributed.dp_group_idx_G.{optimizer,per_bucket_numel,
+    per_bucket_numel_unpadded}, saved by DP rank 0 (replica_id (0, 0, dp_rank)) as
+    bytes entries <key>/shard_0_1 holding torch.save([value])
+    (_mcore_to_torch_sharded_object; mcore's MCoreSavePlanner saves bytes on every
+    rank, which McoreLikePlanner below does too);
+  - per bucket b of the rank's one grad buffer (bf16 parameters, fp32 gradients:
+    --accumulate-allreduce-grads-in-fp32) the 1-D fp32 tensors
+    optimizer.distributed.dp_group_idx_G.gbuf_idx_0.dtype_(torch.bfloat16,
+    torch.float32).bucket_idx_b.{param,exp_avg,exp_avg_sq} of the bucket's
+    numel_unpadded elements (sharded_param_state_dp_reshardable): DP rank r saves
+    its contiguous 1/dp of the padded bucket (_build_model_gbuf_range), one chunk per
+    parameter piece (gbuf_local ranges, _build_model_gbuf_param_range_map) and per
+    gap between them (the padding chunks, torch.empty there; NaN here, so that a
+    reader taking padding for a parameter fails), none past numel_unpadded. Buckets
+    are make_megatron.py's distopt_layout (reverse registration order, 64-element
+    starts, a bucket closed at --ddp-bucket-size 2060 elements: three buckets, the
+    first ending after the final norm, off the 64-element grid, and the output
+    layer straddling its DP halves).
 """
 import argparse
 import json
@@ -45,11 +77,18 @@ from torch.distributed._shard.sharded_tensor import init_from_local_shards, Shar
 import torch.distributed._shard.checkpoint as dcp  # noqa: E402
 
 from make_dcp import free_port  # noqa: E402
+import make_megatron  # noqa: E402  (the torch format's registration order and buckets)
+from torch.distributed._shard.checkpoint.default_planner import DefaultSavePlanner  # noqa: E402
+from torch.distributed._shard.checkpoint.planner import SavePlan  # noqa: E402
+from torch.distributed._shard.checkpoint.planner_helpers import _create_write_items  # noqa: E402
 
 TP = 2
 LAYERS, HIDDEN, HEADS, GROUPS, HEAD_DIM, FFN, VOCAB = 2, 16, 4, 2, 4, 24, 250
 PADDED = 256  # a multiple of 128 * TP
 ITERATION, STEP = 10, 3
+# --distopt dp_reshardable: the data-parallel degree and DDP bucket size.
+DP, BUCKET = 2, 2060
+BUFFER_DTYPE = (torch.bfloat16, torch.float32)
 
 
 def truth():
@@ -114,6 +153,43 @@ def global_tensors(state):
     }
 
 
+def tp_rank_params(state, tp_rank):
+    """TP rank tp_rank's parameters (one state of them: `state` maps loom's names to
+    full tensors) in the order mcore registers them, cut as the torch format cuts
+    them: make_megatron.py's shard(), whose order follows attention.py (linear_proj
+    before linear_qkv), at this model's dimensions."""
+    for name, value in (("LAYERS", LAYERS), ("HIDDEN", HIDDEN), ("HEAD_DIM", HEAD_DIM),
+                        ("FFN", FFN), ("VOCAB", VOCAB), ("PADDED_VOCAB", PADDED)):
+        setattr(make_megatron, name, value)
+    return make_megatron.shard(state, HEADS, GROUPS, swiglu=True, biases=False, legacy=False,
+                               tp_rank=tp_rank, stage=0, tp=TP, pp=1)
+
+
+def dp_reshardable_chunks(starts, numels, bucket):
+    """The chunks DP ranks save of one bucket (start, numel_unpadded, padded end in the
+    buffer) as sharded_param_state_dp_reshardable cuts it: [(dp_rank, offset in the
+    bucket, size)]. Each rank's contiguous 1/dp of the padded bucket
+    (_build_model_gbuf_range) holds the parameters that meet it (gbuf_local ranges,
+    _build_model_gbuf_param_range_map, in buffer order); the gaps before, between and
+    after them are padding chunks, except one starting at or past numel_unpadded."""
+    start, unpadded, end = bucket
+    local = (end - start) // DP
+    chunks = []
+    for r in range(DP):
+        lo, hi = start + r * local, start + (r + 1) * local
+        ranges = sorted((max(s, lo) - lo, min(s + numels[n], hi) - lo)
+                        for n, s in starts.items() if s < hi and s + numels[n] > lo)
+        assert ranges, "mcore asserts every DP rank's part of a bucket holds a parameter"
+        pieces = list(ranges)
+        bounds = [(0, 0)] + ranges + [(local, local)]
+        for (_, cur_end), (next_start, _) in zip(bounds, bounds[1:]):
+            if next_start != cur_end and r * local + cur_end < unpadded:
+                pieces.append((cur_end, next_start))
+        for a, b in sorted(pieces):
+            chunks.append((r, r * local + a, b - a))
+    return chunks
+
+
 def local_shards(key, t, cut, rank):
     """This TP rank's ShardedTensor of the global `t`: one chunk per layer (stacked keys)
     and per TP piece, as mcore's ShardedTensors with a prepended layer axis give."""
@@ -150,30 +226,106 @@ def local_shards(key, t, cut, rank):
     return init_from_local_shards(mine, list(t.shape))
 
 
-def worker(rank, outdir, port):
+class McoreLikePlanner(DefaultSavePlanner):
+    """torch 1.13's planner writes objects only on the coordinator; mcore's
+    MCoreSavePlanner (strategies/torch.py) writes each rank's own ShardedObjects.
+    Objects are torch.save'd as they are (a ShardedObject's value list here)."""
+
+    def create_local_plan(self):
+        items = []
+        for fqn, obj in self.state_dict.items():
+            items += _create_write_items(fqn, obj)
+        self.plan = SavePlan(items)
+        return self.plan
+
+
+def distributed_optimizer(full, tp_rank):
+    """What model-parallel rank G = tp_rank saves of the distributed optimizer:
+    ({bucket tensor key: [(dp_rank, offset, values)]}, {object key: value})."""
+    states = {key: tp_rank_params({n: v[key] for n, v in full["optim"]["state"].items()},
+                                  tp_rank)
+              for key in ("fp32", "exp_avg", "exp_avg_sq")}
+    numels = {n: t.numel() for n, t in states["fp32"].items()}
+    starts, buckets = make_megatron.distopt_layout(states["fp32"], 0, BUCKET, DP)
+    prefix = f"optimizer.distributed.dp_group_idx_{tp_rank}"
+    tensors = {}
+    for key, name in (("fp32", "param"), ("exp_avg", "exp_avg"), ("exp_avg_sq", "exp_avg_sq")):
+        buffer = torch.full((buckets[-1][2],), float("nan"))
+        for n, s in starts.items():
+            buffer[s:s + numels[n]] = states[key][n].flatten()
+        for b, bucket in enumerate(buckets):
+            chunks = [(r, offset, buffer[bucket[0] + offset:bucket[0] + offset + size].clone())
+                      for r, offset, size in dp_reshardable_chunks(starts, numels, bucket)]
+            tensors[f"{prefix}.gbuf_idx_0.dtype_{BUFFER_DTYPE}.bucket_idx_{b}.{name}"] = \
+                (bucket[1], chunks)
+    # DistributedOptimizer.state_dict: torch's param_groups without "params", each with
+    # the step (a float: the step tensor's .item()); no grad_scaler under bf16.
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"step": float(STEP)}
+              for g in param_groups()]
+    objects = {f"{prefix}.optimizer": {"optimizer": {"param_groups": groups}},
+               f"{prefix}.per_bucket_numel": [{BUFFER_DTYPE: [e - s for s, _, e in buckets]}],
+               f"{prefix}.per_bucket_numel_unpadded": [{BUFFER_DTYPE: [u for _, u, _ in buckets]}]}
+    return tensors, objects
+
+
+def worker(rank, outdir, port, distopt):
+    world = TP * (DP if distopt else 1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=TP)
+                            world_size=world)
     full = truth()
     model = global_tensors(lambda n: full["model"][n])
+    # DP rank 0's processes are global ranks 0..TP-1: they save the model.
     state = {k: local_shards(k, t, cut, rank) for k, (t, cut) in model.items()}
-    for name in ("fp32", "exp_avg", "exp_avg_sq"):
-        dcp_name = "fp32_param" if name == "fp32" else name
-        for k, (t, cut) in global_tensors(lambda n: full["optim"]["state"][n][name]).items():
-            state[f"optimizer.state.{dcp_name}.{k}"] = local_shards(k, t, cut, rank)
+    if not distopt:
+        for name in ("fp32", "exp_avg", "exp_avg_sq"):
+            dcp_name = "fp32_param" if name == "fp32" else name
+            for k, (t, cut) in global_tensors(lambda n: full["optim"]["state"][n][name]).items():
+                state[f"optimizer.state.{dcp_name}.{k}"] = local_shards(k, t, cut, rank)
+    else:
+        for g in range(TP):
+            tensors, objects = distributed_optimizer(full, g)
+            for key, (numel, chunks) in tensors.items():
+                # DP rank r of model-parallel rank g is global rank g + TP * r.
+                metas = [(ShardMetadata(shard_offsets=[offset], shard_sizes=[values.numel()],
+                                        placement=f"rank:{g + TP * r}/cpu"), r, values)
+                         for r, offset, values in chunks]
+                mine = [Shard(values, meta) for meta, r, values in metas if g + TP * r == rank]
+                state[key] = init_from_local_shards(mine, [numel])
+            if rank == g:  # DP rank 0 of model-parallel rank g: the main replica
+                for key, value in objects.items():
+                    state[f"{key}/shard_0_1"] = [value]
     # TransformerEngine's _extra_state per layer: ShardedObjects (bytes entries).
-    for l in range(LAYERS):
-        state[f"decoder.layers.self_attention.linear_qkv._extra_state/shard_{l}_{LAYERS}"] = None
+    if rank == 0:
+        for l in range(LAYERS):
+            state[f"decoder.layers.self_attention.linear_qkv._extra_state/shard_{l}_{LAYERS}"] = None
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
-    dcp.save_state_dict(state, dcp.FileSystemWriter(iteration_dir))
+    dcp.save_state_dict(state, dcp.FileSystemWriter(iteration_dir), planner=McoreLikePlanner())
     dist.barrier()
     dist.destroy_process_group()
 
 
+def param_groups():
+    """The mixed-precision optimizer's groups: weight-decayed first, then the rest
+    (optimizer/__init__.py, _get_param_groups), indices into its states."""
+    n_params = 3 + LAYERS * 6
+    return [dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, amsgrad=False,
+                 maximize=False, foreach=None, capturable=False, wd_mult=1.0, lr_mult=1.0,
+                 params=list(range(2 + LAYERS * 4))),
+            dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 maximize=False, foreach=None, capturable=False, wd_mult=0.0, lr_mult=1.0,
+                 params=list(range(2 + LAYERS * 4, n_params)))]
+
+
 def main():
-    outdir = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("outdir")
+    parser.add_argument("--distopt", choices=["dp_reshardable"])
+    options = parser.parse_args()
+    outdir, distopt = options.outdir, options.distopt is not None
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
     os.makedirs(iteration_dir, exist_ok=True)
-    mp.spawn(worker, args=(outdir, free_port()), nprocs=TP, join=True)
+    mp.spawn(worker, args=(outdir, free_port(), distopt), nprocs=TP * (DP if distopt else 1),
+             join=True)
     with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
         json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                    "common_backend": "torch", "common_backend_version": 1}, f)
@@ -182,21 +334,24 @@ def main():
         group_query_attention=True, num_query_groups=GROUPS, kv_channels=HEAD_DIM,
         ffn_hidden_size=FFN, swiglu=True, vocab_size=VOCAB, padded_vocab_size=PADDED,
         tensor_model_parallel_size=TP, pipeline_model_parallel_size=1, bf16=True,
-        ckpt_format="torch_dist", use_distributed_optimizer=False, lr=3e-4, weight_decay=0.1,
+        ckpt_format="torch_dist", use_distributed_optimizer=distopt, lr=3e-4, weight_decay=0.1,
         adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8)
-    # The mixed-precision optimizer's groups: weight-decayed first, then the rest
-    # (optimizer/__init__.py, _get_param_groups), states keyed by index with their step.
-    n_params = 3 + LAYERS * 6
-    groups = [dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, amsgrad=False,
-                   maximize=False, foreach=None, capturable=False, wd_mult=1.0, lr_mult=1.0,
-                   params=list(range(2 + LAYERS * 4))),
-              dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                   maximize=False, foreach=None, capturable=False, wd_mult=0.0, lr_mult=1.0,
-                   params=list(range(2 + LAYERS * 4, n_params)))]
+    if distopt:
+        # What resolve_ddp_bucket_size and the DDP config read (training.py).
+        args.data_parallel_size = DP
+        args.overlap_grad_reduce = True
+        args.ddp_bucket_size = BUCKET
+        args.accumulate_allreduce_grads_in_fp32 = True
+        args.dist_ckpt_optim_fully_reshardable = False
+        args.virtual_pipeline_model_parallel_size = None
+        optimizer = {"param_state_sharding_type": "dp_reshardable"}
+    else:
+        # The mixed-precision optimizer's states are keyed by index, with their step.
+        optimizer = {"optimizer": {
+            "state": {i: {"step": torch.tensor(float(STEP))} for i in range(3 + LAYERS * 6)},
+            "param_groups": param_groups()}}
     common = {"args": args, "checkpoint_version": 3.0, "iteration": ITERATION,
-              "optimizer": {"optimizer": {
-                  "state": {i: {"step": torch.tensor(float(STEP))} for i in range(n_params)},
-                  "param_groups": groups}},
+              "optimizer": optimizer,
               "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": ITERATION},
               "num_floating_point_operations_so_far": 0}
     torch.save(common, os.path.join(iteration_dir, "common.pt"))

@@ -228,6 +228,11 @@ Summary open(const std::string &path, bool verify) {
     summary.layout["vocab"] = l.dims->vocab;
     if (l.optimizerStep)
       summary.layout["optimizer_step"] = *l.optimizerStep;
+    // The distributed optimizer's buckets (dp_reshardable) rather than model-space states.
+    if (llvm::any_of(l.files.front().tensors, [](const loom::reshard::LocalTensor &t) {
+          return llvm::StringRef(t.key).starts_with("optimizer.distributed.");
+        }))
+      summary.layout["optimizer"] = "distributed, dp_reshardable buckets";
     addLayoutTensors(summary, l, /*statesOnly=*/false);
     break;
   }

@@ -75,6 +75,20 @@ struct MegatronDistBuffer {
 /// "0.(torch.bfloat16, torch.float32)".
 std::string megatronDistBufferPath(unsigned index, DType paramDType, DType gradDType);
 
+/// A grad buffer of the distributed optimizer's dp_reshardable states (torch_dist):
+/// its dtypes and each bucket's numel_unpadded.
+struct MegatronDistBucketedBuffer {
+  DType paramDType = DType::BFloat16, gradDType = DType::Float32;
+  std::vector<int64_t> bucketNumels;
+};
+
+/// The DCP key prefix of bucket `bucket` of grad buffer `gbuf` of model-parallel rank
+/// `group` in the dp_reshardable layout:
+/// "optimizer.distributed.dp_group_idx_0.gbuf_idx_0.dtype_(torch.bfloat16,
+/// torch.float32).bucket_idx_1" (a state's key appends ".param", ".exp_avg", ...).
+std::string megatronDistBucketKey(unsigned group, unsigned gbuf, DType paramDType,
+                                  DType gradDType, unsigned bucket);
+
 /// The optimizer state Megatron's mixed-precision optimizer
 /// (Float16OptimizerWithFloat16Params) saves in each shard under "optimizer":
 /// {"optimizer": the torch Adam state_dict, "fp32_from_fp16_params": the fp32 master
@@ -174,6 +188,21 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 /// `fp32_param` (the mixed-precision optimizer, dist_checkpointing/optimizer.py) or
 /// `param` (the distributed optimizer's fully_reshardable form,
 /// distrib_optimizer.py), `exp_avg`, `exp_avg_sq`.
+///
+/// The distributed optimizer's default layout there, `dp_reshardable`
+/// (DistributedOptimizer.sharded_param_state_dp_reshardable), keeps its grad buffers
+/// instead: common.pt's "optimizer" says only {"param_state_sharding_type":
+/// "dp_reshardable"}; the optimizer's own state_dict ({"optimizer": {"param_groups"
+/// with "step"}}, maybe "grad_scaler") and the buckets' sizes are ShardedObjects
+/// `optimizer.distributed.dp_group_idx_<G>.{optimizer,per_bucket_numel,
+/// per_bucket_numel_unpadded}` (bytes entries `<key>/shard_0_1` holding torch.save of
+/// a one-element list, strategies/torch.py `_mcore_to_torch_sharded_object`), G being
+/// the model-parallel rank pp_rank·tp + tp_rank (optimizer/__init__.py,
+/// data_parallel_group_idx=model_parallel_rank); each bucket's fp32 masters and Adam
+/// moments are 1-D tensors `optimizer.distributed.dp_group_idx_<G>.gbuf_idx_<i>.
+/// dtype_(<param dtype>, <grad dtype>).bucket_idx_<b>.{param,exp_avg,exp_avg_sq}` of
+/// the bucket's numel_unpadded elements: the bucket as distrib_optim.pt keeps it (see
+/// MegatronOptimizer), each DP rank having saved its contiguous 1/dp of it.
 struct MegatronDistSource {
   /// The DCP key holding the parameter.
   std::string key;
@@ -194,6 +223,11 @@ struct MegatronDistCheckpoint {
   /// "#exp_avg_sq", the DCP key prefix "optimizer.state.fp32_param."): every
   /// parameter has each of them, at its parameter's shape.
   std::vector<std::pair<std::string, std::string>> states;
+  /// dp_reshardable: per model-parallel rank G, its grad buffers in gbuf order, each
+  /// with its buckets' sizes as the DCP tensors have them (checked against
+  /// per_bucket_numel_unpadded when that entry is there). Where the parameters lie in
+  /// them is reshard::describeCheckpoint's business. Empty otherwise.
+  std::vector<std::vector<MegatronDistBucketedBuffer>> dpBuffers;
 };
 
 /// True when `directory` (a root with latest_checkpointed_iteration.txt or an
@@ -203,8 +237,10 @@ bool isMegatronDistCheckpoint(const llvm::Twine &directory);
 /// Reads a torch_dist checkpoint's layout: args and optimizer settings from common.pt,
 /// parameters and states from the DCP metadata (no tensor is read). Keys that are not
 /// parameters loom knows, states of another shape (the flattened
-/// fully_sharded_model_space form of mcore before 0.14) and the distributed
-/// optimizer's dp_reshardable layout are refused, each by name.
+/// fully_sharded_model_space form of mcore before 0.14), and dp_reshardable buckets
+/// that are missing, of other sizes than per_bucket_numel_unpadded says or not Adam's
+/// fp32 states are refused, each by name. dp_reshardable's step and groups come from
+/// the optimizer object of dp_group_idx_0 (every group's must agree on the step).
 llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &directory);
 
 /// The parameters Megatron keeps for the full (Hugging Face–named) tensors

@@ -207,12 +207,15 @@ MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned
 /// the optimizer states go to a distrib_optim.pt beside each model_optim_rng.pt
 /// instead (those files follow all model files, in the same order), each buffer's
 /// "param", "exp_avg" and "exp_avg_sq" tiled by flat pieces, and the file's meta is
-/// its torch-tree skeleton.
+/// its torch-tree skeleton. `bucketNumels`, when given, receives per distrib_optim.pt
+/// (in file order) and grad buffer each bucket's numel_unpadded: where the buffer
+/// tensors are cut into the buckets a torch_dist dp_reshardable checkpoint keeps.
 llvm::Expected<std::vector<ShardFile>>
 megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
                ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
-               const MegatronDistOpt *distOpt = nullptr);
+               const MegatronDistOpt *distOpt = nullptr,
+               std::vector<std::vector<std::vector<int64_t>>> *bucketNumels = nullptr);
 
 /// What DeepSpeed's file names and partitions depend on.
 struct DeepSpeedConfig {

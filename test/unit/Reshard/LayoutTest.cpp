@@ -176,6 +176,16 @@ TEST(MegatronShards, DistributedOptimizerBuffers) {
   EXPECT_EQ(starts["model.norm.weight"], 1024);
   EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1032);
   EXPECT_EQ(starts[l1 + "mlp.gate_proj.weight"], 1160);
+  // The buckets' sizes (a torch_dist dp_reshardable checkpoint's tensors): one list
+  // per distrib_optim.pt and grad buffer, adding up to the buffer.
+  std::vector<std::vector<std::vector<int64_t>>> bucketNumels;
+  auto oneStage = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 1, 1, {2}, "",
+                                 &buckets, &bucketNumels);
+  ASSERT_TRUE(bool(oneStage)) << llvm::toString(oneStage.takeError());
+  ASSERT_EQ(bucketNumels.size(), 1u);
+  ASSERT_EQ(bucketNumels[0].size(), 1u);
+  EXPECT_EQ(bucketNumels[0][0], (std::vector<int64_t>{1032, 1032, 1344}));
+  EXPECT_EQ(numel, 1032 + 1032 + 1344);
   std::tie(starts, numel) = place(2, buckets, 1);
   EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1088);
   // A tied output layer on the last of two stages takes a bucket of its own; with a

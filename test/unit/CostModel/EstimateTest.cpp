@@ -175,21 +175,26 @@ const KorthikantiRun kKorthikanti[] = {
     {"1T", 160, 25600, 128, 64, 512, 1, 1, 94.42, 71.49},
 };
 
+/// A run's model (Megatron's GPT as in the SC'21 rows, at the run's shape), one DGX
+/// A100 node per pipeline stage (t = 8), and its batch of 2048-token sequences.
+RowInputs inputsOf(const KorthikantiRun &run) {
+  RowInputs in{spec::loadModel("megatron-1t"),
+               spec::loadCluster(fmt::format("dgx-a100:nodes={}", run.pp)), {}};
+  in.model.set_hidden_size(run.hidden);
+  spec::Block &block = *in.model.mutable_blocks(0);
+  block.set_count(uint32_t(run.layers));
+  block.mutable_attention()->set_heads(uint32_t(run.heads));
+  block.mutable_mlp()->set_ffn_hidden(uint64_t(4 * run.hidden));
+  in.training = spec::defaultTraining(in.model);
+  in.training.set_seq_len(2048);
+  in.training.set_global_batch(run.batch);
+  return in;
+}
+
 TEST(Korthikanti2022, IterationTimesNearTable5) {
   std::string table = "model  recompute          published s  loom s   error\n";
   for (const KorthikantiRun &run : kKorthikanti) {
-    // Megatron's GPT as in the SC'21 rows, at this run's shape.
-    spec::Model model = spec::loadModel("megatron-1t");
-    model.set_hidden_size(run.hidden);
-    spec::Block &block = *model.mutable_blocks(0);
-    block.set_count(uint32_t(run.layers));
-    block.mutable_attention()->set_heads(uint32_t(run.heads));
-    block.mutable_mlp()->set_ffn_hidden(uint64_t(4 * run.hidden));
-    spec::Cluster cluster =
-        spec::loadCluster(fmt::format("dgx-a100:nodes={}", run.pp)); // 8 GPUs a stage
-    spec::Training training = spec::defaultTraining(model);
-    training.set_seq_len(2048);
-    training.set_global_batch(run.batch);
+    auto [model, cluster, training] = inputsOf(run);
     for (bool present : {false, true}) {
       StrategyChoice c;
       c.tp = 8;
@@ -229,16 +234,7 @@ TEST(Korthikanti2022, LayerTimesNearTable4) {
                               {"selective recompute", Recompute::Selective, false, 20.9},
                               {"selective + sequence", Recompute::Selective, true, 20.3}};
   const KorthikantiRun &run = kKorthikanti[0];
-  spec::Model model = spec::loadModel("megatron-1t");
-  model.set_hidden_size(run.hidden);
-  spec::Block &block = *model.mutable_blocks(0);
-  block.set_count(uint32_t(run.layers));
-  block.mutable_attention()->set_heads(uint32_t(run.heads));
-  block.mutable_mlp()->set_ffn_hidden(uint64_t(4 * run.hidden));
-  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=1");
-  spec::Training training = spec::defaultTraining(model);
-  training.set_seq_len(2048);
-  training.set_global_batch(run.batch);
+  auto [model, cluster, training] = inputsOf(run);
   std::string table = "variant                  published ms  loom ms   error\n";
   for (const Variant &v : variants) {
     StrategyChoice c;

@@ -157,7 +157,7 @@ constexpr const char *kBucketStates[] = {"param", "exp_avg", "exp_avg_sq"};
 /// group's, buffer's and bucket's indices counting from 0 without gaps, every bucket
 /// with Adam's three fp32 states of one size, and per_bucket_numel_unpadded (when
 /// present) saying the same sizes.
-llvm::Expected<std::vector<std::vector<MegatronDistBucketedBuffer>>>
+llvm::Expected<std::vector<std::vector<MegatronDistBuffer>>>
 readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &entries) {
   std::string where = reader.directory() + "/.metadata";
   // group -> gbuf -> (buffer, bucket -> (state -> numel)).
@@ -182,7 +182,7 @@ readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &
                               "buffer's buckets");
     slot->second.buckets[k->bucket][k->state] = entry->size[0];
   }
-  std::vector<std::vector<MegatronDistBucketedBuffer>> out;
+  std::vector<std::vector<MegatronDistBuffer>> out;
   for (const auto &[group, buffers] : groups) {
     if (group != out.size())
       return fileError(where, llvm::formatv("holds buckets of dp_group_idx_{0} but none of "
@@ -196,7 +196,7 @@ readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &
                                               "but none of gbuf_idx_{2}",
                                               group, gbuf, out.back().size())
                                     .str());
-      MegatronDistBucketedBuffer result{buffer.paramDType, buffer.gradDType, {}};
+      MegatronDistBuffer result{buffer.paramDType, buffer.gradDType, 0, {}};
       for (const auto &[bucket, states] : buffer.buckets) {
         std::string key =
             megatronDistBucketKey(group, gbuf, buffer.paramDType, buffer.gradDType,
@@ -217,6 +217,7 @@ readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &
                                         .str());
         }
         result.bucketNumels.push_back(states.begin()->second);
+        result.numel += states.begin()->second;
       }
       out.back().push_back(std::move(result));
     }
@@ -252,7 +253,7 @@ readDpBuckets(DcpReader &reader, const std::map<std::string, const DcpEntry *> &
             b < numels->size() ? integerOf((*numels)[b]) : std::nullopt;
         if (b < held.size() && recorded == held[b])
           continue;
-        const MegatronDistBucketedBuffer &buffer = out.back()[gbuf];
+        const MegatronDistBuffer &buffer = out.back()[gbuf];
         std::string key = megatronDistBucketKey(group, gbuf, buffer.paramDType, buffer.gradDType,
                                                 b) +
                           ".param";

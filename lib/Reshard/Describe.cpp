@@ -414,12 +414,14 @@ dpReshardableTensors(const std::string &path, const Layout &layout,
       args = std::move(*o);
   // The stages the run had: layers split evenly, no virtual stages (the buckets
   // follow each stage's parameters).
+  auto uneven = [&](const llvm::Twine &what) {
+    return fileError(commonPath, what + ": loom reads dp_reshardable buckets of pipelines "
+                                        "whose stages hold equal runs of layers");
+  };
   for (const char *key : {"num_layers_per_virtual_pipeline_stage",
                           "decoder_first_pipeline_num_layers", "decoder_last_pipeline_num_layers"})
     if (args.getInteger(key))
-      return fileError(commonPath, std::string("args.") + key +
-                                       " is set: loom reads dp_reshardable buckets of pipelines "
-                                       "whose stages hold equal runs of layers");
+      return uneven(llvm::Twine("args.") + key + " is set");
   if (auto vpp = args.getInteger("virtual_pipeline_model_parallel_size"); vpp && *vpp > 1)
     return fileError(commonPath, "args.virtual_pipeline_model_parallel_size is " +
                                      llvm::Twine(*vpp) +
@@ -428,24 +430,17 @@ dpReshardableTensors(const std::string &path, const Layout &layout,
   for (const char *key : {"account_for_embedding_in_pipeline_split",
                           "account_for_loss_in_pipeline_split"})
     if (args.getBoolean(key).value_or(false))
-      return fileError(commonPath, std::string("args.") + key +
-                                       " is set: loom reads dp_reshardable buckets of pipelines "
-                                       "whose stages hold equal runs of layers");
+      return uneven(llvm::Twine("args.") + key + " is set");
   if (args.getString("pipeline_model_parallel_layout"))
-    return fileError(commonPath, "args.pipeline_model_parallel_layout is set: loom reads "
-                                 "dp_reshardable buckets of pipelines whose stages hold equal "
-                                 "runs of layers");
+    return uneven("args.pipeline_model_parallel_layout is set");
   int64_t tp = args.getInteger("tensor_model_parallel_size").value_or(1);
   int64_t pp = args.getInteger("pipeline_model_parallel_size").value_or(1);
   int64_t layers = ml.dims.numLayers;
   if (tp < 1 || pp < 1 || tp > 4096 || pp > 4096 || layers % pp)
-    return fileError(commonPath,
-                     llvm::formatv("args.tensor_model_parallel_size = {0}, "
-                                   "pipeline_model_parallel_size = {1}, num_layers = {2}: loom "
-                                   "reads dp_reshardable buckets of pipelines whose stages hold "
-                                   "equal runs of layers",
-                                   tp, pp, layers)
-                         .str());
+    return uneven(llvm::formatv("args.tensor_model_parallel_size = {0}, "
+                                "pipeline_model_parallel_size = {1}, num_layers = {2}",
+                                tp, pp, layers)
+                      .str());
   size_t ranks = size_t(tp * pp);
   if (read.dpBuffers.size() != ranks)
     return fileError(metadataPath,
@@ -467,7 +462,7 @@ dpReshardableTensors(const std::string &path, const Layout &layout,
   // G = stage·tp + tp rank, as data_parallel_group_idx counts them.
   for (size_t group = 0; group < ranks; ++group) {
     const ShardFile &distrib = (*files)[ranks + group];
-    const std::vector<MegatronDistBucketedBuffer> &held = read.dpBuffers[group];
+    const std::vector<MegatronDistBuffer> &held = read.dpBuffers[group];
     auto rankText = [&] {
       return llvm::formatv("tp rank {0}, stage {1}", group % tp, group / tp).str();
     };
@@ -482,7 +477,7 @@ dpReshardableTensors(const std::string &path, const Layout &layout,
       auto [bufferPath, state] = llvm::StringRef(flat.key).rsplit('.');
       unsigned gbuf = 0;
       bufferPath.split('.').first.getAsInteger(10, gbuf);
-      const MegatronDistBucketedBuffer &buffer = held[gbuf];
+      const MegatronDistBuffer &buffer = held[gbuf];
       std::string bufferKey = megatronDistBucketKey(group, gbuf, buffer.paramDType,
                                                     buffer.gradDType, 0);
       if (bufferPath != megatronDistBufferPath(gbuf, buffer.paramDType, buffer.gradDType))
@@ -523,8 +518,8 @@ dpReshardableTensors(const std::string &path, const Layout &layout,
       for (int64_t numel : numels)
         starts.push_back(starts.back() + numel);
       std::vector<LocalTensor> buckets;
-      for (size_t b = 0; b < buffer.bucketNumels.size(); ++b)
-        buckets.push_back({bucketKey(b), DType::Float32, {buffer.bucketNumels[b]}, {}});
+      for (size_t b = 0; b < numels.size(); ++b)
+        buckets.push_back({bucketKey(b), DType::Float32, {numels[b]}, {}});
       for (const Piece &piece : flat.pieces) {
         int64_t begin = piece.localOffsets[0];
         // distOptOffsets keeps every parameter inside its bucket.

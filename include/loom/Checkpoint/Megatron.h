@@ -69,18 +69,14 @@ struct MegatronDistBuffer {
   DType paramDType = DType::BFloat16, gradDType = DType::Float32;
   /// "numel_unpadded": the buffer's elements without the buckets' end padding.
   int64_t numel = 0;
+  /// torch_dist's dp_reshardable states keep each bucket apart: their numel_unpadded,
+  /// which add up to numel. Empty for distrib_optim.pt, which keeps the buffer whole.
+  std::vector<int64_t> bucketNumels;
 };
 
 /// Where buffer `index`'s entry sits in distrib_optim.pt: the collectTensors path
 /// "0.(torch.bfloat16, torch.float32)".
 std::string megatronDistBufferPath(unsigned index, DType paramDType, DType gradDType);
-
-/// A grad buffer of the distributed optimizer's dp_reshardable states (torch_dist):
-/// its dtypes and each bucket's numel_unpadded.
-struct MegatronDistBucketedBuffer {
-  DType paramDType = DType::BFloat16, gradDType = DType::Float32;
-  std::vector<int64_t> bucketNumels;
-};
 
 /// The DCP key prefix of bucket `bucket` of grad buffer `gbuf` of model-parallel rank
 /// `group` in the dp_reshardable layout:
@@ -227,7 +223,7 @@ struct MegatronDistCheckpoint {
   /// with its buckets' sizes as the DCP tensors have them (checked against
   /// per_bucket_numel_unpadded when that entry is there). Where the parameters lie in
   /// them is reshard::describeCheckpoint's business. Empty otherwise.
-  std::vector<std::vector<MegatronDistBucketedBuffer>> dpBuffers;
+  std::vector<std::vector<MegatronDistBuffer>> dpBuffers;
 };
 
 /// True when `directory` (a root with latest_checkpointed_iteration.txt or an

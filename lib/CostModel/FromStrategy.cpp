@@ -211,6 +211,17 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   if (globalBatch % (dp * c.microBatch) != 0)
     return fail(fmt::format("global batch ({}) is not divisible by dp x micro batch = {} x {}",
                             globalBatch, dp, c.microBatch));
+  // Megatron-LM's interleaved schedule runs the micro-batches in groups of pp
+  // through each virtual stage: it refused other counts in 2021
+  // (megatron/schedules.py, commit de7dc40f88) and still does unless the group
+  // size is changed (microbatch_group_size_per_vp_stage, default pp, in
+  // megatron/core/pipeline_parallel/schedules.py). loom's schedule generator
+  // builds the same order.
+  if (int64_t microBatches = globalBatch / (dp * c.microBatch);
+      effectiveSchedule(c) == Schedule::Interleaved && microBatches % c.pp != 0)
+    return fail(fmt::format("the interleaved schedule needs the micro-batches per step ({} = "
+                            "global batch {} / (dp {} x micro batch {})) divisible by pp={}",
+                            microBatches, globalBatch, dp, c.microBatch, c.pp));
   bool hasMoe = false;
   for (const spec::Block &block : model.blocks()) {
     spec::AttentionShape shape = spec::attentionShape(model, block);

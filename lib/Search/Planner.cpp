@@ -567,7 +567,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       for (int64_t pp : divisors(gpus / (tp * cp))) {
         if (pp > layers)
           break;
-        if (fixed.pp && pp != fixed.pp)
+        if ((fixed.pp && pp != fixed.pp) || (!options.unevenStages && layers % pp != 0))
           continue;
         int64_t dp = gpus / (tp * cp * pp);
         std::vector<int64_t> eps{1};
@@ -628,6 +628,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   // ranks hold the most micro-batches in flight, so recompute
                   // on ranks [0, k) where k is the first from which every
                   // rank fits without (one GPU type: one capacity).
+                  if (!options.partialRecompute)
+                    continue;
                   if (rc == cost::Recompute::Full && pp > 1 && computes.size() == 1 &&
                       !noRecompute) { // not searched itself (fixed away): priced for this
                     cost::StrategyChoice none = choice;

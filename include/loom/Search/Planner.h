@@ -64,6 +64,13 @@ struct PlannerOptions {
   /// Re-split layers over pipeline stages by cost (embedding and head stages
   /// lighter; on mixed clusters, faster GPUs more layers).
   bool balanceStages = true;
+  /// pp need not divide the layers (the remainder goes to some stages). Off
+  /// for Megatron-LM before 2022, which required layers divisible by pp.
+  bool unevenStages = true;
+  /// Full recomputation may cover just the first pipeline ranks, where the
+  /// most micro-batches are in flight (Megatron-LM's --recompute-num-layers,
+  /// 2022); off for all-or-nothing --checkpoint-activations.
+  bool partialRecompute = true;
   /// Re-price the finalists' pipelines with the schedule simulator
   /// (SimulatedPipeline.h), trying the zero-bubble schedules (ZB-H1, ZB-H2)
   /// on them too when `zeroBubble`, and zb-auto on the top k

@@ -3,9 +3,11 @@
 // Quality checks of issue #5:
 //  * Megatron-LM SC'21 Table 1 (VALIDATION.md): searching the space the
 //    paper's software had (no ZeRO, no sequence or context parallelism, no
-//    flash attention, recomputation full or none, data-parallel reduction after
-//    the pipeline drains), the published (t, p) must be feasible and among
-//    loom's top 5; when loom ranks something else first, the test prints why.
+//    flash attention, layers divisible by pp, interleaving with micro-batches
+//    divisible by pp, data-parallel reduction after the pipeline drains) with
+//    the runs' full recomputation, the published (t, p) must be feasible and
+//    among loom's top 5; when loom ranks something else first, the test
+//    prints why.
 //  * Multi-datacenter: Llama 3 70B and 405B on 2 and 3 datacenters, WAN
 //    100-800 Gb/s and 5-20 ms. The chosen plan keeps tensor parallelism in the
 //    NVLink domain and beats plain data parallelism across datacenters.
@@ -49,9 +51,17 @@ PlannerOptions sc21Space() {
   o.flashAttention = false;
   o.tpCommOverlap = false;
   o.fusedGradAccumulation = false; // Megatron-LM added it in 2022
-  o.recomputes = {cost::Recompute::None, cost::Recompute::Full};
+  // Every Table 1 run recomputed all layers (--checkpoint-activations in
+  // examples/sc21/run_table_1.sh, commit de7dc40f88): the rows compare
+  // layouts under that setting.
+  o.recomputes = {cost::Recompute::Full};
   o.estimate.overlapGradReduce = false;
   o.zeroBubble = false; // 2019 onwards: 1F1B and interleaving only
+  // Layers divisible by pp and all-or-nothing --checkpoint-activations
+  // (megatron/model/transformer.py and arguments.py at commit de7dc40f88).
+  o.unevenStages = false;
+  o.balanceStages = false;
+  o.partialRecompute = false;
   // Every fitting plan is ranked here, not just a top k: pricing all their
   // pipelines with the simulator would multiply the test's time for the
   // same order (1F1B's analytic form is exact for these uniform stages).
@@ -87,10 +97,12 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
     inTop5 += rank < 5;
   }
   std::printf("%s%d of 10 published configurations in loom's top 5\n", report.c_str(), inTop5);
-  // Issue #5 asks for all 10. loom prices tensor-parallel all-reduces higher,
-  // relative to pipeline bubbles and sends, than the 2021 runs imply; this
-  // bound records today's count: raise it as the cost model improves.
-  EXPECT_GE(inTop5, 5);
+  // Issue #5 asks for all 10. On the 7.5B, 18.4B and 39.1B rows loom prefers
+  // tp=2 with a pipeline to the published tp=4 or 8, by 12-20%: it prices
+  // tensor-parallel all-reduces higher, relative to pipeline bubbles and
+  // sends, than the 2021 runs imply. This bound records today's count: raise
+  // it as the cost model improves, never lower it.
+  EXPECT_GE(inTop5, 7);
 }
 
 struct Scenario {

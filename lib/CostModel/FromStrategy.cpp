@@ -102,8 +102,9 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
                                         const spec::Training &training,
                                         const StrategyChoice &c) {
   WorkloadResult result;
-  auto fail = [&](std::string message) {
+  auto fail = [&](std::string message, std::string hint = {}) {
     result.error = std::move(message);
+    result.hint = std::move(hint);
     return result;
   };
   std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
@@ -210,7 +211,9 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   int64_t globalBatch = training.global_batch();
   if (globalBatch % (dp * c.microBatch) != 0)
     return fail(fmt::format("global batch ({}) is not divisible by dp x micro batch = {} x {}",
-                            globalBatch, dp, c.microBatch));
+                            globalBatch, dp, c.microBatch),
+                fmt::format("use a global batch that is a multiple of {}, or another micro batch",
+                            dp * c.microBatch));
   // Megatron-LM's interleaved schedule runs the micro-batches in groups of pp
   // through each virtual stage: it refused other counts in 2021
   // (megatron/schedules.py, commit de7dc40f88) and still does unless the group
@@ -221,7 +224,10 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       effectiveSchedule(c) == Schedule::Interleaved && microBatches % c.pp != 0)
     return fail(fmt::format("the interleaved schedule needs the micro-batches per step ({} = "
                             "global batch {} / (dp {} x micro batch {})) divisible by pp={}",
-                            microBatches, globalBatch, dp, c.microBatch, c.pp));
+                            microBatches, globalBatch, dp, c.microBatch, c.pp),
+                fmt::format("use a global batch that is a multiple of dp x micro batch x pp = {}, "
+                            "or vpp=1",
+                            dp * c.microBatch * c.pp));
   bool hasMoe = false;
   for (const spec::Block &block : model.blocks()) {
     spec::AttentionShape shape = spec::attentionShape(model, block);

@@ -69,7 +69,9 @@ void runEstimate(const EstimateCliOptions &o) {
 
   cost::WorkloadResult built = cost::fromStrategy(model, cluster, training, choice);
   if (!built.ok())
-    throw UserError(built.error, "degrees must divide the model and multiply to the GPU count");
+    throw UserError(built.error, built.hint.empty()
+                                     ? "degrees must divide the model and multiply to the GPU count"
+                                     : built.hint);
   const cost::Workload &w = built.workload;
 
   std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);

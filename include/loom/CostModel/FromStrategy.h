@@ -55,6 +55,7 @@ struct StrategyChoice {
 struct WorkloadResult {
   Workload workload;
   std::string error; // one line naming the violated constraint and the numbers
+  std::string hint;  // what would fix it, when one change would
   bool ok() const { return error.empty(); }
 };
 

@@ -287,6 +287,97 @@ Candidate loom::search::tryListSchedules(const spec::Model &model, const spec::C
   return c;
 }
 
+std::vector<Neighbour> loom::search::neighbours(const Candidate &best,
+                                               const spec::Cluster &cluster,
+                                               bool sequenceParallel) {
+  std::vector<Neighbour> out;
+  auto with = [&](std::string change, auto edit) {
+    cost::StrategyChoice c = best.choice;
+    edit(c);
+    c.dp = 0;              // what the GPUs leave
+    c.stageLayers.clear(); // balanced afresh
+    c.stageOrder.clear();
+    // The schedule is chosen afresh when the plan's was simulated; zb-auto's
+    // and skip's limits were sized for the plan's memory.
+    if (best.simulated) {
+      if (c.schedule == cost::Schedule::ZeroBubbleV && c.vpp == 2)
+        c.vpp = 1; // ZB-V's V, not interleaving: tried afresh
+      c.schedule = cost::Schedule::OneFOneB;
+    }
+    c.inflightLimit.clear();
+    if (c.recompute != best.choice.recompute || c.pp != best.choice.pp)
+      c.recomputeRanks = 0;
+    c.sequenceParallel = c.tp > 1 && sequenceParallel;
+    if (c.vpp > 1 && c.pp == 1)
+      c.vpp = 1;
+    out.push_back({std::move(change), c});
+  };
+  const cost::StrategyChoice &s = best.choice;
+  with(fmt::format("tp={}", s.tp * 2), [](auto &c) { c.tp *= 2; });
+  if (s.tp > 1)
+    with(fmt::format("tp={}", s.tp / 2), [](auto &c) { c.tp /= 2; });
+  with(fmt::format("pp={}", s.pp * 2), [](auto &c) { c.pp *= 2; c.vpp = 1; });
+  if (s.pp > 1)
+    with(fmt::format("pp={}", s.pp / 2), [](auto &c) { c.pp /= 2; c.vpp = 1; });
+  for (int64_t z = 0; z <= 3; ++z)
+    if (z != s.zero)
+      with(fmt::format("zero={}", z), [z](auto &c) { c.zero = z; });
+  // Selective recomputation is not offered: with flash attention it equals none.
+  for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Full})
+    if (rc != s.recompute)
+      with(fmt::format("recompute={}", cost::recomputeName(rc)), [rc](auto &c) { c.recompute = rc; });
+  with(fmt::format("micro-batch {}", s.microBatch * 2), [](auto &c) { c.microBatch *= 2; });
+  if (s.microBatch > 1)
+    with(fmt::format("micro-batch {}", s.microBatch / 2), [](auto &c) { c.microBatch /= 2; });
+  if (spec::clusterLevels(cluster).size() > 2 && s.pp > 1) {
+    RankOrder flip = s.order == RankOrder::DataOuter ? RankOrder::PipelineOuter
+                                                      : RankOrder::DataOuter;
+    with(fmt::format("order={}", rankOrderName(flip)), [flip](auto &c) { c.order = flip; });
+  }
+  return out;
+}
+
+bool loom::search::searches(const PlannerOptions &options, const cost::StrategyChoice &s,
+                            const spec::Model &model, const spec::Cluster &cluster) {
+  const Constraints &fixed = options.fixed;
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  int64_t gpusPerNode = levels.empty() ? int64_t(spec::clusterSize(cluster).gpus)
+                                       : levels.back().size;
+  int64_t layers = spec::numLayers(model);
+  auto listed = [](const auto &list, const auto &value) {
+    return std::find(list.begin(), list.end(), value) != list.end();
+  };
+  bool tp = fixed.tp ? s.tp == fixed.tp : s.tp <= 2 * gpusPerNode;
+  bool cp = fixed.cp ? s.cp == fixed.cp : s.cp <= 8;
+  bool mbs = fixed.microBatch ? s.microBatch == fixed.microBatch
+                              : listed(options.microBatches, s.microBatch);
+  bool rc = fixed.recompute ? s.recompute == *fixed.recompute
+                            : listed(options.recomputes, s.recompute);
+  bool vpp = fixed.vpp ? s.vpp == fixed.vpp : s.vpp <= options.maxVirtualStages;
+  return tp && cp && mbs && rc && vpp && s.pp <= layers &&
+         (options.unevenStages || layers % s.pp == 0) && fixed.admits(s) &&
+         (s.offloadOptimizer ? options.offloadOptimizer : true);
+}
+
+Candidate loom::search::priceAsFinalist(const spec::Model &model, const spec::Cluster &cluster,
+                                        const spec::Training &training,
+                                        const cost::StrategyChoice &choice,
+                                        std::span<const cost::ComputeModel> computes,
+                                        const PlannerOptions &options, std::string *error,
+                                        double mustBeat) {
+  std::string why;
+  Candidate c = priceChoice(model, cluster, training, choice, computes, options.estimate, &why,
+                            options.balanceStages ? StageSplit::Balanced : StageSplit::Even);
+  if (error)
+    *error = why;
+  if (!why.empty() || !c.estimate.fits || !options.simulateFinalists ||
+      c.estimate.stepTime - c.estimate.bubble >= mustBeat)
+    return c;
+  c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
+                        options.zeroBubble);
+  return tryListSchedules(model, cluster, training, c, computes, options);
+}
+
 std::string loom::search::describe(const Candidate &c) {
   const cost::StrategyChoice &s = c.choice;
   std::string recompute = cost::recomputeName(s.recompute);
@@ -692,6 +783,34 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     }
   }
   std::sort(result.best.begin(), result.best.end(), faster);
+  // The search ranks by the analytic estimate and simulates only its
+  // finalists, so a one-step change to the first plan can beat it once
+  // simulated. Such neighbours that lie in the searched space join the
+  // ranking, and the first plan's neighbours are tried again while it changes.
+  if (options.simulateFinalists && !result.best.empty()) {
+    for (int round = 0; round < kPolishRounds; ++round) {
+      const Candidate first = result.best.front();
+      bool improved = false;
+      for (const Neighbour &n : neighbours(first, cluster, fixed.sequenceParallel)) {
+        std::string error;
+        Candidate c = priceAsFinalist(model, cluster, training, n.choice, computes, options,
+                                      &error, first.estimate.stepTime);
+        if (!error.empty() || !c.estimate.fits)
+          continue;
+        c.choice.dp = c.dp;
+        ++result.evaluated;
+        if (!searches(options, c.choice, model, cluster) || !faster(c, first) ||
+            std::any_of(result.best.begin(), result.best.end(),
+                        [&](const Candidate &b) { return sameTuple(b.choice, c.choice); }))
+          continue;
+        result.best.push_back(std::move(c));
+        improved = true;
+      }
+      std::sort(result.best.begin(), result.best.end(), faster);
+      if (!improved)
+        break;
+    }
+  }
   if (int64_t(result.best.size()) > options.topK)
     result.best.resize(options.topK);
   result.seconds =

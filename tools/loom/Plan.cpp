@@ -80,55 +80,9 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
 void explain(const spec::Model &model, const spec::Cluster &cluster,
              const spec::Training &training, const search::Candidate &best,
              const search::PlannerOptions &planner, std::string &text) {
-  const cost::EstimateOptions &options = planner.estimate;
   std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
-  struct Alt {
-    std::string name;
-    cost::StrategyChoice choice;
-  };
-  std::vector<Alt> alts;
-  auto with = [&](std::string name, auto change) {
-    cost::StrategyChoice c = best.choice;
-    change(c);
-    c.dp = 0; // what the GPUs leave
-    c.stageLayers.clear(); // priceChoice balances the stages afresh
-    c.stageOrder.clear();
-    // The schedule is chosen afresh when plan 1's was simulated (below);
-    // zb-auto's and skip's limits were sized for plan 1's memory.
-    if (best.simulated) {
-      if (c.schedule == cost::Schedule::ZeroBubbleV && c.vpp == 2)
-        c.vpp = 1; // ZB-V's V, not interleaving: tried afresh below
-      c.schedule = cost::Schedule::OneFOneB;
-    }
-    c.inflightLimit.clear();
-    if (c.recompute != best.choice.recompute || c.pp != best.choice.pp)
-      c.recomputeRanks = 0;
-    c.sequenceParallel = c.tp > 1 && planner.fixed.sequenceParallel;
-    if (c.vpp > 1 && c.pp == 1)
-      c.vpp = 1;
-    alts.push_back({std::move(name), c});
-  };
-  const cost::StrategyChoice &s = best.choice;
-  with(fmt::format("tp={}", s.tp * 2), [](auto &c) { c.tp *= 2; });
-  if (s.tp > 1)
-    with(fmt::format("tp={}", s.tp / 2), [](auto &c) { c.tp /= 2; });
-  with(fmt::format("pp={}", s.pp * 2), [](auto &c) { c.pp *= 2; c.vpp = 1; });
-  if (s.pp > 1)
-    with(fmt::format("pp={}", s.pp / 2), [](auto &c) { c.pp /= 2; c.vpp = 1; });
-  for (int64_t z = 0; z <= 3; ++z)
-    if (z != s.zero)
-      with(fmt::format("zero={}", z), [z](auto &c) { c.zero = z; });
-  // Selective recomputation is not offered: with flash attention it equals none.
-  for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Full})
-    if (rc != s.recompute)
-      with(fmt::format("recompute={}", cost::recomputeName(rc)), [rc](auto &c) { c.recompute = rc; });
-  with(fmt::format("micro-batch {}", s.microBatch * 2), [](auto &c) { c.microBatch *= 2; });
-  if (spec::clusterLevels(cluster).size() > 2 && s.pp > 1) {
-    search::RankOrder flip = s.order == search::RankOrder::DataOuter
-                                 ? search::RankOrder::PipelineOuter
-                                 : search::RankOrder::DataOuter;
-    with(fmt::format("order={}", search::rankOrderName(flip)), [flip](auto &c) { c.order = flip; });
-  }
+  std::vector<search::Neighbour> alts =
+      search::neighbours(best, cluster, planner.fixed.sequenceParallel);
 
   // What an alternative changes about where axes run, unlike plan 1.
   std::vector<std::string> bestNotes = placementNotes(model, cluster, training, best.choice);
@@ -140,17 +94,14 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
     return out;
   };
   text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
-  for (const Alt &alt : alts) {
+  for (const search::Neighbour &alt : alts) {
     std::string error;
-    search::Candidate c =
-        search::priceChoice(model, cluster, training, alt.choice, computes, options, &error);
-    // Priced as plan 1 was: a simulated pipeline when plan 1's is.
-    if (error.empty() && c.estimate.fits && best.simulated) {
-      c = search::simulateCandidate(model, cluster, training, c, computes, options,
-                                    planner.zeroBubble);
-      // And tried with zb-auto, ZB-V and skip paths, as the planner tries its top k.
-      c = search::tryListSchedules(model, cluster, training, c, computes, planner);
-    }
+    // Priced as plan 1 was: stages balanced, a simulated pipeline when plan 1's
+    // is, tried with zb-auto, ZB-V and skip paths as the planner's top k are.
+    search::PlannerOptions asBest = planner;
+    asBest.simulateFinalists = best.simulated;
+    search::Candidate c = search::priceAsFinalist(model, cluster, training, alt.choice, computes,
+                                                  asBest, &error);
     std::string verdict;
     if (!error.empty())
       verdict = "cannot: " + error;
@@ -159,10 +110,12 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
                             gib(c.estimate.usableBytes));
     else {
       double delta = c.estimate.stepTime / best.estimate.stepTime - 1;
-      if (delta < -0.001)
-        verdict = fmt::format("{:+.1f}% step time once simulated: the search ranks by the "
-                              "analytic estimate and simulates only its finalists",
-                              100 * delta);
+      if (delta < -0.001 && !search::searches(planner, c.choice, model, cluster))
+        verdict = fmt::format("{:+.1f}% step time, outside the searched space", 100 * delta);
+      else if (delta < -0.001)
+        verdict = fmt::format("{:+.1f}% step time: the search ranks by the analytic estimate "
+                              "and refines only its first plan's neighbours, {} rounds",
+                              100 * delta, search::kPolishRounds);
       else if (delta <= 0)
         verdict = fmt::format("{:+.1f}% step time: as fast (ties go to less memory, then "
                               "the simpler plan)",
@@ -171,7 +124,7 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
         verdict = fmt::format("{}{:+.1f}% step time, {}", news(alt.choice), 100 * delta,
                               search::whySlower(best.estimate, c.estimate));
     }
-    text += fmt::format("  {:<22} {}\n", alt.name, verdict);
+    text += fmt::format("  {:<22} {}\n", alt.change, verdict);
   }
 }
 

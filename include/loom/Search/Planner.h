@@ -156,6 +156,38 @@ Candidate tryListSchedules(const spec::Model &model, const spec::Cluster &cluste
                            const spec::Training &training, const Candidate &candidate,
                            std::span<const cost::ComputeModel> computes,
                            const PlannerOptions &options);
+/// Rounds of one-step changes (neighbours) tried on the first plan after the
+/// finalists are simulated; each prices about a dozen as finalists.
+constexpr int kPolishRounds = 3;
+
+/// A one-step change to a plan: what changes, in words ("tp=16"), and the
+/// strategy with it: dp left to what the GPUs leave, the stages to be split
+/// afresh and, when the plan was simulated, the schedule chosen afresh.
+struct Neighbour {
+  std::string change;
+  cost::StrategyChoice choice;
+};
+/// The obvious alternatives to `best`: tp and pp doubled and halved, every
+/// other ZeRO stage, recomputation none or full, the micro-batch doubled and
+/// halved and, across datacenters, the other rank order. `sequenceParallel`:
+/// whether plans with tp > 1 use it.
+std::vector<Neighbour> neighbours(const Candidate &best, const spec::Cluster &cluster,
+                                  bool sequenceParallel);
+/// Whether the search covers `choice` (dp resolved): the fixed degrees, tp up
+/// to two NVLink domains, cp up to 8, the listed micro-batches and
+/// recomputations, and pp dividing the layers unless stages may be uneven.
+bool searches(const PlannerOptions &options, const cost::StrategyChoice &choice,
+              const spec::Model &model, const spec::Cluster &cluster);
+/// `choice` priced as the planner prices its finalists: the stages balanced
+/// and, with options.simulateFinalists, its pipeline simulated with every
+/// schedule the finalists try (simulateCandidate, tryListSchedules) — unless
+/// no schedule could bring it under `mustBeat` seconds (none removes more
+/// than the analytic bubble), when the analytic price is returned.
+Candidate priceAsFinalist(const spec::Model &model, const spec::Cluster &cluster,
+                          const spec::Training &training, const cost::StrategyChoice &choice,
+                          std::span<const cost::ComputeModel> computes,
+                          const PlannerOptions &options, std::string *error,
+                          double mustBeat = std::numeric_limits<double>::infinity());
 /// "dp=8 tp=8 pp=4 vpp=1 ep=1 cp=1 zero=1 recompute=none mbs=1 order=pp-outer".
 /// The strategy a plan states, as the cost model takes it (toPlan's inverse):
 /// degrees, ZeRO, recomputation, micro-batch, schedule, rank order, and the

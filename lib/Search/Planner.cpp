@@ -173,7 +173,7 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
                                           const Candidate &candidate,
                                           std::span<const cost::ComputeModel> computes,
                                           const cost::EstimateOptions &options,
-                                          bool zeroBubble) {
+                                          bool zeroBubble, double mustBeat) {
   if (candidate.choice.pp < 2)
     return candidate;
   Candidate best = candidate;
@@ -181,14 +181,15 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
       candidate.choice.schedule == cost::Schedule::ZeroBubbleAuto ||
       candidate.choice.schedule == cost::Schedule::Skip) {
     keepFaster(best, simulateChoice(model, cluster, training, candidate, candidate.choice,
-                                    computes, options));
+                                    computes, options, mustBeat));
     return best;
   }
   cost::StrategyChoice c = candidate.choice;
   for (cost::Schedule schedule :
        {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1, cost::Schedule::ZeroBubbleH2}) {
     c.schedule = schedule;
-    keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options));
+    keepFaster(best,
+               simulateChoice(model, cluster, training, candidate, c, computes, options, mustBeat));
   }
   return best;
 }
@@ -374,7 +375,9 @@ Candidate loom::search::priceAsFinalist(const spec::Model &model, const spec::Cl
       c.estimate.stepTime - c.estimate.bubble >= mustBeat)
     return c;
   c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
-                        options.zeroBubble);
+                        options.zeroBubble, mustBeat);
+  if (c.choice.pp > 1 && !c.simulated) // no schedule of this layout can beat mustBeat
+    return c;
   return tryListSchedules(model, cluster, training, c, computes, options);
 }
 
@@ -795,7 +798,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
         std::string error;
         Candidate c = priceAsFinalist(model, cluster, training, n.choice, computes, options,
                                       &error, first.estimate.stepTime);
-        if (!error.empty() || !c.estimate.fits)
+        // Unsimulated pipelines are those no schedule brings under plan 1.
+        if (!error.empty() || !c.estimate.fits || (c.choice.pp > 1 && !c.simulated))
           continue;
         c.choice.dp = c.dp;
         ++result.evaluated;

@@ -113,11 +113,12 @@ spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,
 /// Re-prices `candidate`'s pipeline with the schedule simulator and, with
 /// `zeroBubble` and vpp = 1, also tries ZB-H1 and ZB-H2 (whose memory the
 /// cost model checks); returns the fastest that fits. Unchanged without a
-/// pipeline.
+/// pipeline, and when no schedule could bring it under `mustBeat` seconds.
 Candidate simulateCandidate(const spec::Model &model, const spec::Cluster &cluster,
                             const spec::Training &training, const Candidate &candidate,
                             std::span<const cost::ComputeModel> computes,
-                            const cost::EstimateOptions &options, bool zeroBubble);
+                            const cost::EstimateOptions &options, bool zeroBubble,
+                            double mustBeat = std::numeric_limits<double>::infinity());
 /// The automatic zero-bubble scheduler's pipelines (sched::zeroBubbleAuto)
 /// are priced only up to this many ranks x micro-batches (16 x 256): each
 /// costs six list schedules, each simulated (about 10 us a cell).
@@ -181,8 +182,8 @@ bool searches(const PlannerOptions &options, const cost::StrategyChoice &choice,
 /// `choice` priced as the planner prices its finalists: the stages balanced
 /// and, with options.simulateFinalists, its pipeline simulated with every
 /// schedule the finalists try (simulateCandidate, tryListSchedules) — unless
-/// no schedule could bring it under `mustBeat` seconds (none removes more
-/// than the analytic bubble), when the analytic price is returned.
+/// no schedule could bring it under `mustBeat` seconds, when its pipeline
+/// stays unsimulated (Candidate::simulated false).
 Candidate priceAsFinalist(const spec::Model &model, const spec::Cluster &cluster,
                           const spec::Training &training, const cost::StrategyChoice &choice,
                           std::span<const cost::ComputeModel> computes,

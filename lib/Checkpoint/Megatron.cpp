@@ -100,6 +100,70 @@ constexpr NameRule kModelRules[] = {
     {"output_layer.weight", "output_layer.weight", MegatronSplit::Vocab, "lm_head.weight"},
 };
 
+/// A MoE layer's parameters beside its experts, with Mixtral's HF names: mcore's
+/// TransformerLayer gives a MoE layer a norm of its own before the MLP,
+/// pre_mlp_layernorm (not fused into linear_fc1 as a dense layer's is;
+/// megatron/core/models/gpt/gpt_layer_specs.py), and MoELayer's TopKRouter holds the
+/// gate (megatron/core/transformer/moe/router.py). In registration order.
+constexpr NameRule kMoERules[] = {
+    {nullptr, "pre_mlp_layernorm.weight", MegatronSplit::Replicated,
+     "post_attention_layernorm.weight"},
+    {nullptr, "pre_mlp_layernorm.bias", MegatronSplit::Replicated, "post_attention_layernorm.bias"},
+    {nullptr, "mlp.router.weight", MegatronSplit::Replicated, "block_sparse_moe.gate.weight"},
+};
+
+/// A routed expert's parameter after "decoder.layers.N.": SequentialMLP's
+/// mlp.experts.local_experts.<i>.linear_fc<k>.weight or TEGroupedMLP's
+/// mlp.experts.linear_fc<k>.weight<i> (megatron/core/transformer/moe/experts.py).
+struct ExpertName {
+  int64_t local = 0;
+  bool fc2 = false, grouped = false;
+};
+
+std::optional<ExpertName> expertOf(llvm::StringRef suffix) {
+  ExpertName e;
+  if (suffix.consume_front("mlp.experts.local_experts.")) {
+    auto [index, rest] = suffix.split('.');
+    if (index.getAsInteger(10, e.local) ||
+        (rest != "linear_fc1.weight" && rest != "linear_fc2.weight"))
+      return std::nullopt;
+    e.fc2 = rest == "linear_fc2.weight";
+    return e;
+  }
+  if (!suffix.consume_front("mlp.experts.linear_fc"))
+    return std::nullopt;
+  e.grouped = true;
+  e.fc2 = suffix.consume_front("2");
+  if ((!e.fc2 && !suffix.consume_front("1")) || !suffix.consume_front(".weight") ||
+      suffix.empty() || suffix.getAsInteger(10, e.local))
+    return std::nullopt;
+  return e;
+}
+
+std::string expertSuffix(const ExpertName &e) {
+  const char *fc = e.fc2 ? "linear_fc2" : "linear_fc1";
+  return e.grouped ? llvm::formatv("mlp.experts.{0}.weight{1}", fc, e.local).str()
+                   : llvm::formatv("mlp.experts.local_experts.{0}.{1}.weight", e.local, fc).str();
+}
+
+/// Expert `expert`'s parameter as Mixtral names it under "model.layers.N.": fc1 is
+/// [w1 (gate); w3 (up)] per TP rank with SwiGLU, fc2 is w2 (down).
+void expertParam(MegatronParam &param, const std::string &layerPrefix, int64_t expert, bool fc2,
+                 bool swiglu) {
+  std::string base = layerPrefix + "block_sparse_moe.experts." + std::to_string(expert) + ".";
+  param.expert = expert;
+  if (fc2) {
+    param.split = MegatronSplit::Row;
+    param.fullNames = {base + "w2.weight"};
+  } else if (swiglu) {
+    param.split = MegatronSplit::FusedGateUp;
+    param.fullNames = {base + "w1.weight", base + "w3.weight"};
+  } else {
+    param.split = MegatronSplit::Column;
+    param.fullNames = {base + "w1.weight"};
+  }
+}
+
 /// A shard's tensors by local name (collectTensors paths with the wrappers stripped).
 using ShardTensors = std::map<std::string, Tensor>;
 
@@ -237,7 +301,9 @@ bool loom::ckpt::isMegatronCheckpoint(const llvm::Twine &directory) {
     return true;
   llvm::StringRef base = llvm::sys::path::filename(dir);
   return llvm::sys::fs::is_directory(dir) && (base.starts_with("iter_") || base == "release") &&
-         (llvm::sys::fs::exists(dir + "/mp_rank_00") || llvm::sys::fs::exists(dir + "/mp_rank_00_000"));
+         (llvm::sys::fs::exists(dir + "/mp_rank_00") ||
+          llvm::sys::fs::exists(dir + "/mp_rank_00_000") ||
+          llvm::sys::fs::exists(dir + "/mp_rank_00_000_000"));
 }
 
 llvm::Expected<std::pair<std::string, int64_t>> megatron::iterationDir(const std::string &directory) {
@@ -272,7 +338,8 @@ static std::string localName(llvm::StringRef path, MegatronNaming naming) {
 }
 
 std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNaming naming,
-                                             bool swiglu, int64_t layerOffset) {
+                                                bool swiglu, int64_t layerOffset,
+                                                int64_t expertOffset) {
   auto pick = [&](const NameRule &rule) {
     return llvm::StringRef(naming == MegatronNaming::Legacy ? rule.legacy : rule.mcore);
   };
@@ -301,6 +368,19 @@ std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNa
       }
       for (llvm::StringRef n : hf)
         param.fullNames.push_back(prefix + n.str());
+      return param;
+    }
+    if (naming == MegatronNaming::Legacy)
+      return std::nullopt;
+    param.layer = layerOffset + local;
+    std::string prefix = "model.layers." + std::to_string(param.layer) + ".";
+    for (const NameRule &rule : kMoERules)
+      if (suffix == rule.mcore) {
+        param.fullNames = {prefix + rule.hf};
+        return param;
+      }
+    if (auto expert = expertOf(suffix)) {
+      expertParam(param, prefix, expertOffset + expert->local, expert->fc2, swiglu);
       return param;
     }
     return std::nullopt;
@@ -346,13 +426,15 @@ namespace {
 /// A Megatron checkpoint with every shard opened (tensors mapped, not copied) and
 /// every parameter classified.
 struct LoadedMegatron {
+  /// (TP rank, stage, expert-parallel rank).
+  using Rank = std::tuple<unsigned, unsigned, unsigned>;
   std::string dir;
   MegatronLayout layout;
-  std::map<std::pair<unsigned, unsigned>, std::string> shardDirs;
-  std::map<std::pair<unsigned, unsigned>, ShardTensors> shards;
+  std::map<Rank, std::string> shardDirs;
+  std::map<Rank, ShardTensors> shards;
 
-  std::string shardFile(unsigned tpRank, unsigned stage) const {
-    return shardDirs.at({tpRank, stage}) + "/model_optim_rng.pt";
+  std::string shardFile(unsigned tpRank, unsigned stage, unsigned epRank = 0) const {
+    return shardDirs.at({tpRank, stage, epRank}) + "/model_optim_rng.pt";
   }
 };
 } // namespace
@@ -565,6 +647,31 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   d.paddedVocab = intArg(state, "padded_vocab_size").value_or(0);
   d.vocab = intArg(state, "vocab_size").value_or(d.paddedVocab);
   d.swiglu = boolArg(state, "swiglu");
+  d.experts = intArg(state, "num_experts").value_or(0);
+  d.moeFfn = intArg(state, "moe_ffn_hidden_size").value_or(d.ffn);
+  d.topK = intArg(state, "moe_router_topk").value_or(d.experts ? 2 : 0);
+  d.groupedGemm = boolArg(state, "moe_grouped_gemm");
+  if (d.experts < 0 || (d.experts && d.moeFfn <= 0))
+    return fileError(file, llvm::formatv("args describe an impossible mixture of experts "
+                                         "(num_experts {0}, moe_ffn_hidden_size {1})",
+                                         d.experts, d.moeFfn));
+  if (d.experts) {
+    // Features that change which parameters a MoE layer has, or where they live.
+    auto isOne = [](const ValuePtr &v) { return v->get<int64_t>() && *v->get<int64_t>() == 1; };
+    if (ValuePtr freq = state.find("moe_layer_freq");
+        freq && !freq->get<NoneValue>() && !isOne(freq) &&
+        !(freq->sequence() && llvm::all_of(*freq->sequence(), isOne)))
+      return fileError(file, "args.moe_layer_freq is not 1: loom reads MoE models whose every "
+                             "layer is a MoE layer (dense layers between them are not supported)");
+    if (intArg(state, "moe_shared_expert_intermediate_size").value_or(0) > 0)
+      return fileError(file, "args.moe_shared_expert_intermediate_size is set: shared experts "
+                             "(mlp.shared_experts) are not supported, only routed ones");
+    if (auto etp = intArg(state, "expert_tensor_parallel_size"); etp && *etp != int64_t(tp))
+      return fileError(file, llvm::formatv("args.expert_tensor_parallel_size is {0} but "
+                                           "tensor_model_parallel_size is {1}: loom reads experts "
+                                           "split over the same tp as the dense layers",
+                                           *etp, tp));
+  }
   if (d.heads <= 0 || d.queryGroups <= 0 || d.headDim <= 0 || d.heads % d.queryGroups ||
       d.queryGroups % tp || d.paddedVocab <= 0 || d.vocab > d.paddedVocab)
     return fileError(file, llvm::formatv("args describe an impossible model (heads {0}, "
@@ -584,67 +691,115 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   auto &[dir, layout, shardDirs, shards] = loaded;
   std::tie(dir, layout.iteration) = *located;
 
-  // tp and pp from the shard folders: mp_rank_TT (pp = 1) or mp_rank_TT_PPP.
+  // The shard folders mp_rank_TT[_PPP][_EEE], by their numbers.
+  std::map<llvm::SmallVector<unsigned, 3>, std::string> folders;
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
     llvm::StringRef base = llvm::sys::path::filename(it->path());
     if (!base.consume_front("mp_rank_"))
       continue;
-    auto [tpText, ppText] = base.split('_');
-    unsigned tpRank = 0, ppRank = 0;
-    if (tpText.getAsInteger(10, tpRank) || (!ppText.empty() && ppText.getAsInteger(10, ppRank)))
-      return fileError(it->path(), "shard folder is not mp_rank_TT or mp_rank_TT_PPP");
-    shardDirs[{tpRank, ppRank}] = it->path();
-    layout.tp = std::max(layout.tp, tpRank + 1);
-    layout.pp = std::max(layout.pp, ppRank + 1);
+    llvm::SmallVector<llvm::StringRef, 3> texts;
+    base.split(texts, '_');
+    llvm::SmallVector<unsigned, 3> parts(texts.size());
+    for (size_t i = 0; i < texts.size(); ++i)
+      if (texts.size() > 3 || texts[i].getAsInteger(10, parts[i]))
+        return fileError(it->path(), "shard folder is not mp_rank_TT[_PPP][_EEE]");
+    if (!folders.empty() && folders.begin()->first.size() != parts.size())
+      return fileError(it->path(), "shard folder has " + llvm::Twine(parts.size()) +
+                                       " numbers where " + folders.begin()->second + " has " +
+                                       llvm::Twine(folders.begin()->first.size()));
+    folders[parts] = it->path();
   }
   if (ec)
     return fileError(dir, ec.message());
-  if (shardDirs.empty())
+  if (folders.empty())
     return fileError(dir, "no mp_rank_* shard folders");
+
+  // Args come from the first rank's file; they say whether the number after TT is a
+  // stage or an expert-parallel rank when there is one.
+  size_t numbers = folders.begin()->first.size();
+  auto firstRank = folders.find(llvm::SmallVector<unsigned, 3>(numbers, 0));
+  if (firstRank == folders.end())
+    return fileError(dir, "no first rank's shard folder (mp_rank_00, mp_rank_00_000 or "
+                          "mp_rank_00_000_000)");
+  std::string firstFile = firstRank->second + "/model_optim_rng.pt";
+  auto firstRoot = readTorchZip(firstFile, {verify, {}});
+  if (!firstRoot)
+    return firstRoot.takeError();
+  const DictValue *firstTop = (*firstRoot)->get<DictValue>();
+  ValuePtr args = firstTop ? firstTop->find("args") : nullptr;
+  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
+  const DictValue *state = object && object->state ? object->state->get<DictValue>() : nullptr;
+  if (!state)
+    return fileError(firstFile, "no argparse 'args' entry to read the model shape from");
+  bool secondIsExpert = numbers == 2 &&
+                        intArg(*state, "expert_model_parallel_size").value_or(1) > 1 &&
+                        intArg(*state, "pipeline_model_parallel_size").value_or(1) == 1;
+  for (const auto &[parts, path] : folders) {
+    unsigned second = numbers > 1 ? parts[1] : 0;
+    LoadedMegatron::Rank rank{parts[0], secondIsExpert ? 0 : second,
+                              numbers == 3     ? parts[2]
+                              : secondIsExpert ? second
+                                               : 0};
+    shardDirs[rank] = path;
+    layout.tp = std::max(layout.tp, std::get<0>(rank) + 1);
+    layout.pp = std::max(layout.pp, std::get<1>(rank) + 1);
+    layout.ep = std::max(layout.ep, std::get<2>(rank) + 1);
+  }
   for (unsigned p = 0; p < layout.pp; ++p)
     for (unsigned t = 0; t < layout.tp; ++t)
-      if (!shardDirs.count({t, p}))
-        return fileError(dir, llvm::formatv("missing shard mp_rank_{0:d2}_{1:d3} (tp={2}, pp={3})",
-                                            t, p, layout.tp, layout.pp));
+      for (unsigned e = 0; e < layout.ep; ++e)
+        if (!shardDirs.count({t, p, e}))
+          return fileError(dir,
+                           llvm::formatv("missing shard {0} (tp={1}, pp={2}{3})",
+                                         megatronRankDir(t, p, e, layout.pp, layout.ep), layout.tp,
+                                         layout.pp,
+                                         layout.ep > 1 ? ", ep=" + std::to_string(layout.ep) : ""));
+  layout.argsJson = argsToJson(*state);
+  auto dims = dimsFromArgs(*state, firstFile, layout.tp);
+  if (!dims)
+    return dims.takeError();
+  layout.dims = *dims;
+  layout.dims.groupedGemm = false; // as the experts' names below say
+  for (auto [key, expected] : {std::pair{"tensor_model_parallel_size", layout.tp},
+                               std::pair{"pipeline_model_parallel_size", layout.pp},
+                               std::pair{"expert_model_parallel_size", layout.ep}})
+    if (auto value = intArg(*state, key); value && *value != int64_t(expected))
+      return fileError(firstFile, llvm::formatv("args.{0} is {1} but the folder has {2} shards",
+                                                key, *value, expected));
+  if (layout.ep > 1 && layout.dims.experts % layout.ep)
+    return fileError(firstFile, llvm::formatv("args.num_experts is {0}, which {1} expert-parallel "
+                                              "ranks cannot share evenly",
+                                              layout.dims.experts, layout.ep));
 
-  // Load every shard; args come from rank (0, 0).
+  // Load every shard.
   for (const auto &[rank, shardDir] : shardDirs) {
     std::string file = shardDir + "/model_optim_rng.pt";
-    auto root = readTorchZip(file, {verify, {}});
+    bool first = rank == LoadedMegatron::Rank{0, 0, 0};
+    auto root = first ? std::move(firstRoot) : readTorchZip(file, {verify, {}});
     if (!root)
       return root.takeError();
     const DictValue *top = (*root)->get<DictValue>();
     if (!top || !top->find("model"))
-      return fileError(file, "no 'model' entry (virtual pipeline stages model0, model1, ... are not supported)");
-    if (rank == std::pair{0u, 0u}) {
-      ValuePtr args = top->find("args");
-      const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
-      const DictValue *state =
-          object && object->state ? object->state->get<DictValue>() : nullptr;
-      if (!state)
-        return fileError(file, "no argparse 'args' entry to read the model shape from");
-      layout.argsJson = argsToJson(*state);
-      auto dims = dimsFromArgs(*state, file, layout.tp);
-      if (!dims)
-        return dims.takeError();
-      layout.dims = *dims;
-      for (auto [key, expected] : {std::pair{"tensor_model_parallel_size", layout.tp},
-                                   std::pair{"pipeline_model_parallel_size", layout.pp}})
-        if (auto value = intArg(*state, key); value && *value != int64_t(expected))
-          return fileError(file, llvm::formatv("args.{0} is {1} but the folder has {2} shards",
-                                               key, *value, expected));
-    }
+      return fileError(
+          file, "no 'model' entry (virtual pipeline stages model0, model1, ... are not supported)");
     ValuePtr optimizer = top->find("optimizer");
-    if (rank == std::pair{0u, 0u} && optimizer)
+    if (first && optimizer)
       layout.optimizer.emplace();
     if (bool(optimizer) != layout.optimizer.has_value())
       return fileError(file, llvm::Twine(optimizer ? "holds" : "lacks") +
-                                 " optimizer state, which mp_rank_00" +
-                                 (layout.pp > 1 ? "_000" : "") + (optimizer ? " lacks" : " holds"));
-    if (optimizer)
-      if (llvm::Error err = readOptimizer(*optimizer, file, rank.first, rank.second,
-                                          rank == std::pair{0u, 0u}, *layout.optimizer))
+                                 " optimizer state, which " +
+                                 llvm::sys::path::filename(firstRank->second) +
+                                 (optimizer ? " lacks" : " holds"));
+    if (optimizer && layout.dims.experts)
+      return fileError(file, "holds a mixture-of-experts model's optimizer state (Megatron's "
+                             "ChainedOptimizer, one optimizer for the dense parameters and one "
+                             "for the experts), which loom does not read: reshard a checkpoint "
+                             "saved with --no-save-optim");
+    auto [tpRank, stage, epRank] = rank;
+    if (optimizer && epRank == 0)
+      if (llvm::Error err =
+              readOptimizer(*optimizer, file, tpRank, stage, first, *layout.optimizer))
         return std::move(err);
     ShardTensors &tensors = shards[rank];
     for (NamedTensor &named : collectTensors(*top->find("model")))
@@ -656,22 +811,67 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   layout.naming = legacy ? MegatronNaming::Legacy : MegatronNaming::MCore;
 
   // Classify stage by stage; layers are numbered locally, so each stage starts where
-  // the previous one ended.
-  int64_t layerOffset = 0;
+  // the previous one ended. Expert-parallel rank e holds its experts under local
+  // indices, and the rest as rank 0 does.
+  int64_t layerOffset = 0, perRank = layout.dims.experts / layout.ep;
   for (unsigned stage = 0; stage < layout.pp; ++stage) {
     int64_t stageLayers = 0;
-    for (const auto &[path, tensor] : shards[{0, stage}]) {
-      std::string name = localName(path, layout.naming);
-      auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset);
-      if (!param)
-        return fileError(loaded.shardFile(0, stage), "unrecognised Megatron parameter '" + name + "'");
-      param->stage = stage;
-      param->localShape = tensor.shape;
-      param->dtype = tensor.dtype;
-      if (param->layer >= 0)
-        stageLayers = std::max(stageLayers, param->layer - layerOffset + 1);
-      layout.params.push_back(std::move(*param));
+    std::map<int64_t, int64_t> expertParams; // layer -> its experts' parameters
+    size_t shared = 0;
+    for (unsigned e = 0; e < layout.ep; ++e) {
+      const ShardTensors &shard = shards[{0, stage, e}];
+      size_t sharedHere = 0;
+      for (const auto &[path, tensor] : shard) {
+        std::string name = localName(path, layout.naming);
+        std::string file = loaded.shardFile(0, stage, e);
+        auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset, e * perRank);
+        if (!param)
+          return fileError(file, "unrecognised Megatron parameter '" + name + "'");
+        if (param->expert < 0 && e > 0) {
+          if (!shards[{0, stage, 0}].count(path))
+            return fileError(file, "'" + name +
+                                       "' is not in expert-parallel rank 0's file; "
+                                       "the ranks share every parameter but their experts");
+          ++sharedHere;
+          continue;
+        }
+        if (param->expert >= 0) {
+          if (!layout.dims.experts)
+            return fileError(file, "holds expert parameter '" + name +
+                                       "' but args.num_experts is not set");
+          if (param->expert >= (e + 1) * perRank)
+            return fileError(file, llvm::formatv("'{0}' is local expert {1}, past the {2} "
+                                                 "experts each expert-parallel rank holds "
+                                                 "(args.num_experts {3}, ep {4})",
+                                                 name, param->expert - e * perRank, perRank,
+                                                 layout.dims.experts, layout.ep));
+          param->epRank = e;
+          ++expertParams[param->layer];
+          if (llvm::StringRef(name).contains(".mlp.experts.linear_fc"))
+            layout.dims.groupedGemm = true;
+        } else {
+          ++shared;
+        }
+        param->stage = stage;
+        param->localShape = tensor.shape;
+        param->dtype = tensor.dtype;
+        if (param->layer >= 0)
+          stageLayers = std::max(stageLayers, param->layer - layerOffset + 1);
+        layout.params.push_back(std::move(*param));
+      }
+      if (e > 0 && sharedHere != shared)
+        return fileError(loaded.shardFile(0, stage, e),
+                         llvm::formatv("holds {0} parameters besides its experts where "
+                                       "expert-parallel rank 0 holds {1}",
+                                       sharedHere, shared));
     }
+    for (auto [layer, count] : expertParams)
+      if (count != 2 * layout.dims.experts)
+        return fileError(dir,
+                         llvm::formatv("layer {0} has {1} expert weights where "
+                                       "args.num_experts {2} gives {3} (linear_fc1 and "
+                                       "linear_fc2 of each)",
+                                       layer, count, layout.dims.experts, 2 * layout.dims.experts));
     layout.layersPerStage.push_back(stageLayers);
     layerOffset += stageLayers;
   }
@@ -679,6 +879,16 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
     return fileError(dir, llvm::formatv("stages hold {0} layers, args.num_layers is {1}",
                                         layerOffset, layout.dims.numLayers));
   return loaded;
+}
+
+std::string loom::ckpt::megatronRankDir(unsigned tpRank, unsigned stage, unsigned epRank,
+                                        unsigned pp, unsigned ep) {
+  std::string name = llvm::formatv("mp_rank_{0:d2}", tpRank).str();
+  if (pp > 1)
+    name += llvm::formatv("_{0:d3}", stage).str();
+  if (ep > 1)
+    name += llvm::formatv("_{0:d3}", epRank).str();
+  return name;
 }
 
 std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const MegatronParam &param) {
@@ -708,10 +918,10 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
     std::string path = megatronKey(layout, param);
     llvm::SmallVector<const Tensor *, 8> parts;
     for (unsigned t = 0; t < layout.tp; ++t) {
-      const ShardTensors &shard = loaded->shards[{t, param.stage}];
+      const ShardTensors &shard = loaded->shards[{t, param.stage, param.epRank}];
       auto found = shard.find(path);
       if (found == shard.end())
-        return fileError(loaded->shardFile(t, param.stage),
+        return fileError(loaded->shardFile(t, param.stage, param.epRank),
                          "missing '" + param.localName + "' that TP rank 0 holds");
       parts.push_back(&found->second);
     }
@@ -727,7 +937,8 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
 
 llvm::Expected<std::vector<MegatronParam>>
 loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
-                              MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage) {
+                              MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage,
+                              unsigned ep) {
   std::set<std::string> remaining(fullNames.begin(), fullNames.end());
   std::vector<MegatronParam> params;
   auto pick = [&](const NameRule &rule) {
@@ -759,11 +970,18 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
     std::string layers = naming == MegatronNaming::Legacy ? "encoder.layers." : "decoder.layers.";
     for (int64_t local = 0; local < layersPerStage[stage]; ++local, ++layer) {
       std::string prefix = "model.layers." + std::to_string(layer) + ".";
+      std::string localPrefix = layers + std::to_string(local) + ".";
+      // A MoE layer registers attention as a dense one does, then its own norm, the
+      // router and the experts (TransformerLayer, MoELayer, SequentialMLP or
+      // TEGroupedMLP); kMCoreOrder's first six rules are the attention's.
+      bool moe = naming == MegatronNaming::MCore &&
+                 remaining.count(prefix + "block_sparse_moe.gate.weight");
       for (unsigned r : naming == MegatronNaming::Legacy ? llvm::ArrayRef(kLegacyOrder)
-                                                           : llvm::ArrayRef(kMCoreOrder)) {
+                        : moe                            ? llvm::ArrayRef(kMCoreOrder).take_front(6)
+                                                         : llvm::ArrayRef(kMCoreOrder)) {
         const NameRule &rule = kLayerRules[r];
         MegatronParam param;
-        param.localName = layers + std::to_string(local) + "." + pick(rule);
+        param.localName = localPrefix + pick(rule);
         param.stage = stage;
         param.layer = layer;
         param.split = rule.split;
@@ -780,6 +998,42 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
         }
         take(param, std::move(names));
       }
+      if (!moe)
+        continue;
+      for (const NameRule &rule : kMoERules) {
+        MegatronParam param;
+        param.localName = localPrefix + rule.mcore;
+        param.stage = stage;
+        param.layer = layer;
+        take(param, {prefix + rule.hf});
+      }
+      int64_t perRank = dims.experts / std::max(ep, 1u);
+      if (!dims.experts || dims.experts % ep)
+        return llvm::createStringError(
+            llvm::formatv("layer {0} is a mixture-of-experts layer, and {1} experts do not "
+                          "split evenly over ep={2}",
+                          layer, dims.experts, ep)
+                .str());
+      auto expert = [&](int64_t e, bool fc2) {
+        MegatronParam param;
+        param.stage = stage;
+        param.layer = layer;
+        param.epRank = unsigned(e / perRank);
+        param.localName = localPrefix + expertSuffix({e % perRank, fc2, dims.groupedGemm});
+        expertParam(param, prefix, e, fc2, dims.swiglu);
+        std::vector<std::string> names = param.fullNames;
+        take(std::move(param), std::move(names));
+      };
+      // SequentialMLP registers each expert's fc1 and fc2 in turn; TEGroupedMLP its
+      // fc1 (weight0, weight1, ...), then its fc2.
+      for (bool fc2 : {false, true})
+        for (int64_t e = 0; e < dims.experts; ++e)
+          if (dims.groupedGemm)
+            expert(e, fc2);
+      if (!dims.groupedGemm)
+        for (int64_t e = 0; e < dims.experts; ++e)
+          for (bool fc2 : {false, true})
+            expert(e, fc2);
     }
     if (stage + 1 == pp)
       for (const NameRule &rule : llvm::ArrayRef(kModelRules).drop_front(2))

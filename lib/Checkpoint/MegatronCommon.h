@@ -20,9 +20,11 @@ llvm::Expected<std::pair<std::string, int64_t>> iterationDir(const std::string &
 
 /// The parameter a stage-local name (`decoder.layers.3.mlp.linear_fc1.weight`, layers
 /// numbered from 0 on the stage) is, with HF names and split; nullopt for a name
-/// Megatron does not give. `layerOffset` is the stage's first global layer.
+/// Megatron does not give. `layerOffset` is the stage's first global layer,
+/// `expertOffset` the file's first global expert (its expert-parallel rank times the
+/// experts per rank).
 std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNaming naming, bool swiglu,
-                                      int64_t layerOffset);
+                                      int64_t layerOffset, int64_t expertOffset = 0);
 
 /// A dict's string-keyed plain entries as a JSON object, `skip` left out.
 llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef skip = "");

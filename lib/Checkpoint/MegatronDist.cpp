@@ -380,6 +380,11 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   if (!dims)
     return dims.takeError();
   layout.dims = *dims;
+  if (layout.dims.experts)
+    return fileError(commonPath, llvm::formatv("args.num_experts is {0}: loom reads mixture-of-"
+                                               "experts models in Megatron's torch format "
+                                               "(--ckpt-format torch), not torch_dist",
+                                               layout.dims.experts));
   if (std::optional<int64_t> iteration = integerOf(top->find("iteration")))
     layout.iteration = *iteration;
   bool dpReshardable = false;

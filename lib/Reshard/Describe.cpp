@@ -79,6 +79,13 @@ static std::optional<ModelDims> dimsFromJson(const llvm::json::Object &o, bool g
   d.swiglu = gateProj || o.getBoolean("swiglu").value_or(false);
   if (auto act = o.getString("hidden_act"))
     d.swiglu = d.swiglu || *act == "silu" || *act == "swish";
+  // Mixtral's config or Megatron's MoE args; Mixtral's intermediate_size is an
+  // expert's.
+  d.experts = get({"num_local_experts", "num_experts"});
+  if (d.experts) {
+    d.moeFfn = get({"moe_ffn_hidden_size", "intermediate_size", "ffn_hidden_size"});
+    d.topK = get({"num_experts_per_tok", "moe_router_topk"});
+  }
   if (d.layers <= 0 || d.hidden <= 0 || d.heads <= 0 || d.headDim <= 0)
     return std::nullopt;
   return d;
@@ -90,6 +97,14 @@ std::string reshard::configJson(const ModelDims &d) {
                        {"head_dim", d.headDim},             {"intermediate_size", d.ffn},
                        {"vocab_size", d.vocab},
                        {"hidden_act", d.swiglu ? "silu" : "gelu"}};
+  if (d.experts) {
+    // transformers' MixtralConfig: intermediate_size is each expert's.
+    o["architectures"] = llvm::json::Array{"MixtralForCausalLM"};
+    o["model_type"] = "mixtral";
+    o["num_local_experts"] = d.experts;
+    o["num_experts_per_tok"] = d.topK;
+    o["intermediate_size"] = d.moeFfn;
+  }
   return llvm::formatv("{0:2}", llvm::json::Value(std::move(o))).str();
 }
 
@@ -142,8 +157,8 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   layout.format = ml.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
   layout.iteration = ml.iteration;
   layout.sourceArgs = ml.argsJson;
-  layout.dims = ModelDims{d.numLayers, d.hidden, d.heads, d.queryGroups, d.headDim,
-                          d.ffn,       d.vocab,  d.swiglu};
+  layout.dims = ModelDims{d.numLayers, d.hidden, d.heads,   d.queryGroups, d.headDim, d.ffn,
+                          d.vocab,     d.swiglu, d.experts, d.moeFfn,      d.topK};
   if (!layout.dims->layers)
     layout.dims->layers = std::accumulate(ml.layersPerStage.begin(), ml.layersPerStage.end(), 0);
   // The full shapes follow from TP rank 0's shards and the splits.
@@ -215,13 +230,13 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
     distOpt->gradReduceInFp32 = first.gradDType == DType::Float32;
   }
   auto files = megatronShards(layout.fulls, d, ml.naming, ml.tp, ml.pp, ml.layersPerStage, prefix,
-                              distOpt ? &*distOpt : nullptr);
+                              distOpt ? &*distOpt : nullptr, nullptr, ml.ep);
   if (!files)
     return fileError(path, llvm::toString(files.takeError()));
   layout.files = std::move(*files);
   // The shapes the layout predicts must be the ones TP rank 0 holds.
   for (const MegatronParam &p : ml.params) {
-    const ShardFile &file = layout.files[p.stage * ml.tp];
+    const ShardFile &file = layout.files[p.stage * ml.tp * ml.ep + p.epRank];
     auto found = llvm::find_if(file.tensors, [&](const LocalTensor &t) {
       return t.key == megatronKey(ml, p);
     });
@@ -959,6 +974,20 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
   md.ffn = d.ffn;
   md.vocab = d.vocab;
   md.swiglu = hasGateProj(out) || d.swiglu;
+  md.experts = d.experts;
+  md.moeFfn = d.moeFfn ? d.moeFfn : d.ffn;
+  md.topK = d.topK;
+  if (target.ep > 1 && !md.experts)
+    return llvm::createStringError(
+        llvm::formatv("--to: ep={0} asks for expert parallelism, and the model has no experts",
+                      target.ep)
+            .str());
+  if (md.experts % target.ep)
+    return llvm::createStringError(
+        llvm::formatv("--to: ep={0} does not divide the {1} experts of each MoE layer; pick "
+                      "an ep that does",
+                      target.ep, md.experts)
+            .str());
   int64_t multiple = 128 * target.tp;
   md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
   base.perStage.assign(target.pp, d.layers / target.pp);
@@ -992,6 +1021,17 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
     args["ckpt_format"] = target.torchDist ? "torch_dist" : "torch";
   args["group_query_attention"] = md.queryGroups != md.heads;
   args["swiglu"] = md.swiglu;
+  if (md.experts) {
+    // Experts split over tp like the dense layers (expert_tensor_parallel_size = tp).
+    md.groupedGemm = args.getBoolean("moe_grouped_gemm").value_or(false);
+    for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
+             {"num_experts", md.experts},
+             {"moe_ffn_hidden_size", md.moeFfn},
+             {"moe_router_topk", md.topK},
+             {"expert_model_parallel_size", target.ep},
+             {"expert_tensor_parallel_size", target.tp}})
+      args[key] = value;
+  }
   // With optimizer states, the optimizer that keeps them.
   base.withStates = countStates(out.fulls, nullptr) > 0;
   if (base.withStates)
@@ -1010,7 +1050,8 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
   if (base.withStates && target.distributedOptimizer)
     distOpt = megatronDistOptFromArgs(args, target.pp);
   auto files = megatronShards(out.fulls, base.dims, MegatronNaming::MCore, target.tp, target.pp,
-                              base.perStage, base.dir + "/", distOpt ? &*distOpt : nullptr);
+                              base.perStage, base.dir + "/", distOpt ? &*distOpt : nullptr, nullptr,
+                              target.ep);
   if (!files)
     return files.takeError();
   // Each model file: what Megatron's save_checkpoint pickles, the model's tensors in
@@ -1054,6 +1095,10 @@ static llvm::Expected<std::vector<ShardFile>>
 megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &target,
                    MegatronTargetBase &base) {
   llvm::json::Object &args = base.args;
+  if (base.dims.experts)
+    return llvm::createStringError(
+        "megatron format=torch_dist: loom writes mixture-of-experts models in the torch "
+        "format (mp_rank_TT[_PPP][_EEE] folders) only; leave out format=torch_dist");
   if (base.withStates && target.distributedOptimizer)
     return llvm::createStringError(
         "megatron format=torch_dist writes the mixed-precision optimizer's states "

@@ -243,11 +243,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     auto bad = [&](const char *want) {
       return llvm::createStringError("--to: " + key.str() + "=" + value.str() + ": " + want);
     };
-    if (format == "megatron" && (key == "tp" || key == "pp")) {
+    if (format == "megatron" && llvm::is_contained({"tp", "pp", "ep"}, key)) {
       unsigned n = 0;
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
-      (key == "tp" ? spec.tp : spec.pp) = n;
+      (key == "tp" ? spec.tp : key == "pp" ? spec.pp : spec.ep) = n;
     } else if (format == "megatron" && key == "optimizer") {
       if (value != "mixed" && value != "distributed")
         return bad("expected mixed (the mixed-precision optimizer's states in "
@@ -288,9 +288,8 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
           (format == "megatron"
-               ? " (tp=N, pp=N, optimizer=mixed|distributed, format=torch|torch_dist)"
-           : format == "deepspeed"
-               ? " (zero=1|2|3, dp=N, tp=N, pp=N, ep=N, optimizer=zero|bf16)"
+               ? " (tp=N, pp=N, ep=N, optimizer=mixed|distributed, format=torch|torch_dist)"
+           : format == "deepspeed" ? " (zero=1|2|3, dp=N, tp=N, pp=N, ep=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"
                                         : " (it takes none)"));
@@ -473,7 +472,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
                         ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                         llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
                         const MegatronDistOpt *distOpt,
-                        std::vector<std::vector<std::vector<int64_t>>> *bucketNumels) {
+                        std::vector<std::vector<std::vector<int64_t>>> *bucketNumels, unsigned ep) {
   // Parameters are the names without '#'; optimizer states ride along with them.
   std::vector<std::string> names;
   llvm::StringMap<unsigned> index;
@@ -482,9 +481,13 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     if (fulls[i].name.find('#') == std::string::npos)
       names.push_back(fulls[i].name);
   }
-  auto params = ckpt::megatronParamsFor(names, dims, naming, layersPerStage);
+  auto params = ckpt::megatronParamsFor(names, dims, naming, layersPerStage, ep);
   if (!params)
     return params.takeError();
+  if (ep > 1 && llvm::none_of(*params, [](const auto &p) { return p.expert >= 0; }))
+    return llvm::createStringError(
+        llvm::formatv("ep={0} asks for expert parallelism, and the model has no experts", ep)
+            .str());
   // Megatron keeps every parameter's states or none.
   static constexpr const char *kStates[] = {"#fp32", "#exp_avg", "#exp_avg_sq"};
   auto hasStates = [&](const ckpt::MegatronParam &param) {
@@ -602,6 +605,11 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     return local;
   };
 
+  if (withStates && llvm::any_of(*params, [](const auto &p) { return p.expert >= 0; }))
+    return llvm::createStringError(
+        "Megatron keeps a mixture-of-experts model's optimizer states in a ChainedOptimizer "
+        "(one optimizer for the dense parameters, one for the experts), which loom does not "
+        "write; add --weights-only");
   if (withStates && !distOpt)
     for (const ckpt::MegatronParam &param : *params)
       if (fulls[index[param.fullNames[0]]].dtype == ckpt::DType::Float32)
@@ -609,62 +617,63 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
             param.fullNames[0] + " is fp32: Megatron's mixed-precision optimizer keeps fp32 "
                                  "masters of 16-bit parameters only; add --weights-only");
 
-  auto shardPath = [&](unsigned rank, unsigned stage, llvm::StringRef name) {
-    return pp == 1 ? llvm::formatv("{0}mp_rank_{1:d2}/{2}", dirPrefix, rank, name).str()
-                   : llvm::formatv("{0}mp_rank_{1:d2}_{2:d3}/{3}", dirPrefix, rank, stage, name)
-                         .str();
+  auto shardPath = [&](unsigned rank, unsigned stage, unsigned epRank, llvm::StringRef name) {
+    return (dirPrefix + ckpt::megatronRankDir(rank, stage, epRank, pp, ep) + "/" + name).str();
   };
   std::vector<ShardFile> files, distribFiles;
   for (unsigned stage = 0; stage < pp; ++stage)
     for (unsigned rank = 0; rank < tp; ++rank) {
-      ShardFile file;
-      file.path = shardPath(rank, stage, "model_optim_rng.pt");
-      file.format = "torch-tree";
-      // Megatron's optimizer groups: weight-decayed parameters, then the others.
-      std::vector<const ckpt::MegatronParam *> grouped[2];
-      for (const ckpt::MegatronParam &param : *params) {
-        if (param.stage != stage)
-          continue;
-        std::string key = (naming == ckpt::MegatronNaming::Legacy ? "model.language_model."
-                                                                   : "model.") +
-                          param.localName;
-        auto local = cut(param, rank, key, "");
-        if (!local)
-          return local.takeError();
-        grouped[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())].push_back(&param);
-        file.tensors.push_back(std::move(*local));
-      }
-      if (withStates && distOpt) {
-        std::vector<std::vector<int64_t>> buckets;
-        auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut, buckets);
-        if (!distrib)
-          return distrib.takeError();
-        distrib->path = shardPath(rank, stage, "distrib_optim.pt");
-        if (bucketNumels)
-          bucketNumels->push_back(std::move(buckets));
-        distribFiles.push_back(std::move(*distrib));
-      }
-      if (!withStates || distOpt) {
-        files.push_back(std::move(file));
-        continue;
-      }
-      int64_t stateIndex = 0;
-      for (int g = 0; g < 2; ++g)
-        for (size_t i = 0; i < grouped[g].size(); ++i, ++stateIndex) {
-          const ckpt::MegatronParam &param = *grouped[g][i];
-          std::string state = "optimizer.optimizer.state." + std::to_string(stateIndex) + ".";
-          for (auto [key, suffix] :
-               {std::pair{llvm::formatv("optimizer.fp32_from_fp16_params.{0}.{1}", g, i).str(),
-                          "#fp32"},
-                std::pair{state + "exp_avg", "#exp_avg"},
-                std::pair{state + "exp_avg_sq", "#exp_avg_sq"}}) {
-            auto local = cut(param, rank, key, suffix);
-            if (!local)
-              return local.takeError();
-            file.tensors.push_back(std::move(*local));
-          }
+      for (unsigned epRank = 0; epRank < ep; ++epRank) {
+        ShardFile file;
+        file.path = shardPath(rank, stage, epRank, "model_optim_rng.pt");
+        file.format = "torch-tree";
+        // Megatron's optimizer groups: weight-decayed parameters, then the others.
+        std::vector<const ckpt::MegatronParam *> grouped[2];
+        for (const ckpt::MegatronParam &param : *params) {
+          if (param.stage != stage || (param.expert >= 0 && param.epRank != epRank))
+            continue;
+          std::string key =
+              (naming == ckpt::MegatronNaming::Legacy ? "model.language_model." : "model.") +
+              param.localName;
+          auto local = cut(param, rank, key, "");
+          if (!local)
+            return local.takeError();
+          grouped[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())].push_back(
+              &param);
+          file.tensors.push_back(std::move(*local));
         }
-      files.push_back(std::move(file));
+        if (withStates && distOpt) {
+          std::vector<std::vector<int64_t>> buckets;
+          auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut, buckets);
+          if (!distrib)
+            return distrib.takeError();
+          distrib->path = shardPath(rank, stage, epRank, "distrib_optim.pt");
+          if (bucketNumels)
+            bucketNumels->push_back(std::move(buckets));
+          distribFiles.push_back(std::move(*distrib));
+        }
+        if (!withStates || distOpt) {
+          files.push_back(std::move(file));
+          continue;
+        }
+        int64_t stateIndex = 0;
+        for (int g = 0; g < 2; ++g)
+          for (size_t i = 0; i < grouped[g].size(); ++i, ++stateIndex) {
+            const ckpt::MegatronParam &param = *grouped[g][i];
+            std::string state = "optimizer.optimizer.state." + std::to_string(stateIndex) + ".";
+            for (auto [key, suffix] :
+                 {std::pair{llvm::formatv("optimizer.fp32_from_fp16_params.{0}.{1}", g, i).str(),
+                            "#fp32"},
+                  std::pair{state + "exp_avg", "#exp_avg"},
+                  std::pair{state + "exp_avg_sq", "#exp_avg_sq"}}) {
+              auto local = cut(param, rank, key, suffix);
+              if (!local)
+                return local.takeError();
+              file.tensors.push_back(std::move(*local));
+            }
+          }
+        files.push_back(std::move(file));
+      }
     }
   for (ShardFile &file : distribFiles)
     files.push_back(std::move(file));

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tiny Megatron-LM checkpoints with tp=2 pp=2 the way Megatron lays them out.
 
-Usage: make_megatron.py OUTDIR
+Usage: make_megatron.py OUTDIR [--moe]
 
   mcore/   Llama-like (GQA: 4 heads in 2 query groups, SwiGLU, RMSNorm, bf16, no
            biases) with mcore names: decoder.layers.N.self_attention.linear_qkv.weight,
@@ -26,6 +26,21 @@ Usage: make_megatron.py OUTDIR
            and stripped of its end padding). The truth is mcore-adam.truth.pt.
   *.json   the full Hugging Face–style tensors each was cut from (sorted by name,
            sha256 of row-major bytes): what loom's unsharding must give back.
+
+With --moe it writes instead a tiny Mixtral-like mixture of experts (mcore names, GQA,
+SwiGLU experts, bf16, 4 experts per layer of 24 rows each, top-2 router), cut from one
+set of full tensors (moe.truth.pt: {Mixtral HF name: tensor}) the way Megatron saves
+it with expert parallelism (megatron/training/checkpointing.py, get_checkpoint_name:
+mp_rank_TT, then _PPP when pp > 1, then _EEE when ep > 1), moe.json its manifest:
+  moe-tp1ep2/      tp=1 pp=1 ep=2, SequentialMLP names (mlp.experts.local_experts.I.
+                   linear_fc1.weight), folders mp_rank_00_000 and mp_rank_00_001 (ep ranks).
+  moe-tp2pp2ep2/   tp=2 pp=2 ep=2, TEGroupedMLP names (mlp.experts.linear_fc1.weightI,
+                   --moe-grouped-gemm), folders mp_rank_TT_PPP_EEE.
+Each MoE layer registers its attention as a dense layer does, then pre_mlp_layernorm
+(a norm of its own), the router (mlp.router.weight, [experts, hidden], the same on
+every rank) and its ep rank's experts under local indices (global = ep_rank *
+experts / ep + local), fc1 = [gate (w1); up (w3)] of the TP rank's rows, fc2 (w2)
+row-parallel (megatron/core/transformer/moe/{moe_layer,router,experts}.py).
 
 Both: latest_checkpointed_iteration.txt, iter_0000100/mp_rank_TT_PPP/model_optim_rng.pt,
 layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple of
@@ -199,6 +214,10 @@ def write(outdir, name, heads, groups, swiglu, biases, dtype, legacy, seed):
             torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100,
                         "model": model, "rng_state": [{"random_rng_state": None}]},
                        os.path.join(d, "model_optim_rng.pt"))
+    write_manifest(outdir, name, sd)
+
+
+def write_manifest(outdir, name, sd):
     tensors = [{"name": n, "dtype": SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
                 "stride": list(t.stride()), "offset": 0,
                 "sha256": hashlib.sha256(raw_bytes(t)).hexdigest()} for n, t in sorted(sd.items())]
@@ -446,9 +465,127 @@ def write_distopt(outdir, name, truth):
                   untie_embeddings_and_output_weights=True, ckpt_format="torch")
 
 
+EXPERTS, MOE_FFN, TOPK = 4, 24, 2
+
+
+def full_moe(seed):
+    """The MoE model's full tensors with Mixtral's HF names."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(torch.bfloat16)
+    heads, groups = MCORE["heads"], MCORE["groups"]
+    sd = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN), "lm_head.weight": rand(VOCAB, HIDDEN),
+          "model.norm.weight": rand(HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = rand(HIDDEN)
+        sd[p + "post_attention_layernorm.weight"] = rand(HIDDEN)
+        sd[p + "self_attn.q_proj.weight"] = rand(heads * HEAD_DIM, HIDDEN)
+        sd[p + "self_attn.k_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
+        sd[p + "self_attn.v_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
+        sd[p + "self_attn.o_proj.weight"] = rand(HIDDEN, heads * HEAD_DIM)
+        sd[p + "block_sparse_moe.gate.weight"] = rand(EXPERTS, HIDDEN)
+        for e in range(EXPERTS):
+            x = f"{p}block_sparse_moe.experts.{e}."
+            sd[x + "w1.weight"] = rand(MOE_FFN, HIDDEN)
+            sd[x + "w3.weight"] = rand(MOE_FFN, HIDDEN)
+            sd[x + "w2.weight"] = rand(HIDDEN, MOE_FFN)
+    return sd
+
+
+def rank_dir(tp_rank, stage, ep_rank, pp, ep):
+    """get_checkpoint_name's folder for a rank."""
+    return (f"mp_rank_{tp_rank:02d}" + (f"_{stage:03d}" if pp > 1 else "") +
+            (f"_{ep_rank:03d}" if ep > 1 else ""))
+
+
+def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB):
+    """One rank's model dict in registration order (see the module's docstring), the
+    vocabulary padded to `padded` rows."""
+    def pad_vocab(t):
+        return torch.cat([t, torch.zeros(padded - VOCAB, *t.shape[1:], dtype=t.dtype)])
+
+    def col(t):
+        return t.chunk(tp, dim=0)[tp_rank].clone()
+
+    def row(t):
+        return t.chunk(tp, dim=1)[tp_rank].clone()
+    out = collections.OrderedDict()
+    per_stage, per_rank = LAYERS // pp, EXPERTS // ep
+    if stage == 0:
+        out["embedding.word_embeddings.weight"] = col(pad_vocab(sd["model.embed_tokens.weight"]))
+    for local in range(per_stage):
+        p, m = f"model.layers.{stage * per_stage + local}.", f"decoder.layers.{local}."
+        out[m + "self_attention.linear_proj.weight"] = row(sd[p + "self_attn.o_proj.weight"])
+        out[m + "self_attention.linear_qkv.layer_norm_weight"] = sd[p + "input_layernorm.weight"].clone()
+        out[m + "self_attention.linear_qkv.weight"] = fuse_qkv(
+            sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"],
+            sd[p + "self_attn.v_proj.weight"], MCORE["heads"], MCORE["groups"], tp_rank, tp)
+        out[m + "pre_mlp_layernorm.weight"] = sd[p + "post_attention_layernorm.weight"].clone()
+        out[m + "mlp.router.weight"] = sd[p + "block_sparse_moe.gate.weight"].clone()
+
+        def fc1(e):
+            x = f"{p}block_sparse_moe.experts.{e}."
+            return torch.cat([col(sd[x + "w1.weight"]), col(sd[x + "w3.weight"])])
+
+        def fc2(e):
+            return row(sd[f"{p}block_sparse_moe.experts.{e}.w2.weight"])
+        mine = [ep_rank * per_rank + i for i in range(per_rank)]
+        if grouped:  # TEGroupedMLP: linear_fc1's weight0..n, then linear_fc2's
+            for i, e in enumerate(mine):
+                out[m + f"mlp.experts.linear_fc1.weight{i}"] = fc1(e)
+            for i, e in enumerate(mine):
+                out[m + f"mlp.experts.linear_fc2.weight{i}"] = fc2(e)
+        else:  # SequentialMLP: each expert's fc1 and fc2
+            for i, e in enumerate(mine):
+                out[m + f"mlp.experts.local_experts.{i}.linear_fc1.weight"] = fc1(e)
+                out[m + f"mlp.experts.local_experts.{i}.linear_fc2.weight"] = fc2(e)
+    if stage == pp - 1:
+        out["decoder.final_layernorm.weight"] = sd["model.norm.weight"].clone()
+        out["output_layer.weight"] = col(pad_vocab(sd["lm_head.weight"]))
+    return out
+
+
+def moe_args(tp, pp, ep, grouped):
+    return argparse.Namespace(
+        num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
+        group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
+        ffn_hidden_size=MOE_FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        expert_model_parallel_size=ep, expert_tensor_parallel_size=tp, num_experts=EXPERTS,
+        moe_ffn_hidden_size=MOE_FFN, moe_router_topk=TOPK, moe_grouped_gemm=grouped,
+        moe_layer_freq=1, moe_router_load_balancing_type="aux_loss", bf16=True,
+        params_dtype=torch.bfloat16, iteration=100)
+
+
+def write_moe(outdir, name, sd, tp, pp, ep, grouped):
+    root = os.path.join(outdir, name)
+    os.makedirs(root)
+    with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write("100")
+    args = moe_args(tp, pp, ep, grouped)
+    for stage in range(pp):
+        for tp_rank in range(tp):
+            for ep_rank in range(ep):
+                d = os.path.join(root, "iter_0000100", rank_dir(tp_rank, stage, ep_rank, pp, ep))
+                os.makedirs(d)
+                model = moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped)
+                torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100,
+                            "model": model, "rng_state": [{"random_rng_state": None}]},
+                           os.path.join(d, "model_optim_rng.pt"))
+
+
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
+    if "--moe" in sys.argv[2:]:
+        sd = full_moe(seed=5)
+        torch.save(sd, os.path.join(outdir, "moe.truth.pt"))
+        write_manifest(outdir, "moe", sd)
+        write_moe(outdir, "moe-tp1ep2", sd, tp=1, pp=1, ep=2, grouped=False)
+        write_moe(outdir, "moe-tp2pp2ep2", sd, tp=2, pp=2, ep=2, grouped=True)
+        return
     truth = write_trained(outdir, "mcore-adam", seed=3)
     write_distopt(outdir, "mcore-distopt", truth)
     write(outdir, "mcore", heads=4, groups=2, swiglu=True, biases=False, dtype=torch.bfloat16,

@@ -28,6 +28,16 @@
       place in the grad buffer (make_megatron.distopt_layout, with the bucketing the
       shard's args give), the step from the param_groups; the buffer's padding must be
       zero.
+  reshard_check.py moe CKPT TRUTH
+      CKPT is a Megatron folder of make_megatron.py --moe's mixture of experts (TRUTH,
+      its moe.truth.pt of full Mixtral-named tensors). Its mp_rank folders must be the
+      ones get_checkpoint_name gives for the args' tp, pp and ep, and each rank's model
+      dict exactly what Megatron saves there (make_megatron.moe_shard cuts the truth):
+      the same keys in registration order, every tensor bit-identical.
+  reshard_check.py moe-hf DIR TRUTH
+      DIR is a Hugging Face folder (safetensors read here by hand): it must hold
+      exactly TRUTH's tensors, bit for bit in the same dtype, and a Mixtral config.json
+      with the fixture's experts.
 """
 import glob
 import json
@@ -441,8 +451,80 @@ def optim_cmd(root, truth_path):
     return 0
 
 
+def moe_cmd(root, truth_path):
+    import make_megatron as mm
+    truth = torch.load(truth_path)
+    files = shard_files(root)
+    args = torch.load(files[min(files)], map_location="cpu")["args"]
+    tp, pp, ep = (args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                  args.expert_model_parallel_size)
+    if (args.num_experts, args.moe_router_topk, args.moe_ffn_hidden_size) != \
+            (mm.EXPERTS, mm.TOPK, mm.MOE_FFN):
+        print(f"args: num_experts {args.num_experts}, moe_router_topk {args.moe_router_topk}, "
+              f"moe_ffn_hidden_size {args.moe_ffn_hidden_size}")
+        return 1
+    ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e)
+             for t in range(tp) for p in range(pp) for e in range(ep)}
+    if sorted(ranks) != sorted(files):
+        print(f"folders {sorted(files)}, expected {sorted(ranks)} for tp={tp} pp={pp} ep={ep}")
+        return 1
+    n = 0
+    for rel, (t, p, e) in sorted(ranks.items()):
+        model = torch.load(files[rel], map_location="cpu")["model"]
+        want = mm.moe_shard(truth, t, p, e, tp, pp, ep, bool(getattr(args, "moe_grouped_gemm", False)),
+                            args.padded_vocab_size)
+        if list(model) != list(want):
+            print(f"{rel}: keys {list(model)}\n  expected {list(want)}")
+            return 1
+        for k in want:
+            if not same_tensor(model[k], want[k]):
+                print(f"{rel}: {k} differs from the truth's cut")
+                return 1
+            n += 1
+    print(f"megatron moe: {len(ranks)} shards (tp={tp}, pp={pp}, ep={ep}), {n} tensors "
+          f"are the truth's cut")
+    return 0
+
+
+def moe_hf_cmd(path, truth_path):
+    truth = torch.load(truth_path)
+    got = {}
+    for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        with open(f, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+            data = fh.read()
+        for name, e in header.items():
+            if name != "__metadata__":
+                lo, hi = e["data_offsets"]
+                got[name] = torch.frombuffer(bytearray(data[lo:hi]),
+                                             dtype=ST_DTYPES[e["dtype"]]).reshape(e["shape"])
+    if sorted(got) != sorted(truth):
+        print(f"names differ: {sorted(set(got) ^ set(truth))[:6]}")
+        return 1
+    for name in truth:
+        if not same_tensor(got[name], truth[name]):
+            print(f"{name} differs")
+            return 1
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    import make_megatron as mm
+    want = {"model_type": "mixtral", "num_local_experts": mm.EXPERTS,
+            "num_experts_per_tok": mm.TOPK, "intermediate_size": mm.MOE_FFN}
+    if any(config.get(k) != v for k, v in want.items()):
+        print(f"config.json: {config}")
+        return 1
+    print(f"hf: {len(truth)} Mixtral tensors equal the truth, config says "
+          f"{mm.EXPERTS} experts, top-{mm.TOPK}")
+    return 0
+
+
 def main():
     cmd = sys.argv[1]
+    if cmd == "moe":
+        return moe_cmd(sys.argv[2], sys.argv[3])
+    if cmd == "moe-hf":
+        return moe_hf_cmd(sys.argv[2], sys.argv[3])
     if cmd == "optim":
         return optim_cmd(sys.argv[2], sys.argv[3])
     if cmd == "loss":

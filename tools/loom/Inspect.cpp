@@ -161,6 +161,15 @@ Summary open(const std::string &path, bool verify) {
     summary.layout = {{"tp", l.tp}, {"pp", l.pp}, {"iteration", l.iteration},
                       {"layers_per_stage", l.layersPerStage},
                       {"vocab", l.dims.vocab}, {"padded_vocab", l.dims.paddedVocab}};
+    if (l.dims.experts) {
+      summary.layout["ep"] = l.ep;
+      summary.layout["experts"] = l.dims.experts;
+      summary.layout["experts_per_rank"] = l.dims.experts / l.ep;
+      summary.layout["router_topk"] = l.dims.topK;
+      summary.layout["expert_names"] = l.dims.groupedGemm
+                                           ? "TEGroupedMLP (linear_fc1.weight<i>)"
+                                           : "SequentialMLP (local_experts.<i>.linear_fc1.weight)";
+    }
     addTensors(summary, megatron.tensors);
     if (l.optimizer) {
       // Optimizer states are listed from the layout, as full tensors, like DeepSpeed's.

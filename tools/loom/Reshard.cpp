@@ -160,7 +160,7 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N[,optimizer=distributed][,format=torch_dist], "
+                "formats: megatron:tp=N,pp=N[,ep=N][,optimizer=distributed][,format=torch_dist], "
                 "deepspeed:zero=N,dp=N,tp=N,pp=N,optimizer=zero|bf16, "
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
@@ -266,7 +266,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
-                  "target: megatron:tp=N,pp=N[,optimizer=distributed] (mcore names; with\n"
+                  "target: megatron:tp=N,pp=N[,ep=N][,optimizer=distributed] (mcore names;\n"
+                  "ep: expert-parallel ranks of a mixture of experts; with\n"
                   "optimizer states, optimizer=distributed writes them as\n"
                   "--use-distributed-optimizer does, in distrib_optim.pt, for the DDP bucketing\n"
                   "the args record; format=torch_dist writes Megatron-core's distributed\n"

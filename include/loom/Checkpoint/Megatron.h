@@ -1,8 +1,11 @@
 //===- Megatron.h - Megatron-LM checkpoint directories ----------*- C++ -*-===//
 //
 // Megatron-LM's torch-format checkpoints: `latest_checkpointed_iteration.txt` names an
-// iteration, `iter_XXXXXXX/mp_rank_TT[_PPP]/model_optim_rng.pt` holds the shard of TP
-// rank TT and pipeline stage PPP, with layers numbered from 0 within each stage.
+// iteration, `iter_XXXXXXX/mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt` holds the shard of
+// TP rank TT, pipeline stage PPP (when pp > 1) and expert-parallel rank EEE (when
+// ep > 1; megatron/training/checkpointing.py, get_checkpoint_name), with layers
+// numbered from 0 within each stage. A two-part mp_rank_TT_XXX is a stage or an
+// expert-parallel rank as the args' pipeline/expert_model_parallel_size say.
 // Inside, parameters are named either the legacy way
 // (`language_model.encoder.layers.N.self_attention.query_key_value.weight`) or the
 // mcore way (`decoder.layers.N.self_attention.linear_qkv.weight`); both fuse Q, K and V
@@ -44,6 +47,13 @@ struct MegatronDims {
   /// The tokenizer's vocabulary (args.vocab_size), or paddedVocab when unknown.
   int64_t vocab = 0, paddedVocab = 0;
   bool swiglu = false;
+  /// Mixture of experts (mcore's MoELayer in every layer, Mixtral-like): args.num_experts
+  /// routed experts (0: a dense model), each an MLP of moeFfn rows
+  /// (args.moe_ffn_hidden_size, else ffn), topK of them per token (args.moe_router_topk).
+  int64_t experts = 0, moeFfn = 0, topK = 0;
+  /// args.moe_grouped_gemm: TEGroupedMLP's names (mlp.experts.linear_fc1.weight<i>)
+  /// rather than SequentialMLP's (mlp.experts.local_experts.<i>.linear_fc1.weight).
+  bool groupedGemm = false;
 };
 
 struct MegatronParam {
@@ -56,6 +66,12 @@ struct MegatronParam {
   /// Hugging Face names of the full tensors: q,k,v for FusedQKV, gate,up for
   /// FusedGateUp, one otherwise.
   std::vector<std::string> fullNames;
+  /// A routed expert's parameter: its global expert index, -1 otherwise. Only the
+  /// files of expert-parallel rank epRank hold it, under its local index (global
+  /// minus epRank times experts per rank) in localName; every other parameter is in
+  /// each expert-parallel rank's file alike.
+  int64_t expert = -1;
+  unsigned epRank = 0;
   /// The shard's shape and dtype (TP rank 0's; every rank holds the same), when read
   /// from a file.
   llvm::SmallVector<int64_t, 4> localShape;
@@ -131,7 +147,10 @@ bool megatronNoWeightDecay(llvm::StringRef localName, size_t rank);
 
 struct MegatronLayout {
   MegatronNaming naming = MegatronNaming::MCore;
-  unsigned tp = 1, pp = 1;
+  /// ep: expert-parallel ranks, each holding dims.experts / ep experts of every MoE
+  /// layer (args.expert_model_parallel_size). Experts are tensor-parallel like the
+  /// dense MLP (expert_tensor_parallel_size = tp; another is refused).
+  unsigned tp = 1, pp = 1, ep = 1;
   int64_t iteration = 0;
   MegatronDims dims;
   /// Stage-major, in file order.
@@ -143,6 +162,12 @@ struct MegatronLayout {
   /// Present when the shards hold optimizer state.
   std::optional<MegatronOptimizer> optimizer;
 };
+
+/// The folder of TP rank `tpRank`, stage `stage` and expert-parallel rank `epRank` in
+/// an iteration folder with `pp` stages and `ep` expert-parallel ranks:
+/// mp_rank_TT, then _PPP when pp > 1, then _EEE when ep > 1 (get_checkpoint_name).
+std::string megatronRankDir(unsigned tpRank, unsigned stage, unsigned epRank, unsigned pp,
+                            unsigned ep);
 
 /// Where `param` sits in its stage's file: the path collectTensors gives it under the
 /// top-level dict ("model.decoder.layers.0.mlp.linear_fc2.weight").
@@ -242,10 +267,12 @@ llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &direc
 /// The parameters Megatron keeps for the full (Hugging Face–named) tensors
 /// `fullNames`, stage by stage in file order, with `layersPerStage[s]` layers on
 /// stage s: the inverse of the reader's classification. A name with no Megatron
-/// place is an error.
+/// place is an error. A layer with a Mixtral router
+/// (model.layers.N.block_sparse_moe.gate.weight) is a MoE layer, its experts spread
+/// over `ep` expert-parallel ranks.
 llvm::Expected<std::vector<MegatronParam>>
 megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
-                  MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage);
+                  MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage, unsigned ep = 1);
 
 } // namespace loom::ckpt
 

@@ -98,6 +98,9 @@ struct ShardFile {
 struct ModelDims {
   int64_t layers = 0, hidden = 0, heads = 0, kvHeads = 0, headDim = 0, ffn = 0, vocab = 0;
   bool swiglu = false;
+  /// A Mixtral-like mixture of experts: routed experts per layer (0: dense), each an
+  /// MLP of moeFfn rows, topK per token.
+  int64_t experts = 0, moeFfn = 0, topK = 0;
 };
 
 struct Layout {
@@ -152,7 +155,7 @@ struct TargetSpec {
   std::string format; ///< megatron, deepspeed, hf-safetensors, torch, dcp, universal
   unsigned tp = 1, pp = 1;
   unsigned zero = 1, dp = 1; ///< deepspeed (tp too, for Megatron-DeepSpeed's slices)
-  unsigned ep = 1; ///< deepspeed: expert-parallel size of a MoE model's experts
+  unsigned ep = 1;           ///< megatron, deepspeed: expert-parallel size of a MoE model's experts
   bool pipeline = false; ///< deepspeed: pp given, DeepSpeed's PipelineModule layout
   bool bf16Optimizer = false; ///< deepspeed: optimizer=bf16
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
@@ -169,7 +172,7 @@ struct TargetSpec {
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,optimizer=distributed][,format=torch_dist]",
+/// Parses "megatron:tp=4,pp=2[,ep=2][,optimizer=distributed][,format=torch_dist]",
 /// "deepspeed:zero=1,dp=2,tp=2[,pp=2][,ep=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
@@ -201,8 +204,9 @@ struct MegatronDistOpt {
 /// describes for `pp` stages.
 MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned pp);
 
-/// Megatron's shards of `fulls` for the given degrees, file by file, stage-major
-/// (`dirPrefix` + mp_rank_TT[_PPP]/model_optim_rng.pt): one function serves both
+/// Megatron's shards of `fulls` for the given degrees, file by file, stage-major, then
+/// TP rank, then expert-parallel rank (`dirPrefix` +
+/// mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt, ckpt::megatronRankDir): one function serves both
 /// directions, so a layout read and a layout written cannot disagree. With `distOpt`
 /// the optimizer states go to a distrib_optim.pt beside each model_optim_rng.pt
 /// instead (those files follow all model files, in the same order), each buffer's
@@ -210,12 +214,11 @@ MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned
 /// its torch-tree skeleton. `bucketNumels`, when given, receives per distrib_optim.pt
 /// (in file order) and grad buffer each bucket's numel_unpadded: where the buffer
 /// tensors are cut into the buckets a torch_dist dp_reshardable checkpoint keeps.
-llvm::Expected<std::vector<ShardFile>>
-megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims,
-               ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
-               llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
-               const MegatronDistOpt *distOpt = nullptr,
-               std::vector<std::vector<std::vector<int64_t>>> *bucketNumels = nullptr);
+llvm::Expected<std::vector<ShardFile>> megatronShards(
+    llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims, ckpt::MegatronNaming naming,
+    unsigned tp, unsigned pp, llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
+    const MegatronDistOpt *distOpt = nullptr,
+    std::vector<std::vector<std::vector<int64_t>>> *bucketNumels = nullptr, unsigned ep = 1);
 
 /// What DeepSpeed's file names and partitions depend on.
 struct DeepSpeedConfig {

@@ -20,6 +20,16 @@ const std::string &megatronFixtures() {
   return dir;
 }
 
+const std::string &moeFixtures() {
+  static const std::string dir = [] {
+    std::string dir = scratchDir("megatron-moe");
+    std::string output;
+    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe"}, &output), 0) << output;
+    return dir;
+  }();
+  return dir;
+}
+
 const MegatronParam *findParam(const MegatronLayout &layout, llvm::StringRef localName,
                                unsigned stage) {
   for (const MegatronParam &p : layout.params)
@@ -115,4 +125,39 @@ TEST(MegatronSplitOfName, ReadsLegacyMCoreAndMegatronDeepSpeedNames) {
        {"head.weight", "language_model.encoder.ln_f.weight",
         "mylayers.0.self_attention.dense.weight", "encoder.layers.x.self_attention.dense.weight"})
     EXPECT_FALSE(megatronSplitOfName(name).has_value()) << name;
+}
+
+TEST(Megatron, MoEWithExpertParallelismUnshardsToMixtralTensors) {
+  // tp=1 ep=2: mp_rank_00_001 is an expert-parallel rank, as the args say.
+  for (const char *name : {"moe-tp1ep2", "moe-tp2pp2ep2"}) {
+    auto ckpt = readMegatron(moeFixtures() + "/" + name);
+    ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+    expectMatchesManifest(ckpt->tensors, readJson(moeFixtures() + "/moe.json"),
+                          /*checkLayout=*/false);
+    const MegatronLayout &layout = ckpt->layout;
+    bool grouped = llvm::StringRef(name) == "moe-tp2pp2ep2";
+    EXPECT_EQ(layout.ep, 2u);
+    EXPECT_EQ(layout.pp, grouped ? 2u : 1u);
+    EXPECT_EQ(layout.dims.experts, 4);
+    EXPECT_EQ(layout.dims.topK, 2);
+    EXPECT_EQ(layout.dims.groupedGemm, grouped);
+    // Local expert 1 of ep rank 1 is global expert 3.
+    const MegatronParam *fc1 = findParam(
+        layout,
+        grouped ? "decoder.layers.1.mlp.experts.linear_fc1.weight1"
+                : "decoder.layers.1.mlp.experts.local_experts.1.linear_fc1.weight",
+        grouped ? 1 : 0);
+    ASSERT_TRUE(fc1);
+    const MegatronParam *mine = nullptr;
+    for (const MegatronParam &p : layout.params)
+      if (p.localName == fc1->localName && p.stage == fc1->stage && p.epRank == 1)
+        mine = &p;
+    ASSERT_TRUE(mine);
+    EXPECT_EQ(mine->expert, 3);
+    EXPECT_EQ(mine->split, MegatronSplit::FusedGateUp);
+    std::string layer = grouped ? "3" : "1";
+    EXPECT_EQ(mine->fullNames,
+              (std::vector<std::string>{"model.layers." + layer + ".block_sparse_moe.experts.3.w1.weight",
+                                        "model.layers." + layer + ".block_sparse_moe.experts.3.w3.weight"}));
+  }
 }

@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Layout.h"
 
+#include "llvm/Support/FormatVariadic.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -101,6 +103,91 @@ TEST(MegatronShards, EveryDividingDegreeGivesAValidLayout) {
       llvm::Error err = checkLayout(layout, "megatron");
       EXPECT_FALSE(bool(err)) << "tp=" << tp << " pp=" << pp << ": " << llvm::toString(std::move(err));
     }
+}
+
+/// llama's model with every MLP a Mixtral mixture of `experts` experts of `ffn` rows.
+std::vector<FullTensor> mixtral(int64_t layers, int64_t experts, int64_t ffn) {
+  std::vector<FullTensor> fulls;
+  for (FullTensor &f : llama(layers, 8, 4, 4, 32, ffn, 250))
+    if (!llvm::StringRef(f.name).contains(".mlp."))
+      fulls.push_back(std::move(f));
+  for (int64_t i = 0; i < layers; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".block_sparse_moe.";
+    fulls.push_back({p + "gate.weight", ckpt::DType::BFloat16, {experts, 32}});
+    for (int64_t e = 0; e < experts; ++e) {
+      std::string x = p + "experts." + std::to_string(e) + ".";
+      fulls.push_back({x + "w1.weight", ckpt::DType::BFloat16, {ffn, 32}});
+      fulls.push_back({x + "w3.weight", ckpt::DType::BFloat16, {ffn, 32}});
+      fulls.push_back({x + "w2.weight", ckpt::DType::BFloat16, {32, ffn}});
+    }
+  }
+  return fulls;
+}
+
+TEST(MegatronShards, ExpertsSpreadOverEpRanks) {
+  auto fulls = mixtral(2, 4, 24);
+  ckpt::MegatronDims dims;
+  dims.numLayers = 2;
+  dims.hidden = 32;
+  dims.heads = 8;
+  dims.queryGroups = 4;
+  dims.headDim = 4;
+  dims.ffn = dims.moeFfn = 24;
+  dims.vocab = 250;
+  dims.paddedVocab = 256;
+  dims.swiglu = true;
+  dims.experts = 4;
+  for (bool grouped : {false, true})
+    for (unsigned ep : {1u, 2u, 4u, 3u}) {
+      dims.groupedGemm = grouped;
+      auto files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 2, 2, {1, 1}, "",
+                                  nullptr, nullptr, ep);
+      if (ep == 3) { // 4 experts do not split over 3 ranks
+        ASSERT_FALSE(files);
+        EXPECT_NE(llvm::toString(files.takeError()).find("do not split evenly over ep=3"),
+                  std::string::npos);
+        continue;
+      }
+      ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+      ASSERT_EQ(files->size(), 2 * 2 * ep);
+      // Stage-major, then TP rank, then ep rank; expert e of a layer sits in ep rank
+      // e / (4 / ep) under local index e % (4 / ep), in both TP ranks' files.
+      EXPECT_EQ((*files)[0].path, ep == 1 ? "mp_rank_00_000/model_optim_rng.pt"
+                                          : "mp_rank_00_000_000/model_optim_rng.pt");
+      EXPECT_EQ(files->back().path, ep == 1 ? "mp_rank_01_001/model_optim_rng.pt"
+                                            : llvm::formatv("mp_rank_01_001_{0:d3}/"
+                                                            "model_optim_rng.pt",
+                                                            ep - 1)
+                                                  .str());
+      const ShardFile &last = files->back();
+      std::string fc1 = grouped ? "model.decoder.layers.0.mlp.experts.linear_fc1.weight0"
+                                : "model.decoder.layers.0.mlp.experts.local_experts.0."
+                                  "linear_fc1.weight";
+      auto found = llvm::find_if(last.tensors, [&](const LocalTensor &t) { return t.key == fc1; });
+      ASSERT_NE(found, last.tensors.end()) << fc1;
+      // [gate; up] of TP rank 1's 12 rows of expert (ep - 1) * 4 / ep.
+      EXPECT_EQ(found->shape, (llvm::SmallVector<int64_t, 4>{24, 32}));
+      ASSERT_EQ(found->pieces.size(), 2u);
+      std::string expert = std::to_string((ep - 1) * (4 / ep));
+      EXPECT_EQ(fulls[found->pieces[0].full].name,
+                "model.layers.1.block_sparse_moe.experts." + expert + ".w1.weight");
+      EXPECT_EQ(found->pieces[0].fullBox.offsets[0], 12);
+      size_t experts = llvm::count_if(last.tensors, [](const LocalTensor &t) {
+        return llvm::StringRef(t.key).contains(".mlp.experts.");
+      });
+      EXPECT_EQ(experts, 2 * 4 / ep);
+      Layout layout;
+      layout.fulls = fulls;
+      layout.files = std::move(*files);
+      llvm::Error err = checkLayout(layout, "megatron");
+      EXPECT_FALSE(bool(err)) << "ep=" << ep << ": " << llvm::toString(std::move(err));
+    }
+  // A dense model has no experts to spread.
+  auto dense = megatronShards(llama(2, 8, 4, 4, 32, 24, 250), dims, ckpt::MegatronNaming::MCore,
+                              1, 1, {2}, "", nullptr, nullptr, 2);
+  ASSERT_FALSE(dense);
+  EXPECT_EQ(llvm::toString(dense.takeError()),
+            "ep=2 asks for expert parallelism, and the model has no experts");
 }
 
 /// Where each parameter starts in the "param" buffer of `file` (distrib_optim.pt):

@@ -17,6 +17,7 @@
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
 
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
@@ -49,6 +50,11 @@ std::string typeText(DType dtype, llvm::ArrayRef<int64_t> shape) {
 struct OpenSource {
   std::string path;
   llvm::StringMap<Tensor> tensors;
+  /// A torch file's archive: each record is CRC-checked when a read first uses it,
+  /// so its pages come in once for the check and the copy that follows (checking
+  /// every record on open brought the whole file in twice).
+  std::optional<ZipArchive> archive;
+  llvm::DenseSet<const ZipEntry *> verified;
   std::unique_ptr<UniversalReader> universal;
   std::unique_ptr<DcpReader> dcp;
 };
@@ -62,7 +68,11 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
       src->tensors[t.name] = std::move(t.tensor);
   };
   if (format == "torch") {
-    auto root = readTorchZip(path);
+    auto archive = ZipArchive::open(path);
+    if (!archive)
+      return archive.takeError();
+    src->archive = std::move(*archive);
+    auto root = readTorchZip(*src->archive, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
     add(collectTensors(**root));
@@ -109,7 +119,13 @@ llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
   auto found = src.tensors.find(key);
   if (found == src.tensors.end())
     return fileError(src.path, "no tensor '" + key + "'");
-  return found->second;
+  const Tensor &tensor = found->second;
+  if (src.archive && tensor.storage)
+    if (const ZipEntry *entry = src.archive->entryAt(tensor.storage->bytes().data()))
+      if (src.verified.insert(entry).second)
+        if (llvm::Error err = src.archive->verify(*entry))
+          return std::move(err);
+  return tensor;
 }
 
 /// Copies `src` (any view) into the row-major tensor at `dst` of shape `dstShape`, at

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Reshard.h"
 
+#include "loom/Checkpoint/BufferPool.h"
 #include "loom/Checkpoint/Dcp.h"
 #include "loom/Checkpoint/Mpi.h"
 #include "loom/Checkpoint/OutputFile.h"
@@ -747,6 +748,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     }
     stats.peakResidentSourceBytes = std::max(stats.peakResidentSourceBytes, residentBytes);
   };
+  // Where outputs' tensors are assembled: a written tensor's buffer serves the next.
+  BufferPool assembly;
   llvm::StringMap<ckptir::SourceOp> sourceOps;
   llvm::StringMap<std::unique_ptr<OpenSource>> open;
   llvm::DenseMap<mlir::Value, Tensor> values;
@@ -849,8 +852,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
             slot = out.buffers
                        .try_emplace(write.getKey(),
                                     Tensor::contiguous(dtype, type.getShape(),
-                                                       Storage::uninitialized(
-                                                           type.getNumElements() * dtypeSize(dtype))))
+                                                       assembly.take(type.getNumElements() *
+                                                                     dtypeSize(dtype))))
                        .first;
           copyInto(input, slot->second.storage->mutableData(), type.getShape(), write.getOffsets());
         }

@@ -256,8 +256,12 @@ ArrayRef<uint8_t> ZipArchive::bytesOf(const ZipEntry &entry) const {
       entry.size);
 }
 
-llvm::Error ZipArchive::verify(const ZipEntry &entry) const {
-  ArrayRef<uint8_t> data = bytesOf(entry);
+llvm::Error ZipArchive::verify(const ZipEntry &entry) const { return verify(entry, bytesOf(entry)); }
+
+llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) const {
+  if (data.size() != entry.size)
+    return fileError(archiveName, formatv("entry '{0}': checked {1} bytes of its {2}", entry.name,
+                                          data.size(), entry.size));
   // Storages of 64 MiB and more are checked on every core (a full pass per file).
   uint32_t actual = data.size() >= (64u << 20)
                         ? zipCrc32Parallel(data, std::thread::hardware_concurrency())

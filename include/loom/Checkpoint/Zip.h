@@ -54,6 +54,9 @@ public:
   /// a reader that checks a record just before using it, so the data is brought in
   /// once for both.
   llvm::Error verify(const ZipEntry &entry) const;
+  /// Checks `data`, the entry's bytes as read from the file another way, against
+  /// its CRC32.
+  llvm::Error verify(const ZipEntry &entry, llvm::ArrayRef<uint8_t> data) const;
 
   /// The entry whose data begins at `data` (a view read() handed out), if any.
   const ZipEntry *entryAt(const uint8_t *data) const;

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <functional>
 #include <list>
+#include <thread>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -491,7 +492,7 @@ llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor 
     return universalWrite(out, key, tensor);
   if (out.safetensors)
     return out.safetensors->writeTensor(key, tensor.contiguousBytes());
-  return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
+  return out.stream->writeStorage(out.placeholders.lookup(key).get(), tensor.contiguousBytes());
 }
 
 /// What a DCP output's meta adds to its tensors: "scalars", [[key, "float32", x]] (an
@@ -623,17 +624,65 @@ llvm::Error startStream(PendingOutput &out) {
   return llvm::Error::success();
 }
 
+/// A complete tensor being written on a second thread while the main thread reads
+/// and assembles the next: the write's copy into the page cache and its CRC then
+/// overlap the reads' (two cores). One tensor at a time, in program order; the main
+/// thread calls no writer until wait() has returned, and only it touches the
+/// tensor's buffer (a BufferPool is not shared between threads).
+class BackgroundWrite {
+public:
+  BackgroundWrite() = default;
+  BackgroundWrite(const BackgroundWrite &) = delete;
+  BackgroundWrite &operator=(const BackgroundWrite &) = delete;
+  ~BackgroundWrite() { llvm::consumeError(wait()); }
+
+  /// Waits for the write in flight, if any, and gives its error.
+  llvm::Error wait() {
+    if (!worker.joinable())
+      return llvm::Error::success();
+    worker.join();
+    tensor.storage->dropResidentPages();
+    tensor = Tensor();
+    return std::move(result);
+  }
+
+  /// Starts `write` of `t` once the write before it has finished.
+  llvm::Error start(std::function<llvm::Error(const Tensor &)> write, Tensor t) {
+    if (llvm::Error err = wait())
+      return err;
+    tensor = std::move(t);
+    worker = std::thread([this, write = std::move(write)] { result = write(tensor); });
+    return llvm::Error::success();
+  }
+
+  /// Bytes of the tensor in flight (they count against --max-memory).
+  uint64_t bytesInFlight() const { return worker.joinable() ? tensor.nbytes() : 0; }
+
+private:
+  std::thread worker;
+  Tensor tensor;
+  llvm::Error result = llvm::Error::success();
+};
+
 /// Writes the record of a streamed output's tensor that writes have just completed,
-/// and lets its bytes go.
-llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats) {
+/// and lets its bytes go: a torch or safetensors record in the background (their
+/// writers share nothing with the rest of the run), others here.
+llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats,
+                         BackgroundWrite &background) {
   auto found = out.buffers.find(key);
-  Tensor &tensor = found->second;
+  Tensor tensor = std::move(found->second);
+  out.buffers.erase(found);
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
+  if (out.stream || out.safetensors)
+    return background.start(
+        [&out, key = key.str()](const Tensor &t) { return writeComplete(out, key, t); },
+        std::move(tensor));
+  if (llvm::Error err = background.wait())
+    return err;
   if (auto err = writeComplete(out, key, tensor))
     return err;
   tensor.storage->dropResidentPages();
-  out.buffers.erase(found);
   return llvm::Error::success();
 }
 
@@ -790,6 +839,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // and this rank's own tensor in an MPI job); memoised.
   llvm::DenseMap<Operation *, bool> feedsWrite;
   llvm::StringMap<PendingOutput> pending;
+  // Declared after `pending`, so that a run that fails joins its write before the
+  // outputs go.
+  BackgroundWrite background;
   std::function<bool(Operation *)> needed = [&](Operation *op) -> bool {
     if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
       return !pending[write.getOutput()].skip && (!options.mpi || share.mine(write.getKey()));
@@ -822,7 +874,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   BufferPool assembly;
   SourceBuffers sourceBuffers{assembly, nullptr, {}};
   sourceBuffers.fits = [&](uint64_t bytes) {
-    return residentBytes + sourceBuffers.liveBytes() + bytes <= options.maxResidentSourceBytes;
+    return residentBytes + sourceBuffers.liveBytes() + background.bytesInFlight() + bytes <=
+           options.maxResidentSourceBytes;
   };
   // After a read or write has used `t`: its storage becomes the most recent;
   // while over the limit (loaded storages count too) the oldest give their pages
@@ -874,9 +927,12 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           return fileError(out.path, "cannot create its folder: " + ec.message());
       if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree" ||
                         output.getFormat() == "safetensors" || output.getFormat() == "universal" ||
-                        output.getFormat() == "dcp"))
+                        output.getFormat() == "dcp")) {
+        if (llvm::Error err = background.wait())
+          return std::move(err);
         if (llvm::Error err = startStream(out))
           return std::move(err);
+      }
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
       // Reads that only feed skipped outputs (or other ranks' tensors) are not done.
       if (needed(read)) {
@@ -964,7 +1020,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           filled += input.numel();
           // (Empty tensors went out when the output started.)
           if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0)
-            if (llvm::Error err = streamTensor(out, write.getKey(), stats))
+            if (llvm::Error err = streamTensor(out, write.getKey(), stats, background))
               return std::move(err);
         }
         touched(input);
@@ -976,6 +1032,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto type = mlir::cast<RankedTensorType>(decl.getType());
         bytes += type.getNumElements() * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
       }
+      if (llvm::Error err = background.wait())
+        return std::move(err);
       if (out.skip) {
         ++stats.skippedFiles;
       } else if (llvm::Error err = writeOutput(out, stats)) {
@@ -996,6 +1054,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           values.erase(found);
         }
   }
+  if (llvm::Error err = background.wait())
+    return std::move(err);
   if (!singleFile) {
     if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
       return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());

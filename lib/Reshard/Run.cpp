@@ -1,11 +1,12 @@
 //===- Run.cpp - run a ckpt program ----------------------------------------===//
 //
-// Values are tensor views: a read points into the mapped source file, a slice or
-// reshape of a contiguous tensor only changes the view, and bytes move once, from
-// the mapping into the output file's buffer, when a write places them. An output's
-// buffers live from its first write to its commit; a source is closed and a value
-// dropped after its last use, so memory follows the output being assembled rather
-// than the checkpoint.
+// Values are tensor views: a read points into the mapped source file (or, for a
+// torch file, a pooled buffer its storage is read into), a slice or reshape of a
+// contiguous tensor only changes the view, and bytes move once more, into the
+// output tensor's pooled buffer, when a write places them. A complete tensor is
+// written out on a second thread while the next is assembled; a source is closed
+// and a value dropped after its last use, so memory follows the output being
+// assembled rather than the checkpoint.
 //
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Reshard.h"
@@ -646,13 +647,11 @@ public:
     return std::move(result);
   }
 
-  /// Starts `write` of `t` once the write before it has finished.
-  llvm::Error start(std::function<llvm::Error(const Tensor &)> write, Tensor t) {
-    if (llvm::Error err = wait())
-      return err;
+  /// Starts `write` of `t` (after wait()).
+  void start(std::function<llvm::Error(const Tensor &)> write, Tensor t) {
+    assert(!worker.joinable() && "one write in flight at a time");
     tensor = std::move(t);
     worker = std::thread([this, write = std::move(write)] { result = write(tensor); });
-    return llvm::Error::success();
   }
 
   /// Bytes of the tensor in flight (they count against --max-memory).
@@ -666,20 +665,24 @@ private:
 
 /// Writes the record of a streamed output's tensor that writes have just completed,
 /// and lets its bytes go: a torch or safetensors record in the background (their
-/// writers share nothing with the rest of the run), others here.
+/// writers share nothing with the rest of the run) when its bytes `fit` in
+/// --max-memory, others here.
 llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats,
-                         BackgroundWrite &background) {
+                         BackgroundWrite &background,
+                         const std::function<bool(uint64_t)> &fits) {
   auto found = out.buffers.find(key);
   Tensor tensor = std::move(found->second);
   out.buffers.erase(found);
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
-  if (out.stream || out.safetensors)
-    return background.start(
-        [&out, key = key.str()](const Tensor &t) { return writeComplete(out, key, t); },
-        std::move(tensor));
   if (llvm::Error err = background.wait())
     return err;
+  if ((out.stream || out.safetensors) && fits(tensor.nbytes())) {
+    background.start(
+        [&out, key = key.str()](const Tensor &t) { return writeComplete(out, key, t); },
+        std::move(tensor));
+    return llvm::Error::success();
+  }
   if (auto err = writeComplete(out, key, tensor))
     return err;
   tensor.storage->dropResidentPages();
@@ -878,8 +881,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
            options.maxResidentSourceBytes;
   };
   // After a read or write has used `t`: its storage becomes the most recent;
-  // while over the limit (loaded storages count too) the oldest give their pages
-  // back, and then `t`'s own storage if it alone is over (a ZeRO flat partition
+  // while over the limit (loaded storages and the tensor being written count too)
+  // the oldest give their pages back, and then `t`'s own storage if it alone is over (a ZeRO flat partition
   // feeding many tensors: the next slice faults in only its own pages).
   auto touched = [&](const Tensor &t) {
     const Storage *storage = t.storage.get();
@@ -895,8 +898,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       residentBytes += storage->bytes().size();
     }
     uint64_t loadedBytes = sourceBuffers.liveBytes();
-    while (!residentOrder.empty() &&
-           residentBytes + loadedBytes > options.maxResidentSourceBytes) {
+    while (!residentOrder.empty() && residentBytes + loadedBytes + background.bytesInFlight() >
+                                         options.maxResidentSourceBytes) {
       const Storage *oldest = residentOrder.front();
       oldest->dropResidentPages();
       release(oldest);
@@ -1020,7 +1023,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           filled += input.numel();
           // (Empty tensors went out when the output started.)
           if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0)
-            if (llvm::Error err = streamTensor(out, write.getKey(), stats, background))
+            if (llvm::Error err = streamTensor(out, write.getKey(), stats, background,
+                                                         sourceBuffers.fits))
               return std::move(err);
         }
         touched(input);

@@ -185,6 +185,13 @@ std::shared_ptr<Storage> loom::ckpt::Storage::uninitialized(size_t size) {
   return storage;
 }
 
+std::shared_ptr<Storage> loom::ckpt::Storage::writableView(llvm::MutableArrayRef<uint8_t> bytes,
+                                                           std::shared_ptr<const void> owner) {
+  auto storage = std::make_shared<Storage>(bytes, std::move(owner));
+  storage->writable = bytes.data();
+  return storage;
+}
+
 std::shared_ptr<Storage> loom::ckpt::Storage::fileView(llvm::ArrayRef<uint8_t> bytes,
                                                        std::shared_ptr<const void> owner,
                                                        bool mapped) {

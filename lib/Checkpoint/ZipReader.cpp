@@ -250,24 +250,51 @@ const ZipEntry *ZipArchive::find(llvm::StringRef entryName) const {
   return it == byName.end() ? nullptr : &entryList[it->second];
 }
 
-llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
-                                                   bool verifyCrc) const {
-  ArrayRef<uint8_t> data(
+ArrayRef<uint8_t> ZipArchive::bytesOf(const ZipEntry &entry) const {
+  return ArrayRef<uint8_t>(
       reinterpret_cast<const uint8_t *>(mapping->getBufferStart()) + entry.dataOffset,
       entry.size);
+}
+
+llvm::Error ZipArchive::verify(const ZipEntry &entry) const { return verify(entry, bytesOf(entry)); }
+
+llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) const {
+  if (data.size() != entry.size)
+    return fileError(archiveName, formatv("entry '{0}': checked {1} bytes of its {2}", entry.name,
+                                          data.size(), entry.size));
+  // Storages of 64 MiB and more are checked on every core (a full pass per file).
+  uint32_t actual = data.size() >= (64u << 20)
+                        ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
+                        : zipCrc32(0, data);
+  if (actual != entry.crc32)
+    return fileError(archiveName,
+                     formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",
+                             entry.name, actual, entry.crc32));
+  return llvm::Error::success();
+}
+
+llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
+                                                   bool verifyCrc) const {
+  ArrayRef<uint8_t> data = bytesOf(entry);
   if (verifyCrc) {
-    // Storages of 64 MiB and more are checked on every core (a full pass per file).
-    uint32_t actual = data.size() >= (64u << 20)
-                          ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
-                          : zipCrc32(0, data);
+    llvm::Error checked = verify(entry);
     // The check touched every page of the entry; a converter reads the data later,
     // tensor by tensor, and should not hold whole files resident meanwhile.
     if (mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap)
       dropMappedPages(data);
-    if (actual != entry.crc32)
-      return fileError(archiveName,
-                       formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",
-                               entry.name, actual, entry.crc32));
+    if (checked)
+      return std::move(checked);
   }
   return data;
+}
+
+const ZipEntry *ZipArchive::entryAt(const uint8_t *data) const {
+  if (byDataOffset.empty())
+    for (size_t i = 0; i < entryList.size(); ++i)
+      byDataOffset.try_emplace(entryList[i].dataOffset, i);
+  auto start = reinterpret_cast<const uint8_t *>(mapping->getBufferStart());
+  if (data < start || data >= start + mapping->getBufferSize())
+    return nullptr;
+  auto found = byDataOffset.find(uint64_t(data - start));
+  return found == byDataOffset.end() ? nullptr : &entryList[found->second];
 }

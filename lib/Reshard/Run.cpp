@@ -1,15 +1,17 @@
 //===- Run.cpp - run a ckpt program ----------------------------------------===//
 //
-// Values are tensor views: a read points into the mapped source file, a slice or
-// reshape of a contiguous tensor only changes the view, and bytes move once, from
-// the mapping into the output file's buffer, when a write places them. An output's
-// buffers live from its first write to its commit; a source is closed and a value
-// dropped after its last use, so memory follows the output being assembled rather
-// than the checkpoint.
+// Values are tensor views: a read points into the mapped source file (or, for a
+// torch file, a pooled buffer its storage is read into), a slice or reshape of a
+// contiguous tensor only changes the view, and bytes move once more, into the
+// output tensor's pooled buffer, when a write places them. A complete tensor is
+// written out on a second thread while the next is assembled; a source is closed
+// and a value dropped after its last use, so memory follows the output being
+// assembled rather than the checkpoint.
 //
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Reshard.h"
 
+#include "loom/Checkpoint/BufferPool.h"
 #include "loom/Checkpoint/Dcp.h"
 #include "loom/Checkpoint/Mpi.h"
 #include "loom/Checkpoint/OutputFile.h"
@@ -17,6 +19,7 @@
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
 
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
@@ -29,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <list>
+#include <thread>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -49,8 +53,47 @@ std::string typeText(DType dtype, llvm::ArrayRef<int64_t> shape) {
 struct OpenSource {
   std::string path;
   llvm::StringMap<Tensor> tensors;
+  /// A torch file's archive: each record is CRC-checked when a read first uses it,
+  /// so its bytes come in once for the check and the copy that follows (checking
+  /// every record on open brought the whole file in twice).
+  std::optional<ZipArchive> archive;
+  llvm::DenseSet<const ZipEntry *> verified;
+  /// The torch file opened for pread, and the storages read from it into buffers
+  /// (by the mapped storage they replace) while a value still views them.
+  std::optional<llvm::sys::fs::file_t> file;
+  llvm::DenseMap<const Storage *, std::weak_ptr<const Storage>> loaded;
   std::unique_ptr<UniversalReader> universal;
   std::unique_ptr<DcpReader> dcp;
+
+  OpenSource() = default;
+  OpenSource(const OpenSource &) = delete;
+  OpenSource &operator=(const OpenSource &) = delete;
+  ~OpenSource() {
+    if (file)
+      llvm::sys::fs::closeFile(*file);
+  }
+};
+
+/// Where reads of torch sources put the storages they load: bytes read with pread
+/// into a buffer already mapped come in at about three times the speed of first
+/// touches of the file's own mapping (each page is faulted in, and later dropped
+/// again to keep memory bounded). Loaded bytes count against --max-memory while a
+/// value views them; a storage that does not fit is used through the mapping.
+struct SourceBuffers {
+  BufferPool &pool;
+  /// Whether `bytes` more may be loaded now.
+  std::function<bool(uint64_t)> fits;
+  std::vector<std::weak_ptr<const Storage>> live;
+
+  /// Bytes of the loaded storages some value still views.
+  uint64_t liveBytes() {
+    llvm::erase_if(live, [](const std::weak_ptr<const Storage> &s) { return s.expired(); });
+    uint64_t bytes = 0;
+    for (const std::weak_ptr<const Storage> &s : live)
+      if (std::shared_ptr<const Storage> alive = s.lock())
+        bytes += alive->bytes().size();
+    return bytes;
+  }
 };
 
 llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
@@ -62,7 +105,15 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
       src->tensors[t.name] = std::move(t.tensor);
   };
   if (format == "torch") {
-    auto root = readTorchZip(path);
+    auto archive = ZipArchive::open(path);
+    if (!archive)
+      return archive.takeError();
+    src->archive = std::move(*archive);
+    auto file = llvm::sys::fs::openNativeFileForRead(path);
+    if (!file)
+      return fileError(path, "cannot open: " + llvm::toString(file.takeError()));
+    src->file = *file;
+    auto root = readTorchZip(*src->archive, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
     add(collectTensors(**root));
@@ -96,7 +147,64 @@ std::optional<UniversalState> stateOfKey(llvm::StringRef stateText) {
   return std::nullopt;
 }
 
-llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
+/// `mapped`'s bytes (a view of the source's mapping) read from the file into a buffer.
+llvm::Expected<std::shared_ptr<const Storage>> load(OpenSource &src, const Storage &mapped,
+                                                    BufferPool &pool) {
+  std::shared_ptr<Storage> buffer = pool.take(mapped.bytes().size());
+  auto start = reinterpret_cast<const uint8_t *>(src.archive->buffer()->getBufferStart());
+  uint64_t offset = mapped.bytes().data() - start;
+  llvm::MutableArrayRef<char> rest(reinterpret_cast<char *>(buffer->mutableData()),
+                                   mapped.bytes().size());
+  while (!rest.empty()) {
+    auto got = llvm::sys::fs::readNativeFileSlice(*src.file, rest, offset);
+    if (!got)
+      return fileError(src.path, "reading: " + llvm::toString(got.takeError()));
+    if (*got == 0)
+      return fileError(src.path, "shorter than when it was opened");
+    rest = rest.drop_front(*got);
+    offset += *got;
+  }
+  return buffer;
+}
+
+/// A torch source's tensor: its storage loaded into a buffer when it fits, and its
+/// record CRC-checked the first time a read uses it.
+llvm::Expected<Tensor> readTorchTensor(OpenSource &src, Tensor tensor, SourceBuffers &buffers) {
+  if (!tensor.storage)
+    return tensor;
+  const Storage *mapped = tensor.storage.get();
+  if (auto found = src.loaded.find(mapped); found != src.loaded.end())
+    if (std::shared_ptr<const Storage> alive = found->second.lock()) {
+      tensor.storage = std::move(alive);
+      return tensor;
+    }
+  const ZipEntry *entry = src.archive->entryAt(mapped->bytes().data());
+  bool check = entry && !src.verified.contains(entry);
+  uint64_t size = mapped->bytes().size();
+  if (size > 0 && buffers.fits(size)) {
+    auto loaded = load(src, *mapped, buffers.pool);
+    if (!loaded)
+      return loaded.takeError();
+    // A record the storage fills is checked in the buffer, where its pages are warm.
+    if (check && entry->size == size) {
+      if (llvm::Error err = src.archive->verify(*entry, (*loaded)->bytes()))
+        return std::move(err);
+      src.verified.insert(entry);
+      check = false;
+    }
+    src.loaded[mapped] = *loaded;
+    buffers.live.push_back(*loaded);
+    tensor.storage = std::move(*loaded);
+  }
+  if (check) {
+    if (llvm::Error err = src.archive->verify(*entry))
+      return std::move(err);
+    src.verified.insert(entry);
+  }
+  return tensor;
+}
+
+llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key, SourceBuffers &buffers) {
   if (src.dcp)
     return src.dcp->read(key);
   if (src.universal) {
@@ -109,6 +217,8 @@ llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key) {
   auto found = src.tensors.find(key);
   if (found == src.tensors.end())
     return fileError(src.path, "no tensor '" + key + "'");
+  if (src.archive)
+    return readTorchTensor(src, found->second, buffers);
   return found->second;
 }
 
@@ -383,7 +493,7 @@ llvm::Error writeComplete(PendingOutput &out, llvm::StringRef key, const Tensor 
     return universalWrite(out, key, tensor);
   if (out.safetensors)
     return out.safetensors->writeTensor(key, tensor.contiguousBytes());
-  return out.stream->writeStorage(out.placeholders[key].get(), tensor.contiguousBytes());
+  return out.stream->writeStorage(out.placeholders.lookup(key).get(), tensor.contiguousBytes());
 }
 
 /// What a DCP output's meta adds to its tensors: "scalars", [[key, "float32", x]] (an
@@ -515,17 +625,67 @@ llvm::Error startStream(PendingOutput &out) {
   return llvm::Error::success();
 }
 
+/// A complete tensor being written on a second thread while the main thread reads
+/// and assembles the next: the write's copy into the page cache and its CRC then
+/// overlap the reads' (two cores). One tensor at a time, in program order; the main
+/// thread calls no writer until wait() has returned, and only it touches the
+/// tensor's buffer (a BufferPool is not shared between threads).
+class BackgroundWrite {
+public:
+  BackgroundWrite() = default;
+  BackgroundWrite(const BackgroundWrite &) = delete;
+  BackgroundWrite &operator=(const BackgroundWrite &) = delete;
+  ~BackgroundWrite() { llvm::consumeError(wait()); }
+
+  /// Waits for the write in flight, if any, and gives its error.
+  llvm::Error wait() {
+    if (!worker.joinable())
+      return llvm::Error::success();
+    worker.join();
+    tensor.storage->dropResidentPages();
+    tensor = Tensor();
+    return std::move(result);
+  }
+
+  /// Starts `write` of `t` (after wait()).
+  void start(std::function<llvm::Error(const Tensor &)> write, Tensor t) {
+    assert(!worker.joinable() && "one write in flight at a time");
+    tensor = std::move(t);
+    worker = std::thread([this, write = std::move(write)] { result = write(tensor); });
+  }
+
+  /// Bytes of the tensor in flight (they count against --max-memory).
+  uint64_t bytesInFlight() const { return worker.joinable() ? tensor.nbytes() : 0; }
+
+private:
+  std::thread worker;
+  Tensor tensor;
+  llvm::Error result = llvm::Error::success();
+};
+
 /// Writes the record of a streamed output's tensor that writes have just completed,
-/// and lets its bytes go.
-llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats) {
+/// and lets its bytes go: a torch or safetensors record in the background (their
+/// writers share nothing with the rest of the run) when its bytes `fit` in
+/// --max-memory, others here.
+llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stats,
+                         BackgroundWrite &background,
+                         const std::function<bool(uint64_t)> &fits) {
   auto found = out.buffers.find(key);
-  Tensor &tensor = found->second;
+  Tensor tensor = std::move(found->second);
+  out.buffers.erase(found);
   stats.bytesWritten += tensor.nbytes();
   ++stats.tensors;
+  if (llvm::Error err = background.wait())
+    return err;
+  if ((out.stream || out.safetensors) && fits(tensor.nbytes())) {
+    background.start(
+        [&out, key = key.str()](const Tensor &t) { return writeComplete(out, key, t); },
+        std::move(tensor));
+    return llvm::Error::success();
+  }
   if (auto err = writeComplete(out, key, tensor))
     return err;
   tensor.storage->dropResidentPages();
-  out.buffers.erase(found);
   return llvm::Error::success();
 }
 
@@ -682,6 +842,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // and this rank's own tensor in an MPI job); memoised.
   llvm::DenseMap<Operation *, bool> feedsWrite;
   llvm::StringMap<PendingOutput> pending;
+  // Declared after `pending`, so that a run that fails joins its write before the
+  // outputs go.
+  BackgroundWrite background;
   std::function<bool(Operation *)> needed = [&](Operation *op) -> bool {
     if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
       return !pending[write.getOutput()].skip && (!options.mpi || share.mine(write.getKey()));
@@ -709,27 +872,41 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     residentOrder.erase(found->second);
     residentAt.erase(found);
   };
+  // Where outputs' tensors are assembled, and torch sources' storages loaded: a
+  // written tensor's buffer serves the next.
+  BufferPool assembly;
+  SourceBuffers sourceBuffers{assembly, nullptr, {}};
+  sourceBuffers.fits = [&](uint64_t bytes) {
+    return residentBytes + sourceBuffers.liveBytes() + background.bytesInFlight() + bytes <=
+           options.maxResidentSourceBytes;
+  };
   // After a read or write has used `t`: its storage becomes the most recent;
-  // while over the limit the oldest give their pages back, and then `t`'s own
-  // storage if it alone is over (a ZeRO flat partition feeding many tensors:
-  // the next slice faults in only its own pages).
+  // while over the limit (loaded storages and the tensor being written count too)
+  // the oldest give their pages back, and then `t`'s own storage if it alone is over (a ZeRO flat partition
+  // feeding many tensors: the next slice faults in only its own pages).
   auto touched = [&](const Tensor &t) {
     const Storage *storage = t.storage.get();
-    if (!storage || !storage->isFileMapped())
+    if (!storage || !storage->isFileMapped()) {
+      stats.peakResidentSourceBytes = std::max(stats.peakResidentSourceBytes,
+                                               residentBytes + sourceBuffers.liveBytes());
       return;
+    }
     if (auto found = residentAt.find(storage); found != residentAt.end()) {
       residentOrder.splice(residentOrder.end(), residentOrder, found->second);
     } else {
       residentAt[storage] = residentOrder.insert(residentOrder.end(), storage);
       residentBytes += storage->bytes().size();
     }
-    while (residentBytes > options.maxResidentSourceBytes) {
+    uint64_t loadedBytes = sourceBuffers.liveBytes();
+    while (!residentOrder.empty() && residentBytes + loadedBytes + background.bytesInFlight() >
+                                         options.maxResidentSourceBytes) {
       const Storage *oldest = residentOrder.front();
       oldest->dropResidentPages();
       release(oldest);
       ++stats.sourceEvictions;
     }
-    stats.peakResidentSourceBytes = std::max(stats.peakResidentSourceBytes, residentBytes);
+    stats.peakResidentSourceBytes =
+        std::max(stats.peakResidentSourceBytes, residentBytes + loadedBytes);
   };
   llvm::StringMap<ckptir::SourceOp> sourceOps;
   llvm::StringMap<std::unique_ptr<OpenSource>> open;
@@ -753,9 +930,12 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           return fileError(out.path, "cannot create its folder: " + ec.message());
       if (!out.skip && (output.getFormat() == "torch" || output.getFormat() == "torch-tree" ||
                         output.getFormat() == "safetensors" || output.getFormat() == "universal" ||
-                        output.getFormat() == "dcp"))
+                        output.getFormat() == "dcp")) {
+        if (llvm::Error err = background.wait())
+          return std::move(err);
         if (llvm::Error err = startStream(out))
           return std::move(err);
+      }
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
       // Reads that only feed skipped outputs (or other ranks' tensors) are not done.
       if (needed(read)) {
@@ -768,7 +948,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
             return opened.takeError();
           source = std::move(*opened);
         }
-        auto tensor = readKey(*source, read.getKey());
+        auto tensor = readKey(*source, read.getKey(), sourceBuffers);
         if (!tensor)
           return tensor.takeError();
         auto type = read.getType();
@@ -833,8 +1013,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
             slot = out.buffers
                        .try_emplace(write.getKey(),
                                     Tensor::contiguous(dtype, type.getShape(),
-                                                       Storage::uninitialized(
-                                                           type.getNumElements() * dtypeSize(dtype))))
+                                                       assembly.take(type.getNumElements() *
+                                                                     dtypeSize(dtype))))
                        .first;
           copyInto(input, slot->second.storage->mutableData(), type.getShape(), write.getOffsets());
         }
@@ -843,7 +1023,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           filled += input.numel();
           // (Empty tensors went out when the output started.)
           if (filled == uint64_t(type.getNumElements()) && type.getNumElements() > 0)
-            if (llvm::Error err = streamTensor(out, write.getKey(), stats))
+            if (llvm::Error err = streamTensor(out, write.getKey(), stats, background,
+                                                         sourceBuffers.fits))
               return std::move(err);
         }
         touched(input);
@@ -855,6 +1036,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         auto type = mlir::cast<RankedTensorType>(decl.getType());
         bytes += type.getNumElements() * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
       }
+      if (llvm::Error err = background.wait())
+        return std::move(err);
       if (out.skip) {
         ++stats.skippedFiles;
       } else if (llvm::Error err = writeOutput(out, stats)) {
@@ -875,6 +1058,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
           values.erase(found);
         }
   }
+  if (llvm::Error err = background.wait())
+    return std::move(err);
   if (!singleFile) {
     if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
       return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());

@@ -53,7 +53,11 @@ public:
   /// virtual machine a page fault per 4 KiB costs about 3 s per GiB, which would
   /// dominate any read (a zeroed vector pays it too, and zeroes for nothing).
   static std::shared_ptr<Storage> uninitialized(size_t size);
-  /// Where an uninitialized() storage is filled.
+  /// A writable storage over `bytes`, which `owner` keeps alive (a BufferPool's
+  /// buffer, handed back when the last view of it goes).
+  static std::shared_ptr<Storage> writableView(llvm::MutableArrayRef<uint8_t> bytes,
+                                               std::shared_ptr<const void> owner);
+  /// Where an uninitialized() or writableView() storage is filled.
   uint8_t *mutableData() const { return writable; }
   /// A view of a file mapped read-only (`owner` keeps the mapping): its pages can be
   /// dropped from this process's memory at any time and come back from the page

@@ -13,6 +13,7 @@
 #define LOOM_CHECKPOINT_ZIP_H
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -49,14 +50,29 @@ public:
   /// `verifyCrc` (a full pass over the bytes; streaming callers may defer it).
   llvm::Expected<llvm::ArrayRef<uint8_t>> read(const ZipEntry &entry, bool verifyCrc = true) const;
 
+  /// Checks the entry's bytes against its CRC32 and leaves their pages resident: for
+  /// a reader that checks a record just before using it, so the data is brought in
+  /// once for both.
+  llvm::Error verify(const ZipEntry &entry) const;
+  /// Checks `data`, the entry's bytes as read from the file another way, against
+  /// its CRC32.
+  llvm::Error verify(const ZipEntry &entry, llvm::ArrayRef<uint8_t> data) const;
+
+  /// The entry whose data begins at `data` (a view read() handed out), if any.
+  const ZipEntry *entryAt(const uint8_t *data) const;
+
   /// Keeps the mapping alive for views handed out by read().
   const std::shared_ptr<const llvm::MemoryBuffer> &buffer() const { return mapping; }
 
 private:
+  llvm::ArrayRef<uint8_t> bytesOf(const ZipEntry &entry) const;
+
   std::string archiveName;
   std::shared_ptr<const llvm::MemoryBuffer> mapping;
   std::vector<ZipEntry> entryList;
   llvm::StringMap<size_t> byName;
+  /// Entries by data offset, made on the first entryAt().
+  mutable llvm::DenseMap<uint64_t, size_t> byDataOffset;
 };
 
 /// Writes a stored-entry archive the way torch does (data descriptors, 64-byte data

@@ -60,6 +60,22 @@ TEST_P(ZipRoundTrip, EntriesComeBackAlignedAndChecked) {
 
 INSTANTIATE_TEST_SUITE_P(Zip, ZipRoundTrip, ::testing::Values(false, true));
 
+TEST(Zip, EntriesAreFoundByTheirDataAndCheckedInACopy) {
+  std::string path = writeSample(scratchDir("zip-copy"), false);
+  auto archive = llvm::cantFail(ZipArchive::open(path));
+  const ZipEntry *storage = archive.find("archive/data/0");
+  ASSERT_TRUE(storage);
+  auto data = llvm::cantFail(archive.read(*storage, /*verifyCrc=*/false));
+  EXPECT_EQ(archive.entryAt(data.data()), storage);
+  EXPECT_EQ(archive.entryAt(data.data() + 1), nullptr);
+  std::vector<uint8_t> copy(data.begin(), data.end());
+  EXPECT_EQ(message(archive.verify(*storage, copy)), "");
+  EXPECT_EQ(message(archive.verify(*storage)), "");
+  copy[500] ^= 1;
+  EXPECT_NE(message(archive.verify(*storage, copy)).find("entry 'archive/data/0': CRC32 is"),
+            std::string::npos);
+}
+
 TEST(Zip, EveryTruncationIsAnError) {
   std::string path = writeSample(scratchDir("zip-truncate"), true);
   auto whole = llvm::cantFail(mapFile(path));

@@ -326,7 +326,8 @@ std::vector<Neighbour> loom::search::neighbours(const Candidate &best,
   // Selective recomputation is not offered: with flash attention it equals none.
   for (cost::Recompute rc : {cost::Recompute::None, cost::Recompute::Full})
     if (rc != s.recompute)
-      with(fmt::format("recompute={}", cost::recomputeName(rc)), [rc](auto &c) { c.recompute = rc; });
+      with(fmt::format("recompute={}", cost::recomputeName(rc)),
+           [rc](auto &c) { c.recompute = rc; });
   with(fmt::format("micro-batch {}", s.microBatch * 2), [](auto &c) { c.microBatch *= 2; });
   if (s.microBatch > 1)
     with(fmt::format("micro-batch {}", s.microBatch / 2), [](auto &c) { c.microBatch /= 2; });
@@ -345,6 +346,9 @@ bool loom::search::searches(const PlannerOptions &options, const cost::StrategyC
   int64_t gpusPerNode = levels.empty() ? int64_t(spec::clusterSize(cluster).gpus)
                                        : levels.back().size;
   int64_t layers = spec::numLayers(model);
+  cost::StrategyChoice resolved = s;
+  if (resolved.dp == 0 && s.tp * s.pp * s.cp > 0) // what the GPUs leave
+    resolved.dp = int64_t(spec::clusterSize(cluster).gpus) / (s.tp * s.pp * s.cp);
   auto listed = [](const auto &list, const auto &value) {
     return std::find(list.begin(), list.end(), value) != list.end();
   };
@@ -356,7 +360,7 @@ bool loom::search::searches(const PlannerOptions &options, const cost::StrategyC
                             : listed(options.recomputes, s.recompute);
   bool vpp = fixed.vpp ? s.vpp == fixed.vpp : s.vpp <= options.maxVirtualStages;
   return tp && cp && mbs && rc && vpp && s.pp <= layers &&
-         (options.unevenStages || layers % s.pp == 0) && fixed.admits(s) &&
+         (options.unevenStages || layers % s.pp == 0) && fixed.admits(resolved) &&
          (s.offloadOptimizer ? options.offloadOptimizer : true);
 }
 
@@ -371,6 +375,8 @@ Candidate loom::search::priceAsFinalist(const spec::Model &model, const spec::Cl
                             options.balanceStages ? StageSplit::Balanced : StageSplit::Even);
   if (error)
     *error = why;
+  if (why.empty())
+    c.choice.dp = c.dp;
   if (!why.empty() || !c.estimate.fits || !options.simulateFinalists ||
       c.estimate.stepTime - c.estimate.bubble >= mustBeat)
     return c;
@@ -718,12 +724,12 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                       considerSchedules(choice);
                     }
                   }
+                  if (!options.partialRecompute)
+                    continue;
                   // Full recomputation only where memory needs it: the first
                   // ranks hold the most micro-batches in flight, so recompute
                   // on ranks [0, k) where k is the first from which every
                   // rank fits without (one GPU type: one capacity).
-                  if (!options.partialRecompute)
-                    continue;
                   if (rc == cost::Recompute::Full && pp > 1 && computes.size() == 1 &&
                       !noRecompute) { // not searched itself (fixed away): priced for this
                     cost::StrategyChoice none = choice;
@@ -795,15 +801,16 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       const Candidate first = result.best.front();
       bool improved = false;
       for (const Neighbour &n : neighbours(first, cluster, fixed.sequenceParallel)) {
+        if (!searches(options, n.choice, model, cluster))
+          continue;
         std::string error;
         Candidate c = priceAsFinalist(model, cluster, training, n.choice, computes, options,
                                       &error, first.estimate.stepTime);
         // Unsimulated pipelines are those no schedule brings under plan 1.
         if (!error.empty() || !c.estimate.fits || (c.choice.pp > 1 && !c.simulated))
           continue;
-        c.choice.dp = c.dp;
         ++result.evaluated;
-        if (!searches(options, c.choice, model, cluster) || !faster(c, first) ||
+        if (!faster(c, first) ||
             std::any_of(result.best.begin(), result.best.end(),
                         [&](const Candidate &b) { return sameTuple(b.choice, c.choice); }))
           continue;

@@ -93,13 +93,13 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
         out += note + "; ";
     return out;
   };
+  // Priced as plan 1 was: stages balanced, a simulated pipeline when plan 1's
+  // is, tried with zb-auto, ZB-V and skip paths as the planner's top k are.
+  search::PlannerOptions asBest = planner;
+  asBest.simulateFinalists = best.simulated;
   text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
   for (const search::Neighbour &alt : alts) {
     std::string error;
-    // Priced as plan 1 was: stages balanced, a simulated pipeline when plan 1's
-    // is, tried with zb-auto, ZB-V and skip paths as the planner's top k are.
-    search::PlannerOptions asBest = planner;
-    asBest.simulateFinalists = best.simulated;
     search::Candidate c = search::priceAsFinalist(model, cluster, training, alt.choice, computes,
                                                   asBest, &error);
     std::string verdict;

@@ -174,16 +174,17 @@ struct Neighbour {
 /// whether plans with tp > 1 use it.
 std::vector<Neighbour> neighbours(const Candidate &best, const spec::Cluster &cluster,
                                   bool sequenceParallel);
-/// Whether the search covers `choice` (dp resolved): the fixed degrees, tp up
-/// to two NVLink domains, cp up to 8, the listed micro-batches and
-/// recomputations, and pp dividing the layers unless stages may be uneven.
+/// Whether the search covers `choice` (dp 0: what the GPUs leave): the fixed
+/// degrees, tp up to two NVLink domains, cp up to 8, the listed micro-batches
+/// and recomputations, and pp dividing the layers unless stages may be uneven.
 bool searches(const PlannerOptions &options, const cost::StrategyChoice &choice,
               const spec::Model &model, const spec::Cluster &cluster);
 /// `choice` priced as the planner prices its finalists: the stages balanced
 /// and, with options.simulateFinalists, its pipeline simulated with every
 /// schedule the finalists try (simulateCandidate, tryListSchedules) — unless
 /// no schedule could bring it under `mustBeat` seconds, when its pipeline
-/// stays unsimulated (Candidate::simulated false).
+/// stays unsimulated (Candidate::simulated false). The choice comes back with
+/// its dp resolved.
 Candidate priceAsFinalist(const spec::Model &model, const spec::Cluster &cluster,
                           const spec::Training &training, const cost::StrategyChoice &choice,
                           std::span<const cost::ComputeModel> computes,

@@ -699,7 +699,6 @@ TEST(PlannerNeighbours, NoOneStepChangeTheSearchCoversBeatsTheFirstPlan) {
     Candidate c = priceAsFinalist(model, cluster, training, n.choice, computes, options, &error);
     if (!error.empty() || !c.estimate.fits)
       continue;
-    c.choice.dp = c.dp;
     if (!searches(options, c.choice, model, cluster))
       continue;
     ++covered;

@@ -451,6 +451,13 @@ llvm::json::Object megatron::plainEntries(const DictValue &dict, llvm::StringRef
   return out;
 }
 
+const DictValue *megatron::argsState(const Value &root) {
+  const DictValue *top = root.get<DictValue>();
+  ValuePtr args = top ? top->find("args") : nullptr;
+  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
+  return object && object->state ? object->state->get<DictValue>() : nullptr;
+}
+
 std::string megatron::argsToJson(const DictValue &state) {
   return llvm::formatv("{0}", llvm::json::Value(plainEntries(state))).str();
 }
@@ -726,10 +733,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   auto firstRoot = readTorchZip(firstFile, {verify, {}});
   if (!firstRoot)
     return firstRoot.takeError();
-  const DictValue *firstTop = (*firstRoot)->get<DictValue>();
-  ValuePtr args = firstTop ? firstTop->find("args") : nullptr;
-  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
-  const DictValue *state = object && object->state ? object->state->get<DictValue>() : nullptr;
+  const DictValue *state = argsState(**firstRoot);
   if (!state)
     return fileError(firstFile, "no argparse 'args' entry to read the model shape from");
   bool secondIsExpert = numbers == 2 &&

@@ -29,6 +29,10 @@ std::optional<MegatronParam> classify(llvm::StringRef name, MegatronNaming namin
 /// A dict's string-keyed plain entries as a JSON object, `skip` left out.
 llvm::json::Object plainEntries(const DictValue &dict, llvm::StringRef skip = "");
 
+/// The state of the argparse Namespace a checkpoint dict pickles under "args", or
+/// null when `root` is no dict or holds none.
+const DictValue *argsState(const Value &root);
+
 /// The args Namespace's state as JSON: its plain fields.
 std::string argsToJson(const DictValue &state);
 

@@ -368,9 +368,7 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   if (!common)
     return common.takeError();
   const DictValue *top = (*common)->get<DictValue>();
-  ValuePtr args = top ? top->find("args") : nullptr;
-  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
-  const DictValue *state = object && object->state ? object->state->get<DictValue>() : nullptr;
+  const DictValue *state = argsState(**common);
   if (!state)
     return fileError(commonPath, "no argparse 'args' entry to read the model shape from");
   if (top->find("model0"))

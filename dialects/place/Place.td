@@ -410,7 +410,8 @@ def Place_AttentionOp : Place_LayerOp<"attention"> {
     attention (DeepSeek) sets `kv_lora_rank` (and `q_lora_rank` for a query
     bottleneck): keys and values come through that latent, `rope_head_dim`
     extra query/key width carries positions, values are `v_head_dim` wide, and
-    `head_dim` is the query/key width without rope. Constraints: kv_heads
+    `head_dim` is the query/key width without rope. `qkv_bias` and `out_bias`
+    mark biased query/key/value and output projections. Constraints: kv_heads
     divides heads; all > 0.
   }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$heads,
@@ -418,13 +419,17 @@ def Place_AttentionOp : Place_LayerOp<"attention"> {
                        OptionalAttr<I64Attr>:$q_lora_rank,
                        OptionalAttr<I64Attr>:$kv_lora_rank,
                        OptionalAttr<I64Attr>:$rope_head_dim,
-                       OptionalAttr<I64Attr>:$v_head_dim));
+                       OptionalAttr<I64Attr>:$v_head_dim,
+                       UnitAttr:$qkv_bias, UnitAttr:$out_bias));
 }
 
 def Place_MlpOp : Place_LayerOp<"mlp"> {
   let summary = "pre-norm dense feed-forward block of one transformer layer";
+  let description = [{
+    `bias` marks biased input and output projections.
+  }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$ffn,
-                       StrAttr:$activation));
+                       StrAttr:$activation, UnitAttr:$bias));
 }
 
 def Place_MoeOp : Place_LayerOp<"moe"> {
@@ -434,13 +439,14 @@ def Place_MoeOp : Place_LayerOp<"moe"> {
     `routed_params` is the routed experts' share of `params` (the router, shared
     experts and norm make the rest); absent means all of it. `capacity_factor`
     pads each expert's token buffer to that multiple of its balanced share;
-    absent means dropless. Constraints: 0 < top_k <= experts;
-    0 <= routed_params <= params; capacity_factor >= 1 when present.
+    absent means dropless. `bias` marks biased expert projections.
+    Constraints: 0 < top_k <= experts; 0 <= routed_params <= params;
+    capacity_factor >= 1 when present.
   }];
   let arguments = !con(commonArgs, (ins I64Attr:$layer, I64Attr:$experts,
                        I64Attr:$top_k, I64Attr:$shared_experts, I64Attr:$ffn,
                        StrAttr:$activation, OptionalAttr<I64Attr>:$routed_params,
-                       OptionalAttr<F64Attr>:$capacity_factor));
+                       OptionalAttr<F64Attr>:$capacity_factor, UnitAttr:$bias));
 }
 
 def Place_HeadOp : Place_LayerOp<"head"> {

@@ -272,11 +272,14 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
           s.kvLoraRank = a.getKvLoraRank().value_or(0);
           s.ropeHeadDim = a.getRopeHeadDim().value_or(0);
           s.vHeadDim = a.getVHeadDim().value_or(0);
+          s.inBias = a.getQkvBias();
+          s.outBias = a.getOutBias();
         })
         .Case<MlpOp>([&](MlpOp m) {
           part.firstLayer = m.getLayer();
           s.ffn = m.getFfn();
           s.gated = gated(m.getActivation());
+          s.inBias = s.outBias = m.getBias();
         })
         .Case<MoeOp>([&](MoeOp m) {
           part.firstLayer = m.getLayer();
@@ -285,6 +288,7 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
           s.experts = m.getExperts();
           s.topK = m.getTopK();
           s.sharedExperts = m.getSharedExperts();
+          s.inBias = s.outBias = m.getBias();
           if (auto cf = m.getCapacityFactor())
             s.capacityFactor = cf->convertToDouble();
           // Touched per token: router and shared parts, top_k of the experts.

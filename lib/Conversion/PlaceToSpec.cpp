@@ -42,6 +42,8 @@ spec::Block blockOf(AttentionOp attn, Operation *ffn) {
   } else {
     a->set_head_dim(attn.getHeadDim());
   }
+  a->set_qkv_bias(attn.getQkvBias());
+  a->set_out_bias(attn.getOutBias());
   if (auto moe = dyn_cast<MoeOp>(ffn)) {
     spec::Moe *m = block.mutable_moe();
     m->set_experts(moe.getExperts());
@@ -51,10 +53,12 @@ spec::Block blockOf(AttentionOp attn, Operation *ffn) {
     m->set_activation(activationOf(moe.getActivation()));
     m->set_capacity_factor(moe.getCapacityFactor() ? moe.getCapacityFactor()->convertToDouble()
                                                    : 0.0);
+    m->set_bias(moe.getBias());
   } else {
     auto mlp = cast<MlpOp>(ffn);
     block.mutable_mlp()->set_ffn_hidden(mlp.getFfn());
     block.mutable_mlp()->set_activation(activationOf(mlp.getActivation()));
+    block.mutable_mlp()->set_bias(mlp.getBias());
   }
   return block;
 }
@@ -66,9 +70,24 @@ bool sameShape(const spec::Block &a, const spec::Block &b) {
   return x.SerializeAsString() == y.SerializeAsString();
 }
 
-/// Norm kind and biases are in the IR only as parameter counts: pick the
-/// combination that reproduces them (RMSNorm without biases if none does).
+/// The norm kind is in the IR only as parameter counts: pick the one that
+/// reproduces them with the ops' bias attributes. IR written without those
+/// attributes gets the combination of norm and biases that does (RMSNorm
+/// without biases if none does).
 void recoverNormAndBiases(spec::Model &model, int64_t attnParams, int64_t ffnParams) {
+  auto matches = [&](const spec::Model &trial) {
+    const spec::Block &first = trial.blocks(0);
+    return int64_t(spec::attentionParameters(trial, first)) == attnParams &&
+           int64_t(spec::ffnParameters(trial, first)) == ffnParams;
+  };
+  for (spec::NormKind norm : {spec::RMSNORM, spec::LAYERNORM}) {
+    spec::Model trial = model;
+    trial.set_norm(norm);
+    if (matches(trial)) {
+      model = trial;
+      return;
+    }
+  }
   for (spec::NormKind norm : {spec::RMSNORM, spec::LAYERNORM})
     for (int bias = 0; bias < 8; ++bias) {
       spec::Model trial = model;
@@ -81,9 +100,7 @@ void recoverNormAndBiases(spec::Model &model, int64_t attnParams, int64_t ffnPar
         else
           block.mutable_moe()->set_bias(bias & 4);
       }
-      const spec::Block &first = trial.blocks(0);
-      if (int64_t(spec::attentionParameters(trial, first)) == attnParams &&
-          int64_t(spec::ffnParameters(trial, first)) == ffnParams) {
+      if (matches(trial)) {
         model = trial;
         return;
       }

@@ -143,7 +143,8 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                             nullptr, layer, shape.heads, shape.kvHeads,
                             shape.mla ? a.qk_nope_head_dim() : shape.headDim,
                             mla(a.q_lora_rank()), mla(a.kv_lora_rank()),
-                            mla(a.qk_rope_head_dim()), mla(a.v_head_dim()));
+                            mla(a.qk_rope_head_dim()), mla(a.v_head_dim()), a.qkv_bias(),
+                            a.out_bias());
       if (block.has_moe()) {
         const spec::Moe &moe = block.moe();
         b.create<MoeOp>(loc, prefix + "moe", ffnParams, ffnFlops, nullptr, nullptr,
@@ -152,11 +153,13 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
                         lowercase(spec::Activation_Name(moe.activation())),
                         b.getI64IntegerAttr(spec::routedExpertParameters(model, block)),
                         moe.capacity_factor() > 0 ? b.getF64FloatAttr(moe.capacity_factor())
-                                                  : FloatAttr());
+                                                  : FloatAttr(),
+                        moe.bias());
       } else {
         const spec::Mlp &mlp = block.mlp();
         b.create<MlpOp>(loc, prefix + "mlp", ffnParams, ffnFlops, nullptr, nullptr,
-                        layer, mlp.ffn_hidden(), lowercase(spec::Activation_Name(mlp.activation())));
+                        layer, mlp.ffn_hidden(), lowercase(spec::Activation_Name(mlp.activation())),
+                        mlp.bias());
       }
     }
   }

@@ -15,7 +15,8 @@
 // big [MMB §2.3 lists both], splitting K when too few tiles fill the SMs
 // (split-K, as cuBLAS does for narrow GEMMs; the splits' fp32 partial sums
 // cost HBM traffic). The GEMM cannot beat its HBM traffic (A, B and C once
-// each), and every kernel pays a fixed latency (launch gap, ramp-up, drain).
+// each), and pays it on top of the math when its K loop is too short to
+// pipeline; every kernel pays a fixed latency (launch gap, ramp-up, drain).
 // That latency is fitted to the square-size curve of [ZZC]; maxEfficiency is
 // then set so the curve passes through a published measurement of a large
 // GEMM on each GPU (GpuType.gemm_8192_efficiency in the catalog,
@@ -42,6 +43,9 @@
 //  [MMB]   NVIDIA, "Matrix Multiplication Background User's Guide"
 //          (DU-09799-001): tiled GEMMs, cuBLAS tile sizes, tile and wave
 //          quantization.
+//  [CUT1025] NVIDIA/cutlass issue #1025 (2023): kernel names such as
+//          ..._128x128_32x4_... (CUTLASS) and ..._stages_64x6_... (cuBLAS)
+//          give the k-block depth and the number of pipeline stages.
 //  [HE24]  Horace He, "Strangely, Matrix Multiplications on GPUs Run Faster
 //          When Given 'Predictable' Data!", thonking.ai, 2024: cuBLAS 8192^3
 //          on A100 with random inputs, 258 TFLOP/s.
@@ -150,6 +154,14 @@ constexpr double kOperandBytes = 2, kPartialBytes = 4;
 // A K split shorter than one k-block of a tile pipeline (64 deep in CUTLASS's
 // bf16 tiles) has nothing to pipeline.
 constexpr int64_t kMinSplitDepth = 64;
+// A K loop no longer than a pipeline's prologue has no steady state: cuBLAS's
+// Ampere tensor-core kernels stage 3 to 6 k-blocks of 32 or 64 ahead of the
+// math (their names end in stages_64x3, stages_32x4 [CUT1025]), so the first
+// two 64-deep blocks load before any math starts. A GEMM whose K (or K
+// split) fits in them - the attention scores Q K^T and dP = dO V^T, whose K
+// is a head - loads, multiplies and stores its tiles back to back: math plus
+// HBM time rather than the larger of the two.
+constexpr int64_t kPipelineDepth = 2 * kMinSplitDepth;
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -216,7 +228,8 @@ double ComputeModel::modelSeconds(const GemmShape &shape, int64_t groups, bool f
       double seconds = mathAtPeak / (padding * occupancy);
       if (!fused) {
         double partials = splits > 1 ? 2 * kPartialBytes * double(splits) * g * m * n : 0;
-        seconds = std::max(seconds, memorySeconds(operands + partials));
+        double memory = memorySeconds(operands + partials);
+        seconds = shape.k <= kPipelineDepth * splits ? seconds + memory : std::max(seconds, memory);
       }
       best = std::min(best, seconds);
       // More splits help only while a wave has idle SMs; a fused kernel's
@@ -491,6 +504,20 @@ void residualBlock(Tally &tally, const PartShape &s, int64_t tokens) {
   tally.elementwise(B, x * (3 * e + (s.dropout ? 2 * e + 1 : 0)), s.dropout ? 2 : 1);
 }
 
+/// The gradient of a bias added to `elements` outputs (tokens x width): a sum
+/// over the tokens, in the weight gradient pass beside its matrix's. Each
+/// thread accumulates a column down the rows, so unlike the row reductions
+/// it streams the output's gradient at the elementwise rate.
+void biasGrad(Tally &tally, const PartShape &s, double elements) {
+  tally.elementwise(W, elements * double(s.bytesPerElement), 1);
+}
+
+/// Outputs of a row-parallel projection back to the hidden width: every tp
+/// rank's, or its 1/t share of the tokens under sequence parallelism.
+double hiddenOutputs(const PartShape &s, double tokens) {
+  return tokens * double(s.hidden) / (s.sequenceParallel ? double(s.tp) : 1.0);
+}
+
 /// A two-layer MLP of width `width` (already split by tp) on `tokens` rows, in
 /// `groups` independent copies (MoE experts). Gated units fuse gate and up
 /// into one GEMM. Activation: GeLU reads and writes one ffn-wide tensor (2
@@ -504,6 +531,10 @@ void ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width, int64_
   double elements = double(groups) * double(tokens) * double(width);
   tally.elementwise(F, (s.gated ? 3 : 2) * e * elements, 1);
   tally.elementwise(B, (s.gated ? 5 : 3) * e * elements, 1);
+  if (s.inBias)
+    biasGrad(tally, s, (s.gated ? 2 : 1) * elements);
+  if (s.outBias)
+    biasGrad(tally, s, hiddenOutputs(s, double(groups) * double(tokens)));
 }
 
 /// softmax(Q K^T) V over this rank's `heads` query heads (sharing `kvHeads`
@@ -579,7 +610,11 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
   } else {
     tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
     tally.linear(tokens, heads * d, h);
+    if (s.inBias)
+      biasGrad(tally, s, double(tokens) * double((heads + 2 * kvHeads) * d));
   }
+  if (s.outBias)
+    biasGrad(tally, s, hiddenOutputs(s, double(tokens)));
   double f0 = tally.seconds(F), b0 = tally.seconds(B), flops0 = tally.flops(F);
   if (s.kvLoraRank > 0)
     attentionCore(tally, s, heads, heads, d + s.ropeHeadDim, s.vHeadDim > 0 ? s.vHeadDim : d);
@@ -641,14 +676,17 @@ PassCost loom::cost::headCost(const ComputeModel &model, const PartShape &s) {
   const int64_t vocab = ceilDiv(s.vocab, s.tp); // vocab-parallel
   norm(tally, s, tokens);                       // the final norm
   tally.linear(tokens, s.hidden, vocab);
-  // Vocab-parallel cross-entropy in fp32, five kernels: the upcast reads the
-  // logits (e) and writes them (4); the max reads them (4); exp in place reads
-  // and writes (8); the sum reads (4); normalizing in place reads and writes
-  // (8). The max and the sum are row reductions. Backward, one kernel, reads
-  // the softmax (4) and writes the logits' gradient (e).
+  // Vocab-parallel cross-entropy in fp32, six kernels (Megatron-LM's
+  // _VocabParallelCrossEntropy, 2021 to mcore): the upcast reads the logits
+  // (e) and writes them (4); the max reads them (4); subtracting it in place
+  // reads and writes (8); exp in place reads and writes (8); the sum reads
+  // (4); normalizing in place reads and writes (8). The max and the sum are
+  // row reductions. Backward, two kernels: scaling the softmax by the loss's
+  // gradient in place (8), and the upcast's backward, which reads that (4)
+  // and writes the logits' gradient (e).
   const double logits = double(tokens) * double(vocab), e = double(s.bytesPerElement);
-  tally.elementwise(F, logits * (e + 20), 3);
+  tally.elementwise(F, logits * (e + 28), 4);
   tally.rowReduction(F, logits * 8, 2);
-  tally.elementwise(B, logits * (4 + e), 1);
+  tally.elementwise(B, logits * (12 + e), 2);
   return tally.result();
 }

@@ -120,7 +120,7 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
   // traffic the forward's core took (pc.coreF), not its two matmuls alone.
   // Korthikanti et al. (arXiv 2205.05198) Table 4 measures it on a 22B layer at
   // t=8, b=4: backward 13.2 ms with it against 11.9 ms without, 1.3 ms; coreF
-  // prices it at 1.16 ms. Flash attention already recomputes the
+  // prices it at 1.25 ms. Flash attention already recomputes the
   // scores in its backward (charged in B), so it adds nothing then.
   if (part.kind == PartKind::Attention && recompute == Recompute::Selective &&
       !part.shape.flashAttention) {

@@ -389,6 +389,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
     attn.shape.heads = shape.heads;
     attn.shape.kvHeads = shape.kvHeads;
     attn.shape.headDim = shape.headDim;
+    attn.shape.inBias = a.qkv_bias();
+    attn.shape.outBias = a.out_bias();
     if (shape.mla) {
       attn.shape.headDim = a.qk_nope_head_dim(); // the cost model adds rope itself
       attn.shape.qLoraRank = a.q_lora_rank();
@@ -413,6 +415,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       ffn.shape.topK = moe.top_k();
       ffn.shape.sharedExperts = moe.shared_experts();
       ffn.shape.capacityFactor = moe.capacity_factor();
+      ffn.shape.inBias = ffn.shape.outBias = moe.bias();
       // Routed experts split over tp x ep and reduce over the ranks outside
       // ep; the router, shared experts and norm split over tp and reduce over
       // all data ranks. Effective divisors keep the byte counts exact.
@@ -433,6 +436,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       ffn.kind = PartKind::Mlp;
       ffn.shape.ffn = int64_t(block.mlp().ffn_hidden());
       ffn.shape.gated = isGated(block.mlp().activation());
+      ffn.shape.inBias = ffn.shape.outBias = block.mlp().bias();
       ffn.shards = shardsFor(double(c.tp), denseReduce);
       ffn.groups = {tpGroup, cpGroup, epGroup, denseGroup};
     }

@@ -144,6 +144,7 @@ struct PartShape {
   bool sequenceParallel = false;
   bool flashAttention = true;                  // no s^2 scores kept or moved
   bool dropout = false;                        // on attention probabilities and block outputs
+  bool inBias = false, outBias = false;        // biases on the input and output projections
   int64_t bytesPerElement = 2;
 };
 

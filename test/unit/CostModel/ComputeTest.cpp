@@ -317,6 +317,37 @@ TEST(ComputeEfficiency, NeverBeatsItsHbmTraffic) {
   EXPECT_DOUBLE_EQ(m.gemmSeconds(skinny), traffic(skinny) + m.kernelLatency());
 }
 
+TEST(ComputeEfficiency, AHeadDeepKLoopCannotHideItsTraffic) {
+  // The attention scores S = Q K^T: 32 heads of 2048 x 2048 over a 96- or
+  // 128-deep K. Within the pipeline's prologue, loads, math and stores run
+  // back to back; a K of 512 pipelines and pays only the larger.
+  ComputeModel m = a100();
+  auto traffic = [&](const GemmShape &s, int64_t groups) {
+    double a = double(s.m), b = double(s.n), c = double(s.k);
+    return m.memorySeconds(2 * double(groups) * (a * c + c * b + a * b));
+  };
+  for (int64_t k : {64, 96, 128}) {
+    GemmShape s{2048, 2048, k};
+    EXPECT_GE(m.groupedGemmSeconds(s, 32), traffic(s, 32) + 32 * s.flops() / m.peakFlops())
+        << "k = " << k;
+  }
+  GemmShape deep{2048, 2048, 512};
+  EXPECT_LT(m.groupedGemmSeconds(deep, 32),
+            traffic(deep, 32) + 32 * deep.flops() / m.peakFlops());
+}
+
+TEST(ComputeEfficiency, AttentionCoreForwardNearKorthikantisTable4) {
+  // Korthikanti et al. (arXiv 2205.05198) Table 4, the 22B layer at t=8, b=4,
+  // s=2048 without flash attention: selective recomputation, which reruns
+  // only the attention core's forward, adds 1.3 ms to the backward (13.2
+  // against 11.9 ms; 13.1 against 11.8 with sequence parallelism).
+  PartShape s = gptShape({4, 2048, 6144, 64}, 8);
+  s.flashAttention = false;
+  s.dropout = true;
+  double coreF = attentionCost(a100(), s).coreF;
+  EXPECT_NEAR(coreF, 1.3e-3, 0.1 * 1.3e-3);
+}
+
 TEST(ComputeEfficiency, MemoryRunsAtAnAchievableFractionOfHbm) {
   // 88% of the datasheet: a streaming read reaches 1.80 of 2.04 TB/s on A100.
   EXPECT_DOUBLE_EQ(a100().memorySeconds(1e9), 1e9 / (2039e9 * 0.88));
@@ -393,6 +424,49 @@ TEST(ComputeParts, DropoutAndNormsAreElementwiseTraffic) {
   s.dropout = false;
   s.sequenceParallel = true;
   EXPECT_LT(mlpCost(m, s).f, base.f);
+}
+
+TEST(ComputeParts, BiasGradientsStreamTheOutputsGradientInW) {
+  // A GPT layer's biases: the query/key/value (3h/t wide) and first MLP
+  // (4h/t) outputs, and the two projections back to h. Each bias gradient
+  // sums its output's gradient over the tokens: one streaming read, one
+  // kernel, in W.
+  ComputeModel m = a100();
+  const Gpt g = kGpts[2];
+  const int64_t t = 8;
+  PartShape s = gptShape(g, t);
+  PassCost attn = attentionCost(m, s), mlp = mlpCost(m, s);
+  s.inBias = s.outBias = true;
+  PassCost attnBias = attentionCost(m, s), mlpBias = mlpCost(m, s);
+  double tokens = double(g.b) * double(g.s), h = double(g.h);
+  auto read = [&](double elements) { return m.memorySeconds(2 * elements) + m.kernelLatency(); };
+  EXPECT_NEAR(attnBias.w - attn.w, read(tokens * 3 * h / t) + read(tokens * h), 1e-12);
+  EXPECT_NEAR(mlpBias.w - mlp.w, read(tokens * 4 * h / t) + read(tokens * h), 1e-12);
+  EXPECT_DOUBLE_EQ(attnBias.f, attn.f);
+  EXPECT_DOUBLE_EQ(mlpBias.b, mlp.b);
+  EXPECT_DOUBLE_EQ(mlpBias.flopsW, mlp.flopsW);
+}
+
+TEST(ComputeParts, CrossEntropyMovesMegatronsBytes) {
+  // Megatron-LM's vocab-parallel cross-entropy in fp32 over tokens x V/t
+  // logits: forward, the upcast (2 + 4 bytes), subtracting the max and exp
+  // and normalizing in place (8 each), and the max and sum (4 each, row
+  // reductions); backward, scaling in place (8) and the upcast's backward
+  // (4 + 2). Beside them: the final norm and the vocabulary GEMMs.
+  ComputeModel m = a100();
+  const Gpt g = kGpts[1];
+  const int64_t t = 8;
+  PartShape s = gptShape(g, t);
+  double tokens = double(g.b) * double(g.s), h = double(g.h), logits = tokens * 51200 / t;
+  GemmShape y{int64_t(tokens), 51200 / t, g.h}, dx{int64_t(tokens), g.h, 51200 / t};
+  double f = m.rowReductionSeconds(2 * 2 * tokens * h) + m.kernelLatency() + m.gemmSeconds(y) +
+             m.memorySeconds(30 * logits) + 4 * m.kernelLatency() +
+             m.rowReductionSeconds(8 * logits) + 2 * m.kernelLatency();
+  double b = m.rowReductionSeconds(3 * 2 * tokens * h) + m.kernelLatency() + m.gemmSeconds(dx) +
+             m.memorySeconds(14 * logits) + 2 * m.kernelLatency();
+  PassCost c = headCost(m, s);
+  EXPECT_NEAR(c.f, f, 1e-12);
+  EXPECT_NEAR(c.b, b, 1e-12);
 }
 
 TEST(ComputeParts, ManySmallExpertsRunSlowerPerFlop) {

@@ -193,7 +193,17 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
   if (s.ep > 1 && part.kind == PartKind::Moe) {
     double routed = act * double(s.topK) * std::max(1.0, s.capacityFactor);
     const GroupShape &g = w.groups[part.groups.ep];
-    t.epComm += n * 4 * collectiveTime(Collective::AllToAll, routed, g).seconds;
+    double allToAll = n * 4 * collectiveTime(Collective::AllToAll, routed, g).seconds;
+    // DualPipe runs a forward of one direction beside a backward of the other
+    // and each one's all-to-all under the other's compute (DeepSeek-V3 report,
+    // Sec. 3.2.1). Only the chunks without a partner, about p of the m
+    // micro-batches (filling and draining), expose theirs.
+    if (w.schedule == Schedule::DualPipe) {
+      double unpaired = std::min(1.0, double(w.pp) / double(w.microBatches()));
+      allToAll = unpaired * allToAll +
+                 (1 - unpaired) * compute.exposedSeconds(allToAll, n * (pc.f + pc.b + pc.w));
+    }
+    t.epComm += allToAll;
     t.crossDcBytes += n * 4 * crossDcBytes(Collective::AllToAll, routed, g, w.multiDc);
   }
 }
@@ -238,6 +248,28 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
                      compute.hostMemorySeconds(updated * optimizerBytesPerParam(w));
     else
       t.optimizer += compute.memorySeconds(updated * optimizerBytesPerParam(w));
+  }
+  // DualPipe: rank r holds chunk r and, for the other direction, chunk
+  // p - 1 - r, and runs each for half of the micro-batches; so its time per
+  // micro-batch is the two chunks' mean, and it reduces and updates both
+  // copies (loom does not assume the copies share gradients or optimizer
+  // state).
+  if (w.schedule == Schedule::DualPipe) {
+    std::vector<RankTime> chunk = e.time;
+    std::vector<std::vector<Bucket>> own = buckets;
+    for (int64_t r = 0; r < w.pp; ++r) {
+      const RankTime &a = chunk[r], &b = chunk[w.pp - 1 - r];
+      RankTime &t = e.time[r];
+      for (double RankTime::*field :
+           {&RankTime::f, &RankTime::b, &RankTime::w, &RankTime::recompute, &RankTime::tpComm,
+            &RankTime::cpComm, &RankTime::epComm, &RankTime::flops, &RankTime::crossDcBytes})
+        t.*field = (a.*field + b.*field) / 2;
+      t.optimizer = a.optimizer + b.optimizer;
+      for (size_t g = 0; g < w.groups.size(); ++g) {
+        buckets[r][g].gradBytes = own[r][g].gradBytes + own[w.pp - 1 - r][g].gradBytes;
+        buckets[r][g].paramBytes = own[r][g].paramBytes + own[w.pp - 1 - r][g].paramBytes;
+      }
+    }
   }
 
   // Pipeline sends. Rank r sends activations over hop r and gradients back
@@ -339,6 +371,11 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     // (p - 1) chunk forwards for its first input, the lower bound ZB-V reaches
     // when W can fill the rest (Qi et al. 2024; docs/schedules.md).
     bubble = fill * std::max(fwd, fwd + bwd - 2 * st.w) / 2;
+    break;
+  case Schedule::DualPipe:
+    // (p/2 - 1)(F&B + B - 3W) with B the whole backward (DeepSeek-V3 report,
+    // Table 2); loom runs F&B, a forward beside a backward, as F + B.
+    bubble = std::max(0.0, double(w.pp / 2 - 1) * (fwd + 2 * bwd - st.w));
     break;
   case Schedule::ZeroBubbleAuto: {
     // The automatic scheduler matches ZB-H2 when every rank may hold 2p - 1

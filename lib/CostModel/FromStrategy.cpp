@@ -75,6 +75,8 @@ const char *loom::cost::scheduleName(Schedule schedule) {
     return "skip";
   case Schedule::ZeroBubbleV:
     return "zb-v";
+  case Schedule::DualPipe:
+    return "dualpipe";
   }
   return "?";
 }
@@ -185,6 +187,11 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
     return fail(fmt::format("zb-v runs two stages per pipeline rank in a V: it needs pp > 1 and "
                             "vpp=2, not pp={} vpp={}",
                             c.pp, c.vpp));
+  if (c.schedule == Schedule::DualPipe && (c.pp < 2 || c.pp % 2 != 0 || c.vpp != 1))
+    return fail(fmt::format("dualpipe feeds the pipeline from both ends: it needs an even pp "
+                            "and vpp=1, not pp={} vpp={}",
+                            c.pp, c.vpp),
+                "use an even pp with vpp=1, or another schedule");
   if (c.schedule == Schedule::Skip) {
     const SkipRules &k = c.skip;
     if (!(k.maxSkipFraction >= 0 && k.maxSkipFraction <= 1 && k.minStageShare >= 0 &&
@@ -228,6 +235,16 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
                 fmt::format("use a global batch that is a multiple of dp x micro batch x pp = {}, "
                             "or vpp=1",
                             dp * c.microBatch * c.pp));
+  // DualPipe splits the micro-batches between its two directions, and each
+  // direction must fill the pipeline (deepseek-ai/DualPipe asserts both).
+  if (int64_t microBatches = globalBatch / (dp * c.microBatch);
+      c.schedule == Schedule::DualPipe && (microBatches % 2 != 0 || microBatches < 2 * c.pp))
+    return fail(fmt::format("dualpipe needs an even number of micro-batches per step, at least "
+                            "2 x pp = {}; got {} = global batch {} / (dp {} x micro batch {})",
+                            2 * c.pp, microBatches, globalBatch, dp, c.microBatch),
+                fmt::format("use a global batch that is a multiple of 2 x dp x micro batch = {} "
+                            "and at least {}",
+                            2 * dp * c.microBatch, 2 * c.pp * dp * c.microBatch));
   bool hasMoe = false;
   for (const spec::Block &block : model.blocks()) {
     spec::AttentionShape shape = spec::attentionShape(model, block);

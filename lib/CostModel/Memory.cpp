@@ -151,6 +151,9 @@ int64_t loom::cost::inflightMicroBatches(Schedule schedule, int64_t pp, int64_t 
   case Schedule::ZeroBubbleH2:
     // Up to 2p - 1 micro-batches in flight (Qi et al. 2024), on every rank.
     return std::min(2 * pp - 1, microBatches);
+  case Schedule::DualPipe:
+    // p + 1 stage activations (DeepSeek-V3 report, Table 2), on every rank.
+    return std::min(pp + 1, microBatches);
   case Schedule::Interleaved:
     // Megatron-LM's interleaved warm-up runs (p - r - 1) * 2 + (v - 1) * p
     // chunk forwards before the first backward, then one more in flight.
@@ -180,8 +183,11 @@ MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptio
   MemoryBreakdown m;
   double perMicroBatch = 0, working = 0, largestGathered = 0;
   double tpBuffer = 0, p2pBuffer = 0, epBuffer = 0;
+  // DualPipe's rank r also holds chunk p - 1 - r for the other direction,
+  // with its own gradients and optimizer state.
+  const int64_t mirror = w.schedule == Schedule::DualPipe ? w.pp - 1 - rank : rank;
   for (const Part &part : w.parts) {
-    if (w.rankOf(part.stage) != rank)
+    if (w.rankOf(part.stage) != rank && w.rankOf(part.stage) != mirror)
       continue;
     const StateShards &sh = part.shards;
     double n = double(part.count);
@@ -207,10 +213,13 @@ MemoryBreakdown memoryHolding(const Workload &w, int64_t rank, const MemoryOptio
   // ZeRO-3 prefetches the next part while the current one runs.
   m.gatheredParams = 2 * largestGathered;
   m.inflight = inflight;
-  // Interleaving counts in-flight chunks; each chunk holds 1/v of the rank's parts.
+  // Interleaving counts in-flight chunks; each chunk holds 1/v of the rank's
+  // parts. DualPipe's in-flight micro-batches are of either direction: the
+  // mean of its two chunks.
   double chunks = w.schedule == Schedule::Interleaved || w.schedule == Schedule::ZeroBubbleV
                       ? double(w.vpp)
-                      : 1.0;
+                  : w.schedule == Schedule::DualPipe ? 2.0
+                                                     : 1.0;
   m.activations = perMicroBatch / chunks * double(m.inflight) + working;
   m.commBuffers = tpBuffer + p2pBuffer + epBuffer;
   double tensors = m.params + m.grads + m.optim + m.gatheredParams + m.activations +

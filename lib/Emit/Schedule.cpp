@@ -26,10 +26,6 @@ using namespace loom;
 std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &model,
                                      const spec::Cluster &cluster, const Provenance &from) {
   const spec::Strategy &st = plan.strategy();
-  if (st.schedule() == spec::DUALPIPE)
-    throw EmitError(fmt::format("{}: schedule {} is not priced from a plan yet", from.file,
-                                detail::scheduleName(st.schedule())),
-                    "use `loom schedule --kind ...` with the stage costs");
   cost::StrategyChoice choice = search::choiceFromPlan(plan);
   cost::WorkloadResult w = cost::fromStrategy(model, cluster, plan.training(), choice);
   if (!w.ok())
@@ -43,7 +39,10 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
     throw EmitError(fmt::format("{}: {} cannot be built for pp={} with {} micro-batches and vpp={}",
                                 from.file, detail::scheduleName(st.schedule()), choice.pp,
                                 w.workload.microBatches(), choice.vpp),
-                    "interleaving needs the micro-batches to be a multiple of pp");
+                    st.schedule() == spec::DUALPIPE
+                        ? "dualpipe needs an even pp and an even number of at least 2 x pp "
+                          "micro-batches"
+                        : "interleaving needs the micro-batches to be a multiple of pp");
   sched::Schedule schedule = search::buildSchedule(*priced);
   sched::addCommunication(schedule);
   std::optional<sched::Timeline> timeline = sched::simulate(schedule, priced->costs);
@@ -60,6 +59,8 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
   out["time_unit"] = "s";
   // Stage s runs transformer layers [first_layer, first_layer + num_layers) on
   // pipeline rank stage_ranks[s]; the embedding is on stage 0, the head on the last.
+  // DualPipe's stage p + j runs the layers of stage j again (copy_of: j), fed
+  // from the other end of the pipeline.
   // The schedule's pipeline ranks are positions along the pipeline: when the
   // plan runs its stages on the mesh's pp coordinates in another order
   // (choice.stageOrder: position -> coordinate), a global rank's pipeline rank
@@ -69,6 +70,12 @@ std::string loom::emit::emitSchedule(const spec::Plan &plan, const spec::Model &
     stages.push_back({{"stage", stage.index()},
                       {"first_layer", stage.first_layer()},
                       {"num_layers", stage.num_layers()}});
+  if (st.schedule() == spec::DUALPIPE)
+    for (const spec::Stage &stage : plan.stages())
+      stages.push_back({{"stage", int64_t(plan.stages_size()) + stage.index()},
+                        {"first_layer", stage.first_layer()},
+                        {"num_layers", stage.num_layers()},
+                        {"copy_of", stage.index()}});
   out["layers"] = std::move(stages);
   RankMap map = rankMap(plan);
   std::vector<int64_t> pipelineRank;

@@ -248,6 +248,29 @@ Candidate loom::search::tryVShape(const spec::Model &model, const spec::Cluster 
   return best;
 }
 
+Candidate loom::search::tryDualPipe(const spec::Model &model, const spec::Cluster &cluster,
+                                    const spec::Training &training, const Candidate &candidate,
+                                    std::span<const cost::ComputeModel> computes,
+                                    const cost::EstimateOptions &options) {
+  cost::StrategyChoice c = candidate.choice;
+  int64_t m = candidate.estimate.microBatches;
+  if (c.pp < 2 || c.pp % 2 != 0 || m % 2 != 0 || m < 2 * c.pp || c.pp * m > kAutoScheduleCells)
+    return candidate;
+  // An interleaved candidate's pipeline too: DualPipe's two chunks per rank
+  // are its own.
+  if (c.vpp > 1) {
+    c.vpp = 1;
+    c.stageLayers.clear();
+    c.stageOrder.clear();
+  }
+  c.schedule = cost::Schedule::DualPipe;
+  c.inflightLimit.clear();
+  Candidate best = candidate;
+  keepFaster(best, simulateChoice(model, cluster, training, candidate, c, computes, options,
+                                  toBeat(best)));
+  return best;
+}
+
 Candidate loom::search::trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
                                      const spec::Training &training, const Candidate &candidate,
                                      std::span<const cost::ComputeModel> computes,
@@ -282,6 +305,8 @@ Candidate loom::search::tryListSchedules(const spec::Model &model, const spec::C
     c = tryAutoSchedule(model, cluster, training, c, computes, options.estimate);
     if (options.fixed.vpp == 0 || options.fixed.vpp == 2) // ZB-V runs vpp=2
       c = tryVShape(model, cluster, training, c, computes, options.estimate);
+    if (options.fixed.vpp <= 1)
+      c = tryDualPipe(model, cluster, training, c, computes, options.estimate);
   }
   if (options.skip)
     c = trySkipPaths(model, cluster, training, c, computes, options.estimate, *options.skip);
@@ -427,7 +452,8 @@ static constexpr std::pair<spec::ScheduleKind, cost::Schedule> kScheduleKinds[] 
     {spec::GPIPE, cost::Schedule::GPipe},          {spec::ONE_F_ONE_B, cost::Schedule::OneFOneB},
     {spec::INTERLEAVED, cost::Schedule::Interleaved}, {spec::ZB_H1, cost::Schedule::ZeroBubbleH1},
     {spec::ZB_H2, cost::Schedule::ZeroBubbleH2},   {spec::ZB_AUTO, cost::Schedule::ZeroBubbleAuto},
-    {spec::SKIP, cost::Schedule::Skip},           {spec::ZB_V, cost::Schedule::ZeroBubbleV}};
+    {spec::SKIP, cost::Schedule::Skip},           {spec::ZB_V, cost::Schedule::ZeroBubbleV},
+    {spec::DUALPIPE, cost::Schedule::DualPipe}};
 
 spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &cluster,
                                const spec::Training &training, const Candidate &c) {

@@ -34,6 +34,9 @@ std::optional<PipelinePricing> loom::search::pricePipeline(
   case cost::Schedule::ZeroBubbleV:
     kind = sched::Kind::ZBV;
     break;
+  case cost::Schedule::DualPipe:
+    kind = sched::Kind::DualPipe;
+    break;
   case cost::Schedule::Skip:
     // Paths over the linear layout, list-scheduled as zb-auto is (W split
     // off to fill the bubbles) under ZB-H1's memory (p micro-batches per rank).
@@ -78,9 +81,12 @@ std::optional<PipelinePricing> loom::search::pricePipeline(
   // With several stages per rank, each priced from its own parts (the
   // estimate sums them per rank), so that the schedule sees the embedding and
   // the head where they are.
+  // DualPipe's 2p stages are the p chunks twice: stage s >= p runs chunk
+  // s - p (from rank p - 1 - s + p), so each is priced from its chunk's parts.
+  bool copies = kind == sched::Kind::DualPipe;
   std::vector<cost::RankTime> stageTime;
   if (stages > size_t(w.pp) && !computes.empty()) {
-    stageTime.resize(stages);
+    stageTime.resize(copies ? size_t(w.pp) : stages);
     for (const cost::Part &part : w.parts) {
       size_t type = w.stageDevice.empty() ? 0 : size_t(w.stageDevice[w.rankOf(part.stage)]);
       cost::addPartTime(stageTime[size_t(part.stage)], w, part,
@@ -89,7 +95,9 @@ std::optional<PipelinePricing> loom::search::pricePipeline(
   }
   double chunks = stageTime.empty() ? double(stages) / double(w.pp) : 1.0;
   for (size_t s = 0; s < stages; ++s) {
-    const cost::RankTime &t = stageTime.empty() ? e.time[layout.stageRank[s]] : stageTime[s];
+    const cost::RankTime &t = stageTime.empty() ? e.time[layout.stageRank[s]]
+                              : copies          ? stageTime[s % size_t(w.pp)]
+                                                : stageTime[s];
     costs.forward[s] = (t.f + t.tpComm / 2 + t.epComm / 2) / chunks;
     costs.backward[s] = (t.b + t.recompute + t.tpComm / 2 + t.cpComm + t.epComm / 2) / chunks;
     costs.weight[s] = t.w / chunks;

@@ -9,7 +9,8 @@
 
 The model is an nn.Sequential; its layers are split evenly over the schedule's
 stages (stage s runs on pipeline rank stage_ranks[s], several stages per rank
-under interleaving). A rank runs its own action list in order: F (forward), B
+under interleaving; DualPipe's stage p + j runs layer chunk j again, from the
+other end, and the two ranks holding a chunk sum their copies' gradients). A rank runs its own action list in order: F (forward), B
 (input gradient only), W (weight gradients), BW (both), and the sends and
 receives of activations and gradients, then averages gradients over its
 data-parallel group. Splitting B from W is what the zero-bubble schedules
@@ -37,6 +38,7 @@ class ParallelGroups:
         rank = dist.get_rank()
         self.pp_index, self.dp_index = rank % pp, rank // pp
         self.pipeline_ranks = [self.dp_index * pp + i for i in range(pp)]
+        self.pipelines = [[d * pp + i for i in range(pp)] for d in range(dp)]
         self.dp_group = None
         for i in range(pp):
             members = [d * pp + i for d in range(dp)]
@@ -63,6 +65,7 @@ class ParallelGroups:
             if rank in pipeline:
                 self.dp_index, self.pp_index = d, pipeline.index(rank)
                 self.pipeline_ranks = list(pipeline)
+        self.pipelines = [list(p) for p in pipelines]
         self.dp_group = None
         for i in range(self.pp):
             group = dist.new_group(sorted(p[i] for p in pipelines))
@@ -92,6 +95,8 @@ class ParallelGroups:
                     self.groups[dim], self.group_ranks[dim] = group, sorted(ranks)
         pipeline = self.group_ranks["pp"]
         self.pipeline_ranks = sorted(pipeline, key=lambda r: coords[r].get("pp", 0))
+        self.pipelines = [sorted(p, key=lambda r: coords[r].get("pp", 0))
+                          for p in rankmap["groups"]["pp"]]
         self.pp, self.pp_index = len(pipeline), coords[rank].get("pp", 0)
         self.dp_group = self.groups["dp"]
         self.dp, self.dp_index = len(self.group_ranks["dp"]), self.group_ranks["dp"].index(rank)
@@ -128,12 +133,30 @@ class PipelineRunner:
         self.m = table["num_microbatches"]
         if table["num_ranks"] != groups.pp:
             raise ValueError(f"the schedule has {table['num_ranks']} ranks, the pipeline {groups.pp}")
-        self.stages = split_stages(model, self.num_stages)
-        # Each micro-batch's stages in order (SkipPipe paths may skip some).
+        # DualPipe feeds half of the micro-batches from each end: stage p + j
+        # runs layer chunk j on rank p - 1 - j, a copy of stage j's. The two
+        # ranks that share a pair of chunks sum their copies' gradients.
+        self.chunks = table["num_ranks"] if table.get("kind") == "dualpipe" else self.num_stages
+        pieces = split_stages(model, self.chunks)
+        self.stages = [pieces[s % self.chunks] for s in range(self.num_stages)]
+        self.pair_group = None
+        if self.chunks != self.num_stages:
+            p = self.chunks
+            for pipeline in groups.pipelines:  # new_group is collective: every pair, everywhere
+                for j in range(p // 2):
+                    members = sorted([pipeline[j], pipeline[p - 1 - j]])
+                    group = dist.new_group(members)
+                    if dist.get_rank() in members:
+                        self.pair_group = group
+        # Each micro-batch's stages in order (SkipPipe paths may skip some);
+        # where a path starts, the inputs enter, and where it ends, the loss.
         # Where consecutive stages share a rank (ZB-V's turn on the last
         # rank) the table has no send or receive: the hand-off is local.
+        paths = table.get("paths") or [list(range(self.num_stages))] * self.m
+        self.first_stages = {path[0] for path in paths}
+        self.last_stages = {path[-1] for path in paths}
         self.before = {}
-        for mb, path in enumerate(table.get("paths") or [list(range(self.num_stages))] * self.m):
+        for mb, path in enumerate(paths):
             for a, b in zip(path, path[1:]):
                 if self.stage_ranks[a] == self.stage_ranks[b]:
                     self.before[(mb, b)] = a
@@ -141,8 +164,10 @@ class PipelineRunner:
         self.mine = [s for s in range(self.num_stages) if self.stage_ranks[s] == groups.pp_index]
 
     def parameters(self):
-        for s in self.mine:
-            yield from self.stages[s].parameters()
+        # By layer chunk, so that the two ranks of a DualPipe pair list their
+        # shared chunks in one order.
+        for c in sorted({s % self.chunks for s in self.mine}):
+            yield from self.stages[c].parameters()
 
     def _peer(self, stage):
         return self.groups.pipeline_ranks[self.stage_ranks[stage]]
@@ -164,17 +189,16 @@ class PipelineRunner:
             p.grad = None
         x, y, gy, gx = {}, {}, {}, {}   # keyed by (mb, stage)
         pending, total, stepped = [], None, False
-        last = self.num_stages - 1
 
         def backward(mb, stage, want_input, want_weights):
             key = (mb, stage)
             params = list(self.stages[stage].parameters()) if want_weights else []
-            inputs_ = [x[key]] if want_input and stage > 0 else []
+            inputs_ = [x[key]] if want_input and stage not in self.first_stages else []
             wrt = inputs_ + params
             if not wrt:
                 return
             out = y[key]
-            grad_out = None if stage == last else gy[key]
+            grad_out = None if stage in self.last_stages else gy[key]
             keep = not want_weights  # W still needs the graph after B
             grads = torch.autograd.grad(out, wrt, grad_outputs=grad_out, retain_graph=keep)
             if inputs_:
@@ -196,12 +220,12 @@ class PipelineRunner:
                 dist.recv(t, self._peer(peer), tag=self._tag("act", mb, stage))
                 x[key] = t.requires_grad_(True)
             elif op == "f":
-                if stage == 0:
+                if stage in self.first_stages:
                     x[key] = inputs[mb]
                 elif key in self.before:  # from the stage before, on this rank
                     x[key] = y[(mb, self.before[key])].detach().requires_grad_(True)
                 out = self.stages[stage](x[key])
-                if stage == last:
+                if stage in self.last_stages:
                     loss = self.loss_fn(out, targets[mb]) / self.m
                     total = loss.detach() if total is None else total + loss.detach()
                     out = loss
@@ -228,6 +252,11 @@ class PipelineRunner:
                 raise ValueError(f"unknown action '{op}' in the schedule table")
         for work, _ in pending:
             work.wait()
+        if self.pair_group is not None:
+            for p in self.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad, group=self.pair_group)
         if self.groups.dp > 1:
             for p in self.parameters():
                 if p.grad is not None:

@@ -19,7 +19,10 @@ SCHEDULES = [("1f1b", {}), ("interleaved", {"vpp": 2}), ("zb-h1", {}), ("zb-h2",
              # ZB-V: two stages per rank in a V, the first and the last on rank 0.
              ("zb-v", {}),
              # SkipPipe: stage 2 behind a slow link, half the microbatches skip it.
-             ("zb-auto", {"mem_limit": PP, "skip": "max-skip=0.5,slow=2:2.0"})]
+             ("zb-auto", {"mem_limit": PP, "skip": "max-skip=0.5,slow=2:2.0"}),
+             # DualPipe: half the microbatches enter from each end; each rank
+             # holds two layer chunks, each also held by its mirror rank.
+             ("dualpipe", {})]
 TOLERANCE = 1e-5
 
 
@@ -85,11 +88,13 @@ def worker(rank, rendezvous, emitted, rankmap):
             ref_opt.zero_grad()
             # The reference runs each microbatch through the stages of its path
             # (all of them, except where a skip schedule leaves some out).
-            pieces = loom.torch.split_stages(reference, len(table["stage_ranks"]))
+            # DualPipe's stage p + j is a copy of layer chunk j.
+            chunks = PP if table["kind"] == "dualpipe" else len(table["stage_ranks"])
+            pieces = loom.torch.split_stages(reference, chunks)
 
             def forward(mb, inp):
                 for stage in table["paths"][mb]:
-                    inp = pieces[stage](inp)
+                    inp = pieces[stage % chunks](inp)
                 return inp
             loss = sum(loss_fn(forward(mb, x[d, mb]), y[d, mb])
                        for d in range(DP) for mb in range(M)) / (DP * M)

@@ -57,7 +57,7 @@ void runEstimate(const EstimateCliOptions &o) {
       {"1f1b", cost::Schedule::OneFOneB},     {"interleaved", cost::Schedule::Interleaved},
       {"gpipe", cost::Schedule::GPipe},       {"zb-h1", cost::Schedule::ZeroBubbleH1},
       {"zb-h2", cost::Schedule::ZeroBubbleH2}, {"zb-auto", cost::Schedule::ZeroBubbleAuto},
-      {"zb-v", cost::Schedule::ZeroBubbleV}};
+      {"zb-v", cost::Schedule::ZeroBubbleV}, {"dualpipe", cost::Schedule::DualPipe}};
   for (auto &[name, kind] : schedules)
     if (o.schedule == name)
       choice.schedule = kind;
@@ -235,10 +235,10 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_option("--recompute", o->recompute, "none, selective or full")
       ->check(CLI::IsMember({"none", "selective", "full"}));
   cmd->add_option("--schedule", o->schedule,
-                  "1f1b, interleaved, gpipe, zb-h1, zb-h2, zb-auto or zb-v (two chunks per rank "
-                  "in a V: vpp=2)")
-      ->check(CLI::IsMember(
-          {"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2", "zb-auto", "zb-v"}));
+                  "1f1b, interleaved, gpipe, zb-h1, zb-h2, zb-auto, zb-v (two chunks per rank "
+                  "in a V: vpp=2) or dualpipe (DeepSeek-V3's two directions: even pp)")
+      ->check(CLI::IsMember({"auto", "1f1b", "interleaved", "gpipe", "zb-h1", "zb-h2", "zb-auto",
+                             "zb-v", "dualpipe"}));
   cmd->add_option("--inflight-limit", o->choice.inflightLimit,
                   "zb-auto: micro-batches each pipeline rank may hold, one per rank\n"
                   "(e.g. 7,5,3,1; default 1F1B's p - r); memory is priced at these")

@@ -70,6 +70,11 @@ struct Part {
 /// Skip: SkipPipe paths (sched::skipPipe) under Workload::skip, list-scheduled
 /// with p micro-batches in flight per rank; a micro-batch may skip middle
 /// stages, so a step trains each layer on fewer of its tokens.
+/// DualPipe: DeepSeek-V3's bidirectional pipeline (sched::dualPipe): every
+/// rank holds its stage twice, one copy per direction, and half of the
+/// micro-batches enter from each end; a forward of one direction runs beside
+/// a backward of the other, whose expert all-to-all it hides. pp even, vpp 1,
+/// at least 2pp micro-batches, an even number of them.
 enum class Schedule {
   GPipe,
   OneFOneB,
@@ -78,7 +83,8 @@ enum class Schedule {
   ZeroBubbleH2,
   ZeroBubbleAuto,
   Skip,
-  ZeroBubbleV
+  ZeroBubbleV,
+  DualPipe
 };
 
 /// SkipPipe's convergence rules (Blagoev et al. 2025): a path may skip at most

@@ -140,6 +140,16 @@ Candidate tryVShape(const spec::Model &model, const spec::Cluster &cluster,
                     const spec::Training &training, const Candidate &candidate,
                     std::span<const cost::ComputeModel> computes,
                     const cost::EstimateOptions &options);
+/// Tries DualPipe on `candidate`'s pipeline (pp even, an even number of at
+/// least 2pp micro-batches, at most kAutoScheduleCells; an interleaved or
+/// ZB-V candidate's with vpp = 1): two copies of each
+/// rank's stage, half of the micro-batches from each end, p + 1 stage
+/// activations, the schedule built by sched::dualPipe and simulated. Returns
+/// the faster of that and `candidate`.
+Candidate tryDualPipe(const spec::Model &model, const spec::Cluster &cluster,
+                      const spec::Training &training, const Candidate &candidate,
+                      std::span<const cost::ComputeModel> computes,
+                      const cost::EstimateOptions &options);
 /// Tries SkipPipe paths on `candidate` (vpp = 1, pp >= 3, at most
 /// kAutoScheduleCells) under `rules`: the paths are chosen for the simulated
 /// step over the plan's hops (a skip crosses the slowest link it passes) and
@@ -150,8 +160,9 @@ Candidate trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
                        std::span<const cost::ComputeModel> computes,
                        const cost::EstimateOptions &options, const cost::SkipRules &rules);
 /// What the planner tries on each of its top k plans once they are
-/// simulated: with options.zeroBubble, zb-auto (tryAutoSchedule) and ZB-V
-/// (tryVShape, unless vpp is fixed to another value than ZB-V's 2); with
+/// simulated: with options.zeroBubble, zb-auto (tryAutoSchedule), ZB-V
+/// (tryVShape, unless vpp is fixed to another value than ZB-V's 2) and
+/// DualPipe (tryDualPipe, unless vpp is fixed above 1); with
 /// options.skip, SkipPipe paths (trySkipPaths). Returns the fastest.
 Candidate tryListSchedules(const spec::Model &model, const spec::Cluster &cluster,
                            const spec::Training &training, const Candidate &candidate,

@@ -498,3 +498,124 @@ TEST(Estimate, LossScalingCostsTheOptimizerAnUnscalePass) {
   Estimate bf16 = estimate(fromStrategy(model, cluster, training, c).workload, compute);
   EXPECT_NEAR(fp16.optimizer / bf16.optimizer, 52.0 / 44.0, 1e-9);
 }
+
+// DualPipe (DeepSeek-V3 report, Sec. 3.2.1 and Table 2): rank r holds layer
+// chunk r and, for the micro-batches fed from the other end, chunk p - 1 - r;
+// p + 1 micro-batches' activations; a forward beside a backward of the other
+// direction hides its expert all-to-all.
+namespace {
+struct DualPipeCase {
+  spec::Model model;
+  spec::Cluster cluster;
+  spec::Training training;
+  StrategyChoice choice;
+};
+DualPipeCase llama8bOnFourPipelineRanks() {
+  DualPipeCase d{spec::loadModel("llama3-8b"), spec::loadCluster("dgx-h100:nodes=4"), {}, {}};
+  d.training = spec::defaultTraining(d.model);
+  d.training.set_global_batch(64); // dp 8 x 8 micro-batches
+  d.choice.tp = 1;
+  d.choice.pp = 4;
+  d.choice.recompute = Recompute::None;
+  return d;
+}
+Workload workloadOf(const DualPipeCase &d, Schedule schedule) {
+  StrategyChoice c = d.choice;
+  c.schedule = schedule;
+  WorkloadResult w = fromStrategy(d.model, d.cluster, d.training, c);
+  EXPECT_TRUE(w.ok()) << w.error;
+  return w.workload;
+}
+} // namespace
+
+TEST(DualPipe, RanksHoldBothChunksAndPPlusOneMicroBatches) {
+  DualPipeCase d = llama8bOnFourPipelineRanks();
+  Workload one = workloadOf(d, Schedule::OneFOneB), dual = workloadOf(d, Schedule::DualPipe);
+  const int64_t p = d.choice.pp;
+  MemoryOptions options;
+  for (int64_t r = 0; r < p; ++r) {
+    MemoryBreakdown a = rankMemory(one, r, options), b = rankMemory(one, p - 1 - r, options);
+    MemoryBreakdown m = rankMemory(dual, r, options);
+    EXPECT_DOUBLE_EQ(m.params, a.params + b.params) << "rank " << r;
+    EXPECT_DOUBLE_EQ(m.grads, a.grads + b.grads) << "rank " << r;
+    EXPECT_DOUBLE_EQ(m.optim, a.optim + b.optim) << "rank " << r;
+    EXPECT_EQ(m.inflight, p + 1);
+    // 1F1B's rank r holds p - r micro-batches of its own chunk; DualPipe's
+    // p + 1 are of either chunk.
+    double perA = a.activations / double(p - r), perB = b.activations / double(r + 1);
+    EXPECT_NEAR(m.activations, (perA + perB) / 2 * double(p + 1), 1e-6 * m.activations);
+  }
+}
+
+TEST(DualPipe, RanksRunTheMeanOfTheirTwoChunks) {
+  DualPipeCase d = llama8bOnFourPipelineRanks();
+  Workload one = workloadOf(d, Schedule::OneFOneB), dual = workloadOf(d, Schedule::DualPipe);
+  ComputeModel compute = computeModelFor(d.cluster, d.training);
+  Estimate a = estimate(one, compute), b = estimate(dual, compute);
+  const int64_t p = d.choice.pp;
+  // The head makes 1F1B's last rank the slowest; DualPipe's end ranks each
+  // run the embedding's chunk and the head's, half the time each.
+  ASSERT_GT(a.time[p - 1].f, a.time[0].f);
+  for (int64_t r = 0; r < p; ++r) {
+    const RankTime &x = a.time[r], &y = a.time[p - 1 - r], &t = b.time[r];
+    EXPECT_NEAR(t.f, (x.f + y.f) / 2, 1e-12) << "rank " << r;
+    EXPECT_NEAR(t.b + t.w, (x.b + x.w + y.b + y.w) / 2, 1e-12) << "rank " << r;
+    EXPECT_NEAR(t.optimizer, x.optimizer + y.optimizer, 1e-12) << "rank " << r;
+  }
+  EXPECT_DOUBLE_EQ(b.time[0].f, b.time[p - 1].f);
+  EXPECT_NEAR(b.hardwareFlops, a.hardwareFlops, 1e-9 * a.hardwareFlops);
+  // Closed form (Table 2): (p/2 - 1)(F&B + B - 3W), F&B run as F + B, plus
+  // the hops' latencies (microseconds) of filling and draining.
+  const RankTime &s = b.time[0];
+  double fwd = s.f + s.tpComm / 2 + s.epComm / 2 + s.p2p / 2;
+  double bwd = s.b + s.recompute + s.tpComm / 2 + s.cpComm + s.epComm / 2 + s.p2p / 2;
+  double closed = double(p / 2 - 1) * (fwd + 2 * bwd - s.w);
+  EXPECT_GE(b.bubble, closed);
+  EXPECT_LT(b.bubble, closed + 1e-4);
+}
+
+TEST(DualPipe, PairedChunksHideExpertAllToAll) {
+  spec::Model model = spec::loadModel("mixtral-8x7b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=8");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(256); // dp 8 x 32 micro-batches
+  StrategyChoice c;
+  c.tp = 2;
+  c.pp = 4;
+  c.ep = 8;
+  WorkloadResult one = fromStrategy(model, cluster, training, c);
+  c.schedule = Schedule::DualPipe;
+  WorkloadResult dual = fromStrategy(model, cluster, training, c);
+  ASSERT_TRUE(one.ok() && dual.ok()) << one.error << dual.error;
+  ComputeModel compute = computeModelFor(cluster, training);
+  Estimate a = estimate(one.workload, compute), b = estimate(dual.workload, compute);
+  ASSERT_GT(a.time[1].epComm, 0);
+  // The p unpaired micro-batches of 32 expose all of theirs; the rest only
+  // what the overlap slows the compute by.
+  EXPECT_LT(b.time[1].epComm, 0.75 * a.time[1].epComm);
+  EXPECT_GT(b.time[1].epComm, 4.0 / 32 * a.time[1].epComm);
+}
+
+TEST(DualPipe, RefusesShapesItCannotRun) {
+  DualPipeCase d = llama8bOnFourPipelineRanks();
+  auto refused = [&](StrategyChoice c, const spec::Training &t, const char *needle) {
+    c.schedule = Schedule::DualPipe;
+    WorkloadResult w = fromStrategy(d.model, d.cluster, t, c);
+    EXPECT_FALSE(w.ok());
+    EXPECT_NE(w.error.find(needle), std::string::npos) << w.error;
+    EXPECT_FALSE(w.hint.empty()) << w.error;
+  };
+  StrategyChoice c = d.choice;
+  c.vpp = 2;
+  refused(c, d.training, "even pp and vpp=1, not pp=4 vpp=2");
+  c = d.choice;
+  c.pp = 1;
+  c.tp = 8;
+  refused(c, d.training, "even pp and vpp=1, not pp=1");
+  spec::Training few = d.training;
+  few.set_global_batch(48); // 6 micro-batches < 2p
+  refused(d.choice, few, "at least 2 x pp = 8; got 6");
+  spec::Training odd = d.training;
+  odd.set_global_batch(72); // 9 micro-batches
+  refused(d.choice, odd, "even number of micro-batches per step");
+}

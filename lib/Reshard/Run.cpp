@@ -58,8 +58,10 @@ struct OpenSource {
   /// every record on open brought the whole file in twice).
   std::optional<ZipArchive> archive;
   llvm::DenseSet<const ZipEntry *> verified;
-  /// The torch file opened for pread, and the storages read from it into buffers
-  /// (by the mapped storage they replace) while a value still views them.
+  /// A torch or safetensors file's mapping, the file opened for pread, and the
+  /// storages read from it into buffers (by the mapped storage they replace)
+  /// while a value still views them.
+  std::shared_ptr<const llvm::MemoryBuffer> mapping;
   std::optional<llvm::sys::fs::file_t> file;
   llvm::DenseMap<const Storage *, std::weak_ptr<const Storage>> loaded;
   std::unique_ptr<UniversalReader> universal;
@@ -74,7 +76,8 @@ struct OpenSource {
   }
 };
 
-/// Where reads of torch sources put the storages they load: bytes read with pread
+/// Where reads of torch and safetensors sources put the storages they load: bytes
+/// read with pread
 /// into a buffer already mapped come in at about three times the speed of first
 /// touches of the file's own mapping (each page is faulted in, and later dropped
 /// again to keep memory bounded). Loaded bytes count against --max-memory while a
@@ -104,23 +107,35 @@ llvm::Expected<std::unique_ptr<OpenSource>> openSource(const std::string &path,
     for (NamedTensor &t : tensors)
       src->tensors[t.name] = std::move(t.tensor);
   };
+  auto openForPread = [&]() -> llvm::Error {
+    auto file = llvm::sys::fs::openNativeFileForRead(path);
+    if (!file)
+      return fileError(path, "cannot open: " + llvm::toString(file.takeError()));
+    src->file = *file;
+    return llvm::Error::success();
+  };
   if (format == "torch") {
     auto archive = ZipArchive::open(path);
     if (!archive)
       return archive.takeError();
     src->archive = std::move(*archive);
-    auto file = llvm::sys::fs::openNativeFileForRead(path);
-    if (!file)
-      return fileError(path, "cannot open: " + llvm::toString(file.takeError()));
-    src->file = *file;
+    src->mapping = src->archive->buffer();
+    if (llvm::Error err = openForPread())
+      return std::move(err);
     auto root = readTorchZip(*src->archive, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
     add(collectTensors(**root));
   } else if (format == "safetensors") {
-    auto file = readSafetensors(path);
+    auto mapping = mapFile(path);
+    if (!mapping)
+      return mapping.takeError();
+    auto file = parseSafetensors(*mapping, path);
     if (!file)
       return file.takeError();
+    src->mapping = std::move(*mapping);
+    if (llvm::Error err = openForPread())
+      return std::move(err);
     add(std::move(file->tensors));
   } else if (format == "dcp") {
     auto dcp = DcpReader::open(path);
@@ -151,7 +166,7 @@ std::optional<UniversalState> stateOfKey(llvm::StringRef stateText) {
 llvm::Expected<std::shared_ptr<const Storage>> load(OpenSource &src, const Storage &mapped,
                                                     BufferPool &pool) {
   std::shared_ptr<Storage> buffer = pool.take(mapped.bytes().size());
-  auto start = reinterpret_cast<const uint8_t *>(src.archive->buffer()->getBufferStart());
+  auto start = reinterpret_cast<const uint8_t *>(src.mapping->getBufferStart());
   uint64_t offset = mapped.bytes().data() - start;
   llvm::MutableArrayRef<char> rest(reinterpret_cast<char *>(buffer->mutableData()),
                                    mapped.bytes().size());
@@ -167,9 +182,9 @@ llvm::Expected<std::shared_ptr<const Storage>> load(OpenSource &src, const Stora
   return buffer;
 }
 
-/// A torch source's tensor: its storage loaded into a buffer when it fits, and its
-/// record CRC-checked the first time a read uses it.
-llvm::Expected<Tensor> readTorchTensor(OpenSource &src, Tensor tensor, SourceBuffers &buffers) {
+/// A torch or safetensors source's tensor: its storage loaded into a buffer when it
+/// fits, and a torch record CRC-checked the first time a read uses it.
+llvm::Expected<Tensor> readFileTensor(OpenSource &src, Tensor tensor, SourceBuffers &buffers) {
   if (!tensor.storage)
     return tensor;
   const Storage *mapped = tensor.storage.get();
@@ -178,7 +193,7 @@ llvm::Expected<Tensor> readTorchTensor(OpenSource &src, Tensor tensor, SourceBuf
       tensor.storage = std::move(alive);
       return tensor;
     }
-  const ZipEntry *entry = src.archive->entryAt(mapped->bytes().data());
+  const ZipEntry *entry = src.archive ? src.archive->entryAt(mapped->bytes().data()) : nullptr;
   bool check = entry && !src.verified.contains(entry);
   uint64_t size = mapped->bytes().size();
   if (size > 0 && buffers.fits(size)) {
@@ -217,8 +232,8 @@ llvm::Expected<Tensor> readKey(OpenSource &src, llvm::StringRef key, SourceBuffe
   auto found = src.tensors.find(key);
   if (found == src.tensors.end())
     return fileError(src.path, "no tensor '" + key + "'");
-  if (src.archive)
-    return readTorchTensor(src, found->second, buffers);
+  if (src.file)
+    return readFileTensor(src, found->second, buffers);
   return found->second;
 }
 

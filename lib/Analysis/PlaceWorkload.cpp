@@ -133,12 +133,7 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
                : w.vpp > 1        ? cost::Schedule::Interleaved
                                   : cost::Schedule::OneFOneB;
   bool fp32 = model.getDtype() == "fp32";
-  w.weightBytes = w.gradBytes = fp32 ? 4 : 2;
-  w.lossScaling = model.getDtype() == "fp16";
-  // fp32 moments (two for Adam, one for SGD) plus an fp32 master copy under
-  // mixed precision, as cost::fromStrategy counts them.
-  int64_t moments = model.getOptimizer() == "sgd" ? 1 : 2;
-  w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
+  w.setStateBytes(fp32, model.getDtype() == "fp16", model.getOptimizer() == "sgd");
   auto hbmBytes = [](DeviceOp device) {
     return device.getHbmGib().convertToDouble() * double(1ull << 30);
   };

@@ -294,12 +294,8 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.inflightLimit = c.inflightLimit;
   w.skip = c.skip;
   bool fp32 = training.precision() == spec::FP32_FULL;
-  w.weightBytes = fp32 ? 4 : 2;
-  w.gradBytes = fp32 ? 4 : 2;
-  w.lossScaling = training.precision() == spec::FP16_MIXED;
-  // fp32 training has no separate master copy: Adam keeps two moments.
-  int64_t moments = training.optimizer() == spec::SGD ? 1 : 2;
-  w.optimBytesPerParam = 4 * moments + (fp32 ? 0 : 4);
+  w.setStateBytes(fp32, training.precision() == spec::FP16_MIXED,
+                  training.optimizer() == spec::SGD);
   w.hops = axisHops(links, carving.axes, "pp", c.stageOrder);
   w.multiDc = spansDatacenters(links);
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());

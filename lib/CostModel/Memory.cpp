@@ -170,7 +170,7 @@ void loom::cost::addStateBytes(MemoryBreakdown &m, const Workload &w, const Part
   if (!sh.gradsOffloaded)
     m.grads += p * double(w.gradBytes) / sh.grads;
   if (!sh.optimOffloaded)
-    m.optim += p * double(w.optimBytesPerParam) / sh.optim;
+    m.optim += p * double(w.optimBytesPerParam + w.mainGradBytes) / sh.optim;
 }
 
 namespace {

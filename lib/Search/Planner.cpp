@@ -816,6 +816,18 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       Candidate &c = result.best[size_t(i)];
       c = tryListSchedules(model, cluster, training, c, computes, options);
     }
+    // Two finalists can arrive at one plan (an interleaved and a plain
+    // pipeline of the same degrees both taking DualPipe): keep it once.
+    std::vector<Candidate> distinct;
+    for (Candidate &c : result.best)
+      if (std::none_of(distinct.begin(), distinct.end(), [&](const Candidate &d) {
+            return sameTuple(d.choice, c.choice) && d.choice.schedule == c.choice.schedule &&
+                   d.choice.stageLayers == c.choice.stageLayers &&
+                   d.choice.stageOrder == c.choice.stageOrder &&
+                   d.choice.inflightLimit == c.choice.inflightLimit;
+          }))
+        distinct.push_back(std::move(c));
+    result.best = std::move(distinct);
   }
   std::sort(result.best.begin(), result.best.end(), faster);
   // The search ranks by the analytic estimate and simulates only its

@@ -52,7 +52,10 @@ void EstimatePass::runOnOperation() {
           b.getNamedAttr("grads_bytes",
                          b.getI64IntegerAttr(int64_t(p * workload->gradBytes / sh.grads))),
           b.getNamedAttr("optim_bytes", b.getI64IntegerAttr(int64_t(
-                                            p * workload->optimBytesPerParam / sh.optim))),
+                                            p *
+                                            double(workload->optimBytesPerParam +
+                                                   workload->mainGradBytes) /
+                                            sh.optim))),
           b.getNamedAttr("activation_bytes",
                          b.getI64IntegerAttr(int64_t(
                              cost::activationBytes(part, workload->recompute)))),

@@ -23,10 +23,10 @@
 // CHECK: place.model @tiny mesh @mesh
 // CHECK-SAME: place.estimate = {fits = true, mfu = {{.*}}, peak_memory_bytes = {{[0-9]+}} : i64, step_time_s = {{.*}}, tflops_per_gpu = {{.*}}, tokens_per_s = {{.*}}, usable_memory_bytes = 81604378624 : i64}
 // CHECK-SAME: place.stage_memory = array<i64: {{[0-9]+}}, {{[0-9]+}}>
-// CHECK: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 500 : i64, optim_bytes = 750 : i64, params_bytes = 500 : i64}
+// CHECK: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 1000 : i64, optim_bytes = 750 : i64, params_bytes = 500 : i64}
 
 // ZeRO-3 also shards weights and gradients over dp.
-// ZERO3: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 125 : i64, optim_bytes = 750 : i64, params_bytes = 125 : i64}
+// ZERO3: place.attention "layers.0.attention" {{.*}}place.memory = {activation_bytes = {{[0-9]+}} : i64, grads_bytes = 250 : i64, optim_bytes = 750 : i64, params_bytes = 125 : i64}
 
 // -----
 

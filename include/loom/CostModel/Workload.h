@@ -134,10 +134,24 @@ struct Workload {
   std::vector<int64_t> inflightLimit;
   SkipRules skip; // Schedule::Skip only
   int64_t zero = 0;
-  /// Bytes per element of weights/grads (2 for bf16/fp16 mixed precision, 4
-  /// for fp32) and of optimizer state per parameter (12: fp32 master + Adam's
-  /// two moments; 8 for SGD with momentum).
-  int64_t weightBytes = 2, gradBytes = 2, optimBytesPerParam = 12;
+  /// Bytes per parameter of the weights, of the gradient buffer and of the
+  /// optimizer's state (fp32 master + Adam's two moments: 12; 8 for fp32
+  /// training, 4 less with SGD), plus the fp32 copy of 16-bit gradients the
+  /// optimizer keeps beside them (mainGradBytes), as setStateBytes sets them.
+  int64_t weightBytes = 2, gradBytes = 4, optimBytesPerParam = 12, mainGradBytes = 0;
+  /// Megatron-LM's bytes per parameter (docs/user-guide/features/
+  /// dist_optimizer.md): bf16 (and fp8) weights with fp32 gradients, which it
+  /// accumulates and reduces in fp32, 2 + 4 + 12 = 18; fp16 weights and
+  /// gradients, whose fp32 copy the optimizer holds with its state, 2 + 2 + 16
+  /// = 20; fp32, 4 + 4 + 8 = 16. Sharded by ZeRO-1 as its distributed
+  /// optimizer does: 6 + 12/d, 4 + 16/d and 8 + 8/d.
+  void setStateBytes(bool fp32, bool fp16, bool sgd) {
+    weightBytes = fp32 ? 4 : 2;
+    gradBytes = fp16 ? 2 : 4;
+    mainGradBytes = fp16 ? 4 : 0;
+    optimBytesPerParam = 4 * (sgd ? 1 : 2) + (fp32 ? 0 : 4);
+    lossScaling = fp16;
+  }
   /// fp16 mixed precision: the optimizer unscales the loss-scaled gradients
   /// and checks them for inf/NaN before stepping (bf16 needs no scaling).
   bool lossScaling = false;

@@ -133,11 +133,12 @@ TEST(Pipeline, InflightMicroBatches) {
 }
 
 /// Model-state bytes per parameter on rank 0 of a pure data-parallel plan.
-double stateBytesPerParam(int64_t zero, int64_t dp) {
+double stateBytesPerParam(int64_t zero, int64_t dp, spec::Precision precision) {
   spec::Model model = spec::loadModel("megatron-1.7b");
   spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=" + std::to_string(dp / 8));
   spec::Training training = spec::defaultTraining(model);
   training.set_global_batch(dp * 4);
+  training.set_precision(precision);
   StrategyChoice c;
   c.zero = zero;
   WorkloadResult r = fromStrategy(model, cluster, training, c);
@@ -147,13 +148,28 @@ double stateBytesPerParam(int64_t zero, int64_t dp) {
   return (m.params + m.grads + m.optim) / params;
 }
 
-TEST(ModelStates, ZeroPaperBytesPerParameter) {
-  for (int64_t nd : {8, 64}) {
-    EXPECT_DOUBLE_EQ(stateBytesPerParam(0, nd), 16.0);
-    EXPECT_DOUBLE_EQ(stateBytesPerParam(1, nd), 4.0 + 12.0 / double(nd));
-    EXPECT_DOUBLE_EQ(stateBytesPerParam(2, nd), 2.0 + 14.0 / double(nd));
-    EXPECT_DOUBLE_EQ(stateBytesPerParam(3, nd), 16.0 / double(nd));
-  }
+TEST(ModelStates, MegatronBytesPerParameter) {
+  // Megatron-LM's table (docs/user-guide/features/dist_optimizer.md): without
+  // and with its distributed optimizer (ZeRO-1), fp16 20 and 4 + 16/d, bf16
+  // with fp32 gradients 18 and 6 + 12/d, fp32 16 and 8 + 8/d. ZeRO-2 shards
+  // the gradients as well, ZeRO-3 everything.
+  struct Row {
+    spec::Precision precision;
+    double weights, grads, optimizer; // optimizer: with the fp32 gradient copy of fp16
+  };
+  for (Row row : {Row{spec::FP16_MIXED, 2, 2, 16}, Row{spec::BF16_MIXED, 2, 4, 12},
+                  Row{spec::FP32_FULL, 4, 4, 8}})
+    for (int64_t nd : {8, 64}) {
+      double d = double(nd), w = row.weights, g = row.grads, o = row.optimizer;
+      auto bytes = [&](int64_t zero) { return stateBytesPerParam(zero, nd, row.precision); };
+      EXPECT_DOUBLE_EQ(bytes(0), w + g + o) << spec::Precision_Name(row.precision);
+      EXPECT_DOUBLE_EQ(bytes(1), w + g + o / d) << spec::Precision_Name(row.precision);
+      EXPECT_DOUBLE_EQ(bytes(2), w + (g + o) / d) << spec::Precision_Name(row.precision);
+      EXPECT_DOUBLE_EQ(bytes(3), (w + g + o) / d) << spec::Precision_Name(row.precision);
+    }
+  EXPECT_DOUBLE_EQ(stateBytesPerParam(0, 8, spec::FP16_MIXED), 20.0);
+  EXPECT_DOUBLE_EQ(stateBytesPerParam(1, 8, spec::BF16_MIXED), 6.0 + 12.0 / 8);
+  EXPECT_DOUBLE_EQ(stateBytesPerParam(1, 8, spec::FP32_FULL), 8.0 + 8.0 / 8);
 }
 
 TEST(ModelStates, TensorAndPipelineDivideTheWeights) {

@@ -360,7 +360,7 @@ TEST(PlannerUneven, LightensTheEmbeddingAndHeadStagesOnOneGpuType) {
 namespace {
 
 TEST(PlannerRecompute, RecomputesOnlyTheFirstStagesWhenThatFits) {
-  // Llama 3 405B, tp=8 pp=8, micro-batch 2 on 32 DGX H100 nodes: without
+  // Llama 3 405B, tp=8 pp=8, ZeRO-2, micro-batch 2 on 32 DGX H100 nodes: without
   // recomputation the first stages (most micro-batches in flight) overflow,
   // so the planner recomputes on those alone, which beats recomputing on all.
   spec::Model model = spec::loadModel("llama3-405b");
@@ -373,7 +373,7 @@ TEST(PlannerRecompute, RecomputesOnlyTheFirstStagesWhenThatFits) {
   options.fixed.cp = 1;
   options.fixed.vpp = 1;
   options.fixed.microBatch = 2;
-  options.fixed.zero = 1;
+  options.fixed.zero = 2;
   options.fixed.recompute = cost::Recompute::Full;
   PlanResult r = plan(model, cluster, training, options);
   ASSERT_TRUE(r.anyFits);

@@ -112,6 +112,41 @@ constexpr NameRule kMoERules[] = {
     {nullptr, "mlp.router.weight", MegatronSplit::Replicated, "block_sparse_moe.gate.weight"},
 };
 
+/// A MoE layer's shared experts (SharedExpertMLP, megatron/core/transformer/moe/
+/// shared_experts.py, with --moe-shared-expert-intermediate-size): one MLP of that
+/// many rows that every token takes, split over tp as the dense MLP is and held alike
+/// by every expert-parallel rank, with Qwen2-MoE's HF names. MoELayer registers it
+/// after the routed experts; its optional sigmoid gate (--moe-shared-expert-gate,
+/// [1, hidden], replicated) is a parameter of its own, so it comes before the linears.
+constexpr NameRule kSharedExpertRules[] = {
+    {nullptr, "mlp.shared_experts.gate_weight", MegatronSplit::Replicated,
+     "mlp.shared_expert_gate.weight"},
+    {nullptr, "mlp.shared_experts.linear_fc1.weight", MegatronSplit::Column,
+     "mlp.shared_expert.up_proj.weight"},
+    {nullptr, "mlp.shared_experts.linear_fc2.weight", MegatronSplit::Row,
+     "mlp.shared_expert.down_proj.weight"},
+};
+
+/// Gives `param` the split and HF names of `rule` in the layer whose HF names start
+/// with `prefix`. With SwiGLU a Column fc1 is [gate; up] per rank: FusedGateUp, its
+/// gate named as its up with gate_proj for up_proj.
+void layerParam(MegatronParam &param, const NameRule &rule, const std::string &prefix,
+                bool swiglu) {
+  param.split = rule.split;
+  param.fullNames.clear();
+  llvm::StringRef hf = rule.hf;
+  if (swiglu && rule.split == MegatronSplit::Column) {
+    auto [before, after] = hf.split("up_proj");
+    param.split = MegatronSplit::FusedGateUp;
+    param.fullNames = {prefix + before.str() + "gate_proj" + after.str(), prefix + hf.str()};
+    return;
+  }
+  llvm::SmallVector<llvm::StringRef, 3> names;
+  hf.split(names, ',');
+  for (llvm::StringRef n : names)
+    param.fullNames.push_back(prefix + n.str());
+}
+
 /// A routed expert's parameter after "decoder.layers.N.": SequentialMLP's
 /// mlp.experts.local_experts.<i>.linear_fc<k>.weight or TEGroupedMLP's
 /// mlp.experts.linear_fc<k>.weight<i> (megatron/core/transformer/moe/experts.py).
@@ -352,33 +387,22 @@ std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNa
     int64_t local = 0;
     if (index.getAsInteger(10, local))
       return std::nullopt;
-    for (const NameRule &rule : kLayerRules) {
-      if (suffix != pick(rule))
-        continue;
-      param.layer = layerOffset + local;
-      param.split = rule.split;
-      std::string prefix = "model.layers." + std::to_string(param.layer) + ".";
-      llvm::SmallVector<llvm::StringRef, 3> hf;
-      llvm::StringRef(rule.hf).split(hf, ',');
-      if (swiglu && rule.split == MegatronSplit::Column) {
-        llvm::StringRef kind = suffix.ends_with("weight") ? "weight" : "bias";
-        param.split = MegatronSplit::FusedGateUp;
-        param.fullNames = {prefix + "mlp.gate_proj." + kind.str(), prefix + "mlp.up_proj." + kind.str()};
-        return param;
-      }
-      for (llvm::StringRef n : hf)
-        param.fullNames.push_back(prefix + n.str());
-      return param;
-    }
-    if (naming == MegatronNaming::Legacy)
-      return std::nullopt;
     param.layer = layerOffset + local;
     std::string prefix = "model.layers." + std::to_string(param.layer) + ".";
-    for (const NameRule &rule : kMoERules)
-      if (suffix == rule.mcore) {
-        param.fullNames = {prefix + rule.hf};
+    for (const NameRule &rule : kLayerRules)
+      if (suffix == pick(rule)) {
+        layerParam(param, rule, prefix, swiglu);
         return param;
       }
+    if (naming == MegatronNaming::Legacy)
+      return std::nullopt;
+    for (llvm::ArrayRef<NameRule> rules :
+         {llvm::ArrayRef(kMoERules), llvm::ArrayRef(kSharedExpertRules)})
+      for (const NameRule &rule : rules)
+        if (suffix == rule.mcore) {
+          layerParam(param, rule, prefix, swiglu);
+          return param;
+        }
     if (auto expert = expertOf(suffix)) {
       expertParam(param, prefix, expertOffset + expert->local, expert->fc2, swiglu);
       return param;
@@ -658,10 +682,14 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   d.moeFfn = intArg(state, "moe_ffn_hidden_size").value_or(d.ffn);
   d.topK = intArg(state, "moe_router_topk").value_or(d.experts ? 2 : 0);
   d.groupedGemm = boolArg(state, "moe_grouped_gemm");
-  if (d.experts < 0 || (d.experts && d.moeFfn <= 0))
+  d.sharedFfn = intArg(state, "moe_shared_expert_intermediate_size").value_or(0);
+  d.sharedGate = d.sharedFfn && boolArg(state, "moe_shared_expert_gate");
+  if (d.experts < 0 || (d.experts && d.moeFfn <= 0) || d.sharedFfn < 0 ||
+      (d.sharedFfn && !d.experts))
     return fileError(file, llvm::formatv("args describe an impossible mixture of experts "
-                                         "(num_experts {0}, moe_ffn_hidden_size {1})",
-                                         d.experts, d.moeFfn));
+                                         "(num_experts {0}, moe_ffn_hidden_size {1}, "
+                                         "moe_shared_expert_intermediate_size {2})",
+                                         d.experts, d.moeFfn, d.sharedFfn));
   if (d.experts) {
     // Features that change which parameters a MoE layer has, or where they live.
     auto isOne = [](const ValuePtr &v) { return v->get<int64_t>() && *v->get<int64_t>() == 1; };
@@ -670,9 +698,11 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
         !(freq->sequence() && llvm::all_of(*freq->sequence(), isOne)))
       return fileError(file, "args.moe_layer_freq is not 1: loom reads MoE models whose every "
                              "layer is a MoE layer (dense layers between them are not supported)");
-    if (intArg(state, "moe_shared_expert_intermediate_size").value_or(0) > 0)
-      return fileError(file, "args.moe_shared_expert_intermediate_size is set: shared experts "
-                             "(mlp.shared_experts) are not supported, only routed ones");
+    if (boolArg(state, "use_grouped_gemm_for_shared_expert"))
+      return fileError(file, "args.use_grouped_gemm_for_shared_expert is set: its fused SwiGLU "
+                             "takes the shared experts' linear_fc1 rows interleaved (args."
+                             "moe_shared_expert_glu_interleave_size), not as [gate; up], which "
+                             "loom does not read");
     if (auto etp = intArg(state, "expert_tensor_parallel_size"); etp && *etp != int64_t(tp))
       return fileError(file, llvm::formatv("args.expert_tensor_parallel_size is {0} but "
                                            "tensor_model_parallel_size is {1}: loom reads experts "
@@ -821,6 +851,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   for (unsigned stage = 0; stage < layout.pp; ++stage) {
     int64_t stageLayers = 0;
     std::map<int64_t, int64_t> expertParams; // layer -> its experts' parameters
+    std::map<int64_t, int64_t> sharedExpertParams; // layer -> its shared experts' parameters
     size_t shared = 0;
     for (unsigned e = 0; e < layout.ep; ++e) {
       const ShardTensors &shard = shards[{0, stage, e}];
@@ -856,6 +887,18 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
         } else {
           ++shared;
         }
+        if (llvm::StringRef(name).contains(".mlp.shared_experts.")) {
+          ++sharedExpertParams[param->layer];
+          int64_t rows = (layout.dims.swiglu ? 2 : 1) * layout.dims.sharedFfn;
+          int64_t held = tensor.shape.empty() ? 0 : tensor.shape[0];
+          if (layout.dims.sharedFfn && llvm::StringRef(name).ends_with("linear_fc1.weight") &&
+              held * layout.tp != rows)
+            return fileError(file, llvm::formatv("'{0}' has {1} rows on each of {2} TP ranks "
+                                                 "where args.moe_shared_expert_intermediate_size "
+                                                 "{3} gives {4} in all",
+                                                 name, held, layout.tp, layout.dims.sharedFfn,
+                                                 rows));
+        }
         param->stage = stage;
         param->localShape = tensor.shape;
         param->dtype = tensor.dtype;
@@ -876,6 +919,18 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                        "args.num_experts {2} gives {3} (linear_fc1 and "
                                        "linear_fc2 of each)",
                                        layer, count, layout.dims.experts, 2 * layout.dims.experts));
+    // Every layer of a MoE model has the shared experts the args give: linear_fc1,
+    // linear_fc2 and, with a gate, gate_weight.
+    int64_t sharedWanted = layout.dims.sharedFfn ? 2 + layout.dims.sharedGate : 0;
+    for (int64_t layer = layerOffset; layer < layerOffset + stageLayers; ++layer)
+      if (sharedExpertParams[layer] != sharedWanted)
+        return fileError(loaded.shardFile(0, stage),
+                         llvm::formatv("layer {0} has {1} shared-expert parameters "
+                                       "(mlp.shared_experts) where args."
+                                       "moe_shared_expert_intermediate_size {2} and "
+                                       "moe_shared_expert_gate {3} give {4}",
+                                       layer, sharedExpertParams[layer], layout.dims.sharedFfn,
+                                       layout.dims.sharedGate, sharedWanted));
     layout.layersPerStage.push_back(stageLayers);
     layerOffset += stageLayers;
   }
@@ -976,41 +1031,29 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
       std::string prefix = "model.layers." + std::to_string(layer) + ".";
       std::string localPrefix = layers + std::to_string(local) + ".";
       // A MoE layer registers attention as a dense one does, then its own norm, the
-      // router and the experts (TransformerLayer, MoELayer, SequentialMLP or
-      // TEGroupedMLP); kMCoreOrder's first six rules are the attention's.
+      // router, the experts (TransformerLayer, MoELayer, SequentialMLP or
+      // TEGroupedMLP) and any shared experts; kMCoreOrder's first six rules are the
+      // attention's.
       bool moe = naming == MegatronNaming::MCore &&
                  remaining.count(prefix + "block_sparse_moe.gate.weight");
-      for (unsigned r : naming == MegatronNaming::Legacy ? llvm::ArrayRef(kLegacyOrder)
-                        : moe                            ? llvm::ArrayRef(kMCoreOrder).take_front(6)
-                                                         : llvm::ArrayRef(kMCoreOrder)) {
-        const NameRule &rule = kLayerRules[r];
+      // Takes the layer parameter of `rule` if the tensors it unshards to are present.
+      auto layerRule = [&](const NameRule &rule) {
         MegatronParam param;
         param.localName = localPrefix + pick(rule);
         param.stage = stage;
         param.layer = layer;
-        param.split = rule.split;
-        llvm::SmallVector<llvm::StringRef, 3> hf;
-        llvm::StringRef(rule.hf).split(hf, ',');
-        std::vector<std::string> names;
-        if (dims.swiglu && rule.split == MegatronSplit::Column) {
-          llvm::StringRef kind = llvm::StringRef(rule.hf).ends_with("weight") ? "weight" : "bias";
-          param.split = MegatronSplit::FusedGateUp;
-          names = {prefix + "mlp.gate_proj." + kind.str(), prefix + "mlp.up_proj." + kind.str()};
-        } else {
-          for (llvm::StringRef n : hf)
-            names.push_back(prefix + n.str());
-        }
-        take(param, std::move(names));
-      }
+        layerParam(param, rule, prefix, dims.swiglu);
+        std::vector<std::string> names = param.fullNames;
+        take(std::move(param), std::move(names));
+      };
+      for (unsigned r : naming == MegatronNaming::Legacy ? llvm::ArrayRef(kLegacyOrder)
+                        : moe                            ? llvm::ArrayRef(kMCoreOrder).take_front(6)
+                                                         : llvm::ArrayRef(kMCoreOrder))
+        layerRule(kLayerRules[r]);
       if (!moe)
         continue;
-      for (const NameRule &rule : kMoERules) {
-        MegatronParam param;
-        param.localName = localPrefix + rule.mcore;
-        param.stage = stage;
-        param.layer = layer;
-        take(param, {prefix + rule.hf});
-      }
+      for (const NameRule &rule : kMoERules)
+        layerRule(rule);
       int64_t perRank = dims.experts / std::max(ep, 1u);
       if (!dims.experts || dims.experts % ep)
         return llvm::createStringError(
@@ -1038,6 +1081,8 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
         for (int64_t e = 0; e < dims.experts; ++e)
           for (bool fc2 : {false, true})
             expert(e, fc2);
+      for (const NameRule &rule : kSharedExpertRules)
+        layerRule(rule);
     }
     if (stage + 1 == pp)
       for (const NameRule &rule : llvm::ArrayRef(kModelRules).drop_front(2))

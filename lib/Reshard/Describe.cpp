@@ -80,11 +80,12 @@ static std::optional<ModelDims> dimsFromJson(const llvm::json::Object &o, bool g
   if (auto act = o.getString("hidden_act"))
     d.swiglu = d.swiglu || *act == "silu" || *act == "swish";
   // Mixtral's config or Megatron's MoE args; Mixtral's intermediate_size is an
-  // expert's.
+  // expert's. Shared experts as Qwen2-MoE's config or Megatron's args size them.
   d.experts = get({"num_local_experts", "num_experts"});
   if (d.experts) {
     d.moeFfn = get({"moe_ffn_hidden_size", "intermediate_size", "ffn_hidden_size"});
     d.topK = get({"num_experts_per_tok", "moe_router_topk"});
+    d.sharedFfn = get({"shared_expert_intermediate_size", "moe_shared_expert_intermediate_size"});
   }
   if (d.layers <= 0 || d.hidden <= 0 || d.heads <= 0 || d.headDim <= 0)
     return std::nullopt;
@@ -104,6 +105,10 @@ std::string reshard::configJson(const ModelDims &d) {
     o["num_local_experts"] = d.experts;
     o["num_experts_per_tok"] = d.topK;
     o["intermediate_size"] = d.moeFfn;
+    // Mixtral has no shared experts; their size goes under Qwen2-MoE's key, as their
+    // tensors take its names.
+    if (d.sharedFfn)
+      o["shared_expert_intermediate_size"] = d.sharedFfn;
   }
   return llvm::formatv("{0:2}", llvm::json::Value(std::move(o))).str();
 }
@@ -157,8 +162,9 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   layout.format = ml.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
   layout.iteration = ml.iteration;
   layout.sourceArgs = ml.argsJson;
-  layout.dims = ModelDims{d.numLayers, d.hidden, d.heads,   d.queryGroups, d.headDim, d.ffn,
-                          d.vocab,     d.swiglu, d.experts, d.moeFfn,      d.topK};
+  layout.dims = ModelDims{d.numLayers, d.hidden,  d.heads,  d.queryGroups, d.headDim,
+                          d.ffn,       d.vocab,   d.swiglu, d.experts,     d.moeFfn,
+                          d.topK,      d.sharedFfn};
   if (!layout.dims->layers)
     layout.dims->layers = std::accumulate(ml.layersPerStage.begin(), ml.layersPerStage.end(), 0);
   // The full shapes follow from TP rank 0's shards and the splits.
@@ -1031,6 +1037,17 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
              {"expert_model_parallel_size", target.ep},
              {"expert_tensor_parallel_size", target.tp}})
       args[key] = value;
+    // Shared experts as their tensors say: fc2's columns, a gate or not.
+    for (const FullTensor &f : out.fulls) {
+      llvm::StringRef name = f.name;
+      if (name.ends_with(".mlp.shared_expert.down_proj.weight") && f.shape.size() == 2)
+        md.sharedFfn = f.shape[1];
+      md.sharedGate = md.sharedGate || name.ends_with(".mlp.shared_expert_gate.weight");
+    }
+    if (md.sharedFfn) {
+      args["moe_shared_expert_intermediate_size"] = md.sharedFfn;
+      args["moe_shared_expert_gate"] = md.sharedGate;
+    }
   }
   // With optimizer states, the optimizer that keeps them.
   base.withStates = countStates(out.fulls, nullptr) > 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tiny Megatron-LM checkpoints with tp=2 pp=2 the way Megatron lays them out.
 
-Usage: make_megatron.py OUTDIR [--moe]
+Usage: make_megatron.py OUTDIR [--moe [--shared-experts]]
 
   mcore/   Llama-like (GQA: 4 heads in 2 query groups, SwiGLU, RMSNorm, bf16, no
            biases) with mcore names: decoder.layers.N.self_attention.linear_qkv.weight,
@@ -41,6 +41,19 @@ Each MoE layer registers its attention as a dense layer does, then pre_mlp_layer
 every rank) and its ep rank's experts under local indices (global = ep_rank *
 experts / ep + local), fc1 = [gate (w1); up (w3)] of the TP rank's rows, fc2 (w2)
 row-parallel (megatron/core/transformer/moe/{moe_layer,router,experts}.py).
+
+With --moe --shared-experts it writes the same model with shared experts beside the
+routed ones instead (--moe-shared-expert-intermediate-size 40: SharedExpertMLP,
+megatron/core/transformer/moe/shared_experts.py), cut from moe-shared.truth.pt whose
+shared experts take Qwen2-MoE's names (mlp.shared_expert.{gate,up,down}_proj.weight,
+mlp.shared_expert_gate.weight), moe-shared.json its manifest:
+  moe-shared-tp2ep2/         tp=2 ep=2, SequentialMLP names, with the sigmoid gate
+                             (--moe-shared-expert-gate).
+  moe-shared-nogate-tp1pp2ep2/  tp=1 pp=2 ep=2, TEGroupedMLP names, no gate; its truth
+                             is moe-shared-nogate.truth.pt (the same without the gates).
+Every rank's file holds its layer's shared experts after the routed ones: gate_weight
+([1, hidden], a parameter of SharedExpertMLP itself, so first), linear_fc1 = [gate; up]
+of the TP rank's rows, linear_fc2 row-parallel, as the dense MLP is cut.
 
 Both: latest_checkpointed_iteration.txt, iter_0000100/mp_rank_TT_PPP/model_optim_rng.pt,
 layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple of
@@ -465,11 +478,12 @@ def write_distopt(outdir, name, truth):
                   untie_embeddings_and_output_weights=True, ckpt_format="torch")
 
 
-EXPERTS, MOE_FFN, TOPK = 4, 24, 2
+EXPERTS, MOE_FFN, TOPK, SHARED_FFN = 4, 24, 2, 40
 
 
-def full_moe(seed):
-    """The MoE model's full tensors with Mixtral's HF names."""
+def full_moe(seed, shared=False):
+    """The MoE model's full tensors with Mixtral's HF names, and with `shared` the
+    shared experts and their gates with Qwen2-MoE's."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -491,6 +505,11 @@ def full_moe(seed):
             sd[x + "w1.weight"] = rand(MOE_FFN, HIDDEN)
             sd[x + "w3.weight"] = rand(MOE_FFN, HIDDEN)
             sd[x + "w2.weight"] = rand(HIDDEN, MOE_FFN)
+        if shared:
+            sd[p + "mlp.shared_expert_gate.weight"] = rand(1, HIDDEN)
+            sd[p + "mlp.shared_expert.gate_proj.weight"] = rand(SHARED_FFN, HIDDEN)
+            sd[p + "mlp.shared_expert.up_proj.weight"] = rand(SHARED_FFN, HIDDEN)
+            sd[p + "mlp.shared_expert.down_proj.weight"] = rand(HIDDEN, SHARED_FFN)
     return sd
 
 
@@ -541,13 +560,20 @@ def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VO
             for i, e in enumerate(mine):
                 out[m + f"mlp.experts.local_experts.{i}.linear_fc1.weight"] = fc1(e)
                 out[m + f"mlp.experts.local_experts.{i}.linear_fc2.weight"] = fc2(e)
+        s = p + "mlp.shared_expert"
+        if s + "_gate.weight" in sd:
+            out[m + "mlp.shared_experts.gate_weight"] = sd[s + "_gate.weight"].clone()
+        if s + ".up_proj.weight" in sd:
+            out[m + "mlp.shared_experts.linear_fc1.weight"] = torch.cat(
+                [col(sd[s + ".gate_proj.weight"]), col(sd[s + ".up_proj.weight"])])
+            out[m + "mlp.shared_experts.linear_fc2.weight"] = row(sd[s + ".down_proj.weight"])
     if stage == pp - 1:
         out["decoder.final_layernorm.weight"] = sd["model.norm.weight"].clone()
         out["output_layer.weight"] = col(pad_vocab(sd["lm_head.weight"]))
     return out
 
 
-def moe_args(tp, pp, ep, grouped):
+def moe_args(tp, pp, ep, grouped, shared=None, gate=False):
     return argparse.Namespace(
         num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
         group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
@@ -556,7 +582,8 @@ def moe_args(tp, pp, ep, grouped):
         expert_model_parallel_size=ep, expert_tensor_parallel_size=tp, num_experts=EXPERTS,
         moe_ffn_hidden_size=MOE_FFN, moe_router_topk=TOPK, moe_grouped_gemm=grouped,
         moe_layer_freq=1, moe_router_load_balancing_type="aux_loss", bf16=True,
-        params_dtype=torch.bfloat16, iteration=100)
+        moe_shared_expert_intermediate_size=shared, moe_shared_expert_gate=gate,
+        moe_shared_expert_overlap=False, params_dtype=torch.bfloat16, iteration=100)
 
 
 def write_moe(outdir, name, sd, tp, pp, ep, grouped):
@@ -564,7 +591,9 @@ def write_moe(outdir, name, sd, tp, pp, ep, grouped):
     os.makedirs(root)
     with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write("100")
-    args = moe_args(tp, pp, ep, grouped)
+    shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in sd
+    args = moe_args(tp, pp, ep, grouped, SHARED_FFN if shared else None,
+                    "model.layers.0.mlp.shared_expert_gate.weight" in sd)
     for stage in range(pp):
         for tp_rank in range(tp):
             for ep_rank in range(ep):
@@ -579,6 +608,15 @@ def write_moe(outdir, name, sd, tp, pp, ep, grouped):
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
+    if "--moe" in sys.argv[2:] and "--shared-experts" in sys.argv[2:]:
+        sd = full_moe(seed=6, shared=True)
+        torch.save(sd, os.path.join(outdir, "moe-shared.truth.pt"))
+        write_manifest(outdir, "moe-shared", sd)
+        write_moe(outdir, "moe-shared-tp2ep2", sd, tp=2, pp=1, ep=2, grouped=False)
+        sd = {n: t for n, t in sd.items() if not n.endswith("shared_expert_gate.weight")}
+        torch.save(sd, os.path.join(outdir, "moe-shared-nogate.truth.pt"))
+        write_moe(outdir, "moe-shared-nogate-tp1pp2ep2", sd, tp=1, pp=2, ep=2, grouped=True)
+        return
     if "--moe" in sys.argv[2:]:
         sd = full_moe(seed=5)
         torch.save(sd, os.path.join(outdir, "moe.truth.pt"))

@@ -33,11 +33,14 @@
       its moe.truth.pt of full Mixtral-named tensors). Its mp_rank folders must be the
       ones get_checkpoint_name gives for the args' tp, pp and ep, and each rank's model
       dict exactly what Megatron saves there (make_megatron.moe_shard cuts the truth):
-      the same keys in registration order, every tensor bit-identical.
+      the same keys in registration order, every tensor bit-identical; the args' shared
+      experts (moe_shared_expert_intermediate_size, moe_shared_expert_gate) those of
+      the truth.
   reshard_check.py moe-hf DIR TRUTH
       DIR is a Hugging Face folder (safetensors read here by hand): it must hold
       exactly TRUTH's tensors, bit for bit in the same dtype, and a Mixtral config.json
-      with the fixture's experts.
+      with the fixture's experts (and shared_expert_intermediate_size, Qwen2-MoE's key,
+      when TRUTH has shared experts).
 """
 import glob
 import json
@@ -463,6 +466,15 @@ def moe_cmd(root, truth_path):
         print(f"args: num_experts {args.num_experts}, moe_router_topk {args.moe_router_topk}, "
               f"moe_ffn_hidden_size {args.moe_ffn_hidden_size}")
         return 1
+    # Shared experts (SharedExpertMLP) as the truth has them: their size and gate.
+    shared = (mm.SHARED_FFN if "model.layers.0.mlp.shared_expert.up_proj.weight" in truth
+              else None, "model.layers.0.mlp.shared_expert_gate.weight" in truth)
+    got = (getattr(args, "moe_shared_expert_intermediate_size", None),
+           bool(getattr(args, "moe_shared_expert_gate", False)))
+    if got != shared:
+        print(f"args: moe_shared_expert_intermediate_size, moe_shared_expert_gate {got}, "
+              f"expected {shared}")
+        return 1
     ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e)
              for t in range(tp) for p in range(pp) for e in range(ep)}
     if sorted(ranks) != sorted(files):
@@ -509,13 +521,16 @@ def moe_hf_cmd(path, truth_path):
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     import make_megatron as mm
+    shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in truth
     want = {"model_type": "mixtral", "num_local_experts": mm.EXPERTS,
-            "num_experts_per_tok": mm.TOPK, "intermediate_size": mm.MOE_FFN}
+            "num_experts_per_tok": mm.TOPK, "intermediate_size": mm.MOE_FFN,
+            "shared_expert_intermediate_size": mm.SHARED_FFN if shared else None}
     if any(config.get(k) != v for k, v in want.items()):
         print(f"config.json: {config}")
         return 1
     print(f"hf: {len(truth)} Mixtral tensors equal the truth, config says "
-          f"{mm.EXPERTS} experts, top-{mm.TOPK}")
+          f"{mm.EXPERTS} experts, top-{mm.TOPK}" +
+          (f", shared experts of {mm.SHARED_FFN} rows" if shared else ""))
     return 0
 
 

@@ -169,6 +169,10 @@ Summary open(const std::string &path, bool verify) {
       summary.layout["expert_names"] = l.dims.groupedGemm
                                            ? "TEGroupedMLP (linear_fc1.weight<i>)"
                                            : "SequentialMLP (local_experts.<i>.linear_fc1.weight)";
+      if (l.dims.sharedFfn) {
+        summary.layout["shared_expert_ffn"] = l.dims.sharedFfn;
+        summary.layout["shared_expert_gate"] = l.dims.sharedGate;
+      }
     }
     addTensors(summary, megatron.tensors);
     if (l.optimizer) {

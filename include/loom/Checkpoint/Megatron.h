@@ -54,6 +54,11 @@ struct MegatronDims {
   /// args.moe_grouped_gemm: TEGroupedMLP's names (mlp.experts.linear_fc1.weight<i>)
   /// rather than SequentialMLP's (mlp.experts.local_experts.<i>.linear_fc1.weight).
   bool groupedGemm = false;
+  /// Shared experts beside the routed ones (mlp.shared_experts, every token takes
+  /// them): one MLP of sharedFfn rows (args.moe_shared_expert_intermediate_size, 0:
+  /// none), scaled by a sigmoid gate when sharedGate (args.moe_shared_expert_gate).
+  int64_t sharedFfn = 0;
+  bool sharedGate = false;
 };
 
 struct MegatronParam {
@@ -269,7 +274,8 @@ llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &direc
 /// stage s: the inverse of the reader's classification. A name with no Megatron
 /// place is an error. A layer with a Mixtral router
 /// (model.layers.N.block_sparse_moe.gate.weight) is a MoE layer, its experts spread
-/// over `ep` expert-parallel ranks.
+/// over `ep` expert-parallel ranks; its shared experts, when present
+/// (mlp.shared_expert.*, Qwen2-MoE's names), are in every expert-parallel rank's file.
 llvm::Expected<std::vector<MegatronParam>>
 megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
                   MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage, unsigned ep = 1);

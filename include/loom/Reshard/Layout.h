@@ -99,8 +99,9 @@ struct ModelDims {
   int64_t layers = 0, hidden = 0, heads = 0, kvHeads = 0, headDim = 0, ffn = 0, vocab = 0;
   bool swiglu = false;
   /// A Mixtral-like mixture of experts: routed experts per layer (0: dense), each an
-  /// MLP of moeFfn rows, topK per token.
-  int64_t experts = 0, moeFfn = 0, topK = 0;
+  /// MLP of moeFfn rows, topK per token, and shared experts of sharedFfn rows in all
+  /// (0: none).
+  int64_t experts = 0, moeFfn = 0, topK = 0, sharedFfn = 0;
 };
 
 struct Layout {

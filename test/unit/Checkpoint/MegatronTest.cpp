@@ -30,6 +30,17 @@ const std::string &moeFixtures() {
   return dir;
 }
 
+const std::string &sharedExpertFixtures() {
+  static const std::string dir = [] {
+    std::string dir = scratchDir("megatron-moe-shared");
+    std::string output;
+    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe", "--shared-experts"}, &output), 0)
+        << output;
+    return dir;
+  }();
+  return dir;
+}
+
 const MegatronParam *findParam(const MegatronLayout &layout, llvm::StringRef localName,
                                unsigned stage) {
   for (const MegatronParam &p : layout.params)
@@ -160,4 +171,43 @@ TEST(Megatron, MoEWithExpertParallelismUnshardsToMixtralTensors) {
               (std::vector<std::string>{"model.layers." + layer + ".block_sparse_moe.experts.3.w1.weight",
                                         "model.layers." + layer + ".block_sparse_moe.experts.3.w3.weight"}));
   }
+}
+
+TEST(Megatron, SharedExpertsUnshardToQwen2MoENames) {
+  // tp=2 ep=2 with the gate: every ep rank's file holds the shared experts, fc1 as
+  // [gate; up] of its TP rank's rows.
+  auto ckpt = readMegatron(sharedExpertFixtures() + "/moe-shared-tp2ep2");
+  ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+  expectMatchesManifest(ckpt->tensors, readJson(sharedExpertFixtures() + "/moe-shared.json"),
+                        /*checkLayout=*/false);
+  const MegatronLayout &layout = ckpt->layout;
+  EXPECT_EQ(layout.dims.sharedFfn, 40);
+  EXPECT_TRUE(layout.dims.sharedGate);
+  const MegatronParam *fc1 =
+      findParam(layout, "decoder.layers.1.mlp.shared_experts.linear_fc1.weight", 0);
+  ASSERT_TRUE(fc1);
+  EXPECT_EQ(fc1->expert, -1);
+  EXPECT_EQ(fc1->split, MegatronSplit::FusedGateUp);
+  EXPECT_EQ(fc1->localShape, (llvm::SmallVector<int64_t, 4>{40, 32}));
+  EXPECT_EQ(fc1->fullNames,
+            (std::vector<std::string>{"model.layers.1.mlp.shared_expert.gate_proj.weight",
+                                      "model.layers.1.mlp.shared_expert.up_proj.weight"}));
+  const MegatronParam *gate =
+      findParam(layout, "decoder.layers.1.mlp.shared_experts.gate_weight", 0);
+  ASSERT_TRUE(gate);
+  EXPECT_EQ(gate->split, MegatronSplit::Replicated);
+  EXPECT_EQ(gate->fullNames,
+            (std::vector<std::string>{"model.layers.1.mlp.shared_expert_gate.weight"}));
+
+  // Without the gate, pp=2 and TEGroupedMLP: the args' gate and the files must agree.
+  auto nogate = readMegatron(sharedExpertFixtures() + "/moe-shared-nogate-tp1pp2ep2");
+  ASSERT_TRUE(bool(nogate)) << message(nogate.takeError());
+  EXPECT_FALSE(nogate->layout.dims.sharedGate);
+  EXPECT_FALSE(llvm::any_of(nogate->tensors, [](const NamedTensor &t) {
+    return llvm::StringRef(t.name).contains("shared_expert_gate");
+  }));
+  EXPECT_EQ(llvm::count_if(nogate->tensors, [](const NamedTensor &t) {
+              return llvm::StringRef(t.name).contains(".mlp.shared_expert.");
+            }),
+            3 * 4);
 }

@@ -482,6 +482,13 @@ const DictValue *megatron::argsState(const Value &root) {
   return object && object->state ? object->state->get<DictValue>() : nullptr;
 }
 
+std::optional<llvm::json::Object> loom::ckpt::megatronArgs(const Value &root) {
+  const DictValue *state = megatron::argsState(root);
+  if (!state)
+    return std::nullopt;
+  return megatron::plainEntries(*state);
+}
+
 std::string megatron::argsToJson(const DictValue &state) {
   return llvm::formatv("{0}", llvm::json::Value(plainEntries(state))).str();
 }

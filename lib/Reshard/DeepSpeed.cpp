@@ -880,23 +880,6 @@ static llvm::Expected<ScannedFolder> scanTagFolder(const std::string &dir) {
   return scan;
 }
 
-/// Megatron-DeepSpeed's args Namespace in a model-states file: its plain fields, or
-/// nullopt when the file has none.
-static std::optional<llvm::json::Object> argsOf(const ModelStates &states) {
-  const DictValue *root = states.root->get<DictValue>();
-  ValuePtr args = root ? root->find("args") : nullptr;
-  const ObjectValue *object = args ? args->get<ObjectValue>() : nullptr;
-  const DictValue *fields = object && object->state ? object->state->get<DictValue>() : nullptr;
-  if (!fields)
-    return std::nullopt;
-  llvm::json::Object out;
-  for (const auto &[key, value] : fields->entries)
-    if (const std::string *name = key->get<std::string>())
-      if (auto json = plainJson(*value))
-        out[*name] = std::move(*json);
-  return out;
-}
-
 /// A DeepSpeed MoE checkpoint's parameters and groups (the full tensors with their
 /// optimizer states), and its ep. _save_moe_checkpoint records no param_shapes: the
 /// groups are read off the dp ranks' param_slice_mappings (a group's parameters follow
@@ -1131,7 +1114,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
                                                "optimizer files of dp={1}",
                                                *model0.dpWorldSize, dp)
                                      .str());
-  std::optional<llvm::json::Object> args = argsOf(model0);
+  std::optional<llvm::json::Object> args = megatronArgs(*model0.root);
   if (args)
     config.swiglu = args->getBoolean("swiglu").value_or(false);
 

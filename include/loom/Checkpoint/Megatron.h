@@ -21,6 +21,9 @@
 #define LOOM_CHECKPOINT_MEGATRON_H
 
 #include "loom/Checkpoint/Tensor.h"
+#include "loom/Checkpoint/Value.h"
+
+#include "llvm/Support/JSON.h"
 
 #include <map>
 #include <optional>
@@ -145,6 +148,11 @@ struct MegatronOptimizer {
 /// not give. For checkpoints that keep tensor-parallel slices without saying how
 /// they were cut (DeepSpeed's mp_rank_MM files).
 std::optional<MegatronSplit> megatronSplitOfName(llvm::StringRef name);
+
+/// The plain fields (numbers, strings, booleans and lists of them) of the
+/// argparse Namespace that Megatron-LM and Megatron-DeepSpeed pickle under "args"
+/// in `root`; nullopt when it has none.
+std::optional<llvm::json::Object> megatronArgs(const Value &root);
 
 /// Megatron exempts vectors and biases from weight decay (its default
 /// no_weight_decay_cond: `len(param.shape) == 1 or name.endswith(".bias")`).

@@ -476,6 +476,9 @@ LogicalResult ModelOp::verify() {
     return emitOpError("v_shape folds two stages per pipeline position into a V: it needs "
                        "virtual_stages = 2, got ")
            << getVirtualStages();
+  if (getDualPipe() && (getVirtualStages() != 1 || getVShape()))
+    return emitOpError("dual_pipe runs one stage per pipeline position in each direction: it "
+                       "needs virtual_stages = 1 and no v_shape");
   if (getGlobalBatch() % getMicroBatch() != 0)
     return emitOpError("micro_batch (")
            << getMicroBatch() << ") must divide global_batch ("
@@ -525,6 +528,9 @@ LogicalResult ModelOp::verifySymbolUses(SymbolTableCollection &symbols) {
     return failure();
   if (getVShape() && ppAxis.empty())
     return emitOpError("v_shape needs a pipeline_axis: it places stages on pipeline positions");
+  if (getDualPipe() && (ppAxis.empty() || mesh.getAxisSize(ppAxis) % 2 != 0))
+    return emitOpError("dual_pipe needs a pipeline_axis of an even size: it pairs position p "
+                       "with position pp - 1 - p");
   int64_t numStages = (ppAxis.empty() ? 1 : mesh.getAxisSize(ppAxis)) *
                       getVirtualStages();
 

@@ -345,7 +345,11 @@ def Place_ModelOp : Place_Op<"model",
     on clusters of several kinds of node the planner may run the stages on the
     ranks in another order). With `v_shape` (ZB-V's layout; virtual_stages must
     be 2) stage s >= pp runs at position 2pp - 1 - s instead: down the
-    positions, then back up, so position 0 holds the first and the last stage. `pipeline_devices[p]`, when present, names the
+    positions, then back up, so position 0 holds the first and the last stage.
+    With `dual_pipe` (DualPipe; virtual_stages 1, an even number of positions)
+    position p also holds a copy of the stage of position pp - 1 - p, with its
+    own gradients and optimizer state, for the micro-batches fed from the other
+    end of the pipeline. `pipeline_devices[p]`, when present, names the
     device every node of position p has, so the IR says which GPU type runs each
     stage. `optimizer` is adam (fp32 master and two moments per parameter
     under mixed precision) or sgd (momentum: one). Constraints: the optimizer is
@@ -372,7 +376,7 @@ def Place_ModelOp : Place_Op<"model",
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
                        StrAttr:$dtype, UnitAttr:$dropout,
                        DefaultValuedAttr<StrAttr, "\"adam\"">:$optimizer,
-                       UnitAttr:$v_shape);
+                       UnitAttr:$v_shape, UnitAttr:$dual_pipe);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name (`mesh` $mesh^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;

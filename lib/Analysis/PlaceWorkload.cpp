@@ -129,9 +129,10 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
   w.globalBatch = model.getGlobalBatch();
   w.microBatch = model.getMicroBatch();
   w.seq = model.getSeqLen();
-  w.schedule = model.getVShape() ? cost::Schedule::ZeroBubbleV
-               : w.vpp > 1        ? cost::Schedule::Interleaved
-                                  : cost::Schedule::OneFOneB;
+  w.schedule = model.getVShape()   ? cost::Schedule::ZeroBubbleV
+               : model.getDualPipe() ? cost::Schedule::DualPipe
+               : w.vpp > 1          ? cost::Schedule::Interleaved
+                                    : cost::Schedule::OneFOneB;
   bool fp32 = model.getDtype() == "fp32";
   w.setStateBytes(fp32, model.getDtype() == "fp16", model.getOptimizer() == "sgd");
   auto hbmBytes = [](DeviceOp device) {
@@ -307,5 +308,12 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
     w.ep = std::max(w.ep, s.ep);
     w.parts.push_back(part);
   }
+  // DualPipe splits the micro-batches between its directions, each filling the
+  // pipeline.
+  if (w.schedule == cost::Schedule::DualPipe &&
+      (w.microBatches() % 2 != 0 || w.microBatches() < 2 * w.pp))
+    return model.emitOpError("dual_pipe needs an even number of micro-batches per step, at "
+                             "least 2 x pp = ")
+           << 2 * w.pp << "; got " << w.microBatches();
   return w;
 }

@@ -126,6 +126,9 @@ void ApplyStrategyPass::runOnOperation() {
   if (vShape && (pp == 1 || vpp != 2))
     return fail("v-shape folds two stages per pipeline rank into a V: it needs pp > 1 and "
                 "vpp=2, got pp=" + Twine(pp) + " vpp=" + Twine(vpp));
+  if (dualPipe && (pp % 2 != 0 || vpp != 1 || vShape))
+    return fail("dual-pipe feeds the pipeline from both ends: it needs an even pp, vpp=1 and "
+                "no v-shape, got pp=" + Twine(pp) + " vpp=" + Twine(vpp));
   if (sp && tp == 1)
     return fail("sequence parallelism (sp) needs tp > 1");
   search::RankOrder rankOrder;
@@ -210,6 +213,7 @@ void ApplyStrategyPass::runOnOperation() {
       model.removePipelineDevicesAttr();
     model.setVirtualStages(vpp);
     model.setVShape(vShape);
+    model.setDualPipe(dualPipe);
     model.setMicroBatch(mbs);
 
     // Transformer layers split evenly over pp x vpp stages unless stage-layers

@@ -41,6 +41,7 @@ PlaceApplyStrategyOptions loom::applyOptionsFor(const search::Candidate &candida
   apply.pp = s.pp;
   apply.vpp = s.vpp;
   apply.vShape = s.schedule == cost::Schedule::ZeroBubbleV;
+  apply.dualPipe = s.schedule == cost::Schedule::DualPipe;
   apply.ep = s.ep;
   apply.cp = s.cp;
   apply.zero = s.zero;

@@ -120,6 +120,8 @@ static FailureOr<std::pair<SpecInputs, loom::search::Candidate>> planOf(Operatio
     st.set_rank_order(order.str());
   if (model.getVShape()) // the placement of ZB-V's stages is its schedule's
     st.set_schedule(loom::spec::ZB_V);
+  if (model.getDualPipe()) // and DualPipe's mirrored copies are its schedule's
+    st.set_schedule(loom::spec::DUALPIPE);
   // The IR's own layer->stage assignment.
   std::map<int64_t, std::set<int64_t>> stageLayers;
   module.walk([&](Operation *layer) {

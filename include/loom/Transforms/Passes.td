@@ -44,6 +44,9 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
     Option<"vShape", "v-shape", "bool", "false",
            "ZB-V's layout (vpp=2): stage s >= pp runs at position 2pp-1-s, the "
            "model's `v_shape`">,
+    Option<"dualPipe", "dual-pipe", "bool", "false",
+           "DualPipe's layout (vpp=1, even pp): position p also holds position "
+           "pp-1-p's stage, the model's `dual_pipe`">,
   ];
 }
 

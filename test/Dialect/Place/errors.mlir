@@ -722,3 +722,23 @@ place.mesh @m of @c axes [#place.laxis<dp = node:4 * gpu:2>, #place.laxis<tp = g
 // expected-error @below {{v_shape needs a pipeline_axis: it places stages on pipeline positions}}
 place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", virtual_stages = 2 : i64, v_shape} {
 }
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 4, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:2>, #place.laxis<dp = node:2 * gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{dual_pipe runs one stage per pipeline position in each direction: it needs virtual_stages = 1 and no v_shape}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", virtual_stages = 2 : i64, dual_pipe} {
+}
+
+// -----
+
+place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
+place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
+place.cluster @c device @d axes [#place.axis<"node", 3, @t>, #place.axis<"gpu", 8, @t>]
+place.mesh @m of @c axes [#place.laxis<pp = node:3>, #place.laxis<dp = gpu:2>, #place.laxis<tp = gpu:4>]
+// expected-error @below {{dual_pipe needs a pipeline_axis of an even size: it pairs position p with position pp - 1 - p}}
+place.model @x mesh @m attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "bf16", pipeline_axis = "pp", dual_pipe} {
+}

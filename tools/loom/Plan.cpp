@@ -359,7 +359,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                   "(share of micro-batches every stage must see, default 0.5)");
   cmd->add_flag("--no-zero-bubble", o->noZeroBubble,
                 "only the schedules Megatron-LM and DeepSpeed run: 1F1B and interleaved\n"
-                "(no ZB-H1, ZB-H2 or zb-auto)");
+                "(no ZB-H1, ZB-H2, zb-auto, ZB-V or DualPipe)");
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

@@ -77,6 +77,17 @@ TP, PP, LAYERS, HIDDEN, HEAD_DIM, FFN, VOCAB, SEQ = 2, 2, 4, 32, 8, 48, 250, 16
 PADDED_VOCAB = 256
 
 
+def attention_tensors(sd, p, rand, heads, groups):
+    """Layer prefix `p`'s norms and attention projections (HF Llama names), drawn
+    from `rand` in this order."""
+    sd[p + "input_layernorm.weight"] = rand(HIDDEN)
+    sd[p + "post_attention_layernorm.weight"] = rand(HIDDEN)
+    sd[p + "self_attn.q_proj.weight"] = rand(heads * HEAD_DIM, HIDDEN)
+    sd[p + "self_attn.k_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
+    sd[p + "self_attn.v_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
+    sd[p + "self_attn.o_proj.weight"] = rand(HIDDEN, heads * HEAD_DIM)
+
+
 def full_model(gen, dtype, heads, groups, swiglu, biases):
     """HF (Llama) names -> tensors."""
     def rand(*shape):
@@ -88,12 +99,7 @@ def full_model(gen, dtype, heads, groups, swiglu, biases):
         sd["model.embed_positions.weight"] = rand(SEQ, HIDDEN)
     for i in range(LAYERS):
         p = f"model.layers.{i}."
-        sd[p + "input_layernorm.weight"] = rand(HIDDEN)
-        sd[p + "post_attention_layernorm.weight"] = rand(HIDDEN)
-        sd[p + "self_attn.q_proj.weight"] = rand(heads * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.k_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.v_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.o_proj.weight"] = rand(HIDDEN, heads * HEAD_DIM)
+        attention_tensors(sd, p, rand, heads, groups)
         if swiglu:
             sd[p + "mlp.gate_proj.weight"] = rand(FFN, HIDDEN)
         sd[p + "mlp.up_proj.weight"] = rand(FFN, HIDDEN)
@@ -493,12 +499,7 @@ def full_moe(seed, shared=False):
           "model.norm.weight": rand(HIDDEN)}
     for i in range(LAYERS):
         p = f"model.layers.{i}."
-        sd[p + "input_layernorm.weight"] = rand(HIDDEN)
-        sd[p + "post_attention_layernorm.weight"] = rand(HIDDEN)
-        sd[p + "self_attn.q_proj.weight"] = rand(heads * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.k_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.v_proj.weight"] = rand(groups * HEAD_DIM, HIDDEN)
-        sd[p + "self_attn.o_proj.weight"] = rand(HIDDEN, heads * HEAD_DIM)
+        attention_tensors(sd, p, rand, heads, groups)
         sd[p + "block_sparse_moe.gate.weight"] = rand(EXPERTS, HIDDEN)
         for e in range(EXPERTS):
             x = f"{p}block_sparse_moe.experts.{e}."

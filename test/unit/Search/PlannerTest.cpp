@@ -6,8 +6,12 @@
 //    flash attention, layers divisible by pp, interleaving with micro-batches
 //    divisible by pp, data-parallel reduction after the pipeline drains) with
 //    the runs' full recomputation, the published (t, p) must be feasible and
-//    among loom's top 5; when loom ranks something else first, the test
-//    prints why.
+//    among loom's top 5 layouts; when loom ranks something else first, the
+//    test prints why. Table 1 states a layout, (t, p) with d what the GPUs
+//    leave, so the layouts are ranked by the best plan of each: the
+//    micro-batch size, virtual stages and rank order are that plan's own
+//    choices, and five micro-batch variants of one other layout do not push
+//    the published one out of the top 5.
 //  * Multi-datacenter: Llama 3 70B and 405B on 2 and 3 datacenters, WAN
 //    100-800 Gb/s and 5-20 ms. The chosen plan keeps tensor parallelism in the
 //    NVLink domain and beats plain data parallelism across datacenters.
@@ -22,6 +26,8 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <set>
 
 using namespace loom;
 using namespace loom::search;
@@ -80,15 +86,26 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
     training.set_global_batch(row.batch);
     PlanResult r = plan(model, cluster, training, sc21Space());
     ASSERT_TRUE(r.anyFits) << row.model;
+    // The best plan of each (t, p) layout, in loom's order.
+    std::vector<const Candidate *> layouts;
+    std::set<std::pair<int64_t, int64_t>> seen;
+    for (const Candidate &c : r.best)
+      if (seen.insert({c.choice.tp, c.choice.pp}).second)
+        layouts.push_back(&c);
     size_t rank = 0;
-    while (rank < r.best.size() &&
-           !(r.best[rank].choice.tp == row.t && r.best[rank].choice.pp == row.p))
+    while (rank < layouts.size() &&
+           !(layouts[rank]->choice.tp == row.t && layouts[rank]->choice.pp == row.p))
       ++rank;
-    ASSERT_LT(rank, r.best.size()) << row.model << ": published t=" << row.t << " p=" << row.p
-                                   << " does not fit";
-    const Candidate &published = r.best[rank];
-    report += fmt::format("{:<16} published t={} p={} ranks {:>3} of {:>5}", row.model, row.t,
-                          row.p, rank + 1, r.best.size());
+    ASSERT_LT(rank, layouts.size()) << row.model << ": published t=" << row.t << " p=" << row.p
+                                    << " does not fit";
+    const Candidate &published = *layouts[rank];
+    std::string ahead;
+    for (size_t i = 0; i < rank; ++i)
+      ahead += fmt::format("{}({},{})", i ? " " : "; ahead: ", layouts[i]->choice.tp,
+                           layouts[i]->choice.pp);
+    report += fmt::format("{:<16} published t={} p={}: layout {:>2} of {:>2} ({} plans){}",
+                          row.model, row.t, row.p, rank + 1, layouts.size(), r.best.size(),
+                          ahead);
     if (rank > 0)
       report += fmt::format("; first is {} ({:.1f}% faster: {})", describe(r.best.front()),
                             100 * (published.estimate.stepTime / r.best.front().estimate.stepTime - 1),
@@ -96,13 +113,14 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
     report += "\n";
     inTop5 += rank < 5;
   }
-  std::printf("%s%d of 10 published configurations in loom's top 5\n", report.c_str(), inTop5);
-  // Issue #5 asks for all 10. On the 7.5B, 18.4B and 39.1B rows loom prefers
-  // tp=2 with a pipeline to the published tp=4 or 8, by 12-20%: it prices
-  // tensor-parallel all-reduces higher, relative to pipeline bubbles and
-  // sends, than the 2021 runs imply. This bound records today's count: raise
-  // it as the cost model improves, never lower it.
-  EXPECT_GE(inTop5, 7);
+  std::printf("%s%d of 10 published layouts in loom's top 5\n", report.c_str(), inTop5);
+  // Issue #5 asks for all 10. On the 18.4B and 39.1B rows the published t=8
+  // is loom's sixth layout: five layouts with t <= 4 and a deeper pipeline
+  // come first, the best by 17-19%, from fewer tensor-parallel all-reduces
+  // (2021's were exposed) and larger GEMMs; loom prices the published runs
+  // themselves within 1-7% (EstimateTest). This bound records today's count:
+  // raise it as the cost model improves, never lower it.
+  EXPECT_GE(inTop5, 8);
 }
 
 struct Scenario {

@@ -5,8 +5,8 @@
 // format loom writes, and measures in the same run what the machine allows:
 // memcpy of the same bytes, a raw sequential write with fsync, and a raw read.
 // Each loom figure is printed with its ratio to the matching limit (writes
-// against the fsync'd raw write, reads against the raw read; issue #8 asks for
-// >= 0.8).
+// against the fsync'd raw write, reads against the raw read, and reads also
+// against memcpy; issue #8 asks for >= 0.8).
 //
 // Every figure is the best of --repeat runs (3 by default): disk and page-cache
 // timings on a shared machine vary by 2-3x between runs, and the best is the
@@ -202,8 +202,15 @@ int main(int argc, char **argv) {
   std::printf("%-44s %8.2f GiB/s\n",
               "raw read into fresh memory (limit for copies)",
               bytes / g / freshReadS);
-  for (const Row &r : rows_)
-    std::printf("%-44s %8.2f GiB/s  %.2f of the limit\n", r.what,
+  // Reads also against memcpy: a read that checks what it returns (CRC,
+  // checksum) passes over the bytes once more than the raw read does, so issue
+  // #8's "disk and memcpy bandwidth" is the smaller of the two.
+  for (const Row &r : rows_) {
+    std::printf("%-44s %8.2f GiB/s  %.2f of the limit", r.what,
                 bytes / g / r.seconds, r.limit / r.seconds);
+    if (r.limit != rawWriteS)
+      std::printf(", %.2f of memcpy", memcpyS / r.seconds);
+    std::printf("\n");
+  }
   return 0;
 }

@@ -3,6 +3,7 @@
 #include "loom/Checkpoint/Tensor.h"
 
 #include <cerrno>
+#include <fcntl.h>
 #include <system_error>
 #include <unistd.h>
 
@@ -32,6 +33,20 @@ llvm::Error OutputFile::check(const llvm::Twine &what) {
   std::string reason = stream->error().message();
   stream->clear_error();
   return fileError(finalPath, what + ": " + reason);
+}
+
+void OutputFile::startWriteback(uint64_t offset, uint64_t length) {
+  // Below a few MiB the kernel's own writeback and commit()'s fsync do as well.
+  if (length < (4u << 20))
+    return;
+  stream->flush();
+#ifdef __linux__
+  // Advisory: a failure here (e.g. a file system without it) leaves the data to
+  // fsync, which reports any real write error at commit().
+  (void)::sync_file_range(temp->FD, off_t(offset), off_t(length), SYNC_FILE_RANGE_WRITE);
+#else
+  (void)offset;
+#endif
 }
 
 llvm::Error OutputFile::commit() {

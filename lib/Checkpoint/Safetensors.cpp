@@ -288,7 +288,10 @@ llvm::Error SafetensorsStream::writeTensor(llvm::StringRef name, llvm::ArrayRef<
                                          std::error_code(errno, std::generic_category()).message());
     done += uint64_t(n);
   }
-  return file->check("writing tensor '" + name + "'");
+  if (auto err = file->check("writing tensor '" + name + "'"))
+    return err;
+  file->startWriteback(slot.offset, slot.size);
+  return llvm::Error::success();
 }
 
 llvm::Error SafetensorsStream::finish() {

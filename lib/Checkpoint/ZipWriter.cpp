@@ -140,9 +140,12 @@ llvm::Error ZipWriter::endEntry() {
     put32(descriptor, current->size);
   }
   file->os() << descriptor;
+  if (llvm::Error err = file->check("writing zip data descriptor"))
+    return err;
+  file->startWriteback(base + current->headerOffset, tell() - current->headerOffset);
   written.push_back(std::move(*current));
   current.reset();
-  return file->check("writing zip data descriptor");
+  return llvm::Error::success();
 }
 
 llvm::Error ZipWriter::addEntry(llvm::StringRef entryName, ArrayRef<uint8_t> bytes) {

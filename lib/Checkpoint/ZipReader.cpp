@@ -263,13 +263,16 @@ llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) co
     return fileError(archiveName, formatv("entry '{0}': checked {1} bytes of its {2}", entry.name,
                                           data.size(), entry.size));
   // Storages of 64 MiB and more are checked on every core (a full pass per file).
-  uint32_t actual = data.size() >= (64u << 20)
-                        ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
-                        : zipCrc32(0, data);
-  if (actual != entry.crc32)
+  return verifyCrc(entry, data.size() >= (64u << 20)
+                              ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
+                              : zipCrc32(0, data));
+}
+
+llvm::Error ZipArchive::verifyCrc(const ZipEntry &entry, uint32_t crc) const {
+  if (crc != entry.crc32)
     return fileError(archiveName,
                      formatv("entry '{0}': CRC32 is {1:x8} but the directory says {2:x8}",
-                             entry.name, actual, entry.crc32));
+                             entry.name, crc, entry.crc32));
   return llvm::Error::success();
 }
 

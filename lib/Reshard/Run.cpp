@@ -13,6 +13,7 @@
 
 #include "loom/Checkpoint/BufferPool.h"
 #include "loom/Checkpoint/Dcp.h"
+#include "loom/Checkpoint/Crc32.h"
 #include "loom/Checkpoint/Mpi.h"
 #include "loom/Checkpoint/OutputFile.h"
 #include "loom/Checkpoint/Safetensors.h"
@@ -162,20 +163,26 @@ std::optional<UniversalState> stateOfKey(llvm::StringRef stateText) {
   return std::nullopt;
 }
 
-/// `mapped`'s bytes (a view of the source's mapping) read from the file into a buffer.
+/// `mapped`'s bytes (a view of the source's mapping) read from the file into a
+/// buffer, and the CRC-32 of what was read when `crc` is given: each 2 MiB piece is
+/// checked just after its read, while it is still in the CPU's cache, instead of
+/// in a second pass over the whole buffer from memory.
 llvm::Expected<std::shared_ptr<const Storage>> load(OpenSource &src, const Storage &mapped,
-                                                    BufferPool &pool) {
+                                                    BufferPool &pool, uint32_t *crc = nullptr) {
+  constexpr size_t kPiece = 2u << 20;
   std::shared_ptr<Storage> buffer = pool.take(mapped.bytes().size());
   auto start = reinterpret_cast<const uint8_t *>(src.mapping->getBufferStart());
   uint64_t offset = mapped.bytes().data() - start;
   llvm::MutableArrayRef<char> rest(reinterpret_cast<char *>(buffer->mutableData()),
                                    mapped.bytes().size());
   while (!rest.empty()) {
-    auto got = llvm::sys::fs::readNativeFileSlice(*src.file, rest, offset);
+    auto got = llvm::sys::fs::readNativeFileSlice(*src.file, rest.take_front(kPiece), offset);
     if (!got)
       return fileError(src.path, "reading: " + llvm::toString(got.takeError()));
     if (*got == 0)
       return fileError(src.path, "shorter than when it was opened");
+    if (crc)
+      *crc = zipCrc32(*crc, llvm::ArrayRef(reinterpret_cast<const uint8_t *>(rest.data()), *got));
     rest = rest.drop_front(*got);
     offset += *got;
   }
@@ -197,12 +204,14 @@ llvm::Expected<Tensor> readFileTensor(OpenSource &src, Tensor tensor, SourceBuff
   bool check = entry && !src.verified.contains(entry);
   uint64_t size = mapped->bytes().size();
   if (size > 0 && buffers.fits(size)) {
-    auto loaded = load(src, *mapped, buffers.pool);
+    // A record the storage fills is checked as it is read.
+    bool whole = check && entry->size == size;
+    uint32_t crc = 0;
+    auto loaded = load(src, *mapped, buffers.pool, whole ? &crc : nullptr);
     if (!loaded)
       return loaded.takeError();
-    // A record the storage fills is checked in the buffer, where its pages are warm.
-    if (check && entry->size == size) {
-      if (llvm::Error err = src.archive->verify(*entry, (*loaded)->bytes()))
+    if (whole) {
+      if (llvm::Error err = src.archive->verifyCrc(*entry, crc))
         return std::move(err);
       src.verified.insert(entry);
       check = false;
@@ -313,6 +322,9 @@ struct PendingOutput {
   ckptir::OutputOp op;
   std::string path;
   bool skip = false;
+  /// Skipped because another rank of an MPI job writes it (not kept from an
+  /// earlier run).
+  bool elsewhere = false;
   /// The output's tensors as writes fill them: a tensor written whole from a value
   /// that is exactly its own storage is kept as that value (no copy); others are
   /// assembled in a buffer the writes tile exactly (the verifier checks that).
@@ -771,14 +783,29 @@ std::string join(llvm::StringRef root, llvm::StringRef path) {
 }
 } // namespace
 
-/// How an MPI job shares a universal output's tensors: each goes to the rank with
-/// the fewest bytes so far, in the order the program completes them, so every rank
-/// computes the same split and the ranks' shares finish at about the same time.
-/// A rank reads, assembles and writes only its own.
+/// How an MPI job shares the work: a universal output's tensors, or the files of
+/// a target of many (Megatron, DeepSpeed, HF, DCP folders), whole. Each goes to the
+/// rank with the fewest bytes so far, in the order the program completes them, so
+/// every rank computes the same split and the ranks' shares finish at about the
+/// same time. A rank reads, assembles and writes only its own.
 struct MpiShare {
   int rank = 0;
-  llvm::StringMap<int> owner;
-  bool mine(llvm::StringRef key) const { return owner.lookup(key) == rank; }
+  bool byOutput = false; ///< whole output files, not a shared file's tensors
+  llvm::StringMap<int> owner; ///< tensor key, or output symbol when byOutput
+  bool mine(llvm::StringRef name) const { return owner.lookup(name) == rank; }
+  bool writes(ckptir::WriteOp write) const {
+    return mine(byOutput ? write.getOutput() : write.getKey());
+  }
+  /// Gives each of `work` (completion position, name, bytes) to a rank.
+  void assign(std::vector<std::tuple<unsigned, std::string, uint64_t>> work, int ranks) {
+    llvm::sort(work);
+    std::vector<uint64_t> load(ranks, 0);
+    for (const auto &[at, name, bytes] : work) {
+      int k = int(std::min_element(load.begin(), load.end()) - load.begin());
+      load[k] += bytes;
+      owner[name] = k;
+    }
+  }
 };
 
 llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
@@ -794,17 +821,27 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
                                  "another output path or remove this one)");
   std::string partial = singleFile ? outputRoot : outputRoot + ".loom-partial";
+  // In an MPI job rank 0 prepares the output folder and renames it into place.
+  bool leader = !options.mpi || mpi::rank() == 0;
   if (singleFile) {
     llvm::StringRef parent = llvm::sys::path::parent_path(outputRoot);
     removeStaleTemps(parent.empty() ? "." : parent.str(), llvm::sys::path::filename(outputRoot));
   } else {
-    if (options.resume && llvm::sys::fs::exists(partial))
-      removeStaleTemps(partial);
-    if (llvm::sys::fs::exists(partial) && !options.resume)
-      return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
-                                "remove it");
-    if (std::error_code ec = llvm::sys::fs::create_directories(partial))
-      return fileError(partial, "cannot create: " + ec.message());
+    if (leader) {
+      if (options.resume && llvm::sys::fs::exists(partial))
+        removeStaleTemps(partial);
+      if (llvm::sys::fs::exists(partial) && !options.resume)
+        return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
+                                  "remove it");
+      if (std::error_code ec = llvm::sys::fs::create_directories(partial))
+        return fileError(partial, "cannot create: " + ec.message());
+    }
+    if (options.mpi) {
+      (void)mpi::max(0); // every rank waits for the folder
+      if (!llvm::sys::fs::is_directory(partial))
+        return fileError(partial, "rank 0 did not create it (on a file system every rank "
+                                  "shares?)");
+    }
   }
 
   // Last uses, so that values and sources are released as soon as possible.
@@ -831,27 +868,34 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
 
   MpiShare share;
   if (options.mpi) {
-    ckptir::OutputOp output = *outputs.begin();
-    if (!singleFile || output.getFormat() != "universal")
-      return fileError(outputRoot, "--mpi writes loom's universal format, one file shared by "
-                                   "every rank (--to universal)");
     share.rank = mpi::rank();
-    // (completion position, key, bytes) of every tensor the program writes.
-    std::vector<std::tuple<unsigned, std::string, uint64_t>> order;
-    for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>()) {
+    share.byOutput = !singleFile;
+    auto bytesOf = [](ckptir::TensorOp decl) {
       auto type = mlir::cast<RankedTensorType>(decl.getType());
-      if (type.getNumElements() > 0)
-        order.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str(),
-                         uint64_t(type.getNumElements()) *
-                             dtypeSize(*ckptir::dtypeOf(type.getElementType()))});
+      return uint64_t(type.getNumElements()) * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
+    };
+    // (completion position, name, bytes) of every tensor, or every output file.
+    std::vector<std::tuple<unsigned, std::string, uint64_t>> work;
+    if (singleFile) {
+      ckptir::OutputOp output = *outputs.begin();
+      if (output.getFormat() != "universal")
+        return fileError(outputRoot, "--mpi splits one file's tensors over the ranks only for "
+                                     "loom's universal format (--to universal)");
+      for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
+        if (bytesOf(decl) > 0)
+          work.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str(), bytesOf(decl)});
+    } else {
+      for (Operation &op : *body)
+        if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
+          uint64_t bytes = 0;
+          for (ckptir::OutputOp output : outputs)
+            if (output.getSymName() == commit.getOutput())
+              for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
+                bytes += bytesOf(decl);
+          work.push_back({position[&op], commit.getOutput().str(), bytes});
+        }
     }
-    llvm::sort(order);
-    std::vector<uint64_t> load(mpi::size(), 0);
-    for (const auto &[at, key, bytes] : order) {
-      int k = int(std::min_element(load.begin(), load.end()) - load.begin());
-      load[k] += bytes;
-      share.owner[key] = k;
-    }
+    share.assign(std::move(work), mpi::size());
   }
   // Whether `op`'s result reaches a write this run makes (not of a skipped output,
   // and this rank's own tensor in an MPI job); memoised.
@@ -862,7 +906,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   BackgroundWrite background;
   std::function<bool(Operation *)> needed = [&](Operation *op) -> bool {
     if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
-      return !pending[write.getOutput()].skip && (!options.mpi || share.mine(write.getKey()));
+      return !pending[write.getOutput()].skip && (!options.mpi || share.writes(write));
     auto [it, fresh] = feedsWrite.try_emplace(op, false);
     if (!fresh)
       return it->second;
@@ -937,8 +981,10 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       PendingOutput &out = pending[output.getSymName()];
       out.op = output;
       out.path = join(partial, output.getPath());
-      out.skip = options.resume && !singleFile && llvm::sys::fs::exists(out.path);
-      out.parallel = options.mpi;
+      out.elsewhere = share.byOutput && !share.mine(output.getSymName());
+      out.skip = out.elsewhere ||
+                 (options.resume && !singleFile && llvm::sys::fs::exists(out.path));
+      out.parallel = options.mpi && !share.byOutput;
       llvm::StringRef parent = llvm::sys::path::parent_path(out.path);
       if (!out.skip && !parent.empty())
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
@@ -1054,7 +1100,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       if (llvm::Error err = background.wait())
         return std::move(err);
       if (out.skip) {
-        ++stats.skippedFiles;
+        stats.skippedFiles += !out.elsewhere;
       } else if (llvm::Error err = writeOutput(out, stats)) {
         return std::move(err);
       }
@@ -1076,8 +1122,11 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   if (llvm::Error err = background.wait())
     return std::move(err);
   if (!singleFile) {
-    if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
-      return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());
+    if (options.mpi)
+      (void)mpi::max(0); // every rank's files are complete (a rank that failed ended the job)
+    if (leader)
+      if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
+        return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());
   }
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

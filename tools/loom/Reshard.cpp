@@ -165,10 +165,11 @@ void runReshard(const ReshardOptions &o) {
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
     spec.weightsOnly = o.weightsOnly;
-    if (o.mpi && spec.format != "universal")
-      throw UserError("--mpi writes loom's universal format (--to universal), not " + spec.format,
-                      "convert to universal under mpirun, then from it to " + spec.format +
-                          " in one process");
+    if (o.mpi && (spec.format == "torch" || spec.format == "dcp"))
+      throw UserError("--mpi splits the work by output file, and --to " + spec.format +
+                          " is written as one output",
+                      "convert to universal under mpirun (its one file is written by every "
+                      "rank), then from it to " + spec.format + " in one process");
     if (!o.plan.empty())
       applyPlan(o, spec);
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
@@ -217,6 +218,8 @@ void runReshard(const ReshardOptions &o) {
   uint64_t peakRss = statusBytes("VmHWM:");
   if (o.mpi) {
     // The job's totals; the slowest rank's time; rank 0 reports.
+    stats.files = ckpt::mpi::sum(stats.files);
+    stats.skippedFiles = ckpt::mpi::sum(stats.skippedFiles);
     stats.tensors = ckpt::mpi::sum(stats.tensors);
     stats.bytesWritten = ckpt::mpi::sum(stats.bytesWritten);
     stats.bytesRead = ckpt::mpi::sum(stats.bytesRead);
@@ -300,9 +303,12 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "largest tensor being assembled plus this");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
-                "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ... --to universal):\n"
-                "each rank reads and assembles its share of the tensors, all write one universal\n"
-                "file with parallel HDF5; rank 0 reports (peak RSS: the largest rank's)");
+                "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ...): to universal,\n"
+                "each rank reads and assembles its share of the tensors and all write the one\n"
+                "file with parallel HDF5; to targets of many files (megatron, deepspeed,\n"
+                "deepspeed-universal, hf-safetensors), each rank writes whole files of its\n"
+                "share; rank 0 renames the folder into place and reports (peak RSS: the\n"
+                "largest rank's)");
   cmd->callback([o] {
     if (!o->mpi)
       return runReshard(*o);

@@ -57,6 +57,9 @@ public:
   /// Checks `data`, the entry's bytes as read from the file another way, against
   /// its CRC32.
   llvm::Error verify(const ZipEntry &entry, llvm::ArrayRef<uint8_t> data) const;
+  /// Checks `crc`, the CRC32 of all the entry's bytes computed by the caller (e.g.
+  /// piece by piece as they were read), against the directory's.
+  llvm::Error verifyCrc(const ZipEntry &entry, uint32_t crc) const;
 
   /// The entry whose data begins at `data` (a view read() handed out), if any.
   const ZipEntry *entryAt(const uint8_t *data) const;

@@ -105,4 +105,7 @@ struct CoalescePass : PassWrapper<CoalescePass, OperationPass<ModuleOp>> {
 };
 } // namespace
 
-void loom::reshard::registerReshardPasses() { PassRegistration<CoalescePass>(); }
+void loom::reshard::registerReshardPasses() {
+  PassRegistration<CoalescePass>();
+  registerPartitionPass();
+}

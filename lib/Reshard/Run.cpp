@@ -783,28 +783,14 @@ std::string join(llvm::StringRef root, llvm::StringRef path) {
 }
 } // namespace
 
-/// How an MPI job shares the work: a universal output's tensors, or the files of
-/// a target of many (Megatron, DeepSpeed, HF, DCP folders), whole. Each goes to the
-/// rank with the fewest bytes so far, in the order the program completes them, so
-/// every rank computes the same split and the ranks' shares finish at about the
-/// same time. A rank reads, assembles and writes only its own.
+/// This rank's share of an MPI job's work, as partitionProgram recorded it: the
+/// output files it writes, or its tensors of the one universal file.
 struct MpiShare {
   int rank = 0;
   bool byOutput = false; ///< whole output files, not a shared file's tensors
-  llvm::StringMap<int> owner; ///< tensor key, or output symbol when byOutput
-  bool mine(llvm::StringRef name) const { return owner.lookup(name) == rank; }
+  llvm::StringSet<> mine; ///< output symbols, or tensor keys
   bool writes(ckptir::WriteOp write) const {
-    return mine(byOutput ? write.getOutput() : write.getKey());
-  }
-  /// Gives each of `work` (completion position, name, bytes) to a rank.
-  void assign(std::vector<std::tuple<unsigned, std::string, uint64_t>> work, int ranks) {
-    llvm::sort(work);
-    std::vector<uint64_t> load(ranks, 0);
-    for (const auto &[at, name, bytes] : work) {
-      int k = int(std::min_element(load.begin(), load.end()) - load.begin());
-      load[k] += bytes;
-      owner[name] = k;
-    }
+    return mine.contains(byOutput ? write.getOutput() : write.getKey());
   }
 };
 
@@ -847,7 +833,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // Last uses, so that values and sources are released as soon as possible.
   llvm::DenseMap<Operation *, unsigned> position;
   llvm::DenseMap<mlir::Value, unsigned> lastUse;
-  llvm::StringMap<unsigned> lastRead, lastWrite;
+  llvm::StringMap<unsigned> lastRead;
   uint64_t totalBytes = 0;
   unsigned n = 0;
   for (Operation &op : *body) {
@@ -856,8 +842,6 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       lastUse[operand] = n;
     if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op))
       lastRead[read.getSource()] = n;
-    if (auto write = mlir::dyn_cast<ckptir::WriteOp>(op))
-      lastWrite[write.getKey()] = n;
     if (auto output = mlir::dyn_cast<ckptir::OutputOp>(op))
       for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
         totalBytes += mlir::cast<RankedTensorType>(decl.getType()).getNumElements() *
@@ -868,34 +852,19 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
 
   MpiShare share;
   if (options.mpi) {
+    // A script partitioned for another number of ranks is partitioned again.
+    if (partitionRanks(program) != mpi::size())
+      if (llvm::Error err = partitionProgram(program, mpi::size()))
+        return fileError(outputRoot, "--mpi: " + llvm::toString(std::move(err)));
     share.rank = mpi::rank();
     share.byOutput = !singleFile;
-    auto bytesOf = [](ckptir::TensorOp decl) {
-      auto type = mlir::cast<RankedTensorType>(decl.getType());
-      return uint64_t(type.getNumElements()) * dtypeSize(*ckptir::dtypeOf(type.getElementType()));
-    };
-    // (completion position, name, bytes) of every tensor, or every output file.
-    std::vector<std::tuple<unsigned, std::string, uint64_t>> work;
-    if (singleFile) {
-      ckptir::OutputOp output = *outputs.begin();
-      if (output.getFormat() != "universal")
-        return fileError(outputRoot, "--mpi splits one file's tensors over the ranks only for "
-                                     "loom's universal format (--to universal)");
+    for (ckptir::OutputOp output : outputs) {
+      if (share.byOutput && partitionRankOf(output) == share.rank)
+        share.mine.insert(output.getSymName());
       for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
-        if (bytesOf(decl) > 0)
-          work.push_back({lastWrite.lookup(decl.getKey()), decl.getKey().str(), bytesOf(decl)});
-    } else {
-      for (Operation &op : *body)
-        if (auto commit = mlir::dyn_cast<ckptir::CommitOp>(op)) {
-          uint64_t bytes = 0;
-          for (ckptir::OutputOp output : outputs)
-            if (output.getSymName() == commit.getOutput())
-              for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
-                bytes += bytesOf(decl);
-          work.push_back({position[&op], commit.getOutput().str(), bytes});
-        }
+        if (!share.byOutput && partitionRankOf(decl) == share.rank)
+          share.mine.insert(decl.getKey());
     }
-    share.assign(std::move(work), mpi::size());
   }
   // Whether `op`'s result reaches a write this run makes (not of a skipped output,
   // and this rank's own tensor in an MPI job); memoised.
@@ -981,7 +950,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       PendingOutput &out = pending[output.getSymName()];
       out.op = output;
       out.path = join(partial, output.getPath());
-      out.elsewhere = share.byOutput && !share.mine(output.getSymName());
+      out.elsewhere = share.byOutput && !share.mine.contains(output.getSymName());
       out.skip = out.elsewhere ||
                  (options.resume && !singleFile && llvm::sys::fs::exists(out.path));
       out.parallel = options.mpi && !share.byOutput;

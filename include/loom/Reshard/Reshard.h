@@ -30,6 +30,18 @@ buildProgram(mlir::MLIRContext &context, const Layout &source, const Layout &tar
 /// Merges writes of neighbouring slices of one value into one write (see
 /// Coalesce.cpp); returns how many writes went away. The `ckpt-coalesce` pass.
 unsigned coalesceCopies(ckptir::ProgramOp program);
+
+/// Shares the program's work over `ranks` MPI ranks and records the split in it
+/// (see Partition.cpp): each output file, or each tensor of a single universal
+/// file, gets the rank that writes it. The `ckpt-partition` pass. An error for a
+/// program writing one file of another format.
+llvm::Error partitionProgram(ckptir::ProgramOp program, int ranks);
+/// The ranks a partitioned program was shared over, if it was.
+std::optional<int> partitionRanks(ckptir::ProgramOp program);
+/// The rank partitionProgram gave an output or tensor declaration, if any.
+std::optional<int> partitionRankOf(mlir::Operation *op);
+
+void registerPartitionPass();
 void registerReshardPasses();
 
 struct RunOptions {

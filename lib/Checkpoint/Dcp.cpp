@@ -59,6 +59,48 @@ private:
 };
 } // namespace
 
+/// The first element, in row-major order, that no chunk of `entry` holds, as
+/// "[i, j, ...]" (its chunks do not overlap and do not tile it). Along each dimension
+/// in turn, the elements the chunks hold of the slab at an index change only where a
+/// chunk starts or ends, so the first short slab is at 0 or at a chunk's end.
+static std::string firstUncovered(const DcpEntry &entry) {
+  llvm::SmallVector<int64_t, 4> at;
+  auto volume = [](llvm::ArrayRef<int64_t> sizes) {
+    uint64_t n = 1;
+    for (int64_t s : sizes)
+      n *= uint64_t(s);
+    return n;
+  };
+  for (size_t d = 0; d < entry.size.size(); ++d) {
+    std::vector<int64_t> candidates{0};
+    for (const DcpChunk &c : entry.chunks)
+      candidates.push_back(c.offsets[d] + c.sizes[d]);
+    llvm::sort(candidates);
+    uint64_t slab = volume(llvm::ArrayRef<int64_t>(entry.size).drop_front(d + 1));
+    auto held = [&](int64_t i) {
+      uint64_t n = 0;
+      for (const DcpChunk &c : entry.chunks) {
+        bool holds = i >= c.offsets[d] && i < c.offsets[d] + c.sizes[d];
+        for (size_t k = 0; holds && k < d; ++k)
+          holds = at[k] >= c.offsets[k] && at[k] < c.offsets[k] + c.sizes[k];
+        if (holds)
+          n += volume(llvm::ArrayRef<int64_t>(c.sizes).drop_front(d + 1));
+      }
+      return n;
+    };
+    auto shortSlab = llvm::find_if(candidates, [&](int64_t i) {
+      return i < entry.size[d] && held(i) < slab;
+    });
+    if (shortSlab == candidates.end())
+      break;
+    at.push_back(*shortSlab);
+  }
+  std::string out = "[";
+  for (size_t k = 0; k < at.size(); ++k)
+    out += (k ? ", " : "") + std::to_string(at[k]);
+  return out + "]";
+}
+
 llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t> bytes,
                                                          llvm::StringRef name) {
   auto root = unpickle(bytes, name);
@@ -169,7 +211,8 @@ llvm::Expected<DcpMetadata> loom::ckpt::parseDcpMetadata(llvm::ArrayRef<uint8_t>
     }
     if (covered != *total)
       return fileError(name, "chunks of '" + entry.fqn + "' hold " + llvm::Twine(covered) +
-                                 " elements, the tensor has " + llvm::Twine(*total));
+                                 " elements, the tensor has " + llvm::Twine(*total) +
+                                 "; none holds " + firstUncovered(entry));
     out.entries.push_back(std::move(entry));
   }
   llvm::sort(out.entries, [](const DcpEntry &a, const DcpEntry &b) { return a.fqn < b.fqn; });
@@ -276,7 +319,7 @@ llvm::Expected<Tensor> DcpReader::chunkTensor(const DcpEntry &entry, const DcpCh
 
 llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
   const DcpEntry *entry = find(fqn);
-  // "name[i]": row i of a stacked tensor (dcpRowKey).
+  // "name[i]": row i of a stacked tensor, "name[i][j]" row j of that (dcpRowKey).
   if (auto rowKey = entry ? std::nullopt : parseDcpRowKey(fqn)) {
     if ((entry = find(rowKey->first)) && !entry->isBytes)
       return readRow(*entry, rowKey->second);
@@ -304,26 +347,40 @@ llvm::Expected<Tensor> DcpReader::read(llvm::StringRef fqn) {
   return Tensor::contiguous(*dtype, entry->size, std::move(full));
 }
 
-llvm::Expected<Tensor> DcpReader::readRow(const DcpEntry &entry, int64_t row) {
-  if (entry.size.empty() || row < 0 || row >= entry.size[0])
-    return fileError(dir + "/.metadata", llvm::formatv("'{0}' has no row {1}", entry.fqn, row).str());
-  llvm::SmallVector<int64_t, 4> shape(entry.size.begin() + 1, entry.size.end());
+llvm::Expected<Tensor> DcpReader::readRow(const DcpEntry &entry, llvm::ArrayRef<int64_t> rows) {
+  size_t lead = rows.size();
+  auto text = [&] {
+    std::string out;
+    for (int64_t r : rows)
+      out += "[" + std::to_string(r) + "]";
+    return out;
+  };
+  if (entry.size.size() < lead)
+    return fileError(dir + "/.metadata", "'" + entry.fqn + "' has no row " + text());
+  for (size_t d = 0; d < lead; ++d)
+    if (rows[d] < 0 || rows[d] >= entry.size[d])
+      return fileError(dir + "/.metadata", "'" + entry.fqn + "' has no row " + text());
+  llvm::SmallVector<int64_t, 4> shape(entry.size.begin() + lead, entry.size.end());
   std::shared_ptr<Storage> full;
   std::optional<DType> dtype;
   for (const DcpChunk &chunk : entry.chunks) {
-    if (row < chunk.offsets[0] || row >= chunk.offsets[0] + chunk.sizes[0])
+    bool holds = true;
+    for (size_t d = 0; d < lead; ++d)
+      holds = holds && rows[d] >= chunk.offsets[d] && rows[d] < chunk.offsets[d] + chunk.sizes[d];
+    if (!holds)
       continue;
     auto tensor = chunkTensor(entry, chunk, dtype);
     if (!tensor)
       return tensor.takeError();
     // The chunk's row, as a view.
     Tensor view = *tensor;
-    view.offset += (row - chunk.offsets[0]) * view.strides[0];
-    view.shape.erase(view.shape.begin());
-    view.strides.erase(view.strides.begin());
+    for (size_t d = 0; d < lead; ++d)
+      view.offset += (rows[d] - chunk.offsets[d]) * view.strides[d];
+    view.shape.erase(view.shape.begin(), view.shape.begin() + lead);
+    view.strides.erase(view.strides.begin(), view.strides.begin() + lead);
     DcpChunk part = chunk;
-    part.offsets.erase(part.offsets.begin());
-    part.sizes.erase(part.sizes.begin());
+    part.offsets.erase(part.offsets.begin(), part.offsets.begin() + lead);
+    part.sizes.erase(part.sizes.begin(), part.sizes.begin() + lead);
     // A chunk holding the whole row: the row is a view of the mapped file.
     if (part.sizes == shape && view.isContiguous())
       return view;
@@ -334,7 +391,8 @@ llvm::Expected<Tensor> DcpReader::readRow(const DcpEntry &entry, int64_t row) {
     place(full->mutableData(), shape, view.toBytes(), part, dtypeSize(*dtype));
   }
   if (!dtype)
-    return fileError(dir + "/.metadata", "row of '" + entry.fqn + "' has no chunks to take a dtype from");
+    return fileError(dir + "/.metadata", "row " + text() + " of '" + entry.fqn +
+                                             "' has no chunks to take a dtype from");
   return Tensor::contiguous(*dtype, shape, std::move(full));
 }
 
@@ -342,14 +400,21 @@ std::string loom::ckpt::dcpRowKey(llvm::StringRef fqn, int64_t row) {
   return (fqn + "[" + llvm::Twine(row) + "]").str();
 }
 
-std::optional<std::pair<llvm::StringRef, int64_t>> loom::ckpt::parseDcpRowKey(llvm::StringRef key) {
-  if (!key.ends_with("]"))
+std::optional<std::pair<llvm::StringRef, llvm::SmallVector<int64_t, 2>>>
+loom::ckpt::parseDcpRowKey(llvm::StringRef key) {
+  llvm::SmallVector<int64_t, 2> rows;
+  llvm::StringRef name = key;
+  while (name.ends_with("]")) {
+    auto [inner, index] = name.drop_back().rsplit('[');
+    int64_t row = 0;
+    if (inner.size() == name.size() - 1 || index.getAsInteger(10, row) || row < 0)
+      return std::nullopt;
+    rows.insert(rows.begin(), row);
+    name = inner;
+  }
+  if (rows.empty())
     return std::nullopt;
-  auto [name, index] = key.drop_back().rsplit('[');
-  int64_t row = 0;
-  if (name.size() == key.size() - 1 || index.getAsInteger(10, row) || row < 0)
-    return std::nullopt;
-  return std::pair{name, row};
+  return std::pair{name, std::move(rows)};
 }
 
 llvm::Expected<DcpCheckpoint> loom::ckpt::readDcp(const llvm::Twine &directory) {

@@ -323,6 +323,71 @@ constexpr StateName kStates[] = {{"fp32_param", "#fp32"},
                                  {"param", "#fp32"},
                                  {"exp_avg", "#exp_avg"},
                                  {"exp_avg_sq", "#exp_avg_sq"}};
+
+/// The parameters DCP entry `e` holds, appended to `out` with where each is: every
+/// combination of its stacked axes' indices (the layer on a `decoder.layers.<suffix>`
+/// key, then a routed expert's global index on a `mlp.experts.*` key) is one, named
+/// as the torch format's reader names it at tp = pp = ep = 1 (SequentialMLP's
+/// `local_experts.<i>` for an expert) and classified so. `where` names the metadata.
+llvm::Error addParams(const DcpEntry &e, const std::string &where, MegatronDistCheckpoint &out) {
+  const MegatronDims &dims = out.layout.dims;
+  llvm::StringRef rest = e.fqn;
+  std::string layerPrefix; // "decoder.layers.<N>." of a key that names its layer
+  llvm::SmallVector<int64_t, 2> axes; // the sizes of the stacked axes
+  if (rest.consume_front("decoder.layers.")) {
+    auto [index, after] = rest.split('.');
+    unsigned layer = 0;
+    if (!index.getAsInteger(10, layer)) {
+      layerPrefix = ("decoder.layers." + index + ".").str();
+      rest = after;
+    } else {
+      // Stacked layers (TransformerBlock.sharded_state_dict, homogeneous layers).
+      if (e.size.empty() || e.size[0] != dims.numLayers)
+        return fileError(where, llvm::formatv("'{0}' stacks {1} layers, args.num_layers is {2}",
+                                              e.fqn, e.size.empty() ? 0 : e.size[0],
+                                              dims.numLayers)
+                                    .str());
+      axes.push_back(dims.numLayers);
+    }
+  }
+  // Routed experts: the global expert on the next axis (SequentialMLP and
+  // TEGroupedMLP.sharded_state_dict, transformer/moe/experts.py).
+  bool inLayer = !axes.empty() || !layerPrefix.empty();
+  bool expert = inLayer && rest.consume_front("mlp.experts.");
+  if (expert) {
+    size_t axis = axes.size();
+    int64_t held = e.size.size() > axis ? e.size[axis] : 0;
+    if (held != dims.experts)
+      return fileError(where, llvm::formatv("'{0}' holds {1} experts on its expert axis "
+                                            "(dimension {2}), args.num_experts is {3}",
+                                            e.fqn, held, axis, dims.experts)
+                                  .str());
+    axes.push_back(dims.experts);
+  }
+  llvm::ArrayRef<int64_t> shape = llvm::ArrayRef<int64_t>(e.size).drop_front(axes.size());
+  int64_t count = 1;
+  for (int64_t n : axes)
+    count *= n;
+  for (int64_t i = 0; i < count; ++i) {
+    llvm::SmallVector<int64_t, 2> rows(axes.size());
+    int64_t left = i;
+    for (size_t a = axes.size(); a-- > 0; left /= axes[a])
+      rows[a] = left % axes[a];
+    std::string name = layerPrefix;
+    if (!axes.empty() && layerPrefix.empty())
+      name = "decoder.layers." + std::to_string(rows[0]) + ".";
+    name += expert ? ("mlp.experts.local_experts." + llvm::Twine(rows.back()) + "." + rest).str()
+                   : rest.str();
+    auto param = classify(name, MegatronNaming::MCore, dims.swiglu, 0);
+    if (!param)
+      return fileError(where, "'" + e.fqn + "' is not a Megatron parameter loom knows");
+    param->localShape.assign(shape.begin(), shape.end());
+    param->dtype = *e.dtype;
+    out.layout.params.push_back(std::move(*param));
+    out.sources.push_back({e.fqn, std::move(rows)});
+  }
+  return llvm::Error::success();
+}
 } // namespace
 
 std::string loom::ckpt::megatronDistBucketKey(unsigned group, unsigned gbuf, DType paramDType,
@@ -374,70 +439,60 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   if (top->find("model0"))
     return fileError(commonPath, "holds model0, model1, ...: virtual pipeline stages are not read");
   layout.argsJson = argsToJson(*state);
-  auto dims = dimsFromArgs(*state, commonPath, 1);
+  // The tensors are global, so the model is checked as tp = 1 would hold it: the
+  // experts whole too, whatever args.expert_tensor_parallel_size split them over.
+  DictValue globalArgs;
+  llvm::copy_if(state->entries, std::back_inserter(globalArgs.entries), [](const auto &entry) {
+    const std::string *key = entry.first->template get<std::string>();
+    return !key || *key != "expert_tensor_parallel_size";
+  });
+  auto dims = dimsFromArgs(globalArgs, commonPath, 1);
   if (!dims)
     return dims.takeError();
   layout.dims = *dims;
-  if (layout.dims.experts)
-    return fileError(commonPath, llvm::formatv("args.num_experts is {0}: loom reads mixture-of-"
-                                               "experts models in Megatron's torch format "
-                                               "(--ckpt-format torch), not torch_dist",
-                                               layout.dims.experts));
+  // The experts are named as SequentialMLP's below, whichever module the run had.
+  layout.dims.groupedGemm = false;
   if (std::optional<int64_t> iteration = integerOf(top->find("iteration")))
     layout.iteration = *iteration;
   bool dpReshardable = false;
+  // A mixture of experts trains its dense parameters and its experts with two
+  // optimizers (get_megatron_optimizer's ChainedOptimizer), whose states loom does not
+  // lay out yet: refused by common.pt's entry or by the DCP part's states.
+  auto moeOptimizer = [&](const std::string &file) {
+    return fileError(file, "holds a mixture-of-experts model's optimizer state (Megatron's "
+                           "ChainedOptimizer, one optimizer for the dense parameters and one "
+                           "for the experts), which loom does not read: reshard a checkpoint "
+                           "saved with --no-save-optim");
+  };
+  if (layout.dims.experts && top->find("optimizer"))
+    return moeOptimizer(commonPath);
   auto optimizer = commonOptimizer(*top, commonPath, dpReshardable);
   if (!optimizer)
     return optimizer.takeError();
 
-  // The DCP part: parameters (a stacked key once per layer) and optimizer states.
+  // The DCP part: parameters (a stacked key once per layer, and per expert) and
+  // optimizer states.
   auto reader = DcpReader::open(dir);
   if (!reader)
     return reader.takeError();
   std::string metadataPath = dir + "/.metadata";
-  const int64_t layers = layout.dims.numLayers;
   std::map<std::string, const DcpEntry *> stateEntries;
   for (const DcpEntry &e : (*reader)->metadata().entries) {
     // Bytes entries are ShardedObjects: TransformerEngine's _extra_state, RNG states.
     if (e.isBytes)
       continue;
-    llvm::StringRef key = e.fqn;
-    if (key.starts_with("optimizer.")) {
+    if (llvm::StringRef(e.fqn).starts_with("optimizer.")) {
       stateEntries[e.fqn] = &e;
       continue;
     }
     if (!e.dtype)
       return fileError(metadataPath, "'" + e.fqn + "' records no dtype");
-    auto add = [&](const std::string &localName, llvm::ArrayRef<int64_t> shape,
-                   int64_t row) -> llvm::Error {
-      auto param = classify(localName, MegatronNaming::MCore, layout.dims.swiglu, 0);
-      if (!param)
-        return fileError(metadataPath, "'" + e.fqn + "' is not a Megatron parameter loom knows");
-      param->localShape.assign(shape.begin(), shape.end());
-      param->dtype = *e.dtype;
-      layout.params.push_back(std::move(*param));
-      out.sources.push_back({e.fqn, row});
-      return llvm::Error::success();
-    };
-    llvm::StringRef rest = key;
-    unsigned layer = 0;
-    if (!rest.consume_front("decoder.layers.") || !rest.split('.').first.getAsInteger(10, layer)) {
-      if (llvm::Error err = add(e.fqn, e.size, -1))
-        return std::move(err);
-      continue;
-    }
-    // Stacked layers (TransformerBlock.sharded_state_dict, homogeneous layers): the
-    // leading axis is the global layer.
-    if (e.size.empty() || e.size[0] != layers)
-      return fileError(metadataPath,
-                       llvm::formatv("'{0}' stacks {1} layers, args.num_layers is {2}", e.fqn,
-                                     e.size.empty() ? 0 : e.size[0], layers)
-                           .str());
-    for (int64_t l = 0; l < layers; ++l)
-      if (llvm::Error err = add(("decoder.layers." + llvm::Twine(l) + "." + rest).str(),
-                                llvm::ArrayRef<int64_t>(e.size).drop_front(), l))
-        return std::move(err);
+    if (llvm::Error err = addParams(e, metadataPath, out))
+      return std::move(err);
   }
+  if (layout.dims.experts && !stateEntries.empty())
+    return moeOptimizer(metadataPath);
+  const int64_t layers = layout.dims.numLayers;
   // decoder.layers.<N>.<suffix> keys name their layer; none beyond num_layers.
   for (const MegatronParam &p : layout.params)
     if (p.layer >= layers)

@@ -373,15 +373,16 @@ static const std::pair<std::string, std::string> kDistStates[] = {
     {"#exp_avg", "optimizer.state.exp_avg."},
     {"#exp_avg_sq", "optimizer.state.exp_avg_sq."}};
 
-/// Megatron at tp = pp = 1 as torch_dist keys it (ckpt::MegatronDistCheckpoint), for
-/// both directions: megatronShards cuts the one rank's file of `layout`'s parameters
-/// (the fused QKV and SwiGLU pieces are the torch format's), `keyOf` renames each
-/// local tensor from its torch-format key ("model.decoder.layers.3.mlp.linear_fc1.
-/// weight") to the DCP key holding it (a stacked layer as a dcpRowKey), and each
-/// optimizer state in `states` gets the same pieces under its own prefix. `what` names
-/// the checkpoint in errors of the cut.
+/// Megatron at tp = pp = ep = 1 as torch_dist keys it (ckpt::MegatronDistCheckpoint),
+/// for both directions: megatronShards cuts the one rank's file of `layout`'s
+/// parameters (the fused QKV and SwiGLU pieces are the torch format's, routed experts
+/// named as SequentialMLP's by their global index), `keyOf` renames each local tensor
+/// from its torch-format key ("model.decoder.layers.3.mlp.linear_fc1.weight") to the
+/// DCP key holding it (a stacked layer as a dcpRowKey, an expert as a row key of
+/// that), and each optimizer state in `states` gets the same pieces under its own
+/// prefix. `what` names the checkpoint in errors of the cut.
 static llvm::Expected<std::vector<LocalTensor>>
-megatronDistTensors(llvm::StringRef what, const Layout &layout, const MegatronDims &dims,
+megatronDistTensors(llvm::StringRef what, const Layout &layout, MegatronDims dims,
                     int64_t layers,
                     llvm::ArrayRef<std::pair<std::string, std::string>> states,
                     llvm::function_ref<llvm::Expected<std::string>(const LocalTensor &)> keyOf) {
@@ -392,6 +393,7 @@ megatronDistTensors(llvm::StringRef what, const Layout &layout, const MegatronDi
     if (layout.fulls[f].name.find('#') == std::string::npos)
       params.push_back(layout.fulls[f]);
   }
+  dims.groupedGemm = false;
   auto files = megatronShards(params, dims, MegatronNaming::MCore, 1, 1, {layers}, "");
   if (!files)
     return fileError(what, llvm::toString(files.takeError()));
@@ -578,7 +580,9 @@ static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
       return fileError(path, "Megatron's layout has " + t.key + ", which the checkpoint lacks");
     const MegatronParam &p = ml.params[found->second];
     const MegatronDistSource &source = read->sources[found->second];
-    std::string key = source.row >= 0 ? dcpRowKey(source.key, source.row) : source.key;
+    std::string key = source.key;
+    for (int64_t row : source.rows)
+      key = dcpRowKey(key, row);
     if (t.shape != p.localShape)
       return fileError(path + "/" + file.path, "'" + key + "' is not shaped as Megatron's "
                                                "layout gives " + p.localName + " for the args' dimensions");
@@ -1102,7 +1106,8 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
 /// Megatron-LM sources): the iteration folder as a DCP checkpoint of the global tensors
 /// under mcore's sharded keys, layers stacked as TransformerBlock.sharded_state_dict
 /// stacks homogeneous layers (each layer a chunk at its row of `decoder.layers.<suffix>`,
-/// as each layer's ShardedTensor with its prepended axis is saved), vocabulary rows
+/// as each layer's ShardedTensor with its prepended axis is saved), a routed expert
+/// at its (layer, expert) row of `decoder.layers.mlp.experts.<suffix>`, vocabulary rows
 /// padded, the mixed-precision optimizer's fp32 masters and Adam moments beside them;
 /// then common.pt (what dist_checkpointing.save keeps out of the shards: args,
 /// checkpoint_version, iteration, the optimizer's groups and common step,
@@ -1112,10 +1117,6 @@ static llvm::Expected<std::vector<ShardFile>>
 megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &target,
                    MegatronTargetBase &base) {
   llvm::json::Object &args = base.args;
-  if (base.dims.experts)
-    return llvm::createStringError(
-        "megatron format=torch_dist: loom writes mixture-of-experts models in the torch "
-        "format (mp_rank_TT[_PPP][_EEE] folders) only; leave out format=torch_dist");
   if (base.withStates && target.distributedOptimizer)
     return llvm::createStringError(
         "megatron format=torch_dist writes the mixed-precision optimizer's states "
@@ -1141,25 +1142,37 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
   // Megatron's load_checkpoint does not ask for them.
   args["no_save_rng"] = true;
   args["no_save_optim"] = !base.withStates;
+  // A layer's parameter at its row of the stacked key; a routed expert's
+  // (mlp.experts.local_experts.<e>.<rest> at ep = 1) at its row of that row, under
+  // mlp.experts.<rest> (SequentialMLP.sharded_state_dict, transformer/moe/experts.py).
   auto keyOf = [&](const LocalTensor &t) -> llvm::Expected<std::string> {
     llvm::StringRef key = t.key;
     key.consume_front("model.");
     llvm::StringRef rest = key;
-    int64_t layer = 0;
+    int64_t layer = 0, expert = 0;
     if (!rest.consume_front("decoder.layers.") || rest.consumeInteger(10, layer) ||
         !rest.consume_front("."))
       return key.str();
-    return dcpRowKey(("decoder.layers." + rest).str(), layer);
+    if (!rest.consume_front("mlp.experts.local_experts."))
+      return dcpRowKey(("decoder.layers." + rest).str(), layer);
+    if (rest.consumeInteger(10, expert) || !rest.consume_front("."))
+      return llvm::createStringError("target megatron: " + key + " is no expert's parameter");
+    return dcpRowKey(dcpRowKey(("decoder.layers.mlp.experts." + rest).str(), layer), expert);
   };
   auto tensors =
       megatronDistTensors("target megatron", out, base.dims, base.dims.numLayers, states, keyOf);
   if (!tensors)
     return tensors.takeError();
-  // The stacked keys (parameters' and states') and their layer count, for the DCP output.
+  // The stacked keys (parameters' and states') and their stacked axes' sizes (layers,
+  // and experts), for the DCP output.
   llvm::json::Object stacked;
   for (const LocalTensor &t : *tensors)
-    if (auto rowKey = parseDcpRowKey(t.key))
-      stacked[rowKey->first] = base.dims.numLayers;
+    if (auto rowKey = parseDcpRowKey(t.key)) {
+      llvm::json::Array axes{base.dims.numLayers};
+      if (rowKey->second.size() > 1)
+        axes.push_back(base.dims.experts);
+      stacked[rowKey->first] = std::move(axes);
+    }
   std::vector<ShardFile> files;
   int64_t ranks = int64_t(target.tp) * target.pp;
   files.push_back({base.dir, "dcp", std::move(*tensors),

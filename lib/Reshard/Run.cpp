@@ -339,9 +339,11 @@ struct PendingOutput {
   /// A universal output written by every rank of an MPI job (RunOptions::mpi).
   bool parallel = false;
   unsigned dcpRanks = 1;
-  /// DCP tensors whose rows are declared one by one (as dcpRowKey(name, row)): name
-  /// -> rows. Megatron's torch_dist stacks a parameter of every layer so.
-  llvm::StringMap<int64_t> dcpStacked;
+  /// DCP tensors whose rows are declared one by one (as dcpRowKey(name, row), or a row
+  /// key of a row key): name -> the sizes of its stacked leading axes. Megatron's
+  /// torch_dist stacks a parameter of every layer so ([layers]), and a routed
+  /// expert's of every layer and expert ([layers, experts]).
+  llvm::StringMap<llvm::SmallVector<int64_t, 2>> dcpStacked;
   std::optional<int64_t> universalStep;
   llvm::StringSet<> withStates; ///< universal parameters given optimizer states
   bool streamed() const { return stream || safetensors || universal || dcp; }
@@ -494,17 +496,24 @@ llvm::Error universalWrite(PendingOutput &out, llvm::StringRef key, const Tensor
 }
 
 /// A complete tensor of a streamed DCP output: its row blocks, one per rank's file. A
-/// row of a stacked tensor goes in at its row, its blocks with a leading axis of one.
+/// row of a stacked tensor goes in at its row, its blocks with a leading axis of one
+/// per stacked axis.
 llvm::Error dcpWrite(PendingOutput &out, llvm::StringRef key, const Tensor &tensor) {
   auto rowKey = parseDcpRowKey(key);
   auto stacked = rowKey ? out.dcpStacked.find(rowKey->first) : out.dcpStacked.end();
+  if (stacked != out.dcpStacked.end() && stacked->second.size() != rowKey->second.size())
+    return fileError(out.path, "'" + key + "' names " + llvm::Twine(rowKey->second.size()) +
+                                   " stacked axes of '" + rowKey->first + "', which has " +
+                                   llvm::Twine(stacked->second.size()));
   for (DcpShard shard : dcpRowShards({{key.str(), tensor}}, out.dcpRanks)) {
     if (stacked != out.dcpStacked.end()) {
+      size_t lead = stacked->second.size();
       shard.fqn = rowKey->first.str();
-      shard.fullShape.insert(shard.fullShape.begin(), stacked->second);
-      shard.offsets.insert(shard.offsets.begin(), rowKey->second);
-      shard.chunk.shape.insert(shard.chunk.shape.begin(), 1);
-      shard.chunk.strides.insert(shard.chunk.strides.begin(), 0);
+      shard.fullShape.insert(shard.fullShape.begin(), stacked->second.begin(),
+                             stacked->second.end());
+      shard.offsets.insert(shard.offsets.begin(), rowKey->second.begin(), rowKey->second.end());
+      shard.chunk.shape.insert(shard.chunk.shape.begin(), lead, 1);
+      shard.chunk.strides.insert(shard.chunk.strides.begin(), lead, 0);
     }
     if (auto err = out.dcp->append(shard))
       return err;
@@ -603,12 +612,16 @@ llvm::Error startStream(PendingOutput &out) {
       return fileError(out.path, "a DCP output needs ranks from 1 to 65536 in its meta");
     out.dcpRanks = unsigned(ranks);
     if (const llvm::json::Object *stacked = meta->getObject("stacked"))
-      for (const auto &[name, rows] : *stacked) {
-        std::optional<int64_t> n = rows.getAsInteger();
-        if (!n || *n < 1)
+      for (const auto &[name, axes] : *stacked) {
+        llvm::SmallVector<int64_t, 2> sizes;
+        if (const llvm::json::Array *array = axes.getAsArray())
+          for (const llvm::json::Value &size : *array)
+            sizes.push_back(size.getAsInteger().value_or(0));
+        if (sizes.empty() || llvm::any_of(sizes, [](int64_t n) { return n < 1; }))
           return fileError(out.path, "a DCP output's stacked '" + name.str() +
-                                         "' has no row count");
-        out.dcpStacked[name.str()] = *n;
+                                         "' has no row counts (an array of its stacked "
+                                         "axes' sizes)");
+        out.dcpStacked[name.str()] = std::move(sizes);
       }
     auto writer = DcpWriter::create(out.path);
     if (!writer)

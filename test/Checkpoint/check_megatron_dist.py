@@ -3,7 +3,7 @@
 the truth the fixture recorded, without loom.
 
 Usage:
-  check_megatron_dist.py torch-dist ROOT TRUTH.pt TP PP HEADS GROUPS
+  check_megatron_dist.py torch-dist ROOT TRUTH.pt TP PP HEADS GROUPS [EP]
       ROOT is a Megatron-core torch_dist checkpoint (`--to megatron:...,format=torch_dist`).
       latest_checkpointed_iteration.txt names the iteration folder; its metadata.json
       says torch_dist; common.pt (torch.load) holds the args with the written degrees,
@@ -16,6 +16,19 @@ Usage:
       SwiGLU's gate and up halves at rank and 2 + rank), and every global tensor must
       equal the one built from the truth by mcore's rules, bit for bit: layers stacked,
       QKV fused per query group, fc1 as [gate; up], vocabulary rows padded with zeros.
+      A mixture of experts (make_megatron.py --moe's truth, no optimizer): the args
+      also say num_experts, expert_model_parallel_size EP and
+      expert_tensor_parallel_size TP, common.pt has no optimizer entry
+      (no_save_optim), and torch loads the keys in 4 processes as mcore's tp=2 ep=2
+      ranks ask for them, the routed experts at their (layer, expert) rows
+      (make_megatron_dist.py's rules, mcore_globals and mcore_boxes).
+  check_megatron_dist.py same-dcp ROOT_A ROOT_B
+      two torch_dist checkpoints hold the same tensor keys, shapes, dtypes and bits
+      (torch's DCP reader loading each tensor whole); bytes entries are not compared.
+  check_megatron_dist.py universal FILE.h5 TRUTH.pt
+      h5py reads loom's universal file of a model without optimizer states
+      (make_megatron.py's MoE truth, {name: tensor}): exactly the truth's parameters,
+      each with the truth's bytes.
   check_megatron_dist.py dcp DIR TRUTH.pt
       DIR is `--to dcp` of make_megatron.py's trained mcore model: torch's DCP reader loads
       model.<name> (the fp32 master), optim.state.<name>.{exp_avg,exp_avg_sq,step} and the
@@ -24,8 +37,9 @@ Usage:
       then vectors) with the run's AdamW settings, and torch's AdamW loaded from it must
       take one more step to the truth's values, bit for bit.
 
-TRUTH.pt is make_megatron.py's ({name: {param, fp32, exp_avg, exp_avg_sq}, "step"}) or
-make_megatron_dist.py's ({"model": ..., "optim": {"state": ...}}).
+TRUTH.pt is make_megatron.py's ({name: {param, fp32, exp_avg, exp_avg_sq}, "step"}, or
+{name: tensor} for its MoE models) or make_megatron_dist.py's ({"model": ..., "optim":
+{"state": ...}}).
 """
 import json
 import os
@@ -42,6 +56,7 @@ from torch.distributed._shard.sharded_tensor import (  # noqa: E402
 import torch.distributed._shard.checkpoint as dcp  # noqa: E402
 
 from check_dcp_optim import load_worker, same_bits  # noqa: E402
+from make_megatron_dist import Dims, mcore_boxes, mcore_globals  # noqa: E402
 
 WORLD = 2
 STATES = {"fp32_param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
@@ -52,8 +67,11 @@ def fail(message):
 
 
 def load_truth(path):
-    """{name: {"param", "fp32", "exp_avg", "exp_avg_sq"}} and the step."""
+    """{name: {"param", "fp32", "exp_avg", "exp_avg_sq"}} and the step (None for a
+    model without optimizer states)."""
     t = torch.load(path)
+    if all(isinstance(v, torch.Tensor) for v in t.values()):
+        return {n: {"param": v} for n, v in t.items()}, None
     if "model" in t and "optim" in t:
         states = t["optim"]["state"]
         step = int(next(iter(states.values()))["step"].item())
@@ -63,85 +81,18 @@ def load_truth(path):
     return t, step
 
 
-class Dims:
-    def __init__(self, truth, heads, groups, tp):
-        self.layers = sum(1 for n in truth if n.endswith(".self_attn.q_proj.weight"))
-        self.heads, self.groups = heads, groups
-        self.head_dim = truth["model.layers.0.self_attn.q_proj.weight"]["param"].shape[0] // heads
-        self.vocab = truth["model.embed_tokens.weight"]["param"].shape[0]
-        multiple = 128 * tp
-        self.padded = (self.vocab + multiple - 1) // multiple * multiple
-
-
-def global_tensors(get, d):
-    """mcore's sharded key -> (global tensor, how mcore's TP ranks cut it: None for
-    replicated, the dimension of a column- or row-parallel cut, or "swiglu"), layers
-    stacked on dimension 0 (transformer_block.py, sharded_state_dict)."""
-    def stack(fn):
-        return torch.stack([fn(f"model.layers.{l}.") for l in range(d.layers)])
-
-    def qkv(p):
-        per = d.heads // d.groups * d.head_dim
-        q, k, v = (get(p + f"self_attn.{x}_proj.weight") for x in "qkv")
-        h = d.head_dim
-        return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * h:(g + 1) * h],
-                                     v[g * h:(g + 1) * h]]) for g in range(d.groups)])
-
-    def padded(t):
-        return torch.cat([t, torch.zeros(d.padded - d.vocab, t.shape[1], dtype=t.dtype)])
-    return {
-        "embedding.word_embeddings.weight": (padded(get("model.embed_tokens.weight")), 0),
-        "output_layer.weight": (padded(get("lm_head.weight")), 0),
-        "decoder.final_layernorm.weight": (get("model.norm.weight"), None),
-        "decoder.layers.self_attention.linear_qkv.layer_norm_weight":
-            (stack(lambda p: get(p + "input_layernorm.weight")), None),
-        "decoder.layers.self_attention.linear_qkv.weight": (stack(qkv), 1),
-        "decoder.layers.self_attention.linear_proj.weight":
-            (stack(lambda p: get(p + "self_attn.o_proj.weight")), 2),
-        "decoder.layers.mlp.linear_fc1.layer_norm_weight":
-            (stack(lambda p: get(p + "post_attention_layernorm.weight")), None),
-        "decoder.layers.mlp.linear_fc1.weight":
-            (stack(lambda p: torch.cat([get(p + "mlp.gate_proj.weight"),
-                                        get(p + "mlp.up_proj.weight")])), "swiglu"),
-        "decoder.layers.mlp.linear_fc2.weight":
-            (stack(lambda p: get(p + "mlp.down_proj.weight")), 2),
-    }
-
-
-def mcore_boxes(key, shape, cut):
-    """(rank, offsets, sizes) of every chunk mcore's tp=2 ranks hold of a sharded key:
-    one per layer of a stacked key, a column- or row-parallel half, or SwiGLU's gate and
-    up halves at rank and 2 + rank (mlp.py, apply_swiglu_sharded_factory)."""
-    stacked = "decoder.layers." in key
-    inner = list(shape[1:] if stacked else shape)
-    boxes = []
-    for r in range(WORLD):
-        for l in (range(shape[0]) if stacked else [None]):
-            lead, one = ([l], [1]) if stacked else ([], [])
-            if cut == "swiglu":
-                half = inner[0] // 2 // WORLD
-                for part in (r, WORLD + r):
-                    boxes.append((r, lead + [part * half, 0], one + [half, inner[1]]))
-                continue
-            dim = cut - (1 if stacked else 0)
-            offsets, sizes = [0] * len(inner), list(inner)
-            sizes[dim] //= WORLD
-            offsets[dim] = r * sizes[dim]
-            boxes.append((r, lead + offsets, one + sizes))
-    return boxes
-
-
-def mcore_load_worker(rank, directory, requests, port, outdir):
-    """Loads the keys as mcore's tp=2 rank `rank` would: replicated ones whole, the
-    others as ShardedTensors of its boxes."""
+def mcore_load_worker(rank, directory, requests, world, port, outdir):
+    """Loads the keys as mcore's rank `rank` of `world` (tp=2, and ep = world / 2 for
+    the experts) would: replicated ones whole, the others as ShardedTensors of its
+    boxes (make_megatron_dist.mcore_boxes)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+                            world_size=world)
     state = {}
     for key, (shape, dtype, cut) in requests.items():
         if cut is None:
             state[key] = torch.zeros(shape, dtype=dtype)
             continue
-        boxes = mcore_boxes(key, shape, cut)
+        boxes = mcore_boxes(key, shape, cut, world)
         metas = [ShardMetadata(shard_offsets=o, shard_sizes=s, placement=f"rank:{r}/cpu")
                  for r, o, s in boxes]
         mine = [Shard(torch.zeros(s, dtype=dtype), m)
@@ -159,9 +110,9 @@ def mcore_load_worker(rank, directory, requests, port, outdir):
     dist.destroy_process_group()
 
 
-def check_torch_dist(root, truth_path, tp, pp, heads, groups):
-    truth, step = load_truth(truth_path)
-    d = Dims(truth, heads, groups, tp)
+def iteration_folder(root):
+    """The iteration folder latest_checkpointed_iteration.txt names, checked to be
+    torch_dist by its metadata.json, and the iteration."""
     with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
         iteration = int(f.read())
     folder = os.path.join(root, f"iter_{iteration:07d}")
@@ -169,20 +120,25 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups):
         config = json.load(f)
     if config.get("sharded_backend") != "torch_dist":
         fail(f"metadata.json is {config}")
+    return folder, iteration
 
+
+def check_common(folder, iteration, want, step):
+    """common.pt: the args `want` says, checkpoint_version 3.0, the iteration, and the
+    optimizer's two groups without params and the step as common_step (none when
+    `step` is None: --no-save-optim)."""
     common = torch.load(os.path.join(folder, "common.pt"))
     args = common["args"]
-    want = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-                num_layers=d.layers, num_attention_heads=heads, num_query_groups=groups,
-                kv_channels=d.head_dim, vocab_size=d.vocab, padded_vocab_size=d.padded,
-                swiglu=True, ckpt_format="torch_dist", use_distributed_optimizer=False,
-                no_save_optim=False, no_save_rng=True)
     for name, value in want.items():
         if getattr(args, name, None) != value:
             fail(f"common.pt: args.{name} is {getattr(args, name, None)!r}, not {value!r}")
     if repr(common.get("checkpoint_version")) != "3.0" or common.get("iteration") != iteration:
         fail(f"common.pt: checkpoint_version {common.get('checkpoint_version')}, iteration "
              f"{common.get('iteration')}")
+    if step is None:
+        if "optimizer" in common:
+            fail("common.pt holds an optimizer entry, and the truth has no optimizer")
+        return
     optimizer = common["optimizer"]["optimizer"]
     if optimizer["state"] != {"common_step": step}:
         fail(f"common.pt: optimizer.optimizer.state is {optimizer['state']}")
@@ -191,28 +147,97 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups):
             param_groups[1]["weight_decay"] != 0.0 or param_groups[0]["weight_decay"] <= 0:
         fail(f"common.pt: param_groups are {param_groups}")
 
-    # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
-    expected = {}
-    for key, (t, cut) in global_tensors(lambda n: truth[n]["param"], d).items():
-        expected[key] = (t, cut)
-    for dcp_name, name in STATES.items():
-        for key, (t, cut) in global_tensors(lambda n: truth[n][name], d).items():
-            expected[f"optimizer.state.{dcp_name}.{key}"] = (t, cut)
-    held = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
-    if set(held) != set(expected):
-        fail(f"the DCP keys differ from mcore's: {sorted(set(held) ^ set(expected))}")
-    requests = {k: (tuple(t.shape), t.dtype, cut) for k, (t, cut) in expected.items()}
-    parts = dcp_shim.run_ranks(mcore_load_worker, (folder, requests), WORLD)
-    for key, (t, cut) in expected.items():
-        got = torch.zeros_like(t)
+
+def load_globals(folder, requests, world):
+    """The global tensors `requests` ({key: (shape, dtype, cut)}) as torch's DCP reader
+    loads them into the ShardedTensors mcore's `world` ranks ask for, put together."""
+    parts = dcp_shim.run_ranks(mcore_load_worker, (folder, requests, world), world)
+    out = {}
+    for key, (shape, dtype, cut) in requests.items():
+        got = torch.zeros(shape, dtype=dtype)
         for part in parts:
             for offsets, chunk in part.get(key, []):
                 got[tuple(slice(o, o + s) for o, s in zip(offsets, chunk.shape))] = chunk
-        if not same_bits(got, t):
+        out[key] = got
+    return out
+
+
+def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
+    truth, step = load_truth(truth_path)
+    d = Dims(truth, lambda n: truth[n]["param"], heads, groups, tp)
+    folder, iteration = iteration_folder(root)
+    want = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                num_layers=d.layers, num_attention_heads=heads, num_query_groups=groups,
+                kv_channels=d.head_dim, vocab_size=d.vocab, padded_vocab_size=d.padded,
+                swiglu=True, ckpt_format="torch_dist", no_save_optim=step is None,
+                no_save_rng=True)
+    if step is not None:
+        want["use_distributed_optimizer"] = False
+    if d.experts:
+        want.update(num_experts=d.experts, expert_model_parallel_size=ep,
+                    expert_tensor_parallel_size=tp)
+    check_common(folder, iteration, want, step)
+
+    # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
+    expected = dict(mcore_globals(lambda n: truth[n]["param"], d))
+    if step is not None:
+        for dcp_name, name in STATES.items():
+            for key, (t, cut) in mcore_globals(lambda n: truth[n][name], d).items():
+                expected[f"optimizer.state.{dcp_name}.{key}"] = (t, cut)
+    held = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
+    if set(held) != set(expected):
+        fail(f"the DCP keys differ from mcore's: {sorted(set(held) ^ set(expected))}")
+    world = WORLD * (2 if d.experts else 1)
+    requests = {k: (tuple(t.shape), t.dtype, cut) for k, (t, cut) in expected.items()}
+    loaded = load_globals(folder, requests, world)
+    for key, (t, cut) in expected.items():
+        if not same_bits(loaded[key], t):
             fail(f"{key} differs from the truth (mcore's layout of it)")
-    print(f"torch loaded {len(expected)} tensors of {folder} as mcore's tp=2 ranks ask for "
-          f"them: all equal the truth; iteration {iteration}, step {step}, tp={tp} pp={pp}, "
-          f"vocabulary {d.vocab} padded to {d.padded}")
+    ranks = "tp=2 ep=2" if d.experts else "tp=2"
+    print(f"torch loaded {len(expected)} tensors of {folder} as mcore's {ranks} ranks ask "
+          f"for them: all equal the truth; iteration {iteration}, step {step}, tp={tp} "
+          f"pp={pp}" + (f" ep={ep}, {d.experts} experts" if d.experts else "") +
+          f", vocabulary {d.vocab} padded to {d.padded}")
+
+
+def check_same_dcp(root_a, root_b):
+    """Two torch_dist checkpoints hold the same tensor keys, each of the same dtype,
+    shape and bits (torch's DCP reader loading them whole)."""
+    (a, _), (b, _) = iteration_folder(root_a), iteration_folder(root_b)
+    metas = [dcp.FileSystemReader(f).read_metadata().state_dict_metadata for f in (a, b)]
+    keys = [{k for k, v in m.items() if hasattr(v, "size")} for m in metas]
+    if keys[0] != keys[1]:
+        fail(f"the tensor keys differ: {sorted(keys[0] ^ keys[1])}")
+    for key in sorted(keys[0]):
+        ma, mb = metas[0][key], metas[1][key]
+        if (tuple(ma.size), ma.properties.dtype) != (tuple(mb.size), mb.properties.dtype):
+            fail(f"{key}: {tuple(ma.size)} {ma.properties.dtype} vs {tuple(mb.size)} "
+                 f"{mb.properties.dtype}")
+    requests = {k: (tuple(metas[0][k].size), metas[0][k].properties.dtype, None) for k in keys[0]}
+    got_a, got_b = load_globals(a, requests, 1), load_globals(b, requests, 1)
+    for key in sorted(keys[0]):
+        if not same_bits(got_a[key], got_b[key]):
+            fail(f"{key} differs between {a} and {b}")
+    print(f"same: {len(keys[0])} tensors of {a} and {b}, keys, shapes, dtypes and bits")
+
+
+def check_universal(path, truth_path):
+    """loom's universal file of a model without optimizer states: exactly the truth's
+    parameters, each with the truth's bytes (h5py reading it)."""
+    import h5py
+    import numpy as np
+    from make_fixtures import raw_bytes
+    truth = torch.load(truth_path)
+    with h5py.File(path, "r") as f:
+        names = set(f["params"].keys())
+        if names != set(truth):
+            fail(f"the parameters differ from the truth's: {sorted(names ^ set(truth))[:6]}")
+        if "optimizer" in f and len(f["optimizer"]):
+            fail(f"{path} holds optimizer states, and the truth has none")
+        for name, t in truth.items():
+            if np.asarray(f["params"][name][()]).tobytes() != raw_bytes(t):
+                fail(f"params/{name} differs from the truth")
+    print(f"{path}: {len(truth)} parameters equal the truth")
 
 
 def check_dcp(directory, truth_path):
@@ -284,7 +309,11 @@ def check_dcp(directory, truth_path):
 def main():
     mode = sys.argv[1]
     if mode == "torch-dist":
-        check_torch_dist(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:8]))
+        check_torch_dist(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))
+    elif mode == "same-dcp":
+        check_same_dcp(sys.argv[2], sys.argv[3])
+    elif mode == "universal":
+        check_universal(sys.argv[2], sys.argv[3])
     elif mode == "dcp":
         check_dcp(sys.argv[2], sys.argv[3])
     else:

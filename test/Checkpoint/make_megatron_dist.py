@@ -4,7 +4,7 @@ torch 1.13's DCP writer under 2 gloo processes (the tensor-parallel ranks, tp=2,
 pp=1). Megatron cannot be installed here, so its layout is emulated from the
 Megatron-LM sources named beside each rule (the mirror's HEAD).
 
-Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable]
+Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable | --moe [--shared-experts]]
 
   OUTDIR/ckpt/latest_checkpointed_iteration.txt        "10"
   OUTDIR/ckpt/iter_0000010/metadata.json               dist_checkpointing/core.py, save_config
@@ -60,6 +60,24 @@ rank tp_rank + tp * dp_rank, parallel_state.py's default order tp-cp-ep-dp-pp):
     starts, a bucket closed at --ddp-bucket-size 2060 elements: three buckets, the
     first ending after the final norm, off the 64-element grid, and the output
     layer straddling its DP halves).
+
+With --moe it lays out make_megatron.py's tiny Mixtral-like mixture of experts instead
+(4 layers, 4 SwiGLU experts of 24 rows each, top-2 router, bf16; OUTDIR/moe.truth.pt
+its full tensors under Mixtral's names, the same file make_megatron.py --moe writes),
+saved with tp=2 and ep=2 by 4 gloo processes (global rank tp_rank + 2 * ep_rank, the
+expert-parallel ranks being the data-parallel ones), --moe-grouped-gemm, --no-save-optim,
+iteration 100. The attention keys are the dense model's; each MoE layer adds
+decoder.layers.pre_mlp_layernorm.weight and decoder.layers.mlp.router.weight (stacked,
+replicated) and its routed experts as decoder.layers.mlp.experts.linear_fc1.weight
+[layers, experts, 2 * 24, hidden] and linear_fc2.weight [layers, experts, hidden, 24]:
+the global expert on an axis of its own (moe/experts.py, SequentialMLP.
+sharded_state_dict and TEGroupedMLP.sharded_state_dict give the same keys), each
+expert-parallel rank saving its 2 experts' TP pieces, one chunk per (layer, expert,
+piece). TE's _extra_state of the experts and the RNG states are bytes entries.
+--shared-experts adds a shared expert of 40 rows and its gate to every layer
+(decoder.layers.mlp.shared_experts.{gate_weight,linear_fc1.weight,linear_fc2.weight},
+cut as the dense MLP is) and saves without --moe-grouped-gemm; its truth is
+OUTDIR/moe-shared.truth.pt (make_megatron.py --moe --shared-experts's).
 """
 import argparse
 import json
@@ -89,6 +107,9 @@ ITERATION, STEP = 10, 3
 # --distopt dp_reshardable: the data-parallel degree and DDP bucket size.
 DP, BUCKET = 2, 2060
 BUFFER_DTYPE = (torch.bfloat16, torch.float32)
+# --moe: expert-parallel ranks (over the data-parallel ones: tp=2 x dp=2 processes).
+EP, MOE_ITERATION = 2, 100
+WORLDS = {"dense": TP, "distopt": TP * DP, "moe": TP * EP, "moe-shared": TP * EP}
 
 
 def truth():
@@ -115,42 +136,92 @@ def truth():
     return {"model": {n: v.bfloat16() for n, v in t.items()}, "optim": {"state": states}}
 
 
-def qkv(state, l):
-    """tp=1's fused QKV: per query group, its heads' q rows, then k, then v."""
-    p = f"model.layers.{l}.self_attn."
-    q, k, v = (state(p + n + "_proj.weight") for n in "qkv")
-    per = HEADS // GROUPS * HEAD_DIM
-    return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * HEAD_DIM:(g + 1) * HEAD_DIM],
-                                 v[g * HEAD_DIM:(g + 1) * HEAD_DIM]]) for g in range(GROUPS)])
+class Dims:
+    """What mcore's rules need of a model, read off its full tensors under loom's names
+    (`names`, `get` giving each tensor): layers, heads and query groups (given), the
+    vocabulary and its padding to a multiple of 128·tp, routed experts per layer."""
+
+    def __init__(self, names, get, heads, groups, tp):
+        names = set(names)
+        self.names = names
+        self.layers = sum(1 for n in names if n.endswith(".self_attn.q_proj.weight"))
+        self.heads, self.groups = heads, groups
+        self.head_dim = get("model.layers.0.self_attn.q_proj.weight").shape[0] // heads
+        self.vocab = get("model.embed_tokens.weight").shape[0]
+        multiple = 128 * tp
+        self.padded = (self.vocab + multiple - 1) // multiple * multiple
+        self.experts = sum(1 for n in names if n.startswith("model.layers.0.block_sparse_moe."
+                                                            "experts.") and n.endswith(".w2.weight"))
 
 
-def padded(t):
-    return torch.cat([t, torch.zeros(PADDED - VOCAB, t.shape[1], dtype=t.dtype)])
-
-
-def global_tensors(state):
-    """mcore key -> (global tensor, how TP cuts it: None (replicated), ("col", dim) or
-    "swiglu"), with layers stacked on dimension 0."""
+def mcore_globals(get, d):
+    """mcore's sharded key -> (global tensor, how mcore's TP ranks cut it: None for
+    replicated, the dimension of a column- or row-parallel cut, or "swiglu" for
+    [gate; up] halves at rank and tp + rank (mlp.py, apply_swiglu_sharded_factory)).
+    Layers are stacked on dimension 0 (transformer_block.py, sharded_state_dict); a
+    mixture of experts' routed experts on dimension 1 after it, by global index
+    (moe/experts.py: SequentialMLP.sharded_state_dict and TEGroupedMLP's alike key
+    them decoder.layers.mlp.experts.linear_fc{1,2}.weight with the prepended offset
+    (1, global expert, num_experts)); its router, pre_mlp_layernorm and shared
+    experts (moe/shared_experts.py, an MLP cut as the dense one) per layer."""
     def stack(fn):
-        return torch.stack([fn(l) for l in range(LAYERS)])
-    L = "model.layers.{}."
-    return {
-        "embedding.word_embeddings.weight": (padded(state("model.embed_tokens.weight")), 0),
-        "output_layer.weight": (padded(state("lm_head.weight")), 0),
-        "decoder.final_layernorm.weight": (state("model.norm.weight"), None),
+        return torch.stack([fn(f"model.layers.{l}.") for l in range(d.layers)])
+
+    def experts(fn):
+        return stack(lambda p: torch.stack([fn(f"{p}block_sparse_moe.experts.{e}.")
+                                            for e in range(d.experts)]))
+
+    def qkv(p):
+        """tp=1's fused QKV: per query group, its heads' q rows, then k, then v."""
+        per = d.heads // d.groups * d.head_dim
+        q, k, v = (get(p + f"self_attn.{x}_proj.weight") for x in "qkv")
+        h = d.head_dim
+        return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * h:(g + 1) * h],
+                                     v[g * h:(g + 1) * h]]) for g in range(d.groups)])
+
+    def padded(t):
+        return torch.cat([t, torch.zeros(d.padded - d.vocab, t.shape[1], dtype=t.dtype)])
+
+    def cat(*names):
+        return lambda p: torch.cat([get(p + n) for n in names])
+    out = {
+        "embedding.word_embeddings.weight": (padded(get("model.embed_tokens.weight")), 0),
+        "output_layer.weight": (padded(get("lm_head.weight")), 0),
+        "decoder.final_layernorm.weight": (get("model.norm.weight"), None),
         "decoder.layers.self_attention.linear_qkv.layer_norm_weight":
-            (stack(lambda l: state(L.format(l) + "input_layernorm.weight")), None),
-        "decoder.layers.self_attention.linear_qkv.weight": (stack(lambda l: qkv(state, l)), 1),
+            (stack(cat("input_layernorm.weight")), None),
+        "decoder.layers.self_attention.linear_qkv.weight": (stack(qkv), 1),
         "decoder.layers.self_attention.linear_proj.weight":
-            (stack(lambda l: state(L.format(l) + "self_attn.o_proj.weight")), 2),
-        "decoder.layers.mlp.linear_fc1.layer_norm_weight":
-            (stack(lambda l: state(L.format(l) + "post_attention_layernorm.weight")), None),
-        "decoder.layers.mlp.linear_fc1.weight":
-            (stack(lambda l: torch.cat([state(L.format(l) + "mlp.gate_proj.weight"),
-                                        state(L.format(l) + "mlp.up_proj.weight")])), "swiglu"),
-        "decoder.layers.mlp.linear_fc2.weight":
-            (stack(lambda l: state(L.format(l) + "mlp.down_proj.weight")), 2),
+            (stack(cat("self_attn.o_proj.weight")), 2),
     }
+    if not d.experts:
+        out["decoder.layers.mlp.linear_fc1.layer_norm_weight"] = \
+            (stack(cat("post_attention_layernorm.weight")), None)
+        out["decoder.layers.mlp.linear_fc1.weight"] = \
+            (stack(cat("mlp.gate_proj.weight", "mlp.up_proj.weight")), "swiglu")
+        out["decoder.layers.mlp.linear_fc2.weight"] = (stack(cat("mlp.down_proj.weight")), 2)
+        return out
+    out["decoder.layers.pre_mlp_layernorm.weight"] = \
+        (stack(cat("post_attention_layernorm.weight")), None)
+    out["decoder.layers.mlp.router.weight"] = (stack(cat("block_sparse_moe.gate.weight")), None)
+    out["decoder.layers.mlp.experts.linear_fc1.weight"] = \
+        (experts(cat("w1.weight", "w3.weight")), "swiglu")
+    out["decoder.layers.mlp.experts.linear_fc2.weight"] = (experts(cat("w2.weight")), 3)
+    if "model.layers.0.mlp.shared_expert_gate.weight" in d.names:
+        out["decoder.layers.mlp.shared_experts.gate_weight"] = \
+            (stack(cat("mlp.shared_expert_gate.weight")), None)
+    if "model.layers.0.mlp.shared_expert.up_proj.weight" in d.names:
+        out["decoder.layers.mlp.shared_experts.linear_fc1.weight"] = \
+            (stack(cat("mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight")),
+             "swiglu")
+        out["decoder.layers.mlp.shared_experts.linear_fc2.weight"] = \
+            (stack(cat("mlp.shared_expert.down_proj.weight")), 2)
+    return out
+
+
+def dense_dims():
+    t = truth()["model"]
+    return Dims(t, t.__getitem__, HEADS, GROUPS, TP)
 
 
 def tp_rank_params(state, tp_rank):
@@ -190,39 +261,58 @@ def dp_reshardable_chunks(starts, numels, bucket):
     return chunks
 
 
-def local_shards(key, t, cut, rank):
-    """This TP rank's ShardedTensor of the global `t`: one chunk per layer (stacked keys)
-    and per TP piece, as mcore's ShardedTensors with a prepended layer axis give."""
-    stacked = key.startswith("decoder.layers.")
-    layers = range(LAYERS) if stacked else [None]
-    boxes = []  # (offsets, sizes) of every chunk of every rank, rank-tagged
-    for r in range(TP):
-        for l in layers:
-            lead = [l] if stacked else []
-            inner = list(t.shape[1:] if stacked else t.shape)
+def mcore_boxes(key, shape, cut, world, tp=TP):
+    """(rank, offsets, sizes) of every chunk mcore's ranks save of a sharded key (or
+    load, asking for the same boxes), global rank g being TP rank g % tp of
+    data-parallel rank g // tp (parallel_state.py's default order tp-cp-ep-dp-pp; with
+    expert parallelism over all of them, g // tp is also the expert-parallel rank, no
+    expert-data-parallel replicas). One chunk per layer of a stacked key and per TP
+    piece: a column- or row-parallel slice, SwiGLU's gate and up halves at rank and
+    tp + rank, a replicated tensor whole from TP rank 0 (its main replica); data-
+    parallel rank 0 saves the dense keys. A routed expert's key has a chunk per layer,
+    per expert of the rank's ep rank and per TP piece."""
+    stacked = "decoder.layers." in key
+    lead = 2 if ".mlp.experts." in key else 1 if stacked else 0
+    inner = list(shape[lead:])
+    ep = world // tp if lead == 2 else 1
+    boxes = []
+    for g in range(world):
+        r, ep_rank = g % tp, g // tp
+        if lead == 2:
+            per = shape[1] // ep
+            rows = [[l, e] for l in range(shape[0]) for e in range(ep_rank * per, (ep_rank + 1) * per)]
+        elif ep_rank:
+            continue
+        else:
+            rows = [[l] for l in range(shape[0])] if stacked else [[]]
+        for row in rows:
+            one = [1] * len(row)
             if cut is None:
-                if r == 0:  # replicated: the main replica, TP rank 0, saves it
-                    boxes.append((r, lead + [0] * len(inner), ([1] if stacked else []) + inner))
+                if r == 0:
+                    boxes.append((g, row + [0] * len(inner), one + inner))
                 continue
             if cut == "swiglu":
-                half = inner[0] // 2 // TP
-                for part in (r, TP + r):
-                    boxes.append((r, lead + [part * half, 0], [1, half, inner[1]]))
+                half = inner[0] // 2 // tp
+                for part in (r, tp + r):
+                    boxes.append((g, row + [part * half] + [0] * (len(inner) - 1),
+                                  one + [half] + inner[1:]))
                 continue
-            d = cut - (1 if stacked else 0)
-            size = inner[d] // TP
-            offs = [0] * len(inner)
-            offs[d] = r * size
-            sizes = list(inner)
-            sizes[d] = size
-            boxes.append((r, lead + offs, ([1] if stacked else []) + sizes))
-    metas = [ShardMetadata(shard_offsets=o, shard_sizes=s, placement=f"rank:{r}/cpu")
-             for r, o, s in boxes]
+            dim = cut - lead
+            offsets, sizes = [0] * len(inner), list(inner)
+            sizes[dim] //= tp
+            offsets[dim] = r * sizes[dim]
+            boxes.append((g, row + offsets, one + sizes))
+    return boxes
+
+
+def local_shards(key, t, cut, rank, world):
+    """This rank's ShardedTensor of the global `t`: its chunks of mcore_boxes."""
+    boxes = mcore_boxes(key, t.shape, cut, world)
     mine = []
-    for meta, (r, o, s) in zip(metas, boxes):
+    for r, o, s in boxes:
         if r == rank:
-            index = tuple(slice(a, a + b) for a, b in zip(o, s))
-            mine.append(Shard(t[index].clone(), meta))
+            meta = ShardMetadata(shard_offsets=o, shard_sizes=s, placement=f"rank:{r}/cpu")
+            mine.append(Shard(t[tuple(slice(a, a + b) for a, b in zip(o, s))].clone(), meta))
     return init_from_local_shards(mine, list(t.shape))
 
 
@@ -268,19 +358,19 @@ def distributed_optimizer(full, tp_rank):
     return tensors, objects
 
 
-def worker(rank, outdir, port, distopt):
-    world = TP * (DP if distopt else 1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+def dense_state(rank, world, distopt):
+    """What global rank `rank` saves of the dense model (and its optimizer)."""
     full = truth()
-    model = global_tensors(lambda n: full["model"][n])
+    d = dense_dims()
     # DP rank 0's processes are global ranks 0..TP-1: they save the model.
-    state = {k: local_shards(k, t, cut, rank) for k, (t, cut) in model.items()}
+    state = {k: local_shards(k, t, cut, rank, world)
+             for k, (t, cut) in mcore_globals(lambda n: full["model"][n], d).items()}
     if not distopt:
         for name in ("fp32", "exp_avg", "exp_avg_sq"):
             dcp_name = "fp32_param" if name == "fp32" else name
-            for k, (t, cut) in global_tensors(lambda n: full["optim"]["state"][n][name]).items():
-                state[f"optimizer.state.{dcp_name}.{k}"] = local_shards(k, t, cut, rank)
+            states = mcore_globals(lambda n: full["optim"]["state"][n][name], d)
+            for k, (t, cut) in states.items():
+                state[f"optimizer.state.{dcp_name}.{k}"] = local_shards(k, t, cut, rank, world)
     else:
         for g in range(TP):
             tensors, objects = distributed_optimizer(full, g)
@@ -298,7 +388,50 @@ def worker(rank, outdir, port, distopt):
     if rank == 0:
         for l in range(LAYERS):
             state[f"decoder.layers.self_attention.linear_qkv._extra_state/shard_{l}_{LAYERS}"] = None
-    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
+    return state
+
+
+def moe_truth(shared):
+    """make_megatron.py's MoE model (its moe.truth.pt, or moe-shared.truth.pt with
+    shared experts and their gates)."""
+    return make_megatron.full_moe(seed=6, shared=True) if shared else make_megatron.full_moe(seed=5)
+
+
+def moe_dims(t):
+    return Dims(t, t.__getitem__, make_megatron.MCORE["heads"], make_megatron.MCORE["groups"],
+                TP)
+
+
+def moe_state(rank, world, shared):
+    """What global rank `rank` (TP rank rank % TP, expert-parallel rank rank // TP)
+    saves of the MoE model: the dense keys from data-parallel rank 0, its experts,
+    TE's _extra_state of its experts' linear_fc1 (ShardedObjects with the layer and
+    expert offsets, from TP rank 0: mapping.py, unique_key) and its RNG state
+    (training/checkpointing.py, ShardedObject 'rng_state' at (pp rank, tp rank))."""
+    t = moe_truth(shared)
+    d = moe_dims(t)
+    state = {k: local_shards(k, v, cut, rank, world)
+             for k, (v, cut) in mcore_globals(t.__getitem__, d).items()}
+    per = d.experts // EP
+    if rank % TP == 0:
+        for l in range(d.layers):
+            for e in range(rank // TP * per, (rank // TP + 1) * per):
+                state[f"decoder.layers.mlp.experts.linear_fc1._extra_state/"
+                      f"shard_{l}.{e}_{d.layers}.{d.experts}"] = None
+    if rank < TP:
+        state[f"rng_state/shard_0.{rank}_1.{TP}"] = [{"random_rng_state": None}]
+    return state
+
+
+def worker(rank, outdir, port, kind):
+    world = WORLDS[kind]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    if kind.startswith("moe"):
+        state, iteration = moe_state(rank, world, kind == "moe-shared"), MOE_ITERATION
+    else:
+        state, iteration = dense_state(rank, world, kind == "distopt"), ITERATION
+    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
     dcp.save_state_dict(state, dcp.FileSystemWriter(iteration_dir), planner=McoreLikePlanner())
     dist.barrier()
     dist.destroy_process_group()
@@ -316,19 +449,8 @@ def param_groups():
                  params=list(range(2 + LAYERS * 4, n_params)))]
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("outdir")
-    parser.add_argument("--distopt", choices=["dp_reshardable"])
-    options = parser.parse_args()
-    outdir, distopt = options.outdir, options.distopt is not None
-    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{ITERATION:07d}")
-    os.makedirs(iteration_dir, exist_ok=True)
-    mp.spawn(worker, args=(outdir, free_port(), distopt), nprocs=TP * (DP if distopt else 1),
-             join=True)
-    with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
-        json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
-                   "common_backend": "torch", "common_backend_version": 1}, f)
+def dense_common(distopt):
+    """common.pt of the dense model: its args, and its optimizer's groups and steps."""
     args = argparse.Namespace(
         num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
         group_query_attention=True, num_query_groups=GROUPS, kv_channels=HEAD_DIM,
@@ -350,14 +472,53 @@ def main():
         optimizer = {"optimizer": {
             "state": {i: {"step": torch.tensor(float(STEP))} for i in range(3 + LAYERS * 6)},
             "param_groups": param_groups()}}
-    common = {"args": args, "checkpoint_version": 3.0, "iteration": ITERATION,
-              "optimizer": optimizer,
-              "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": ITERATION},
-              "num_floating_point_operations_so_far": 0}
+    return {"args": args, "checkpoint_version": 3.0, "iteration": ITERATION,
+            "optimizer": optimizer,
+            "opt_param_scheduler": {"max_lr": 3e-4, "num_steps": ITERATION},
+            "num_floating_point_operations_so_far": 0}
+
+
+def moe_common(shared):
+    """common.pt of the MoE model: make_megatron.py's MoE args at tp=2 ep=2 (dp=2), as a
+    run with --moe-grouped-gemm (TEGroupedMLP) or, with shared experts, without
+    (SequentialMLP) saved them with --ckpt-format torch_dist --no-save-optim."""
+    args = make_megatron.moe_args(TP, 1, EP, grouped=not shared,
+                                  shared=make_megatron.SHARED_FFN if shared else None,
+                                  gate=shared)
+    args.ckpt_format = "torch_dist"
+    args.data_parallel_size = EP  # TP * EP processes over tp
+    args.no_save_optim = True
+    return {"args": args, "checkpoint_version": 3.0, "iteration": MOE_ITERATION,
+            "num_floating_point_operations_so_far": 0}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("outdir")
+    parser.add_argument("--distopt", choices=["dp_reshardable"])
+    parser.add_argument("--moe", action="store_true")
+    parser.add_argument("--shared-experts", action="store_true")
+    options = parser.parse_args()
+    outdir = options.outdir
+    kind = ("moe-shared" if options.shared_experts else "moe") if options.moe else \
+        "distopt" if options.distopt else "dense"
+    iteration = MOE_ITERATION if options.moe else ITERATION
+    iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
+    os.makedirs(iteration_dir, exist_ok=True)
+    mp.spawn(worker, args=(outdir, free_port(), kind), nprocs=WORLDS[kind], join=True)
+    with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
+        json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
+                   "common_backend": "torch", "common_backend_version": 1}, f)
+    common = moe_common(options.shared_experts) if options.moe else \
+        dense_common(options.distopt is not None)
     torch.save(common, os.path.join(iteration_dir, "common.pt"))
     with open(os.path.join(outdir, "ckpt", "latest_checkpointed_iteration.txt"), "w") as f:
-        f.write(str(ITERATION))
-    torch.save(truth(), os.path.join(outdir, "truth.pt"))
+        f.write(str(iteration))
+    if options.moe:
+        name = "moe-shared.truth.pt" if options.shared_experts else "moe.truth.pt"
+        torch.save(moe_truth(options.shared_experts), os.path.join(outdir, name))
+    else:
+        torch.save(truth(), os.path.join(outdir, "truth.pt"))
 
 
 if __name__ == "__main__":

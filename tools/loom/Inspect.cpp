@@ -112,6 +112,18 @@ void addLayoutTensors(Summary &summary, const loom::reshard::Layout &l, bool sta
   }
 }
 
+/// A mixture of experts as Megatron's args shape it: experts per layer, how many
+/// expert-parallel ranks share them, the router's top-k and any shared experts.
+void addExperts(nlohmann::json &layout, const MegatronDims &d, unsigned ep) {
+  layout["ep"] = ep;
+  layout["experts"] = d.experts;
+  layout["router_topk"] = d.topK;
+  if (d.sharedFfn) {
+    layout["shared_expert_ffn"] = d.sharedFfn;
+    layout["shared_expert_gate"] = d.sharedGate;
+  }
+}
+
 /// A DCP folder's files and bytes entries; with `verify`, every tensor reassembled and
 /// every bytes entry read through the safe VM.
 nlohmann::json dcpSummary(const std::string &dir, bool verify) {
@@ -162,17 +174,11 @@ Summary open(const std::string &path, bool verify) {
                       {"layers_per_stage", l.layersPerStage},
                       {"vocab", l.dims.vocab}, {"padded_vocab", l.dims.paddedVocab}};
     if (l.dims.experts) {
-      summary.layout["ep"] = l.ep;
-      summary.layout["experts"] = l.dims.experts;
+      addExperts(summary.layout, l.dims, l.ep);
       summary.layout["experts_per_rank"] = l.dims.experts / l.ep;
-      summary.layout["router_topk"] = l.dims.topK;
       summary.layout["expert_names"] = l.dims.groupedGemm
                                            ? "TEGroupedMLP (linear_fc1.weight<i>)"
                                            : "SequentialMLP (local_experts.<i>.linear_fc1.weight)";
-      if (l.dims.sharedFfn) {
-        summary.layout["shared_expert_ffn"] = l.dims.sharedFfn;
-        summary.layout["shared_expert_gate"] = l.dims.sharedGate;
-      }
     }
     addTensors(summary, megatron.tensors);
     if (l.optimizer) {
@@ -239,6 +245,13 @@ Summary open(const std::string &path, bool verify) {
     summary.layout["iteration"] = l.iteration;
     summary.layout["layers"] = l.dims->layers;
     summary.layout["vocab"] = l.dims->vocab;
+    // Experts are global in the keys: ep is the saving run's, from its args.
+    if (MegatronDistCheckpoint read = orThrow(readMegatronDist(path)); read.layout.dims.experts) {
+      auto args = nlohmann::json::parse(read.layout.argsJson, nullptr, false);
+      auto ep = args.is_object() ? args.find("expert_model_parallel_size") : args.end();
+      addExperts(summary.layout, read.layout.dims,
+                 ep != args.end() && ep->is_number_unsigned() ? ep->get<unsigned>() : 1u);
+    }
     if (l.optimizerStep)
       summary.layout["optimizer_step"] = *l.optimizerStep;
     // The distributed optimizer's buckets (dp_reshardable) rather than model-space states.

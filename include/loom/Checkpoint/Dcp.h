@@ -65,9 +65,9 @@ public:
   static llvm::Expected<std::unique_ptr<DcpReader>> open(const llvm::Twine &directory);
   const DcpMetadata &metadata() const { return meta; }
   const std::string &directory() const { return dir; }
-  /// The full tensor `fqn`, or row i of tensor `name` for `dcpRowKey(name, i)` (only
-  /// the chunks holding that row are read); an error for a bytes entry or an unknown
-  /// name.
+  /// The full tensor `fqn`, or row i of tensor `name` for `dcpRowKey(name, i)` (row j
+  /// of that row for "name[i][j]", and so on; only the chunks holding that row are
+  /// read); an error for a bytes entry or an unknown name.
   llvm::Expected<Tensor> read(llvm::StringRef fqn);
   /// The value of bytes entry `fqn`: its torch.save archive through the safe pickle
   /// VM (code it names stays an opaque object); an error for a tensor or an unknown
@@ -83,7 +83,9 @@ private:
   /// The tensor a chunk's archive holds, checked against its sizes (and `dtype`).
   llvm::Expected<Tensor> chunkTensor(const DcpEntry &entry, const DcpChunk &chunk,
                                      std::optional<DType> dtype);
-  llvm::Expected<Tensor> readRow(const DcpEntry &entry, int64_t row);
+  /// The sub-tensor at leading indices `rows` (its first rows.size() dimensions
+  /// dropped).
+  llvm::Expected<Tensor> readRow(const DcpEntry &entry, llvm::ArrayRef<int64_t> rows);
 
   DcpReader(std::string dir, DcpMetadata meta) : dir(std::move(dir)), meta(std::move(meta)) {}
   std::string dir;
@@ -93,10 +95,13 @@ private:
 
 /// The name DcpReader::read gives row `row` (along dimension 0, which it drops) of
 /// tensor `fqn`: "fqn[row]". Megatron's torch_dist checkpoints stack a parameter of
-/// every layer in one tensor.
+/// every layer in one tensor, and a routed expert's of every layer and expert in one
+/// tensor: a row key of a row key, "fqn[layer][expert]", names the expert's.
 std::string dcpRowKey(llvm::StringRef fqn, int64_t row);
-/// The tensor and row a dcpRowKey names, or nullopt for another key.
-std::optional<std::pair<llvm::StringRef, int64_t>> parseDcpRowKey(llvm::StringRef key);
+/// The tensor and the leading indices (outermost first) a dcpRowKey names, or nullopt
+/// for another key.
+std::optional<std::pair<llvm::StringRef, llvm::SmallVector<int64_t, 2>>>
+parseDcpRowKey(llvm::StringRef key);
 
 /// What a DCP checkpoint of a training run holds besides its model, found from the
 /// key names torch gives it: `get_state_dict` (or FSDP.optim_state_dict) keys an

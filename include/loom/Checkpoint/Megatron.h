@@ -218,6 +218,16 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 /// `decoder.layers.<N>.<suffix>` (non-homogeneous layers). Each tensor is global: TP
 /// shards put back, so a fused QKV is tp=1's [q; k; v] per query group and SwiGLU's
 /// fc1 is [all gates; all ups] (apply_swiglu_sharded_factory, transformer/mlp.py).
+/// A mixture of experts keys its routed experts `decoder.layers.mlp.experts.
+/// linear_fc{1,2}.weight` with the global expert on an axis of its own after the
+/// layer's ([layers, experts, rows, columns]): SequentialMLP.sharded_state_dict drops
+/// local_experts.<i> from the key and prepends (axis, global index, num_experts), and
+/// TEGroupedMLP's weight<i> are keyed the same way (transformer/moe/experts.py;
+/// TEGroupedLinear._sharded_state_dict_grouped, extensions/transformer_engine.py), so
+/// neither the expert-parallel degree nor the expert module of the run shows in the
+/// keys. Each expert-parallel rank saves its experts (replica_id over expert-data-
+/// parallel ranks); the router (`mlp.router.weight`), `pre_mlp_layernorm` and shared
+/// experts (`mlp.shared_experts.*`) are stacked per layer like a dense layer's.
 /// Model-space optimizer states sit beside them as `optimizer.state.<state>.<key>`:
 /// `fp32_param` (the mixed-precision optimizer, dist_checkpointing/optimizer.py) or
 /// `param` (the distributed optimizer's fully_reshardable form,
@@ -240,13 +250,16 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 struct MegatronDistSource {
   /// The DCP key holding the parameter.
   std::string key;
-  /// Its layer on the key's stacked leading axis, or -1 when the key is the parameter.
-  int64_t row = -1;
+  /// Its indices on the key's stacked leading axes (the layer, then a routed expert's
+  /// global index), outermost first; empty when the key is the parameter.
+  llvm::SmallVector<int64_t, 2> rows;
 };
 
 struct MegatronDistCheckpoint {
-  /// The model seen whole: tp = pp = 1, every layer on stage 0, each parameter's
-  /// localShape its global (unsharded, vocabulary-padded) shape. The optimizer, when
+  /// The model seen whole: tp = pp = ep = 1, every layer on stage 0, each parameter's
+  /// localShape its global (unsharded, vocabulary-padded) shape, routed experts named
+  /// as SequentialMLP's by their global index (dims.groupedGemm false; argsJson keeps
+  /// the run's moe_grouped_gemm and expert_model_parallel_size). The optimizer, when
   /// present, has the step and group settings of common.pt.
   MegatronLayout layout;
   /// Where each of layout.params is, in the same order.
@@ -270,10 +283,11 @@ bool isMegatronDistCheckpoint(const llvm::Twine &directory);
 
 /// Reads a torch_dist checkpoint's layout: args and optimizer settings from common.pt,
 /// parameters and states from the DCP metadata (no tensor is read). Keys that are not
-/// parameters loom knows, states of another shape (the flattened
-/// fully_sharded_model_space form of mcore before 0.14), and dp_reshardable buckets
-/// that are missing, of other sizes than per_bucket_numel_unpadded says or not Adam's
-/// fp32 states are refused, each by name. dp_reshardable's step and groups come from
+/// parameters loom knows, a stacked layer or expert axis other than args.num_layers or
+/// args.num_experts, a mixture of experts' optimizer states, states of another shape
+/// (the flattened fully_sharded_model_space form of mcore before 0.14), and
+/// dp_reshardable buckets that are missing, of other sizes than
+/// per_bucket_numel_unpadded says or not Adam's fp32 states are refused, each by name. dp_reshardable's step and groups come from
 /// the optimizer object of dp_group_idx_0 (every group's must agree on the step).
 llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &directory);
 

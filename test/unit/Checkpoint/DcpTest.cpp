@@ -254,7 +254,47 @@ TEST(Dcp, RowKeysRoundTrip) {
   auto row = parseDcpRowKey(key); // views `key`
   ASSERT_TRUE(row);
   EXPECT_EQ(row->first, "decoder.layers.mlp.linear_fc1.weight");
-  EXPECT_EQ(row->second, 12);
-  for (const char *other : {"embedding.weight", "x[]", "x[-1]", "x[1a]", "x1]"})
+  EXPECT_EQ(row->second, (llvm::SmallVector<int64_t, 2>{12}));
+  // A routed expert's: a row key of a row key, the layer first.
+  std::string expert = dcpRowKey(dcpRowKey("decoder.layers.mlp.experts.linear_fc2.weight", 3), 7);
+  EXPECT_EQ(expert, "decoder.layers.mlp.experts.linear_fc2.weight[3][7]");
+  auto rows = parseDcpRowKey(expert);
+  ASSERT_TRUE(rows);
+  EXPECT_EQ(rows->first, "decoder.layers.mlp.experts.linear_fc2.weight");
+  EXPECT_EQ(rows->second, (llvm::SmallVector<int64_t, 2>{3, 7}));
+  for (const char *other : {"embedding.weight", "x[]", "x[-1]", "x[1a]", "x1]", "x[1]]", "x[1][]"})
     EXPECT_FALSE(parseDcpRowKey(other)) << other;
+}
+
+// Rows of rows: a [layers, experts, rows, columns] tensor cut into chunks along its
+// third axis (as mcore's TP ranks save an expert's linear_fc1) reads back expert by
+// expert; an index past an axis is an error naming the row.
+TEST(Dcp, ReadsRowsOfStackedAxes) {
+  std::string dir = scratchDir("dcp-rows") + "/ckpt";
+  Tensor t = patterned(DType::BFloat16, {2, 3, 4, 5}, 4);
+  std::vector<DcpShard> shards;
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t e = 0; e < 3; ++e)
+      for (int64_t half = 0; half < 2; ++half) {
+        Tensor chunk = t;
+        chunk.shape = {1, 1, 2, 5};
+        chunk.offset = t.offset + l * t.strides[0] + e * t.strides[1] + half * 2 * t.strides[2];
+        shards.push_back({"w", t.shape, {l, e, half * 2, 0}, chunk, unsigned(half)});
+      }
+  ASSERT_FALSE(bool(writeDcp(dir, shards)));
+  auto reader = DcpReader::open(dir);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  auto row = (*reader)->read("w[1][2]");
+  ASSERT_TRUE(bool(row)) << message(row.takeError());
+  EXPECT_EQ(row->shape, (llvm::SmallVector<int64_t, 4>{4, 5}));
+  std::vector<uint8_t> all = t.toBytes(), want(all.begin() + (1 * 3 + 2) * 20 * 2,
+                                               all.begin() + (1 * 3 + 3) * 20 * 2);
+  EXPECT_EQ(row->toBytes(), want);
+  auto layer = (*reader)->read("w[1]");
+  ASSERT_TRUE(bool(layer)) << message(layer.takeError());
+  EXPECT_EQ(layer->toBytes(), std::vector<uint8_t>(all.begin() + 60 * 2, all.end()));
+  EXPECT_NE(message((*reader)->read("w[1][3]").takeError()).find("'w' has no row [1][3]"),
+            std::string::npos);
+  EXPECT_NE(message((*reader)->read("w[0][0][0][0][0]").takeError()).find("has no row"),
+            std::string::npos);
 }

@@ -658,12 +658,52 @@ TEST(MegatronTarget, TorchDistStacksLayersAndRefusesTheDistributedOptimizer) {
   const llvm::json::Object *stacked = meta->getAsObject()->getObject("stacked");
   ASSERT_TRUE(stacked);
   EXPECT_EQ(stacked->size(), 6u * 4u);
-  EXPECT_EQ(stacked->getInteger("optimizer.state.exp_avg.decoder.layers.mlp.linear_fc2.weight"),
-            4);
+  const llvm::json::Array *axes =
+      stacked->getArray("optimizer.state.exp_avg.decoder.layers.mlp.linear_fc2.weight");
+  ASSERT_TRUE(axes);
+  EXPECT_EQ(*axes, llvm::json::Array{4});
 
   auto distributed = parseTargetSpec("megatron:tp=2,format=torch_dist,optimizer=distributed");
   ASSERT_TRUE(bool(distributed));
   auto refused = targetLayout(source, *distributed);
   ASSERT_FALSE(bool(refused));
   EXPECT_NE(llvm::toString(refused.takeError()).find("--weights-only"), std::string::npos);
+}
+
+/// --to megatron:...,format=torch_dist of a mixture of experts: each routed expert's
+/// linear_fc1 and linear_fc2 at its (layer, expert) row of one key, whatever the ep and
+/// the expert module (mcore keys SequentialMLP's and TEGroupedMLP's alike); the
+/// router and the norm before it stacked per layer.
+TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
+  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
+  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
+  Layout source;
+  source.format = "hf-safetensors";
+  source.iteration = 5;
+  source.dims = ModelDims{2, 32, 8, 4, 4, 24, 250, true, 4, 24, 2};
+  source.fulls = mixtral(2, 4, 24);
+  auto target = targetLayout(source, *spec);
+  ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
+  const ShardFile &dcp = target->files.front();
+  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
+  for (const LocalTensor &t : dcp.tensors)
+    keys[t.key] = t.shape;
+  // Expert 3 of layer 1: [gate; up] of 24 rows each, and its down projection.
+  EXPECT_EQ(keys["decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
+            (llvm::SmallVector<int64_t, 4>{48, 32}));
+  EXPECT_EQ(keys["decoder.layers.mlp.experts.linear_fc2.weight[1][3]"],
+            (llvm::SmallVector<int64_t, 4>{32, 24}));
+  EXPECT_EQ(keys["decoder.layers.mlp.router.weight[0]"], (llvm::SmallVector<int64_t, 4>{4, 32}));
+  EXPECT_TRUE(keys.count("decoder.layers.pre_mlp_layernorm.weight[1]"));
+  EXPECT_EQ(keys.size(), 3u + 2 * (3 + 2 + 2 * 4)); // attention, norm and router, experts
+  auto meta = llvm::json::parse(dcp.meta);
+  ASSERT_TRUE(bool(meta));
+  const llvm::json::Object *stacked = meta->getAsObject()->getObject("stacked");
+  ASSERT_TRUE(stacked);
+  const llvm::json::Array *experts = stacked->getArray("decoder.layers.mlp.experts.linear_fc1.weight");
+  ASSERT_TRUE(experts);
+  EXPECT_EQ(*experts, (llvm::json::Array{2, 4}));
+  const llvm::json::Array *router = stacked->getArray("decoder.layers.mlp.router.weight");
+  ASSERT_TRUE(router);
+  EXPECT_EQ(*router, llvm::json::Array{2});
 }

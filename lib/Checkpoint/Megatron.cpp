@@ -512,41 +512,59 @@ static std::optional<DType> pickledDType(const Value &value) {
   return dtypeFromTorchName(global->name);
 }
 
-/// Reads the distributed optimizer's distrib_optim.pt of shard folder `dir`: checks
-/// that it is get_parameter_state_dp_zero's dict (see MegatronOptimizer) and records
-/// its buffers and their tensors' shapes for TP rank 0, or checks that another TP
-/// rank's file has the same. The tensors stay in the file until a program reads them.
-static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, unsigned stage,
-                                    MegatronOptimizer &optimizer) {
-  std::string file = dir + "/distrib_optim.pt";
-  if (!llvm::sys::fs::exists(file))
-    return fileError(file, "missing: model_optim_rng.pt holds the distributed optimizer's "
-                           "groups, whose parameter states this file keeps (copy it from the "
-                           "run that saved the checkpoint)");
-  auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
-  if (!root)
-    return root.takeError();
+namespace {
+using ShapeMap = std::map<std::string, llvm::SmallVector<int64_t, 4>>;
+
+/// What a ChainedOptimizer's part `index` is called in messages: its place in the
+/// list and whose parameters it holds.
+std::string chainedPart(size_t index) {
+  return llvm::formatv("item {0} (the {1} optimizer's)", index,
+                       index ? "experts'" : "dense parameters'")
+      .str();
+}
+
+/// The ChainedOptimizer list a mixture of experts' `value` must be (see
+/// MegatronOptimizer): its two items, or an error naming what `value` is instead.
+/// `what` names the value ("the 'optimizer' entry"; empty: the file's root) and
+/// `saver` the Megatron function that writes it.
+llvm::Expected<std::pair<const Value *, const Value *>>
+chainedParts(const Value &value, const std::string &file, llvm::StringRef what,
+             llvm::StringRef saver) {
+  const std::vector<ValuePtr> *items = value.sequence();
+  if (items && items->size() == 2)
+    return std::pair{(*items)[0].get(), (*items)[1].get()};
+  std::string held = items ? llvm::formatv("lists {0} optimizers' states", items->size()).str()
+                           : "holds a " + describe(value);
+  return fileError(file, llvm::formatv("{0}{1} where a mixture of experts' ChainedOptimizer "
+                                       "keeps a list of 2, the dense parameters' optimizer's "
+                                       "then the experts' (megatron/core/optimizer/"
+                                       "optimizer.py, ChainedOptimizer.{2})",
+                                       what.empty() ? std::string() : what.str() + " ", held,
+                                       saver));
+}
+
+/// One optimizer's get_parameter_state_dp_zero dict in distrib_optim.pt `file` (see
+/// MegatronOptimizer): appends its grad buffers to `buffers` and their tensors'
+/// shapes to `shapes`, keyed by their collectTensors paths with `prefix` before them.
+/// `subject` begins messages about the dict ("" when it is the file's root).
+llvm::Error readDistState(const Value &root, const std::string &file, const std::string &prefix,
+                          const std::string &subject, std::vector<MegatronDistBuffer> &buffers,
+                          ShapeMap &shapes) {
   auto bad = [&](const llvm::Twine &why) {
-    return fileError(file, why + " (Megatron's DistributedOptimizer.save_parameter_state "
-                                 "writes {\"buckets_coalesced\": True, 0: {(param dtype, grad "
-                                 "dtype): {\"param\", \"exp_avg\", \"exp_avg_sq\", "
-                                 "\"numel_unpadded\"}}})");
+    return fileError(file, subject + why + " (Megatron's DistributedOptimizer.save_parameter_state "
+                                           "writes {\"buckets_coalesced\": True, 0: {(param dtype, "
+                                           "grad dtype): {\"param\", \"exp_avg\", \"exp_avg_sq\", "
+                                           "\"numel_unpadded\"}}})");
   };
-  const DictValue *top = (*root)->get<DictValue>();
-  if (!top) {
-    if ((*root)->sequence())
-      return bad("holds a list of " + llvm::Twine((*root)->sequence()->size()) +
-                 " optimizers' states (a ChainedOptimizer's, e.g. with expert parallelism); "
-                 "loom reads one optimizer's");
-    return bad("holds a " + describe(**root) + ", not a dict");
-  }
+  const DictValue *top = root.get<DictValue>();
+  if (!top)
+    return bad("holds a " + describe(root) + ", not a dict");
   ValuePtr coalesced = top->find("buckets_coalesced");
   if (!coalesced || !coalesced->get<bool>() || !*coalesced->get<bool>())
     return bad("has no buckets_coalesced=True: it is the layout Megatron-LM wrote before "
                "Feb 2024 (load and save it once with Megatron's "
                "--ckpt-convert-update-legacy-dist-opt-format)");
-  std::vector<MegatronDistBuffer> buffers;
-  std::map<std::string, llvm::SmallVector<int64_t, 4>> shapes;
+  size_t first = buffers.size();
   for (const auto &[key, value] : top->entries) {
     const int64_t *index = key->get<int64_t>();
     if (!index) {
@@ -554,9 +572,9 @@ static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, uns
         continue;
       return bad("has the key " + describe(*key) + "; expected grad-buffer indices");
     }
-    if (*index != int64_t(buffers.size()))
+    if (*index != int64_t(buffers.size() - first))
       return bad("has grad buffer " + llvm::Twine(*index) + " where " +
-                 llvm::Twine(buffers.size()) + " comes next");
+                 llvm::Twine(buffers.size() - first) + " comes next");
     const DictValue *byDType = value->get<DictValue>();
     const TupleValue *dtypes =
         byDType && byDType->entries.size() == 1 ? byDType->entries[0].first->get<TupleValue>() : nullptr;
@@ -569,7 +587,7 @@ static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, uns
       return bad("grad buffer " + llvm::Twine(*index) +
                  " is not one entry keyed by (param dtype, grad dtype)");
     MegatronDistBuffer buffer{*paramDType, *gradDType, 0};
-    std::string path = megatronDistBufferPath(*index, *paramDType, *gradDType);
+    std::string path = prefix + megatronDistBufferPath(*index, *paramDType, *gradDType);
     const DictValue *states = byDType->entries[0].second->get<DictValue>();
     std::optional<int64_t> numel =
         states ? integerOf(states->find("numel_unpadded")) : std::nullopt;
@@ -590,35 +608,107 @@ static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, uns
     }
     buffers.push_back(buffer);
   }
-  if (buffers.empty())
+  if (buffers.size() == first)
     return bad("holds no grad buffer");
-  if (tpRank == 0) {
-    if (optimizer.stageShapes.size() <= stage)
-      optimizer.stageShapes.resize(stage + 1);
-    if (optimizer.stageBuffers.size() <= stage)
-      optimizer.stageBuffers.resize(stage + 1);
-    optimizer.stageShapes[stage] = std::move(shapes);
-    optimizer.stageBuffers[stage] = std::move(buffers);
-    return llvm::Error::success();
-  }
-  const auto &first = optimizer.stageBuffers[stage];
-  for (size_t b = 0; b < std::max(first.size(), buffers.size()); ++b)
-    if (b >= first.size() || b >= buffers.size() || first[b].numel != buffers[b].numel ||
-        first[b].paramDType != buffers[b].paramDType || first[b].gradDType != buffers[b].gradDType)
-      return fileError(file, llvm::formatv("grad buffer {0} differs from TP rank 0's ({1} "
-                                           "elements there, {2} here): the TP ranks of a stage "
-                                           "hold buffers of equal shards",
-                                           b, b < first.size() ? first[b].numel : 0,
-                                           b < buffers.size() ? buffers[b].numel : 0));
   return llvm::Error::success();
 }
 
-/// Reads the optimizer state of shard `file` (the value under its "optimizer" key)
-/// into `optimizer`: the step and group settings from the first shard, the tensors'
-/// shapes from TP rank 0 of each stage. The distributed optimizer's states come from
-/// distrib_optim.pt beside `file`.
-static llvm::Error readOptimizer(const Value &value, const std::string &file, unsigned tpRank,
-                                 unsigned stage, bool first, MegatronOptimizer &optimizer) {
+/// The states a ChainedOptimizer's distrib_optim.pt `file` of expert-parallel rank
+/// `epRank` keeps (see MegatronOptimizer): the dense optimizer's at rank 0 only, the
+/// experts' everywhere.
+llvm::Error readChainedDistStates(const Value &root, const std::string &file, unsigned epRank,
+                                  std::vector<MegatronDistBuffer> &buffers, ShapeMap &shapes) {
+  auto parts = chainedParts(root, file, "", "save_parameter_state");
+  if (!parts)
+    return parts.takeError();
+  const auto [dense, experts] = *parts;
+  if (bool(dense->get<NoneValue>()) != (epRank > 0))
+    return fileError(file, epRank > 0
+                               ? "item 0 holds dense parameters' states, which Megatron saves in "
+                                 "expert-parallel rank 0's folder only (the dense optimizer's "
+                                 "data-parallel rank 0 is there; other ranks write None)"
+                               : "item 0 is None where expert-parallel rank 0's folder keeps the "
+                                 "dense parameters' optimizer states (the dense optimizer's "
+                                 "data-parallel rank 0 writes them there)");
+  if (epRank == 0)
+    if (llvm::Error err = readDistState(*dense, file, "0.", chainedPart(0) + " ", buffers, shapes))
+      return err;
+  return readDistState(*experts, file, "1.", chainedPart(1) + " ", buffers, shapes);
+}
+
+/// The first path where two files' optimizer tensors differ in presence or shape, and
+/// their element counts there (0: absent).
+std::optional<std::tuple<std::string, int64_t, int64_t>> firstDifference(const ShapeMap &a,
+                                                                         const ShapeMap &b) {
+  auto numel = [](const ShapeMap &m, const std::string &key) -> int64_t {
+    auto found = m.find(key);
+    return found == m.end() ? 0 : int64_t(*checkedNumel(found->second));
+  };
+  for (const ShapeMap *m : {&a, &b})
+    for (const auto &[key, shape] : *m) {
+      const ShapeMap &other = m == &a ? b : a;
+      auto found = other.find(key);
+      if (found == other.end() || found->second != shape)
+        return std::tuple{key, numel(a, key), numel(b, key)};
+    }
+  return std::nullopt;
+}
+} // namespace
+
+/// Reads the distributed optimizer's distrib_optim.pt of shard folder `dir`, file
+/// `slot` (stage · ep + expert-parallel rank `epRank`): checks that it is
+/// get_parameter_state_dp_zero's dict, or with a ChainedOptimizer
+/// save_parameter_state's list of them (see MegatronOptimizer), and records its
+/// buffers and their tensors' shapes for TP rank 0, or checks that another TP rank's
+/// file has the same. The tensors stay in the file until a program reads them.
+static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, unsigned slot,
+                                    unsigned epRank, MegatronOptimizer &optimizer) {
+  std::string file = dir + "/distrib_optim.pt";
+  if (!llvm::sys::fs::exists(file))
+    return fileError(file, "missing: model_optim_rng.pt holds the distributed optimizer's "
+                           "groups, whose parameter states this file keeps (copy it from the "
+                           "run that saved the checkpoint)");
+  auto root = readTorchZip(file, {/*verifyChecksums=*/false, {}});
+  if (!root)
+    return root.takeError();
+  std::vector<MegatronDistBuffer> buffers;
+  ShapeMap shapes;
+  if (optimizer.chained) {
+    if (llvm::Error err = readChainedDistStates(**root, file, epRank, buffers, shapes))
+      return err;
+  } else if (const std::vector<ValuePtr> *items = (*root)->sequence()) {
+    return fileError(file, llvm::formatv("holds a list of {0} optimizers' states (a "
+                                         "ChainedOptimizer's) where the args give a dense "
+                                         "model (no args.num_experts), whose one optimizer's "
+                                         "dict loom reads",
+                                         items->size()));
+  } else if (llvm::Error err = readDistState(**root, file, "", "", buffers, shapes)) {
+    return err;
+  }
+  if (optimizer.stageShapes.size() <= slot)
+    optimizer.stageShapes.resize(slot + 1);
+  if (optimizer.stageBuffers.size() <= slot)
+    optimizer.stageBuffers.resize(slot + 1);
+  if (tpRank == 0) {
+    optimizer.stageShapes[slot] = std::move(shapes);
+    optimizer.stageBuffers[slot] = std::move(buffers);
+    return llvm::Error::success();
+  }
+  if (auto differs = firstDifference(optimizer.stageShapes[slot], shapes))
+    return fileError(file, llvm::formatv("{0} differs from TP rank 0's ({1} elements there, "
+                                         "{2} here): the TP ranks of a stage hold buffers of "
+                                         "equal shards",
+                                         std::get<0>(*differs), std::get<1>(*differs),
+                                         std::get<2>(*differs)));
+  return llvm::Error::success();
+}
+
+/// Reads one optimizer's state_dict(), `value` (called `what` in messages): the kind
+/// of optimizer, which must be the first one's, and when `record` its group settings
+/// (appended to `settings`) and step.
+static llvm::Expected<std::optional<int64_t>>
+readOptimizerDict(const Value &value, const std::string &file, const std::string &what,
+                  bool record, MegatronOptimizer &optimizer, llvm::json::Array &settings) {
   const DictValue *top = value.get<DictValue>();
   ValuePtr inner = top ? top->find("optimizer") : nullptr;
   const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
@@ -629,44 +719,85 @@ static llvm::Error readOptimizer(const Value &value, const std::string &file, un
   // DistributedOptimizer.state_dict(): the groups alone, "state" left out.
   bool distributed = groups && groups->sequence() && !states && !top->find("fp32_from_fp16_params");
   if (!mixed && !distributed)
-    return fileError(file, "the 'optimizer' entry is neither Megatron's mixed-precision optimizer "
-                           "state (optimizer.state, optimizer.param_groups and "
-                           "fp32_from_fp16_params) nor its distributed optimizer's "
-                           "(optimizer.param_groups, the states in distrib_optim.pt)");
-  if (first)
-    optimizer.distributed = distributed;
-  else if (optimizer.distributed != distributed)
-    return fileError(file, llvm::Twine("holds the ") +
+    return fileError(file, what + " is neither Megatron's mixed-precision optimizer state "
+                                  "(optimizer.state, optimizer.param_groups and "
+                                  "fp32_from_fp16_params) nor its distributed optimizer's "
+                                  "(optimizer.param_groups, the states in distrib_optim.pt)");
+  if (optimizer.distributed != distributed)
+    return fileError(file, what + " holds the " +
                                (distributed ? "distributed" : "mixed-precision") +
-                               " optimizer's state where the first shard holds the " +
+                               " optimizer's state where the first shard's holds the " +
                                (distributed ? "mixed-precision" : "distributed") + " one's");
-  if (optimizer.groupsJson.empty()) {
-    llvm::json::Array settings;
-    for (const ValuePtr &group : *groups->sequence()) {
-      const DictValue *g = group->get<DictValue>();
-      if (!g)
-        return fileError(file, "optimizer.param_groups holds a " + describe(*group) + ", not a dict");
-      settings.push_back(plainEntries(*g, "params"));
-      if (!optimizer.step)
-        optimizer.step = stepNumber(g->find("step"));
-    }
-    optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
-    if (mixed)
-      for (const auto &entry : states->get<DictValue>()->entries) {
-        const DictValue *state = entry.second->get<DictValue>();
-        if (auto step = state ? stepNumber(state->find("step")) : std::nullopt) {
-          optimizer.step = step;
-          break;
-        }
-      }
+  std::optional<int64_t> step;
+  if (!record)
+    return step;
+  for (const ValuePtr &group : *groups->sequence()) {
+    const DictValue *g = group->get<DictValue>();
+    if (!g)
+      return fileError(file, what + ": optimizer.param_groups holds a " + describe(*group) +
+                                 ", not a dict");
+    settings.push_back(plainEntries(*g, "params"));
+    if (!step)
+      step = stepNumber(g->find("step"));
   }
-  if (distributed)
-    return readDistribOptim(llvm::sys::path::parent_path(file).str(), tpRank, stage, optimizer);
+  if (mixed)
+    for (const auto &entry : states->get<DictValue>()->entries) {
+      const DictValue *state = entry.second->get<DictValue>();
+      if (auto stateStep = state ? stepNumber(state->find("step")) : std::nullopt) {
+        step = stateStep;
+        break;
+      }
+    }
+  return step;
+}
+
+/// Reads the optimizer state of shard `file` (the value under its "optimizer" key),
+/// file `slot` of `optimizer.stageShapes` (stage · ep + expert-parallel rank
+/// `epRank`): the step and group settings from the first shard, the tensors' shapes
+/// from TP rank 0's files. A ChainedOptimizer's entry is the list of its optimizers'
+/// (see MegatronOptimizer). The distributed optimizer's states come from
+/// distrib_optim.pt beside `file`.
+static llvm::Error readOptimizer(const Value &value, const std::string &file, unsigned tpRank,
+                                 unsigned slot, unsigned epRank, bool first,
+                                 MegatronOptimizer &optimizer) {
+  llvm::SmallVector<const Value *, 2> parts{&value};
+  if (optimizer.chained) {
+    auto chained = chainedParts(value, file, "the 'optimizer' entry", "state_dict");
+    if (!chained)
+      return chained.takeError();
+    parts = {chained->first, chained->second};
+  }
+  if (first) {
+    const DictValue *top = parts[0]->get<DictValue>();
+    optimizer.distributed = top && !top->find("fp32_from_fp16_params");
+  }
+  bool record = optimizer.groupsJson.empty();
+  llvm::json::Array settings;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string what = optimizer.chained ? "the 'optimizer' entry's " + chainedPart(i) + " state"
+                                         : "the 'optimizer' entry";
+    auto step = readOptimizerDict(*parts[i], file, what, record, optimizer, settings);
+    if (!step)
+      return step.takeError();
+    // ChainedOptimizer steps its optimizers together (and _synchronize_steps).
+    if (i > 0 && *step && optimizer.step && **step != *optimizer.step)
+      return fileError(file, llvm::formatv("{0} is at step {1} where the dense parameters' "
+                                           "optimizer is at step {2}; a ChainedOptimizer "
+                                           "steps both together",
+                                           what, **step, *optimizer.step));
+    if (!optimizer.step)
+      optimizer.step = *step;
+  }
+  if (record)
+    optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
+  if (optimizer.distributed)
+    return readDistribOptim(llvm::sys::path::parent_path(file).str(), tpRank, slot, epRank,
+                            optimizer);
   if (tpRank == 0) {
-    if (optimizer.stageShapes.size() <= stage)
-      optimizer.stageShapes.resize(stage + 1);
+    if (optimizer.stageShapes.size() <= slot)
+      optimizer.stageShapes.resize(slot + 1);
     for (NamedTensor &named : collectTensors(value))
-      optimizer.stageShapes[stage]["optimizer." + named.name] = named.tensor.shape;
+      optimizer.stageShapes[slot]["optimizer." + named.name] = named.tensor.shape;
   }
   return llvm::Error::success();
 }
@@ -825,22 +956,19 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
       return fileError(
           file, "no 'model' entry (virtual pipeline stages model0, model1, ... are not supported)");
     ValuePtr optimizer = top->find("optimizer");
-    if (first && optimizer)
+    if (first && optimizer) {
       layout.optimizer.emplace();
+      layout.optimizer->chained = layout.dims.experts > 0;
+    }
     if (bool(optimizer) != layout.optimizer.has_value())
       return fileError(file, llvm::Twine(optimizer ? "holds" : "lacks") +
                                  " optimizer state, which " +
                                  llvm::sys::path::filename(firstRank->second) +
                                  (optimizer ? " lacks" : " holds"));
-    if (optimizer && layout.dims.experts)
-      return fileError(file, "holds a mixture-of-experts model's optimizer state (Megatron's "
-                             "ChainedOptimizer, one optimizer for the dense parameters and one "
-                             "for the experts), which loom does not read: reshard a checkpoint "
-                             "saved with --no-save-optim");
     auto [tpRank, stage, epRank] = rank;
-    if (optimizer && epRank == 0)
-      if (llvm::Error err =
-              readOptimizer(*optimizer, file, tpRank, stage, first, *layout.optimizer))
+    if (optimizer)
+      if (llvm::Error err = readOptimizer(*optimizer, file, tpRank, stage * layout.ep + epRank,
+                                          epRank, first, *layout.optimizer))
         return std::move(err);
     ShardTensors &tensors = shards[rank];
     for (NamedTensor &named : collectTensors(*top->find("model")))

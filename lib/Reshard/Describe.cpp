@@ -201,14 +201,76 @@ static Layout megatronFulls(const MegatronLayout &ml) {
         layout.fulls.push_back(
             {layout.fulls[f].name + state, DType::Float32, layout.fulls[f].shape});
     layout.optimizerStep = ml.optimizer->step;
-    // The groups DeepSpeed targets flatten: Megatron's, with full names.
-    layout.paramGroups.resize(2);
+    // The groups DeepSpeed targets flatten: Megatron's, with full names; a
+    // ChainedOptimizer's experts are a third (its experts' optimizer's one group).
+    layout.paramGroups.resize(ml.optimizer->chained ? 3 : 2);
     for (const MegatronParam &p : ml.params)
       llvm::append_range(
-          layout.paramGroups[megatronNoWeightDecay(p.localName, p.localShape.size())], p.fullNames);
+          layout.paramGroups[ml.optimizer->chained && p.expert >= 0
+                                 ? 2
+                                 : megatronNoWeightDecay(p.localName, p.localShape.size())],
+          p.fullNames);
     layout.optimizerGroups = ml.optimizer->groupsJson;
   }
   return layout;
+}
+
+/// Checks that TP rank 0's optimizer tensors of `stage` and expert-parallel rank `e`
+/// (read into ml.optimizer) are the ones Megatron's grouping, or with `distOpt` the
+/// distributed optimizer's buffers, give: where `layout` (from megatronShards) puts
+/// them, and no more.
+static llvm::Error checkMegatronOptimizer(const MegatronLayout &ml, const Layout &layout,
+                                          unsigned stage, unsigned e, const std::string &path,
+                                          const MegatronDistOpt *distOpt) {
+  const MegatronOptimizer &optimizer = *ml.optimizer;
+  // Model files are stage-major, then TP rank, then ep rank; distrib_optim.pt files
+  // follow them in the same order.
+  size_t ranks = size_t(ml.tp) * ml.pp * ml.ep;
+  const ShardFile &file = layout.files[(distOpt ? ranks : 0) + size_t(stage) * ml.tp * ml.ep + e];
+  size_t slot = size_t(stage) * ml.ep + e;
+  const auto &held = slot < optimizer.stageShapes.size()
+                         ? optimizer.stageShapes[slot]
+                         : decltype(optimizer.stageShapes)::value_type{};
+  std::string where = path + "/" + file.path;
+  size_t expected = 0;
+  for (const LocalTensor &t : file.tensors) {
+    if (!distOpt && !llvm::StringRef(t.key).starts_with("optimizer."))
+      continue;
+    ++expected;
+    auto found = held.find(t.key);
+    if (distOpt && (found == held.end() || found->second != t.shape))
+      return fileError(
+          where,
+          (found == held.end()
+               ? "has no grad buffer " + t.key + ", which its parameters' dtypes give"
+               : llvm::formatv("{0} holds {1} elements where this stage's parameters take "
+                               "{2} in Megatron's buffer layout",
+                               t.key, found->second[0], t.shape[0])
+                     .str()) +
+              " (reverse registration order, starts aligned to 64 elements, " +
+              bucketText(*distOpt) +
+              " as args.overlap_grad_reduce, ddp_bucket_size and data_parallel_size say)");
+    if (found == held.end() || found->second != t.shape)
+      return fileError(where, t.key +
+                                  (found == held.end() ? " is missing" : " has the wrong shape") +
+                                  ": Megatron groups weight-decayed parameters first, then "
+                                  "vectors and biases, each in state-dict order" +
+                                  (optimizer.chained ? " (a ChainedOptimizer: the experts in "
+                                                       "optimizer.1, the rest in optimizer.0)"
+                                                     : ""));
+  }
+  size_t states = llvm::count_if(held, [](const auto &entry) {
+    return !llvm::StringRef(entry.first).ends_with(".step");
+  });
+  if (distOpt && states != expected)
+    return fileError(where, llvm::formatv("holds {0} grad buffers where its parameters' dtypes "
+                                          "give {1}",
+                                          states / 3, expected / 3));
+  if (states != expected)
+    return fileError(where, llvm::formatv("holds {0} optimizer tensors where its {1} parameters "
+                                          "have {2}",
+                                          states, expected / 3, expected));
+  return llvm::Error::success();
 }
 
 static llvm::Expected<Layout> describeMegatron(const std::string &path) {
@@ -254,49 +316,11 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
   // So must the optimizer's: every state where Megatron's grouping (or the
   // distributed optimizer's buffer) puts it, and no more.
   if (ml.optimizer)
-    for (unsigned stage = 0; stage < ml.pp; ++stage) {
-      const ShardFile &file = layout.files[(distributed ? ml.tp * ml.pp : 0) + stage * ml.tp];
-      const auto &held = stage < ml.optimizer->stageShapes.size()
-                             ? ml.optimizer->stageShapes[stage]
-                             : decltype(ml.optimizer->stageShapes)::value_type{};
-      size_t expected = 0;
-      for (const LocalTensor &t : file.tensors) {
-        if (!distributed && !llvm::StringRef(t.key).starts_with("optimizer."))
-          continue;
-        ++expected;
-        auto found = held.find(t.key);
-        if (distributed && (found == held.end() || found->second != t.shape))
-          return fileError(
-              path + "/" + file.path,
-              (found == held.end()
-                   ? "has no grad buffer " + t.key + ", which its parameters' dtypes give"
-                   : llvm::formatv("{0} holds {1} elements where this stage's parameters take "
-                                   "{2} in Megatron's buffer layout",
-                                   t.key, found->second[0], t.shape[0])
-                         .str()) +
-                  " (reverse registration order, starts aligned to 64 elements, " +
-                  bucketText(*distOpt) +
-                  " as args.overlap_grad_reduce, ddp_bucket_size and data_parallel_size say)");
-        if (found == held.end() || found->second != t.shape)
-          return fileError(path + "/" + file.path,
-                           t.key + (found == held.end() ? " is missing" : " has the wrong shape") +
-                               ": Megatron groups weight-decayed parameters first, then vectors "
-                               "and biases, each in state-dict order");
-      }
-      size_t states = llvm::count_if(held, [](const auto &entry) {
-        return !llvm::StringRef(entry.first).ends_with(".step");
-      });
-      if (distributed && states != expected)
-        return fileError(path + "/" + file.path,
-                         llvm::formatv("holds {0} grad buffers where its parameters' dtypes "
-                                       "give {1}",
-                                       states / 3, expected / 3));
-      if (states != expected)
-        return fileError(path + "/" + file.path,
-                         llvm::formatv("holds {0} optimizer tensors where its {1} parameters "
-                                       "have {2}",
-                                       states, expected / 3, expected));
-    }
+    for (unsigned stage = 0; stage < ml.pp; ++stage)
+      for (unsigned e = 0; e < (ml.optimizer->chained ? ml.ep : 1); ++e)
+        if (llvm::Error err = checkMegatronOptimizer(ml, layout, stage, e, path,
+                                                     distOpt ? &*distOpt : nullptr))
+          return std::move(err);
   for (ShardFile &file : layout.files)
     file.format = "torch";
   return layout;
@@ -721,15 +745,18 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
   return layout;
 }
 
-/// The settings of Megatron's two optimizer groups (weight-decayed, then not), each
-/// a JSON object without "params": the source's when it is Megatron with two groups;
-/// otherwise Megatron's defaults, with lr, betas, eps and weight decay from the args
-/// when they are there (Megatron's scheduler sets lr and weight decay again at every
-/// step).
+/// The settings of Megatron's optimizer groups, each a JSON object without "params":
+/// the dense optimizer's two (weight-decayed, then not) and, with `experts`, a
+/// ChainedOptimizer's experts' optimizer's one (experts are matrices, all decayed), in
+/// ChainedOptimizer.param_groups' order. The source's when it is Megatron with as many
+/// groups; otherwise Megatron's defaults, with lr, betas, eps and weight decay from the
+/// args when they are there (Megatron's scheduler sets lr and weight decay again at
+/// every step).
 static llvm::json::Array megatronGroupSettings(const Layout &source, const llvm::json::Object &args,
-                                               int64_t step) {
+                                               int64_t step, bool experts = false) {
+  size_t groups = experts ? 3 : 2;
   if (auto parsed = llvm::json::parse(source.optimizerGroups))
-    if (auto *array = parsed->getAsArray(); array && array->size() == 2)
+    if (auto *array = parsed->getAsArray(); array && array->size() == groups)
       return std::move(*array);
   llvm::json::Array settings;
   // Floats as {"$float": x}, so that whole ones stay floats in Python.
@@ -740,20 +767,22 @@ static llvm::json::Array megatronGroupSettings(const Layout &source, const llvm:
     return llvm::json::Object{{"$float", found.value_or(fallback)}};
   };
   auto real = [](double x) -> llvm::json::Value { return llvm::json::Object{{"$float", x}}; };
-  for (int g = 0; g < 2; ++g)
+  for (size_t g = 0; g < groups; ++g) {
+    bool decayed = g != 1;
     settings.push_back(llvm::json::Object{
         {"lr", number("lr", 0.0)},
         {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{number("adam_beta1", 0.9),
                                                                   number("adam_beta2", 0.999)}}}},
         {"eps", number("adam_eps", 1e-8)},
-        {"weight_decay", g == 0 ? number("weight_decay", 0.01) : real(0.0)},
+        {"weight_decay", decayed ? number("weight_decay", 0.01) : real(0.0)},
         {"amsgrad", false},
         {"maximize", false},
         {"foreach", nullptr},
         {"capturable", false},
-        {"wd_mult", real(g == 0 ? 1.0 : 0.0)},
+        {"wd_mult", real(decayed ? 1.0 : 0.0)},
         {"lr_mult", real(1.0)},
         {"step", step}});
+  }
   return settings;
 }
 
@@ -776,28 +805,32 @@ static llvm::json::Value groupSkeleton(const llvm::json::Value &settings,
 }
 
 /// What Megatron's Float16OptimizerWithFloat16Params.state_dict() gives for the
-/// optimizer tensors of `file` (keys made by megatronShards), or nullopt when the file
-/// has none: the torch Adam state_dict (state by index with the step, the groups with
-/// the indices they hold) and the fp32 masters group by group.
-static std::optional<llvm::json::Object>
-megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
-                          const llvm::json::Object &args) {
-  std::vector<llvm::json::Array> masters(2);
+/// optimizer tensors of `file` under collectTensors path `prefix` (keys made by
+/// megatronShards: "optimizer.", a ChainedOptimizer's "optimizer.<i>."), or nullopt
+/// when the file has none: the torch Adam state_dict (state by index with the step,
+/// the groups with `settings` and the indices they hold) and the fp32 masters group by
+/// group.
+static std::optional<llvm::json::Object> megatronOptimizerSkeleton(const ShardFile &file,
+                                                                   llvm::StringRef prefix,
+                                                                   llvm::ArrayRef<llvm::json::Value> settings,
+                                                                   int64_t step) {
+  std::vector<llvm::json::Array> masters(settings.size());
   std::vector<std::pair<std::string, std::string>> moments; // exp_avg, exp_avg_sq keys
   for (const LocalTensor &t : file.tensors) {
     llvm::StringRef key = t.key;
-    if (key.consume_front("optimizer.fp32_from_fp16_params.")) {
-      unsigned group = key.front() == '1';
+    if (!key.consume_front(prefix))
+      continue;
+    unsigned group = 0;
+    if (key.consume_front("fp32_from_fp16_params.") && !key.consumeInteger(10, group) &&
+        group < masters.size())
       masters[group].push_back(llvm::json::Object{{"$tensor", t.key}});
-    } else if (key.ends_with(".exp_avg")) {
+    else if (key.ends_with(".exp_avg"))
       moments.push_back({t.key, ""});
-    } else if (key.ends_with(".exp_avg_sq")) {
+    else if (key.ends_with(".exp_avg_sq"))
       moments.back().second = t.key;
-    }
   }
   if (moments.empty())
     return std::nullopt;
-  int64_t step = source.optimizerStep.value_or(source.iteration);
   llvm::json::Array state;
   for (size_t i = 0; i < moments.size(); ++i)
     state.push_back(llvm::json::Array{
@@ -805,10 +838,9 @@ megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
                                            llvm::json::Array{"step", step},
                                            llvm::json::Array{"exp_avg", llvm::json::Object{{"$tensor", moments[i].first}}},
                                            llvm::json::Array{"exp_avg_sq", llvm::json::Object{{"$tensor", moments[i].second}}}}}}});
-  llvm::json::Array settings = megatronGroupSettings(source, args, step);
   llvm::json::Array groups;
   int64_t next = 0;
-  for (int g = 0; g < 2; ++g) {
+  for (size_t g = 0; g < settings.size(); ++g) {
     llvm::json::Array indices;
     for (size_t i = 0; i < masters[g].size(); ++i)
       indices.push_back(next++);
@@ -827,22 +859,54 @@ megatronOptimizerSkeleton(const ShardFile &file, const Layout &source,
            llvm::json::Array{"fp32_from_fp16_params", std::move(fp32)}}}};
 }
 
-/// What Megatron's DistributedOptimizer.state_dict() gives: the groups' settings
+/// What Megatron's DistributedOptimizer.state_dict() gives: the groups' `settings`
 /// without "params", each with the step (its load_state_dict takes the step from
 /// there), the states being in distrib_optim.pt.
-static llvm::json::Object megatronDistOptSkeleton(const Layout &source,
-                                                  const llvm::json::Object &args) {
-  int64_t step = source.optimizerStep.value_or(source.iteration);
+static llvm::json::Object megatronDistOptSkeleton(llvm::ArrayRef<llvm::json::Value> settings,
+                                                  int64_t step) {
   llvm::json::Array groups;
-  for (llvm::json::Value &settings : megatronGroupSettings(source, args, step)) {
-    if (auto *o = settings.getAsObject(); o && !o->get("step"))
+  for (llvm::json::Value group : settings) {
+    if (auto *o = group.getAsObject(); o && !o->get("step"))
       (*o)["step"] = step;
-    groups.push_back(groupSkeleton(settings, std::nullopt));
+    groups.push_back(groupSkeleton(group, std::nullopt));
   }
   return llvm::json::Object{
       {"$dict", llvm::json::Array{llvm::json::Array{
                     "optimizer", llvm::json::Object{{"$dict", llvm::json::Array{llvm::json::Array{
                                                                   "param_groups", std::move(groups)}}}}}}}};
+}
+
+/// The "optimizer" entry of Megatron's model file `file`, or nullopt when it holds no
+/// optimizer state: one optimizer's state_dict(), or a mixture of experts'
+/// ChainedOptimizer's list [the dense optimizer's, the experts'] (see
+/// ckpt::MegatronOptimizer), the mixed-precision optimizer's or, `distributed`, the
+/// distributed optimizer's.
+static std::optional<llvm::json::Value> megatronOptimizerEntry(const ShardFile &file,
+                                                               const Layout &source,
+                                                               const llvm::json::Object &args,
+                                                               bool experts, bool distributed) {
+  int64_t step = source.optimizerStep.value_or(source.iteration);
+  llvm::json::Array settings = megatronGroupSettings(source, args, step, experts);
+  llvm::ArrayRef<llvm::json::Value> all(settings.data(), settings.size());
+  // The dense optimizer's two groups, then the experts' optimizer's one.
+  llvm::SmallVector<llvm::ArrayRef<llvm::json::Value>, 2> parts{all.take_front(2)};
+  if (experts)
+    parts.push_back(all.drop_front(2));
+  llvm::json::Array entries;
+  for (size_t o = 0; o < parts.size(); ++o) {
+    if (distributed) {
+      entries.push_back(megatronDistOptSkeleton(parts[o], step));
+      continue;
+    }
+    auto skeleton = megatronOptimizerSkeleton(
+        file, experts ? llvm::formatv("optimizer.{0}.", o).str() : "optimizer.", parts[o], step);
+    if (!skeleton)
+      return std::nullopt;
+    entries.push_back(std::move(*skeleton));
+  }
+  if (!experts)
+    return std::move(entries[0]);
+  return llvm::json::Value(std::move(entries));
 }
 
 static size_t countStates(llvm::ArrayRef<FullTensor> fulls, std::string *first) {
@@ -1091,10 +1155,10 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
         llvm::json::Array{"checkpoint_version", llvm::json::Object{{"$float", 3.0}}},
         llvm::json::Array{"iteration", source.iteration},
         llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
-    if (distOpt)
-      root.push_back(llvm::json::Array{"optimizer", megatronDistOptSkeleton(source, args)});
-    else if (auto optimizer = megatronOptimizerSkeleton(file, source, args))
-      root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
+    if (base.withStates)
+      if (auto optimizer = megatronOptimizerEntry(file, source, args, base.dims.experts > 0,
+                                                  distOpt.has_value()))
+        root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
     file.format = "torch-tree";
     file.meta =
         llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));

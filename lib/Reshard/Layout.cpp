@@ -370,17 +370,20 @@ distOptOffsets(llvm::ArrayRef<int64_t> numels, llvm::ArrayRef<bool> ownBucket,
   return {std::move(offsets), std::move(buckets)};
 }
 
-/// distrib_optim.pt of TP rank `rank` of `stage`: the stage's parameters (`params`
-/// in registration order, cut by `cut`) grouped into one buffer per dtype in order
-/// of first appearance (group_params_for_buffers, param_and_grad_buffer.py), each
-/// buffer's "param" (the fp32 masters), "exp_avg" and "exp_avg_sq" a flat fp32
-/// tensor in which every parameter's local shard lies whole at its offset. The meta
-/// is the torch-tree skeleton of save_parameter_state's dict. Each buffer's buckets'
-/// sizes are appended to `bucketNumels`.
-llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> params,
-                                           unsigned stage, unsigned rank, unsigned pp,
-                                           const MegatronDistOpt &distOpt, CutFn cut,
-                                           std::vector<std::vector<int64_t>> &bucketNumels) {
+/// One optimizer's part of distrib_optim.pt of TP rank `rank` of `stage`
+/// (get_parameter_state_dp_zero's dict): its parameters `params` (registration order,
+/// cut by `cut`) grouped into one buffer per dtype in order of first appearance
+/// (group_params_for_buffers, param_and_grad_buffer.py), each buffer's "param" (the
+/// fp32 masters), "exp_avg" and "exp_avg_sq" a flat fp32 tensor in which every
+/// parameter's local shard lies whole at its offset. The tensors, keyed by their
+/// collectTensors paths after `prefix`, are appended to `tensors`; the dict's
+/// torch-tree skeleton is returned. Each buffer's buckets' sizes are appended to
+/// `bucketNumels`.
+llvm::Expected<llvm::json::Value>
+distribOptimState(llvm::ArrayRef<const ckpt::MegatronParam *> params, unsigned stage,
+                  unsigned rank, unsigned pp, const MegatronDistOpt &distOpt, CutFn cut,
+                  llvm::StringRef prefix, std::vector<LocalTensor> &tensors,
+                  std::vector<std::vector<int64_t>> &bucketNumels) {
   struct Buffer {
     ckpt::DType dtype;
     std::vector<const ckpt::MegatronParam *> params;
@@ -389,22 +392,20 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
   };
   std::vector<Buffer> buffers;
   int64_t stageNumel = 0;
-  for (const ckpt::MegatronParam &param : params) {
-    if (param.stage != stage)
-      continue;
-    auto local = cut(param, rank, "", "");
+  for (const ckpt::MegatronParam *param : params) {
+    auto local = cut(*param, rank, "", "");
     if (!local)
       return local.takeError();
     auto buffer = llvm::find_if(buffers, [&](const Buffer &b) { return b.dtype == local->dtype; });
     if (buffer == buffers.end())
       buffer = buffers.insert(buffers.end(), Buffer{local->dtype, {}, {}, {}});
     int64_t numel = int64_t(*ckpt::checkedNumel(local->shape));
-    buffer->params.push_back(&param);
+    buffer->params.push_back(param);
     buffer->numels.push_back(numel);
     buffer->ownBucket.push_back(
         distOpt.sharedEmbedding &&
-        ((stage == 0 && param.localName == "embedding.word_embeddings.weight") ||
-         (stage + 1 == pp && param.localName == "output_layer.weight")));
+        ((stage == 0 && param->localName == "embedding.word_embeddings.weight") ||
+         (stage + 1 == pp && param->localName == "output_layer.weight")));
     stageNumel += numel;
   }
   // Buckets on the first stage only (get_model disables them on the others).
@@ -414,8 +415,6 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
   else if (stage == 0 && distOpt.bucketSize > 0)
     bucketSize = distOpt.bucketSize;
 
-  ShardFile file;
-  file.format = "torch-tree";
   llvm::json::Array root{llvm::json::Array{"buckets_coalesced", true}};
   static constexpr std::pair<const char *, const char *> kStates[] = {
       {"param", "#fp32"}, {"exp_avg", "#exp_avg"}, {"exp_avg_sq", "#exp_avg_sq"}};
@@ -424,7 +423,7 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
     ckpt::DType grad = distOpt.gradReduceInFp32.value_or(buffer.dtype == ckpt::DType::BFloat16)
                            ? ckpt::DType::Float32
                            : buffer.dtype;
-    std::string path = ckpt::megatronDistBufferPath(b, buffer.dtype, grad);
+    std::string path = prefix.str() + ckpt::megatronDistBufferPath(b, buffer.dtype, grad);
     auto [offsets, buckets] = distOptOffsets(buffer.numels, buffer.ownBucket, bucketSize);
     int64_t numel = std::accumulate(buckets.begin(), buckets.end(), int64_t(0));
     bucketNumels.push_back(std::move(buckets));
@@ -449,7 +448,7 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
         }
       }
       entries.push_back(llvm::json::Array{name, llvm::json::Object{{"$tensor", flat.key}}});
-      file.tensors.push_back(std::move(flat));
+      tensors.push_back(std::move(flat));
     }
     entries.push_back(llvm::json::Array{"numel_unpadded", numel});
     llvm::json::Object dtypes{
@@ -462,8 +461,64 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<ckpt::MegatronParam> p
                                          std::move(dtypes),
                                          llvm::json::Object{{"$dict", std::move(entries)}}}}}}});
   }
-  file.meta = llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"$dict", std::move(root)}}));
+  return llvm::json::Object{{"$dict", std::move(root)}};
+}
+
+/// What one of a rank's optimizers holds: its parameters in registration order and
+/// as Megatron's _get_param_groups groups them, weight-decayed ones first.
+struct HeldParams {
+  std::vector<const ckpt::MegatronParam *> params, groups[2];
+};
+
+/// distrib_optim.pt of TP rank `rank`, `stage` and expert-parallel rank `epRank`: the
+/// one optimizer's dict (distribOptimState) or, with two (a ChainedOptimizer's),
+/// save_parameter_state's list [the dense optimizer's, the experts'] with the dense
+/// one None past expert-parallel rank 0 (see ckpt::MegatronOptimizer).
+llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<HeldParams> held, unsigned stage, unsigned rank, unsigned epRank,
+                                           unsigned pp, const MegatronDistOpt &distOpt, CutFn cut,
+                                           std::vector<std::vector<int64_t>> &bucketNumels) {
+  ShardFile file;
+  file.format = "torch-tree";
+  bool chained = held.size() > 1;
+  llvm::json::Array parts;
+  for (unsigned o = 0; o < held.size(); ++o) {
+    if (chained && o == 0 && epRank > 0) {
+      parts.push_back(nullptr);
+      continue;
+    }
+    auto state = distribOptimState(held[o].params, stage, rank, pp, distOpt, cut,
+                                   chained ? llvm::formatv("{0}.", o).str() : "", file.tensors,
+                                   bucketNumels);
+    if (!state)
+      return state.takeError();
+    parts.push_back(std::move(*state));
+  }
+  llvm::json::Value root = chained ? llvm::json::Value(std::move(parts)) : std::move(parts[0]);
+  file.meta = llvm::formatv("{0}", root);
   return file;
+}
+
+/// The mixed-precision optimizer's tensors in model_optim_rng.pt of TP rank `rank`
+/// (Float16OptimizerWithFloat16Params.state_dict, at collectTensors path `prefix`):
+/// fp32_from_fp16_params group by group, and torch's state indices counting through
+/// the groups.
+llvm::Error mixedOptimizerTensors(const HeldParams &held, unsigned rank, CutFn cut,
+                                  llvm::StringRef prefix, std::vector<LocalTensor> &tensors) {
+  int64_t stateIndex = 0;
+  for (int g = 0; g < 2; ++g)
+    for (size_t i = 0; i < held.groups[g].size(); ++i, ++stateIndex) {
+      std::string state = llvm::formatv("{0}optimizer.state.{1}.", prefix, stateIndex).str();
+      for (auto [key, suffix] :
+           {std::pair{llvm::formatv("{0}fp32_from_fp16_params.{1}.{2}", prefix, g, i).str(), "#fp32"},
+            std::pair{state + "exp_avg", "#exp_avg"},
+            std::pair{state + "exp_avg_sq", "#exp_avg_sq"}}) {
+        auto local = cut(*held.groups[g][i], rank, key, suffix);
+        if (!local)
+          return local.takeError();
+        tensors.push_back(std::move(*local));
+      }
+    }
+  return llvm::Error::success();
 }
 } // namespace
 
@@ -605,11 +660,9 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     return local;
   };
 
-  if (withStates && llvm::any_of(*params, [](const auto &p) { return p.expert >= 0; }))
-    return llvm::createStringError(
-        "Megatron keeps a mixture-of-experts model's optimizer states in a ChainedOptimizer "
-        "(one optimizer for the dense parameters, one for the experts), which loom does not "
-        "write; add --weights-only");
+  // A mixture of experts' states are a ChainedOptimizer's: the dense parameters'
+  // optimizer, then the experts' (see ckpt::MegatronOptimizer).
+  bool chained = withStates && llvm::any_of(*params, [](const auto &p) { return p.expert >= 0; });
   if (withStates && !distOpt)
     for (const ckpt::MegatronParam &param : *params)
       if (fulls[index[param.fullNames[0]]].dtype == ckpt::DType::Float32)
@@ -627,8 +680,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         ShardFile file;
         file.path = shardPath(rank, stage, epRank, "model_optim_rng.pt");
         file.format = "torch-tree";
-        // Megatron's optimizer groups: weight-decayed parameters, then the others.
-        std::vector<const ckpt::MegatronParam *> grouped[2];
+        HeldParams held[2]; // the dense parameters' optimizer, the experts'
         for (const ckpt::MegatronParam &param : *params) {
           if (param.stage != stage || (param.expert >= 0 && param.epRank != epRank))
             continue;
@@ -638,13 +690,17 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
           auto local = cut(param, rank, key, "");
           if (!local)
             return local.takeError();
-          grouped[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())].push_back(
-              &param);
+          HeldParams &mine = held[chained && param.expert >= 0];
+          mine.params.push_back(&param);
+          mine.groups[ckpt::megatronNoWeightDecay(param.localName, local->shape.size())]
+              .push_back(&param);
           file.tensors.push_back(std::move(*local));
         }
+        llvm::ArrayRef<HeldParams> optimizers(held, chained ? 2 : 1);
         if (withStates && distOpt) {
           std::vector<std::vector<int64_t>> buckets;
-          auto distrib = distribOptimFile(*params, stage, rank, pp, *distOpt, cut, buckets);
+          auto distrib =
+              distribOptimFile(optimizers, stage, rank, epRank, pp, *distOpt, cut, buckets);
           if (!distrib)
             return distrib.takeError();
           distrib->path = shardPath(rank, stage, epRank, "distrib_optim.pt");
@@ -652,26 +708,13 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
             bucketNumels->push_back(std::move(buckets));
           distribFiles.push_back(std::move(*distrib));
         }
-        if (!withStates || distOpt) {
-          files.push_back(std::move(file));
-          continue;
-        }
-        int64_t stateIndex = 0;
-        for (int g = 0; g < 2; ++g)
-          for (size_t i = 0; i < grouped[g].size(); ++i, ++stateIndex) {
-            const ckpt::MegatronParam &param = *grouped[g][i];
-            std::string state = "optimizer.optimizer.state." + std::to_string(stateIndex) + ".";
-            for (auto [key, suffix] :
-                 {std::pair{llvm::formatv("optimizer.fp32_from_fp16_params.{0}.{1}", g, i).str(),
-                            "#fp32"},
-                  std::pair{state + "exp_avg", "#exp_avg"},
-                  std::pair{state + "exp_avg_sq", "#exp_avg_sq"}}) {
-              auto local = cut(param, rank, key, suffix);
-              if (!local)
-                return local.takeError();
-              file.tensors.push_back(std::move(*local));
-            }
-          }
+        if (withStates && !distOpt)
+          for (unsigned o = 0; o < optimizers.size(); ++o)
+            if (llvm::Error err = mixedOptimizerTensors(
+                    optimizers[o], rank, cut,
+                    chained ? llvm::formatv("optimizer.{0}.", o).str() : "optimizer.",
+                    file.tensors))
+              return std::move(err);
         files.push_back(std::move(file));
       }
     }

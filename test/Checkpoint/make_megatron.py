@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tiny Megatron-LM checkpoints with tp=2 pp=2 the way Megatron lays them out.
 
-Usage: make_megatron.py OUTDIR [--moe [--shared-experts]]
+Usage: make_megatron.py OUTDIR [--moe [--shared-experts | --optim]]
 
   mcore/   Llama-like (GQA: 4 heads in 2 query groups, SwiGLU, RMSNorm, bf16, no
            biases) with mcore names: decoder.layers.N.self_attention.linear_qkv.weight,
@@ -54,6 +54,25 @@ mlp.shared_expert_gate.weight), moe-shared.json its manifest:
 Every rank's file holds its layer's shared experts after the routed ones: gate_weight
 ([1, hidden], a parameter of SharedExpertMLP itself, so first), linear_fc1 = [gate; up]
 of the TP rank's rows, linear_fc2 row-parallel, as the dense MLP is cut.
+
+With --moe --optim it trains the MoE model (fp32 masters drawn as full_moe draws
+them) 3 AdamW steps as train_full trains the dense one (moe-adam.truth.pt, the same
+form as mcore-adam.truth.pt) and saves it with Megatron's ChainedOptimizer
+(optimizer.py; get_megatron_optimizer in optimizer/__init__.py builds the dense
+parameters' optimizer, then one over the routed experts, allreduce=False), each
+optimizer grouping its parameters as a dense model's does (the experts' has one
+group, its weights all decay):
+  moe-adam-tp2ep2/        tp=2 ep=2, SequentialMLP names, the mixed-precision optimizer:
+                          "optimizer" is ChainedOptimizer.state_dict()'s list [dense
+                          optimizer's state_dict, the rank's experts' optimizer's], the
+                          dense one alike in both expert-parallel ranks' files.
+  moe-distopt-tp2pp2ep2/  tp=2 pp=2 ep=2, TEGroupedMLP names, the distributed optimizer
+                          with dp=4 and --ddp-bucket-size 1000: "optimizer" lists both
+                          optimizers' groups, distrib_optim.pt is save_parameter_state's
+                          list [the dense buffer, the experts' buffer], each laid out as
+                          mcore-distopt's (the experts' over their expert-data-parallel
+                          group of dp / ep = 2), the dense one None past expert-parallel
+                          rank 0 (its DP rank 0 is at ep rank 0).
 
 Both: latest_checkpointed_iteration.txt, iter_0000100/mp_rank_TT_PPP/model_optim_rng.pt,
 layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple of
@@ -254,9 +273,11 @@ def no_weight_decay(name, t):
 
 
 def megatron_groups(model):
-    """A stage's parameter names as Megatron's _get_param_groups groups them."""
+    """A stage's parameter names as Megatron's _get_param_groups groups them: those
+    with weight decay, then the others; a group no parameter falls in is not made
+    (the experts' optimizer holds matrices only, so it has one group)."""
     decayed = [n for n, t in model.items() if not no_weight_decay(n, t)]
-    return [decayed, [n for n in model if n not in decayed]]
+    return [g for g in (decayed, [n for n in model if n not in decayed]) if g]
 
 
 GROUP_SETTINGS = [dict(weight_decay=0.1, wd_mult=1.0, lr_mult=1.0),
@@ -270,12 +291,11 @@ def adamw(groups_of_params):
                              lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
 
 
-def train_full(seed):
-    """The mcore model's full fp32 masters after STEPS AdamW steps on random gradients;
+def train(sd, gen):
+    """`sd`'s tensors as fp32 masters after STEPS AdamW steps on random gradients drawn
+    from `gen`, grouped as Megatron groups them (AdamW works element by element, so how
+    Megatron splits the parameters over ranks and optimizers does not change a value);
     the truth: {name: {param, fp32, exp_avg, exp_avg_sq}, "step": STEPS}."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = full_model(gen, torch.float32, MCORE["heads"], MCORE["groups"], MCORE["swiglu"],
-                    MCORE["biases"])
     names = sorted(sd)
     params = {n: torch.nn.Parameter(sd[n].clone()) for n in names}
     opt = adamw([[params[n] for n in names if not no_weight_decay(n, params[n])],
@@ -291,6 +311,28 @@ def train_full(seed):
     return truth
 
 
+def train_full(seed):
+    """The mcore model trained (see train)."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = full_model(gen, torch.float32, MCORE["heads"], MCORE["groups"], MCORE["swiglu"],
+                    MCORE["biases"])
+    return train(sd, gen)
+
+
+def mixed_state(groups, masters, moments, step):
+    """Float16OptimizerWithFloat16Params.state_dict() of an optimizer over `groups`
+    (lists of parameter names): torch's AdamW state_dict over the fp32 masters, and the
+    masters group by group."""
+    params = {n: torch.nn.Parameter(masters[n]) for g in groups for n in g}
+    opt = adamw([[params[n] for n in g] for g in groups])
+    for n in (n for n in masters if n in params):  # in file order
+        opt.state[params[n]] = {"step": torch.tensor(float(step)),
+                                "exp_avg": moments["exp_avg"][n],
+                                "exp_avg_sq": moments["exp_avg_sq"][n]}
+    return {"optimizer": opt.state_dict(),
+            "fp32_from_fp16_params": [[masters[n] for n in g] for g in groups]}
+
+
 def megatron_optimizer(truth, tp_rank, stage, tp, pp):
     """(model, optimizer entry) of one shard: what Megatron's save_checkpoint puts
     under "model" and Float16OptimizerWithFloat16Params.state_dict() under "optimizer"."""
@@ -301,15 +343,7 @@ def megatron_optimizer(truth, tp_rank, stage, tp, pp):
                      MCORE["swiglu"], MCORE["biases"], MCORE["legacy"], tp_rank, stage, tp, pp)
     model, masters = cut("param"), cut("fp32")
     moments = {k: cut(k) for k in ("exp_avg", "exp_avg_sq")}
-    groups = megatron_groups(model)
-    params = {n: torch.nn.Parameter(masters[n]) for n in model}
-    opt = adamw([[params[n] for n in g] for g in groups])
-    for n in model:
-        opt.state[params[n]] = {"step": torch.tensor(float(truth["step"])),
-                                "exp_avg": moments["exp_avg"][n],
-                                "exp_avg_sq": moments["exp_avg_sq"][n]}
-    return model, {"optimizer": opt.state_dict(),
-                   "fp32_from_fp16_params": [[masters[n] for n in g] for g in groups]}
+    return model, mixed_state(megatron_groups(model), masters, moments, truth["step"])
 
 
 def save_megatron(outdir, name, shard, **extra_args):
@@ -456,11 +490,11 @@ def distopt_states(dist, model, stage, dp, bucket_size):
     return out
 
 
-def megatron_distopt(truth, tp_rank, stage, tp, pp):
-    """(model, optimizer entry, distrib_optim.pt dict) of one shard with the distributed
-    optimizer: DistributedOptimizer.state_dict() keeps torch's param_groups without
-    their "params" and with the step (a float, from the state's step tensor) in each."""
-    model, optimizer = megatron_optimizer(truth, tp_rank, stage, tp, pp)
+def as_distopt(model, optimizer, stage, dp, bucket_size):
+    """(DistributedOptimizer.state_dict(), its distrib_optim.pt dict) of the optimizer
+    over `model`'s parameters whose mixed-precision form is `optimizer` (mixed_state):
+    state_dict() keeps torch's param_groups without their "params" and with the step (a
+    float, from the state's step tensor) in each."""
     groups = megatron_groups(model)
     order = sum(groups, [])
     masters = dict(zip(order, sum(optimizer["fp32_from_fp16_params"], [])))
@@ -474,7 +508,14 @@ def megatron_distopt(truth, tp_rank, stage, tp, pp):
         g = {k: v for k, v in g.items() if k != "params"}
         g["step"] = step
         param_groups.append(g)
-    return model, {"optimizer": {"param_groups": param_groups}}, distopt_file(states, stage)
+    return {"optimizer": {"param_groups": param_groups}}, distopt_file(states, stage, dp, bucket_size)
+
+
+def megatron_distopt(truth, tp_rank, stage, tp, pp):
+    """(model, optimizer entry, distrib_optim.pt dict) of one shard with the distributed
+    optimizer (as_distopt)."""
+    model, optimizer = megatron_optimizer(truth, tp_rank, stage, tp, pp)
+    return (model, *as_distopt(model, optimizer, stage, DP, BUCKET))
 
 
 def write_distopt(outdir, name, truth):
@@ -487,13 +528,13 @@ def write_distopt(outdir, name, truth):
 EXPERTS, MOE_FFN, TOPK, SHARED_FFN = 4, 24, 2, 40
 
 
-def full_moe(seed, shared=False):
+def full_moe(seed, shared=False, dtype=torch.bfloat16):
     """The MoE model's full tensors with Mixtral's HF names, and with `shared` the
     shared experts and their gates with Qwen2-MoE's."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
-        return torch.randn(*shape, generator=gen).to(torch.bfloat16)
+        return torch.randn(*shape, generator=gen).to(dtype)
     heads, groups = MCORE["heads"], MCORE["groups"]
     sd = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN), "lm_head.weight": rand(VOCAB, HIDDEN),
           "model.norm.weight": rand(HIDDEN)}
@@ -587,28 +628,119 @@ def moe_args(tp, pp, ep, grouped, shared=None, gate=False):
         moe_shared_expert_overlap=False, params_dtype=torch.bfloat16, iteration=100)
 
 
-def write_moe(outdir, name, sd, tp, pp, ep, grouped):
+def save_moe(outdir, name, args, shard):
+    """Saves a MoE checkpoint at the degrees `args` gives: shard(tp_rank, stage, ep_rank)
+    gives a rank's model, its optimizer entry and distrib_optim.pt's content (None: left
+    out)."""
+    tp, pp, ep = (args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                  args.expert_model_parallel_size)
     root = os.path.join(outdir, name)
     os.makedirs(root)
     with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write("100")
-    shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in sd
-    args = moe_args(tp, pp, ep, grouped, SHARED_FFN if shared else None,
-                    "model.layers.0.mlp.shared_expert_gate.weight" in sd)
     for stage in range(pp):
         for tp_rank in range(tp):
             for ep_rank in range(ep):
                 d = os.path.join(root, "iter_0000100", rank_dir(tp_rank, stage, ep_rank, pp, ep))
                 os.makedirs(d)
-                model = moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped)
-                torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100,
-                            "model": model, "rng_state": [{"random_rng_state": None}]},
-                           os.path.join(d, "model_optim_rng.pt"))
+                model, optimizer, dist = shard(tp_rank, stage, ep_rank)
+                saved = {"args": args, "checkpoint_version": 3.0, "iteration": 100,
+                         "model": model, "rng_state": [{"random_rng_state": None}]}
+                if optimizer is not None:
+                    saved["optimizer"] = optimizer
+                    saved["opt_param_scheduler"] = {"max_lr": 1e-3, "num_steps": STEPS}
+                torch.save(saved, os.path.join(d, "model_optim_rng.pt"))
+                if dist is not None:
+                    torch.save(dist, os.path.join(d, "distrib_optim.pt"))
+
+
+def write_moe(outdir, name, sd, tp, pp, ep, grouped):
+    shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in sd
+    args = moe_args(tp, pp, ep, grouped, SHARED_FFN if shared else None,
+                    "model.layers.0.mlp.shared_expert_gate.weight" in sd)
+    save_moe(outdir, name, args, lambda tp_rank, stage, ep_rank: (
+        moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped), None, None))
+
+
+def is_expert(name):
+    """A routed expert's parameter: Megatron marks it allreduce=False, which puts it in
+    the experts' optimizer (optimizer/__init__.py, _get_param_groups' is_expert_parallel)."""
+    return ".mlp.experts." in name
+
+
+def moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB):
+    """(model, optimizer entry) of one MoE rank with the mixed-precision optimizer: the
+    model as moe_shard cuts it and ChainedOptimizer.state_dict()'s list of its
+    optimizers' state_dicts (optimizer.py), as get_megatron_optimizer
+    (optimizer/__init__.py) builds them: first the dense parameters' optimizer, then
+    the experts' (this expert-parallel rank's experts, in registration order). The
+    dense optimizer is the same on every expert-parallel rank of a (tp, pp) rank."""
+    names = [n for n in truth if n != "step"]
+
+    def cut(key):
+        return moe_shard({n: truth[n][key] for n in names}, tp_rank, stage, ep_rank, tp, pp, ep,
+                         grouped, padded)
+    model, masters = cut("param"), cut("fp32")
+    moments = {k: cut(k) for k in ("exp_avg", "exp_avg_sq")}
+    return model, [mixed_state(megatron_groups(part), masters, moments, truth["step"])
+                   for part in moe_parts(model)]
+
+
+def moe_parts(model):
+    """A rank's model dict split as ChainedOptimizer's optimizers hold it: the dense
+    parameters, then the experts, each in registration order."""
+    return [{n: t for n, t in model.items() if is_expert(n) == expert} for expert in (False, True)]
+
+
+def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_size):
+    """(model, optimizer entry, distrib_optim.pt content) of one MoE rank with the
+    distributed optimizer. model_optim_rng.pt keeps the list of both optimizers'
+    state_dict() (as_distopt). distrib_optim.pt is ChainedOptimizer.save_parameter_state's
+    list: each optimizer's get_parameter_state_dp_zero() where its data-parallel rank is
+    0, None elsewhere. The experts' optimizer reduces over the expert-data-parallel
+    group (dp / ep ranks of one expert-parallel rank), so each expert-parallel rank's
+    folder holds its experts' buffer; the dense optimizer's DP rank 0 is at
+    expert-parallel rank 0 (ranks are ordered tp, ep, then the rest of dp), so the
+    other ranks' folders hold None for it."""
+    model, optimizers = moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped)
+    dense, experts = moe_parts(model)
+    dense_entry, dense_dist = as_distopt(dense, optimizers[0], stage, dp, bucket_size)
+    expert_entry, expert_dist = as_distopt(experts, optimizers[1], stage, dp // ep, bucket_size)
+    return (model, [dense_entry, expert_entry],
+            [dense_dist if ep_rank == 0 else None, expert_dist])
+
+
+# The MoE model's distributed optimizer: dp=4 (expert-data-parallel 2 at ep=2) and
+# buckets of 1000 elements on stage 0, which cut both its dense and its experts' buffer.
+MOE_BUCKET = 1000
+
+
+def write_moe_optim(outdir):
+    """The MoE model trained 3 AdamW steps (moe-adam.truth.pt) and saved with Megatron's
+    ChainedOptimizer: moe-adam-tp2ep2 with the mixed-precision optimizer (SequentialMLP
+    names) and moe-distopt-tp2pp2ep2 with the distributed one (TEGroupedMLP names)."""
+    truth = train(full_moe(seed=7, dtype=torch.float32), torch.Generator().manual_seed(7))
+    torch.save(truth, os.path.join(outdir, "moe-adam.truth.pt"))
+    settings = dict(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1)
+    args = moe_args(2, 1, 2, False)
+    vars(args).update(settings)
+    save_moe(outdir, "moe-adam-tp2ep2", args, lambda t, p, e: (
+        *moe_optimizer(truth, t, p, e, 2, 1, 2, False), None))
+    args = moe_args(2, 2, 2, True)
+    vars(args).update(settings, data_parallel_size=DP, use_distributed_optimizer=True,
+                      overlap_grad_reduce=True, ddp_bucket_size=MOE_BUCKET,
+                      accumulate_allreduce_grads_in_fp32=True,
+                      untie_embeddings_and_output_weights=True, ckpt_format="torch")
+    save_moe(outdir, "moe-distopt-tp2pp2ep2", args, lambda t, p, e: moe_distopt(
+        truth, t, p, e, 2, 2, 2, True, DP, MOE_BUCKET))
 
 
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
+    if "--moe" in sys.argv[2:] and "--optim" in sys.argv[2:]:
+        write_moe_optim(outdir)
+        return
     if "--moe" in sys.argv[2:] and "--shared-experts" in sys.argv[2:]:
         sd = full_moe(seed=6, shared=True)
         torch.save(sd, os.path.join(outdir, "moe-shared.truth.pt"))

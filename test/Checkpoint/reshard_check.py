@@ -36,6 +36,18 @@
       the same keys in registration order, every tensor bit-identical; the args' shared
       experts (moe_shared_expert_intermediate_size, moe_shared_expert_gate) those of
       the truth.
+  reshard_check.py moe-optim CKPT TRUTH
+      CKPT is a Megatron folder of make_megatron.py --moe --optim's trained mixture of
+      experts (TRUTH, its moe-adam.truth.pt), saved with Megatron's ChainedOptimizer:
+      its folders and models as `moe` requires, and under "optimizer" the list of the
+      dense parameters' optimizer and the experts' (make_megatron.moe_optimizer cuts the
+      truth by Megatron's rules). Each optimizer of each rank must hold exactly Megatron's
+      state and resume as `optim` resumes one. With the distributed optimizer (the args'
+      use_distributed_optimizer) each folder's distrib_optim.pt must be
+      ChainedOptimizer.save_parameter_state's list: the dense buffer (None past
+      expert-parallel rank 0, whose folder has it) and the experts' buffer, each read
+      back by Megatron's rules for the args' bucketing and its data-parallel group; the
+      groups' settings must be the run's.
   reshard_check.py moe-hf DIR TRUTH
       DIR is a Hugging Face folder (safetensors read here by hand): it must hold
       exactly TRUTH's tensors, bit for bit in the same dtype, and a Mixtral config.json
@@ -239,19 +251,20 @@ def load_shards(root):
     return {rel: torch.load(path, map_location="cpu") for rel, path in shard_files(root).items()}
 
 
-def distopt_as_mixed(mm, sd, dist, model, stage):
-    """A distributed-optimizer shard's state in the mixed-precision optimizer's form
+def distopt_as_mixed(mm, entry, dist, model, stage, dp, bucket):
+    """A distributed optimizer's state in the mixed-precision optimizer's form
     (fp32_from_fp16_params and torch's state_dict), read the way Megatron's
-    DistributedOptimizer loads it: states from the buffer, the step from the groups
+    DistributedOptimizer loads it: `entry` is its state_dict() from model_optim_rng.pt,
+    `dist` its part of distrib_optim.pt, `model` the parameters it holds; states from
+    the buffer laid out for `dp` and `bucket`, the step from the groups
     (load_state_dict). A string says what is wrong."""
-    groups_saved = sd["optimizer"]["optimizer"]["param_groups"]
-    if set(sd["optimizer"]["optimizer"]) != {"param_groups"} or \
+    groups_saved = entry["optimizer"]["param_groups"]
+    if set(entry["optimizer"]) != {"param_groups"} or \
             any("params" in g for g in groups_saved):
         return "the optimizer entry is not DistributedOptimizer.state_dict()'s"
     steps = {g.get("step") for g in groups_saved}
     if len(steps) != 1 or None in steps:
         return f"param_groups carry steps {steps}, Megatron wants one"
-    dp, bucket = mm.distopt_bucket_size(sd["args"])
     states = mm.distopt_states(dist, model, stage, dp, bucket)
     if isinstance(states, str):
         return "distrib_optim.pt: " + states
@@ -305,6 +318,17 @@ def same_tree(rel, x, y, where):
                 return None
             n += m
         return n
+    if isinstance(x, list) and isinstance(y, list):  # ChainedOptimizer's lists
+        if len(x) != len(y):
+            print(f"{rel}: {where} lists {len(x)} vs {len(y)} items")
+            return None
+        n = 0
+        for i, (a, b) in enumerate(zip(x, y)):
+            m = same_tree(rel, a, b, f"{where}[{i}]")
+            if m is None:
+                return None
+            n += m
+        return n
     if x != y or type(x) != type(y):
         print(f"{rel}: {where} is {x!r} vs {y!r}")
         return None
@@ -330,6 +354,17 @@ def same_optimizer(rel, x, y):
         return None
     if x is None:
         return 0
+    if isinstance(x, list) or isinstance(y, list):  # ChainedOptimizer: each in turn
+        if not (isinstance(x, list) and isinstance(y, list) and len(x) == len(y)):
+            print(f"{rel}: optimizer entries are not lists of as many optimizers")
+            return None
+        n = 0
+        for a, b in zip(x, y):
+            m = same_optimizer(rel, a, b)
+            if m is None:
+                return None
+            n += m
+        return n
     if ("fp32_from_fp16_params" in x) != ("fp32_from_fp16_params" in y):
         print(f"{rel}: one optimizer is distributed, the other not")
         return None
@@ -372,16 +407,9 @@ def same_optimizer(rel, x, y):
     return n
 
 
-def optim_cmd(root, truth_path):
-    import make_megatron as mm
-    truth = torch.load(truth_path)
-    files = shard_files(root)
-    shards = load_shards(root)
-    tp, pp = 1, 1
-    for rel in shards:
-        parts = rel[len("mp_rank_"):].split("_")
-        tp, pp = max(tp, int(parts[0]) + 1), max(pp, int(parts[1]) + 1 if len(parts) > 1 else 1)
-    # The truth one more step on, with zero gradients, as every rank will take it.
+def stepped_truth(mm, truth):
+    """The truth's fp32 masters one more step on, with zero gradients, as every rank will
+    take it: {name: tensor}."""
     names = [n for n in truth if n != "step"]
     full = {n: torch.nn.Parameter(truth[n]["fp32"].clone()) for n in names}
     opt = mm.adamw([[full[n] for n in names if not mm.no_weight_decay(n, full[n])],
@@ -392,7 +420,56 @@ def optim_cmd(root, truth_path):
                               "exp_avg_sq": truth[n]["exp_avg_sq"].clone()}
         full[n].grad = torch.zeros_like(full[n])
     opt.step()
-    stepped = {n: {"fp32": full[n].detach()} for n in names}
+    return {n: full[n].detach() for n in names}
+
+
+def judge_optimizer(mm, got, want, model, expected, step):
+    """One optimizer of a rank, both in the mixed-precision form: `got` must hold
+    exactly Megatron's `want` for the parameters of `model` (registration order), and
+    resume: torch's AdamW over its fp32 masters, grouped the Megatron way, loads it and
+    steps once to `expected` ({name: the stepped truth's cut}), bit for bit. Returns
+    what is wrong, or None."""
+    if got is None or [len(g) for g in got["fp32_from_fp16_params"]] != \
+            [len(g) for g in want["fp32_from_fp16_params"]]:
+        return "no optimizer state, or groups of other sizes than Megatron's"
+    for a, b in zip(sum(got["fp32_from_fp16_params"], []), sum(want["fp32_from_fp16_params"], [])):
+        if not same_tensor(a, b):
+            return "an fp32 master is not Megatron's shard of the truth"
+    if [g["params"] for g in got["optimizer"]["param_groups"]] != \
+            [g["params"] for g in want["optimizer"]["param_groups"]]:
+        return "param_groups hold other indices than Megatron's"
+    for i, s in want["optimizer"]["state"].items():
+        if i not in got["optimizer"]["state"] or \
+                not all(same_tensor(got["optimizer"]["state"][i][k], s[k]) for k in ("exp_avg", "exp_avg_sq")) \
+                or step_of(got["optimizer"]["state"][i]["step"]) != step:
+            return f"state {i} is not Megatron's shard of the truth"
+    # Resume: load the state into the rank's own AdamW and step once.
+    groups = mm.megatron_groups(model)
+    masters = dict(zip(sum(groups, []), sum(got["fp32_from_fp16_params"], [])))
+    params = {n: torch.nn.Parameter(masters[n].clone()) for n in model}
+    rank_opt = mm.adamw([[params[n] for n in g] for g in groups])
+    rank_opt.load_state_dict(got["optimizer"])
+    for g, settings in zip(rank_opt.param_groups, mm.GROUP_SETTINGS):
+        g.update(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=settings["weight_decay"])
+    for p in params.values():
+        p.grad = torch.zeros_like(p)
+    rank_opt.step()
+    for n in model:
+        if not torch.equal(params[n].detach(), expected[n]):
+            return f"{n} resumes to other values than the truth"
+    return None
+
+
+def optim_cmd(root, truth_path):
+    import make_megatron as mm
+    truth = torch.load(truth_path)
+    files = shard_files(root)
+    shards = load_shards(root)
+    tp, pp = 1, 1
+    for rel in shards:
+        parts = rel[len("mp_rank_"):].split("_")
+        tp, pp = max(tp, int(parts[0]) + 1), max(pp, int(parts[1]) + 1 if len(parts) > 1 else 1)
+    stepped = stepped_truth(mm, truth)
     checked = distributed = 0
     for rel, sd in sorted(shards.items()):
         parts = rel[len("mp_rank_"):].split("_")
@@ -405,47 +482,18 @@ def optim_cmd(root, truth_path):
         got = sd.get("optimizer")
         dist_path = os.path.join(os.path.dirname(files[rel]), "distrib_optim.pt")
         if got is not None and os.path.exists(dist_path):
-            got = distopt_as_mixed(mm, sd, torch.load(dist_path), model, stage)
+            got = distopt_as_mixed(mm, got, torch.load(dist_path), model, stage,
+                                   *mm.distopt_bucket_size(sd["args"]))
             if isinstance(got, str):
                 print(f"{rel}: {got}")
                 return 1
             distributed += 1
-        if got is None or [len(g) for g in got["fp32_from_fp16_params"]] != \
-                [len(g) for g in optimizer["fp32_from_fp16_params"]]:
-            print(f"{rel}: no optimizer state, or groups of other sizes than Megatron's")
+        expected = mm.shard(stepped, mm.MCORE["heads"], mm.MCORE["groups"], mm.MCORE["swiglu"],
+                            mm.MCORE["biases"], mm.MCORE["legacy"], tp_rank, stage, tp, pp)
+        wrong = judge_optimizer(mm, got, optimizer, model, expected, truth["step"])
+        if wrong:
+            print(f"{rel}: {wrong}")
             return 1
-        for a, b in zip(sum(got["fp32_from_fp16_params"], []), sum(optimizer["fp32_from_fp16_params"], [])):
-            if not same_tensor(a, b):
-                print(f"{rel}: an fp32 master is not Megatron's shard of the truth")
-                return 1
-        want = optimizer["optimizer"]
-        if [g["params"] for g in got["optimizer"]["param_groups"]] != [g["params"] for g in want["param_groups"]]:
-            print(f"{rel}: param_groups hold other indices than Megatron's")
-            return 1
-        for i, s in want["state"].items():
-            if i not in got["optimizer"]["state"] or \
-                    not all(same_tensor(got["optimizer"]["state"][i][k], s[k]) for k in ("exp_avg", "exp_avg_sq")) \
-                    or step_of(got["optimizer"]["state"][i]["step"]) != truth["step"]:
-                print(f"{rel}: state {i} is not Megatron's shard of the truth")
-                return 1
-        # Resume: load the shard's state into the rank's own AdamW and step once.
-        groups = mm.megatron_groups(model)
-        masters = dict(zip(sum(groups, []), sum(got["fp32_from_fp16_params"], [])))
-        params = {n: torch.nn.Parameter(masters[n].clone()) for n in model}
-        rank_opt = mm.adamw([[params[n] for n in g] for g in groups])
-        rank_opt.load_state_dict(got["optimizer"])
-        for g, settings in zip(rank_opt.param_groups, mm.GROUP_SETTINGS):
-            g.update(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=settings["weight_decay"])
-        for p in params.values():
-            p.grad = torch.zeros_like(p)
-        rank_opt.step()
-        expected = mm.shard({n: stepped[n]["fp32"] for n in names}, mm.MCORE["heads"],
-                            mm.MCORE["groups"], mm.MCORE["swiglu"], mm.MCORE["biases"],
-                            mm.MCORE["legacy"], tp_rank, stage, tp, pp)
-        for n in model:
-            if not torch.equal(params[n].detach(), expected[n]):
-                print(f"{rel}: {n} resumes to other values than the truth")
-                return 1
         checked += len(model)
     kind = "" if not distributed else \
         "distributed " if distributed == len(shards) else "PARTLY distributed "
@@ -454,8 +502,11 @@ def optim_cmd(root, truth_path):
     return 0
 
 
-def moe_cmd(root, truth_path):
-    import make_megatron as mm
+def moe_checkpoint(mm, root, truth_path):
+    """(truth, args, (tp, pp, ep, grouped), [(mp_rank folder, file, (tp rank, stage,
+    ep rank))]) of a Megatron folder of the truth's mixture of experts, or None after
+    saying what is wrong: the args must describe the truth's experts and the folders
+    be the ones get_checkpoint_name gives for the args' tp, pp and ep."""
     truth = torch.load(truth_path)
     files = shard_files(root)
     args = torch.load(files[min(files)], map_location="cpu")["args"]
@@ -465,7 +516,7 @@ def moe_cmd(root, truth_path):
             (mm.EXPERTS, mm.TOPK, mm.MOE_FFN):
         print(f"args: num_experts {args.num_experts}, moe_router_topk {args.moe_router_topk}, "
               f"moe_ffn_hidden_size {args.moe_ffn_hidden_size}")
-        return 1
+        return None
     # Shared experts (SharedExpertMLP) as the truth has them: their size and gate.
     shared = (mm.SHARED_FFN if "model.layers.0.mlp.shared_expert.up_proj.weight" in truth
               else None, "model.layers.0.mlp.shared_expert_gate.weight" in truth)
@@ -474,27 +525,106 @@ def moe_cmd(root, truth_path):
     if got != shared:
         print(f"args: moe_shared_expert_intermediate_size, moe_shared_expert_gate {got}, "
               f"expected {shared}")
-        return 1
+        return None
     ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e)
              for t in range(tp) for p in range(pp) for e in range(ep)}
     if sorted(ranks) != sorted(files):
         print(f"folders {sorted(files)}, expected {sorted(ranks)} for tp={tp} pp={pp} ep={ep}")
+        return None
+    return (truth, args, (tp, pp, ep, bool(getattr(args, "moe_grouped_gemm", False))),
+            [(rel, files[rel], ranks[rel]) for rel in sorted(ranks)])
+
+
+def same_model(rel, model, want):
+    """A rank's model dict is `want`: the same keys in order, every tensor bit-identical;
+    the tensors compared, or None."""
+    if list(model) != list(want):
+        print(f"{rel}: keys {list(model)}\n  expected {list(want)}")
+        return None
+    for k in want:
+        if not same_tensor(model[k], want[k]):
+            print(f"{rel}: {k} differs from the truth's cut")
+            return None
+    return len(want)
+
+
+def moe_cmd(root, truth_path):
+    import make_megatron as mm
+    checkpoint = moe_checkpoint(mm, root, truth_path)
+    if checkpoint is None:
         return 1
+    truth, args, (tp, pp, ep, grouped), ranks = checkpoint
     n = 0
-    for rel, (t, p, e) in sorted(ranks.items()):
-        model = torch.load(files[rel], map_location="cpu")["model"]
-        want = mm.moe_shard(truth, t, p, e, tp, pp, ep, bool(getattr(args, "moe_grouped_gemm", False)),
-                            args.padded_vocab_size)
-        if list(model) != list(want):
-            print(f"{rel}: keys {list(model)}\n  expected {list(want)}")
+    for rel, path, (t, p, e) in ranks:
+        model = torch.load(path, map_location="cpu")["model"]
+        checked = same_model(rel, model, mm.moe_shard(truth, t, p, e, tp, pp, ep, grouped,
+                                                      args.padded_vocab_size))
+        if checked is None:
             return 1
-        for k in want:
-            if not same_tensor(model[k], want[k]):
-                print(f"{rel}: {k} differs from the truth's cut")
-                return 1
-            n += 1
+        n += checked
     print(f"megatron moe: {len(ranks)} shards (tp={tp}, pp={pp}, ep={ep}), {n} tensors "
           f"are the truth's cut")
+    return 0
+
+
+def moe_optim_cmd(root, truth_path):
+    import make_megatron as mm
+    checkpoint = moe_checkpoint(mm, root, truth_path)
+    if checkpoint is None:
+        return 1
+    truth, args, (tp, pp, ep, grouped), ranks = checkpoint
+    distributed = bool(getattr(args, "use_distributed_optimizer", False))
+    dp, bucket = mm.distopt_bucket_size(args)
+    stepped = stepped_truth(mm, truth)
+    resumed = [0, 0]
+    for rel, path, (t, p, e) in ranks:
+        sd = torch.load(path, map_location="cpu")
+        model, optimizers = mm.moe_optimizer(truth, t, p, e, tp, pp, ep, grouped,
+                                             args.padded_vocab_size)
+        if same_model(rel, sd["model"], model) is None:
+            return 1
+        got = sd.get("optimizer")
+        if not isinstance(got, list) or len(got) != 2:
+            print(f"{rel}: the optimizer entry is not ChainedOptimizer's list of the dense "
+                  f"and the experts' optimizers")
+            return 1
+        dist = None
+        if distributed:
+            dist_path = os.path.join(os.path.dirname(path), "distrib_optim.pt")
+            dist = torch.load(dist_path) if os.path.exists(dist_path) else None
+            if not isinstance(dist, list) or len(dist) != 2 or dist[1] is None or \
+                    (dist[0] is None) != (e > 0):
+                print(f"{rel}: distrib_optim.pt is not ChainedOptimizer.save_parameter_state's "
+                      f"[dense states {'None' if e else 'of DP rank 0'}, experts' states]")
+                return 1
+        expected = mm.moe_shard(stepped, t, p, e, tp, pp, ep, grouped, args.padded_vocab_size)
+        for o, (part, want) in enumerate(zip(mm.moe_parts(model), optimizers)):
+            what = ("the experts'" if o else "the dense") + " optimizer"
+            got_o = got[o]
+            if distributed:
+                # The experts' buffers are padded for the expert-data-parallel group
+                # (dp / ep ranks; args written without data_parallel_size say dp 1).
+                group_dp = max(dp // ep, 1) if o else dp
+                groups = mm.as_distopt(part, want, p, group_dp, bucket)[0]["optimizer"]["param_groups"]
+                if [{k: plain(v) for k, v in g.items()} for g in got_o["optimizer"]["param_groups"]] != \
+                        [{k: plain(v) for k, v in g.items()} for g in groups]:
+                    print(f"{rel}: {what}'s param_groups are not the run's: {got_o}")
+                    return 1
+                if dist[o] is None:
+                    continue  # the dense states are expert-parallel rank 0's
+                got_o = distopt_as_mixed(mm, got_o, dist[o], part, p, group_dp, bucket)
+                if isinstance(got_o, str):
+                    print(f"{rel}: {what}: {got_o}")
+                    return 1
+            wrong = judge_optimizer(mm, got_o, want, part, expected, truth["step"])
+            if wrong:
+                print(f"{rel}: {what}: {wrong}")
+                return 1
+            resumed[o] += len(part)
+    print(f"megatron moe {'distributed ' if distributed else ''}optimizer state: {len(ranks)} "
+          f"shards (tp={tp}, pp={pp}, ep={ep}), ChainedOptimizer [dense, experts]: "
+          f"{resumed[0]} dense and {resumed[1]} expert parameters resume as the truth does, "
+          f"step {truth['step']}")
     return 0
 
 
@@ -538,6 +668,8 @@ def main():
     cmd = sys.argv[1]
     if cmd == "moe":
         return moe_cmd(sys.argv[2], sys.argv[3])
+    if cmd == "moe-optim":
+        return moe_optim_cmd(sys.argv[2], sys.argv[3])
     if cmd == "moe-hf":
         return moe_hf_cmd(sys.argv[2], sys.argv[3])
     if cmd == "optim":

@@ -186,6 +186,8 @@ Summary open(const std::string &path, bool verify) {
       if (l.optimizer->step)
         summary.layout["optimizer_step"] = *l.optimizer->step;
       summary.layout["optimizer"] = l.optimizer->distributed ? "distributed" : "mixed-precision";
+      if (l.optimizer->chained)
+        summary.layout["optimizers"] = "ChainedOptimizer: dense parameters, experts";
       loom::reshard::Layout layout = orThrow(loom::reshard::describeCheckpoint(path));
       // readMegatron checked the model files' CRCs; the distributed optimizer's
       // distrib_optim.pt files are read for their layout only.

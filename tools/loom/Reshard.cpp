@@ -270,7 +270,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
                   "target: megatron:tp=N,pp=N[,ep=N][,optimizer=distributed] (mcore names;\n"
-                  "ep: expert-parallel ranks of a mixture of experts; with\n"
+                  "ep: expert-parallel ranks of a mixture of experts, whose optimizer\n"
+                  "states are a ChainedOptimizer's (dense, experts); with\n"
                   "optimizer states, optimizer=distributed writes them as\n"
                   "--use-distributed-optimizer does, in distrib_optim.pt, for the DDP bucketing\n"
                   "the args record; format=torch_dist writes Megatron-core's distributed\n"

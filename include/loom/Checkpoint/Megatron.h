@@ -126,17 +126,36 @@ std::string megatronDistBucketKey(unsigned group, unsigned gbuf, DType paramDTyp
 /// gbuf index: {(param dtype, grad dtype): {"param": fp32 masters, "exp_avg",
 /// "exp_avg_sq": 1-D over the whole grad buffer, "numel_unpadded": int}}}. Where each
 /// parameter sits in a buffer is reshard::megatronShards' business.
+///
+/// A mixture of experts trains with a ChainedOptimizer (megatron/core/optimizer/
+/// optimizer.py): get_megatron_optimizer (optimizer/__init__.py) gives the dense
+/// parameters one optimizer and the routed experts (allreduce=False) another, reduced
+/// over the expert-data-parallel group. "optimizer" is then the list of their two
+/// state_dicts, dense first (ChainedOptimizer.state_dict), each as above over its own
+/// parameters; every expert-parallel rank's file holds the dense one (the same on all)
+/// and its own experts'. distrib_optim.pt is the list save_parameter_state writes:
+/// each optimizer's dict where its data-parallel rank is 0, else None; the dense
+/// optimizer's DP rank 0 sits at expert-parallel rank 0 (ranks are ordered tp, ep,
+/// then the rest of dp), so the files of other expert-parallel ranks hold [None, the
+/// experts' buffers].
 struct MegatronOptimizer {
   std::optional<int64_t> step;
-  /// The groups' settings (lr, betas, weight_decay, ...) without "params": a JSON array.
+  /// The groups' settings (lr, betas, weight_decay, ...) without "params": a JSON
+  /// array; a ChainedOptimizer's are the dense optimizer's, then the experts'
+  /// (ChainedOptimizer.param_groups' order).
   std::string groupsJson;
-  /// TP rank 0's optimizer tensors, stage by stage: collectTensors path under the
-  /// file's root ("optimizer.optimizer.state.3.exp_avg", or with the distributed
-  /// optimizer distrib_optim.pt's "0.(torch.bfloat16, torch.float32).param") -> shape.
+  /// TP rank 0's optimizer tensors, file by file (stage · ep + expert-parallel rank):
+  /// collectTensors path under the file's root ("optimizer.optimizer.state.3.exp_avg",
+  /// or with the distributed optimizer distrib_optim.pt's "0.(torch.bfloat16,
+  /// torch.float32).param"; a ChainedOptimizer's put the optimizer's index in the list
+  /// before them: "optimizer.1.optimizer.state.3.exp_avg", "1.0.(...).param") -> shape.
   std::vector<std::map<std::string, llvm::SmallVector<int64_t, 4>>> stageShapes;
   /// The states are the distributed optimizer's, in distrib_optim.pt.
   bool distributed = false;
-  /// distributed: the grad buffers' keys, in gbuf order, stage by stage (TP rank 0's;
+  /// A mixture of experts' ChainedOptimizer: the dense optimizer's and the experts'.
+  bool chained = false;
+  /// distributed: the grad buffers' keys, in gbuf order (a ChainedOptimizer's: the
+  /// dense optimizer's, then the experts'), file by file as stageShapes (TP rank 0's;
   /// every rank's file is checked to have the same buffers and sizes).
   std::vector<std::vector<MegatronDistBuffer>> stageBuffers;
 };

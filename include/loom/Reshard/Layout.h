@@ -215,6 +215,11 @@ MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned
 /// its torch-tree skeleton. `bucketNumels`, when given, receives per distrib_optim.pt
 /// (in file order) and grad buffer each bucket's numel_unpadded: where the buffer
 /// tensors are cut into the buckets a torch_dist dp_reshardable checkpoint keeps.
+/// A mixture of experts' states are a ChainedOptimizer's (ckpt::MegatronOptimizer):
+/// model_optim_rng.pt keys them under "optimizer.0." (the dense parameters, the same
+/// in every expert-parallel rank's file) and "optimizer.1." (the rank's experts),
+/// distrib_optim.pt under "0." and "1." (the dense buffers in expert-parallel rank 0's
+/// file only), and `bucketNumels` lists the dense buffers' buckets, then the experts'.
 llvm::Expected<std::vector<ShardFile>> megatronShards(
     llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims, ckpt::MegatronNaming naming,
     unsigned tp, unsigned pp, llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,

@@ -41,6 +41,16 @@ const std::string &sharedExpertFixtures() {
   return dir;
 }
 
+const std::string &moeOptimFixtures() {
+  static const std::string dir = [] {
+    std::string dir = scratchDir("megatron-moe-optim");
+    std::string output;
+    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe", "--optim"}, &output), 0) << output;
+    return dir;
+  }();
+  return dir;
+}
+
 const MegatronParam *findParam(const MegatronLayout &layout, llvm::StringRef localName,
                                unsigned stage) {
   for (const MegatronParam &p : layout.params)
@@ -210,4 +220,48 @@ TEST(Megatron, SharedExpertsUnshardToQwen2MoENames) {
               return llvm::StringRef(t.name).contains(".mlp.shared_expert.");
             }),
             3 * 4);
+}
+
+TEST(Megatron, ChainedOptimizerOfExpertsHasTwoOptimizers) {
+  // The mixed-precision optimizer at tp=2 ep=2: each expert-parallel rank's file
+  // lists the dense optimizer's state (the same everywhere), then its experts'.
+  auto mixed = readMegatronLayout(moeOptimFixtures() + "/moe-adam-tp2ep2");
+  ASSERT_TRUE(bool(mixed)) << message(mixed.takeError());
+  ASSERT_TRUE(mixed->optimizer);
+  const MegatronOptimizer &m = *mixed->optimizer;
+  EXPECT_TRUE(m.chained);
+  EXPECT_FALSE(m.distributed);
+  EXPECT_EQ(m.step, 3);
+  // Both dense groups, then the experts' one, whose weights all decay.
+  auto groups = llvm::json::parse(m.groupsJson);
+  ASSERT_TRUE(bool(groups)) << llvm::toString(groups.takeError());
+  ASSERT_EQ(groups->getAsArray()->size(), 3u);
+  EXPECT_EQ((*groups->getAsArray())[2].getAsObject()->getNumber("weight_decay"), 0.1);
+  ASSERT_EQ(m.stageShapes.size(), 2u); // stage 0's two expert-parallel ranks
+  for (const auto &shapes : m.stageShapes) {
+    EXPECT_TRUE(shapes.count("optimizer.0.fp32_from_fp16_params.1.0"));
+    // 4 layers of 2 local experts, linear_fc1 ([gate; up] of 12 rows each) and fc2.
+    EXPECT_EQ(shapes.at("optimizer.1.fp32_from_fp16_params.0.0"),
+              (llvm::SmallVector<int64_t, 4>{24, 32}));
+    EXPECT_TRUE(shapes.count("optimizer.1.optimizer.state.15.exp_avg_sq"));
+    EXPECT_FALSE(shapes.count("optimizer.1.optimizer.state.16.exp_avg_sq"));
+    EXPECT_FALSE(shapes.count("optimizer.1.fp32_from_fp16_params.1.0"));
+  }
+
+  // The distributed optimizer at tp=2 pp=2 ep=2: distrib_optim.pt of expert-parallel
+  // rank 0 holds the dense buffer and the experts', the others the experts' alone.
+  auto dist = readMegatronLayout(moeOptimFixtures() + "/moe-distopt-tp2pp2ep2");
+  ASSERT_TRUE(bool(dist)) << message(dist.takeError());
+  const MegatronOptimizer &d = *dist->optimizer;
+  EXPECT_TRUE(d.chained);
+  EXPECT_TRUE(d.distributed);
+  ASSERT_EQ(d.stageBuffers.size(), 4u);
+  for (size_t slot = 0; slot < 4; ++slot) {
+    EXPECT_EQ(d.stageBuffers[slot].size(), slot % 2 ? 1u : 2u) << slot;
+    EXPECT_EQ(d.stageShapes[slot].count("0.0.(torch.bfloat16, torch.float32).param"),
+              slot % 2 ? 0u : 1u);
+    // The experts' buffer: 2 layers of 2 experts of 12x32 + 12x32 + 32x12 elements.
+    EXPECT_EQ(d.stageShapes[slot].at("1.0.(torch.bfloat16, torch.float32).exp_avg"),
+              (llvm::SmallVector<int64_t, 4>{4608}));
+  }
 }

@@ -124,8 +124,8 @@ std::vector<FullTensor> mixtral(int64_t layers, int64_t experts, int64_t ffn) {
   return fulls;
 }
 
-TEST(MegatronShards, ExpertsSpreadOverEpRanks) {
-  auto fulls = mixtral(2, 4, 24);
+/// The dimensions of mixtral(2, 4, 24).
+ckpt::MegatronDims mixtralDims() {
   ckpt::MegatronDims dims;
   dims.numLayers = 2;
   dims.hidden = 32;
@@ -137,6 +137,20 @@ TEST(MegatronShards, ExpertsSpreadOverEpRanks) {
   dims.paddedVocab = 256;
   dims.swiglu = true;
   dims.experts = 4;
+  return dims;
+}
+
+/// `fulls` with each tensor's fp32 master and Adam moments after them.
+std::vector<FullTensor> withStates(std::vector<FullTensor> fulls) {
+  for (size_t f = 0, n = fulls.size(); f < n; ++f)
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      fulls.push_back({fulls[f].name + state, ckpt::DType::Float32, fulls[f].shape});
+  return fulls;
+}
+
+TEST(MegatronShards, ExpertsSpreadOverEpRanks) {
+  auto fulls = mixtral(2, 4, 24);
+  ckpt::MegatronDims dims = mixtralDims();
   for (bool grouped : {false, true})
     for (unsigned ep : {1u, 2u, 4u, 3u}) {
       dims.groupedGemm = grouped;
@@ -190,6 +204,58 @@ TEST(MegatronShards, ExpertsSpreadOverEpRanks) {
             "ep=2 asks for expert parallelism, and the model has no experts");
 }
 
+/// A mixture of experts' states are a ChainedOptimizer's: in model_optim_rng.pt
+/// "optimizer.0." the dense parameters' optimizer (in every expert-parallel rank's
+/// file), "optimizer.1." the rank's experts'; in distrib_optim.pt "0." (expert-parallel
+/// rank 0's file only, None elsewhere) and "1.".
+TEST(MegatronShards, ChainedOptimizerOfExperts) {
+  std::vector<FullTensor> fulls = withStates(mixtral(2, 4, 24));
+  ckpt::MegatronDims dims = mixtralDims();
+  auto keysOf = [](const ShardFile &file, llvm::StringRef prefix) {
+    return llvm::count_if(file.tensors, [&](const LocalTensor &t) {
+      return llvm::StringRef(t.key).starts_with(prefix);
+    });
+  };
+  for (bool distributed : {false, true}) {
+    MegatronDistOpt distOpt;
+    distOpt.bucketSize = 1000;
+    auto files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 2, 1, {2}, "",
+                                distributed ? &distOpt : nullptr, nullptr, 2);
+    ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+    Layout layout;
+    layout.fulls = fulls;
+    layout.files = *files;
+    llvm::Error err = checkLayout(layout, "chained");
+    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    if (!distributed) {
+      ASSERT_EQ(files->size(), 4u);
+      for (const ShardFile &file : *files) {
+        // 8 dense parameters of 2 layers plus 3 model ones, each with 3 states; 2
+        // layers of 2 local experts' fc1 and fc2, all in the experts' one group.
+        EXPECT_EQ(keysOf(file, "optimizer.0."), 3 * (2 * 5 + 3)) << file.path;
+        EXPECT_EQ(keysOf(file, "optimizer.1.fp32_from_fp16_params.0."), 2 * 2 * 2);
+        EXPECT_EQ(keysOf(file, "optimizer.1.fp32_from_fp16_params.1."), 0);
+        EXPECT_EQ(keysOf(file, "optimizer.1.optimizer.state."), 2 * 2 * 2 * 2);
+      }
+      continue;
+    }
+    ASSERT_EQ(files->size(), 8u);
+    for (unsigned e = 0; e < 2; ++e) {
+      const ShardFile &distrib = (*files)[4 + e];
+      EXPECT_EQ(distrib.path, llvm::formatv("mp_rank_00_{0:d3}/distrib_optim.pt", e).str());
+      EXPECT_EQ(keysOf(distrib, "0.0.(torch.bfloat16, torch.float32)."), e ? 0 : 3);
+      EXPECT_EQ(keysOf(distrib, "1.0.(torch.bfloat16, torch.float32)."), 3);
+      EXPECT_EQ(llvm::StringRef(distrib.meta).starts_with("[null,"), e == 1) << distrib.meta;
+    }
+  }
+  // A dense model's optimizer stays one dict.
+  dims.experts = 0;
+  auto one = megatronShards(withStates(llama(2, 8, 4, 4, 32, 24, 250)), dims, ckpt::MegatronNaming::MCore, 1, 1, {2}, "");
+  ASSERT_TRUE(bool(one)) << llvm::toString(one.takeError());
+  EXPECT_GT(keysOf((*one)[0], "optimizer.fp32_from_fp16_params.0."), 0);
+  EXPECT_EQ(keysOf((*one)[0], "optimizer.0."), 0);
+}
+
 /// Where each parameter starts in the "param" buffer of `file` (distrib_optim.pt):
 /// its first piece's offset, by full name.
 std::map<std::string, int64_t> bufferStarts(const Layout &layout, const ShardFile &file) {
@@ -209,10 +275,7 @@ std::map<std::string, int64_t> bufferStarts(const Layout &layout, const ShardFil
 /// hidden 8, 2 heads of 4, ffn 12 with SwiGLU, vocabulary padded to 128 rows. Per
 /// layer: qkv norm 8, qkv 24x8 = 192, proj 64, fc1 norm 8, fc1 24x8 = 192, fc2 96.
 TEST(MegatronShards, DistributedOptimizerBuffers) {
-  std::vector<FullTensor> fulls = llama(2, 2, 2, 4, 8, 12, 100);
-  for (size_t f = 0, n = fulls.size(); f < n; ++f)
-    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
-      fulls.push_back({fulls[f].name + state, ckpt::DType::Float32, fulls[f].shape});
+  std::vector<FullTensor> fulls = withStates(llama(2, 2, 2, 4, 8, 12, 100));
   ckpt::MegatronDims dims;
   dims.numLayers = 2;
   dims.hidden = 8;

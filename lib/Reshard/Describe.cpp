@@ -1187,7 +1187,7 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
         "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
         "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
         "--weights-only");
-  if (auto experts = args.getInteger("num_experts"); base.withStates && experts && *experts > 0)
+  if (base.withStates && base.dims.experts)
     return llvm::createStringError(
         "megatron format=torch_dist: a mixture-of-experts model's optimizer states (a "
         "ChainedOptimizer's) are not written in torch_dist; write format=torch, which keeps "

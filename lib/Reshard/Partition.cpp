@@ -35,13 +35,12 @@ uint64_t bytesOf(TensorOp decl) {
   auto type = cast<RankedTensorType>(decl.getType());
   return uint64_t(type.getNumElements()) * ckpt::dtypeSize(*dtypeOf(type.getElementType()));
 }
+} // namespace
 
-/// Whether the program writes one file at its output path.
-bool writesOneFile(ProgramOp program) {
+bool reshard::writesOneFile(ProgramOp program) {
   auto outputs = program.getBodyBlock()->getOps<OutputOp>();
   return std::distance(outputs.begin(), outputs.end()) == 1 && (*outputs.begin()).getPath() == ".";
 }
-} // namespace
 
 llvm::Error reshard::partitionProgram(ProgramOp program, int ranks) {
   Block *body = program.getBodyBlock();

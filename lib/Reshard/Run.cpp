@@ -799,7 +799,6 @@ std::string join(llvm::StringRef root, llvm::StringRef path) {
 /// This rank's share of an MPI job's work, as partitionProgram recorded it: the
 /// output files it writes, or its tensors of the one universal file.
 struct MpiShare {
-  int rank = 0;
   bool byOutput = false; ///< whole output files, not a shared file's tensors
   llvm::StringSet<> mine; ///< output symbols, or tensor keys
   bool writes(ckptir::WriteOp write) const {
@@ -814,8 +813,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   mlir::Block *body = program.getBodyBlock();
 
   auto outputs = body->getOps<ckptir::OutputOp>();
-  size_t numOutputs = std::distance(outputs.begin(), outputs.end());
-  bool singleFile = numOutputs == 1 && (*outputs.begin()).getPath() == ".";
+  bool singleFile = writesOneFile(program);
   if (llvm::sys::fs::exists(outputRoot))
     return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
                                  "another output path or remove this one)");
@@ -869,13 +867,13 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
     if (partitionRanks(program) != mpi::size())
       if (llvm::Error err = partitionProgram(program, mpi::size()))
         return fileError(outputRoot, "--mpi: " + llvm::toString(std::move(err)));
-    share.rank = mpi::rank();
+    int rank = mpi::rank();
     share.byOutput = !singleFile;
     for (ckptir::OutputOp output : outputs) {
-      if (share.byOutput && partitionRankOf(output) == share.rank)
+      if (share.byOutput && partitionRankOf(output) == rank)
         share.mine.insert(output.getSymName());
       for (auto decl : output.getBodyBlock()->getOps<ckptir::TensorOp>())
-        if (!share.byOutput && partitionRankOf(decl) == share.rank)
+        if (!share.byOutput && partitionRankOf(decl) == rank)
           share.mine.insert(decl.getKey());
     }
   }

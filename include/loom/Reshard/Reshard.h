@@ -31,6 +31,10 @@ buildProgram(mlir::MLIRContext &context, const Layout &source, const Layout &tar
 /// Coalesce.cpp); returns how many writes went away. The `ckpt-coalesce` pass.
 unsigned coalesceCopies(ckptir::ProgramOp program);
 
+/// Whether the program writes one file at its output path (one output, path "."),
+/// rather than a folder of them.
+bool writesOneFile(ckptir::ProgramOp program);
+
 /// Shares the program's work over `ranks` MPI ranks and records the split in it
 /// (see Partition.cpp): each output file, or each tensor of a single universal
 /// file, gets the rank that writes it. The `ckpt-partition` pass. An error for a

@@ -10,44 +10,34 @@ using namespace loom::ckpt;
 using namespace loom::ckpt::testutil;
 
 namespace {
+/// make_megatron.py's fixtures with `flags`, made in scratch folder `name`.
+std::string makeFixtures(const std::string &name, std::vector<std::string> flags) {
+  std::string dir = scratchDir(name);
+  flags.insert(flags.begin(), dir);
+  std::string output;
+  EXPECT_EQ(runScript("make_megatron.py", flags, &output), 0) << output;
+  return dir;
+}
+
+// Each made once per test run.
 const std::string &megatronFixtures() {
-  static const std::string dir = [] {
-    std::string dir = scratchDir("megatron");
-    std::string output;
-    EXPECT_EQ(runScript("make_megatron.py", {dir}, &output), 0) << output;
-    return dir;
-  }();
+  static const std::string dir = makeFixtures("megatron", {});
   return dir;
 }
 
 const std::string &moeFixtures() {
-  static const std::string dir = [] {
-    std::string dir = scratchDir("megatron-moe");
-    std::string output;
-    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe"}, &output), 0) << output;
-    return dir;
-  }();
+  static const std::string dir = makeFixtures("megatron-moe", {"--moe"});
   return dir;
 }
 
 const std::string &sharedExpertFixtures() {
-  static const std::string dir = [] {
-    std::string dir = scratchDir("megatron-moe-shared");
-    std::string output;
-    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe", "--shared-experts"}, &output), 0)
-        << output;
-    return dir;
-  }();
+  static const std::string dir =
+      makeFixtures("megatron-moe-shared", {"--moe", "--shared-experts"});
   return dir;
 }
 
 const std::string &moeOptimFixtures() {
-  static const std::string dir = [] {
-    std::string dir = scratchDir("megatron-moe-optim");
-    std::string output;
-    EXPECT_EQ(runScript("make_megatron.py", {dir, "--moe", "--optim"}, &output), 0) << output;
-    return dir;
-  }();
+  static const std::string dir = makeFixtures("megatron-moe-optim", {"--moe", "--optim"});
   return dir;
 }
 

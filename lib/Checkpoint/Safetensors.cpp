@@ -225,23 +225,22 @@ llvm::Error loom::ckpt::writeSafetensors(
   auto file = OutputFile::create(path);
   if (!file)
     return file.takeError();
-  llvm::raw_fd_ostream &os = (*file)->os();
-  os << *header;
+  (*file)->os() << *header;
   for (const NamedTensor &named : tensors)
     if (llvm::Error err = named.tensor.forEachChunk([&](llvm::ArrayRef<uint8_t> chunk) {
-          os.write(reinterpret_cast<const char *>(chunk.data()), chunk.size());
-          return (*file)->check("writing tensor '" + named.name + "'");
+          return (*file)->append(chunk, "writing tensor '" + named.name + "'");
         }))
       return err;
   return (*file)->commit();
 }
 
 llvm::Expected<std::unique_ptr<SafetensorsStream>>
-SafetensorsStream::create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared) {
+SafetensorsStream::create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared,
+                          DeferredCommits *commits) {
   auto header = safetensorsHeader(path, declared, {}, /*checkViews=*/false);
   if (!header)
     return header.takeError();
-  auto file = OutputFile::create(path);
+  auto file = OutputFile::create(path, commits);
   if (!file)
     return file.takeError();
   std::unique_ptr<SafetensorsStream> stream(new SafetensorsStream(std::move(*file)));
@@ -276,19 +275,8 @@ llvm::Error SafetensorsStream::writeTensor(llvm::StringRef name, llvm::ArrayRef<
     return fileError(file->path(), llvm::formatv("tensor '{0}' has {1} bytes, given {2}", name,
                                                  slot.size, bytes.size()));
   slot.written = true;
-  llvm::raw_fd_ostream &os = file->os();
-  os.flush();
-  for (uint64_t done = 0; done < bytes.size();) {
-    ssize_t n = ::pwrite(file->fd(), bytes.data() + done, bytes.size() - done,
-                         off_t(slot.offset + done));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return fileError(file->path(), "writing tensor '" + name + "': " +
-                                         std::error_code(errno, std::generic_category()).message());
-    done += uint64_t(n);
-  }
-  if (auto err = file->check("writing tensor '" + name + "'"))
+  file->os().flush();
+  if (auto err = file->writeAt(slot.offset, bytes, "writing tensor '" + name + "'"))
     return err;
   file->startWriteback(slot.offset, slot.size);
   return llvm::Error::success();

@@ -200,6 +200,7 @@ TorchZipStream::open(const llvm::Twine &pathTwine, const Value &root, SizeOf siz
     return data.takeError();
   ZipWriter::Options zipOptions;
   zipOptions.forceZip64 = options.forceZip64;
+  zipOptions.commits = options.commits;
   auto zip = opener(zipOptions);
   if (!zip)
     return zip.takeError();

@@ -46,7 +46,7 @@ llvm::Expected<std::unique_ptr<ZipWriter>> ZipWriter::create(const llvm::Twine &
                                                              Options options) {
   if (options.alignment == 0 || options.alignment > 0x8000)
     return fileError(path, llvm::formatv("unsupported alignment {0}", options.alignment));
-  auto file = OutputFile::create(path);
+  auto file = OutputFile::create(path, options.commits);
   if (!file)
     return file.takeError();
   OutputFile *raw = file->get();
@@ -119,8 +119,7 @@ llvm::Error ZipWriter::write(ArrayRef<uint8_t> bytes) {
                                current->size));
   current->crc32 = zipCrc32(current->crc32, bytes);
   currentBytes += bytes.size();
-  file->os().write(reinterpret_cast<const char *>(bytes.data()), bytes.size());
-  return file->check("writing zip entry '" + current->name + "'");
+  return file->append(bytes, "writing zip entry '" + current->name + "'");
 }
 
 llvm::Error ZipWriter::endEntry() {

@@ -567,8 +567,9 @@ llvm::Error writeDcpExtras(PendingOutput &out, const llvm::json::Object &meta) {
 
 /// Opens a streamed output: a DCP folder, a universal file with its metadata, the safetensors
 /// header, or the pickle of a torch or torch-tree file with placeholder storages
-/// standing for the declared tensors.
-llvm::Error startStream(PendingOutput &out) {
+/// standing for the declared tensors. A torch or safetensors file, once written,
+/// is made durable and renamed by `commits` while the run goes on.
+llvm::Error startStream(PendingOutput &out, DeferredCommits &commits) {
   std::vector<NamedTensor> tensors;
   llvm::DenseMap<const Storage *, uint64_t> sizes;
   for (auto decl : out.op.getBodyBlock()->getOps<ckptir::TensorOp>()) {
@@ -630,7 +631,7 @@ llvm::Error startStream(PendingOutput &out) {
     if (auto err = writeDcpExtras(out, *meta))
       return err;
   } else if (out.op.getFormat() == "safetensors") {
-    auto stream = SafetensorsStream::create(out.path, tensors);
+    auto stream = SafetensorsStream::create(out.path, tensors, &commits);
     if (!stream)
       return stream.takeError();
     out.safetensors = std::move(*stream);
@@ -651,7 +652,9 @@ llvm::Error startStream(PendingOutput &out) {
         return built.takeError();
       root = *built;
     }
-    auto stream = TorchZipStream::create(out.path, *root, sizes);
+    TorchWriteOptions writeOptions;
+    writeOptions.commits = &commits;
+    auto stream = TorchZipStream::create(out.path, *root, sizes, writeOptions);
     if (!stream)
       return stream.takeError();
     out.stream = std::move(*stream);
@@ -880,6 +883,9 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // Whether `op`'s result reaches a write this run makes (not of a skipped output,
   // and this rank's own tensor in an MPI job); memoised.
   llvm::DenseMap<Operation *, bool> feedsWrite;
+  // Finished files' fsync and rename, overlapping the next file's writing; a run
+  // that fails discards what it had not yet renamed.
+  DeferredCommits commits;
   llvm::StringMap<PendingOutput> pending;
   // Declared after `pending`, so that a run that fails joins its write before the
   // outputs go.
@@ -974,7 +980,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
                         output.getFormat() == "dcp")) {
         if (llvm::Error err = background.wait())
           return std::move(err);
-        if (llvm::Error err = startStream(out))
+        if (llvm::Error err = startStream(out, commits))
           return std::move(err);
       }
     } else if (auto read = mlir::dyn_cast<ckptir::ReadOp>(op)) {
@@ -1100,6 +1106,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         }
   }
   if (llvm::Error err = background.wait())
+    return std::move(err);
+  if (llvm::Error err = commits.drain())
     return std::move(err);
   if (!singleFile) {
     if (options.mpi)

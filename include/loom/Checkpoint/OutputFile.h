@@ -8,6 +8,7 @@
 #ifndef LOOM_CHECKPOINT_OUTPUTFILE_H
 #define LOOM_CHECKPOINT_OUTPUTFILE_H
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
@@ -18,9 +19,14 @@
 
 namespace loom::ckpt {
 
+class DeferredCommits;
+
 class OutputFile {
 public:
-  static llvm::Expected<std::unique_ptr<OutputFile>> create(const llvm::Twine &path);
+  /// With `commits`, commit() only finishes writing and hands the file to that
+  /// queue, which makes it durable and renames it while the caller goes on.
+  static llvm::Expected<std::unique_ptr<OutputFile>> create(const llvm::Twine &path,
+                                                            DeferredCommits *commits = nullptr);
   /// Discards the temporary unless commit() succeeded.
   ~OutputFile();
 
@@ -35,15 +41,58 @@ public:
   /// the writeback of a long file then overlaps the work that produces the rest,
   /// and commit()'s fsync finds little left. Flushes os() first.
   void startWriteback(uint64_t offset, uint64_t length);
-  /// Flushes and renames the temporary over the final path.
+  /// Writes `bytes` at `offset` of the file (os()'s position is unchanged; flush
+  /// os() first if it holds bytes before `offset`). Spans of kDirectMin bytes and
+  /// more go to the disk directly (O_DIRECT, through an aligned bounce buffer)
+  /// where the file system allows it: the page cache's dirty-page throttling
+  /// then does not pace the writer below the disk's own bandwidth, and the
+  /// written bytes do not crowd the cache. `what` names the bytes in errors.
+  llvm::Error writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
+  /// Appends `bytes` after what os() has written, as writeAt does.
+  llvm::Error append(llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
+  /// Bytes written around the page cache so far (0 where O_DIRECT is refused).
+  uint64_t directBytes() const { return directWritten; }
+  static constexpr uint64_t kDirectMin = 8u << 20;
+  /// Flushes, fsyncs and renames the temporary over the final path (or, given
+  /// DeferredCommits at create(), flushes and queues the rest there).
   llvm::Error commit();
 
 private:
   OutputFile(std::string path, llvm::sys::fs::TempFile temp);
+  DeferredCommits *deferTo = nullptr;
 
   std::string finalPath;
   std::optional<llvm::sys::fs::TempFile> temp;
   std::unique_ptr<llvm::raw_fd_ostream> stream;
+  /// A second descriptor of the temporary opened with O_DIRECT (-1: not yet
+  /// tried; -2: refused), and its bounce buffer.
+  int directFd = -1;
+  std::unique_ptr<uint8_t, void (*)(void *)> bounce{nullptr, nullptr};
+  uint64_t directWritten = 0;
+  bool openDirect();
+};
+
+/// Files whose bytes are all written, made durable (fsync) and renamed into place
+/// by one worker thread in the order given, so that a converter producing many
+/// files overlaps each one's fsync with the writing of the next. A failure is
+/// reported by the next add() or drain(); files still queued when the object is
+/// destroyed (the run failed) are discarded, never renamed.
+class DeferredCommits {
+public:
+  DeferredCommits();
+  ~DeferredCommits();
+  DeferredCommits(const DeferredCommits &) = delete;
+  DeferredCommits &operator=(const DeferredCommits &) = delete;
+
+  /// Queues `temp` (closed for writing by its owner) to become `finalPath`; the
+  /// first failure of an earlier file, if any.
+  llvm::Error add(std::string finalPath, llvm::sys::fs::TempFile temp);
+  /// Waits until every queued file is in place; the first failure, if any.
+  llvm::Error drain();
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
 };
 
 } // namespace loom::ckpt

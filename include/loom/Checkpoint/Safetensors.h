@@ -48,7 +48,8 @@ llvm::Error writeSafetensors(const llvm::Twine &path, llvm::ArrayRef<NamedTensor
 class SafetensorsStream {
 public:
   static llvm::Expected<std::unique_ptr<SafetensorsStream>>
-  create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared);
+  create(const llvm::Twine &path, llvm::ArrayRef<NamedTensor> declared,
+         DeferredCommits *commits = nullptr);
   llvm::Error writeTensor(llvm::StringRef name, llvm::ArrayRef<uint8_t> bytes);
   llvm::Error finish();
 

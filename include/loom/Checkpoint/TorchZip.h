@@ -34,6 +34,9 @@ struct TorchWriteOptions {
   /// The archive's root directory; torch accepts any name.
   std::string rootName = "archive";
   bool forceZip64 = false;
+  /// A file written whole (not appended to an OutputFile) is fsync'd and renamed
+  /// there, while the caller goes on; null: before finishing.
+  DeferredCommits *commits = nullptr;
 };
 
 /// Writes `root` so that torch.load reads it back (with weights_only=True when the

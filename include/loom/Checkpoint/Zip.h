@@ -88,6 +88,9 @@ public:
     unsigned alignment = 64;
     /// Emit ZIP64 records even for small archives (tests the ZIP64 paths).
     bool forceZip64 = false;
+    /// Where create()'s file goes when finished (fsync and rename off the
+    /// caller's thread); null: finish() does it.
+    DeferredCommits *commits = nullptr;
   };
 
   static llvm::Expected<std::unique_ptr<ZipWriter>> create(const llvm::Twine &path,

@@ -17,7 +17,6 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <map>
-#include <set>
 
 using namespace loom::ckpt;
 using namespace loom::ckpt::megatron;
@@ -70,20 +69,17 @@ llvm::Error readGroups(const DictValue &torchState, const std::string &file, llv
   return llvm::Error::success();
 }
 
-/// The optimizer's groups and step from common.pt's "optimizer" entry: the
-/// mixed-precision optimizer's {"optimizer": {"param_groups", "state": {i: {"step"}} or
-/// {"common_step": step}}} or the distributed optimizer's {"optimizer": {"param_groups"
-/// (with "step")}, "param_state_sharding_type"} (the tensors being in the DCP part).
-/// dp_reshardable keeps only the sharding type there (the groups are a ShardedObject
-/// of the DCP part): `dpReshardable` is set and the groups are left to the caller.
-llvm::Expected<std::optional<MegatronOptimizer>>
-commonOptimizer(const DictValue &top, const std::string &file, bool &dpReshardable) {
-  ValuePtr optimizer = top.find("optimizer");
-  const DictValue *o = optimizer ? optimizer->get<DictValue>() : nullptr;
-  if (!o)
-    return std::nullopt;
+/// One optimizer's groups and step from its part of common.pt's "optimizer" entry
+/// (`o`, called `what` in errors): the mixed-precision optimizer's {"optimizer":
+/// {"param_groups", "state": {i: {"step"}} or {"common_step": step}}} or the
+/// distributed optimizer's {"optimizer": {"param_groups" (with "step")},
+/// "param_state_sharding_type"} (the tensors being in the DCP part). dp_reshardable
+/// keeps only the sharding type there (the groups are a ShardedObject of the DCP
+/// part): `dpReshardable` is set and the groups are left to the caller.
+llvm::Expected<MegatronOptimizer> optimizerPart(const DictValue &o, const std::string &file,
+                                                const std::string &what, bool &dpReshardable) {
   MegatronOptimizer out;
-  if (ValuePtr type = o->find("param_state_sharding_type")) {
+  if (ValuePtr type = o.find("param_state_sharding_type")) {
     const std::string *name = type->get<std::string>();
     dpReshardable = name && *name == "dp_reshardable";
     if (!name || (*name != "fully_reshardable" && *name != "fully_sharded_model_space" &&
@@ -97,12 +93,89 @@ commonOptimizer(const DictValue &top, const std::string &file, bool &dpReshardab
     if (dpReshardable)
       return out;
   }
-  ValuePtr inner = o->find("optimizer");
+  ValuePtr inner = o.find("optimizer");
   const DictValue *torchState = inner ? inner->get<DictValue>() : nullptr;
   if (!torchState)
-    return fileError(file, "optimizer.optimizer.param_groups is missing");
-  if (llvm::Error err = readGroups(*torchState, file, "optimizer.optimizer", out))
+    return fileError(file, what + ".optimizer.param_groups is missing");
+  if (llvm::Error err = readGroups(*torchState, file, what + ".optimizer", out))
     return std::move(err);
+  return out;
+}
+
+/// The optimizer entry of common.pt, or nullopt when it has none. A dense model's is
+/// one optimizer's part (optimizerPart). A mixture of experts trains with a
+/// ChainedOptimizer (get_megatron_optimizer, optimizer/__init__.py: the dense
+/// parameters' optimizer, then the experts'), whose sharded_state_dict
+/// (optimizer.py) is the dict {0: the dense optimizer's, 1: the experts'}, each part
+/// as a dense model's; `save` keeps what is not sharded of both in common.pt. Their
+/// groups are kept in ChainedOptimizer.param_groups' order and their steps must be
+/// one (_synchronize_steps). The experts' dp_reshardable buckets are keyed by the
+/// expert-model-parallel rank (expt_tp_pp group), which loom does not lay out: refused.
+llvm::Expected<std::optional<MegatronOptimizer>>
+commonOptimizer(const DictValue &top, const std::string &file, bool experts,
+                bool &dpReshardable) {
+  ValuePtr optimizer = top.find("optimizer");
+  const DictValue *o = optimizer ? optimizer->get<DictValue>() : nullptr;
+  if (!o)
+    return std::nullopt;
+  if (!experts)
+    return optimizerPart(*o, file, "optimizer", dpReshardable);
+  const DictValue *parts[2] = {nullptr, nullptr};
+  bool other = false;
+  for (const auto &[key, value] : o->entries) {
+    std::optional<int64_t> index = integerOf(key);
+    if (index && (*index == 0 || *index == 1) && value->get<DictValue>())
+      parts[*index] = value->get<DictValue>();
+    else
+      other = true;
+  }
+  if (other || !parts[0] || !parts[1]) {
+    std::string held = !parts[0] && !parts[1] ? "one optimizer's state"
+                       : !parts[1]            ? "the dense parameters' optimizer (0) alone"
+                       : !parts[0]            ? "the experts' optimizer (1) alone"
+                                              : "entries besides 0 and 1";
+    return fileError(file, "the 'optimizer' entry holds " + held +
+                               " where a mixture of experts' ChainedOptimizer keeps {0: the "
+                               "dense parameters' optimizer's, 1: the experts'} "
+                               "(megatron/core/optimizer/optimizer.py, "
+                               "ChainedOptimizer.sharded_state_dict)");
+  }
+  MegatronOptimizer out;
+  out.chained = true;
+  llvm::json::Array groups;
+  for (int i = 0; i < 2; ++i) {
+    bool bucketed = false;
+    auto part = optimizerPart(*parts[i], file, "optimizer." + std::to_string(i), bucketed);
+    if (!part)
+      return part.takeError();
+    if (bucketed)
+      return fileError(file, llvm::formatv("optimizer.{0} is the distributed optimizer's "
+                                           "dp_reshardable buckets, which loom does not read "
+                                           "for a mixture of experts (the experts' are keyed "
+                                           "by expert-model-parallel rank)",
+                                           i)
+                                 .str());
+    if (i == 0) {
+      out.step = part->step;
+      out.distributed = part->distributed;
+    } else if (part->step != out.step) {
+      auto text = [](std::optional<int64_t> step) {
+        return step ? std::to_string(*step) : std::string("none");
+      };
+      return fileError(file, "optimizer.1 (the experts' optimizer) is at step " +
+                                 text(part->step) + " where optimizer.0 (the dense "
+                                 "parameters') is at step " + text(out.step) +
+                                 "; a ChainedOptimizer steps both together");
+    } else if (part->distributed != out.distributed) {
+      return fileError(file, "optimizer.0 and optimizer.1 are not the same kind of optimizer "
+                             "(one distributed, one mixed-precision)");
+    }
+    auto parsed = llvm::json::parse(part->groupsJson);
+    if (parsed && parsed->getAsArray())
+      for (llvm::json::Value &g : *parsed->getAsArray())
+        groups.push_back(std::move(g));
+  }
+  out.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(groups))).str();
   return out;
 }
 
@@ -455,34 +528,42 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   if (std::optional<int64_t> iteration = integerOf(top->find("iteration")))
     layout.iteration = *iteration;
   bool dpReshardable = false;
-  // A mixture of experts trains its dense parameters and its experts with two
-  // optimizers (get_megatron_optimizer's ChainedOptimizer), whose states loom does not
-  // lay out yet: refused by common.pt's entry or by the DCP part's states.
-  auto moeOptimizer = [&](const std::string &file) {
-    return fileError(file, "holds a mixture-of-experts model's optimizer state (Megatron's "
-                           "ChainedOptimizer, one optimizer for the dense parameters and one "
-                           "for the experts), which loom does not read: reshard a checkpoint "
-                           "saved with --no-save-optim");
-  };
-  if (layout.dims.experts && top->find("optimizer"))
-    return moeOptimizer(commonPath);
-  auto optimizer = commonOptimizer(*top, commonPath, dpReshardable);
+  auto optimizer = commonOptimizer(*top, commonPath, layout.dims.experts > 0, dpReshardable);
   if (!optimizer)
     return optimizer.takeError();
 
   // The DCP part: parameters (a stacked key once per layer, and per expert) and
-  // optimizer states.
+  // optimizer states, keyed here without the chained_<i>. prefix a mixture of experts'
+  // ChainedOptimizer put before its optimizers' keys until mcore's
+  // chained_optim_avoid_prefix (optimizer.py, ChainedOptimizer.sharded_state_dict;
+  // training/checkpointing.py sets it since July 2025 for model-space states).
   auto reader = DcpReader::open(dir);
   if (!reader)
     return reader.takeError();
   std::string metadataPath = dir + "/.metadata";
   std::map<std::string, const DcpEntry *> stateEntries;
+  std::map<std::string, unsigned> chainedOf; // a prefixed state -> its optimizer
   for (const DcpEntry &e : (*reader)->metadata().entries) {
     // Bytes entries are ShardedObjects: TransformerEngine's _extra_state, RNG states.
     if (e.isBytes)
       continue;
-    if (llvm::StringRef(e.fqn).starts_with("optimizer.")) {
-      stateEntries[e.fqn] = &e;
+    llvm::StringRef fqn = e.fqn;
+    std::optional<unsigned> chained;
+    if (layout.dims.experts && fqn.consume_front("chained_")) {
+      unsigned index = 0;
+      if (fqn.consumeInteger(10, index) || index > 1 || !fqn.consume_front(".") ||
+          !fqn.starts_with("optimizer."))
+        return fileError(metadataPath, "'" + e.fqn + "' is not a state of the ChainedOptimizer's "
+                                       "two optimizers (chained_0.optimizer.*, "
+                                       "chained_1.optimizer.*)");
+      chained = index;
+    }
+    if (fqn.starts_with("optimizer.")) {
+      if (!stateEntries.emplace(fqn.str(), &e).second)
+        return fileError(metadataPath, "'" + e.fqn + "' and '" + stateEntries[fqn.str()]->fqn +
+                                           "' hold the same state");
+      if (chained)
+        chainedOf[fqn.str()] = *chained;
       continue;
     }
     if (!e.dtype)
@@ -490,8 +571,10 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
     if (llvm::Error err = addParams(e, metadataPath, out))
       return std::move(err);
   }
-  if (layout.dims.experts && !stateEntries.empty())
-    return moeOptimizer(metadataPath);
+  if (!chainedOf.empty() && chainedOf.size() != stateEntries.size())
+    return fileError(metadataPath, "mixes optimizer states keyed with a ChainedOptimizer's "
+                                   "chained_<i>. prefix and states keyed without one");
+  out.chainedPrefixes = !chainedOf.empty();
   const int64_t layers = layout.dims.numLayers;
   // decoder.layers.<N>.<suffix> keys name their layer; none beyond num_layers.
   for (const MegatronParam &p : layout.params)
@@ -515,23 +598,34 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
   }
 
   // Model-space states: each one every parameter's key has, at its shape.
-  std::set<std::string> paramKeys;
-  for (const MegatronDistSource &s : out.sources)
-    paramKeys.insert(s.key);
+  std::map<std::string, bool> paramKeys; // key -> a routed expert's
+  for (size_t i = 0; i < out.sources.size(); ++i)
+    paramKeys[out.sources[i].key] = layout.params[i].expert >= 0;
   size_t matched = 0;
   for (const StateName &name : kStates) {
     std::string prefix = "optimizer.state." + std::string(name.dcp) + ".";
     size_t held = 0;
-    for (const std::string &key : paramKeys) {
+    for (const auto &[key, expert] : paramKeys) {
       auto found = stateEntries.find(prefix + key);
       if (found == stateEntries.end())
         continue;
       const DcpEntry &param = *(*reader)->find(key);
       if (found->second->size != param.size || found->second->dtype != DType::Float32)
         return fileError(metadataPath,
-                         "'" + found->first + "' is not a float32 tensor of its parameter's "
-                         "shape (mcore before 0.14 saved fully_sharded_model_space states "
-                         "flattened; loom reads them at the parameter's shape)");
+                         "'" + found->second->fqn +
+                             "' is not a float32 tensor of its parameter's shape (mcore before "
+                             "0.14 saved fully_sharded_model_space states flattened; loom reads "
+                             "them at the parameter's shape)");
+      // The dense parameters' states in the first optimizer's keys, the experts' in
+      // the second's.
+      if (auto chained = chainedOf.find(found->first);
+          chained != chainedOf.end() && chained->second != unsigned(expert))
+        return fileError(metadataPath,
+                         "'" + found->second->fqn + "' holds a " +
+                             (expert ? "routed expert's" : "dense parameter's") +
+                             " state under chained_" + llvm::Twine(chained->second) +
+                             ".; a mixture of experts' ChainedOptimizer keys the dense "
+                             "parameters' optimizer chained_0. and the experts' chained_1.");
       ++held;
     }
     if (!held)
@@ -555,13 +649,17 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
                paramKeys.count(key.substr(s.second.size()));
       });
       if (!known)
-        return fileError(metadataPath, "'" + key + "' is not a model-space optimizer state of "
-                                       "a parameter (fp32_param, param, exp_avg or exp_avg_sq)");
+        return fileError(metadataPath, "'" + entry->fqn +
+                                           "' is not a model-space optimizer state of a "
+                                           "parameter (fp32_param, param, exp_avg or exp_avg_sq)");
     }
   if (!out.states.empty() && out.states.size() != 3)
     return fileError(metadataPath, "holds some of a parameter's optimizer states but not all of "
                                    "fp32_param (or param), exp_avg and exp_avg_sq");
-  if (!out.states.empty())
+  if (!out.states.empty()) {
     layout.optimizer = optimizer->value_or(MegatronOptimizer());
+    // A mixture of experts' states are a ChainedOptimizer's, whatever common.pt says.
+    layout.optimizer->chained = layout.dims.experts > 0;
+  }
   return out;
 }

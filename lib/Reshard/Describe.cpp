@@ -404,12 +404,16 @@ static const std::pair<std::string, std::string> kDistStates[] = {
 /// from its torch-format key ("model.decoder.layers.3.mlp.linear_fc1.weight") to the
 /// DCP key holding it (a stacked layer as a dcpRowKey, an expert as a row key of
 /// that), and each optimizer state in `states` gets the same pieces under its own
-/// prefix. `what` names the checkpoint in errors of the cut.
+/// prefix; with `chainedPrefixes` (a mixture of experts' ChainedOptimizer as mcore
+/// keyed it before chained_optim_avoid_prefix) that prefix follows `chained_1.` for a
+/// routed expert's state and `chained_0.` for the rest. `what` names the checkpoint in
+/// errors of the cut.
 static llvm::Expected<std::vector<LocalTensor>>
 megatronDistTensors(llvm::StringRef what, const Layout &layout, MegatronDims dims,
                     int64_t layers,
                     llvm::ArrayRef<std::pair<std::string, std::string>> states,
-                    llvm::function_ref<llvm::Expected<std::string>(const LocalTensor &)> keyOf) {
+                    llvm::function_ref<llvm::Expected<std::string>(const LocalTensor &)> keyOf,
+                    bool chainedPrefixes = false) {
   std::vector<FullTensor> params;
   llvm::StringMap<unsigned> index;
   for (unsigned f = 0; f < layout.fulls.size(); ++f) {
@@ -428,9 +432,12 @@ megatronDistTensors(llvm::StringRef what, const Layout &layout, MegatronDims dim
       return key.takeError();
     LocalTensor local = t;
     local.key = std::move(*key);
+    // SequentialMLP's names at ep = 1: model.decoder.layers.<l>.mlp.experts.local_experts.*
+    bool expert = llvm::StringRef(t.key).contains(".mlp.experts.");
+    std::string chained = !chainedPrefixes ? "" : expert ? "chained_1." : "chained_0.";
     for (const auto &[suffix, prefix] : states) {
       LocalTensor state = local;
-      state.key = prefix + local.key;
+      state.key = chained + prefix + local.key;
       state.dtype = DType::Float32;
       for (Piece &piece : state.pieces)
         piece.full = index[layout.fulls[piece.full].name + suffix];
@@ -612,8 +619,8 @@ static llvm::Expected<Layout> describeMegatronDist(const std::string &path) {
                                                "layout gives " + p.localName + " for the args' dimensions");
     return key;
   };
-  auto tensors =
-      megatronDistTensors(path, layout, ml.dims, ml.dims.numLayers, read->states, keyOf);
+  auto tensors = megatronDistTensors(path, layout, ml.dims, ml.dims.numLayers, read->states,
+                                     keyOf, read->chainedPrefixes);
   if (!tensors)
     return tensors.takeError();
   size_t placed = tensors->size() / (read->states.size() + 1);
@@ -1187,11 +1194,6 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
         "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
         "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
         "--weights-only");
-  if (base.withStates && base.dims.experts)
-    return llvm::createStringError(
-        "megatron format=torch_dist: a mixture-of-experts model's optimizer states (a "
-        "ChainedOptimizer's) are not written in torch_dist; write format=torch, which keeps "
-        "them, or add --weights-only");
   std::vector<std::pair<std::string, std::string>> states;
   if (base.withStates) {
     for (const FullTensor &f : out.fulls) {
@@ -1252,7 +1254,10 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
   // common.pt. The optimizer entry is what Float16OptimizerWithFloat16Params.
   // sharded_state_dict leaves there: the groups without their params (a
   // LocalNonpersistentObject) and the step all states share as "common_step"
-  // (optimizer.py, _extract_common_per_param_step).
+  // (optimizer.py, _extract_common_per_param_step). A mixture of experts'
+  // ChainedOptimizer.sharded_state_dict is {0: the dense optimizer's, 1: the
+  // experts'}, each such a dict over its own groups; with chained_optim_avoid_prefix
+  // (set in content_metadata below) its states' keys are a dense model's.
   using Entry = llvm::json::Array;
   auto dict = [](llvm::json::Array entries) {
     return llvm::json::Object{{"$dict", std::move(entries)}};
@@ -1269,14 +1274,23 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
                                     Entry{"chained_optim_avoid_prefix", true}})}};
   if (base.withStates) {
     int64_t step = source.optimizerStep.value_or(source.iteration);
-    llvm::json::Array groups;
-    for (const llvm::json::Value &settings : megatronGroupSettings(source, args, step))
-      groups.push_back(groupSkeleton(settings, std::nullopt));
-    llvm::json::Array inner{
-        Entry{"state", dict(llvm::json::Array{Entry{"common_step", step}})},
-        Entry{"param_groups", std::move(groups)}};
-    root.push_back(
-        Entry{"optimizer", dict(llvm::json::Array{Entry{"optimizer", dict(std::move(inner))}})});
+    bool experts = base.dims.experts > 0;
+    llvm::json::Array settings = megatronGroupSettings(source, args, step, experts);
+    // One optimizer's part over settings [begin, end).
+    auto part = [&](size_t begin, size_t end) {
+      llvm::json::Array groups;
+      for (size_t g = begin; g < end; ++g)
+        groups.push_back(groupSkeleton(settings[g], std::nullopt));
+      llvm::json::Array inner{
+          Entry{"state", dict(llvm::json::Array{Entry{"common_step", step}})},
+          Entry{"param_groups", std::move(groups)}};
+      return dict(llvm::json::Array{Entry{"optimizer", dict(std::move(inner))}});
+    };
+    llvm::json::Object optimizer =
+        experts ? dict(llvm::json::Array{Entry{int64_t(0), part(0, 2)},
+                                         Entry{int64_t(1), part(2, settings.size())}})
+                : part(0, settings.size());
+    root.push_back(Entry{"optimizer", std::move(optimizer)});
   }
   files.push_back({base.dir + "/common.pt", "torch-tree", {},
                    llvm::formatv("{0}", llvm::json::Value(dict(std::move(root)))).str()});

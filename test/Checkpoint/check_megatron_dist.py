@@ -21,7 +21,14 @@ Usage:
       expert_tensor_parallel_size TP, common.pt has no optimizer entry
       (no_save_optim), and torch loads the keys in 4 processes as mcore's tp=2 ep=2
       ranks ask for them, the routed experts at their (layer, expert) rows
-      (make_megatron_dist.py's rules, mcore_globals and mcore_boxes).
+      (make_megatron_dist.py's rules, mcore_globals and mcore_boxes). With the
+      trained MoE truth (make_megatron.py --moe --optim's) the optimizer is a
+      ChainedOptimizer's: common.pt's "optimizer" is {0: the dense optimizer's two
+      groups, 1: the experts' one group}, each {"optimizer": {"param_groups" without
+      params, "state": {"common_step": step}}} with the truth run's AdamW settings
+      (ChainedOptimizer.sharded_state_dict, optimizer.py), and the states of every
+      parameter, experts' included, are keyed optimizer.state.<state>.<key> without
+      a chained_<i>. prefix (content_metadata's chained_optim_avoid_prefix).
   check_megatron_dist.py same-dcp ROOT_A ROOT_B
       two torch_dist checkpoints hold the same tensor keys, shapes, dtypes and bits
       (torch's DCP reader loading each tensor whole); bytes entries are not compared.
@@ -123,7 +130,7 @@ def iteration_folder(root):
     return folder, iteration
 
 
-def check_common(folder, iteration, want, step):
+def check_common(folder, iteration, want, step, experts=False):
     """common.pt: the args `want` says, checkpoint_version 3.0, the iteration, and the
     optimizer's two groups without params and the step as common_step (none when
     `step` is None: --no-save-optim)."""
@@ -139,13 +146,42 @@ def check_common(folder, iteration, want, step):
         if "optimizer" in common:
             fail("common.pt holds an optimizer entry, and the truth has no optimizer")
         return
-    optimizer = common["optimizer"]["optimizer"]
-    if optimizer["state"] != {"common_step": step}:
-        fail(f"common.pt: optimizer.optimizer.state is {optimizer['state']}")
+    if not experts:
+        check_optimizer_part(common["optimizer"], "optimizer", step, 2, None)
+        return
+    # A ChainedOptimizer's two parts, with the settings the truth was trained with.
+    import make_megatron
+    if sorted(common["optimizer"]) != [0, 1]:
+        fail(f"common.pt: optimizer has keys {sorted(common['optimizer'])}, a "
+             f"ChainedOptimizer's are 0 and 1")
+    reference = make_megatron.adamw([[torch.nn.Parameter(torch.zeros(1))],
+                                     [torch.nn.Parameter(torch.zeros(1))]])
+    settings = [{k: v for k, v in g.items() if k != "params"}
+                for g in reference.state_dict()["param_groups"]]
+    check_optimizer_part(common["optimizer"][0], "optimizer[0]", step, 2, settings)
+    check_optimizer_part(common["optimizer"][1], "optimizer[1]", step, 1, settings[:1])
+    metadata = common.get("content_metadata", {})
+    if metadata.get("chained_optim_avoid_prefix") is not True:
+        fail(f"common.pt: content_metadata is {metadata}, without chained_optim_avoid_prefix")
+
+
+def check_optimizer_part(part, what, step, groups, settings):
+    """One optimizer's part of common.pt: its groups without params (weight-decayed,
+    then not), `settings` when given, and the step as common_step."""
+    optimizer = part["optimizer"]
+    common_step = optimizer["state"].get("common_step")
+    if set(optimizer["state"]) != {"common_step"} or int(common_step) != step:
+        fail(f"common.pt: {what}.optimizer.state is {optimizer['state']}")
     param_groups = optimizer["param_groups"]
-    if len(param_groups) != 2 or any("params" in g for g in param_groups) or \
-            param_groups[1]["weight_decay"] != 0.0 or param_groups[0]["weight_decay"] <= 0:
-        fail(f"common.pt: param_groups are {param_groups}")
+    if len(param_groups) != groups or any("params" in g for g in param_groups) or \
+            param_groups[0]["weight_decay"] <= 0 or \
+            (groups > 1 and param_groups[1]["weight_decay"] != 0.0):
+        fail(f"common.pt: {what} param_groups are {param_groups}")
+    for g, want in enumerate(settings or []):
+        for key, value in want.items():
+            if param_groups[g].get(key) != value:
+                fail(f"common.pt: {what} group {g} has {key} = {param_groups[g].get(key)!r}, "
+                     f"the run's {value!r}")
 
 
 def load_globals(folder, requests, world):
@@ -176,7 +212,7 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
     if d.experts:
         want.update(num_experts=d.experts, expert_model_parallel_size=ep,
                     expert_tensor_parallel_size=tp)
-    check_common(folder, iteration, want, step)
+    check_common(folder, iteration, want, step, experts=bool(d.experts))
 
     # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
     expected = dict(mcore_globals(lambda n: truth[n]["param"], d))

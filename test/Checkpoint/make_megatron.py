@@ -715,11 +715,17 @@ def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_
 MOE_BUCKET = 1000
 
 
+def moe_adam_truth():
+    """The MoE model trained 3 AdamW steps: moe-adam.truth.pt (make_megatron_dist.py
+    --moe --optim lays out the same one)."""
+    return train(full_moe(seed=7, dtype=torch.float32), torch.Generator().manual_seed(7))
+
+
 def write_moe_optim(outdir):
     """The MoE model trained 3 AdamW steps (moe-adam.truth.pt) and saved with Megatron's
     ChainedOptimizer: moe-adam-tp2ep2 with the mixed-precision optimizer (SequentialMLP
     names) and moe-distopt-tp2pp2ep2 with the distributed one (TEGroupedMLP names)."""
-    truth = train(full_moe(seed=7, dtype=torch.float32), torch.Generator().manual_seed(7))
+    truth = moe_adam_truth()
     torch.save(truth, os.path.join(outdir, "moe-adam.truth.pt"))
     settings = dict(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1)
     args = moe_args(2, 1, 2, False)

@@ -4,7 +4,8 @@ torch 1.13's DCP writer under 2 gloo processes (the tensor-parallel ranks, tp=2,
 pp=1). Megatron cannot be installed here, so its layout is emulated from the
 Megatron-LM sources named beside each rule (the mirror's HEAD).
 
-Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable | --moe [--shared-experts]]
+Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable |
+                                     --moe [--shared-experts | --optim [--chained-prefix]]]
 
   OUTDIR/ckpt/latest_checkpointed_iteration.txt        "10"
   OUTDIR/ckpt/iter_0000010/metadata.json               dist_checkpointing/core.py, save_config
@@ -78,6 +79,34 @@ piece). TE's _extra_state of the experts and the RNG states are bytes entries.
 (decoder.layers.mlp.shared_experts.{gate_weight,linear_fc1.weight,linear_fc2.weight},
 cut as the dense MLP is) and saves without --moe-grouped-gemm; its truth is
 OUTDIR/moe-shared.truth.pt (make_megatron.py --moe --shared-experts's).
+
+--moe --optim saves instead make_megatron.py --moe --optim's trained MoE model
+(OUTDIR/moe-adam.truth.pt, the same file: {name: {param, fp32, exp_avg, exp_avg_sq},
+"step": 3}) with its ChainedOptimizer's states, as a run with the mixed-precision
+optimizer (no --use-distributed-optimizer) saves them at tp=2 ep=2 (SequentialMLP):
+  - the optimizer is get_megatron_optimizer's ChainedOptimizer (optimizer/__init__.py:
+    the dense parameters' Float16OptimizerWithFloat16Params, then the routed experts',
+    allreduce=False), and ChainedOptimizer.sharded_state_dict (optimizer.py) is
+    {0: the dense one's sharded_state_dict, 1: the experts'};
+  - each part keys its fp32 masters and Adam moments as a dense model's,
+    optimizer.state.{fp32_param,exp_avg,exp_avg_sq}.<the parameter's key>
+    (Float16OptimizerWithFloat16Params.sharded_state_dict, dist_checkpointing/
+    optimizer.py make_sharded_optimizer_tensor: the parameter's ShardedTensor with the
+    key prefixed and the state as data), so an expert's states sit at the stacked
+    [layers, experts, ...] key and boxes of its weight, saved by the rank that saves
+    the weight. The prefix chained_<i>. is left out: training/checkpointing.py's
+    _build_sharded_state_dict_metadata sets chained_optim_avoid_prefix, and without a
+    distrib_optim_sharding_type ChainedOptimizer.sharded_state_dict adds none;
+  - common.pt keeps what is not sharded of both parts under "optimizer": {0:
+    {"optimizer": {"param_groups": the dense optimizer's two groups, "state":
+    {"common_step": step}}}, 1: the same with the experts' one group} (the groups'
+    params are LocalNonpersistentObjects, which save drops; fp32_from_fp16_params and
+    the per-parameter states are all sharded; _extract_common_per_param_step), and
+    content_metadata {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}.
+With --chained-prefix the states are keyed as mcore saved them before
+chained_optim_avoid_prefix (July 2025): chained_0.optimizer.state.* for the dense
+parameters', chained_1.optimizer.state.* for the experts', and common.pt has no
+content_metadata.
 """
 import argparse
 import json
@@ -109,7 +138,8 @@ DP, BUCKET = 2, 2060
 BUFFER_DTYPE = (torch.bfloat16, torch.float32)
 # --moe: expert-parallel ranks (over the data-parallel ones: tp=2 x dp=2 processes).
 EP, MOE_ITERATION = 2, 100
-WORLDS = {"dense": TP, "distopt": TP * DP, "moe": TP * EP, "moe-shared": TP * EP}
+WORLDS = {"dense": TP, "distopt": TP * DP, "moe": TP * EP, "moe-shared": TP * EP,
+          "moe-optim": TP * EP, "moe-optim-prefixed": TP * EP}
 
 
 def truth():
@@ -391,10 +421,18 @@ def dense_state(rank, world, distopt):
     return state
 
 
-def moe_truth(shared):
+def moe_truth(kind):
     """make_megatron.py's MoE model (its moe.truth.pt, or moe-shared.truth.pt with
-    shared experts and their gates)."""
-    return make_megatron.full_moe(seed=6, shared=True) if shared else make_megatron.full_moe(seed=5)
+    shared experts and their gates, or the trained moe-adam.truth.pt for moe-optim)."""
+    if kind.startswith("moe-optim"):
+        return make_megatron.moe_adam_truth()
+    return make_megatron.full_moe(seed=6, shared=True) if kind == "moe-shared" else \
+        make_megatron.full_moe(seed=5)
+
+
+def moe_params(truth):
+    """{name: parameter} of a MoE truth: the trained one's bf16 parameters."""
+    return {n: v["param"] if isinstance(v, dict) else v for n, v in truth.items() if n != "step"}
 
 
 def moe_dims(t):
@@ -402,16 +440,29 @@ def moe_dims(t):
                 TP)
 
 
-def moe_state(rank, world, shared):
+def moe_state(rank, world, kind):
     """What global rank `rank` (TP rank rank % TP, expert-parallel rank rank // TP)
     saves of the MoE model: the dense keys from data-parallel rank 0, its experts,
     TE's _extra_state of its experts' linear_fc1 (ShardedObjects with the layer and
     expert offsets, from TP rank 0: mapping.py, unique_key) and its RNG state
-    (training/checkpointing.py, ShardedObject 'rng_state' at (pp rank, tp rank))."""
-    t = moe_truth(shared)
+    (training/checkpointing.py, ShardedObject 'rng_state' at (pp rank, tp rank)).
+    moe-optim adds each parameter's fp32 master and moments under its key's boxes
+    (see the module's docstring), with chained_<i>. before them for
+    moe-optim-prefixed."""
+    truth = moe_truth(kind)
+    t = moe_params(truth)
     d = moe_dims(t)
     state = {k: local_shards(k, v, cut, rank, world)
              for k, (v, cut) in mcore_globals(t.__getitem__, d).items()}
+    if kind.startswith("moe-optim"):
+        for name, dcp_name in (("fp32", "fp32_param"), ("exp_avg", "exp_avg"),
+                               ("exp_avg_sq", "exp_avg_sq")):
+            for k, (v, cut) in mcore_globals(lambda n: truth[n][name], d).items():
+                chained = ""
+                if kind == "moe-optim-prefixed":
+                    chained = "chained_1." if ".mlp.experts." in k else "chained_0."
+                state[f"{chained}optimizer.state.{dcp_name}.{k}"] = \
+                    local_shards(k, v, cut, rank, world)
     per = d.experts // EP
     if rank % TP == 0:
         for l in range(d.layers):
@@ -428,7 +479,7 @@ def worker(rank, outdir, port, kind):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     if kind.startswith("moe"):
-        state, iteration = moe_state(rank, world, kind == "moe-shared"), MOE_ITERATION
+        state, iteration = moe_state(rank, world, kind), MOE_ITERATION
     else:
         state, iteration = dense_state(rank, world, kind == "distopt"), ITERATION
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
@@ -478,18 +529,40 @@ def dense_common(distopt):
             "num_floating_point_operations_so_far": 0}
 
 
-def moe_common(shared):
+def moe_common(kind):
     """common.pt of the MoE model: make_megatron.py's MoE args at tp=2 ep=2 (dp=2), as a
     run with --moe-grouped-gemm (TEGroupedMLP) or, with shared experts, without
-    (SequentialMLP) saved them with --ckpt-format torch_dist --no-save-optim."""
-    args = make_megatron.moe_args(TP, 1, EP, grouped=not shared,
+    (SequentialMLP) saved them with --ckpt-format torch_dist --no-save-optim; for
+    moe-optim the trained model's run (SequentialMLP, make_megatron.py's AdamW
+    settings) with its ChainedOptimizer's groups and steps (see the module's
+    docstring)."""
+    shared, optim = kind == "moe-shared", kind.startswith("moe-optim")
+    args = make_megatron.moe_args(TP, 1, EP, grouped=kind == "moe",
                                   shared=make_megatron.SHARED_FFN if shared else None,
                                   gate=shared)
     args.ckpt_format = "torch_dist"
     args.data_parallel_size = EP  # TP * EP processes over tp
-    args.no_save_optim = True
-    return {"args": args, "checkpoint_version": 3.0, "iteration": MOE_ITERATION,
-            "num_floating_point_operations_so_far": 0}
+    common = {"args": args, "checkpoint_version": 3.0, "iteration": MOE_ITERATION,
+              "num_floating_point_operations_so_far": 0}
+    if not optim:
+        args.no_save_optim = True
+        return common
+    vars(args).update(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1,
+                      use_distributed_optimizer=False)
+    truth = moe_truth(kind)
+    # Both optimizers' groups as make_megatron.py's torch-format ranks hold them (any
+    # rank: the settings are the run's), without params.
+    _, parts = make_megatron.moe_optimizer(truth, 0, 0, 0, TP, 1, EP, False)
+    common["optimizer"] = {
+        i: {"optimizer": {"param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                           for g in part["optimizer"]["param_groups"]],
+                          "state": {"common_step": torch.tensor(float(truth["step"]))}}}
+        for i, part in enumerate(parts)}
+    common["opt_param_scheduler"] = {"max_lr": 1e-3, "num_steps": truth["step"]}
+    if kind == "moe-optim":
+        common["content_metadata"] = {"singleton_local_shards": False,
+                                      "chained_optim_avoid_prefix": True}
+    return common
 
 
 def main():
@@ -498,10 +571,15 @@ def main():
     parser.add_argument("--distopt", choices=["dp_reshardable"])
     parser.add_argument("--moe", action="store_true")
     parser.add_argument("--shared-experts", action="store_true")
+    parser.add_argument("--optim", action="store_true")
+    parser.add_argument("--chained-prefix", action="store_true")
     options = parser.parse_args()
     outdir = options.outdir
-    kind = ("moe-shared" if options.shared_experts else "moe") if options.moe else \
-        "distopt" if options.distopt else "dense"
+    if options.optim:
+        kind = "moe-optim-prefixed" if options.chained_prefix else "moe-optim"
+    else:
+        kind = ("moe-shared" if options.shared_experts else "moe") if options.moe else \
+            "distopt" if options.distopt else "dense"
     iteration = MOE_ITERATION if options.moe else ITERATION
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
     os.makedirs(iteration_dir, exist_ok=True)
@@ -509,14 +587,14 @@ def main():
     with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
         json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                    "common_backend": "torch", "common_backend_version": 1}, f)
-    common = moe_common(options.shared_experts) if options.moe else \
-        dense_common(options.distopt is not None)
+    common = moe_common(kind) if options.moe else dense_common(options.distopt is not None)
     torch.save(common, os.path.join(iteration_dir, "common.pt"))
     with open(os.path.join(outdir, "ckpt", "latest_checkpointed_iteration.txt"), "w") as f:
         f.write(str(iteration))
     if options.moe:
-        name = "moe-shared.truth.pt" if options.shared_experts else "moe.truth.pt"
-        torch.save(moe_truth(options.shared_experts), os.path.join(outdir, name))
+        name = {"moe-shared": "moe-shared.truth.pt", "moe": "moe.truth.pt"}.get(kind,
+                                                                              "moe-adam.truth.pt")
+        torch.save(moe_truth(kind), os.path.join(outdir, name))
     else:
         torch.save(truth(), os.path.join(outdir, "truth.pt"))
 

@@ -253,6 +253,8 @@ Summary open(const std::string &path, bool verify) {
       auto ep = args.is_object() ? args.find("expert_model_parallel_size") : args.end();
       addExperts(summary.layout, read.layout.dims,
                  ep != args.end() && ep->is_number_unsigned() ? ep->get<unsigned>() : 1u);
+      if (read.layout.optimizer && read.layout.optimizer->chained)
+        summary.layout["optimizers"] = "ChainedOptimizer: dense parameters, experts";
     }
     if (l.optimizerStep)
       summary.layout["optimizer_step"] = *l.optimizerStep;

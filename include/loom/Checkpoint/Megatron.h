@@ -252,6 +252,16 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 /// `param` (the distributed optimizer's fully_reshardable form,
 /// distrib_optimizer.py), `exp_avg`, `exp_avg_sq`.
 ///
+/// A mixture of experts' optimizer is a ChainedOptimizer (see MegatronOptimizer):
+/// its sharded_state_dict (optimizer.py) is {0: the dense optimizer's, 1: the
+/// experts'}, so common.pt's "optimizer" holds both parts' groups and steps under 0
+/// and 1, and each part's states are keyed as a dense model's over its own
+/// parameters (an expert's at the stacked [layers, experts, ...] shape of its key).
+/// mcore since July 2025 keys them so for model-space states
+/// (training/checkpointing.py sets chained_optim_avoid_prefix); before, every key of
+/// optimizer i carried the prefix `chained_<i>.`
+/// (`chained_1.optimizer.state.exp_avg.decoder.layers.mlp.experts.linear_fc1.weight`).
+///
 /// The distributed optimizer's default layout there, `dp_reshardable`
 /// (DistributedOptimizer.sharded_param_state_dp_reshardable), keeps its grad buffers
 /// instead: common.pt's "optimizer" says only {"param_state_sharding_type":
@@ -289,6 +299,10 @@ struct MegatronDistCheckpoint {
   /// "#exp_avg_sq", the DCP key prefix "optimizer.state.fp32_param."): every
   /// parameter has each of them, at its parameter's shape.
   std::vector<std::pair<std::string, std::string>> states;
+  /// The states' keys carry a ChainedOptimizer's `chained_<i>.` before the prefix:
+  /// `chained_0.` for the dense parameters', `chained_1.` for the routed experts'
+  /// (mcore before chained_optim_avoid_prefix).
+  bool chainedPrefixes = false;
   /// dp_reshardable: per model-parallel rank G, its grad buffers in gbuf order, each
   /// with its buckets' sizes as the DCP tensors have them (checked against
   /// per_bucket_numel_unpadded when that entry is there). Where the parameters lie in
@@ -303,7 +317,9 @@ bool isMegatronDistCheckpoint(const llvm::Twine &directory);
 /// Reads a torch_dist checkpoint's layout: args and optimizer settings from common.pt,
 /// parameters and states from the DCP metadata (no tensor is read). Keys that are not
 /// parameters loom knows, a stacked layer or expert axis other than args.num_layers or
-/// args.num_experts, a mixture of experts' optimizer states, states of another shape
+/// args.num_experts, a mixture of experts' optimizer entry that is not the
+/// ChainedOptimizer's two parts (at one step, neither dp_reshardable), states under
+/// the other optimizer's chained_<i>. prefix, states of another shape
 /// (the flattened fully_sharded_model_space form of mcore before 0.14), and
 /// dp_reshardable buckets that are missing, of other sizes than
 /// per_bucket_numel_unpadded says or not Adam's fp32 states are refused, each by name. dp_reshardable's step and groups come from

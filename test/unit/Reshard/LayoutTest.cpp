@@ -770,3 +770,68 @@ TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
   ASSERT_TRUE(router);
   EXPECT_EQ(*router, llvm::json::Array{2});
 }
+
+/// A mixture of experts' optimizer states in torch_dist: every parameter's fp32 master
+/// and moments keyed as a dense model's (an expert's at its (layer, expert) row of the
+/// stacked key, without a chained_<i>. prefix), and common.pt's optimizer the
+/// ChainedOptimizer's {0: the dense optimizer's two groups, 1: the experts' one}.
+TEST(MegatronTarget, TorchDistKeepsAChainedOptimizersStates) {
+  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
+  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
+  Layout source;
+  source.format = "hf-safetensors";
+  source.iteration = 5;
+  source.optimizerStep = 5;
+  source.dims = ModelDims{2, 32, 8, 4, 4, 24, 250, true, 4, 24, 2};
+  source.fulls = mixtral(2, 4, 24);
+  for (size_t f = 0, n = source.fulls.size(); f < n; ++f)
+    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
+      source.fulls.push_back(
+          {source.fulls[f].name + state, ckpt::DType::Float32, source.fulls[f].shape});
+  auto target = targetLayout(source, *spec);
+  ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
+  const ShardFile &dcp = target->files.front();
+  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
+  for (const LocalTensor &t : dcp.tensors)
+    keys[t.key] = t.shape;
+  EXPECT_EQ(keys["optimizer.state.exp_avg.decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
+            (llvm::SmallVector<int64_t, 4>{48, 32}));
+  EXPECT_TRUE(keys.count("optimizer.state.fp32_param.decoder.layers.mlp.router.weight[0]"));
+  EXPECT_EQ(keys.size(), 4 * (3u + 2 * (3 + 2 + 2 * 4)));
+  EXPECT_TRUE(llvm::none_of(keys, [](const auto &k) {
+    return llvm::StringRef(k.first).starts_with("chained_");
+  }));
+  auto meta = llvm::json::parse(dcp.meta);
+  ASSERT_TRUE(bool(meta));
+  const llvm::json::Array *axes = meta->getAsObject()->getObject("stacked")->getArray(
+      "optimizer.state.exp_avg_sq.decoder.layers.mlp.experts.linear_fc2.weight");
+  ASSERT_TRUE(axes);
+  EXPECT_EQ(*axes, (llvm::json::Array{2, 4}));
+
+  // common.pt: {"optimizer": {0: {"optimizer": {..., "param_groups": [2]}}, 1: [1]}}.
+  auto common = llvm::find_if(target->files, [](const ShardFile &f) {
+    return llvm::StringRef(f.path).ends_with("/common.pt");
+  });
+  ASSERT_NE(common, target->files.end());
+  auto tree = llvm::json::parse(common->meta);
+  ASSERT_TRUE(bool(tree));
+  auto entry = [](const llvm::json::Value &dict, const llvm::json::Value &key) {
+    const llvm::json::Value *found = nullptr;
+    if (const llvm::json::Array *entries = dict.getAsObject()->getArray("$dict"))
+      for (const llvm::json::Value &e : *entries)
+        if ((*e.getAsArray())[0] == key)
+          found = &(*e.getAsArray())[1];
+    return found;
+  };
+  const llvm::json::Value *optimizer = entry(*tree, "optimizer");
+  ASSERT_TRUE(optimizer);
+  for (auto [part, groups] : {std::pair{0, 2u}, std::pair{1, 1u}}) {
+    const llvm::json::Value *inner = entry(*optimizer, int64_t(part));
+    ASSERT_TRUE(inner) << part;
+    const llvm::json::Value *torchState = entry(*inner, "optimizer");
+    ASSERT_TRUE(torchState);
+    const llvm::json::Value *paramGroups = entry(*torchState, "param_groups");
+    ASSERT_TRUE(paramGroups && paramGroups->getAsArray());
+    EXPECT_EQ(paramGroups->getAsArray()->size(), groups) << part;
+  }
+}

@@ -148,54 +148,67 @@ void layerParam(MegatronParam &param, const NameRule &rule, const std::string &p
 }
 
 /// A routed expert's parameter after "decoder.layers.N.": SequentialMLP's
-/// mlp.experts.local_experts.<i>.linear_fc<k>.weight or TEGroupedMLP's
-/// mlp.experts.linear_fc<k>.weight<i> (megatron/core/transformer/moe/experts.py).
+/// mlp.experts.local_experts.<i>.linear_fc<k>.{weight,bias} or TEGroupedMLP's
+/// mlp.experts.linear_fc<k>.{weight,bias}<i> (megatron/core/transformer/moe/
+/// experts.py; biases with --add-bias-linear: each local expert is an MLP of its own in
+/// SequentialMLP, and TransformerEngine's GroupedLinear registers bias<i> beside each
+/// weight<i>).
 struct ExpertName {
   int64_t local = 0;
-  bool fc2 = false, grouped = false;
+  bool fc2 = false, grouped = false, bias = false;
 };
 
 std::optional<ExpertName> expertOf(llvm::StringRef suffix) {
   ExpertName e;
   if (suffix.consume_front("mlp.experts.local_experts.")) {
     auto [index, rest] = suffix.split('.');
-    if (index.getAsInteger(10, e.local) ||
-        (rest != "linear_fc1.weight" && rest != "linear_fc2.weight"))
+    if (index.getAsInteger(10, e.local) || !rest.consume_front("linear_fc"))
       return std::nullopt;
-    e.fc2 = rest == "linear_fc2.weight";
+    e.fc2 = rest.consume_front("2");
+    if ((!e.fc2 && !rest.consume_front("1")) || (rest != ".weight" && rest != ".bias"))
+      return std::nullopt;
+    e.bias = rest == ".bias";
     return e;
   }
   if (!suffix.consume_front("mlp.experts.linear_fc"))
     return std::nullopt;
   e.grouped = true;
   e.fc2 = suffix.consume_front("2");
-  if ((!e.fc2 && !suffix.consume_front("1")) || !suffix.consume_front(".weight") ||
-      suffix.empty() || suffix.getAsInteger(10, e.local))
+  if (!e.fc2 && !suffix.consume_front("1"))
+    return std::nullopt;
+  e.bias = suffix.consume_front(".bias");
+  if ((!e.bias && !suffix.consume_front(".weight")) || suffix.empty() ||
+      suffix.getAsInteger(10, e.local))
     return std::nullopt;
   return e;
 }
 
 std::string expertSuffix(const ExpertName &e) {
   const char *fc = e.fc2 ? "linear_fc2" : "linear_fc1";
-  return e.grouped ? llvm::formatv("mlp.experts.{0}.weight{1}", fc, e.local).str()
-                   : llvm::formatv("mlp.experts.local_experts.{0}.{1}.weight", e.local, fc).str();
+  const char *kind = e.bias ? "bias" : "weight";
+  return e.grouped ? llvm::formatv("mlp.experts.{0}.{1}{2}", fc, kind, e.local).str()
+                   : llvm::formatv("mlp.experts.local_experts.{0}.{1}.{2}", e.local, fc, kind)
+                         .str();
 }
 
 /// Expert `expert`'s parameter as Mixtral names it under "model.layers.N.": fc1 is
-/// [w1 (gate); w3 (up)] per TP rank with SwiGLU, fc2 is w2 (down).
+/// [w1 (gate); w3 (up)] per TP rank with SwiGLU, fc2 is w2 (down). A bias takes its
+/// weight's name with ".bias" (Mixtral has none; loom's extension): fc1's is cut as
+/// its weight's rows are, fc2's (row-parallel) is whole on every rank.
 void expertParam(MegatronParam &param, const std::string &layerPrefix, int64_t expert, bool fc2,
-                 bool swiglu) {
+                 bool swiglu, bool bias = false) {
   std::string base = layerPrefix + "block_sparse_moe.experts." + std::to_string(expert) + ".";
+  const char *kind = bias ? ".bias" : ".weight";
   param.expert = expert;
   if (fc2) {
-    param.split = MegatronSplit::Row;
-    param.fullNames = {base + "w2.weight"};
+    param.split = bias ? MegatronSplit::Replicated : MegatronSplit::Row;
+    param.fullNames = {base + "w2" + kind};
   } else if (swiglu) {
     param.split = MegatronSplit::FusedGateUp;
-    param.fullNames = {base + "w1.weight", base + "w3.weight"};
+    param.fullNames = {base + "w1" + kind, base + "w3" + kind};
   } else {
     param.split = MegatronSplit::Column;
-    param.fullNames = {base + "w1.weight"};
+    param.fullNames = {base + "w1" + kind};
   }
 }
 
@@ -404,7 +417,7 @@ std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNa
           return param;
         }
     if (auto expert = expertOf(suffix)) {
-      expertParam(param, prefix, expertOffset + expert->local, expert->fc2, swiglu);
+      expertParam(param, prefix, expertOffset + expert->local, expert->fc2, swiglu, expert->bias);
       return param;
     }
     return std::nullopt;
@@ -802,8 +815,49 @@ static llvm::Error readOptimizer(const Value &value, const std::string &file, un
   return llvm::Error::success();
 }
 
+/// args.moe_layer_freq as one flag per layer (see MegatronDims::moeLayers): empty
+/// when every layer is a MoE layer, an error naming the field when it is neither a
+/// positive int nor a list of num_layers zeros and ones.
+static llvm::Expected<std::vector<bool>> moeLayerPattern(const DictValue &state,
+                                                         const std::string &file,
+                                                         int64_t layers) {
+  ValuePtr freq = state.find("moe_layer_freq");
+  std::vector<bool> pattern;
+  if (!freq || freq->get<NoneValue>())
+    return pattern;
+  if (const int64_t *n = freq->get<int64_t>()) {
+    if (*n <= 0)
+      return fileError(file, llvm::formatv("args.moe_layer_freq is {0}; Megatron takes a "
+                                           "positive int N (every Nth layer a MoE layer) or "
+                                           "a list of 0/1 per layer",
+                                           *n));
+    for (int64_t i = 0; i < layers; ++i)
+      pattern.push_back(i % *n == 0);
+  } else if (const std::vector<ValuePtr> *items = freq->sequence()) {
+    for (const ValuePtr &item : *items) {
+      const int64_t *flag = item->get<int64_t>();
+      if (!flag || (*flag != 0 && *flag != 1))
+        return fileError(file, "args.moe_layer_freq holds " + describe(*item) +
+                                   "; Megatron's layer pattern is 1 (MoE) or 0 (dense) per "
+                                   "layer (gpt_layer_specs.py, get_gpt_decoder_layer_specs)");
+      pattern.push_back(*flag == 1);
+    }
+    if (int64_t(pattern.size()) != layers)
+      return fileError(file, llvm::formatv("args.moe_layer_freq lists {0} layers where "
+                                           "args.num_layers is {1}",
+                                           pattern.size(), layers));
+  } else {
+    return fileError(file, "args.moe_layer_freq holds " + describe(*freq) +
+                               ", neither an int nor a list of 0/1 per layer");
+  }
+  if (llvm::all_of(pattern, [](bool moe) { return moe; }))
+    pattern.clear();
+  return pattern;
+}
+
 llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
-                                                   const std::string &file, unsigned tp) {
+                                                   const std::string &file, unsigned tp,
+                                                   bool mixedLayers) {
   MegatronDims d;
   d.numLayers = intArg(state, "num_layers").value_or(0);
   d.hidden = intArg(state, "hidden_size").value_or(0);
@@ -830,12 +884,14 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
                                          d.experts, d.moeFfn, d.sharedFfn));
   if (d.experts) {
     // Features that change which parameters a MoE layer has, or where they live.
-    auto isOne = [](const ValuePtr &v) { return v->get<int64_t>() && *v->get<int64_t>() == 1; };
-    if (ValuePtr freq = state.find("moe_layer_freq");
-        freq && !freq->get<NoneValue>() && !isOne(freq) &&
-        !(freq->sequence() && llvm::all_of(*freq->sequence(), isOne)))
-      return fileError(file, "args.moe_layer_freq is not 1: loom reads MoE models whose every "
-                             "layer is a MoE layer (dense layers between them are not supported)");
+    auto pattern = moeLayerPattern(state, file, d.numLayers);
+    if (!pattern)
+      return pattern.takeError();
+    d.moeLayers = std::move(*pattern);
+    if (!d.moeLayers.empty() && !mixedLayers)
+      return fileError(file, "args.moe_layer_freq is not 1: this reader takes MoE models whose "
+                             "every layer is a MoE layer (the torch format reads dense layers "
+                             "between them)");
     if (boolArg(state, "use_grouped_gemm_for_shared_expert"))
       return fileError(file, "args.use_grouped_gemm_for_shared_expert is set: its fused SwiGLU "
                              "takes the shared experts' linear_fc1 rows interleaved (args."
@@ -928,7 +984,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                          layout.pp,
                                          layout.ep > 1 ? ", ep=" + std::to_string(layout.ep) : ""));
   layout.argsJson = argsToJson(*state);
-  auto dims = dimsFromArgs(*state, firstFile, layout.tp);
+  auto dims = dimsFromArgs(*state, firstFile, layout.tp, /*mixedLayers=*/true);
   if (!dims)
     return dims.takeError();
   layout.dims = *dims;
@@ -985,7 +1041,10 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   int64_t layerOffset = 0, perRank = layout.dims.experts / layout.ep;
   for (unsigned stage = 0; stage < layout.pp; ++stage) {
     int64_t stageLayers = 0;
-    std::map<int64_t, int64_t> expertParams; // layer -> its experts' parameters
+    std::map<int64_t, int64_t> expertParams; // layer -> its experts' weights
+    std::map<int64_t, int64_t> expertBiases; // layer -> its experts' biases
+    std::map<int64_t, std::string> moeNames; // layer -> a MoE-only parameter it holds
+    std::set<int64_t> routed;                // layers with a router
     std::map<int64_t, int64_t> sharedExpertParams; // layer -> its shared experts' parameters
     size_t shared = 0;
     for (unsigned e = 0; e < layout.ep; ++e) {
@@ -1016,13 +1075,20 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                                  name, param->expert - e * perRank, perRank,
                                                  layout.dims.experts, layout.ep));
           param->epRank = e;
-          ++expertParams[param->layer];
+          bool bias = llvm::StringRef(param->fullNames[0]).ends_with(".bias");
+          ++(bias ? expertBiases : expertParams)[param->layer];
+          moeNames.emplace(param->layer, name);
           if (llvm::StringRef(name).contains(".mlp.experts.linear_fc"))
             layout.dims.groupedGemm = true;
         } else {
           ++shared;
         }
+        if (llvm::StringRef(name).ends_with(".mlp.router.weight")) {
+          routed.insert(param->layer);
+          moeNames.emplace(param->layer, name);
+        }
         if (llvm::StringRef(name).contains(".mlp.shared_experts.")) {
+          moeNames.emplace(param->layer, name);
           ++sharedExpertParams[param->layer];
           int64_t rows = (layout.dims.swiglu ? 2 : 1) * layout.dims.sharedFfn;
           int64_t held = tensor.shape.empty() ? 0 : tensor.shape[0];
@@ -1047,18 +1113,41 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                        "expert-parallel rank 0 holds {1}",
                                        sharedHere, shared));
     }
+    const MegatronDims &d = layout.dims;
     for (auto [layer, count] : expertParams)
-      if (count != 2 * layout.dims.experts)
+      if (count != 2 * d.experts)
         return fileError(dir,
                          llvm::formatv("layer {0} has {1} expert weights where "
                                        "args.num_experts {2} gives {3} (linear_fc1 and "
                                        "linear_fc2 of each)",
-                                       layer, count, layout.dims.experts, 2 * layout.dims.experts));
-    // Every layer of a MoE model has the shared experts the args give: linear_fc1,
-    // linear_fc2 and, with a gate, gate_weight.
-    int64_t sharedWanted = layout.dims.sharedFfn ? 2 + layout.dims.sharedGate : 0;
-    for (int64_t layer = layerOffset; layer < layerOffset + stageLayers; ++layer)
-      if (sharedExpertParams[layer] != sharedWanted)
+                                       layer, count, d.experts, 2 * d.experts));
+    for (auto [layer, count] : expertBiases)
+      if (count != 2 * d.experts)
+        return fileError(dir, llvm::formatv("layer {0} has {1} expert biases where its {2} "
+                                            "experts have {3} with --add-bias-linear "
+                                            "(linear_fc1 and linear_fc2 of each) or none",
+                                            layer, count, d.experts, 2 * d.experts));
+    // The layers args.moe_layer_freq makes MoE layers hold a router and experts; the
+    // others a dense MLP and nothing of a MoE layer. Every MoE layer has the shared
+    // experts the args give: linear_fc1, linear_fc2 and, with a gate, gate_weight.
+    int64_t sharedWanted = d.sharedFfn ? 2 + d.sharedGate : 0;
+    for (int64_t layer = layerOffset; layer < layerOffset + stageLayers; ++layer) {
+      if (!d.experts)
+        break;
+      bool moe = d.isMoELayer(layer);
+      if (!moe && moeNames.count(layer))
+        return fileError(loaded.shardFile(0, stage),
+                         llvm::formatv("layer {0} holds '{1}' where args.moe_layer_freq makes "
+                                       "it a dense layer (gpt_layer_specs.py, "
+                                       "get_gpt_decoder_layer_specs)",
+                                       layer, moeNames[layer]));
+      if (moe && (!routed.count(layer) || !expertParams.count(layer)))
+        return fileError(loaded.shardFile(0, stage),
+                         llvm::formatv("layer {0} has no {1}, which a MoE layer holds, and "
+                                       "args.moe_layer_freq makes it one",
+                                       layer,
+                                       routed.count(layer) ? "experts" : "mlp.router.weight"));
+      if (moe && sharedExpertParams[layer] != sharedWanted)
         return fileError(loaded.shardFile(0, stage),
                          llvm::formatv("layer {0} has {1} shared-expert parameters "
                                        "(mlp.shared_experts) where args."
@@ -1066,6 +1155,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                        "moe_shared_expert_gate {3} give {4}",
                                        layer, sharedExpertParams[layer], layout.dims.sharedFfn,
                                        layout.dims.sharedGate, sharedWanted));
+    }
     layout.layersPerStage.push_back(stageLayers);
     layerOffset += stageLayers;
   }
@@ -1196,18 +1286,22 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
                           "split evenly over ep={2}",
                           layer, dims.experts, ep)
                 .str());
+      // Takes expert e's weight and, when the tensors hold one, its bias.
       auto expert = [&](int64_t e, bool fc2) {
-        MegatronParam param;
-        param.stage = stage;
-        param.layer = layer;
-        param.epRank = unsigned(e / perRank);
-        param.localName = localPrefix + expertSuffix({e % perRank, fc2, dims.groupedGemm});
-        expertParam(param, prefix, e, fc2, dims.swiglu);
-        std::vector<std::string> names = param.fullNames;
-        take(std::move(param), std::move(names));
+        for (bool bias : {false, true}) {
+          MegatronParam param;
+          param.stage = stage;
+          param.layer = layer;
+          param.epRank = unsigned(e / perRank);
+          param.localName =
+              localPrefix + expertSuffix({e % perRank, fc2, dims.groupedGemm, bias});
+          expertParam(param, prefix, e, fc2, dims.swiglu, bias);
+          std::vector<std::string> names = param.fullNames;
+          take(std::move(param), std::move(names));
+        }
       };
-      // SequentialMLP registers each expert's fc1 and fc2 in turn; TEGroupedMLP its
-      // fc1 (weight0, weight1, ...), then its fc2.
+      // SequentialMLP registers each expert's fc1 and fc2 in turn (an MLP's weight,
+      // then bias); TEGroupedMLP its fc1 (weight0, bias0, weight1, ...), then its fc2.
       for (bool fc2 : {false, true})
         for (int64_t e = 0; e < dims.experts; ++e)
           if (dims.groupedGemm)

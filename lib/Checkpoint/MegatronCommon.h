@@ -38,8 +38,10 @@ std::string argsToJson(const DictValue &state);
 
 /// The model shape the args Namespace's state describes, checked to be a model
 /// Megatron can build with `tp` tensor-parallel ranks; `file` names the source.
+/// `mixedLayers`: the caller reads dense layers between MoE layers (args.moe_layer_freq
+/// other than 1, the torch format's reader); otherwise they are refused by name.
 llvm::Expected<MegatronDims> dimsFromArgs(const DictValue &state, const std::string &file,
-                                          unsigned tp);
+                                          unsigned tp, bool mixedLayers = false);
 
 } // namespace loom::ckpt::megatron
 

@@ -7,6 +7,7 @@
 #include "loom/Checkpoint/TorchZip.h"
 #include "loom/Checkpoint/Universal.h"
 
+#include "llvm/ADT/Sequence.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -86,6 +87,16 @@ static std::optional<ModelDims> dimsFromJson(const llvm::json::Object &o, bool g
     d.moeFfn = get({"moe_ffn_hidden_size", "intermediate_size", "ffn_hidden_size"});
     d.topK = get({"num_experts_per_tok", "moe_router_topk"});
     d.sharedFfn = get({"shared_expert_intermediate_size", "moe_shared_expert_intermediate_size"});
+    // Dense layers between MoE layers, as Qwen2-MoE's config lists them (configJson):
+    // intermediate_size is then theirs and moe_intermediate_size an expert's.
+    if (const llvm::json::Array *dense = o.getArray("mlp_only_layers"))
+      for (const llvm::json::Value &layer : *dense)
+        if (auto index = layer.getAsInteger())
+          d.denseLayers.push_back(*index);
+    if (auto moeFfn = o.getInteger("moe_intermediate_size")) {
+      d.moeFfn = *moeFfn;
+      d.ffn = get({"intermediate_size", "ffn_hidden_size"});
+    }
   }
   if (d.layers <= 0 || d.hidden <= 0 || d.heads <= 0 || d.headDim <= 0)
     return std::nullopt;
@@ -109,6 +120,16 @@ std::string reshard::configJson(const ModelDims &d) {
     // tensors take its names.
     if (d.sharedFfn)
       o["shared_expert_intermediate_size"] = d.sharedFfn;
+    // Mixtral routes in every layer. Dense layers between MoE layers go as Qwen2-MoE
+    // lists them (mlp_only_layers, with decoder_sparse_step 1 so that its rule makes
+    // every other layer sparse); their MLP's size is then intermediate_size and an
+    // expert's moe_intermediate_size, as Qwen2-MoE and DeepSeek-V2/V3 name them.
+    if (!d.denseLayers.empty()) {
+      o["mlp_only_layers"] = llvm::json::Array(d.denseLayers);
+      o["decoder_sparse_step"] = 1;
+      o["intermediate_size"] = d.ffn;
+      o["moe_intermediate_size"] = d.moeFfn;
+    }
   }
   return llvm::formatv("{0:2}", llvm::json::Value(std::move(o))).str();
 }
@@ -153,6 +174,22 @@ static std::string bucketText(const MegatronDistOpt &distOpt) {
   return "one bucket per stage";
 }
 
+/// Whether the routed experts of `ml` have biases (--add-bias-linear), which give a
+/// ChainedOptimizer's experts' optimizer a second group.
+static bool hasExpertBiases(const MegatronLayout &ml) {
+  return llvm::any_of(ml.params, [](const MegatronParam &p) {
+    return p.expert >= 0 && llvm::StringRef(p.fullNames[0]).ends_with(".bias");
+  });
+}
+
+/// The same of full tensors with Mixtral's names (block_sparse_moe.experts.E.w2.bias).
+static bool hasExpertBiases(llvm::ArrayRef<FullTensor> fulls) {
+  return llvm::any_of(fulls, [](const FullTensor &f) {
+    llvm::StringRef name = f.name;
+    return name.contains(".block_sparse_moe.experts.") && name.ends_with(".bias");
+  });
+}
+
 /// The full tensors of Megatron's model `ml` (HF names, shapes from the shards and
 /// the splits), with each parameter's fp32 master and Adam moments when it has an
 /// optimizer, and what the layout keeps of the source (args, step, groups).
@@ -164,7 +201,10 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   layout.sourceArgs = ml.argsJson;
   layout.dims = ModelDims{d.numLayers, d.hidden,  d.heads,  d.queryGroups, d.headDim,
                           d.ffn,       d.vocab,   d.swiglu, d.experts,     d.moeFfn,
-                          d.topK,      d.sharedFfn};
+                          d.topK,      d.sharedFfn, {}};
+  for (size_t layer = 0; layer < d.moeLayers.size(); ++layer)
+    if (!d.moeLayers[layer])
+      layout.dims->denseLayers.push_back(int64_t(layer));
   if (!layout.dims->layers)
     layout.dims->layers = std::accumulate(ml.layersPerStage.begin(), ml.layersPerStage.end(), 0);
   // The full shapes follow from TP rank 0's shards and the splits.
@@ -202,14 +242,14 @@ static Layout megatronFulls(const MegatronLayout &ml) {
             {layout.fulls[f].name + state, DType::Float32, layout.fulls[f].shape});
     layout.optimizerStep = ml.optimizer->step;
     // The groups DeepSpeed targets flatten: Megatron's, with full names; a
-    // ChainedOptimizer's experts are a third (its experts' optimizer's one group).
-    layout.paramGroups.resize(ml.optimizer->chained ? 3 : 2);
-    for (const MegatronParam &p : ml.params)
+    // ChainedOptimizer's experts' optimizer's follow (its weights, then any biases).
+    layout.paramGroups.resize(ml.optimizer->chained ? 2 + 1 + hasExpertBiases(ml) : 2);
+    for (const MegatronParam &p : ml.params) {
+      bool noDecay = megatronNoWeightDecay(p.localName, p.localShape.size());
       llvm::append_range(
-          layout.paramGroups[ml.optimizer->chained && p.expert >= 0
-                                 ? 2
-                                 : megatronNoWeightDecay(p.localName, p.localShape.size())],
+          layout.paramGroups[(ml.optimizer->chained && p.expert >= 0 ? 2 : 0) + noDecay],
           p.fullNames);
+    }
     layout.optimizerGroups = ml.optimizer->groupsJson;
   }
   return layout;
@@ -753,15 +793,15 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
 }
 
 /// The settings of Megatron's optimizer groups, each a JSON object without "params":
-/// the dense optimizer's two (weight-decayed, then not) and, with `experts`, a
-/// ChainedOptimizer's experts' optimizer's one (experts are matrices, all decayed), in
-/// ChainedOptimizer.param_groups' order. The source's when it is Megatron with as many
-/// groups; otherwise Megatron's defaults, with lr, betas, eps and weight decay from the
-/// args when they are there (Megatron's scheduler sets lr and weight decay again at
-/// every step).
+/// the dense optimizer's two (weight-decayed, then not) and a ChainedOptimizer's
+/// experts' optimizer's `expertGroups` (0: no experts; 1: its weights, all decayed; 2
+/// with expert biases, which are not), in ChainedOptimizer.param_groups' order. The
+/// source's when it is Megatron with as many groups; otherwise Megatron's defaults,
+/// with lr, betas, eps and weight decay from the args when they are there (Megatron's
+/// scheduler sets lr and weight decay again at every step).
 static llvm::json::Array megatronGroupSettings(const Layout &source, const llvm::json::Object &args,
-                                               int64_t step, bool experts = false) {
-  size_t groups = experts ? 3 : 2;
+                                               int64_t step, size_t expertGroups = 0) {
+  size_t groups = 2 + expertGroups;
   if (auto parsed = llvm::json::parse(source.optimizerGroups))
     if (auto *array = parsed->getAsArray(); array && array->size() == groups)
       return std::move(*array);
@@ -775,7 +815,7 @@ static llvm::json::Array megatronGroupSettings(const Layout &source, const llvm:
   };
   auto real = [](double x) -> llvm::json::Value { return llvm::json::Object{{"$float", x}}; };
   for (size_t g = 0; g < groups; ++g) {
-    bool decayed = g != 1;
+    bool decayed = g % 2 == 0;
     settings.push_back(llvm::json::Object{
         {"lr", number("lr", 0.0)},
         {"betas", llvm::json::Object{{"$tuple", llvm::json::Array{number("adam_beta1", 0.9),
@@ -886,16 +926,19 @@ static llvm::json::Object megatronDistOptSkeleton(llvm::ArrayRef<llvm::json::Val
 /// The "optimizer" entry of Megatron's model file `file`, or nullopt when it holds no
 /// optimizer state: one optimizer's state_dict(), or a mixture of experts'
 /// ChainedOptimizer's list [the dense optimizer's, the experts'] (see
-/// ckpt::MegatronOptimizer), the mixed-precision optimizer's or, `distributed`, the
-/// distributed optimizer's.
+/// ckpt::MegatronOptimizer; `expertGroups` the experts' optimizer's groups, 0 for a
+/// dense model), the mixed-precision optimizer's or, `distributed`, the distributed
+/// optimizer's.
 static std::optional<llvm::json::Value> megatronOptimizerEntry(const ShardFile &file,
                                                                const Layout &source,
                                                                const llvm::json::Object &args,
-                                                               bool experts, bool distributed) {
+                                                               size_t expertGroups,
+                                                               bool distributed) {
+  bool experts = expertGroups > 0;
   int64_t step = source.optimizerStep.value_or(source.iteration);
-  llvm::json::Array settings = megatronGroupSettings(source, args, step, experts);
+  llvm::json::Array settings = megatronGroupSettings(source, args, step, expertGroups);
   llvm::ArrayRef<llvm::json::Value> all(settings.data(), settings.size());
-  // The dense optimizer's two groups, then the experts' optimizer's one.
+  // The dense optimizer's two groups, then the experts' optimizer's.
   llvm::SmallVector<llvm::ArrayRef<llvm::json::Value>, 2> parts{all.take_front(2)};
   if (experts)
     parts.push_back(all.drop_front(2));
@@ -1123,6 +1166,29 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
       args["moe_shared_expert_intermediate_size"] = md.sharedFfn;
       args["moe_shared_expert_gate"] = md.sharedGate;
     }
+    // Dense layers between MoE layers as the tensors say (a layer without a router),
+    // in moe_layer_freq as Megatron reads it: the int N when every Nth layer routes
+    // from layer 0, else the list of 1 (MoE) or 0 per layer.
+    std::vector<bool> pattern;
+    for (int64_t layer = 0; layer < md.numLayers; ++layer)
+      pattern.push_back(out.findFull(llvm::formatv("model.layers.{0}.block_sparse_moe.gate.weight",
+                                                   layer)
+                                         .str()) != nullptr);
+    std::optional<int64_t> every;
+    for (int64_t n = 1; n <= std::max<int64_t>(md.numLayers, 1) && !every; ++n)
+      if (llvm::all_of(llvm::seq<int64_t>(0, md.numLayers),
+                       [&](int64_t i) { return pattern[i] == (i % n == 0); }))
+        every = n;
+    if (every) {
+      args["moe_layer_freq"] = *every;
+    } else {
+      llvm::json::Array list;
+      for (bool moe : pattern)
+        list.push_back(int64_t(moe));
+      args["moe_layer_freq"] = std::move(list);
+    }
+    if (every != 1)
+      md.moeLayers = std::move(pattern);
   }
   // With optimizer states, the optimizer that keeps them.
   base.withStates = countStates(out.fulls, nullptr) > 0;
@@ -1163,8 +1229,9 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
         llvm::json::Array{"iteration", source.iteration},
         llvm::json::Array{"model", llvm::json::Object{{"$odict", std::move(model)}}}};
     if (base.withStates)
-      if (auto optimizer = megatronOptimizerEntry(file, source, args, base.dims.experts > 0,
-                                                  distOpt.has_value()))
+      if (auto optimizer = megatronOptimizerEntry(
+              file, source, args, base.dims.experts ? 1 + hasExpertBiases(out.fulls) : 0,
+              distOpt.has_value()))
         root.push_back(llvm::json::Array{"optimizer", std::move(*optimizer)});
     file.format = "torch-tree";
     file.meta =
@@ -1194,6 +1261,13 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
         "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
         "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
         "--weights-only");
+  if (!base.dims.moeLayers.empty() || hasExpertBiases(out.fulls))
+    return llvm::createStringError(
+        llvm::Twine("megatron format=torch_dist: ") +
+        (base.dims.moeLayers.empty() ? "the routed experts' biases (--add-bias-linear)"
+                                     : "dense layers between MoE layers (moe_layer_freq)") +
+        " are not written in torch_dist, whose keys loom stacks for MoE layers alike; write "
+        "format=torch, which keeps them");
   std::vector<std::pair<std::string, std::string>> states;
   if (base.withStates) {
     for (const FullTensor &f : out.fulls) {

@@ -663,6 +663,17 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
   // A mixture of experts' states are a ChainedOptimizer's: the dense parameters'
   // optimizer, then the experts' (see ckpt::MegatronOptimizer).
   bool chained = withStates && llvm::any_of(*params, [](const auto &p) { return p.expert >= 0; });
+  // With dense layers between MoE layers a stage may hold no experts; Megatron still
+  // builds it an experts' optimizer (the groups are gathered over all ranks,
+  // _get_param_groups), one of no parameters, which loom does not lay out.
+  for (unsigned stage = 0; chained && stage < pp; ++stage)
+    if (llvm::none_of(*params, [&](const auto &p) { return p.stage == stage && p.expert >= 0; }))
+      return llvm::createStringError(
+          llvm::formatv("pipeline stage {0} of {1} holds no MoE layer, so its ChainedOptimizer's "
+                        "experts' optimizer would hold no parameters; pick a pp whose every "
+                        "stage holds one, or add --weights-only",
+                        stage, pp)
+              .str());
   if (withStates && !distOpt)
     for (const ckpt::MegatronParam &param : *params)
       if (fulls[index[param.fullNames[0]]].dtype == ckpt::DType::Float32)

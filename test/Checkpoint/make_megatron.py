@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tiny Megatron-LM checkpoints with tp=2 pp=2 the way Megatron lays them out.
 
-Usage: make_megatron.py OUTDIR [--moe [--shared-experts | --optim]]
+Usage: make_megatron.py OUTDIR [--moe [--shared-experts |
+                                 --optim [--moe-layer-freq N] [--expert-bias]]]
 
   mcore/   Llama-like (GQA: 4 heads in 2 query groups, SwiGLU, RMSNorm, bf16, no
            biases) with mcore names: decoder.layers.N.self_attention.linear_qkv.weight,
@@ -73,6 +74,17 @@ group, its weights all decay):
                           mcore-distopt's (the experts' over their expert-data-parallel
                           group of dp / ep = 2), the dense one None past expert-parallel
                           rank 0 (its DP rank 0 is at ep rank 0).
+
+With --moe --optim --moe-layer-freq N and/or --expert-bias it trains and saves the
+same way a MoE model whose layers route only every Nth from layer 0 (Megatron's
+--moe-layer-freq N; the others a dense SwiGLU MLP of 48 rows, saved as a dense mcore
+layer: linear_fc1 with TE's fused norm, args.ffn_hidden_size 48) and/or whose linear
+layers all have biases (--add-bias-linear: linear_qkv and linear_proj, the dense MLP's
+fc1 and fc2, and each expert's: SequentialMLP's local_experts.I.linear_fc1.bias after
+its weight, TEGroupedMLP's linear_fc1.biasI after weightI; fc1's bias cut as its rows,
+[gate; up] per TP rank, fc2's whole on every rank). Folders and truth are named
+moe-freqN[-bias] or moe-bias instead of moe (moe-freq2-adam-tp2ep2/, moe-freq2.truth.pt).
+The experts' optimizer then has two groups (weights, then biases).
 
 Both: latest_checkpointed_iteration.txt, iter_0000100/mp_rank_TT_PPP/model_optim_rng.pt,
 layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple of
@@ -528,9 +540,14 @@ def write_distopt(outdir, name, truth):
 EXPERTS, MOE_FFN, TOPK, SHARED_FFN = 4, 24, 2, 40
 
 
-def full_moe(seed, shared=False, dtype=torch.bfloat16):
+def full_moe(seed, shared=False, dtype=torch.bfloat16, freq=1, bias=False):
     """The MoE model's full tensors with Mixtral's HF names, and with `shared` the
-    shared experts and their gates with Qwen2-MoE's."""
+    shared experts and their gates with Qwen2-MoE's. With `freq` N only every Nth layer
+    from layer 0 is a MoE layer (Megatron's --moe-layer-freq N, gpt_layer_specs.py
+    get_gpt_decoder_layer_specs), the others a dense SwiGLU MLP of FFN rows with Llama's
+    names (mlp.{gate,up,down}_proj). With `bias` every linear layer has a bias
+    (--add-bias-linear): attention's q/k/v/o, the dense MLP's and each expert's
+    (w1/w3/w2.bias; the router has none)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -541,12 +558,30 @@ def full_moe(seed, shared=False, dtype=torch.bfloat16):
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         attention_tensors(sd, p, rand, heads, groups)
+        if bias:
+            sd[p + "self_attn.q_proj.bias"] = rand(heads * HEAD_DIM)
+            sd[p + "self_attn.k_proj.bias"] = rand(groups * HEAD_DIM)
+            sd[p + "self_attn.v_proj.bias"] = rand(groups * HEAD_DIM)
+            sd[p + "self_attn.o_proj.bias"] = rand(HIDDEN)
+        if i % freq:
+            for n, rows in (("gate_proj", FFN), ("up_proj", FFN)):
+                sd[f"{p}mlp.{n}.weight"] = rand(rows, HIDDEN)
+                if bias:
+                    sd[f"{p}mlp.{n}.bias"] = rand(rows)
+            sd[p + "mlp.down_proj.weight"] = rand(HIDDEN, FFN)
+            if bias:
+                sd[p + "mlp.down_proj.bias"] = rand(HIDDEN)
+            continue
         sd[p + "block_sparse_moe.gate.weight"] = rand(EXPERTS, HIDDEN)
         for e in range(EXPERTS):
             x = f"{p}block_sparse_moe.experts.{e}."
             sd[x + "w1.weight"] = rand(MOE_FFN, HIDDEN)
             sd[x + "w3.weight"] = rand(MOE_FFN, HIDDEN)
             sd[x + "w2.weight"] = rand(HIDDEN, MOE_FFN)
+            if bias:
+                sd[x + "w1.bias"] = rand(MOE_FFN)
+                sd[x + "w3.bias"] = rand(MOE_FFN)
+                sd[x + "w2.bias"] = rand(HIDDEN)
         if shared:
             sd[p + "mlp.shared_expert_gate.weight"] = rand(1, HIDDEN)
             sd[p + "mlp.shared_expert.gate_proj.weight"] = rand(SHARED_FFN, HIDDEN)
@@ -578,30 +613,58 @@ def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VO
         out["embedding.word_embeddings.weight"] = col(pad_vocab(sd["model.embed_tokens.weight"]))
     for local in range(per_stage):
         p, m = f"model.layers.{stage * per_stage + local}.", f"decoder.layers.{local}."
+        # Attention as mcore registers it: linear_proj (weight, bias), then linear_qkv
+        # (TE's LayerNormLinear: layer_norm_weight, weight, bias).
         out[m + "self_attention.linear_proj.weight"] = row(sd[p + "self_attn.o_proj.weight"])
+        if p + "self_attn.o_proj.bias" in sd:  # row-parallel: whole on every rank
+            out[m + "self_attention.linear_proj.bias"] = sd[p + "self_attn.o_proj.bias"].clone()
         out[m + "self_attention.linear_qkv.layer_norm_weight"] = sd[p + "input_layernorm.weight"].clone()
-        out[m + "self_attention.linear_qkv.weight"] = fuse_qkv(
-            sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"],
-            sd[p + "self_attn.v_proj.weight"], MCORE["heads"], MCORE["groups"], tp_rank, tp)
+        for kind in ("weight", "bias"):
+            if f"{p}self_attn.q_proj.{kind}" in sd:
+                out[f"{m}self_attention.linear_qkv.{kind}"] = fuse_qkv(
+                    *(sd[f"{p}self_attn.{x}_proj.{kind}"] for x in "qkv"),
+                    MCORE["heads"], MCORE["groups"], tp_rank, tp)
+        if p + "block_sparse_moe.gate.weight" not in sd:
+            # A dense layer of a MoE model (--moe-layer-freq): TE's fused norm in
+            # linear_fc1 as a dense model's, [gate; up] of the rank's rows, fc2
+            # row-parallel, its bias whole.
+            out[m + "mlp.linear_fc1.layer_norm_weight"] = sd[p + "post_attention_layernorm.weight"].clone()
+            for kind in ("weight", "bias"):
+                if f"{p}mlp.gate_proj.{kind}" in sd:
+                    out[f"{m}mlp.linear_fc1.{kind}"] = torch.cat(
+                        [col(sd[f"{p}mlp.gate_proj.{kind}"]), col(sd[f"{p}mlp.up_proj.{kind}"])])
+            out[m + "mlp.linear_fc2.weight"] = row(sd[p + "mlp.down_proj.weight"])
+            if p + "mlp.down_proj.bias" in sd:
+                out[m + "mlp.linear_fc2.bias"] = sd[p + "mlp.down_proj.bias"].clone()
+            continue
         out[m + "pre_mlp_layernorm.weight"] = sd[p + "post_attention_layernorm.weight"].clone()
         out[m + "mlp.router.weight"] = sd[p + "block_sparse_moe.gate.weight"].clone()
 
-        def fc1(e):
+        def fc1(e, kind):
             x = f"{p}block_sparse_moe.experts.{e}."
-            return torch.cat([col(sd[x + "w1.weight"]), col(sd[x + "w3.weight"])])
+            if x + "w1." + kind not in sd:
+                return None
+            return torch.cat([col(sd[x + "w1." + kind]), col(sd[x + "w3." + kind])])
 
-        def fc2(e):
-            return row(sd[f"{p}block_sparse_moe.experts.{e}.w2.weight"])
+        def fc2(e, kind):
+            t = sd.get(f"{p}block_sparse_moe.experts.{e}.w2.{kind}")
+            # fc2 is row-parallel: its weight's columns are cut, its bias is whole.
+            return None if t is None else row(t) if kind == "weight" else t.clone()
         mine = [ep_rank * per_rank + i for i in range(per_rank)]
-        if grouped:  # TEGroupedMLP: linear_fc1's weight0..n, then linear_fc2's
+
+        def put(name, t):
+            if t is not None:
+                out[m + name] = t
+        if grouped:  # TEGroupedMLP: linear_fc1's weight0, bias0, weight1, ..., then fc2's
+            for fc, cut in (("linear_fc1", fc1), ("linear_fc2", fc2)):
+                for i, e in enumerate(mine):
+                    for kind in ("weight", "bias"):
+                        put(f"mlp.experts.{fc}.{kind}{i}", cut(e, kind))
+        else:  # SequentialMLP: each expert's fc1 and fc2, an MLP's weight then bias
             for i, e in enumerate(mine):
-                out[m + f"mlp.experts.linear_fc1.weight{i}"] = fc1(e)
-            for i, e in enumerate(mine):
-                out[m + f"mlp.experts.linear_fc2.weight{i}"] = fc2(e)
-        else:  # SequentialMLP: each expert's fc1 and fc2
-            for i, e in enumerate(mine):
-                out[m + f"mlp.experts.local_experts.{i}.linear_fc1.weight"] = fc1(e)
-                out[m + f"mlp.experts.local_experts.{i}.linear_fc2.weight"] = fc2(e)
+                for fc, cut in (("linear_fc1", fc1), ("linear_fc2", fc2)):
+                    for kind in ("weight", "bias"):
+                        put(f"mlp.experts.local_experts.{i}.{fc}.{kind}", cut(e, kind))
         s = p + "mlp.shared_expert"
         if s + "_gate.weight" in sd:
             out[m + "mlp.shared_experts.gate_weight"] = sd[s + "_gate.weight"].clone()
@@ -615,15 +678,16 @@ def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VO
     return out
 
 
-def moe_args(tp, pp, ep, grouped, shared=None, gate=False):
+def moe_args(tp, pp, ep, grouped, shared=None, gate=False, freq=1, bias=False):
     return argparse.Namespace(
         num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
         group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
-        ffn_hidden_size=MOE_FFN, swiglu=True, padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB,
+        ffn_hidden_size=MOE_FFN if freq == 1 else FFN, swiglu=True,
+        padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB, add_bias_linear=bias,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
         expert_model_parallel_size=ep, expert_tensor_parallel_size=tp, num_experts=EXPERTS,
         moe_ffn_hidden_size=MOE_FFN, moe_router_topk=TOPK, moe_grouped_gemm=grouped,
-        moe_layer_freq=1, moe_router_load_balancing_type="aux_loss", bf16=True,
+        moe_layer_freq=freq, moe_router_load_balancing_type="aux_loss", bf16=True,
         moe_shared_expert_intermediate_size=shared, moe_shared_expert_gate=gate,
         moe_shared_expert_overlap=False, params_dtype=torch.bfloat16, iteration=100)
 
@@ -715,37 +779,45 @@ def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_
 MOE_BUCKET = 1000
 
 
-def moe_adam_truth():
+def moe_adam_truth(freq=1, bias=False):
     """The MoE model trained 3 AdamW steps: moe-adam.truth.pt (make_megatron_dist.py
-    --moe --optim lays out the same one)."""
-    return train(full_moe(seed=7, dtype=torch.float32), torch.Generator().manual_seed(7))
+    --moe --optim lays out the same one); with `freq` or `bias` (see full_moe) the
+    mixed-layer or expert-bias variant."""
+    seed = 7 + 10 * (freq - 1) + 100 * bias
+    return train(full_moe(seed=seed, dtype=torch.float32, freq=freq, bias=bias),
+                 torch.Generator().manual_seed(seed))
 
 
-def write_moe_optim(outdir):
+def write_moe_optim(outdir, freq=1, bias=False):
     """The MoE model trained 3 AdamW steps (moe-adam.truth.pt) and saved with Megatron's
     ChainedOptimizer: moe-adam-tp2ep2 with the mixed-precision optimizer (SequentialMLP
-    names) and moe-distopt-tp2pp2ep2 with the distributed one (TEGroupedMLP names)."""
-    truth = moe_adam_truth()
-    torch.save(truth, os.path.join(outdir, "moe-adam.truth.pt"))
+    names) and moe-distopt-tp2pp2ep2 with the distributed one (TEGroupedMLP names).
+    With `freq` or `bias` (see full_moe) the names start moe-freqN / moe-bias instead
+    of moe, and the truth is their .truth.pt."""
+    name = "moe" + (f"-freq{freq}" if freq != 1 else "") + ("-bias" if bias else "")
+    truth = moe_adam_truth(freq, bias)
+    torch.save(truth, os.path.join(outdir, (name if name != "moe" else "moe-adam") + ".truth.pt"))
     settings = dict(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1)
-    args = moe_args(2, 1, 2, False)
+    args = moe_args(2, 1, 2, False, freq=freq, bias=bias)
     vars(args).update(settings)
-    save_moe(outdir, "moe-adam-tp2ep2", args, lambda t, p, e: (
+    save_moe(outdir, name + "-adam-tp2ep2", args, lambda t, p, e: (
         *moe_optimizer(truth, t, p, e, 2, 1, 2, False), None))
-    args = moe_args(2, 2, 2, True)
+    args = moe_args(2, 2, 2, True, freq=freq, bias=bias)
     vars(args).update(settings, data_parallel_size=DP, use_distributed_optimizer=True,
                       overlap_grad_reduce=True, ddp_bucket_size=MOE_BUCKET,
                       accumulate_allreduce_grads_in_fp32=True,
                       untie_embeddings_and_output_weights=True, ckpt_format="torch")
-    save_moe(outdir, "moe-distopt-tp2pp2ep2", args, lambda t, p, e: moe_distopt(
+    save_moe(outdir, name + "-distopt-tp2pp2ep2", args, lambda t, p, e: moe_distopt(
         truth, t, p, e, 2, 2, 2, True, DP, MOE_BUCKET))
 
 
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
-    if "--moe" in sys.argv[2:] and "--optim" in sys.argv[2:]:
-        write_moe_optim(outdir)
+    opts = sys.argv[2:]
+    freq = int(opts[opts.index("--moe-layer-freq") + 1]) if "--moe-layer-freq" in opts else 1
+    if "--moe" in opts and "--optim" in opts:
+        write_moe_optim(outdir, freq, "--expert-bias" in opts)
         return
     if "--moe" in sys.argv[2:] and "--shared-experts" in sys.argv[2:]:
         sd = full_moe(seed=6, shared=True)

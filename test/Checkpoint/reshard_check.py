@@ -502,6 +502,12 @@ def optim_cmd(root, truth_path):
     return 0
 
 
+def weights_of(truth):
+    """{name: tensor} of a truth of full tensors, or of a trained one ({name: {"param",
+    ...}, "step"}): its bf16 parameters."""
+    return {n: v["param"] if isinstance(v, dict) else v for n, v in truth.items() if n != "step"}
+
+
 def moe_checkpoint(mm, root, truth_path):
     """(truth, args, (tp, pp, ep, grouped), [(mp_rank folder, file, (tp rank, stage,
     ep rank))]) of a Megatron folder of the truth's mixture of experts, or None after
@@ -525,6 +531,20 @@ def moe_checkpoint(mm, root, truth_path):
     if got != shared:
         print(f"args: moe_shared_expert_intermediate_size, moe_shared_expert_gate {got}, "
               f"expected {shared}")
+        return None
+    # Dense layers between MoE layers as the truth has them (a layer without a
+    # router): args.moe_layer_freq must give that pattern (an int N: every Nth layer
+    # from 0; a list: 1 or 0 per layer), args.ffn_hidden_size their MLP's rows.
+    names = weights_of(truth)
+    routed = [f"model.layers.{i}.block_sparse_moe.gate.weight" in names for i in range(mm.LAYERS)]
+    freq = getattr(args, "moe_layer_freq", 1)
+    pattern = ([i % freq == 0 for i in range(mm.LAYERS)] if isinstance(freq, int)
+               else [bool(x) for x in freq])
+    if pattern != routed:
+        print(f"args: moe_layer_freq {freq} gives MoE layers {pattern}, the truth's are {routed}")
+        return None
+    if not all(routed) and args.ffn_hidden_size != mm.FFN:
+        print(f"args: ffn_hidden_size {args.ffn_hidden_size}, the dense layers have {mm.FFN} rows")
         return None
     ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e)
              for t in range(tp) for p in range(pp) for e in range(ep)}
@@ -554,6 +574,7 @@ def moe_cmd(root, truth_path):
     if checkpoint is None:
         return 1
     truth, args, (tp, pp, ep, grouped), ranks = checkpoint
+    truth = weights_of(truth)
     n = 0
     for rel, path, (t, p, e) in ranks:
         model = torch.load(path, map_location="cpu")["model"]
@@ -629,7 +650,7 @@ def moe_optim_cmd(root, truth_path):
 
 
 def moe_hf_cmd(path, truth_path):
-    truth = torch.load(truth_path)
+    truth = weights_of(torch.load(truth_path))
     got = {}
     for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
         with open(f, "rb") as fh:
@@ -652,15 +673,24 @@ def moe_hf_cmd(path, truth_path):
         config = json.load(f)
     import make_megatron as mm
     shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in truth
+    # Dense layers between MoE layers as Qwen2-MoE's config lists them: mlp_only_layers
+    # (with decoder_sparse_step 1), intermediate_size theirs, moe_intermediate_size an
+    # expert's.
+    dense = [i for i in range(mm.LAYERS)
+             if f"model.layers.{i}.block_sparse_moe.gate.weight" not in truth]
     want = {"model_type": "mixtral", "num_local_experts": mm.EXPERTS,
-            "num_experts_per_tok": mm.TOPK, "intermediate_size": mm.MOE_FFN,
+            "num_experts_per_tok": mm.TOPK,
+            "intermediate_size": mm.FFN if dense else mm.MOE_FFN,
+            "moe_intermediate_size": mm.MOE_FFN if dense else None,
+            "mlp_only_layers": dense or None, "decoder_sparse_step": 1 if dense else None,
             "shared_expert_intermediate_size": mm.SHARED_FFN if shared else None}
     if any(config.get(k) != v for k, v in want.items()):
         print(f"config.json: {config}")
         return 1
     print(f"hf: {len(truth)} Mixtral tensors equal the truth, config says "
           f"{mm.EXPERTS} experts, top-{mm.TOPK}" +
-          (f", shared experts of {mm.SHARED_FFN} rows" if shared else ""))
+          (f", shared experts of {mm.SHARED_FFN} rows" if shared else "") +
+          (f", dense layers {dense}" if dense else ""))
     return 0
 
 

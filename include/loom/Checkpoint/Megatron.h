@@ -62,6 +62,14 @@ struct MegatronDims {
   /// none), scaled by a sigmoid gate when sharedGate (args.moe_shared_expert_gate).
   int64_t sharedFfn = 0;
   bool sharedGate = false;
+  /// Which layers are MoE layers (args.moe_layer_freq, gpt_layer_specs.py's
+  /// get_gpt_decoder_layer_specs: an int N makes global layer i one when i % N == 0, a
+  /// list gives 1 or 0 per layer); the others hold a dense MLP of ffn rows. Empty when
+  /// every layer is one (N = 1) or the model has no experts.
+  std::vector<bool> moeLayers;
+  bool isMoELayer(int64_t layer) const {
+    return experts && (moeLayers.empty() || moeLayers[size_t(layer)]);
+  }
 };
 
 struct MegatronParam {
@@ -333,6 +341,8 @@ llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &direc
 /// (model.layers.N.block_sparse_moe.gate.weight) is a MoE layer, its experts spread
 /// over `ep` expert-parallel ranks; its shared experts, when present
 /// (mlp.shared_expert.*, Qwen2-MoE's names), are in every expert-parallel rank's file.
+/// A layer without a router is a dense layer (moe_layer_freq other than 1), and an
+/// expert's biases (block_sparse_moe.experts.E.w1.bias, ...) follow its weights.
 llvm::Expected<std::vector<MegatronParam>>
 megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const MegatronDims &dims,
                   MegatronNaming naming, llvm::ArrayRef<int64_t> layersPerStage, unsigned ep = 1);

@@ -102,6 +102,10 @@ struct ModelDims {
   /// MLP of moeFfn rows, topK per token, and shared experts of sharedFfn rows in all
   /// (0: none).
   int64_t experts = 0, moeFfn = 0, topK = 0, sharedFfn = 0;
+  /// The layers of a mixture of experts that hold a dense MLP of ffn rows instead
+  /// (Megatron's moe_layer_freq, Qwen2-MoE's mlp_only_layers); empty: every layer
+  /// routes.
+  std::vector<int64_t> denseLayers;
 };
 
 struct Layout {

@@ -11,6 +11,10 @@
 #include <mutex>
 #include <thread>
 #include <fcntl.h>
+#ifdef __linux__
+#include <linux/magic.h>
+#include <sys/vfs.h>
+#endif
 #include <system_error>
 #include <unistd.h>
 
@@ -100,10 +104,23 @@ llvm::Error syncAndRename(const std::string &finalPath, llvm::sys::fs::TempFile 
 } // namespace
 
 bool OutputFile::openDirect() {
-#ifdef O_DIRECT
+#ifdef __linux__
   if (directFd == -1) {
-    directFd = ::open(temp->TmpName.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
-    if (directFd < 0) { // e.g. tmpfs: the page cache is the medium
+    // LOOM_DIRECT_IO=0 keeps every write in the page cache (for file systems
+    // whose O_DIRECT is slower than their cache, and to compare the two).
+    static const bool allowed = [] {
+      const char *setting = std::getenv("LOOM_DIRECT_IO");
+      return !setting || std::strcmp(setting, "0") != 0;
+    }();
+    // In a file system kept in memory (tmpfs, ramfs) the page cache is the medium:
+    // going around it only adds the bounce buffer's copy.
+    struct statfs fs;
+    bool inMemory = ::fstatfs(temp->FD, &fs) == 0 &&
+                    (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+    directFd = allowed && !inMemory
+                   ? ::open(temp->TmpName.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC)
+                   : -2;
+    if (directFd < 0) { // refused by the file system
       directFd = -2;
       return false;
     }

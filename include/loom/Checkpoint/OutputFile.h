@@ -46,11 +46,12 @@ public:
   /// more go to the disk directly (O_DIRECT, through an aligned bounce buffer)
   /// where the file system allows it: the page cache's dirty-page throttling
   /// then does not pace the writer below the disk's own bandwidth, and the
-  /// written bytes do not crowd the cache. `what` names the bytes in errors.
+  /// written bytes do not crowd the cache. Not in memory file systems (tmpfs),
+  /// nor with LOOM_DIRECT_IO=0 in the environment. `what` names the bytes in errors.
   llvm::Error writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
   /// Appends `bytes` after what os() has written, as writeAt does.
   llvm::Error append(llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
-  /// Bytes written around the page cache so far (0 where O_DIRECT is refused).
+  /// Bytes written around the page cache so far (0 where they all went through it).
   uint64_t directBytes() const { return directWritten; }
   static constexpr uint64_t kDirectMin = 8u << 20;
   /// Flushes, fsyncs and renames the temporary over the final path (or, given

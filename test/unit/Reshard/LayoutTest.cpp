@@ -737,20 +737,35 @@ TEST(MegatronTarget, TorchDistStacksLayersAndRefusesTheDistributedOptimizer) {
 /// linear_fc1 and linear_fc2 at its (layer, expert) row of one key, whatever the ep and
 /// the expert module (mcore keys SequentialMLP's and TEGroupedMLP's alike); the
 /// router and the norm before it stacked per layer.
-TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
-  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
-  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
+/// mixtral(2, 4, 24) as an HF source at iteration 5, laid out as Megatron's
+/// torch_dist at tp=2 ep=2 (with Adam's states when `states`).
+llvm::Expected<Layout> mixtralTorchDist(bool states) {
   Layout source;
   source.format = "hf-safetensors";
   source.iteration = 5;
   source.dims = ModelDims{2, 32, 8, 4, 4, 24, 250, true, 4, 24, 2};
-  source.fulls = mixtral(2, 4, 24);
-  auto target = targetLayout(source, *spec);
+  source.fulls = states ? withStates(mixtral(2, 4, 24)) : mixtral(2, 4, 24);
+  if (states)
+    source.optimizerStep = 5;
+  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
+  if (!spec)
+    return spec.takeError();
+  return targetLayout(source, *spec);
+}
+
+/// Each tensor's shape by key.
+std::map<std::string, llvm::SmallVector<int64_t, 4>> keyShapes(const ShardFile &file) {
+  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
+  for (const LocalTensor &t : file.tensors)
+    keys[t.key] = t.shape;
+  return keys;
+}
+
+TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
+  auto target = mixtralTorchDist(/*states=*/false);
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
   const ShardFile &dcp = target->files.front();
-  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
-  for (const LocalTensor &t : dcp.tensors)
-    keys[t.key] = t.shape;
+  auto keys = keyShapes(dcp);
   // Expert 3 of layer 1: [gate; up] of 24 rows each, and its down projection.
   EXPECT_EQ(keys["decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
             (llvm::SmallVector<int64_t, 4>{48, 32}));
@@ -776,24 +791,10 @@ TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
 /// stacked key, without a chained_<i>. prefix), and common.pt's optimizer the
 /// ChainedOptimizer's {0: the dense optimizer's two groups, 1: the experts' one}.
 TEST(MegatronTarget, TorchDistKeepsAChainedOptimizersStates) {
-  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
-  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
-  Layout source;
-  source.format = "hf-safetensors";
-  source.iteration = 5;
-  source.optimizerStep = 5;
-  source.dims = ModelDims{2, 32, 8, 4, 4, 24, 250, true, 4, 24, 2};
-  source.fulls = mixtral(2, 4, 24);
-  for (size_t f = 0, n = source.fulls.size(); f < n; ++f)
-    for (const char *state : {"#fp32", "#exp_avg", "#exp_avg_sq"})
-      source.fulls.push_back(
-          {source.fulls[f].name + state, ckpt::DType::Float32, source.fulls[f].shape});
-  auto target = targetLayout(source, *spec);
+  auto target = mixtralTorchDist(/*states=*/true);
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
   const ShardFile &dcp = target->files.front();
-  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
-  for (const LocalTensor &t : dcp.tensors)
-    keys[t.key] = t.shape;
+  auto keys = keyShapes(dcp);
   EXPECT_EQ(keys["optimizer.state.exp_avg.decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
             (llvm::SmallVector<int64_t, 4>{48, 32}));
   EXPECT_TRUE(keys.count("optimizer.state.fp32_param.decoder.layers.mlp.router.weight[0]"));

@@ -473,6 +473,16 @@ struct LoadedMegatron {
   std::string shardFile(unsigned tpRank, unsigned stage, unsigned epRank = 0) const {
     return shardDirs.at({tpRank, stage, epRank}) + "/model_optim_rng.pt";
   }
+  /// The folder holding TP rank `t`'s dense shard of `stage`: the one rank t writes
+  /// (see megatronFolderWriter).
+  Rank denseRank(unsigned t, unsigned stage) const {
+    return {t, stage, (t / layout.etp) % layout.ep};
+  }
+  /// The folder holding expert-TP piece `j` of expert-parallel rank `e`'s experts:
+  /// the one rank j + etp·e (expert-data-parallel rank 0) writes.
+  Rank expertRank(unsigned j, unsigned stage, unsigned e) const {
+    return {(j + layout.etp * e) % layout.tp, stage, e};
+  }
 };
 } // namespace
 
@@ -626,27 +636,67 @@ llvm::Error readDistState(const Value &root, const std::string &file, const std:
   return llvm::Error::success();
 }
 
-/// The states a ChainedOptimizer's distrib_optim.pt `file` of expert-parallel rank
-/// `epRank` keeps (see MegatronOptimizer): the dense optimizer's at rank 0 only, the
-/// experts' everywhere.
-llvm::Error readChainedDistStates(const Value &root, const std::string &file, unsigned epRank,
+/// What Megatron saves in one shard folder (see megatronFolderWriter).
+struct FolderRole {
+  /// The rank that writes it, within its pipeline stage.
+  unsigned writer = 0;
+  /// The first folder read of its (stage, expert-parallel rank): the shapes of its
+  /// optimizer tensors are recorded, the other folders' checked against them.
+  bool primary = true;
+  /// tp and etp·ep: a ChainedOptimizer's distrib_optim.pt holds the dense optimizer's
+  /// states when writer < tp, the experts' when writer < etp·ep, else None.
+  unsigned tp = 1, expertRanks = 1;
+};
+
+/// The states a ChainedOptimizer's distrib_optim.pt `file` of a folder of `role` keeps
+/// (see MegatronOptimizer): each optimizer's where the writer is its data-parallel
+/// rank 0, None elsewhere.
+llvm::Error readChainedDistStates(const Value &root, const std::string &file,
+                                  const FolderRole &role,
                                   std::vector<MegatronDistBuffer> &buffers, ShapeMap &shapes) {
   auto parts = chainedParts(root, file, "", "save_parameter_state");
   if (!parts)
     return parts.takeError();
   const auto [dense, experts] = *parts;
-  if (bool(dense->get<NoneValue>()) != (epRank > 0))
-    return fileError(file, epRank > 0
-                               ? "item 0 holds dense parameters' states, which Megatron saves in "
-                                 "expert-parallel rank 0's folder only (the dense optimizer's "
-                                 "data-parallel rank 0 is there; other ranks write None)"
-                               : "item 0 is None where expert-parallel rank 0's folder keeps the "
-                                 "dense parameters' optimizer states (the dense optimizer's "
-                                 "data-parallel rank 0 writes them there)");
-  if (epRank == 0)
-    if (llvm::Error err = readDistState(*dense, file, "0.", chainedPart(0) + " ", buffers, shapes))
-      return err;
-  return readDistState(*experts, file, "1.", chainedPart(1) + " ", buffers, shapes);
+  for (size_t o = 0; o < 2; ++o) {
+    const Value *part = o ? experts : dense;
+    bool held = role.writer < (o ? role.expertRanks : role.tp);
+    std::string whose = o ? "the experts'" : "the dense parameters'";
+    std::string ranks = o ? llvm::formatv("etp * ep = {0}", role.expertRanks).str()
+                          : llvm::formatv("tp = {0}", role.tp).str();
+    if (bool(part->get<NoneValue>()) == held)
+      return fileError(file, held ? llvm::formatv("item {0} is None where {1} optimizer "
+                                                  "states belong: rank {2} writes this folder "
+                                                  "and is that optimizer's data-parallel rank "
+                                                  "0 (the ranks below {3} are)",
+                                                  o, whose, role.writer, ranks)
+                                        .str()
+                                  : llvm::formatv("item {0} holds {1} optimizer states, which "
+                                                  "Megatron saves only where that optimizer's "
+                                                  "data-parallel rank is 0 (the ranks below "
+                                                  "{2}); rank {3} writes this folder and saves "
+                                                  "None",
+                                                  o, whose, ranks, role.writer)
+                                        .str());
+    if (held)
+      if (llvm::Error err = readDistState(*part, file, o ? "1." : "0.", chainedPart(o) + " ",
+                                          buffers, shapes))
+        return err;
+  }
+  return llvm::Error::success();
+}
+
+/// `shapes` without the ChainedOptimizer parts ("0." dense, "1." experts) that
+/// `other` does not hold: two folders' distrib_optim.pt agree where both hold states.
+ShapeMap commonParts(const ShapeMap &shapes, const ShapeMap &other) {
+  std::set<char> held;
+  for (const auto &entry : other)
+    held.insert(entry.first.front());
+  ShapeMap out;
+  for (const auto &[key, shape] : shapes)
+    if (held.count(key.front()))
+      out.emplace(key, shape);
+  return out;
 }
 
 /// The first path where two files' optimizer tensors differ in presence or shape, and
@@ -668,14 +718,15 @@ std::optional<std::tuple<std::string, int64_t, int64_t>> firstDifference(const S
 }
 } // namespace
 
-/// Reads the distributed optimizer's distrib_optim.pt of shard folder `dir`, file
-/// `slot` (stage · ep + expert-parallel rank `epRank`): checks that it is
+/// Reads the distributed optimizer's distrib_optim.pt of shard folder `dir` of `role`,
+/// file `slot` (stage · ep + expert-parallel rank): checks that it is
 /// get_parameter_state_dp_zero's dict, or with a ChainedOptimizer
 /// save_parameter_state's list of them (see MegatronOptimizer), and records its
-/// buffers and their tensors' shapes for TP rank 0, or checks that another TP rank's
-/// file has the same. The tensors stay in the file until a program reads them.
-static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, unsigned slot,
-                                    unsigned epRank, MegatronOptimizer &optimizer) {
+/// buffers and their tensors' shapes for the slot's primary folder, or checks that
+/// another folder's file has the same. The tensors stay in the file until a program
+/// reads them.
+static llvm::Error readDistribOptim(const std::string &dir, const FolderRole &role,
+                                    unsigned slot, MegatronOptimizer &optimizer) {
   std::string file = dir + "/distrib_optim.pt";
   if (!llvm::sys::fs::exists(file))
     return fileError(file, "missing: model_optim_rng.pt holds the distributed optimizer's "
@@ -687,7 +738,7 @@ static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, uns
   std::vector<MegatronDistBuffer> buffers;
   ShapeMap shapes;
   if (optimizer.chained) {
-    if (llvm::Error err = readChainedDistStates(**root, file, epRank, buffers, shapes))
+    if (llvm::Error err = readChainedDistStates(**root, file, role, buffers, shapes))
       return err;
   } else if (const std::vector<ValuePtr> *items = (*root)->sequence()) {
     return fileError(file, llvm::formatv("holds a list of {0} optimizers' states (a "
@@ -702,12 +753,16 @@ static llvm::Error readDistribOptim(const std::string &dir, unsigned tpRank, uns
     optimizer.stageShapes.resize(slot + 1);
   if (optimizer.stageBuffers.size() <= slot)
     optimizer.stageBuffers.resize(slot + 1);
-  if (tpRank == 0) {
+  if (role.primary) {
     optimizer.stageShapes[slot] = std::move(shapes);
     optimizer.stageBuffers[slot] = std::move(buffers);
     return llvm::Error::success();
   }
-  if (auto differs = firstDifference(optimizer.stageShapes[slot], shapes))
+  const ShapeMap &primary = optimizer.stageShapes[slot];
+  auto differs = optimizer.chained
+                     ? firstDifference(commonParts(primary, shapes), commonParts(shapes, primary))
+                     : firstDifference(primary, shapes);
+  if (differs)
     return fileError(file, llvm::formatv("{0} differs from TP rank 0's ({1} elements there, "
                                          "{2} here): the TP ranks of a stage hold buffers of "
                                          "equal shards",
@@ -764,14 +819,14 @@ readOptimizerDict(const Value &value, const std::string &file, const std::string
   return step;
 }
 
-/// Reads the optimizer state of shard `file` (the value under its "optimizer" key),
-/// file `slot` of `optimizer.stageShapes` (stage · ep + expert-parallel rank
-/// `epRank`): the step and group settings from the first shard, the tensors' shapes
-/// from TP rank 0's files. A ChainedOptimizer's entry is the list of its optimizers'
-/// (see MegatronOptimizer). The distributed optimizer's states come from
-/// distrib_optim.pt beside `file`.
-static llvm::Error readOptimizer(const Value &value, const std::string &file, unsigned tpRank,
-                                 unsigned slot, unsigned epRank, bool first,
+/// Reads the optimizer state of shard `file` of a folder of `role` (the value under
+/// its "optimizer" key), file `slot` of `optimizer.stageShapes` (stage · ep +
+/// expert-parallel rank): the step and group settings from the first shard, the
+/// tensors' shapes from each slot's primary folder. A ChainedOptimizer's entry is the
+/// list of its optimizers' (see MegatronOptimizer). The distributed optimizer's states
+/// come from distrib_optim.pt beside `file`.
+static llvm::Error readOptimizer(const Value &value, const std::string &file,
+                                 const FolderRole &role, unsigned slot, bool first,
                                  MegatronOptimizer &optimizer) {
   llvm::SmallVector<const Value *, 2> parts{&value};
   if (optimizer.chained) {
@@ -804,9 +859,8 @@ static llvm::Error readOptimizer(const Value &value, const std::string &file, un
   if (record)
     optimizer.groupsJson = llvm::formatv("{0}", llvm::json::Value(std::move(settings))).str();
   if (optimizer.distributed)
-    return readDistribOptim(llvm::sys::path::parent_path(file).str(), tpRank, slot, epRank,
-                            optimizer);
-  if (tpRank == 0) {
+    return readDistribOptim(llvm::sys::path::parent_path(file).str(), role, slot, optimizer);
+  if (role.primary) {
     if (optimizer.stageShapes.size() <= slot)
       optimizer.stageShapes.resize(slot + 1);
     for (NamedTensor &named : collectTensors(value))
@@ -897,11 +951,6 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
                              "takes the shared experts' linear_fc1 rows interleaved (args."
                              "moe_shared_expert_glu_interleave_size), not as [gate; up], which "
                              "loom does not read");
-    if (auto etp = intArg(state, "expert_tensor_parallel_size"); etp && *etp != int64_t(tp))
-      return fileError(file, llvm::formatv("args.expert_tensor_parallel_size is {0} but "
-                                           "tensor_model_parallel_size is {1}: loom reads experts "
-                                           "split over the same tp as the dense layers",
-                                           *etp, tp));
   }
   if (d.heads <= 0 || d.queryGroups <= 0 || d.headDim <= 0 || d.heads % d.queryGroups ||
       d.queryGroups % tp || d.paddedVocab <= 0 || d.vocab > d.paddedVocab)
@@ -974,15 +1023,51 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
     layout.pp = std::max(layout.pp, std::get<1>(rank) + 1);
     layout.ep = std::max(layout.ep, std::get<2>(rank) + 1);
   }
+  // The degrees are the args' when they are larger (a missing last folder is then
+  // named as such); smaller ones are refused below.
+  for (auto [key, degree] : {std::pair{"tensor_model_parallel_size", &layout.tp},
+                             std::pair{"pipeline_model_parallel_size", &layout.pp},
+                             std::pair{"expert_model_parallel_size", &layout.ep}})
+    if (auto value = intArg(*state, key); value && *value > int64_t(*degree) && *value <= 4096)
+      *degree = unsigned(*value);
+  // The experts' own tensor-parallel degree decides which folders Megatron writes
+  // (megatronFolderWriter); a dense model's is tp.
+  layout.etp = layout.tp;
+  if (intArg(*state, "num_experts").value_or(0) > 0)
+    if (auto etp = intArg(*state, "expert_tensor_parallel_size")) {
+      if (*etp <= 0 || *etp > int64_t(layout.tp))
+        return fileError(firstFile,
+                         llvm::formatv("args.expert_tensor_parallel_size is {0} where "
+                                       "tensor_model_parallel_size is {1}: with more expert-TP "
+                                       "than TP ranks several ranks write one mp_rank folder "
+                                       "with other pieces of the experts and the last write "
+                                       "wins, so the torch format lacks experts' shards "
+                                       "(save with etp <= tp, or with --ckpt-format torch_dist)",
+                                       *etp, layout.tp));
+      layout.etp = unsigned(*etp);
+    }
+  std::string degrees =
+      llvm::formatv("tp={0}, pp={1}{2}{3}", layout.tp, layout.pp,
+                    layout.ep > 1 ? ", ep=" + std::to_string(layout.ep) : "",
+                    layout.etp != layout.tp ? ", etp=" + std::to_string(layout.etp) : "")
+          .str();
   for (unsigned p = 0; p < layout.pp; ++p)
     for (unsigned t = 0; t < layout.tp; ++t)
-      for (unsigned e = 0; e < layout.ep; ++e)
-        if (!shardDirs.count({t, p, e}))
-          return fileError(dir,
-                           llvm::formatv("missing shard {0} (tp={1}, pp={2}{3})",
-                                         megatronRankDir(t, p, e, layout.pp, layout.ep), layout.tp,
-                                         layout.pp,
-                                         layout.ep > 1 ? ", ep=" + std::to_string(layout.ep) : ""));
+      for (unsigned e = 0; e < layout.ep; ++e) {
+        bool written = megatronFolderWriter(t, e, layout.tp, layout.ep, layout.etp).has_value();
+        auto found = shardDirs.find({t, p, e});
+        if (written && found == shardDirs.end())
+          return fileError(dir, llvm::formatv("missing shard {0} ({1})",
+                                              megatronRankDir(t, p, e, layout.pp, layout.ep),
+                                              degrees));
+        if (!written && found != shardDirs.end())
+          return fileError(found->second,
+                           llvm::formatv("is a shard folder Megatron does not write at {0}: "
+                                         "rank r writes mp_rank folder (r % tp, (r / etp) % ep) "
+                                         "for r below max(tp, etp * ep); remove it or fix "
+                                         "args.expert_tensor_parallel_size",
+                                         degrees));
+      }
   layout.argsJson = argsToJson(*state);
   auto dims = dimsFromArgs(*state, firstFile, layout.tp, /*mixedLayers=*/true);
   if (!dims)
@@ -1000,8 +1085,17 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                               "ranks cannot share evenly",
                                               layout.dims.experts, layout.ep));
 
-  // Load every shard.
-  for (const auto &[rank, shardDir] : shardDirs) {
+  // Load every shard, each (stage, expert-parallel rank)'s primary folder (expert-TP
+  // piece 0's) first: its optimizer tensors are recorded, the others' checked.
+  std::vector<LoadedMegatron::Rank> order;
+  for (unsigned p = 0; p < layout.pp; ++p)
+    for (unsigned e = 0; e < layout.ep; ++e)
+      order.push_back(loaded.expertRank(0, p, e));
+  for (const auto &entry : shardDirs)
+    if (!llvm::is_contained(order, entry.first))
+      order.push_back(entry.first);
+  for (const LoadedMegatron::Rank &rank : order) {
+    const std::string &shardDir = shardDirs[rank];
     std::string file = shardDir + "/model_optim_rng.pt";
     bool first = rank == LoadedMegatron::Rank{0, 0, 0};
     auto root = first ? std::move(firstRoot) : readTorchZip(file, {verify, {}});
@@ -1022,9 +1116,12 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                  llvm::sys::path::filename(firstRank->second) +
                                  (optimizer ? " lacks" : " holds"));
     auto [tpRank, stage, epRank] = rank;
+    FolderRole role{*megatronFolderWriter(tpRank, epRank, layout.tp, layout.ep, layout.etp),
+                    rank == loaded.expertRank(0, stage, epRank), layout.tp,
+                    layout.etp * layout.ep};
     if (optimizer)
-      if (llvm::Error err = readOptimizer(*optimizer, file, tpRank, stage * layout.ep + epRank,
-                                          epRank, first, *layout.optimizer))
+      if (llvm::Error err = readOptimizer(*optimizer, file, role, stage * layout.ep + epRank,
+                                          first, *layout.optimizer))
         return std::move(err);
     ShardTensors &tensors = shards[rank];
     for (NamedTensor &named : collectTensors(*top->find("model")))
@@ -1048,11 +1145,12 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
     std::map<int64_t, int64_t> sharedExpertParams; // layer -> its shared experts' parameters
     size_t shared = 0;
     for (unsigned e = 0; e < layout.ep; ++e) {
-      const ShardTensors &shard = shards[{0, stage, e}];
+      const LoadedMegatron::Rank primary = loaded.expertRank(0, stage, e);
+      const ShardTensors &shard = shards[primary];
+      std::string file = shardDirs[primary] + "/model_optim_rng.pt";
       size_t sharedHere = 0;
       for (const auto &[path, tensor] : shard) {
         std::string name = localName(path, layout.naming);
-        std::string file = loaded.shardFile(0, stage, e);
         auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset, e * perRank);
         if (!param)
           return fileError(file, "unrecognised Megatron parameter '" + name + "'");
@@ -1108,7 +1206,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
         layout.params.push_back(std::move(*param));
       }
       if (e > 0 && sharedHere != shared)
-        return fileError(loaded.shardFile(0, stage, e),
+        return fileError(file,
                          llvm::formatv("holds {0} parameters besides its experts where "
                                        "expert-parallel rank 0 holds {1}",
                                        sharedHere, shared));
@@ -1175,6 +1273,15 @@ std::string loom::ckpt::megatronRankDir(unsigned tpRank, unsigned stage, unsigne
   return name;
 }
 
+std::optional<unsigned> loom::ckpt::megatronFolderWriter(unsigned tpRank, unsigned epRank,
+                                                         unsigned tp, unsigned ep,
+                                                         unsigned etp) {
+  for (unsigned r = 0; r < std::max(tp, etp * ep); ++r)
+    if (r % tp == tpRank && (r / etp) % ep == epRank)
+      return r;
+  return std::nullopt;
+}
+
 std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const MegatronParam &param) {
   return (layout.naming == MegatronNaming::Legacy ? "model.language_model." : "model.") +
          param.localName;
@@ -1200,12 +1307,16 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
   Unsharder unsharder(loaded->dir, layout);
   for (const MegatronParam &param : layout.params) {
     std::string path = megatronKey(layout, param);
+    // A routed expert's pieces are cut over etp, the rest over tp.
     llvm::SmallVector<const Tensor *, 8> parts;
-    for (unsigned t = 0; t < layout.tp; ++t) {
-      const ShardTensors &shard = loaded->shards[{t, param.stage, param.epRank}];
+    bool expert = param.expert >= 0;
+    for (unsigned i = 0; i < (expert ? layout.etp : layout.tp); ++i) {
+      LoadedMegatron::Rank rank = expert ? loaded->expertRank(i, param.stage, param.epRank)
+                                         : loaded->denseRank(i, param.stage);
+      const ShardTensors &shard = loaded->shards[rank];
       auto found = shard.find(path);
       if (found == shard.end())
-        return fileError(loaded->shardFile(t, param.stage, param.epRank),
+        return fileError(loaded->shardDirs.at(rank) + "/model_optim_rng.pt",
                          "missing '" + param.localName + "' that TP rank 0 holds");
       parts.push_back(&found->second);
     }

@@ -207,18 +207,20 @@ static Layout megatronFulls(const MegatronLayout &ml) {
       layout.dims->denseLayers.push_back(int64_t(layer));
   if (!layout.dims->layers)
     layout.dims->layers = std::accumulate(ml.layersPerStage.begin(), ml.layersPerStage.end(), 0);
-  // The full shapes follow from TP rank 0's shards and the splits.
+  // The full shapes follow from TP rank 0's shards and the splits, a routed expert's
+  // over the experts' own tensor-parallel degree.
   for (const MegatronParam &p : ml.params) {
+    unsigned parts = p.expert >= 0 ? ml.etp : ml.tp;
     for (size_t i = 0; i < p.fullNames.size(); ++i) {
       llvm::SmallVector<int64_t, 4> shape = p.localShape;
       switch (p.split) {
       case MegatronSplit::Replicated:
         break;
       case MegatronSplit::Column:
-        shape[0] *= ml.tp;
+        shape[0] *= parts;
         break;
       case MegatronSplit::Row:
-        shape[1] *= ml.tp;
+        shape[1] *= parts;
         break;
       case MegatronSplit::Vocab:
         shape[0] = d.vocab;
@@ -227,7 +229,7 @@ static Layout megatronFulls(const MegatronLayout &ml) {
         shape[0] = (i == 0 ? d.heads : d.queryGroups) * d.headDim;
         break;
       case MegatronSplit::FusedGateUp:
-        shape[0] = shape[0] / 2 * ml.tp;
+        shape[0] = shape[0] / 2 * parts;
         break;
       }
       layout.fulls.push_back({p.fullNames[i], p.dtype, shape});
@@ -255,18 +257,31 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   return layout;
 }
 
-/// Checks that TP rank 0's optimizer tensors of `stage` and expert-parallel rank `e`
-/// (read into ml.optimizer) are the ones Megatron's grouping, or with `distOpt` the
-/// distributed optimizer's buffers, give: where `layout` (from megatronShards) puts
-/// them, and no more.
+/// The file `name` of the folder whose tensors the reader recorded for `stage` and
+/// expert-parallel rank `e` (the one expert-TP piece 0 of its experts is in, TP rank 0's
+/// when etp = tp; see ckpt::megatronFolderWriter) in `layout`, whose paths start with
+/// `prefix`.
+static const ShardFile &megatronPrimaryFile(const MegatronLayout &ml, const Layout &layout,
+                                            const std::string &prefix, unsigned stage, unsigned e,
+                                            llvm::StringRef name) {
+  std::string path = prefix + megatronRankDir(ml.etp * e % ml.tp, stage, e, ml.pp, ml.ep) + "/" +
+                     name.str();
+  auto found = llvm::find_if(layout.files, [&](const ShardFile &f) { return f.path == path; });
+  assert(found != layout.files.end() && "megatronShards lays out every writer's folder");
+  return *found;
+}
+
+/// Checks that the recorded optimizer tensors of `stage` and expert-parallel rank `e`
+/// (read into ml.optimizer from its primary folder) are the ones Megatron's grouping,
+/// or with `distOpt` the distributed optimizer's buffers, give: where `layout` (from
+/// megatronShards) puts them, and no more.
 static llvm::Error checkMegatronOptimizer(const MegatronLayout &ml, const Layout &layout,
-                                          unsigned stage, unsigned e, const std::string &path,
+                                          const std::string &prefix, unsigned stage, unsigned e,
+                                          const std::string &path,
                                           const MegatronDistOpt *distOpt) {
   const MegatronOptimizer &optimizer = *ml.optimizer;
-  // Model files are stage-major, then TP rank, then ep rank; distrib_optim.pt files
-  // follow them in the same order.
-  size_t ranks = size_t(ml.tp) * ml.pp * ml.ep;
-  const ShardFile &file = layout.files[(distOpt ? ranks : 0) + size_t(stage) * ml.tp * ml.ep + e];
+  const ShardFile &file = megatronPrimaryFile(
+      ml, layout, prefix, stage, e, distOpt ? "distrib_optim.pt" : "model_optim_rng.pt");
   size_t slot = size_t(stage) * ml.ep + e;
   const auto &held = slot < optimizer.stageShapes.size()
                          ? optimizer.stageShapes[slot]
@@ -338,13 +353,14 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
     distOpt->gradReduceInFp32 = first.gradDType == DType::Float32;
   }
   auto files = megatronShards(layout.fulls, d, ml.naming, ml.tp, ml.pp, ml.layersPerStage, prefix,
-                              distOpt ? &*distOpt : nullptr, nullptr, ml.ep);
+                              distOpt ? &*distOpt : nullptr, nullptr, ml.ep, ml.etp);
   if (!files)
     return fileError(path, llvm::toString(files.takeError()));
   layout.files = std::move(*files);
-  // The shapes the layout predicts must be the ones TP rank 0 holds.
+  // The shapes the layout predicts must be the ones the reader recorded.
   for (const MegatronParam &p : ml.params) {
-    const ShardFile &file = layout.files[p.stage * ml.tp * ml.ep + p.epRank];
+    const ShardFile &file =
+        megatronPrimaryFile(ml, layout, prefix, p.stage, p.epRank, "model_optim_rng.pt");
     auto found = llvm::find_if(file.tensors, [&](const LocalTensor &t) {
       return t.key == megatronKey(ml, p);
     });
@@ -358,7 +374,7 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
   if (ml.optimizer)
     for (unsigned stage = 0; stage < ml.pp; ++stage)
       for (unsigned e = 0; e < (ml.optimizer->chained ? ml.ep : 1); ++e)
-        if (llvm::Error err = checkMegatronOptimizer(ml, layout, stage, e, path,
+        if (llvm::Error err = checkMegatronOptimizer(ml, layout, prefix, stage, e, path,
                                                      distOpt ? &*distOpt : nullptr))
           return std::move(err);
   for (ShardFile &file : layout.files)
@@ -1106,6 +1122,12 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
         llvm::formatv("--to: ep={0} asks for expert parallelism, and the model has no experts",
                       target.ep)
             .str());
+  if (target.etp && !md.experts)
+    return llvm::createStringError(
+        llvm::formatv("--to: etp={0} sets the routed experts' tensor parallelism, and the "
+                      "model has no experts",
+                      target.etp)
+            .str());
   if (md.experts % target.ep)
     return llvm::createStringError(
         llvm::formatv("--to: ep={0} does not divide the {1} experts of each MoE layer; pick "
@@ -1146,14 +1168,14 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
   args["group_query_attention"] = md.queryGroups != md.heads;
   args["swiglu"] = md.swiglu;
   if (md.experts) {
-    // Experts split over tp like the dense layers (expert_tensor_parallel_size = tp).
+    // Experts split over etp ranks (expert_tensor_parallel_size), tp unless given.
     md.groupedGemm = args.getBoolean("moe_grouped_gemm").value_or(false);
     for (auto [key, value] : std::initializer_list<std::pair<const char *, int64_t>>{
              {"num_experts", md.experts},
              {"moe_ffn_hidden_size", md.moeFfn},
              {"moe_router_topk", md.topK},
              {"expert_model_parallel_size", target.ep},
-             {"expert_tensor_parallel_size", target.tp}})
+             {"expert_tensor_parallel_size", target.etp ? target.etp : target.tp}})
       args[key] = value;
     // Shared experts as their tensors say: fc2's columns, a gate or not.
     for (const FullTensor &f : out.fulls) {
@@ -1209,7 +1231,7 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
     distOpt = megatronDistOptFromArgs(args, target.pp);
   auto files = megatronShards(out.fulls, base.dims, MegatronNaming::MCore, target.tp, target.pp,
                               base.perStage, base.dir + "/", distOpt ? &*distOpt : nullptr, nullptr,
-                              target.ep);
+                              target.ep, target.etp);
   if (!files)
     return files.takeError();
   // Each model file: what Megatron's save_checkpoint pickles, the model's tensors in

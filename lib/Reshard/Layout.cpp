@@ -6,6 +6,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MathExtras.h"
 
+#include <array>
 #include <map>
 #include <numeric>
 
@@ -243,11 +244,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
     auto bad = [&](const char *want) {
       return llvm::createStringError("--to: " + key.str() + "=" + value.str() + ": " + want);
     };
-    if (format == "megatron" && llvm::is_contained({"tp", "pp", "ep"}, key)) {
+    if (format == "megatron" && llvm::is_contained({"tp", "pp", "ep", "etp"}, key)) {
       unsigned n = 0;
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
-      (key == "tp" ? spec.tp : key == "pp" ? spec.pp : spec.ep) = n;
+      (key == "tp" ? spec.tp : key == "pp" ? spec.pp : key == "ep" ? spec.ep : spec.etp) = n;
     } else if (format == "megatron" && key == "optimizer") {
       if (value != "mixed" && value != "distributed")
         return bad("expected mixed (the mixed-precision optimizer's states in "
@@ -288,7 +289,7 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
           (format == "megatron"
-               ? " (tp=N, pp=N, ep=N, optimizer=mixed|distributed, format=torch|torch_dist)"
+               ? " (tp=N, pp=N, ep=N, etp=N, optimizer=mixed|distributed, format=torch|torch_dist)"
            : format == "deepspeed" ? " (zero=1|2|3, dp=N, tp=N, pp=N, ep=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"
@@ -329,8 +330,10 @@ MegatronDistOpt reshard::megatronDistOptFromArgs(const llvm::json::Object &args,
 }
 
 namespace {
+/// The local tensor `key` of `param`'s states named by `suffix` in the folder of
+/// `writer` (the rank within its stage that writes it, ckpt::megatronFolderWriter).
 using CutFn = llvm::function_ref<llvm::Expected<LocalTensor>(
-    const ckpt::MegatronParam &, unsigned rank, const std::string &key, llvm::StringRef suffix)>;
+    const ckpt::MegatronParam &, unsigned writer, const std::string &key, llvm::StringRef suffix)>;
 
 /// Where Megatron's distributed optimizer puts parameters of `numels` elements (in
 /// registration order) in their grad buffer as distrib_optim.pt keeps it, and the
@@ -370,7 +373,7 @@ distOptOffsets(llvm::ArrayRef<int64_t> numels, llvm::ArrayRef<bool> ownBucket,
   return {std::move(offsets), std::move(buckets)};
 }
 
-/// One optimizer's part of distrib_optim.pt of TP rank `rank` of `stage`
+/// One optimizer's part of distrib_optim.pt of the folder rank `rank` writes on `stage`
 /// (get_parameter_state_dp_zero's dict): its parameters `params` (registration order,
 /// cut by `cut`) grouped into one buffer per dtype in order of first appearance
 /// (group_params_for_buffers, param_and_grad_buffer.py), each buffer's "param" (the
@@ -470,19 +473,20 @@ struct HeldParams {
   std::vector<const ckpt::MegatronParam *> params, groups[2];
 };
 
-/// distrib_optim.pt of TP rank `rank`, `stage` and expert-parallel rank `epRank`: the
-/// one optimizer's dict (distribOptimState) or, with two (a ChainedOptimizer's),
-/// save_parameter_state's list [the dense optimizer's, the experts'] with the dense
-/// one None past expert-parallel rank 0 (see ckpt::MegatronOptimizer).
-llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<HeldParams> held, unsigned stage, unsigned rank, unsigned epRank,
-                                           unsigned pp, const MegatronDistOpt &distOpt, CutFn cut,
+/// distrib_optim.pt of the folder rank `rank` writes on `stage`: the one optimizer's
+/// dict (distribOptimState) or, with two (a ChainedOptimizer's), save_parameter_state's
+/// list [the dense optimizer's, the experts'], each None unless `rank` is that
+/// optimizer's data-parallel rank 0 (`saves`; see ckpt::megatronFolderWriter).
+llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<HeldParams> held, unsigned stage,
+                                           unsigned rank, std::array<bool, 2> saves, unsigned pp,
+                                           const MegatronDistOpt &distOpt, CutFn cut,
                                            std::vector<std::vector<int64_t>> &bucketNumels) {
   ShardFile file;
   file.format = "torch-tree";
   bool chained = held.size() > 1;
   llvm::json::Array parts;
   for (unsigned o = 0; o < held.size(); ++o) {
-    if (chained && o == 0 && epRank > 0) {
+    if (chained && !saves[o]) {
       parts.push_back(nullptr);
       continue;
     }
@@ -498,7 +502,7 @@ llvm::Expected<ShardFile> distribOptimFile(llvm::ArrayRef<HeldParams> held, unsi
   return file;
 }
 
-/// The mixed-precision optimizer's tensors in model_optim_rng.pt of TP rank `rank`
+/// The mixed-precision optimizer's tensors in model_optim_rng.pt of the folder `rank` writes
 /// (Float16OptimizerWithFloat16Params.state_dict, at collectTensors path `prefix`):
 /// fp32_from_fp16_params group by group, and torch's state indices counting through
 /// the groups.
@@ -527,7 +531,17 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
                         ckpt::MegatronNaming naming, unsigned tp, unsigned pp,
                         llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
                         const MegatronDistOpt *distOpt,
-                        std::vector<std::vector<std::vector<int64_t>>> *bucketNumels, unsigned ep) {
+                        std::vector<std::vector<std::vector<int64_t>>> *bucketNumels, unsigned ep,
+                        unsigned etp) {
+  if (!etp)
+    etp = tp;
+  if (etp > tp)
+    return llvm::createStringError(
+        llvm::formatv("etp={0} > tp={1}: in Megatron's torch format several ranks would write "
+                      "one mp_rank folder with other pieces of the experts, the last write "
+                      "winning; give etp <= tp (or format=torch_dist, whose experts are whole)",
+                      etp, tp)
+            .str());
   // Parameters are the names without '#'; optimizer states ride along with them.
   std::vector<std::string> names;
   llvm::StringMap<unsigned> index;
@@ -561,10 +575,13 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
           (withStates ? params->front().fullNames[0] : param.fullNames[0]) + " but not for " +
           (withStates ? param.fullNames[0] : params->front().fullNames[0]));
 
-  /// The local tensor `key` of TP rank `rank` holding `param`'s full tensors with
-  /// names suffixed by `suffix` ("" for the parameter, "#exp_avg", ...).
-  auto cut = [&](const ckpt::MegatronParam &param, unsigned rank, const std::string &key,
+  /// The local tensor `key` in the folder `writer` writes holding `param`'s full
+  /// tensors with names suffixed by `suffix` ("" for the parameter, "#exp_avg", ...):
+  /// its TP rank's slice, a routed expert's expert-TP piece.
+  auto cut = [&](const ckpt::MegatronParam &param, unsigned writer, const std::string &key,
                  llvm::StringRef suffix) -> llvm::Expected<LocalTensor> {
+    bool expert = param.expert >= 0;
+    unsigned parts = expert ? etp : tp, rank = writer % parts;
     auto full = [&](size_t i) { return index[param.fullNames[i] + suffix.str()]; };
     LocalTensor local;
     local.key = key;
@@ -574,8 +591,8 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     local.shape = first.shape;
     auto fail = [&](const llvm::Twine &why) {
       return llvm::createStringError(param.fullNames[0] + " (" +
-                                     ckpt::megatronSplitName(param.split) + "-split over tp=" +
-                                     llvm::Twine(tp) + "): " + why);
+                                     ckpt::megatronSplitName(param.split) + "-split over " +
+                                     (expert ? "etp=" : "tp=") + llvm::Twine(parts) + "): " + why);
     };
     // Rows [begin, begin + count) of full tensor f at local row `at`.
     auto rows = [&](unsigned f, int64_t begin, int64_t count, int64_t at) {
@@ -597,28 +614,30 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
                               llvm::SmallVector<int64_t, 4>(first.shape.size(), 0)});
       break;
     case MegatronSplit::Column: {
-      if (rowsTotal % tp)
-        return fail(llvm::Twine(rowsTotal) + " rows do not divide by tp");
-      int64_t r = rowsTotal / tp;
+      if (rowsTotal % parts)
+        return fail(llvm::Twine(rowsTotal) + " rows do not divide by " +
+                    (expert ? "etp" : "tp"));
+      int64_t r = rowsTotal / parts;
       local.shape[0] = r;
       rows(f0, rank * r, r, 0);
       break;
     }
     case MegatronSplit::Row: {
-      if (first.shape.size() != 2 || first.shape[1] % tp)
-        return fail("expected a matrix whose columns divide by tp");
-      int64_t c = first.shape[1] / tp;
+      if (first.shape.size() != 2 || first.shape[1] % parts)
+        return fail(llvm::Twine("expected a matrix whose columns divide by ") +
+                    (expert ? "etp" : "tp"));
+      int64_t c = first.shape[1] / parts;
       local.shape[1] = c;
       local.pieces.push_back({f0, Box{{0, rank * c}, {first.shape[0], c}}, {0, 0}});
       break;
     }
     case MegatronSplit::Vocab: {
       int64_t padded = dims.paddedVocab;
-      if (padded % tp || rowsTotal > padded)
+      if (padded % parts || rowsTotal > padded)
         return fail(llvm::formatv("{0} rows do not fit {1} padded rows in equal parts",
                                   rowsTotal, padded)
                         .str());
-      int64_t r = padded / tp, lo = rank * r, hi = std::min<int64_t>(lo + r, rowsTotal);
+      int64_t r = padded / parts, lo = rank * r, hi = std::min<int64_t>(lo + r, rowsTotal);
       local.shape[0] = r;
       if (hi > lo)
         rows(f0, lo, hi - lo, 0);
@@ -626,10 +645,10 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     }
     case MegatronSplit::FusedQKV: {
       int64_t hd = dims.headDim, groups = dims.queryGroups;
-      if (param.fullNames.size() != 3 || groups <= 0 || dims.heads % groups || groups % tp)
+      if (param.fullNames.size() != 3 || groups <= 0 || dims.heads % groups || groups % parts)
         return fail(llvm::formatv("{0} query groups do not divide by tp", groups).str());
       unsigned fk = full(1), fv = full(2);
-      int64_t qpg = dims.heads / groups, gpr = groups / tp, groupRows = (qpg + 2) * hd;
+      int64_t qpg = dims.heads / groups, gpr = groups / parts, groupRows = (qpg + 2) * hd;
       if (rowsTotal != dims.heads * hd || fulls[fk].shape[0] != groups * hd ||
           fulls[fv].shape[0] != groups * hd)
         return fail(llvm::formatv("q/k/v rows {0}/{1}/{2} do not match {3} heads, {4} "
@@ -648,9 +667,10 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
     }
     case MegatronSplit::FusedGateUp: {
       unsigned fu = full(1);
-      if (rowsTotal % tp || fulls[fu].shape[0] != rowsTotal)
-        return fail("gate and up must have equal rows that divide by tp");
-      int64_t r = rowsTotal / tp;
+      if (rowsTotal % parts || fulls[fu].shape[0] != rowsTotal)
+        return fail(llvm::Twine("gate and up must have equal rows that divide by ") +
+                    (expert ? "etp" : "tp"));
+      int64_t r = rowsTotal / parts;
       local.shape[0] = 2 * r;
       rows(f0, rank * r, r, 0);
       rows(fu, rank * r, r, r);
@@ -688,6 +708,10 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
   for (unsigned stage = 0; stage < pp; ++stage)
     for (unsigned rank = 0; rank < tp; ++rank) {
       for (unsigned epRank = 0; epRank < ep; ++epRank) {
+        // The folders Megatron writes, each by one rank (ckpt::megatronFolderWriter).
+        std::optional<unsigned> writer = ckpt::megatronFolderWriter(rank, epRank, tp, ep, etp);
+        if (!writer)
+          continue;
         ShardFile file;
         file.path = shardPath(rank, stage, epRank, "model_optim_rng.pt");
         file.format = "torch-tree";
@@ -698,7 +722,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
           std::string key =
               (naming == ckpt::MegatronNaming::Legacy ? "model.language_model." : "model.") +
               param.localName;
-          auto local = cut(param, rank, key, "");
+          auto local = cut(param, *writer, key, "");
           if (!local)
             return local.takeError();
           HeldParams &mine = held[chained && param.expert >= 0];
@@ -710,8 +734,9 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         llvm::ArrayRef<HeldParams> optimizers(held, chained ? 2 : 1);
         if (withStates && distOpt) {
           std::vector<std::vector<int64_t>> buckets;
-          auto distrib =
-              distribOptimFile(optimizers, stage, rank, epRank, pp, *distOpt, cut, buckets);
+          auto distrib = distribOptimFile(optimizers, stage, *writer,
+                                          {*writer < tp, *writer < etp * ep}, pp, *distOpt, cut,
+                                          buckets);
           if (!distrib)
             return distrib.takeError();
           distrib->path = shardPath(rank, stage, epRank, "distrib_optim.pt");
@@ -722,7 +747,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         if (withStates && !distOpt)
           for (unsigned o = 0; o < optimizers.size(); ++o)
             if (llvm::Error err = mixedOptimizerTensors(
-                    optimizers[o], rank, cut,
+                    optimizers[o], *writer, cut,
                     chained ? llvm::formatv("optimizer.{0}.", o).str() : "optimizer.",
                     file.tensors))
               return std::move(err);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tiny Megatron-LM checkpoints with tp=2 pp=2 the way Megatron lays them out.
 
-Usage: make_megatron.py OUTDIR [--moe [--shared-experts |
+Usage: make_megatron.py OUTDIR [--moe [--shared-experts | --etp N |
                                  --optim [--moe-layer-freq N] [--expert-bias]]]
 
   mcore/   Llama-like (GQA: 4 heads in 2 query groups, SwiGLU, RMSNorm, bf16, no
@@ -85,6 +85,11 @@ its weight, TEGroupedMLP's linear_fc1.biasI after weightI; fc1's bias cut as its
 [gate; up] per TP rank, fc2's whole on every rank). Folders and truth are named
 moe-freqN[-bias] or moe-bias instead of moe (moe-freq2-adam-tp2ep2/, moe-freq2.truth.pt).
 The experts' optimizer then has two groups (weights, then biases).
+
+With --moe --etp N it saves the trained MoE model (moe-adam.truth.pt) with its routed
+experts cut over N expert-tensor-parallel ranks (--expert-tensor-parallel-size) instead
+of tp, in the folders Megatron's ranks write then (see write_moe_etp and writers):
+moe-etp1-* for N = 1, moe-etp2-adam-tp1ep2 for N = 2.
 
 Both: latest_checkpointed_iteration.txt, iter_0000100/mp_rank_TT_PPP/model_optim_rng.pt,
 layers numbered from 0 on each stage, vocabulary 250 padded to 256 (a multiple of
@@ -596,17 +601,33 @@ def rank_dir(tp_rank, stage, ep_rank, pp, ep):
             (f"_{ep_rank:03d}" if ep > 1 else ""))
 
 
-def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB):
+def writers(tp, ep, etp):
+    """The ranks of a pipeline stage that save a torch-format checkpoint, each as (rank,
+    tp rank, ep rank, expert-TP piece), in rank order. parallel_state.py numbers the
+    dense ranks tp-fastest, then data-parallel, and the expert ranks etp-fastest, then
+    ep, then expert-data-parallel; save_checkpoint (training/checkpointing.py) lets a
+    rank save when its data-parallel or expert-data-parallel rank is 0, into the folder
+    of its dense tp rank and its ep rank (get_checkpoint_name). With etp > tp several
+    ranks save into one folder, the last one's file staying."""
+    return [(r, r % tp, (r // etp) % ep, r % etp) for r in range(max(tp, etp * ep))]
+
+
+def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB,
+              etp=None, piece=None):
     """One rank's model dict in registration order (see the module's docstring), the
-    vocabulary padded to `padded` rows."""
+    vocabulary padded to `padded` rows; the routed experts cut into `etp` pieces
+    (expert_tensor_parallel_size, default tp), of which the rank holds `piece`
+    (default its tp rank)."""
+    etp, piece = (tp, tp_rank) if etp is None else (etp, piece)
+
     def pad_vocab(t):
         return torch.cat([t, torch.zeros(padded - VOCAB, *t.shape[1:], dtype=t.dtype)])
 
-    def col(t):
-        return t.chunk(tp, dim=0)[tp_rank].clone()
+    def col(t, parts=tp, rank=tp_rank):
+        return t.chunk(parts, dim=0)[rank].clone()
 
-    def row(t):
-        return t.chunk(tp, dim=1)[tp_rank].clone()
+    def row(t, parts=tp, rank=tp_rank):
+        return t.chunk(parts, dim=1)[rank].clone()
     out = collections.OrderedDict()
     per_stage, per_rank = LAYERS // pp, EXPERTS // ep
     if stage == 0:
@@ -644,12 +665,13 @@ def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VO
             x = f"{p}block_sparse_moe.experts.{e}."
             if x + "w1." + kind not in sd:
                 return None
-            return torch.cat([col(sd[x + "w1." + kind]), col(sd[x + "w3." + kind])])
+            return torch.cat([col(sd[x + "w1." + kind], etp, piece),
+                              col(sd[x + "w3." + kind], etp, piece)])
 
         def fc2(e, kind):
             t = sd.get(f"{p}block_sparse_moe.experts.{e}.w2.{kind}")
             # fc2 is row-parallel: its weight's columns are cut, its bias is whole.
-            return None if t is None else row(t) if kind == "weight" else t.clone()
+            return None if t is None else row(t, etp, piece) if kind == "weight" else t.clone()
         mine = [ep_rank * per_rank + i for i in range(per_rank)]
 
         def put(name, t):
@@ -678,14 +700,14 @@ def moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VO
     return out
 
 
-def moe_args(tp, pp, ep, grouped, shared=None, gate=False, freq=1, bias=False):
+def moe_args(tp, pp, ep, grouped, shared=None, gate=False, freq=1, bias=False, etp=None):
     return argparse.Namespace(
         num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=MCORE["heads"],
         group_query_attention=True, num_query_groups=MCORE["groups"], kv_channels=HEAD_DIM,
         ffn_hidden_size=MOE_FFN if freq == 1 else FFN, swiglu=True,
         padded_vocab_size=PADDED_VOCAB, vocab_size=VOCAB, add_bias_linear=bias,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-        expert_model_parallel_size=ep, expert_tensor_parallel_size=tp, num_experts=EXPERTS,
+        expert_model_parallel_size=ep, expert_tensor_parallel_size=etp or tp, num_experts=EXPERTS,
         moe_ffn_hidden_size=MOE_FFN, moe_router_topk=TOPK, moe_grouped_gemm=grouped,
         moe_layer_freq=freq, moe_router_load_balancing_type="aux_loss", bf16=True,
         moe_shared_expert_intermediate_size=shared, moe_shared_expert_gate=gate,
@@ -693,8 +715,9 @@ def moe_args(tp, pp, ep, grouped, shared=None, gate=False, freq=1, bias=False):
 
 
 def save_moe(outdir, name, args, shard):
-    """Saves a MoE checkpoint at the degrees `args` gives: shard(tp_rank, stage, ep_rank)
-    gives a rank's model, its optimizer entry and distrib_optim.pt's content (None: left
+    """Saves a MoE checkpoint at the degrees `args` gives, each folder by the ranks
+    `writers` says write it: shard(tp_rank, stage, ep_rank, (rank, piece)) gives a
+    rank's model, its optimizer entry and distrib_optim.pt's content (None: left
     out)."""
     tp, pp, ep = (args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
                   args.expert_model_parallel_size)
@@ -703,26 +726,25 @@ def save_moe(outdir, name, args, shard):
     with open(os.path.join(root, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write("100")
     for stage in range(pp):
-        for tp_rank in range(tp):
-            for ep_rank in range(ep):
-                d = os.path.join(root, "iter_0000100", rank_dir(tp_rank, stage, ep_rank, pp, ep))
-                os.makedirs(d)
-                model, optimizer, dist = shard(tp_rank, stage, ep_rank)
-                saved = {"args": args, "checkpoint_version": 3.0, "iteration": 100,
-                         "model": model, "rng_state": [{"random_rng_state": None}]}
-                if optimizer is not None:
-                    saved["optimizer"] = optimizer
-                    saved["opt_param_scheduler"] = {"max_lr": 1e-3, "num_steps": STEPS}
-                torch.save(saved, os.path.join(d, "model_optim_rng.pt"))
-                if dist is not None:
-                    torch.save(dist, os.path.join(d, "distrib_optim.pt"))
+        for rank, tp_rank, ep_rank, piece in writers(tp, ep, args.expert_tensor_parallel_size):
+            d = os.path.join(root, "iter_0000100", rank_dir(tp_rank, stage, ep_rank, pp, ep))
+            os.makedirs(d, exist_ok=True)
+            model, optimizer, dist = shard(tp_rank, stage, ep_rank, (rank, piece))
+            saved = {"args": args, "checkpoint_version": 3.0, "iteration": 100,
+                     "model": model, "rng_state": [{"random_rng_state": None}]}
+            if optimizer is not None:
+                saved["optimizer"] = optimizer
+                saved["opt_param_scheduler"] = {"max_lr": 1e-3, "num_steps": STEPS}
+            torch.save(saved, os.path.join(d, "model_optim_rng.pt"))
+            if dist is not None:
+                torch.save(dist, os.path.join(d, "distrib_optim.pt"))
 
 
 def write_moe(outdir, name, sd, tp, pp, ep, grouped):
     shared = "model.layers.0.mlp.shared_expert.up_proj.weight" in sd
     args = moe_args(tp, pp, ep, grouped, SHARED_FFN if shared else None,
                     "model.layers.0.mlp.shared_expert_gate.weight" in sd)
-    save_moe(outdir, name, args, lambda tp_rank, stage, ep_rank: (
+    save_moe(outdir, name, args, lambda tp_rank, stage, ep_rank, _: (
         moe_shard(sd, tp_rank, stage, ep_rank, tp, pp, ep, grouped), None, None))
 
 
@@ -732,18 +754,20 @@ def is_expert(name):
     return ".mlp.experts." in name
 
 
-def moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB):
+def moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, padded=PADDED_VOCAB,
+                  etp=None, piece=None):
     """(model, optimizer entry) of one MoE rank with the mixed-precision optimizer: the
     model as moe_shard cuts it and ChainedOptimizer.state_dict()'s list of its
     optimizers' state_dicts (optimizer.py), as get_megatron_optimizer
     (optimizer/__init__.py) builds them: first the dense parameters' optimizer, then
     the experts' (this expert-parallel rank's experts, in registration order). The
-    dense optimizer is the same on every expert-parallel rank of a (tp, pp) rank."""
+    dense optimizer is the same on every expert-parallel rank of a (tp, pp) rank. The
+    experts are cut into `etp` pieces (see moe_shard)."""
     names = [n for n in truth if n != "step"]
 
     def cut(key):
         return moe_shard({n: truth[n][key] for n in names}, tp_rank, stage, ep_rank, tp, pp, ep,
-                         grouped, padded)
+                         grouped, padded, etp, piece)
     model, masters = cut("param"), cut("fp32")
     moments = {k: cut(k) for k in ("exp_avg", "exp_avg_sq")}
     return model, [mixed_state(megatron_groups(part), masters, moments, truth["step"])
@@ -756,7 +780,8 @@ def moe_parts(model):
     return [{n: t for n, t in model.items() if is_expert(n) == expert} for expert in (False, True)]
 
 
-def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_size):
+def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_size,
+                etp=None, writer=None):
     """(model, optimizer entry, distrib_optim.pt content) of one MoE rank with the
     distributed optimizer. model_optim_rng.pt keeps the list of both optimizers'
     state_dict() (as_distopt). distrib_optim.pt is ChainedOptimizer.save_parameter_state's
@@ -765,13 +790,21 @@ def moe_distopt(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped, dp, bucket_
     group (dp / ep ranks of one expert-parallel rank), so each expert-parallel rank's
     folder holds its experts' buffer; the dense optimizer's DP rank 0 is at
     expert-parallel rank 0 (ranks are ordered tp, ep, then the rest of dp), so the
-    other ranks' folders hold None for it."""
-    model, optimizers = moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped)
+    other ranks' folders hold None for it. With the experts cut over `etp` ranks the
+    folder is `writer`'s ((rank, expert piece), see writers): the dense states are there
+    when rank < tp (its data-parallel rank is 0), the experts' when rank < etp * ep
+    (its expert-data-parallel rank is 0), None otherwise; a stage's tp * dp ranks make
+    tp * dp / (etp * ep) expert-data-parallel ranks."""
+    etp = etp or tp
+    rank, piece = writer or (tp_rank + tp * ep_rank, tp_rank)
+    model, optimizers = moe_optimizer(truth, tp_rank, stage, ep_rank, tp, pp, ep, grouped,
+                                      PADDED_VOCAB, etp, piece)
     dense, experts = moe_parts(model)
     dense_entry, dense_dist = as_distopt(dense, optimizers[0], stage, dp, bucket_size)
-    expert_entry, expert_dist = as_distopt(experts, optimizers[1], stage, dp // ep, bucket_size)
+    expert_entry, expert_dist = as_distopt(experts, optimizers[1], stage,
+                                           max(dp * tp // (etp * ep), 1), bucket_size)
     return (model, [dense_entry, expert_entry],
-            [dense_dist if ep_rank == 0 else None, expert_dist])
+            [dense_dist if rank < tp else None, expert_dist if rank < etp * ep else None])
 
 
 # The MoE model's distributed optimizer: dp=4 (expert-data-parallel 2 at ep=2) and
@@ -800,15 +833,55 @@ def write_moe_optim(outdir, freq=1, bias=False):
     settings = dict(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1)
     args = moe_args(2, 1, 2, False, freq=freq, bias=bias)
     vars(args).update(settings)
-    save_moe(outdir, name + "-adam-tp2ep2", args, lambda t, p, e: (
+    save_moe(outdir, name + "-adam-tp2ep2", args, lambda t, p, e, _: (
         *moe_optimizer(truth, t, p, e, 2, 1, 2, False), None))
     args = moe_args(2, 2, 2, True, freq=freq, bias=bias)
     vars(args).update(settings, data_parallel_size=DP, use_distributed_optimizer=True,
                       overlap_grad_reduce=True, ddp_bucket_size=MOE_BUCKET,
                       accumulate_allreduce_grads_in_fp32=True,
                       untie_embeddings_and_output_weights=True, ckpt_format="torch")
-    save_moe(outdir, name + "-distopt-tp2pp2ep2", args, lambda t, p, e: moe_distopt(
+    save_moe(outdir, name + "-distopt-tp2pp2ep2", args, lambda t, p, e, _: moe_distopt(
         truth, t, p, e, 2, 2, 2, True, DP, MOE_BUCKET))
+
+
+def write_moe_etp(outdir, etp):
+    """The trained MoE model (moe-adam.truth.pt) with its routed experts cut over `etp`
+    expert-tensor-parallel ranks (--expert-tensor-parallel-size), saved as Megatron saves
+    it (see writers). etp 1:
+      moe-etp1-adam-tp2/           tp=2 ep=1, the mixed-precision optimizer, SequentialMLP
+                                   names: both folders hold every expert whole.
+      moe-etp1-distopt-tp2pp2/     tp=2 pp=2 ep=1, the distributed optimizer (dp=4, so the
+                                   experts' optimizer shards over 8 ranks), TEGroupedMLP
+                                   names: mp_rank_01_PPP's distrib_optim.pt holds None
+                                   for the experts (rank 1 is not their DP rank 0).
+      moe-etp1-adam-tp2ep2/        tp=2 ep=2, mixed: only mp_rank_00_000 and
+                                   mp_rank_01_001 exist.
+      moe-etp1-distopt-tp2ep4/     tp=2 ep=4, distributed (dp=2, expert-data-parallel 1):
+                                   mp_rank_00_000, 01_001, 00_002, 01_003, the last two
+                                   with None for the dense optimizer.
+    etp 2 (more than tp, which Megatron saves but cannot be read back whole):
+      moe-etp2-adam-tp1ep2/        tp=1 ep=2, mixed: ranks 2e and 2e+1 both write
+                                   mp_rank_00_00e, the second's expert piece 1 staying."""
+    truth = moe_adam_truth()
+    torch.save(truth, os.path.join(outdir, "moe-adam.truth.pt"))
+    settings = dict(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1)
+    distributed = dict(use_distributed_optimizer=True, overlap_grad_reduce=True,
+                       ddp_bucket_size=MOE_BUCKET, accumulate_allreduce_grads_in_fp32=True,
+                       untie_embeddings_and_output_weights=True, ckpt_format="torch")
+    layouts = ([("adam-tp2", 2, 1, 1, False, None), ("distopt-tp2pp2", 2, 2, 1, True, 4),
+                ("adam-tp2ep2", 2, 1, 2, False, None), ("distopt-tp2ep4", 2, 1, 4, False, 2)]
+               if etp == 1 else [("adam-tp1ep2", 1, 1, 2, False, None)])
+    for name, tp, pp, ep, grouped, dp in layouts:
+        args = moe_args(tp, pp, ep, grouped, etp=etp)
+        vars(args).update(settings)
+        if dp:
+            vars(args).update(distributed, data_parallel_size=dp)
+            shard = (lambda t, p, e, w, tp=tp, pp=pp, ep=ep, grouped=grouped, dp=dp: moe_distopt(
+                truth, t, p, e, tp, pp, ep, grouped, dp, MOE_BUCKET, etp, w))
+        else:
+            shard = (lambda t, p, e, w, tp=tp, pp=pp, ep=ep, grouped=grouped: (*moe_optimizer(
+                truth, t, p, e, tp, pp, ep, grouped, PADDED_VOCAB, etp, w[1]), None))
+        save_moe(outdir, f"moe-etp{etp}-{name}", args, shard)
 
 
 def main():
@@ -816,6 +889,9 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     opts = sys.argv[2:]
     freq = int(opts[opts.index("--moe-layer-freq") + 1]) if "--moe-layer-freq" in opts else 1
+    if "--moe" in opts and "--etp" in opts:
+        write_moe_etp(outdir, int(opts[opts.index("--etp") + 1]))
+        return
     if "--moe" in opts and "--optim" in opts:
         write_moe_optim(outdir, freq, "--expert-bias" in opts)
         return

@@ -48,6 +48,12 @@
       expert-parallel rank 0, whose folder has it) and the experts' buffer, each read
       back by Megatron's rules for the args' bucketing and its data-parallel group; the
       groups' settings must be the run's.
+      Both take the experts' own tensor parallelism from
+      args.expert_tensor_parallel_size (etp, default tp): the folders must then be the
+      ones Megatron's writing ranks give (make_megatron.writers: rank r writes folder
+      (r % tp, (r / etp) % ep) with expert piece r % etp, for r below max(tp, etp * ep)),
+      and distrib_optim.pt holds the dense states where r < tp, the experts' where
+      r < etp * ep, None otherwise.
   reshard_check.py moe-hf DIR TRUTH
       DIR is a Hugging Face folder (safetensors read here by hand): it must hold
       exactly TRUTH's tensors, bit for bit in the same dtype, and a Mixtral config.json
@@ -546,12 +552,17 @@ def moe_checkpoint(mm, root, truth_path):
     if not all(routed) and args.ffn_hidden_size != mm.FFN:
         print(f"args: ffn_hidden_size {args.ffn_hidden_size}, the dense layers have {mm.FFN} rows")
         return None
-    ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e)
-             for t in range(tp) for p in range(pp) for e in range(ep)}
+    # The folders the writing ranks give (make_megatron.writers), each with its writer:
+    # every (tp rank, ep rank) when the experts split over tp, fewer when over fewer
+    # expert-tensor-parallel ranks.
+    etp = getattr(args, "expert_tensor_parallel_size", None) or tp
+    ranks = {mm.rank_dir(t, p, e, pp, ep): (t, p, e, (r, piece))
+             for p in range(pp) for r, t, e, piece in mm.writers(tp, ep, etp)}
     if sorted(ranks) != sorted(files):
-        print(f"folders {sorted(files)}, expected {sorted(ranks)} for tp={tp} pp={pp} ep={ep}")
+        print(f"folders {sorted(files)}, expected {sorted(ranks)} for tp={tp} pp={pp} ep={ep}"
+              f" etp={etp}")
         return None
-    return (truth, args, (tp, pp, ep, bool(getattr(args, "moe_grouped_gemm", False))),
+    return (truth, args, (tp, pp, ep, bool(getattr(args, "moe_grouped_gemm", False)), etp),
             [(rel, files[rel], ranks[rel]) for rel in sorted(ranks)])
 
 
@@ -573,19 +584,24 @@ def moe_cmd(root, truth_path):
     checkpoint = moe_checkpoint(mm, root, truth_path)
     if checkpoint is None:
         return 1
-    truth, args, (tp, pp, ep, grouped), ranks = checkpoint
+    truth, args, (tp, pp, ep, grouped, etp), ranks = checkpoint
     truth = weights_of(truth)
     n = 0
-    for rel, path, (t, p, e) in ranks:
+    for rel, path, (t, p, e, (_, piece)) in ranks:
         model = torch.load(path, map_location="cpu")["model"]
         checked = same_model(rel, model, mm.moe_shard(truth, t, p, e, tp, pp, ep, grouped,
-                                                      args.padded_vocab_size))
+                                                      args.padded_vocab_size, etp, piece))
         if checked is None:
             return 1
         n += checked
-    print(f"megatron moe: {len(ranks)} shards (tp={tp}, pp={pp}, ep={ep}), {n} tensors "
-          f"are the truth's cut")
+    print(f"megatron moe: {len(ranks)} shards (tp={tp}, pp={pp}, ep={ep}{etp_text(tp, etp)}), "
+          f"{n} tensors are the truth's cut")
     return 0
+
+
+def etp_text(tp, etp):
+    """", etp=N" when the experts split over other ranks than tp."""
+    return f", etp={etp}" if etp != tp else ""
 
 
 def moe_optim_cmd(root, truth_path):
@@ -593,15 +609,15 @@ def moe_optim_cmd(root, truth_path):
     checkpoint = moe_checkpoint(mm, root, truth_path)
     if checkpoint is None:
         return 1
-    truth, args, (tp, pp, ep, grouped), ranks = checkpoint
+    truth, args, (tp, pp, ep, grouped, etp), ranks = checkpoint
     distributed = bool(getattr(args, "use_distributed_optimizer", False))
     dp, bucket = mm.distopt_bucket_size(args)
     stepped = stepped_truth(mm, truth)
     resumed = [0, 0]
-    for rel, path, (t, p, e) in ranks:
+    for rel, path, (t, p, e, (writer, piece)) in ranks:
         sd = torch.load(path, map_location="cpu")
         model, optimizers = mm.moe_optimizer(truth, t, p, e, tp, pp, ep, grouped,
-                                             args.padded_vocab_size)
+                                             args.padded_vocab_size, etp, piece)
         if same_model(rel, sd["model"], model) is None:
             return 1
         got = sd.get("optimizer")
@@ -611,28 +627,34 @@ def moe_optim_cmd(root, truth_path):
             return 1
         dist = None
         if distributed:
+            # Each optimizer's states where the writer is its data-parallel rank 0
+            # (dense: below tp; experts: below etp * ep), None elsewhere.
             dist_path = os.path.join(os.path.dirname(path), "distrib_optim.pt")
             dist = torch.load(dist_path) if os.path.exists(dist_path) else None
-            if not isinstance(dist, list) or len(dist) != 2 or dist[1] is None or \
-                    (dist[0] is None) != (e > 0):
+            held = (writer < tp, writer < etp * ep)
+            if not isinstance(dist, list) or len(dist) != 2 or \
+                    any((d is None) == h for d, h in zip(dist, held)):
+                want = ", ".join(f"{what} {'of DP rank 0' if h else 'None'}"
+                                 for what, h in zip(("dense states", "experts' states"), held))
                 print(f"{rel}: distrib_optim.pt is not ChainedOptimizer.save_parameter_state's "
-                      f"[dense states {'None' if e else 'of DP rank 0'}, experts' states]")
+                      f"[{want}]")
                 return 1
-        expected = mm.moe_shard(stepped, t, p, e, tp, pp, ep, grouped, args.padded_vocab_size)
+        expected = mm.moe_shard(stepped, t, p, e, tp, pp, ep, grouped, args.padded_vocab_size,
+                                etp, piece)
         for o, (part, want) in enumerate(zip(mm.moe_parts(model), optimizers)):
             what = ("the experts'" if o else "the dense") + " optimizer"
             got_o = got[o]
             if distributed:
                 # The experts' buffers are padded for the expert-data-parallel group
                 # (dp / ep ranks; args written without data_parallel_size say dp 1).
-                group_dp = max(dp // ep, 1) if o else dp
+                group_dp = max(dp * tp // (etp * ep), 1) if o else dp
                 groups = mm.as_distopt(part, want, p, group_dp, bucket)[0]["optimizer"]["param_groups"]
                 if [{k: plain(v) for k, v in g.items()} for g in got_o["optimizer"]["param_groups"]] != \
                         [{k: plain(v) for k, v in g.items()} for g in groups]:
                     print(f"{rel}: {what}'s param_groups are not the run's: {got_o}")
                     return 1
                 if dist[o] is None:
-                    continue  # the dense states are expert-parallel rank 0's
+                    continue  # another folder's writer is this optimizer's DP rank 0
                 got_o = distopt_as_mixed(mm, got_o, dist[o], part, p, group_dp, bucket)
                 if isinstance(got_o, str):
                     print(f"{rel}: {what}: {got_o}")
@@ -643,7 +665,8 @@ def moe_optim_cmd(root, truth_path):
                 return 1
             resumed[o] += len(part)
     print(f"megatron moe {'distributed ' if distributed else ''}optimizer state: {len(ranks)} "
-          f"shards (tp={tp}, pp={pp}, ep={ep}), ChainedOptimizer [dense, experts]: "
+          f"shards (tp={tp}, pp={pp}, ep={ep}{etp_text(tp, etp)}), "
+          f"ChainedOptimizer [dense, experts]: "
           f"{resumed[0]} dense and {resumed[1]} expert parameters resume as the truth does, "
           f"step {truth['step']}")
     return 0

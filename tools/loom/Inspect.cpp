@@ -176,6 +176,8 @@ Summary open(const std::string &path, bool verify) {
     if (l.dims.experts) {
       addExperts(summary.layout, l.dims, l.ep);
       summary.layout["experts_per_rank"] = l.dims.experts / l.ep;
+      if (l.etp != l.tp)
+        summary.layout["etp"] = l.etp;
       summary.layout["expert_names"] = l.dims.groupedGemm
                                            ? "TEGroupedMLP (linear_fc1.weight<i>)"
                                            : "SequentialMLP (local_experts.<i>.linear_fc1.weight)";

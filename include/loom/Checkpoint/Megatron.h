@@ -5,7 +5,9 @@
 // TP rank TT, pipeline stage PPP (when pp > 1) and expert-parallel rank EEE (when
 // ep > 1; megatron/training/checkpointing.py, get_checkpoint_name), with layers
 // numbered from 0 within each stage. A two-part mp_rank_TT_XXX is a stage or an
-// expert-parallel rank as the args' pipeline/expert_model_parallel_size say.
+// expert-parallel rank as the args' pipeline/expert_model_parallel_size say. With the
+// experts on fewer tensor-parallel ranks than tp (expert_tensor_parallel_size) only the
+// folders megatronFolderWriter names exist.
 // Inside, parameters are named either the legacy way
 // (`language_model.encoder.layers.N.self_attention.query_key_value.weight`) or the
 // mcore way (`decoder.layers.N.self_attention.linear_qkv.weight`); both fuse Q, K and V
@@ -88,8 +90,8 @@ struct MegatronParam {
   /// each expert-parallel rank's file alike.
   int64_t expert = -1;
   unsigned epRank = 0;
-  /// The shard's shape and dtype (TP rank 0's; every rank holds the same), when read
-  /// from a file.
+  /// The shard's shape and dtype (TP rank 0's, a routed expert's expert-TP piece 0's;
+  /// every rank holds the same), when read from a file.
   llvm::SmallVector<int64_t, 4> localShape;
   DType dtype = DType::Float32;
 };
@@ -145,14 +147,16 @@ std::string megatronDistBucketKey(unsigned group, unsigned gbuf, DType paramDTyp
 /// each optimizer's dict where its data-parallel rank is 0, else None; the dense
 /// optimizer's DP rank 0 sits at expert-parallel rank 0 (ranks are ordered tp, ep,
 /// then the rest of dp), so the files of other expert-parallel ranks hold [None, the
-/// experts' buffers].
+/// experts' buffers] (with etp = tp; megatronFolderWriter gives the general rule).
 struct MegatronOptimizer {
   std::optional<int64_t> step;
   /// The groups' settings (lr, betas, weight_decay, ...) without "params": a JSON
   /// array; a ChainedOptimizer's are the dense optimizer's, then the experts'
   /// (ChainedOptimizer.param_groups' order).
   std::string groupsJson;
-  /// TP rank 0's optimizer tensors, file by file (stage · ep + expert-parallel rank):
+  /// The optimizer tensors of each (stage, expert-parallel rank)'s first folder, the
+  /// one holding expert-TP piece 0 (TP rank 0's when etp = tp), file by file
+  /// (stage · ep + expert-parallel rank):
   /// collectTensors path under the file's root ("optimizer.optimizer.state.3.exp_avg",
   /// or with the distributed optimizer distrib_optim.pt's "0.(torch.bfloat16,
   /// torch.float32).param"; a ChainedOptimizer's put the optimizer's index in the list
@@ -163,8 +167,9 @@ struct MegatronOptimizer {
   /// A mixture of experts' ChainedOptimizer: the dense optimizer's and the experts'.
   bool chained = false;
   /// distributed: the grad buffers' keys, in gbuf order (a ChainedOptimizer's: the
-  /// dense optimizer's, then the experts'), file by file as stageShapes (TP rank 0's;
-  /// every rank's file is checked to have the same buffers and sizes).
+  /// dense optimizer's, then the experts'), file by file as stageShapes (from the same
+  /// folders; every other folder's file is checked to have the same buffers and sizes
+  /// where both hold states).
   std::vector<std::vector<MegatronDistBuffer>> stageBuffers;
 };
 
@@ -188,9 +193,11 @@ bool megatronNoWeightDecay(llvm::StringRef localName, size_t rank);
 struct MegatronLayout {
   MegatronNaming naming = MegatronNaming::MCore;
   /// ep: expert-parallel ranks, each holding dims.experts / ep experts of every MoE
-  /// layer (args.expert_model_parallel_size). Experts are tensor-parallel like the
-  /// dense MLP (expert_tensor_parallel_size = tp; another is refused).
-  unsigned tp = 1, pp = 1, ep = 1;
+  /// layer (args.expert_model_parallel_size). etp: the routed experts' own
+  /// tensor-parallel degree (args.expert_tensor_parallel_size, tp when unset or for a
+  /// dense model), at most tp; which folders exist and which expert piece each holds
+  /// then follow megatronFolderWriter.
+  unsigned tp = 1, pp = 1, ep = 1, etp = 1;
   int64_t iteration = 0;
   MegatronDims dims;
   /// Stage-major, in file order.
@@ -208,6 +215,27 @@ struct MegatronLayout {
 /// mp_rank_TT, then _PPP when pp > 1, then _EEE when ep > 1 (get_checkpoint_name).
 std::string megatronRankDir(unsigned tpRank, unsigned stage, unsigned epRank, unsigned pp,
                             unsigned ep);
+
+/// The rank (within a pipeline stage, counted from 0) that writes shard folder
+/// (`tpRank`, `epRank`) of the torch format, or nullopt when no rank writes one there;
+/// `etp` (the experts' tensor-parallel degree) must be at most `tp`.
+///
+/// From Megatron-LM: parallel_state.py's RankGenerator numbers the dense ranks
+/// tp-fastest, then data-parallel, and the expert ranks etp-fastest, then
+/// expert-parallel, then expert-data-parallel (the default order tp-cp-ep-dp-pp, its
+/// cp left out of the experts' and taken as 1 here). save_checkpoint
+/// (training/checkpointing.py) lets a rank save when its data-parallel rank or its
+/// expert-data-parallel rank is 0, into get_checkpoint_name's folder of its dense TP
+/// rank and its expert-parallel rank. So rank r < max(tp, etp·ep) writes folder
+/// (r % tp, (r / etp) % ep) holding dense TP shard r % tp and expert-TP piece r % etp
+/// of that expert-parallel rank's experts, and no two ranks write one folder while
+/// etp <= tp. A
+/// ChainedOptimizer's distrib_optim.pt there holds the dense optimizer's states when
+/// r < tp and the experts' when r < etp·ep, None otherwise (save_parameter_state saves
+/// each optimizer's where its own data-parallel rank is 0). With etp = tp this is
+/// every (t, e) folder, written by rank t + tp·e.
+std::optional<unsigned> megatronFolderWriter(unsigned tpRank, unsigned epRank, unsigned tp,
+                                             unsigned ep, unsigned etp);
 
 /// Where `param` sits in its stage's file: the path collectTensors gives it under the
 /// top-level dict ("model.decoder.layers.0.mlp.linear_fc2.weight").

@@ -161,6 +161,9 @@ struct TargetSpec {
   unsigned tp = 1, pp = 1;
   unsigned zero = 1, dp = 1; ///< deepspeed (tp too, for Megatron-DeepSpeed's slices)
   unsigned ep = 1;           ///< megatron, deepspeed: expert-parallel size of a MoE model's experts
+  /// megatron: the routed experts' tensor-parallel size (expert_tensor_parallel_size),
+  /// 0 for tp.
+  unsigned etp = 0;
   bool pipeline = false; ///< deepspeed: pp given, DeepSpeed's PipelineModule layout
   bool bf16Optimizer = false; ///< deepspeed: optimizer=bf16
   uint64_t shardBytes = 5ull << 30; ///< hf-safetensors
@@ -177,7 +180,7 @@ struct TargetSpec {
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,ep=2][,optimizer=distributed][,format=torch_dist]",
+/// Parses "megatron:tp=4,pp=2[,ep=2][,etp=1][,optimizer=distributed][,format=torch_dist]",
 /// "deepspeed:zero=1,dp=2,tp=2[,pp=2][,ep=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);
@@ -224,11 +227,16 @@ MegatronDistOpt megatronDistOptFromArgs(const llvm::json::Object &args, unsigned
 /// in every expert-parallel rank's file) and "optimizer.1." (the rank's experts),
 /// distrib_optim.pt under "0." and "1." (the dense buffers in expert-parallel rank 0's
 /// file only), and `bucketNumels` lists the dense buffers' buckets, then the experts'.
+/// `etp` (0: tp) cuts the routed experts over expert_tensor_parallel_size ranks instead:
+/// only the folders some rank writes are laid out, each with its writer's expert piece
+/// and a distrib_optim.pt with None for the optimizer it is not data-parallel rank 0 of
+/// (ckpt::megatronFolderWriter); etp > tp is refused.
 llvm::Expected<std::vector<ShardFile>> megatronShards(
     llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDims &dims, ckpt::MegatronNaming naming,
     unsigned tp, unsigned pp, llvm::ArrayRef<int64_t> layersPerStage, llvm::StringRef dirPrefix,
     const MegatronDistOpt *distOpt = nullptr,
-    std::vector<std::vector<std::vector<int64_t>>> *bucketNumels = nullptr, unsigned ep = 1);
+    std::vector<std::vector<std::vector<int64_t>>> *bucketNumels = nullptr, unsigned ep = 1,
+    unsigned etp = 0);
 
 /// What DeepSpeed's file names and partitions depend on.
 struct DeepSpeedConfig {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 using namespace loom::ckpt;
 using namespace loom::ckpt::testutil;
 
@@ -109,6 +111,41 @@ TEST(Megatron, MissingShardIsOneError) {
   ASSERT_FALSE(ec);
   error = message(readMegatron(dir + "/legacy").takeError());
   EXPECT_NE(error.find("mp_rank_01_000/model_optim_rng.pt"), std::string::npos) << error;
+}
+
+/// The folders Megatron's ranks write when the experts have a tensor parallelism of
+/// their own: rank r < max(tp, etp·ep) writes (r % tp, (r / etp) % ep).
+TEST(MegatronFolderWriter, FollowsTheWritingRanks) {
+  // etp = tp: every (t, e) folder, by rank t + tp·e.
+  for (unsigned t = 0; t < 2; ++t)
+    for (unsigned e = 0; e < 2; ++e)
+      EXPECT_EQ(megatronFolderWriter(t, e, 2, 2, 2), t + 2 * e);
+  // tp=2 etp=1 ep=2: ranks 0 and 1 only, one folder each.
+  EXPECT_EQ(megatronFolderWriter(0, 0, 2, 2, 1), 0u);
+  EXPECT_EQ(megatronFolderWriter(1, 1, 2, 2, 1), 1u);
+  EXPECT_FALSE(megatronFolderWriter(0, 1, 2, 2, 1));
+  EXPECT_FALSE(megatronFolderWriter(1, 0, 2, 2, 1));
+  // tp=2 etp=1 ep=4: ranks 2 and 3 (expert-data-parallel rank 0, dense DP rank 1)
+  // write ep ranks 2 and 3.
+  EXPECT_EQ(megatronFolderWriter(0, 2, 2, 4, 1), 2u);
+  EXPECT_EQ(megatronFolderWriter(1, 3, 2, 4, 1), 3u);
+  EXPECT_FALSE(megatronFolderWriter(0, 1, 2, 4, 1));
+  // tp=2 etp=1 ep=1: both TP ranks' folders, rank 1 holding expert piece 0 too.
+  EXPECT_EQ(megatronFolderWriter(1, 0, 2, 1, 1), 1u);
+  // Every writer below max(tp, etp·ep) has a folder of its own when etp <= tp.
+  for (unsigned tp : {1u, 2u, 3u, 4u})
+    for (unsigned etp = 1; etp <= tp; ++etp)
+      for (unsigned ep : {1u, 2u, 3u, 4u}) {
+        std::set<unsigned> writers;
+        for (unsigned t = 0; t < tp; ++t)
+          for (unsigned e = 0; e < ep; ++e)
+            if (auto r = megatronFolderWriter(t, e, tp, ep, etp)) {
+              EXPECT_EQ(*r % tp, t);
+              EXPECT_EQ(*r / etp % ep, e);
+              EXPECT_TRUE(writers.insert(*r).second);
+            }
+        EXPECT_EQ(writers.size(), std::max(tp, etp * ep)) << tp << " " << etp << " " << ep;
+      }
 }
 
 TEST(MegatronSplitOfName, ReadsLegacyMCoreAndMegatronDeepSpeedNames) {

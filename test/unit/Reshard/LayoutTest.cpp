@@ -256,6 +256,59 @@ TEST(MegatronShards, ChainedOptimizerOfExperts) {
   EXPECT_EQ(keysOf((*one)[0], "optimizer.0."), 0);
 }
 
+/// Experts on their own tensor-parallel ranks (etp): only the folders Megatron's
+/// writing ranks write, each with its writer's expert piece and the distributed
+/// optimizer's states where the writer is that optimizer's data-parallel rank 0.
+TEST(MegatronShards, ExpertTensorParallelism) {
+  std::vector<FullTensor> fulls = withStates(mixtral(2, 4, 24));
+  ckpt::MegatronDims dims = mixtralDims();
+  MegatronDistOpt distOpt;
+  auto paths = [](const std::vector<ShardFile> &files) {
+    std::vector<std::string> out;
+    for (const ShardFile &f : files)
+      out.push_back(f.path);
+    return out;
+  };
+  // tp=2 etp=1 ep=2: ranks 0 and 1 write mp_rank_00_000 and mp_rank_01_001, each with
+  // its experts whole and both optimizers' states.
+  auto files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 2, 1, {2}, "",
+                              &distOpt, nullptr, 2, 1);
+  ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+  EXPECT_EQ(paths(*files), (std::vector<std::string>{
+                               "mp_rank_00_000/model_optim_rng.pt",
+                               "mp_rank_01_001/model_optim_rng.pt",
+                               "mp_rank_00_000/distrib_optim.pt",
+                               "mp_rank_01_001/distrib_optim.pt"}));
+  for (const ShardFile &f : *files)
+    for (const LocalTensor &t : f.tensors)
+      if (llvm::StringRef(t.key).ends_with("local_experts.0.linear_fc2.weight"))
+        EXPECT_EQ(t.shape, (llvm::SmallVector<int64_t, 4>{32, 24})) << f.path;
+  Layout layout;
+  layout.fulls = fulls;
+  layout.files = *files;
+  llvm::Error err = checkLayout(layout, "etp");
+  EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  // tp=2 etp=1 ep=1: rank 1 is not the experts' data-parallel rank 0.
+  files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 2, 1, {2}, "", &distOpt,
+                         nullptr, 1, 1);
+  ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+  ASSERT_EQ(files->size(), 4u);
+  EXPECT_FALSE(llvm::StringRef((*files)[2].meta).ends_with("null]")) << (*files)[2].meta;
+  EXPECT_TRUE(llvm::StringRef((*files)[3].meta).ends_with("null]")) << (*files)[3].meta;
+  // tp=2 etp=1 ep=4: ranks 2 and 3 are not the dense optimizer's.
+  files = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 2, 1, {2}, "", &distOpt,
+                         nullptr, 4, 1);
+  ASSERT_TRUE(bool(files)) << llvm::toString(files.takeError());
+  ASSERT_EQ(files->size(), 8u);
+  EXPECT_EQ((*files)[5].path, "mp_rank_00_002/distrib_optim.pt");
+  EXPECT_TRUE(llvm::StringRef((*files)[5].meta).starts_with("[null,")) << (*files)[5].meta;
+  // etp > tp: several ranks would write one folder.
+  auto refused = megatronShards(fulls, dims, ckpt::MegatronNaming::MCore, 1, 1, {2}, "",
+                                nullptr, nullptr, 2, 2);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(llvm::StringRef(llvm::toString(refused.takeError())).starts_with("etp=2 > tp=1"));
+}
+
 /// Where each parameter starts in the "param" buffer of `file` (distrib_optim.pt):
 /// its first piece's offset, by full name.
 std::map<std::string, int64_t> bufferStarts(const Layout &layout, const ShardFile &file) {

@@ -17,6 +17,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <map>
+#include <set>
 
 using namespace loom::ckpt;
 using namespace loom::ckpt::megatron;
@@ -399,9 +400,10 @@ constexpr StateName kStates[] = {{"fp32_param", "#fp32"},
 
 /// The parameters DCP entry `e` holds, appended to `out` with where each is: every
 /// combination of its stacked axes' indices (the layer on a `decoder.layers.<suffix>`
-/// key, then a routed expert's global index on a `mlp.experts.*` key) is one, named
-/// as the torch format's reader names it at tp = pp = ep = 1 (SequentialMLP's
-/// `local_experts.<i>` for an expert) and classified so. `where` names the metadata.
+/// key, none on a non-homogeneous layer's `decoder.layers.<N>.<suffix>`, then a routed
+/// expert's global index on a `mlp.experts.experts.*` key) is one, named as the torch
+/// format's reader names it at tp = pp = ep = 1 (SequentialMLP's `local_experts.<i>`
+/// for an expert) and classified so. `where` names the metadata.
 llvm::Error addParams(const DcpEntry &e, const std::string &where, MegatronDistCheckpoint &out) {
   const MegatronDims &dims = out.layout.dims;
   llvm::StringRef rest = e.fqn;
@@ -424,9 +426,16 @@ llvm::Error addParams(const DcpEntry &e, const std::string &where, MegatronDistC
     }
   }
   // Routed experts: the global expert on the next axis (SequentialMLP and
-  // TEGroupedMLP.sharded_state_dict, transformer/moe/experts.py).
+  // TEGroupedMLP.sharded_state_dict, transformer/moe/experts.py). Both put their own
+  // "experts." after the MoE layer's "mlp.experts." prefix: SequentialMLP maps
+  // <prefix>local_experts.<i>. to <prefix>experts., TEGroupedMLP its linear_fc<n>. to
+  // <prefix>experts.linear_fc<n>.
   bool inLayer = !axes.empty() || !layerPrefix.empty();
   bool expert = inLayer && rest.consume_front("mlp.experts.");
+  if (expert && !rest.consume_front("experts."))
+    return fileError(where, "'" + e.fqn + "' is no key mcore gives a routed expert: "
+                            "SequentialMLP and TEGroupedMLP (transformer/moe/experts.py) key "
+                            "them <layer>.mlp.experts.experts.<suffix>");
   if (expert) {
     size_t axis = axes.size();
     int64_t held = e.size.size() > axis ? e.size[axis] : 0;
@@ -458,6 +467,74 @@ llvm::Error addParams(const DcpEntry &e, const std::string &where, MegatronDistC
     param->dtype = *e.dtype;
     out.layout.params.push_back(std::move(*param));
     out.sources.push_back({e.fqn, std::move(rows)});
+  }
+  return llvm::Error::success();
+}
+
+/// The layers args.moe_layer_freq makes MoE layers (gpt_layer_specs.py,
+/// get_gpt_decoder_layer_specs) hold a router and every routed expert's fc1 and fc2
+/// (with biases for all or none), the others a dense MLP and nothing of a MoE layer;
+/// a stacked key gives every layer its parameter, so a MoE layer's stacked where the
+/// args make some layers dense is an error here too (mcore keys such layers one by
+/// one). `where` names the metadata.
+llvm::Error checkMoELayers(const MegatronDistCheckpoint &read, const std::string &where) {
+  const MegatronLayout &layout = read.layout;
+  const MegatronDims &d = layout.dims;
+  std::map<int64_t, std::string> moeKey, denseKey; // layer -> a key it holds of either
+  std::map<int64_t, int64_t> weights, biases;      // layer -> its experts' parameters
+  std::set<int64_t> routed;
+  for (size_t i = 0; i < layout.params.size(); ++i) {
+    const MegatronParam &p = layout.params[i];
+    llvm::StringRef name = p.localName;
+    const std::string &key = read.sources[i].key;
+    if (p.expert >= 0) {
+      ++(name.ends_with(".bias") ? biases : weights)[p.layer];
+      moeKey.emplace(p.layer, key);
+    } else if (name.ends_with(".mlp.router.weight")) {
+      routed.insert(p.layer);
+      moeKey.emplace(p.layer, key);
+    } else if (name.contains(".mlp.shared_experts.")) {
+      moeKey.emplace(p.layer, key);
+    } else if (name.contains(".mlp.linear_fc")) {
+      denseKey.emplace(p.layer, key);
+    }
+  }
+  for (int64_t layer = 0; layer < d.numLayers; ++layer) {
+    bool moe = d.isMoELayer(layer);
+    if (!moe && moeKey.count(layer))
+      return fileError(where, llvm::formatv("'{0}' gives layer {1} a MoE layer's parameter "
+                                            "where args.moe_layer_freq makes it a dense layer "
+                                            "(gpt_layer_specs.py, get_gpt_decoder_layer_specs)",
+                                            moeKey[layer], layer)
+                                  .str());
+    if (moe && denseKey.count(layer))
+      return fileError(where, llvm::formatv("'{0}' gives layer {1} a dense MLP where "
+                                            "args.moe_layer_freq makes it a MoE layer",
+                                            denseKey[layer], layer)
+                                  .str());
+    if (moe && (!routed.count(layer) || !weights.count(layer)))
+      return fileError(where, llvm::formatv("layer {0} has no {1}, which a MoE layer holds, "
+                                            "and args.moe_layer_freq makes it one",
+                                            layer, routed.count(layer) ? "routed experts"
+                                                                       : "mlp.router.weight")
+                                  .str());
+    if (!moe && !denseKey.count(layer))
+      return fileError(where, llvm::formatv("layer {0} has no MLP: args.moe_layer_freq makes "
+                                            "it a dense layer and it holds no mlp.linear_fc1",
+                                            layer)
+                                  .str());
+    if (moe && weights[layer] != 2 * d.experts)
+      return fileError(where, llvm::formatv("layer {0} has {1} expert weights where "
+                                            "args.num_experts {2} gives {3} (linear_fc1 and "
+                                            "linear_fc2 of each)",
+                                            layer, weights[layer], d.experts, 2 * d.experts)
+                                  .str());
+    if (moe && biases.count(layer) && biases[layer] != 2 * d.experts)
+      return fileError(where, llvm::formatv("layer {0} has {1} expert biases where its {2} "
+                                            "experts have {3} with --add-bias-linear "
+                                            "(linear_fc1 and linear_fc2 of each) or none",
+                                            layer, biases[layer], d.experts, 2 * d.experts)
+                                  .str());
   }
   return llvm::Error::success();
 }
@@ -519,7 +596,7 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
     const std::string *key = entry.first->template get<std::string>();
     return !key || *key != "expert_tensor_parallel_size";
   });
-  auto dims = dimsFromArgs(globalArgs, commonPath, 1);
+  auto dims = dimsFromArgs(globalArgs, commonPath, 1, /*mixedLayers=*/true);
   if (!dims)
     return dims.takeError();
   layout.dims = *dims;
@@ -583,6 +660,9 @@ llvm::Expected<MegatronDistCheckpoint> loom::ckpt::readMegatronDist(const llvm::
                                                    p.localName, layers)
                                          .str());
   layout.layersPerStage = {layers};
+  if (layout.dims.experts)
+    if (llvm::Error err = checkMoELayers(out, metadataPath))
+      return std::move(err);
 
   // dp_reshardable: every optimizer.* tensor is a bucket state.
   if (dpReshardable) {

@@ -1266,9 +1266,11 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
 /// Megatron-LM sources): the iteration folder as a DCP checkpoint of the global tensors
 /// under mcore's sharded keys, layers stacked as TransformerBlock.sharded_state_dict
 /// stacks homogeneous layers (each layer a chunk at its row of `decoder.layers.<suffix>`,
-/// as each layer's ShardedTensor with its prepended axis is saved), a routed expert
-/// at its (layer, expert) row of `decoder.layers.mlp.experts.<suffix>`, vocabulary rows
-/// padded, the mixed-precision optimizer's fp32 masters and Adam moments beside them;
+/// as each layer's ShardedTensor with its prepended axis is saved) or, with dense layers
+/// between MoE layers, keyed one by one (`decoder.layers.<N>.<suffix>`), a routed expert
+/// at its expert's row of `decoder.layers[.<N>].mlp.experts.experts.<suffix>` (its
+/// biases too), vocabulary rows padded, the mixed-precision optimizer's fp32 masters
+/// and Adam moments beside them;
 /// then common.pt (what dist_checkpointing.save keeps out of the shards: args,
 /// checkpoint_version, iteration, the optimizer's groups and common step,
 /// content_metadata) and metadata.json last, as dist_checkpointing/serialization.py save()
@@ -1283,13 +1285,6 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
         "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
         "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
         "--weights-only");
-  if (!base.dims.moeLayers.empty() || hasExpertBiases(out.fulls))
-    return llvm::createStringError(
-        llvm::Twine("megatron format=torch_dist: ") +
-        (base.dims.moeLayers.empty() ? "the routed experts' biases (--add-bias-linear)"
-                                     : "dense layers between MoE layers (moe_layer_freq)") +
-        " are not written in torch_dist, whose keys loom stacks for MoE layers alike; write "
-        "format=torch, which keeps them");
   std::vector<std::pair<std::string, std::string>> states;
   if (base.withStates) {
     for (const FullTensor &f : out.fulls) {
@@ -1309,9 +1304,17 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
   // Megatron's load_checkpoint does not ask for them.
   args["no_save_rng"] = true;
   args["no_save_optim"] = !base.withStates;
-  // A layer's parameter at its row of the stacked key; a routed expert's
-  // (mlp.experts.local_experts.<e>.<rest> at ep = 1) at its row of that row, under
-  // mlp.experts.<rest> (SequentialMLP.sharded_state_dict, transformer/moe/experts.py).
+  // Layers differ when some are dense and some MoE layers (moe_layer_freq other than
+  // 1), and TransformerBlock.sharded_state_dict (transformer_block.py) then keys each
+  // layer's tensors decoder.layers.<global layer>.<suffix> without a stacked axis, as
+  // it does for a run with --hetereogenous-dist-checkpoint (so spelled in mcore).
+  bool perLayer = !base.dims.moeLayers.empty() ||
+                  args.getBoolean("hetereogenous_dist_checkpoint").value_or(false);
+  // A layer's parameter at its row of the stacked key (or under its own key); a routed
+  // expert's (mlp.experts.local_experts.<e>.<rest> at ep = 1) at its row of that,
+  // under mlp.experts.experts.<rest>: SequentialMLP.sharded_state_dict
+  // (transformer/moe/experts.py) maps the MoE layer's mlp.experts.local_experts.<e>.
+  // to mlp.experts.experts. and prepends the global expert's axis.
   auto keyOf = [&](const LocalTensor &t) -> llvm::Expected<std::string> {
     llvm::StringRef key = t.key;
     key.consume_front("model.");
@@ -1320,23 +1323,29 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
     if (!rest.consume_front("decoder.layers.") || rest.consumeInteger(10, layer) ||
         !rest.consume_front("."))
       return key.str();
+    auto layerKey = [&](const llvm::Twine &suffix) {
+      return perLayer ? llvm::formatv("decoder.layers.{0}.{1}", layer, suffix).str()
+                      : dcpRowKey(("decoder.layers." + suffix).str(), layer);
+    };
     if (!rest.consume_front("mlp.experts.local_experts."))
-      return dcpRowKey(("decoder.layers." + rest).str(), layer);
+      return layerKey(rest);
     if (rest.consumeInteger(10, expert) || !rest.consume_front("."))
       return llvm::createStringError("target megatron: " + key + " is no expert's parameter");
-    return dcpRowKey(dcpRowKey(("decoder.layers.mlp.experts." + rest).str(), layer), expert);
+    return dcpRowKey(layerKey("mlp.experts.experts." + rest), expert);
   };
   auto tensors =
       megatronDistTensors("target megatron", out, base.dims, base.dims.numLayers, states, keyOf);
   if (!tensors)
     return tensors.takeError();
-  // The stacked keys (parameters' and states') and their stacked axes' sizes (layers,
-  // and experts), for the DCP output.
+  // The stacked keys (parameters' and states') and their stacked axes' sizes (layers
+  // unless keyed one by one, and experts), for the DCP output.
   llvm::json::Object stacked;
   for (const LocalTensor &t : *tensors)
     if (auto rowKey = parseDcpRowKey(t.key)) {
-      llvm::json::Array axes{base.dims.numLayers};
-      if (rowKey->second.size() > 1)
+      llvm::json::Array axes;
+      if (!perLayer)
+        axes.push_back(base.dims.numLayers);
+      if (llvm::StringRef(rowKey->first).contains(".mlp.experts.experts."))
         axes.push_back(base.dims.experts);
       stacked[rowKey->first] = std::move(axes);
     }
@@ -1371,7 +1380,9 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
   if (base.withStates) {
     int64_t step = source.optimizerStep.value_or(source.iteration);
     bool experts = base.dims.experts > 0;
-    llvm::json::Array settings = megatronGroupSettings(source, args, step, experts);
+    // The experts' optimizer: its weights' group, then its biases' (not decayed).
+    llvm::json::Array settings =
+        megatronGroupSettings(source, args, step, experts ? 1 + hasExpertBiases(out.fulls) : 0);
     // One optimizer's part over settings [begin, end).
     auto part = [&](size_t begin, size_t end) {
       llvm::json::Array groups;

@@ -28,7 +28,12 @@ Usage:
       params, "state": {"common_step": step}}} with the truth run's AdamW settings
       (ChainedOptimizer.sharded_state_dict, optimizer.py), and the states of every
       parameter, experts' included, are keyed optimizer.state.<state>.<key> without
-      a chained_<i>. prefix (content_metadata's chained_optim_avoid_prefix).
+      a chained_<i>. prefix (content_metadata's chained_optim_avoid_prefix). A truth
+      with dense layers between its MoE layers (make_megatron.py --moe-layer-freq N)
+      must be keyed layer by layer (decoder.layers.<N>.*, no stacked axis) and its args
+      say moe_layer_freq N; one with expert biases has the experts' biases at their
+      rows of mlp.experts.experts.linear_fc{1,2}.bias and the experts' optimizer two
+      groups (weights, then biases).
   check_megatron_dist.py same-dcp ROOT_A ROOT_B
       two torch_dist checkpoints hold the same tensor keys, shapes, dtypes and bits
       (torch's DCP reader loading each tensor whole); bytes entries are not compared.
@@ -130,10 +135,11 @@ def iteration_folder(root):
     return folder, iteration
 
 
-def check_common(folder, iteration, want, step, experts=False):
+def check_common(folder, iteration, want, step, expert_groups=0):
     """common.pt: the args `want` says, checkpoint_version 3.0, the iteration, and the
     optimizer's two groups without params and the step as common_step (none when
-    `step` is None: --no-save-optim)."""
+    `step` is None: --no-save-optim); a ChainedOptimizer's parts when
+    `expert_groups` (the experts' optimizer's groups) is not 0."""
     common = torch.load(os.path.join(folder, "common.pt"))
     args = common["args"]
     for name, value in want.items():
@@ -146,7 +152,7 @@ def check_common(folder, iteration, want, step, experts=False):
         if "optimizer" in common:
             fail("common.pt holds an optimizer entry, and the truth has no optimizer")
         return
-    if not experts:
+    if not expert_groups:
         check_optimizer_part(common["optimizer"], "optimizer", step, 2, None)
         return
     # A ChainedOptimizer's two parts, with the settings the truth was trained with.
@@ -159,7 +165,8 @@ def check_common(folder, iteration, want, step, experts=False):
     settings = [{k: v for k, v in g.items() if k != "params"}
                 for g in reference.state_dict()["param_groups"]]
     check_optimizer_part(common["optimizer"][0], "optimizer[0]", step, 2, settings)
-    check_optimizer_part(common["optimizer"][1], "optimizer[1]", step, 1, settings[:1])
+    check_optimizer_part(common["optimizer"][1], "optimizer[1]", step, expert_groups,
+                         settings[:expert_groups])
     metadata = common.get("content_metadata", {})
     if metadata.get("chained_optim_avoid_prefix") is not True:
         fail(f"common.pt: content_metadata is {metadata}, without chained_optim_avoid_prefix")
@@ -198,6 +205,15 @@ def load_globals(folder, requests, world):
     return out
 
 
+def layer_freq(moe):
+    """args.moe_layer_freq as Megatron reads it for the MoE layers `moe` (one flag per
+    layer): the int N when layers 0, N, 2N, ... route, else the list of 1 and 0."""
+    for n in range(1, len(moe) + 1):
+        if all(m == (i % n == 0) for i, m in enumerate(moe)):
+            return n
+    return [int(m) for m in moe]
+
+
 def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
     truth, step = load_truth(truth_path)
     d = Dims(truth, lambda n: truth[n]["param"], heads, groups, tp)
@@ -209,10 +225,12 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
                 no_save_rng=True)
     if step is not None:
         want["use_distributed_optimizer"] = False
+    expert_groups = 0
     if d.experts:
         want.update(num_experts=d.experts, expert_model_parallel_size=ep,
-                    expert_tensor_parallel_size=tp)
-    check_common(folder, iteration, want, step, experts=bool(d.experts))
+                    expert_tensor_parallel_size=tp, moe_layer_freq=layer_freq(d.moe))
+        expert_groups = 1 + any(n.endswith(".w2.bias") for n in truth)
+    check_common(folder, iteration, want, step, expert_groups)
 
     # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
     expected = dict(mcore_globals(lambda n: truth[n]["param"], d))
@@ -233,7 +251,8 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
     print(f"torch loaded {len(expected)} tensors of {folder} as mcore's {ranks} ranks ask "
           f"for them: all equal the truth; iteration {iteration}, step {step}, tp={tp} "
           f"pp={pp}" + (f" ep={ep}, {d.experts} experts" if d.experts else "") +
-          f", vocabulary {d.vocab} padded to {d.padded}")
+          f", vocabulary {d.vocab} padded to {d.padded}" +
+          ("; layers keyed one by one" if d.per_layer else ""))
 
 
 def check_same_dcp(root_a, root_b):

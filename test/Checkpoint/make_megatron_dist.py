@@ -5,7 +5,8 @@ pp=1). Megatron cannot be installed here, so its layout is emulated from the
 Megatron-LM sources named beside each rule (the mirror's HEAD).
 
 Usage: make_megatron_dist.py OUTDIR [--distopt dp_reshardable |
-                                     --moe [--shared-experts | --optim [--chained-prefix]]]
+                                     --moe [--shared-experts | --optim [--chained-prefix]
+                                            [--moe-layer-freq N] [--expert-bias]]]
 
   OUTDIR/ckpt/latest_checkpointed_iteration.txt        "10"
   OUTDIR/ckpt/iter_0000010/metadata.json               dist_checkpointing/core.py, save_config
@@ -69,10 +70,11 @@ saved with tp=2 and ep=2 by 4 gloo processes (global rank tp_rank + 2 * ep_rank,
 expert-parallel ranks being the data-parallel ones), --moe-grouped-gemm, --no-save-optim,
 iteration 100. The attention keys are the dense model's; each MoE layer adds
 decoder.layers.pre_mlp_layernorm.weight and decoder.layers.mlp.router.weight (stacked,
-replicated) and its routed experts as decoder.layers.mlp.experts.linear_fc1.weight
+replicated) and its routed experts as decoder.layers.mlp.experts.experts.linear_fc1.weight
 [layers, experts, 2 * 24, hidden] and linear_fc2.weight [layers, experts, hidden, 24]:
 the global expert on an axis of its own (moe/experts.py, SequentialMLP.
-sharded_state_dict and TEGroupedMLP.sharded_state_dict give the same keys), each
+sharded_state_dict and TEGroupedMLP.sharded_state_dict give the same keys; the MoE
+layer's prefix mlp.experts. comes before the "experts." they put in), each
 expert-parallel rank saving its 2 experts' TP pieces, one chunk per (layer, expert,
 piece). TE's _extra_state of the experts and the RNG states are bytes entries.
 --shared-experts adds a shared expert of 40 rows and its gate to every layer
@@ -107,6 +109,28 @@ With --chained-prefix the states are keyed as mcore saved them before
 chained_optim_avoid_prefix (July 2025): chained_0.optimizer.state.* for the dense
 parameters', chained_1.optimizer.state.* for the experts', and common.pt has no
 content_metadata.
+
+--moe --optim --moe-layer-freq N and/or --expert-bias lay out make_megatron.py's
+variant instead (moe_adam_truth(N, bias); OUTDIR/moe-freqN[-bias].truth.pt or
+moe-bias.truth.pt, the same files), saved alike:
+  - with N > 1 layers 0, N, 2N, ... are MoE layers and the others dense SwiGLU MLPs
+    (args.moe_layer_freq N, ffn_hidden_size the dense MLP's 48). TransformerBlock.
+    sharded_state_dict (transformer_block.py) then sets non_homogeneous_layers and
+    keys every layer's tensors decoder.layers.<global layer>.<suffix> without the
+    stacked layer axis (sharded_prefix with the global layer number, no prepended
+    offset), so a MoE layer's experts are decoder.layers.<N>.mlp.experts.experts.
+    linear_fc1.weight [experts, 2 * 24, hidden] (the expert axis is dimension 0) and a
+    dense layer's MLP decoder.layers.<N>.mlp.linear_fc1.{layer_norm_weight,weight};
+  - with biases (--add-bias-linear) every linear layer has one: linear_qkv.bias cut as
+    its weight's rows (fused per query group), linear_proj.bias and linear_fc2.bias
+    whole, saved by TP rank 0 (make_sharded_tensors_for_checkpoint shards only the
+    row-parallel weight), linear_fc1.bias cut into gate and up halves like its weight
+    (mlp.py: MLP.sharded_state_dict hands both weight and bias to
+    apply_swiglu_sharded_factory; TEGroupedMLP.sharded_state_dict does the same for
+    each weight<i> and bias<i>); an expert's at its expert's row of
+    mlp.experts.experts.linear_fc{1,2}.bias (TEColumnParallelGroupedLinear cuts fc1's
+    bias on axis 0, TERowParallelGroupedLinear leaves fc2's whole). The experts'
+    optimizer then has two groups (weights, then biases).
 """
 import argparse
 import json
@@ -169,7 +193,9 @@ def truth():
 class Dims:
     """What mcore's rules need of a model, read off its full tensors under loom's names
     (`names`, `get` giving each tensor): layers, heads and query groups (given), the
-    vocabulary and its padding to a multiple of 128·tp, routed experts per layer."""
+    vocabulary and its padding to a multiple of 128·tp, routed experts per MoE layer and
+    which layers are MoE layers (a router; the others hold a dense MLP:
+    --moe-layer-freq)."""
 
     def __init__(self, names, get, heads, groups, tp):
         names = set(names)
@@ -182,70 +208,102 @@ class Dims:
         self.padded = (self.vocab + multiple - 1) // multiple * multiple
         self.experts = sum(1 for n in names if n.startswith("model.layers.0.block_sparse_moe."
                                                             "experts.") and n.endswith(".w2.weight"))
+        self.moe = [f"model.layers.{l}.block_sparse_moe.gate.weight" in names
+                    for l in range(self.layers)]
+        # transformer_block.py, TransformerBlock.sharded_state_dict: a moe_layer_freq
+        # other than 1 makes the layers non-homogeneous, keyed one by one.
+        self.per_layer = bool(self.experts) and not all(self.moe)
+
+
+def layer_globals(get, d, p):
+    """One layer's tensors as mcore's sharded state dict holds them (`p` its prefix under
+    loom's names): {suffix: (tensor, cut)}, the cut as mcore_globals says it, counting
+    the dimensions of the layer's tensor (a routed expert's key has the global expert
+    on dimension 0: moe/experts.py, SequentialMLP.sharded_state_dict prepends
+    (axis, global expert, num_experts), and TEGroupedMLP's is "interchangeable").
+    Biases (--add-bias-linear) follow their weights' cut, except a row-parallel
+    layer's, which every TP rank holds whole (transformer/utils.py,
+    make_sharded_tensors_for_checkpoint shards only what the layer lists)."""
+    def has(n):
+        return p + n in d.names
+
+    def cat(*names, at=p):
+        return torch.cat([get(at + n) for n in names])
+
+    def qkv(kind):
+        """tp=1's fused QKV: per query group, its heads' q rows, then k, then v."""
+        per = d.heads // d.groups * d.head_dim
+        q, k, v = (get(p + f"self_attn.{x}_proj.{kind}") for x in "qkv")
+        h = d.head_dim
+        return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * h:(g + 1) * h],
+                                     v[g * h:(g + 1) * h]]) for g in range(d.groups)])
+
+    def experts(*names):
+        return torch.stack([cat(*names, at=f"{p}block_sparse_moe.experts.{e}.")
+                            for e in range(d.experts)])
+    out = {"self_attention.linear_qkv.layer_norm_weight": (cat("input_layernorm.weight"), None),
+           "self_attention.linear_qkv.weight": (qkv("weight"), 0),
+           "self_attention.linear_proj.weight": (cat("self_attn.o_proj.weight"), 1)}
+    if has("self_attn.q_proj.bias"):
+        out["self_attention.linear_qkv.bias"] = (qkv("bias"), 0)
+        out["self_attention.linear_proj.bias"] = (cat("self_attn.o_proj.bias"), None)
+    if not has("block_sparse_moe.gate.weight"):
+        out["mlp.linear_fc1.layer_norm_weight"] = (cat("post_attention_layernorm.weight"), None)
+        for kind in ("weight", "bias"):
+            if has(f"mlp.gate_proj.{kind}"):
+                out[f"mlp.linear_fc1.{kind}"] = \
+                    (cat(f"mlp.gate_proj.{kind}", f"mlp.up_proj.{kind}"), "swiglu")
+        out["mlp.linear_fc2.weight"] = (cat("mlp.down_proj.weight"), 1)
+        if has("mlp.down_proj.bias"):
+            out["mlp.linear_fc2.bias"] = (cat("mlp.down_proj.bias"), None)
+        return out
+    out["pre_mlp_layernorm.weight"] = (cat("post_attention_layernorm.weight"), None)
+    out["mlp.router.weight"] = (cat("block_sparse_moe.gate.weight"), None)
+    # SequentialMLP.sharded_state_dict maps <prefix>local_experts.<i>. to <prefix>experts.
+    # and TEGroupedMLP's keys its linear_fc<n> <prefix>experts.linear_fc<n>, the prefix
+    # being the MoE layer's "mlp.experts.": hence mlp.experts.experts.*.
+    x = "mlp.experts.experts."
+    out[x + "linear_fc1.weight"] = (experts("w1.weight", "w3.weight"), "swiglu")
+    if has("block_sparse_moe.experts.0.w1.bias"):
+        out[x + "linear_fc1.bias"] = (experts("w1.bias", "w3.bias"), "swiglu")
+    out[x + "linear_fc2.weight"] = (experts("w2.weight"), 2)
+    if has("block_sparse_moe.experts.0.w2.bias"):
+        out[x + "linear_fc2.bias"] = (experts("w2.bias"), None)
+    if has("mlp.shared_expert_gate.weight"):
+        out["mlp.shared_experts.gate_weight"] = (cat("mlp.shared_expert_gate.weight"), None)
+    if has("mlp.shared_expert.up_proj.weight"):
+        out["mlp.shared_experts.linear_fc1.weight"] = \
+            (cat("mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight"),
+             "swiglu")
+        out["mlp.shared_experts.linear_fc2.weight"] = (cat("mlp.shared_expert.down_proj.weight"), 1)
+    return out
 
 
 def mcore_globals(get, d):
     """mcore's sharded key -> (global tensor, how mcore's TP ranks cut it: None for
     replicated, the dimension of a column- or row-parallel cut, or "swiglu" for
     [gate; up] halves at rank and tp + rank (mlp.py, apply_swiglu_sharded_factory)).
-    Layers are stacked on dimension 0 (transformer_block.py, sharded_state_dict); a
-    mixture of experts' routed experts on dimension 1 after it, by global index
-    (moe/experts.py: SequentialMLP.sharded_state_dict and TEGroupedMLP's alike key
-    them decoder.layers.mlp.experts.linear_fc{1,2}.weight with the prepended offset
-    (1, global expert, num_experts)); its router, pre_mlp_layernorm and shared
-    experts (moe/shared_experts.py, an MLP cut as the dense one) per layer."""
-    def stack(fn):
-        return torch.stack([fn(f"model.layers.{l}.") for l in range(d.layers)])
-
-    def experts(fn):
-        return stack(lambda p: torch.stack([fn(f"{p}block_sparse_moe.experts.{e}.")
-                                            for e in range(d.experts)]))
-
-    def qkv(p):
-        """tp=1's fused QKV: per query group, its heads' q rows, then k, then v."""
-        per = d.heads // d.groups * d.head_dim
-        q, k, v = (get(p + f"self_attn.{x}_proj.weight") for x in "qkv")
-        h = d.head_dim
-        return torch.cat([torch.cat([q[g * per:(g + 1) * per], k[g * h:(g + 1) * h],
-                                     v[g * h:(g + 1) * h]]) for g in range(d.groups)])
-
+    Homogeneous layers are stacked on dimension 0 (transformer_block.py,
+    sharded_state_dict: prepended offset (0, layer, num_layers)) as
+    decoder.layers.<suffix>; with dense layers between MoE layers each layer keeps its
+    own decoder.layers.<N>.<suffix> without that axis (non_homogeneous_layers). A
+    mixture of experts' routed experts are keyed mlp.experts.experts.linear_fc<n>.*
+    with the global expert on the axis after the layer's (layer_globals)."""
     def padded(t):
         return torch.cat([t, torch.zeros(d.padded - d.vocab, t.shape[1], dtype=t.dtype)])
-
-    def cat(*names):
-        return lambda p: torch.cat([get(p + n) for n in names])
     out = {
         "embedding.word_embeddings.weight": (padded(get("model.embed_tokens.weight")), 0),
         "output_layer.weight": (padded(get("lm_head.weight")), 0),
         "decoder.final_layernorm.weight": (get("model.norm.weight"), None),
-        "decoder.layers.self_attention.linear_qkv.layer_norm_weight":
-            (stack(cat("input_layernorm.weight")), None),
-        "decoder.layers.self_attention.linear_qkv.weight": (stack(qkv), 1),
-        "decoder.layers.self_attention.linear_proj.weight":
-            (stack(cat("self_attn.o_proj.weight")), 2),
     }
-    if not d.experts:
-        out["decoder.layers.mlp.linear_fc1.layer_norm_weight"] = \
-            (stack(cat("post_attention_layernorm.weight")), None)
-        out["decoder.layers.mlp.linear_fc1.weight"] = \
-            (stack(cat("mlp.gate_proj.weight", "mlp.up_proj.weight")), "swiglu")
-        out["decoder.layers.mlp.linear_fc2.weight"] = (stack(cat("mlp.down_proj.weight")), 2)
+    layers = [layer_globals(get, d, f"model.layers.{l}.") for l in range(d.layers)]
+    if d.per_layer:
+        for l, held in enumerate(layers):
+            out.update({f"decoder.layers.{l}.{k}": v for k, v in held.items()})
         return out
-    out["decoder.layers.pre_mlp_layernorm.weight"] = \
-        (stack(cat("post_attention_layernorm.weight")), None)
-    out["decoder.layers.mlp.router.weight"] = (stack(cat("block_sparse_moe.gate.weight")), None)
-    out["decoder.layers.mlp.experts.linear_fc1.weight"] = \
-        (experts(cat("w1.weight", "w3.weight")), "swiglu")
-    out["decoder.layers.mlp.experts.linear_fc2.weight"] = (experts(cat("w2.weight")), 3)
-    if "model.layers.0.mlp.shared_expert_gate.weight" in d.names:
-        out["decoder.layers.mlp.shared_experts.gate_weight"] = \
-            (stack(cat("mlp.shared_expert_gate.weight")), None)
-    if "model.layers.0.mlp.shared_expert.up_proj.weight" in d.names:
-        out["decoder.layers.mlp.shared_experts.linear_fc1.weight"] = \
-            (stack(cat("mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight")),
-             "swiglu")
-        out["decoder.layers.mlp.shared_experts.linear_fc2.weight"] = \
-            (stack(cat("mlp.shared_expert.down_proj.weight")), 2)
+    for suffix, (_, cut) in layers[0].items():
+        out[f"decoder.layers.{suffix}"] = (torch.stack([held[suffix][0] for held in layers]),
+                                           cut + 1 if isinstance(cut, int) else cut)
     return out
 
 
@@ -299,22 +357,27 @@ def mcore_boxes(key, shape, cut, world, tp=TP):
     expert-data-parallel replicas). One chunk per layer of a stacked key and per TP
     piece: a column- or row-parallel slice, SwiGLU's gate and up halves at rank and
     tp + rank, a replicated tensor whole from TP rank 0 (its main replica); data-
-    parallel rank 0 saves the dense keys. A routed expert's key has a chunk per layer,
-    per expert of the rank's ep rank and per TP piece."""
-    stacked = "decoder.layers." in key
-    lead = 2 if ".mlp.experts." in key else 1 if stacked else 0
+    parallel rank 0 saves the dense keys. A routed expert's key has a chunk per layer
+    (unless the key is one layer's, decoder.layers.<N>.*), per expert of the rank's ep
+    rank and per TP piece."""
+    rest = key.split("decoder.layers.", 1)[1] if "decoder.layers." in key else None
+    stacked = rest is not None and not rest.split(".")[0].isdigit()
+    expert = ".mlp.experts.experts." in key
+    lead = int(stacked) + int(expert)
     inner = list(shape[lead:])
-    ep = world // tp if lead == 2 else 1
+    ep = world // tp if expert else 1
     boxes = []
     for g in range(world):
         r, ep_rank = g % tp, g // tp
-        if lead == 2:
-            per = shape[1] // ep
-            rows = [[l, e] for l in range(shape[0]) for e in range(ep_rank * per, (ep_rank + 1) * per)]
+        layer_rows = [[l] for l in range(shape[0])] if stacked else [[]]
+        if expert:
+            per = shape[lead - 1] // ep
+            rows = [lr + [e] for lr in layer_rows
+                    for e in range(ep_rank * per, (ep_rank + 1) * per)]
         elif ep_rank:
             continue
         else:
-            rows = [[l] for l in range(shape[0])] if stacked else [[]]
+            rows = layer_rows
         for row in rows:
             one = [1] * len(row)
             if cut is None:
@@ -421,11 +484,12 @@ def dense_state(rank, world, distopt):
     return state
 
 
-def moe_truth(kind):
+def moe_truth(kind, freq=1, bias=False):
     """make_megatron.py's MoE model (its moe.truth.pt, or moe-shared.truth.pt with
-    shared experts and their gates, or the trained moe-adam.truth.pt for moe-optim)."""
+    shared experts and their gates, or the trained moe-adam.truth.pt for moe-optim;
+    with `freq` or `bias` its mixed-layer or expert-bias variant)."""
     if kind.startswith("moe-optim"):
-        return make_megatron.moe_adam_truth()
+        return make_megatron.moe_adam_truth(freq, bias)
     return make_megatron.full_moe(seed=6, shared=True) if kind == "moe-shared" else \
         make_megatron.full_moe(seed=5)
 
@@ -440,7 +504,7 @@ def moe_dims(t):
                 TP)
 
 
-def moe_state(rank, world, kind):
+def moe_state(rank, world, kind, freq=1, bias=False):
     """What global rank `rank` (TP rank rank % TP, expert-parallel rank rank // TP)
     saves of the MoE model: the dense keys from data-parallel rank 0, its experts,
     TE's _extra_state of its experts' linear_fc1 (ShardedObjects with the layer and
@@ -449,7 +513,7 @@ def moe_state(rank, world, kind):
     moe-optim adds each parameter's fp32 master and moments under its key's boxes
     (see the module's docstring), with chained_<i>. before them for
     moe-optim-prefixed."""
-    truth = moe_truth(kind)
+    truth = moe_truth(kind, freq, bias)
     t = moe_params(truth)
     d = moe_dims(t)
     state = {k: local_shards(k, v, cut, rank, world)
@@ -460,26 +524,30 @@ def moe_state(rank, world, kind):
             for k, (v, cut) in mcore_globals(lambda n: truth[n][name], d).items():
                 chained = ""
                 if kind == "moe-optim-prefixed":
-                    chained = "chained_1." if ".mlp.experts." in k else "chained_0."
+                    chained = "chained_1." if ".mlp.experts.experts." in k else "chained_0."
                 state[f"{chained}optimizer.state.{dcp_name}.{k}"] = \
                     local_shards(k, v, cut, rank, world)
     per = d.experts // EP
     if rank % TP == 0:
         for l in range(d.layers):
             for e in range(rank // TP * per, (rank // TP + 1) * per):
-                state[f"decoder.layers.mlp.experts.linear_fc1._extra_state/"
-                      f"shard_{l}.{e}_{d.layers}.{d.experts}"] = None
+                if d.per_layer and d.moe[l]:
+                    state[f"decoder.layers.{l}.mlp.experts.experts.linear_fc1._extra_state/"
+                          f"shard_{e}_{d.experts}"] = None
+                elif not d.per_layer:
+                    state[f"decoder.layers.mlp.experts.experts.linear_fc1._extra_state/"
+                          f"shard_{l}.{e}_{d.layers}.{d.experts}"] = None
     if rank < TP:
         state[f"rng_state/shard_0.{rank}_1.{TP}"] = [{"random_rng_state": None}]
     return state
 
 
-def worker(rank, outdir, port, kind):
+def worker(rank, outdir, port, kind, freq=1, bias=False):
     world = WORLDS[kind]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     if kind.startswith("moe"):
-        state, iteration = moe_state(rank, world, kind), MOE_ITERATION
+        state, iteration = moe_state(rank, world, kind, freq, bias), MOE_ITERATION
     else:
         state, iteration = dense_state(rank, world, kind == "distopt"), ITERATION
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
@@ -529,7 +597,7 @@ def dense_common(distopt):
             "num_floating_point_operations_so_far": 0}
 
 
-def moe_common(kind):
+def moe_common(kind, freq=1, bias=False):
     """common.pt of the MoE model: make_megatron.py's MoE args at tp=2 ep=2 (dp=2), as a
     run with --moe-grouped-gemm (TEGroupedMLP) or, with shared experts, without
     (SequentialMLP) saved them with --ckpt-format torch_dist --no-save-optim; for
@@ -539,7 +607,7 @@ def moe_common(kind):
     shared, optim = kind == "moe-shared", kind.startswith("moe-optim")
     args = make_megatron.moe_args(TP, 1, EP, grouped=kind == "moe",
                                   shared=make_megatron.SHARED_FFN if shared else None,
-                                  gate=shared)
+                                  gate=shared, freq=freq, bias=bias)
     args.ckpt_format = "torch_dist"
     args.data_parallel_size = EP  # TP * EP processes over tp
     common = {"args": args, "checkpoint_version": 3.0, "iteration": MOE_ITERATION,
@@ -549,7 +617,7 @@ def moe_common(kind):
         return common
     vars(args).update(lr=1e-3, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, weight_decay=0.1,
                       use_distributed_optimizer=False)
-    truth = moe_truth(kind)
+    truth = moe_truth(kind, freq, bias)
     # Both optimizers' groups as make_megatron.py's torch-format ranks hold them (any
     # rank: the settings are the run's), without params.
     _, parts = make_megatron.moe_optimizer(truth, 0, 0, 0, TP, 1, EP, False)
@@ -573,7 +641,12 @@ def main():
     parser.add_argument("--shared-experts", action="store_true")
     parser.add_argument("--optim", action="store_true")
     parser.add_argument("--chained-prefix", action="store_true")
+    parser.add_argument("--moe-layer-freq", type=int, default=1)
+    parser.add_argument("--expert-bias", action="store_true")
     options = parser.parse_args()
+    freq, bias = options.moe_layer_freq, options.expert_bias
+    if (freq != 1 or bias) and not (options.moe and options.optim):
+        parser.error("--moe-layer-freq and --expert-bias go with --moe --optim")
     outdir = options.outdir
     if options.optim:
         kind = "moe-optim-prefixed" if options.chained_prefix else "moe-optim"
@@ -583,18 +656,22 @@ def main():
     iteration = MOE_ITERATION if options.moe else ITERATION
     iteration_dir = os.path.join(outdir, "ckpt", f"iter_{iteration:07d}")
     os.makedirs(iteration_dir, exist_ok=True)
-    mp.spawn(worker, args=(outdir, free_port(), kind), nprocs=WORLDS[kind], join=True)
+    mp.spawn(worker, args=(outdir, free_port(), kind, freq, bias), nprocs=WORLDS[kind],
+             join=True)
     with open(os.path.join(iteration_dir, "metadata.json"), "w") as f:
         json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                    "common_backend": "torch", "common_backend_version": 1}, f)
-    common = moe_common(kind) if options.moe else dense_common(options.distopt is not None)
+    common = moe_common(kind, freq, bias) if options.moe else \
+        dense_common(options.distopt is not None)
     torch.save(common, os.path.join(iteration_dir, "common.pt"))
     with open(os.path.join(outdir, "ckpt", "latest_checkpointed_iteration.txt"), "w") as f:
         f.write(str(iteration))
     if options.moe:
-        name = {"moe-shared": "moe-shared.truth.pt", "moe": "moe.truth.pt"}.get(kind,
-                                                                              "moe-adam.truth.pt")
-        torch.save(moe_truth(kind), os.path.join(outdir, name))
+        # make_megatron.py's names: moe-freqN[-bias].truth.pt, moe-bias.truth.pt.
+        variant = (f"-freq{freq}" if freq != 1 else "") + ("-bias" if bias else "")
+        name = {"moe-shared": "moe-shared.truth.pt", "moe": "moe.truth.pt"}.get(
+            kind, f"moe{variant}.truth.pt" if variant else "moe-adam.truth.pt")
+        torch.save(moe_truth(kind, freq, bias), os.path.join(outdir, name))
     else:
         torch.save(truth(), os.path.join(outdir, "truth.pt"))
 

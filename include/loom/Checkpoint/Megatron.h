@@ -270,14 +270,20 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 /// `decoder.final_layernorm.weight`, and for the layers either
 /// `decoder.layers.<suffix>` with every layer stacked on a leading axis
 /// (TransformerBlock.sharded_state_dict, prepended offset (0, layer, num_layers)) or
-/// `decoder.layers.<N>.<suffix>` (non-homogeneous layers). Each tensor is global: TP
-/// shards put back, so a fused QKV is tp=1's [q; k; v] per query group and SwiGLU's
-/// fc1 is [all gates; all ups] (apply_swiglu_sharded_factory, transformer/mlp.py).
-/// A mixture of experts keys its routed experts `decoder.layers.mlp.experts.
-/// linear_fc{1,2}.weight` with the global expert on an axis of its own after the
-/// layer's ([layers, experts, rows, columns]): SequentialMLP.sharded_state_dict drops
-/// local_experts.<i> from the key and prepends (axis, global index, num_experts), and
-/// TEGroupedMLP's weight<i> are keyed the same way (transformer/moe/experts.py;
+/// `decoder.layers.<N>.<suffix>` without it when the layers differ
+/// (non_homogeneous_layers: a moe_layer_freq other than 1, whose dense layers hold
+/// mlp.linear_fc1/fc2 where the MoE layers hold a router and experts, or
+/// --hetereogenous-dist-checkpoint). Each tensor is global: TP shards put back, so a
+/// fused QKV is tp=1's [q; k; v] per query group and SwiGLU's fc1 is [all gates; all
+/// ups] (apply_swiglu_sharded_factory, transformer/mlp.py).
+/// A mixture of experts keys its routed experts `decoder.layers.mlp.experts.experts.
+/// linear_fc{1,2}.weight` (and `.bias` with --add-bias-linear: fc1's [all gates; all
+/// ups] like its weight, fc2's whole) with the global expert on an axis of its own
+/// after the layer's ([layers, experts, rows, columns]; [experts, rows, columns] under
+/// a layer's own key): SequentialMLP.sharded_state_dict maps the MoE layer's
+/// `mlp.experts.local_experts.<i>.` to `mlp.experts.experts.` and prepends (axis,
+/// global index, num_experts), and TEGroupedMLP's weight<i> and bias<i> are keyed the
+/// same way (transformer/moe/experts.py;
 /// TEGroupedLinear._sharded_state_dict_grouped, extensions/transformer_engine.py), so
 /// neither the expert-parallel degree nor the expert module of the run shows in the
 /// keys. Each expert-parallel rank saves its experts (replica_id over expert-data-
@@ -296,7 +302,7 @@ llvm::Expected<MegatronLayout> readMegatronLayout(const llvm::Twine &directory,
 /// mcore since July 2025 keys them so for model-space states
 /// (training/checkpointing.py sets chained_optim_avoid_prefix); before, every key of
 /// optimizer i carried the prefix `chained_<i>.`
-/// (`chained_1.optimizer.state.exp_avg.decoder.layers.mlp.experts.linear_fc1.weight`).
+/// (`chained_1.optimizer.state.exp_avg.decoder.layers.mlp.experts.experts.linear_fc1.weight`).
 ///
 /// The distributed optimizer's default layout there, `dp_reshardable`
 /// (DistributedOptimizer.sharded_param_state_dp_reshardable), keeps its grad buffers

@@ -256,11 +256,12 @@ TEST(Dcp, RowKeysRoundTrip) {
   EXPECT_EQ(row->first, "decoder.layers.mlp.linear_fc1.weight");
   EXPECT_EQ(row->second, (llvm::SmallVector<int64_t, 2>{12}));
   // A routed expert's: a row key of a row key, the layer first.
-  std::string expert = dcpRowKey(dcpRowKey("decoder.layers.mlp.experts.linear_fc2.weight", 3), 7);
-  EXPECT_EQ(expert, "decoder.layers.mlp.experts.linear_fc2.weight[3][7]");
+  std::string expert =
+      dcpRowKey(dcpRowKey("decoder.layers.mlp.experts.experts.linear_fc2.weight", 3), 7);
+  EXPECT_EQ(expert, "decoder.layers.mlp.experts.experts.linear_fc2.weight[3][7]");
   auto rows = parseDcpRowKey(expert);
   ASSERT_TRUE(rows);
-  EXPECT_EQ(rows->first, "decoder.layers.mlp.experts.linear_fc2.weight");
+  EXPECT_EQ(rows->first, "decoder.layers.mlp.experts.experts.linear_fc2.weight");
   EXPECT_EQ(rows->second, (llvm::SmallVector<int64_t, 2>{3, 7}));
   for (const char *other : {"embedding.weight", "x[]", "x[-1]", "x[1a]", "x1]", "x[1]]", "x[1][]"})
     EXPECT_FALSE(parseDcpRowKey(other)) << other;

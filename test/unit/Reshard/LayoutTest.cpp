@@ -820,9 +820,9 @@ TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
   const ShardFile &dcp = target->files.front();
   auto keys = keyShapes(dcp);
   // Expert 3 of layer 1: [gate; up] of 24 rows each, and its down projection.
-  EXPECT_EQ(keys["decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
+  EXPECT_EQ(keys["decoder.layers.mlp.experts.experts.linear_fc1.weight[1][3]"],
             (llvm::SmallVector<int64_t, 4>{48, 32}));
-  EXPECT_EQ(keys["decoder.layers.mlp.experts.linear_fc2.weight[1][3]"],
+  EXPECT_EQ(keys["decoder.layers.mlp.experts.experts.linear_fc2.weight[1][3]"],
             (llvm::SmallVector<int64_t, 4>{32, 24}));
   EXPECT_EQ(keys["decoder.layers.mlp.router.weight[0]"], (llvm::SmallVector<int64_t, 4>{4, 32}));
   EXPECT_TRUE(keys.count("decoder.layers.pre_mlp_layernorm.weight[1]"));
@@ -831,7 +831,8 @@ TEST(MegatronTarget, TorchDistStacksExpertsOnTheirOwnAxis) {
   ASSERT_TRUE(bool(meta));
   const llvm::json::Object *stacked = meta->getAsObject()->getObject("stacked");
   ASSERT_TRUE(stacked);
-  const llvm::json::Array *experts = stacked->getArray("decoder.layers.mlp.experts.linear_fc1.weight");
+  const llvm::json::Array *experts =
+      stacked->getArray("decoder.layers.mlp.experts.experts.linear_fc1.weight");
   ASSERT_TRUE(experts);
   EXPECT_EQ(*experts, (llvm::json::Array{2, 4}));
   const llvm::json::Array *router = stacked->getArray("decoder.layers.mlp.router.weight");
@@ -848,8 +849,9 @@ TEST(MegatronTarget, TorchDistKeepsAChainedOptimizersStates) {
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
   const ShardFile &dcp = target->files.front();
   auto keys = keyShapes(dcp);
-  EXPECT_EQ(keys["optimizer.state.exp_avg.decoder.layers.mlp.experts.linear_fc1.weight[1][3]"],
-            (llvm::SmallVector<int64_t, 4>{48, 32}));
+  EXPECT_EQ(
+      keys["optimizer.state.exp_avg.decoder.layers.mlp.experts.experts.linear_fc1.weight[1][3]"],
+      (llvm::SmallVector<int64_t, 4>{48, 32}));
   EXPECT_TRUE(keys.count("optimizer.state.fp32_param.decoder.layers.mlp.router.weight[0]"));
   EXPECT_EQ(keys.size(), 4 * (3u + 2 * (3 + 2 + 2 * 4)));
   EXPECT_TRUE(llvm::none_of(keys, [](const auto &k) {
@@ -858,7 +860,7 @@ TEST(MegatronTarget, TorchDistKeepsAChainedOptimizersStates) {
   auto meta = llvm::json::parse(dcp.meta);
   ASSERT_TRUE(bool(meta));
   const llvm::json::Array *axes = meta->getAsObject()->getObject("stacked")->getArray(
-      "optimizer.state.exp_avg_sq.decoder.layers.mlp.experts.linear_fc2.weight");
+      "optimizer.state.exp_avg_sq.decoder.layers.mlp.experts.experts.linear_fc2.weight");
   ASSERT_TRUE(axes);
   EXPECT_EQ(*axes, (llvm::json::Array{2, 4}));
 
@@ -888,4 +890,58 @@ TEST(MegatronTarget, TorchDistKeepsAChainedOptimizersStates) {
     ASSERT_TRUE(paramGroups && paramGroups->getAsArray());
     EXPECT_EQ(paramGroups->getAsArray()->size(), groups) << part;
   }
+}
+
+/// Dense layers between MoE layers make mcore's layers non-homogeneous
+/// (TransformerBlock.sharded_state_dict): every layer is keyed on its own,
+/// decoder.layers.<N>.<suffix> without the stacked axis, a MoE layer's experts at their
+/// row of decoder.layers.<N>.mlp.experts.experts.<suffix>, their biases too.
+TEST(MegatronTarget, TorchDistKeysMixedLayersOneByOne) {
+  auto spec = parseTargetSpec("megatron:tp=2,ep=2,format=torch_dist");
+  ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
+  Layout source;
+  source.format = "hf-safetensors";
+  source.iteration = 5;
+  source.dims = ModelDims{2, 32, 8, 4, 4, 48, 250, true, 4, 24, 2};
+  // Layer 1 dense (Llama's MLP of 48 rows); layer 0's experts with biases.
+  for (FullTensor &f : mixtral(2, 4, 24)) {
+    llvm::StringRef name = f.name;
+    if (!name.starts_with("model.layers.1.block_sparse_moe."))
+      source.fulls.push_back(f);
+    if (name.starts_with("model.layers.0.block_sparse_moe.experts."))
+      source.fulls.push_back({(name.drop_back(llvm::StringRef(".weight").size()) + ".bias").str(),
+                              f.dtype, {f.shape[0]}});
+  }
+  for (FullTensor &f : llama(2, 8, 4, 4, 32, 48, 250))
+    if (llvm::StringRef(f.name).starts_with("model.layers.1.mlp."))
+      source.fulls.push_back(f);
+  auto target = targetLayout(source, *spec);
+  ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
+  const ShardFile &dcp = target->files.front();
+  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
+  for (const LocalTensor &t : dcp.tensors)
+    keys[t.key] = t.shape;
+  EXPECT_EQ(keys["decoder.layers.0.mlp.experts.experts.linear_fc1.weight[3]"],
+            (llvm::SmallVector<int64_t, 4>{48, 32}));
+  EXPECT_EQ(keys["decoder.layers.0.mlp.experts.experts.linear_fc1.bias[3]"],
+            (llvm::SmallVector<int64_t, 4>{48}));
+  EXPECT_EQ(keys["decoder.layers.0.mlp.experts.experts.linear_fc2.bias[3]"],
+            (llvm::SmallVector<int64_t, 4>{32}));
+  EXPECT_EQ(keys["decoder.layers.1.mlp.linear_fc1.weight"],
+            (llvm::SmallVector<int64_t, 4>{96, 32}));
+  EXPECT_TRUE(keys.count("decoder.layers.0.mlp.router.weight"));
+  EXPECT_TRUE(keys.count("decoder.layers.1.self_attention.linear_qkv.weight"));
+  EXPECT_TRUE(llvm::none_of(keys, [](const auto &k) {
+    return llvm::StringRef(k.first).starts_with("decoder.layers.mlp") ||
+           llvm::StringRef(k.first).starts_with("decoder.layers.self_attention");
+  }));
+  auto meta = llvm::json::parse(dcp.meta);
+  ASSERT_TRUE(bool(meta));
+  const llvm::json::Object *stacked = meta->getAsObject()->getObject("stacked");
+  ASSERT_TRUE(stacked);
+  const llvm::json::Array *experts =
+      stacked->getArray("decoder.layers.0.mlp.experts.experts.linear_fc2.bias");
+  ASSERT_TRUE(experts);
+  EXPECT_EQ(*experts, llvm::json::Array{4});
+  EXPECT_EQ(stacked->size(), 4u); // the experts' fc1 and fc2, weights and biases
 }

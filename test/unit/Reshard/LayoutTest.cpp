@@ -918,9 +918,7 @@ TEST(MegatronTarget, TorchDistKeysMixedLayersOneByOne) {
   auto target = targetLayout(source, *spec);
   ASSERT_TRUE(bool(target)) << llvm::toString(target.takeError());
   const ShardFile &dcp = target->files.front();
-  std::map<std::string, llvm::SmallVector<int64_t, 4>> keys;
-  for (const LocalTensor &t : dcp.tensors)
-    keys[t.key] = t.shape;
+  auto keys = keyShapes(dcp);
   EXPECT_EQ(keys["decoder.layers.0.mlp.experts.experts.linear_fc1.weight[3]"],
             (llvm::SmallVector<int64_t, 4>{48, 32}));
   EXPECT_EQ(keys["decoder.layers.0.mlp.experts.experts.linear_fc1.bias[3]"],

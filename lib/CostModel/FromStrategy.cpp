@@ -148,9 +148,10 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   int64_t layers = spec::numLayers(model);
   int64_t stages = c.pp * c.vpp;
   if (!c.stageLayers.empty()) {
-    if (c.vpp > 1 || int64_t(c.stageLayers.size()) != c.pp)
-      return fail(fmt::format("an uneven partition needs vpp=1 and one layer count per "
-                              "stage: {} counts for pp={} vpp={}",
+    if (int64_t(c.stageLayers.size()) != stages ||
+        (c.vpp > 1 && effectiveSchedule(c) != Schedule::Interleaved))
+      return fail(fmt::format("an uneven partition needs one layer count per stage, pp x vpp "
+                              "of them with interleaving: {} counts for pp={} vpp={}",
                               c.stageLayers.size(), c.pp, c.vpp));
     int64_t sum = 0;
     for (int64_t n : c.stageLayers) {
@@ -205,7 +206,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   }
   if (c.pp > 1 && layers < stages)
     return fail(fmt::format("pp x vpp = {} stages but the model has {} layers", stages, layers));
-  if (c.vpp > 1 && layers % stages != 0)
+  if (c.vpp > 1 && c.stageLayers.empty() && layers % stages != 0)
     return fail(fmt::format("{} needs layers ({}) divisible by pp x vpp ({})",
                             c.schedule == Schedule::ZeroBubbleV ? "zb-v" : "interleaving",
                             layers, stages));

@@ -12,7 +12,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
+#include <functional>
 
 using namespace loom;
 using namespace loom::emit;
@@ -70,8 +72,9 @@ void requireStagesInRankOrder(const spec::Plan &plan, const char *framework) {
                       "use --target schedule with loom.torch, which follows the plan's order");
 }
 
-/// --decoder-first/last-pipeline-num-layers for uneven stages, or nothing.
-std::string unevenStages(const spec::Plan &plan, uint32_t pp, uint32_t vpp) {
+/// --decoder-first/last-pipeline-num-layers for uneven stages (one per rank),
+/// or nothing.
+std::string unevenStages(const spec::Plan &plan, uint32_t pp) {
   std::vector<uint32_t> perRank(pp, 0);
   for (const spec::Stage &stage : plan.stages())
     perRank[stage.index() % pp] += stage.num_layers();
@@ -82,10 +85,6 @@ std::string unevenStages(const spec::Plan &plan, uint32_t pp, uint32_t vpp) {
   std::string sizes;
   for (uint32_t n : perRank)
     sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", n);
-  if (vpp > 1)
-    throw EmitError(fmt::format("Megatron-LM cannot express uneven pipeline stages ({} layers "
-                                "per rank) with virtual stages (vpp={})", sizes, vpp),
-                    "plan with --vpp 1, or with a layer count pp*vpp divides");
   // Megatron-LM sets the first and last stage and splits the rest evenly.
   if (pp == 2)
     return fmt::format("--decoder-first-pipeline-num-layers {}\n", perRank[0]);
@@ -121,20 +120,39 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
   out += fmt::format("--num-layers {}\n", layers);
   out += fmt::format("--tensor-model-parallel-size {}\n", s.tp());
   out += fmt::format("--pipeline-model-parallel-size {}\n", s.pp());
-  out += unevenStages(plan, s.pp(), vpp);
+  if (vpp == 1)
+    out += unevenStages(plan, s.pp());
   if (vpp > 1) {
+    // Equal virtual stages, or equal but for one layer fewer in the first
+    // (the embedding counted as a layer) and the last (the loss), as
+    // get_num_layers_to_build (megatron/core/transformer/transformer_block.py)
+    // builds them with --account-for-{embedding,loss}-in-pipeline-split.
     std::string sizes;
-    bool even = true;
+    std::vector<uint32_t> counts;
     for (const spec::Stage &stage : plan.stages()) {
       sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", stage.num_layers());
-      even = even && stage.num_layers() == plan.stages(0).num_layers();
+      counts.push_back(stage.num_layers());
     }
-    if (!even || layers % (s.pp() * vpp) != 0)
-      throw EmitError(fmt::format("Megatron-LM needs equal virtual stages, the plan has {} "
-                                  "layers per stage (pp={} x vpp={})",
+    bool allEqual = std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) ==
+                    counts.end();
+    uint32_t each = allEqual ? layers / (s.pp() * vpp) : counts.size() > 2 ? counts[1] : 0;
+    bool embedding = !allEqual && counts.front() + 1 == each;
+    bool loss = !allEqual && counts.back() + 1 == each;
+    bool equal = allEqual ? layers % (s.pp() * vpp) == 0
+                          : counts.size() == size_t(s.pp() * vpp) && each > 1;
+    for (size_t i = 0; equal && !allEqual && i < counts.size(); ++i)
+      equal = counts[i] == each || (i == 0 && embedding) || (i + 1 == counts.size() && loss);
+    if (!equal)
+      throw EmitError(fmt::format("Megatron-LM needs equal virtual stages (the first and last "
+                                  "may hold one layer fewer), the plan has {} layers per stage "
+                                  "(pp={} x vpp={})",
                                   sizes, s.pp(), vpp),
                       "plan with a vpp that divides the layers per pipeline rank");
-    out += fmt::format("--num-layers-per-virtual-pipeline-stage {}\n", layers / (s.pp() * vpp));
+    if (embedding)
+      out += "--account-for-embedding-in-pipeline-split\n";
+    if (loss)
+      out += "--account-for-loss-in-pipeline-split\n";
+    out += fmt::format("--num-layers-per-virtual-pipeline-stage {}\n", each);
   }
   if (s.ep() > 1)
     out += fmt::format("--expert-model-parallel-size {}\n", s.ep());

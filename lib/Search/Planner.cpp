@@ -30,6 +30,45 @@ std::vector<int64_t> divisors(int64_t n) {
   return out;
 }
 
+/// A number of virtual stages per pipeline rank and its layer split (empty:
+/// even).
+struct VirtualSplit {
+  int64_t vpp;
+  std::vector<int64_t> split;
+};
+
+/// The interleavings searched for `layers` on `pp` ranks: every vpp whose
+/// pp x vpp stages split the layers evenly or, when none does and uneven
+/// stages are allowed, those that do once the loss (and the embedding) count
+/// as a layer each: the last virtual stage (and the first) then hold one
+/// layer fewer, as Megatron-LM's --account-for-loss-in-pipeline-split (and
+/// --account-for-embedding-in-pipeline-split) build them
+/// (get_num_layers_to_build, megatron/core/transformer/transformer_block.py).
+/// Llama 3 405B's 126 layers on 16 ranks split so (Llama 3 report, 3.3.2).
+std::vector<VirtualSplit> virtualSplits(int64_t layers, int64_t pp, int64_t maxVirtualStages,
+                                        bool uneven) {
+  std::vector<VirtualSplit> out{{1, {}}};
+  for (int64_t v = 2; pp > 1 && v <= maxVirtualStages; ++v)
+    if (layers % (pp * v) == 0)
+      out.push_back({v, {}});
+  bool evenOnes = out.size() > 1;
+  for (int64_t v = 2; uneven && !evenOnes && pp > 1 && v <= maxVirtualStages; ++v) {
+    int64_t stages = pp * v;
+    for (int64_t extra : {1, 2}) {
+      int64_t each = (layers + extra) / stages;
+      if ((layers + extra) % stages != 0 || each < 2)
+        continue;
+      std::vector<int64_t> split(size_t(stages), each);
+      split.back() -= 1;
+      if (extra == 2)
+        split.front() -= 1;
+      out.push_back({v, std::move(split)});
+      break;
+    }
+  }
+  return out;
+}
+
 /// The kind of a rejection: its words before the first number or '('.
 std::string reasonOf(const std::string &error) {
   std::string out;
@@ -568,13 +607,16 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
               st.skip().min_stage_share()};
   if (!st.rank_order().empty())
     parseRankOrder(st.rank_order(), c.order);
-  // Uneven stages (one chunk per rank) are kept; even ones are the default split.
-  if (c.vpp == 1 && plan.stages_size() == int(c.pp)) {
+  // Uneven stages (one per rank, or pp x vpp interleaved) are kept; even ones
+  // are the default split.
+  if (plan.stages_size() == int(c.pp * c.vpp)) {
     std::vector<int64_t> layers;
     for (const spec::Stage &stage : plan.stages())
       layers.push_back(stage.num_layers());
     if (std::adjacent_find(layers.begin(), layers.end(), std::not_equal_to<>()) != layers.end())
       c.stageLayers = std::move(layers);
+  }
+  if (c.vpp == 1 && plan.stages_size() == int(c.pp)) {
     // Stages on the ranks in another order (validated by the plan reader).
     std::vector<int64_t> order;
     for (const spec::Stage &stage : plan.stages())
@@ -703,12 +745,10 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
             if (experts % ep == 0)
               eps.push_back(ep);
         }
-        std::vector<int64_t> vpps{1};
-        for (int64_t v = 2; pp > 1 && v <= maxVirtualStages; ++v)
-          if (layers % (pp * v) == 0)
-            vpps.push_back(v);
+        std::vector<VirtualSplit> vpps = virtualSplits(layers, pp, maxVirtualStages,
+                                                       options.unevenStages);
         for (int64_t ep : eps)
-          for (int64_t vpp : vpps)
+          for (const auto &[vpp, split] : vpps)
             for (int64_t mbs : microBatches) {
               if (int64_t(training.global_batch()) % (dp * mbs) != 0)
                 continue;
@@ -726,6 +766,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.tp = tp;
                   choice.pp = pp;
                   choice.vpp = vpp;
+                  choice.stageLayers = split;
                   choice.ep = ep;
                   choice.cp = cp;
                   choice.zero = zero;

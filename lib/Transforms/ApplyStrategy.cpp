@@ -229,9 +229,9 @@ void ApplyStrategyPass::runOnOperation() {
                   model.getSymName() + "' has " + Twine(numLayers) + " layers");
     SmallVector<int64_t> stageEnd; // first layer after each stage
     if (!stageLayers.empty()) {
-      if (vpp != 1 || int64_t(stageLayers.size()) != pp)
-        return fail("stage-layers needs vpp=1 and one count per pipeline stage (pp=" +
-                    Twine(pp) + "), got " + Twine(stageLayers.size()) + " counts");
+      if (int64_t(stageLayers.size()) != stages)
+        return fail("stage-layers needs one count per pipeline stage (pp x vpp = " +
+                    Twine(stages) + "), got " + Twine(stageLayers.size()) + " counts");
       for (int64_t n : stageLayers) {
         if (n < 1)
           return fail("stage-layers: every stage needs at least one layer");

@@ -7,6 +7,8 @@
 // RUN: not loom-opt %s --place-apply-strategy="dp=32 recompute=most" 2>&1 | FileCheck %s --check-prefix=RECOMP
 // RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 stage-layers=1,3" --mlir-print-local-scope | FileCheck %s --check-prefix=UNEVEN
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 stage-layers=1,2" 2>&1 | FileCheck %s --check-prefix=UNEVENSUM
+// RUN: not loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 vpp=2 stage-layers=1,3" 2>&1 | FileCheck %s --check-prefix=VPPCOUNT
+// RUN: loom lower --model llama3-8b --cluster dgx-h100:nodes=1 --emit-mlir | loom-opt --place-apply-strategy="dp=2 tp=2 pp=2 vpp=2 stage-layers=7,8,8,9" | FileCheck %s --check-prefix=VPPSPLIT
 // RUN: not loom-opt %s --place-apply-strategy="dp=32 order=sideways" 2>&1 | FileCheck %s --check-prefix=ORDER
 // RUN: loom-opt %s --place-apply-strategy="dp=4 tp=4 pp=2 order=dp-outer" --mlir-print-local-scope | FileCheck %s --check-prefix=DPOUT
 // RUN: not loom-opt %s --place-apply-strategy="dp=4 pp=8" 2>&1 | FileCheck %s --check-prefix=LAYERS
@@ -75,6 +77,13 @@ place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len 
 // UNEVEN: place.attention "layers.1.attention" {{.*}}stage = 1
 // UNEVEN: place.moe "layers.3.moe" {{.*}}stage = 1
 // UNEVENSUM: place-apply-strategy: stage-layers add up to 3 but model 'tiny' has 4 layers
+// VPPCOUNT: place-apply-strategy: stage-layers needs one count per pipeline stage (pp x vpp = 4), got 2 counts
+// Interleaved virtual stages of 7, 8, 8 and 9 layers: stage s on rank s mod 2.
+// VPPSPLIT: place.attention "layers.6.attention" {{.*}}stage = 0
+// VPPSPLIT: place.attention "layers.7.attention" {{.*}}stage = 1
+// VPPSPLIT: place.attention "layers.22.attention" {{.*}}stage = 2
+// VPPSPLIT: place.attention "layers.23.attention" {{.*}}stage = 3
+// VPPSPLIT: place.head {{.*}}stage = 3
 // ORDER: place-apply-strategy: order='sideways' must be pp-outer or dp-outer
 // Data parallelism outside the pipeline: each pipeline lives in one node.
 // DPOUT: place.mesh @mesh of @c axes [#place.laxis<dp = node:4>, #place.laxis<pp = gpu:2>, #place.laxis<tp = gpu:4>]

@@ -44,8 +44,10 @@ struct StrategyChoice {
   SkipRules skip;
   /// Whether pipeline or data parallelism spans the outermost links.
   search::RankOrder order = search::RankOrder::PipelineOuter;
-  /// Transformer layers per pipeline stage (uneven partitions; needs vpp=1).
-  /// Empty: layers split evenly over pp x vpp stages.
+  /// Transformer layers per pipeline stage, for uneven partitions: one count
+  /// per pp rank with vpp=1, or one per virtual stage (pp x vpp, stage s on
+  /// rank s mod pp) when interleaving. Empty: layers split evenly over
+  /// pp x vpp stages.
   std::vector<int64_t> stageLayers;
   /// Pipeline position -> pp rank (which device group runs which stage on a
   /// heterogeneous cluster). Empty: stage s on pp rank s.

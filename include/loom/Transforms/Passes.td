@@ -36,7 +36,8 @@ def PlaceApplyStrategy : Pass<"place-apply-strategy", "mlir::ModuleOp"> {
            "which of pipeline (pp-outer, Megatron-LM's order) and data parallelism "
            "(dp-outer) takes the outermost links, e.g. crosses datacenters">,
     ListOption<"stageLayers", "stage-layers", "int64_t",
-               "transformer layers per pipeline stage, for an uneven split (vpp=1); "
+               "transformer layers per pipeline stage (pp x vpp of them, stage s on rank "
+               "s mod pp), for an uneven split; "
                "default: even">,
     ListOption<"pipelineRanks", "pipeline-ranks", "int64_t",
                "the pp rank each pipeline position runs on, a permutation (which "

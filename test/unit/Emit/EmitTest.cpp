@@ -187,6 +187,39 @@ TEST(Megatron, VirtualStagesMustBeEqual) {
   EXPECT_THROW(emitMegatron(plan, {"plan.json", 0}), EmitError);
 }
 
+// Virtual stages of one layer more than the first (embedding) and the last
+// (loss): Megatron-LM builds them with --account-for-*-in-pipeline-split.
+TEST(Megatron, VirtualStagesCountingEmbeddingAndLoss) {
+  auto interleaved = [](std::vector<uint32_t> layers) {
+    uint32_t total = 0;
+    for (uint32_t n : layers)
+      total += n;
+    spec::Plan plan = makePlan(1, 1, 4, 1, 1, {{"pp", {{"gpu", 4}}}}, total);
+    plan.mutable_strategy()->set_vpp(uint32_t(layers.size() / 4));
+    plan.clear_stages();
+    for (uint32_t i = 0; i < layers.size(); ++i) {
+      spec::Stage *stage = plan.add_stages();
+      stage->set_index(i);
+      stage->set_num_layers(layers[i]);
+    }
+    return plan;
+  };
+  std::string both = emitMegatron(interleaved({2, 3, 3, 3, 3, 3, 3, 2}), {"plan.json", 0});
+  EXPECT_NE(both.find("--num-layers 22\n"), std::string::npos) << both;
+  EXPECT_NE(both.find("--account-for-embedding-in-pipeline-split\n"
+                      "--account-for-loss-in-pipeline-split\n"
+                      "--num-layers-per-virtual-pipeline-stage 3\n"),
+            std::string::npos)
+      << both;
+  EXPECT_EQ(both.find("--decoder-first-pipeline-num-layers"), std::string::npos) << both;
+  std::string loss = emitMegatron(interleaved({3, 3, 3, 3, 3, 3, 3, 2}), {"plan.json", 0});
+  EXPECT_EQ(loss.find("--account-for-embedding"), std::string::npos) << loss;
+  EXPECT_NE(loss.find("--account-for-loss-in-pipeline-split\n"), std::string::npos) << loss;
+  // A middle stage short, or the first two short: not Megatron-LM's split.
+  EXPECT_THROW(emitMegatron(interleaved({3, 3, 2, 3, 3, 3, 3, 3}), {"plan.json", 0}), EmitError);
+  EXPECT_THROW(emitMegatron(interleaved({2, 2, 3, 3, 3, 3, 3, 3}), {"plan.json", 0}), EmitError);
+}
+
 TEST(DeepSpeed, KeyNamesAreDeepSpeeds) {
   // DeepSpeed's JSON config reference (deepspeed.ai/docs/config-json) and
   // deepspeed/runtime/config.py's get_pipeline_config: the keys loom writes.

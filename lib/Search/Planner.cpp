@@ -359,8 +359,10 @@ std::vector<Neighbour> loom::search::neighbours(const Candidate &best,
   auto with = [&](std::string change, auto edit) {
     cost::StrategyChoice c = best.choice;
     edit(c);
-    c.dp = 0;              // what the GPUs leave
-    c.stageLayers.clear(); // balanced afresh
+    c.dp = 0; // what the GPUs leave
+    // Balanced afresh; an interleaved split is the pp x vpp shape's own.
+    if (c.vpp == 1 || c.pp != best.choice.pp || c.vpp != best.choice.vpp)
+      c.stageLayers.clear();
     c.stageOrder.clear();
     // The schedule is chosen afresh when the plan's was simulated; zb-auto's
     // and skip's limits were sized for the plan's memory.

@@ -238,17 +238,33 @@ void runPlan(const PlanCliOptions &o) {
         fixes.push_back(fmt::format("--offload-optimizer ({} GiB per GPU)",
                                     gib(c.estimate.peakMemoryBytes)));
     }
-    spec::Cluster doubled = cluster; // data parallelism twice as wide shards ZeRO states
-    for (spec::Datacenter &dc : *doubled.mutable_datacenters())
-      for (spec::NodeGroup &group : *dc.mutable_node_groups())
-        group.set_count(group.count() * 2);
-    cost::StrategyChoice wider = r.closest.choice;
-    wider.dp = 0;
-    search::Candidate c = search::priceChoice(model, doubled, training, wider, computes,
-                                              options.estimate, nullptr);
-    if (c.estimate.fits)
-      fixes.push_back(fmt::format("twice the nodes ({} GiB per GPU)",
-                                  gib(c.estimate.peakMemoryBytes)));
+    // Wider data parallelism shards ZeRO states further: the fewest doublings
+    // of every node group (up to 64 times the nodes) with which the closest
+    // plan fits as it is or with ZeRO-3, its global batch allowing.
+    size_t before = fixes.size();
+    for (int64_t times = 2; times <= 64 && fixes.size() == before; times *= 2) {
+      spec::Cluster wider = cluster;
+      for (spec::Datacenter &dc : *wider.mutable_datacenters())
+        for (spec::NodeGroup &group : *dc.mutable_node_groups())
+          group.set_count(group.count() * uint32_t(times));
+      for (int64_t zero : {r.closest.choice.zero, int64_t(3)}) {
+        cost::StrategyChoice choice = r.closest.choice;
+        choice.dp = 0;
+        choice.zero = zero;
+        std::string error;
+        search::Candidate c = search::priceChoice(model, wider, training, choice, computes,
+                                                  options.estimate, &error);
+        if (!error.empty() || !c.estimate.fits)
+          continue;
+        fixes.push_back(fmt::format("{} the nodes, {} GPUs{} ({} GiB per GPU)",
+                                    times == 2 ? std::string("twice")
+                                               : fmt::format("{} times", times),
+                                    spec::clusterSize(wider).gpus,
+                                    zero != r.closest.choice.zero ? ", and ZeRO-3" : "",
+                                    gib(c.estimate.peakMemoryBytes)));
+        break;
+      }
+    }
     std::string hint = "ZeRO 0-3 and recomputation were all tried; ";
     if (fixes.empty())
       hint += "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";

@@ -447,7 +447,8 @@ static llvm::Expected<Layout> describeDcp(const std::string &path) {
 
 /// The optimizer states torch_dist keeps beside each parameter, as (loom's suffix, the
 /// DCP key prefix): the mixed-precision optimizer's (dist_checkpointing/optimizer.py,
-/// make_sharded_optimizer_tensor with prefix optimizer.state.<state>).
+/// make_sharded_optimizer_tensor with prefix optimizer.state.<state>); the distributed
+/// optimizer's fully_reshardable form names the master optimizer.state.param.
 static const std::pair<std::string, std::string> kDistStates[] = {
     {"#fp32", "optimizer.state.fp32_param."},
     {"#exp_avg", "optimizer.state.exp_avg."},
@@ -924,19 +925,24 @@ static std::optional<llvm::json::Object> megatronOptimizerSkeleton(const ShardFi
 
 /// What Megatron's DistributedOptimizer.state_dict() gives: the groups' `settings`
 /// without "params", each with the step (its load_state_dict takes the step from
-/// there), the states being in distrib_optim.pt.
+/// there), the states being in distrib_optim.pt. With `shardingType` (torch_dist),
+/// what its sharded_state_dict leaves of itself in common.pt: that, and the
+/// param_state_sharding_type its load_state_dict dispatches on (the states being in
+/// the DCP part).
 static llvm::json::Object megatronDistOptSkeleton(llvm::ArrayRef<llvm::json::Value> settings,
-                                                  int64_t step) {
+                                                  int64_t step, llvm::StringRef shardingType = "") {
   llvm::json::Array groups;
   for (llvm::json::Value group : settings) {
     if (auto *o = group.getAsObject(); o && !o->get("step"))
       (*o)["step"] = step;
     groups.push_back(groupSkeleton(group, std::nullopt));
   }
-  return llvm::json::Object{
-      {"$dict", llvm::json::Array{llvm::json::Array{
-                    "optimizer", llvm::json::Object{{"$dict", llvm::json::Array{llvm::json::Array{
-                                                                  "param_groups", std::move(groups)}}}}}}}};
+  llvm::json::Array entries{llvm::json::Array{
+      "optimizer", llvm::json::Object{{"$dict", llvm::json::Array{llvm::json::Array{
+                                                    "param_groups", std::move(groups)}}}}}};
+  if (!shardingType.empty())
+    entries.push_back(llvm::json::Array{"param_state_sharding_type", shardingType});
+  return llvm::json::Object{{"$dict", std::move(entries)}};
 }
 
 /// The "optimizer" entry of Megatron's model file `file`, or nullopt when it holds no
@@ -1269,24 +1275,27 @@ megatronTorchTarget(const Layout &source, const Layout &out, const TargetSpec &t
 /// as each layer's ShardedTensor with its prepended axis is saved) or, with dense layers
 /// between MoE layers, keyed one by one (`decoder.layers.<N>.<suffix>`), a routed expert
 /// at its expert's row of `decoder.layers[.<N>].mlp.experts.experts.<suffix>` (its
-/// biases too), vocabulary rows padded, the mixed-precision optimizer's fp32 masters
-/// and Adam moments beside them;
+/// biases too), vocabulary rows padded, the optimizer's fp32 masters and Adam moments
+/// beside them in model space: the mixed-precision optimizer's or, with
+/// `target.distributedOptimizer`, the distributed optimizer's fully_reshardable form
+/// (distrib_optimizer.py, sharded_param_state_fully_reshardable: the same keys with
+/// the master named `param`), which Megatron loads at any tp, pp and dp because the
+/// checkpoint's content_metadata, not the loading run's flags, names the form;
 /// then common.pt (what dist_checkpointing.save keeps out of the shards: args,
-/// checkpoint_version, iteration, the optimizer's groups and common step,
-/// content_metadata) and metadata.json last, as dist_checkpointing/serialization.py save()
-/// writes it last.
+/// checkpoint_version, iteration, the optimizer's groups and step, content_metadata)
+/// and metadata.json last, as dist_checkpointing/serialization.py save() writes it last.
 static llvm::Expected<std::vector<ShardFile>>
 megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &target,
                    MegatronTargetBase &base) {
   llvm::json::Object &args = base.args;
-  if (base.withStates && target.distributedOptimizer)
-    return llvm::createStringError(
-        "megatron format=torch_dist writes the mixed-precision optimizer's states "
-        "(optimizer.state.fp32_param), not the distributed optimizer's; write format=torch "
-        "for optimizer=distributed (which a plan with zero >= 1 asks for), or add "
-        "--weights-only");
+  bool distOpt = base.withStates && target.distributedOptimizer;
   std::vector<std::pair<std::string, std::string>> states;
   if (base.withStates) {
+    states.assign(std::begin(kDistStates), std::end(kDistStates));
+    // sharded_param_state_fully_reshardable keys the master as
+    // get_parameter_state_dp_zero names it.
+    if (distOpt)
+      states.front().second = "optimizer.state.param.";
     for (const FullTensor &f : out.fulls) {
       auto [name, state] = llvm::StringRef(f.name).split('#');
       if (!state.empty() && !llvm::is_contained({"fp32", "exp_avg", "exp_avg_sq"}, state))
@@ -1294,16 +1303,21 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
                                        "master, exp_avg, exp_avg_sq), not " + f.name);
       if (state.empty() && !out.findFull(f.name + "#fp32"))
         return llvm::createStringError(
-            "megatron format=torch_dist keeps each parameter's fp32 master "
-            "(optimizer.state.fp32_param) and the source has none for " + f.name +
+            "megatron format=torch_dist keeps each parameter's fp32 master (" +
+            states.front().second + "<key>) and the source has none for " + f.name +
             "; add --weights-only to leave the optimizer out");
     }
-    states.assign(std::begin(kDistStates), std::end(kDistStates));
   }
   // No RNG states are written; an optimizer-less checkpoint says so too, so that
   // Megatron's load_checkpoint does not ask for them.
   args["no_save_rng"] = true;
   args["no_save_optim"] = !base.withStates;
+  // The flags a run saving the distributed optimizer's fully_reshardable form has
+  // (training/checkpointing.py, _build_sharded_state_dict_metadata).
+  if (distOpt) {
+    args["dist_ckpt_optim_fully_reshardable"] = true;
+    args["distrib_optim_fully_reshardable_mem_efficient"] = false;
+  }
   // Layers differ when some are dense and some MoE layers (moe_layer_freq other than
   // 1), and TransformerBlock.sharded_state_dict (transformer_block.py) then keys each
   // layer's tensors decoder.layers.<global layer>.<suffix> without a stacked axis, as
@@ -1359,24 +1373,32 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
   // common.pt. The optimizer entry is what Float16OptimizerWithFloat16Params.
   // sharded_state_dict leaves there: the groups without their params (a
   // LocalNonpersistentObject) and the step all states share as "common_step"
-  // (optimizer.py, _extract_common_per_param_step). A mixture of experts'
+  // (optimizer.py, _extract_common_per_param_step); or DistributedOptimizer.
+  // sharded_state_dict's: its state_dict() (the groups with the step) and the
+  // sharding type, its model-space states being all sharded. A mixture of experts'
   // ChainedOptimizer.sharded_state_dict is {0: the dense optimizer's, 1: the
   // experts'}, each such a dict over its own groups; with chained_optim_avoid_prefix
-  // (set in content_metadata below) its states' keys are a dense model's.
+  // (set in content_metadata below; for the distributed optimizer only with a
+  // model-space sharding type) its states' keys are a dense model's.
   using Entry = llvm::json::Array;
   auto dict = [](llvm::json::Array entries) {
     return llvm::json::Object{{"$dict", std::move(entries)}};
   };
+  // training/checkpointing.py, _build_sharded_state_dict_metadata; load_checkpoint
+  // reads the distributed optimizer's sharding type from here.
+  llvm::json::Array metadata;
+  if (distOpt) {
+    metadata.push_back(Entry{"distrib_optim_sharding_type", "fully_reshardable"});
+    metadata.push_back(Entry{"distrib_optim_fully_reshardable_mem_efficient", false});
+  }
+  metadata.push_back(Entry{"singleton_local_shards", false});
+  metadata.push_back(Entry{"chained_optim_avoid_prefix", true});
   llvm::json::Array root{
       Entry{"args", llvm::json::Object{{"$object", "argparse.Namespace"},
                                        {"state", llvm::json::Object(args)}}},
       Entry{"checkpoint_version", llvm::json::Object{{"$float", 3.0}}},
       Entry{"iteration", source.iteration},
-      // training/checkpointing.py, _build_sharded_state_dict_metadata, for the
-      // mixed-precision optimizer.
-      Entry{"content_metadata", dict(llvm::json::Array{
-                                    Entry{"singleton_local_shards", false},
-                                    Entry{"chained_optim_avoid_prefix", true}})}};
+      Entry{"content_metadata", dict(std::move(metadata))}};
   if (base.withStates) {
     int64_t step = source.optimizerStep.value_or(source.iteration);
     bool experts = base.dims.experts > 0;
@@ -1385,6 +1407,10 @@ megatronDistTarget(const Layout &source, const Layout &out, const TargetSpec &ta
         megatronGroupSettings(source, args, step, experts ? 1 + hasExpertBiases(out.fulls) : 0);
     // One optimizer's part over settings [begin, end).
     auto part = [&](size_t begin, size_t end) {
+      if (distOpt)
+        return megatronDistOptSkeleton(
+            llvm::ArrayRef<llvm::json::Value>(settings.data() + begin, end - begin), step,
+            "fully_reshardable");
       llvm::json::Array groups;
       for (size_t g = begin; g < end; ++g)
         groups.push_back(groupSkeleton(settings[g], std::nullopt));

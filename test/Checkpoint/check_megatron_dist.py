@@ -3,7 +3,7 @@
 the truth the fixture recorded, without loom.
 
 Usage:
-  check_megatron_dist.py torch-dist ROOT TRUTH.pt TP PP HEADS GROUPS [EP]
+  check_megatron_dist.py torch-dist ROOT TRUTH.pt TP PP HEADS GROUPS [EP] [--distopt]
       ROOT is a Megatron-core torch_dist checkpoint (`--to megatron:...,format=torch_dist`).
       latest_checkpointed_iteration.txt names the iteration folder; its metadata.json
       says torch_dist; common.pt (torch.load) holds the args with the written degrees,
@@ -34,6 +34,16 @@ Usage:
       say moe_layer_freq N; one with expert biases has the experts' biases at their
       rows of mlp.experts.experts.linear_fc{1,2}.bias and the experts' optimizer two
       groups (weights, then biases).
+      With --distopt the optimizer is Megatron's DistributedOptimizer in its
+      fully_reshardable form (distrib_optimizer.py, sharded_param_state_fully_reshardable):
+      the masters are keyed optimizer.state.param.<key>; the args say
+      use_distributed_optimizer and dist_ckpt_optim_fully_reshardable; content_metadata,
+      where load_checkpoint (training/checkpointing.py) takes the sharding type from,
+      names fully_reshardable (one of the forms it loads at another tp and pp); and each
+      optimizer part of common.pt is what DistributedOptimizer.sharded_state_dict leaves
+      there: {"optimizer": {"param_groups": groups without params, each with the step
+      its load_state_dict requires to be one}, "param_state_sharding_type":
+      "fully_reshardable"}.
   check_megatron_dist.py same-dcp ROOT_A ROOT_B
       two torch_dist checkpoints hold the same tensor keys, shapes, dtypes and bits
       (torch's DCP reader loading each tensor whole); bytes entries are not compared.
@@ -71,7 +81,11 @@ from check_dcp_optim import load_worker, same_bits  # noqa: E402
 from make_megatron_dist import Dims, mcore_boxes, mcore_globals  # noqa: E402
 
 WORLD = 2
+# DCP state name -> the truth's, for the mixed-precision optimizer; the distributed
+# optimizer's fully_reshardable form names the master "param" (get_parameter_state_dp_zero).
 STATES = {"fp32_param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
+DISTOPT_STATES = {"param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
+MODEL_SPACE = ("fully_reshardable", "fully_sharded_model_space")
 
 
 def fail(message):
@@ -135,12 +149,25 @@ def iteration_folder(root):
     return folder, iteration
 
 
-def check_common(folder, iteration, want, step, expert_groups=0):
+def check_common(folder, iteration, want, step, expert_groups=0, distopt=False):
     """common.pt: the args `want` says, checkpoint_version 3.0, the iteration, and the
     optimizer's two groups without params and the step as common_step (none when
     `step` is None: --no-save-optim); a ChainedOptimizer's parts when
-    `expert_groups` (the experts' optimizer's groups) is not 0."""
+    `expert_groups` (the experts' optimizer's groups) is not 0; the distributed
+    optimizer's fully_reshardable parts when `distopt`."""
     common = torch.load(os.path.join(folder, "common.pt"))
+    metadata = common.get("content_metadata", {})
+    if distopt:
+        # load_checkpoint takes the sharding type from the checkpoint's content_metadata
+        # and refuses a tp/pp change unless it is a model-space one.
+        if metadata.get("distrib_optim_sharding_type") not in MODEL_SPACE or \
+                metadata != {"distrib_optim_sharding_type": "fully_reshardable",
+                             "distrib_optim_fully_reshardable_mem_efficient": False,
+                             "singleton_local_shards": False,
+                             "chained_optim_avoid_prefix": True}:
+            fail(f"common.pt: content_metadata is {metadata}, not a fully_reshardable run's")
+    elif "distrib_optim_sharding_type" in metadata:
+        fail(f"common.pt: content_metadata is {metadata}, a distributed optimizer's")
     args = common["args"]
     for name, value in want.items():
         if getattr(args, name, None) != value:
@@ -153,7 +180,7 @@ def check_common(folder, iteration, want, step, expert_groups=0):
             fail("common.pt holds an optimizer entry, and the truth has no optimizer")
         return
     if not expert_groups:
-        check_optimizer_part(common["optimizer"], "optimizer", step, 2, None)
+        check_optimizer_part(common["optimizer"], "optimizer", step, 2, None, distopt)
         return
     # A ChainedOptimizer's two parts, with the settings the truth was trained with.
     import make_megatron
@@ -164,21 +191,32 @@ def check_common(folder, iteration, want, step, expert_groups=0):
                                      [torch.nn.Parameter(torch.zeros(1))]])
     settings = [{k: v for k, v in g.items() if k != "params"}
                 for g in reference.state_dict()["param_groups"]]
-    check_optimizer_part(common["optimizer"][0], "optimizer[0]", step, 2, settings)
+    check_optimizer_part(common["optimizer"][0], "optimizer[0]", step, 2, settings, distopt)
     check_optimizer_part(common["optimizer"][1], "optimizer[1]", step, expert_groups,
-                         settings[:expert_groups])
-    metadata = common.get("content_metadata", {})
+                         settings[:expert_groups], distopt)
     if metadata.get("chained_optim_avoid_prefix") is not True:
         fail(f"common.pt: content_metadata is {metadata}, without chained_optim_avoid_prefix")
 
 
-def check_optimizer_part(part, what, step, groups, settings):
+def check_optimizer_part(part, what, step, groups, settings, distopt=False):
     """One optimizer's part of common.pt: its groups without params (weight-decayed,
-    then not), `settings` when given, and the step as common_step."""
+    then not), `settings` when given, and the step as common_step; or, `distopt`, the
+    step in every group (DistributedOptimizer.load_state_dict asserts they agree) and
+    the fully_reshardable sharding type its load_state_dict dispatches on."""
     optimizer = part["optimizer"]
-    common_step = optimizer["state"].get("common_step")
-    if set(optimizer["state"]) != {"common_step"} or int(common_step) != step:
-        fail(f"common.pt: {what}.optimizer.state is {optimizer['state']}")
+    if distopt:
+        if set(part) != {"optimizer", "param_state_sharding_type"} or \
+                part["param_state_sharding_type"] != "fully_reshardable" or \
+                set(optimizer) != {"param_groups"}:
+            fail(f"common.pt: {what} is {part}, not DistributedOptimizer.sharded_state_dict's "
+                 f"fully_reshardable common part")
+        steps = {g.get("step") for g in optimizer["param_groups"]}
+        if len(steps) != 1 or int(steps.pop()) != step:
+            fail(f"common.pt: {what}'s groups have steps {steps}, not {step}")
+    else:
+        common_step = optimizer["state"].get("common_step")
+        if set(optimizer["state"]) != {"common_step"} or int(common_step) != step:
+            fail(f"common.pt: {what}.optimizer.state is {optimizer['state']}")
     param_groups = optimizer["param_groups"]
     if len(param_groups) != groups or any("params" in g for g in param_groups) or \
             param_groups[0]["weight_decay"] <= 0 or \
@@ -214,7 +252,7 @@ def layer_freq(moe):
     return [int(m) for m in moe]
 
 
-def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
+def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1, distopt=False):
     truth, step = load_truth(truth_path)
     d = Dims(truth, lambda n: truth[n]["param"], heads, groups, tp)
     folder, iteration = iteration_folder(root)
@@ -224,18 +262,20 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
                 swiglu=True, ckpt_format="torch_dist", no_save_optim=step is None,
                 no_save_rng=True)
     if step is not None:
-        want["use_distributed_optimizer"] = False
+        want["use_distributed_optimizer"] = distopt
+    if distopt:
+        want["dist_ckpt_optim_fully_reshardable"] = True
     expert_groups = 0
     if d.experts:
         want.update(num_experts=d.experts, expert_model_parallel_size=ep,
                     expert_tensor_parallel_size=tp, moe_layer_freq=layer_freq(d.moe))
         expert_groups = 1 + any(n.endswith(".w2.bias") for n in truth)
-    check_common(folder, iteration, want, step, expert_groups)
+    check_common(folder, iteration, want, step, expert_groups, distopt)
 
     # Expected global tensors: the model's (the truth's dtype) and each state's (fp32).
     expected = dict(mcore_globals(lambda n: truth[n]["param"], d))
     if step is not None:
-        for dcp_name, name in STATES.items():
+        for dcp_name, name in (DISTOPT_STATES if distopt else STATES).items():
             for key, (t, cut) in mcore_globals(lambda n: truth[n][name], d).items():
                 expected[f"optimizer.state.{dcp_name}.{key}"] = (t, cut)
     held = dcp.FileSystemReader(folder).read_metadata().state_dict_metadata
@@ -252,7 +292,8 @@ def check_torch_dist(root, truth_path, tp, pp, heads, groups, ep=1):
           f"for them: all equal the truth; iteration {iteration}, step {step}, tp={tp} "
           f"pp={pp}" + (f" ep={ep}, {d.experts} experts" if d.experts else "") +
           f", vocabulary {d.vocab} padded to {d.padded}" +
-          ("; layers keyed one by one" if d.per_layer else ""))
+          ("; layers keyed one by one" if d.per_layer else "") +
+          ("; the distributed optimizer's fully_reshardable states" if distopt else ""))
 
 
 def check_same_dcp(root_a, root_b):
@@ -364,7 +405,9 @@ def check_dcp(directory, truth_path):
 def main():
     mode = sys.argv[1]
     if mode == "torch-dist":
-        check_torch_dist(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:]))
+        distopt = "--distopt" in sys.argv
+        numbers = [int(a) for a in sys.argv[4:] if a != "--distopt"]
+        check_torch_dist(sys.argv[2], sys.argv[3], *numbers, distopt=distopt)
     elif mode == "same-dcp":
         check_same_dcp(sys.argv[2], sys.argv[3])
     elif mode == "universal":

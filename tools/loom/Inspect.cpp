@@ -250,7 +250,8 @@ Summary open(const std::string &path, bool verify) {
     summary.layout["layers"] = l.dims->layers;
     summary.layout["vocab"] = l.dims->vocab;
     // Experts are global in the keys: ep is the saving run's, from its args.
-    if (MegatronDistCheckpoint read = orThrow(readMegatronDist(path)); read.layout.dims.experts) {
+    MegatronDistCheckpoint read = orThrow(readMegatronDist(path));
+    if (read.layout.dims.experts) {
       auto args = nlohmann::json::parse(read.layout.argsJson, nullptr, false);
       auto ep = args.is_object() ? args.find("expert_model_parallel_size") : args.end();
       addExperts(summary.layout, read.layout.dims,
@@ -258,6 +259,9 @@ Summary open(const std::string &path, bool verify) {
       if (read.layout.optimizer && read.layout.optimizer->chained)
         summary.layout["optimizers"] = "ChainedOptimizer: dense parameters, experts";
     }
+    if (read.layout.optimizer)
+      summary.layout["optimizer"] =
+          read.layout.optimizer->distributed ? "distributed, model space" : "mixed-precision";
     if (l.optimizerStep)
       summary.layout["optimizer_step"] = *l.optimizerStep;
     // The distributed optimizer's buckets (dp_reshardable) rather than model-space states.

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 using namespace loom;
 using namespace loom::reshard;
@@ -735,9 +736,10 @@ TEST(DeepSpeedShards, SwigluSlicesHoldGateAndUp) {
 
 /// --to megatron:...,format=torch_dist: the iteration folder as one DCP output whose
 /// stacked keys are declared row by row (each layer's parameters and states), then
-/// common.pt and metadata.json in it, and the tracker file; the optimizer=distributed
-/// states it does not write are refused.
-TEST(MegatronTarget, TorchDistStacksLayersAndRefusesTheDistributedOptimizer) {
+/// common.pt and metadata.json in it, and the tracker file; with optimizer=distributed
+/// the same keys with the master under the fully_reshardable form's
+/// optimizer.state.param., which common.pt names.
+TEST(MegatronTarget, TorchDistStacksLayersForEitherOptimizer) {
   auto spec = parseTargetSpec("megatron:tp=2,pp=2,format=torch_dist");
   ASSERT_TRUE(bool(spec)) << llvm::toString(spec.takeError());
   EXPECT_TRUE(spec->torchDist);
@@ -781,9 +783,25 @@ TEST(MegatronTarget, TorchDistStacksLayersAndRefusesTheDistributedOptimizer) {
 
   auto distributed = parseTargetSpec("megatron:tp=2,format=torch_dist,optimizer=distributed");
   ASSERT_TRUE(bool(distributed));
-  auto refused = targetLayout(source, *distributed);
-  ASSERT_FALSE(bool(refused));
-  EXPECT_NE(llvm::toString(refused.takeError()).find("--weights-only"), std::string::npos);
+  auto distTarget = targetLayout(source, *distributed);
+  ASSERT_TRUE(bool(distTarget)) << llvm::toString(distTarget.takeError());
+  std::set<std::string> distKeys;
+  for (const LocalTensor &t : distTarget->files.front().tensors)
+    distKeys.insert(t.key);
+  EXPECT_EQ(distKeys.size(), keys.size());
+  EXPECT_TRUE(distKeys.count("optimizer.state.param.decoder.layers.mlp.linear_fc1.weight[0]"));
+  EXPECT_TRUE(distKeys.count("optimizer.state.exp_avg.decoder.layers.mlp.linear_fc1.weight[0]"));
+  EXPECT_FALSE(llvm::any_of(distKeys, [](const std::string &key) {
+    return llvm::StringRef(key).starts_with("optimizer.state.fp32_param.");
+  }));
+  const std::string &common = distTarget->files[1].meta;
+  EXPECT_NE(common.find("\"param_state_sharding_type\",\"fully_reshardable\""),
+            std::string::npos)
+      << common;
+  EXPECT_NE(common.find("\"distrib_optim_sharding_type\",\"fully_reshardable\""),
+            std::string::npos)
+      << common;
+  EXPECT_EQ(common.find("common_step"), std::string::npos) << common;
 }
 
 /// --to megatron:...,format=torch_dist of a mixture of experts: each routed expert's

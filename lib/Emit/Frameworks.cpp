@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cctype>
 #include <functional>
+#include <optional>
 
 using namespace loom;
 using namespace loom::emit;
@@ -133,24 +134,38 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
       sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", stage.num_layers());
       counts.push_back(stage.num_layers());
     }
-    bool allEqual = std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) ==
-                    counts.end();
-    uint32_t each = allEqual ? layers / (s.pp() * vpp) : counts.size() > 2 ? counts[1] : 0;
-    bool embedding = !allEqual && counts.front() + 1 == each;
-    bool loss = !allEqual && counts.back() + 1 == each;
-    bool equal = allEqual ? layers % (s.pp() * vpp) == 0
-                          : counts.size() == size_t(s.pp() * vpp) && each > 1;
-    for (size_t i = 0; equal && !allEqual && i < counts.size(); ++i)
-      equal = counts[i] == each || (i == 0 && embedding) || (i + 1 == counts.size() && loss);
-    if (!equal)
+    // Which of the embedding and the loss count as a layer, and the layers of
+    // a full virtual stage then.
+    uint32_t stages = s.pp() * vpp;
+    std::optional<std::pair<bool, bool>> counted;
+    uint32_t each = 0;
+    if (std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) == counts.end() &&
+        layers % stages == 0) {
+      counted = {false, false};
+      each = layers / stages;
+    }
+    for (auto [embedding, loss] :
+         {std::pair{false, true}, std::pair{true, false}, std::pair{true, true}}) {
+      uint32_t slots = layers + embedding + loss;
+      if (counted || counts.size() != stages || slots % stages != 0 || slots / stages < 2)
+        continue;
+      std::vector<uint32_t> expected(stages, slots / stages);
+      expected.front() -= embedding;
+      expected.back() -= loss;
+      if (counts == expected) {
+        counted = {embedding, loss};
+        each = slots / stages;
+      }
+    }
+    if (!counted)
       throw EmitError(fmt::format("Megatron-LM needs equal virtual stages (the first and last "
                                   "may hold one layer fewer), the plan has {} layers per stage "
                                   "(pp={} x vpp={})",
                                   sizes, s.pp(), vpp),
                       "plan with a vpp that divides the layers per pipeline rank");
-    if (embedding)
+    if (counted->first)
       out += "--account-for-embedding-in-pipeline-split\n";
-    if (loss)
+    if (counted->second)
       out += "--account-for-loss-in-pipeline-split\n";
     out += fmt::format("--num-layers-per-virtual-pipeline-stage {}\n", each);
   }

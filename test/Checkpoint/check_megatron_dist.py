@@ -85,7 +85,6 @@ WORLD = 2
 # optimizer's fully_reshardable form names the master "param" (get_parameter_state_dp_zero).
 STATES = {"fp32_param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
 DISTOPT_STATES = {"param": "fp32", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}
-MODEL_SPACE = ("fully_reshardable", "fully_sharded_model_space")
 
 
 def fail(message):
@@ -160,11 +159,10 @@ def check_common(folder, iteration, want, step, expert_groups=0, distopt=False):
     if distopt:
         # load_checkpoint takes the sharding type from the checkpoint's content_metadata
         # and refuses a tp/pp change unless it is a model-space one.
-        if metadata.get("distrib_optim_sharding_type") not in MODEL_SPACE or \
-                metadata != {"distrib_optim_sharding_type": "fully_reshardable",
-                             "distrib_optim_fully_reshardable_mem_efficient": False,
-                             "singleton_local_shards": False,
-                             "chained_optim_avoid_prefix": True}:
+        if metadata != {"distrib_optim_sharding_type": "fully_reshardable",
+                        "distrib_optim_fully_reshardable_mem_efficient": False,
+                        "singleton_local_shards": False,
+                        "chained_optim_avoid_prefix": True}:
             fail(f"common.pt: content_metadata is {metadata}, not a fully_reshardable run's")
     elif "distrib_optim_sharding_type" in metadata:
         fail(f"common.pt: content_metadata is {metadata}, a distributed optimizer's")

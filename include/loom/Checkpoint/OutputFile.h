@@ -48,11 +48,16 @@ public:
   /// then does not pace the writer below the disk's own bandwidth, and the
   /// written bytes do not crowd the cache. Not in memory file systems (tmpfs),
   /// nor with LOOM_DIRECT_IO=0 in the environment. `what` names the bytes in errors.
+  /// The direct writes run on a helper thread, one bounce buffer reaching the disk
+  /// while the next is filled; they may still be running when writeAt returns (the
+  /// bytes are copied by then), and a failure among them is reported by the next
+  /// writeAt, append or commit.
   llvm::Error writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
   /// Appends `bytes` after what os() has written, as writeAt does.
   llvm::Error append(llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
-  /// Bytes written around the page cache so far (0 where they all went through it).
-  uint64_t directBytes() const { return directWritten; }
+  /// Bytes written around the page cache so far (0 where they all went through it),
+  /// once the direct writes under way have finished.
+  uint64_t directBytes();
   static constexpr uint64_t kDirectMin = 8u << 20;
   /// Flushes, fsyncs and renames the temporary over the final path (or, given
   /// DeferredCommits at create(), flushes and queues the rest there).
@@ -66,11 +71,14 @@ private:
   std::optional<llvm::sys::fs::TempFile> temp;
   std::unique_ptr<llvm::raw_fd_ostream> stream;
   /// A second descriptor of the temporary opened with O_DIRECT (-1: not yet
-  /// tried; -2: refused), and its bounce buffer.
+  /// tried; -2: refused), and the thread and bounce buffers that write through it.
   int directFd = -1;
-  std::unique_ptr<uint8_t, void (*)(void *)> bounce{nullptr, nullptr};
-  uint64_t directWritten = 0;
+  class DirectPipe;
+  std::unique_ptr<DirectPipe> pipe;
+  uint64_t directWritten = 0; ///< the pipe's count, kept when commit() ends it
   bool openDirect();
+  /// Waits for the direct writes under way; the first failure among them.
+  llvm::Error finishDirect();
 };
 
 /// Files whose bytes are all written, made durable (fsync) and renamed into place

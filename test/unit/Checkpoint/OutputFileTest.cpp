@@ -17,7 +17,9 @@
 
 #include <cstring>
 #include <fcntl.h>
+#include <csignal>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 using namespace loom::ckpt;
@@ -100,6 +102,41 @@ TEST(OutputFile, LargeSpansReadBackExactlyInMemoryFileSystem) {
   llvm::sys::fs::create_directories(dir);
   writeAndCheck(dir, /*expectDirect=*/false); // the page cache is the medium there
   llvm::sys::fs::remove_directories(dir);
+}
+
+TEST(OutputFile, AFailedDirectWriteFailsTheFileAndLeavesNothing) {
+  // Writes past RLIMIT_FSIZE fail (EFBIG): the span's later chunks fail on the
+  // writing thread, after append() has copied them and returned. The failure
+  // must still reach the caller, and the file must not appear.
+  std::string dir = scratchDir("output-file-failure");
+  if (!directAllowed(dir))
+    GTEST_SKIP() << "no O_DIRECT in " << dir;
+  std::vector<uint8_t> span = pattern(40u << 20, 5);
+  struct rlimit old;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  void (*oldHandler)(int) = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 20u << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string reported;
+  {
+    auto file = llvm::cantFail(OutputFile::create(dir + "/big.bin"));
+    llvm::Error err = file->append(span, "the span");
+    if (!err) {
+      file->os() << "after";
+      err = file->commit();
+    }
+    ASSERT_TRUE(bool(err));
+    reported = message(std::move(err));
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, oldHandler);
+  EXPECT_NE(reported.find("the span"), std::string::npos) << reported;
+  EXPECT_NE(reported.find(dir + "/big.bin"), std::string::npos) << reported;
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/big.bin"));
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    ADD_FAILURE() << "left behind: " << it->path();
 }
 
 TEST(OutputFile, LargeRecordsOfTorchAndSafetensorsStreamsReadBack) {

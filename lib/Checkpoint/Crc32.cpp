@@ -195,27 +195,29 @@ uint32_t loom::ckpt::zipCrc32Combine(uint32_t crcA, uint32_t crcB, uint64_t leng
   return multiplyModP(xPowerBytes(lengthB), crcA) ^ crcB;
 }
 
-uint32_t loom::ckpt::zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads) {
+uint32_t loom::ckpt::zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads,
+                                      llvm::function_ref<void(llvm::ArrayRef<uint8_t>)> prepare) {
   threads = std::max(1u, std::min<unsigned>(threads, unsigned(data.size() >> 20)));
-  if (threads <= 1)
-    return zipCrc32(0, data);
-  size_t part = (data.size() / threads + 63) & ~size_t(63);
+  size_t part = threads <= 1 ? data.size() : (data.size() / threads + 63) & ~size_t(63);
+  auto partOf = [&](unsigned t) {
+    llvm::ArrayRef<uint8_t> rest = data.drop_front(std::min(data.size(), t * part));
+    return t + 1 == threads ? rest : rest.take_front(part);
+  };
   std::vector<uint32_t> crcs(threads);
+  auto check = [&](unsigned t) {
+    llvm::ArrayRef<uint8_t> bytes = partOf(t);
+    if (prepare)
+      prepare(bytes);
+    crcs[t] = zipCrc32(0, bytes);
+  };
   std::vector<std::thread> workers;
   for (unsigned t = 1; t < threads; ++t)
-    workers.emplace_back([&, t] {
-      crcs[t] = zipCrc32(0, data.slice(std::min(data.size(), t * part))
-                                .take_front(t + 1 == threads ? data.size() : part));
-    });
-  crcs[0] = zipCrc32(0, data.take_front(part));
+    workers.emplace_back(check, t);
+  check(0);
   for (std::thread &w : workers)
     w.join();
   uint32_t crc = crcs[0];
-  for (unsigned t = 1; t < threads; ++t) {
-    uint64_t begin = std::min<uint64_t>(data.size(), uint64_t(t) * part);
-    uint64_t length = t + 1 == threads ? data.size() - begin
-                                       : std::min<uint64_t>(part, data.size() - begin);
-    crc = zipCrc32Combine(crc, crcs[t], length);
-  }
+  for (unsigned t = 1; t < threads; ++t)
+    crc = zipCrc32Combine(crc, crcs[t], partOf(t).size());
   return crc;
 }

@@ -44,7 +44,7 @@ llvm::Expected<std::vector<NamedTensor>> readShard(const std::string &path,
       return file.takeError();
     return std::move(file->tensors);
   }
-  auto root = readTorchZip(path);
+  auto root = readTorchZip(path, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true});
   if (!root)
     return root.takeError();
   if (!(*root)->get<DictValue>())

@@ -1003,7 +1003,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
     return fileError(dir, "no first rank's shard folder (mp_rank_00, mp_rank_00_000 or "
                           "mp_rank_00_000_000)");
   std::string firstFile = firstRank->second + "/model_optim_rng.pt";
-  auto firstRoot = readTorchZip(firstFile, {verify, {}});
+  auto firstRoot = readTorchZip(firstFile, {verify, {}, /*releaseChecked=*/true});
   if (!firstRoot)
     return firstRoot.takeError();
   const DictValue *state = argsState(**firstRoot);
@@ -1098,7 +1098,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
     const std::string &shardDir = shardDirs[rank];
     std::string file = shardDir + "/model_optim_rng.pt";
     bool first = rank == LoadedMegatron::Rank{0, 0, 0};
-    auto root = first ? std::move(firstRoot) : readTorchZip(file, {verify, {}});
+    auto root = first ? std::move(firstRoot) : readTorchZip(file, {verify, {}, /*releaseChecked=*/true});
     if (!root)
       return root.takeError();
     const DictValue *top = (*root)->get<DictValue>();

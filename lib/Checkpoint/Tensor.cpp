@@ -210,6 +210,19 @@ void loom::ckpt::dropMappedPages(llvm::ArrayRef<uint8_t> bytes) {
     ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
 }
 
+void loom::ckpt::populateMappedPages(llvm::ArrayRef<uint8_t> bytes) {
+#ifdef MADV_POPULATE_READ
+  if (bytes.empty())
+    return;
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  uintptr_t begin = uintptr_t(bytes.data()) & ~(page - 1);
+  uintptr_t end = uintptr_t(bytes.data()) + bytes.size();
+  (void)::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_POPULATE_READ);
+#else
+  (void)bytes;
+#endif
+}
+
 void loom::ckpt::Storage::dropResidentPages() const {
   if (fileMapped)
     dropMappedPages(view);

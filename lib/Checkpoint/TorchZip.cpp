@@ -17,15 +17,15 @@ llvm::Error plain(const llvm::Twine &message) {
 /// views of `<root>/data/<key>`, one StorageValue per key.
 class StorageLoader {
 public:
-  StorageLoader(const ZipArchive &archive, llvm::StringRef root, bool verify)
-      : archive(archive), root(root), verify(verify) {}
+  StorageLoader(const ZipArchive &archive, llvm::StringRef root, bool verify, bool release)
+      : archive(archive), root(root), verify(verify), release(release) {}
 
   llvm::Expected<ValuePtr> operator()(const Value &pid);
 
 private:
   const ZipArchive &archive;
   llvm::StringRef root;
-  bool verify;
+  bool verify, release;
   llvm::StringMap<ValuePtr> loaded;
 };
 
@@ -64,7 +64,7 @@ llvm::Expected<ValuePtr> StorageLoader::operator()(const Value &pid) {
     return plain(formatv("storage '{0}' declares {1} elements of {2} bytes but its record has "
                          "{3} bytes",
                          *key, *numel, dtypeSize(*dtype), entry->size));
-  auto data = archive.read(*entry, verify);
+  auto data = archive.read(*entry, verify, release);
   if (!data)
     return data.takeError();
   StorageValue storage;
@@ -123,7 +123,7 @@ llvm::Expected<ValuePtr> loom::ckpt::readTorchZip(const ZipArchive &archive,
   auto pickleBytes = archive.read(*pickleEntry);
   if (!pickleBytes)
     return pickleBytes.takeError();
-  StorageLoader loader(archive, root, options.verifyChecksums);
+  StorageLoader loader(archive, root, options.verifyChecksums, options.releaseChecked);
   std::string source = (archive.name() + ": " + pickleEntry->name).str();
   return unpickle(*pickleBytes, source, loader, options.limits);
 }

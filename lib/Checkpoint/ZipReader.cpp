@@ -21,6 +21,9 @@ using namespace loom::ckpt;
 using llvm::ArrayRef;
 using llvm::formatv;
 
+/// Records this long and longer are CRC-checked on every core.
+static constexpr uint64_t kParallelFrom = 64u << 20;
+
 namespace {
 constexpr uint32_t kLocalHeaderSig = 0x04034b50;
 constexpr uint32_t kCentralHeaderSig = 0x02014b50;
@@ -256,14 +259,23 @@ ArrayRef<uint8_t> ZipArchive::bytesOf(const ZipEntry &entry) const {
       entry.size);
 }
 
-llvm::Error ZipArchive::verify(const ZipEntry &entry) const { return verify(entry, bytesOf(entry)); }
+llvm::Error ZipArchive::verify(const ZipEntry &entry) const {
+  ArrayRef<uint8_t> data = bytesOf(entry);
+  if (data.size() < kParallelFrom)
+    return verify(entry, data);
+  // Each thread maps its part's pages in with one call before its pass (a fault
+  // every few pages costs more than the CRC).
+  bool mapped = mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap;
+  return verifyCrc(entry, zipCrc32Parallel(data, std::thread::hardware_concurrency(),
+                                           mapped ? populateMappedPages : nullptr));
+}
 
 llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) const {
   if (data.size() != entry.size)
     return fileError(archiveName, formatv("entry '{0}': checked {1} bytes of its {2}", entry.name,
                                           data.size(), entry.size));
   // Storages of 64 MiB and more are checked on every core (a full pass per file).
-  return verifyCrc(entry, data.size() >= (64u << 20)
+  return verifyCrc(entry, data.size() >= kParallelFrom
                               ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
                               : zipCrc32(0, data));
 }
@@ -276,14 +288,12 @@ llvm::Error ZipArchive::verifyCrc(const ZipEntry &entry, uint32_t crc) const {
   return llvm::Error::success();
 }
 
-llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry,
-                                                   bool verifyCrc) const {
+llvm::Expected<ArrayRef<uint8_t>> ZipArchive::read(const ZipEntry &entry, bool verifyCrc,
+                                                   bool releaseChecked) const {
   ArrayRef<uint8_t> data = bytesOf(entry);
   if (verifyCrc) {
     llvm::Error checked = verify(entry);
-    // The check touched every page of the entry; a converter reads the data later,
-    // tensor by tensor, and should not hold whole files resident meanwhile.
-    if (mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap)
+    if (releaseChecked && mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap)
       dropMappedPages(data);
     if (checked)
       return std::move(checked);

@@ -715,7 +715,7 @@ struct ModelStates {
 };
 
 static llvm::Expected<ModelStates> loadModelStates(const std::string &path) {
-  auto root = readTorchZip(path);
+  auto root = readTorchZip(path, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true});
   if (!root)
     return root.takeError();
   ModelStates states;
@@ -1057,7 +1057,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeed(const std::string &path) {
   // ZeRO's state names its stage; the BF16_Optimizer's has none (bf16_optimizer.py,
   // state_dict()).
   std::string optim0Path = dir + "/" + optimFile(config, 0, 0);
-  auto optim0 = readTorchZip(optim0Path);
+  auto optim0 = readTorchZip(optim0Path, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true});
   if (!optim0)
     return optim0.takeError();
   const DictValue *top = (*optim0)->get<DictValue>();
@@ -1785,7 +1785,7 @@ llvm::Expected<Layout> reshard::describeDeepSpeedUniversal(const std::string &pa
       std::string zero = dir + "/zero/" + *name;
       for (const char *state : {"fp32", "exp_avg", "exp_avg_sq"}) {
         std::string file = zero + "/" + state + ".pt";
-        auto root = readTorchZip(file);
+        auto root = readTorchZip(file, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true});
         if (!root)
           return root.takeError();
         const DictValue *d = (*root)->get<DictValue>();

@@ -151,7 +151,7 @@ Summary open(const std::string &path, bool verify) {
   switch (detect(path)) {
   case Format::TorchZip: {
     summary.format = "torch-zip";
-    ValuePtr root = orThrow(readTorchZip(path, {/*verifyChecksums=*/verify, {}}));
+    ValuePtr root = orThrow(readTorchZip(path, {/*verifyChecksums=*/verify, {}, /*releaseChecked=*/true}));
     addTensors(summary, collectTensors(*root));
     break;
   }
@@ -196,7 +196,7 @@ Summary open(const std::string &path, bool verify) {
       if (verify)
         for (const loom::reshard::ShardFile &f : layout.files)
           if (llvm::StringRef(f.path).ends_with("/distrib_optim.pt"))
-            orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}}));
+            orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true}));
       addLayoutTensors(summary, layout, /*statesOnly=*/true);
     }
     break;
@@ -245,7 +245,7 @@ Summary open(const std::string &path, bool verify) {
     std::string dcpDir = path + "/" + l.files.front().path;
     summary.layout = dcpSummary(dcpDir, verify);
     if (verify)
-      orThrow(readTorchZip(dcpDir + "/common.pt", {/*verifyChecksums=*/true, {}}));
+      orThrow(readTorchZip(dcpDir + "/common.pt", {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true}));
     summary.layout["iteration"] = l.iteration;
     summary.layout["layers"] = l.dims->layers;
     summary.layout["vocab"] = l.dims->vocab;
@@ -294,7 +294,7 @@ Summary open(const std::string &path, bool verify) {
     if (verify)
       for (const loom::reshard::ShardFile &f : l.files)
         if (!f.tensors.empty())
-          orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}}));
+          orThrow(readTorchZip(path + "/" + f.path, {/*verifyChecksums=*/true, {}, /*releaseChecked=*/true}));
     addLayoutTensors(summary, l, /*statesOnly=*/false);
     break;
   }

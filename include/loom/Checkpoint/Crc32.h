@@ -10,6 +10,7 @@
 #define LOOM_CHECKPOINT_CRC32_H
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 
 #include <cstdint>
 
@@ -23,8 +24,11 @@ uint32_t zipCrc32(uint32_t crc, llvm::ArrayRef<uint8_t> data);
 uint32_t zipCrc32Combine(uint32_t crcA, uint32_t crcB, uint64_t lengthB);
 
 /// zipCrc32(0, data) over `threads` parts of the data at once, combined: for the
-/// gigabyte storages of a checkpoint on a machine with cores to spare.
-uint32_t zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads);
+/// gigabyte storages of a checkpoint on a machine with cores to spare. `prepare`,
+/// if given, is called on each part by the thread about to check it (e.g. to map
+/// a file's pages in).
+uint32_t zipCrc32Parallel(llvm::ArrayRef<uint8_t> data, unsigned threads,
+                          llvm::function_ref<void(llvm::ArrayRef<uint8_t>)> prepare = nullptr);
 
 /// Whether zipCrc32() folds with carry-less multiply on this CPU.
 bool zipCrc32IsAccelerated();

@@ -21,6 +21,11 @@ struct TorchReadOptions {
   /// CRC-check every storage record on open (a full pass over the data).
   bool verifyChecksums = true;
   PickleLimits limits;
+  /// After checking a storage, give its mapped pages back (they are faulted in
+  /// again when used): for readers that open many files before using their data,
+  /// whose memory would otherwise hold all of them. A caller about to use what
+  /// it reads keeps them, and so touches the bytes once from the file.
+  bool releaseChecked = false;
 };
 
 /// The object torch.save stored in `path`.

@@ -48,7 +48,10 @@ public:
 
   /// The entry's bytes as a view into the mapping, checked against its CRC32 when
   /// `verifyCrc` (a full pass over the bytes; streaming callers may defer it).
-  llvm::Expected<llvm::ArrayRef<uint8_t>> read(const ZipEntry &entry, bool verifyCrc = true) const;
+  /// `releaseChecked`: the checked bytes' pages are then dropped from this
+  /// process (see TorchReadOptions::releaseChecked).
+  llvm::Expected<llvm::ArrayRef<uint8_t>> read(const ZipEntry &entry, bool verifyCrc = true,
+                                               bool releaseChecked = false) const;
 
   /// Checks the entry's bytes against its CRC32 and leaves their pages resident: for
   /// a reader that checks a record just before using it, so the data is brought in

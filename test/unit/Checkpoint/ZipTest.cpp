@@ -6,7 +6,9 @@
 #include "llvm/Support/CRC.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <algorithm>
 #include <gtest/gtest.h>
+#include <mutex>
 #include <numeric>
 
 using namespace loom::ckpt;
@@ -181,7 +183,23 @@ TEST(Crc32, CombinedAndParallelEqualSerial) {
     llvm::ArrayRef<uint8_t> a = all.take_front(split), b = all.drop_front(split);
     EXPECT_EQ(zipCrc32Combine(zipCrc32(0, a), zipCrc32(0, b), b.size()), whole) << split;
   }
-  for (unsigned threads : {1u, 2u, 3u, 4u, 8u})
-    EXPECT_EQ(zipCrc32Parallel(all, threads), whole) << threads;
+  for (unsigned threads : {1u, 2u, 3u, 4u, 8u}) {
+    // `prepare` sees each part once, on the thread that checks it: together,
+    // exactly the data.
+    std::mutex seenMutex;
+    std::vector<std::pair<const uint8_t *, size_t>> seen;
+    auto prepare = [&](llvm::ArrayRef<uint8_t> part) {
+      std::lock_guard<std::mutex> lock(seenMutex);
+      seen.push_back({part.data(), part.size()});
+    };
+    EXPECT_EQ(zipCrc32Parallel(all, threads, prepare), whole) << threads;
+    std::sort(seen.begin(), seen.end());
+    const uint8_t *next = all.data();
+    for (auto [begin, size] : seen) {
+      EXPECT_EQ(begin, next) << threads;
+      next = begin + size;
+    }
+    EXPECT_EQ(next, all.data() + all.size()) << threads;
+  }
   EXPECT_EQ(zipCrc32Parallel(all.take_front(100), 4), llvm::crc32(0, all.take_front(100)));
 }

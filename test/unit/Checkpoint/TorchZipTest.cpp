@@ -4,7 +4,9 @@
 
 #include "llvm/Support/FileSystem.h"
 
+#include <cstdio>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 using namespace loom::ckpt;
 using namespace loom::ckpt::testutil;
@@ -217,4 +219,44 @@ TEST(TorchZipStream, RecordsInAnyOrderAndNothingMissing) {
   EXPECT_NE(message((*partial)->finish()).find("storage 1 was never written"), std::string::npos);
   partial->reset();
   EXPECT_FALSE(llvm::sys::fs::exists(dir + "/partial.pt"));
+}
+
+namespace {
+/// This process's resident memory (/proc/self/statm), mapped file pages included.
+uint64_t residentBytes() {
+  uint64_t size = 0, resident = 0;
+  if (FILE *f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2)
+      resident = 0;
+    std::fclose(f);
+  }
+  return resident * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+} // namespace
+
+// The CRC check reads every page of a storage. A caller about to use the tensors
+// keeps those pages mapped (no second fault per page); a whole-checkpoint loader
+// asks for them to be given back, so opening many files does not hold them all.
+TEST(TorchZip, CheckedPagesAreKeptUnlessReleased) {
+  if (residentBytes() == 0)
+    GTEST_SKIP() << "no /proc/self/statm";
+  std::string dir = scratchDir("torch-release");
+  const int64_t rows = 6 * 1024; // 24 MiB of float32
+  auto storage = std::make_shared<Storage>(std::vector<uint8_t>(rows * 1024 * 4, 0x5a));
+  std::vector<NamedTensor> tensors{
+      {"w", Tensor::contiguous(DType::Float32, {rows, 1024}, storage)}};
+  llvm::cantFail(writeTorchZip(dir + "/w.pt", *makeStateDict(tensors)));
+  storage.reset();
+  tensors.clear();
+
+  auto archive = llvm::cantFail(ZipArchive::open(dir + "/w.pt"));
+  uint64_t before = residentBytes();
+  TorchReadOptions release;
+  release.releaseChecked = true;
+  ValuePtr released = llvm::cantFail(readTorchZip(archive, release));
+  uint64_t afterRelease = residentBytes();
+  EXPECT_LT(afterRelease, before + (4u << 20)) << "checked pages still mapped";
+  ValuePtr kept = llvm::cantFail(readTorchZip(archive)); // the default keeps them
+  EXPECT_GE(residentBytes(), afterRelease + (20u << 20)) << "checked pages were dropped";
+  EXPECT_EQ(collectTensors(*kept)[0].tensor.contiguousBytes()[12345], 0x5a);
 }

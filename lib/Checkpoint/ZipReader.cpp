@@ -265,9 +265,12 @@ llvm::Error ZipArchive::verify(const ZipEntry &entry) const {
     return verify(entry, data);
   // Each thread maps its part's pages in with one call before its pass (a fault
   // every few pages costs more than the CRC).
+  // (Not `mapped ? populateMappedPages : nullptr`: a function_ref made from a null
+  // function pointer is not empty, and calling it would crash.)
+  unsigned threads = std::thread::hardware_concurrency();
   bool mapped = mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap;
-  return verifyCrc(entry, zipCrc32Parallel(data, std::thread::hardware_concurrency(),
-                                           mapped ? populateMappedPages : nullptr));
+  return verifyCrc(entry, mapped ? zipCrc32Parallel(data, threads, populateMappedPages)
+                                 : zipCrc32Parallel(data, threads));
 }
 
 llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) const {

@@ -78,6 +78,41 @@ TEST(Zip, EntriesAreFoundByTheirDataAndCheckedInACopy) {
             std::string::npos);
 }
 
+// A record large enough to be checked on every core, in an archive that is mapped
+// (each thread maps its part in first) and in one copied into memory (nothing to
+// map): both pass, and a flipped byte fails both.
+TEST(Zip, LargeRecordsAreCheckedMappedOrInMemory) {
+  std::string path = scratchDir("zip-large") + "/large.zip";
+  std::vector<uint8_t> bytes((64u << 20) + 4099);
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = uint8_t(i * 2654435761u >> 13);
+  {
+    auto zip = llvm::cantFail(ZipWriter::create(path, {}));
+    llvm::cantFail(zip->addEntry("big", bytes));
+    llvm::cantFail(zip->finish());
+  }
+  auto mapped = llvm::cantFail(ZipArchive::open(path));
+  ASSERT_EQ(mapped.buffer()->getBufferKind(), llvm::MemoryBuffer::MemoryBuffer_MMap);
+  auto file = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+  ASSERT_TRUE(bool(file));
+  std::shared_ptr<const llvm::MemoryBuffer> copy =
+      llvm::MemoryBuffer::getMemBufferCopy((*file)->getBuffer(), "large.zip");
+  ASSERT_NE(copy->getBufferKind(), llvm::MemoryBuffer::MemoryBuffer_MMap);
+  auto inMemory = llvm::cantFail(ZipArchive::parse(copy, "large.zip"));
+  for (const ZipArchive *archive : {&mapped, &inMemory}) {
+    const ZipEntry *entry = archive->find("big");
+    ASSERT_TRUE(entry);
+    EXPECT_EQ(message(archive->verify(*entry)), "");
+    auto read = archive->read(*entry);
+    ASSERT_TRUE(bool(read)) << message(read.takeError());
+    EXPECT_TRUE(*read == llvm::ArrayRef<uint8_t>(bytes));
+  }
+  const ZipEntry *entry = inMemory.find("big");
+  auto *data = const_cast<uint8_t *>(llvm::cantFail(inMemory.read(*entry, false)).data());
+  data[(40u << 20) + 7] ^= 1; // in the second thread's part
+  EXPECT_NE(message(inMemory.verify(*entry)).find("entry 'big': CRC32 is"), std::string::npos);
+}
+
 TEST(Zip, EveryTruncationIsAnError) {
   std::string path = writeSample(scratchDir("zip-truncate"), true);
   auto whole = llvm::cantFail(mapFile(path));

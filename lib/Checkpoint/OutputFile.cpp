@@ -109,169 +109,204 @@ llvm::Error syncAndRename(const std::string &finalPath, llvm::sys::fs::TempFile 
 }
 } // namespace
 
-/// Two bounce buffers and a thread that sends one to the disk (O_DIRECT) while
-/// the caller copies the next span of the file into the other: the copy, and the
-/// caller's own work between spans, hide under the disk's time instead of adding
-/// to it. A file system that opens O_DIRECT but refuses the writes (EINVAL) gets
-/// the refused span and every later one through the page cache instead.
-class OutputFile::DirectPipe {
+namespace {
+/// The process's direct writer: two bounce buffers and a thread that sends one to
+/// the disk (O_DIRECT) while a caller copies the next span of some file into the
+/// other. The copy, and the caller's own work between spans, hide under the disk's
+/// time instead of adding to it. One for the whole process, so that a converter
+/// with many output files open holds two buffers, not two per file. A file system
+/// that opens O_DIRECT but refuses the writes (EINVAL) gets the refused span and
+/// every later one of that file through the page cache instead.
+class DirectWriter {
 public:
-  /// Null when the buffers cannot be had.
-  static std::unique_ptr<DirectPipe> create(int directFd, int cachedFd);
-  DirectPipe(const DirectPipe &) = delete;
-  DirectPipe &operator=(const DirectPipe &) = delete;
-  /// Stops after the write under way; queued writes are dropped (the file is
-  /// being abandoned: commit() drains first).
-  ~DirectPipe();
+  /// What the writer keeps of one file (guarded by its mutex).
+  struct File {
+    int directFd, cachedFd;
+    unsigned pending = 0; ///< reserved or queued buffers
+    bool refused = false, abandoned = false;
+    std::string failed;
+    uint64_t written = 0;
+  };
 
-  /// The buffer to fill next (kBounce bytes), once the disk is done with it;
-  /// null after a failed write.
-  uint8_t *next();
-  /// Queues next()'s buffer, holding `length` bytes of the file at `offset`.
-  void submit(uint64_t offset, uint64_t length, const llvm::Twine &what);
-  /// Waits for every queued write; the first failure as "<what>: <reason>", or "".
-  std::string drain();
-  /// The first failure so far without waiting, or "".
-  std::string failure();
-  /// Whether writes now go through the page cache (the file system refused them).
-  bool refused();
-  /// Bytes that reached the disk around the page cache, once drained.
-  uint64_t directBytes();
+  /// The process's writer (a child of fork() makes its own); null when its
+  /// buffers cannot be had. Never destroyed: its thread waits until the process ends.
+  static DirectWriter *get();
+
+  /// A buffer of kBounce bytes for `file` once the disk is done with it (its
+  /// index; -1 after a failed write of `file`). Must be followed by submit().
+  int reserve(File &file);
+  uint8_t *buffer(int index) { return buffers[index]; }
+  /// Queues the reserved buffer, holding `length` bytes of `file` at `offset`.
+  void submit(File &file, int index, uint64_t offset, uint64_t length, const llvm::Twine &what);
+  /// Waits for `file`'s queued writes; its first failure as "<what>: <reason>", or "".
+  std::string drain(File &file);
+  /// Reads a field of `file` under the lock.
+  template <typename T> T read(File &file, T File::*field) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return file.*field;
+  }
+  /// Drops `file`'s queued writes and waits for the one under way.
+  void abandon(File &file);
 
 private:
-  DirectPipe(int directFd, int cachedFd, uint8_t *mapping, size_t mapped, uint8_t *aligned);
+  DirectWriter(uint8_t *aligned) : buffers{aligned, aligned + kBounce} {
+    std::thread([this] { run(); }).detach();
+  }
   void run();
 
-  const int directFd, cachedFd;
-  uint8_t *mapping;
-  size_t mapped;
   uint8_t *buffers[2];
-
   struct Job {
-    uint64_t offset, length;
+    File *file;
     int buffer;
+    uint64_t offset, length;
     std::string what;
   };
   std::mutex mutex;
   std::condition_variable changed;
   std::deque<Job> queue;
-  bool inUse[2] = {false, false}; ///< queued or being written
-  int fill = 0;                   ///< the buffer next() hands out
-  bool stop = false, direct = true;
-  std::string failed;
-  uint64_t written = 0;
-  std::thread worker;
+  bool inUse[2] = {false, false}; ///< reserved, queued or being written
+  int fill = 0;                   ///< the buffer reserve() hands out next
 };
 
-std::unique_ptr<OutputFile::DirectPipe> OutputFile::DirectPipe::create(int directFd,
-                                                                       int cachedFd) {
+DirectWriter *DirectWriter::get() {
+  static std::mutex creating;
+  static DirectWriter *writer = nullptr;
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> lock(creating);
+  if (writer && owner == ::getpid())
+    return writer;
   // Both buffers on transparent huge pages, faulted in by one call: a virtual
   // machine faulting a fresh 16 MiB buffer in 4 KiB at a time spent ~0.1 s on it,
   // a tenth of the disk's time for a GiB.
   const size_t huge = size_t(2) << 20;
-  size_t mapped = 2 * kBounce + huge;
-  void *address = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *address = ::mmap(nullptr, 2 * kBounce + huge, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (address == MAP_FAILED)
     return nullptr;
-  auto *mapping = static_cast<uint8_t *>(address);
-  auto *aligned = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(mapping) + huge - 1) &
+  auto *aligned = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(address) + huge - 1) &
                                               ~uintptr_t(huge - 1));
 #ifdef __linux__
   ::madvise(aligned, 2 * kBounce, MADV_HUGEPAGE);
   ::madvise(aligned, 2 * kBounce, MADV_POPULATE_WRITE); // refused before Linux 5.14: no harm
 #endif
-  return std::unique_ptr<DirectPipe>(new DirectPipe(directFd, cachedFd, mapping, mapped, aligned));
+  // (A parent's writer, inherited by fork() without its thread, is left as it is.)
+  writer = new DirectWriter(aligned);
+  owner = ::getpid();
+  return writer;
 }
 
-OutputFile::DirectPipe::DirectPipe(int directFd, int cachedFd, uint8_t *mapping, size_t mapped,
-                                   uint8_t *aligned)
-    : directFd(directFd), cachedFd(cachedFd), mapping(mapping), mapped(mapped),
-      buffers{aligned, aligned + kBounce} {
-  worker = std::thread([this] { run(); });
-}
-
-OutputFile::DirectPipe::~DirectPipe() {
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    stop = true;
-  }
-  changed.notify_all();
-  worker.join();
-  ::munmap(mapping, mapped);
-}
-
-void OutputFile::DirectPipe::run() {
+void DirectWriter::run() {
   std::unique_lock<std::mutex> lock(mutex);
   while (true) {
-    changed.wait(lock, [&] { return stop || !queue.empty(); });
-    if (stop)
-      return;
+    changed.wait(lock, [&] { return !queue.empty(); });
     Job job = std::move(queue.front());
     queue.pop_front();
-    bool skip = !failed.empty(), throughCache = !direct;
+    File &file = *job.file;
+    bool skip = !file.failed.empty() || file.abandoned, throughCache = file.refused;
     lock.unlock();
     const uint8_t *bytes = buffers[job.buffer];
     int error = 0;
     bool wentDirect = false, refusedNow = false;
     if (!skip && !throughCache) {
-      if (pwriteAll(directFd, bytes, job.length, job.offset))
+      if (pwriteAll(file.directFd, bytes, job.length, job.offset))
         wentDirect = true;
       else if (errno == EINVAL)
         refusedNow = throughCache = true;
       else
         error = errno;
     }
-    if (!skip && throughCache && !pwriteAll(cachedFd, bytes, job.length, job.offset))
+    if (!skip && throughCache && !pwriteAll(file.cachedFd, bytes, job.length, job.offset))
       error = errno;
     lock.lock();
-    if (refusedNow)
-      direct = false;
+    file.refused |= refusedNow;
     if (wentDirect)
-      written += job.length;
-    if (error && failed.empty())
-      failed = job.what + ": " + std::error_code(error, std::generic_category()).message();
+      file.written += job.length;
+    if (error && file.failed.empty())
+      file.failed = job.what + ": " + std::error_code(error, std::generic_category()).message();
     inUse[job.buffer] = false;
+    --file.pending;
     changed.notify_all();
   }
 }
 
-uint8_t *OutputFile::DirectPipe::next() {
+int DirectWriter::reserve(File &file) {
   std::unique_lock<std::mutex> lock(mutex);
-  changed.wait(lock, [&] { return !inUse[fill] || !failed.empty(); });
-  return failed.empty() ? buffers[fill] : nullptr;
+  changed.wait(lock, [&] { return !inUse[fill] || !file.failed.empty(); });
+  if (!file.failed.empty())
+    return -1;
+  int index = fill;
+  inUse[index] = true;
+  fill ^= 1;
+  ++file.pending;
+  return index;
 }
 
-void OutputFile::DirectPipe::submit(uint64_t offset, uint64_t length, const llvm::Twine &what) {
+void DirectWriter::submit(File &file, int index, uint64_t offset, uint64_t length,
+                          const llvm::Twine &what) {
   {
     std::lock_guard<std::mutex> lock(mutex);
-    inUse[fill] = true;
-    queue.push_back({offset, length, fill, what.str()});
-    fill ^= 1;
+    queue.push_back({&file, index, offset, length, what.str()});
   }
   changed.notify_all();
 }
 
-std::string OutputFile::DirectPipe::drain() {
+std::string DirectWriter::drain(File &file) {
   std::unique_lock<std::mutex> lock(mutex);
-  changed.wait(lock, [&] { return !inUse[0] && !inUse[1]; });
-  return failed;
+  changed.wait(lock, [&] { return file.pending == 0; });
+  return file.failed;
 }
 
-std::string OutputFile::DirectPipe::failure() {
-  std::lock_guard<std::mutex> lock(mutex);
-  return failed;
+void DirectWriter::abandon(File &file) {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    file.abandoned = true;
+  }
+  drain(file);
 }
+} // namespace
 
-bool OutputFile::DirectPipe::refused() {
-  std::lock_guard<std::mutex> lock(mutex);
-  return !direct;
-}
+/// One file's share of the process's DirectWriter.
+class OutputFile::DirectPipe {
+public:
+  static std::unique_ptr<DirectPipe> create(int directFd, int cachedFd) {
+    DirectWriter *writer = DirectWriter::get();
+    if (!writer)
+      return nullptr;
+    return std::unique_ptr<DirectPipe>(new DirectPipe(writer, directFd, cachedFd));
+  }
+  /// Queued writes are dropped (the file is being abandoned: commit() drains
+  /// first), and the one under way is waited for.
+  ~DirectPipe() { writer->abandon(file); }
 
-uint64_t OutputFile::DirectPipe::directBytes() {
-  drain();
-  std::lock_guard<std::mutex> lock(mutex);
-  return written;
-}
+  /// A buffer to fill, once the disk is done with it; null after a failed write.
+  /// Must be followed by submit().
+  uint8_t *next() {
+    reserved = writer->reserve(file);
+    return reserved < 0 ? nullptr : writer->buffer(reserved);
+  }
+  /// Queues next()'s buffer, holding `length` bytes of the file at `offset`.
+  void submit(uint64_t offset, uint64_t length, const llvm::Twine &what) {
+    writer->submit(file, reserved, offset, length, what);
+  }
+  /// Waits for every queued write; the first failure as "<what>: <reason>", or "".
+  std::string drain() { return writer->drain(file); }
+  /// The first failure so far without waiting, or "".
+  std::string failure() { return writer->read(file, &DirectWriter::File::failed); }
+  /// Whether writes now go through the page cache (the file system refused them).
+  bool refused() { return writer->read(file, &DirectWriter::File::refused); }
+  /// Bytes that reached the disk around the page cache, once drained.
+  uint64_t directBytes() {
+    drain();
+    return writer->read(file, &DirectWriter::File::written);
+  }
+
+private:
+  DirectPipe(DirectWriter *writer, int directFd, int cachedFd)
+      : writer(writer), file{directFd, cachedFd} {}
+  DirectWriter *writer;
+  DirectWriter::File file;
+  int reserved = -1;
+};
 
 bool OutputFile::openDirect() {
 #ifdef __linux__

@@ -49,9 +49,10 @@ public:
   /// written bytes do not crowd the cache. Not in memory file systems (tmpfs),
   /// nor with LOOM_DIRECT_IO=0 in the environment. `what` names the bytes in errors.
   /// The direct writes run on a helper thread, one bounce buffer reaching the disk
-  /// while the next is filled; they may still be running when writeAt returns (the
-  /// bytes are copied by then), and a failure among them is reported by the next
-  /// writeAt, append or commit.
+  /// while the next is filled (one thread and two buffers serve every OutputFile of
+  /// the process); they may still be running when writeAt returns (the bytes are
+  /// copied by then), and a failure among them is reported by the next writeAt,
+  /// append or commit.
   llvm::Error writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);
   /// Appends `bytes` after what os() has written, as writeAt does.
   llvm::Error append(llvm::ArrayRef<uint8_t> bytes, const llvm::Twine &what);

@@ -259,28 +259,25 @@ ArrayRef<uint8_t> ZipArchive::bytesOf(const ZipEntry &entry) const {
       entry.size);
 }
 
-llvm::Error ZipArchive::verify(const ZipEntry &entry) const {
-  ArrayRef<uint8_t> data = bytesOf(entry);
-  if (data.size() < kParallelFrom)
-    return verify(entry, data);
-  // Each thread maps its part's pages in with one call before its pass (a fault
-  // every few pages costs more than the CRC).
-  // (Not `mapped ? populateMappedPages : nullptr`: a function_ref made from a null
-  // function pointer is not empty, and calling it would crash.)
-  unsigned threads = std::thread::hardware_concurrency();
-  bool mapped = mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap;
-  return verifyCrc(entry, mapped ? zipCrc32Parallel(data, threads, populateMappedPages)
-                                 : zipCrc32Parallel(data, threads));
-}
+llvm::Error ZipArchive::verify(const ZipEntry &entry) const { return verify(entry, bytesOf(entry)); }
 
 llvm::Error ZipArchive::verify(const ZipEntry &entry, ArrayRef<uint8_t> data) const {
   if (data.size() != entry.size)
     return fileError(archiveName, formatv("entry '{0}': checked {1} bytes of its {2}", entry.name,
                                           data.size(), entry.size));
+  if (data.size() < kParallelFrom)
+    return verifyCrc(entry, zipCrc32(0, data));
   // Storages of 64 MiB and more are checked on every core (a full pass per file).
-  return verifyCrc(entry, data.size() >= kParallelFrom
-                              ? zipCrc32Parallel(data, std::thread::hardware_concurrency())
-                              : zipCrc32(0, data));
+  // Bytes of the file mapping are mapped in by each thread, its part with one call,
+  // before its pass (a fault every few pages costs more than the CRC). (Not
+  // `inMapping ? populateMappedPages : nullptr`: a function_ref made from a null
+  // function pointer is not empty, and calling it would crash.)
+  unsigned threads = std::thread::hardware_concurrency();
+  const auto *start = reinterpret_cast<const uint8_t *>(mapping->getBufferStart());
+  bool inMapping = mapping->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap &&
+                   data.data() >= start && data.end() <= start + mapping->getBufferSize();
+  return verifyCrc(entry, inMapping ? zipCrc32Parallel(data, threads, populateMappedPages)
+                                    : zipCrc32Parallel(data, threads));
 }
 
 llvm::Error ZipArchive::verifyCrc(const ZipEntry &entry, uint32_t crc) const {

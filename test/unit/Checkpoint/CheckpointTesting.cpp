@@ -8,6 +8,7 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SHA256.h"
 
+#include <fstream>
 #include <gtest/gtest.h>
 
 using namespace loom::ckpt;
@@ -181,4 +182,11 @@ std::string testutil::render(const Value &value) {
   }
   }
   return "?";
+}
+
+size_t testutil::residentPages() {
+  std::ifstream statm("/proc/self/statm");
+  size_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident;
 }

@@ -41,6 +41,10 @@ std::string render(const Value &value);
 /// The one-line message of an error (consumes it).
 std::string message(llvm::Error error);
 
+/// This process's resident pages (/proc/self/statm), mapped files included; 0
+/// where there is no /proc.
+size_t residentPages();
+
 } // namespace loom::ckpt::testutil
 
 #endif // LOOM_TEST_UNIT_CHECKPOINT_CHECKPOINTTESTING_H

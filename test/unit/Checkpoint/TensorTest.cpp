@@ -1,4 +1,5 @@
 //===- TensorTest.cpp - views, bounds and streaming of tensors ------------===//
+#include "CheckpointTesting.h"
 #include "loom/Checkpoint/Tensor.h"
 
 #include "llvm/ADT/SmallString.h"
@@ -9,12 +10,12 @@
 #include <gtest/gtest.h>
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <numeric>
 
 using namespace loom::ckpt;
+using loom::ckpt::testutil::residentPages;
 
 namespace {
 std::shared_ptr<const Storage> iota(size_t bytes) {
@@ -105,16 +106,6 @@ TEST(Tensor, SinkErrorsStopStreaming) {
   });
   EXPECT_EQ(llvm::toString(std::move(err)), "disk full");
 }
-
-namespace {
-/// This process's resident pages (/proc/self/statm), mapped files included.
-size_t residentPages() {
-  std::ifstream statm("/proc/self/statm");
-  size_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident;
-}
-} // namespace
 
 // A mapped file view gives its pages back and still reads the same bytes; owned and
 // anonymous storages are never touched (dropping their pages would zero them).

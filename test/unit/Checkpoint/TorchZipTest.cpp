@@ -4,7 +4,6 @@
 
 #include "llvm/Support/FileSystem.h"
 
-#include <cstdio>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -222,16 +221,7 @@ TEST(TorchZipStream, RecordsInAnyOrderAndNothingMissing) {
 }
 
 namespace {
-/// This process's resident memory (/proc/self/statm), mapped file pages included.
-uint64_t residentBytes() {
-  uint64_t size = 0, resident = 0;
-  if (FILE *f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%lu %lu", &size, &resident) != 2)
-      resident = 0;
-    std::fclose(f);
-  }
-  return resident * uint64_t(::sysconf(_SC_PAGESIZE));
-}
+uint64_t residentBytes() { return residentPages() * uint64_t(::sysconf(_SC_PAGESIZE)); }
 } // namespace
 
 // The CRC check reads every page of a storage. A caller about to use the tensors

@@ -80,7 +80,7 @@ TEST(Zip, EntriesAreFoundByTheirDataAndCheckedInACopy) {
 
 // A record large enough to be checked on every core, in an archive that is mapped
 // (each thread maps its part in first) and in one copied into memory (nothing to
-// map): both pass, and a flipped byte fails both.
+// map): both pass, and a byte flipped in the copy fails its check.
 TEST(Zip, LargeRecordsAreCheckedMappedOrInMemory) {
   std::string path = scratchDir("zip-large") + "/large.zip";
   std::vector<uint8_t> bytes((64u << 20) + 4099);

@@ -261,11 +261,11 @@ TEST(Universal, DirectChunksCarryTheChecksumsHdf5Expects) {
 }
 
 namespace {
-/// Tensors large enough that the writer's runs of chunks go around the page cache
-/// (more than OutputFile::kDirectMin each, several runs per dataset), one with
-/// chunks that cut its middle dimension (edge chunks padded), optimizer state: the
-/// file reads back byte for byte through HDF5's filter pipeline (which checks each
-/// chunk's Fletcher-32) and through direct chunk reads, and verifies.
+/// Tensors of tens of MB (dozens of chunks each, more than the writer's 64 MiB
+/// between writeback hints in all), one with chunks that cut its middle dimension
+/// (edge chunks padded), optimizer state: the file reads back byte for byte through
+/// HDF5's filter pipeline (which checks each chunk's Fletcher-32) and through
+/// direct chunk reads, and verifies.
 void largeRoundTrip(const std::string &dir) {
   UniversalCheckpoint ckpt;
   ckpt.metadata.modelConfig = "{}";
@@ -309,7 +309,7 @@ TEST(Universal, LargeDatasetsReadBackExactlyInMemoryFileSystem) {
     GTEST_SKIP() << "no /dev/shm";
   std::string dir = "/dev/shm/loom-universal-large-" + std::to_string(::getpid());
   llvm::sys::fs::create_directories(dir);
-  largeRoundTrip(dir); // no O_DIRECT there: every span through the page cache
+  largeRoundTrip(dir); // where no file system writeback applies
   llvm::sys::fs::remove_directories(dir);
 }
 

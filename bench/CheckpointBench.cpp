@@ -168,9 +168,9 @@ int main(int argc, char **argv) {
     }
     return std::pair{workS, probeS};
   };
-  /// Reads `bytes` bytes of `path` (the raw file unless given) into `into`.
-  auto rawRead = [&](uint8_t *into, const std::string *path = nullptr) {
-    int fd = ::open((path ? *path : raw).c_str(), O_RDONLY);
+  /// Reads the first `bytes` bytes of `path` into `into`.
+  auto rawRead = [&](const std::string &path, uint8_t *into) {
+    int fd = ::open(path.c_str(), O_RDONLY);
     for (uint64_t off = 0; off < bytes;) {
       ssize_t n =
           ::read(fd, into + off, std::min<uint64_t>(64 << 20, bytes - off));
@@ -180,10 +180,10 @@ int main(int argc, char **argv) {
     }
     ::close(fd);
   };
-  double rawReadS = seconds([&] { rawRead(sink.data()); });
+  double rawReadS = seconds([&] { rawRead(raw, sink.data()); });
   // A reader that returns new tensors must also fault in fresh pages; on a
   // virtual machine that costs more than the copy, so it is a limit of its own.
-  auto freshRead = [&] { rawRead(Storage::uninitialized(bytes)->mutableData()); };
+  auto freshRead = [&] { rawRead(raw, Storage::uninitialized(bytes)->mutableData()); };
   double freshReadS = seconds(freshRead);
 
   struct Row {
@@ -213,7 +213,7 @@ int main(int argc, char **argv) {
   auto mappedReadRow = [&](const char *what, const std::string &path,
                            const std::function<void()> &reader) {
     auto [readS, probeS] =
-        beside({{[&] { rawRead(sink.data(), &path); }, 1.0}, {copy, 1.0}}, reader);
+        beside({{[&] { rawRead(path, sink.data()); }, 1.0}, {copy, 1.0}}, reader);
     rows_.push_back({what, readS, std::max(probeS[0], probeS[1]),
                      "the smaller of a raw read of the file " + rate(probeS[0]) + " and memcpy " +
                          rate(probeS[1])});
@@ -246,8 +246,7 @@ int main(int argc, char **argv) {
     UniversalCheckpoint universal;
     universal.params.push_back({"weight", tensor, {}, {}, {}, {}});
     writeRow("universal (HDF5) write", [&] { check(writeUniversal(h5, universal)); });
-    // A reader that returns new tensors writes every byte to fresh pages: its
-    // limit is the raw read into fresh memory.
+    // Held to the raw read into fresh memory (above).
     auto [readS, probeS] = beside({{freshRead, 1.0}}, [&] {
       auto reader = check(UniversalReader::open(h5));
       Tensor t = check(reader->read("weight"));

@@ -72,15 +72,22 @@ template <typename T> T check(llvm::Expected<T> value) {
 }
 
 /// Sums 64-bit words: touches every byte at memory speed, as a consumer would.
+/// Four independent sums: with one, each add waits for the last, and the loop
+/// stops at 8 bytes a cycle, below this machine's memory speed (a 1 GiB mapped
+/// file touched in 43 ms with one sum, 38 ms with four).
 uint64_t touch(llvm::ArrayRef<uint8_t> bytes) {
-  uint64_t sum = 0;
+  uint64_t sum[4] = {0, 0, 0, 0};
   const uint8_t *p = bytes.data();
-  for (size_t i = 0; i + 8 <= bytes.size(); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    sum += w;
-  }
-  return sum;
+  size_t i = 0;
+  for (; i + 32 <= bytes.size(); i += 32)
+    for (int k = 0; k < 4; ++k) {
+      uint64_t w;
+      std::memcpy(&w, p + i + 8 * k, 8);
+      sum[k] += w;
+    }
+  for (; i < bytes.size(); ++i)
+    sum[0] += p[i];
+  return sum[0] + sum[1] + sum[2] + sum[3];
 }
 } // namespace
 

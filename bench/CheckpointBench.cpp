@@ -1,13 +1,13 @@
-//===- CheckpointBench.cpp - checkpoint I/O against the machine's limits
-//---===//
+//===- CheckpointBench.cpp - checkpoint I/O against the machine's limits ---===//
 //
 // Writes and reads one large tensor (1 GiB by default; --gib N) through each
 // format loom writes, and measures in the same run what the machine allows. Each
 // row is printed with its ratio to its limit (issue #8 asks for >= 0.8):
 //  - writes: a raw sequential write with fsync, buffered and with O_DIRECT (as
 //    loom's writers send large spans); the faster is the limit;
-//  - reads of mapped files: a raw read into memory already touched, and memcpy;
-//    the smaller bandwidth is the limit (a read that checks what it returns passes
+//  - reads of mapped files (timed until a consumer loop has read every byte): a
+//    raw read of the same file into memory already touched, and memcpy; the
+//    smaller bandwidth is the limit (a read that checks what it returns passes
 //    over the bytes once more than the raw read);
 //  - reads that return new tensors: a raw read into fresh memory.
 //

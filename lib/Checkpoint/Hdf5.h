@@ -72,6 +72,17 @@ std::optional<std::string> readString(hid_t object, const char *name);
 llvm::Error writeInt(hid_t object, const char *name, int64_t value);
 std::optional<int64_t> readInt(hid_t object, const char *name);
 
+/// File access for a file that one process writes (Hdf5Direct.cpp): HDF5 lays out
+/// the file and writes its metadata as usual, and its raw data (datasets' chunks)
+/// is gathered into runs and written around the page cache (O_DIRECT) where the
+/// file system allows it, on a helper thread. `displayName` names the file in
+/// errors and must outlive the file. An invalid handle if HDF5 refuses the driver.
+Handle directWriteAccess(const std::string &displayName);
+/// Waits for the raw data writes under way of `file`, flushed (H5Fflush) just
+/// before: the first failure among them. Call before closing the file, whose close
+/// otherwise reports such a failure only as HDF5's "unable to close file". Nothing
+/// for other drivers.
+llvm::Error finishDirectWrites(hid_t file);
 } // namespace loom::ckpt::hdf5
 
 #endif // LOOM_LIB_CHECKPOINT_HDF5_H

@@ -34,6 +34,7 @@ llvm::Expected<std::unique_ptr<OutputFile>> OutputFile::create(const llvm::Twine
 OutputFile::OutputFile(std::string path, llvm::sys::fs::TempFile tempFile)
     : finalPath(std::move(path)), temp(std::move(tempFile)) {
   stream = std::make_unique<llvm::raw_fd_ostream>(temp->FD, /*shouldClose=*/false);
+  positioned = std::make_unique<PositionedWriter>(temp->TmpName, temp->FD, finalPath);
 }
 
 OutputFile::~OutputFile() {
@@ -42,9 +43,7 @@ OutputFile::~OutputFile() {
     stream->clear_error();
   }
   stream.reset();
-  pipe.reset(); // stops its writes before the descriptor and the file go
-  if (directFd >= 0)
-    ::close(directFd);
+  positioned.reset(); // stops its writes before the file goes
   if (temp)
     llvm::consumeError(temp->discard());
 }
@@ -58,17 +57,8 @@ llvm::Error OutputFile::check(const llvm::Twine &what) {
 }
 
 void OutputFile::startWriteback(uint64_t offset, uint64_t length) {
-  // Below a few MiB the kernel's own writeback and commit()'s fsync do as well.
-  if (length < (4u << 20))
-    return;
   stream->flush();
-#ifdef __linux__
-  // Advisory: a failure here (e.g. a file system without it) leaves the data to
-  // fsync, which reports any real write error at commit().
-  (void)::sync_file_range(temp->FD, off_t(offset), off_t(length), SYNC_FILE_RANGE_WRITE);
-#else
-  (void)offset;
-#endif
+  positioned->startWriteback(offset, length);
 }
 
 namespace {
@@ -266,7 +256,7 @@ void DirectWriter::abandon(File &file) {
 } // namespace
 
 /// One file's share of the process's DirectWriter.
-class OutputFile::DirectPipe {
+class PositionedWriter::DirectPipe {
 public:
   static std::unique_ptr<DirectPipe> create(int directFd, int cachedFd) {
     DirectWriter *writer = DirectWriter::get();
@@ -308,7 +298,29 @@ private:
   int reserved = -1;
 };
 
-bool OutputFile::openDirect() {
+PositionedWriter::PositionedWriter(std::string path, int cachedFd, std::string displayName)
+    : path(std::move(path)), name(std::move(displayName)), cachedFd(cachedFd) {}
+
+PositionedWriter::~PositionedWriter() {
+  pipe.reset(); // stops its writes before the descriptor goes
+  if (directFd >= 0)
+    ::close(directFd);
+}
+
+void PositionedWriter::startWriteback(uint64_t offset, uint64_t length) {
+  // Below a few MiB the kernel's own writeback and the final fsync do as well.
+  if (length < (4u << 20))
+    return;
+#ifdef __linux__
+  // Advisory: a failure here (e.g. a file system without it) leaves the data to
+  // fsync, which reports any real write error.
+  (void)::sync_file_range(cachedFd, off_t(offset), off_t(length), SYNC_FILE_RANGE_WRITE);
+#else
+  (void)offset;
+#endif
+}
+
+bool PositionedWriter::openDirect() {
 #ifdef __linux__
   if (directFd == -1) {
     // LOOM_DIRECT_IO=0 keeps every write in the page cache (for file systems
@@ -320,12 +332,12 @@ bool OutputFile::openDirect() {
     // In a file system kept in memory (tmpfs, ramfs) the page cache is the medium:
     // going around it only adds the bounce buffer's copy.
     struct statfs fs;
-    bool inMemory = ::fstatfs(temp->FD, &fs) == 0 &&
+    bool inMemory = ::fstatfs(cachedFd, &fs) == 0 &&
                     (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
     directFd = allowed && !inMemory
-                   ? ::open(temp->TmpName.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC)
+                   ? ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC)
                    : -2;
-    if (directFd >= 0 && !(pipe = DirectPipe::create(directFd, temp->FD)))
+    if (directFd >= 0 && !(pipe = DirectPipe::create(directFd, cachedFd)))
       ::close(directFd);
     if (!pipe) // refused by the file system, or no memory for the buffers
       directFd = -2;
@@ -336,44 +348,56 @@ bool OutputFile::openDirect() {
 #endif
 }
 
-llvm::Error OutputFile::finishDirect() {
+llvm::Error PositionedWriter::drain() {
   if (!pipe)
     return llvm::Error::success();
   std::string failure = pipe->drain();
   if (failure.empty())
     return llvm::Error::success();
-  return fileError(finalPath, failure);
+  return fileError(name, failure);
 }
 
-uint64_t OutputFile::directBytes() { return pipe ? pipe->directBytes() : directWritten; }
+llvm::Error PositionedWriter::finish() {
+  llvm::Error err = drain();
+  if (pipe) {
+    directWritten = pipe->directBytes();
+    pipe.reset();
+  }
+  if (directFd >= 0)
+    ::close(directFd);
+  directFd = -2;
+  return err;
+}
 
-llvm::Error OutputFile::writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes,
+uint64_t PositionedWriter::directBytes() { return pipe ? pipe->directBytes() : directWritten; }
+
+llvm::Error PositionedWriter::writeAt(uint64_t offset, llvm::ArrayRef<uint8_t> bytes,
                                 const llvm::Twine &what) {
   if (pipe) // an earlier span's direct write failed
     if (std::string failure = pipe->failure(); !failure.empty())
-      return fileError(finalPath, failure);
+      return fileError(name, failure);
   const uint8_t *data = bytes.data();
   uint64_t size = bytes.size();
-  auto failed = [&] { return fileError(finalPath, what + ": " + lastError()); };
+  auto failed = [&] { return fileError(name, what + ": " + lastError()); };
   if (size >= kDirectMin && openDirect()) {
     // The unaligned head and tail go through the page cache; the aligned middle
     // around it. They share no page, so the cache never holds a stale copy of
     // what the direct writes put on the disk.
     uint64_t head = (kAlign - offset % kAlign) % kAlign;
-    if (!pwriteAll(temp->FD, data, head, offset))
+    if (!pwriteAll(cachedFd, data, head, offset))
       return failed();
     data += head, size -= head, offset += head;
     while (size >= kAlign) {
       uint64_t chunk = std::min(kBounce, size / kAlign * kAlign);
       uint8_t *buffer = pipe->next();
       if (!buffer)
-        return fileError(finalPath, pipe->failure());
+        return fileError(name, pipe->failure());
       std::memcpy(buffer, data, chunk);
       pipe->submit(offset, chunk, what);
       data += chunk, size -= chunk, offset += chunk;
     }
   }
-  if (!pwriteAll(temp->FD, data, size, offset))
+  if (!pwriteAll(cachedFd, data, size, offset))
     return failed();
   return llvm::Error::success();
 }
@@ -394,20 +418,12 @@ llvm::Error OutputFile::append(llvm::ArrayRef<uint8_t> bytes, const llvm::Twine 
 }
 
 llvm::Error OutputFile::commit() {
-  if (llvm::Error err = finishDirect()) // the earlier bytes' failure first
+  if (llvm::Error err = positioned->finish()) // the earlier bytes' failure first
     return err;
   stream->flush();
   if (llvm::Error err = check("writing"))
     return err;
   stream.reset();
-  if (pipe) {
-    directWritten = pipe->directBytes();
-    pipe.reset();
-  }
-  if (directFd >= 0) {
-    ::close(directFd);
-    directFd = -2;
-  }
   llvm::sys::fs::TempFile finished = std::move(*temp);
   temp.reset();
   if (deferTo)

@@ -262,7 +262,7 @@ TEST(Universal, DirectChunksCarryTheChecksumsHdf5Expects) {
 
 namespace {
 /// Tensors large enough that the writer's runs of chunks go around the page cache
-/// (more than OutputFile::kDirectMin each, several runs per dataset), one with
+/// (more than PositionedWriter::kDirectMin each, several runs per dataset), one with
 /// chunks that cut its middle dimension (edge chunks padded), optimizer state: the
 /// file reads back byte for byte through HDF5's filter pipeline (which checks each
 /// chunk's Fletcher-32) and through direct chunk reads, and verifies.

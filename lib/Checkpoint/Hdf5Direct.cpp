@@ -109,16 +109,11 @@ herr_t settle(DirectFile *file, haddr_t addr, uint64_t size) {
   return 0;
 }
 
-herr_t pwriteAll(DirectFile *file, haddr_t addr, uint64_t size, const uint8_t *data) {
-  while (size > 0) {
-    ssize_t n = ::pwrite(file->fd, data, size, off_t(addr));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return fail(file, file->out->displayName() + ": writing: " +
-                            std::error_code(errno, std::generic_category()).message());
-    data += n, size -= uint64_t(n), addr += haddr_t(n);
-  }
+/// Writes [addr, addr + size) through the page cache.
+herr_t writeCached(DirectFile *file, haddr_t addr, uint64_t size, const uint8_t *data) {
+  if (!pwriteAll(file->fd, data, size, addr))
+    return fail(file, file->out->displayName() + ": writing: " +
+                          std::error_code(errno, std::generic_category()).message());
   return 0;
 }
 
@@ -246,7 +241,7 @@ herr_t writeFile(H5FD_t *handle, H5FD_mem_t type, hid_t, haddr_t addr, size_t si
   }
   if (settle(file, addr, size) < 0)
     return -1;
-  return pwriteAll(file, addr, size, data);
+  return writeCached(file, addr, size, data);
 }
 
 herr_t flushFile(H5FD_t *handle, hid_t, hbool_t) {

@@ -61,17 +61,7 @@ void OutputFile::startWriteback(uint64_t offset, uint64_t length) {
   positioned->startWriteback(offset, length);
 }
 
-namespace {
-/// O_DIRECT's alignment of offsets, lengths and buffers: the page size, which
-/// every Linux block device's logical block divides.
-constexpr uint64_t kAlign = 4096;
-/// Each bounce buffer: large enough that each direct write keeps the disk busy.
-constexpr uint64_t kBounce = 16u << 20;
-
-std::string lastError() { return std::error_code(errno, std::generic_category()).message(); }
-
-/// pwrite until done; false with errno on failure.
-bool pwriteAll(int fd, const uint8_t *data, uint64_t size, uint64_t offset) {
+bool loom::ckpt::pwriteAll(int fd, const uint8_t *data, uint64_t size, uint64_t offset) {
   while (size > 0) {
     ssize_t n = ::pwrite(fd, data, size, off_t(offset));
     if (n < 0 && errno == EINTR)
@@ -84,6 +74,15 @@ bool pwriteAll(int fd, const uint8_t *data, uint64_t size, uint64_t offset) {
   }
   return true;
 }
+
+namespace {
+/// O_DIRECT's alignment of offsets, lengths and buffers: the page size, which
+/// every Linux block device's logical block divides.
+constexpr uint64_t kAlign = 4096;
+/// Each bounce buffer: large enough that each direct write keeps the disk busy.
+constexpr uint64_t kBounce = 16u << 20;
+
+std::string lastError() { return std::error_code(errno, std::generic_category()).message(); }
 
 /// Durable before visible: a crash after the rename must not expose a file whose
 /// data never reached the disk. On failure the temporary is removed.

@@ -520,7 +520,9 @@ UniversalStream::open(const llvm::Twine &path, const UniversalMetadata &metadata
   auto impl = std::make_unique<Impl>();
   impl->finalPath = path.str();
   impl->parallel = parallel;
-  Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  // One writer: its chunks around the page cache (Hdf5Direct.cpp); MPI-IO below.
+  Handle access = parallel ? Handle(H5Pcreate(H5P_FILE_ACCESS), H5Pclose)
+                           : directWriteAccess(impl->finalPath);
   std::string createError;
   if (mpi::rank() == 0) {
     int fd = -1;
@@ -546,8 +548,6 @@ UniversalStream::open(const llvm::Twine &path, const UniversalMetadata &metadata
 #endif
   if (!createError.empty())
     return fileError(impl->finalPath, createError);
-  if (!parallel) // one writer: its chunks around the page cache (Hdf5Direct.cpp)
-    access = directWriteAccess(impl->finalPath);
   if (!access)
     return impl->fail(fileError(impl->finalPath, "cannot set up file access: " + lastError()));
   impl->file = Handle(H5Fcreate(impl->tempPath.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()),

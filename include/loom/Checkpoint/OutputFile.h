@@ -21,6 +21,10 @@ namespace loom::ckpt {
 
 class DeferredCommits;
 
+/// pwrite until all `size` bytes are at `offset` of `fd`, retrying short writes and
+/// EINTR; false with errno set on failure.
+bool pwriteAll(int fd, const uint8_t *data, uint64_t size, uint64_t offset);
+
 /// Positioned writes into a file that is being written, large spans around the
 /// page cache. Spans of kDirectMin bytes and more go to the disk directly
 /// (O_DIRECT, through an aligned bounce buffer) where the file system allows it:

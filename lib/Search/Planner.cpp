@@ -424,7 +424,9 @@ bool loom::search::searches(const PlannerOptions &options, const cost::StrategyC
                               : listed(options.microBatches, s.microBatch);
   bool rc = fixed.recompute ? s.recompute == *fixed.recompute
                             : listed(options.recomputes, s.recompute);
-  bool vpp = fixed.vpp ? s.vpp == fixed.vpp : s.vpp <= options.maxVirtualStages;
+  bool interleavedOnTwo = cost::effectiveSchedule(s) == cost::Schedule::Interleaved && s.pp == 2;
+  bool vpp = (fixed.vpp ? s.vpp == fixed.vpp : s.vpp <= options.maxVirtualStages) &&
+             (options.interleaveTwoRanks || !interleavedOnTwo);
   return tp && cp && mbs && rc && vpp && s.pp <= layers &&
          (options.unevenStages || layers % s.pp == 0) && fixed.admits(resolved) &&
          (s.offloadOptimizer ? options.offloadOptimizer : true);
@@ -747,8 +749,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
             if (experts % ep == 0)
               eps.push_back(ep);
         }
-        std::vector<VirtualSplit> vpps = virtualSplits(layers, pp, maxVirtualStages,
-                                                       options.unevenStages);
+        int64_t maxVpp = pp == 2 && !options.interleaveTwoRanks ? 1 : maxVirtualStages;
+        std::vector<VirtualSplit> vpps = virtualSplits(layers, pp, maxVpp, options.unevenStages);
         for (int64_t ep : eps)
           for (const auto &[vpp, split] : vpps)
             for (int64_t mbs : microBatches) {

@@ -45,6 +45,11 @@ struct PlannerOptions {
   Constraints fixed;
   std::vector<int64_t> microBatches = {1, 2, 4, 8};
   int64_t maxVirtualStages = 8;
+  /// Interleaving on two pipeline ranks. Megatron-LM refused it from 2021-03
+  /// (commit 182841f7df, "greater than 2 with interleaved schedule") until
+  /// 2024-05 (3ee489d9ea), which allows it with p2p communication overlap,
+  /// now on by default; off to plan for the versions between.
+  bool interleaveTwoRanks = true;
   /// Attention keeps no s x s scores (FlashAttention); off for older stacks,
   /// which then need selective recomputation to drop them.
   bool flashAttention = true;
@@ -187,7 +192,8 @@ std::vector<Neighbour> neighbours(const Candidate &best, const spec::Cluster &cl
                                   bool sequenceParallel);
 /// Whether the search covers `choice` (dp 0: what the GPUs leave): the fixed
 /// degrees, tp up to two NVLink domains, cp up to 8, the listed micro-batches
-/// and recomputations, and pp dividing the layers unless stages may be uneven.
+/// and recomputations, pp dividing the layers unless stages may be uneven, and
+/// interleaving on two ranks only where the options allow it.
 bool searches(const PlannerOptions &options, const cost::StrategyChoice &choice,
               const spec::Model &model, const spec::Cluster &cluster);
 /// `choice` priced as the planner prices its finalists: the stages balanced

@@ -85,7 +85,9 @@ Best bestConfiguration(const Row &row) {
   Best best;
   int64_t layers = spec::numLayers(model);
   for (int64_t mbs : {1, 2, 4}) {
-    for (int64_t vpp = 1; vpp <= (row.p > 1 ? layers / row.p : 1); ++vpp) {
+    // Megatron-LM interleaved only on more than two ranks (arguments.py at
+    // de7dc40f88).
+    for (int64_t vpp = 1; vpp <= (row.p > 2 ? layers / row.p : 1); ++vpp) {
       WorkloadResult w = fromStrategy(model, cluster, training, sc21Choice(row, mbs, vpp));
       if (!w.ok())
         continue;

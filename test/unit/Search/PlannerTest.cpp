@@ -76,6 +76,41 @@ PlannerOptions sc21Space() {
   return o;
 }
 
+/// Where a published (t, p) layout stands among the layouts a search found,
+/// each ranked by its best plan (micro-batch, interleaving and rank order are
+/// that plan's own choices); `report` gets one line saying so.
+struct LayoutRank {
+  size_t rank = 0, layouts = 0; // rank 0 is first; rank == layouts: not found
+};
+LayoutRank rankLayout(const PlanResult &r, int64_t t, int64_t p, const std::string &name,
+                      std::string &report) {
+  std::vector<const Candidate *> layouts;
+  std::set<std::pair<int64_t, int64_t>> seen;
+  for (const Candidate &c : r.best)
+    if (seen.insert({c.choice.tp, c.choice.pp}).second)
+      layouts.push_back(&c);
+  size_t rank = 0;
+  while (rank < layouts.size() && !(layouts[rank]->choice.tp == t && layouts[rank]->choice.pp == p))
+    ++rank;
+  if (rank == layouts.size()) {
+    report += fmt::format("{:<16} published t={} p={} does not fit\n", name, t, p);
+    return {rank, layouts.size()};
+  }
+  const Candidate &published = *layouts[rank];
+  std::string ahead;
+  for (size_t i = 0; i < rank; ++i)
+    ahead += fmt::format("{}({},{}) {:.2f}s", i ? " " : "; ahead: ", layouts[i]->choice.tp,
+                         layouts[i]->choice.pp, layouts[i]->estimate.stepTime);
+  report += fmt::format("{:<16} published t={} p={}: layout {:>2} of {:>2} ({} plans){}", name, t,
+                        p, rank + 1, layouts.size(), r.best.size(), ahead);
+  if (rank > 0)
+    report += fmt::format("; first is {} ({:.1f}% faster: {})", describe(r.best.front()),
+                          100 * (published.estimate.stepTime / r.best.front().estimate.stepTime - 1),
+                          whySlower(r.best.front().estimate, published.estimate));
+  report += "\n";
+  return {rank, layouts.size()};
+}
+
 TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
   std::string report;
   int inTop5 = 0;
@@ -87,32 +122,9 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
     training.set_global_batch(row.batch);
     PlanResult r = plan(model, cluster, training, sc21Space());
     ASSERT_TRUE(r.anyFits) << row.model;
-    // The best plan of each (t, p) layout, in loom's order.
-    std::vector<const Candidate *> layouts;
-    std::set<std::pair<int64_t, int64_t>> seen;
-    for (const Candidate &c : r.best)
-      if (seen.insert({c.choice.tp, c.choice.pp}).second)
-        layouts.push_back(&c);
-    size_t rank = 0;
-    while (rank < layouts.size() &&
-           !(layouts[rank]->choice.tp == row.t && layouts[rank]->choice.pp == row.p))
-      ++rank;
-    ASSERT_LT(rank, layouts.size()) << row.model << ": published t=" << row.t << " p=" << row.p
-                                    << " does not fit";
-    const Candidate &published = *layouts[rank];
-    std::string ahead;
-    for (size_t i = 0; i < rank; ++i)
-      ahead += fmt::format("{}({},{}) {:.2f}s", i ? " " : "; ahead: ", layouts[i]->choice.tp,
-                           layouts[i]->choice.pp, layouts[i]->estimate.stepTime);
-    report += fmt::format("{:<16} published t={} p={}: layout {:>2} of {:>2} ({} plans){}",
-                          row.model, row.t, row.p, rank + 1, layouts.size(), r.best.size(),
-                          ahead);
-    if (rank > 0)
-      report += fmt::format("; first is {} ({:.1f}% faster: {})", describe(r.best.front()),
-                            100 * (published.estimate.stepTime / r.best.front().estimate.stepTime - 1),
-                            whySlower(r.best.front().estimate, published.estimate));
-    report += "\n";
-    inTop5 += rank < 5;
+    LayoutRank at = rankLayout(r, row.t, row.p, row.model, report);
+    ASSERT_LT(at.rank, at.layouts) << report;
+    inTop5 += at.rank < 5;
   }
   std::printf("%s%d of 10 published layouts in loom's top 5\n", report.c_str(), inTop5);
   // Issue #5 asks for all 10. On the 18.4B and 39.1B rows the published t=8
@@ -124,6 +136,41 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
   // t=8 too (BigScienceTest). This bound records today's count: raise it as
   // the cost model improves, never lower it.
   EXPECT_GE(inTop5, 8);
+}
+
+// GPT-NeoX-20B, a model of SC'21's 18.4B size, as EleutherAI trained it on
+// twelve 8 x A100-40GB servers (configs/20B.yml in EleutherAI/gpt-neox): t=2,
+// p=4, DeepSpeed's pipeline (one stage per rank, layers spread by count),
+// ZeRO-1, micro-batch 4, activation checkpointing of every layer, fp16, 1536
+// sequences a step. loom searches what that stack offered and must rank the
+// layout EleutherAI chose among its first five.
+TEST(PlannerPublished, GptNeoX20BLayoutInTopFive) {
+  spec::Model model = spec::loadModel("gpt-neox-20b");
+  spec::Cluster cluster = spec::loadCluster(LOOM_TEST_INPUTS "/gpt-neox-a100-40g.yaml");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_seq_len(2048);
+  training.set_global_batch(1536);
+  PlannerOptions o;
+  o.topK = 1 << 20;
+  o.fixed.zero = 1;
+  o.fixed.cp = 1;
+  o.fixed.sequenceParallel = false;
+  o.flashAttention = false;
+  o.tpCommOverlap = false;
+  o.fusedGradAccumulation = false;
+  o.recomputes = {cost::Recompute::Full};
+  o.partialRecompute = false;
+  o.maxVirtualStages = 1; // DeepSpeed's pipeline runs one stage per rank
+  o.zeroBubble = false;
+  o.balanceStages = false; // partition_method type:transformer spreads layers by count
+  o.estimate.overlapGradReduce = false;
+  PlanResult r = plan(model, cluster, training, o);
+  ASSERT_TRUE(r.anyFits);
+  std::string report;
+  LayoutRank at = rankLayout(r, 2, 4, "gpt-neox-20b", report);
+  std::printf("%s", report.c_str());
+  ASSERT_LT(at.rank, at.layouts) << report;
+  EXPECT_LT(at.rank, 5u) << report;
 }
 
 struct Scenario {

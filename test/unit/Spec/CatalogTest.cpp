@@ -20,7 +20,7 @@ std::vector<std::string> namesOfKind(const std::string &kind) {
 }
 
 TEST(Catalog, ListsEveryKindWithSources) {
-  EXPECT_EQ(namesOfKind("model").size(), 19u);
+  EXPECT_EQ(namesOfKind("model").size(), 20u);
   EXPECT_EQ(namesOfKind("gpu"),
             (std::vector<std::string>{"a100-40g", "a100-80g", "h100-sxm",
                                       "h200", "b200", "mi300x"}));
@@ -107,6 +107,7 @@ TEST(Catalog, ParameterCountsAreExactWhereTheCheckpointIsKnown) {
   EXPECT_EQ(total("mixtral-8x7b"), 46702792704u);
   // BLOOM's embedding LayerNorm (weight + bias of 14336) has no schema field.
   EXPECT_EQ(total("bloom-176b"), 176247271424u - 2 * 14336);
+  EXPECT_EQ(total("gpt-neox-20b"), 20554567680u);
 }
 
 struct MegatronRow {

@@ -382,7 +382,7 @@ TEST(CatalogNameErrors, UnknownModelSuggestsAndListsKnown) {
       "unknown model 'llama3-7b' (did you mean 'llama3-8b'?); known: "
       "megatron-1.7b, megatron-3.6b, megatron-7.5b, megatron-18.4b, "
       "megatron-39.1b, megatron-76.1b, megatron-145.6b, megatron-310.1b, "
-      "megatron-529.6b, megatron-1t, gpt3-175b, bloom-176b, llama3-8b, "
+      "megatron-529.6b, megatron-1t, gpt3-175b, bloom-176b, gpt-neox-20b, llama3-8b, "
       "llama3-70b, llama3-405b, mixtral-8x7b, mixtral-8x22b, deepseek-v3, kimi-k2; or "
       "give a path to a .yaml/.yml, .json or .textproto/.txtpb/.pbtxt spec or "
       "an HF config.json");

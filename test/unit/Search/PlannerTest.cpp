@@ -76,6 +76,21 @@ PlannerOptions sc21Space() {
   return o;
 }
 
+/// A model, a cluster and a training of `batch` sequences of `seq` tokens.
+struct Inputs {
+  spec::Model model;
+  spec::Cluster cluster;
+  spec::Training training;
+};
+Inputs inputsOf(const std::string &model, const std::string &cluster, uint64_t seq,
+                uint64_t batch) {
+  Inputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
+  in.training = spec::defaultTraining(in.model);
+  in.training.set_seq_len(seq);
+  in.training.set_global_batch(batch);
+  return in;
+}
+
 /// Where a published (t, p) layout stands among the layouts a search found,
 /// each ranked by its best plan (micro-batch, interleaving and rank order are
 /// that plan's own choices); `report` gets one line saying so.
@@ -115,11 +130,8 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
   std::string report;
   int inTop5 = 0;
   for (const Row &row : kTable1) {
-    spec::Model model = spec::loadModel(row.model);
-    spec::Cluster cluster = spec::loadCluster(fmt::format("dgx-a100:nodes={}", row.gpus / 8));
-    spec::Training training = spec::defaultTraining(model);
-    training.set_seq_len(2048);
-    training.set_global_batch(row.batch);
+    auto [model, cluster, training] =
+        inputsOf(row.model, fmt::format("dgx-a100:nodes={}", row.gpus / 8), 2048, row.batch);
     PlanResult r = plan(model, cluster, training, sc21Space());
     ASSERT_TRUE(r.anyFits) << row.model;
     LayoutRank at = rankLayout(r, row.t, row.p, row.model, report);
@@ -145,11 +157,8 @@ TEST(PlannerSC21, PublishedConfigurationIsFeasibleAndRankedHigh) {
 // sequences a step. loom searches what that stack offered and must rank the
 // layout EleutherAI chose among its first five.
 TEST(PlannerPublished, GptNeoX20BLayoutInTopFive) {
-  spec::Model model = spec::loadModel("gpt-neox-20b");
-  spec::Cluster cluster = spec::loadCluster(LOOM_TEST_INPUTS "/gpt-neox-a100-40g.yaml");
-  spec::Training training = spec::defaultTraining(model);
-  training.set_seq_len(2048);
-  training.set_global_batch(1536);
+  auto [model, cluster, training] =
+      inputsOf("gpt-neox-20b", LOOM_TEST_INPUTS "/gpt-neox-a100-40g.yaml", 2048, 1536);
   PlannerOptions o;
   o.topK = 1 << 20;
   o.fixed.zero = 1;
@@ -808,11 +817,7 @@ TEST(PlannerInterleaving, Llama405BCountsEmbeddingAndLossAsLayers) {
 // pipeline ranks; with interleaveTwoRanks off the search keeps to that, and
 // its --explain neighbours do too.
 TEST(PlannerInterleaving, TwoRanksInterleaveOnlyWhenAllowed) {
-  spec::Model model = spec::loadModel("megatron-39.1b");
-  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=64");
-  spec::Training training = spec::defaultTraining(model);
-  training.set_seq_len(2048);
-  training.set_global_batch(1536);
+  auto [model, cluster, training] = inputsOf("megatron-39.1b", "dgx-a100:nodes=64", 2048, 1536);
   PlannerOptions options;
   options.topK = 1 << 20;
   options.fixed.tp = 8;

@@ -137,9 +137,9 @@ TEST(BigScience2022, MemoryAndTheLayoutLoomWouldPick) {
 }
 
 // Runs whose GPUs execute the same kernels (layers per stage x micro-batches
-// per step) and differ in the tensor-parallel size. The runs' other costs
-// (launches that CUDA_LAUNCH_BLOCKING=1, set against hangs on Jean Zay, made
-// synchronous; DeepSpeed's per-micro-batch work) then weigh alike on both.
+// per step) and differ in the tensor-parallel size. The runs' costs that grow
+// with the kernels a GPU runs (the document sets CUDA_LAUNCH_BLOCKING=1 against
+// hangs on Jean Zay) then weigh alike on both.
 TEST(BigScience2022, TensorParallelFourBeatsEightAsMeasured) {
   std::vector<Compared> all = compareFebruary25(false);
   struct Pair {

@@ -63,6 +63,9 @@ struct DirectFile {
   std::string failure;  ///< the first failure, for finishDirectWrites
 };
 
+/// errno's message, for errors of the calls this driver makes itself.
+std::string errnoText() { return std::error_code(errno, std::generic_category()).message(); }
+
 herr_t fail(DirectFile *file, const std::string &message) {
   if (file && file->failure.empty())
     file->failure = message;
@@ -94,26 +97,30 @@ herr_t writeRun(DirectFile *file) {
   return sendDirect(file, file->runStart, file->run.get(), length);
 }
 
+/// Waits for the direct writes under way; none of the file's range is then in flight.
+herr_t waitDirect(DirectFile *file) {
+  if (llvm::Error err = file->out->drain())
+    return fail(file, llvm::toString(std::move(err)));
+  file->directLow = HADDR_UNDEF;
+  file->directHigh = 0;
+  return 0;
+}
+
 /// Makes [addr, addr + size) safe to access through the page cache: the run
 /// written out and the direct writes waited for if either overlaps it.
 herr_t settle(DirectFile *file, haddr_t addr, uint64_t size) {
   if (file->runLength && overlaps(addr, size, file->runStart, file->runStart + file->runLength))
     if (writeRun(file) < 0)
       return -1;
-  if (overlaps(addr, size, file->directLow, file->directHigh)) {
-    if (llvm::Error err = file->out->drain())
-      return fail(file, llvm::toString(std::move(err)));
-    file->directLow = HADDR_UNDEF;
-    file->directHigh = 0;
-  }
+  if (overlaps(addr, size, file->directLow, file->directHigh))
+    return waitDirect(file);
   return 0;
 }
 
 /// Writes [addr, addr + size) through the page cache.
 herr_t writeCached(DirectFile *file, haddr_t addr, uint64_t size, const uint8_t *data) {
   if (!pwriteAll(file->fd, data, size, addr))
-    return fail(file, file->out->displayName() + ": writing: " +
-                          std::error_code(errno, std::generic_category()).message());
+    return fail(file, file->out->displayName() + ": writing: " + errnoText());
   return 0;
 }
 
@@ -130,8 +137,7 @@ H5FD_t *openFile(const char *name, unsigned flags, hid_t fapl, haddr_t maxaddr) 
     mode |= O_EXCL;
   int fd = ::open(name, mode | O_CLOEXEC, 0666);
   if (fd < 0) {
-    fail(nullptr, std::string(name) + ": cannot open: " +
-                      std::error_code(errno, std::generic_category()).message());
+    fail(nullptr, std::string(name) + ": cannot open: " + errnoText());
     return nullptr;
   }
   struct stat st;
@@ -206,8 +212,7 @@ herr_t readFile(H5FD_t *handle, H5FD_mem_t, hid_t, haddr_t addr, size_t size, vo
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
-      return fail(file, file->out->displayName() + ": reading: " +
-                            std::error_code(errno, std::generic_category()).message());
+      return fail(file, file->out->displayName() + ": reading: " + errnoText());
     if (n == 0) { // past the end of the file: what HDF5 allocated but never wrote
       std::memset(data, 0, size);
       break;
@@ -254,8 +259,7 @@ herr_t truncateFile(H5FD_t *handle, hid_t, hbool_t) {
     return -1;
   if (file->eoa != file->eof) {
     if (::ftruncate(file->fd, off_t(file->eoa)) != 0)
-      return fail(file, file->out->displayName() + ": cannot set the file's size: " +
-                            std::error_code(errno, std::generic_category()).message());
+      return fail(file, file->out->displayName() + ": cannot set the file's size: " + errnoText());
     file->eof = file->eoa;
   }
   return 0;
@@ -306,11 +310,7 @@ llvm::Error hdf5::finishDirectWrites(hid_t file) {
   auto *direct = static_cast<DirectFile *>(handle);
   if (!direct->failure.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(), direct->failure);
-  if (writeRun(direct) < 0)
+  if (writeRun(direct) < 0 || waitDirect(direct) < 0)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), direct->failure);
-  if (llvm::Error err = direct->out->drain())
-    return err;
-  direct->directLow = HADDR_UNDEF;
-  direct->directHigh = 0;
   return llvm::Error::success();
 }

@@ -303,6 +303,7 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     RankTime &t = e.time[r];
     const ComputeModel &compute = computeOf(r);
     double perMicroBatchGather = 0;
+    double afterStep = 0; // ZeRO-1/2: the updated parameters
     for (size_t gi = 0; gi < w.groups.size(); ++gi) {
       const Bucket &bucket = buckets[r][gi];
       const GroupShape &g = w.groups[gi];
@@ -322,14 +323,16 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
       if (w.zero == 3)
         perMicroBatchGather += 2 * gather; // forward and backward, every micro-batch
       else
-        t.dpComm += gather; // updated parameters after the step
+        afterStep += gather;
     }
     // ZeRO-3 gathers prefetch behind the micro-batch's own compute; gradient
-    // reduction runs under the last micro-batch's backward.
+    // reduction runs under the last micro-batch's backward, and the gather of
+    // updated parameters under the next step's first forward.
     double compute1 = t.f + t.b + t.w + t.recompute;
     t.dpExposed = double(m) * compute.exposedSeconds(perMicroBatchGather, compute1);
-    double window = options.overlapGradReduce ? t.b + t.w : 0.0;
-    t.dpExposed += compute.exposedSeconds(t.dpComm, window);
+    t.dpExposed += compute.exposedSeconds(t.dpComm, options.overlapGradReduce ? t.b + t.w : 0.0);
+    t.dpExposed += compute.exposedSeconds(afterStep, options.overlapParamGather ? t.f : 0.0);
+    t.dpComm += afterStep;
   }
 
   // Pipeline critical path: the slowest rank paces every micro-batch, unless

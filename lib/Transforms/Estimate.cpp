@@ -38,7 +38,7 @@ void EstimatePass::runOnOperation() {
     auto cluster = symbols.lookupNearestSymbolFrom<ClusterOp>(mesh, mesh.getClusterAttr());
 
     cost::EstimateOptions options;
-    options.overlapGradReduce = overlap;
+    options.overlapGradReduce = options.overlapParamGather = overlap;
     options.memory.headroom = headroom;
     cost::Estimate e = cost::estimate(*workload, computeModelsFor(cluster, symbols), options);
 

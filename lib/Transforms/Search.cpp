@@ -65,7 +65,7 @@ void SearchPass::runOnOperation() {
   options.topK = 1;
   options.flashAttention = flash;
   options.tpCommOverlap = tpOverlap;
-  options.estimate.overlapGradReduce = overlap;
+  options.estimate.overlapGradReduce = options.estimate.overlapParamGather = overlap;
   options.estimate.memory.headroom = headroom;
   search::PlanResult r = search::plan(in->model, in->cluster, in->training, options);
   if (!r.anyFits) {

@@ -86,7 +86,7 @@ void runEstimate(const EstimateCliOptions &o) {
   }
   cost::EstimateOptions options;
   options.memory.headroom = o.headroom;
-  options.overlapGradReduce = !o.noOverlap;
+  options.overlapGradReduce = options.overlapParamGather = !o.noOverlap;
   cost::Estimate e = cost::estimate(w, computes, options);
   // The pipeline term from the schedule simulator, as `loom plan` prices its
   // finalists; --analytic keeps the closed form of the schedule family.
@@ -254,7 +254,8 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   addOrderOption(cmd, o->order, "the rank order:");
   cmd->add_flag("--no-flash", o->noFlash, "attention keeps its s x s scores (no flash attention)");
   cmd->add_flag("--no-overlap", o->noOverlap,
-                "data-parallel reduction after the pipeline drains, not under backward");
+                "data-parallel reduction after the pipeline drains, not under backward, and\n"
+                "ZeRO-1/2's parameter gather after the optimizer step, not under the next forward");
   addNoGradFusionFlag(cmd, o->noGradFusion);
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));

@@ -27,10 +27,16 @@ namespace loom::cost {
 
 struct EstimateOptions {
   MemoryOptions memory;
-  /// Data-parallel gradient reduction (and ZeRO parameter gathers) overlap the
-  /// backward pass of the last micro-batch (Megatron-LM --overlap-grad-reduce,
-  /// DeepSpeed's default); off, they run after the pipeline drains.
+  /// Data-parallel gradient reduction overlaps the backward pass of the last
+  /// micro-batch (Megatron-LM --overlap-grad-reduce, DeepSpeed's default);
+  /// off, it runs after the pipeline drains.
   bool overlapGradReduce = true;
+  /// ZeRO-1/2: the gather of the updated parameters overlaps the next step's
+  /// first forward pass, each bucket arriving before the layers that use it
+  /// (Megatron-Core --overlap-param-gather); off, it runs after the optimizer
+  /// step (DeepSpeed's ZeRO-1/2, Megatron-LM without the flag). It cannot hide
+  /// behind the backward pass: the step it follows needs that pass's gradients.
+  bool overlapParamGather = true;
 };
 
 /// One pipeline rank, per micro-batch unless noted.

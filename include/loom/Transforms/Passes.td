@@ -80,7 +80,7 @@ def PlaceEstimate : Pass<"place-estimate", "mlir::ModuleOp"> {
   let options = [
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
     Option<"overlap", "overlap", "bool", "true",
-           "data-parallel reduction overlaps the last backward">,
+           "data-parallel reduction overlaps the last backward, ZeRO-1/2 parameter gathers the next forward">,
     Option<"tpOverlap", "tp-overlap", "bool", "true",
            "sequence-parallel tp communication pipelined with GEMMs (TE)">,
     Option<"headroom", "headroom", "double", "0.05",
@@ -101,7 +101,7 @@ def PlaceSearch : Pass<"place-search", "mlir::ModuleOp"> {
   let options = [
     Option<"flash", "flash", "bool", "true", "attention uses flash attention">,
     Option<"overlap", "overlap", "bool", "true",
-           "data-parallel reduction overlaps the last backward">,
+           "data-parallel reduction overlaps the last backward, ZeRO-1/2 parameter gathers the next forward">,
     Option<"tpOverlap", "tp-overlap", "bool", "true",
            "sequence-parallel tp communication pipelined with GEMMs (TE)">,
     Option<"headroom", "headroom", "double", "0.05",

@@ -80,7 +80,7 @@ Priced price(const spec::Model &model, const Timing &run) {
   if (!w.ok())
     return {};
   EstimateOptions options;
-  options.overlapGradReduce = false;
+  options.overlapGradReduce = options.overlapParamGather = false;
   Estimate e = estimate(w.workload, computeModelFor(cluster, training), options);
   return {e.fits, e.stepTime};
 }

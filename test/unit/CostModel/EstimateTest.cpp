@@ -377,6 +377,42 @@ TEST(Estimate, OverlappedCommunicationSlowsTheComputeItHidesBehind) {
   EXPECT_DOUBLE_EQ(ideal.overlapPenalty(1.0), 0.0);
 }
 
+TEST(Estimate, Zero1GatherHidesInTheNextForwardNotTheBackward) {
+  // ZeRO-1's gather of updated parameters follows the optimizer step, so it
+  // can only hide in the next step's first forward (--overlap-param-gather),
+  // the gradients' reduction in the backward: each flag hides its own
+  // collective in its own window.
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(32);
+  StrategyChoice c;
+  c.zero = 1;
+  c.microBatch = 1;
+  Workload w = fromStrategy(model, cluster, training, c).workload;
+  ComputeModel compute = computeModelFor(cluster, training);
+  auto exposed = [&](bool grads, bool params) {
+    EstimateOptions o;
+    o.overlapGradReduce = grads;
+    o.overlapParamGather = params;
+    return estimate(w, compute, o);
+  };
+  Estimate both = exposed(true, true), gradsOnly = exposed(true, false),
+           paramsOnly = exposed(false, true), neither = exposed(false, false);
+  const RankTime &t = neither.time[0];
+  ASSERT_EQ(neither.dpExposed, t.dpComm); // nothing hidden
+  // The parameters' share of the traffic, hidden in the forward or not.
+  double gatherHidden = gradsOnly.dpExposed - both.dpExposed;
+  double reduceHidden = paramsOnly.dpExposed - both.dpExposed;
+  EXPECT_GT(gatherHidden, 0);
+  EXPECT_GT(reduceHidden, 0);
+  EXPECT_NEAR(neither.dpExposed - both.dpExposed, gatherHidden + reduceHidden, 1e-12);
+  // Each window hides at most its own length (less the slowdown it pays).
+  EXPECT_LE(gatherHidden, t.f + 1e-12);
+  EXPECT_LE(reduceHidden, t.b + t.w + 1e-12);
+  EXPECT_EQ(both.time[0].dpComm, t.dpComm); // the traffic is the same
+}
+
 /// One strategy on a catalog model and cluster, estimated before and after
 /// `change` (default training, the cluster's compute model).
 struct BeforeAfter {

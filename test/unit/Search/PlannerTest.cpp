@@ -172,7 +172,7 @@ TEST(PlannerPublished, GptNeoX20BLayoutInTopFive) {
   o.maxVirtualStages = 1; // DeepSpeed's pipeline runs one stage per rank
   o.zeroBubble = false;
   o.balanceStages = false; // partition_method type:transformer spreads layers by count
-  o.estimate.overlapGradReduce = false;
+  o.estimate.overlapGradReduce = o.estimate.overlapParamGather = false;
   PlanResult r = plan(model, cluster, training, o);
   ASSERT_TRUE(r.anyFits);
   std::string report;

@@ -12,8 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "loom/CostModel/Estimate.h"
-#include "loom/CostModel/FromStrategy.h"
+#include "Megatron2021.h"
 #include "loom/Spec/Spec.h"
 
 #include <fmt/format.h>
@@ -66,22 +65,14 @@ Priced price(const spec::Model &model, const Timing &run) {
   spec::Training training = spec::defaultTraining(model);
   training.set_seq_len(2048);
   training.set_global_batch(uint64_t(run.batch));
-  StrategyChoice c;
+  StrategyChoice c = published::megatron2021(run.tp, run.pp, run.mbs);
   c.dp = run.dp;
-  c.tp = run.tp;
-  c.pp = run.pp;
-  c.microBatch = run.mbs;
   c.zero = 1;
-  c.recompute = Recompute::Full;
-  c.flashAttention = false;
-  c.fusedGradAccumulation = false;
   WorkloadResult w = fromStrategy(model, cluster, training, c);
   EXPECT_TRUE(w.ok()) << w.error;
   if (!w.ok())
     return {};
-  EstimateOptions options;
-  options.overlapGradReduce = options.overlapParamGather = false;
-  Estimate e = estimate(w.workload, computeModelFor(cluster, training), options);
+  Estimate e = estimate(w.workload, computeModelFor(cluster, training), published::afterTheDrain());
   return {e.fits, e.stepTime};
 }
 

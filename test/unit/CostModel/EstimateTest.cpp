@@ -11,8 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "loom/CostModel/Estimate.h"
-#include "loom/CostModel/FromStrategy.h"
+#include "Megatron2021.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -61,26 +60,10 @@ RowInputs inputsOf(const Row &row) {
   return in;
 }
 
-/// The row's t and p as Megatron-LM ran in 2021: full recomputation, no flash
-/// attention, nor fused gradient accumulation (Megatron-LM commit 83b1e42,
-/// 2022-02).
-StrategyChoice sc21Choice(const Row &row, int64_t mbs, int64_t vpp) {
-  StrategyChoice c;
-  c.tp = row.t;
-  c.pp = row.p;
-  c.vpp = vpp;
-  c.microBatch = mbs;
-  c.recompute = Recompute::Full;
-  c.flashAttention = false;
-  c.fusedGradAccumulation = false;
-  return c;
-}
-
 Best bestConfiguration(const Row &row) {
   auto [model, cluster, training] = inputsOf(row);
   ComputeModel compute = computeModelFor(cluster, training);
-  EstimateOptions options;
-  options.overlapGradReduce = false;
+  const EstimateOptions options = published::afterTheDrain();
 
   Best best;
   int64_t layers = spec::numLayers(model);
@@ -88,7 +71,8 @@ Best bestConfiguration(const Row &row) {
     // Megatron-LM interleaved only on more than two ranks (arguments.py at
     // de7dc40f88).
     for (int64_t vpp = 1; vpp <= (row.p > 2 ? layers / row.p : 1); ++vpp) {
-      WorkloadResult w = fromStrategy(model, cluster, training, sc21Choice(row, mbs, vpp));
+      WorkloadResult w = fromStrategy(model, cluster, training,
+                                    published::megatron2021(row.t, row.p, mbs, vpp));
       if (!w.ok())
         continue;
       Estimate e = estimate(w.workload, compute, options);
@@ -140,7 +124,8 @@ TEST(MegatronSC21, TheArtifactRunsFitAndArePriced) {
     const Row &row = kTable1[i];
     const ArtifactRun &run = kArtifact[i];
     auto [model, cluster, training] = inputsOf(row);
-    WorkloadResult w = fromStrategy(model, cluster, training, sc21Choice(row, run.mbs, run.vpp));
+    WorkloadResult w = fromStrategy(model, cluster, training,
+                                    published::megatron2021(row.t, row.p, run.mbs, run.vpp));
     ASSERT_TRUE(w.ok()) << row.model << ": " << w.error;
     EstimateOptions options;
     options.overlapGradReduce = run.torchDdp;

@@ -86,9 +86,7 @@ Priced best(const Row &row) {
   Priced out;
   for (Recompute recompute : {Recompute::None, Recompute::Selective})
     for (int64_t mbs : {1, 2, 4})
-      for (int64_t vpp = 1; vpp <= row.layers / row.p; ++vpp) {
-        if (row.p == 1 && vpp > 1)
-          break;
+      for (int64_t vpp = 1; vpp <= (row.p > 1 ? row.layers / row.p : 1); ++vpp) {
         StrategyChoice c;
         c.tp = row.t;
         c.pp = row.p;

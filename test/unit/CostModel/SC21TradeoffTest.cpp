@@ -29,8 +29,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "loom/CostModel/Estimate.h"
-#include "loom/CostModel/FromStrategy.h"
+#include "Megatron2021.h"
 #include "loom/Spec/Spec.h"
 
 #include <fmt/format.h>
@@ -79,21 +78,11 @@ double tflops(const spec::Model &model, int64_t t, int64_t p, uint64_t batch, in
   spec::Training training = spec::defaultTraining(model);
   training.set_seq_len(2048);
   training.set_global_batch(batch);
-  StrategyChoice c;
-  c.tp = t;
-  c.pp = p;
-  c.vpp = vpp;
-  c.microBatch = 1;
-  c.recompute = Recompute::Full;
-  c.flashAttention = false;
-  c.fusedGradAccumulation = false;
-  WorkloadResult w = fromStrategy(model, cluster, training, c);
+  WorkloadResult w = fromStrategy(model, cluster, training, published::megatron2021(t, p, 1, vpp));
   EXPECT_TRUE(w.ok()) << w.error;
   if (!w.ok())
     return 0;
-  EstimateOptions options;
-  options.overlapGradReduce = false;
-  Estimate e = estimate(w.workload, computeModelFor(cluster, training), options);
+  Estimate e = estimate(w.workload, computeModelFor(cluster, training), published::afterTheDrain());
   EXPECT_TRUE(e.fits) << fmt::format("{} t={} p={} ran, but loom needs {:.1f} GiB", model.name(),
                                      t, p, e.peakMemoryBytes / double(1ull << 30));
   return e.tflopsPerGpu;

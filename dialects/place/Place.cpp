@@ -472,6 +472,9 @@ LogicalResult ModelOp::verify() {
       return emitOpError() << name << " must be > 0, got " << value;
   if (getOptimizer() != "adam" && getOptimizer() != "sgd")
     return emitOpError("optimizer must be adam or sgd, got '") << getOptimizer() << "'";
+  if (getGradReduceBf16() && getDtype() != "bf16" && getDtype() != "fp8")
+    return emitOpError("grad_reduce_bf16 needs a bf16 or fp8 model, got dtype '")
+           << getDtype() << "'";
   if (getVShape() && getVirtualStages() != 2)
     return emitOpError("v_shape folds two stages per pipeline position into a V: it needs "
                        "virtual_stages = 2, got ")

@@ -352,8 +352,9 @@ def Place_ModelOp : Place_Op<"model",
     end of the pipeline. `pipeline_devices[p]`, when present, names the
     device every node of position p has, so the IR says which GPU type runs each
     stage. `optimizer` is adam (fp32 master and two moments per parameter
-    under mixed precision) or sgd (momentum: one). Constraints: the optimizer is
-    one of those; `pipeline_ranks` and `pipeline_devices` need a pipeline axis
+    under mixed precision) or sgd (momentum: one). `grad_reduce_bf16`: a bf16
+    model accumulates and reduces its gradients in bf16, not fp32. Constraints:
+    the optimizer is one of those; `grad_reduce_bf16` needs dtype bf16 or fp8; `pipeline_ranks` and `pipeline_devices` need a pipeline axis
     and one entry per position, `pipeline_ranks` is a permutation of its ranks,
     and each `pipeline_devices` entry is a `place.device` that every node of
     its position has (a position spanning several kinds of node names none);
@@ -376,7 +377,8 @@ def Place_ModelOp : Place_Op<"model",
                        DefaultValuedAttr<I64Attr, "1">:$virtual_stages,
                        StrAttr:$dtype, UnitAttr:$dropout,
                        DefaultValuedAttr<StrAttr, "\"adam\"">:$optimizer,
-                       UnitAttr:$v_shape, UnitAttr:$dual_pipe);
+                       UnitAttr:$v_shape, UnitAttr:$dual_pipe,
+                       UnitAttr:$grad_reduce_bf16);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name (`mesh` $mesh^)? attr-dict-with-keyword $body";
   let hasVerifier = 1;

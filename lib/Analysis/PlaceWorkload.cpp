@@ -134,7 +134,8 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
                : w.vpp > 1          ? cost::Schedule::Interleaved
                                     : cost::Schedule::OneFOneB;
   bool fp32 = model.getDtype() == "fp32";
-  w.setStateBytes(fp32, model.getDtype() == "fp16", model.getOptimizer() == "sgd");
+  w.setStateBytes(fp32, model.getDtype() == "fp16", model.getOptimizer() == "sgd",
+                  model.getGradReduceBf16());
   auto hbmBytes = [](DeviceOp device) {
     return device.getHbmGib().convertToDouble() * double(1ull << 30);
   };

@@ -266,6 +266,7 @@ FailureOr<SpecInputs> loom::specFromPlace(ModuleOp module) {
   training.set_global_batch(modelOp.getGlobalBatch());
   training.set_seq_len(modelOp.getSeqLen());
   training.set_optimizer(modelOp.getOptimizer() == "sgd" ? spec::SGD : spec::ADAM);
+  training.set_grad_reduce_in_bf16(modelOp.getGradReduceBf16());
   StringRef dtype = modelOp.getDtype();
   training.set_precision(dtype == "fp32"   ? spec::FP32_FULL
                          : dtype == "fp16" ? spec::FP16_MIXED

@@ -120,7 +120,8 @@ OwningOpRef<ModuleOp> loom::lowerSpecToPlace(MLIRContext *context,
       /*pipeline_ranks=*/nullptr, /*pipeline_devices=*/nullptr,
       model.vocab_size(), model.hidden_size(), seq, training.global_batch(), mbs,
       /*virtual_stages=*/1, spec::dtypeName(model.dtype()),
-      model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam", /*v_shape=*/false);
+      model.dropout(), training.optimizer() == spec::SGD ? "sgd" : "adam", /*v_shape=*/false,
+      /*dual_pipe=*/false, training.grad_reduce_in_bf16());
   modelOp.getBody().emplaceBlock();
   b.setInsertionPointToEnd(modelOp.getBodyBlock());
 

@@ -296,7 +296,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.skip = c.skip;
   bool fp32 = training.precision() == spec::FP32_FULL;
   w.setStateBytes(fp32, training.precision() == spec::FP16_MIXED,
-                  training.optimizer() == spec::SGD);
+                  training.optimizer() == spec::SGD, training.grad_reduce_in_bf16());
   w.hops = axisHops(links, carving.axes, "pp", c.stageOrder);
   w.multiDc = spansDatacenters(links);
   const spec::GpuType *gpu = spec::findGpu(cluster, cluster.datacenters(0).node_groups(0).gpu());

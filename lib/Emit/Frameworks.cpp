@@ -210,6 +210,8 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
   default:
     out += "--bf16\n";
   }
+  if (plan.training().grad_reduce_in_bf16())
+    out += "--grad-reduce-in-bf16\n";
   std::string schedule = detail::scheduleName(s.schedule());
   if (schedule.rfind("zb", 0) == 0 || schedule == "dualpipe" || schedule == "skip")
     out += fmt::format("# schedule {}: not in Megatron-LM; use loom.torch or the "
@@ -255,6 +257,8 @@ std::string loom::emit::emitDeepSpeed(const spec::Plan &plan, const Provenance &
   spec::Precision precision = plan.training().precision();
   out["bf16"] = {{"enabled", precision != spec::FP16_MIXED && precision != spec::FP32_FULL}};
   out["fp16"] = {{"enabled", precision == spec::FP16_MIXED}};
+  if (plan.training().grad_reduce_in_bf16()) // DeepSpeed PR #4713
+    out["data_types"] = {{"grad_accum_dtype", "bf16"}};
   if (s.recompute() != spec::RECOMPUTE_NONE)
     out["activation_checkpointing"] = {{"partition_activations", s.tp() > 1},
                                        {"contiguous_memory_optimization", false},

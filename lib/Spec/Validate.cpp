@@ -238,6 +238,11 @@ void validateTraining(const Training &training, const Locator &at) {
     at.fail("training.micro_batch",
             fmt::format("must be <= global_batch ({}), got {}",
                         training.global_batch(), training.micro_batch()));
+  if (training.grad_reduce_in_bf16() && (training.precision() == FP16_MIXED ||
+                                         training.precision() == FP32_FULL))
+    at.fail("training.grad_reduce_in_bf16",
+            fmt::format("needs bf16 or fp8 precision, got {}",
+                        training.precision() == FP16_MIXED ? "fp16" : "fp32"));
 }
 
 } // namespace loom::spec::detail

@@ -39,6 +39,7 @@ extern int exitStatus;
 struct SpecArgs {
   std::string model, cluster, training;
   int64_t seq = 0, globalBatch = 0;
+  bool gradReduceInBf16 = false;
 };
 void addSpecOptions(CLI::App *cmd, SpecArgs &args);
 

@@ -25,6 +25,9 @@ void loom::cli::addSpecOptions(CLI::App *cmd, SpecArgs &args) {
       ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   cmd->add_option("--global-batch", args.globalBatch, "sequences per step (overrides)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  cmd->add_flag("--grad-reduce-in-bf16", args.gradReduceInBf16,
+                "bf16 gradient buffers, accumulated and reduced in bf16 (Megatron-LM's flag, "
+                "NeMo's grad_sync_dtype: bf16): half the gradient memory and traffic");
 }
 
 SpecInputs loom::cli::loadSpecInputs(const SpecArgs &args) {
@@ -35,6 +38,14 @@ SpecInputs loom::cli::loadSpecInputs(const SpecArgs &args) {
     in.training.set_seq_len(args.seq);
   if (args.globalBatch)
     in.training.set_global_batch(args.globalBatch);
+  if (args.gradReduceInBf16) {
+    spec::Precision p = in.training.precision();
+    if (p == spec::FP16_MIXED || p == spec::FP32_FULL)
+      throw UserError(fmt::format("--grad-reduce-in-bf16: the training runs in {}, not bf16",
+                                  p == spec::FP16_MIXED ? "fp16" : "fp32"),
+                      "drop the flag, or give a --training spec with precision: bf16");
+    in.training.set_grad_reduce_in_bf16(true);
+  }
   return in;
 }
 

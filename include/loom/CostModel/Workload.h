@@ -144,11 +144,14 @@ struct Workload {
   /// accumulates and reduces in fp32, 2 + 4 + 12 = 18; fp16 weights and
   /// gradients, whose fp32 copy the optimizer holds with its state, 2 + 2 + 16
   /// = 20; fp32, 4 + 4 + 8 = 16. Sharded by ZeRO-1 as its distributed
-  /// optimizer does: 6 + 12/d, 4 + 16/d and 8 + 8/d.
-  void setStateBytes(bool fp32, bool fp16, bool sgd) {
+  /// optimizer does: 6 + 12/d, 4 + 16/d and 8 + 8/d. `bf16Grads`
+  /// (--grad-reduce-in-bf16) keeps bf16 gradients as fp16 training keeps
+  /// fp16 ones: 2 + 2 + 16, the optimizer upcasting its shard to fp32.
+  void setStateBytes(bool fp32, bool fp16, bool sgd, bool bf16Grads = false) {
+    bool halfGrads = fp16 || (bf16Grads && !fp32);
     weightBytes = fp32 ? 4 : 2;
-    gradBytes = fp16 ? 2 : 4;
-    mainGradBytes = fp16 ? 4 : 0;
+    gradBytes = halfGrads ? 2 : 4;
+    mainGradBytes = halfGrads ? 4 : 0;
     optimBytesPerParam = 4 * (sgd ? 1 : 2) + (fp32 ? 0 : 4);
     lossScaling = fp16;
   }

@@ -420,6 +420,12 @@ place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 
 
 // -----
 
+// expected-error @below {{grad_reduce_bf16 needs a bf16 or fp8 model, got dtype 'fp16'}}
+place.model @x attributes {vocab = 1000 : i64, hidden = 64 : i64, seq_len = 128 : i64, global_batch = 16 : i64, micro_batch = 1 : i64, dtype = "fp16", grad_reduce_bf16} {
+}
+
+// -----
+
 place.tier @t {bandwidth_gbps = 1.0 : f64, latency_us = 1.0 : f64}
 place.device @d {peak_tflops = 1.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1.0 : f64}
 // expected-error @below {{has cell_dc but no 'dc' axis to map}}

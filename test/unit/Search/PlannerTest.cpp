@@ -18,6 +18,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../CostModel/DgxcRecipes.h"
 #include "loom/CostModel/Memory.h"
 #include "loom/Schedule/Generators.h"
 #include "loom/Schedule/Simulator.h"
@@ -27,7 +28,9 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
+#include <tuple>
 
 using namespace loom;
 using namespace loom::search;
@@ -91,33 +94,42 @@ Inputs inputsOf(const std::string &model, const std::string &cluster, uint64_t s
   return in;
 }
 
-/// Where a published (t, p) layout stands among the layouts a search found,
-/// each ranked by its best plan (micro-batch, interleaving and rank order are
-/// that plan's own choices); `report` gets one line saying so.
+/// Where a published (t, p, cp) layout stands among the layouts a search
+/// found, each ranked by its best plan (micro-batch, interleaving and rank
+/// order are that plan's own choices); `report` gets one line saying so.
 struct LayoutRank {
   size_t rank = 0, layouts = 0; // rank 0 is first; rank == layouts: not found
 };
 LayoutRank rankLayout(const PlanResult &r, int64_t t, int64_t p, const std::string &name,
-                      std::string &report) {
+                      std::string &report, int64_t cp = 1) {
   std::vector<const Candidate *> layouts;
-  std::set<std::pair<int64_t, int64_t>> seen;
+  std::set<std::tuple<int64_t, int64_t, int64_t>> seen;
   for (const Candidate &c : r.best)
-    if (seen.insert({c.choice.tp, c.choice.pp}).second)
+    if (seen.insert({c.choice.tp, c.choice.pp, c.choice.cp}).second)
       layouts.push_back(&c);
+  auto is = [&](const Candidate *c) {
+    return c->choice.tp == t && c->choice.pp == p && c->choice.cp == cp;
+  };
+  auto layout = [](const Candidate *c) {
+    return c->choice.cp > 1 ? fmt::format("({},{},cp{})", c->choice.tp, c->choice.pp, c->choice.cp)
+                            : fmt::format("({},{})", c->choice.tp, c->choice.pp);
+  };
+  std::string wanted = cp > 1 ? fmt::format("t={} p={} cp={}", t, p, cp)
+                                  : fmt::format("t={} p={}", t, p);
   size_t rank = 0;
-  while (rank < layouts.size() && !(layouts[rank]->choice.tp == t && layouts[rank]->choice.pp == p))
+  while (rank < layouts.size() && !is(layouts[rank]))
     ++rank;
   if (rank == layouts.size()) {
-    report += fmt::format("{:<16} published t={} p={} does not fit\n", name, t, p);
+    report += fmt::format("{:<16} published {} does not fit\n", name, wanted);
     return {rank, layouts.size()};
   }
   const Candidate &published = *layouts[rank];
   std::string ahead;
   for (size_t i = 0; i < rank; ++i)
-    ahead += fmt::format("{}({},{}) {:.2f}s", i ? " " : "; ahead: ", layouts[i]->choice.tp,
-                         layouts[i]->choice.pp, layouts[i]->estimate.stepTime);
-  report += fmt::format("{:<16} published t={} p={}: layout {:>2} of {:>2} ({} plans){}", name, t,
-                        p, rank + 1, layouts.size(), r.best.size(), ahead);
+    ahead += fmt::format("{}{} {:.2f}s", i ? " " : "; ahead: ", layout(layouts[i]),
+                         layouts[i]->estimate.stepTime);
+  report += fmt::format("{:<16} published {}: layout {:>2} of {:>2} ({} plans){}", name,
+                        wanted, rank + 1, layouts.size(), r.best.size(), ahead);
   if (rank > 0)
     report += fmt::format("; first is {} ({:.1f}% faster: {})", describe(r.best.front()),
                           100 * (published.estimate.stepTime / r.best.front().estimate.stepTime - 1),
@@ -180,6 +192,41 @@ TEST(PlannerPublished, GptNeoX20BLayoutInTopFive) {
   std::printf("%s", report.c_str());
   ASSERT_LT(at.rank, at.layouts) << report;
   EXPECT_LT(at.rank, 5u) << report;
+}
+
+// NVIDIA's tuned H100 recipes (DgxcRecipes.h: NeMo on DGX H100, 8 to 576
+// GPUs): searching what NeMo offered (the distributed optimizer, 1F1B and
+// interleaving, the recipe's gradient buffers and tensor-parallel overlap),
+// loom must rank each recipe's (t, p, cp) among its first five layouts. A
+// recipe NVIDIA's next release replaced with a faster layout must rank behind
+// that layout instead.
+TEST(PlannerPublished, NvidiaH100RecipesInTopFive) {
+  std::string report;
+  const auto &recipes = cost::published::kRecipes;
+  std::map<std::string, size_t> rankOf;
+  for (const cost::published::Recipe &recipe : recipes) {
+    spec::Model model = cost::published::modelOf(recipe);
+    spec::Training training = cost::published::trainingOf(recipe, model);
+    PlannerOptions o;
+    o.topK = 1 << 20;
+    o.fixed.zero = 1;
+    o.fixed.ep = 1;
+    o.tpCommOverlap = recipe.tpOverlap;
+    o.zeroBubble = false;
+    o.simulateFinalists = false;
+    PlanResult r = plan(model, cost::published::clusterOf(recipe), training, o);
+    ASSERT_TRUE(r.anyFits) << recipe.name;
+    LayoutRank at = rankLayout(r, recipe.t, recipe.p, recipe.name, report, recipe.cp);
+    ASSERT_LT(at.rank, at.layouts) << report;
+    rankOf[recipe.name] = at.rank;
+  }
+  std::printf("%s", report.c_str());
+  for (size_t i = 0; i < std::size(recipes); ++i)
+    if (recipes[i].superseded)
+      EXPECT_LT(rankOf[recipes[i + 1].name], rankOf[recipes[i].name])
+          << recipes[i].name << ": NVIDIA's retuned layout measured faster\n" << report;
+    else
+      EXPECT_LT(rankOf[recipes[i].name], 5u) << report;
 }
 
 struct Scenario {

@@ -60,7 +60,8 @@ const BadSpec kBadSpecs[] = {
      "  global_batch: 8\n"
      "  warmup: 100\n",
      "bad.yaml:3: training.warmup: unknown field 'warmup' in Training; fields "
-     "are global_batch, seq_len, optimizer, precision, micro_batch"},
+     "are global_batch, seq_len, optimizer, precision, micro_batch, "
+     "grad_reduce_in_bf16"},
     {"YamlWrongScalarType", Format::Yaml,
      "model:\n"
      "  vocab_size: 32000\n"
@@ -351,6 +352,14 @@ const BadSpec kBadSpecs[] = {
      "}\n",
      "bad.textproto:4: training.micro_batch: must be <= global_batch (8), got "
      "16"},
+    {"TextProtoBf16GradientsInFp16", Format::TextProto,
+     "training {\n"
+     "  global_batch: 8\n"
+     "  seq_len: 2048\n"
+     "  precision: FP16_MIXED\n"
+     "  grad_reduce_in_bf16: true\n"
+     "}\n",
+     "bad.textproto:5: training.grad_reduce_in_bf16: needs bf16 or fp8 precision, got fp16"},
     {"TextProtoWrongValueType", Format::TextProto,
      "model {\n"
      "  hidden_size: \"4096\"\n"

@@ -524,8 +524,14 @@ double hiddenOutputs(const PartShape &s, double tokens) {
 /// elements), a gated unit reads gate and up and writes their product (3);
 /// backward reads the inputs and dy and writes the input gradients (3; gated
 /// 5). One kernel each way.
-void ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width, int64_t groups) {
+void ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width, int64_t groups,
+         PassCost *column = nullptr) {
+  double b0 = tally.seconds(B), w0 = tally.seconds(W);
   tally.linear(tokens, s.hidden, s.gated ? 2 * width : width, groups);
+  if (column) {
+    column->columnB = tally.seconds(B) - b0;
+    column->columnW = tally.seconds(W) - w0;
+  }
   tally.linear(tokens, width, s.hidden, groups);
   double e = double(s.bytesPerElement);
   double elements = double(groups) * double(tokens) * double(width);
@@ -588,6 +594,7 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
   const int64_t heads = ceilDiv(s.heads, s.tp);
   const int64_t kvHeads = ceilDiv(s.kvHeads > 0 ? s.kvHeads : s.heads, s.tp);
   const int64_t d = s.headDim > 0 ? s.headDim : h / s.heads;
+  double columnB = 0, columnW = 0; // the QKV projection's (MLA: none counted)
   if (s.kvLoraRank > 0) {
     // MLA: the down-projections to the latents (and the shared rope key) are
     // replicated on every tp rank; the up-projections split by head.
@@ -609,6 +616,8 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
     tally.rowReduction(B, 3 * latent, norms);
   } else {
     tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
+    columnB = tally.seconds(B);
+    columnW = tally.seconds(W);
     tally.linear(tokens, heads * d, h);
     if (s.inBias)
       biasGrad(tally, s, double(tokens) * double((heads + 2 * kvHeads) * d));
@@ -627,15 +636,21 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
   cost.coreF = coreF;
   cost.coreFlopsF = coreFlopsF;
   cost.coreB = coreB;
+  cost.columnB = columnB;
+  cost.columnW = columnW;
   return cost;
 }
 
 PassCost loom::cost::mlpCost(const ComputeModel &model, const PartShape &s) {
   Tally tally(model);
   const int64_t tokens = localTokens(s);
-  ffn(tally, s, tokens, ceilDiv(s.ffn, s.tp), 1);
+  PassCost column;
+  ffn(tally, s, tokens, ceilDiv(s.ffn, s.tp), 1, &column);
   residualBlock(tally, s, tokens);
-  return tally.result();
+  PassCost cost = tally.result();
+  cost.columnB = column.columnB;
+  cost.columnW = column.columnW;
+  return cost;
 }
 
 PassCost loom::cost::moeCost(const ComputeModel &model, const PartShape &s) {

@@ -165,6 +165,16 @@ void loom::cost::addPartTime(RankTime &t, const Workload &w, const Part &part,
       comm = compute.exposedSeconds(allReduce, pc.f) +
              (count - 1) * compute.exposedSeconds(allReduce, (pc.b + pc.w) / (count - 1)) +
              compute.exposedSeconds(regather, pc.b);
+    // Otherwise the forward's wait, but the backward's reduction does not:
+    // the column-parallel linear's input gradient is all-reduced (reduce-
+    // scattered) beside its weight-gradient GEMM (Workload::syncTpBackward).
+    // The regather is launched before the input-gradient GEMM too, but
+    // Korthikanti et al.'s Table 4 (arXiv 2205.05198) measures the
+    // sequence-parallel backward of a 22B layer no faster than the plain one
+    // (11.8 against 11.9 ms), where a hidden regather would take off 0.6 ms
+    // more than the norms and dropouts it shrinks: loom keeps it exposed.
+    else if (!w.syncTpBackward && layer && pc.columnW > 0)
+      comm = (count - 1) * allReduce + compute.exposedSeconds(allReduce, pc.columnW) + regather;
     t.tpComm += n * comm;
     t.crossDcBytes +=
         n * (count * crossDcBytes(Collective::AllReduce, act, w.groups[part.groups.tp], w.multiDc) +

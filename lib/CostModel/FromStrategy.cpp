@@ -290,6 +290,7 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   w.recomputeRanks = c.recomputeRanks;
   w.tpCommOverlap = c.tpCommOverlap && c.sequenceParallel;
   w.fusedGradAccumulation = c.fusedGradAccumulation;
+  w.syncTpBackward = c.syncTpBackward;
   w.zero = c.zero;
   w.schedule = effectiveSchedule(c);
   w.inflightLimit = c.inflightLimit;

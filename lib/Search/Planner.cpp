@@ -780,6 +780,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                   choice.flashAttention = options.flashAttention;
                   choice.tpCommOverlap = options.tpCommOverlap;
                   choice.fusedGradAccumulation = options.fusedGradAccumulation;
+                  choice.syncTpBackward = options.syncTpBackward;
                   for (bool offload : {false, true}) {
                     if (offload && !options.offloadOptimizer)
                       continue;

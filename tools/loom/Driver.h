@@ -62,6 +62,13 @@ inline void addNoGradFusionFlag(CLI::App *cmd, bool &noFusion) {
                 "separate kernel (Megatron-LM before 2022, plain PyTorch accumulation)");
 }
 
+inline void addSyncTpBackwardFlag(CLI::App *cmd, bool &sync) {
+  cmd->add_flag("--sync-tp-backward", sync,
+                "the backward's tensor-parallel communication waits for its GEMMs (Megatron-LM\n"
+                "before 2021-09); otherwise a column-parallel linear's input-gradient reduction\n"
+                "runs beside its weight-gradient GEMM, as Megatron-Core and Transformer Engine do");
+}
+
 /// A parallel degree option (--tp 8): an integer from 1 to 2^24.
 inline void addDegreeOption(CLI::App *cmd, const char *name, int64_t &value, const char *desc) {
   cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));

@@ -257,6 +257,7 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
                 "data-parallel reduction after the pipeline drains, not under backward, and\n"
                 "ZeRO-1/2's parameter gather after the optimizer step, not under the next forward");
   addNoGradFusionFlag(cmd, o->noGradFusion);
+  addSyncTpBackwardFlag(cmd, o->choice.syncTpBackward);
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--calibration", o->calibration, "CSV of measured GEMMs: m,n,k,seconds");

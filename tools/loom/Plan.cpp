@@ -28,7 +28,8 @@ struct PlanCliOptions {
   SpecArgs spec;
   int64_t top = 5;
   bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
-       noGradFusion = false, noTpOverlap = false, offload = false, noZeroBubble = false;
+       noGradFusion = false, noTpOverlap = false, offload = false, noZeroBubble = false,
+       syncTpBackward = false;
   std::string output, recompute, order, skip;
   double headroom = 0.05;
   int64_t zero = -1;
@@ -139,6 +140,7 @@ void runPlan(const PlanCliOptions &o) {
   options.flashAttention = !o.noFlash;
   options.tpCommOverlap = !o.noTpOverlap;
   options.fusedGradAccumulation = !o.noGradFusion;
+  options.syncTpBackward = o.syncTpBackward;
   options.zeroBubble = !o.noZeroBubble;
   options.offloadOptimizer = o.offload;
   if (!o.skip.empty()) {
@@ -367,6 +369,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                 "attention keeps its s x s scores (no FlashAttention); selective\n"
                 "recomputation is then searched too");
   addNoGradFusionFlag(cmd, o->noGradFusion);
+  addSyncTpBackwardFlag(cmd, o->syncTpBackward);
   cmd->add_option("--skip", o->skip,
                   "also try SkipPipe paths on the top plans: a micro-batch may skip middle\n"
                   "stages (it then trains fewer layers) or visit them reordered, under\n"

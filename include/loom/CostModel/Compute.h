@@ -157,6 +157,10 @@ struct PassCost {
   double coreF = 0, coreB = 0;
   /// The FLOPs of the core's forward (selective recomputation repeats them).
   double coreFlopsF = 0;
+  /// The column-parallel linear's (QKV, fc1) input- and weight-gradient
+  /// GEMMs, which asynchronous tensor-parallel communication hides behind
+  /// (Workload::syncTpBackward); 0 where a part has none.
+  double columnB = 0, columnW = 0;
 };
 
 PassCost attentionCost(const ComputeModel &model, const PartShape &shape);

@@ -33,6 +33,8 @@ struct StrategyChoice {
   bool tpCommOverlap = false;
   /// See Workload::fusedGradAccumulation.
   bool fusedGradAccumulation = true;
+  /// See Workload::syncTpBackward.
+  bool syncTpBackward = false;
   /// ZeRO-Offload: fp32 master weights and moments in host memory, the
   /// optimizer step on the CPU.
   bool offloadOptimizer = false;

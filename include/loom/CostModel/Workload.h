@@ -119,6 +119,16 @@ struct Workload {
   /// --tp-comm-overlap; Wang et al., ASPLOS'23): they hide behind those GEMMs
   /// and slow them instead of running exposed.
   bool tpCommOverlap = false;
+  /// Without tpCommOverlap: whether the backward's tensor-parallel
+  /// communication waits for its GEMMs. By default it does not (Megatron-LM
+  /// since 2021-09, --async-tensor-model-parallel-allreduce, and Megatron-Core's
+  /// LinearWithGradAccumulationAndAsyncCommunication; Transformer Engine's
+  /// Linear alike): a column-parallel linear launches its input gradient's
+  /// all-reduce (reduce-scatter under sequence parallelism) before its
+  /// weight-gradient GEMM and waits after it, and launches sequence
+  /// parallelism's regather of its input before its input-gradient GEMM. The
+  /// 2021 stacks ran both exposed.
+  bool syncTpBackward = false;
   /// Weight-gradient GEMMs accumulate straight into the gradient buffer
   /// (Megatron-LM's gradient_accumulation_fusion, on by default since
   /// 2022-02). Without it every micro-batch's weight gradient lands in a fresh

@@ -59,6 +59,9 @@ struct PlannerOptions {
   /// Weight-gradient GEMMs accumulate into the gradient buffer
   /// (Workload::fusedGradAccumulation); off for pre-2022 Megatron-LM.
   bool fusedGradAccumulation = true;
+  /// The backward's tensor-parallel communication waits for its GEMMs
+  /// (Workload::syncTpBackward); on for pre-2021-09 Megatron-LM.
+  bool syncTpBackward = false;
   /// Also try ZeRO-Offload (optimizer state in host memory, CPU step).
   bool offloadOptimizer = false;
   /// Recomputation choices searched (selective only counts without flash

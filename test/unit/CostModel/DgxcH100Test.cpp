@@ -6,8 +6,8 @@
 // model: every one of these ran, so each must fit.
 //
 // What they show (docs/cost-model.md, "NVIDIA's tuned H100 recipes"): loom is
-// fast on every row, by 14-22% on five, t = 1 as much as t = 8: an error of
-// H100 pricing as a whole, not of the tensor-parallel trade-off.
+// fast on every row, by 10-22%, t = 1 as much as t = 8: an error of H100
+// pricing as a whole, not of the tensor-parallel trade-off.
 //
 //===----------------------------------------------------------------------===//
 

@@ -2,9 +2,11 @@
 //
 // The published runs the cost-model tests price from 2021-22 (SC'21 with
 // Megatron-LM, BigScience with Megatron-DeepSpeed) recomputed every layer
-// (--checkpoint-activations), had no flash attention, and added each
+// (--checkpoint-activations), had no flash attention, added each
 // micro-batch's weight gradients with a separate kernel (fused accumulation
-// came to Megatron-LM in commit 83b1e42, 2022-02); their data-parallel
+// came to Megatron-LM in commit 83b1e42, 2022-02) and waited for the
+// backward's tensor-parallel all-reduces (asynchronous from Megatron-LM
+// commit 16c90445e7, 2021-09, after SC'21's de7dc40f88); their data-parallel
 // communication ran after the pipeline drained (Megatron-LM's local DDP,
 // DeepSpeed's ZeRO-1 gather after the step).
 //
@@ -28,6 +30,7 @@ inline StrategyChoice megatron2021(int64_t tp, int64_t pp, int64_t mbs, int64_t 
   c.recompute = Recompute::Full;
   c.flashAttention = false;
   c.fusedGradAccumulation = false;
+  c.syncTpBackward = true;
   return c;
 }
 

@@ -60,6 +60,7 @@ PlannerOptions sc21Space() {
   o.flashAttention = false;
   o.tpCommOverlap = false;
   o.fusedGradAccumulation = false; // Megatron-LM added it in 2022
+  o.syncTpBackward = true;          // asynchronous from 2021-09 (16c90445e7)
   // Every Table 1 run recomputed all layers (--checkpoint-activations in
   // examples/sc21/run_table_1.sh, commit de7dc40f88): the rows compare
   // layouts under that setting.
@@ -179,6 +180,7 @@ TEST(PlannerPublished, GptNeoX20BLayoutInTopFive) {
   o.flashAttention = false;
   o.tpCommOverlap = false;
   o.fusedGradAccumulation = false;
+  o.syncTpBackward = true; // Megatron-LM's 2021 layers, as SC'21 ran them
   o.recomputes = {cost::Recompute::Full};
   o.partialRecompute = false;
   o.maxVirtualStages = 1; // DeepSpeed's pipeline runs one stage per rank

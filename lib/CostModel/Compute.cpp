@@ -20,7 +20,9 @@
 // That latency is fitted to the square-size curve of [ZZC]; maxEfficiency is
 // then set so the curve passes through a published measurement of a large
 // GEMM on each GPU (GpuType.gemm_8192_efficiency in the catalog,
-// lib/Spec/catalog/gpus.yaml). No per-configuration factor enters.
+// lib/Spec/catalog/gpus.yaml), sustained where one is published ([FRYER] on
+// H100: short bursts run up to 9% faster than a GPU held at its power limit).
+// No per-configuration factor enters.
 // Elementwise work runs at an achievable fraction of HBM bandwidth [NVF];
 // kernels that reduce along rows at a lower one [QUACK, PT87445].
 //
@@ -50,8 +52,12 @@
 //          When Given 'Predictable' Data!", thonking.ai, 2024: cuBLAS 8192^3
 //          on A100 with random inputs, 258 TFLOP/s.
 //  [FAST]  pranjalssh/fast.cu README, "Handwritten H100 matmul kernels": H100
-//          SXM, bf16, N(0,1) inputs, cuBLAS 8192^3 797.8 TFLOP/s; its best
-//          kernels use 128x256 tiles (m64n256k16 wgmma).
+//          SXM, bf16, N(0,1) inputs, cuBLAS 8192^3 797.8 TFLOP/s (eight calls
+//          after a 5 s rest: a burst); its best kernels use 128x256 tiles
+//          (m64n256k16 wgmma).
+//  [FRYER] huggingface/gpu-fryer README (commit 2b6fb06): cuBLAS 8192^3 bf16
+//          on every GPU of an 8 x H100 80GB HBM3 node for 60 s, ~730 TFLOP/s:
+//          the rate at the power limit, which training runs at. H100's anchor.
 //  [ZZC]   zzc0721/torch-performance-test-data issue #79, H100 80GB HBM3,
 //          torch 2.7, bf16 square matmuls: 2048^3 676.59, 8192^3 797.51
 //          TFLOP/s.

@@ -220,16 +220,21 @@ TEST(ComputeEfficiency, LargeGemmsReachPublishedMeasurements) {
   GemmShape big{8192, 8192, 8192};
   // Horace He, thonking.ai 2024: cuBLAS 8192^3 on A100, 258 TFLOP/s.
   EXPECT_NEAR(a100().gemmEfficiency(big), 258.0 / 312, 0.03 * 258.0 / 312);
-  // pranjalssh/fast.cu README: cuBLAS 8192^3 on H100 SXM, 797.8 TFLOP/s.
-  EXPECT_NEAR(h100().gemmEfficiency(big), 797.8 / 989, 0.03 * 797.8 / 989);
+  // huggingface/gpu-fryer README: cuBLAS 8192^3 bf16 sustained for 60 s on
+  // every GPU of an 8 x H100 node, ~730 TFLOP/s (a burst after a rest runs
+  // ~9% faster: pranjalssh/fast.cu, 797.8).
+  EXPECT_NEAR(h100().gemmEfficiency(big), 730.0 / 989, 0.03 * 730.0 / 989);
 }
 
 TEST(ComputeEfficiency, FollowsThePublishedH100SquareCurve) {
   // zzc0721/torch-performance-test-data #79, bf16 on H100: 2048^3 at 676.59,
-  // 4096^3 at 788.72, 8192^3 at 797.51 TFLOP/s.
+  // 4096^3 at 788.72, 8192^3 at 797.51 TFLOP/s, short runs. Their shape, each
+  // size against 8192^3, holds at the sustained clock.
   ComputeModel m = h100();
-  for (auto [d, tflops] : {std::pair{2048, 676.59}, {4096, 788.72}, {8192, 797.51}})
-    EXPECT_NEAR(m.gemmEfficiency({d, d, d}), tflops / 989, 0.03 * tflops / 989) << d;
+  double anchor = m.gemmEfficiency({8192, 8192, 8192});
+  for (auto [d, tflops] : {std::pair{2048, 676.59}, {4096, 788.72}})
+    EXPECT_NEAR(m.gemmEfficiency({d, d, d}) / anchor, tflops / 797.51, 0.03 * tflops / 797.51)
+        << d;
 }
 
 TEST(ComputeEfficiency, StaysInUnitInterval) {

@@ -354,7 +354,8 @@ def Place_ModelOp : Place_Op<"model",
     stage. `optimizer` is adam (fp32 master and two moments per parameter
     under mixed precision) or sgd (momentum: one). `grad_reduce_bf16`: a bf16
     model accumulates and reduces its gradients in bf16, not fp32. Constraints:
-    the optimizer is one of those; `grad_reduce_bf16` needs dtype bf16 or fp8; `pipeline_ranks` and `pipeline_devices` need a pipeline axis
+    the optimizer is one of those; `grad_reduce_bf16` needs dtype bf16 or fp8;
+    `pipeline_ranks` and `pipeline_devices` need a pipeline axis
     and one entry per position, `pipeline_ranks` is a permutation of its ranks,
     and each `pipeline_devices` entry is a `place.device` that every node of
     its position has (a position spanning several kinds of node names none);

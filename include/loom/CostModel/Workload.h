@@ -125,9 +125,9 @@ struct Workload {
   /// LinearWithGradAccumulationAndAsyncCommunication; Transformer Engine's
   /// Linear alike): a column-parallel linear launches its input gradient's
   /// all-reduce (reduce-scatter under sequence parallelism) before its
-  /// weight-gradient GEMM and waits after it, and launches sequence
-  /// parallelism's regather of its input before its input-gradient GEMM. The
-  /// 2021 stacks ran both exposed.
+  /// weight-gradient GEMM and waits after it (it also launches sequence
+  /// parallelism's regather early, which loom still charges in full:
+  /// Estimate.cpp says why). The 2021 stacks waited for both.
   bool syncTpBackward = false;
   /// Weight-gradient GEMMs accumulate straight into the gradient buffer
   /// (Megatron-LM's gradient_accumulation_fusion, on by default since

@@ -36,20 +36,28 @@ struct Inputs {
 };
 
 Inputs load(const std::string &model, const std::string &cluster, int64_t globalBatch,
-            int64_t seq) {
+            int64_t seq, bool bf16Grads) {
   Inputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
   in.training = spec::defaultTraining(in.model);
   if (globalBatch > 0)
     in.training.set_global_batch(globalBatch);
   if (seq > 0)
     in.training.set_seq_len(seq);
+  if (bf16Grads) {
+    spec::Precision p = in.training.precision();
+    if (p == spec::FP16_MIXED || p == spec::FP32_FULL)
+      throw LoomError(std::string("grad_reduce_in_bf16: the training runs in ") +
+                      (p == spec::FP16_MIXED ? "fp16" : "fp32") + ", not bf16");
+    in.training.set_grad_reduce_in_bf16(true);
+  }
   return in;
 }
 
 std::string plan(const std::string &model, const std::string &cluster, int64_t top,
                  int64_t globalBatch, int64_t seq, int64_t dp, int64_t tp, int64_t pp,
-                 int64_t vpp, int64_t ep, int64_t cp, int64_t mbs, std::optional<int64_t> zero) {
-  Inputs in = load(model, cluster, globalBatch, seq);
+                 int64_t vpp, int64_t ep, int64_t cp, int64_t mbs, std::optional<int64_t> zero,
+                 bool bf16Grads) {
+  Inputs in = load(model, cluster, globalBatch, seq, bf16Grads);
   if (top < 1)
     throw LoomError("top must be >= 1, got " + std::to_string(top));
   search::PlannerOptions options;
@@ -69,8 +77,8 @@ std::string plan(const std::string &model, const std::string &cluster, int64_t t
 std::string estimate(const std::string &model, const std::string &cluster, int64_t globalBatch,
                      int64_t seq, int64_t dp, int64_t tp, int64_t pp, int64_t vpp, int64_t ep,
                      int64_t cp, int64_t mbs, int64_t zero, const std::string &recompute,
-                     bool sp, bool analytic) {
-  Inputs in = load(model, cluster, globalBatch, seq);
+                     bool sp, bool analytic, bool bf16Grads) {
+  Inputs in = load(model, cluster, globalBatch, seq, bf16Grads);
   cost::StrategyChoice c;
   c.dp = dp;
   c.tp = tp;
@@ -151,12 +159,13 @@ PYBIND11_MODULE(_loom, m) {
   m.def("plan", &plan, py::arg("model"), py::arg("cluster"), py::arg("top") = 5,
         py::arg("global_batch") = 0, py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 0,
         py::arg("pp") = 0, py::arg("vpp") = 0, py::arg("ep") = 0, py::arg("cp") = 0,
-        py::arg("mbs") = 0, py::arg("zero") = py::none());
+        py::arg("mbs") = 0, py::arg("zero") = py::none(),
+        py::arg("grad_reduce_in_bf16") = false);
   m.def("estimate", &estimate, py::arg("model"), py::arg("cluster"), py::arg("global_batch") = 0,
         py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 1, py::arg("pp") = 1,
         py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,
         py::arg("zero") = 0, py::arg("recompute") = "none", py::arg("sp") = false,
-        py::arg("analytic") = false);
+        py::arg("analytic") = false, py::arg("grad_reduce_in_bf16") = false);
   m.def("schedule", &schedule, py::arg("kind"), py::arg("stages"), py::arg("microbatches"),
         py::arg("vpp") = 1, py::arg("costs") = std::vector<double>{}, py::arg("mem_limit") = 0.0,
         py::arg("skip") = std::string());

@@ -21,19 +21,23 @@ Error = _loom.Error
 
 
 def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=0,
-         ep=0, cp=0, mbs=0, zero=None):
+         ep=0, cp=0, mbs=0, zero=None, grad_reduce_in_bf16=False):
     """Search strategies; degrees given (non-zero) are fixed. Returns
     {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]};
-    each plan is loom.proto's Plan (64-bit integers as strings)."""
+    each plan is loom.proto's Plan (64-bit integers as strings).
+    grad_reduce_in_bf16: bf16 gradient buffers, as `--grad-reduce-in-bf16`."""
     return _json.loads(_loom.plan(model, cluster, top, global_batch, seq, dp, tp, pp, vpp,
-                                  ep, cp, mbs, zero))
+                                  ep, cp, mbs, zero, grad_reduce_in_bf16))
 
 
 def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, ep=1,
-             cp=1, mbs=1, zero=0, recompute="none", sp=False):
-    """Memory and step time of one strategy (dp=0: what the GPUs leave)."""
+             cp=1, mbs=1, zero=0, recompute="none", sp=False, analytic=False,
+             grad_reduce_in_bf16=False):
+    """Memory and step time of one strategy (dp=0: what the GPUs leave); the
+    pipeline is simulated unless analytic=True."""
     return _json.loads(_loom.estimate(model, cluster, global_batch, seq, dp, tp, pp, vpp,
-                                      ep, cp, mbs, zero, recompute, sp))
+                                      ep, cp, mbs, zero, recompute, sp, analytic,
+                                      grad_reduce_in_bf16))
 
 
 def schedule(kind, stages, microbatches, *, vpp=1, costs=None, mem_limit=0.0, skip=""):

@@ -22,6 +22,17 @@ for key in ("step_time_s", "tflops_per_gpu", "mfu", "peak_memory_bytes"):
 assert e["fits"] == cli_estimate["fits"]
 print("estimate agrees")
 
+# bf16 gradients at dp = 8: 2 bytes a parameter less, 4/8 more for the
+# optimizer's fp32 copy of its shard.
+cli_bf16 = json.load(open(sys.argv[4]))
+args = dict(tp=8, pp=4, zero=1, sp=True)
+b = loom.estimate("llama3-70b", "dgx-h100:nodes=32", grad_reduce_in_bf16=True, **args)
+for key in ("step_time_s", "peak_memory_bytes"):
+    assert math.isclose(b[key], cli_bf16[key], rel_tol=1e-12), (key, b[key], cli_bf16[key])
+f = loom.estimate("llama3-70b", "dgx-h100:nodes=32", analytic=False, **args)
+assert b["peak_memory_bytes"] < f["peak_memory_bytes"], (b["peak_memory_bytes"], f["peak_memory_bytes"])
+print("bf16 gradients agree")
+
 cli_schedule = json.load(open(sys.argv[3]))
 s = loom.schedule("zb-h1", 4, 8, costs=[1, 2, 1, 0.1])
 assert s == cli_schedule, "schedule tables differ"
@@ -32,7 +43,8 @@ for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.schedule("1f1b", 4, 8, costs=[1, 2]),
              lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
              lambda: loom.plan("llama3-70x", "dgx-h100:nodes=8"),
-             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0)):
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0),
+             lambda: loom.plan("megatron-18.4b", "dgx-a100:nodes=4", grad_reduce_in_bf16=True)):
     try:
         call()
     except loom.Error as error:

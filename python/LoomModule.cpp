@@ -44,10 +44,9 @@ Inputs load(const std::string &model, const std::string &cluster, int64_t global
   if (seq > 0)
     in.training.set_seq_len(seq);
   if (bf16Grads) {
-    spec::Precision p = in.training.precision();
-    if (p == spec::FP16_MIXED || p == spec::FP32_FULL)
-      throw LoomError(std::string("grad_reduce_in_bf16: the training runs in ") +
-                      (p == spec::FP16_MIXED ? "fp16" : "fp32") + ", not bf16");
+    std::string why = spec::bf16GradsConflict(in.training);
+    if (!why.empty())
+      throw LoomError("grad_reduce_in_bf16 " + why);
     in.training.set_grad_reduce_in_bf16(true);
   }
   return in;

@@ -454,11 +454,17 @@ public:
   }
 
   /// A weight [in, out] applied to `tokens` rows, in each of `groups`
-  /// independent GEMMs: y = x w, dx = dy w^T, dw = x^T dy.
-  void linear(int64_t tokens, int64_t in, int64_t out, int64_t groups = 1) {
+  /// independent GEMMs: y = x w, dx = dy w^T, dw = x^T dy. Returns the
+  /// seconds of its input- and weight-gradient GEMMs.
+  struct Backward {
+    double b = 0, w = 0;
+  };
+  Backward linear(int64_t tokens, int64_t in, int64_t out, int64_t groups = 1) {
+    double b0 = seconds_[B], w0 = seconds_[W];
     gemm(F, {tokens, out, in}, groups);
     gemm(B, {tokens, in, out}, groups);
     gemm(W, {in, out, tokens}, groups);
+    return {seconds_[B] - b0, seconds_[W] - w0};
   }
 
   double seconds(Pass pass) const { return seconds_[pass]; }
@@ -529,15 +535,11 @@ double hiddenOutputs(const PartShape &s, double tokens) {
 /// into one GEMM. Activation: GeLU reads and writes one ffn-wide tensor (2
 /// elements), a gated unit reads gate and up and writes their product (3);
 /// backward reads the inputs and dy and writes the input gradients (3; gated
-/// 5). One kernel each way.
-void ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width, int64_t groups,
-         PassCost *column = nullptr) {
-  double b0 = tally.seconds(B), w0 = tally.seconds(W);
-  tally.linear(tokens, s.hidden, s.gated ? 2 * width : width, groups);
-  if (column) {
-    column->columnB = tally.seconds(B) - b0;
-    column->columnW = tally.seconds(W) - w0;
-  }
+/// 5). One kernel each way. Returns its column-parallel (first) linear's
+/// backward GEMMs.
+Tally::Backward ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width,
+                    int64_t groups) {
+  Tally::Backward column = tally.linear(tokens, s.hidden, s.gated ? 2 * width : width, groups);
   tally.linear(tokens, width, s.hidden, groups);
   double e = double(s.bytesPerElement);
   double elements = double(groups) * double(tokens) * double(width);
@@ -547,6 +549,7 @@ void ffn(Tally &tally, const PartShape &s, int64_t tokens, int64_t width, int64_
     biasGrad(tally, s, (s.gated ? 2 : 1) * elements);
   if (s.outBias)
     biasGrad(tally, s, hiddenOutputs(s, double(groups) * double(tokens)));
+  return column;
 }
 
 /// softmax(Q K^T) V over this rank's `heads` query heads (sharing `kvHeads`
@@ -600,7 +603,7 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
   const int64_t heads = ceilDiv(s.heads, s.tp);
   const int64_t kvHeads = ceilDiv(s.kvHeads > 0 ? s.kvHeads : s.heads, s.tp);
   const int64_t d = s.headDim > 0 ? s.headDim : h / s.heads;
-  double columnB = 0, columnW = 0; // the QKV projection's (MLA: none counted)
+  Tally::Backward column; // the QKV projection's (MLA: none counted)
   if (s.kvLoraRank > 0) {
     // MLA: the down-projections to the latents (and the shared rope key) are
     // replicated on every tp rank; the up-projections split by head.
@@ -621,9 +624,7 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
     tally.rowReduction(F, 2 * latent, norms);
     tally.rowReduction(B, 3 * latent, norms);
   } else {
-    tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
-    columnB = tally.seconds(B);
-    columnW = tally.seconds(W);
+    column = tally.linear(tokens, h, (heads + 2 * kvHeads) * d);
     tally.linear(tokens, heads * d, h);
     if (s.inBias)
       biasGrad(tally, s, double(tokens) * double((heads + 2 * kvHeads) * d));
@@ -642,20 +643,19 @@ PassCost loom::cost::attentionCost(const ComputeModel &model, const PartShape &s
   cost.coreF = coreF;
   cost.coreFlopsF = coreFlopsF;
   cost.coreB = coreB;
-  cost.columnB = columnB;
-  cost.columnW = columnW;
+  cost.columnB = column.b;
+  cost.columnW = column.w;
   return cost;
 }
 
 PassCost loom::cost::mlpCost(const ComputeModel &model, const PartShape &s) {
   Tally tally(model);
   const int64_t tokens = localTokens(s);
-  PassCost column;
-  ffn(tally, s, tokens, ceilDiv(s.ffn, s.tp), 1, &column);
+  Tally::Backward column = ffn(tally, s, tokens, ceilDiv(s.ffn, s.tp), 1);
   residualBlock(tally, s, tokens);
   PassCost cost = tally.result();
-  cost.columnB = column.columnB;
-  cost.columnW = column.columnW;
+  cost.columnB = column.b;
+  cost.columnW = column.w;
   return cost;
 }
 

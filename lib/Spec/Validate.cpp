@@ -238,11 +238,11 @@ void validateTraining(const Training &training, const Locator &at) {
     at.fail("training.micro_batch",
             fmt::format("must be <= global_batch ({}), got {}",
                         training.global_batch(), training.micro_batch()));
-  if (training.grad_reduce_in_bf16() && (training.precision() == FP16_MIXED ||
-                                         training.precision() == FP32_FULL))
-    at.fail("training.grad_reduce_in_bf16",
-            fmt::format("needs bf16 or fp8 precision, got {}",
-                        training.precision() == FP16_MIXED ? "fp16" : "fp32"));
+  if (training.grad_reduce_in_bf16()) {
+    std::string why = bf16GradsConflict(training);
+    if (!why.empty())
+      at.fail("training.grad_reduce_in_bf16", why);
+  }
 }
 
 } // namespace loom::spec::detail
@@ -259,6 +259,17 @@ void validateCluster(const Cluster &cluster, std::string_view where) {
 
 void validateTraining(const Training &training, std::string_view where) {
   detail::validateTraining(training, detail::Locator(where));
+}
+
+std::string bf16GradsConflict(const Training &training) {
+  switch (training.precision()) {
+  case FP16_MIXED:
+    return "needs bf16 or fp8 precision, got fp16";
+  case FP32_FULL:
+    return "needs bf16 or fp8 precision, got fp32";
+  default:
+    return "";
+  }
 }
 
 } // namespace loom::spec

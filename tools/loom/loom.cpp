@@ -39,10 +39,9 @@ SpecInputs loom::cli::loadSpecInputs(const SpecArgs &args) {
   if (args.globalBatch)
     in.training.set_global_batch(args.globalBatch);
   if (args.gradReduceInBf16) {
-    spec::Precision p = in.training.precision();
-    if (p == spec::FP16_MIXED || p == spec::FP32_FULL)
-      throw UserError(fmt::format("--grad-reduce-in-bf16: the training runs in {}, not bf16",
-                                  p == spec::FP16_MIXED ? "fp16" : "fp32"),
+    std::string why = spec::bf16GradsConflict(in.training);
+    if (!why.empty())
+      throw UserError("--grad-reduce-in-bf16 " + why,
                       "drop the flag, or give a --training spec with precision: bf16");
     in.training.set_grad_reduce_in_bf16(true);
   }

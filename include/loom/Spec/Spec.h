@@ -45,6 +45,10 @@ SpecFile loadSpecFile(const std::string &path);
 void validateModel(const Model &model, std::string_view where);
 void validateCluster(const Cluster &cluster, std::string_view where);
 void validateTraining(const Training &training, std::string_view where);
+/// Why `training` cannot keep its gradients in bf16 (grad_reduce_in_bf16):
+/// "needs bf16 or fp8 precision, got fp16" under fp16 or fp32 training, else
+/// empty. validateTraining checks it; the CLI and Python flags say it first.
+std::string bf16GradsConflict(const Training &training);
 
 /// Imports a Hugging Face config.json (llama, mistral, mixtral, qwen2, gpt2,
 /// gpt_neox, deepseek_v3). Unsupported `model_type` values are a SpecError naming

@@ -198,6 +198,28 @@ Partition evaluatePartition(const PartitionProblem &problem,
   return r;
 }
 
+PartitionProblem mergeLayers(const PartitionProblem &problem, int64_t width) {
+  PartitionProblem merged = problem;
+  if (width <= 1)
+    return merged;
+  auto merge = [width](const std::vector<double> &v) {
+    std::vector<double> runs;
+    runs.reserve((v.size() + size_t(width) - 1) / size_t(width));
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i % size_t(width) == 0)
+        runs.push_back(0);
+      runs.back() += v[i];
+    }
+    return runs;
+  };
+  merged.layerSeconds = merge(problem.layerSeconds);
+  merged.layerStaticBytes = merge(problem.layerStaticBytes);
+  merged.layerActivationBytes = merge(problem.layerActivationBytes);
+  merged.alternateLayerSeconds = merge(problem.alternateLayerSeconds);
+  merged.alternateActivationBytes = merge(problem.alternateActivationBytes);
+  return merged;
+}
+
 Partition partitionByDynamicProgramming(const PartitionProblem &problem) {
   if (std::string error = validateProblem(problem); !error.empty()) {
     Partition r;

@@ -5,15 +5,28 @@
 #include "loom/Schedule/Simulator.h"
 #include "loom/Schedule/SkipPaths.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
 
 using namespace loom;
 using namespace loom::search;
 
+std::string loom::search::simulationTooLarge(const cost::Workload &w) {
+  int64_t stages = std::max<int64_t>(1, w.pp) * std::max<int64_t>(1, w.vpp);
+  int64_t m = w.microBatches();
+  if (m <= kMaxSimulatedStagePasses / stages)
+    return "";
+  return fmt::format("{} micro-batches on {} stages is past the simulator's {} stage passes", m,
+                     stages, kMaxSimulatedStagePasses);
+}
+
 std::optional<PipelinePricing> loom::search::pricePipeline(
     const cost::Workload &w, const cost::Estimate &e,
     std::span<const cost::ComputeModel> computes) {
+  if (!simulationTooLarge(w).empty())
+    return std::nullopt;
   PipelinePricing out;
   sched::Kind &kind = out.kind;
   switch (w.schedule) {

@@ -129,9 +129,24 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
   // 122 s without limits (docs/planner.md).
   constexpr double kZ3SafetySeconds = 2;
   constexpr unsigned kZ3ResourcesPerCheck = 100000;
+  // Both solvers grow with the square of the layers. Past kFinestLayers (twice
+  // the deepest published LLMs), stages start on runs of consecutive layers, at
+  // most kFinestLayers runs, and the split is then priced layer by layer.
+  constexpr int64_t kFinestLayers = 256;
+  int64_t width = (layers + kFinestLayers - 1) / kFinestLayers;
+  if ((layers + width - 1) / width < w.pp)
+    width = 1;
+  PartitionProblem merged;
+  const PartitionProblem &solved = width > 1 ? (merged = mergeLayers(problem, width)) : problem;
   out.partition = permuteDevices
-                      ? partitionByZ3(problem, kZ3SafetySeconds, kZ3ResourcesPerCheck)
-                      : partitionByDynamicProgramming(problem);
+                      ? partitionByZ3(solved, kZ3SafetySeconds, kZ3ResourcesPerCheck)
+                      : partitionByDynamicProgramming(solved);
+  if (width > 1 && !out.partition.firstLayer.empty()) {
+    for (int64_t &first : out.partition.firstLayer)
+      first *= width;
+    out.partition = evaluatePartition(problem, std::move(out.partition.firstLayer),
+                                      std::move(out.partition.deviceOf));
+  }
   if (!out.partition.feasible)
     return out;
   const Partition &p = out.partition;

@@ -42,6 +42,13 @@ nlohmann::json parseJson(std::string_view text, std::string_view file) {
     if (size_t colon = reason.find(": "); colon != std::string::npos)
       reason = reason.substr(colon + 2);
     fail(file, line, "", fmt::format("invalid JSON: {}", reason));
+  } catch (const nlohmann::json::exception &e) {
+    // Well-formed but unreadable, e.g. "number overflow parsing '1e1520'"
+    // (out_of_range.406), which carries no position.
+    std::string reason = e.what();
+    if (size_t bracket = reason.find("] "); bracket != std::string::npos)
+      reason = reason.substr(bracket + 2);
+    fail(file, 0, "", fmt::format("invalid JSON: {}", reason));
   }
 }
 

@@ -158,9 +158,18 @@ void validateModel(const Model &model, const Locator &at) {
               PositionKind_descriptor());
   if (model.blocks().empty())
     at.fail("model.blocks", "must list at least one block of layers");
-  for (int i = 0; i < model.blocks_size(); ++i)
+  uint64_t layers = 0;
+  for (int i = 0; i < model.blocks_size(); ++i) {
     validateBlock(model, model.blocks(i), fmt::format("model.blocks[{}]", i),
                   at);
+    layers += model.blocks(i).count();
+  }
+  // Planning is linear in the layers (a million take 19 s on 8 GPUs) and
+  // per-layer counts are 32-bit; the deepest published transformers have
+  // about a thousand layers.
+  if (layers > kMaxLayers)
+    at.fail("model.blocks",
+            fmt::format("{} layers in all; loom takes at most {}", layers, kMaxLayers));
 }
 
 void validateCluster(const Cluster &cluster, const Locator &at) {

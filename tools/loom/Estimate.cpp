@@ -197,10 +197,12 @@ void runEstimate(const EstimateCliOptions &o) {
     text += fmt::format("pipeline time from the schedule simulator ({}; --analytic for the "
                         "closed form)\n",
                         sim->schedule);
+  else if (w.pp > 1 && o.analytic)
+    text += "pipeline time from the schedule family's closed form\n";
   else if (w.pp > 1)
-    text += o.analytic ? "pipeline time from the schedule family's closed form\n"
-                       : "pipeline time from the schedule family's closed form (this shape "
-                         "cannot be simulated)\n";
+    text += fmt::format("pipeline time from the schedule family's closed form ({})\n",
+                        search::simulationTooLarge(w).empty() ? "this shape cannot be simulated"
+                                                              : search::simulationTooLarge(w));
   text += fmt::format("\n{:.0f} tokens/s, {:.1f} TFLOP/s per GPU (recomputation included), "
                       "MFU {:.1f}%\n",
                       e.tokensPerSecond, e.tflopsPerGpu, 100 * e.mfu);

@@ -124,6 +124,12 @@ Partition evaluatePartition(const PartitionProblem &problem,
                             std::vector<int64_t> firstLayer,
                             std::vector<int64_t> deviceOf);
 
+/// `problem` with each run of `width` consecutive layers merged into one (the
+/// last run may be shorter): times and bytes add up, so a stage of whole runs
+/// costs what its layers do. Deep models are split on runs to keep the solvers'
+/// work bounded; run r starts at layer r * width.
+PartitionProblem mergeLayers(const PartitionProblem &problem, int64_t width);
+
 /// Exact: contiguous stages, device i at position i, minimum slowest stage subject
 /// to memory. If nothing fits, the error takes the split whose worst memory
 /// overflow is smallest and names that stage, its bytes and the excess.

@@ -48,6 +48,17 @@ struct PipelinePricing {
   std::optional<sched::SkipOptions> skip;
 };
 
+/// The most stage passes (micro-batches times pipeline stages, virtual ones
+/// included) loom simulates. Real steps are far below it (Megatron's 1T run:
+/// 512 micro-batches on 128 stages is 65,536); past it the simulator's memory
+/// and time grow with the batch while the closed form, whose bubble is then a
+/// sliver of the step, stays exact enough.
+inline constexpr int64_t kMaxSimulatedStagePasses = int64_t(1) << 18;
+
+/// Why `workload`'s pipeline is too large to simulate (its micro-batches times
+/// stages past kMaxSimulatedStagePasses), or empty.
+std::string simulationTooLarge(const cost::Workload &workload);
+
 /// The schedule `priced` describes: generated for its kind, or SkipPipe
 /// paths chosen and list-scheduled.
 sched::Schedule buildSchedule(const PipelinePricing &priced);
@@ -56,7 +67,8 @@ sched::Schedule buildSchedule(const PipelinePricing &priced);
 /// several stages per rank, each stage from its own parts on `computes`, the
 /// models `estimate` was priced with; without them the rank's time splits
 /// evenly); empty when its schedule kind cannot be built for this shape (e.g.
-/// interleaving with micro-batches not a multiple of pp). A workload without
+/// interleaving with micro-batches not a multiple of pp) or simulationTooLarge
+/// says it is too large. A workload without
 /// pipeline parallelism is one rank running 1F1B.
 std::optional<PipelinePricing> pricePipeline(const cost::Workload &workload,
                                              const cost::Estimate &estimate,

@@ -129,6 +129,8 @@ uint64_t ffnActiveParameters(const Model &model, const Block &block);
 uint64_t routedExpertParameters(const Model &model, const Block &block);
 
 uint32_t numLayers(const Model &model);
+/// The most layers a model may have in all (validateModel checks it).
+inline constexpr uint64_t kMaxLayers = 65536;
 
 /// Total GPUs, nodes and datacenters of a cluster.
 struct ClusterSize {

@@ -409,3 +409,54 @@ TEST(Partition, Z3ResourceBudgetIsDeterministic) {
   EXPECT_EQ(enough.maxStageSeconds, 2);
   EXPECT_EQ(enough.deviceOf, partitionByZ3(p).deviceOf);
 }
+
+TEST(Partition, MergedRunsCostTheirLayersAndSplitNearTheOptimum) {
+  // A deep model: 1000 layers on a fast, a slow and two plain devices, the
+  // embedding and head layers heavy. Runs of 4 layers (the last of the 250
+  // runs as long as the others) must price a stage as its layers do, and
+  // the split on runs must be within one run's time of the layer-exact DP.
+  // (balanceStages splits models deeper than 256 layers this way.)
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> seconds(0.5, 1.5);
+  PartitionProblem p;
+  for (int l = 0; l < 1000; ++l) {
+    p.layerSeconds.push_back(seconds(rng));
+    p.layerStaticBytes.push_back(kGiB);
+    p.layerActivationBytes.push_back(kGiB / 8);
+  }
+  p.layerSeconds.front() += 30;
+  p.layerSeconds.back() += 50;
+  p.devices = {{"h100", 3, 400 * kGiB}, {"a100", 1, 400 * kGiB}, {"l40", 0.6, 400 * kGiB},
+               {"a100", 1, 400 * kGiB}};
+  p.inflight = oneF1B(4);
+  p.stageOverheadSeconds = 0.01;
+
+  const int64_t width = 4;
+  PartitionProblem merged = mergeLayers(p, width);
+  ASSERT_EQ(merged.layerSeconds.size(), 250u);
+  StageCosts fine(p), coarse(merged);
+  for (auto [first, end] : {std::pair<int64_t, int64_t>{0, 1}, {3, 97}, {120, 250}}) {
+    EXPECT_NEAR(coarse.seconds(first, end, p.devices[1]),
+                fine.seconds(first * width, end * width, p.devices[1]), 1e-9);
+    EXPECT_NEAR(coarse.bytes(first, end, 3), fine.bytes(first * width, end * width, 3), 1);
+  }
+
+  Partition exact = partitionByDynamicProgramming(p);
+  Partition onRuns = partitionByDynamicProgramming(merged);
+  ASSERT_TRUE(exact.feasible && onRuns.feasible);
+  double run = 0;
+  for (double s : merged.layerSeconds)
+    run = std::max(run, s);
+  // Moving a boundary to the nearest run edge adds at most a run to the stage
+  // (on the slowest device: 1 / 0.6 of its time).
+  EXPECT_GE(onRuns.maxStageSeconds, exact.maxStageSeconds - 1e-9);
+  EXPECT_LE(onRuns.maxStageSeconds, exact.maxStageSeconds + run / 0.6);
+  // Mapped back to layers (as balanceStages does), the split costs the same.
+  std::vector<int64_t> first = onRuns.firstLayer;
+  for (int64_t &f : first)
+    f *= width;
+  Partition mapped = evaluatePartition(p, first, onRuns.deviceOf);
+  ASSERT_TRUE(mapped.feasible) << mapped.error;
+  EXPECT_NEAR(mapped.maxStageSeconds, onRuns.maxStageSeconds, 1e-9 * onRuns.maxStageSeconds);
+  expectConsistent(p, mapped);
+}

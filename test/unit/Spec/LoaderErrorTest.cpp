@@ -145,6 +145,24 @@ const BadSpec kBadSpecs[] = {
      "    - count: 32\n"
      "      attention: {heads: 32}\n",
      "bad.yaml:9: model.blocks[0]: needs an 'mlp' or a 'moe' section"},
+    {"YamlTooManyLayersInAll", Format::Yaml,
+     // Two blocks whose counts are each allowed (and would overflow a 32-bit
+     // layer count together).
+     "model:\n"
+     "  vocab_size: 32000\n"
+     "  hidden_size: 4096\n"
+     "  max_seq_len: 4096\n"
+     "  dtype: bf16\n"
+     "  norm: rmsnorm\n"
+     "  position: rope\n"
+     "  blocks:\n"
+     "    - count: 4294967295\n"
+     "      attention: {heads: 32}\n"
+     "      mlp: {ffn_hidden: 14336, activation: swiglu}\n"
+     "    - count: 2\n"
+     "      attention: {heads: 32}\n"
+     "      mlp: {ffn_hidden: 14336, activation: swiglu}\n",
+     "bad.yaml:8: model.blocks: 4294967297 layers in all; loom takes at most 65536"},
     {"YamlHiddenNotMultipleOfHeads", Format::Yaml,
      "model:\n"
      "  vocab_size: 32000\n"
@@ -238,6 +256,11 @@ const BadSpec kBadSpecs[] = {
      "bad.yaml:5: cluster.datacenters[1].name: 'east' is defined twice"},
 
     // --- JSON ---
+    {"JsonNumberOverflow", Format::Json,
+     // Well-formed JSON that nlohmann cannot hold (it throws out_of_range,
+     // not parse_error; found by loom-fuzz-spec).
+     "{\"model\": {\"hidden_size\": 1e1520}}",
+     "bad.json: invalid JSON: number overflow parsing '1e1520'"},
     {"JsonQuotedNumber", Format::Json,
      "{\"model\": {\n"
      "  \"blocks\": [\n"

@@ -170,7 +170,10 @@ Cluster loadCluster(const std::string &nameOrPath) {
 Training loadTraining(const std::string &path) {
   SpecFile spec = loadSpecFile(path);
   requireSection(spec.has_training(), path, "training");
-  Training training = spec.training();
+  return withTrainingDefaults(spec.training());
+}
+
+Training withTrainingDefaults(Training training) {
   if (training.optimizer() == OPTIMIZER_UNSPECIFIED)
     training.set_optimizer(ADAM);
   if (training.precision() == PRECISION_UNSPECIFIED)

@@ -199,10 +199,9 @@ void runEstimate(const EstimateCliOptions &o) {
                         sim->schedule);
   else if (w.pp > 1 && o.analytic)
     text += "pipeline time from the schedule family's closed form\n";
-  else if (w.pp > 1)
+  else if (std::string large = search::simulationTooLarge(w); w.pp > 1)
     text += fmt::format("pipeline time from the schedule family's closed form ({})\n",
-                        search::simulationTooLarge(w).empty() ? "this shape cannot be simulated"
-                                                              : search::simulationTooLarge(w));
+                        large.empty() ? "this shape cannot be simulated" : large);
   text += fmt::format("\n{:.0f} tokens/s, {:.1f} TFLOP/s per GPU (recomputation included), "
                       "MFU {:.1f}%\n",
                       e.tokensPerSecond, e.tflopsPerGpu, 100 * e.mfu);

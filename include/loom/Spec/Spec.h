@@ -72,6 +72,9 @@ Cluster loadCluster(const std::string &nameOrPath);
 /// Resolves --training from a spec file (optimizer and precision default to ADAM
 /// and BF16_MIXED); absent means defaultTraining(model).
 Training loadTraining(const std::string &path);
+/// `training` with what a spec may leave out filled in as loadTraining does:
+/// Adam, bf16 mixed precision.
+Training withTrainingDefaults(Training training);
 /// seq_len = min(max_seq_len, 4096), global_batch = 2^21 tokens / seq_len, ADAM,
 /// BF16_MIXED (FP16_MIXED for fp16 models), micro_batch left to the planner.
 Training defaultTraining(const Model &model);

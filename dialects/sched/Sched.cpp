@@ -230,6 +230,20 @@ LogicalResult ScheduleOp::verify() {
 }
 
 LogicalResult ScheduleOp::verifyRegions() {
+  // Each micro-batch runs a forward on every stage of its path. A schedule
+  // many sched.f ops short of its micro-batches is wrong wholesale: one error
+  // says so, instead of one per missing forward and before the schedule is
+  // read into a path per micro-batch (2^31 of them do not fit in memory).
+  constexpr int64_t kListedMissing = 16;
+  int64_t forwards = 0;
+  for (RankOp rank : getRanks())
+    for (Operation &action : *rank.getBodyBlock())
+      forwards += isa<FOp>(action);
+  if (getNumMicrobatchesAttr().getInt() - forwards > kListedMissing)
+    return emitOpError("declares ") << getNumMicrobatchesAttr().getInt()
+                                    << " micro-batches but holds " << forwards
+                                    << " sched.f ops: every micro-batch needs a forward on each "
+                                       "stage of its path";
   ScheduleFromIR ir = readSchedule(*this);
   std::vector<Diagnostic> diagnostics = loom::sched::verify(ir.schedule, ir.options);
   SmallVector<RankOp> ranks(getRanks());

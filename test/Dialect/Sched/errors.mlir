@@ -301,3 +301,15 @@ sched.schedule @s ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] lin
 // expected-error @below {{link 0 -> 1 must be a time >= 0, got -1.0}}
 sched.schedule @s ranks 2 microbatches 1 stage_ranks [0, 1] units [1.0, 1.0] links [0.0, -1.0, 1.0, 0.0] {
 }
+
+// -----
+
+// Many forwards short: one error, before the schedule is read into a path per
+// micro-batch.
+// expected-error @below {{declares 2147483647 micro-batches but holds 1 sched.f ops: every micro-batch needs a forward on each stage of its path}}
+sched.schedule @s ranks 1 microbatches 2147483647 stage_ranks [0] units [1.0] {
+  sched.rank 0 {
+    sched.f mb 0 stage 0
+    sched.bw mb 0 stage 0
+  }
+}

@@ -14,6 +14,7 @@
 #include "loom/Search/SimulatedPipeline.h"
 #include "loom/Transforms/SchedPasses.h"
 
+#include <fmt/format.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -39,6 +40,14 @@ Inputs load(const std::string &model, const std::string &cluster, int64_t global
             int64_t seq, bool bf16Grads) {
   Inputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
   in.training = spec::defaultTraining(in.model);
+  // 0 keeps the default; the bounds are the CLI's --global-batch and --seq.
+  auto bounded = [](const char *name, int64_t value, uint64_t max) {
+    if (value < 0 || uint64_t(value) > max)
+      throw LoomError(fmt::format("{} must be in [1, {}] (0: the default), got {}", name, max,
+                                  value));
+  };
+  bounded("global_batch", globalBatch, spec::kMaxGlobalBatch);
+  bounded("seq", seq, spec::kMaxSeqLen);
   if (globalBatch > 0)
     in.training.set_global_batch(globalBatch);
   if (seq > 0)

@@ -243,6 +243,12 @@ void validateCluster(const Cluster &cluster, const Locator &at) {
 void validateTraining(const Training &training, const Locator &at) {
   requirePositive(at, "training.global_batch", training.global_batch());
   requirePositive(at, "training.seq_len", training.seq_len());
+  if (training.global_batch() > kMaxGlobalBatch)
+    at.fail("training.global_batch", fmt::format("must be at most {} sequences, got {}",
+                                                 kMaxGlobalBatch, training.global_batch()));
+  if (training.seq_len() > kMaxSeqLen)
+    at.fail("training.seq_len",
+            fmt::format("must be at most {} tokens, got {}", kMaxSeqLen, training.seq_len()));
   if (training.micro_batch() > training.global_batch())
     at.fail("training.micro_batch",
             fmt::format("must be <= global_batch ({}), got {}",

@@ -44,7 +44,9 @@ for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
              lambda: loom.plan("llama3-70x", "dgx-h100:nodes=8"),
              lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0),
-             lambda: loom.plan("megatron-18.4b", "dgx-a100:nodes=4", grad_reduce_in_bf16=True)):
+             lambda: loom.plan("megatron-18.4b", "dgx-a100:nodes=4", grad_reduce_in_bf16=True),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", seq=2**62),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", global_batch=-1)):
     try:
         call()
     except loom.Error as error:

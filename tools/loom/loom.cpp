@@ -22,9 +22,9 @@ void loom::cli::addSpecOptions(CLI::App *cmd, SpecArgs &args) {
       ->required();
   cmd->add_option("--training", args.training, "spec file with a training: section");
   cmd->add_option("--seq", args.seq, "sequence length (overrides the training spec)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+      ->check(CLI::Range(int64_t(1), int64_t(spec::kMaxSeqLen)));
   cmd->add_option("--global-batch", args.globalBatch, "sequences per step (overrides)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+      ->check(CLI::Range(int64_t(1), int64_t(spec::kMaxGlobalBatch)));
   cmd->add_flag("--grad-reduce-in-bf16", args.gradReduceInBf16,
                 "bf16 gradient buffers, accumulated and reduced in bf16 (Megatron-LM's flag, "
                 "NeMo's grad_sync_dtype: bf16): half the gradient memory and traffic");

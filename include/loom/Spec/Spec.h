@@ -134,6 +134,10 @@ uint64_t routedExpertParameters(const Model &model, const Block &block);
 uint32_t numLayers(const Model &model);
 /// The most layers a model may have in all (validateModel checks it).
 inline constexpr uint64_t kMaxLayers = 65536;
+/// The longest sequence and the largest global batch a training may ask for
+/// (validateTraining, the CLI's --seq and --global-batch, the Python module).
+inline constexpr uint64_t kMaxSeqLen = uint64_t(1) << 30;
+inline constexpr uint64_t kMaxGlobalBatch = uint64_t(1) << 40;
 
 /// Total GPUs, nodes and datacenters of a cluster.
 struct ClusterSize {

@@ -256,6 +256,12 @@ const BadSpec kBadSpecs[] = {
      "bad.yaml:5: cluster.datacenters[1].name: 'east' is defined twice"},
 
     // --- JSON ---
+    {"YamlGlobalBatchTooLarge", Format::Yaml,
+     "training:\n"
+     "  seq_len: 2048\n"
+     "  global_batch: 2000000000000\n",
+     "bad.yaml:3: training.global_batch: must be at most 1099511627776 sequences, got "
+     "2000000000000"},
     {"JsonNumberOverflow", Format::Json,
      // Well-formed JSON that nlohmann cannot hold (it throws out_of_range,
      // not parse_error; found by loom-fuzz-spec).

@@ -39,6 +39,12 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
     throw EmitError(fmt::format("{}: not JSON (byte {}): {}", file, e.byte,
                                 std::string(e.what()).substr(std::string(e.what()).find(':') + 2)),
                     kHint);
+  } catch (const nlohmann::json::exception &e) {
+    // Well-formed but unreadable, e.g. a number too large for a double
+    // (out_of_range.406, which gives no position).
+    std::string what = e.what();
+    throw EmitError(fmt::format("{}: unreadable JSON: {}", file, what.substr(what.find("] ") + 2)),
+                    kHint);
   }
   if (!doc.is_object())
     throw EmitError(fmt::format("{}: expected a JSON object (a plan or `loom plan --json` "
@@ -130,5 +136,27 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
                         "mesh pieces lie on dc, node or gpu");
       requirePositive(where, "mesh.pieces.size", piece.size());
     }
+  // The mesh lays out exactly the strategy's GPUs (the emitters list every
+  // rank); both products stop growing once past any real cluster.
+  constexpr uint64_t kTooMany = uint64_t(1) << 40;
+  auto times = [&](uint64_t a, uint64_t b) { return std::min(kTooMany, a * std::min(kTooMany, b)); };
+  uint64_t world = times(times(times(s.dp(), s.tp()), s.pp()), std::max(1u, s.cp()));
+  uint64_t meshGpus = 1;
+  for (const spec::LogicalAxis &axis : plan.mesh())
+    for (const spec::AxisPiece &piece : axis.pieces())
+      meshGpus = times(meshGpus, piece.size());
+  constexpr uint64_t kMostGpus = uint64_t(1) << 24; // the CLI's bound on each degree
+  if (world > kMostGpus)
+    throw EmitError(fmt::format("{}: strategy dp x tp x pp x cp is {} GPUs; loom emits plans of "
+                                "at most {}",
+                                where, world == kTooMany ? "too many" : std::to_string(world),
+                                kMostGpus),
+                    kHint);
+  if (!plan.mesh().empty() && meshGpus != world)
+    throw EmitError(fmt::format("{}: the mesh lays out {} GPUs, but strategy dp x tp x pp x cp "
+                                "is {}",
+                                where, meshGpus == kTooMany ? "too many" : std::to_string(meshGpus),
+                                world == kTooMany ? "too many" : std::to_string(world)),
+                    kHint);
   return plan;
 }

@@ -139,7 +139,9 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
   // The mesh lays out exactly the strategy's GPUs (the emitters list every
   // rank); both products stop growing once past any real cluster.
   constexpr uint64_t kTooMany = uint64_t(1) << 40;
-  auto times = [&](uint64_t a, uint64_t b) { return std::min(kTooMany, a * std::min(kTooMany, b)); };
+  auto times = [&](uint64_t a, uint64_t b) {
+    return b != 0 && a > kTooMany / b ? kTooMany : std::min(kTooMany, a * b);
+  };
   uint64_t world = times(times(times(s.dp(), s.tp()), s.pp()), std::max(1u, s.cp()));
   uint64_t meshGpus = 1;
   for (const spec::LogicalAxis &axis : plan.mesh())

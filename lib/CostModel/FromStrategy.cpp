@@ -4,6 +4,7 @@
 
 #include "loom/CostModel/Groups.h"
 #include "loom/Search/AxisMapping.h"
+#include "loom/Support/Checked.h"
 
 #include <fmt/format.h>
 
@@ -123,20 +124,14 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       return fail(fmt::format("{}={} must be >= 1", name, value));
   if (c.zero < 0 || c.zero > 3)
     return fail(fmt::format("zero={} must be 0, 1, 2 or 3", c.zero));
-  // The product of degrees, or 0 past 2^62 (degrees of up to 2^24 each
-  // would overflow it).
-  static constexpr int64_t kHuge = int64_t(1) << 62;
   auto ranks = [](std::initializer_list<int64_t> degrees) {
     int64_t product = 1;
-    for (int64_t d : degrees) {
-      if (d > kHuge / product)
-        return int64_t(0);
-      product *= d;
-    }
+    for (int64_t d : degrees)
+      product = mulUpTo(product, d);
     return product;
   };
   auto count = [](int64_t product) {
-    return product > 0 ? std::to_string(product) : fmt::format("more than {}", kHuge);
+    return product > 0 ? std::to_string(product) : fmt::format("more than {}", kProductLimit);
   };
   int64_t dp = c.dp;
   if (dp == 0) {

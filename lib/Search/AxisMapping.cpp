@@ -1,6 +1,7 @@
 //===- AxisMapping.cpp - laying logical axes onto a device hierarchy ------===//
 
 #include "loom/Search/AxisMapping.h"
+#include "loom/Support/Checked.h"
 
 #include <fmt/format.h>
 
@@ -9,7 +10,7 @@ using namespace loom::search;
 int64_t LogicalAxis::size() const {
   int64_t n = 1;
   for (const Piece &p : pieces)
-    n *= p.size;
+    n = mulUpTo(n, p.size);
   return n;
 }
 
@@ -18,20 +19,22 @@ Carving loom::search::carveAxes(const std::vector<PhysicalAxis> &physical,
   Carving out;
   int64_t devices = 1, asked = 1;
   for (const PhysicalAxis &a : physical)
-    devices *= a.size;
+    devices = mulUpTo(devices, a.size);
   for (const AxisRequest &r : requests) {
     if (r.size < 1) {
       out.error = fmt::format("{}={} must be >= 1", r.name, r.size);
       return out;
     }
-    asked *= r.size;
+    asked = mulUpTo(asked, r.size);
   }
   if (asked != devices) {
     std::string product;
     for (const AxisRequest &r : requests)
       product += fmt::format("{}{}={}", product.empty() ? "" : " x ", r.name, r.size);
     out.error = fmt::format("{} = {} ranks, but the cluster has {} GPUs", product,
-                            asked, devices);
+                            asked > 0 ? std::to_string(asked)
+                                      : fmt::format("more than {}", kProductLimit),
+                            devices);
     return out;
   }
 

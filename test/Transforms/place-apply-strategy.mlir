@@ -70,6 +70,9 @@ place.model @tiny attributes {vocab = 32000 : i64, hidden = 4096 : i64, seq_len 
 // VPP: place.head {{.*}}stage = 3
 
 // RANKS: place-apply-strategy: tp=4 x cp=1 x ep=1 x dp=4 x pp=1 = 16 ranks, but the cluster has 32 GPUs
+// A product past 2^64 is reported, not wrapped around (it read 0 ranks).
+// RUN: not loom-opt %s --place-apply-strategy="dp=16777216 tp=16777216 pp=65536" 2>&1 | FileCheck %s --check-prefix=HUGE
+// HUGE: tp=16777216 x cp=1 x ep=1 x dp=16777216 x pp=65536 = more than 4611686018427387904 ranks, but the cluster has 32 GPUs
 // EPDIV: place-apply-strategy: ep=3 must divide dp=4 (experts shard over part of the data-parallel ranks)
 // RECOMP: place-apply-strategy: recompute='most' must be none, selective or full
 // An uneven split: one layer on the first stage, three on the second.

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "EmitInternal.h"
+#include "loom/Support/Checked.h"
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
@@ -137,28 +138,25 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
       requirePositive(where, "mesh.pieces.size", piece.size());
     }
   // The mesh lays out exactly the strategy's GPUs (the emitters list every
-  // rank); both products stop growing once past any real cluster.
-  constexpr uint64_t kTooMany = uint64_t(1) << 40;
-  auto times = [&](uint64_t a, uint64_t b) {
-    return b != 0 && a > kTooMany / b ? kTooMany : std::min(kTooMany, a * b);
+  // rank), and those are a real cluster's.
+  auto gpus = [](int64_t n) {
+    return n > 0 ? std::to_string(n) : fmt::format("more than {}", kProductLimit);
   };
-  uint64_t world = times(times(times(s.dp(), s.tp()), s.pp()), std::max(1u, s.cp()));
-  uint64_t meshGpus = 1;
+  int64_t world = mulUpTo(mulUpTo(mulUpTo(s.dp(), s.tp()), s.pp()), std::max(1u, s.cp()));
+  int64_t meshGpus = 1;
   for (const spec::LogicalAxis &axis : plan.mesh())
     for (const spec::AxisPiece &piece : axis.pieces())
-      meshGpus = times(meshGpus, piece.size());
-  constexpr uint64_t kMostGpus = uint64_t(1) << 24; // the CLI's bound on each degree
-  if (world > kMostGpus)
+      meshGpus = mulUpTo(meshGpus, piece.size());
+  constexpr int64_t kMostGpus = int64_t(1) << 24; // the CLI's bound on each degree
+  if (world == 0 || world > kMostGpus)
     throw EmitError(fmt::format("{}: strategy dp x tp x pp x cp is {} GPUs; loom emits plans of "
                                 "at most {}",
-                                where, world == kTooMany ? "too many" : std::to_string(world),
-                                kMostGpus),
+                                where, gpus(world), kMostGpus),
                     kHint);
   if (!plan.mesh().empty() && meshGpus != world)
     throw EmitError(fmt::format("{}: the mesh lays out {} GPUs, but strategy dp x tp x pp x cp "
                                 "is {}",
-                                where, meshGpus == kTooMany ? "too many" : std::to_string(meshGpus),
-                                world == kTooMany ? "too many" : std::to_string(world)),
+                                where, gpus(meshGpus), world),
                     kHint);
   return plan;
 }

@@ -125,6 +125,18 @@ std::optional<GeneratedSchedule> loom::generateSchedule(const ScheduleRequest &r
               static_cast<int32_t>(req.vpp)};
   if (std::string why = checkShape(*kind, shape); !why.empty())
     return refuse(why);
+  // Past these sizes a schedule takes gigabytes (1F1B on 4,096 ranks by 2^20
+  // micro-batches held 15 GB after 20 s) or, list-scheduled (zb-auto and skip
+  // paths), minutes (zb-auto on 64 ranks by 4,096 micro-batches: over one).
+  constexpr int64_t kMaxStagePasses = int64_t(1) << 20, kMaxListedCells = int64_t(1) << 16;
+  if (int64_t passes = req.stages * req.vpp * req.microbatches; passes > kMaxStagePasses)
+    return refuse("stages x vpp x microbatches = " + std::to_string(passes) +
+                  " stage passes; loom builds at most " + std::to_string(kMaxStagePasses));
+  if ((*kind == Kind::ZBAuto || !req.skip.empty()) &&
+      req.stages * req.microbatches > kMaxListedCells)
+    return refuse("stages x microbatches = " + std::to_string(req.stages * req.microbatches) +
+                  " cells to list-schedule (" + (req.skip.empty() ? "zb-auto" : "skip paths") +
+                  "); loom list-schedules at most " + std::to_string(kMaxListedCells));
   std::optional<std::array<double, 4>> costs = parseCosts(req.costs, error);
   if (!costs)
     return std::nullopt;

@@ -72,6 +72,8 @@ std::string hintFor(const std::string &error) {
     return "--costs takes four numbers F,B,W,comm, e.g. 1,2,1,0.1";
   if (e.starts_with("skip:"))
     return "--skip takes max-skip=F,max-swaps=N,min-share=G,slow=R:T (see --help)";
+  if (e.contains("stage passes") || e.contains("list-schedules at most"))
+    return "a schedule's pattern repeats: fewer --microbatches (or --stages) show the same one";
   if (e.contains("activation units in flight"))
     return "raise --mem-limit, or use --kind zb-auto, which schedules under the limit";
   return "`loom schedule --help` lists the kinds and what each needs";

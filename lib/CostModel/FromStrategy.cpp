@@ -124,27 +124,18 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
       return fail(fmt::format("{}={} must be >= 1", name, value));
   if (c.zero < 0 || c.zero > 3)
     return fail(fmt::format("zero={} must be 0, 1, 2 or 3", c.zero));
-  auto ranks = [](std::initializer_list<int64_t> degrees) {
-    int64_t product = 1;
-    for (int64_t d : degrees)
-      product = mulUpTo(product, d);
-    return product;
-  };
-  auto count = [](int64_t product) {
-    return product > 0 ? std::to_string(product) : fmt::format("more than {}", kProductLimit);
-  };
   int64_t dp = c.dp;
   if (dp == 0) {
-    int64_t others = ranks({c.tp, c.pp, c.cp});
+    int64_t others = productUpTo({c.tp, c.pp, c.cp});
     if (others == 0 || gpus % others != 0)
-      return fail(fmt::format("tp x pp x cp = {} does not divide the {} GPUs", count(others),
+      return fail(fmt::format("tp x pp x cp = {} does not divide the {} GPUs", productText(others),
                               gpus));
     dp = gpus / others;
   }
-  if (int64_t total = ranks({dp, c.tp, c.pp, c.cp}); total != gpus)
+  if (int64_t total = productUpTo({dp, c.tp, c.pp, c.cp}); total != gpus)
     return fail(fmt::format("dp x tp x pp x cp = {} x {} x {} x {} = {} ranks, but the "
                             "cluster has {} GPUs",
-                            dp, c.tp, c.pp, c.cp, count(total), gpus));
+                            dp, c.tp, c.pp, c.cp, productText(total), gpus));
   if (dp % c.ep != 0)
     return fail(fmt::format("ep={} must divide dp={}", c.ep, dp));
   if (c.vpp > 1 && c.pp == 1)

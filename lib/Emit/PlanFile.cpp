@@ -139,10 +139,7 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
     }
   // The mesh lays out exactly the strategy's GPUs (the emitters list every
   // rank), and those are a real cluster's.
-  auto gpus = [](int64_t n) {
-    return n > 0 ? std::to_string(n) : fmt::format("more than {}", kProductLimit);
-  };
-  int64_t world = mulUpTo(mulUpTo(mulUpTo(s.dp(), s.tp()), s.pp()), std::max(1u, s.cp()));
+  int64_t world = productUpTo({s.dp(), s.tp(), s.pp(), std::max(1u, s.cp())});
   int64_t meshGpus = 1;
   for (const spec::LogicalAxis &axis : plan.mesh())
     for (const spec::AxisPiece &piece : axis.pieces())
@@ -151,12 +148,12 @@ spec::Plan loom::emit::parsePlan(const std::string &text, const std::string &fil
   if (world == 0 || world > kMostGpus)
     throw EmitError(fmt::format("{}: strategy dp x tp x pp x cp is {} GPUs; loom emits plans of "
                                 "at most {}",
-                                where, gpus(world), kMostGpus),
+                                where, productText(world), kMostGpus),
                     kHint);
   if (!plan.mesh().empty() && meshGpus != world)
     throw EmitError(fmt::format("{}: the mesh lays out {} GPUs, but strategy dp x tp x pp x cp "
                                 "is {}",
-                                where, gpus(meshGpus), world),
+                                where, productText(meshGpus), world),
                     kHint);
   return plan;
 }

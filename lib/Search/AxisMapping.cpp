@@ -32,9 +32,7 @@ Carving loom::search::carveAxes(const std::vector<PhysicalAxis> &physical,
     for (const AxisRequest &r : requests)
       product += fmt::format("{}{}={}", product.empty() ? "" : " x ", r.name, r.size);
     out.error = fmt::format("{} = {} ranks, but the cluster has {} GPUs", product,
-                            asked > 0 ? std::to_string(asked)
-                                      : fmt::format("more than {}", kProductLimit),
-                            devices);
+                            productText(asked), devices);
     return out;
   }
 

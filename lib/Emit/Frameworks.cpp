@@ -58,13 +58,14 @@ namespace {
 /// Megatron-LM and DeepSpeed run stage s on pipeline rank s (mod pp): a plan
 /// that placed its stages on the ranks in another order (mixed GPU types, or
 /// ZB-V's V) cannot be written for them.
-void requireStagesInRankOrder(const spec::Plan &plan, const char *framework) {
+void requireStagesInRankOrder(const spec::Plan &plan, const char *framework, const char *word) {
   const spec::Strategy &s = plan.strategy();
   if (s.schedule() == spec::ZB_V && s.pp() > 1)
     throw EmitError(fmt::format("{} runs stage s on pipeline rank s mod pp; this plan's ZB-V "
                                 "runs stage {} on pipeline rank 0 (its stages fold into a V)",
                                 framework, 2 * s.pp() - 1),
-                    "use --target schedule with loom.torch, or plan with --vpp 1");
+                    fmt::format("plan with `loom plan ... --for {}`, or use --target schedule "
+                                "with loom.torch", word));
   for (const spec::Stage &stage : plan.stages())
     if (stage.has_pp_rank() && stage.pp_rank() != stage.index())
       throw EmitError(fmt::format("{} runs stage s on pipeline rank s; this plan runs stage {} "
@@ -95,7 +96,8 @@ std::string unevenStages(const spec::Plan &plan, uint32_t pp) {
       throw EmitError(fmt::format("Megatron-LM cannot express pipeline stages of {} layers: "
                                   "only the first and last may differ from the rest",
                                   sizes),
-                      "use loom.torch, or plan with a layer count pp divides");
+                      "plan with `loom plan ... --for megatron` (equal stages), or run this "
+                      "plan with loom.torch");
   std::string out;
   if (perRank.front() != middle)
     out += fmt::format("--decoder-first-pipeline-num-layers {}\n", perRank.front());
@@ -114,7 +116,13 @@ uint32_t layerCount(const spec::Plan &plan) {
 
 std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &from) {
   const spec::Strategy &s = plan.strategy();
-  requireStagesInRankOrder(plan, "Megatron-LM");
+  requireStagesInRankOrder(plan, "Megatron-LM", "megatron");
+  if (s.zero() >= 2)
+    throw EmitError(fmt::format("Megatron-LM's distributed optimizer is ZeRO-1: it keeps whole "
+                                "gradients{} on every rank, which this zero={} plan's memory "
+                                "does not",
+                                s.zero() >= 3 ? " and parameters" : "", s.zero()),
+                    "plan with `loom plan ... --for megatron` (or --zero 1)");
   uint32_t vpp = std::max(1u, s.vpp()), layers = layerCount(plan);
   std::string out = detail::header("# ", "megatron", plan, from);
   out += "# one option per line; pass them with $(grep -v '^#' THIS_FILE)\n";
@@ -162,7 +170,7 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
                                   "may hold one layer fewer), the plan has {} layers per stage "
                                   "(pp={} x vpp={})",
                                   sizes, s.pp(), vpp),
-                      "plan with a vpp that divides the layers per pipeline rank");
+                      "plan with `loom plan ... --for megatron` (equal virtual stages)");
     if (counted->first)
       out += "--account-for-embedding-in-pipeline-split\n";
     if (counted->second)
@@ -185,11 +193,12 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
   } else if (s.recompute() == spec::RECOMPUTE_SELECTIVE) {
     out += "--recompute-granularity selective\n";
   }
+  // The distributed optimizer shards the optimizer states over dp and keeps
+  // whole gradient buffers and parameters on every rank: ZeRO-1 (Megatron-LM's
+  // docs/source/api-guide/dist_optimizer.md), with its parameter all-gather
+  // under the next forward, as loom prices it.
   if (s.zero() >= 1)
-    out += "--use-distributed-optimizer\n";
-  if (s.zero() >= 3)
-    out += "# zero 3: the distributed optimizer shards optimizer state and gradients, not "
-           "parameters; Megatron-LM's FSDP (--use-torch-fsdp2) shards those too\n";
+    out += "--use-distributed-optimizer\n--overlap-param-gather\n";
   if (s.offload_optimizer())
     out += "--optimizer-cpu-offload\n";
   if (s.unfused_grad_accumulation())
@@ -226,18 +235,25 @@ std::string loom::emit::emitMegatron(const spec::Plan &plan, const Provenance &f
 
 std::string loom::emit::emitDeepSpeed(const spec::Plan &plan, const Provenance &from) {
   const spec::Strategy &s = plan.strategy();
-  requireStagesInRankOrder(plan, "DeepSpeed's pipeline engine");
+  requireStagesInRankOrder(plan, "DeepSpeed's pipeline engine", "deepspeed");
   if (s.cp() > 1)
     throw EmitError(fmt::format("DeepSpeed cannot express context parallelism (cp={})", s.cp()),
-                    "use --target megatron, or plan with --cp 1");
+                    "plan with `loom plan ... --for deepspeed`, or use --target megatron");
   if (s.pp() > 1 && s.zero() >= 2)
     throw EmitError(fmt::format("DeepSpeed's pipeline engine does not run ZeRO stage {} "
                                 "(pp={}); it takes ZeRO 0 or 1", s.zero(), s.pp()),
-                    "plan with --zero 1, or use --target megatron");
+                    "plan with `loom plan ... --for deepspeed` (or --zero 1)");
   if (std::max(1u, s.vpp()) > 1)
     throw EmitError(fmt::format("DeepSpeed's pipeline engine has no virtual stages (vpp={})",
                                 s.vpp()),
-                    "plan with --vpp 1, or use --target megatron");
+                    "plan with `loom plan ... --for deepspeed` (or --vpp 1), or use --target "
+                    "megatron");
+  for (const spec::Stage &stage : plan.stages())
+    if (stage.num_layers() != plan.stages(0).num_layers())
+      throw EmitError(fmt::format("DeepSpeed's pipeline engine partitions the layers itself; "
+                                  "this plan's stages hold {} and {} layers",
+                                  plan.stages(0).num_layers(), stage.num_layers()),
+                      "plan with `loom plan ... --for deepspeed` (equal stages)");
   nlohmann::ordered_json out;
   std::string head = detail::header("", "deepspeed", plan, from);
   out["_comment"] = head.substr(0, head.size() - 1); // DeepSpeed ignores unknown top-level keys

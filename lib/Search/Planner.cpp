@@ -109,7 +109,49 @@ bool Constraints::admits(const cost::StrategyChoice &c) const {
   auto ok = [](int64_t want, int64_t have) { return want == 0 || want == have; };
   return ok(dp, c.dp) && ok(tp, c.tp) && ok(pp, c.pp) && ok(vpp, c.vpp) && ok(ep, c.ep) &&
          ok(cp, c.cp) && ok(microBatch, c.microBatch) && (!zero || *zero == c.zero) &&
-         (!recompute || *recompute == c.recompute) && (!order || *order == c.order);
+         (!recompute || *recompute == c.recompute) && (!order || *order == c.order) &&
+         c.zero <= maxZero && (c.pp < 2 || c.zero <= maxZeroWithPipeline);
+}
+
+bool loom::search::parseFramework(const std::string &word, Framework &out) {
+  if (word == "megatron")
+    out = Framework::Megatron;
+  else if (word == "deepspeed")
+    out = Framework::DeepSpeed;
+  else
+    return false;
+  return true;
+}
+
+std::string loom::search::restrictToFramework(Framework framework, PlannerOptions &options) {
+  if (framework == Framework::Any)
+    return "";
+  const char *name = framework == Framework::Megatron ? "Megatron-LM" : "DeepSpeed";
+  Constraints &fixed = options.fixed;
+  if (options.skip)
+    return fmt::format("{} does not run SkipPipe's skip paths", name);
+  if (fixed.zero && *fixed.zero > 1 && (framework == Framework::Megatron || fixed.pp != 1))
+    return fmt::format("{} runs ZeRO 0 or 1{}, not zero={}", name,
+                       framework == Framework::DeepSpeed ? " with a pipeline" : "", *fixed.zero);
+  if (fixed.order && *fixed.order != RankOrder::PipelineOuter)
+    return fmt::format("{} lays its ranks out with the pipeline outermost (pp-outer)", name);
+  fixed.order = RankOrder::PipelineOuter;
+  options.zeroBubble = false;
+  options.balanceStages = false;
+  options.unevenStages = false;
+  options.partialRecompute = false;
+  if (framework == Framework::Megatron) {
+    fixed.maxZero = 1;
+    return "";
+  }
+  fixed.maxZeroWithPipeline = 1;
+  if (fixed.cp > 1)
+    return fmt::format("DeepSpeed has no context parallelism, not cp={}", fixed.cp);
+  if (fixed.vpp > 1)
+    return fmt::format("DeepSpeed's pipeline engine does not interleave, not vpp={}", fixed.vpp);
+  fixed.cp = 1;
+  options.maxVirtualStages = 1;
+  return "";
 }
 
 Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluster &cluster,
@@ -224,8 +266,12 @@ Candidate loom::search::simulateCandidate(const spec::Model &model,
     return best;
   }
   cost::StrategyChoice c = candidate.choice;
-  for (cost::Schedule schedule :
-       {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1, cost::Schedule::ZeroBubbleH2}) {
+  // A tuple that ranked by its analytic DualPipe estimate is simulated with it too.
+  bool dualPipe = c.schedule == cost::Schedule::DualPipe;
+  for (cost::Schedule schedule : {cost::Schedule::OneFOneB, cost::Schedule::ZeroBubbleH1,
+                                  cost::Schedule::ZeroBubbleH2, cost::Schedule::DualPipe}) {
+    if (schedule == cost::Schedule::DualPipe && !dualPipe)
+      continue;
     c.schedule = schedule;
     keepFaster(best,
                simulateChoice(model, cluster, training, candidate, c, computes, options, mustBeat));
@@ -653,7 +699,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   // Mixed GPU types: a few more finalists than asked for, since Z3's stage
   // reordering (below) may lift one past those ranked above it.
   bool mixed = computes.size() > 1 && options.balanceStages;
-  int64_t keep = mixed || options.simulateFinalists ? options.topK + 5 : options.topK;
+  int64_t finalists = std::max(options.topK, kMinFinalists);
+  int64_t keep = mixed || options.simulateFinalists ? finalists + 5 : options.topK;
   // Prices `choice` and ranks it; returns its estimate when the model and
   // cluster can take it.
   // Zero-bubble schedules rank in a pool of their own: their analytic bubble
@@ -721,6 +768,14 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
       choice.schedule = zb;
       consider(choice, zeroBubblePool);
     }
+    // DualPipe also hides expert all-to-alls, so an MoE pipeline that no
+    // other schedule ranks may still lead with it.
+    int64_t m = e->microBatches;
+    if (choice.ep > 1 && choice.pp % 2 == 0 && m % 2 == 0 && m >= 2 * choice.pp &&
+        choice.pp * m <= kAutoScheduleCells) {
+      choice.schedule = cost::Schedule::DualPipe;
+      consider(choice, zeroBubblePool);
+    }
     return e;
   };
 
@@ -756,7 +811,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
             for (int64_t mbs : microBatches) {
               if (int64_t(training.global_batch()) % (dp * mbs) != 0)
                 continue;
-              for (int64_t zero = 0; zero <= 3; ++zero) {
+              for (int64_t zero = 0; zero <= fixed.maxZero; ++zero) {
                 std::optional<cost::Estimate> noRecompute; // this tuple, nothing recomputed
                 for (cost::Recompute rc : options.recomputes) {
                   // Flash attention already rebuilds the attention core:
@@ -852,13 +907,13 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     }
   // The finalists' pipelines, simulated; zero-bubble schedules tried. The
   // automatic scheduler and ZB-V cost more (several list schedules, each
-  // simulated), so only the top k get them.
+  // simulated), so only the first finalists get them.
   if (options.simulateFinalists) {
     for (Candidate &c : result.best)
       c = simulateCandidate(model, cluster, training, c, computes, options.estimate,
                             options.zeroBubble);
     std::sort(result.best.begin(), result.best.end(), faster);
-    for (int64_t i = 0; i < std::min<int64_t>(options.topK, int64_t(result.best.size())); ++i) {
+    for (int64_t i = 0; i < std::min<int64_t>(finalists, int64_t(result.best.size())); ++i) {
       Candidate &c = result.best[size_t(i)];
       c = tryListSchedules(model, cluster, training, c, computes, options);
     }

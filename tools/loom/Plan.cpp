@@ -30,7 +30,7 @@ struct PlanCliOptions {
   bool json = false, explain = false, emitMlir = false, noFlash = false, noSp = false,
        noGradFusion = false, noTpOverlap = false, offload = false, noZeroBubble = false,
        syncTpBackward = false;
-  std::string output, recompute, order, skip;
+  std::string output, recompute, order, skip, framework;
   double headroom = 0.05;
   int64_t zero = -1;
   search::Constraints fixed;
@@ -170,6 +170,16 @@ void runPlan(const PlanCliOptions &o) {
     search::RankOrder order;
     search::parseRankOrder(o.order, order);
     options.fixed.order = order;
+  }
+  if (!o.framework.empty()) {
+    search::Framework framework = search::Framework::Any;
+    search::parseFramework(o.framework, framework); // CLI11 checked the word
+    std::string why = search::restrictToFramework(framework, options);
+    if (!why.empty())
+      throw UserError("--for " + o.framework + ": " + why,
+                      "drop the contradicting option, or plan without --for and run the plan "
+                      "with loom.torch",
+                      2);
   }
   search::PlanResult r = search::plan(model, cluster, training, options);
 
@@ -379,6 +389,12 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_flag("--no-zero-bubble", o->noZeroBubble,
                 "only the schedules Megatron-LM and DeepSpeed run: 1F1B and interleaved\n"
                 "(no ZB-H1, ZB-H2, zb-auto, ZB-V or DualPipe)");
+  cmd->add_option("--for", o->framework,
+                  "only plans this framework launches as they are priced, for `loom emit`:\n"
+                  "megatron (Megatron-LM: ZeRO 0-1, i.e. its distributed optimizer; 1F1B and\n"
+                  "interleaved; equal stages) or deepspeed (ZeRO 0-1 with a pipeline; 1F1B; no\n"
+                  "interleaving or context parallelism)")
+      ->check(CLI::IsMember({"megatron", "deepspeed"}));
   cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,

@@ -37,6 +37,8 @@ struct Constraints {
   /// Off: tensor parallelism without sequence parallelism (Megatron-LM before
   /// 2022); on by default whenever tp > 1.
   bool sequenceParallel = true;
+  /// The highest ZeRO stage searched, and the highest with a pipeline (pp > 1).
+  int64_t maxZero = 3, maxZeroWithPipeline = 3;
   bool admits(const cost::StrategyChoice &choice) const;
 };
 
@@ -90,6 +92,20 @@ struct PlannerOptions {
   /// trains, so only the user can allow it.
   std::optional<cost::SkipRules> skip;
 };
+
+/// What a framework can launch, so that `loom emit` can write the plan for it.
+enum class Framework { Any, Megatron, DeepSpeed };
+/// "megatron", "deepspeed" -> Framework; false for other words.
+bool parseFramework(const std::string &word, Framework &out);
+/// Narrows `options` to what `framework` runs: Megatron-LM and DeepSpeed run
+/// 1F1B and interleaving (no zero-bubble families or skip paths), stages of
+/// equal layer counts on ranks in order (pipeline outermost), and full
+/// recomputation on every rank or none. Megatron-LM runs ZeRO 0-1 (its
+/// distributed optimizer shards the optimizer states only); DeepSpeed runs
+/// ZeRO 0-1 with a pipeline and has no context parallelism or interleaving.
+/// Returns a one-line reason when a degree the user fixed contradicts it,
+/// else "".
+std::string restrictToFramework(Framework framework, PlannerOptions &options);
 
 struct Candidate {
   cost::StrategyChoice choice;
@@ -179,6 +195,11 @@ Candidate tryListSchedules(const spec::Model &model, const spec::Cluster &cluste
 /// Rounds of one-step changes (neighbours) tried on the first plan after the
 /// finalists are simulated; each prices about a dozen as finalists.
 constexpr int kPolishRounds = 3;
+/// Finalists simulated and given the list-scheduled families (zb-auto, ZB-V,
+/// DualPipe) whatever PlannerOptions::topK asks to keep, so that the first
+/// plans do not depend on how many are shown: a larger topK only searches
+/// deeper.
+constexpr int64_t kMinFinalists = 5;
 
 /// A one-step change to a plan: what changes, in words ("tp=16"), and the
 /// strategy with it: dp left to what the GPUs leave, the stages to be split

@@ -134,7 +134,8 @@ TEST(Megatron, OptionNamesAreMegatronLMs) {
       "--decoder-last-pipeline-num-layers", "--expert-model-parallel-size",
       "--context-parallel-size", "--sequence-parallel", "--tp-comm-overlap",
       "--recompute-granularity", "--recompute-method", "--recompute-num-layers",
-      "--use-distributed-optimizer", "--optimizer-cpu-offload", "--overlap-grad-reduce",
+      "--use-distributed-optimizer", "--overlap-param-gather", "--optimizer-cpu-offload",
+      "--overlap-grad-reduce",
       "--micro-batch-size", "--global-batch-size", "--seq-length", "--bf16", "--fp16",
       "--fp8-format"};
   spec::Plan plan = makePlan(2, 2, 4, 2, 2,

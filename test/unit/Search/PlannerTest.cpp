@@ -366,7 +366,9 @@ TEST(PlannerHeterogeneous, SizesStagesToDeviceSpeedAndBeatsAnEvenSplit) {
   std::printf("balanced %.3f s, even %.3f s (%s): %+.1f%%\n", best.estimate.stepTime,
               evenPlan.estimate.stepTime, evenPlan.estimate.fits ? "fits" : "does not fit",
               100 * margin);
-  EXPECT_GT(margin, 0.3);
+  // (Plan 1 is DualPipe over 16 stages: split evenly, its A100 stages hold
+  // five layers where the balanced split gives them two or three.)
+  EXPECT_GT(margin, 0.2);
 
   // The stages on the pp ranks in reverse order (H100 groups first): the plan
   // records each stage's rank and reads back the same choice.

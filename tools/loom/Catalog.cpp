@@ -41,6 +41,11 @@ void loom::cli::addCatalogCommand(CLI::App &app) {
       if (kind->empty() || *kind == k)
         text += std::string(k) + "s:\n" + table.render() + "\n";
     }
+    if (kind->empty() || *kind == "cluster")
+      text += "cluster forms: nodes counts all nodes, split evenly over dcs datacenters;\n"
+              "wan-gbps is each node's WAN bandwidth per direction (default 100, so two\n"
+              "datacenters of n nodes each are joined by n x wan-gbps); wan-ms is the one-way\n"
+              "WAN latency (default 10)\n";
     writeOutput("", text);
   });
 }

@@ -209,11 +209,29 @@ void runEstimate(const EstimateCliOptions &o) {
     text += fmt::format("{} GiB cross the datacenter links per step (all GPUs)\n",
                         loom::gib(e.crossDcBytes, 1));
   writeOutput("", text);
-  if (!e.fits)
+  if (!e.fits) {
+    // What is left to try: higher ZeRO stages, recomputation beyond this one
+    // (selective drops nothing that flash attention keeps), more model
+    // parallelism.
+    std::vector<std::string> tries;
+    if (w.zero < 3) {
+      std::string stages;
+      for (int64_t z = w.zero + 1; z <= 3; ++z)
+        stages += fmt::format("{}{}", stages.empty() ? "" : "/", z);
+      tries.push_back("--zero " + stages);
+    }
+    if (w.recompute == cost::Recompute::None && !choice.flashAttention)
+      tries.push_back("--recompute selective or full");
+    else if (w.recompute != cost::Recompute::Full)
+      tries.push_back("--recompute full");
+    tries.push_back("larger --tp/--pp");
+    std::string hint = "try ";
+    for (size_t i = 0; i < tries.size(); ++i)
+      hint += (i == 0 ? "" : i + 1 == tries.size() ? " or " : ", ") + tries[i];
     throw UserError(fmt::format("does not fit: stage {} needs {} GiB, {} GiB usable",
                                 e.peakRank, gib(e.peakMemoryBytes), gib(e.usableBytes)),
-                    "try --zero 1/2/3, --recompute selective or full, or larger --tp/--pp",
-                    3);
+                    hint, 3);
+  }
 }
 } // namespace
 

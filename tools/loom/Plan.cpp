@@ -181,6 +181,24 @@ void runPlan(const PlanCliOptions &o) {
                       "with loom.torch",
                       2);
   }
+  // Inputs no strategy can take, said before searching.
+  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
+  if (levels.empty())
+    throw UserError(fmt::format("cluster '{}' has nodes with different GPU counts; loom lays "
+                                "one mesh over nodes of one GPU count",
+                                cluster.name()),
+                    "plan the node groups of each GPU count as clusters of their own");
+  if (options.fixed.ep > 1 &&
+      std::none_of(model.blocks().begin(), model.blocks().end(),
+                   [](const spec::Block &b) { return b.has_moe(); }))
+    throw UserError(fmt::format("--ep {}: {} has no experts to split", options.fixed.ep,
+                                model.name()),
+                    "leave --ep out for a dense model", 2);
+  if (!o.order.empty() && levels.size() <= 2)
+    throw UserError(fmt::format("--order {}: {} is one datacenter, where pipeline parallelism "
+                                "is outermost (Megatron-LM's order)",
+                                o.order, cluster.name()),
+                    "leave --order out, or plan a cluster of several datacenters (dcs=2)", 2);
   search::PlanResult r = search::plan(model, cluster, training, options);
 
   if (o.emitMlir) {
@@ -222,7 +240,7 @@ void runPlan(const PlanCliOptions &o) {
                       "global batch of {} do not divide that way",
                       fixedText, spec::clusterSize(cluster).gpus, spec::numLayers(model),
                       model.blocks(0).attention().heads(), training.global_batch()),
-          "fix fewer degrees, or ones that divide the GPU count, layers, heads and batch", 3);
+          "fix fewer degrees, or ones that divide the GPU count, layers, heads and batch", 2);
     }
     if (r.evaluated == 0) {
       // Say why: the most frequent rejection.
@@ -234,8 +252,7 @@ void runPlan(const PlanCliOptions &o) {
                                           "with \"{}\"",
                                           most->second, r.rejected, most->first);
       throw UserError("no strategy is valid for this model on this cluster" + why,
-                      "check that the GPU count factors into the model's heads and layers",
-                      3);
+                      "check that the GPU count factors into the model's heads and layers");
     }
     const cost::Estimate &e = r.closest.estimate;
     // Every ZeRO stage and recomputation was tried; say what else would do it.

@@ -62,8 +62,10 @@ std::vector<double> parseCostList(const std::string &text) {
 
 /// A hint for each way a request can be refused (messages from
 /// loom::generateSchedule).
-std::string hintFor(const std::string &error) {
+std::string hintFor(const std::string &error, const std::string &kind) {
   llvm::StringRef e(error);
+  if (e.starts_with("the interleaved schedule needs vpp"))
+    return "give --vpp 2 or more, or use --kind 1f1b";
   if (e.starts_with("interleaved"))
     return "give --microbatches a multiple of --stages";
   if (e.contains("has no virtual stages"))
@@ -75,7 +77,10 @@ std::string hintFor(const std::string &error) {
   if (e.contains("stage passes") || e.contains("list-schedules at most"))
     return "a schedule's pattern repeats: fewer --microbatches (or --stages) show the same one";
   if (e.contains("activation units in flight"))
-    return "raise --mem-limit, or use --kind zb-auto, which schedules under the limit";
+    return kind == "zb-auto"
+               ? "raise --mem-limit: zb-auto schedules under it, but each rank holds at least "
+                 "one micro-batch's activations (1 unit)"
+               : "raise --mem-limit, or use --kind zb-auto, which schedules under the limit";
   return "`loom schedule --help` lists the kinds and what each needs";
 }
 
@@ -226,7 +231,7 @@ void runSchedule(ScheduleCliOptions o) {
   std::string error;
   std::optional<GeneratedSchedule> g = generateSchedule(o.request, error);
   if (!g)
-    throw UserError(error, hintFor(error));
+    throw UserError(error, hintFor(error, o.request.kind));
   const sched::Schedule &s = g->schedule;
   std::string simError;
   std::optional<Timeline> t = sched::simulate(s, g->costs, &simError);

@@ -18,7 +18,8 @@ void loom::cli::addSpecOptions(CLI::App *cmd, SpecArgs &args) {
   cmd->add_option("--model", args.model, "catalog model, spec file or HF config.json")
       ->required();
   cmd->add_option("--cluster", args.cluster,
-                  "catalog cluster (e.g. dgx-h100:nodes=64,dcs=2) or spec file")
+                  "catalog cluster (e.g. dgx-h100:nodes=64,dcs=2,wan-gbps=100: WAN\n"
+                  "bandwidth per node, see `loom catalog`) or spec file")
       ->required();
   cmd->add_option("--training", args.training, "spec file with a training: section");
   cmd->add_option("--seq", args.seq, "sequence length (overrides the training spec)")

@@ -46,10 +46,32 @@ for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=0),
              lambda: loom.plan("megatron-18.4b", "dgx-a100:nodes=4", grad_reduce_in_bf16=True),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", seq=2**62),
-             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", global_batch=-1)):
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", global_batch=-1),
+             # Out of range: loom.Error naming the argument and the CLI's bounds,
+             # not an empty result ("does not fit") or pybind11's TypeError.
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", tp=-4),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", tp=2**31),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", tp=2**63),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", mbs=-3),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", zero=4),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", zero=-1),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", top=1000),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", global_batch=2**70),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", tp=0),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", pp=2**63),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", dp=-1),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", zero=4),
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", recompute="some")):
     try:
         call()
     except loom.Error as error:
         print("error:", str(error).split(";")[0])
     else:
         sys.exit("no loom.Error raised")
+
+try:
+    loom.plan("llama3-8b", "dgx-h100:nodes=1", tp="8")
+except TypeError as error:
+    print("type error:", error)
+else:
+    sys.exit("no TypeError raised")

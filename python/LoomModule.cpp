@@ -128,22 +128,7 @@ std::string estimate(const std::string &model, const std::string &cluster,
   cost::Estimate e = cost::estimate(w.workload, computes);
   // The pipeline simulated, as `loom estimate` does unless told --analytic.
   bool simulated = !analytic && search::simulateEstimate(e, w.workload, computes);
-  nlohmann::json stages = nlohmann::json::array();
-  for (const cost::MemoryBreakdown &m : e.memory)
-    stages.push_back(m.total());
-  nlohmann::json out{{"model", in.model.name()},
-                     {"cluster", in.cluster.name()},
-                     {"step_time_s", e.stepTime},
-                     {"tokens_per_s", e.tokensPerSecond},
-                     {"tflops_per_gpu", e.tflopsPerGpu},
-                     {"mfu", e.mfu},
-                     {"peak_memory_bytes", e.peakMemoryBytes},
-                     {"usable_memory_bytes", e.usableBytes},
-                     {"stage_memory_bytes", stages},
-                     {"fits", e.fits},
-                     {"pipeline_model", simulated ? "simulated" : c.pp > 1 ? "analytic" : "none"},
-                     {"cross_dc_bytes", e.crossDcBytes}};
-  return out.dump();
+  return search::estimateJson(in.model, in.cluster, c, w.workload, e, simulated).dump();
 }
 
 std::string schedule(const std::string &kind, int64_t stages, int64_t microbatches, int64_t vpp,

@@ -36,8 +36,8 @@ def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, 
              cp=1, mbs=1, zero=0, recompute="none", sp=False, analytic=False,
              grad_reduce_in_bf16=False):
     """Memory and step time of one strategy (degrees and mbs 1 to 2**24, dp=0:
-    what the GPUs leave; zero 0 to 3); the pipeline is simulated unless
-    analytic=True."""
+    what the GPUs leave; zero 0 to 3): what `loom estimate --json` prints. The
+    pipeline is simulated unless analytic=True."""
     return _json.loads(_loom.estimate(model, cluster, global_batch, seq, dp, tp, pp, vpp,
                                       ep, cp, mbs, zero, recompute, sp, analytic,
                                       grad_reduce_in_bf16))

@@ -3,7 +3,8 @@
 // loom's planner and cost model for Python. Each function takes the names or
 // spec files `loom plan` / `loom estimate` take and returns the JSON text
 // those commands print with --json; python/loom/__init__.py parses it into
-// plain dicts and turns errors into loom.Error with the CLI's message.
+// plain dicts. Integer arguments are Python ints of any size, checked against
+// the CLI's bounds; errors are loom.Error.
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,7 +26,7 @@ using namespace loom;
 
 namespace {
 
-/// Raised as loom.Error: the message is the CLI's error line.
+/// Raised as loom.Error: an argument out of range, or the CLI's error line.
 struct LoomError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -36,18 +37,29 @@ struct Inputs {
   spec::Training training;
 };
 
-Inputs load(const std::string &model, const std::string &cluster, int64_t globalBatch,
-            int64_t seq, bool bf16Grads) {
+/// `value`, a Python int of any size, in [min, max]; otherwise loom.Error
+/// "tp=0: must be 1 to 16777216", then `note` ("0: search it") in brackets.
+int64_t bounded(const char *name, const py::object &value, int64_t min, int64_t max,
+                const char *note = nullptr) {
+  if (!py::isinstance<py::int_>(value))
+    throw py::type_error(
+        fmt::format("{} must be an int, got {}", name, Py_TYPE(value.ptr())->tp_name));
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (!overflow && v >= min && v <= max)
+    return v;
+  throw LoomError(fmt::format("{}={}: must be {} to {}{}", name, std::string(py::str(value)), min,
+                              max, note ? fmt::format(" ({})", note) : ""));
+}
+
+Inputs load(const std::string &model, const std::string &cluster,
+            const py::object &globalBatchArg, const py::object &seqArg, bool bf16Grads) {
+  // 0 keeps the default; the bounds are the CLI's --global-batch and --seq.
+  int64_t globalBatch = bounded("global_batch", globalBatchArg, 0,
+                                int64_t(spec::kMaxGlobalBatch), "0: the default");
+  int64_t seq = bounded("seq", seqArg, 0, int64_t(spec::kMaxSeqLen), "0: the default");
   Inputs in{spec::loadModel(model), spec::loadCluster(cluster), {}};
   in.training = spec::defaultTraining(in.model);
-  // 0 keeps the default; the bounds are the CLI's --global-batch and --seq.
-  auto bounded = [](const char *name, int64_t value, uint64_t max) {
-    if (value < 0 || uint64_t(value) > max)
-      throw LoomError(fmt::format("{} must be in [1, {}] (0: the default), got {}", name, max,
-                                  value));
-  };
-  bounded("global_batch", globalBatch, spec::kMaxGlobalBatch);
-  bounded("seq", seq, spec::kMaxSeqLen);
   if (globalBatch > 0)
     in.training.set_global_batch(globalBatch);
   if (seq > 0)
@@ -61,45 +73,54 @@ Inputs load(const std::string &model, const std::string &cluster, int64_t global
   return in;
 }
 
-std::string plan(const std::string &model, const std::string &cluster, int64_t top,
-                 int64_t globalBatch, int64_t seq, int64_t dp, int64_t tp, int64_t pp,
-                 int64_t vpp, int64_t ep, int64_t cp, int64_t mbs, std::optional<int64_t> zero,
-                 bool bf16Grads) {
+std::string plan(const std::string &model, const std::string &cluster, const py::object &top,
+                 const py::object &globalBatch, const py::object &seq, const py::object &dp,
+                 const py::object &tp, const py::object &pp, const py::object &vpp,
+                 const py::object &ep, const py::object &cp, const py::object &mbs,
+                 const py::object &zero, bool bf16Grads) {
   Inputs in = load(model, cluster, globalBatch, seq, bf16Grads);
-  if (top < 1)
-    throw LoomError("top must be >= 1, got " + std::to_string(top));
   search::PlannerOptions options;
-  options.topK = top;
-  options.fixed.dp = dp;
-  options.fixed.tp = tp;
-  options.fixed.pp = pp;
-  options.fixed.vpp = vpp;
-  options.fixed.ep = ep;
-  options.fixed.cp = cp;
-  options.fixed.microBatch = mbs;
-  options.fixed.zero = zero;
+  options.topK = bounded("top", top, 1, search::kMaxTopK);
+  // 0 searches the degree, as `loom plan` does for an option left out.
+  auto degree = [](const char *name, const py::object &value) {
+    return bounded(name, value, 0, cost::kMaxDegree, "0: search it");
+  };
+  options.fixed.dp = degree("dp", dp);
+  options.fixed.tp = degree("tp", tp);
+  options.fixed.pp = degree("pp", pp);
+  options.fixed.vpp = degree("vpp", vpp);
+  options.fixed.ep = degree("ep", ep);
+  options.fixed.cp = degree("cp", cp);
+  options.fixed.microBatch = degree("mbs", mbs);
+  if (!zero.is_none())
+    options.fixed.zero = bounded("zero", zero, 0, 3, "None: search it");
   search::PlanResult r = search::plan(in.model, in.cluster, in.training, options);
   return search::planResultJson(in.model, in.cluster, in.training, r).dump();
 }
 
-std::string estimate(const std::string &model, const std::string &cluster, int64_t globalBatch,
-                     int64_t seq, int64_t dp, int64_t tp, int64_t pp, int64_t vpp, int64_t ep,
-                     int64_t cp, int64_t mbs, int64_t zero, const std::string &recompute,
-                     bool sp, bool analytic, bool bf16Grads) {
+std::string estimate(const std::string &model, const std::string &cluster,
+                     const py::object &globalBatch, const py::object &seq, const py::object &dp,
+                     const py::object &tp, const py::object &pp, const py::object &vpp,
+                     const py::object &ep, const py::object &cp, const py::object &mbs,
+                     const py::object &zero, const std::string &recompute, bool sp,
+                     bool analytic, bool bf16Grads) {
   Inputs in = load(model, cluster, globalBatch, seq, bf16Grads);
+  auto degree = [](const char *name, const py::object &value) {
+    return bounded(name, value, 1, cost::kMaxDegree);
+  };
   cost::StrategyChoice c;
-  c.dp = dp;
-  c.tp = tp;
-  c.pp = pp;
-  c.vpp = vpp;
-  c.ep = ep;
-  c.cp = cp;
-  c.microBatch = mbs;
-  c.zero = zero;
+  c.dp = bounded("dp", dp, 0, cost::kMaxDegree, "0: what the GPUs leave");
+  c.tp = degree("tp", tp);
+  c.pp = degree("pp", pp);
+  c.vpp = degree("vpp", vpp);
+  c.ep = degree("ep", ep);
+  c.cp = degree("cp", cp);
+  c.microBatch = degree("mbs", mbs);
+  c.zero = bounded("zero", zero, 0, 3);
   c.sequenceParallel = sp;
   c.tpCommOverlap = sp;
   if (!cost::parseRecompute(recompute, c.recompute))
-    throw LoomError("recompute must be none, selective or full, got '" + recompute + "'");
+    throw LoomError("recompute='" + recompute + "': must be none, selective or full");
   cost::WorkloadResult w = cost::fromStrategy(in.model, in.cluster, in.training, c);
   if (!w.ok())
     throw LoomError(w.error);
@@ -107,22 +128,7 @@ std::string estimate(const std::string &model, const std::string &cluster, int64
   cost::Estimate e = cost::estimate(w.workload, computes);
   // The pipeline simulated, as `loom estimate` does unless told --analytic.
   bool simulated = !analytic && search::simulateEstimate(e, w.workload, computes);
-  nlohmann::json stages = nlohmann::json::array();
-  for (const cost::MemoryBreakdown &m : e.memory)
-    stages.push_back(m.total());
-  nlohmann::json out{{"model", in.model.name()},
-                     {"cluster", in.cluster.name()},
-                     {"step_time_s", e.stepTime},
-                     {"tokens_per_s", e.tokensPerSecond},
-                     {"tflops_per_gpu", e.tflopsPerGpu},
-                     {"mfu", e.mfu},
-                     {"peak_memory_bytes", e.peakMemoryBytes},
-                     {"usable_memory_bytes", e.usableBytes},
-                     {"stage_memory_bytes", stages},
-                     {"fits", e.fits},
-                     {"pipeline_model", simulated ? "simulated" : c.pp > 1 ? "analytic" : "none"},
-                     {"cross_dc_bytes", e.crossDcBytes}};
-  return out.dump();
+  return search::estimateJson(in.model, in.cluster, c, w.workload, e, simulated).dump();
 }
 
 std::string schedule(const std::string &kind, int64_t stages, int64_t microbatches, int64_t vpp,

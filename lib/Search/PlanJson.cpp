@@ -2,6 +2,7 @@
 
 #include "loom/Search/PlanJson.h"
 
+#include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
 using namespace loom;
@@ -33,5 +34,60 @@ nlohmann::json loom::search::planResultJson(const spec::Model &model,
                      {"plans", plans}};
   if (!r.anyFits && r.evaluated > 0)
     out["closest"] = planJson(model, cluster, training, r.closest);
+  return out;
+}
+
+std::string loom::search::estimateStrategy(const cost::StrategyChoice &choice,
+                                           const cost::Workload &w) {
+  return fmt::format("dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} "
+                     "schedule={} order={}",
+                     w.dp, w.tp, w.pp, w.vpp, w.ep, w.cp, w.zero,
+                     cost::recomputeName(w.recompute), w.microBatch,
+                     choice.sequenceParallel ? "on" : "off", cost::scheduleName(w.schedule),
+                     rankOrderName(choice.order));
+}
+
+static nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
+  return {{"params_bytes", m.params},       {"grads_bytes", m.grads},
+          {"optim_bytes", m.optim},         {"gathered_params_bytes", m.gatheredParams},
+          {"activation_bytes", m.activations}, {"inflight_microbatches", m.inflight},
+          {"comm_buffer_bytes", m.commBuffers}, {"allowance_bytes", m.allowances},
+          {"total_bytes", m.total()}};
+}
+
+nlohmann::json loom::search::estimateJson(const spec::Model &model, const spec::Cluster &cluster,
+                                          const cost::StrategyChoice &choice,
+                                          const cost::Workload &w, const cost::Estimate &e,
+                                          bool simulated) {
+  nlohmann::json out{{"model", model.name()},
+                     {"cluster", cluster.name()},
+                     {"strategy", estimateStrategy(choice, w)},
+                     {"step_time_s", e.stepTime},
+                     {"tokens_per_s", e.tokensPerSecond},
+                     {"tflops_per_gpu", e.tflopsPerGpu},
+                     {"mfu", e.mfu},
+                     {"peak_memory_bytes", e.peakMemoryBytes},
+                     {"peak_memory_stage", e.peakRank},
+                     {"usable_memory_bytes", e.usableBytes},
+                     {"fits", e.fits},
+                     {"microbatches", e.microBatches},
+                     {"pipeline_s", e.pipeline},
+                     {"pipeline_model", simulated ? "simulated" : w.pp > 1 ? "analytic" : "none"},
+                     {"bubble_s", e.bubble},
+                     {"dp_exposed_s", e.dpExposed},
+                     {"optimizer_s", e.optimizer},
+                     {"cross_dc_bytes", e.crossDcBytes}};
+  nlohmann::json stages = nlohmann::json::array();
+  for (size_t r = 0; r < e.memory.size(); ++r) {
+    nlohmann::json s = memoryJson(e.memory[r]);
+    const cost::RankTime &t = e.time[r];
+    s["stage"] = r;
+    s["microbatch_s"] = {{"f", t.f},          {"b", t.b},           {"w", t.w},
+                         {"recompute", t.recompute}, {"tp_comm", t.tpComm},
+                         {"cp_comm", t.cpComm}, {"ep_comm", t.epComm}, {"p2p", t.p2p}};
+    s["dp_comm_s"] = t.dpComm;
+    stages.push_back(s);
+  }
+  out["stages"] = stages;
   return out;
 }

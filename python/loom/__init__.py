@@ -10,7 +10,8 @@
 
 Models and clusters are catalog names or spec files, as on the command line.
 Results are plain dicts: what `loom plan --json` and `loom estimate --json`
-print. Bad input raises loom.Error with the command's error line.
+print. Bad input raises loom.Error: an argument out of range names it and its
+range ("tp=0: must be 1 to 16777216"); other errors are the command's error line.
 """
 
 import json as _json
@@ -22,7 +23,8 @@ Error = _loom.Error
 
 def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=0,
          ep=0, cp=0, mbs=0, zero=None, grad_reduce_in_bf16=False):
-    """Search strategies; degrees given (non-zero) are fixed. Returns
+    """Search strategies; degrees and mbs given (1 to 2**24) are fixed, 0
+    searches them; zero 0 to 3 is fixed, None searches it; top is 1 to 100. Returns
     {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]};
     each plan is loom.proto's Plan (64-bit integers as strings).
     grad_reduce_in_bf16: bf16 gradient buffers, as `--grad-reduce-in-bf16`."""
@@ -33,7 +35,8 @@ def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=
 def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, ep=1,
              cp=1, mbs=1, zero=0, recompute="none", sp=False, analytic=False,
              grad_reduce_in_bf16=False):
-    """Memory and step time of one strategy (dp=0: what the GPUs leave); the
+    """Memory and step time of one strategy (degrees and mbs 1 to 2**24, dp=0:
+    what the GPUs leave; zero 0 to 3): what `loom estimate --json` prints. The
     pipeline is simulated unless analytic=True."""
     return _json.loads(_loom.estimate(model, cluster, global_batch, seq, dp, tp, pp, vpp,
                                       ep, cp, mbs, zero, recompute, sp, analytic,

@@ -7,6 +7,7 @@
 #ifndef LOOM_TOOLS_LOOM_DRIVER_H
 #define LOOM_TOOLS_LOOM_DRIVER_H
 
+#include "loom/CostModel/FromStrategy.h"
 #include "loom/Spec/Spec.h"
 #include "loom/Transforms/Passes.h"
 
@@ -69,9 +70,9 @@ inline void addSyncTpBackwardFlag(CLI::App *cmd, bool &sync) {
                 "runs beside its weight-gradient GEMM, as Megatron-Core and Transformer Engine do");
 }
 
-/// A parallel degree option (--tp 8): an integer from 1 to 2^24.
+/// A parallel degree option (--tp 8): an integer from 1 to cost::kMaxDegree.
 inline void addDegreeOption(CLI::App *cmd, const char *name, int64_t &value, const char *desc) {
-  cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  cmd->add_option(name, value, desc)->check(CLI::Range(int64_t(1), cost::kMaxDegree));
 }
 
 /// What those arguments name, loaded and validated.

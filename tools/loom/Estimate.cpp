@@ -10,12 +10,12 @@
 
 #include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
+#include "loom/Search/PlanJson.h"
 #include "loom/Search/SimulatedPipeline.h"
 #include "loom/Spec/Spec.h"
 #include "loom/Support/Table.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 using namespace loom;
 using namespace loom::cli;
@@ -33,14 +33,6 @@ struct EstimateCliOptions {
 /// GiB columns of the estimate tables: two decimals.
 std::string gib(double bytes) { return loom::gib(bytes, 2); }
 std::string secs(double s) { return fmt::format("{:.4f}", s); }
-
-nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
-  return {{"params_bytes", m.params},       {"grads_bytes", m.grads},
-          {"optim_bytes", m.optim},         {"gathered_params_bytes", m.gatheredParams},
-          {"activation_bytes", m.activations}, {"inflight_microbatches", m.inflight},
-          {"comm_buffer_bytes", m.commBuffers}, {"allowance_bytes", m.allowances},
-          {"total_bytes", m.total()}};
-}
 
 void runEstimate(const EstimateCliOptions &o) {
   auto [model, cluster, training] =
@@ -93,53 +85,17 @@ void runEstimate(const EstimateCliOptions &o) {
   std::optional<search::SimulatedPipeline> sim;
   if (!o.analytic)
     sim = search::simulateEstimate(e, w, computes);
-  std::string pipelineModel = sim ? "simulated" : w.pp > 1 ? "analytic" : "none";
-
-  std::string strategy = fmt::format(
-      "dp={} tp={} pp={} vpp={} ep={} cp={} zero={} recompute={} mbs={} sp={} schedule={} "
-      "order={}",
-      w.dp, w.tp, w.pp, w.vpp, w.ep, w.cp, w.zero, cost::recomputeName(w.recompute),
-      w.microBatch, choice.sequenceParallel ? "on" : "off", cost::scheduleName(w.schedule),
-      search::rankOrderName(choice.order));
 
   if (o.json) {
-    nlohmann::json out{{"model", model.name()},
-                       {"cluster", cluster.name()},
-                       {"strategy", strategy},
-                       {"step_time_s", e.stepTime},
-                       {"tokens_per_s", e.tokensPerSecond},
-                       {"tflops_per_gpu", e.tflopsPerGpu},
-                       {"mfu", e.mfu},
-                       {"peak_memory_bytes", e.peakMemoryBytes},
-                       {"peak_memory_stage", e.peakRank},
-                       {"usable_memory_bytes", e.usableBytes},
-                       {"fits", e.fits},
-                       {"microbatches", e.microBatches},
-                       {"pipeline_s", e.pipeline},
-                       {"pipeline_model", pipelineModel},
-                       {"bubble_s", e.bubble},
-                       {"dp_exposed_s", e.dpExposed},
-                       {"optimizer_s", e.optimizer},
-                       {"cross_dc_bytes", e.crossDcBytes}};
-    nlohmann::json stages = nlohmann::json::array();
-    for (size_t r = 0; r < e.memory.size(); ++r) {
-      nlohmann::json s = memoryJson(e.memory[r]);
-      const cost::RankTime &t = e.time[r];
-      s["stage"] = r;
-      s["microbatch_s"] = {{"f", t.f},          {"b", t.b},           {"w", t.w},
-                           {"recompute", t.recompute}, {"tp_comm", t.tpComm},
-                           {"cp_comm", t.cpComm}, {"ep_comm", t.epComm}, {"p2p", t.p2p}};
-      s["dp_comm_s"] = t.dpComm;
-      stages.push_back(s);
-    }
-    out["stages"] = stages;
-    writeOutput("", out.dump(2) + "\n");
+    writeOutput("", search::estimateJson(model, cluster, choice, w, e, sim.has_value()).dump(2) +
+                        "\n");
     exitStatus = e.fits ? 0 : 3;
     return;
   }
 
   std::string text = fmt::format("{} on {}\n{}\n{} micro-batches per step\n\n", model.name(),
-                                 cluster.name(), strategy, e.microBatches);
+                                 cluster.name(), search::estimateStrategy(choice, w),
+                                 e.microBatches);
   // On a mixed cluster, which GPU type runs each stage.
   spec::NodeTypes types = spec::nodeTypes(cluster);
   auto stageGpu = [&](size_t r) -> std::string {

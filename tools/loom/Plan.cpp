@@ -371,7 +371,7 @@ void loom::cli::addPlanCommand(CLI::App &app) {
       "parallelism, ZeRO stage, recomputation and micro-batch size for a model on a\n"
       "cluster; print the fastest plans that fit. Exit code 3 when none fits.");
   addSpecOptions(cmd, o->spec);
-  cmd->add_option("--top", o->top, "how many plans to show")->check(CLI::Range(1, 100));
+  cmd->add_option("--top", o->top, "how many plans to show")->check(CLI::Range(int64_t(1), search::kMaxTopK));
   cmd->add_option("--headroom", o->headroom, "share of GPU memory to leave free")
       ->check(CLI::Range(0.0, 0.9));
   // Fixing degrees narrows the search (e.g. to compare with a hand-tuned plan).

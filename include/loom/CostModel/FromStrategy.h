@@ -19,6 +19,10 @@
 
 namespace loom::cost {
 
+/// The largest parallel degree or micro-batch a strategy may ask for (the CLI's
+/// --dp, --tp, ..., --mbs and the Python module's arguments).
+inline constexpr int64_t kMaxDegree = int64_t(1) << 24;
+
 struct StrategyChoice {
   int64_t dp = 0; // 0: whatever the GPUs leave after tp x pp x cp
   int64_t tp = 1, pp = 1, vpp = 1, ep = 1, cp = 1;

@@ -1,7 +1,8 @@
 //===- PlanJson.h - planner results as JSON ---------------------*- C++ -*-===//
 //
-// What `loom plan --json` prints and the Python module returns: each plan as
-// loom.proto's Plan in protobuf's JSON mapping, with the search's counts.
+// What `loom plan --json` and `loom estimate --json` print and the Python
+// module returns: each plan as loom.proto's Plan in protobuf's JSON mapping,
+// with the search's counts, and one strategy's estimate stage by stage.
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_SEARCH_PLANJSON_H
@@ -21,6 +22,17 @@ nlohmann::json planJson(const spec::Model &model, const spec::Cluster &cluster,
 /// {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]}.
 nlohmann::json planResultJson(const spec::Model &model, const spec::Cluster &cluster,
                               const spec::Training &training, const PlanResult &result);
+
+/// The strategy line of `loom estimate`: "dp=2 tp=8 pp=4 vpp=1 ... order=pp-outer".
+std::string estimateStrategy(const cost::StrategyChoice &choice, const cost::Workload &workload);
+
+/// {model, cluster, strategy, step_time_s, ..., pipeline_model, ..., stages[]}:
+/// `estimate` of `workload`, built from `choice`, with each pipeline stage's
+/// memory by state and times per micro-batch; `simulated` when
+/// simulateEstimate priced its pipeline.
+nlohmann::json estimateJson(const spec::Model &model, const spec::Cluster &cluster,
+                            const cost::StrategyChoice &choice, const cost::Workload &workload,
+                            const cost::Estimate &estimate, bool simulated);
 
 } // namespace loom::search
 

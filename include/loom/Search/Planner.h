@@ -42,6 +42,10 @@ struct Constraints {
   bool admits(const cost::StrategyChoice &choice) const;
 };
 
+/// The most plans a search may be asked for (the CLI's --top, the Python
+/// module's top).
+inline constexpr int64_t kMaxTopK = 100;
+
 struct PlannerOptions {
   int64_t topK = 5;
   Constraints fixed;

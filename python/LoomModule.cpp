@@ -77,7 +77,7 @@ std::string plan(const std::string &model, const std::string &cluster, const py:
                  const py::object &globalBatch, const py::object &seq, const py::object &dp,
                  const py::object &tp, const py::object &pp, const py::object &vpp,
                  const py::object &ep, const py::object &cp, const py::object &mbs,
-                 const py::object &zero, bool bf16Grads) {
+                 const py::object &zero, bool bf16Grads, const std::string &framework) {
   Inputs in = load(model, cluster, globalBatch, seq, bf16Grads);
   search::PlannerOptions options;
   options.topK = bounded("top", top, 1, search::kMaxTopK);
@@ -94,6 +94,13 @@ std::string plan(const std::string &model, const std::string &cluster, const py:
   options.fixed.microBatch = degree("mbs", mbs);
   if (!zero.is_none())
     options.fixed.zero = bounded("zero", zero, 0, 3, "None: search it");
+  if (!framework.empty()) {
+    search::Framework f = search::Framework::Any;
+    if (!search::parseFramework(framework, f))
+      throw LoomError("framework='" + framework + "': must be 'megatron' or 'deepspeed' (or '')");
+    if (std::string why = search::restrictToFramework(f, options); !why.empty())
+      throw LoomError("framework='" + framework + "': " + why);
+  }
   search::PlanResult r = search::plan(in.model, in.cluster, in.training, options);
   return search::planResultJson(in.model, in.cluster, in.training, r).dump();
 }
@@ -174,7 +181,7 @@ PYBIND11_MODULE(_loom, m) {
         py::arg("global_batch") = 0, py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 0,
         py::arg("pp") = 0, py::arg("vpp") = 0, py::arg("ep") = 0, py::arg("cp") = 0,
         py::arg("mbs") = 0, py::arg("zero") = py::none(),
-        py::arg("grad_reduce_in_bf16") = false);
+        py::arg("grad_reduce_in_bf16") = false, py::arg("framework") = std::string());
   m.def("estimate", &estimate, py::arg("model"), py::arg("cluster"), py::arg("global_batch") = 0,
         py::arg("seq") = 0, py::arg("dp") = 0, py::arg("tp") = 1, py::arg("pp") = 1,
         py::arg("vpp") = 1, py::arg("ep") = 1, py::arg("cp") = 1, py::arg("mbs") = 1,

@@ -22,14 +22,16 @@ Error = _loom.Error
 
 
 def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=0,
-         ep=0, cp=0, mbs=0, zero=None, grad_reduce_in_bf16=False):
+         ep=0, cp=0, mbs=0, zero=None, grad_reduce_in_bf16=False, framework=""):
     """Search strategies; degrees and mbs given (1 to 2**24) are fixed, 0
     searches them; zero 0 to 3 is fixed, None searches it; top is 1 to 100. Returns
     {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]};
     each plan is loom.proto's Plan (64-bit integers as strings).
-    grad_reduce_in_bf16: bf16 gradient buffers, as `--grad-reduce-in-bf16`."""
+    grad_reduce_in_bf16: bf16 gradient buffers, as `--grad-reduce-in-bf16`.
+    framework: "megatron" or "deepspeed" searches only what that framework
+    launches as priced, as `--for`."""
     return _json.loads(_loom.plan(model, cluster, top, global_batch, seq, dp, tp, pp, vpp,
-                                  ep, cp, mbs, zero, grad_reduce_in_bf16))
+                                  ep, cp, mbs, zero, grad_reduce_in_bf16, framework))
 
 
 def estimate(model, cluster, *, global_batch=0, seq=0, dp=0, tp=1, pp=1, vpp=1, ep=1,

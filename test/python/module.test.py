@@ -38,6 +38,13 @@ assert s == cli_schedule, "schedule tables differ"
 assert s["makespan"] > 0 and len(s["ranks"]) == 4
 print("schedule agrees:", len(s["ranks"]), "ranks")
 
+# framework= is `loom plan --for`: what Megatron-LM launches as priced.
+m = loom.plan("llama3-70b", "dgx-h100:nodes=64", top=3, framework="megatron")
+assert all(int(p["strategy"].get("zero", 0)) <= 1 and
+           p["strategy"].get("schedule", "ONE_F_ONE_B") in ("ONE_F_ONE_B", "INTERLEAVED") and
+           len({st["num_layers"] for st in p["stages"]}) == 1 for p in m["plans"]), m["plans"]
+print("megatron plans:", len(m["plans"]))
+
 for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.schedule("1f1b", 4, 8, costs=[1, 2]),
              lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
@@ -60,7 +67,9 @@ for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", pp=2**63),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", dp=-1),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", zero=4),
-             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", recompute="some")):
+             lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", recompute="some"),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", framework="jax"),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", zero=2, framework="megatron")):
     try:
         call()
     except loom.Error as error:

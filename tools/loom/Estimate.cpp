@@ -9,6 +9,7 @@
 #include "Driver.h"
 
 #include "loom/CostModel/Estimate.h"
+#include "loom/Emit/Emit.h"
 #include "loom/CostModel/FromStrategy.h"
 #include "loom/Search/PlanJson.h"
 #include "loom/Search/SimulatedPipeline.h"
@@ -16,6 +17,7 @@
 #include "loom/Support/Table.h"
 
 #include <fmt/format.h>
+#include <llvm/Support/MemoryBuffer.h>
 
 using namespace loom;
 using namespace loom::cli;
@@ -23,7 +25,10 @@ using namespace loom::cli;
 namespace {
 struct EstimateCliOptions {
   SpecArgs spec;
-  std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer";
+  std::string calibration, schedule = "auto", recompute = "none", order = "pp-outer", plan;
+  int64_t planIndex = 0;
+  /// Strategy options given on the command line (refused with --plan).
+  std::vector<std::string> strategyGiven;
   cost::StrategyChoice choice;
   bool noFlash = false, noOverlap = false, noTpOverlap = false, noGradFusion = false,
        json = false, analytic = false;
@@ -34,9 +39,40 @@ struct EstimateCliOptions {
 std::string gib(double bytes) { return loom::gib(bytes, 2); }
 std::string secs(double s) { return fmt::format("{:.4f}", s); }
 
+void runEstimateOf(const EstimateCliOptions &o, const spec::Model &model,
+                   const spec::Cluster &cluster, const cost::StrategyChoice &choice,
+                   const spec::Training &training);
+
+/// --plan: the plan's own strategy (stages, their ranks, recomputed ranks and
+/// in-flight limits included) and training, priced as `loom plan` priced it.
+cost::StrategyChoice choiceOfPlan(const EstimateCliOptions &o, spec::Training &training) {
+  if (!o.strategyGiven.empty())
+    throw UserError(fmt::format("--plan gives the strategy and training; {} would change them",
+                                o.strategyGiven.front()),
+                    "leave the strategy options out, or estimate without --plan", 2);
+  auto text = llvm::MemoryBuffer::getFile(o.plan);
+  if (!text)
+    throw UserError(fmt::format("cannot read plan file '{}': {}", o.plan,
+                                text.getError().message()),
+                    "give a file `loom plan --json` wrote");
+  spec::Plan plan;
+  try {
+    plan = emit::parsePlan((*text)->getBuffer().str(), o.plan, o.planIndex);
+  } catch (const emit::EmitError &e) {
+    throw UserError(e.what(), e.hint);
+  }
+  training = plan.training();
+  cost::StrategyChoice choice = search::choiceFromPlan(plan);
+  choice.flashAttention = !o.noFlash;
+  choice.syncTpBackward = o.choice.syncTpBackward;
+  return choice;
+}
+
 void runEstimate(const EstimateCliOptions &o) {
   auto [model, cluster, training] =
       loadSpecInputs(o.spec);
+  if (!o.plan.empty())
+    return runEstimateOf(o, model, cluster, choiceOfPlan(o, training), training);
 
   cost::StrategyChoice choice = o.choice;
   if (!cost::parseRecompute(o.recompute, choice.recompute))
@@ -59,6 +95,12 @@ void runEstimate(const EstimateCliOptions &o) {
     throw UserError("--schedule interleaved needs --vpp > 1",
                     "give the virtual stages per pipeline rank, e.g. --vpp 2");
 
+  runEstimateOf(o, model, cluster, choice, training);
+}
+
+void runEstimateOf(const EstimateCliOptions &o, const spec::Model &model,
+                   const spec::Cluster &cluster, const cost::StrategyChoice &choice,
+                   const spec::Training &training) {
   cost::WorkloadResult built = cost::fromStrategy(model, cluster, training, choice);
   if (!built.ok())
     throw UserError(built.error, built.hint.empty()
@@ -239,6 +281,21 @@ void loom::cli::addEstimateCommand(CLI::App &app) {
   cmd->add_flag("--analytic", o->analytic,
                 "price the pipeline with the schedule family's closed form instead of "
                 "simulating its schedule");
+  cmd->add_option("--plan", o->plan,
+                  "estimate a plan `loom plan --json` wrote, as it was priced there: its degrees,\n"
+                  "schedule, stage split and training (no strategy options then)");
+  cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "machine-readable output");
-  cmd->callback([o] { runEstimate(*o); });
+  cmd->callback([o, cmd] {
+    o->strategyGiven.clear();
+    for (const char *name :
+         {"--dp", "--tp", "--pp", "--vpp", "--ep", "--cp", "--mbs", "--zero", "--recompute",
+          "--schedule", "--inflight-limit", "--sp", "--offload-optimizer", "--no-tp-overlap",
+          "--order", "--no-grad-accumulation-fusion", "--seq", "--global-batch",
+          "--grad-reduce-in-bf16", "--training"})
+      if (cmd->count(name) > 0)
+        o->strategyGiven.push_back(name);
+    runEstimate(*o);
+  });
 }

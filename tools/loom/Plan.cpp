@@ -78,9 +78,11 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
   return notes;
 }
 
-void explain(const spec::Model &model, const spec::Cluster &cluster,
-             const spec::Training &training, const search::Candidate &best,
-             const search::PlannerOptions &planner, std::string &text) {
+/// One-step changes to plan 1 and why each loses: (change, verdict).
+std::vector<std::pair<std::string, std::string>>
+explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Training &training,
+        const search::Candidate &best, const search::PlannerOptions &planner) {
+  std::vector<std::pair<std::string, std::string>> lines;
   std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
   std::vector<search::Neighbour> alts =
       search::neighbours(best, cluster, planner.fixed.sequenceParallel);
@@ -98,7 +100,6 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
   // is, tried with zb-auto, ZB-V and skip paths as the planner's top k are.
   search::PlannerOptions asBest = planner;
   asBest.simulateFinalists = best.simulated;
-  text += fmt::format("\nwhy not (changing one thing in plan 1, dp taking what is left):\n");
   for (const search::Neighbour &alt : alts) {
     std::string error;
     search::Candidate c = search::priceAsFinalist(model, cluster, training, alt.choice, computes,
@@ -125,8 +126,9 @@ void explain(const spec::Model &model, const spec::Cluster &cluster,
         verdict = fmt::format("{}{:+.1f}% step time, {}", news(alt.choice), 100 * delta,
                               search::whySlower(best.estimate, c.estimate));
     }
-    text += fmt::format("  {:<22} {}\n", alt.change, verdict);
+    lines.emplace_back(alt.change, verdict);
   }
+  return lines;
 }
 
 void runPlan(const PlanCliOptions &o) {
@@ -213,6 +215,12 @@ void runPlan(const PlanCliOptions &o) {
 
   if (o.json) {
     nlohmann::json out = search::planResultJson(model, cluster, training, r);
+    if (o.explain && r.anyFits) {
+      nlohmann::json why = nlohmann::json::array();
+      for (auto &[change, verdict] : explain(model, cluster, training, r.best.front(), options))
+        why.push_back({{"change", change}, {"verdict", verdict}});
+      out["explain"] = why;
+    }
     writeOutput("", out.dump(2) + "\n");
     exitStatus = r.anyFits ? 0 : 3;
     return;
@@ -357,8 +365,11 @@ void runPlan(const PlanCliOptions &o) {
     }
     text += "\n";
   }
-  if (o.explain)
-    explain(model, cluster, training, r.best.front(), options, text);
+  if (o.explain) {
+    text += "\nwhy not (changing one thing in plan 1, dp taking what is left):\n";
+    for (auto &[change, verdict] : explain(model, cluster, training, r.best.front(), options))
+      text += fmt::format("  {:<22} {}\n", change, verdict);
+  }
   writeOutput("", text);
 }
 } // namespace
@@ -412,7 +423,9 @@ void loom::cli::addPlanCommand(CLI::App &app) {
                   "interleaved; equal stages) or deepspeed (ZeRO 0-1 with a pipeline; 1F1B; no\n"
                   "interleaving or context parallelism)")
       ->check(CLI::IsMember({"megatron", "deepspeed"}));
-  cmd->add_flag("--explain", o->explain, "say why one-step changes to the best plan lose");
+  cmd->add_flag("--explain", o->explain,
+                "say why one-step changes to the best plan lose (with --json: an \"explain\"\n"
+                "list of {change, verdict})");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->add_flag("--emit-mlir", o->emitMlir,
                 "print the best plan as place IR (placed, strategy read back, estimated)");

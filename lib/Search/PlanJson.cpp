@@ -47,12 +47,20 @@ std::string loom::search::estimateStrategy(const cost::StrategyChoice &choice,
                      rankOrderName(choice.order));
 }
 
+/// Whole bytes, as a plan's Estimate records them (the model's byte counts
+/// carry fractions from per-rank shares).
+static uint64_t bytes(double b) { return uint64_t(b); }
+
 static nlohmann::json memoryJson(const cost::MemoryBreakdown &m) {
-  return {{"params_bytes", m.params},       {"grads_bytes", m.grads},
-          {"optim_bytes", m.optim},         {"gathered_params_bytes", m.gatheredParams},
-          {"activation_bytes", m.activations}, {"inflight_microbatches", m.inflight},
-          {"comm_buffer_bytes", m.commBuffers}, {"allowance_bytes", m.allowances},
-          {"total_bytes", m.total()}};
+  return {{"params_bytes", bytes(m.params)},
+          {"grads_bytes", bytes(m.grads)},
+          {"optim_bytes", bytes(m.optim)},
+          {"gathered_params_bytes", bytes(m.gatheredParams)},
+          {"activation_bytes", bytes(m.activations)},
+          {"inflight_microbatches", m.inflight},
+          {"comm_buffer_bytes", bytes(m.commBuffers)},
+          {"allowance_bytes", bytes(m.allowances)},
+          {"total_bytes", bytes(m.total())}};
 }
 
 nlohmann::json loom::search::estimateJson(const spec::Model &model, const spec::Cluster &cluster,
@@ -66,9 +74,9 @@ nlohmann::json loom::search::estimateJson(const spec::Model &model, const spec::
                      {"tokens_per_s", e.tokensPerSecond},
                      {"tflops_per_gpu", e.tflopsPerGpu},
                      {"mfu", e.mfu},
-                     {"peak_memory_bytes", e.peakMemoryBytes},
+                     {"peak_memory_bytes", bytes(e.peakMemoryBytes)},
                      {"peak_memory_stage", e.peakRank},
-                     {"usable_memory_bytes", e.usableBytes},
+                     {"usable_memory_bytes", bytes(e.usableBytes)},
                      {"fits", e.fits},
                      {"microbatches", e.microBatches},
                      {"pipeline_s", e.pipeline},

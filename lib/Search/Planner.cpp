@@ -130,7 +130,7 @@ std::string loom::search::restrictToFramework(Framework framework, PlannerOption
   Constraints &fixed = options.fixed;
   if (options.skip)
     return fmt::format("{} does not run SkipPipe's skip paths", name);
-  if (fixed.zero && *fixed.zero > 1 && (framework == Framework::Megatron || fixed.pp != 1))
+  if (fixed.zero && *fixed.zero > 1 && (framework == Framework::Megatron || fixed.pp > 1))
     return fmt::format("{} runs ZeRO 0 or 1{}, not zero={}", name,
                        framework == Framework::DeepSpeed ? " with a pipeline" : "", *fixed.zero);
   if (fixed.order && *fixed.order != RankOrder::PipelineOuter)

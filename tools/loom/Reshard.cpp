@@ -210,10 +210,17 @@ void runReshard(const ReshardOptions &o) {
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     };
   uint64_t rssBefore = statusBytes("VmRSS:"); // libraries, the program, parsed headers
-  reshard::RunStats stats =
-      orThrow(reshard::runProgram(program, run),
-              "nothing was left under the output path; fix the cause and run again (with "
-              "--resume to keep the files already written)");
+  llvm::Expected<reshard::RunStats> ran = reshard::runProgram(program, run);
+  if (!ran) {
+    std::string hint = "nothing was left under the output path; fix the cause and run again (with "
+                       "--resume to keep the files already written)";
+    llvm::Error err = llvm::handleErrors(ran.takeError(), [&](const reshard::RunError &e) {
+      hint = e.hint;
+      return llvm::createStringError(e.message);
+    });
+    throw UserError(llvm::toString(std::move(err)), hint);
+  }
+  reshard::RunStats stats = *ran;
   std::string out = run.outputRoot.empty() ? program.getOutput().str() : run.outputRoot;
   uint64_t peakRss = statusBytes("VmHWM:");
   if (o.mpi) {

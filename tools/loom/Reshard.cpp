@@ -65,6 +65,15 @@ private:
   mlir::ScopedDiagnosticHandler handler;
 };
 
+/// `path` without trailing slashes ("/" itself stays): "out/s1/" names the folder
+/// "out/s1", whose partial output is its sibling "out/s1.loom-partial", not a folder
+/// inside it that could never be renamed over its parent.
+std::string withoutTrailingSlashes(llvm::StringRef path) {
+  while (path.size() > 1 && path.ends_with("/"))
+    path = path.drop_back();
+  return path.str();
+}
+
 template <typename T> T orThrow(llvm::Expected<T> value, const char *hint) {
   if (!value)
     throw UserError(llvm::toString(value.takeError()), hint);
@@ -197,8 +206,11 @@ void runReshard(const ReshardOptions &o) {
     return;
   }
   reshard::RunOptions run;
-  run.sourceRoot = o.runScript.empty() ? "" : o.source;
-  run.outputRoot = o.runScript.empty() ? "" : o.output;
+  if (!o.runScript.empty()) {
+    // SRC and OUT replace the script's roots; either way without trailing slashes.
+    run.sourceRoot = withoutTrailingSlashes(o.source.empty() ? program.getSource() : o.source);
+    run.outputRoot = withoutTrailingSlashes(o.output.empty() ? program.getOutput() : o.output);
+  }
   run.resume = o.resume;
   run.mpi = o.mpi;
   run.maxResidentSourceBytes = *budget;
@@ -319,6 +331,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                 "share; rank 0 renames the folder into place and reports (peak RSS: the\n"
                 "largest rank's)");
   cmd->callback([o] {
+    o->source = withoutTrailingSlashes(o->source);
+    o->output = withoutTrailingSlashes(o->output);
     if (!o->mpi)
       return runReshard(*o);
     if (llvm::Error err = ckpt::mpi::init(nullptr, nullptr))

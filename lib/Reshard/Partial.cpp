@@ -7,6 +7,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_sha1_ostream.h"
@@ -86,8 +87,8 @@ std::string reshard::runFingerprint(ckptir::ProgramOp program,
   return llvm::toHex(hash.sha1(), /*LowerCase=*/true);
 }
 
-llvm::Error reshard::preparePartial(const std::string &path, llvm::StringRef fingerprint,
-                                    bool resume) {
+llvm::Expected<bool> reshard::preparePartial(const std::string &path,
+                                             llvm::StringRef fingerprint, bool resume) {
   std::string record = path + "/" + kRecord.str();
   std::string line = ("loom reshard run " + fingerprint + "\n").str();
   if (resume && llvm::sys::fs::exists(path)) {
@@ -96,7 +97,7 @@ llvm::Error reshard::preparePartial(const std::string &path, llvm::StringRef fin
         return llvm::make_error<RunError>(
             path + ": left by a conversion of another source or target (its run record differs)",
             "remove it, or resume with the same SRC and --to as the run that left it");
-      return llvm::Error::success();
+      return false;
     }
     // Empty, it is what a run killed before it wrote its record left: nothing to keep.
     std::error_code ec;
@@ -111,7 +112,9 @@ llvm::Error reshard::preparePartial(const std::string &path, llvm::StringRef fin
   if (!file)
     return file.takeError();
   (*file)->os() << line;
-  return (*file)->commit();
+  if (llvm::Error err = (*file)->commit())
+    return std::move(err);
+  return true;
 }
 
 llvm::Error reshard::sealPartial(const std::string &path) {
@@ -126,6 +129,18 @@ llvm::Error reshard::sealPartial(const std::string &path) {
     if (std::error_code removed = llvm::sys::fs::remove(file))
       return ckpt::fileError(file, "cannot remove: " + removed.message());
   return llvm::Error::success();
+}
+
+std::string reshard::leftBehind(const std::string &path) {
+  if (path.empty() || !llvm::sys::fs::exists(path))
+    return "nothing was left under the output path; fix the cause and run again";
+  size_t files = readJournals(path).size();
+  if (files == 0)
+    return path + " is left, with no file finished in it: remove it, or run again with --resume";
+  return llvm::formatv("the {0} file{1} finished so far {2} kept in {3}: run again with --resume "
+                       "to continue, or remove it",
+                       files, files == 1 ? "" : "s", files == 1 ? "is" : "are", path)
+      .str();
 }
 
 Journal::Journal(std::string partialPath, int rank)
@@ -169,5 +184,11 @@ llvm::Error Journal::finished(const std::string &path) {
   }
   if (ec)
     return ckpt::fileError(own, "cannot record " + path + ": " + ec.message());
+  ++finishedCount;
   return llvm::Error::success();
+}
+
+size_t Journal::finishedHere() {
+  std::lock_guard<std::mutex> lock(mutex);
+  return finishedCount;
 }

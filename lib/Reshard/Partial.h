@@ -30,10 +30,16 @@ std::string runFingerprint(ckptir::ProgramOp program, llvm::ArrayRef<std::string
 /// MPI job alone): with `resume` and a folder there, checks the run record an
 /// earlier run left (a RunError naming the folder when it is missing or differs);
 /// otherwise creates the folder and writes the record (temporary, fsync, rename).
-llvm::Error preparePartial(const std::string &path, llvm::StringRef fingerprint, bool resume);
+/// Whether the folder holds nothing of an earlier run (made now, or found empty).
+llvm::Expected<bool> preparePartial(const std::string &path, llvm::StringRef fingerprint,
+                                    bool resume);
 
 /// Removes the run record and every rank's journal from the partial folder `path`.
 llvm::Error sealPartial(const std::string &path);
+
+/// A failed run's hint: what is left in the partial folder `path` ("" for a single
+/// file), nothing or the files its journals list, and how to go on from there.
+std::string leftBehind(const std::string &path);
 
 /// The journals of a partial folder: what every rank has finished, read when the
 /// run starts, and this rank's own, appended to as its files are finished.
@@ -50,12 +56,15 @@ public:
   /// Records the output at `path` (a file or folder in the partial folder), now in
   /// place, as finished. Called from the thread that renames it: thread-safe.
   llvm::Error finished(const std::string &path);
+  /// How many outputs this process has recorded.
+  size_t finishedHere();
 
 private:
   std::string partial, own;
   /// Relative path -> every (size, modification time) recorded for it.
   std::map<std::string, std::vector<std::pair<uint64_t, int64_t>>> recorded;
   std::mutex mutex;
+  size_t finishedCount = 0;
 };
 
 } // namespace loom::reshard

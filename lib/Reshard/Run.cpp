@@ -811,9 +811,18 @@ struct MpiShare {
   }
 };
 
-char RunError::ID = 0;
+/// The folder a directory output is assembled in, as far as a run got with it.
+struct PartialRun {
+  std::string path; ///< empty for a single-file output
+  /// What the ranks have finished in it.
+  std::optional<Journal> journal;
+  /// It held nothing of an earlier run (see preparePartial); set with `journal`.
+  bool fresh = false;
+};
 
-llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
+/// runProgram, but for what a failure leaves: in `partialRun`.
+static llvm::Expected<RunStats> execute(ckptir::ProgramOp program, const RunOptions &options,
+                                        PartialRun &partialRun) {
   auto start = std::chrono::steady_clock::now();
   std::string sourceRoot = options.sourceRoot.empty() ? program.getSource().str() : options.sourceRoot;
   std::string outputRoot = options.outputRoot.empty() ? program.getOutput().str() : options.outputRoot;
@@ -822,29 +831,32 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   auto outputs = body->getOps<ckptir::OutputOp>();
   bool singleFile = writesOneFile(program);
   if (llvm::sys::fs::exists(outputRoot))
-    return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
-                                 "another output path or remove this one)");
+    return llvm::make_error<RunError>(outputRoot +
+                                          ": already exists; reshard writes a new checkpoint",
+                                      "choose another output path, or remove this one");
   std::string partial = singleFile ? outputRoot : outputRoot + ".loom-partial";
   // In an MPI job rank 0 prepares the output folder and renames it into place.
   bool leader = !options.mpi || mpi::rank() == 0;
-  // What the ranks have finished in the output folder (not for a single file).
-  std::optional<Journal> journal;
+  std::optional<Journal> &journal = partialRun.journal;
   if (singleFile) {
     llvm::StringRef parent = llvm::sys::path::parent_path(outputRoot);
     removeStaleTemps(parent.empty() ? "." : parent.str(), llvm::sys::path::filename(outputRoot));
   } else {
+    partialRun.path = partial;
+    bool fresh = false;
     if (leader) {
       if (options.resume && llvm::sys::fs::exists(partial))
         removeStaleTemps(partial);
       if (llvm::sys::fs::exists(partial) && !options.resume)
-        return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
-                                  "remove it");
+        return llvm::make_error<RunError>(partial + ": left by an interrupted run",
+                                          leftBehind(partial));
       std::vector<std::string> sourcePaths;
       for (auto source : body->getOps<ckptir::SourceOp>())
         sourcePaths.push_back(join(sourceRoot, source.getPath()));
-      if (llvm::Error err =
-              preparePartial(partial, runFingerprint(program, sourcePaths), options.resume))
-        return std::move(err);
+      auto prepared = preparePartial(partial, runFingerprint(program, sourcePaths), options.resume);
+      if (!prepared)
+        return prepared.takeError();
+      fresh = *prepared;
     }
     if (options.mpi) {
       (void)mpi::max(0); // every rank waits for the folder
@@ -853,6 +865,7 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
                                   "shares?)");
     }
     journal.emplace(partial, options.mpi ? mpi::rank() : 0);
+    partialRun.fresh = fresh;
   }
 
   // Last uses, so that values and sources are released as soon as possible.
@@ -1146,4 +1159,24 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+char RunError::ID = 0;
+
+llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
+  PartialRun partial;
+  llvm::Expected<RunStats> stats = execute(program, options, partial);
+  if (stats)
+    return stats;
+  // A folder that held nothing of an earlier run and got no finished file goes
+  // (not in an MPI job, whose other ranks may be finishing theirs).
+  if (partial.fresh && !options.mpi && partial.journal->finishedHere() == 0)
+    llvm::sys::fs::remove_directories(partial.path);
+  std::string hint = leftBehind(partial.path);
+  return llvm::handleErrors(stats.takeError(),
+                            [&](std::unique_ptr<llvm::ErrorInfoBase> err) -> llvm::Error {
+                              if (err->isA<RunError>())
+                                return llvm::Error(std::move(err));
+                              return llvm::make_error<RunError>(err->message(), hint);
+                            });
 }

@@ -224,8 +224,7 @@ void runReshard(const ReshardOptions &o) {
   uint64_t rssBefore = statusBytes("VmRSS:"); // libraries, the program, parsed headers
   llvm::Expected<reshard::RunStats> ran = reshard::runProgram(program, run);
   if (!ran) {
-    std::string hint = "nothing was left under the output path; fix the cause and run again (with "
-                       "--resume to keep the files already written)";
+    std::string hint;
     llvm::Error err = llvm::handleErrors(ran.takeError(), [&](const reshard::RunError &e) {
       hint = e.hint;
       return llvm::createStringError(e.message);

@@ -75,7 +75,8 @@ struct RunStats {
   double seconds = 0;
 };
 
-/// A run refused or failed, with a hint for the user's next step.
+/// A run refused or failed, with a hint for the user's next step: what the run
+/// left under the output path, and how to go on from there.
 class RunError : public llvm::ErrorInfo<RunError> {
 public:
   static char ID;
@@ -92,7 +93,8 @@ public:
 /// checkpoint or nothing. With `resume`, a partial folder is continued only if an
 /// earlier run of the same program from the same source files left it (a RunError
 /// otherwise), and only the files that run recorded as finished, unchanged since,
-/// are kept.
+/// are kept. A failed run removes the partial folder it made if it finished no file
+/// in it. Its errors are RunErrors.
 llvm::Expected<RunStats> runProgram(ckptir::ProgramOp program, const RunOptions &options);
 
 } // namespace loom::reshard

@@ -151,6 +151,9 @@ void runReshard(const ReshardOptions &o) {
   if (!budget)
     throw UserError("--max-memory: '" + o.maxMemory + "' is not a size",
                     "give one such as 256MiB, 2GiB or a byte count");
+  if (o.output == "-" && o.emitScript.empty())
+    throw UserError("OUT '-': reshard writes a checkpoint to a path, not to stdout",
+                    "give an output path; '-' is stdout for --emit-script");
   mlir::DialectRegistry registry;
   registry.insert<ckptir::CkptDialect>();
   mlir::MLIRContext context(registry);

@@ -83,6 +83,11 @@ Handle directWriteAccess(const std::string &displayName);
 /// otherwise reports such a failure only as HDF5's "unable to close file". Nothing
 /// for other drivers.
 llvm::Error finishDirectWrites(hid_t file);
+/// Turns the writes still to come to `file`, a file being discarded, into no-ops:
+/// its close then flushes nothing and cannot fail. A close that fails (a full disk)
+/// leaves the file's identifier registered after HDF5 1.10 has freed the file, and
+/// HDF5's exit handler closes it again and crashes. Nothing for other drivers.
+void abandonDirectWrites(hid_t file);
 } // namespace loom::ckpt::hdf5
 
 #endif // LOOM_LIB_CHECKPOINT_HDF5_H

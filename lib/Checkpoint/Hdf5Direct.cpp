@@ -61,6 +61,7 @@ struct DirectFile {
   /// The range handed to the direct writer since it was last waited for.
   haddr_t directLow = HADDR_UNDEF, directHigh = 0;
   std::string failure;  ///< the first failure, for finishDirectWrites
+  bool abandoned = false; ///< being discarded: nothing more is written
 };
 
 /// errno's message, for errors of the calls this driver makes itself.
@@ -90,6 +91,8 @@ herr_t sendDirect(DirectFile *file, haddr_t addr, const uint8_t *data, uint64_t 
 
 /// Sends the gathered run to the positioned writer.
 herr_t writeRun(DirectFile *file) {
+  if (file->abandoned)
+    file->runLength = 0;
   if (file->runLength == 0)
     return 0;
   uint64_t length = file->runLength;
@@ -99,6 +102,8 @@ herr_t writeRun(DirectFile *file) {
 
 /// Waits for the direct writes under way; none of the file's range is then in flight.
 herr_t waitDirect(DirectFile *file) {
+  if (file->abandoned)
+    return 0; // what is queued is dropped at close
   if (llvm::Error err = file->out->drain())
     return fail(file, llvm::toString(std::move(err)));
   file->directLow = HADDR_UNDEF;
@@ -158,7 +163,7 @@ H5FD_t *openFile(const char *name, unsigned flags, hid_t fapl, haddr_t maxaddr) 
 herr_t closeFile(H5FD_t *handle) {
   auto *file = reinterpret_cast<DirectFile *>(handle);
   herr_t result = writeRun(file);
-  if (result >= 0)
+  if (result >= 0 && !file->abandoned)
     if (llvm::Error err = file->out->finish())
       result = fail(file, llvm::toString(std::move(err)));
   file->out.reset(); // abandons what a failure left queued
@@ -227,6 +232,8 @@ herr_t writeFile(H5FD_t *handle, H5FD_mem_t type, hid_t, haddr_t addr, size_t si
   auto *file = reinterpret_cast<DirectFile *>(handle);
   const auto *data = static_cast<const uint8_t *>(buffer);
   file->eof = std::max(file->eof, addr + size);
+  if (file->abandoned)
+    return 0;
   if (type == H5FD_MEM_DRAW && size >= kRunMin) {
     if (file->runLength &&
         (addr != file->runStart + file->runLength || file->runLength + size > kRun))
@@ -257,7 +264,7 @@ herr_t truncateFile(H5FD_t *handle, hid_t, hbool_t) {
   auto *file = reinterpret_cast<DirectFile *>(handle);
   if (writeRun(file) < 0)
     return -1;
-  if (file->eoa != file->eof) {
+  if (file->eoa != file->eof && !file->abandoned) {
     if (::ftruncate(file->fd, off_t(file->eoa)) != 0)
       return fail(file, file->out->displayName() + ": cannot set the file's size: " + errnoText());
     file->eof = file->eoa;
@@ -301,13 +308,25 @@ Handle hdf5::directWriteAccess(const std::string &displayName) {
   return access;
 }
 
-llvm::Error hdf5::finishDirectWrites(hid_t file) {
+/// `file`'s state in this driver; null for another driver.
+static DirectFile *directFileOf(hid_t file) {
   void *handle = nullptr;
   Handle access(H5Fget_access_plist(file), H5Pclose);
   if (!access || H5Pget_driver(access.get()) != driver() ||
-      H5Fget_vfd_handle(file, access.get(), &handle) < 0 || !handle)
+      H5Fget_vfd_handle(file, access.get(), &handle) < 0)
+    return nullptr;
+  return static_cast<DirectFile *>(handle);
+}
+
+void hdf5::abandonDirectWrites(hid_t file) {
+  if (DirectFile *direct = directFileOf(file))
+    direct->abandoned = true;
+}
+
+llvm::Error hdf5::finishDirectWrites(hid_t file) {
+  DirectFile *direct = directFileOf(file);
+  if (!direct)
     return llvm::Error::success(); // another driver: nothing of ours under way
-  auto *direct = static_cast<DirectFile *>(handle);
   if (!direct->failure.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(), direct->failure);
   if (writeRun(direct) < 0 || waitDirect(direct) < 0)

@@ -437,6 +437,7 @@ struct DeferredCommits::Impl {
   std::deque<std::pair<std::string, llvm::sys::fs::TempFile>> queue;
   bool busy = false, stop = false;
   std::string failure; ///< the first one, as a message
+  Committed committed;
   std::thread worker;
 
   void run() {
@@ -451,6 +452,8 @@ struct DeferredCommits::Impl {
       bool skip = !failure.empty(); // after a failure nothing more becomes visible
       lock.unlock();
       llvm::Error err = skip ? temp.discard() : syncAndRename(path, temp);
+      if (!err && !skip && committed)
+        err = committed(path);
       lock.lock();
       busy = false;
       if (err && failure.empty())
@@ -468,7 +471,8 @@ struct DeferredCommits::Impl {
   }
 };
 
-DeferredCommits::DeferredCommits() : impl(std::make_unique<Impl>()) {
+DeferredCommits::DeferredCommits(Committed committed) : impl(std::make_unique<Impl>()) {
+  impl->committed = std::move(committed);
   impl->worker = std::thread([this] { impl->run(); });
 }
 

@@ -418,6 +418,8 @@ struct UniversalStream::Impl {
     params.reset();
     optimizer.reset();
     writer.reset();
+    if (file)
+      abandonDirectWrites(file.get());
     file.reset();
     if (mpi::rank() == 0)
       llvm::sys::fs::remove(tempPath);

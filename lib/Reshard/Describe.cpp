@@ -140,14 +140,19 @@ static bool hasGateProj(const Layout &layout) {
   });
 }
 
-static void dimsFromText(Layout &layout, llvm::StringRef json) {
+/// A source's model config (a JSON object's text): kept whole, and read for the
+/// dimensions.
+static void takeConfig(Layout &layout, llvm::StringRef json) {
   auto parsed = llvm::json::parse(json);
   if (!parsed) {
     llvm::consumeError(parsed.takeError());
     return;
   }
-  if (auto *o = parsed->getAsObject())
-    layout.dims = dimsFromJson(*o, hasGateProj(layout));
+  auto *o = parsed->getAsObject();
+  if (!o || o->empty())
+    return;
+  layout.modelConfig = json.str();
+  layout.dims = dimsFromJson(*o, hasGateProj(layout));
 }
 
 static FullTensor fullOf(std::string name, const Tensor &t) {
@@ -732,7 +737,7 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     for (auto &[name, file] : shards)
       layout.files.push_back(std::move(file));
     if (auto config = llvm::MemoryBuffer::getFile(path + "/config.json"))
-      dimsFromText(layout, (*config)->getBuffer());
+      takeConfig(layout, (*config)->getBuffer());
   } else if (format == "torch") {
     auto root = readTorchZip(path, {/*verifyChecksums=*/false, {}});
     if (!root)
@@ -772,7 +777,7 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
         add(e.name + "#" + universalStateName(state).str(), DType::Float32);
     }
     layout.files.push_back(std::move(file));
-    dimsFromText(layout, (*reader)->metadata().modelConfig);
+    takeConfig(layout, (*reader)->metadata().modelConfig);
     layout.convertedFrom = (*reader)->metadata().sourceFormat;
     layout.sourceArgs = (*reader)->metadata().sourceLayout;
     // Optimizer groups a DeepSpeed source recorded, and a Megatron source's
@@ -1466,9 +1471,10 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
     for (unsigned f = 0; f < out.fulls.size(); ++f)
       file.tensors.push_back(wholeLocal(out, f));
     if (target.format == "universal") {
-      llvm::json::Object meta{{"source_format", source.format},
-                              {"iteration", source.iteration},
-                              {"model_config", source.dims ? configJson(*source.dims) : "{}"}};
+      llvm::json::Object meta{{"source_format", source.format}, {"iteration", source.iteration}};
+      meta["model_config"] = !source.modelConfig.empty() ? source.modelConfig
+                             : source.dims               ? configJson(*source.dims)
+                                                         : "{}";
       if (!source.sourceArgs.empty())
         meta["source_layout"] = source.sourceArgs;
       // A Megatron source's optimizer group settings ride in source_layout.
@@ -1519,7 +1525,11 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       out.files.push_back({"model.safetensors.index.json", "text", {},
                            llvm::formatv("{0:2}\n", llvm::json::Value(std::move(index))).str()});
     }
-    if (source.dims)
+    // The source's config as it was (the conversion changes none of its fields),
+    // else one made from the dimensions.
+    if (!source.modelConfig.empty())
+      out.files.push_back({"config.json", "text", {}, source.modelConfig});
+    else if (source.dims)
       out.files.push_back({"config.json", "text", {}, configJson(*source.dims) + "\n"});
   } else if (target.format == "deepspeed-universal") {
     auto files = deepspeedUniversalTarget(source, out);

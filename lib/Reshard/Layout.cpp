@@ -240,6 +240,9 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
   options.split(items, ',', -1, false);
   for (llvm::StringRef item : items) {
     auto [key, value] = item.split('=');
+    if (llvm::is_contained(spec.given, key))
+      return llvm::createStringError("--to: '" + item.str() + "' repeats " + key.str() +
+                                     "; give each option once");
     spec.given.push_back(key.str());
     auto bad = [&](const char *want) {
       return llvm::createStringError("--to: " + key.str() + "=" + value.str() + ": " + want);

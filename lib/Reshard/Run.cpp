@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------===//
 #include "loom/Reshard/Reshard.h"
 
+#include "Partial.h"
+
 #include "loom/Checkpoint/BufferPool.h"
 #include "loom/Checkpoint/Dcp.h"
 #include "loom/Checkpoint/Crc32.h"
@@ -809,7 +811,18 @@ struct MpiShare {
   }
 };
 
-llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
+/// The folder a directory output is assembled in, as far as a run got with it.
+struct PartialRun {
+  std::string path; ///< empty for a single-file output
+  /// What the ranks have finished in it.
+  std::optional<Journal> journal;
+  /// It held nothing of an earlier run (see preparePartial); set with `journal`.
+  bool fresh = false;
+};
+
+/// runProgram, but for what a failure leaves: in `partialRun`.
+static llvm::Expected<RunStats> execute(ckptir::ProgramOp program, const RunOptions &options,
+                                        PartialRun &partialRun) {
   auto start = std::chrono::steady_clock::now();
   std::string sourceRoot = options.sourceRoot.empty() ? program.getSource().str() : options.sourceRoot;
   std::string outputRoot = options.outputRoot.empty() ? program.getOutput().str() : options.outputRoot;
@@ -818,23 +831,32 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   auto outputs = body->getOps<ckptir::OutputOp>();
   bool singleFile = writesOneFile(program);
   if (llvm::sys::fs::exists(outputRoot))
-    return fileError(outputRoot, "already exists; reshard writes a new checkpoint (choose "
-                                 "another output path or remove this one)");
+    return llvm::make_error<RunError>(outputRoot +
+                                          ": already exists; reshard writes a new checkpoint",
+                                      "choose another output path, or remove this one");
   std::string partial = singleFile ? outputRoot : outputRoot + ".loom-partial";
   // In an MPI job rank 0 prepares the output folder and renames it into place.
   bool leader = !options.mpi || mpi::rank() == 0;
+  std::optional<Journal> &journal = partialRun.journal;
   if (singleFile) {
     llvm::StringRef parent = llvm::sys::path::parent_path(outputRoot);
     removeStaleTemps(parent.empty() ? "." : parent.str(), llvm::sys::path::filename(outputRoot));
   } else {
+    partialRun.path = partial;
+    bool fresh = false;
     if (leader) {
       if (options.resume && llvm::sys::fs::exists(partial))
         removeStaleTemps(partial);
       if (llvm::sys::fs::exists(partial) && !options.resume)
-        return fileError(partial, "left by an interrupted run; pass --resume to continue it, or "
-                                  "remove it");
-      if (std::error_code ec = llvm::sys::fs::create_directories(partial))
-        return fileError(partial, "cannot create: " + ec.message());
+        return llvm::make_error<RunError>(partial + ": left by an interrupted run",
+                                          leftBehind(partial));
+      std::vector<std::string> sourcePaths;
+      for (auto source : body->getOps<ckptir::SourceOp>())
+        sourcePaths.push_back(join(sourceRoot, source.getPath()));
+      auto prepared = preparePartial(partial, runFingerprint(program, sourcePaths), options.resume);
+      if (!prepared)
+        return prepared.takeError();
+      fresh = *prepared;
     }
     if (options.mpi) {
       (void)mpi::max(0); // every rank waits for the folder
@@ -842,6 +864,8 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         return fileError(partial, "rank 0 did not create it (on a file system every rank "
                                   "shares?)");
     }
+    journal.emplace(partial, options.mpi ? mpi::rank() : 0);
+    partialRun.fresh = fresh;
   }
 
   // Last uses, so that values and sources are released as soon as possible.
@@ -884,8 +908,11 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   // and this rank's own tensor in an MPI job); memoised.
   llvm::DenseMap<Operation *, bool> feedsWrite;
   // Finished files' fsync and rename, overlapping the next file's writing; a run
-  // that fails discards what it had not yet renamed.
-  DeferredCommits commits;
+  // that fails discards what it had not yet renamed. Each file in place is
+  // journaled, for --resume.
+  DeferredCommits commits([&](const std::string &path) {
+    return journal ? journal->finished(path) : llvm::Error::success();
+  });
   llvm::StringMap<PendingOutput> pending;
   // Declared after `pending`, so that a run that fails joins its write before the
   // outputs go.
@@ -968,9 +995,14 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
       out.op = output;
       out.path = join(partial, output.getPath());
       out.elsewhere = share.byOutput && !share.mine.contains(output.getSymName());
-      out.skip = out.elsewhere ||
-                 (options.resume && !singleFile && llvm::sys::fs::exists(out.path));
+      out.skip = out.elsewhere || (options.resume && journal && journal->kept(output.getPath()));
       out.parallel = options.mpi && !share.byOutput;
+      // What an earlier run left there unfinished, or changed since, is written again.
+      if (!out.skip && options.resume && journal && llvm::sys::fs::exists(out.path))
+        if (std::error_code ec = llvm::sys::fs::is_directory(out.path)
+                                     ? llvm::sys::fs::remove_directories(out.path)
+                                     : llvm::sys::fs::remove(out.path))
+          return fileError(out.path, "cannot remove what an earlier run left: " + ec.message());
       llvm::StringRef parent = llvm::sys::path::parent_path(out.path);
       if (!out.skip && !parent.empty())
         if (std::error_code ec = llvm::sys::fs::create_directories(parent))
@@ -1087,8 +1119,13 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
         return std::move(err);
       if (out.skip) {
         stats.skippedFiles += !out.elsewhere;
-      } else if (llvm::Error err = writeOutput(out, stats)) {
-        return std::move(err);
+      } else {
+        if (llvm::Error err = writeOutput(out, stats))
+          return std::move(err);
+        // (`commits` journals torch and safetensors files once they are in place.)
+        if (journal && !out.stream && !out.safetensors)
+          if (llvm::Error err = journal->finished(out.path))
+            return std::move(err);
       }
       pending.erase(commit.getOutput());
       doneBytes += bytes;
@@ -1112,11 +1149,34 @@ llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const Ru
   if (!singleFile) {
     if (options.mpi)
       (void)mpi::max(0); // every rank's files are complete (a rank that failed ended the job)
-    if (leader)
+    if (leader) {
+      if (llvm::Error err = sealPartial(partial))
+        return std::move(err);
       if (std::error_code ec = llvm::sys::fs::rename(partial, outputRoot))
         return fileError(outputRoot, "cannot move the finished output into place: " + ec.message());
+    }
   }
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+char RunError::ID = 0;
+
+llvm::Expected<RunStats> reshard::runProgram(ckptir::ProgramOp program, const RunOptions &options) {
+  PartialRun partial;
+  llvm::Expected<RunStats> stats = execute(program, options, partial);
+  if (stats)
+    return stats;
+  // A folder that held nothing of an earlier run and got no finished file goes
+  // (not in an MPI job, whose other ranks may be finishing theirs).
+  if (partial.fresh && !options.mpi && partial.journal->finishedHere() == 0)
+    llvm::sys::fs::remove_directories(partial.path);
+  std::string hint = leftBehind(partial.path);
+  return llvm::handleErrors(stats.takeError(),
+                            [&](std::unique_ptr<llvm::ErrorInfoBase> err) -> llvm::Error {
+                              if (err->isA<RunError>())
+                                return llvm::Error(std::move(err));
+                              return llvm::make_error<RunError>(err->message(), hint);
+                            });
 }

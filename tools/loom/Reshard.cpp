@@ -65,6 +65,15 @@ private:
   mlir::ScopedDiagnosticHandler handler;
 };
 
+/// `path` without trailing slashes ("/" itself stays): "out/s1/" names the folder
+/// "out/s1", whose partial output is its sibling "out/s1.loom-partial", not a folder
+/// inside it that could never be renamed over its parent.
+std::string withoutTrailingSlashes(llvm::StringRef path) {
+  while (path.size() > 1 && path.ends_with("/"))
+    path = path.drop_back();
+  return path.str();
+}
+
 template <typename T> T orThrow(llvm::Expected<T> value, const char *hint) {
   if (!value)
     throw UserError(llvm::toString(value.takeError()), hint);
@@ -142,6 +151,9 @@ void runReshard(const ReshardOptions &o) {
   if (!budget)
     throw UserError("--max-memory: '" + o.maxMemory + "' is not a size",
                     "give one such as 256MiB, 2GiB or a byte count");
+  if (o.output == "-" && o.emitScript.empty())
+    throw UserError("OUT '-': reshard writes a checkpoint to a path, not to stdout",
+                    "give an output path; '-' is stdout for --emit-script");
   mlir::DialectRegistry registry;
   registry.insert<ckptir::CkptDialect>();
   mlir::MLIRContext context(registry);
@@ -197,8 +209,11 @@ void runReshard(const ReshardOptions &o) {
     return;
   }
   reshard::RunOptions run;
-  run.sourceRoot = o.runScript.empty() ? "" : o.source;
-  run.outputRoot = o.runScript.empty() ? "" : o.output;
+  if (!o.runScript.empty()) {
+    // SRC and OUT replace the script's roots; either way without trailing slashes.
+    run.sourceRoot = withoutTrailingSlashes(o.source.empty() ? program.getSource() : o.source);
+    run.outputRoot = withoutTrailingSlashes(o.output.empty() ? program.getOutput() : o.output);
+  }
   run.resume = o.resume;
   run.mpi = o.mpi;
   run.maxResidentSourceBytes = *budget;
@@ -210,10 +225,16 @@ void runReshard(const ReshardOptions &o) {
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     };
   uint64_t rssBefore = statusBytes("VmRSS:"); // libraries, the program, parsed headers
-  reshard::RunStats stats =
-      orThrow(reshard::runProgram(program, run),
-              "nothing was left under the output path; fix the cause and run again (with "
-              "--resume to keep the files already written)");
+  llvm::Expected<reshard::RunStats> ran = reshard::runProgram(program, run);
+  if (!ran) {
+    std::string hint;
+    llvm::Error err = llvm::handleErrors(ran.takeError(), [&](const reshard::RunError &e) {
+      hint = e.hint;
+      return llvm::createStringError(e.message);
+    });
+    throw UserError(llvm::toString(std::move(err)), hint);
+  }
+  reshard::RunStats stats = *ran;
   std::string out = run.outputRoot.empty() ? program.getOutput().str() : run.outputRoot;
   uint64_t peakRss = statusBytes("VmHWM:");
   if (o.mpi) {
@@ -312,6 +333,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                 "share; rank 0 renames the folder into place and reports (peak RSS: the\n"
                 "largest rank's)");
   cmd->callback([o] {
+    o->source = withoutTrailingSlashes(o->source);
+    o->output = withoutTrailingSlashes(o->output);
     if (!o->mpi)
       return runReshard(*o);
     if (llvm::Error err = ckpt::mpi::init(nullptr, nullptr))

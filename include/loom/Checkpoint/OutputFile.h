@@ -13,6 +13,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -129,7 +130,10 @@ private:
 /// destroyed (the run failed) are discarded, never renamed.
 class DeferredCommits {
 public:
-  DeferredCommits();
+  /// Called on the worker thread with each file's final path once it is in place
+  /// (a resumable run records it); its error fails the queue as a rename's would.
+  using Committed = std::function<llvm::Error(const std::string &finalPath)>;
+  explicit DeferredCommits(Committed committed = nullptr);
   ~DeferredCommits();
   DeferredCommits(const DeferredCommits &) = delete;
   DeferredCommits &operator=(const DeferredCommits &) = delete;

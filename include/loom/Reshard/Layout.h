@@ -116,6 +116,10 @@ struct Layout {
   /// What the source says of the model (Megatron args, HF config.json, the
   /// universal file's model config), for targets that need the dimensions.
   std::optional<ModelDims> dims;
+  /// The source's own model config, as its text (an HF folder's config.json, a
+  /// universal file's model_config): targets that hold a config carry it whole,
+  /// rope_theta, rms_norm_eps, architectures and all. Empty when there is none.
+  std::string modelConfig;
   /// JSON of the source's settings that a target of the same family keeps (Megatron args).
   std::string sourceArgs;
   /// A universal file's source_format: the format it was converted from, whose

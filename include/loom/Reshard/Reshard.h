@@ -75,10 +75,26 @@ struct RunStats {
   double seconds = 0;
 };
 
+/// A run refused or failed, with a hint for the user's next step: what the run
+/// left under the output path, and how to go on from there.
+class RunError : public llvm::ErrorInfo<RunError> {
+public:
+  static char ID;
+  RunError(const llvm::Twine &message, const llvm::Twine &hint)
+      : message(message.str()), hint(hint.str()) {}
+  void log(llvm::raw_ostream &os) const override { os << message; }
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  std::string message, hint;
+};
+
 /// Runs a verified program. A directory output is written into "<output>.loom-partial"
 /// and renamed into place when complete; a single-file output is written to a
 /// temporary sibling and renamed. Either way the output path holds a whole
-/// checkpoint or nothing.
+/// checkpoint or nothing. With `resume`, a partial folder is continued only if an
+/// earlier run of the same program from the same source files left it (a RunError
+/// otherwise), and only the files that run recorded as finished, unchanged since,
+/// are kept. A failed run removes the partial folder it made if it finished no file
+/// in it. Its errors are RunErrors.
 llvm::Expected<RunStats> runProgram(ckptir::ProgramOp program, const RunOptions &options);
 
 } // namespace loom::reshard

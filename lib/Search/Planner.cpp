@@ -138,12 +138,15 @@ std::string loom::search::restrictToFramework(Framework framework, PlannerOption
   fixed.order = RankOrder::PipelineOuter;
   options.zeroBubble = false;
   options.balanceStages = false;
-  options.unevenStages = false;
   options.partialRecompute = false;
   if (framework == Framework::Megatron) {
+    // Layers pp does not divide go to the first and last stage (and virtual
+    // stages count the embedding and loss as layers), as Megatron-LM runs them.
+    options.firstLastStages = true;
     fixed.maxZero = 1;
     return "";
   }
+  options.unevenStages = false;
   fixed.maxZeroWithPipeline = 1;
   if (fixed.cp > 1)
     return fmt::format("DeepSpeed has no context parallelism, not cp={}", fixed.cp);
@@ -154,6 +157,13 @@ std::string loom::search::restrictToFramework(Framework framework, PlannerOption
   return "";
 }
 
+/// How the search splits layers over stages under `options`.
+static StageSplit splitOf(const PlannerOptions &options) {
+  return options.balanceStages     ? StageSplit::Balanced
+         : options.firstLastStages ? StageSplit::FirstLast
+                                   : StageSplit::Even;
+}
+
 Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluster &cluster,
                                     const spec::Training &training,
                                     const cost::StrategyChoice &choice,
@@ -162,7 +172,23 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
                                     StageSplit split, double mustBeat) {
   Candidate c;
   c.choice = choice;
-  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
+  int64_t layers = spec::numLayers(model);
+  if (split == StageSplit::FirstLast && choice.pp > 1 && choice.vpp == 1 &&
+      choice.stageLayers.empty() && layers % choice.pp != 0) {
+    // Equal middle stages of m layers, as many as the layers allow, the rest
+    // on the first and last (the first takes the odd one: the last holds the
+    // head).
+    for (int64_t m = (layers + choice.pp - 1) / choice.pp; m >= 1; --m) {
+      int64_t rest = layers - (choice.pp - 2) * m;
+      if (rest < 2)
+        continue;
+      c.choice.stageLayers.assign(size_t(choice.pp), m);
+      c.choice.stageLayers.front() = (rest + 1) / 2;
+      c.choice.stageLayers.back() = rest / 2;
+      break;
+    }
+  }
+  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, c.choice);
   if (!w.ok()) {
     if (error)
       *error = w.error;
@@ -170,8 +196,8 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   }
   c.dp = w.workload.dp;
   c.estimate = cost::estimate(w.workload, computes, options);
-  if (split == StageSplit::Even || choice.pp < 2 || choice.vpp != 1 ||
-      !choice.stageLayers.empty())
+  if (split == StageSplit::Even || split == StageSplit::FirstLast || choice.pp < 2 ||
+      choice.vpp != 1 || !choice.stageLayers.empty())
     return c;
   // Bound: a perfect split makes every rank the mean; that saves at most the
   // slowest rank's excess on each micro-batch and each fill step.
@@ -486,7 +512,7 @@ Candidate loom::search::priceAsFinalist(const spec::Model &model, const spec::Cl
                                         double mustBeat) {
   std::string why;
   Candidate c = priceChoice(model, cluster, training, choice, computes, options.estimate, &why,
-                            options.balanceStages ? StageSplit::Balanced : StageSplit::Even);
+                            splitOf(options));
   if (error)
     *error = why;
   if (why.empty())
@@ -718,7 +744,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
                                                   : pool.back().estimate.stepTime;
     Candidate c = priceChoice(model, cluster, training, choice, computes, options.estimate,
                               &error,
-                              options.balanceStages ? StageSplit::Balanced : StageSplit::Even,
+                              splitOf(options),
                               mustBeat);
     if (!error.empty()) {
       ++result.rejected;

@@ -420,8 +420,8 @@ void loom::cli::addPlanCommand(CLI::App &app) {
   cmd->add_option("--for", o->framework,
                   "only plans this framework launches as they are priced, for `loom emit`:\n"
                   "megatron (Megatron-LM: ZeRO 0-1, i.e. its distributed optimizer; 1F1B and\n"
-                  "interleaved; equal stages) or deepspeed (ZeRO 0-1 with a pipeline; 1F1B; no\n"
-                  "interleaving or context parallelism)")
+                  "interleaved; equal stages but the first and last) or deepspeed (ZeRO 0-1\n"
+                  "with a pipeline; 1F1B on equal stages; no interleaving or context parallelism)")
       ->check(CLI::IsMember({"megatron", "deepspeed"}));
   cmd->add_flag("--explain", o->explain,
                 "say why one-step changes to the best plan lose (with --json: an \"explain\"\n"

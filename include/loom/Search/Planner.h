@@ -81,6 +81,9 @@ struct PlannerOptions {
   /// pp need not divide the layers (the remainder goes to some stages). Off
   /// for Megatron-LM before 2022, which required layers divisible by pp.
   bool unevenStages = true;
+  /// Without balancing, layers pp does not divide go to the first and last
+  /// stage only (StageSplit::FirstLast), as Megatron-LM can run them.
+  bool firstLastStages = false;
   /// Full recomputation may cover just the first pipeline ranks, where the
   /// most micro-batches are in flight (Megatron-LM's --recompute-num-layers,
   /// 2022); off for all-or-nothing --checkpoint-activations.
@@ -102,11 +105,12 @@ enum class Framework { Any, Megatron, DeepSpeed };
 /// "megatron", "deepspeed" -> Framework; false for other words.
 bool parseFramework(const std::string &word, Framework &out);
 /// Narrows `options` to what `framework` runs: Megatron-LM and DeepSpeed run
-/// 1F1B and interleaving (no zero-bubble families or skip paths), stages of
-/// equal layer counts on ranks in order (pipeline outermost), and full
-/// recomputation on every rank or none. Megatron-LM runs ZeRO 0-1 (its
-/// distributed optimizer shards the optimizer states only); DeepSpeed runs
-/// ZeRO 0-1 with a pipeline and has no context parallelism or interleaving.
+/// 1F1B and interleaving (no zero-bubble families or skip paths), stages on
+/// ranks in order (pipeline outermost), and full recomputation on every rank
+/// or none. Megatron-LM runs ZeRO 0-1 (its distributed optimizer shards the
+/// optimizer states only) and equal stages but for the first and last;
+/// DeepSpeed runs equal stages, ZeRO 0-1 with a pipeline, and has no context
+/// parallelism or interleaving.
 /// Returns a one-line reason when a degree the user fixed contradicts it,
 /// else "".
 std::string restrictToFramework(Framework framework, PlannerOptions &options);
@@ -251,6 +255,8 @@ std::string whySlower(const cost::Estimate &best, const cost::Estimate &other);
 /// How priceChoice splits layers over pipeline stages (pp > 1, vpp = 1).
 enum class StageSplit {
   Even,      // as given (evenly, unless the choice lists layer counts)
+  FirstLast, // evenly but for the first and last stage, as Megatron-LM splits
+             // layers pp does not divide (--decoder-first/last-pipeline-num-layers)
   Balanced,  // also tries a cost-balanced split (dynamic programming)
   Reordered, // also lets Z3 choose which pp rank runs which stage
 };

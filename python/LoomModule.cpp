@@ -138,13 +138,15 @@ std::string estimate(const std::string &model, const std::string &cluster,
   return search::estimateJson(in.model, in.cluster, c, w.workload, e, simulated).dump();
 }
 
-std::string schedule(const std::string &kind, int64_t stages, int64_t microbatches, int64_t vpp,
+std::string schedule(const std::string &kind, const py::object &stages,
+                     const py::object &microbatches, const py::object &vpp,
                      const std::vector<double> &costs, double memLimit, const std::string &skip) {
   ScheduleRequest request;
   request.kind = kind;
-  request.stages = stages;
-  request.microbatches = microbatches;
-  request.vpp = vpp;
+  // Any Python int; the generator then applies its own, tighter bounds.
+  request.stages = bounded("stages", stages, 1, cost::kMaxDegree);
+  request.microbatches = bounded("microbatches", microbatches, 1, cost::kMaxDegree);
+  request.vpp = bounded("vpp", vpp, 1, cost::kMaxDegree);
   request.costs = costs;
   request.memLimit = memLimit;
   request.skip = skip;

@@ -46,6 +46,7 @@ assert all(int(p["strategy"].get("zero", 0)) <= 1 and
 print("megatron plans:", len(m["plans"]))
 
 for call in (lambda: loom.schedule("zb-x", 4, 8),
+             lambda: loom.schedule("1f1b", 2**63, 8),
              lambda: loom.schedule("1f1b", 4, 8, costs=[1, 2]),
              lambda: loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=3),
              lambda: loom.plan("llama3-70x", "dgx-h100:nodes=8"),

@@ -158,6 +158,9 @@ std::string checkShape(Kind kind, const Shape &sh) {
     return "ranks, microbatches and virtual stages must be positive";
   if (kind != Kind::Interleaved && sh.virtualStages != 1)
     return std::string(kindName(kind)) + " has no virtual stages";
+  if (kind == Kind::Interleaved && sh.virtualStages < 2)
+    return "the interleaved schedule needs vpp >= 2 virtual stages per rank (with vpp 1 it is "
+           "1f1b)";
   if (kind == Kind::Interleaved && sh.microBatches % sh.ranks != 0)
     return "interleaved 1F1B needs the microbatches (" + std::to_string(sh.microBatches) +
            ") to be a multiple of the ranks (" + std::to_string(sh.ranks) + ")";

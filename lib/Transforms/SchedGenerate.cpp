@@ -123,9 +123,6 @@ std::optional<GeneratedSchedule> loom::generateSchedule(const ScheduleRequest &r
                   std::to_string(kMaxMicrobatches) + "] and vpp >= 1");
   Shape shape{static_cast<int32_t>(req.stages), static_cast<int32_t>(req.microbatches),
               static_cast<int32_t>(req.vpp)};
-  if (*kind == Kind::Interleaved && req.vpp < 2)
-    return refuse("the interleaved schedule needs vpp >= 2 virtual stages per rank (with "
-                  "vpp 1 it is 1f1b)");
   if (std::string why = checkShape(*kind, shape); !why.empty())
     return refuse(why);
   // Past these sizes a schedule takes gigabytes (1F1B on 4,096 ranks by 2^20

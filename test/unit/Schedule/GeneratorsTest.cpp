@@ -157,6 +157,7 @@ TEST(Generators, ShapeChecksExplainThemselves) {
   EXPECT_NE(checkShape(Kind::DualPipe, {4, 6, 1}).find("at least twice the ranks"),
             std::string::npos);
   EXPECT_NE(checkShape(Kind::OneFOneB, {4, 8, 2}).find("no virtual stages"), std::string::npos);
+  EXPECT_NE(checkShape(Kind::Interleaved, {4, 8, 1}).find("needs vpp >= 2"), std::string::npos);
   EXPECT_EQ(checkShape(Kind::ZBV, {4, 8, 1}), "");
   for (Kind k : {Kind::GPipe, Kind::ZBAuto, Kind::DualPipe})
     EXPECT_EQ(kindFromName(kindName(k)), k);

@@ -83,6 +83,11 @@ struct SpecInputs {
 };
 SpecInputs loadSpecInputs(const SpecArgs &args);
 
+/// Plan `index` of the file at `path` (a plan, or `loom plan --json` output), as
+/// `loom emit`, `loom estimate --plan` and `loom reshard --plan` read it; a
+/// UserError naming the file otherwise.
+spec::Plan readPlanFile(const std::string &path, int64_t index);
+
 /// Place IR with the context that owns it (declared first: destroyed last).
 struct PlacedModule {
   std::unique_ptr<mlir::MLIRContext> context;

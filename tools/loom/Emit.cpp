@@ -68,7 +68,7 @@ template <typename T> T loadSpec(const std::string &nameOrPath, const char *what
 void runEmit(const EmitCliOptions &o) {
   emit::Provenance from{o.planFile, o.planIndex};
   try {
-    spec::Plan plan = emit::parsePlan(readFile(o.planFile, "plan file"), o.planFile, o.planIndex);
+    spec::Plan plan = readPlanFile(o.planFile, o.planIndex);
     emit::LaunchOptions launch;
     if (!o.nodesFile.empty())
       launch.hosts = readHosts(o.nodesFile);

@@ -9,7 +9,6 @@
 #include "Driver.h"
 
 #include "loom/CostModel/Estimate.h"
-#include "loom/Emit/Emit.h"
 #include "loom/CostModel/FromStrategy.h"
 #include "loom/Search/PlanJson.h"
 #include "loom/Search/SimulatedPipeline.h"
@@ -17,7 +16,6 @@
 #include "loom/Support/Table.h"
 
 #include <fmt/format.h>
-#include <llvm/Support/MemoryBuffer.h>
 
 using namespace loom;
 using namespace loom::cli;
@@ -50,17 +48,7 @@ cost::StrategyChoice choiceOfPlan(const EstimateCliOptions &o, spec::Training &t
     throw UserError(fmt::format("--plan gives the strategy and training; {} would change them",
                                 o.strategyGiven.front()),
                     "leave the strategy options out, or estimate without --plan", 2);
-  auto text = llvm::MemoryBuffer::getFile(o.plan);
-  if (!text)
-    throw UserError(fmt::format("cannot read plan file '{}': {}", o.plan,
-                                text.getError().message()),
-                    "give a file `loom plan --json` wrote");
-  spec::Plan plan;
-  try {
-    plan = emit::parsePlan((*text)->getBuffer().str(), o.plan, o.planIndex);
-  } catch (const emit::EmitError &e) {
-    throw UserError(e.what(), e.hint);
-  }
+  spec::Plan plan = readPlanFile(o.plan, o.planIndex);
   training = plan.training();
   cost::StrategyChoice choice = search::choiceFromPlan(plan);
   choice.flashAttention = !o.noFlash;

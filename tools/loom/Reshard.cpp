@@ -8,7 +8,6 @@
 #include "Driver.h"
 
 #include "loom/Checkpoint/Mpi.h"
-#include "loom/Emit/Emit.h"
 #include "loom/Reshard/Reshard.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -96,15 +95,7 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
 /// deepspeed: tp, dp, zero, and pp with GPTModelPipe's layer files when the plan
 /// pipelines), and must not contradict what --to gives.
 void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
-  auto text = llvm::MemoryBuffer::getFile(o.plan);
-  if (!text)
-    throw UserError(o.plan + ": " + text.getError().message(), "give a `loom plan --json` output");
-  spec::Plan plan;
-  try {
-    plan = emit::parsePlan((*text)->getBuffer().str(), o.plan, o.planIndex);
-  } catch (const emit::EmitError &e) {
-    throw UserError(e.what(), e.hint);
-  }
+  spec::Plan plan = readPlanFile(o.plan, o.planIndex);
   const spec::Strategy &s = plan.strategy();
   if (s.vpp() > 1 || s.ep() > 1 || s.cp() > 1)
     throw UserError(fmt::format("{}: the plan uses vpp={} ep={} cp={}; reshard writes "

@@ -2,10 +2,12 @@
 
 #include "Driver.h"
 
+#include "loom/Emit/Emit.h"
 #include "loom/Spec/Spec.h"
 #include "loom/Support/AtomicFile.h"
 
 #include <fmt/format.h>
+#include <llvm/Support/MemoryBuffer.h>
 
 #include <cstdio>
 #include <iostream>
@@ -47,6 +49,18 @@ SpecInputs loom::cli::loadSpecInputs(const SpecArgs &args) {
     in.training.set_grad_reduce_in_bf16(true);
   }
   return in;
+}
+
+loom::spec::Plan loom::cli::readPlanFile(const std::string &path, int64_t index) {
+  auto text = llvm::MemoryBuffer::getFile(path);
+  if (!text)
+    throw UserError(fmt::format("cannot read plan file '{}': {}", path, text.getError().message()),
+                    "give a file `loom plan --json` wrote");
+  try {
+    return emit::parsePlan((*text)->getBuffer().str(), path, index);
+  } catch (const emit::EmitError &e) {
+    throw UserError(e.what(), e.hint);
+  }
 }
 
 void loom::cli::writeOutput(const std::string &path, const std::string &text) {

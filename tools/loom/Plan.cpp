@@ -97,7 +97,7 @@ explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Trai
     return out;
   };
   // Priced as plan 1 was: stages balanced, a simulated pipeline when plan 1's
-  // is, tried with zb-auto, ZB-V and skip paths as the planner's top k are.
+  // is, tried with zb-auto, ZB-V and skip paths as the planner's first finalists are.
   search::PlannerOptions asBest = planner;
   asBest.simulateFinalists = best.simulated;
   for (const search::Neighbour &alt : alts) {

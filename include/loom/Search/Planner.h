@@ -90,11 +90,11 @@ struct PlannerOptions {
   bool partialRecompute = true;
   /// Re-price the finalists' pipelines with the schedule simulator
   /// (SimulatedPipeline.h), trying the zero-bubble schedules (ZB-H1, ZB-H2)
-  /// on them too when `zeroBubble`, and zb-auto on the top k
+  /// on them too when `zeroBubble`, and zb-auto on the first max(topK, kMinFinalists)
   /// (tryAutoSchedule).
   bool simulateFinalists = true;
   bool zeroBubble = true;
-  /// SkipPipe: when set, the top k also try skip paths under these rules
+  /// SkipPipe: when set, the first finalists also try skip paths under these rules
   /// (trySkipPaths). Off by default: skipping stages changes what a step
   /// trains, so only the user can allow it.
   std::optional<cost::SkipRules> skip;
@@ -191,7 +191,7 @@ Candidate trySkipPaths(const spec::Model &model, const spec::Cluster &cluster,
                        const spec::Training &training, const Candidate &candidate,
                        std::span<const cost::ComputeModel> computes,
                        const cost::EstimateOptions &options, const cost::SkipRules &rules);
-/// What the planner tries on each of its top k plans once they are
+/// What the planner tries on each of its first finalists (max(topK, kMinFinalists)) once they are
 /// simulated: with options.zeroBubble, zb-auto (tryAutoSchedule), ZB-V
 /// (tryVShape, unless vpp is fixed to another value than ZB-V's 2) and
 /// DualPipe (tryDualPipe, unless vpp is fixed above 1); with

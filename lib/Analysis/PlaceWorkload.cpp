@@ -307,8 +307,11 @@ FailureOr<cost::Workload> loom::workloadFromPlace(ModelOp model, SymbolTableColl
     }
     w.tp = std::max(w.tp, s.tp);
     w.ep = std::max(w.ep, s.ep);
+    if (auto head = dyn_cast<HeadOp>(op))
+      w.tiedEmbeddings = head.getTied();
     w.parts.push_back(part);
   }
+  cost::addTiedEmbeddingCopy(w);
   // DualPipe splits the micro-batches between its directions, each filling the
   // pipeline.
   if (w.schedule == cost::Schedule::DualPipe &&

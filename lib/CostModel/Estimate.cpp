@@ -344,6 +344,27 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     t.dpExposed += compute.exposedSeconds(afterStep, options.overlapParamGather ? t.f : 0.0);
     t.dpComm += afterStep;
   }
+  // Tied embeddings on two ranks (Workload::tiedCopyParams): once the
+  // data-parallel reduction is done, the embedding's rank and the head's
+  // all-reduce the word embedding's gradients over the hop that joins them
+  // (Megatron-LM's finalize_model_grads: _allreduce_word_embedding_grads after
+  // finish_grad_sync), and both wait for it.
+  if (w.tiedCopyParams > 0 && !w.hops.empty()) {
+    for (const Part &part : w.parts)
+      if (part.kind == PartKind::Head) {
+        double bytes =
+            double(w.tiedCopyParams) / part.shards.gatheredParams * double(w.gradBytes);
+        const PipelineHop &wrap = w.hops.back();
+        GroupShape pair{{GroupLevel{2, wrap.link.bandwidth, wrap.link.latency}}};
+        double seconds = collectiveTime(Collective::AllReduce, bytes, pair).seconds;
+        for (int64_t r : {int64_t(0), w.rankOf(part.stage)}) {
+          e.time[r].dpComm += seconds;
+          e.time[r].dpExposed += seconds;
+          if (wrap.crossesDc)
+            e.time[r].dpCrossDcBytes += bytes;
+        }
+      }
+  }
 
   // Pipeline critical path: the slowest rank paces every micro-batch, unless
   // the round trip of one micro-batch through every rank and hop latency is

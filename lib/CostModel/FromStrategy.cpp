@@ -483,5 +483,22 @@ WorkloadResult loom::cost::fromStrategy(const spec::Model &model,
   head.shards = shardsFor(double(c.tp), denseReduce);
   head.groups = {tpGroup, cpGroup, epGroup, denseGroup};
   w.parts.push_back(head);
+  w.tiedEmbeddings = model.tied_embeddings();
+  addTiedEmbeddingCopy(w);
   return result;
+}
+
+void loom::cost::addTiedEmbeddingCopy(Workload &w) {
+  if (!w.tiedEmbeddings || w.tiedCopyParams > 0 || w.schedule == Schedule::DualPipe)
+    return;
+  auto find = [&](PartKind kind) {
+    return std::find_if(w.parts.begin(), w.parts.end(),
+                        [&](const Part &p) { return p.kind == kind; });
+  };
+  auto embedding = find(PartKind::Embedding), head = find(PartKind::Head);
+  if (embedding == w.parts.end() || head == w.parts.end() ||
+      w.rankOf(embedding->stage) == w.rankOf(head->stage))
+    return;
+  w.tiedCopyParams = head->shape.vocab * head->shape.hidden;
+  head->params += w.tiedCopyParams;
 }

@@ -165,6 +165,15 @@ struct Workload {
     optimBytesPerParam = 4 * (sgd ? 1 : 2) + (fp32 ? 0 : 4);
     lossScaling = fp16;
   }
+  /// The output projection is the word embedding (tied weights). When the
+  /// embedding and the head run on different pipeline ranks, the head's rank
+  /// keeps a copy of the word embedding with its own gradients and optimizer
+  /// state, and the two ranks all-reduce the copies' gradients after the
+  /// data-parallel reduction (Megatron-LM's embedding group; DeepSpeed's tied
+  /// modules): addTiedEmbeddingCopy sets tiedCopyParams, the copy's full
+  /// parameter count (vocab x hidden), and adds it to the head part.
+  bool tiedEmbeddings = false;
+  int64_t tiedCopyParams = 0;
   /// fp16 mixed precision: the optimizer unscales the loss-scaled gradients
   /// and checks them for inf/NaN before stepping (bf16 needs no scaling).
   bool lossScaling = false;
@@ -196,6 +205,13 @@ struct Workload {
                                                                       : Recompute::None;
   }
 };
+
+/// With tied embeddings, gives the head's pipeline rank its copy of the word
+/// embedding when the embedding lives on another rank (Workload::
+/// tiedEmbeddings). Both workload producers call it once their parts are
+/// built. DualPipe's end ranks hold both the first and the last stage, and
+/// ZB-V's V puts them on one rank: no copy there.
+void addTiedEmbeddingCopy(Workload &w);
 
 } // namespace loom::cost
 

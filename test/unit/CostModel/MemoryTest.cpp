@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "loom/CostModel/Estimate.h"
 #include "loom/CostModel/FromStrategy.h"
 #include "loom/CostModel/Memory.h"
 
@@ -186,6 +187,59 @@ TEST(ModelStates, TensorAndPipelineDivideTheWeights) {
     total += rankMemory(r.workload, rank).params;
   // All weights, 2 bytes each, split 8 ways by tp (every part is tp-sharded).
   EXPECT_DOUBLE_EQ(total * 8, 2.0 * double(spec::countParameters(model).total()));
+}
+
+// Tied embeddings over a pipeline: the head's rank keeps a copy of the word
+// embedding, with gradients and optimizer state of its own, and the embedding's
+// and the head's ranks all-reduce its gradients after the data-parallel
+// reduction (Megatron-LM's embedding group). Untied, that rank has the output
+// layer instead; on one rank (no pipeline, ZB-V's V) there is no copy.
+TEST(ModelStates, TiedEmbeddingCopyOnTheHeadsRank) {
+  spec::Model tied = spec::loadModel("megatron-18.4b");
+  ASSERT_TRUE(tied.tied_embeddings());
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
+  spec::Training training = spec::defaultTraining(tied);
+  training.set_global_batch(64);
+  auto price = [&](const spec::Model &model, int64_t pp, cost::Schedule schedule) {
+    StrategyChoice c;
+    c.tp = 8;
+    c.pp = pp;
+    c.schedule = schedule;
+    c.vpp = schedule == Schedule::ZeroBubbleV ? 2 : 1;
+    WorkloadResult r = fromStrategy(model, cluster, training, c);
+    EXPECT_TRUE(r.ok()) << r.error;
+    return std::pair{r.workload, estimate(r.workload, computeModelFor(cluster, training))};
+  };
+  const double copy = double(tied.vocab_size() * tied.hidden_size()) / 8; // per tp rank
+  auto [w, e] = price(tied, 4, Schedule::OneFOneB);
+  EXPECT_EQ(w.tiedCopyParams, int64_t(tied.vocab_size() * tied.hidden_size()));
+  // 10 layers on each rank; the last holds the copy (2 bytes a weight) and
+  // the final norm besides.
+  MemoryBreakdown middle = rankMemory(w, 2), last = rankMemory(w, 3);
+  EXPECT_GT(last.params - middle.params, 2 * copy);
+  EXPECT_LT(last.params - middle.params, 1.001 * 2 * copy);
+  EXPECT_DOUBLE_EQ(last.optim / last.params, middle.optim / middle.params);
+
+  // The same model untied holds the output layer there: the same bytes.
+  spec::Model untied = tied;
+  untied.set_tied_embeddings(false);
+  auto [uw, ue] = price(untied, 4, Schedule::OneFOneB);
+  EXPECT_EQ(uw.tiedCopyParams, 0);
+  EXPECT_DOUBLE_EQ(rankMemory(uw, 3).params, last.params);
+  // Its step has no embedding all-reduce: the two end ranks wait for the
+  // tied one, the middle ones do not.
+  EXPECT_GT(e.time[0].dpExposed, ue.time[0].dpExposed);
+  EXPECT_GT(e.time[3].dpExposed, ue.time[3].dpExposed);
+  EXPECT_DOUBLE_EQ(e.time[2].dpExposed, ue.time[2].dpExposed);
+  // fp16 gradients of the rank's 1/8 of the copy between two ranks on
+  // different nodes (pp spans nodes): at least their bytes over HDR's 25 GB/s.
+  EXPECT_GT(e.time[0].dpExposed - ue.time[0].dpExposed, 2 * copy / 25e9);
+
+  for (auto [pp, schedule] : {std::pair{int64_t(1), Schedule::OneFOneB},
+                              std::pair{int64_t(2), Schedule::ZeroBubbleV}}) {
+    auto [one, unused] = price(tied, pp, schedule);
+    EXPECT_EQ(one.tiedCopyParams, 0) << pp;
+  }
 }
 
 TEST(ModelStates, ExpertsShardOverEpAndReduceOutsideIt) {

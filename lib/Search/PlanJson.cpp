@@ -31,7 +31,7 @@ nlohmann::json loom::search::planResultJson(const spec::Model &model,
   nlohmann::json out{{"model", model.name()},        {"cluster", cluster.name()},
                      {"evaluated", r.evaluated},     {"rejected", r.rejected},
                      {"search_seconds", r.seconds},  {"fits", r.anyFits},
-                     {"plans", plans}};
+                     {"zero_variants_left_out", r.zeroTwins}, {"plans", plans}};
   if (!r.anyFits && r.evaluated > 0)
     out["closest"] = planJson(model, cluster, training, r.closest);
   return out;

@@ -987,6 +987,23 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
         break;
     }
   }
+  // A plan that differs from one ranked above it only in its ZeRO stage, and
+  // needs no less memory, offers nothing that plan does not: it is left out
+  // (counted), so that the list shows different plans.
+  std::vector<Candidate> shown;
+  for (Candidate &c : result.best) {
+    auto above = [&](const Candidate &d) {
+      cost::StrategyChoice x = d.choice;
+      x.zero = c.choice.zero;
+      return sameTuple(x, c.choice) && x.schedule == c.choice.schedule &&
+             d.estimate.peakMemoryBytes <= c.estimate.peakMemoryBytes;
+    };
+    if (std::any_of(shown.begin(), shown.end(), above))
+      ++result.zeroTwins;
+    else
+      shown.push_back(std::move(c));
+  }
+  result.best = std::move(shown);
   if (int64_t(result.best.size()) > options.topK)
     result.best.resize(options.topK);
   result.seconds =

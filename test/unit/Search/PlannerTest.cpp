@@ -924,6 +924,42 @@ TEST(PlannerNeighbours, NoOneStepChangeTheSearchCoversBeatsTheFirstPlan) {
   EXPECT_GE(covered, 5);
 }
 
+// Llama 3 8B on 32 GPUs without a pipeline: ZeRO-1 and ZeRO-2 run alike
+// (gradients reduce-scatter once a step either way), so every ZeRO-1 plan has a
+// ZeRO-2 twin as fast and leaner. The list shows each plan once; one that
+// differs from a plan above only in its ZeRO stage stays only if it is faster
+// or needs less memory, and the left-out ones are counted.
+TEST(PlannerOutput, LeavesOutZeroStagesThatGainNothing) {
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 12;
+  PlanResult r = plan(model, cluster, training, options);
+  ASSERT_EQ(r.best.size(), 12u);
+  EXPECT_GT(r.zeroTwins, 0);
+  for (size_t i = 0; i < r.best.size(); ++i)
+    for (size_t j = i + 1; j < r.best.size(); ++j) {
+      const cost::StrategyChoice &a = r.best[i].choice, &b = r.best[j].choice;
+      auto degrees = [](const Candidate &c) {
+        const cost::StrategyChoice &s = c.choice;
+        return std::make_tuple(c.dp, s.tp, s.pp, s.vpp, s.ep, s.cp, int(s.recompute),
+                               s.recomputeRanks, s.microBatch, s.offloadOptimizer,
+                               int(s.order), int(s.schedule));
+      };
+      if (a.zero == b.zero || degrees(r.best[i]) != degrees(r.best[j]))
+        continue;
+      EXPECT_LT(r.best[j].estimate.peakMemoryBytes, r.best[i].estimate.peakMemoryBytes)
+          << describe(r.best[j]) << " gains nothing on " << describe(r.best[i]);
+    }
+  // Fixing the stage lists that stage's plans again.
+  options.fixed.zero = 1;
+  PlanResult one = plan(model, cluster, training, options);
+  ASSERT_TRUE(one.anyFits);
+  EXPECT_EQ(one.best.front().choice.zero, 1);
+  EXPECT_EQ(one.zeroTwins, 0);
+}
+
 } // namespace
 
 TEST(PlannerDualPipe, DeepSeekV3AtItsBatchPicksDualPipe) {

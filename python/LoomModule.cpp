@@ -101,7 +101,20 @@ std::string plan(const std::string &model, const std::string &cluster, const py:
     if (std::string why = search::restrictToFramework(f, options); !why.empty())
       throw LoomError("framework='" + framework + "': " + why);
   }
+  // Inputs no plan can take raise, as `loom plan` refuses them; a plan that
+  // does not fit in memory is a result ("fits": false).
+  auto raise = [](const search::InputProblem &problem) {
+    std::string options;
+    for (const auto &[name, value] : problem.options)
+      options += fmt::format("{}{}={}", options.empty() ? "" : ", ", name, value);
+    return LoomError((options.empty() ? problem.message : options + ": " + problem.message) +
+                     " (" + problem.hint + ")");
+  };
+  if (auto problem = search::checkInputs(in.model, in.cluster, options))
+    throw raise(*problem);
   search::PlanResult r = search::plan(in.model, in.cluster, in.training, options);
+  if (auto problem = search::nothingPriced(in.model, in.cluster, in.training, r, options))
+    throw raise(*problem);
   return search::planResultJson(in.model, in.cluster, in.training, r).dump();
 }
 

@@ -70,7 +70,12 @@ for call in (lambda: loom.schedule("zb-x", 4, 8),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", zero=4),
              lambda: loom.estimate("llama3-8b", "dgx-h100:nodes=1", recompute="some"),
              lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", framework="jax"),
-             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", zero=2, framework="megatron")):
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=1", zero=2, framework="megatron"),
+             # Inputs no plan can take, which `loom plan` refuses too: not an
+             # empty result ("does not fit").
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=2", ep=2),
+             lambda: loom.plan("llama3-8b", "dgx-h100:nodes=2", tp=3, pp=2),
+             lambda: loom.plan("llama3-8b", sys.argv[5])):
     try:
         call()
     except loom.Error as error:

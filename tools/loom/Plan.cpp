@@ -131,6 +131,15 @@ explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Trai
   return lines;
 }
 
+/// The planner's InputProblem as an error line: "--ep 2: <message>".
+UserError inputError(const search::InputProblem &problem) {
+  std::string options;
+  for (const auto &[name, value] : problem.options)
+    options += fmt::format("{}--{} {}", options.empty() ? "" : " ", name, value);
+  return UserError(options.empty() ? problem.message : options + ": " + problem.message,
+                   problem.hint, problem.usage ? 2 : 1);
+}
+
 void runPlan(const PlanCliOptions &o) {
   auto [model, cluster, training] =
       loadSpecInputs(o.spec);
@@ -184,23 +193,8 @@ void runPlan(const PlanCliOptions &o) {
                       2);
   }
   // Inputs no strategy can take, said before searching.
-  std::vector<spec::ClusterLevel> levels = spec::clusterLevels(cluster);
-  if (levels.empty())
-    throw UserError(fmt::format("cluster '{}' has nodes with different GPU counts; loom lays "
-                                "one mesh over nodes of one GPU count",
-                                cluster.name()),
-                    "plan the node groups of each GPU count as clusters of their own");
-  if (options.fixed.ep > 1 &&
-      std::none_of(model.blocks().begin(), model.blocks().end(),
-                   [](const spec::Block &b) { return b.has_moe(); }))
-    throw UserError(fmt::format("--ep {}: {} has no experts to split", options.fixed.ep,
-                                model.name()),
-                    "leave --ep out for a dense model", 2);
-  if (!o.order.empty() && levels.size() <= 2)
-    throw UserError(fmt::format("--order {}: {} is one datacenter, where pipeline parallelism "
-                                "is outermost (Megatron-LM's order)",
-                                o.order, cluster.name()),
-                    "leave --order out, or plan a cluster of several datacenters (dcs=2)", 2);
+  if (auto problem = search::checkInputs(model, cluster, options))
+    throw inputError(*problem);
   search::PlanResult r = search::plan(model, cluster, training, options);
 
   if (o.emitMlir) {
@@ -233,35 +227,8 @@ void runPlan(const PlanCliOptions &o) {
       training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
   if (!r.anyFits) {
     writeOutput("", text);
-    if (r.evaluated == 0 && r.rejected == 0) {
-      // Fixed degrees that left nothing to price.
-      const search::Constraints &f = options.fixed;
-      std::string fixedText;
-      for (auto [name, value] : {std::pair<const char *, int64_t>{"dp", f.dp}, {"tp", f.tp},
-                                 {"pp", f.pp}, {"vpp", f.vpp}, {"ep", f.ep}, {"cp", f.cp},
-                                 {"mbs", f.microBatch}})
-        if (value)
-          fixedText += fmt::format(" --{} {}", name, value);
-      if (!fixedText.empty())
-        throw UserError(
-          fmt::format("no strategy has the fixed degrees{}: {} GPUs, {} layers, {} heads and a "
-                      "global batch of {} do not divide that way",
-                      fixedText, spec::clusterSize(cluster).gpus, spec::numLayers(model),
-                      model.blocks(0).attention().heads(), training.global_batch()),
-          "fix fewer degrees, or ones that divide the GPU count, layers, heads and batch", 2);
-    }
-    if (r.evaluated == 0) {
-      // Say why: the most frequent rejection.
-      auto most = std::max_element(r.rejections.begin(), r.rejections.end(),
-                                   [](auto &a, auto &b) { return a.second < b.second; });
-      std::string why = most == r.rejections.end()
-                            ? std::string()
-                            : fmt::format(": every candidate was rejected, most often ({} of {}) "
-                                          "with \"{}\"",
-                                          most->second, r.rejected, most->first);
-      throw UserError("no strategy is valid for this model on this cluster" + why,
-                      "check that the GPU count factors into the model's heads and layers");
-    }
+    if (auto problem = search::nothingPriced(model, cluster, training, r, options))
+      throw inputError(*problem);
     const cost::Estimate &e = r.closest.estimate;
     // Every ZeRO stage and recomputation was tried; say what else would do it.
     std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);

@@ -140,6 +140,28 @@ struct PlanResult {
 PlanResult plan(const spec::Model &model, const spec::Cluster &cluster,
                 const spec::Training &training, const PlannerOptions &options = {});
 
+/// Why no strategy can be searched, in the words of the inputs. `options`
+/// are the planner options at fault, as (name, value): ("ep", "2"), which
+/// `loom plan` writes "--ep 2" and the Python module "ep=2" before the
+/// message; none when the model or cluster itself is at fault. `usage` marks
+/// options that contradict the inputs (loom plan exits 2) rather than inputs
+/// no plan can take (exit 1).
+struct InputProblem {
+  std::vector<std::pair<std::string, std::string>> options;
+  std::string message, hint;
+  bool usage = false;
+};
+/// Inputs no strategy can take, said before searching: nodes of different GPU
+/// counts, a fixed ep on a model without experts, data parallelism fixed
+/// outermost on one datacenter.
+std::optional<InputProblem> checkInputs(const spec::Model &model, const spec::Cluster &cluster,
+                                        const PlannerOptions &options);
+/// After a search that priced nothing: the fixed degrees no tuple has, or the
+/// reason most candidates were rejected for. nullopt when something was priced.
+std::optional<InputProblem> nothingPriced(const spec::Model &model, const spec::Cluster &cluster,
+                                          const spec::Training &training, const PlanResult &r,
+                                          const PlannerOptions &options);
+
 /// The plan a candidate describes, in the spec schema (loom.proto's Plan):
 /// strategy, the mesh laid onto the cluster, stages and the estimate.
 spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,

@@ -196,8 +196,8 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   }
   c.dp = w.workload.dp;
   c.estimate = cost::estimate(w.workload, computes, options);
-  if (split == StageSplit::Even || split == StageSplit::FirstLast || choice.pp < 2 ||
-      choice.vpp != 1 || !choice.stageLayers.empty())
+  if (split == StageSplit::Even || choice.pp < 2 || choice.vpp != 1 ||
+      !choice.stageLayers.empty())
     return c;
   // Bound: a perfect split makes every rank the mean; that saves at most the
   // slowest rank's excess on each micro-batch and each fill step.
@@ -211,8 +211,10 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   if (e.stepTime - gain >= mustBeat)
     return c;
   StageBalance balance = balanceStages(w.workload, computes, c.estimate, options,
-                                       split == StageSplit::Reordered);
-  if (!balance.changed)
+                                       split == StageSplit::Reordered ? StageShapes::Reordered
+                                       : split == StageSplit::FirstLast ? StageShapes::FirstLast
+                                                                        : StageShapes::Any);
+  if (!balance.changed || balance.stageLayers == c.choice.stageLayers)
     return c;
   Candidate balanced = c;
   balanced.choice.stageLayers = balance.stageLayers;

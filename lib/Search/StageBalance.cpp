@@ -53,13 +53,65 @@ LayerCosts priceLayers(const cost::Workload &w, std::span<const cost::ComputeMod
   return c;
 }
 
+/// The best split with equal middle stages: m layers on each of the pp - 2
+/// middle stages, the rest shared by the first and the last stage in any
+/// proportion; the least slowest stage, then the least memory on the fullest.
+Partition firstLastSplit(const PartitionProblem &problem, int64_t pp) {
+  const int64_t layers = int64_t(problem.layerSeconds.size());
+  std::vector<int64_t> inOrder(static_cast<size_t>(pp));
+  for (int64_t s = 0; s < pp; ++s)
+    inOrder[size_t(s)] = s;
+  auto worse = [](const Partition &a, const Partition &b) {
+    double aBytes = *std::max_element(a.stageBytes.begin(), a.stageBytes.end());
+    double bBytes = *std::max_element(b.stageBytes.begin(), b.stageBytes.end());
+    return std::make_pair(a.maxStageSeconds, aBytes) > std::make_pair(b.maxStageSeconds, bBytes);
+  };
+  Partition best;
+  for (int64_t m = pp > 2 ? 1 : 0; pp == 2 ? m == 0 : (pp - 2) * m <= layers - 2; ++m) {
+    int64_t rest = layers - (pp - 2) * m;
+    for (int64_t first = 1; first < rest; ++first) {
+      std::vector<int64_t> starts{0};
+      for (int64_t s = 1; s < pp; ++s)
+        starts.push_back(first + (s - 1) * m);
+      Partition p = evaluatePartition(problem, std::move(starts), inOrder);
+      if (p.feasible && (!best.feasible || worse(best, p)))
+        best = std::move(p);
+    }
+  }
+  return best;
+}
+
+/// `out` with the partition's layer counts and stage order, and whether they
+/// differ from fromStrategy's even split (layer l on stage l * pp / layers).
+StageBalance finish(StageBalance out, const cost::Workload &w, int64_t layers) {
+  if (!out.partition.feasible)
+    return out;
+  const Partition &p = out.partition;
+  for (int64_t s = 0; s < w.pp; ++s) {
+    int64_t end = s + 1 < w.pp ? p.firstLayer[s + 1] : layers;
+    out.stageLayers.push_back(end - p.firstLayer[s]);
+  }
+  bool identity = true;
+  for (int64_t s = 0; s < w.pp; ++s)
+    identity &= p.deviceOf[s] == s;
+  if (!identity)
+    out.stageOrder = p.deviceOf;
+  for (int64_t s = 0; s < w.pp && !out.changed; ++s) {
+    int64_t first = (s * layers + w.pp - 1) / w.pp;
+    out.changed = p.firstLayer[s] != first;
+  }
+  out.changed |= !identity;
+  return out;
+}
+
 } // namespace
 
 StageBalance loom::search::balanceStages(const cost::Workload &w,
                                          std::span<const cost::ComputeModel> computes,
                                          const cost::Estimate &even,
                                          const cost::EstimateOptions &options,
-                                         bool permuteDevices) {
+                                         StageShapes shapes) {
+  const bool permuteDevices = shapes == StageShapes::Reordered;
   StageBalance out;
   if (w.pp < 2 || w.vpp != 1)
     return out;
@@ -120,6 +172,11 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
     problem.inflight.push_back(even.memory[s].inflight);
   }
 
+  if (shapes == StageShapes::FirstLast) {
+    out.partition = firstLastSplit(problem, w.pp);
+    return finish(std::move(out), w, layers);
+  }
+
   // Z3 starts from the DP's answer and only improves on it. Each check gets a
   // budget of Z3's resource units, so a plan does not depend on how busy the
   // machine is (a wall-clock limit made the stage order vary under load); the
@@ -147,23 +204,5 @@ StageBalance loom::search::balanceStages(const cost::Workload &w,
     out.partition = evaluatePartition(problem, std::move(out.partition.firstLayer),
                                       std::move(out.partition.deviceOf));
   }
-  if (!out.partition.feasible)
-    return out;
-  const Partition &p = out.partition;
-  for (int64_t s = 0; s < w.pp; ++s) {
-    int64_t end = s + 1 < w.pp ? p.firstLayer[s + 1] : layers;
-    out.stageLayers.push_back(end - p.firstLayer[s]);
-  }
-  bool identity = true;
-  for (int64_t s = 0; s < w.pp; ++s)
-    identity &= p.deviceOf[s] == s;
-  if (!identity)
-    out.stageOrder = p.deviceOf;
-  // Even split as fromStrategy lays it: layer l on stage l * pp / layers.
-  for (int64_t s = 0; s < w.pp && !out.changed; ++s) {
-    int64_t first = (s * layers + w.pp - 1) / w.pp;
-    out.changed = p.firstLayer[s] != first;
-  }
-  out.changed |= !identity;
-  return out;
+  return finish(std::move(out), w, layers);
 }

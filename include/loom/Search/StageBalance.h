@@ -28,14 +28,21 @@ struct StageBalance {
   Partition partition;                 // what the solver said
 };
 
-/// Balances the stages of `workload` (built with vpp = 1 and an even split,
-/// whose estimate is `even`). `computes` are indexed by Workload::stageDevice.
-/// With `permuteDevices` (heterogeneous clusters), Z3 may also choose which pp
-/// rank runs which stage.
+/// Which splits balanceStages may choose.
+enum class StageShapes {
+  Any,       // any contiguous split, stages on the pp ranks in order (DP)
+  Reordered, // and which pp rank runs which stage (Z3; heterogeneous clusters)
+  FirstLast, // equal stages but the first and last, as Megatron-LM runs them
+             // (--decoder-first/last-pipeline-num-layers): every such split is
+             // priced
+};
+
+/// Balances the stages of `workload` (built with vpp = 1, whose estimate is
+/// `even`). `computes` are indexed by Workload::stageDevice.
 StageBalance balanceStages(const cost::Workload &workload,
                            std::span<const cost::ComputeModel> computes,
                            const cost::Estimate &even, const cost::EstimateOptions &options,
-                           bool permuteDevices);
+                           StageShapes shapes);
 
 } // namespace loom::search
 

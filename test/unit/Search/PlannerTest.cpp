@@ -960,6 +960,41 @@ TEST(PlannerOutput, LeavesOutZeroStagesThatGainNothing) {
   EXPECT_EQ(one.zeroTwins, 0);
 }
 
+// --for megatron: Megatron-LM runs equal stages but for the first and last
+// (--decoder-first/last-pipeline-num-layers), and the planner picks those two
+// counts by cost. Llama 3 8B's head (128256 x 4096 weights and the loss over
+// them) outweighs two of its layers, so on four ranks the even split's last
+// stage paces the pipeline; the planner's split unloads it, keeps the middle
+// stages equal, and beats the even split.
+TEST(PlannerFramework, MegatronFirstAndLastStagesTakeWhatBalances) {
+  spec::Model model = spec::loadModel("llama3-8b");
+  spec::Cluster cluster = spec::loadCluster("dgx-h100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  PlannerOptions options;
+  options.topK = 1;
+  options.fixed.pp = 4;
+  options.fixed.vpp = 1;
+  ASSERT_EQ(restrictToFramework(Framework::Megatron, options), "");
+  PlanResult r = plan(model, cluster, training, options);
+  ASSERT_TRUE(r.anyFits);
+  const Candidate &best = r.best.front();
+  const std::vector<int64_t> &layers = best.choice.stageLayers;
+  ASSERT_EQ(layers.size(), 4u) << describe(best);
+  EXPECT_EQ(layers[1], layers[2]);
+  EXPECT_EQ(layers[0] + layers[1] + layers[2] + layers[3], 32);
+  EXPECT_LT(layers[3], layers[1]) << "the head's stage keeps as many layers as the others";
+
+  cost::StrategyChoice even = best.choice;
+  even.stageLayers.clear();
+  std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
+  PlannerOptions asGiven = options; // the split as it is: even
+  asGiven.firstLastStages = asGiven.balanceStages = false;
+  Candidate c = priceAsFinalist(model, cluster, training, even, computes, asGiven, nullptr);
+  ASSERT_TRUE(c.estimate.fits);
+  EXPECT_LT(best.estimate.stepTime, 0.95 * c.estimate.stepTime)
+      << describe(best) << " against the even split";
+}
+
 } // namespace
 
 TEST(PlannerDualPipe, DeepSeekV3AtItsBatchPicksDualPipe) {

@@ -340,7 +340,9 @@ Estimate loom::cost::estimate(const Workload &w, std::span<const ComputeModel> c
     // updated parameters under the next step's first forward.
     double compute1 = t.f + t.b + t.w + t.recompute;
     t.dpExposed = double(m) * compute.exposedSeconds(perMicroBatchGather, compute1);
-    t.dpExposed += compute.exposedSeconds(t.dpComm, options.overlapGradReduce ? t.b + t.w : 0.0);
+    bool overlap = options.overlapGradReduce &&
+                   !(options.overlapGradReduceOnlyWithoutPipeline && w.pp > 1);
+    t.dpExposed += compute.exposedSeconds(t.dpComm, overlap ? t.b + t.w : 0.0);
     t.dpExposed += compute.exposedSeconds(afterStep, options.overlapParamGather ? t.f : 0.0);
     t.dpComm += afterStep;
   }

@@ -31,6 +31,12 @@ struct EstimateOptions {
   /// micro-batch (Megatron-LM --overlap-grad-reduce, DeepSpeed's default);
   /// off, it runs after the pipeline drains.
   bool overlapGradReduce = true;
+  /// ...but only without a pipeline: Megatron-LM of 2021 (commit de7dc40f88,
+  /// training.py: "We only support local DDP with multiple micro-batches")
+  /// ran PyTorch's DDP, which reduces under the last micro-batch's backward,
+  /// only when pp = 1, and its own local DDP, which reduces after the
+  /// pipeline drains, otherwise. SC'21's Table 1 runs used both that way.
+  bool overlapGradReduceOnlyWithoutPipeline = false;
   /// ZeRO-1/2: the gather of the updated parameters overlaps the next step's
   /// first forward pass, each bucket arriving before the layers that use it
   /// (Megatron-Core --overlap-param-gather); off, it runs after the optimizer

@@ -399,6 +399,27 @@ TEST(Estimate, Zero1GatherHidesInTheNextForwardNotTheBackward) {
   EXPECT_EQ(both.time[0].dpComm, t.dpComm); // the traffic is the same
 }
 
+TEST(Estimate, TorchDdpOverlapsOnlyWithoutAPipeline) {
+  // Megatron-LM of 2021 ran PyTorch's DDP (reduction under the last backward)
+  // only without a pipeline, its local DDP (after the drain) otherwise.
+  spec::Model model = spec::loadModel("megatron-7.5b");
+  spec::Cluster cluster = spec::loadCluster("dgx-a100:nodes=4");
+  spec::Training training = spec::defaultTraining(model);
+  training.set_global_batch(64);
+  ComputeModel compute = computeModelFor(cluster, training);
+  EstimateOptions rule, always, never = published::afterTheDrain();
+  rule.overlapGradReduceOnlyWithoutPipeline = true;
+  rule.overlapParamGather = always.overlapParamGather = false;
+  for (int64_t pp : {1, 2}) {
+    Workload w = fromStrategy(model, cluster, training, published::megatron2021(4, pp, 1)).workload;
+    double got = estimate(w, compute, rule).dpExposed;
+    double overlapped = estimate(w, compute, always).dpExposed;
+    double after = estimate(w, compute, never).dpExposed;
+    EXPECT_LT(overlapped, after) << pp;
+    EXPECT_EQ(got, pp == 1 ? overlapped : after) << pp;
+  }
+}
+
 TEST(Estimate, AsyncTpBackwardHidesOnlyTheInputGradientReduction) {
   // Without Transformer Engine's overlap, a column-parallel linear still
   // reduces its input gradient beside its weight-gradient GEMM (Megatron-LM

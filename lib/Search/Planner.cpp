@@ -1001,7 +1001,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
              d.estimate.peakMemoryBytes <= c.estimate.peakMemoryBytes;
     };
     if (std::any_of(shown.begin(), shown.end(), above))
-      ++result.zeroTwins;
+      result.zeroTwins += int64_t(shown.size()) < options.topK; // one the list would show
     else
       shown.push_back(std::move(c));
   }

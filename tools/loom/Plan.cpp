@@ -316,8 +316,10 @@ void runPlan(const PlanCliOptions &o) {
   if (std::any_of(r.best.begin(), r.best.end(), [](auto &c) { return c.simulated; }))
     text += "* pipeline time from the schedule simulator (docs/schedules.md)\n";
   if (r.zeroTwins > 0)
-    text += "left out: plans that differ from a row above only in ZeRO stage and are neither "
-            "faster nor leaner (--zero N lists stage N's)\n";
+    text += fmt::format("left out: {} plan{} that differ{} from a row above only in ZeRO stage "
+                        "and {} neither faster nor leaner (--zero N lists stage N's)\n",
+                        r.zeroTwins, r.zeroTwins > 1 ? "s" : "", r.zeroTwins > 1 ? "" : "s",
+                        r.zeroTwins > 1 ? "are" : "is");
   if (std::any_of(r.best.begin(), r.best.end(),
                   [](auto &c) { return c.choice.schedule == cost::Schedule::Skip; }))
     text += "skip: SkipPipe paths; micro-batches skip middle stages, so a step trains each "

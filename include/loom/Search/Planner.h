@@ -131,8 +131,8 @@ struct PlanResult {
   int64_t evaluated = 0;            // candidates priced by the cost model
   int64_t rejected = 0;             // tuples the model or cluster cannot take
   std::map<std::string, int64_t> rejections; // reason (its first words) -> count
-  /// Fitting plans left out of `best` because one ranked above them differs
-  /// only in its ZeRO stage and needs no more memory.
+  /// Plans that `best` would list but leaves out because one ranked above
+  /// them differs only in its ZeRO stage and needs no more memory.
   int64_t zeroTwins = 0;
   double seconds = 0;               // wall time of the search
 };

@@ -289,20 +289,8 @@ Tensor owned(DType dtype, llvm::ArrayRef<int64_t> shape, std::vector<uint8_t> by
   return Tensor::contiguous(dtype, shape, std::make_shared<Storage>(std::move(bytes)));
 }
 
-const llvm::fltSemantics &semantics(DType dtype) {
-  switch (dtype) {
-  case DType::Float16:
-    return llvm::APFloat::IEEEhalf();
-  case DType::BFloat16:
-    return llvm::APFloat::BFloat();
-  case DType::Float64:
-    return llvm::APFloat::IEEEdouble();
-  default:
-    return llvm::APFloat::IEEEsingle();
-  }
-}
-
-/// Element-wise conversion with round-to-nearest-even, as torch's .to() does.
+/// Element-wise conversion with round-to-nearest-even, as torch's .to() does
+/// (floating-point dtypes only, as the ckpt dialect's cast is).
 Tensor cast(const Tensor &in, DType to) {
   std::vector<uint8_t> src = in.toBytes();
   const unsigned inSize = dtypeSize(in.dtype), outSize = dtypeSize(to);
@@ -310,9 +298,9 @@ Tensor cast(const Tensor &in, DType to) {
   for (uint64_t i = 0; i < in.numel(); ++i) {
     uint64_t raw = 0;
     std::memcpy(&raw, src.data() + i * inSize, inSize);
-    llvm::APFloat value(semantics(in.dtype), llvm::APInt(inSize * 8, raw));
+    llvm::APFloat value(*floatSemantics(in.dtype), llvm::APInt(inSize * 8, raw));
     bool lost = false;
-    value.convert(semantics(to), llvm::APFloat::rmNearestTiesToEven, &lost);
+    value.convert(*floatSemantics(to), llvm::APFloat::rmNearestTiesToEven, &lost);
     uint64_t bits = value.bitcastToAPInt().getZExtValue();
     std::memcpy(out.data() + i * outSize, &bits, outSize);
   }

@@ -7,6 +7,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
@@ -482,6 +483,16 @@ struct LoadedMegatron {
   /// the one rank j + etp·e (expert-data-parallel rank 0) writes.
   Rank expertRank(unsigned j, unsigned stage, unsigned e) const {
     return {(j + layout.etp * e) % layout.tp, stage, e};
+  }
+  /// The folders holding `param`'s pieces (or copies), piece by piece: a routed
+  /// expert's are cut over etp, the rest over tp.
+  llvm::SmallVector<Rank, 8> piecesOf(const MegatronParam &param) const {
+    llvm::SmallVector<Rank, 8> ranks;
+    bool expert = param.expert >= 0;
+    for (unsigned i = 0; i < (expert ? layout.etp : layout.tp); ++i)
+      ranks.push_back(expert ? expertRank(i, param.stage, param.epRank)
+                             : denseRank(i, param.stage));
+    return ranks;
   }
 };
 } // namespace
@@ -960,6 +971,55 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   return d;
 }
 
+/// Compares each replicated parameter's copies with TP rank 0's, byte for byte,
+/// into layout.divergentReplicas. Replicated parameters are small (vectors, a
+/// router), so this touches little of the files. A copy that is missing or not a
+/// valid view is left to the unsharder to name.
+static void findDivergentReplicas(LoadedMegatron &loaded) {
+  MegatronLayout &layout = loaded.layout;
+  for (const MegatronParam &param : layout.params) {
+    if (param.split != MegatronSplit::Replicated)
+      continue;
+    std::string path = megatronKey(layout, param);
+    llvm::SmallVector<const Tensor *, 8> copies;
+    for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
+      auto found = loaded.shards[rank].find(path);
+      if (found != loaded.shards[rank].end() && !found->second.checkView())
+        copies.push_back(&found->second);
+    }
+    if (copies.size() != loaded.piecesOf(param).size())
+      continue;
+    const Tensor &first = *copies[0];
+    std::vector<uint8_t> firstBytes = first.toBytes();
+    std::vector<std::string> differing;
+    std::optional<double> most = 0.0;
+    for (unsigned i = 1; i < copies.size(); ++i) {
+      const Tensor &copy = *copies[i];
+      if (copy.dtype == first.dtype && copy.shape == first.shape && copy.toBytes() == firstBytes)
+        continue;
+      differing.push_back(std::to_string(i));
+      std::optional<double> difference = maxAbsDifference(first, copy);
+      if (!difference)
+        most.reset();
+      else if (most && (std::isnan(*difference) || *difference > *most))
+        most = difference;
+    }
+    if (differing.empty())
+      continue;
+    const char *rank = param.expert >= 0 ? "expert-TP rank" : "TP rank";
+    std::string who = differing.size() == 1
+                          ? llvm::formatv("{0} {1}'s copy differs", rank, differing[0]).str()
+                          : llvm::formatv("the copies of {0}s {1} differ", rank,
+                                          llvm::join(differing, ", "))
+                                .str();
+    std::string how = most ? llvm::formatv("largest difference {0}", llvm::format("%g", *most)).str()
+                           : "another shape or dtype";
+    layout.divergentReplicas.push_back(
+        llvm::formatv("{0}: stage {1}: {2}, which every {3} holds whole: {4} from {3} 0's ({5})",
+                      loaded.dir, param.stage, param.localName, rank, who, how));
+  }
+}
+
 /// Opens every shard of the checkpoint in `directory`; `verify` CRC-checks their
 /// records on open (a full pass over the data, which a layout alone does not need:
 /// the resharder checks each record as it reads it).
@@ -1260,6 +1320,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   if (layout.dims.numLayers && layerOffset != layout.dims.numLayers)
     return fileError(dir, llvm::formatv("stages hold {0} layers, args.num_layers is {1}",
                                         layerOffset, layout.dims.numLayers));
+  findDivergentReplicas(loaded);
   return loaded;
 }
 
@@ -1307,12 +1368,8 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
   Unsharder unsharder(loaded->dir, layout);
   for (const MegatronParam &param : layout.params) {
     std::string path = megatronKey(layout, param);
-    // A routed expert's pieces are cut over etp, the rest over tp.
     llvm::SmallVector<const Tensor *, 8> parts;
-    bool expert = param.expert >= 0;
-    for (unsigned i = 0; i < (expert ? layout.etp : layout.tp); ++i) {
-      LoadedMegatron::Rank rank = expert ? loaded->expertRank(i, param.stage, param.epRank)
-                                         : loaded->denseRank(i, param.stage);
+    for (const LoadedMegatron::Rank &rank : loaded->piecesOf(param)) {
       const ShardTensors &shard = loaded->shards[rank];
       auto found = shard.find(path);
       if (found == shard.end())

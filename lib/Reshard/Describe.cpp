@@ -384,6 +384,7 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
           return std::move(err);
   for (ShardFile &file : layout.files)
     file.format = "torch";
+  layout.divergentReplicas = ml.divergentReplicas;
   return layout;
 }
 

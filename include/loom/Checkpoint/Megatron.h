@@ -208,6 +208,12 @@ struct MegatronLayout {
   std::string argsJson;
   /// Present when the shards hold optimizer state.
   std::optional<MegatronOptimizer> optimizer;
+  /// The replicated parameters (norms, row-parallel biases, routers) whose copies
+  /// differ between TP ranks (expert-TP ranks for a routed expert's), one line each
+  /// naming the parameter and the ranks. Megatron keeps the copies equal (the same
+  /// initialisation, the same gradients), so a difference is a damaged file or a run
+  /// gone wrong; readers unshard rank 0's copy and leave the verdict to the caller.
+  std::vector<std::string> divergentReplicas;
 };
 
 /// The folder of TP rank `tpRank`, stage `stage` and expert-parallel rank `epRank` in

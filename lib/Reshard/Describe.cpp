@@ -155,6 +155,21 @@ static void takeConfig(Layout &layout, llvm::StringRef json) {
   layout.dims = dimsFromJson(*o, hasGateProj(layout));
 }
 
+/// takeConfig of the file `configPath`; false when there is none.
+static bool takeConfigFile(Layout &layout, const llvm::Twine &configPath) {
+  auto config = llvm::MemoryBuffer::getFile(configPath);
+  if (!config)
+    return false;
+  takeConfig(layout, (*config)->getBuffer());
+  return true;
+}
+
+/// The folder holding `path` ("." for a bare name).
+static std::string folderOf(llvm::StringRef path) {
+  llvm::StringRef parent = llvm::sys::path::parent_path(path);
+  return parent.empty() ? "." : parent.str();
+}
+
 static FullTensor fullOf(std::string name, const Tensor &t) {
   return {std::move(name), t.dtype, t.shape};
 }
@@ -737,25 +752,30 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     }
     for (auto &[name, file] : shards)
       layout.files.push_back(std::move(file));
-    if (auto config = llvm::MemoryBuffer::getFile(path + "/config.json"))
-      takeConfig(layout, (*config)->getBuffer());
+    takeConfigFile(layout, path + "/config.json");
   } else if (format == "torch") {
     auto root = readTorchZip(path, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
     layout.format = "torch";
     addWholeFile(layout, "torch", collectTensors(**root));
+    takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "safetensors") {
     auto file = readSafetensors(path);
     if (!file)
       return file.takeError();
     layout.format = "safetensors";
     addWholeFile(layout, "safetensors", std::move(file->tensors));
+    takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "dcp") {
     auto described = describeDcp(path);
     if (!described)
       return described.takeError();
     layout = std::move(*described);
+    // In the folder, or beside it: Hugging Face's Trainer saves an FSDP model's
+    // sharded state as the DCP folder pytorch_model_fsdp_0/ beside config.json.
+    if (!takeConfigFile(layout, path + "/config.json"))
+      takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "universal") {
     auto reader = UniversalReader::open(path);
     if (!reader)
@@ -1110,8 +1130,12 @@ static llvm::Expected<MegatronTargetBase>
 megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &target) {
   if (!source.dims)
     return llvm::createStringError(
-        "megatron needs the model's dimensions (heads, query groups), and the source does "
-        "not state them; put the model's config.json beside the weights");
+        source.modelConfig.empty()
+            ? "megatron needs the model's dimensions (heads, query groups), and the source does "
+              "not state them; put the model's Hugging Face config.json in the source folder "
+              "(HF, DCP), beside a DCP folder or beside a torch or safetensors file"
+            : "megatron needs the model's dimensions, and the source's config has no "
+              "num_hidden_layers, hidden_size or num_attention_heads");
   const ModelDims &d = *source.dims;
   if (d.layers % target.pp)
     return llvm::createStringError(

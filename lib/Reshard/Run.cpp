@@ -722,9 +722,23 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   return llvm::Error::success();
 }
 
+/// How many files a finished output is on disk: a DCP output is .metadata and a
+/// .distcp file per rank that holds chunks (in a folder other outputs may share, as
+/// torch_dist's common.pt does), the others one file each.
+uint64_t filesOf(PendingOutput &out) {
+  if (out.op.getFormat() != "dcp")
+    return 1;
+  uint64_t files = 0;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(out.path, ec), end; it != end && !ec; it.increment(ec)) {
+    llvm::StringRef name = llvm::sys::path::filename(it->path());
+    files += name == ".metadata" || name.ends_with(".distcp");
+  }
+  return files;
+}
+
 /// Finishes a committed output: a streamed one, or writes a text file.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
-  ++stats.files;
   if (out.universal) {
     // In name order: in an MPI job every rank must make the same calls in turn.
     std::vector<llvm::StringRef> names;
@@ -1106,10 +1120,11 @@ static llvm::Expected<RunStats> execute(ckptir::ProgramOp program, const RunOpti
       if (llvm::Error err = background.wait())
         return std::move(err);
       if (out.skip) {
-        stats.skippedFiles += !out.elsewhere;
+        stats.skippedFiles += out.elsewhere ? 0 : filesOf(out);
       } else {
         if (llvm::Error err = writeOutput(out, stats))
           return std::move(err);
+        stats.files += filesOf(out);
         // (`commits` journals torch and safetensors files once they are in place.)
         if (journal && !out.stream && !out.safetensors)
           if (llvm::Error err = journal->finished(out.path))

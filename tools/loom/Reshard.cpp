@@ -277,10 +277,14 @@ void runReshard(const ReshardOptions &o) {
     writeOutput("", j.dump(2) + "\n");
     return;
   }
-  writeOutput("", fmt::format("wrote {}: {} files ({} kept from an earlier run), {} tensors, "
+  auto count = [](uint64_t n, const char *noun) {
+    return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+  };
+  writeOutput("", fmt::format("wrote {}: {} ({} kept from an earlier run), {}, "
                               "{:.1f} MiB in {:.2f} s\n",
-                              out, stats.files, stats.skippedFiles, stats.tensors,
-                              stats.bytesWritten / 1048576.0, stats.seconds));
+                              out, count(stats.files, "file"), stats.skippedFiles,
+                              count(stats.tensors, "tensor"), stats.bytesWritten / 1048576.0,
+                              stats.seconds));
 }
 } // namespace
 

@@ -216,6 +216,18 @@ void expertParam(MegatronParam &param, const std::string &layerPrefix, int64_t e
 /// A shard's tensors by local name (collectTensors paths with the wrappers stripped).
 using ShardTensors = std::map<std::string, Tensor>;
 
+/// The last stage's copy of the tied word embeddings (MegatronParam::tiedCopy).
+MegatronParam tiedCopyParam(MegatronNaming naming, unsigned stage) {
+  MegatronParam param;
+  param.localName =
+      naming == MegatronNaming::Legacy ? "word_embeddings_for_head.weight" : "output_layer.weight";
+  param.stage = stage;
+  param.split = MegatronSplit::Vocab;
+  param.fullNames = {"model.embed_tokens.weight"};
+  param.tiedCopy = true;
+  return param;
+}
+
 std::optional<int64_t> intArg(const DictValue &args, llvm::StringRef key) {
   ValuePtr value = args.find(key);
   if (value && value->get<int64_t>())
@@ -429,6 +441,10 @@ std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNa
       param.fullNames = {rule.hf};
       return param;
     }
+  // Legacy names the tied copy apart; mcore's is output_layer.weight, which the
+  // caller tells from an untied one by the args.
+  if (naming == MegatronNaming::Legacy && name == "word_embeddings_for_head.weight")
+    return tiedCopyParam(naming, 0);
   return std::nullopt;
 }
 
@@ -980,7 +996,7 @@ static void findDivergentReplicas(LoadedMegatron &loaded) {
   for (const MegatronParam &param : layout.params) {
     if (param.split != MegatronSplit::Replicated)
       continue;
-    std::string path = megatronKey(layout, param);
+    std::string path = megatronKey(layout.naming, param);
     llvm::SmallVector<const Tensor *, 8> copies;
     for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
       auto found = loaded.shards[rank].find(path);
@@ -1129,6 +1145,11 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                          degrees));
       }
   layout.argsJson = argsToJson(*state);
+  // args.untie_embeddings_and_output_weights False: the output layer is the word
+  // embeddings, and the last of several stages holds their copy as output_layer.weight
+  // (one without the arg is taken as a head of its own).
+  ValuePtr untie = state->find("untie_embeddings_and_output_weights");
+  bool tiedHead = untie && untie->get<bool>() && !*untie->get<bool>();
   auto dims = dimsFromArgs(*state, firstFile, layout.tp, /*mixedLayers=*/true);
   if (!dims)
     return dims.takeError();
@@ -1214,6 +1235,8 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
         auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset, e * perRank);
         if (!param)
           return fileError(file, "unrecognised Megatron parameter '" + name + "'");
+        if (tiedHead && layout.pp > 1 && stage + 1 == layout.pp && name == "output_layer.weight")
+          param = tiedCopyParam(layout.naming, stage);
         if (param->expert < 0 && e > 0) {
           if (!shards[{0, stage, 0}].count(path))
             return fileError(file, "'" + name +
@@ -1343,9 +1366,9 @@ std::optional<unsigned> loom::ckpt::megatronFolderWriter(unsigned tpRank, unsign
   return std::nullopt;
 }
 
-std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const MegatronParam &param) {
-  return (layout.naming == MegatronNaming::Legacy ? "model.language_model." : "model.") +
-         param.localName;
+std::string loom::ckpt::megatronKey(MegatronNaming naming, const MegatronParam &param) {
+  bool underLanguageModel = naming == MegatronNaming::Legacy && !param.tiedCopy;
+  return (underLanguageModel ? "model.language_model." : "model.") + param.localName;
 }
 
 llvm::Expected<MegatronLayout> loom::ckpt::readMegatronLayout(const llvm::Twine &directory,
@@ -1367,7 +1390,9 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
   const MegatronLayout &layout = ckpt.layout;
   Unsharder unsharder(loaded->dir, layout);
   for (const MegatronParam &param : layout.params) {
-    std::string path = megatronKey(layout, param);
+    if (param.tiedCopy)
+      continue; // the embedding's replica
+    std::string path = megatronKey(layout.naming, param);
     llvm::SmallVector<const Tensor *, 8> parts;
     for (const LoadedMegatron::Rank &rank : loaded->piecesOf(param)) {
       const ShardTensors &shard = loaded->shards[rank];
@@ -1484,6 +1509,10 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
     if (stage + 1 == pp)
       for (const NameRule &rule : llvm::ArrayRef(kModelRules).drop_front(2))
         modelParam(rule);
+    // GPTModel registers the output layer (or legacy's copy) after the layers.
+    if (stage > 0 && stage + 1 == pp && llvm::is_contained(fullNames, "model.embed_tokens.weight") &&
+        !llvm::is_contained(fullNames, "lm_head.weight"))
+      params.push_back(tiedCopyParam(naming, stage));
   }
   if (!remaining.empty())
     return llvm::createStringError(

@@ -230,6 +230,8 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   // The full shapes follow from TP rank 0's shards and the splits, a routed expert's
   // over the experts' own tensor-parallel degree.
   for (const MegatronParam &p : ml.params) {
+    if (p.tiedCopy)
+      continue; // the embedding again
     unsigned parts = p.expert >= 0 ? ml.etp : ml.tp;
     for (size_t i = 0; i < p.fullNames.size(); ++i) {
       llvm::SmallVector<int64_t, 4> shape = p.localShape;
@@ -267,6 +269,8 @@ static Layout megatronFulls(const MegatronLayout &ml) {
     // ChainedOptimizer's experts' optimizer's follow (its weights, then any biases).
     layout.paramGroups.resize(ml.optimizer->chained ? 2 + 1 + hasExpertBiases(ml) : 2);
     for (const MegatronParam &p : ml.params) {
+      if (p.tiedCopy)
+        continue;
       bool noDecay = megatronNoWeightDecay(p.localName, p.localShape.size());
       llvm::append_range(
           layout.paramGroups[(ml.optimizer->chained && p.expert >= 0 ? 2 : 0) + noDecay],
@@ -382,7 +386,7 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
     const ShardFile &file =
         megatronPrimaryFile(ml, layout, prefix, p.stage, p.epRank, "model_optim_rng.pt");
     auto found = llvm::find_if(file.tensors, [&](const LocalTensor &t) {
-      return t.key == megatronKey(ml, p);
+      return t.key == megatronKey(ml.naming, p);
     });
     if (found == file.tensors.end() || found->shape != p.localShape)
       return fileError(path + "/" + file.path,
@@ -1203,6 +1207,9 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
     args["ckpt_format"] = target.torchDist ? "torch_dist" : "torch";
   args["group_query_attention"] = md.queryGroups != md.heads;
   args["swiglu"] = md.swiglu;
+  // Without an lm_head the output layer is the word embeddings, as Megatron runs it
+  // unless told --untie-embeddings-and-output-weights.
+  args["untie_embeddings_and_output_weights"] = out.findFull("lm_head.weight") != nullptr;
   if (md.experts) {
     // Experts split over etp ranks (expert_tensor_parallel_size), tp unless given.
     md.groupedGemm = args.getBoolean("moe_grouped_gemm").value_or(false);

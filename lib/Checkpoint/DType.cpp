@@ -1,6 +1,7 @@
 //===- DType.cpp - element type names across formats ----------------------===//
 #include "loom/Checkpoint/DType.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/Support/ErrorHandling.h"
 #include <iterator>
 
@@ -38,6 +39,21 @@ const DTypeInfo &info(DType dtype) {
 } // namespace
 
 unsigned loom::ckpt::dtypeSize(DType dtype) { return info(dtype).size; }
+
+const llvm::fltSemantics *loom::ckpt::floatSemantics(DType dtype) {
+  switch (dtype) {
+  case DType::Float16:
+    return &llvm::APFloat::IEEEhalf();
+  case DType::BFloat16:
+    return &llvm::APFloat::BFloat();
+  case DType::Float32:
+    return &llvm::APFloat::IEEEsingle();
+  case DType::Float64:
+    return &llvm::APFloat::IEEEdouble();
+  default:
+    return nullptr;
+  }
+}
 
 llvm::StringRef loom::ckpt::safetensorsName(DType dtype) { return info(dtype).safetensors; }
 

@@ -7,6 +7,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
@@ -214,6 +215,18 @@ void expertParam(MegatronParam &param, const std::string &layerPrefix, int64_t e
 
 /// A shard's tensors by local name (collectTensors paths with the wrappers stripped).
 using ShardTensors = std::map<std::string, Tensor>;
+
+/// The last stage's copy of the tied word embeddings (MegatronParam::tiedCopy).
+MegatronParam tiedCopyParam(MegatronNaming naming, unsigned stage) {
+  MegatronParam param;
+  param.localName =
+      naming == MegatronNaming::Legacy ? "word_embeddings_for_head.weight" : "output_layer.weight";
+  param.stage = stage;
+  param.split = MegatronSplit::Vocab;
+  param.fullNames = {"model.embed_tokens.weight"};
+  param.tiedCopy = true;
+  return param;
+}
 
 std::optional<int64_t> intArg(const DictValue &args, llvm::StringRef key) {
   ValuePtr value = args.find(key);
@@ -428,6 +441,10 @@ std::optional<MegatronParam> megatron::classify(llvm::StringRef name, MegatronNa
       param.fullNames = {rule.hf};
       return param;
     }
+  // Legacy names the tied copy apart; mcore's is output_layer.weight, which the
+  // caller tells from an untied one by the args.
+  if (naming == MegatronNaming::Legacy && name == "word_embeddings_for_head.weight")
+    return tiedCopyParam(naming, 0);
   return std::nullopt;
 }
 
@@ -482,6 +499,16 @@ struct LoadedMegatron {
   /// the one rank j + etp·e (expert-data-parallel rank 0) writes.
   Rank expertRank(unsigned j, unsigned stage, unsigned e) const {
     return {(j + layout.etp * e) % layout.tp, stage, e};
+  }
+  /// The folders holding `param`'s pieces (or copies), piece by piece: a routed
+  /// expert's are cut over etp, the rest over tp.
+  llvm::SmallVector<Rank, 8> piecesOf(const MegatronParam &param) const {
+    llvm::SmallVector<Rank, 8> ranks;
+    bool expert = param.expert >= 0;
+    for (unsigned i = 0; i < (expert ? layout.etp : layout.tp); ++i)
+      ranks.push_back(expert ? expertRank(i, param.stage, param.epRank)
+                             : denseRank(i, param.stage));
+    return ranks;
   }
 };
 } // namespace
@@ -960,6 +987,55 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   return d;
 }
 
+/// Compares each replicated parameter's copies with TP rank 0's, byte for byte,
+/// into layout.divergentReplicas. Replicated parameters are small (vectors, a
+/// router), so this touches little of the files. A copy that is missing or not a
+/// valid view is left to the unsharder to name.
+static void findDivergentReplicas(LoadedMegatron &loaded) {
+  MegatronLayout &layout = loaded.layout;
+  for (const MegatronParam &param : layout.params) {
+    if (param.split != MegatronSplit::Replicated)
+      continue;
+    std::string path = megatronKey(layout.naming, param);
+    llvm::SmallVector<const Tensor *, 8> copies;
+    for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
+      auto found = loaded.shards[rank].find(path);
+      if (found != loaded.shards[rank].end() && !found->second.checkView())
+        copies.push_back(&found->second);
+    }
+    if (copies.size() != loaded.piecesOf(param).size())
+      continue;
+    const Tensor &first = *copies[0];
+    std::vector<uint8_t> firstBytes = first.toBytes();
+    std::vector<std::string> differing;
+    std::optional<double> most = 0.0;
+    for (unsigned i = 1; i < copies.size(); ++i) {
+      const Tensor &copy = *copies[i];
+      if (copy.dtype == first.dtype && copy.shape == first.shape && copy.toBytes() == firstBytes)
+        continue;
+      differing.push_back(std::to_string(i));
+      std::optional<double> difference = maxAbsDifference(first, copy);
+      if (!difference)
+        most.reset();
+      else if (most && (std::isnan(*difference) || *difference > *most))
+        most = difference;
+    }
+    if (differing.empty())
+      continue;
+    const char *rank = param.expert >= 0 ? "expert-TP rank" : "TP rank";
+    std::string who = differing.size() == 1
+                          ? llvm::formatv("{0} {1}'s copy differs", rank, differing[0]).str()
+                          : llvm::formatv("the copies of {0}s {1} differ", rank,
+                                          llvm::join(differing, ", "))
+                                .str();
+    std::string how = most ? llvm::formatv("largest difference {0}", llvm::format("%g", *most)).str()
+                           : "another shape or dtype";
+    layout.divergentReplicas.push_back(
+        llvm::formatv("{0}: stage {1}: {2}, which every {3} holds whole: {4} from {3} 0's ({5})",
+                      loaded.dir, param.stage, param.localName, rank, who, how));
+  }
+}
+
 /// Opens every shard of the checkpoint in `directory`; `verify` CRC-checks their
 /// records on open (a full pass over the data, which a layout alone does not need:
 /// the resharder checks each record as it reads it).
@@ -1069,6 +1145,11 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
                                          degrees));
       }
   layout.argsJson = argsToJson(*state);
+  // args.untie_embeddings_and_output_weights False: the output layer is the word
+  // embeddings, and the last of several stages holds their copy as output_layer.weight
+  // (one without the arg is taken as a head of its own).
+  ValuePtr untie = state->find("untie_embeddings_and_output_weights");
+  bool tiedHead = untie && untie->get<bool>() && !*untie->get<bool>();
   auto dims = dimsFromArgs(*state, firstFile, layout.tp, /*mixedLayers=*/true);
   if (!dims)
     return dims.takeError();
@@ -1154,6 +1235,8 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
         auto param = classify(name, layout.naming, layout.dims.swiglu, layerOffset, e * perRank);
         if (!param)
           return fileError(file, "unrecognised Megatron parameter '" + name + "'");
+        if (tiedHead && layout.pp > 1 && stage + 1 == layout.pp && name == "output_layer.weight")
+          param = tiedCopyParam(layout.naming, stage);
         if (param->expert < 0 && e > 0) {
           if (!shards[{0, stage, 0}].count(path))
             return fileError(file, "'" + name +
@@ -1260,6 +1343,7 @@ static llvm::Expected<LoadedMegatron> loadMegatron(const llvm::Twine &directory,
   if (layout.dims.numLayers && layerOffset != layout.dims.numLayers)
     return fileError(dir, llvm::formatv("stages hold {0} layers, args.num_layers is {1}",
                                         layerOffset, layout.dims.numLayers));
+  findDivergentReplicas(loaded);
   return loaded;
 }
 
@@ -1282,9 +1366,9 @@ std::optional<unsigned> loom::ckpt::megatronFolderWriter(unsigned tpRank, unsign
   return std::nullopt;
 }
 
-std::string loom::ckpt::megatronKey(const MegatronLayout &layout, const MegatronParam &param) {
-  return (layout.naming == MegatronNaming::Legacy ? "model.language_model." : "model.") +
-         param.localName;
+std::string loom::ckpt::megatronKey(MegatronNaming naming, const MegatronParam &param) {
+  bool underLanguageModel = naming == MegatronNaming::Legacy && !param.tiedCopy;
+  return (underLanguageModel ? "model.language_model." : "model.") + param.localName;
 }
 
 llvm::Expected<MegatronLayout> loom::ckpt::readMegatronLayout(const llvm::Twine &directory,
@@ -1306,13 +1390,11 @@ llvm::Expected<MegatronCheckpoint> loom::ckpt::readMegatron(const llvm::Twine &d
   const MegatronLayout &layout = ckpt.layout;
   Unsharder unsharder(loaded->dir, layout);
   for (const MegatronParam &param : layout.params) {
-    std::string path = megatronKey(layout, param);
-    // A routed expert's pieces are cut over etp, the rest over tp.
+    if (param.tiedCopy)
+      continue; // the embedding's replica
+    std::string path = megatronKey(layout.naming, param);
     llvm::SmallVector<const Tensor *, 8> parts;
-    bool expert = param.expert >= 0;
-    for (unsigned i = 0; i < (expert ? layout.etp : layout.tp); ++i) {
-      LoadedMegatron::Rank rank = expert ? loaded->expertRank(i, param.stage, param.epRank)
-                                         : loaded->denseRank(i, param.stage);
+    for (const LoadedMegatron::Rank &rank : loaded->piecesOf(param)) {
       const ShardTensors &shard = loaded->shards[rank];
       auto found = shard.find(path);
       if (found == shard.end())
@@ -1427,6 +1509,10 @@ loom::ckpt::megatronParamsFor(llvm::ArrayRef<std::string> fullNames, const Megat
     if (stage + 1 == pp)
       for (const NameRule &rule : llvm::ArrayRef(kModelRules).drop_front(2))
         modelParam(rule);
+    // GPTModel registers the output layer (or legacy's copy) after the layers.
+    if (stage > 0 && stage + 1 == pp && llvm::is_contained(fullNames, "model.embed_tokens.weight") &&
+        !llvm::is_contained(fullNames, "lm_head.weight"))
+      params.push_back(tiedCopyParam(naming, stage));
   }
   if (!remaining.empty())
     return llvm::createStringError(

@@ -1,8 +1,10 @@
 //===- Tensor.cpp - views over storages, bounds checks, streaming ---------===//
 #include "loom/Checkpoint/Tensor.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
+#include <cmath>
 #include <cstring>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -165,6 +167,26 @@ std::vector<uint8_t> Tensor::toBytes() const {
     return llvm::Error::success();
   }));
   return out;
+}
+
+std::optional<double> loom::ckpt::maxAbsDifference(const Tensor &a, const Tensor &b) {
+  const llvm::fltSemantics *semantics = floatSemantics(a.dtype);
+  if (!semantics || a.dtype != b.dtype || a.shape != b.shape)
+    return std::nullopt;
+  std::vector<uint8_t> x = a.toBytes(), y = b.toBytes();
+  const unsigned size = dtypeSize(a.dtype);
+  auto element = [&](const std::vector<uint8_t> &bytes, size_t at) {
+    uint64_t raw = 0;
+    std::memcpy(&raw, bytes.data() + at, size);
+    return llvm::APFloat(*semantics, llvm::APInt(size * 8, raw)).convertToDouble();
+  };
+  double most = 0;
+  for (size_t at = 0; at < x.size(); at += size) {
+    double difference = std::fabs(element(x, at) - element(y, at));
+    if (std::isnan(difference) || difference > most) // once NaN, it stays
+      most = difference;
+  }
+  return most;
 }
 
 std::shared_ptr<Storage> loom::ckpt::Storage::uninitialized(size_t size) {

@@ -155,6 +155,21 @@ static void takeConfig(Layout &layout, llvm::StringRef json) {
   layout.dims = dimsFromJson(*o, hasGateProj(layout));
 }
 
+/// takeConfig of the file `configPath`; false when there is none.
+static bool takeConfigFile(Layout &layout, const llvm::Twine &configPath) {
+  auto config = llvm::MemoryBuffer::getFile(configPath);
+  if (!config)
+    return false;
+  takeConfig(layout, (*config)->getBuffer());
+  return true;
+}
+
+/// The folder holding `path` ("." for a bare name).
+static std::string folderOf(llvm::StringRef path) {
+  llvm::StringRef parent = llvm::sys::path::parent_path(path);
+  return parent.empty() ? "." : parent.str();
+}
+
 static FullTensor fullOf(std::string name, const Tensor &t) {
   return {std::move(name), t.dtype, t.shape};
 }
@@ -215,6 +230,8 @@ static Layout megatronFulls(const MegatronLayout &ml) {
   // The full shapes follow from TP rank 0's shards and the splits, a routed expert's
   // over the experts' own tensor-parallel degree.
   for (const MegatronParam &p : ml.params) {
+    if (p.tiedCopy)
+      continue; // the embedding again
     unsigned parts = p.expert >= 0 ? ml.etp : ml.tp;
     for (size_t i = 0; i < p.fullNames.size(); ++i) {
       llvm::SmallVector<int64_t, 4> shape = p.localShape;
@@ -252,6 +269,8 @@ static Layout megatronFulls(const MegatronLayout &ml) {
     // ChainedOptimizer's experts' optimizer's follow (its weights, then any biases).
     layout.paramGroups.resize(ml.optimizer->chained ? 2 + 1 + hasExpertBiases(ml) : 2);
     for (const MegatronParam &p : ml.params) {
+      if (p.tiedCopy)
+        continue;
       bool noDecay = megatronNoWeightDecay(p.localName, p.localShape.size());
       llvm::append_range(
           layout.paramGroups[(ml.optimizer->chained && p.expert >= 0 ? 2 : 0) + noDecay],
@@ -367,7 +386,7 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
     const ShardFile &file =
         megatronPrimaryFile(ml, layout, prefix, p.stage, p.epRank, "model_optim_rng.pt");
     auto found = llvm::find_if(file.tensors, [&](const LocalTensor &t) {
-      return t.key == megatronKey(ml, p);
+      return t.key == megatronKey(ml.naming, p);
     });
     if (found == file.tensors.end() || found->shape != p.localShape)
       return fileError(path + "/" + file.path,
@@ -384,6 +403,7 @@ static llvm::Expected<Layout> describeMegatron(const std::string &path) {
           return std::move(err);
   for (ShardFile &file : layout.files)
     file.format = "torch";
+  layout.divergentReplicas = ml.divergentReplicas;
   return layout;
 }
 
@@ -736,25 +756,30 @@ llvm::Expected<Layout> reshard::describeCheckpoint(const llvm::Twine &pathTwine)
     }
     for (auto &[name, file] : shards)
       layout.files.push_back(std::move(file));
-    if (auto config = llvm::MemoryBuffer::getFile(path + "/config.json"))
-      takeConfig(layout, (*config)->getBuffer());
+    takeConfigFile(layout, path + "/config.json");
   } else if (format == "torch") {
     auto root = readTorchZip(path, {/*verifyChecksums=*/false, {}});
     if (!root)
       return root.takeError();
     layout.format = "torch";
     addWholeFile(layout, "torch", collectTensors(**root));
+    takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "safetensors") {
     auto file = readSafetensors(path);
     if (!file)
       return file.takeError();
     layout.format = "safetensors";
     addWholeFile(layout, "safetensors", std::move(file->tensors));
+    takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "dcp") {
     auto described = describeDcp(path);
     if (!described)
       return described.takeError();
     layout = std::move(*described);
+    // In the folder, or beside it: Hugging Face's Trainer saves an FSDP model's
+    // sharded state as the DCP folder pytorch_model_fsdp_0/ beside config.json.
+    if (!takeConfigFile(layout, path + "/config.json"))
+      takeConfigFile(layout, folderOf(path) + "/config.json");
   } else if (format == "universal") {
     auto reader = UniversalReader::open(path);
     if (!reader)
@@ -1109,8 +1134,12 @@ static llvm::Expected<MegatronTargetBase>
 megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &target) {
   if (!source.dims)
     return llvm::createStringError(
-        "megatron needs the model's dimensions (heads, query groups), and the source does "
-        "not state them; put the model's config.json beside the weights");
+        source.modelConfig.empty()
+            ? "megatron needs the model's dimensions (heads, query groups), and the source does "
+              "not state them; put the model's Hugging Face config.json in the source folder "
+              "(HF, DCP), beside a DCP folder or beside a torch or safetensors file"
+            : "megatron needs the model's dimensions, and the source's config has no "
+              "num_hidden_layers, hidden_size or num_attention_heads");
   const ModelDims &d = *source.dims;
   if (d.layers % target.pp)
     return llvm::createStringError(
@@ -1178,6 +1207,9 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
     args["ckpt_format"] = target.torchDist ? "torch_dist" : "torch";
   args["group_query_attention"] = md.queryGroups != md.heads;
   args["swiglu"] = md.swiglu;
+  // Without an lm_head the output layer is the word embeddings, as Megatron runs it
+  // unless told --untie-embeddings-and-output-weights.
+  args["untie_embeddings_and_output_weights"] = out.findFull("lm_head.weight") != nullptr;
   if (md.experts) {
     // Experts split over etp ranks (expert_tensor_parallel_size), tp unless given.
     md.groupedGemm = args.getBoolean("moe_grouped_gemm").value_or(false);

@@ -411,7 +411,7 @@ distribOptimState(llvm::ArrayRef<const ckpt::MegatronParam *> params, unsigned s
     buffer->ownBucket.push_back(
         distOpt.sharedEmbedding &&
         ((stage == 0 && param->localName == "embedding.word_embeddings.weight") ||
-         (stage + 1 == pp && param->localName == "output_layer.weight")));
+         param->tiedCopy));
     stageNumel += numel;
   }
   // Buckets on the first stage only (get_model disables them on the others).
@@ -722,10 +722,7 @@ reshard::megatronShards(llvm::ArrayRef<FullTensor> fulls, const ckpt::MegatronDi
         for (const ckpt::MegatronParam &param : *params) {
           if (param.stage != stage || (param.expert >= 0 && param.epRank != epRank))
             continue;
-          std::string key =
-              (naming == ckpt::MegatronNaming::Legacy ? "model.language_model." : "model.") +
-              param.localName;
-          auto local = cut(param, *writer, key, "");
+          auto local = cut(param, *writer, ckpt::megatronKey(naming, param), "");
           if (!local)
             return local.takeError();
           HeldParams &mine = held[chained && param.expert >= 0];

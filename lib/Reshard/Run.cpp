@@ -289,20 +289,8 @@ Tensor owned(DType dtype, llvm::ArrayRef<int64_t> shape, std::vector<uint8_t> by
   return Tensor::contiguous(dtype, shape, std::make_shared<Storage>(std::move(bytes)));
 }
 
-const llvm::fltSemantics &semantics(DType dtype) {
-  switch (dtype) {
-  case DType::Float16:
-    return llvm::APFloat::IEEEhalf();
-  case DType::BFloat16:
-    return llvm::APFloat::BFloat();
-  case DType::Float64:
-    return llvm::APFloat::IEEEdouble();
-  default:
-    return llvm::APFloat::IEEEsingle();
-  }
-}
-
-/// Element-wise conversion with round-to-nearest-even, as torch's .to() does.
+/// Element-wise conversion with round-to-nearest-even, as torch's .to() does
+/// (floating-point dtypes only, as the ckpt dialect's cast is).
 Tensor cast(const Tensor &in, DType to) {
   std::vector<uint8_t> src = in.toBytes();
   const unsigned inSize = dtypeSize(in.dtype), outSize = dtypeSize(to);
@@ -310,9 +298,9 @@ Tensor cast(const Tensor &in, DType to) {
   for (uint64_t i = 0; i < in.numel(); ++i) {
     uint64_t raw = 0;
     std::memcpy(&raw, src.data() + i * inSize, inSize);
-    llvm::APFloat value(semantics(in.dtype), llvm::APInt(inSize * 8, raw));
+    llvm::APFloat value(*floatSemantics(in.dtype), llvm::APInt(inSize * 8, raw));
     bool lost = false;
-    value.convert(semantics(to), llvm::APFloat::rmNearestTiesToEven, &lost);
+    value.convert(*floatSemantics(to), llvm::APFloat::rmNearestTiesToEven, &lost);
     uint64_t bits = value.bitcastToAPInt().getZExtValue();
     std::memcpy(out.data() + i * outSize, &bits, outSize);
   }
@@ -734,9 +722,23 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   return llvm::Error::success();
 }
 
+/// How many files a finished output is on disk: a DCP output is .metadata and a
+/// .distcp file per rank that holds chunks (in a folder other outputs may share, as
+/// torch_dist's common.pt does), the others one file each.
+uint64_t filesOf(PendingOutput &out) {
+  if (out.op.getFormat() != "dcp")
+    return 1;
+  uint64_t files = 0;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(out.path, ec), end; it != end && !ec; it.increment(ec)) {
+    llvm::StringRef name = llvm::sys::path::filename(it->path());
+    files += name == ".metadata" || name.ends_with(".distcp");
+  }
+  return files;
+}
+
 /// Finishes a committed output: a streamed one, or writes a text file.
 llvm::Error writeOutput(PendingOutput &out, RunStats &stats) {
-  ++stats.files;
   if (out.universal) {
     // In name order: in an MPI job every rank must make the same calls in turn.
     std::vector<llvm::StringRef> names;
@@ -1118,10 +1120,11 @@ static llvm::Expected<RunStats> execute(ckptir::ProgramOp program, const RunOpti
       if (llvm::Error err = background.wait())
         return std::move(err);
       if (out.skip) {
-        stats.skippedFiles += !out.elsewhere;
+        stats.skippedFiles += out.elsewhere ? 0 : filesOf(out);
       } else {
         if (llvm::Error err = writeOutput(out, stats))
           return std::move(err);
+        stats.files += filesOf(out);
         // (`commits` journals torch and safetensors files once they are in place.)
         if (journal && !out.stream && !out.safetensors)
           if (llvm::Error err = journal->finished(out.path))

@@ -42,7 +42,7 @@ uint64_t statusBytes(llvm::StringRef field) {
 struct ReshardOptions {
   std::string source, output, to, emitScript, runScript, plan, maxMemory = "256MiB";
   int64_t planIndex = 0;
-  bool weightsOnly = false, resume = false, json = false, mpi = false;
+  bool weightsOnly = false, resume = false, json = false, mpi = false, divergentReplicas = false;
 };
 
 /// Keeps the first error MLIR reports, to be thrown as a one-line UserError.
@@ -178,6 +178,19 @@ void runReshard(const ReshardOptions &o) {
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
                                      "loom reads Megatron, HF, torch, safetensors, DCP and "
                                      "universal checkpoints (see `loom inspect`)");
+    if (!source.divergentReplicas.empty()) {
+      if (!o.divergentReplicas)
+        throw UserError(source.divergentReplicas.size() == 1
+                            ? source.divergentReplicas[0]
+                            : fmt::format("{}; and {} more replicated tensors differ",
+                                          source.divergentReplicas[0],
+                                          source.divergentReplicas.size() - 1),
+                        "reshard would keep one copy and drop the others; check the ranks' "
+                        "files, or give --allow-divergent-replicas to keep TP rank 0's copies");
+      if (ckpt::mpi::rank() == 0)
+        for (const std::string &line : source.divergentReplicas)
+          fmt::print(stderr, "warning: {}; keeping TP rank 0's copy\n", line);
+    }
     reshard::Layout target = orThrow(reshard::targetLayout(source, spec),
                                      "see `loom reshard --help` for the target formats");
     sourceFormat = source.format;
@@ -264,10 +277,14 @@ void runReshard(const ReshardOptions &o) {
     writeOutput("", j.dump(2) + "\n");
     return;
   }
-  writeOutput("", fmt::format("wrote {}: {} files ({} kept from an earlier run), {} tensors, "
+  auto count = [](uint64_t n, const char *noun) {
+    return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+  };
+  writeOutput("", fmt::format("wrote {}: {} ({} kept from an earlier run), {}, "
                               "{:.1f} MiB in {:.2f} s\n",
-                              out, stats.files, stats.skippedFiles, stats.tensors,
-                              stats.bytesWritten / 1048576.0, stats.seconds));
+                              out, count(stats.files, "file"), stats.skippedFiles,
+                              count(stats.tensors, "tensor"), stats.bytesWritten / 1048576.0,
+                              stats.seconds));
 }
 } // namespace
 
@@ -315,6 +332,10 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "source bytes kept mapped in memory at once (default 256MiB); past it the\n"
                   "least recently used give their pages back, so peak memory is about the\n"
                   "largest tensor being assembled plus this");
+  cmd->add_flag("--allow-divergent-replicas", o->divergentReplicas,
+                "convert a Megatron source whose TP ranks hold differing copies of a replicated\n"
+                "tensor (a norm, a row-parallel bias), keeping TP rank 0's copy with a warning\n"
+                "for each, rather than refuse it");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
                 "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ...): to universal,\n"

@@ -12,6 +12,10 @@
 #include <cstdint>
 #include <optional>
 
+namespace llvm {
+struct fltSemantics;
+} // namespace llvm
+
 namespace loom::ckpt {
 
 enum class DType : uint8_t {
@@ -29,6 +33,10 @@ enum class DType : uint8_t {
 
 /// Bytes per element.
 unsigned dtypeSize(DType dtype);
+
+/// The IEEE-style format of a floating-point dtype (for llvm::APFloat), or null
+/// for integers and bool.
+const llvm::fltSemantics *floatSemantics(DType dtype);
 
 /// "BF16", "F32", ... as the safetensors header spells them.
 llvm::StringRef safetensorsName(DType dtype);

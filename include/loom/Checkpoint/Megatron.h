@@ -94,6 +94,13 @@ struct MegatronParam {
   /// every rank holds the same), when read from a file.
   llvm::SmallVector<int64_t, 4> localShape;
   DType dtype = DType::Float32;
+  /// The last stage's copy of the word embeddings (fullNames: the embedding's), which
+  /// a model with tied embeddings over pp > 1 stages keeps for its output layer and
+  /// Megatron keeps equal to the first stage's: mcore's output_layer.weight
+  /// (LanguageModule.setup_embeddings_and_output_layer), legacy's
+  /// word_embeddings_for_head.weight beside language_model (GPTModel.
+  /// state_dict_for_save_checkpoint). Its shards are replicas of the embedding's.
+  bool tiedCopy = false;
 };
 
 /// One grad buffer of Megatron's distributed optimizer: DDP keeps one per (param
@@ -208,6 +215,12 @@ struct MegatronLayout {
   std::string argsJson;
   /// Present when the shards hold optimizer state.
   std::optional<MegatronOptimizer> optimizer;
+  /// The replicated parameters (norms, row-parallel biases, routers) whose copies
+  /// differ between TP ranks (expert-TP ranks for a routed expert's), one line each
+  /// naming the parameter and the ranks. Megatron keeps the copies equal (the same
+  /// initialisation, the same gradients), so a difference is a damaged file or a run
+  /// gone wrong; readers unshard rank 0's copy and leave the verdict to the caller.
+  std::vector<std::string> divergentReplicas;
 };
 
 /// The folder of TP rank `tpRank`, stage `stage` and expert-parallel rank `epRank` in
@@ -239,7 +252,7 @@ std::optional<unsigned> megatronFolderWriter(unsigned tpRank, unsigned epRank, u
 
 /// Where `param` sits in its stage's file: the path collectTensors gives it under the
 /// top-level dict ("model.decoder.layers.0.mlp.linear_fc2.weight").
-std::string megatronKey(const MegatronLayout &layout, const MegatronParam &param);
+std::string megatronKey(MegatronNaming naming, const MegatronParam &param);
 
 struct MegatronCheckpoint {
   MegatronLayout layout;
@@ -371,7 +384,10 @@ llvm::Expected<MegatronDistCheckpoint> readMegatronDist(const llvm::Twine &direc
 /// The parameters Megatron keeps for the full (Hugging Face–named) tensors
 /// `fullNames`, stage by stage in file order, with `layersPerStage[s]` layers on
 /// stage s: the inverse of the reader's classification. A name with no Megatron
-/// place is an error. A layer with a Mixtral router
+/// place is an error. Without lm_head.weight the output layer is tied to
+/// model.embed_tokens.weight (Megatron's default; otherwise
+/// --untie-embeddings-and-output-weights), and over pp > 1 stages the last one ends
+/// with its copy (MegatronParam::tiedCopy). A layer with a Mixtral router
 /// (model.layers.N.block_sparse_moe.gate.weight) is a MoE layer, its experts spread
 /// over `ep` expert-parallel ranks; its shared experts, when present
 /// (mlp.shared_expert.*, Qwen2-MoE's names), are in every expert-parallel rank's file.

@@ -134,6 +134,11 @@ llvm::SmallVector<int64_t, 4> contiguousStrides(llvm::ArrayRef<int64_t> shape);
 /// overflows 63 bits.
 std::optional<uint64_t> checkedNumel(llvm::ArrayRef<int64_t> shape);
 
+/// The largest |a - b| over the elements of two floating-point tensors of one dtype
+/// and shape (NaN when an element is NaN on either side); nullopt for other tensors.
+/// Both must have passed checkView(). For small tensors: it copies both.
+std::optional<double> maxAbsDifference(const Tensor &a, const Tensor &b);
+
 struct NamedTensor {
   std::string name;
   Tensor tensor;

@@ -68,6 +68,8 @@ struct RunOptions {
 };
 
 struct RunStats {
+  /// Files written and kept from an earlier run, as they are on disk: a DCP output
+  /// counts its .metadata and each .distcp file.
   uint64_t files = 0, skippedFiles = 0, tensors = 0, bytesWritten = 0, bytesRead = 0;
   /// The most mapped source bytes resident at once, and how many source
   /// tensors gave their pages back early to stay under the limit.

@@ -9,7 +9,9 @@
 
 #include <gtest/gtest.h>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <numeric>
@@ -57,6 +59,33 @@ TEST(Tensor, CheckViewFindsOutOfBoundsViews) {
             "view extent overflows");
   // Empty tensors read nothing, whatever their offset.
   EXPECT_EQ(view(DType::Float32, {0, 4}, {4, 1}, 100, storage).checkView(), std::nullopt);
+}
+
+TEST(Tensor, MaxAbsDifferenceComparesElementsAsNumbers) {
+  auto floats = [](std::vector<float> values, llvm::SmallVector<int64_t, 4> shape) {
+    std::vector<uint8_t> bytes(values.size() * 4);
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return Tensor::contiguous(DType::Float32, shape, std::make_shared<Storage>(std::move(bytes)));
+  };
+  Tensor a = floats({1, -2, 3, 4}, {4});
+  EXPECT_EQ(maxAbsDifference(a, a), 0.0);
+  EXPECT_EQ(maxAbsDifference(a, floats({1, 2.5f, 3, 3}, {4})), 4.5);
+  // bf16 elements are read as bf16: 0x3f80 is 1.0, 0x4040 is 3.0.
+  auto bf16 = [](std::vector<uint8_t> bytes) {
+    int64_t numel = int64_t(bytes.size() / 2);
+    return Tensor::contiguous(DType::BFloat16, {numel}, std::make_shared<Storage>(std::move(bytes)));
+  };
+  EXPECT_EQ(maxAbsDifference(bf16({0x80, 0x3f}), bf16({0x40, 0x40})), 2.0);
+  // A NaN anywhere makes the difference NaN, whatever follows it.
+  std::optional<double> nan =
+      maxAbsDifference(a, floats({std::numeric_limits<float>::quiet_NaN(), -2, 3, 100}, {4}));
+  ASSERT_TRUE(nan);
+  EXPECT_TRUE(std::isnan(*nan));
+  // Only floating-point tensors of one dtype and shape compare.
+  EXPECT_EQ(maxAbsDifference(a, floats({1, -2, 3, 4}, {2, 2})), std::nullopt);
+  Tensor ints = a;
+  ints.dtype = DType::Int32;
+  EXPECT_EQ(maxAbsDifference(ints, ints), std::nullopt);
 }
 
 TEST(Tensor, TransposedViewStreamsInRowMajorOrder) {

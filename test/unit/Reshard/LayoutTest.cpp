@@ -392,12 +392,18 @@ TEST(MegatronShards, DistributedOptimizerBuffers) {
   EXPECT_EQ(numel, 1032 + 1032 + 1344);
   std::tie(starts, numel) = place(2, buckets, 1);
   EXPECT_EQ(starts[l1 + "mlp.down_proj.weight"], 1088);
-  // A tied output layer on the last of two stages takes a bucket of its own; with a
-  // vocabulary padded to 100 rows it ends off the grid, and the norm follows at once.
+  // Tied (no lm_head): the last of two stages holds the word embeddings' copy as its
+  // output layer, in a bucket of its own; with a vocabulary padded to 100 rows it ends
+  // off the grid, and the norm follows at once.
   dims.paddedVocab = 100;
+  llvm::erase_if(fulls, [](const FullTensor &f) {
+    return llvm::StringRef(f.name).starts_with("lm_head.weight");
+  });
   MegatronDistOpt tied;
   tied.sharedEmbedding = true;
-  EXPECT_EQ(place(2, tied, 1).first["model.norm.weight"], 800);
+  std::tie(starts, numel) = place(2, tied, 1);
+  EXPECT_EQ(starts["model.embed_tokens.weight"], 0);
+  EXPECT_EQ(starts["model.norm.weight"], 800);
   EXPECT_EQ(place(2, {}, 1).first["model.norm.weight"], 832);
 }
 

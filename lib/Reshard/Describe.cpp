@@ -1141,10 +1141,31 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
             : "megatron needs the model's dimensions, and the source's config has no "
               "num_hidden_layers, hidden_size or num_attention_heads");
   const ModelDims &d = *source.dims;
-  if (d.layers % target.pp)
-    return llvm::createStringError(
-        llvm::formatv("{0} layers do not split evenly over pp={1}", d.layers, target.pp).str());
   MegatronTargetBase base;
+  // The stages: first= and last= take theirs, the others share the rest evenly, as
+  // Megatron-LM splits the layers under --decoder-first/last-pipeline-num-layers.
+  int64_t first = target.firstLayers, last = target.lastLayers;
+  int64_t pp = target.pp, others = pp - (first > 0) - (last > 0);
+  int64_t rest = d.layers - first - last;
+  if ((first || last) && pp < 2)
+    return llvm::createStringError("--to: first= and last= set the first and last pipeline "
+                                   "stage's layers; give pp=2 or more");
+  if (rest < 0 || (others == 0 ? rest != 0 : rest < others || rest % others != 0))
+    return llvm::createStringError(
+        first || last
+            ? llvm::formatv("--to: first={0} last={1} leave {2} of the {3} layers for {4} "
+                            "other stage(s), which must share them evenly, each at least one",
+                            first, last, rest, d.layers, others)
+                  .str()
+            : llvm::formatv("{0} layers do not split evenly over pp={1}; give first=N and/or "
+                            "last=N for the first and last stage's layers",
+                            d.layers, target.pp)
+                  .str());
+  base.perStage.assign(size_t(pp), others > 0 ? rest / others : 0);
+  if (first)
+    base.perStage.front() = first;
+  if (last)
+    base.perStage.back() = last;
   MegatronDims &md = base.dims;
   md.numLayers = d.layers;
   md.hidden = d.hidden;
@@ -1176,7 +1197,6 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
             .str());
   int64_t multiple = 128 * target.tp;
   md.paddedVocab = (d.vocab + multiple - 1) / multiple * multiple;
-  base.perStage.assign(target.pp, d.layers / target.pp);
   base.dir = llvm::formatv("iter_{0:d7}", source.iteration).str();
   llvm::json::Object &args = base.args;
   if (llvm::StringRef(source.format).starts_with("megatron") ||
@@ -1203,6 +1223,14 @@ megatronTargetBase(const Layout &source, const Layout &out, const TargetSpec &ta
            {"tensor_model_parallel_size", target.tp},
            {"pipeline_model_parallel_size", target.pp}})
     args[key] = value;
+  for (auto [key, value] : {std::pair<const char *, int64_t>{"decoder_first_pipeline_num_layers",
+                                                             first},
+                            {"decoder_last_pipeline_num_layers", last}}) {
+    if (value)
+      args[key] = value;
+    else if (args.get(key))
+      args[key] = nullptr; // a Megatron source's own split does not apply here
+  }
   if (target.torchDist || args.get("ckpt_format"))
     args["ckpt_format"] = target.torchDist ? "torch_dist" : "torch";
   args["group_query_attention"] = md.queryGroups != md.heads;

@@ -252,6 +252,11 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       if (value.getAsInteger(10, n) || n == 0 || n > 4096)
         return bad("expected an integer from 1 to 4096");
       (key == "tp" ? spec.tp : key == "pp" ? spec.pp : key == "ep" ? spec.ep : spec.etp) = n;
+    } else if (format == "megatron" && (key == "first" || key == "last")) {
+      unsigned n = 0;
+      if (value.getAsInteger(10, n) || n == 0 || n > (1u << 20))
+        return bad("expected the stage's number of layers, from 1");
+      (key == "first" ? spec.firstLayers : spec.lastLayers) = n;
     } else if (format == "megatron" && key == "optimizer") {
       if (value != "mixed" && value != "distributed")
         return bad("expected mixed (the mixed-precision optimizer's states in "
@@ -292,7 +297,8 @@ llvm::Expected<TargetSpec> reshard::parseTargetSpec(llvm::StringRef text) {
       return llvm::createStringError(
           "--to: '" + item.str() + "' is not an option of " + format.str() +
           (format == "megatron"
-               ? " (tp=N, pp=N, ep=N, etp=N, optimizer=mixed|distributed, format=torch|torch_dist)"
+               ? " (tp=N, pp=N, ep=N, etp=N, first=N, last=N, optimizer=mixed|distributed, "
+                 "format=torch|torch_dist)"
            : format == "deepspeed" ? " (zero=1|2|3, dp=N, tp=N, pp=N, ep=N, optimizer=zero|bf16)"
            : format == "hf-safetensors" ? " (shard=SIZE)"
            : format == "dcp"            ? " (ranks=N)"

@@ -17,6 +17,7 @@
 #include "llvm/Support/SourceMgr.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -112,6 +113,23 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   if (spec.format == "megatron") {
     take(spec.tp, s.tp(), "tp");
     take(spec.pp, s.pp(), "pp");
+    // Stages as the plan splits them: Megatron-LM runs equal stages but for the
+    // first and last (loom plan --for megatron), which first= and last= write.
+    std::vector<unsigned> layers;
+    for (const spec::Stage &stage : plan.stages())
+      layers.push_back(stage.num_layers());
+    if (layers.size() > 2 && !std::equal(layers.begin() + 2, layers.end() - 1, layers.begin() + 1))
+      throw UserError(fmt::format("{}: the plan's stages hold {} layers; Megatron-LM runs equal "
+                                  "stages but for the first and last",
+                                  o.plan, fmt::join(layers, ", ")),
+                      "plan with --for megatron, or pick another plan (--plan-index)");
+    if (layers.size() >= 2) {
+      unsigned middle = layers.size() > 2           ? layers[1]
+                        : layers.front() == layers.back() ? layers.front()
+                                                          : 0;
+      take(spec.firstLayers, layers.front() != middle ? layers.front() : 0, "first");
+      take(spec.lastLayers, layers.back() != middle ? layers.back() : 0, "last");
+    }
     bool distributed = s.zero() >= 1;
     if (llvm::is_contained(spec.given, "optimizer") && spec.distributedOptimizer != distributed)
       throw UserError(fmt::format("--to says optimizer={} but the plan has zero={}, which Megatron "
@@ -163,7 +181,8 @@ void runReshard(const ReshardOptions &o) {
                       "e.g. loom reshard ckpt/ out/ --to megatron:tp=2,pp=2", 2);
     reshard::TargetSpec spec =
         orThrow(reshard::parseTargetSpec(o.to),
-                "formats: megatron:tp=N,pp=N[,ep=N][,optimizer=distributed][,format=torch_dist], "
+                "formats: megatron:tp=N,pp=N[,ep=N][,first=N][,last=N][,optimizer=distributed]"
+                "[,format=torch_dist], "
                 "deepspeed:zero=N,dp=N,tp=N,pp=N,optimizer=zero|bf16, "
                 "deepspeed-universal, "
                 "hf-safetensors[:shard=SIZE], torch, dcp[:ranks=N], universal");
@@ -298,7 +317,9 @@ void loom::cli::addReshardCommand(CLI::App &app) {
   cmd->add_option("SRC", o->source, "checkpoint to read (any format `loom inspect` reads)");
   cmd->add_option("OUT", o->output, "path to create (must not exist)");
   cmd->add_option("--to", o->to,
-                  "target: megatron:tp=N,pp=N[,ep=N][,optimizer=distributed] (mcore names;\n"
+                  "target: megatron:tp=N,pp=N[,ep=N][,first=N][,last=N][,optimizer=distributed]\n"
+                  "(mcore names; first/last: the first and last stage's layers, the others\n"
+                  "sharing the rest evenly, as --decoder-first/last-pipeline-num-layers;\n"
                   "ep: expert-parallel ranks of a mixture of experts, whose optimizer\n"
                   "states are a ChainedOptimizer's (dense, experts); with\n"
                   "optimizer states, optimizer=distributed writes them as\n"
@@ -316,8 +337,8 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "(loom's HDF5 format, optimizer states included)");
   cmd->add_option("--plan", o->plan,
                   "take the target's degrees from a loom plan (`loom plan --json` output):\n"
-                  "tp, pp and the distributed optimizer (zero >= 1) for megatron, tp, pp, dp\n"
-                  "and zero for deepspeed");
+                  "tp, pp, the first and last stage's layers and the distributed optimizer\n"
+                  "(zero >= 1) for megatron, tp, pp, dp and zero for deepspeed");
   cmd->add_option("--plan-index", o->planIndex, "which plan of the file (default 0, the best)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--weights-only", o->weightsOnly,

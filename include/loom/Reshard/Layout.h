@@ -184,12 +184,17 @@ struct TargetSpec {
   /// megatron: format=torch_dist, Megatron-core's distributed checkpoint (a DCP folder
   /// of global tensors, common.pt, metadata.json) rather than the torch format.
   bool torchDist = false;
+  /// megatron: the transformer layers of the first and of the last pipeline stage
+  /// (first=N, last=N: Megatron-LM's --decoder-first/last-pipeline-num-layers), the
+  /// other stages sharing the rest evenly; 0: that stage takes an even share too.
+  unsigned firstLayers = 0, lastLayers = 0;
   /// The options the text gave ("tp", "dp", ...), so a plan's degrees can fill the rest.
   std::vector<std::string> given;
 };
 /// "2GiB", "500MiB", "64KiB" or a byte count; nothing if it is none of those.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
-/// Parses "megatron:tp=4,pp=2[,ep=2][,etp=1][,optimizer=distributed][,format=torch_dist]",
+/// Parses "megatron:tp=4,pp=2[,ep=2][,etp=1][,first=N][,last=N][,optimizer=distributed]
+/// [,format=torch_dist]",
 /// "deepspeed:zero=1,dp=2,tp=2[,pp=2][,ep=2],optimizer=bf16",
 /// "hf-safetensors:shard=2GiB", "dcp:ranks=4", "universal", "torch".
 llvm::Expected<TargetSpec> parseTargetSpec(llvm::StringRef text);

@@ -201,12 +201,10 @@ Summary open(const std::string &path, bool verify) {
     MegatronCheckpoint megatron = orThrow(readMegatron(path));
     const MegatronLayout &l = megatron.layout;
     if (verify && !l.divergentReplicas.empty())
-      throw UserError(l.divergentReplicas.size() == 1
-                          ? l.divergentReplicas[0]
-                          : fmt::format("{}; and {} more replicated parameters differ",
-                                        l.divergentReplicas[0], l.divergentReplicas.size() - 1),
+      throw UserError(summarizeDivergence(l.divergentReplicas),
                       "a rank's file is damaged or the run let its copies drift apart; `loom "
-                      "reshard --allow-divergent-replicas` converts it keeping TP rank 0's copies");
+                      "reshard --allow-divergent-replicas` converts it keeping TP rank 0's copies "
+                      "(the first stage's embedding)");
     summary.format = l.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
     summary.layout = {{"tp", l.tp}, {"pp", l.pp}, {"iteration", l.iteration},
                       {"layers_per_stage", l.layersPerStage},

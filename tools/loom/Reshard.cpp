@@ -180,16 +180,13 @@ void runReshard(const ReshardOptions &o) {
                                      "universal checkpoints (see `loom inspect`)");
     if (!source.divergentReplicas.empty()) {
       if (!o.divergentReplicas)
-        throw UserError(source.divergentReplicas.size() == 1
-                            ? source.divergentReplicas[0]
-                            : fmt::format("{}; and {} more replicated tensors differ",
-                                          source.divergentReplicas[0],
-                                          source.divergentReplicas.size() - 1),
+        throw UserError(ckpt::summarizeDivergence(source.divergentReplicas),
                         "reshard would keep one copy and drop the others; check the ranks' "
-                        "files, or give --allow-divergent-replicas to keep TP rank 0's copies");
+                        "files, or give --allow-divergent-replicas to keep TP rank 0's copies "
+                        "(the first stage's embedding)");
       if (ckpt::mpi::rank() == 0)
-        for (const std::string &line : source.divergentReplicas)
-          fmt::print(stderr, "warning: {}; keeping TP rank 0's copy\n", line);
+        for (const ckpt::DivergentReplica &replica : source.divergentReplicas)
+          fmt::print(stderr, "warning: {}; keeping {}\n", replica.what, replica.kept);
     }
     reshard::Layout target = orThrow(reshard::targetLayout(source, spec),
                                      "see `loom reshard --help` for the target formats");
@@ -334,8 +331,9 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "largest tensor being assembled plus this");
   cmd->add_flag("--allow-divergent-replicas", o->divergentReplicas,
                 "convert a Megatron source whose TP ranks hold differing copies of a replicated\n"
-                "tensor (a norm, a row-parallel bias), keeping TP rank 0's copy with a warning\n"
-                "for each, rather than refuse it");
+                "tensor (a norm, a row-parallel bias), or whose last stage's copy of tied word\n"
+                "embeddings differs from the first stage's, keeping TP rank 0's copy (the first\n"
+                "stage's embedding) with a warning for each, rather than refuse it");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
                 "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ...): to universal,\n"

@@ -91,7 +91,8 @@ def Ckpt_OutputOp : Ckpt_Op<"output", [Symbol, HasParent<"ProgramOp">, NoTermina
     torch.save file whose object tree `meta` gives as a JSON skeleton with the
     tensors at marked places: Megatron and DeepSpeed files), "safetensors",
     "dcp" (a PyTorch distributed-checkpoint folder; `meta` gives {"ranks": N},
-    over which each tensor's rows are split), "universal" (`meta` gives the
+    over which each tensor's rows are split, and {"config": text}, the model's
+    config.json written in the folder), "universal" (`meta` gives the
     metadata) or "text" (no tensors; `meta` is the content).
     Constraints: a known format, a relative path without "..", keys unique,
     no tensors in a text file.

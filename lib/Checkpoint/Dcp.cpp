@@ -846,6 +846,19 @@ llvm::Error DcpWriter::appendBytes(llvm::StringRef fqn, const Value &value) {
   return llvm::Error::success();
 }
 
+llvm::Error DcpWriter::addFile(llvm::StringRef name, llvm::StringRef content) {
+  if (impl->finished)
+    return fileError(impl->dir, "written after finish");
+  if (name.empty() || name == "." || name == ".." || name.contains('/') || name == ".metadata" ||
+      name.ends_with(".distcp"))
+    return fileError(impl->dir, "cannot hold a file of its own named '" + name + "'");
+  auto file = OutputFile::create(impl->staging + "/" + name);
+  if (!file)
+    return file.takeError();
+  (*file)->os() << content;
+  return (*file)->commit();
+}
+
 llvm::Error DcpWriter::finish() {
   if (impl->finished)
     return fileError(impl->dir, "finished twice");

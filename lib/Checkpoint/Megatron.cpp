@@ -987,53 +987,113 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
   return d;
 }
 
-/// Compares each replicated parameter's copies with TP rank 0's, byte for byte,
-/// into layout.divergentReplicas. Replicated parameters are small (vectors, a
-/// router), so this touches little of the files. A copy that is missing or not a
-/// valid view is left to the unsharder to name.
-static void findDivergentReplicas(LoadedMegatron &loaded) {
-  MegatronLayout &layout = loaded.layout;
-  for (const MegatronParam &param : layout.params) {
-    if (param.split != MegatronSplit::Replicated)
-      continue;
-    std::string path = megatronKey(layout.naming, param);
-    llvm::SmallVector<const Tensor *, 8> copies;
-    for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
-      auto found = loaded.shards[rank].find(path);
-      if (found != loaded.shards[rank].end() && !found->second.checkView())
-        copies.push_back(&found->second);
-    }
-    if (copies.size() != loaded.piecesOf(param).size())
-      continue;
-    const Tensor &first = *copies[0];
-    std::vector<uint8_t> firstBytes = first.toBytes();
-    std::vector<std::string> differing;
-    std::optional<double> most = 0.0;
-    for (unsigned i = 1; i < copies.size(); ++i) {
-      const Tensor &copy = *copies[i];
-      if (copy.dtype == first.dtype && copy.shape == first.shape && copy.toBytes() == firstBytes)
-        continue;
-      differing.push_back(std::to_string(i));
-      std::optional<double> difference = maxAbsDifference(first, copy);
-      if (!difference)
-        most.reset();
-      else if (most && (std::isnan(*difference) || *difference > *most))
-        most = difference;
-    }
-    if (differing.empty())
-      continue;
-    const char *rank = param.expert >= 0 ? "expert-TP rank" : "TP rank";
-    std::string who = differing.size() == 1
-                          ? llvm::formatv("{0} {1}'s copy differs", rank, differing[0]).str()
-                          : llvm::formatv("the copies of {0}s {1} differ", rank,
-                                          llvm::join(differing, ", "))
-                                .str();
+/// Whether two tensors hold the same values, byte for byte; contiguous ones (a
+/// mapped shard's) are compared in place.
+static bool sameBytes(const Tensor &a, const Tensor &b) {
+  if (a.dtype != b.dtype || a.shape != b.shape)
+    return false;
+  if (a.isContiguous() && b.isContiguous())
+    return a.contiguousBytes() == b.contiguousBytes();
+  return a.toBytes() == b.toBytes();
+}
+
+namespace {
+/// The ranks whose copy of a tensor differs from the one it should equal, and the
+/// largest difference among them (none when a shape or dtype differs).
+struct Divergence {
+  std::vector<std::string> ranks;
+  std::optional<double> most = 0.0;
+
+  void compare(const Tensor &expected, const Tensor &copy, unsigned rank) {
+    if (sameBytes(expected, copy))
+      return;
+    ranks.push_back(std::to_string(rank));
+    std::optional<double> difference = maxAbsDifference(expected, copy);
+    if (!difference)
+      most.reset();
+    else if (most && (std::isnan(*difference) || *difference > *most))
+      most = difference;
+  }
+  /// "TP rank 1's copy differs from <reference> (largest difference 0.5)", or "the
+  /// copies of TP ranks 1, 2 differ ...": `held` is what a rank holds, in the
+  /// singular and plural.
+  std::string describe(llvm::StringRef rank, std::pair<llvm::StringRef, llvm::StringRef> held,
+                       llvm::StringRef reference) const {
+    std::string who =
+        ranks.size() == 1
+            ? llvm::formatv("{0} {1}'s {2} differs", rank, ranks[0], held.first).str()
+            : llvm::formatv("the {0} of {1}s {2} differ", held.second, rank, llvm::join(ranks, ", "))
+                  .str();
     std::string how = most ? llvm::formatv("largest difference {0}", llvm::format("%g", *most)).str()
                            : "another shape or dtype";
-    layout.divergentReplicas.push_back(
-        llvm::formatv("{0}: stage {1}: {2}, which every {3} holds whole: {4} from {3} 0's ({5})",
-                      loaded.dir, param.stage, param.localName, rank, who, how));
+    return llvm::formatv("{0} from {1} ({2})", who, reference, how).str();
   }
+};
+} // namespace
+
+/// The copies of `param` its folders hold, piece by piece; empty when one is
+/// missing or not a valid view, which the unsharder names.
+static llvm::SmallVector<const Tensor *, 8> copiesOf(LoadedMegatron &loaded,
+                                                     const MegatronParam &param) {
+  std::string path = megatronKey(loaded.layout.naming, param);
+  llvm::SmallVector<const Tensor *, 8> copies;
+  for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
+    auto found = loaded.shards[rank].find(path);
+    if (found == loaded.shards[rank].end() || found->second.checkView())
+      return {};
+    copies.push_back(&found->second);
+  }
+  return copies;
+}
+
+/// Records in layout.divergentReplicas the copies Megatron keeps equal that are not:
+/// a replicated parameter's on each TP rank against TP rank 0's, and the last
+/// stage's copy of tied word embeddings (MegatronParam::tiedCopy) against the first
+/// stage's embedding, TP rank by TP rank. Byte for byte: replicated parameters are
+/// small (vectors, a router), the embedding is read once more.
+static void findDivergentReplicas(LoadedMegatron &loaded) {
+  MegatronLayout &layout = loaded.layout;
+  const MegatronParam *embedding = nullptr;
+  for (const MegatronParam &param : layout.params)
+    if (!param.tiedCopy && param.fullNames == std::vector<std::string>{"model.embed_tokens.weight"})
+      embedding = &param;
+  for (const MegatronParam &param : layout.params) {
+    if (param.split != MegatronSplit::Replicated && !(param.tiedCopy && embedding))
+      continue;
+    llvm::SmallVector<const Tensor *, 8> copies = copiesOf(loaded, param);
+    if (copies.empty())
+      continue;
+    Divergence divergence;
+    std::string what;
+    if (param.tiedCopy) {
+      llvm::SmallVector<const Tensor *, 8> originals = copiesOf(loaded, *embedding);
+      if (originals.size() != copies.size())
+        continue;
+      for (unsigned i = 0; i < copies.size(); ++i)
+        divergence.compare(*originals[i], *copies[i], i);
+      std::string reference =
+          llvm::formatv("stage {0}'s {1}", embedding->stage, embedding->localName).str();
+      what = "the last stage's copy of the tied word embeddings: " +
+             divergence.describe("TP rank", {"piece", "pieces"}, reference);
+    } else {
+      for (unsigned i = 1; i < copies.size(); ++i)
+        divergence.compare(*copies[0], *copies[i], i);
+      std::string rank = param.expert >= 0 ? "expert-TP rank" : "TP rank";
+      what = "which every " + rank + " holds whole: " +
+             divergence.describe(rank, {"copy", "copies"}, rank + " 0's");
+    }
+    if (!divergence.ranks.empty())
+      layout.divergentReplicas.push_back(
+          {llvm::formatv("{0}: stage {1}: {2}, {3}", loaded.dir, param.stage, param.localName, what),
+           param.tiedCopy ? "stage 0's embedding" : "TP rank 0's copy"});
+  }
+}
+
+std::string loom::ckpt::summarizeDivergence(llvm::ArrayRef<DivergentReplica> replicas) {
+  if (replicas.size() == 1)
+    return replicas[0].what;
+  return llvm::formatv("{0}; and {1} more replicated tensors differ", replicas[0].what,
+                       replicas.size() - 1);
 }
 
 /// Opens every shard of the checkpoint in `directory`; `verify` CRC-checks their

@@ -1033,9 +1033,23 @@ LocalTensor reshard::wholeLocal(const Layout &layout, unsigned f, std::string ke
 /// optimizer states the keys are the names, as before. A torch optimizer's parameter
 /// is its own master, so a parameter with an fp32 master is written from it. The
 /// step tensors and bytes entries travel in the output's meta.
+/// The config.json a target folder holds: the source's config as it was (the
+/// conversion changes none of its fields), else one made from the dimensions; none
+/// when the source states neither.
+static std::optional<std::string> configFile(const Layout &source) {
+  if (!source.modelConfig.empty())
+    return source.modelConfig;
+  if (source.dims)
+    return configJson(*source.dims) + "\n";
+  return std::nullopt;
+}
+
 static llvm::Expected<ShardFile> dcpTarget(const Layout &source, Layout &out, unsigned ranks) {
   ShardFile file{".", "dcp", {}, ""};
   llvm::json::Object meta{{"ranks", int64_t(ranks)}};
+  // Inside the folder, where a conversion of it to Megatron finds the dimensions.
+  if (std::optional<std::string> config = configFile(source))
+    meta["config"] = std::move(*config);
   if (!countStates(out.fulls, nullptr)) {
     for (unsigned f = 0; f < out.fulls.size(); ++f)
       file.tensors.push_back(wholeLocal(out, f));
@@ -1585,12 +1599,8 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       out.files.push_back({"model.safetensors.index.json", "text", {},
                            llvm::formatv("{0:2}\n", llvm::json::Value(std::move(index))).str()});
     }
-    // The source's config as it was (the conversion changes none of its fields),
-    // else one made from the dimensions.
-    if (!source.modelConfig.empty())
-      out.files.push_back({"config.json", "text", {}, source.modelConfig});
-    else if (source.dims)
-      out.files.push_back({"config.json", "text", {}, configJson(*source.dims) + "\n"});
+    if (std::optional<std::string> config = configFile(source))
+      out.files.push_back({"config.json", "text", {}, std::move(*config)});
   } else if (target.format == "deepspeed-universal") {
     auto files = deepspeedUniversalTarget(source, out);
     if (!files)

@@ -618,6 +618,9 @@ llvm::Error startStream(PendingOutput &out, DeferredCommits &commits) {
     if (!writer)
       return writer.takeError();
     out.dcp = std::move(*writer);
+    if (std::optional<llvm::StringRef> config = meta->getString("config"))
+      if (llvm::Error err = out.dcp->addFile("config.json", *config))
+        return err;
     if (auto err = writeDcpExtras(out, *meta))
       return err;
   } else if (out.op.getFormat() == "safetensors") {
@@ -722,9 +725,9 @@ llvm::Error streamTensor(PendingOutput &out, llvm::StringRef key, RunStats &stat
   return llvm::Error::success();
 }
 
-/// How many files a finished output is on disk: a DCP output is .metadata and a
-/// .distcp file per rank that holds chunks (in a folder other outputs may share, as
-/// torch_dist's common.pt does), the others one file each.
+/// How many files a finished output is on disk: a DCP output is .metadata, a
+/// .distcp file per rank that holds chunks and the model's config.json (in a folder
+/// other outputs may share, as torch_dist's common.pt does), the others one file each.
 uint64_t filesOf(PendingOutput &out) {
   if (out.op.getFormat() != "dcp")
     return 1;
@@ -732,7 +735,7 @@ uint64_t filesOf(PendingOutput &out) {
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(out.path, ec), end; it != end && !ec; it.increment(ec)) {
     llvm::StringRef name = llvm::sys::path::filename(it->path());
-    files += name == ".metadata" || name.ends_with(".distcp");
+    files += name == ".metadata" || name.ends_with(".distcp") || name == "config.json";
   }
   return files;
 }

@@ -48,6 +48,8 @@ struct Summary {
   /// The format keeps no checksums of the values (safetensors): verifying checks
   /// the structure and reads every byte, and cannot tell a changed value.
   bool noChecksums = false;
+  /// Copies a Megatron checkpoint should hold equal and does not.
+  std::vector<DivergentReplica> divergentReplicas;
 };
 
 enum class Format { TorchZip, Safetensors, HFDir, Megatron, MegatronDist, Universal, DCP, DeepSpeed };
@@ -201,12 +203,11 @@ Summary open(const std::string &path, bool verify) {
     MegatronCheckpoint megatron = orThrow(readMegatron(path));
     const MegatronLayout &l = megatron.layout;
     if (verify && !l.divergentReplicas.empty())
-      throw UserError(l.divergentReplicas.size() == 1
-                          ? l.divergentReplicas[0]
-                          : fmt::format("{}; and {} more replicated parameters differ",
-                                        l.divergentReplicas[0], l.divergentReplicas.size() - 1),
+      throw UserError(summarizeDivergence(l.divergentReplicas),
                       "a rank's file is damaged or the run let its copies drift apart; `loom "
-                      "reshard --allow-divergent-replicas` converts it keeping TP rank 0's copies");
+                      "reshard --allow-divergent-replicas` converts it keeping TP rank 0's copies "
+                      "(the first stage's embedding)");
+    summary.divergentReplicas = l.divergentReplicas;
     summary.format = l.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
     summary.layout = {{"tp", l.tp}, {"pp", l.pp}, {"iteration", l.iteration},
                       {"layers_per_stage", l.layersPerStage},
@@ -344,7 +345,11 @@ std::string shapeText(const std::vector<int64_t> &shape) {
   return "[" + fmt::format("{}", fmt::join(shape, ", ")) + "]";
 }
 
+/// Divergent replicas are warned of on stderr (verify-ckpt fails on them), in both
+/// modes, and listed under "divergent_replicas" in --json.
 void printInspect(const Summary &s, bool json) {
+  for (const DivergentReplica &replica : s.divergentReplicas)
+    fmt::print(stderr, "warning: {}\n", replica.what);
   uint64_t bytes = 0, elements = 0;
   for (const TensorRow &t : s.tensors) {
     bytes += t.bytes;
@@ -358,6 +363,11 @@ void printInspect(const Summary &s, bool json) {
     nlohmann::json out = {{"format", s.format}, {"layout", s.layout}, {"tensors", tensors},
                           {"total_tensors", s.tensors.size()}, {"total_elements", elements},
                           {"total_bytes", bytes}};
+    if (!s.divergentReplicas.empty()) {
+      nlohmann::json &lines = out["divergent_replicas"] = nlohmann::json::array();
+      for (const DivergentReplica &replica : s.divergentReplicas)
+        lines.push_back(replica.what);
+    }
     writeOutput("", out.dump(2) + "\n");
     return;
   }

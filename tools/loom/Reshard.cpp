@@ -80,6 +80,22 @@ template <typename T> T orThrow(llvm::Expected<T> value, const char *hint) {
   return std::move(*value);
 }
 
+/// A source whose copies Megatron keeps equal differ is refused; with
+/// --allow-divergent-replicas the program keeps the first of each (the one the others
+/// were compared with), and each is warned of.
+void checkReplicas(llvm::ArrayRef<ckpt::DivergentReplica> replicas, bool allow) {
+  if (replicas.empty())
+    return;
+  if (!allow)
+    throw UserError(ckpt::summarizeDivergence(replicas),
+                    "reshard would keep one copy and drop the others; check the ranks' "
+                    "files, or give --allow-divergent-replicas to keep TP rank 0's copies "
+                    "(the first stage's embedding)");
+  if (ckpt::mpi::rank() == 0)
+    for (const ckpt::DivergentReplica &replica : replicas)
+      fmt::print(stderr, "warning: {}; keeping {}\n", replica.what, replica.kept);
+}
+
 void progressBar(uint64_t done, uint64_t total, double seconds) {
   double fraction = total ? double(done) / total : 1.0;
   int width = 30, filled = int(fraction * width);
@@ -197,19 +213,7 @@ void runReshard(const ReshardOptions &o) {
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
                                      "loom reads Megatron, HF, torch, safetensors, DCP and "
                                      "universal checkpoints (see `loom inspect`)");
-    if (!source.divergentReplicas.empty()) {
-      if (!o.divergentReplicas)
-        throw UserError(source.divergentReplicas.size() == 1
-                            ? source.divergentReplicas[0]
-                            : fmt::format("{}; and {} more replicated tensors differ",
-                                          source.divergentReplicas[0],
-                                          source.divergentReplicas.size() - 1),
-                        "reshard would keep one copy and drop the others; check the ranks' "
-                        "files, or give --allow-divergent-replicas to keep TP rank 0's copies");
-      if (ckpt::mpi::rank() == 0)
-        for (const std::string &line : source.divergentReplicas)
-          fmt::print(stderr, "warning: {}; keeping TP rank 0's copy\n", line);
-    }
+    checkReplicas(source.divergentReplicas, o.divergentReplicas);
     reshard::Layout target = orThrow(reshard::targetLayout(source, spec),
                                      "see `loom reshard --help` for the target formats");
     sourceFormat = source.format;
@@ -236,6 +240,13 @@ void runReshard(const ReshardOptions &o) {
     // SRC and OUT replace the script's roots; either way without trailing slashes.
     run.sourceRoot = withoutTrailingSlashes(o.source.empty() ? program.getSource() : o.source);
     run.outputRoot = withoutTrailingSlashes(o.output.empty() ? program.getOutput() : o.output);
+    // The source may have changed since the script was made, or be another one.
+    if (reshard::detectFormat(run.sourceRoot) == "megatron") {
+      ckpt::MegatronLayout layout =
+          orThrow(ckpt::readMegatronLayout(run.sourceRoot),
+                  "the script reads this checkpoint; `loom verify-ckpt` names what is wrong");
+      checkReplicas(layout.divergentReplicas, o.divergentReplicas);
+    }
   }
   run.resume = o.resume;
   run.mpi = o.mpi;
@@ -355,8 +366,9 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "largest tensor being assembled plus this");
   cmd->add_flag("--allow-divergent-replicas", o->divergentReplicas,
                 "convert a Megatron source whose TP ranks hold differing copies of a replicated\n"
-                "tensor (a norm, a row-parallel bias), keeping TP rank 0's copy with a warning\n"
-                "for each, rather than refuse it");
+                "tensor (a norm, a row-parallel bias), or whose last stage's copy of tied word\n"
+                "embeddings differs from the first stage's, keeping TP rank 0's copy (the first\n"
+                "stage's embedding) with a warning for each, rather than refuse it");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
                 "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ...): to universal,\n"

@@ -171,6 +171,10 @@ public:
   /// A bytes entry: torch.save of `value` (plain values; no code) in rank 0's file,
   /// as torch's writer stores what is not a tensor.
   llvm::Error appendBytes(llvm::StringRef fqn, const Value &value);
+  /// A file of the folder that DCP does not read (a model's config.json, which
+  /// converters look for there): `name` is a plain file name other than .metadata
+  /// and the .distcp files'. It is renamed into place with the folder.
+  llvm::Error addFile(llvm::StringRef name, llvm::StringRef content);
   llvm::Error finish();
 
 private:

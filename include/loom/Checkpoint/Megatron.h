@@ -197,6 +197,20 @@ std::optional<llvm::json::Object> megatronArgs(const Value &root);
 /// no_weight_decay_cond: `len(param.shape) == 1 or name.endswith(".bias")`).
 bool megatronNoWeightDecay(llvm::StringRef localName, size_t rank);
 
+/// Copies of a tensor that Megatron keeps equal (the same initialisation, the same
+/// gradients) and a checkpoint holds different: a damaged file or a run gone wrong.
+struct DivergentReplica {
+  /// One line naming the folder, the stage, the parameter, the ranks and the largest
+  /// difference.
+  std::string what;
+  /// The copy the others are compared with, which a conversion keeps: "TP rank 0's
+  /// copy", "stage 0's embedding".
+  std::string kept;
+};
+
+/// `replicas` (at least one) as one line: the first, and how many more there are.
+std::string summarizeDivergence(llvm::ArrayRef<DivergentReplica> replicas);
+
 struct MegatronLayout {
   MegatronNaming naming = MegatronNaming::MCore;
   /// ep: expert-parallel ranks, each holding dims.experts / ep experts of every MoE
@@ -216,11 +230,11 @@ struct MegatronLayout {
   /// Present when the shards hold optimizer state.
   std::optional<MegatronOptimizer> optimizer;
   /// The replicated parameters (norms, row-parallel biases, routers) whose copies
-  /// differ between TP ranks (expert-TP ranks for a routed expert's), one line each
-  /// naming the parameter and the ranks. Megatron keeps the copies equal (the same
-  /// initialisation, the same gradients), so a difference is a damaged file or a run
-  /// gone wrong; readers unshard rank 0's copy and leave the verdict to the caller.
-  std::vector<std::string> divergentReplicas;
+  /// differ between TP ranks (expert-TP ranks for a routed expert's), and a last
+  /// stage's copy of tied word embeddings that differs from the first stage's
+  /// embedding. Readers unshard TP rank 0's and the first stage's copies and leave
+  /// the verdict to the caller.
+  std::vector<DivergentReplica> divergentReplicas;
 };
 
 /// The folder of TP rank `tpRank`, stage `stage` and expert-parallel rank `epRank` in

@@ -134,11 +134,11 @@ struct Layout {
   /// The groups' optimizer settings (lr, betas, ...) as a JSON array, when the source
   /// keeps them (Megatron).
   std::string optimizerGroups;
-  /// A source's replicated tensors whose copies differ (Megatron's TP replicas,
-  /// ckpt::MegatronLayout::divergentReplicas), one line each. A program reads the
+  /// A source's replicated tensors whose copies differ (Megatron's TP replicas and
+  /// tied embeddings, ckpt::MegatronLayout::divergentReplicas). A program reads the
   /// first copy of a replicated tensor; `loom reshard` refuses such a source unless
   /// told to take it.
-  std::vector<std::string> divergentReplicas;
+  std::vector<ckpt::DivergentReplica> divergentReplicas;
 
   const FullTensor *findFull(llvm::StringRef name) const;
 };

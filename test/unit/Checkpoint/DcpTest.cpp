@@ -249,6 +249,26 @@ TEST(Dcp, BytesEntriesRoundTrip) {
   EXPECT_FALSE(llvm::sys::fs::exists(clash));
 }
 
+// A file of the folder's own (a model's config.json) is in the folder once it is in
+// place, and not before; a name DCP uses, or one outside the folder, is refused.
+TEST(Dcp, WriterAddsAFileOfItsOwn) {
+  std::string dir = scratchDir("dcp-config") + "/ckpt";
+  auto writer = DcpWriter::create(dir);
+  ASSERT_TRUE(bool(writer));
+  ASSERT_FALSE(bool((*writer)->append(dcpRowShards({{"w", patterned(DType::Float32, {2}, 1)}}, 1)[0])));
+  ASSERT_FALSE(bool((*writer)->addFile("config.json", "{\"hidden_size\": 8}\n")));
+  EXPECT_FALSE(llvm::sys::fs::exists(dir + "/config.json"));
+  for (const char *name : {".metadata", "__0_0.distcp", "../config.json"})
+    EXPECT_NE(message((*writer)->addFile(name, "")).find("cannot hold a file of its own"),
+              std::string::npos)
+        << name;
+  ASSERT_FALSE(bool((*writer)->finish()));
+  EXPECT_EQ(readText(dir + "/config.json"), "{\"hidden_size\": 8}\n");
+  auto reader = DcpReader::open(dir);
+  ASSERT_TRUE(bool(reader)) << message(reader.takeError());
+  EXPECT_TRUE(bool((*reader)->read("w")));
+}
+
 TEST(Dcp, RowKeysRoundTrip) {
   std::string key = dcpRowKey("decoder.layers.mlp.linear_fc1.weight", 12);
   auto row = parseDcpRowKey(key); // views `key`

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <numeric>
 #include <unistd.h>
 
 using namespace loom;
@@ -107,13 +108,17 @@ void progressBar(uint64_t done, uint64_t total, double seconds) {
     fmt::print(stderr, "\n");
 }
 
-/// --plan: the target's degrees are the plan's (megatron: tp, pp, and the distributed
-/// optimizer for ZeRO >= 1, as `loom emit` gives it --use-distributed-optimizer;
-/// deepspeed: tp, dp, zero, and pp with GPTModelPipe's layer files when the plan
-/// pipelines), and must not contradict what --to gives.
-void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
+/// --plan: the target's degrees are the plan's (megatron: tp, pp, the first and last
+/// stage's layers, and the distributed optimizer for ZeRO >= 1, as `loom emit` gives
+/// it --use-distributed-optimizer; deepspeed: tp, dp, zero, and pp with GPTModelPipe's
+/// layer files when the plan pipelines), and must not contradict what --to gives.
+/// Returns the layers the plan's stages hold (0 if it lists none).
+int64_t applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   spec::Plan plan = readPlanFile(o.plan, o.planIndex);
   const spec::Strategy &s = plan.strategy();
+  std::vector<unsigned> layers;
+  for (const spec::Stage &stage : plan.stages())
+    layers.push_back(stage.num_layers());
   if (s.vpp() > 1 || s.ep() > 1 || s.cp() > 1)
     throw UserError(fmt::format("{}: the plan uses vpp={} ep={} cp={}; reshard writes "
                                 "layouts without virtual stages, experts or context parallelism",
@@ -131,9 +136,6 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
     take(spec.pp, s.pp(), "pp");
     // Stages as the plan splits them: Megatron-LM runs equal stages but for the
     // first and last (loom plan --for megatron), which first= and last= write.
-    std::vector<unsigned> layers;
-    for (const spec::Stage &stage : plan.stages())
-      layers.push_back(stage.num_layers());
     if (layers.size() > 2 && !std::equal(layers.begin() + 2, layers.end() - 1, layers.begin() + 1))
       throw UserError(fmt::format("{}: the plan's stages hold {} layers; Megatron-LM runs equal "
                                   "stages but for the first and last",
@@ -168,6 +170,7 @@ void applyPlan(const ReshardOptions &o, reshard::TargetSpec &spec) {
   } else {
     throw UserError("--plan applies to --to megatron or deepspeed, not " + spec.format);
   }
+  return std::accumulate(layers.begin(), layers.end(), int64_t(0));
 }
 
 void runReshard(const ReshardOptions &o) {
@@ -208,11 +211,14 @@ void runReshard(const ReshardOptions &o) {
                           " is written as one output",
                       "convert to universal under mpirun (its one file is written by every "
                       "rank), then from it to " + spec.format + " in one process");
-    if (!o.plan.empty())
-      applyPlan(o, spec);
+    int64_t planLayers = o.plan.empty() ? 0 : applyPlan(o, spec);
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
                                      "loom reads Megatron, HF, torch, safetensors, DCP and "
                                      "universal checkpoints (see `loom inspect`)");
+    if (planLayers && source.dims && source.dims->layers != planLayers)
+      throw UserError(fmt::format("{}: the plan splits {} layers over its stages, and {} has {}",
+                                  o.plan, planLayers, o.source, source.dims->layers),
+                      "plan for the checkpoint's model, or give the checkpoint the plan is for");
     checkReplicas(source.divergentReplicas, o.divergentReplicas);
     reshard::Layout target = orThrow(reshard::targetLayout(source, spec),
                                      "see `loom reshard --help` for the target formats");

@@ -175,9 +175,9 @@ Candidate loom::search::priceChoice(const spec::Model &model, const spec::Cluste
   int64_t layers = spec::numLayers(model);
   if (split == StageSplit::FirstLast && choice.pp > 1 && choice.vpp == 1 &&
       choice.stageLayers.empty() && layers % choice.pp != 0) {
-    // Equal middle stages of m layers, as many as the layers allow, the rest
-    // on the first and last (the first takes the odd one: the last holds the
-    // head).
+    // To start from: equal middle stages of m layers, as many as the layers
+    // allow, the rest on the first and last (the first takes the odd one: the
+    // last holds the head). Balancing below prices the other such splits.
     for (int64_t m = (layers + choice.pp - 1) / choice.pp; m >= 1; --m) {
       int64_t rest = layers - (choice.pp - 2) * m;
       if (rest < 2)

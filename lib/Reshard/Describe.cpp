@@ -1025,14 +1025,6 @@ LocalTensor reshard::wholeLocal(const Layout &layout, unsigned f, std::string ke
           {{f, Box::whole(full.shape), llvm::SmallVector<int64_t, 4>(full.shape.size(), 0)}}};
 }
 
-/// A DCP folder as torch's get_state_dict and DCP's flatten_state_dict would key a
-/// model and its Adam optimizer (see ckpt::DcpOptimizer): `<model prefix><name>`,
-/// `<optimizer prefix>state.<name>.{exp_avg,exp_avg_sq,step}` and
-/// `<optimizer prefix>param_groups.<i>.<setting>` (bytes entries, "params" listing the
-/// names). The prefixes are a DCP source's, else "model." and "optim."; without
-/// optimizer states the keys are the names, as before. A torch optimizer's parameter
-/// is its own master, so a parameter with an fp32 master is written from it. The
-/// step tensors and bytes entries travel in the output's meta.
 /// The config.json a target folder holds: the source's config as it was (the
 /// conversion changes none of its fields), else one made from the dimensions; none
 /// when the source states neither.
@@ -1044,6 +1036,14 @@ static std::optional<std::string> configFile(const Layout &source) {
   return std::nullopt;
 }
 
+/// A DCP folder as torch's get_state_dict and DCP's flatten_state_dict would key a
+/// model and its Adam optimizer (see ckpt::DcpOptimizer): `<model prefix><name>`,
+/// `<optimizer prefix>state.<name>.{exp_avg,exp_avg_sq,step}` and
+/// `<optimizer prefix>param_groups.<i>.<setting>` (bytes entries, "params" listing the
+/// names). The prefixes are a DCP source's, else "model." and "optim."; without
+/// optimizer states the keys are the names, as before. A torch optimizer's parameter
+/// is its own master, so a parameter with an fp32 master is written from it. The
+/// step tensors and bytes entries travel in the output's meta.
 static llvm::Expected<ShardFile> dcpTarget(const Layout &source, Layout &out, unsigned ranks) {
   ShardFile file{".", "dcp", {}, ""};
   llvm::json::Object meta{{"ranks", int64_t(ranks)}};

@@ -96,8 +96,8 @@ std::string unevenStages(const spec::Plan &plan, uint32_t pp) {
       throw EmitError(fmt::format("Megatron-LM cannot express pipeline stages of {} layers: "
                                   "only the first and last may differ from the rest",
                                   sizes),
-                      "plan with `loom plan ... --for megatron` (equal stages), or run this "
-                      "plan with loom.torch");
+                      "plan with `loom plan ... --for megatron` (equal middle stages), or run "
+                      "this plan with loom.torch");
   std::string out;
   if (perRank.front() != middle)
     out += fmt::format("--decoder-first-pipeline-num-layers {}\n", perRank.front());

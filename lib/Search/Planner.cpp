@@ -93,14 +93,23 @@ bool faster(const Candidate &a, const Candidate &b) {
   return key(a) < key(b);
 }
 
-/// The same degrees and options, whatever the schedule (and the layer split
-/// balanced for it).
+/// A tuple's degrees and options but its ZeRO stage, whatever the schedule
+/// (and the layer split balanced for it).
+auto degreesOf(const cost::StrategyChoice &c) {
+  return std::tie(c.dp, c.tp, c.pp, c.vpp, c.ep, c.cp, c.recompute, c.recomputeRanks,
+                  c.microBatch, c.offloadOptimizer, c.order);
+}
+
+/// The same degrees and options, ZeRO stage included.
 bool sameTuple(const cost::StrategyChoice &x, const cost::StrategyChoice &y) {
-  auto key = [](const cost::StrategyChoice &c) {
-    return std::tie(c.dp, c.tp, c.pp, c.vpp, c.ep, c.cp, c.zero, c.recompute, c.recomputeRanks,
-                    c.microBatch, c.offloadOptimizer, c.order);
-  };
-  return key(x) == key(y);
+  return x.zero == y.zero && degreesOf(x) == degreesOf(y);
+}
+
+/// DualPipe runs this pipeline (an even pp, an even number of micro-batches, at
+/// least 2pp) and it is small enough to list-schedule.
+bool dualPipeRuns(int64_t pp, int64_t microBatches) {
+  return pp >= 2 && pp % 2 == 0 && microBatches % 2 == 0 && microBatches >= 2 * pp &&
+         pp * microBatches <= kAutoScheduleCells;
 }
 
 } // namespace
@@ -140,8 +149,9 @@ std::string loom::search::restrictToFramework(Framework framework, PlannerOption
   options.balanceStages = false;
   options.partialRecompute = false;
   if (framework == Framework::Megatron) {
-    // Layers pp does not divide go to the first and last stage (and virtual
-    // stages count the embedding and loss as layers), as Megatron-LM runs them.
+    // Equal stages but the first and last, whose layers are chosen by cost (and
+    // virtual stages count the embedding and loss as layers), as Megatron-LM
+    // runs them.
     options.firstLastStages = true;
     fixed.maxZero = 1;
     return "";
@@ -366,8 +376,7 @@ Candidate loom::search::tryDualPipe(const spec::Model &model, const spec::Cluste
                                     std::span<const cost::ComputeModel> computes,
                                     const cost::EstimateOptions &options) {
   cost::StrategyChoice c = candidate.choice;
-  int64_t m = candidate.estimate.microBatches;
-  if (c.pp < 2 || c.pp % 2 != 0 || m % 2 != 0 || m < 2 * c.pp || c.pp * m > kAutoScheduleCells)
+  if (!dualPipeRuns(c.pp, candidate.estimate.microBatches))
     return candidate;
   // An interleaved candidate's pipeline too: DualPipe's two chunks per rank
   // are its own.
@@ -798,9 +807,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
     }
     // DualPipe also hides expert all-to-alls, so an MoE pipeline that no
     // other schedule ranks may still lead with it.
-    int64_t m = e->microBatches;
-    if (choice.ep > 1 && choice.pp % 2 == 0 && m % 2 == 0 && m >= 2 * choice.pp &&
-        choice.pp * m <= kAutoScheduleCells) {
+    if (choice.ep > 1 && dualPipeRuns(choice.pp, e->microBatches)) {
       choice.schedule = cost::Schedule::DualPipe;
       consider(choice, zeroBubblePool);
     }
@@ -995,9 +1002,7 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   std::vector<Candidate> shown;
   for (Candidate &c : result.best) {
     auto above = [&](const Candidate &d) {
-      cost::StrategyChoice x = d.choice;
-      x.zero = c.choice.zero;
-      return sameTuple(x, c.choice) && x.schedule == c.choice.schedule &&
+      return degreesOf(d.choice) == degreesOf(c.choice) && d.choice.schedule == c.choice.schedule &&
              d.estimate.peakMemoryBytes <= c.estimate.peakMemoryBytes;
     };
     if (std::any_of(shown.begin(), shown.end(), above))

@@ -66,9 +66,12 @@ Partition firstLastSplit(const PartitionProblem &problem, int64_t pp) {
     double bBytes = *std::max_element(b.stageBytes.begin(), b.stageBytes.end());
     return std::make_pair(a.maxStageSeconds, aBytes) > std::make_pair(b.maxStageSeconds, bBytes);
   };
+  // Every middle stage holds m >= 1 layers and the ends at least one each; with
+  // pp = 2 there is no middle (m = 0 once).
+  const int64_t middles = pp - 2, most = middles > 0 ? (layers - 2) / middles : 0;
   Partition best;
-  for (int64_t m = pp > 2 ? 1 : 0; pp == 2 ? m == 0 : (pp - 2) * m <= layers - 2; ++m) {
-    int64_t rest = layers - (pp - 2) * m;
+  for (int64_t m = middles > 0 ? 1 : 0; m <= most; ++m) {
+    int64_t rest = layers - middles * m;
     for (int64_t first = 1; first < rest; ++first) {
       std::vector<int64_t> starts{0};
       for (int64_t s = 1; s < pp; ++s)

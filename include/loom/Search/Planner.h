@@ -81,8 +81,8 @@ struct PlannerOptions {
   /// pp need not divide the layers (the remainder goes to some stages). Off
   /// for Megatron-LM before 2022, which required layers divisible by pp.
   bool unevenStages = true;
-  /// Without balancing, layers pp does not divide go to the first and last
-  /// stage only (StageSplit::FirstLast), as Megatron-LM can run them.
+  /// Without balancing, the stages are equal but the first and last, whose
+  /// layers are chosen by cost (StageSplit::FirstLast), as Megatron-LM runs them.
   bool firstLastStages = false;
   /// Full recomputation may cover just the first pipeline ranks, where the
   /// most micro-batches are in flight (Megatron-LM's --recompute-num-layers,
@@ -280,8 +280,8 @@ std::string whySlower(const cost::Estimate &best, const cost::Estimate &other);
 /// How priceChoice splits layers over pipeline stages (pp > 1, vpp = 1).
 enum class StageSplit {
   Even,      // as given (evenly, unless the choice lists layer counts)
-  FirstLast, // evenly but for the first and last stage, as Megatron-LM splits
-             // layers pp does not divide (--decoder-first/last-pipeline-num-layers)
+  FirstLast, // equal middle stages, the first and last sized by cost, as
+             // Megatron-LM runs them (--decoder-first/last-pipeline-num-layers)
   Balanced,  // also tries a cost-balanced split (dynamic programming)
   Reordered, // also lets Z3 choose which pp rank runs which stage
 };

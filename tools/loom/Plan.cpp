@@ -140,6 +140,16 @@ UserError inputError(const search::InputProblem &problem) {
                    problem.hint, problem.usage ? 2 : 1);
 }
 
+/// The table's heading: what was planned, and how much was searched.
+std::string searchedLine(const spec::Model &model, const spec::Cluster &cluster,
+                         const spec::Training &training, const search::PlanResult &r) {
+  return fmt::format(
+      "{} on {} ({} GPUs), global batch {} x {} tokens\n"
+      "searched {} strategies in {:.0f} ms ({} rejected by the model or cluster)\n\n",
+      model.name(), cluster.name(), spec::clusterSize(cluster).gpus, training.global_batch(),
+      training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
+}
+
 void runPlan(const PlanCliOptions &o) {
   auto [model, cluster, training] =
       loadSpecInputs(o.spec);
@@ -207,6 +217,15 @@ void runPlan(const PlanCliOptions &o) {
     return;
   }
 
+  // Inputs that no priced strategy could take (fixed degrees no strategy has,
+  // say) are errors in every output form; "nothing fits" is a result.
+  if (!r.anyFits)
+    if (auto problem = search::nothingPriced(model, cluster, training, r, options)) {
+      if (!o.json)
+        writeOutput("", searchedLine(model, cluster, training, r));
+      throw inputError(*problem);
+    }
+
   if (o.json) {
     nlohmann::json out = search::planResultJson(model, cluster, training, r);
     if (o.explain && r.anyFits) {
@@ -220,15 +239,9 @@ void runPlan(const PlanCliOptions &o) {
     return;
   }
 
-  std::string text = fmt::format(
-      "{} on {} ({} GPUs), global batch {} x {} tokens\n"
-      "searched {} strategies in {:.0f} ms ({} rejected by the model or cluster)\n\n",
-      model.name(), cluster.name(), spec::clusterSize(cluster).gpus, training.global_batch(),
-      training.seq_len(), r.evaluated, r.seconds * 1e3, r.rejected);
+  std::string text = searchedLine(model, cluster, training, r);
   if (!r.anyFits) {
     writeOutput("", text);
-    if (auto problem = search::nothingPriced(model, cluster, training, r, options))
-      throw inputError(*problem);
     const cost::Estimate &e = r.closest.estimate;
     // Every ZeRO stage and recomputation was tried; say what else would do it.
     std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);

@@ -1546,9 +1546,7 @@ llvm::Expected<Layout> reshard::targetLayout(const Layout &source, const TargetS
       file.tensors.push_back(wholeLocal(out, f));
     if (target.format == "universal") {
       llvm::json::Object meta{{"source_format", source.format}, {"iteration", source.iteration}};
-      meta["model_config"] = !source.modelConfig.empty() ? source.modelConfig
-                             : source.dims               ? configJson(*source.dims)
-                                                         : "{}";
+      meta["model_config"] = configFile(source).value_or("{}");
       if (!source.sourceArgs.empty())
         meta["source_layout"] = source.sourceArgs;
       // A Megatron source's optimizer group settings ride in source_layout.

@@ -78,6 +78,32 @@ std::vector<std::string> placementNotes(const spec::Model &model, const spec::Cl
   return notes;
 }
 
+/// The fewest and most layers a stage of `choice` holds.
+std::pair<int64_t, int64_t> stageRange(const cost::StrategyChoice &choice, int64_t layers) {
+  if (choice.stageLayers.empty()) {
+    int64_t stages = choice.pp * choice.vpp;
+    return {layers / stages, (layers + stages - 1) / stages};
+  }
+  auto [lo, hi] = std::minmax_element(choice.stageLayers.begin(), choice.stageLayers.end());
+  return {*lo, *hi};
+}
+
+/// When an alternative with plan 1's stage count gives its busiest stage more
+/// layers (a tighter memory budget moves layers off the heavy ranks), the
+/// split is why its compute grew: "; its stages hold 1 to 3 layers (plan 1's
+/// 1 to 2)". Empty otherwise.
+std::string splitNote(const cost::StrategyChoice &alt, const cost::StrategyChoice &best,
+                      int64_t layers) {
+  if (alt.pp != best.pp || alt.vpp != best.vpp || alt.pp == 1)
+    return "";
+  auto [altLo, altHi] = stageRange(alt, layers);
+  auto [bestLo, bestHi] = stageRange(best, layers);
+  if (altHi <= bestHi)
+    return "";
+  return fmt::format("; its stages hold {} to {} layers (plan 1's {} to {})", altLo, altHi,
+                     bestLo, bestHi);
+}
+
 /// One-step changes to plan 1 and why each loses: (change, verdict).
 std::vector<std::pair<std::string, std::string>>
 explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Training &training,
@@ -96,6 +122,7 @@ explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Trai
         out += note + "; ";
     return out;
   };
+  int64_t layers = spec::numLayers(model);
   // Priced as plan 1 was: stages balanced, a simulated pipeline when plan 1's
   // is, tried with zb-auto, ZB-V and skip paths as the planner's first finalists are.
   search::PlannerOptions asBest = planner;
@@ -123,8 +150,9 @@ explain(const spec::Model &model, const spec::Cluster &cluster, const spec::Trai
                               "the simpler plan)",
                               100 * delta);
       else
-        verdict = fmt::format("{}{:+.1f}% step time, {}", news(alt.choice), 100 * delta,
-                              search::whySlower(best.estimate, c.estimate));
+        verdict = fmt::format("{}{:+.1f}% step time, {}{}", news(alt.choice), 100 * delta,
+                              search::whySlower(best.estimate, c.estimate),
+                              splitNote(c.choice, best.choice, layers));
     }
     lines.emplace_back(alt.change, verdict);
   }

@@ -633,6 +633,7 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
   if (!levels.empty())
     for (int32_t dc : levels.front().cellDc)
       plan.add_cell_dc(dc);
+  spec::NodeTypes types; // read when a stage names its GPU
   std::map<int64_t, std::pair<int64_t, int64_t>> stages; // stage -> first, count
   for (const cost::Part &part : w.workload.parts)
     if (part.kind == cost::PartKind::Attention) {
@@ -647,6 +648,12 @@ spec::Plan loom::search::toPlan(const spec::Model &model, const spec::Cluster &c
     stage->set_num_layers(uint32_t(range.second));
     if (!c.choice.stageOrder.empty())
       stage->set_pp_rank(uint32_t(c.choice.stageOrder[index]));
+    if (!w.workload.stageDevice.empty()) {
+      if (types.gpus.empty())
+        types = spec::nodeTypes(cluster);
+      int device = w.workload.stageDevice[size_t(w.workload.rankOf(index))];
+      stage->set_gpu(types.gpus[size_t(device)]->name());
+    }
   }
 
   const cost::Estimate &e = c.estimate;

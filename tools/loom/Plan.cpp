@@ -368,8 +368,15 @@ void runPlan(const PlanCliOptions &o) {
   const cost::StrategyChoice &first = r.best.front().choice;
   if (!first.stageLayers.empty()) {
     text += "\nplan 1 splits the layers unevenly over its stages:";
-    for (int64_t n : first.stageLayers)
-      text += fmt::format(" {}", n);
+    // On a mixed cluster each run of stages on one GPU type is named.
+    spec::Plan plan = search::toPlan(model, cluster, training, r.best.front());
+    for (size_t i = 0; i < first.stageLayers.size(); ++i) {
+      text += fmt::format(" {}", first.stageLayers[i]);
+      std::string gpu = i < size_t(plan.stages_size()) ? plan.stages(int(i)).gpu() : "";
+      if (!gpu.empty() && (i + 1 == first.stageLayers.size() ||
+                           plan.stages(int(i + 1)).gpu() != gpu))
+        text += fmt::format(" on {}{}", gpu, i + 1 == first.stageLayers.size() ? "" : ",");
+    }
     if (!first.stageOrder.empty()) {
       text += " (on pp ranks";
       for (int64_t rank : first.stageOrder)

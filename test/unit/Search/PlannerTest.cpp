@@ -309,19 +309,15 @@ struct StageView {
   std::vector<std::string> gpu;
 };
 
+/// A plan's stages as its JSON gives them: layers and GPU type each.
 StageView stagesOf(const spec::Model &model, const spec::Cluster &cluster,
-                   const spec::Training &training, const cost::StrategyChoice &choice) {
-  cost::WorkloadResult w = cost::fromStrategy(model, cluster, training, choice);
-  EXPECT_TRUE(w.ok()) << w.error;
+                   const spec::Training &training, const Candidate &c) {
   StageView v;
-  v.layers.assign(choice.pp, 0);
-  for (const cost::Part &part : w.workload.parts)
-    if (part.kind == cost::PartKind::Attention)
-      v.layers[part.stage] += part.count;
-  spec::NodeTypes types = spec::nodeTypes(cluster);
-  for (int64_t s = 0; s < choice.pp; ++s)
-    v.gpu.push_back(types.gpus[w.workload.stageDevice.empty() ? 0 : w.workload.stageDevice[s]]
-                        ->name());
+  spec::Plan plan = toPlan(model, cluster, training, c);
+  for (const spec::Stage &stage : plan.stages()) {
+    v.layers.push_back(stage.num_layers());
+    v.gpu.push_back(stage.gpu());
+  }
   return v;
 }
 
@@ -339,7 +335,7 @@ TEST(PlannerHeterogeneous, SizesStagesToDeviceSpeedAndBeatsAnEvenSplit) {
 
   // Layers per stage follow the GPUs' speed: the H100 stages carry about as
   // many more layers as the cost model says an H100 runs a layer faster.
-  StageView v = stagesOf(model, cluster, training, best.choice);
+  StageView v = stagesOf(model, cluster, training, best);
   double a100 = 0, h100 = 0;
   int64_t na = 0, nh = 0;
   for (size_t s = 0; s < v.layers.size(); ++s) {

@@ -57,14 +57,23 @@ std::optional<InputProblem> loom::search::nothingPriced(const spec::Model &model
                              {"mbs", f.microBatch}})
     if (value)
       fixed.push_back({name, std::to_string(value)});
-  if (r.rejected == 0 && !fixed.empty())
+  if (r.rejected == 0 && !fixed.empty()) {
+    // Expert parallelism must also divide the experts of every MoE block.
+    std::string experts;
+    for (const spec::Block &b : model.blocks())
+      if (b.has_moe() && experts.empty())
+        experts = fmt::format(", {} experts", b.moe().experts());
     return InputProblem{
         fixed,
-        fmt::format("no strategy has these fixed degrees: {} GPUs, {} layers, {} heads and a "
+        fmt::format("no strategy has these fixed degrees: {} GPUs, {} layers, {} heads{} and a "
                     "global batch of {} do not divide that way",
                     spec::clusterSize(cluster).gpus, spec::numLayers(model),
-                    model.blocks(0).attention().heads(), training.global_batch()),
-        "fix fewer degrees, or ones that divide the GPU count, layers, heads and batch", true};
+                    model.blocks(0).attention().heads(), experts, training.global_batch()),
+        fmt::format("fix fewer degrees, or ones that divide the GPU count, layers, heads{} and "
+                    "batch",
+                    experts.empty() ? "" : ", experts"),
+        true};
+  }
   auto most = std::max_element(r.rejections.begin(), r.rejections.end(),
                                [](auto &a, auto &b) { return a.second < b.second; });
   std::string why = most == r.rejections.end()

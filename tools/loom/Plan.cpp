@@ -235,6 +235,15 @@ void runPlan(const PlanCliOptions &o) {
     throw inputError(*problem);
   search::PlanResult r = search::plan(model, cluster, training, options);
 
+  // Inputs that no priced strategy could take (fixed degrees no strategy has,
+  // say) are errors in every output form; "nothing fits" is a result.
+  if (!r.anyFits)
+    if (auto problem = search::nothingPriced(model, cluster, training, r, options)) {
+      if (!o.json && !o.emitMlir)
+        writeOutput("", searchedLine(model, cluster, training, r));
+      throw inputError(*problem);
+    }
+
   if (o.emitMlir) {
     if (!r.anyFits)
       throw UserError("no strategy fits, so there is no placement to print",
@@ -244,15 +253,6 @@ void runPlan(const PlanCliOptions &o) {
     writeOutput(o.output, printModule(*placed.module));
     return;
   }
-
-  // Inputs that no priced strategy could take (fixed degrees no strategy has,
-  // say) are errors in every output form; "nothing fits" is a result.
-  if (!r.anyFits)
-    if (auto problem = search::nothingPriced(model, cluster, training, r, options)) {
-      if (!o.json)
-        writeOutput("", searchedLine(model, cluster, training, r));
-      throw inputError(*problem);
-    }
 
   if (o.json) {
     nlohmann::json out = search::planResultJson(model, cluster, training, r);

@@ -32,8 +32,17 @@ nlohmann::json loom::search::planResultJson(const spec::Model &model,
                      {"evaluated", r.evaluated},     {"rejected", r.rejected},
                      {"search_seconds", r.seconds},  {"fits", r.anyFits},
                      {"zero_variants_left_out", r.zeroTwins}, {"plans", plans}};
-  if (!r.anyFits && r.evaluated > 0)
+  if (!r.anyFits && r.evaluated > 0) {
     out["closest"] = planJson(model, cluster, training, r.closest);
+    nlohmann::json fixes = nlohmann::json::array();
+    for (const FitFix &fix : r.closestFixes)
+      fixes.push_back({{"offload_optimizer", fix.offloadOptimizer},
+                       {"nodes_times", fix.nodesTimes},
+                       {"gpus", fix.gpus},
+                       {"zero", fix.zero},
+                       {"peak_memory_bytes", uint64_t(fix.peakMemoryBytes)}});
+    out["closest_fits_with"] = fixes;
+  }
   return out;
 }
 

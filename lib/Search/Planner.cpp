@@ -724,6 +724,42 @@ cost::StrategyChoice loom::search::choiceFromPlan(const spec::Plan &plan) {
   return c;
 }
 
+/// What would make `closest` fit (PlanResult::closestFixes).
+static std::vector<FitFix> fitFixes(const spec::Model &model, const spec::Cluster &cluster,
+                                    const spec::Training &training, const Candidate &closest,
+                                    std::span<const cost::ComputeModel> computes,
+                                    const PlannerOptions &options) {
+  std::vector<FitFix> fixes;
+  int64_t gpus = int64_t(spec::clusterSize(cluster).gpus);
+  if (!options.offloadOptimizer) {
+    cost::StrategyChoice offloaded = closest.choice;
+    offloaded.offloadOptimizer = true;
+    Candidate c = priceChoice(model, cluster, training, offloaded, computes, options.estimate,
+                              nullptr);
+    if (c.estimate.fits)
+      fixes.push_back({true, 1, gpus, closest.choice.zero, c.estimate.peakMemoryBytes});
+  }
+  for (int64_t times = 2; times <= 64; times *= 2) {
+    spec::Cluster wider = cluster;
+    for (spec::Datacenter &dc : *wider.mutable_datacenters())
+      for (spec::NodeGroup &group : *dc.mutable_node_groups())
+        group.set_count(group.count() * uint32_t(times));
+    for (int64_t zero : {closest.choice.zero, int64_t(3)}) {
+      cost::StrategyChoice choice = closest.choice;
+      choice.dp = 0; // what the GPUs leave
+      choice.zero = zero;
+      std::string error;
+      Candidate c = priceChoice(model, wider, training, choice, computes, options.estimate,
+                                &error);
+      if (error.empty() && c.estimate.fits) {
+        fixes.push_back({false, times, gpus * times, zero, c.estimate.peakMemoryBytes});
+        return fixes;
+      }
+    }
+  }
+  return fixes;
+}
+
 PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &cluster,
                               const spec::Training &training, const PlannerOptions &options) {
   auto start = std::chrono::steady_clock::now();
@@ -1020,6 +1056,8 @@ PlanResult loom::search::plan(const spec::Model &model, const spec::Cluster &clu
   result.best = std::move(shown);
   if (int64_t(result.best.size()) > options.topK)
     result.best.resize(options.topK);
+  if (!result.anyFits && result.evaluated > 0)
+    result.closestFixes = fitFixes(model, cluster, training, result.closest, computes, options);
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

@@ -25,7 +25,9 @@ def plan(model, cluster, *, top=5, global_batch=0, seq=0, dp=0, tp=0, pp=0, vpp=
          ep=0, cp=0, mbs=0, zero=None, grad_reduce_in_bf16=False, framework=""):
     """Search strategies; degrees and mbs given (1 to 2**24) are fixed, 0
     searches them; zero 0 to 3 is fixed, None searches it; top is 1 to 100. Returns
-    {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]};
+    {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest,
+    closest_fits_with]} (when nothing fits: the nearest plan, and the changes with
+    which it would: offload_optimizer, or nodes_times the nodes at ZeRO stage zero);
     each plan is loom.proto's Plan (64-bit integers as strings).
     grad_reduce_in_bf16: bf16 gradient buffers, as `--grad-reduce-in-bf16`.
     framework: "megatron" or "deepspeed" searches only what that framework

@@ -16,6 +16,13 @@ for mine, theirs in zip(plans["plans"], cli_plans["plans"]):
                         rel_tol=1e-12)
 print("plans agree:", len(plans["plans"]))
 
+# Nothing fits: a result, with the changes that would make the closest plan fit.
+nofit = loom.plan("llama3-405b", "dgx-h100:nodes=1")
+assert not nofit["fits"] and not nofit["plans"] and "closest" in nofit, nofit.keys()
+fixes = nofit["closest_fits_with"]
+assert [(f["nodes_times"], f["gpus"]) for f in fixes] == [(16, 128)], fixes
+print("nothing fits: the closest fits with", fixes[0]["nodes_times"], "times the nodes")
+
 # The same dict: keys, per-stage tables and values, both built by search::estimateJson.
 e = loom.estimate("llama3-70b", "dgx-h100:nodes=8", tp=8, pp=4, zero=1, sp=True)
 assert e.keys() == cli_estimate.keys(), set(e) ^ set(cli_estimate)

@@ -272,44 +272,16 @@ void runPlan(const PlanCliOptions &o) {
     writeOutput("", text);
     const cost::Estimate &e = r.closest.estimate;
     // Every ZeRO stage and recomputation was tried; say what else would do it.
-    std::vector<cost::ComputeModel> computes = cost::computeModelsFor(cluster, training);
     std::vector<std::string> fixes;
-    if (!o.offload) {
-      cost::StrategyChoice offloaded = r.closest.choice;
-      offloaded.offloadOptimizer = true;
-      search::Candidate c = search::priceChoice(model, cluster, training, offloaded, computes,
-                                                options.estimate, nullptr);
-      if (c.estimate.fits)
-        fixes.push_back(fmt::format("--offload-optimizer ({} GiB per GPU)",
-                                    gib(c.estimate.peakMemoryBytes)));
-    }
-    // Wider data parallelism shards ZeRO states further: the fewest doublings
-    // of every node group (up to 64 times the nodes) with which the closest
-    // plan fits as it is or with ZeRO-3, its global batch allowing.
-    size_t before = fixes.size();
-    for (int64_t times = 2; times <= 64 && fixes.size() == before; times *= 2) {
-      spec::Cluster wider = cluster;
-      for (spec::Datacenter &dc : *wider.mutable_datacenters())
-        for (spec::NodeGroup &group : *dc.mutable_node_groups())
-          group.set_count(group.count() * uint32_t(times));
-      for (int64_t zero : {r.closest.choice.zero, int64_t(3)}) {
-        cost::StrategyChoice choice = r.closest.choice;
-        choice.dp = 0;
-        choice.zero = zero;
-        std::string error;
-        search::Candidate c = search::priceChoice(model, wider, training, choice, computes,
-                                                  options.estimate, &error);
-        if (!error.empty() || !c.estimate.fits)
-          continue;
-        fixes.push_back(fmt::format("{} the nodes, {} GPUs{} ({} GiB per GPU)",
-                                    times == 2 ? std::string("twice")
-                                               : fmt::format("{} times", times),
-                                    spec::clusterSize(wider).gpus,
-                                    zero != r.closest.choice.zero ? ", and ZeRO-3" : "",
-                                    gib(c.estimate.peakMemoryBytes)));
-        break;
-      }
-    }
+    for (const search::FitFix &fix : r.closestFixes)
+      fixes.push_back(
+          fix.offloadOptimizer
+              ? fmt::format("--offload-optimizer ({} GiB per GPU)", gib(fix.peakMemoryBytes))
+              : fmt::format("{} the nodes, {} GPUs{} ({} GiB per GPU)",
+                            fix.nodesTimes == 2 ? std::string("twice")
+                                                : fmt::format("{} times", fix.nodesTimes),
+                            fix.gpus, fix.zero != r.closest.choice.zero ? ", and ZeRO-3" : "",
+                            gib(fix.peakMemoryBytes)));
     std::string hint = "ZeRO 0-3 and recomputation were all tried; ";
     if (fixes.empty())
       hint += "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";

@@ -19,7 +19,9 @@ namespace loom::search {
 nlohmann::json planJson(const spec::Model &model, const spec::Cluster &cluster,
                         const spec::Training &training, const Candidate &candidate);
 
-/// {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest]}.
+/// {model, cluster, evaluated, rejected, search_seconds, fits, plans[, closest,
+/// closest_fits_with]}: when nothing fits, the closest plan and the changes
+/// (PlanResult::closestFixes) with which it would.
 nlohmann::json planResultJson(const spec::Model &model, const spec::Cluster &cluster,
                               const spec::Training &training, const PlanResult &result);
 

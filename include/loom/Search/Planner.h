@@ -124,9 +124,25 @@ struct Candidate {
   bool simulated = false;
 };
 
+/// A change with which the closest plan of a search where nothing fits would
+/// fit: its optimizer in host memory, or every node group `nodesTimes` times
+/// as large (wider data parallelism shards ZeRO states further), at the plan's
+/// own ZeRO stage or at ZeRO-3.
+struct FitFix {
+  bool offloadOptimizer = false;
+  int64_t nodesTimes = 1;
+  int64_t gpus = 0;         // the cluster's GPUs with the change
+  int64_t zero = 0;         // the stage it fits at
+  double peakMemoryBytes = 0;
+};
+
 struct PlanResult {
   std::vector<Candidate> best;      // fitting plans, fastest first (at most topK)
   Candidate closest;                // when none fits: the smallest peak memory
+  /// When none fits: what would make `closest` fit, offloading first (when the
+  /// search did not try it), then the fewest doublings of the nodes (up to 64
+  /// times) at its ZeRO stage or ZeRO-3. Empty when neither would.
+  std::vector<FitFix> closestFixes;
   bool anyFits = false;
   int64_t evaluated = 0;            // candidates priced by the cost model
   int64_t rejected = 0;             // tuples the model or cluster cannot take

@@ -85,3 +85,14 @@ std::optional<InputProblem> loom::search::nothingPriced(const spec::Model &model
                       "no strategy is valid for this model on this cluster" + why,
                       "check that the GPU count factors into the model's heads and layers"};
 }
+
+std::string loom::search::describeFix(const FitFix &fix, const Candidate &closest,
+                                      std::string_view offload) {
+  std::string memory = fmt::format("{:.1f} GiB per GPU", fix.peakMemoryBytes / double(1ull << 30));
+  if (fix.offloadOptimizer)
+    return fmt::format("{} ({})", offload, memory);
+  return fmt::format("{} the nodes, {} GPUs{} ({})",
+                     fix.nodesTimes == 2 ? std::string("twice")
+                                         : fmt::format("{} times", fix.nodesTimes),
+                     fix.gpus, fix.zero != closest.choice.zero ? ", and ZeRO-3" : "", memory);
+}

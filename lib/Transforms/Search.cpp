@@ -74,6 +74,9 @@ void SearchPass::runOnOperation() {
       diag << ": the closest (" << search::describe(r.closest) << ") needs "
            << gib(r.closest.estimate.peakMemoryBytes, 1) << " GiB per GPU, "
            << gib(r.closest.estimate.usableBytes, 1) << " GiB usable";
+    for (const search::FitFix &fix : r.closestFixes)
+      diag.attachNote() << "it fits with "
+                        << search::describeFix(fix, r.closest, "the optimizer in host memory");
     return signalPassFailure();
   }
 

@@ -23,7 +23,12 @@
 // MIXED: H100 stages hold more layers
 // MULTIDC: place.search = {{{.*}}strategy = "dp={{[0-9]+}} tp={{[1248]}} {{.*}} order={{(pp|dp)}}-outer"
 
-// A model no strategy fits: the error names the closest plan and its memory.
+// A model no strategy fits: the error names the closest plan and its memory,
+// and a note each change that would make it fit (Llama 3 405B on one DGX H100:
+// 16 times the nodes, as `loom plan` says).
+// RUN: loom lower --model llama3-405b --cluster dgx-h100:nodes=1 --emit-mlir | not loom-opt --place-search 2>&1 >/dev/null | FileCheck %s --check-prefix=NOFIT
+// NOFIT: error: 'place.model' op fits no strategy on this cluster: the closest
+// NOFIT: note: it fits with 16 times the nodes, 128 GPUs ({{[0-9.]+}} GiB per GPU)
 place.tier @t {bandwidth_gbps = 100.0 : f64, latency_us = 5.0 : f64}
 place.device @d {peak_tflops = 100.0 : f64, hbm_gib = 1.0 : f64, hbm_gbytes_per_s = 1000.0 : f64, kind = "toy-1g"}
 place.cluster @c device @d axes [#place.axis<"gpu", 2, @t>]

@@ -274,14 +274,7 @@ void runPlan(const PlanCliOptions &o) {
     // Every ZeRO stage and recomputation was tried; say what else would do it.
     std::vector<std::string> fixes;
     for (const search::FitFix &fix : r.closestFixes)
-      fixes.push_back(
-          fix.offloadOptimizer
-              ? fmt::format("--offload-optimizer ({} GiB per GPU)", gib(fix.peakMemoryBytes))
-              : fmt::format("{} the nodes, {} GPUs{} ({} GiB per GPU)",
-                            fix.nodesTimes == 2 ? std::string("twice")
-                                                : fmt::format("{} times", fix.nodesTimes),
-                            fix.gpus, fix.zero != r.closest.choice.zero ? ", and ZeRO-3" : "",
-                            gib(fix.peakMemoryBytes)));
+      fixes.push_back(search::describeFix(fix, r.closest, "--offload-optimizer"));
     std::string hint = "ZeRO 0-3 and recomputation were all tried; ";
     if (fixes.empty())
       hint += "more GPUs, GPUs with more memory, a shorter sequence or a smaller global batch";

@@ -178,6 +178,12 @@ std::optional<InputProblem> nothingPriced(const spec::Model &model, const spec::
                                           const spec::Training &training, const PlanResult &r,
                                           const PlannerOptions &options);
 
+/// `fix` (one of PlanResult::closestFixes for `closest`) in words, with the
+/// peak memory it gives: "<offload> (5.4 GiB per GPU)", "twice the nodes, 32
+/// GPUs (6.9 GiB per GPU)", "16 times the nodes, 128 GPUs, and ZeRO-3 (...)".
+/// `offload` names the optimizer's move as the caller's users know it.
+std::string describeFix(const FitFix &fix, const Candidate &closest, std::string_view offload);
+
 /// The plan a candidate describes, in the spec schema (loom.proto's Plan):
 /// strategy, the mesh laid onto the cluster, stages and the estimate.
 spec::Plan toPlan(const spec::Model &model, const spec::Cluster &cluster,

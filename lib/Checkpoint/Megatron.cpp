@@ -988,10 +988,21 @@ llvm::Expected<MegatronDims> megatron::dimsFromArgs(const DictValue &state,
 }
 
 /// Whether two tensors hold the same values, byte for byte; contiguous ones (a
-/// mapped shard's) are compared in place.
+/// mapped shard's) are compared in place. The same view of two torch zip records
+/// (each usually a whole tensor) whose CRC-32s agree is taken as equal without
+/// being read, so the copies of a large tensor cost nothing when they agree. Those
+/// CRCs may be unchecked (a layout is read without verifying), which is fine: a
+/// conversion checks the CRC of the one copy it keeps when it reads it and writes
+/// nothing of the others, of which only whether they were saved equal matters, and
+/// their CRCs say that (but for a 2^-32 chance). Other CRCs fall back to the bytes.
 static bool sameBytes(const Tensor &a, const Tensor &b) {
   if (a.dtype != b.dtype || a.shape != b.shape)
     return false;
+  if (a.storage && b.storage && a.storage->recordCrc() &&
+      a.storage->recordCrc() == b.storage->recordCrc() &&
+      a.storage->bytes().size() == b.storage->bytes().size() && a.offset == b.offset &&
+      a.strides == b.strides)
+    return true;
   if (a.isContiguous() && b.isContiguous())
     return a.contiguousBytes() == b.contiguousBytes();
   return a.toBytes() == b.toBytes();
@@ -1031,26 +1042,77 @@ struct Divergence {
 };
 } // namespace
 
+/// The tensor `path` of the folder of `rank`, or null when the folder or the
+/// tensor is missing or not a valid view, which the unsharder names.
+static const Tensor *tensorIn(const LoadedMegatron &loaded, const LoadedMegatron::Rank &rank,
+                              const std::string &path) {
+  auto shard = loaded.shards.find(rank);
+  if (shard == loaded.shards.end())
+    return nullptr;
+  auto found = shard->second.find(path);
+  if (found == shard->second.end() || found->second.checkView())
+    return nullptr;
+  return &found->second;
+}
+
 /// The copies of `param` its folders hold, piece by piece; empty when one is
-/// missing or not a valid view, which the unsharder names.
-static llvm::SmallVector<const Tensor *, 8> copiesOf(LoadedMegatron &loaded,
+/// missing or not a valid view.
+static llvm::SmallVector<const Tensor *, 8> copiesOf(const LoadedMegatron &loaded,
                                                      const MegatronParam &param) {
   std::string path = megatronKey(loaded.layout.naming, param);
   llvm::SmallVector<const Tensor *, 8> copies;
   for (const LoadedMegatron::Rank &rank : loaded.piecesOf(param)) {
-    auto found = loaded.shards[rank].find(path);
-    if (found == loaded.shards[rank].end() || found->second.checkView())
+    const Tensor *copy = tensorIn(loaded, rank, path);
+    if (!copy)
       return {};
-    copies.push_back(&found->second);
+    copies.push_back(copy);
   }
   return copies;
+}
+
+/// Records in layout.divergentReplicas the dense parameters' copies that differ
+/// between expert-parallel ranks. Rank r writes folder (r % tp, (r / etp) % ep) and
+/// holds dense TP piece r % tp, so every folder (t, stage, e) holds piece t of each
+/// dense parameter of its stage; the reader unshards the one of denseRank(t, stage)
+/// (the first of them) and Megatron keeps the others equal to it (they are the same
+/// piece on other data-parallel ranks). Copies whose records' CRCs agree are not
+/// read (sameBytes); a folder without the parameter is skipped.
+static void findDivergentExpertParallelCopies(LoadedMegatron &loaded) {
+  MegatronLayout &layout = loaded.layout;
+  for (const MegatronParam &param : layout.params) {
+    if (param.expert >= 0)
+      continue;
+    std::string path = megatronKey(layout.naming, param);
+    for (unsigned t = 0; t < layout.tp; ++t) {
+      LoadedMegatron::Rank reference = loaded.denseRank(t, param.stage);
+      const Tensor *kept = tensorIn(loaded, reference, path);
+      if (!kept)
+        continue;
+      Divergence divergence;
+      for (unsigned e = 0; e < layout.ep; ++e)
+        if (LoadedMegatron::Rank rank{t, param.stage, e}; rank != reference)
+          if (const Tensor *copy = tensorIn(loaded, rank, path))
+            divergence.compare(*kept, *copy, e);
+      if (divergence.ranks.empty())
+        continue;
+      std::string keptRank = "EP rank " + std::to_string(std::get<2>(reference)) + "'s";
+      layout.divergentReplicas.push_back(
+          {llvm::formatv("{0}: stage {1}: {2}, which every expert-parallel rank holds: {3}{4}",
+                         loaded.dir, param.stage, param.localName,
+                         layout.tp > 1 ? "TP piece " + std::to_string(t) + ": " : "",
+                         divergence.describe("EP rank", {"copy", "copies"}, keptRank)),
+           keptRank + " copy"});
+    }
+  }
 }
 
 /// Records in layout.divergentReplicas the copies Megatron keeps equal that are not:
 /// a replicated parameter's on each TP rank against TP rank 0's, and the last
 /// stage's copy of tied word embeddings (MegatronParam::tiedCopy) against the first
-/// stage's embedding, TP rank by TP rank. Byte for byte: replicated parameters are
-/// small (vectors, a router), the embedding is read once more.
+/// stage's embedding, TP rank by TP rank, and the dense parameters' copies in other
+/// expert-parallel ranks' folders (findDivergentExpertParallelCopies). Byte for byte
+/// where the records' CRCs differ or are unknown (sameBytes): replicated parameters
+/// are small (vectors, a router).
 static void findDivergentReplicas(LoadedMegatron &loaded) {
   MegatronLayout &layout = loaded.layout;
   const MegatronParam *embedding = nullptr;
@@ -1087,6 +1149,7 @@ static void findDivergentReplicas(LoadedMegatron &loaded) {
           {llvm::formatv("{0}: stage {1}: {2}, {3}", loaded.dir, param.stage, param.localName, what),
            param.tiedCopy ? "stage 0's embedding" : "TP rank 0's copy"});
   }
+  findDivergentExpertParallelCopies(loaded);
 }
 
 std::string loom::ckpt::summarizeDivergence(llvm::ArrayRef<DivergentReplica> replicas) {

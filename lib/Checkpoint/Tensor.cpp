@@ -216,9 +216,11 @@ std::shared_ptr<Storage> loom::ckpt::Storage::writableView(llvm::MutableArrayRef
 
 std::shared_ptr<Storage> loom::ckpt::Storage::fileView(llvm::ArrayRef<uint8_t> bytes,
                                                        std::shared_ptr<const void> owner,
-                                                       bool mapped) {
+                                                       bool mapped,
+                                                       std::optional<uint32_t> recordCrc) {
   auto storage = std::make_shared<Storage>(bytes, std::move(owner));
   storage->fileMapped = mapped;
+  storage->crc = recordCrc;
   return storage;
 }
 

@@ -71,9 +71,11 @@ llvm::Expected<ValuePtr> StorageLoader::operator()(const Value &pid) {
   storage.dtype = *dtype;
   storage.numel = *numel;
   storage.location = *location;
+  // The record's CRC-32 is the storage's when the storage is all of the record.
   storage.data = Storage::fileView(
       data->take_front(bytes), archive.buffer(),
-      archive.buffer()->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap);
+      archive.buffer()->getBufferKind() == llvm::MemoryBuffer::MemoryBuffer_MMap,
+      bytes == entry->size ? std::optional<uint32_t>(entry->crc32) : std::nullopt);
   ValuePtr value = Value::make(std::move(storage));
   loaded[*key] = value;
   return value;

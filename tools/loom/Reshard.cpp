@@ -90,8 +90,9 @@ void checkReplicas(llvm::ArrayRef<ckpt::DivergentReplica> replicas, bool allow) 
   if (!allow)
     throw UserError(ckpt::summarizeDivergence(replicas),
                     "reshard would keep one copy and drop the others; check the ranks' "
-                    "files, or give --allow-divergent-replicas to keep TP rank 0's copies "
-                    "(the first stage's embedding)");
+                    "files, or give --allow-divergent-replicas to keep the copies the others "
+                    "were compared with (TP rank 0's, the first stage's embedding, the first "
+                    "expert-parallel rank's)");
   if (ckpt::mpi::rank() == 0)
     for (const ckpt::DivergentReplica &replica : replicas)
       fmt::print(stderr, "warning: {}; keeping {}\n", replica.what, replica.kept);
@@ -372,9 +373,11 @@ void loom::cli::addReshardCommand(CLI::App &app) {
                   "largest tensor being assembled plus this");
   cmd->add_flag("--allow-divergent-replicas", o->divergentReplicas,
                 "convert a Megatron source whose TP ranks hold differing copies of a replicated\n"
-                "tensor (a norm, a row-parallel bias), or whose last stage's copy of tied word\n"
-                "embeddings differs from the first stage's, keeping TP rank 0's copy (the first\n"
-                "stage's embedding) with a warning for each, rather than refuse it");
+                "tensor (a norm, a row-parallel bias), whose expert-parallel ranks hold differing\n"
+                "copies of a dense parameter, or whose last stage's copy of tied word embeddings\n"
+                "differs from the first stage's, keeping TP rank 0's copy (the first\n"
+                "expert-parallel rank's, the first stage's embedding) with a warning for each,\n"
+                "rather than refuse it");
   cmd->add_flag("--json", o->json, "print a machine-readable summary (and no progress bar)");
   cmd->add_flag("--mpi", o->mpi,
                 "run as one rank of an MPI job (mpirun -n N loom reshard --mpi ...): to universal,\n"

@@ -230,10 +230,11 @@ struct MegatronLayout {
   /// Present when the shards hold optimizer state.
   std::optional<MegatronOptimizer> optimizer;
   /// The replicated parameters (norms, row-parallel biases, routers) whose copies
-  /// differ between TP ranks (expert-TP ranks for a routed expert's), and a last
-  /// stage's copy of tied word embeddings that differs from the first stage's
-  /// embedding. Readers unshard TP rank 0's and the first stage's copies and leave
-  /// the verdict to the caller.
+  /// differ between TP ranks (expert-TP ranks for a routed expert's), a last stage's
+  /// copy of tied word embeddings that differs from the first stage's embedding, and
+  /// each TP piece of a dense parameter whose copies differ between expert-parallel
+  /// ranks. Readers unshard TP rank 0's, the first stage's and the first
+  /// expert-parallel rank's copies and leave the verdict to the caller.
   std::vector<DivergentReplica> divergentReplicas;
 };
 

@@ -23,6 +23,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,9 +66,11 @@ public:
   uint8_t *mutableData() const { return writable; }
   /// A view of a file mapped read-only (`owner` keeps the mapping): its pages can be
   /// dropped from this process's memory at any time and come back from the page
-  /// cache on the next touch.
+  /// cache on the next touch. `recordCrc`: the CRC-32 the file records for exactly
+  /// `bytes` (a torch zip record read whole), when it has one.
   static std::shared_ptr<Storage> fileView(llvm::ArrayRef<uint8_t> bytes,
-                                           std::shared_ptr<const void> owner, bool mapped);
+                                           std::shared_ptr<const void> owner, bool mapped,
+                                           std::optional<uint32_t> recordCrc = std::nullopt);
   /// Drops the resident pages of a file view (whole pages inside it) so that a
   /// converter streaming through files larger than memory holds only what it is
   /// working on; does nothing to other storages. Contents are unchanged.
@@ -78,12 +81,17 @@ public:
   Storage &operator=(const Storage &) = delete;
 
   llvm::ArrayRef<uint8_t> bytes() const { return view; }
+  /// The CRC-32 its file records for these bytes (see fileView), checked against
+  /// them only if the reader verified the record: copies saved in two files can be
+  /// told equal without reading them.
+  std::optional<uint32_t> recordCrc() const { return crc; }
 
 private:
   std::shared_ptr<const void> owner;
   std::vector<uint8_t> owned;
   uint8_t *writable = nullptr;
   bool fileMapped = false;
+  std::optional<uint32_t> crc;
   llvm::ArrayRef<uint8_t> view;
 };
 

@@ -134,10 +134,10 @@ struct Layout {
   /// The groups' optimizer settings (lr, betas, ...) as a JSON array, when the source
   /// keeps them (Megatron).
   std::string optimizerGroups;
-  /// A source's replicated tensors whose copies differ (Megatron's TP replicas and
-  /// tied embeddings, ckpt::MegatronLayout::divergentReplicas). A program reads the
-  /// first copy of a replicated tensor; `loom reshard` refuses such a source unless
-  /// told to take it.
+  /// A source's replicated tensors whose copies differ (Megatron's TP replicas, tied
+  /// embeddings and dense copies across expert-parallel ranks,
+  /// ckpt::MegatronLayout::divergentReplicas). A program reads the first copy of a
+  /// replicated tensor; `loom reshard` refuses such a source unless told to take it.
   std::vector<ckpt::DivergentReplica> divergentReplicas;
 
   const FullTensor *findFull(llvm::StringRef name) const;

@@ -1,11 +1,13 @@
 //===- MegatronTest.cpp - Megatron-LM tp=2 pp=2 checkpoints unsharded -----===//
 #include "CheckpointTesting.h"
 #include "loom/Checkpoint/Megatron.h"
+#include "loom/Checkpoint/TorchZip.h"
 
 #include "llvm/Support/FileSystem.h"
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 
 using namespace loom::ckpt;
@@ -41,6 +43,50 @@ const std::string &sharedExpertFixtures() {
 const std::string &moeOptimFixtures() {
   static const std::string dir = makeFixtures("megatron-moe-optim", {"--moe", "--optim"});
   return dir;
+}
+
+/// The model tensor `key` of a Megatron shard's `root`.
+Tensor *modelTensor(const Value &root, llvm::StringRef key) {
+  const DictValue *top = root.get<DictValue>();
+  ValuePtr model = top ? top->find("model") : nullptr;
+  ValuePtr value = model && model->get<DictValue>() ? model->get<DictValue>()->find(key) : nullptr;
+  return value && value->get<TensorValue>() ? &value->get<TensorValue>()->tensor : nullptr;
+}
+
+/// Saves Megatron shard `file` again with the first element of its model tensor `key`
+/// negated, as torch.save of a changed tensor would: every CRC holds.
+void negateFirstElement(const std::string &file, llvm::StringRef key) {
+  auto root = readTorchZip(file);
+  ASSERT_TRUE(bool(root)) << message(root.takeError());
+  Tensor *tensor = modelTensor(**root, key);
+  ASSERT_TRUE(tensor) << key.str();
+  std::vector<uint8_t> bytes = tensor->toBytes();
+  bytes[dtypeSize(tensor->dtype) - 1] ^= 0x80; // little-endian: the sign bit
+  *tensor = Tensor::contiguous(tensor->dtype, tensor->shape,
+                               std::make_shared<Storage>(std::move(bytes)));
+  llvm::Error err = writeTorchZip(file, **root);
+  ASSERT_FALSE(bool(err)) << message(std::move(err));
+}
+
+/// Flips a bit of the record of model tensor `key` in Megatron shard `file` in place,
+/// leaving the CRC-32 torch recorded for it.
+void flipRecordBit(const std::string &file, llvm::StringRef key) {
+  uint64_t at = 0;
+  {
+    auto archive = llvm::cantFail(ZipArchive::open(file));
+    ValuePtr root = llvm::cantFail(readTorchZip(archive, {/*verifyChecksums=*/false, {}}));
+    Tensor *tensor = modelTensor(*root, key);
+    ASSERT_TRUE(tensor) << key.str();
+    const ZipEntry *entry = archive.entryAt(tensor->storage->bytes().data());
+    ASSERT_TRUE(entry) << key.str();
+    at = entry->dataOffset + 1;
+  }
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(at);
+  char byte = char(f.get() ^ 0x80);
+  f.seekp(at);
+  f.put(byte);
+  ASSERT_TRUE(f.good()) << file;
 }
 
 const MegatronParam *findParam(const MegatronLayout &layout, llvm::StringRef localName,
@@ -208,6 +254,48 @@ TEST(Megatron, MoEWithExpertParallelismUnshardsToMixtralTensors) {
               (std::vector<std::string>{"model.layers." + layer + ".block_sparse_moe.experts.3.w1.weight",
                                         "model.layers." + layer + ".block_sparse_moe.experts.3.w3.weight"}));
   }
+}
+
+/// Every expert-parallel rank's folder holds its TP piece of the dense parameters;
+/// copies that differ from the one read are named, piece by piece.
+TEST(Megatron, DenseCopiesDifferingBetweenExpertParallelRanksAreNamed) {
+  std::string dir = makeFixtures("megatron-moe-ep-copies", {"--moe"});
+  for (const char *name : {"moe-tp1ep2", "moe-tp2pp2ep2"}) {
+    auto sound = readMegatronLayout(dir + "/" + name);
+    ASSERT_TRUE(bool(sound)) << message(sound.takeError());
+    EXPECT_TRUE(sound->divergentReplicas.empty()) << name;
+  }
+
+  // tp=2 pp=2 ep=2: stage 1's row-parallel piece 1 changed in EP rank 1's folder. The
+  // reader still unshards EP rank 0's copies, so the tensors are the truth.
+  std::string grouped = dir + "/moe-tp2pp2ep2";
+  negateFirstElement(grouped + "/iter_0000100/mp_rank_01_001_001/model_optim_rng.pt",
+                     "decoder.layers.1.self_attention.linear_proj.weight");
+  auto ckpt = readMegatron(grouped);
+  ASSERT_TRUE(bool(ckpt)) << message(ckpt.takeError());
+  expectMatchesManifest(ckpt->tensors, readJson(dir + "/moe.json"), /*checkLayout=*/false);
+  ASSERT_EQ(ckpt->layout.divergentReplicas.size(), 1u);
+  const DivergentReplica &replica = ckpt->layout.divergentReplicas[0];
+  EXPECT_NE(replica.what.find("iter_0000100: stage 1: decoder.layers.1.self_attention."
+                              "linear_proj.weight, which every expert-parallel rank holds: "
+                              "TP piece 1: EP rank 1's copy differs from EP rank 0's "
+                              "(largest difference "),
+            std::string::npos)
+      << replica.what;
+  EXPECT_EQ(replica.kept, "EP rank 0's copy");
+
+  // tp=1 ep=2: a bit flipped in EP rank 1's record, its CRC-32 left as saved. Read
+  // without verifying, the records' equal CRCs say the copies were saved equal and
+  // the copy is not read; read verifying, the record fails its CRC.
+  std::string flat = dir + "/moe-tp1ep2";
+  flipRecordBit(flat + "/iter_0000100/mp_rank_00_001/model_optim_rng.pt",
+                "decoder.layers.0.self_attention.linear_qkv.weight");
+  auto layout = readMegatronLayout(flat);
+  ASSERT_TRUE(bool(layout)) << message(layout.takeError());
+  EXPECT_TRUE(layout->divergentReplicas.empty());
+  std::string error = message(readMegatron(flat).takeError());
+  EXPECT_NE(error.find("mp_rank_00_001/model_optim_rng.pt: entry "), std::string::npos) << error;
+  EXPECT_NE(error.find("CRC32"), std::string::npos) << error;
 }
 
 TEST(Megatron, SharedExpertsUnshardToQwen2MoENames) {

@@ -94,6 +94,18 @@ TEST(TorchZip, StoragesPointIntoTheMappedFile) {
   }
 }
 
+TEST(TorchZip, StoragesKnowTheirRecordsCrc) {
+  // Unverified too: the CRC is the directory's, for comparing copies without reading.
+  auto archive = llvm::cantFail(ZipArchive::open(fixtures() + "/weights.pt"));
+  ValuePtr root = llvm::cantFail(readTorchZip(archive, {/*verifyChecksums=*/false, {}}));
+  for (const NamedTensor &named : collectTensors(*root)) {
+    const ZipEntry *entry = archive.entryAt(named.tensor.storage->bytes().data());
+    ASSERT_TRUE(entry) << named.name;
+    EXPECT_EQ(named.tensor.storage->recordCrc(), std::optional<uint32_t>(entry->crc32))
+        << named.name;
+  }
+}
+
 class TorchZipRoundTrip : public ::testing::TestWithParam<bool> {};
 
 TEST_P(TorchZipRoundTrip, LoomWritesWhatTorchLoadsWithWeightsOnly) {

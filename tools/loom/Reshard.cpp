@@ -214,8 +214,9 @@ void runReshard(const ReshardOptions &o) {
                       "rank), then from it to " + spec.format + " in one process");
     int64_t planLayers = o.plan.empty() ? 0 : applyPlan(o, spec);
     reshard::Layout source = orThrow(reshard::describeCheckpoint(o.source),
-                                     "loom reads Megatron, HF, torch, safetensors, DCP and "
-                                     "universal checkpoints (see `loom inspect`)");
+                                     "the checkpoint is damaged or incomplete, or not one loom "
+                                     "reads: Megatron, DeepSpeed, HF, torch, safetensors, DCP "
+                                     "or universal");
     if (planLayers && source.dims && source.dims->layers != planLayers)
       throw UserError(fmt::format("{}: the plan splits {} layers over its stages, and {} has {}",
                                   o.plan, planLayers, o.source, source.dims->layers),

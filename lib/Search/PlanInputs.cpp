@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "loom/Search/Planner.h"
+#include "loom/Support/Table.h"
 
 #include <fmt/format.h>
 
@@ -88,7 +89,7 @@ std::optional<InputProblem> loom::search::nothingPriced(const spec::Model &model
 
 std::string loom::search::describeFix(const FitFix &fix, const Candidate &closest,
                                       std::string_view offload) {
-  std::string memory = fmt::format("{:.1f} GiB per GPU", fix.peakMemoryBytes / double(1ull << 30));
+  std::string memory = gib(fix.peakMemoryBytes, 1) + " GiB per GPU";
   if (fix.offloadOptimizer)
     return fmt::format("{} ({})", offload, memory);
   return fmt::format("{} the nodes, {} GPUs{} ({})",

@@ -333,14 +333,15 @@ void runPlan(const PlanCliOptions &o) {
   const cost::StrategyChoice &first = r.best.front().choice;
   if (!first.stageLayers.empty()) {
     text += "\nplan 1 splits the layers unevenly over its stages:";
-    // On a mixed cluster each run of stages on one GPU type is named.
+    // The plan's stages (first.stageLayers, in order); on a mixed cluster each
+    // run of stages on one GPU type is named.
     spec::Plan plan = search::toPlan(model, cluster, training, r.best.front());
-    for (size_t i = 0; i < first.stageLayers.size(); ++i) {
-      text += fmt::format(" {}", first.stageLayers[i]);
-      std::string gpu = i < size_t(plan.stages_size()) ? plan.stages(int(i)).gpu() : "";
-      if (!gpu.empty() && (i + 1 == first.stageLayers.size() ||
-                           plan.stages(int(i + 1)).gpu() != gpu))
-        text += fmt::format(" on {}{}", gpu, i + 1 == first.stageLayers.size() ? "" : ",");
+    const auto &stages = plan.stages();
+    for (int i = 0; i < stages.size(); ++i) {
+      text += fmt::format(" {}", stages[i].num_layers());
+      bool last = i + 1 == stages.size();
+      if (stages[i].has_gpu() && (last || stages[i + 1].gpu() != stages[i].gpu()))
+        text += fmt::format(" on {}{}", stages[i].gpu(), last ? "" : ",");
     }
     if (!first.stageOrder.empty()) {
       text += " (on pp ranks";

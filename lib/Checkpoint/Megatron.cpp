@@ -1159,6 +1159,14 @@ std::string loom::ckpt::summarizeDivergence(llvm::ArrayRef<DivergentReplica> rep
                        replicas.size() - 1);
 }
 
+std::string loom::ckpt::keptCopies(llvm::ArrayRef<DivergentReplica> replicas) {
+  std::vector<llvm::StringRef> kept;
+  for (const DivergentReplica &replica : replicas)
+    if (!llvm::is_contained(kept, replica.kept))
+      kept.push_back(replica.kept);
+  return llvm::join(kept, ", ");
+}
+
 /// Opens every shard of the checkpoint in `directory`; `verify` CRC-checks their
 /// records on open (a full pass over the data, which a layout alone does not need:
 /// the resharder checks each record as it reads it).

@@ -206,8 +206,7 @@ Summary open(const std::string &path, bool verify) {
       throw UserError(summarizeDivergence(l.divergentReplicas),
                       "a rank's file is damaged or the run let its copies drift apart; `loom "
                       "reshard --allow-divergent-replicas` converts it keeping the copies the "
-                      "others were compared with (TP rank 0's, the first stage's embedding, the "
-                      "first expert-parallel rank's)");
+                      "others were compared with (" + keptCopies(l.divergentReplicas) + ")");
     summary.divergentReplicas = l.divergentReplicas;
     summary.format = l.naming == MegatronNaming::Legacy ? "megatron-legacy" : "megatron-mcore";
     summary.layout = {{"tp", l.tp}, {"pp", l.pp}, {"iteration", l.iteration},

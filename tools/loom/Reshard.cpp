@@ -91,8 +91,7 @@ void checkReplicas(llvm::ArrayRef<ckpt::DivergentReplica> replicas, bool allow) 
     throw UserError(ckpt::summarizeDivergence(replicas),
                     "reshard would keep one copy and drop the others; check the ranks' "
                     "files, or give --allow-divergent-replicas to keep the copies the others "
-                    "were compared with (TP rank 0's, the first stage's embedding, the first "
-                    "expert-parallel rank's)");
+                    "were compared with (" + ckpt::keptCopies(replicas) + ")");
   if (ckpt::mpi::rank() == 0)
     for (const ckpt::DivergentReplica &replica : replicas)
       fmt::print(stderr, "warning: {}; keeping {}\n", replica.what, replica.kept);

@@ -210,6 +210,9 @@ struct DivergentReplica {
 
 /// `replicas` (at least one) as one line: the first, and how many more there are.
 std::string summarizeDivergence(llvm::ArrayRef<DivergentReplica> replicas);
+/// The copies a conversion of `replicas` keeps, each named once in order: "TP rank
+/// 0's copy, stage 0's embedding".
+std::string keptCopies(llvm::ArrayRef<DivergentReplica> replicas);
 
 struct MegatronLayout {
   MegatronNaming naming = MegatronNaming::MCore;
